@@ -1,0 +1,5 @@
+import sys
+
+from speechattn.cli import main
+
+sys.exit(main())

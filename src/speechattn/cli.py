@@ -1,0 +1,65 @@
+"""The ``speechattn`` command line.
+
+Each subcommand lives in a module that exposes ``add_parser(subparsers)``; that function
+registers the subparser and sets ``func`` (called with the parsed namespace, returns an exit code).
+Modules keep heavy imports inside their functions so ``speechattn --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import platform
+import sys
+from collections.abc import Sequence
+
+__all__ = ["build_parser", "main"]
+
+# Modules that register subcommands, in the order ``--help`` lists them.
+_SUBCOMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _info(args: argparse.Namespace) -> int:
+    import torch
+
+    from speechattn import __version__
+    from speechattn.kernels import available
+
+    print(f"speechattn {__version__}")
+    print(f"python     {platform.python_version()} ({sys.executable})")
+    print(f"torch      {torch.__version__} (threads: {torch.get_num_threads()})")
+    print("fast paths:")
+    for name, state in available().items():
+        print(f"  {name:<8} {state}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser with every registered subcommand."""
+    from speechattn import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="speechattn",
+        description="Attention mechanisms for speech, and the jobs that show them working.",
+    )
+    parser.add_argument("--version", action="version", version=f"speechattn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p_info = sub.add_parser("info", help="version, torch, and which fast paths are available")
+    p_info.set_defaults(func=_info)
+    for mod in _SUBCOMMAND_MODULES:
+        importlib.import_module(mod).add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``speechattn`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

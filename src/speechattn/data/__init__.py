@@ -1,0 +1,3 @@
+"""Corpora, text front end, features and collate. Heavy dependencies import lazily."""
+
+__all__: list[str] = []

@@ -1,0 +1,5 @@
+"""Pure math: one module per mechanism. Everything here is differentiable torch code."""
+
+from speechattn.functional.masks import check_lengths, lengths_to_valid_mask, valid_mask_to_lengths
+
+__all__ = ["check_lengths", "lengths_to_valid_mask", "valid_mask_to_lengths"]
