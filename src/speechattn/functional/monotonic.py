@@ -225,11 +225,9 @@ def _torch_sma_forward(
     a = torch.where(uv, alpha0, zero)
     out = torch.empty((T, N, U), dtype=p.dtype, device=p.device)
     for t in range(T):
-        stay = a * pe[t]
-        new = stay.clone()
-        new[:, 1:] += (a - stay)[:, :-1]  # a * (1 - p): advance one token
-        new.mul_(valid_tm[t])
-        out[t] = new
+        new = torch.mul(a, pe[t], out=out[t])  # stay: alpha_{t-1}(u) p_t(u)
+        new[:, 1:] += a[:, :-1] - new[:, :-1]  # advance: alpha_{t-1}(u-1) (1 - p_t(u-1))
+        new.mul_(valid_tm[t])  # padded tokens and frames hold exactly 0
         a = new
     return out.permute(1, 2, 0).contiguous()
 
@@ -266,18 +264,17 @@ def _torch_sma_backward(
     G = torch.where(valid_tm, grad_alpha.permute(2, 0, 1), zero).contiguous()
     a_tm = alpha.permute(2, 0, 1)
     a0 = torch.where(uv, alpha0, zero)
-    pgrad_f = pgrad_tm.to(p.dtype)
+    q = 1.0 - pe  # advance probabilities (0 on the absorbing token with preserve)
     valid_f = valid_tm.to(p.dtype)
     grad_p = torch.empty((T, N, U), dtype=p.dtype, device=p.device)
     h = torch.zeros((N, U), dtype=p.dtype, device=p.device)  # propagated from frame t + 1
     for t in range(T - 1, -1, -1):
-        g = (G[t] + h) * valid_f[t]
-        gs = torch.zeros_like(g)
-        gs[:, :-1] = g[:, 1:]
-        diff = g - gs
-        aprev = a_tm[t - 1] if t > 0 else a0
-        grad_p[t] = aprev * diff * pgrad_f[t]
-        h = gs + pe[t] * diff  # g * p + shift_up(g) * (1 - p)
+        g = torch.add(G[t], h).mul_(valid_f[t])  # g_t, zero at padded tokens/frames
+        diff = g.clone()
+        diff[:, :-1] -= g[:, 1:]  # g_t(u) - g_t(u + 1)
+        torch.mul(a_tm[t - 1] if t > 0 else a0, diff, out=grad_p[t])
+        h = torch.addcmul(g, diff, q[t], value=-1.0)  # g p + shift_up(g) (1 - p)
+    grad_p.mul_(pgrad_tm)
     grad_alpha0 = h * uv.to(p.dtype)
     return grad_p.permute(1, 2, 0).contiguous(), grad_alpha0
 
