@@ -222,11 +222,12 @@ def _torch_sma_forward(
     if preserve:
         pe.masked_fill_(valid_tm & last[None], 1.0)
     a = torch.where(uv, alpha0, torch.zeros((), dtype=p.dtype, device=p.device))
+    pad_tm = ~valid_tm
     out = torch.empty((T, N, U), dtype=p.dtype, device=p.device)
     for t in range(T):
         new = torch.mul(a, pe[t], out=out[t])  # stay: alpha_{t-1}(u) p_t(u)
-        new[:, 1:] += a[:, :-1] - new[:, :-1]  # advance: alpha_{t-1}(u-1) (1 - p_t(u-1))
-        new.mul_(valid_tm[t])  # padded tokens and frames hold exactly 0
+        new[:, 1:].add_(a[:, :-1] - new[:, :-1])  # advance: alpha_{t-1}(u-1) (1 - p_t(u-1))
+        new.masked_fill_(pad_tm[t], 0.0)  # padded tokens and frames hold exactly 0
         a = new
     return out.permute(1, 2, 0).contiguous()
 
@@ -267,15 +268,16 @@ def _torch_sma_backward(
     G = torch.where(valid_tm, grad_alpha.permute(2, 0, 1), zero).contiguous()
     a_tm = alpha.permute(2, 0, 1)
     a0 = torch.where(uv, alpha0, zero)
+    pad_tm = ~valid_tm
     grad_p = torch.empty((T, N, U), dtype=p.dtype, device=p.device)
     h = torch.zeros((N, U), dtype=p.dtype, device=p.device)  # propagated from frame t + 1
     for t in range(T - 1, -1, -1):
-        g = torch.add(G[t], h).mul_(valid_tm[t])  # g_t, zero at padded tokens/frames
+        g = torch.add(G[t], h).masked_fill_(pad_tm[t], 0.0)  # g_t, zero at padding
         diff = g.clone()
-        diff[:, :-1] -= g[:, 1:]  # g_t(u) - g_t(u + 1)
+        diff[:, :-1].sub_(g[:, 1:])  # g_t(u) - g_t(u + 1)
         torch.mul(a_tm[t - 1] if t > 0 else a0, diff, out=grad_p[t])
         h = torch.addcmul(g, diff, q[t], value=-1.0)  # g p + shift_up(g) (1 - p)
-    grad_p.mul_(pgrad_tm)
+    grad_p.masked_fill_(~pgrad_tm, 0.0)
     grad_alpha0 = h * uv.to(p.dtype)
     return grad_p.permute(1, 2, 0).contiguous(), grad_alpha0
 
@@ -508,9 +510,9 @@ def focus_rate(
         text_lengths, mel_lengths: int64 ``(B,)`` or ``None``.
 
     Returns:
-        ``(B,)`` for 3-D input, ``(B, H)`` for 4-D, in ``attn``'s dtype (float32 for bf16/fp16
-        inputs is not forced: the result keeps the input dtype). Differentiable; no host sync
-        beyond input validation.
+        ``(B,)`` for 3-D input, ``(B, H)`` for 4-D: computed in float32 (float64 for float64
+        input) and returned in ``attn``'s dtype. Differentiable; one host sync (input
+        validation), none in the computation.
     """
     a3, tl, ml = _prepare(attn, text_lengths, mel_lengths, name="attn", check_range=False)
     N, U, T = a3.shape
