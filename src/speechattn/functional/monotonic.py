@@ -320,7 +320,7 @@ class _SMAFunction(torch.autograd.Function):
         )
 
 
-def _resolve_impl(impl: Any, device: torch.device) -> tuple[str, Any, Any, Any]:
+def _resolve_impl(impl: Any, device: torch.device) -> tuple[str, Any, Any]:
     if not isinstance(impl, str):
         raise TypeError(
             f"Expected impl to be a string ('auto', 'torch', 'numba', ...); found {impl!r}."
@@ -334,14 +334,14 @@ def _resolve_impl(impl: Any, device: torch.device) -> tuple[str, Any, Any, Any]:
             except (ImportError, ValueError):  # a broken optional backend: fall back to the spec
                 name = "torch"
     if name == "torch":
-        return "torch", _torch_sma_forward, _torch_sma_backward, None
+        return "torch", _torch_sma_forward, _torch_sma_backward
     kernel = get_sma_kernel(name)
     if device.type not in kernel.devices:
         raise ValueError(
             f"impl={name!r} runs on {'/'.join(kernel.devices)} tensors; found p_choose on "
             f"{device}. Pass impl='auto' or impl='torch'."
         )
-    return name, kernel.forward, kernel.backward, kernel.checked_forward
+    return name, kernel.forward, kernel.backward
 
 
 def _raise_bad_range(name: str, mn_v: float, mx_v: float, has_nan: bool) -> None:
@@ -417,12 +417,8 @@ def stepwise_monotonic_alignment(
     if mass not in _MASSES:
         raise ValueError(f"Expected mass in {_MASSES}; found {mass!r}.")
     _check_prob_tensor(p_choose, "p_choose")
-    _, fwd, bwd, checked_fwd = _resolve_impl(impl, p_choose.device)
-    # A synchronous kernel that reports p's range from its own pass saves a full read of p.
-    fused_check = checked_fwd is not None and mode == "soft"
-    p3, tl, ml = _prepare(
-        p_choose, text_lengths, mel_lengths, name="p_choose", check_range=not fused_check
-    )
+    _, fwd, bwd = _resolve_impl(impl, p_choose.device)
+    p3, tl, ml = _prepare(p_choose, text_lengths, mel_lengths, name="p_choose")
     N, U = p3.shape[0], p3.shape[1]
     in_dtype = p_choose.dtype
     cdtype = _compute_dtype(in_dtype)
@@ -453,13 +449,6 @@ def stepwise_monotonic_alignment(
             )
         alpha0 = initial_alignment.reshape(N, U).to(cdtype).contiguous()
     preserve = mass == "preserve"
-    if fused_check:
-
-        def fwd(p_: Tensor, a0_: Tensor, tl_: Tensor, ml_: Tensor, keep: bool) -> Tensor:
-            alpha_, (mn_v, mx_v, has_nan) = checked_fwd(p_, a0_, tl_, ml_, keep)
-            _raise_bad_range("p_choose", mn_v, mx_v, has_nan)
-            return alpha_
-
     pc = p3.to(cdtype).contiguous()
     if mode == "hard":
         with torch.no_grad():
