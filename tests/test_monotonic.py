@@ -472,3 +472,44 @@ def test_kernel_registry_dispatch() -> None:
     assert calls == ["fwd", "bwd"]
     with pytest.raises(ValueError, match="reserved"):
         register_sma_kernel("torch", fwd, bwd)
+
+
+def test_numba_threaded_split_equals_single_thread() -> None:
+    """Items dealt round-robin to threads give bit-identical results to one thread."""
+    p, tl, ml = _ragged(9, 40, 420, heads=None, seed=12, dtype=torch.float32)
+    p.requires_grad_(True)
+    w = torch.randn_like(p)
+    threads = torch.get_num_threads()
+    out = {}
+    try:
+        for k in (1, 3):
+            torch.set_num_threads(k)
+            alpha = stepwise_monotonic_alignment(p, tl, ml, mass="preserve", impl="numba")
+            (gp,) = torch.autograd.grad(alpha, p, w)
+            vit = monotonic_viterbi(p, tl, torch.maximum(ml, tl), impl="numba")
+            out[k] = (alpha, gp, vit.path, vit.durations)
+    finally:
+        torch.set_num_threads(threads)
+    for x, y in zip(out[1], out[3]):
+        assert torch.equal(x, y)
+
+
+def test_float32_error_ratio_against_float64_golden() -> None:
+    """The numba path's float32 error is at most a few times the torch spec's float32 error."""
+    p, tl, ml = _ragged(6, 40, 300, heads=None, seed=13)
+    p = p.clamp(0.6, 1.0)  # long dwell: many frames of accumulation per token
+    p.requires_grad_(True)
+    w = torch.randn_like(p)
+    gold = stepwise_monotonic_alignment(p, tl, ml, impl="torch")
+    (g_gold,) = torch.autograd.grad(gold, p, w)
+    p32 = p.detach().float().requires_grad_(True)
+    errs = {}
+    for impl in IMPLS:
+        a = stepwise_monotonic_alignment(p32, tl, ml, impl=impl)
+        (g,) = torch.autograd.grad(a, p32, w.float())
+        errs[impl] = (
+            float((a.detach().double() - gold.detach()).abs().max()),
+            float((g.double() - g_gold).abs().max()),
+        )
+    for k in range(2):
+        assert errs["numba"][k] <= 4 * errs["torch"][k] + 1e-7, errs
