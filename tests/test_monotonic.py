@@ -513,3 +513,16 @@ def test_float32_error_ratio_against_float64_golden() -> None:
         )
     for k in range(2):
         assert errs["numba"][k] <= 4 * errs["torch"][k] + 1e-7, errs
+
+
+def test_numba_is_imported_lazily() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, speechattn, speechattn.functional, speechattn.kernels, speechattn.cli;"
+        "speechattn.kernels.available();"
+        "print('numba' in sys.modules, 'speechattn.kernels._numba_sma' in sys.modules)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.split() == ["False", "False"]
