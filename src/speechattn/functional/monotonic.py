@@ -397,7 +397,8 @@ def stepwise_monotonic_alignment(
         frames ``>= mel_lengths[b]``; each column sums to at most 1 (exactly 1 on valid frames
         with ``mass="preserve"`` and a normalised initial alignment); row sums are expected
         durations. Differentiable in soft mode w.r.t. ``p_choose`` and ``initial_alignment``
-        through a custom backward that stores only ``p``, ``alpha`` and ``alpha0``.
+        through a custom backward that stores only ``p``, ``alpha`` and ``alpha0`` (first
+        order only: no double backward). One host sync (input validation).
 
     Raises:
         TypeError: non-tensor or non-float input, integer-typed lengths expected.
