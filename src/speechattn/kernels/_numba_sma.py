@@ -180,8 +180,6 @@ def _backward_nb(G, p, alpha, alpha0, tl, ml, preserve, gp, ga0, start, step):  
 @njit(cache=True, nogil=True)
 def _viterbi_nb(lp, l1p, tl, ml, path, dur, start, step):  # type: ignore[no-untyped-def]
     N = lp.shape[0]
-    T = lp.shape[2]
-    U = lp.shape[1]
     for n in range(start, N, step):
         L = tl[n]
         M = ml[n]
@@ -206,7 +204,6 @@ def _viterbi_nb(lp, l1p, tl, ml, path, dur, start, step):  # type: ignore[no-unt
             dur[n, u] += 1
             if t > 0 and adv[u, t] == 1:
                 u -= 1
-        _ = T + U  # shapes are implied by the buffers
 
 
 @njit(cache=True, nogil=True)
