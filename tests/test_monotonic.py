@@ -428,6 +428,15 @@ def test_bad_inputs_raise_clear_errors() -> None:
         monotonic_viterbi(p, torch.tensor([3, 3]), torch.tensor([5, 2]))
     with pytest.raises(ValueError, match="impl"):
         monotonic_viterbi(p, impl="magic")
+    for impl in IMPLS:  # -0.0 is a valid probability; inf is not
+        q = p.clone()
+        q[0, 1, 1] = -0.0
+        assert torch.isfinite(stepwise_monotonic_alignment(q, impl=impl)).all()
+        q[1, 1, 1] = math.inf
+        with pytest.raises(ValueError, match="max inf"):
+            stepwise_monotonic_alignment(q, impl=impl)
+        with pytest.raises(ValueError, match="NaN"):
+            stepwise_monotonic_alignment(torch.full((1, 2, 3), math.nan).double(), impl=impl)
     # padded positions may hold anything, including values outside [0, 1]
     q = p.clone()
     q[0, :, 3:] = 7.0
@@ -513,3 +522,16 @@ def test_float32_error_ratio_against_float64_golden() -> None:
         )
     for k in range(2):
         assert errs["numba"][k] <= 4 * errs["torch"][k] + 1e-7, errs
+
+
+def test_numba_is_imported_lazily() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, speechattn, speechattn.functional, speechattn.kernels, speechattn.cli;"
+        "speechattn.kernels.available();"
+        "print('numba' in sys.modules, 'speechattn.kernels._numba_sma' in sys.modules)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.split() == ["False", "False"]

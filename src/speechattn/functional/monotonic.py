@@ -160,25 +160,31 @@ def _prepare(
                 f"mel_lengths[{b}] = {int(vals[2][2])} < text_lengths[{b}]. Drop or trim item {b}."
             )
         if have_range and not (vals[-1][0] >= 0.0 and vals[-1][1] <= 1.0):
-            # Rare path (out-of-range or NaN values somewhere): look at valid positions only,
-            # since padding may hold anything.
-            tv = torch.arange(T, device=p.device) < ml[:, None]
-            uv = torch.arange(U, device=p.device) < tl[:, None]
-            valid = uv[:, :, None] & tv[:, None, :]
-            if p.dim() == 4:
-                valid = valid[:, None]
-            pv = torch.where(valid, p, torch.full((), 0.5, dtype=p.dtype, device=p.device))
-            mn, mx = torch.aminmax(pv)
-            mn_v, mx_v, has_nan = (
-                torch.stack([mn.double(), mx.double(), torch.isnan(pv).any().double()])
-                .cpu()
-                .tolist()
-            )
-            _raise_bad_range(name, mn_v, mx_v, bool(has_nan))
+            _check_range_masked(p, tl, ml, name)
     if H > 1 or p.dim() == 4:
         tl = tl[:, None].expand(B, H).reshape(-1)
         ml = ml[:, None].expand(B, H).reshape(-1)
     return p.reshape(B * H, U, T), tl, ml
+
+
+def _check_range_masked(p: Tensor, tl: Tensor, ml: Tensor, name: str) -> None:
+    """Exact check of ``p`` in [0, 1] at valid positions only (padding may hold anything).
+
+    The rare path, taken when a cheap whole-tensor check failed; ``p`` is ``(B, [H,] U, T)``
+    with ``(B,)`` lengths. Raises with the min/max found, or returns if the valid part is fine.
+    """
+    U, T = p.shape[-2], p.shape[-1]
+    tv = torch.arange(T, device=p.device) < ml[:, None]
+    uv = torch.arange(U, device=p.device) < tl[:, None]
+    valid = uv[:, :, None] & tv[:, None, :]
+    if p.dim() == 4:
+        valid = valid[:, None]
+    pv = torch.where(valid, p, torch.full((), 0.5, dtype=p.dtype, device=p.device))
+    mn, mx = torch.aminmax(pv)
+    mn_v, mx_v, has_nan = (
+        torch.stack([mn.double(), mx.double(), torch.isnan(pv).any().double()]).cpu().tolist()
+    )
+    _raise_bad_range(name, mn_v, mx_v, bool(has_nan))
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -397,7 +403,8 @@ def stepwise_monotonic_alignment(
         frames ``>= mel_lengths[b]``; each column sums to at most 1 (exactly 1 on valid frames
         with ``mass="preserve"`` and a normalised initial alignment); row sums are expected
         durations. Differentiable in soft mode w.r.t. ``p_choose`` and ``initial_alignment``
-        through a custom backward that stores only ``p``, ``alpha`` and ``alpha0``.
+        through a custom backward that stores only ``p``, ``alpha`` and ``alpha0`` (first
+        order only: no double backward). One host sync (input validation).
 
     Raises:
         TypeError: non-tensor or non-float input, integer-typed lengths expected.
@@ -417,8 +424,13 @@ def stepwise_monotonic_alignment(
     if mass not in _MASSES:
         raise ValueError(f"Expected mass in {_MASSES}; found {mass!r}.")
     _check_prob_tensor(p_choose, "p_choose")
-    _, fwd, bwd = _resolve_impl(impl, p_choose.device)
-    p3, tl, ml = _prepare(p_choose, text_lengths, mel_lengths, name="p_choose")
+    kernel_name, fwd, bwd = _resolve_impl(impl, p_choose.device)
+    # The numba path checks p's range on its own threads (torch's OpenMP reductions stall on an
+    # oversubscribed CPU); other paths use one aminmax inside _prepare.
+    numba_check = kernel_name == "numba"
+    p3, tl, ml = _prepare(
+        p_choose, text_lengths, mel_lengths, name="p_choose", check_range=not numba_check
+    )
     N, U = p3.shape[0], p3.shape[1]
     in_dtype = p_choose.dtype
     cdtype = _compute_dtype(in_dtype)
@@ -450,6 +462,11 @@ def stepwise_monotonic_alignment(
         alpha0 = initial_alignment.reshape(N, U).to(cdtype).contiguous()
     preserve = mass == "preserve"
     pc = p3.to(cdtype).contiguous()
+    if numba_check:
+        from speechattn.kernels._numba_sma import in_unit_interval
+
+        if not in_unit_interval(pc, tl, ml):
+            _check_range_masked(pc, tl, ml, "p_choose")
     if mode == "hard":
         with torch.no_grad():
             hard = (pc > 0.5).to(cdtype)

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from speechattn.kernels import register_sma_kernel
 
-__all__ = ["backward", "forward", "viterbi"]
+__all__ = ["backward", "forward", "in_unit_interval", "viterbi"]
 
 
 # Rows are processed in blocks of four: row u + 1 at frame t needs row u at frame t - 1, so the
@@ -180,8 +180,6 @@ def _backward_nb(G, p, alpha, alpha0, tl, ml, preserve, gp, ga0, start, step):  
 @njit(cache=True, nogil=True)
 def _viterbi_nb(lp, l1p, tl, ml, path, dur, start, step):  # type: ignore[no-untyped-def]
     N = lp.shape[0]
-    T = lp.shape[2]
-    U = lp.shape[1]
     for n in range(start, N, step):
         L = tl[n]
         M = ml[n]
@@ -206,7 +204,24 @@ def _viterbi_nb(lp, l1p, tl, ml, path, dur, start, step):  # type: ignore[no-unt
             dur[n, u] += 1
             if t > 0 and adv[u, t] == 1:
                 u -= 1
-        _ = T + U  # shapes are implied by the buffers
+
+
+@njit(cache=True, nogil=True)
+def _bits_range_nb(bits, tl, ml, out, start, step):  # type: ignore[no-untyped-def]
+    # Integer min/max of the IEEE bit patterns over each item's valid block (vectorises; no
+    # floating-point NaN semantics needed): non-negative floats order like their bit patterns,
+    # negative values (and -0.0) have the sign bit set, NaN and +inf lie above 1.0's pattern.
+    N = bits.shape[0]
+    for n in range(start, N, step):
+        lo = bits[n, 0, 0]
+        hi = bits[n, 0, 0]
+        for u in range(tl[n]):
+            for t in range(ml[n]):
+                b = bits[n, u, t]
+                lo = min(lo, b)
+                hi = max(hi, b)
+        out[n, 0] = lo
+        out[n, 1] = hi
 
 
 def _np(x: Tensor) -> np.ndarray:
@@ -279,6 +294,25 @@ def backward(
     )
     _run(_backward_nb, args, p.shape[0], p.numel())
     return gp, ga0
+
+
+def in_unit_interval(p: Tensor, text_lengths: Tensor, mel_lengths: Tensor) -> bool:
+    """True when every valid entry of CPU float32/float64 ``p`` ``(N, U, T)`` lies in
+    ``[+0.0, 1.0]`` (False also for -0.0, which callers re-check exactly). No OpenMP: the check
+    runs on the kernels' own threads."""
+    N = p.shape[0]
+    if N == 0 or p.numel() == 0:
+        return True
+    if p.dtype == torch.float32:
+        bits, one = p.contiguous().view(torch.int32), 0x3F800000
+    elif p.dtype == torch.float64:
+        bits, one = p.contiguous().view(torch.int64), 0x3FF0000000000000
+    else:
+        raise TypeError(f"in_unit_interval expects float32/float64; found {p.dtype}.")
+    out = np.empty((N, 2), dtype=np.int64)
+    args = (bits.numpy(), _np(text_lengths.to(torch.int64)), _np(mel_lengths.to(torch.int64)), out)
+    _run(_bits_range_nb, args, N, p.numel())
+    return bool(out[:, 0].min() >= 0 and out[:, 1].max() <= one)
 
 
 def viterbi(lp: Tensor, l1p: Tensor, tl: Tensor, ml: Tensor) -> tuple[Tensor, Tensor]:
