@@ -4,3 +4,17 @@ from speechattn.nn.attention import AttentionOutput, AttentionPrior, PriorMultih
 
 __all__: list[str] = []
 __all__ += ["AttentionOutput", "AttentionPrior", "PriorMultiheadAttention"]
+
+from speechattn.nn.speech_transformer import (  # noqa: E402
+    Conv2dSubsampling,
+    SpeechTransformerDecoderLayer,
+    SpeechTransformerEncoder,
+    SpeechTransformerEncoderLayer,
+)
+
+__all__ += [
+    "Conv2dSubsampling",
+    "SpeechTransformerDecoderLayer",
+    "SpeechTransformerEncoder",
+    "SpeechTransformerEncoderLayer",
+]
