@@ -1,6 +1,39 @@
 """Thin modules: parameters and buffers; forward is one functional call."""
 
-from speechattn.nn.monotonic import SMAOutput, StepwiseMonotonicMultiheadAttention
+# Generated from each submodule's __all__; keep one import per module.
 
-__all__: list[str] = []
-__all__ += ["SMAOutput", "StepwiseMonotonicMultiheadAttention"]
+from speechattn.nn.attention import (
+    AttentionOutput,
+    AttentionPrior,
+    PriorMultiheadAttention,
+)
+from speechattn.nn.monotonic import (
+    SMAOutput,
+    StepwiseMonotonicMultiheadAttention,
+)
+from speechattn.nn.speech_transformer import (
+    Conv2dSubsampling,
+    DecoderLayerOutput,
+    EncoderLayerOutput,
+    EncoderOutput,
+    SpeechTransformerDecoderLayer,
+    SpeechTransformerEncoder,
+    SpeechTransformerEncoderLayer,
+    sinusoidal_positions,
+)
+
+__all__ = [
+    "AttentionOutput",
+    "AttentionPrior",
+    "Conv2dSubsampling",
+    "DecoderLayerOutput",
+    "EncoderLayerOutput",
+    "EncoderOutput",
+    "PriorMultiheadAttention",
+    "SMAOutput",
+    "SpeechTransformerDecoderLayer",
+    "SpeechTransformerEncoder",
+    "SpeechTransformerEncoderLayer",
+    "StepwiseMonotonicMultiheadAttention",
+    "sinusoidal_positions",
+]
