@@ -11,6 +11,15 @@ from speechattn.nn.monotonic import (
     SMAOutput,
     StepwiseMonotonicMultiheadAttention,
 )
+from speechattn.nn.pooling import (
+    ASP,
+    ASTP,
+    MHASTP,
+    MQMHASTP,
+    TAP,
+    TSDP,
+    TSTP,
+)
 from speechattn.nn.speech_transformer import (
     Conv2dSubsampling,
     DecoderLayerOutput,
@@ -23,6 +32,13 @@ from speechattn.nn.speech_transformer import (
 )
 
 __all__ = [
+    "ASP",
+    "ASTP",
+    "MHASTP",
+    "MQMHASTP",
+    "TAP",
+    "TSDP",
+    "TSTP",
     "AttentionOutput",
     "AttentionPrior",
     "Conv2dSubsampling",
