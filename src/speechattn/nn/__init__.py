@@ -1,3 +1,5 @@
 """Thin modules: parameters and buffers; forward is one functional call."""
 
-__all__: list[str] = []
+from speechattn.nn.contrastive import PooledContrastiveLoss, SequenceContrastiveLoss
+
+__all__: list[str] = ["PooledContrastiveLoss", "SequenceContrastiveLoss"]
