@@ -2,6 +2,10 @@
 
 # Generated from each submodule's __all__; keep one import per module.
 
+from speechattn.functional.contrastive import (
+    pooled_contrastive_loss,
+    sequence_contrastive_loss,
+)
 from speechattn.functional.masks import (
     check_lengths,
     lengths_to_valid_mask,
@@ -71,11 +75,13 @@ __all__ = [
     "masked_softmax",
     "monotonic_viterbi",
     "multi_head_attentive_statistics_pooling",
+    "pooled_contrastive_loss",
     "post_softmax_penalty_attention",
     "prepare_pooling_input",
     "prior_attention",
     "seed_attention_penalty",
     "select_heads",
+    "sequence_contrastive_loss",
     "stepwise_monotonic_alignment",
     "stepwise_monotonic_attention",
     "temporal_mean_std",

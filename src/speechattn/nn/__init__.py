@@ -7,6 +7,10 @@ from speechattn.nn.attention import (
     AttentionPrior,
     PriorMultiheadAttention,
 )
+from speechattn.nn.contrastive import (
+    PooledContrastiveLoss,
+    SequenceContrastiveLoss,
+)
 from speechattn.nn.monotonic import (
     SMAOutput,
     StepwiseMonotonicMultiheadAttention,
@@ -45,8 +49,10 @@ __all__ = [
     "DecoderLayerOutput",
     "EncoderLayerOutput",
     "EncoderOutput",
+    "PooledContrastiveLoss",
     "PriorMultiheadAttention",
     "SMAOutput",
+    "SequenceContrastiveLoss",
     "SpeechTransformerDecoderLayer",
     "SpeechTransformerEncoder",
     "SpeechTransformerEncoderLayer",
