@@ -167,8 +167,10 @@ def stepwise_monotonic_attention(
 
     ``head_selection="focus_rate"`` (as the keonlee reference): the selected head's alignment
     attends over the values of all heads concatenated, ``context = alpha_sel @ [v_1 .. v_h]``.
-    Only the selected head's energies receive gradients (its ``p`` is recomputed with autograd;
-    the per-head ``attn_weights`` are computed without gradient, for monitoring).
+    Heads are ranked on their noise-free alignments (as the reference ranks its noise-free
+    softmax); the training noise then perturbs only the selected head, whose ``p`` is recomputed
+    with autograd, so only the selected head's energies receive gradients. The per-head
+    ``attn_weights`` are these noise-free alignments, without gradient (for monitoring).
     ``head_selection="per_head"``: every head attends with its own alignment,
     ``context = [alpha_1 @ v_1 .. alpha_h @ v_h]``; ``attn_weights`` carry gradients.
 
@@ -289,18 +291,20 @@ def stepwise_monotonic_attention(
         )
 
     bias_c = bias.to(cdtype).view(1, h, 1, 1)
-    noise = None
-    if noise_std > 0:
-        noise = torch.randn((b, h, u, t), generator=generator, device=dev, dtype=cdtype).mul_(
-            noise_std
-        )
+
+    def draw_noise(shape: tuple[int, ...]) -> Tensor | None:
+        if noise_std <= 0:
+            return None
+        return torch.randn(shape, generator=generator, device=dev, dtype=cdtype).mul_(noise_std)
+
     alpha0 = None if initial_alignment is None else initial_alignment.to(cdtype)
 
     def stay_probs(qq: Tensor, kk: Tensor, bb: Tensor, nn_: Tensor | None) -> Tensor:
-        e = torch.matmul(qq, kk.transpose(-1, -2)) * sc + bb
+        # In place on the fresh matmul output: one (b, h, u, t) buffer, no extra passes.
+        e = torch.matmul(qq * sc, kk.transpose(-1, -2)).add_(bb)
         if nn_ is not None:
-            e = e + nn_
-        return torch.sigmoid(e)
+            e.add_(nn_)
+        return e.sigmoid_()
 
     def align(p: Tensor, m: Mode, a0: Tensor | None) -> Tensor:
         if m == "viterbi":
@@ -313,7 +317,7 @@ def stepwise_monotonic_attention(
         return None if a0 is None else a0[:, None, :].expand(b, h, u)
 
     if head_selection == "per_head":
-        p = stay_probs(q, k, bias_c, noise)
+        p = stay_probs(q, k, bias_c, draw_noise((b, h, u, t)))
         soft = align(p, "soft", expand0(alpha0))
         fr = focus_rate(soft.detach(), q_len, k_len)
         head_index = fr.argmax(dim=-1)
@@ -325,19 +329,21 @@ def stepwise_monotonic_attention(
         needs_grad = torch.is_grad_enabled() and (
             q.requires_grad or k.requires_grad or bias_c.requires_grad
         )
+        # Heads are ranked on their noise-free alignments (as the reference ranks the noise-free
+        # softmax); the noise then perturbs only the selected head's energies.
         with torch.no_grad():
-            p_all = stay_probs(q, k, bias_c, noise)
+            p_all = stay_probs(q, k, bias_c, None)
             weights = align(p_all, "soft", expand0(alpha0))
             fr = focus_rate(weights, q_len, k_len)
             head_index = fr.argmax(dim=-1)
-        if needs_grad:
+        if needs_grad or noise_std > 0:
             # Recompute only the selected head with autograd: 1/h of the energy work, and the
             # saved tensors are (b, u, t) instead of (b, h, u, t).
             p_sel = stay_probs(
                 select_heads(q, head_index),
                 select_heads(k, head_index),
                 bias_c.view(h)[head_index].view(b, 1, 1),
-                None if noise is None else select_heads(noise, head_index),
+                draw_noise((b, u, t)),
             )
             soft_sel = align(p_sel, "soft", alpha0) if mode == "soft" else None
         else:
