@@ -386,3 +386,16 @@ def test_kdim_vdim() -> None:
     m = StepwiseMonotonicMultiheadAttention(embed_dim=D, num_heads=H, kdim=10, vdim=6).eval()
     out = m(torch.randn(2, 4, D), torch.randn(2, 9, 10), torch.randn(2, 9, 6))
     assert out.output.shape == (2, 4, D)
+
+
+@pytest.mark.parametrize("mode", ["soft", "viterbi"])
+def test_on_device_padding_invariant_and_matches_cpu(device: torch.device, mode: str) -> None:
+    m = make().eval()
+    q, k, v, ql, kl = batch()
+    ref = m(q, k, v, query_lengths=ql, key_lengths=kl, mode=mode)  # type: ignore[arg-type]
+    md = m.to(device)
+    args = [pad_garbage(x, n, 1e4).to(device) for x, n in ((q, ql), (k, kl), (v, kl))]
+    out = md(*args, query_lengths=ql.to(device), key_lengths=kl.to(device), mode=mode)  # type: ignore[arg-type]
+    for a, b in zip(ref, out):
+        assert a is not None and b is not None
+        torch.testing.assert_close(b.cpu(), a, rtol=1e-4, atol=1e-5)
