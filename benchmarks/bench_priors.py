@@ -74,17 +74,30 @@ def _sync(device: torch.device) -> None:
 def timeit(
     fn: Callable[[], object], device: torch.device, *, repeats: int, warmup: int = 1
 ) -> float:
-    """Median wall time in ms."""
-    for _ in range(warmup):
-        fn()
+    """Best (minimum) wall time of ``fn`` in ms."""
+    return time_interleaved({"x": fn}, device, repeats=repeats, warmup=warmup)["x"]
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], device: torch.device, *, repeats: int, warmup: int = 1
+) -> dict[str, float]:
+    """Best (minimum) wall time in ms of each function, timed in interleaved rounds.
+
+    Interleaving (A, B, C, A, B, C, ...) exposes every contender to the same load on a shared
+    machine, and the minimum is the least noisy estimate of the unloaded time.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
     _sync(device)
-    times = []
+    best = dict.fromkeys(fns, math.inf)
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return min(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            best[name] = min(best[name], (time.perf_counter() - t0) * 1e3)
+    return best
 
 
 def run_shape(
@@ -148,16 +161,30 @@ def run_shape(
         "dtype": "fp32",
     }
     with torch.no_grad():
-        row["fwd_seed_ms"] = timeit(seed, device, repeats=repeats)
-        row["fwd_seed_cached_ms"] = timeit(seed_c, device, repeats=repeats)
-        row["fwd_ours_ms"] = timeit(ours, device, repeats=repeats)
-        row["bias_build_ms"] = timeit(build, device, repeats=max(5, repeats))
-        row["penalty_loop_ms"] = timeit(
-            lambda: seed_penalty_loop(tq, tk, width, device), device, repeats=repeats
+        fwd = time_interleaved(
+            {
+                "seed": seed,
+                "seed_cached": seed_c,
+                "ours": ours,
+                "build": build,
+                "loop": lambda: seed_penalty_loop(tq, tk, width, device),
+            },
+            device,
+            repeats=repeats,
         )
-    row["fwdbwd_seed_ms"] = timeit(with_bwd(seed), device, repeats=repeats)
-    row["fwdbwd_seed_cached_ms"] = timeit(with_bwd(seed_c), device, repeats=repeats)
-    row["fwdbwd_ours_ms"] = timeit(with_bwd(ours), device, repeats=repeats)
+    row["fwd_seed_ms"] = fwd["seed"]
+    row["fwd_seed_cached_ms"] = fwd["seed_cached"]
+    row["fwd_ours_ms"] = fwd["ours"]
+    row["bias_build_ms"] = fwd["build"]
+    row["penalty_loop_ms"] = fwd["loop"]
+    both = time_interleaved(
+        {"seed": with_bwd(seed), "seed_cached": with_bwd(seed_c), "ours": with_bwd(ours)},
+        device,
+        repeats=repeats,
+    )
+    row["fwdbwd_seed_ms"] = both["seed"]
+    row["fwdbwd_seed_cached_ms"] = both["seed_cached"]
+    row["fwdbwd_ours_ms"] = both["ours"]
     row["prior_bytes_seed"] = b * h * tq * tk * 4  # the seed materialises (B, H, L, L)
     if faithful_iters > 0:
         # The seed's loop really runs on (B, H, L, L) tensors; too slow to time whole, so time

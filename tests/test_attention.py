@@ -94,6 +94,22 @@ def test_prior_attention_gradcheck(need_weights) -> None:
     assert torch.autograd.gradcheck(fn, (q, k, v, bias))
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_bias_masked_shortcut_is_equivalent(causal) -> None:
+    torch.manual_seed(4)
+    lq, lk = _t([5, 2, 0]), _t([3, 6, 4])
+    q, k, v = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 6, 4), torch.randn(3, 2, 6, 4)
+    for bias in (
+        diagonal_bias(lq, lk, kind="band", width=0.2, scale=4.0),
+        beta_binomial_bias(lk, lq, max_mel_len=5, max_text_len=6),
+    ):
+        fast = prior_attention(
+            q, k, v, bias=bias, query_lengths=lq, key_lengths=lk, causal=causal, bias_masked=True
+        )
+        slow = prior_attention(q, k, v, bias=bias, query_lengths=lq, key_lengths=lk, causal=causal)
+        torch.testing.assert_close(fast.output, slow.output)
+
+
 def test_prior_attention_errors() -> None:
     q = torch.randn(2, 2, 3, 4)
     k = torch.randn(2, 2, 5, 4)

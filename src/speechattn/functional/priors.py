@@ -301,12 +301,16 @@ def diagonal_bias(
             val = val.expand(b, -1, -1, -1).contiguous()
     if val.dtype != dtype:
         val = val.to(dtype)
-    key_pad = ~lengths_to_valid_mask(lk, tk)  # (B, Tk)
-    row_pad = ~(lengths_to_valid_mask(lq, tq) & (lk > 0)[:, None])  # (B, Tq)
-    # ``val`` is a fresh tensor here (no aliasing of inputs), so in-place fills are safe, also for
-    # autograd through ``slopes`` (mul saves its inputs, not its output).
-    val.masked_fill_(key_pad[:, None, None, :], torch.finfo(dtype).min)
-    return val.masked_fill_(row_pad[:, None, :, None], 0.0)
+    # Padding by broadcast min / multiply (an order of magnitude faster on CPU than
+    # masked_fill_ with a broadcast bool mask): padded keys -> min(val, finfo.min) = finfo.min;
+    # padded rows -> val * 0 = 0. ``val`` is a fresh finite tensor, so in-place is safe, also
+    # for autograd through ``slopes``.
+    fill = torch.finfo(dtype).min
+    key_cap = torch.full((b, tk), math.inf, dtype=dtype, device=dev)  # (B, Tk)
+    key_cap.masked_fill_(~lengths_to_valid_mask(lk, tk), fill)
+    row_keep = (lengths_to_valid_mask(lq, tq) & (lk > 0)[:, None]).to(dtype)  # (B, Tq)
+    val.clamp_max_(key_cap[:, None, None, :])
+    return val.mul_(row_keep[:, None, :, None])
 
 
 def diagonal_score_mod(
