@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -100,18 +101,10 @@ def time_interleaved(
     return best
 
 
-def run_shape(
-    b: int,
-    h: int,
-    d: int,
-    tq: int,
-    tk: int,
-    *,
-    device: torch.device,
-    repeats: int,
-    width: int,
-    faithful_iters: int,
-) -> dict[str, float | int | str]:
+def contenders(
+    b: int, h: int, d: int, tq: int, tk: int, *, device: torch.device, width: int
+) -> tuple[dict[str, Callable[..., torch.Tensor]], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The timed functions (``seed``, ``seed_cached``, ``ours``, ``build``, ``loop``) and q, k, v."""
     gen = torch.Generator().manual_seed(0)
     q = torch.randn(b, h, tq, d, generator=gen).to(device)
     k = torch.randn(b, h, tk, d, generator=gen).to(device)
@@ -142,15 +135,60 @@ def run_shape(
             qq, kk, vv, bias=build(), query_lengths=lq, key_lengths=lk, bias_masked=True
         ).output
 
-    qg, kg, vg = (t.clone().requires_grad_(True) for t in (q, k, v))
+    fns: dict[str, Callable[..., torch.Tensor]] = {
+        "seed": seed,
+        "seed_cached": seed_c,
+        "ours": ours,
+        "build": build,
+        "loop": lambda: seed_penalty_loop(tq, tk, width, device),
+    }
+    return fns, (q, k, v)
+
+
+def _fwd_bwd(fn: Callable[..., torch.Tensor], qkv: tuple[torch.Tensor, ...]) -> Callable[[], None]:
+    qg, kg, vg = (t.clone().requires_grad_(True) for t in qkv)
+
+    def run() -> None:
+        out = fn(qg, kg, vg)
+        out.sum().backward()
+        qg.grad = kg.grad = vg.grad = None
+
+    return run
+
+
+def peak_rss_mib(name: str, b: int, h: int, d: int, tq: int, tk: int, width: int) -> float:
+    """Peak resident memory added by one fwd+bwd of a contender, in a fresh process (CPU)."""
+    code = (
+        "import resource, sys, torch; sys.argv = ['x']; "
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
+        "import bench_priors as bp; torch.set_num_threads(1); "
+        f"fns, qkv = bp.contenders({b}, {h}, {d}, {tq}, {tk}, device=torch.device('cpu'), width={width}); "
+        f"run = bp._fwd_bwd(fns[{name!r}], qkv); "
+        "r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; run(); "
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0) / 1024)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(res.stdout.strip().splitlines()[-1])
+
+
+def run_shape(
+    b: int,
+    h: int,
+    d: int,
+    tq: int,
+    tk: int,
+    *,
+    device: torch.device,
+    repeats: int,
+    width: int,
+    faithful_iters: int,
+    memory: bool = False,
+) -> dict[str, float | int | str]:
+    fns, qkv = contenders(b, h, d, tq, tk, device=device, width=width)
+    seed, seed_c, ours, build = fns["seed"], fns["seed_cached"], fns["ours"], fns["build"]
 
     def with_bwd(fn):  # type: ignore[no-untyped-def]
-        def run():  # type: ignore[no-untyped-def]
-            out = fn(qg, kg, vg)
-            out.sum().backward()
-            qg.grad = kg.grad = vg.grad = None
-
-        return run
+        return _fwd_bwd(fn, qkv)
 
     row: dict[str, float | int | str] = {
         "B": b,
@@ -167,7 +205,7 @@ def run_shape(
                 "seed_cached": seed_c,
                 "ours": ours,
                 "build": build,
-                "loop": lambda: seed_penalty_loop(tq, tk, width, device),
+                "loop": fns["loop"],
             },
             device,
             repeats=repeats,
@@ -203,6 +241,9 @@ def run_shape(
             per_iter * n_iters + float(row["fwd_seed_cached_ms"])
         ) / float(row["fwd_ours_ms"])
     row["prior_bytes_ours"] = build().untyped_storage().nbytes()
+    if memory and device.type == "cpu":
+        for name in ("seed", "seed_cached", "ours"):
+            row[f"peak_rss_mib_fwdbwd_{name}"] = peak_rss_mib(name, b, h, d, tq, tk, width)
     if device.type == "cuda":
         for name, fn in (("seed", seed), ("seed_cached", seed_c), ("ours", ours)):
             torch.cuda.reset_peak_memory_stats()
@@ -236,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="also time this many iterations of the seed's loop on (B, H, L, L) and extrapolate",
     )
+    p.add_argument(
+        "--memory",
+        action="store_true",
+        help="measure peak RSS of one fwd+bwd per contender in a fresh process (CPU)",
+    )
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     if args.threads:
@@ -256,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             repeats=repeats,
             width=args.width,
             faithful_iters=args.faithful_iters,
+            memory=args.memory,
         )
         for tq, tk in shapes
     ]
@@ -285,6 +332,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{shape:>16} {r['bias_build_ms']:14.2f} {r['penalty_loop_ms']:13.1f} "
             f"{int(r['prior_bytes_seed']) / 2**20:15.1f} {int(r['prior_bytes_ours']) / 2**20:6.1f}"
         )
+    for r in rows:
+        if "peak_rss_mib_fwdbwd_ours" in r:
+            print(
+                f"peak RSS of one fwd+bwd, {r['Tq']}x{r['Tk']} (MiB): "
+                f"seed {float(r['peak_rss_mib_fwdbwd_seed']):.0f}, "
+                f"seed_cached {float(r['peak_rss_mib_fwdbwd_seed_cached']):.0f}, "
+                f"ours {float(r['peak_rss_mib_fwdbwd_ours']):.0f}"
+            )
     for r in rows:
         if "penalty_loop_bhll_ms_extrapolated" in r:
             print(

@@ -307,3 +307,20 @@ def test_encoder_stack_runs_forward_and_backward() -> None:
     out.output.sum().backward()
     assert feats.grad is not None and torch.isfinite(feats.grad).all()
     assert (feats.grad[1, 17:] == 0).all()
+
+
+def test_device_bias_and_module_match_cpu(device) -> None:
+    lq, lk = _t([5, 3]), _t([7, 2])
+    for kind in ("linear", "gaussian", "band"):
+        want = diagonal_bias(lq, lk, kind=kind, width=0.1)
+        got = diagonal_bias(lq.to(device), lk.to(device), kind=kind, width=0.1)
+        assert got.device.type == device.type
+        torch.testing.assert_close(got.cpu(), want)
+    mha = _mha(DiagonalPrior(kind="gaussian", sigma=0.3))
+    x, y = torch.randn(2, 5, 8), torch.randn(2, 7, 8)
+    want_out = mha(x, y, query_lengths=lq, key_lengths=lk).output
+    mha_dev = mha.to(device)
+    got_out = mha_dev(
+        x.to(device), y.to(device), query_lengths=lq.to(device), key_lengths=lk.to(device)
+    ).output
+    torch.testing.assert_close(got_out.cpu(), want_out, rtol=1e-4, atol=1e-4)
