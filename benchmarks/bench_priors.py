@@ -156,16 +156,25 @@ def _fwd_bwd(fn: Callable[..., torch.Tensor], qkv: tuple[torch.Tensor, ...]) -> 
     return run
 
 
+def vm_hwm_kib() -> int:
+    """Peak resident set size of this process so far (Linux ``/proc/self/status`` VmHWM), KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
 def peak_rss_mib(name: str, b: int, h: int, d: int, tq: int, tk: int, width: int) -> float:
     """Peak resident memory added by one fwd+bwd of a contender, in a fresh process (CPU)."""
+    # VmHWM (this process's RSS high-water mark) rather than ru_maxrss, which a child started
+    # by a large parent inherits on Linux.
     code = (
-        "import resource, sys, torch; sys.argv = ['x']; "
+        "import sys, torch; sys.argv = ['x']; "
         f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
         "import bench_priors as bp; torch.set_num_threads(1); "
         f"fns, qkv = bp.contenders({b}, {h}, {d}, {tq}, {tk}, device=torch.device('cpu'), width={width}); "
         f"run = bp._fwd_bwd(fns[{name!r}], qkv); "
-        "r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; run(); "
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0) / 1024)"
+        "r0 = bp.vm_hwm_kib(); run(); print((bp.vm_hwm_kib() - r0) / 1024)"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(res.stdout.strip().splitlines()[-1])
