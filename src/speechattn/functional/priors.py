@@ -230,7 +230,8 @@ def diagonal_bias(
     Padded keys (``j >= Lk[b]``) get ``torch.finfo(dtype).min``. Padded query rows
     (``i >= Lq[b]``) and every row of an item with ``Lk[b] == 0`` get 0 everywhere, so no row is
     ever fully masked and SDPA never returns NaN; zero those rows' outputs afterwards.
-    Built in one vectorised pass, no Python loop over rows, items or heads.
+    One vectorised build (a few in-place passes over a single buffer), no Python loop over
+    rows, items or heads.
 
     Args:
         query_lengths: int64 ``(B,)`` valid query counts (``0 <= Lq <= Tq``), or ``None`` for all
