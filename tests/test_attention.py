@@ -324,3 +324,28 @@ def test_device_bias_and_module_match_cpu(device) -> None:
         x.to(device), y.to(device), query_lengths=lq.to(device), key_lengths=lk.to(device)
     ).output
     torch.testing.assert_close(got_out.cpu(), want_out, rtol=1e-4, atol=1e-4)
+
+
+def test_decoder_stack_causal_padding_and_gradients() -> None:
+    torch.manual_seed(0)
+    from speechattn.nn import SpeechTransformerDecoder
+
+    dec = SpeechTransformerDecoder(
+        vocab_size=11, embed_dim=16, num_heads=2, ffn_dim=32, num_layers=2, dropout=0.0
+    ).eval()
+    assert all(layer.self_attn.prior is None for layer in dec.layers)
+    assert all(layer.cross_attn.prior is not None for layer in dec.layers)
+    tokens = torch.randint(0, 11, (2, 6))
+    memory = torch.randn(2, 9, 16, requires_grad=True)
+    tl, ml = _t([6, 4]), _t([9, 5])
+    logits = dec(tokens, memory, token_lengths=tl, memory_lengths=ml)
+    assert logits.shape == (2, 6, 11) and (logits[1, 4:] == 0).all()
+    later = tokens.clone()
+    later[:, 4:] = (later[:, 4:] + 1) % 11  # future tokens do not change earlier logits
+    torch.testing.assert_close(
+        dec(later, memory, token_lengths=tl, memory_lengths=ml)[:, :4], logits[:, :4]
+    )
+    logits.sum().backward()
+    assert memory.grad is not None and (memory.grad[1, 5:] == 0).all()
+    with pytest.raises(ValueError, match="tokens int64"):
+        dec(tokens.float(), memory)

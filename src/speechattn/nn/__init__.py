@@ -7,6 +7,7 @@ __all__ += ["AttentionOutput", "AttentionPrior", "PriorMultiheadAttention"]
 
 from speechattn.nn.speech_transformer import (  # noqa: E402
     Conv2dSubsampling,
+    SpeechTransformerDecoder,
     SpeechTransformerDecoderLayer,
     SpeechTransformerEncoder,
     SpeechTransformerEncoderLayer,
@@ -14,6 +15,7 @@ from speechattn.nn.speech_transformer import (  # noqa: E402
 
 __all__ += [
     "Conv2dSubsampling",
+    "SpeechTransformerDecoder",
     "SpeechTransformerDecoderLayer",
     "SpeechTransformerEncoder",
     "SpeechTransformerEncoderLayer",
