@@ -349,3 +349,39 @@ def test_decoder_stack_causal_padding_and_gradients() -> None:
     assert memory.grad is not None and (memory.grad[1, 5:] == 0).all()
     with pytest.raises(ValueError, match="tokens int64"):
         dec(tokens.float(), memory)
+
+
+def test_low_precision_weights_are_float32_and_close() -> None:
+    mha = _mha(DiagonalPrior(kind="gaussian", sigma=0.3))
+    lq, lk = _t([5, 3]), _t([7, 2])
+    x, y = torch.randn(2, 5, 8), torch.randn(2, 7, 8)
+    ref = mha(x, y, query_lengths=lq, key_lengths=lk, need_weights=True)
+    low = mha.to(torch.bfloat16)(
+        x.bfloat16(), y.bfloat16(), query_lengths=lq, key_lengths=lk, need_weights=True
+    )
+    fast = mha(x.bfloat16(), y.bfloat16(), query_lengths=lq, key_lengths=lk)
+    assert low.attn_weights is not None and low.attn_weights.dtype == torch.float32
+    assert ref.attn_weights is not None
+    torch.testing.assert_close(low.attn_weights, ref.attn_weights, rtol=0, atol=3e-2)
+    torch.testing.assert_close(fast.output.float(), low.output.float(), rtol=0, atol=5e-2)
+    assert (low.attn_weights[1, :, :, 2:] == 0).all() and (fast.output[1, 3:] == 0).all()
+
+
+@pytest.mark.slow
+def test_bench_priors_quick_runs(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_priors.py"
+    out = tmp_path / "b.json"
+    res = subprocess.run(
+        [sys.executable, str(script), "--quick", "--threads", "1", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 2 and all(r["bias_build_ms"] > 0 for r in rows)
