@@ -94,6 +94,22 @@ def test_prior_attention_gradcheck(need_weights) -> None:
     assert torch.autograd.gradcheck(fn, (q, k, v, bias))
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_bias_masked_shortcut_is_equivalent(causal) -> None:
+    torch.manual_seed(4)
+    lq, lk = _t([5, 2, 0]), _t([3, 6, 4])
+    q, k, v = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 6, 4), torch.randn(3, 2, 6, 4)
+    for bias in (
+        diagonal_bias(lq, lk, kind="band", width=0.2, scale=4.0),
+        beta_binomial_bias(lk, lq, max_mel_len=5, max_text_len=6),
+    ):
+        fast = prior_attention(
+            q, k, v, bias=bias, query_lengths=lq, key_lengths=lk, causal=causal, bias_masked=True
+        )
+        slow = prior_attention(q, k, v, bias=bias, query_lengths=lq, key_lengths=lk, causal=causal)
+        torch.testing.assert_close(fast.output, slow.output)
+
+
 def test_prior_attention_errors() -> None:
     q = torch.randn(2, 2, 3, 4)
     k = torch.randn(2, 2, 5, 4)
@@ -291,3 +307,81 @@ def test_encoder_stack_runs_forward_and_backward() -> None:
     out.output.sum().backward()
     assert feats.grad is not None and torch.isfinite(feats.grad).all()
     assert (feats.grad[1, 17:] == 0).all()
+
+
+def test_device_bias_and_module_match_cpu(device) -> None:
+    lq, lk = _t([5, 3]), _t([7, 2])
+    for kind in ("linear", "gaussian", "band"):
+        want = diagonal_bias(lq, lk, kind=kind, width=0.1)
+        got = diagonal_bias(lq.to(device), lk.to(device), kind=kind, width=0.1)
+        assert got.device.type == device.type
+        torch.testing.assert_close(got.cpu(), want)
+    mha = _mha(DiagonalPrior(kind="gaussian", sigma=0.3))
+    x, y = torch.randn(2, 5, 8), torch.randn(2, 7, 8)
+    want_out = mha(x, y, query_lengths=lq, key_lengths=lk).output
+    mha_dev = mha.to(device)
+    got_out = mha_dev(
+        x.to(device), y.to(device), query_lengths=lq.to(device), key_lengths=lk.to(device)
+    ).output
+    torch.testing.assert_close(got_out.cpu(), want_out, rtol=1e-4, atol=1e-4)
+
+
+def test_decoder_stack_causal_padding_and_gradients() -> None:
+    torch.manual_seed(0)
+    from speechattn.nn import SpeechTransformerDecoder
+
+    dec = SpeechTransformerDecoder(
+        vocab_size=11, embed_dim=16, num_heads=2, ffn_dim=32, num_layers=2, dropout=0.0
+    ).eval()
+    assert all(layer.self_attn.prior is None for layer in dec.layers)
+    assert all(layer.cross_attn.prior is not None for layer in dec.layers)
+    tokens = torch.randint(0, 11, (2, 6))
+    memory = torch.randn(2, 9, 16, requires_grad=True)
+    tl, ml = _t([6, 4]), _t([9, 5])
+    logits = dec(tokens, memory, token_lengths=tl, memory_lengths=ml)
+    assert logits.shape == (2, 6, 11) and (logits[1, 4:] == 0).all()
+    later = tokens.clone()
+    later[:, 4:] = (later[:, 4:] + 1) % 11  # future tokens do not change earlier logits
+    torch.testing.assert_close(
+        dec(later, memory, token_lengths=tl, memory_lengths=ml)[:, :4], logits[:, :4]
+    )
+    logits.sum().backward()
+    assert memory.grad is not None and (memory.grad[1, 5:] == 0).all()
+    with pytest.raises(ValueError, match="tokens int64"):
+        dec(tokens.float(), memory)
+
+
+def test_low_precision_weights_are_float32_and_close() -> None:
+    mha = _mha(DiagonalPrior(kind="gaussian", sigma=0.3))
+    lq, lk = _t([5, 3]), _t([7, 2])
+    x, y = torch.randn(2, 5, 8), torch.randn(2, 7, 8)
+    ref = mha(x, y, query_lengths=lq, key_lengths=lk, need_weights=True)
+    low = mha.to(torch.bfloat16)(
+        x.bfloat16(), y.bfloat16(), query_lengths=lq, key_lengths=lk, need_weights=True
+    )
+    fast = mha(x.bfloat16(), y.bfloat16(), query_lengths=lq, key_lengths=lk)
+    assert low.attn_weights is not None and low.attn_weights.dtype == torch.float32
+    assert ref.attn_weights is not None
+    torch.testing.assert_close(low.attn_weights, ref.attn_weights, rtol=0, atol=3e-2)
+    torch.testing.assert_close(fast.output.float(), low.output.float(), rtol=0, atol=5e-2)
+    assert (low.attn_weights[1, :, :, 2:] == 0).all() and (fast.output[1, 3:] == 0).all()
+
+
+@pytest.mark.slow
+def test_bench_priors_quick_runs(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_priors.py"
+    out = tmp_path / "b.json"
+    res = subprocess.run(
+        [sys.executable, str(script), "--quick", "--threads", "1", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 2 and all(r["bias_build_ms"] > 0 for r in rows)

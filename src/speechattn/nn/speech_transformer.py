@@ -8,6 +8,7 @@
   (with the prior; use ``distance="relative"`` so the prior follows each item's diagonal), and
   feed-forward.
 * :class:`SpeechTransformerEncoder` — front end + sinusoidal positions + a stack of encoder layers.
+* :class:`SpeechTransformerDecoder` — token embedding + positions + decoder layers + output layer.
 
 The paper encourages attention to near positions "by adding a bigger penalty to the attention
 weights of more distant position pairs"; here that is an additive logit bias
@@ -39,6 +40,7 @@ __all__ = [
     "DecoderLayerOutput",
     "EncoderLayerOutput",
     "EncoderOutput",
+    "SpeechTransformerDecoder",
     "SpeechTransformerDecoderLayer",
     "SpeechTransformerEncoder",
     "SpeechTransformerEncoderLayer",
@@ -396,3 +398,83 @@ class SpeechTransformerEncoder(nn.Module):
         for layer in self.layers:
             x = layer(x, lengths).output
         return EncoderOutput(_zero_pad(self.final_norm(x), lengths), lengths)
+
+
+class SpeechTransformerDecoder(nn.Module):
+    """Token embedding (scaled) + sinusoidal positions + ``num_layers`` decoder layers + output.
+
+    Every layer's causal self-attention runs without prior; its encoder-decoder attention uses
+    ``prior`` (default: the linear penalty on the relative distance from each item's diagonal,
+    ``DiagonalPrior(kind="linear", scale=2.0)``; ``None`` disables it).
+
+    Args:
+        vocab_size: output classes (and embedding rows).
+        embed_dim, num_heads, ffn_dim, dropout, norm_first: per layer.
+        num_layers: decoder depth (the paper uses 6).
+        prior: the cross-attention prior of every layer.
+
+    Shapes: ``tokens (B, U)`` int64, ``memory (B, T, d)``, lengths ``(B,)`` -> logits
+    ``(B, U, vocab_size)`` (padded token rows 0).
+    """
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        embed_dim: int = 256,
+        num_heads: int = 4,
+        ffn_dim: int = 1024,
+        num_layers: int = 6,
+        dropout: float = 0.1,
+        prior: AttentionPrior | None = DiagonalPrior(kind="linear", scale=2.0),  # noqa: B008
+        norm_first: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_pos_int(vocab_size, "vocab_size")
+        _check_pos_int(num_layers, "num_layers")
+        self.embed_dim = embed_dim
+        self.embed = nn.Embedding(vocab_size, embed_dim)
+        self.layers = nn.ModuleList(
+            SpeechTransformerDecoderLayer(
+                embed_dim=embed_dim,
+                num_heads=num_heads,
+                ffn_dim=ffn_dim,
+                dropout=dropout,
+                prior=prior,
+                norm_first=norm_first,
+            )
+            for _ in range(num_layers)
+        )
+        self.final_norm = nn.LayerNorm(embed_dim) if norm_first else nn.Identity()
+        self.out = nn.Linear(embed_dim, vocab_size)
+
+    def forward(
+        self,
+        tokens: Tensor,
+        memory: Tensor,
+        *,
+        token_lengths: Tensor | None = None,
+        memory_lengths: Tensor | None = None,
+    ) -> Tensor:
+        """Logits ``(B, U, vocab_size)`` for teacher-forced ``tokens (B, U)``."""
+        if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.dtype != torch.int64:
+            raise ValueError(
+                f"Expected tokens int64 (B, U); found "
+                f"{(tokens.dtype, tuple(tokens.shape)) if isinstance(tokens, Tensor) else type(tokens).__name__}."
+            )
+        b, u = tokens.shape
+        lt = check_lengths(
+            token_lengths,
+            "token_lengths",
+            batch=b,
+            max_len=u,
+            device=tokens.device,
+            allow_zero=True,
+        )
+        valid = lengths_to_valid_mask(lt, u)
+        safe = torch.where(valid, tokens, torch.zeros((), dtype=tokens.dtype, device=tokens.device))
+        x = self.embed(safe) * math.sqrt(self.embed_dim)
+        x = x + sinusoidal_positions(u, self.embed_dim, device=x.device).to(x.dtype)
+        for layer in self.layers:
+            x = layer(x, memory, x_lengths=lt, memory_lengths=memory_lengths).output
+        return _zero_pad(self.out(self.final_norm(x)), lt)
