@@ -208,6 +208,13 @@ def masked_softmax(
 
 def _mean_var_forward(alpha: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     xq = x.unsqueeze(1)  # (N, 1, C, T)
+    if torch.is_grad_enabled() and (alpha.requires_grad or x.requires_grad):
+        # Traced for export with autograd on: plain out-of-place ops.
+        if alpha.shape[2] == 1:
+            mean = torch.matmul(alpha.squeeze(2), x.transpose(1, 2))
+        else:
+            mean = (alpha * xq).sum(-1)
+        return mean, ((xq - mean.unsqueeze(-1)).square() * alpha).sum(-1)
     if alpha.shape[2] == 1:
         mean = torch.matmul(alpha.squeeze(2), x.transpose(1, 2))  # (N, Q, C)
         buf = xq - mean.unsqueeze(-1)  # (N, Q, C, T): the one transient buffer

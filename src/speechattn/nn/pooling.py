@@ -29,6 +29,8 @@ Example::
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import cast
 
 import torch
@@ -45,7 +47,7 @@ from speechattn.functional.pooling import (
     temporal_mean_std,
 )
 
-__all__ = ["ASP", "ASTP", "MHASTP", "MQMHASTP", "TAP", "TSDP", "TSTP"]
+__all__ = ["ASP", "ASTP", "MHASTP", "MQMHASTP", "TAP", "TSDP", "TSTP", "export_pooling_onnx"]
 
 
 def _check_in_dim(name: str, value: int, *, allow_zero: bool = False) -> int:
@@ -406,3 +408,71 @@ class MQMHASTP(nn.Module):
     def get_out_dim(self) -> int:
         self.out_dim = self.in_dim * 2 * self.query_num
         return self.out_dim
+
+
+def export_pooling_onnx(
+    layer: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    example_frames: int = 16,
+    channels: int | None = None,
+    opset_version: int | None = None,
+) -> Path:
+    """Export a pooling layer to ONNX with dynamic batch, frames and lengths.
+
+    The graph takes ``x`` float32 ``(B, F, T)`` (or ``(B, C, F', T)`` when ``channels`` is given,
+    ``F = C * F'``) and ``lengths`` int64 ``(B,)`` and returns ``emb`` ``(B, get_out_dim())``.
+    Length validation is a host-side check and is skipped inside the graph: callers must pass
+    ``1 <= lengths[b] <= T``. Needs the ``onnx`` extra (onnx, onnxscript); uses the
+    ``torch.export``-based exporter.
+
+    Args:
+        layer: one of this module's pooling layers (eval mode is used for the export).
+        path: where to write the ``.onnx`` file.
+        example_frames: T of the example input used for tracing (any T works afterwards).
+        channels: export the 4-D ``(B, C, F', T)`` input form with this C.
+        opset_version: ONNX opset (exporter default when None).
+
+    Returns:
+        The written path.
+    """
+    in_dim = int(getattr(layer, "in_dim", 0))
+    if in_dim < 1:
+        raise ValueError(
+            f"Expected a pooling layer with in_dim >= 1 to build the example input; found in_dim={in_dim}. "
+            "Construct TAP/TSDP/TSTP with in_dim=F."
+        )
+    if example_frames < 2:
+        raise ValueError(f"Expected example_frames >= 2; found {example_frames}.")
+    if channels is not None and (channels < 1 or in_dim % channels != 0):
+        raise ValueError(f"Expected channels dividing in_dim={in_dim}; found {channels}.")
+    was_training = layer.training
+    layer.eval()
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    frames = torch.export.Dim("frames", min=2, max=2**20)
+    shape = (
+        (2, in_dim, example_frames)
+        if channels is None
+        else (2, channels, in_dim // channels, example_frames)
+    )
+    x = torch.randn(*shape)
+    lengths = torch.tensor([example_frames, max(1, example_frames // 2)])
+    time_axis = len(shape) - 1
+    try:
+        program = torch.onnx.export(
+            layer,
+            (x, lengths),
+            input_names=["x", "lengths"],
+            output_names=["emb"],
+            dynamic_shapes={"x": {0: batch, time_axis: frames}, "lengths": {0: batch}},
+            opset_version=opset_version,
+            dynamo=True,
+            verbose=False,
+        )
+    finally:
+        layer.train(was_training)
+    if program is None:  # pragma: no cover - the dynamo exporter always returns a program
+        raise RuntimeError("torch.onnx.export returned no program.")
+    out = Path(path)
+    program.save(str(out))
+    return out
