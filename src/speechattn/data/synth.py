@@ -27,6 +27,7 @@ import math
 import os
 import random
 import re
+import sys
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
@@ -455,12 +456,12 @@ def _intervals_json(ivs: Sequence[Interval]) -> list[list[Any]]:
 
 
 def _worker_init() -> None:
-    try:
-        import torch
-
+    # One thread per worker. Synthesis never needs torch, so only touch it when the parent had
+    # it imported already (fork inherits it): importing torch costs ~1 s of CPU per worker.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch = sys.modules.get("torch")
+    if torch is not None:
         torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover
-        pass
 
 
 def _synth_job(job: tuple[str, str, str, str, int]) -> dict[str, Any]:
