@@ -47,6 +47,7 @@ _CHARS_UTF8 = 1
 # espeak_PARAMETER defaults: rate (wpm), volume, pitch, range, word gap.
 _DEFAULT_PARAMS = ((1, 175), (2, 100), (3, 50), (4, 50), (7, 0))
 _RAND_SEED = 12345
+_BUFFER_MS = 400  # audio per callback; larger = fewer Python callbacks
 
 #: English language files (``lang/gmw/*``) usable as base voices, by espeak voice name.
 ENGLISH_LANGUAGES: tuple[str, ...] = (
@@ -227,7 +228,7 @@ class _Engine:
         ]
         rate = lib.espeak_Initialize(
             _AUDIO_OUTPUT_SYNCHRONOUS,
-            0,
+            _BUFFER_MS,
             str(self.data_dir).encode(),
             _INIT_PHONEME_EVENTS | _INIT_PHONEME_IPA | _INIT_DONT_EXIT,
         )
@@ -237,7 +238,7 @@ class _Engine:
                 "delete that directory to rebuild it, or set SPEECHATTN_ESPEAK_DATA."
             )
         self.sample_rate = int(rate)
-        self._chunks: list[np.ndarray] = []
+        self._chunks: list[bytes] = []
         self._events: list[RawEvent] = []
         self._callback = _CALLBACK(self._on_synth)  # keep a reference: C holds the pointer
         lib.espeak_SetSynthCallback(self._callback)
@@ -247,7 +248,7 @@ class _Engine:
 
     def _on_synth(self, wav: Any, num_samples: int, events: Any) -> int:
         if wav and num_samples > 0:
-            self._chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
+            self._chunks.append(ctypes.string_at(wav, 2 * num_samples))
         i = 0
         while True:
             ev = events[i]
@@ -299,7 +300,7 @@ class _Engine:
         if err != 0:
             raise RuntimeError(f"espeak_Synth failed with error {err} for text {text!r}")
         self.lib.espeak_Synchronize()
-        wav = np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.int16)
+        wav = np.frombuffer(b"".join(self._chunks), dtype=np.int16)
         events = self._events
         self._chunks, self._events = [], []
         return wav, events
