@@ -47,6 +47,7 @@ _CHARS_UTF8 = 1
 # espeak_PARAMETER defaults: rate (wpm), volume, pitch, range, word gap.
 _DEFAULT_PARAMS = ((1, 175), (2, 100), (3, 50), (4, 50), (7, 0))
 _RAND_SEED = 12345
+_BUFFER_MS = 400  # audio per callback; larger = fewer Python callbacks
 
 #: English language files (``lang/gmw/*``) usable as base voices, by espeak voice name.
 ENGLISH_LANGUAGES: tuple[str, ...] = (
@@ -195,10 +196,10 @@ def count_voice_files(data_dir: Path) -> int:
 class _Engine:
     """The process-wide espeak-ng engine. Use :func:`engine`; never construct twice."""
 
-    def __init__(self) -> None:
+    def __init__(self, library_path: str | None = None) -> None:
         loader = _loader()
         self.data_dir = ensure_data_dir()
-        self.lib = ctypes.CDLL(loader.get_library_path())
+        self.lib = ctypes.CDLL(library_path or loader.get_library_path())
         lib = self.lib
         lib.espeak_Initialize.restype = ctypes.c_int
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
@@ -227,7 +228,7 @@ class _Engine:
         ]
         rate = lib.espeak_Initialize(
             _AUDIO_OUTPUT_SYNCHRONOUS,
-            0,
+            _BUFFER_MS,
             str(self.data_dir).encode(),
             _INIT_PHONEME_EVENTS | _INIT_PHONEME_IPA | _INIT_DONT_EXIT,
         )
@@ -237,7 +238,7 @@ class _Engine:
                 "delete that directory to rebuild it, or set SPEECHATTN_ESPEAK_DATA."
             )
         self.sample_rate = int(rate)
-        self._chunks: list[np.ndarray] = []
+        self._chunks: list[bytes] = []
         self._events: list[RawEvent] = []
         self._callback = _CALLBACK(self._on_synth)  # keep a reference: C holds the pointer
         lib.espeak_SetSynthCallback(self._callback)
@@ -247,7 +248,7 @@ class _Engine:
 
     def _on_synth(self, wav: Any, num_samples: int, events: Any) -> int:
         if wav and num_samples > 0:
-            self._chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
+            self._chunks.append(ctypes.string_at(wav, 2 * num_samples))
         i = 0
         while True:
             ev = events[i]
@@ -299,7 +300,7 @@ class _Engine:
         if err != 0:
             raise RuntimeError(f"espeak_Synth failed with error {err} for text {text!r}")
         self.lib.espeak_Synchronize()
-        wav = np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.int16)
+        wav = np.frombuffer(b"".join(self._chunks), dtype=np.int16)
         events = self._events
         self._chunks, self._events = [], []
         return wav, events
@@ -321,13 +322,41 @@ class _Engine:
 
 _LOCK = threading.RLock()
 _ENGINE: _Engine | None = None
+_PRIVATE_LIBRARY = False
+
+
+def private_library_path() -> Path:
+    """A copy of libespeak-ng in the private data directory (created on first use).
+
+    ``dlopen`` of a different file gives a separate instance with fresh C statics, even in a
+    process forked from one that already used the library.
+    """
+    data = ensure_data_dir()
+    src = Path(_loader().get_library_path())
+    dst = data / f"libespeak-ng-private{src.suffix}"
+    if not dst.exists() or dst.stat().st_size != src.stat().st_size:
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+        shutil.copy2(src, tmp)
+        tmp.replace(dst)
+    return dst
+
+
+def use_private_library() -> None:
+    """Make this process's engine load :func:`private_library_path` (call before first use).
+
+    Worker processes call this so their synthesis starts from a clean library state whatever
+    the parent process did before forking.
+    """
+    global _PRIVATE_LIBRARY, _ENGINE
+    _PRIVATE_LIBRARY = True
+    _ENGINE = None
 
 
 def engine() -> _Engine:
     """The process's engine (created on first call). Callers must hold :data:`LOCK`."""
     global _ENGINE
     if _ENGINE is None:
-        _ENGINE = _Engine()
+        _ENGINE = _Engine(str(private_library_path()) if _PRIVATE_LIBRARY else None)
     return _ENGINE
 
 

@@ -11,6 +11,13 @@ Process model: espeak-ng is a process-global library. Calls in one process are s
 lock; :func:`synth_corpus` runs worker processes (each with its own engine and
 ``torch.set_num_threads(1)``) for parallel work.
 
+Determinism: word/phone labels and timings are a pure function of (text, voice). Waveform
+samples are too within a fresh library instance, but espeak-ng keeps some wave-generator state
+in C statics that no API resets, so in a long-lived process a few voices' samples vary slightly
+with what was synthesized before. :func:`synth_corpus` therefore synthesizes fixed blocks of
+utterances in fresh worker processes that load a private copy of the library, which makes
+corpora byte-identical for a seed whatever the number of workers.
+
 Speakers: :func:`make_voices` combines the English languages (en-us, en-gb, RP, Scottish, ...)
 with espeak's built-in human-sounding voice variants, and adds reproducible random variants
 (pitch, formants, speed, breathiness, roughness) written as voice files named
@@ -23,10 +30,10 @@ other seeds are deleted (they come back on demand) when a new set would pass tha
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import re
+import sys
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
@@ -343,6 +350,18 @@ def synthesize(text: str, *, voice: str = "en-us", sample_rate: int = 22050) -> 
         raise ValueError("Expected non-empty text to synthesize; found an empty string.")
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
         raise ValueError(f"Expected sample_rate to be a positive int; found {sample_rate!r}.")
+    wav16, native, words, phones = _synthesize_int16(text, voice)
+    wav = wav16.astype(np.float32) / 32768.0
+    if sample_rate != native:
+        import soxr
+
+        wav = np.asarray(soxr.resample(wav, native, sample_rate), dtype=np.float32)
+    return SynthResult(wav, sample_rate, words, phones, text, voice)
+
+
+def _synthesize_int16(
+    text: str, voice: str
+) -> tuple[np.ndarray, int, list[Interval], list[Interval]]:
     _check_voice(voice)
     with _espeak.LOCK:
         eng = _espeak.engine()
@@ -351,12 +370,18 @@ def synthesize(text: str, *, voice: str = "en-us", sample_rate: int = 22050) -> 
     words, phones = _events_to_intervals(text, events, len(wav16), native)
     if not phones:
         raise ValueError(f"espeak-ng produced no phones for text={text!r}; is it speakable?")
-    wav = wav16.astype(np.float32) / 32768.0
-    if sample_rate != native:
-        import soxr
+    return wav16, native, words, phones
 
-        wav = np.asarray(soxr.resample(wav, native, sample_rate), dtype=np.float32)
-    return SynthResult(wav, sample_rate, words, phones, text, voice)
+
+def _write_wav16(path: str, samples: np.ndarray, sample_rate: int) -> None:
+    """PCM16 mono WAV with the standard library (soundfile fsyncs every file: ~10 ms each)."""
+    import wave
+
+    with wave.open(path, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(np.ascontiguousarray(samples, dtype="<i2").tobytes())
 
 
 # --------------------------------------------------------------------------------------------
@@ -455,20 +480,25 @@ def _intervals_json(ivs: Sequence[Interval]) -> list[list[Any]]:
 
 
 def _worker_init() -> None:
-    try:
-        import torch
-
+    # One thread per worker. Synthesis never needs torch, so only touch it when the parent had
+    # it imported already (fork inherits it): importing torch costs ~1 s of CPU per worker.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    _espeak.use_private_library()
+    torch = sys.modules.get("torch")
+    if torch is not None:
         torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover
-        pass
 
 
 def _synth_job(job: tuple[str, str, str, str, int]) -> dict[str, Any]:
-    import soundfile as sf
-
     utt_id, text, voice, wav_path, sample_rate = job
-    res = synthesize(text, voice=voice, sample_rate=sample_rate)
-    sf.write(wav_path, res.waveform, sample_rate, subtype="PCM_16")
+    wav16, native, words, phones = _synthesize_int16(text, voice)
+    if sample_rate != native:
+        import soxr
+
+        wav = soxr.resample(wav16.astype(np.float32) / 32768.0, native, sample_rate)
+        wav16 = np.clip(np.round(wav * 32768.0), -32768, 32767).astype(np.int16)
+    _write_wav16(wav_path, wav16, sample_rate)
+    res = SynthResult(wav16, sample_rate, words, phones, text, voice)
     return {
         "id": utt_id,
         "path": f"wavs/{utt_id}.wav",
@@ -481,6 +511,17 @@ def _synth_job(job: tuple[str, str, str, str, int]) -> dict[str, Any]:
         "words": _intervals_json(res.words),
         "phones": _intervals_json(res.phones),
     }
+
+
+# Utterances per worker task. Each task runs in a fresh worker process with its own copy of
+# the library (see _espeak.use_private_library), because espeak-ng keeps some wave-generator state in C statics that no API
+# resets: the samples of an utterance depend on what the process synthesized before it. Fixed
+# blocks make the corpus bit-identical whatever the number of workers.
+_BLOCK = 32
+
+
+def _synth_block(jobs: list[tuple[str, str, str, str, int]]) -> list[dict[str, Any]]:
+    return [_synth_job(job) for job in jobs]
 
 
 def _default_workers() -> int:
@@ -506,15 +547,19 @@ def synth_corpus(
     Each manifest line is a JSON object ``{"id", "path" (relative to out_dir), "text",
     "speaker", "voice", "language", "sample_rate", "duration", "words", "phones"}`` with
     intervals as ``[start_s, end_s, label]``; lines are sorted by id. The same arguments give
-    the same files (sentences, speakers and their assignment all follow ``seed``).
+    the same files, byte for byte (sentences, speakers and their assignment all follow
+    ``seed``).
 
     Args:
         out_dir: output directory (created).
         utterances: number of utterances, >= 1.
         speakers: number of voices from :func:`make_voices`, >= 1.
         seed: controls sentences, voices and which speaker says which sentence.
-        workers: processes (default: the CPUs available); 0 or 1 runs in this process.
-            Each worker sets ``torch.set_num_threads(1)`` and owns its espeak engine.
+        workers: processes (default: the CPUs available). Each worker sets
+            ``torch.set_num_threads(1)`` and owns its espeak engine; every block of 32
+            utterances starts in a fresh process, so the files are bit-identical for a seed
+            whatever the worker count. ``0`` runs in this process (timings and labels still
+            identical; a few voices' samples may differ, see the module notes).
         sample_rate: output sample rate (soxr resampling when not 22050).
         texts: sentences to use instead of generated ones (cycled), or a path to a UTF-8 text
             file with one sentence per line (blank lines skipped).
@@ -563,26 +608,28 @@ def synth_corpus(
         for i in range(utterances)
     ]
     n_workers = _default_workers() if workers is None else int(workers)
-    n_workers = max(1, min(n_workers, math.ceil(utterances / 8)))
+    blocks = [jobs[i : i + _BLOCK] for i in range(0, len(jobs), _BLOCK)]
     from tqdm.auto import tqdm
 
     bar = tqdm(total=utterances, desc="synth", unit="utt", disable=not progress)
     records: list[dict[str, Any]] = []
     try:
-        if n_workers <= 1:
+        if n_workers <= 0:
             for job in jobs:
                 records.append(_synth_job(job))
                 bar.update(1)
         else:
             import multiprocessing as mp
 
-            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-            ctx = mp.get_context(method)
-            chunk = max(1, min(32, utterances // (n_workers * 8)))
-            with ctx.Pool(n_workers, initializer=_worker_init) as pool_:
-                for rec in pool_.imap_unordered(_synth_job, jobs, chunksize=chunk):
-                    records.append(rec)
-                    bar.update(1)
+            _espeak.private_library_path()  # create the copy once, before the workers race
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            n_workers = min(n_workers, len(blocks))
+            # maxtasksperchild=1 + the private library copy: every block starts from a fresh
+            # espeak-ng state, whatever this process synthesized before.
+            with ctx.Pool(n_workers, initializer=_worker_init, maxtasksperchild=1) as pool_:
+                for recs in pool_.imap_unordered(_synth_block, blocks, chunksize=1):
+                    records.extend(recs)
+                    bar.update(len(recs))
     finally:
         bar.close()
     records.sort(key=lambda r: r["id"])

@@ -18,6 +18,7 @@ import unicodedata
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "SymbolTable",
@@ -326,7 +327,7 @@ class SymbolTable:
 
     @classmethod
     def from_symbols(
-        cls, symbols: Iterable[str], *, specials: Sequence[str] = ("<pad>", "<unk>", "<sp>")
+        cls, symbols: Iterable[Any], *, specials: Sequence[str] = ("<pad>", "<unk>", "<sp>")
     ) -> SymbolTable:
         """Table over ``symbols`` (an iterable of symbols, or of sequences of them), sorted."""
         flat: set[str] = set()
@@ -338,7 +339,7 @@ class SymbolTable:
                     if isinstance(t, str):
                         flat.add(t)
                     else:
-                        flat.update(t)
+                        flat.update(t)  # per-word lists of symbols
         return cls(sorted(flat), specials=specials)
 
     def __len__(self) -> int:

@@ -23,6 +23,7 @@ from speechattn.nn.pooling import (
     TAP,
     TSDP,
     TSTP,
+    export_pooling_onnx,
 )
 from speechattn.nn.speech_transformer import (
     Conv2dSubsampling,
@@ -59,5 +60,6 @@ __all__ = [
     "SpeechTransformerEncoder",
     "SpeechTransformerEncoderLayer",
     "StepwiseMonotonicMultiheadAttention",
+    "export_pooling_onnx",
     "sinusoidal_positions",
 ]
