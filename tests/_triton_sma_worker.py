@@ -89,18 +89,23 @@ def _run_functional(case: dict[str, Any]) -> dict[str, Any]:
     from speechattn.functional import stepwise_monotonic_alignment
 
     p = case["p"].clone().requires_grad_(True)
+    alpha0 = case.get("initial_alignment")
+    inputs = [p] if alpha0 is None else [p, alpha0.clone().requires_grad_(True)]
     out = stepwise_monotonic_alignment(
         p,
         case["text_lengths"],
         case["mel_lengths"],
         mode=case["mode"],
         mass=case["mass"],
+        initial_alignment=None if alpha0 is None else inputs[1],
         impl="triton",
     )
-    res: dict[str, Any] = {"alpha": out.detach()}
+    res: dict[str, Any] = {"alpha": out.detach(), "requires_grad": out.requires_grad}
     if case["mode"] == "soft":
-        (grad_p,) = torch.autograd.grad((out * case["grad"]).sum(), (p,))
-        res["grad_p"] = grad_p
+        grads = torch.autograd.grad((out * case["grad"]).sum(), inputs)
+        res["grad_p"] = grads[0]
+        if alpha0 is not None:
+            res["grad_alpha0"] = grads[1]
     return res
 
 
@@ -117,8 +122,14 @@ def main(argv: list[str]) -> int:
     if os.environ.get("TRITON_INTERPRET") != "1":
         print("run with TRITON_INTERPRET=1", file=sys.stderr)
         return 2
+    # Checked first, before anything here imports triton: the package must import it lazily.
+    import speechattn
+    import speechattn.functional
+    import speechattn.kernels
+    import speechattn.nn  # noqa: F401
+
+    results: dict[str, Any] = {"_meta": {"triton_imported_by_speechattn": "triton" in sys.modules}}
     cases = torch.load(argv[1])
-    results: dict[str, Any] = {}
     for name, case in cases.items():
         try:
             results[name] = _KINDS[case["kind"]](case)

@@ -132,7 +132,42 @@ def _cases() -> dict[str, dict[str, Any]]:
     c["gradcheck_drop"] = make_case(60, 2, 4, 5, preserve=False, kind="gradcheck")
     c["gradcheck_preserve"] = make_case(61, 2, 4, 5, preserve=True, kind="gradcheck")
     c["compile_preserve"] = make_case(70, 2, 5, 6, preserve=True, kind="compile")
+    # The public API with impl="triton": 4-D (B, H, U, T), ragged, soft/hard x drop/preserve.
+    for i, (mode, mass) in enumerate(
+        [("soft", "drop"), ("soft", "preserve"), ("hard", "drop"), ("hard", "preserve")]
+    ):
+        c[f"functional_{mode}_{mass}"] = make_functional_case(100 + i, mode=mode, mass=mass)
+    c["functional_soft_preserve_alpha0_float32"] = make_functional_case(
+        110, mode="soft", mass="preserve", initial_alignment=True, dtype=torch.float32
+    )
     return c
+
+
+def make_functional_case(
+    seed: int,
+    *,
+    mode: str,
+    mass: str,
+    initial_alignment: bool = False,
+    dtype: torch.dtype = torch.float64,
+) -> dict[str, Any]:
+    B, H, U, T = 3, 2, 6, 10
+    base = make_case(seed, B * H, U, T, preserve=mass == "preserve", dtype=dtype)
+    g = torch.Generator().manual_seed(seed + 1000)
+    text_lengths = torch.tensor([U, 3, 1])
+    mel_lengths = torch.tensor([T, 7, 4])
+    case = {
+        "kind": "functional",
+        "mode": mode,
+        "mass": mass,
+        "p": torch.rand(B, H, U, T, generator=g, dtype=torch.float64).to(dtype),
+        "text_lengths": text_lengths,
+        "mel_lengths": mel_lengths,
+        "grad": base["grad"].reshape(B, H, U, T),
+    }
+    if initial_alignment:
+        case["initial_alignment"] = base["alpha0"].reshape(B, H, U)
+    return case
 
 
 CASES = _cases()
@@ -237,18 +272,81 @@ def test_interpreter_compile_and_opcheck(interp: dict[str, Any]) -> None:
         assert outcome == "SUCCESS", (test, outcome)
 
 
-def test_importing_speechattn_does_not_import_triton() -> None:
-    code = (
-        "import sys, speechattn, speechattn.functional, speechattn.kernels, speechattn.nn; "
-        "print('triton' in sys.modules)"
+FUNCTIONAL_CASES = [k for k, v in CASES.items() if v["kind"] == "functional"]
+
+
+@pytest.mark.parametrize("name", FUNCTIONAL_CASES)
+def test_functional_impl_triton_matches_reference(interp: dict[str, Any], name: str) -> None:
+    """stepwise_monotonic_alignment(impl="triton") vs the float64 reference and impl="torch"."""
+    from reference.sma_reference import sma_reference_tensor
+    from speechattn.functional import stepwise_monotonic_alignment
+
+    case, res = CASES[name], _result(interp, name)
+    hard, preserve = case["mode"] == "hard", case["mass"] == "preserve"
+    a0 = case.get("initial_alignment")
+    ref = sma_reference_tensor(
+        case["p"],
+        case["text_lengths"],
+        case["mel_lengths"],
+        preserve=preserve,
+        hard=hard,
+        alpha0=a0,
     )
-    env = dict(os.environ)
-    src = str(Path(speechattn.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    rtol, atol = _tolerances(case["p"].dtype)
+    assert res["alpha"].dtype == case["p"].dtype
+    torch.testing.assert_close(res["alpha"].double(), ref, rtol=rtol, atol=atol)
+    if hard:
+        assert res["requires_grad"] is False
+        assert bool(((res["alpha"] == 0) | (res["alpha"] == 1)).all())
+        return
+    # Gradients against the pure-torch spec (sma-core's adjoint) in the same dtype.
+    p = case["p"].clone().requires_grad_(True)
+    inputs = [p] if a0 is None else [p, a0.clone().requires_grad_(True)]
+    out = stepwise_monotonic_alignment(
+        p,
+        case["text_lengths"],
+        case["mel_lengths"],
+        mode="soft",
+        mass=case["mass"],
+        initial_alignment=None if a0 is None else inputs[1],
+        impl="torch",
     )
-    assert out.stdout.strip() == "False"
+    grads = torch.autograd.grad((out * case["grad"]).sum(), inputs)
+    torch.testing.assert_close(res["grad_p"], grads[0], rtol=rtol * 10, atol=atol * 10)
+    if a0 is not None:
+        torch.testing.assert_close(res["grad_alpha0"], grads[1], rtol=rtol * 10, atol=atol * 10)
+
+
+def test_oracle_agrees_with_sma_core_reference() -> None:
+    """The differentiable loop oracle here and tests/reference/sma_reference.py agree."""
+    from reference.sma_reference import sma_reference_tensor
+
+    for name in ("three_blocks_drop", "exact_block_preserve"):
+        case = CASES[name]
+        mine = oracle(
+            case["p"], case["alpha0"], case["text_lengths"], case["mel_lengths"], case["preserve"]
+        )
+        theirs = sma_reference_tensor(
+            case["p"],
+            case["text_lengths"],
+            case["mel_lengths"],
+            preserve=case["preserve"],
+            alpha0=case["alpha0"],
+        )
+        torch.testing.assert_close(mine, theirs, rtol=1e-13, atol=1e-13)
+
+
+def test_auto_picks_triton_on_cuda_without_importing_it() -> None:
+    from speechattn.kernels import _auto_sma_kernel, sma_kernel_names
+
+    assert "triton" in sma_kernel_names()
+    assert _auto_sma_kernel("cuda") == "triton"
+    assert _auto_sma_kernel("cpu") != "triton"
+
+
+def test_importing_speechattn_does_not_import_triton(interp: dict[str, Any]) -> None:
+    # Recorded by the worker right after start-up, before it touches any kernel.
+    assert interp["_meta"]["triton_imported_by_speechattn"] is False
 
 
 def test_cpu_without_interpreter_raises_clear_error() -> None:

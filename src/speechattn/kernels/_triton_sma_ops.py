@@ -2,7 +2,9 @@
 
 Private module. Importing it registers ``torch.ops.speechattn.sma_triton_forward`` and
 ``torch.ops.speechattn.sma_triton_backward`` (with fake/meta implementations and the autograd
-formula) but does NOT import ``triton``: the kernels module is imported on the first real call.
+formula) and the ``"triton"`` SMA kernel in :mod:`speechattn.kernels` (``impl="triton"``, and
+``impl="auto"`` on CUDA), but does NOT import ``triton``: the kernels module is imported on the
+first real call. :mod:`speechattn.kernels` imports this module lazily (``_LAZY_SMA_KERNELS``).
 
 * ``sma_triton_forward(p (N, U, T), alpha0 (N, U), text_lengths int64 (N,), mel_lengths int64 (N,),
   preserve: bool) -> alpha (N, U, T)``, differentiable in ``p`` and ``alpha0`` through the
@@ -127,3 +129,7 @@ def register() -> None:
 
     devices: tuple[str, ...] = ("cuda", "cpu") if interpreter_enabled() else ("cuda",)
     register_sma_kernel("triton", sma_triton_forward, sma_triton_backward, devices=devices)
+
+
+# Importing this module is how speechattn.kernels loads the lazy "triton" entry.
+register()
