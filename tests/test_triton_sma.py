@@ -124,6 +124,10 @@ def _cases() -> dict[str, dict[str, Any]]:
     )
     c["scratch_one_block_drop"] = make_case(40, 2, 9, 12, preserve=False, shift="scratch")
     c["exact_block_preserve"] = make_case(41, 2, 16, 9, preserve=True, block_u=16)
+    # Lengths beyond the padded sizes are clamped inside the kernel (never out of bounds).
+    c["overlong_lengths_drop"] = make_case(45, 2, 7, 9, preserve=False)
+    c["overlong_lengths_drop"]["text_lengths"][1] = 7 + 3
+    c["overlong_lengths_drop"]["mel_lengths"][1] = 9 + 2
     c["float32_drop"] = make_case(42, 3, 7, 12, preserve=False, dtype=torch.float32)
     c["bfloat16_preserve"] = make_case(43, 3, 7, 12, preserve=True, dtype=torch.bfloat16)
     c["float16_drop"] = make_case(44, 2, 7, 12, preserve=False, dtype=torch.float16)
@@ -298,6 +302,14 @@ def test_functional_impl_triton_matches_reference(interp: dict[str, Any], name: 
     if hard:
         assert res["requires_grad"] is False
         assert bool(((res["alpha"] == 0) | (res["alpha"] == 1)).all())
+        if preserve:
+            # Integer durations = row sums of the hard path; they fill every valid frame.
+            from speechattn.functional import alignment_to_durations
+
+            dur = alignment_to_durations(res["alpha"], case["text_lengths"], case["mel_lengths"])
+            assert dur.dtype == torch.int64
+            expected = case["mel_lengths"][:, None].expand(dur.shape[:2])
+            torch.testing.assert_close(dur.sum(-1), expected)
         return
     # Gradients against the pure-torch spec (sma-core's adjoint) in the same dtype.
     p = case["p"].clone().requires_grad_(True)

@@ -49,11 +49,14 @@ accumulated in float32 and the output is stored in the input dtype.
 from __future__ import annotations
 
 import os
+import warnings
+from typing import Any
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from triton.compiler.errors import CompilationError
 
 __all__ = [
     "MAX_BLOCK_U",
@@ -118,8 +121,9 @@ def _sma_fwd_kernel(
     ACC: tl.constexpr,
 ):
     n = tl.program_id(0).to(tl.int64)
-    un = tl.load(text_len_ptr + n).to(tl.int32)
-    tn = tl.load(mel_len_ptr + n).to(tl.int32)
+    # Clamped so that bad lengths can never index out of bounds (the API validates them).
+    un = tl.minimum(tl.maximum(tl.load(text_len_ptr + n), 0), U).to(tl.int32)
+    tn = tl.minimum(tl.maximum(tl.load(mel_len_ptr + n), 0), T).to(tl.int32)
     lanes = tl.arange(0, BLOCK_U)
     # Scalar conditions are broadcast through `zero` (the interpreter rejects scalar & vector masks).
     zero = lanes * 0
@@ -178,8 +182,9 @@ def _sma_bwd_kernel(
     ACC: tl.constexpr,
 ):
     n = tl.program_id(0).to(tl.int64)
-    un = tl.load(text_len_ptr + n).to(tl.int32)
-    tn = tl.load(mel_len_ptr + n).to(tl.int32)
+    # Clamped so that bad lengths can never index out of bounds (the API validates them).
+    un = tl.minimum(tl.maximum(tl.load(text_len_ptr + n), 0), U).to(tl.int32)
+    tn = tl.minimum(tl.maximum(tl.load(mel_len_ptr + n), 0), T).to(tl.int32)
     lanes = tl.arange(0, BLOCK_U)
     # Scalar conditions are broadcast through `zero` (the interpreter rejects scalar & vector masks).
     zero = lanes * 0
@@ -248,11 +253,57 @@ def _launch_config(U: int, block_u: int | None) -> tuple[int, int]:
     return block, num_warps
 
 
-def _use_gather(shift: str | None) -> bool:
+# Set when this Triton/GPU failed to compile the tl.gather shift; later launches use the scratch.
+_GATHER_FAILED = False
+
+
+def _shift_mode(shift: str | None) -> str:
     mode = shift or os.environ.get("SPEECHATTN_TRITON_SHIFT", "gather")
     if mode not in ("gather", "scratch"):
-        raise ValueError(f"Expected shift 'gather' or 'scratch'; found {mode!r}.")
-    return mode == "gather" and has_gather()
+        raise ValueError(
+            f"Expected shift (or SPEECHATTN_TRITON_SHIFT) 'gather' or 'scratch'; found {mode!r}."
+        )
+    return mode
+
+
+def _launch(
+    kernel: Any,
+    N: int,
+    tensors: tuple[Tensor, ...],
+    carry: Tensor,
+    U: int,
+    T: int,
+    *,
+    block: int,
+    shift: str | None,
+    **meta: Any,
+) -> None:
+    """Launch one program per sequence with the tl.gather shift, or the scratch + barrier one.
+
+    If compiling the gather variant fails (a Triton without a lowering for it on this GPU) and
+    the caller did not ask for ``shift="gather"`` explicitly, warn once and use the scratch
+    variant from then on. Runtime errors are never caught.
+    """
+    global _GATHER_FAILED
+    mode = _shift_mode(shift)
+    if mode == "gather" and has_gather() and not _GATHER_FAILED:
+        try:
+            # The scratch pointer is never dereferenced in the gather variant: pass carry.
+            kernel[(N,)](*tensors, carry, U, T, BLOCK_U=block, USE_GATHER=True, **meta)
+            return
+        except (CompilationError, RuntimeError) as exc:
+            # Only on a GPU: under the interpreter every error is a real one.
+            if shift == "gather" or carry.device.type != "cuda":
+                raise
+            _GATHER_FAILED = True
+            warnings.warn(
+                f"Triton could not compile the tl.gather token shift ({type(exc).__name__}); "
+                "using the shared-scratch shift instead.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    scr = torch.zeros((N, 2, block + 1), dtype=carry.dtype, device=carry.device)
+    kernel[(N,)](*tensors, scr, U, T, BLOCK_U=block, USE_GATHER=False, **meta)
 
 
 def _check(p: Tensor, alpha0: Tensor, text_lengths: Tensor, mel_lengths: Tensor) -> None:
@@ -307,20 +358,16 @@ def sma_forward(
     block, num_warps = _launch_config(U, block_u)
     acc_t = torch.float64 if p.dtype == torch.float64 else torch.float32
     carry = torch.empty((N, 2, T), dtype=acc_t, device=p.device)
-    scr = torch.zeros((N, 2, block + 1), dtype=acc_t, device=p.device)
-    _sma_fwd_kernel[(N,)](
-        p,
-        alpha0,
-        text_lengths.contiguous(),
-        mel_lengths.contiguous(),
-        out,
+    _launch(
+        _sma_fwd_kernel,
+        N,
+        (p, alpha0, text_lengths.contiguous(), mel_lengths.contiguous(), out, carry),
         carry,
-        scr,
         U,
         T,
+        block=block,
+        shift=shift,
         PRESERVE=bool(preserve),
-        BLOCK_U=block,
-        USE_GATHER=_use_gather(shift),
         ACC=_acc_dtype(p.dtype),
         num_warps=num_warps,
     )
@@ -368,23 +415,26 @@ def sma_backward(
     block, num_warps = _launch_config(U, block_u)
     acc_t = torch.float64 if p.dtype == torch.float64 else torch.float32
     carry = torch.empty((N, 2, T), dtype=acc_t, device=p.device)
-    scr = torch.zeros((N, 2, block + 1), dtype=acc_t, device=p.device)
-    _sma_bwd_kernel[(N,)](
-        grad_alpha,
-        p,
-        alpha,
-        alpha0_c,
-        text_lengths.contiguous(),
-        mel_lengths.contiguous(),
-        grad_p,
-        grad_alpha0,
+    _launch(
+        _sma_bwd_kernel,
+        N,
+        (
+            grad_alpha,
+            p,
+            alpha,
+            alpha0_c,
+            text_lengths.contiguous(),
+            mel_lengths.contiguous(),
+            grad_p,
+            grad_alpha0,
+            carry,
+        ),
         carry,
-        scr,
         U,
         T,
+        block=block,
+        shift=shift,
         PRESERVE=bool(preserve),
-        BLOCK_U=block,
-        USE_GATHER=_use_gather(shift),
         ACC=_acc_dtype(p.dtype),
         num_warps=num_warps,
     )
