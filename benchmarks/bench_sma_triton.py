@@ -1,6 +1,7 @@
 """Benchmark: stepwise monotonic alignment on the GPU, reference loop vs pure torch vs Triton.
 
     python benchmarks/bench_sma_triton.py --device cuda [--quick] [--json PATH]
+    python benchmarks/bench_sma.py --device cuda [--quick] [--json PATH]   # the same
 
 Shapes (4 heads, ragged lengths, float32): B=16, U=100, T=800 and B=16, U=400, T=3200.
 Implementations, all in one process on the same inputs:
@@ -24,9 +25,12 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from speechattn.functional import stepwise_monotonic_alignment
 

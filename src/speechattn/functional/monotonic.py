@@ -140,14 +140,9 @@ def _prepare(
             checks.append(_first_bad(ml < tl, ml))
         have_range = check_range and p.numel() > 0
         if have_range:
-            tv = torch.arange(T, device=p.device) < ml[:, None]
-            uv = torch.arange(U, device=p.device) < tl[:, None]
-            valid = uv[:, :, None] & tv[:, None, :]
-            if H > 1 or p.dim() == 4:
-                valid = valid[:, None]
-            pv = torch.where(valid, p, torch.full((), 0.5, dtype=p.dtype, device=p.device))
-            mn, mx = torch.aminmax(pv)
-            checks.append(torch.stack([mn.double(), mx.double(), torch.isnan(pv).any().double()]))
+            # Fast path: the whole tensor in [0, 1] (aminmax propagates NaN).
+            mn, mx = torch.aminmax(p)
+            checks.append(torch.stack([mn.double(), mx.double(), mn.double()]))
         # One host sync for every value check.
         vals = torch.stack(checks).cpu().tolist()
         for (bad, idx, val), lname, lim in zip(
@@ -164,17 +159,22 @@ def _prepare(
                 f"Expected mel_lengths[b] >= text_lengths[b] (every token needs a frame); found "
                 f"mel_lengths[{b}] = {int(vals[2][2])} < text_lengths[{b}]. Drop or trim item {b}."
             )
-        if have_range:
-            mn_v, mx_v, has_nan = vals[-1]
-            if has_nan:
-                raise ValueError(
-                    f"Expected {name} in [0, 1]; found NaN at a valid (unpadded) position."
-                )
-            if mn_v < 0.0 or mx_v > 1.0:
-                raise ValueError(
-                    f"Expected {name} (stay probabilities) in [0, 1]; found min {mn_v:.6g}, "
-                    f"max {mx_v:.6g} over valid positions. Apply torch.sigmoid to energies first."
-                )
+        if have_range and not (vals[-1][0] >= 0.0 and vals[-1][1] <= 1.0):
+            # Rare path (out-of-range or NaN values somewhere): look at valid positions only,
+            # since padding may hold anything.
+            tv = torch.arange(T, device=p.device) < ml[:, None]
+            uv = torch.arange(U, device=p.device) < tl[:, None]
+            valid = uv[:, :, None] & tv[:, None, :]
+            if p.dim() == 4:
+                valid = valid[:, None]
+            pv = torch.where(valid, p, torch.full((), 0.5, dtype=p.dtype, device=p.device))
+            mn, mx = torch.aminmax(pv)
+            mn_v, mx_v, has_nan = (
+                torch.stack([mn.double(), mx.double(), torch.isnan(pv).any().double()])
+                .cpu()
+                .tolist()
+            )
+            _raise_bad_range(name, mn_v, mx_v, bool(has_nan))
     if H > 1 or p.dim() == 4:
         tl = tl[:, None].expand(B, H).reshape(-1)
         ml = ml[:, None].expand(B, H).reshape(-1)
@@ -225,11 +225,9 @@ def _torch_sma_forward(
     a = torch.where(uv, alpha0, zero)
     out = torch.empty((T, N, U), dtype=p.dtype, device=p.device)
     for t in range(T):
-        stay = a * pe[t]
-        new = stay.clone()
-        new[:, 1:] += (a - stay)[:, :-1]  # a * (1 - p): advance one token
-        new.mul_(valid_tm[t])
-        out[t] = new
+        new = torch.mul(a, pe[t], out=out[t])  # stay: alpha_{t-1}(u) p_t(u)
+        new[:, 1:] += a[:, :-1] - new[:, :-1]  # advance: alpha_{t-1}(u-1) (1 - p_t(u-1))
+        new.mul_(valid_tm[t])  # padded tokens and frames hold exactly 0
         a = new
     return out.permute(1, 2, 0).contiguous()
 
@@ -266,18 +264,17 @@ def _torch_sma_backward(
     G = torch.where(valid_tm, grad_alpha.permute(2, 0, 1), zero).contiguous()
     a_tm = alpha.permute(2, 0, 1)
     a0 = torch.where(uv, alpha0, zero)
-    pgrad_f = pgrad_tm.to(p.dtype)
+    q = 1.0 - pe  # advance probabilities (0 on the absorbing token with preserve)
     valid_f = valid_tm.to(p.dtype)
     grad_p = torch.empty((T, N, U), dtype=p.dtype, device=p.device)
     h = torch.zeros((N, U), dtype=p.dtype, device=p.device)  # propagated from frame t + 1
     for t in range(T - 1, -1, -1):
-        g = (G[t] + h) * valid_f[t]
-        gs = torch.zeros_like(g)
-        gs[:, :-1] = g[:, 1:]
-        diff = g - gs
-        aprev = a_tm[t - 1] if t > 0 else a0
-        grad_p[t] = aprev * diff * pgrad_f[t]
-        h = gs + pe[t] * diff  # g * p + shift_up(g) * (1 - p)
+        g = torch.add(G[t], h).mul_(valid_f[t])  # g_t, zero at padded tokens/frames
+        diff = g.clone()
+        diff[:, :-1] -= g[:, 1:]  # g_t(u) - g_t(u + 1)
+        torch.mul(a_tm[t - 1] if t > 0 else a0, diff, out=grad_p[t])
+        h = torch.addcmul(g, diff, q[t], value=-1.0)  # g p + shift_up(g) (1 - p)
+    grad_p.mul_(pgrad_tm)
     grad_alpha0 = h * uv.to(p.dtype)
     return grad_p.permute(1, 2, 0).contiguous(), grad_alpha0
 
@@ -320,7 +317,7 @@ class _SMAFunction(torch.autograd.Function):
         )
 
 
-def _resolve_impl(impl: Any, device: torch.device) -> tuple[str, Any, Any]:
+def _resolve_impl(impl: Any, device: torch.device) -> tuple[str, Any, Any, Any]:
     if not isinstance(impl, str):
         raise TypeError(
             f"Expected impl to be a string ('auto', 'torch', 'numba', ...); found {impl!r}."
@@ -334,14 +331,24 @@ def _resolve_impl(impl: Any, device: torch.device) -> tuple[str, Any, Any]:
             except (ImportError, ValueError):  # a broken optional backend: fall back to the spec
                 name = "torch"
     if name == "torch":
-        return "torch", _torch_sma_forward, _torch_sma_backward
+        return "torch", _torch_sma_forward, _torch_sma_backward, None
     kernel = get_sma_kernel(name)
     if device.type not in kernel.devices:
         raise ValueError(
             f"impl={name!r} runs on {'/'.join(kernel.devices)} tensors; found p_choose on "
             f"{device}. Pass impl='auto' or impl='torch'."
         )
-    return name, kernel.forward, kernel.backward
+    return name, kernel.forward, kernel.backward, kernel.checked_forward
+
+
+def _raise_bad_range(name: str, mn_v: float, mx_v: float, has_nan: bool) -> None:
+    if has_nan:
+        raise ValueError(f"Expected {name} in [0, 1]; found NaN at a valid (unpadded) position.")
+    if mn_v < 0.0 or mx_v > 1.0:
+        raise ValueError(
+            f"Expected {name} (stay probabilities) in [0, 1]; found min {mn_v:.6g}, "
+            f"max {mx_v:.6g} over valid positions. Apply torch.sigmoid to energies first."
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -406,7 +413,13 @@ def stepwise_monotonic_alignment(
         raise ValueError(f"Expected mode in {_MODES}; found {mode!r}.")
     if mass not in _MASSES:
         raise ValueError(f"Expected mass in {_MASSES}; found {mass!r}.")
-    p3, tl, ml = _prepare(p_choose, text_lengths, mel_lengths, name="p_choose")
+    _check_prob_tensor(p_choose, "p_choose")
+    _, fwd, bwd, checked_fwd = _resolve_impl(impl, p_choose.device)
+    # A synchronous kernel that reports p's range from its own pass saves a full read of p.
+    fused_check = checked_fwd is not None and mode == "soft"
+    p3, tl, ml = _prepare(
+        p_choose, text_lengths, mel_lengths, name="p_choose", check_range=not fused_check
+    )
     N, U = p3.shape[0], p3.shape[1]
     in_dtype = p_choose.dtype
     cdtype = _compute_dtype(in_dtype)
@@ -437,7 +450,13 @@ def stepwise_monotonic_alignment(
             )
         alpha0 = initial_alignment.reshape(N, U).to(cdtype).contiguous()
     preserve = mass == "preserve"
-    _, fwd, bwd = _resolve_impl(impl, p_choose.device)
+    if fused_check:
+
+        def fwd(p_: Tensor, a0_: Tensor, tl_: Tensor, ml_: Tensor, keep: bool) -> Tensor:
+            alpha_, (mn_v, mx_v, has_nan) = checked_fwd(p_, a0_, tl_, ml_, keep)
+            _raise_bad_range("p_choose", mn_v, mx_v, has_nan)
+            return alpha_
+
     pc = p3.to(cdtype).contiguous()
     if mode == "hard":
         with torch.no_grad():

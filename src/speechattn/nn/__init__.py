@@ -1,3 +1,6 @@
 """Thin modules: parameters and buffers; forward is one functional call."""
 
+from speechattn.nn.monotonic import SMAOutput, StepwiseMonotonicMultiheadAttention
+
 __all__: list[str] = []
+__all__ += ["SMAOutput", "StepwiseMonotonicMultiheadAttention"]
