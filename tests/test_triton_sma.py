@@ -458,3 +458,50 @@ def test_cuda_kernels_do_not_sync() -> None:
         torch.cuda.set_sync_debug_mode("default")
     assert bool(((hard == 0) | (hard == 1)).all())
     torch.testing.assert_close(durations.sum(-1), dev["mel_lengths"])
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("mass", ["drop", "preserve"])
+def test_cuda_functional_auto_is_triton_and_matches_torch(dtype: torch.dtype, mass: str) -> None:
+    from speechattn.functional import stepwise_monotonic_alignment
+    from speechattn.kernels import _auto_sma_kernel
+
+    assert _auto_sma_kernel("cuda") == "triton"
+    g = torch.Generator().manual_seed(5)
+    B, H, U, T = 3, 4, 70, 160
+    p = torch.rand(B, H, U, T, generator=g).to("cuda", dtype)
+    grad = torch.randn(B, H, U, T, generator=g).to("cuda", dtype)
+    text_lengths = torch.tensor([U, 33, 1], device="cuda")
+    mel_lengths = torch.tensor([T, 90, 5], device="cuda")
+    outs = {}
+    for impl in ("auto", "torch"):
+        x = p.clone().requires_grad_(True)
+        alpha = stepwise_monotonic_alignment(x, text_lengths, mel_lengths, mass=mass, impl=impl)
+        assert alpha.dtype == dtype
+        (grad_x,) = torch.autograd.grad((alpha * grad).sum(), (x,))
+        outs[impl] = (alpha.float().cpu(), grad_x.float().cpu())
+    tol = {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-3}
+    torch.testing.assert_close(outs["auto"][0], outs["torch"][0], **tol)
+    torch.testing.assert_close(outs["auto"][1], outs["torch"][1], **tol)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_cuda_op_under_inductor_compile() -> None:
+    from speechattn.kernels import _triton_sma_ops  # noqa: F401
+
+    case = make_case(95, 3, 20, 40, preserve=True, dtype=torch.float32)
+    dev = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in case.items()}
+    op = torch.ops.speechattn.sma_triton_forward
+
+    def loss(p: torch.Tensor, a0: torch.Tensor) -> torch.Tensor:
+        return (op(p.clamp(0, 1), a0, dev["text_lengths"], dev["mel_lengths"], True) ** 2).sum()
+
+    results = []
+    for fn in (loss, torch.compile(loss, fullgraph=True)):
+        p = dev["p"].clone().requires_grad_(True)
+        a0 = dev["alpha0"].clone().requires_grad_(True)
+        value = fn(p, a0)
+        results.append((value.detach(), *torch.autograd.grad(value, (p, a0))))
+    for eager, compiled in zip(*results):
+        torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
