@@ -243,6 +243,22 @@ def test_interpreter_matches_oracle(interp: dict[str, Any], name: str) -> None:
     _check_against_oracle(CASES[name], _result(interp, name))
 
 
+@pytest.mark.parametrize("name", ["float32_drop", "bfloat16_preserve", "float16_drop"])
+def test_precision_at_most_k_times_torch_spec(interp: dict[str, Any], name: str) -> None:
+    """Error vs the float64 oracle <= 4x that of the pure-torch spec run in the same dtype."""
+    from speechattn.functional.monotonic import _torch_sma_forward
+
+    case, res = CASES[name], _result(interp, name)
+    ref = oracle_with_grads(case)["alpha"]
+    spec = _torch_sma_forward(
+        case["p"], case["alpha0"], case["text_lengths"], case["mel_lengths"], case["preserve"]
+    )
+    err_kernel = float((res["alpha"].double() - ref).abs().max())
+    err_spec = float((spec.double() - ref).abs().max())
+    floor = torch.finfo(case["p"].dtype).eps * float(ref.abs().max())
+    assert err_kernel <= 4 * max(err_spec, floor), (err_kernel, err_spec, floor)
+
+
 def test_preserve_columns_sum_to_one(interp: dict[str, Any]) -> None:
     for name in ("one_block_preserve", "three_blocks_preserve", "exact_block_preserve"):
         case, res = CASES[name], _result(interp, name)
