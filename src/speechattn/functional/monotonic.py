@@ -215,14 +215,13 @@ def _torch_sma_forward(
     """
     N, U, T = p.shape
     uv, tv, last = _masks(N, U, T, text_lengths, mel_lengths, p.device)
-    zero = torch.zeros((), dtype=p.dtype, device=p.device)
-    # Time-major copy so each step reads one contiguous (N, U) slab.
-    valid_tm = (tv.t()[:, :, None] & uv[None]).to(p.dtype)  # (T, N, U)
-    pe = p.permute(2, 0, 1)
+    valid_tm = (tv.t()[:, :, None] & uv[None]).contiguous()  # (T, N, U) bool
+    # Time-major sanitised copy of p, so each step reads one contiguous (N, U) slab.
+    pe = torch.where(valid_tm, p.permute(2, 0, 1), torch.zeros((), dtype=p.dtype, device=p.device))
+    pe = pe.contiguous()
     if preserve:
-        pe = torch.where(last[None], torch.ones((), dtype=p.dtype, device=p.device), pe)
-    pe = torch.where(valid_tm.bool(), pe, zero).contiguous()
-    a = torch.where(uv, alpha0, zero)
+        pe.masked_fill_(valid_tm & last[None], 1.0)
+    a = torch.where(uv, alpha0, torch.zeros((), dtype=p.dtype, device=p.device))
     out = torch.empty((T, N, U), dtype=p.dtype, device=p.device)
     for t in range(T):
         new = torch.mul(a, pe[t], out=out[t])  # stay: alpha_{t-1}(u) p_t(u)
@@ -255,21 +254,23 @@ def _torch_sma_backward(
     N, U, T = p.shape
     uv, tv, last = _masks(N, U, T, text_lengths, mel_lengths, p.device)
     zero = torch.zeros((), dtype=p.dtype, device=p.device)
-    valid_tm = tv.t()[:, :, None] & uv[None]  # (T, N, U) bool
-    pgrad_tm = (valid_tm & ~last[None]) if preserve else valid_tm
-    pe = p.permute(2, 0, 1)
-    if preserve:
-        pe = torch.where(last[None], torch.ones((), dtype=p.dtype, device=p.device), pe)
-    pe = torch.where(valid_tm, pe, zero).contiguous()
+    valid_tm = (tv.t()[:, :, None] & uv[None]).contiguous()  # (T, N, U) bool
+    # Advance probabilities 1 - p, time-major (padding: any finite value; 0 here).
+    q = torch.where(valid_tm, p.permute(2, 0, 1), torch.ones((), dtype=p.dtype, device=p.device))
+    q = q.contiguous()
+    q.neg_().add_(1.0)
+    pgrad_tm = valid_tm
+    if preserve:  # the absorbing token never advances and its p gets no gradient
+        absorbing = valid_tm & last[None]
+        q.masked_fill_(absorbing, 0.0)
+        pgrad_tm = valid_tm & ~absorbing
     G = torch.where(valid_tm, grad_alpha.permute(2, 0, 1), zero).contiguous()
     a_tm = alpha.permute(2, 0, 1)
     a0 = torch.where(uv, alpha0, zero)
-    q = 1.0 - pe  # advance probabilities (0 on the absorbing token with preserve)
-    valid_f = valid_tm.to(p.dtype)
     grad_p = torch.empty((T, N, U), dtype=p.dtype, device=p.device)
     h = torch.zeros((N, U), dtype=p.dtype, device=p.device)  # propagated from frame t + 1
     for t in range(T - 1, -1, -1):
-        g = torch.add(G[t], h).mul_(valid_f[t])  # g_t, zero at padded tokens/frames
+        g = torch.add(G[t], h).mul_(valid_tm[t])  # g_t, zero at padded tokens/frames
         diff = g.clone()
         diff[:, :-1] -= g[:, 1:]  # g_t(u) - g_t(u + 1)
         torch.mul(a_tm[t - 1] if t > 0 else a0, diff, out=grad_p[t])
