@@ -108,12 +108,26 @@ def test_random_variant_recreated_on_demand() -> None:
     assert path.is_file() and res.phones
 
 
-def test_voice_file_limit_respected() -> None:
-    make_voices(40, seed=11)
-    assert (
-        synth._espeak.count_voice_files(synth._espeak.ensure_data_dir())
-        <= synth._espeak.VOICE_FILE_LIMIT
-    )
+def test_voice_file_limit_respected(tmp_path, monkeypatch) -> None:
+    # a private data directory of its own, so deleting variants cannot disturb other processes
+    monkeypatch.setenv("SPEECHATTN_ESPEAK_DATA", str(tmp_path / "espeak-data"))
+    data = synth._espeak.ensure_data_dir()
+    assert data == tmp_path / "espeak-data"
+    limit = synth._espeak.VOICE_FILE_LIMIT
+    a = make_voices(400, seed=901)  # 200 random variant files
+    assert synth._espeak.count_voice_files(data) <= limit
+    b = make_voices(400, seed=902)  # 200 more: seed 901's files make room
+    assert synth._espeak.count_voice_files(data) <= limit
+    assert not (data / "voices" / "!v" / "sa-s901-000").exists()
+    # a deleted variant comes back on demand, identical, still within the limit
+    old = next(v for v in a if "+sa-s901-" in v)
+    synth._check_voice(old)
+    name = old.split("+")[1]
+    assert (data / "voices" / "!v" / name).is_file()
+    assert synth._espeak.count_voice_files(data) <= limit
+    assert make_voices(400, seed=901) == a and set(a) != set(b)
+    with pytest.raises(ValueError, match="num_speakers"):
+        make_voices(10_000, seed=1)
 
 
 def test_bad_inputs() -> None:

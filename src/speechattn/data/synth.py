@@ -197,8 +197,12 @@ def _check_voice(voice: str) -> None:
     if "+" not in voice:
         return
     variant = voice.split("+", 1)[1]
-    if _RANDOM_RE.match(variant):
-        _write_variant(variant)
+    m = _RANDOM_RE.match(variant)
+    if m is not None:
+        with _espeak.LOCK:
+            if not (_espeak.variants_dir() / variant).is_file():
+                _make_room(int(m.group(1)), 1)
+            _write_variant(variant)
         return
     if not (_espeak.variants_dir() / variant).is_file():
         raise ValueError(
