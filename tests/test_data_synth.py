@@ -191,3 +191,31 @@ def test_synth_corpus_user_texts(tmp_path) -> None:
 def test_interval_is_tuple() -> None:
     iv = Interval(0.0, 1.0, "a")
     assert tuple(iv) == (0.0, 1.0, "a")
+
+
+def test_sound_lies_inside_phone_intervals() -> None:
+    # "the end": espeak's glottal onset before a stressed vowel belongs to the vowel
+    texts = ["Hello there, my friend. The end.", *generate_sentences(8, seed=21)]
+    voices = make_voices(8, seed=21)
+    for i, text in enumerate(texts):
+        res = synthesize(text, voice=voices[i % len(voices)])
+        sr = res.sample_rate
+        loud = np.abs(res.waveform) * 32768 > 16
+        inside = np.zeros(len(loud), dtype=bool)
+        for p in res.phones:
+            inside[round(p.start * sr) : round(p.end * sr)] = True
+        assert not (loud & ~inside).any(), (text, np.flatnonzero(loud & ~inside)[:5] / sr)
+        assert (loud & inside).sum() > 0.5 * inside.sum()  # phones are mostly sound
+
+
+def test_threads_share_the_engine_safely() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = generate_sentences(12, seed=8)
+    voices = make_voices(4, seed=8)
+    jobs = [(t, voices[i % 4]) for i, t in enumerate(texts)]
+    serial = [synthesize(t, voice=v) for t, v in jobs]
+    with ThreadPoolExecutor(4) as ex:
+        threaded = list(ex.map(lambda tv: synthesize(tv[0], voice=tv[1]), jobs))
+    for a, b in zip(serial, threaded):
+        assert a.phones == b.phones and a.words == b.words and a.voice == b.voice

@@ -279,9 +279,19 @@ def _is_modifier(label: str) -> bool:
 _LABEL_STRIP = ' \t\n,.?!;:"()[]-'
 
 
+_SILENCE = 16  # int16 units: espeak writes exact zeros in pauses
+
+
 def _events_to_intervals(
-    text: str, events: Sequence[_espeak.RawEvent], num_samples: int, sr: int
+    text: str, events: Sequence[_espeak.RawEvent], wav16: np.ndarray, sr: int
 ) -> tuple[list[Interval], list[Interval]]:
+    """Word and phone intervals from espeak events.
+
+    A phone spans from its event to the next phoneme/end event. Unnamed phoneme events are
+    pauses: silent ones become gaps; a non-silent one (espeak's glottal onset before a stressed
+    vowel-initial word, "the | end") is sound of the next phone, whose start moves back to it.
+    """
+    num_samples = len(wav16)
     words: list[Interval] = []
     phones: list[Interval] = []
     # Starts of every phoneme-like event (named or pause) and sentence ends, in order.
@@ -300,6 +310,7 @@ def _events_to_intervals(
             words.append(Interval(word_phones[0].start, word_phones[-1].end, label))
 
     mark_i = 0
+    onset: int | None = None  # start of a non-silent pause to give to the next phone
     for ev in events:
         if ev.type == _espeak.EV_WORD:
             flush()
@@ -308,10 +319,19 @@ def _events_to_intervals(
         elif ev.type in (_espeak.EV_PHONEME, _espeak.EV_END):
             while marks[mark_i] is not ev:
                 mark_i += 1
-            if ev.type == _espeak.EV_PHONEME and ev.name:
-                start = min(max(ev.sample, 0), num_samples)
-                nxt = marks[mark_i + 1].sample if mark_i + 1 < len(marks) else num_samples
-                end = min(max(nxt, start), num_samples)
+            start = min(max(ev.sample, 0), num_samples)
+            nxt = marks[mark_i + 1].sample if mark_i + 1 < len(marks) else num_samples
+            end = min(max(nxt, start), num_samples)
+            if ev.type == _espeak.EV_END:
+                onset = None
+            elif not ev.name:
+                loud = (
+                    end > start and int(np.abs(wav16[start:end].astype(np.int32)).max()) > _SILENCE
+                )
+                onset = start if loud else None
+            else:
+                if onset is not None:
+                    start, onset = onset, None
                 iv = Interval(start / sr, end / sr, ev.name)
                 if word_phones and _is_modifier(ev.name):
                     # e.g. Scottish "e" + "ʲ": espeak's text output writes one phone "eʲ"
@@ -330,7 +350,8 @@ def synthesize(text: str, *, voice: str = "en-us", sample_rate: int = 22050) -> 
     """Speak ``text`` with espeak-ng and return the waveform with word and phone intervals.
 
     Thread-safe (a process-wide lock serialises the library). Deterministic: the same text and
-    voice give the same samples and timings.
+    voice give the same labels and timings (samples: see the module notes). Every non-silent
+    sample lies inside a phone interval; silent gaps between intervals are pauses.
 
     Args:
         text: what to say (plain text, UTF-8). Digits and abbreviations are expanded by espeak;
@@ -371,7 +392,7 @@ def _synthesize_int16(
         eng = _espeak.engine()
         wav16, events = eng.synth(text, voice)
         native = eng.sample_rate
-    words, phones = _events_to_intervals(text, events, len(wav16), native)
+    words, phones = _events_to_intervals(text, events, wav16, native)
     if not phones:
         raise ValueError(f"espeak-ng produced no phones for text={text!r}; is it speakable?")
     return wav16, native, words, phones
