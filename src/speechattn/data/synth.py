@@ -542,7 +542,7 @@ def _synth_job(job: tuple[str, str, str, str, int]) -> dict[str, Any]:
 # the library (see _espeak.use_private_library), because espeak-ng keeps some wave-generator state in C statics that no API
 # resets: the samples of an utterance depend on what the process synthesized before it. Fixed
 # blocks make the corpus bit-identical whatever the number of workers.
-_BLOCK = 32
+_BLOCK = 128
 
 
 def _synth_block(jobs: list[tuple[str, str, str, str, int]]) -> list[dict[str, Any]]:
@@ -581,7 +581,7 @@ def synth_corpus(
         speakers: number of voices from :func:`make_voices`, >= 1.
         seed: controls sentences, voices and which speaker says which sentence.
         workers: processes (default: the CPUs available). Each worker sets
-            ``torch.set_num_threads(1)`` and owns its espeak engine; every block of 32
+            ``torch.set_num_threads(1)`` and owns its espeak engine; every block of 128
             utterances starts in a fresh process, so the files are bit-identical for a seed
             whatever the worker count. ``0`` runs in this process (timings and labels still
             identical; a few voices' samples may differ, see the module notes).
