@@ -153,7 +153,8 @@ def test_generate_sentences_deterministic() -> None:
     assert len(set(a)) > 15
 
 
-def test_synth_corpus_deterministic(tmp_path) -> None:
+def test_synth_corpus_deterministic(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(synth, "_BLOCK", 8)  # 5 blocks spread over the workers
     synthesize("Leave some state behind in this process.", voice="en-gb+f2")
     m1 = synth_corpus(tmp_path / "a", utterances=40, speakers=3, seed=4, workers=1, progress=False)
     synthesize("And some more, with another voice.", voice="en-us+m3")
