@@ -138,7 +138,7 @@ def _random_variant_text(seed: int, index: int) -> str:
     ]
     for k in range(9):
         freq = 100.0 * fscale * rng.uniform(0.95, 1.05) if k <= 5 else 100.0
-        height = rng.uniform(80, 120)
+        height = rng.uniform(70, 100)  # <= 100: keeps headroom below espeak's limiter
         width = rng.uniform(80, 140)
         lines.append(f"formant {k} {round(freq)} {round(height)} {round(width)}")
     breathy = rng.random() < 0.35
