@@ -181,8 +181,11 @@ def test_synth_corpus_deterministic(tmp_path, monkeypatch) -> None:
 
 def test_synth_corpus_user_texts(tmp_path) -> None:
     f = tmp_path / "lines.txt"
-    f.write_text("Good morning.\n\nIt costs 5 dollars.\n")
-    m = synth_corpus(tmp_path / "c", utterances=3, speakers=1, texts=f, workers=1, progress=False)
+    f.write_text("Good morning.\n\nIt costs 5 dollars.\n ... !!\n")
+    with pytest.warns(UserWarning, match="skipped 1 of 3"):
+        m = synth_corpus(
+            tmp_path / "c", utterances=3, speakers=1, texts=f, workers=1, progress=False
+        )
     recs = [json.loads(x) for x in m.read_text().splitlines()]
     assert [r["text"] for r in recs] == ["Good morning.", "It costs five dollars.", "Good morning."]
     with pytest.raises(ValueError, match="not a file"):

@@ -612,11 +612,21 @@ def synth_corpus(
         else:
             pool = [t.strip() for t in texts if t and t.strip()]
             src = "texts"
-        if not pool:
-            raise ValueError(f"Expected at least one non-empty sentence in {src}; found none.")
-        from speechattn.data.text import normalize_text
+        from speechattn.data.text import normalize_text, words_of
 
-        sentences = [normalize_text(pool[i % len(pool)]) for i in range(utterances)]
+        normalized = [normalize_text(t) for t in pool]
+        kept = [t for t in normalized if words_of(t)]
+        if len(kept) < len(pool):
+            import warnings
+
+            warnings.warn(
+                f"synth_corpus: skipped {len(pool) - len(kept)} of {len(pool)} lines of {src} "
+                "with no speakable words after normalisation.",
+                stacklevel=2,
+            )
+        if not kept:
+            raise ValueError(f"Expected at least one non-empty sentence in {src}; found none.")
+        sentences = [kept[i % len(kept)] for i in range(utterances)]
     voices = make_voices(speakers, seed=seed)
     rng = np.random.default_rng(seed)
     # Balanced assignment: every speaker gets floor/ceil(utterances / speakers) utterances.
