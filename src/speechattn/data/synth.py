@@ -138,7 +138,7 @@ def _random_variant_text(seed: int, index: int) -> str:
     ]
     for k in range(9):
         freq = 100.0 * fscale * rng.uniform(0.95, 1.05) if k <= 5 else 100.0
-        height = rng.uniform(80, 120)
+        height = rng.uniform(70, 100)  # <= 100: keeps headroom below espeak's limiter
         width = rng.uniform(80, 140)
         lines.append(f"formant {k} {round(freq)} {round(height)} {round(width)}")
     breathy = rng.random() < 0.35
@@ -197,8 +197,12 @@ def _check_voice(voice: str) -> None:
     if "+" not in voice:
         return
     variant = voice.split("+", 1)[1]
-    if _RANDOM_RE.match(variant):
-        _write_variant(variant)
+    m = _RANDOM_RE.match(variant)
+    if m is not None:
+        with _espeak.LOCK:
+            if not (_espeak.variants_dir() / variant).is_file():
+                _make_room(int(m.group(1)), 1)
+            _write_variant(variant)
         return
     if not (_espeak.variants_dir() / variant).is_file():
         raise ValueError(
@@ -275,9 +279,19 @@ def _is_modifier(label: str) -> bool:
 _LABEL_STRIP = ' \t\n,.?!;:"()[]-'
 
 
+_SILENCE = 16  # int16 units: espeak writes exact zeros in pauses
+
+
 def _events_to_intervals(
-    text: str, events: Sequence[_espeak.RawEvent], num_samples: int, sr: int
+    text: str, events: Sequence[_espeak.RawEvent], wav16: np.ndarray, sr: int
 ) -> tuple[list[Interval], list[Interval]]:
+    """Word and phone intervals from espeak events.
+
+    A phone spans from its event to the next phoneme/end event. Unnamed phoneme events are
+    pauses: silent ones become gaps; a non-silent one (espeak's glottal onset before a stressed
+    vowel-initial word, "the | end") is sound of the next phone, whose start moves back to it.
+    """
+    num_samples = len(wav16)
     words: list[Interval] = []
     phones: list[Interval] = []
     # Starts of every phoneme-like event (named or pause) and sentence ends, in order.
@@ -296,6 +310,7 @@ def _events_to_intervals(
             words.append(Interval(word_phones[0].start, word_phones[-1].end, label))
 
     mark_i = 0
+    onset: int | None = None  # start of a non-silent pause to give to the next phone
     for ev in events:
         if ev.type == _espeak.EV_WORD:
             flush()
@@ -304,10 +319,19 @@ def _events_to_intervals(
         elif ev.type in (_espeak.EV_PHONEME, _espeak.EV_END):
             while marks[mark_i] is not ev:
                 mark_i += 1
-            if ev.type == _espeak.EV_PHONEME and ev.name:
-                start = min(max(ev.sample, 0), num_samples)
-                nxt = marks[mark_i + 1].sample if mark_i + 1 < len(marks) else num_samples
-                end = min(max(nxt, start), num_samples)
+            start = min(max(ev.sample, 0), num_samples)
+            nxt = marks[mark_i + 1].sample if mark_i + 1 < len(marks) else num_samples
+            end = min(max(nxt, start), num_samples)
+            if ev.type == _espeak.EV_END:
+                onset = None
+            elif not ev.name:
+                loud = (
+                    end > start and int(np.abs(wav16[start:end].astype(np.int32)).max()) > _SILENCE
+                )
+                onset = start if loud else None
+            else:
+                if onset is not None:
+                    start, onset = onset, None
                 iv = Interval(start / sr, end / sr, ev.name)
                 if word_phones and _is_modifier(ev.name):
                     # e.g. Scottish "e" + "ʲ": espeak's text output writes one phone "eʲ"
@@ -326,7 +350,8 @@ def synthesize(text: str, *, voice: str = "en-us", sample_rate: int = 22050) -> 
     """Speak ``text`` with espeak-ng and return the waveform with word and phone intervals.
 
     Thread-safe (a process-wide lock serialises the library). Deterministic: the same text and
-    voice give the same samples and timings.
+    voice give the same labels and timings (samples: see the module notes). Every non-silent
+    sample lies inside a phone interval; silent gaps between intervals are pauses.
 
     Args:
         text: what to say (plain text, UTF-8). Digits and abbreviations are expanded by espeak;
@@ -367,7 +392,7 @@ def _synthesize_int16(
         eng = _espeak.engine()
         wav16, events = eng.synth(text, voice)
         native = eng.sample_rate
-    words, phones = _events_to_intervals(text, events, len(wav16), native)
+    words, phones = _events_to_intervals(text, events, wav16, native)
     if not phones:
         raise ValueError(f"espeak-ng produced no phones for text={text!r}; is it speakable?")
     return wav16, native, words, phones
@@ -517,7 +542,7 @@ def _synth_job(job: tuple[str, str, str, str, int]) -> dict[str, Any]:
 # the library (see _espeak.use_private_library), because espeak-ng keeps some wave-generator state in C statics that no API
 # resets: the samples of an utterance depend on what the process synthesized before it. Fixed
 # blocks make the corpus bit-identical whatever the number of workers.
-_BLOCK = 32
+_BLOCK = 128
 
 
 def _synth_block(jobs: list[tuple[str, str, str, str, int]]) -> list[dict[str, Any]]:
@@ -556,7 +581,7 @@ def synth_corpus(
         speakers: number of voices from :func:`make_voices`, >= 1.
         seed: controls sentences, voices and which speaker says which sentence.
         workers: processes (default: the CPUs available). Each worker sets
-            ``torch.set_num_threads(1)`` and owns its espeak engine; every block of 32
+            ``torch.set_num_threads(1)`` and owns its espeak engine; every block of 128
             utterances starts in a fresh process, so the files are bit-identical for a seed
             whatever the worker count. ``0`` runs in this process (timings and labels still
             identical; a few voices' samples may differ, see the module notes).
@@ -587,11 +612,21 @@ def synth_corpus(
         else:
             pool = [t.strip() for t in texts if t and t.strip()]
             src = "texts"
-        if not pool:
-            raise ValueError(f"Expected at least one non-empty sentence in {src}; found none.")
-        from speechattn.data.text import normalize_text
+        from speechattn.data.text import normalize_text, words_of
 
-        sentences = [normalize_text(pool[i % len(pool)]) for i in range(utterances)]
+        normalized = [normalize_text(t) for t in pool]
+        kept = [t for t in normalized if words_of(t)]
+        if len(kept) < len(pool):
+            import warnings
+
+            warnings.warn(
+                f"synth_corpus: skipped {len(pool) - len(kept)} of {len(pool)} lines of {src} "
+                "with no speakable words after normalisation.",
+                stacklevel=2,
+            )
+        if not kept:
+            raise ValueError(f"Expected at least one non-empty sentence in {src}; found none.")
+        sentences = [kept[i % len(kept)] for i in range(utterances)]
     voices = make_voices(speakers, seed=seed)
     rng = np.random.default_rng(seed)
     # Balanced assignment: every speaker gets floor/ceil(utterances / speakers) utterances.
