@@ -311,6 +311,21 @@ def _reference_style_loop(p: torch.Tensor) -> torch.Tensor:
     return torch.cat(frames, dim=-1) if t > 1 else frames[-1]
 
 
+def _timeit_wall_cpu(
+    fn: Callable[[], object], repeats: int, *, warmup: bool
+) -> tuple[float, float]:
+    """Median wall seconds and median process CPU seconds (all threads) per call."""
+    if warmup:
+        fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        c0, t0 = time.process_time(), time.perf_counter()
+        fn()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
+
+
 def _recurrence_setup(shape: dict[str, int], impl: str) -> Callable[[bool], object]:
     """Inputs for one recurrence variant; returns ``run(backward)``."""
     from speechattn.functional import stepwise_monotonic_alignment
@@ -391,13 +406,10 @@ def section_recurrence(quick: bool, repeats: int) -> list[dict[str, Any]]:
         # The baseline's backward takes tens of seconds at the full shape: one timed run.
         # Ours: at least 7 runs (median), as this shared machine is noisy.
         reps = repeats if impl == "reference-loop" else max(repeats, 7)
-        fwd = _timeit(lambda run=run: run(False), reps)
-        if slow:
-            t0 = time.perf_counter()
-            run(True)
-            fwd_bwd = time.perf_counter() - t0
-        else:
-            fwd_bwd = _timeit(lambda run=run: run(True), reps)
+        fwd, fwd_cpu = _timeit_wall_cpu(lambda run=run: run(False), reps, warmup=True)
+        fwd_bwd, fwd_bwd_cpu = _timeit_wall_cpu(
+            lambda run=run: run(True), 1 if slow else reps, warmup=not slow
+        )
         env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
         cmd = [sys.executable, __file__, "--_recurrence-probe", impl] + (
             ["--quick"] if quick else []
@@ -411,6 +423,8 @@ def section_recurrence(quick: bool, repeats: int) -> list[dict[str, Any]]:
                 **shape,
                 fwd_s=fwd,
                 fwd_bwd_s=fwd_bwd,
+                fwd_cpu_s=fwd_cpu,
+                fwd_bwd_cpu_s=fwd_bwd_cpu,
                 peak_mib=peak / 2**20,
                 max_abs_diff_vs_reference=max_diff,
             )
@@ -419,6 +433,7 @@ def section_recurrence(quick: bool, repeats: int) -> list[dict[str, Any]]:
     for r in rows:
         r["fwd_speedup"] = base["fwd_s"] / r["fwd_s"]
         r["fwd_bwd_speedup"] = base["fwd_bwd_s"] / r["fwd_bwd_s"]
+        r["fwd_bwd_cpu_speedup"] = base["fwd_bwd_cpu_s"] / r["fwd_bwd_cpu_s"]
         r["peak_ratio"] = r["peak_mib"] / base["peak_mib"] if base["peak_mib"] else float("nan")
     print(
         f"\nrecurrence: B={shape['b']} H={shape['h']} U={shape['u']} T={shape['t']} float32, "
@@ -427,12 +442,13 @@ def section_recurrence(quick: bool, repeats: int) -> list[dict[str, Any]]:
     )
     print(
         f"{'impl':<20}{'fwd ms':>10}{'x ref':>9}{'fwd+bwd ms':>12}{'x ref':>9}"
-        f"{'peak MiB':>10}{'/ ref':>7}"
+        f"{'f+b CPU ms':>12}{'x ref':>9}{'peak MiB':>10}{'/ ref':>7}"
     )
     for r in rows:
         print(
             f"{r['impl']:<20}{r['fwd_s'] * 1e3:>10.1f}{r['fwd_speedup']:>9.1f}"
             f"{r['fwd_bwd_s'] * 1e3:>12.1f}{r['fwd_bwd_speedup']:>9.1f}"
+            f"{r['fwd_bwd_cpu_s'] * 1e3:>12.1f}{r['fwd_bwd_cpu_speedup']:>9.1f}"
             f"{r['peak_mib']:>10.1f}{r['peak_ratio']:>7.2f}"
         )
     return rows

@@ -492,3 +492,24 @@ def test_numba_threaded_split_equals_single_thread() -> None:
         torch.set_num_threads(threads)
     for x, y in zip(out[1], out[3]):
         assert torch.equal(x, y)
+
+
+def test_float32_error_ratio_against_float64_golden() -> None:
+    """The numba path's float32 error is at most a few times the torch spec's float32 error."""
+    p, tl, ml = _ragged(6, 40, 300, heads=None, seed=13)
+    p = p.clamp(0.6, 1.0)  # long dwell: many frames of accumulation per token
+    p.requires_grad_(True)
+    w = torch.randn_like(p)
+    gold = stepwise_monotonic_alignment(p, tl, ml, impl="torch")
+    (g_gold,) = torch.autograd.grad(gold, p, w)
+    p32 = p.detach().float().requires_grad_(True)
+    errs = {}
+    for impl in IMPLS:
+        a = stepwise_monotonic_alignment(p32, tl, ml, impl=impl)
+        (g,) = torch.autograd.grad(a, p32, w.float())
+        errs[impl] = (
+            float((a.detach().double() - gold.detach()).abs().max()),
+            float((g.double() - g_gold).abs().max()),
+        )
+    for k in range(2):
+        assert errs["numba"][k] <= 4 * errs["torch"][k] + 1e-7, errs

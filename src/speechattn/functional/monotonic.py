@@ -222,11 +222,12 @@ def _torch_sma_forward(
     if preserve:
         pe.masked_fill_(valid_tm & last[None], 1.0)
     a = torch.where(uv, alpha0, torch.zeros((), dtype=p.dtype, device=p.device))
+    pad_tm = ~valid_tm
     out = torch.empty((T, N, U), dtype=p.dtype, device=p.device)
     for t in range(T):
         new = torch.mul(a, pe[t], out=out[t])  # stay: alpha_{t-1}(u) p_t(u)
-        new[:, 1:] += a[:, :-1] - new[:, :-1]  # advance: alpha_{t-1}(u-1) (1 - p_t(u-1))
-        new.mul_(valid_tm[t])  # padded tokens and frames hold exactly 0
+        new[:, 1:].add_(a[:, :-1] - new[:, :-1])  # advance: alpha_{t-1}(u-1) (1 - p_t(u-1))
+        new.masked_fill_(pad_tm[t], 0.0)  # padded tokens and frames hold exactly 0
         a = new
     return out.permute(1, 2, 0).contiguous()
 
@@ -267,15 +268,16 @@ def _torch_sma_backward(
     G = torch.where(valid_tm, grad_alpha.permute(2, 0, 1), zero).contiguous()
     a_tm = alpha.permute(2, 0, 1)
     a0 = torch.where(uv, alpha0, zero)
+    pad_tm = ~valid_tm
     grad_p = torch.empty((T, N, U), dtype=p.dtype, device=p.device)
     h = torch.zeros((N, U), dtype=p.dtype, device=p.device)  # propagated from frame t + 1
     for t in range(T - 1, -1, -1):
-        g = torch.add(G[t], h).mul_(valid_tm[t])  # g_t, zero at padded tokens/frames
+        g = torch.add(G[t], h).masked_fill_(pad_tm[t], 0.0)  # g_t, zero at padding
         diff = g.clone()
-        diff[:, :-1] -= g[:, 1:]  # g_t(u) - g_t(u + 1)
+        diff[:, :-1].sub_(g[:, 1:])  # g_t(u) - g_t(u + 1)
         torch.mul(a_tm[t - 1] if t > 0 else a0, diff, out=grad_p[t])
         h = torch.addcmul(g, diff, q[t], value=-1.0)  # g p + shift_up(g) (1 - p)
-    grad_p.mul_(pgrad_tm)
+    grad_p.masked_fill_(~pgrad_tm, 0.0)
     grad_alpha0 = h * uv.to(p.dtype)
     return grad_p.permute(1, 2, 0).contiguous(), grad_alpha0
 
@@ -318,7 +320,7 @@ class _SMAFunction(torch.autograd.Function):
         )
 
 
-def _resolve_impl(impl: Any, device: torch.device) -> tuple[str, Any, Any, Any]:
+def _resolve_impl(impl: Any, device: torch.device) -> tuple[str, Any, Any]:
     if not isinstance(impl, str):
         raise TypeError(
             f"Expected impl to be a string ('auto', 'torch', 'numba', ...); found {impl!r}."
@@ -332,14 +334,14 @@ def _resolve_impl(impl: Any, device: torch.device) -> tuple[str, Any, Any, Any]:
             except (ImportError, ValueError):  # a broken optional backend: fall back to the spec
                 name = "torch"
     if name == "torch":
-        return "torch", _torch_sma_forward, _torch_sma_backward, None
+        return "torch", _torch_sma_forward, _torch_sma_backward
     kernel = get_sma_kernel(name)
     if device.type not in kernel.devices:
         raise ValueError(
             f"impl={name!r} runs on {'/'.join(kernel.devices)} tensors; found p_choose on "
             f"{device}. Pass impl='auto' or impl='torch'."
         )
-    return name, kernel.forward, kernel.backward, kernel.checked_forward
+    return name, kernel.forward, kernel.backward
 
 
 def _raise_bad_range(name: str, mn_v: float, mx_v: float, has_nan: bool) -> None:
@@ -415,12 +417,8 @@ def stepwise_monotonic_alignment(
     if mass not in _MASSES:
         raise ValueError(f"Expected mass in {_MASSES}; found {mass!r}.")
     _check_prob_tensor(p_choose, "p_choose")
-    _, fwd, bwd, checked_fwd = _resolve_impl(impl, p_choose.device)
-    # A synchronous kernel that reports p's range from its own pass saves a full read of p.
-    fused_check = checked_fwd is not None and mode == "soft"
-    p3, tl, ml = _prepare(
-        p_choose, text_lengths, mel_lengths, name="p_choose", check_range=not fused_check
-    )
+    _, fwd, bwd = _resolve_impl(impl, p_choose.device)
+    p3, tl, ml = _prepare(p_choose, text_lengths, mel_lengths, name="p_choose")
     N, U = p3.shape[0], p3.shape[1]
     in_dtype = p_choose.dtype
     cdtype = _compute_dtype(in_dtype)
@@ -451,13 +449,6 @@ def stepwise_monotonic_alignment(
             )
         alpha0 = initial_alignment.reshape(N, U).to(cdtype).contiguous()
     preserve = mass == "preserve"
-    if fused_check:
-
-        def fwd(p_: Tensor, a0_: Tensor, tl_: Tensor, ml_: Tensor, keep: bool) -> Tensor:
-            alpha_, (mn_v, mx_v, has_nan) = checked_fwd(p_, a0_, tl_, ml_, keep)
-            _raise_bad_range("p_choose", mn_v, mx_v, has_nan)
-            return alpha_
-
     pc = p3.to(cdtype).contiguous()
     if mode == "hard":
         with torch.no_grad():
@@ -508,9 +499,9 @@ def focus_rate(
         text_lengths, mel_lengths: int64 ``(B,)`` or ``None``.
 
     Returns:
-        ``(B,)`` for 3-D input, ``(B, H)`` for 4-D, in ``attn``'s dtype (float32 for bf16/fp16
-        inputs is not forced: the result keeps the input dtype). Differentiable; no host sync
-        beyond input validation.
+        ``(B,)`` for 3-D input, ``(B, H)`` for 4-D: computed in float32 (float64 for float64
+        input) and returned in ``attn``'s dtype. Differentiable; one host sync (input
+        validation), none in the computation.
     """
     a3, tl, ml = _prepare(attn, text_lengths, mel_lengths, name="attn", check_range=False)
     N, U, T = a3.shape

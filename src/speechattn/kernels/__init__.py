@@ -34,7 +34,6 @@ class SMAKernel(NamedTuple):
     forward: Callable[..., torch.Tensor]
     backward: Callable[..., tuple[torch.Tensor, torch.Tensor]]
     devices: tuple[str, ...]
-    checked_forward: Callable[..., tuple[torch.Tensor, tuple[float, float, bool]]] | None = None
 
 
 _SMA_KERNELS: dict[str, SMAKernel] = {}
@@ -52,8 +51,6 @@ def register_sma_kernel(
     forward: Callable[..., torch.Tensor],
     backward: Callable[..., tuple[torch.Tensor, torch.Tensor]],
     devices: Sequence[str] = ("cpu",),
-    *,
-    checked_forward: Callable[..., tuple[torch.Tensor, tuple[float, float, bool]]] | None = None,
 ) -> None:
     """Register an SMA fast path under ``name`` for the given device types.
 
@@ -63,13 +60,10 @@ def register_sma_kernel(
         backward: ``backward(grad_alpha, p, alpha, alpha0, text_lengths, mel_lengths, preserve)
             -> (grad_p, grad_alpha0)``.
         devices: device types (``"cpu"``, ``"cuda"``) whose tensors it accepts.
-        checked_forward: optional ``forward`` that also returns ``(min, max, has_nan)`` of ``p``
-            over valid positions, computed in the same pass (synchronous backends only); then
-            the caller skips its own range check of ``p``.
     """
     if name == "torch" or name == "auto":
         raise ValueError(f"Kernel name {name!r} is reserved; pick another name.")
-    _SMA_KERNELS[name] = SMAKernel(name, forward, backward, tuple(devices), checked_forward)
+    _SMA_KERNELS[name] = SMAKernel(name, forward, backward, tuple(devices))
 
 
 def sma_kernel_names() -> list[str]:

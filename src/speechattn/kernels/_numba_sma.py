@@ -25,7 +25,7 @@ from torch import Tensor
 
 from speechattn.kernels import register_sma_kernel
 
-__all__ = ["backward", "forward", "forward_checked", "viterbi"]
+__all__ = ["backward", "forward", "viterbi"]
 
 
 # Rows are processed in blocks of four: row u + 1 at frame t needs row u at frame t - 1, so the
@@ -39,26 +39,12 @@ def _stay(p, n, u, t, absorbing_row):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
-def _forward_nb(p, alpha0, tl, ml, preserve, out, stats, start, step):  # type: ignore[no-untyped-def]
+def _forward_nb(p, alpha0, tl, ml, preserve, out, start, step):  # type: ignore[no-untyped-def]
     N, U, T = p.shape
     for n in range(start, N, step):
         L = tl[n]
         M = ml[n]
         absorbing = L - 1 if preserve else -1
-        lo = np.inf
-        hi = -np.inf
-        nan = 0.0
-        # Statistics of the valid block of p (validation fused into the one read of p).
-        for u in range(L):
-            for t in range(M):
-                x = p[n, u, t]
-                if x != x:
-                    nan = 1.0
-                lo = min(lo, x)
-                hi = max(hi, x)
-        stats[n, 0] = lo
-        stats[n, 1] = hi
-        stats[n, 2] = nan
         nblk = L // 4
         for blk in range(nblk):
             u0 = 4 * blk
@@ -251,13 +237,11 @@ def _run(kernel: Any, args: tuple[Any, ...], n_items: int, cells: int) -> None:
         fut.result()
 
 
-def forward_checked(
+def forward(
     p: Tensor, alpha0: Tensor, text_lengths: Tensor, mel_lengths: Tensor, preserve: bool
-) -> tuple[Tensor, tuple[float, float, bool]]:
-    """Forward plus ``(min, max, has_nan)`` of ``p`` over valid positions, from the same pass."""
-    N = p.shape[0]
+) -> Tensor:
+    """Numba forward (kernel contract); CPU float32/float64 ``(N, U, T)``."""
     out = torch.empty(p.shape, dtype=p.dtype)
-    stats = np.empty((N, 3), dtype=np.float64)
     args = (
         _np(p),
         _np(alpha0.to(p.dtype)),
@@ -265,19 +249,9 @@ def forward_checked(
         _np(mel_lengths.to(torch.int64)),
         bool(preserve),
         out.numpy(),
-        stats,
     )
-    _run(_forward_nb, args, N, p.numel())
-    if N == 0:
-        return out, (0.0, 1.0, False)
-    return out, (float(stats[:, 0].min()), float(stats[:, 1].max()), bool(stats[:, 2].any()))
-
-
-def forward(
-    p: Tensor, alpha0: Tensor, text_lengths: Tensor, mel_lengths: Tensor, preserve: bool
-) -> Tensor:
-    """Numba forward (kernel contract); CPU float32/float64 ``(N, U, T)``."""
-    return forward_checked(p, alpha0, text_lengths, mel_lengths, preserve)[0]
+    _run(_forward_nb, args, p.shape[0], p.numel())
+    return out
 
 
 def backward(
@@ -324,4 +298,4 @@ def viterbi(lp: Tensor, l1p: Tensor, tl: Tensor, ml: Tensor) -> tuple[Tensor, Te
     return path, dur
 
 
-register_sma_kernel("numba", forward, backward, devices=("cpu",), checked_forward=forward_checked)
+register_sma_kernel("numba", forward, backward, devices=("cpu",))
