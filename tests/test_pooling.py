@@ -14,6 +14,7 @@ from reference import wespeaker_pooling_reference as ref
 from speechattn.functional.pooling import (
     attentive_mean_std,
     attentive_mean_var,
+    head_attentive_statistics,
     masked_batch_norm,
     masked_softmax,
     temporal_mean_std,
@@ -243,25 +244,65 @@ def test_masked_softmax_weights_sum_to_one(lengths: list[int], scale: float, see
 
 
 def test_attention_weights_inside_layer_sum_to_one() -> None:
-    """Hook the weights the layer actually uses (softmax output) and check them."""
+    """Spy on the weights the layer actually uses (per query, (B, H, S, T)) and check them."""
     import speechattn.functional.pooling as fp
 
     seen: list[torch.Tensor] = []
-    orig = fp.attentive_mean_var
+    orig = fp._query_alpha
 
-    def spy(alpha: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        seen.append(alpha.detach().clone())
-        return orig(alpha, x)
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        out = orig(*args, **kwargs)
+        seen.append(out[0].detach().clone())
+        return out
 
-    fp.attentive_mean_var = spy  # type: ignore[assignment]
+    fp._query_alpha = spy  # type: ignore[assignment]
     try:
         m = ours.MQMHASTP(48, head_num=4)
-        m(torch.randn(2, 48, 7), torch.tensor([7, 4]))
+        with torch.no_grad():
+            m(torch.randn(2, 48, 7), torch.tensor([7, 4]))
     finally:
-        fp.attentive_mean_var = orig  # type: ignore[assignment]
-    (alpha,) = seen  # (B*H, Q, S, T)
-    torch.testing.assert_close(alpha.sum(-1), torch.ones(alpha.shape[:-1]))
-    assert (alpha.view(2, 4, 2, 12, 7)[1, ..., 4:] == 0).all()
+        fp._query_alpha = orig  # type: ignore[assignment]
+    assert len(seen) == 4  # per query, two chunks of heads
+    for alpha in seen:  # (B, H / 2, S = c = 12, T)
+        assert alpha.shape == (2, 2, 12, 7)
+        torch.testing.assert_close(alpha.sum(-1), torch.ones(alpha.shape[:-1]))
+        assert (alpha[1, ..., 4:] == 0).all()
+
+
+@pytest.mark.parametrize("impl", ["fused", "torch"])
+@pytest.mark.parametrize(
+    ("s_full", "shared"), [(False, False), (True, False), (True, True), (False, True)]
+)
+def test_head_attentive_statistics_gradcheck(impl: str, s_full: bool, shared: bool) -> None:
+    g = torch.Generator().manual_seed(0)
+    heads, queries, c, k, frames = 2, 2, 3, 4 if not shared else 3, 5
+    s = c if s_full else 1
+    d = dict(dtype=torch.float64)
+    hidden = torch.randn(2, heads * (1 if shared else queries) * k, frames, generator=g, **d)
+    weight = torch.randn(heads, queries, s, k, generator=g, **d)
+    bias = torch.randn(heads, queries, s, generator=g, **d)
+    x = torch.randn(2, heads * c, frames, generator=g, **d)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]]).unsqueeze(1)
+    x = x * mask
+    if shared:
+        hidden = x.clone()
+    args = [t.requires_grad_(True) for t in (hidden, weight, bias, x)]
+
+    def fn(h, w, b, xx):  # type: ignore[no-untyped-def]
+        return head_attentive_statistics(h, w, b, xx, mask, shared_hidden=shared, impl=impl)
+
+    assert torch.autograd.gradcheck(fn, tuple(args))
+    # fused and plain agree on values and gradients
+    other = "torch" if impl == "fused" else "fused"
+    out1 = fn(*args)
+    out2 = head_attentive_statistics(*args, mask, shared_hidden=shared, impl=other)
+    for a, b in zip(out1, out2):
+        torch.testing.assert_close(a, b)
+    cot = [torch.randn_like(o) for o in out1]
+    grads1 = torch.autograd.grad(sum((o * c_).sum() for o, c_ in zip(out1, cot)), args)
+    grads2 = torch.autograd.grad(sum((o * c_).sum() for o, c_ in zip(out2, cot)), args)
+    for a, b in zip(grads1, grads2):
+        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("s_full", [False, True])

@@ -38,10 +38,9 @@ from torch import Tensor, nn
 
 from speechattn.functional.pooling import (
     _fp32_region,
-    attentive_mean_std,
     attentive_statistics_pooling,
+    head_attentive_statistics,
     masked_batch_norm,
-    masked_softmax,
     multi_head_attentive_statistics_pooling,
     prepare_pooling_input,
     temporal_mean_std,
@@ -235,12 +234,13 @@ class ASP(nn.Module):
             momentum=bn.momentum,
             eps=bn.eps,
         )
-        scores = conv2(h)
+        conv2 = cast(nn.Conv1d, conv2)
         with _fp32_region(x):
-            alpha = masked_softmax(scores, mask, inplace=True)
-            xf = x.to(alpha.dtype)
-            mu, sg = attentive_mean_std(alpha.unsqueeze(1), xf, eps=1e-5)
-        return torch.cat([mu.squeeze(1), sg.squeeze(1)], dim=1)
+            xf = x.to(torch.promote_types(x.dtype, torch.float32))
+            weight = conv2.weight.squeeze(-1).view(1, 1, self.in_dim, -1)
+            bias = None if conv2.bias is None else conv2.bias.view(1, 1, self.in_dim)
+            mu, sg = head_attentive_statistics(h, weight, bias, xf, mask, eps=1e-5)
+        return torch.cat([mu.view(-1, self.in_dim), sg.view(-1, self.in_dim)], dim=1)
 
     def get_out_dim(self) -> int:
         return self.out_dim
