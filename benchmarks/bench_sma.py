@@ -23,6 +23,11 @@ Sections (``--section NAME``, default all):
 Usage::
 
     python benchmarks/bench_sma.py [--section layer] [--quick] [--json PATH] [--repeats N]
+    python benchmarks/bench_sma.py --device cuda [--quick] [--json PATH]   # GPU: triton kernels
+
+``--device cuda`` runs ``bench_sma_triton.py`` (reference loop vs ``impl="torch"`` vs
+``impl="triton"`` at B=16, H=4, U=100, T=800 and U=400, T=3200); without CUDA it says so and
+exits 0.
 """
 
 from __future__ import annotations
@@ -464,7 +469,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write all rows to this JSON file")
     ap.add_argument("--_memory-probe", dest="memory_probe", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_recurrence-probe", dest="rec_probe", default=None, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="cuda: the GPU comparison (reference loop / torch / triton) of bench_sma_triton.py",
+    )
     args = ap.parse_args(argv)
+    if args.device == "cuda":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_sma_triton import main as cuda_main
+
+        extra = ["--quick"] if args.quick else []
+        extra += ["--repeats", str(args.repeats)] if args.repeats else []
+        extra += ["--json", str(args.json)] if args.json else []
+        return cuda_main(["--device", "cuda", *extra])
     if args.rec_probe:
         _recurrence_probe(args.rec_probe, args.quick)
         return 0
