@@ -535,3 +535,25 @@ def test_numba_is_imported_lazily() -> None:
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.split() == ["False", "False"]
+
+
+def test_numba_threads_work_in_a_forked_child() -> None:
+    """A forked process (DataLoader worker) gets a fresh thread pool instead of hanging."""
+    import multiprocessing as mp
+
+    p, tl, ml = _ragged(8, 40, 420, heads=None, seed=14, dtype=torch.float32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        parent = stepwise_monotonic_alignment(p, tl, ml, impl="numba")  # creates the pool
+        ctx = mp.get_context("fork")
+        with ctx.Pool(1) as pool:
+            child = pool.apply_async(_child_alignment, (p, tl, ml)).get(timeout=120)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(child, parent)
+
+
+def _child_alignment(p: torch.Tensor, tl: torch.Tensor, ml: torch.Tensor) -> torch.Tensor:
+    torch.set_num_threads(2)
+    return stepwise_monotonic_alignment(p, tl, ml, impl="numba")

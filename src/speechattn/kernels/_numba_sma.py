@@ -15,6 +15,7 @@ Contract: see :mod:`speechattn.kernels`.
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -230,22 +231,24 @@ def _np(x: Tensor) -> np.ndarray:
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_SIZE = 0
+_POOL_PID = 0  # a forked child (e.g. a DataLoader worker) must not reuse its parent's pool
 # Below this many cells a call runs on the calling thread (thread hand-off costs ~50 us).
 _MIN_CELLS_PER_THREAD = 1 << 16
 
 
 def _run(kernel: Any, args: tuple[Any, ...], n_items: int, cells: int) -> None:
     """Run ``kernel(*args, start, step)`` over items, split round-robin across threads."""
-    global _POOL, _POOL_SIZE
+    global _POOL, _POOL_SIZE, _POOL_PID
     workers = max(1, min(torch.get_num_threads(), n_items, cells // _MIN_CELLS_PER_THREAD))
     if workers == 1:
         kernel(*args, 0, 1)
         return
-    if _POOL is None or _POOL_SIZE < workers:
-        if _POOL is not None:
+    if _POOL is None or _POOL_SIZE < workers or _POOL_PID != os.getpid():
+        if _POOL is not None and _POOL_PID == os.getpid():
             _POOL.shutdown(wait=False)
         _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="speechattn-sma")
         _POOL_SIZE = workers
+        _POOL_PID = os.getpid()
     futures = [_POOL.submit(kernel, *(*args, k, workers)) for k in range(1, workers)]
     kernel(*args, 0, workers)
     for fut in futures:
