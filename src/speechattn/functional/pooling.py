@@ -323,18 +323,20 @@ def _query_alpha(
     heads: slice | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Softmax weights (B, h, S, T) of query q for a slice of heads, plus the conv operands."""
-    n_heads, n_queries, s, k = weight.shape
+    n_heads, n_queries, _, k = weight.shape
     hs = slice(0, n_heads) if heads is None else heads
-    nh = hs.stop - hs.start
     batch, frames = hidden.shape[0], hidden.shape[-1]
     if shared:
         hq = hidden.view(batch, n_heads, k, frames)[:, hs]
     else:
-        hq = hidden.view(batch, n_heads, n_queries, k, frames)[:, hs, q]
-    hq = hq.reshape(batch, nh * k, frames)
-    wq = weight[hs, q].reshape(nh * s, k, 1).to(hq.dtype)
-    bq = None if bias is None else bias[hs, q].reshape(nh * s).to(hq.dtype)
-    scores = F.conv1d(hq, wq, bq, groups=nh).to(stat_dtype).view(batch, nh, s, frames)
+        hq = hidden.view(batch, n_heads, n_queries, k, frames)[:, hs, q]  # (B, h, k, T) view
+    wq = weight[hs, q].to(hq.dtype)  # (h, S, k)
+    bq = None if bias is None else bias[hs, q].to(hq.dtype)  # (h, S)
+    # A batched matmul, not a grouped conv1d: several times faster on CPU for 1x1 kernels.
+    scores = torch.matmul(wq, hq)
+    if bq is not None:
+        scores = scores.add_(bq.unsqueeze(-1))
+    scores = scores.to(stat_dtype)
     if valid_mask is not None:
         # additive 0 / finfo.min bias (B, 1, 1, T): one fast broadcast pass, exp() gives exact 0
         bias_t = torch.zeros(valid_mask.shape, dtype=stat_dtype, device=scores.device)
@@ -414,7 +416,6 @@ class _FusedAttentiveStats(torch.autograd.Function):
         for q in range(queries):
             for h0, h1 in itertools.pairwise(bounds):
                 hs = slice(h0, h1)
-                nh = h1 - h0
                 a, hq, wq, bq = _query_alpha(
                     hidden, weight, bias, q, ctx.valid_mask, ctx.shared, x.dtype, heads=hs
                 )
@@ -445,32 +446,20 @@ class _FusedAttentiveStats(torch.autograd.Function):
                     u.mul_(gv)
                     gs.addcmul_(u, xs).addcmul_(u, -mu)
                 del u
-                gs = gs.reshape(batch, nh * s, frames).to(hq.dtype)
-                gi, gw, gb = torch.ops.aten.convolution_backward(
-                    gs,
-                    hq,
-                    wq,
-                    None if bq is None else [nh * s],
-                    [1],
-                    [0],
-                    [1],
-                    False,
-                    [0],
-                    nh,
-                    [need_h, need_w, need_b and bq is not None],
-                )
+                gs = gs.to(hq.dtype)  # (B, h, S, T)
+                gi = torch.matmul(wq.transpose(-1, -2), gs) if need_h else None  # (B, h, k, T)
+                gw = torch.matmul(gs, hq.transpose(-1, -2)).sum(0) if need_w else None  # (h, S, k)
+                gb = gs.sum((0, 3)) if (need_b and bq is not None) else None
                 del a, gs
-                if grad_h is not None:
+                if grad_h is not None and gi is not None:
                     if ctx.shared:
-                        grad_h.view(batch, heads, k, frames)[:, hs] += gi.view(batch, nh, k, frames)
+                        grad_h.view(batch, heads, k, frames)[:, hs] += gi
                     else:
-                        grad_h.view(batch, heads, queries, k, frames)[:, hs, q] += gi.view(
-                            batch, nh, k, frames
-                        )
-                if grad_w is not None:
-                    grad_w[hs, q] += gw.view(nh, s, k).to(grad_w.dtype)
-                if grad_b is not None:
-                    grad_b[hs, q] += gb.view(nh, s).to(grad_b.dtype)
+                        grad_h.view(batch, heads, queries, k, frames)[:, hs, q] += gi
+                if grad_w is not None and gw is not None:
+                    grad_w[hs, q] += gw.to(grad_w.dtype)
+                if grad_b is not None and gb is not None:
+                    grad_b[hs, q] += gb.to(grad_b.dtype)
                 del gi
         return grad_h, grad_w, grad_b, grad_x, None, None
 
@@ -491,14 +480,12 @@ def _traceable_forward(
     means, vars_ = [], []
     for q in range(queries):
         if shared:
-            hq = hidden
+            hq = hidden.view(batch, heads, k, frames)
         else:
-            hq = hidden.view(batch, heads, queries, k, frames)[:, :, q].reshape(
-                batch, heads * k, frames
-            )
-        wq = weight[:, q].reshape(heads * s, k, 1).to(hq.dtype)
-        bq = None if bias is None else bias[:, q].reshape(heads * s).to(hq.dtype)
-        scores = F.conv1d(hq, wq, bq, groups=heads).view(batch, heads, s, frames)
+            hq = hidden.view(batch, heads, queries, k, frames)[:, :, q]
+        scores = torch.matmul(weight[:, q].to(hq.dtype), hq)
+        if bias is not None:
+            scores = scores + bias[:, q].to(hq.dtype).unsqueeze(-1)
         alpha = masked_softmax(scores, None if valid_mask is None else valid_mask.unsqueeze(1)).to(
             x.dtype
         )
