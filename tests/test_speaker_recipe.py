@@ -145,3 +145,40 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     assert cfg2 == cfg
     with pytest.raises(FileNotFoundError, match="speechattn speaker"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_gloo(tmp_path: Path) -> None:
+    """Two processes, gloo backend: trains and writes the report from rank 0."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("espeakng_loader")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "speechattn",
+        "speaker",
+        "--quick",
+        "--poolings",
+        "TSTP",
+        "MQMHASTP",
+        "--out-dir",
+        str(tmp_path),
+        "--no-progress",
+    ]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert [r["pooling"] for r in rows][1:] == ["TSTP", "MQMHASTP"]
+    assert all(r["final_loss"] < r["first_loss"] for r in rows[1:])
