@@ -160,6 +160,9 @@ class PeakTensorMemory(TorchDispatchMode):
         return out
 
 
+CLOCK: Callable[[], float] = time.perf_counter
+
+
 def _time(fn: Callable[[], Any], repeats: int, warmup: int, device: torch.device) -> float:
     for _ in range(warmup):
         fn()
@@ -167,11 +170,11 @@ def _time(fn: Callable[[], Any], repeats: int, warmup: int, device: torch.device
     for _ in range(repeats):
         if device.type == "cuda":
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
+        times.append(CLOCK() - t0)
     return statistics.median(times)
 
 
@@ -255,9 +258,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave)")
     ap.add_argument("--json", default=None, help="write the rows to this JSON file")
+    ap.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall: perf_counter; cpu: process CPU seconds (load-independent on a shared machine; use --threads 1)",
+    )
+    ap.add_argument(
+        "--cases", nargs="+", default=["mqmhastp", "astp", "astp-glob"], help="subset to run"
+    )
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    global CLOCK
+    if args.clock == "cpu":
+        if args.device != "cpu":
+            raise SystemExit("--clock cpu only makes sense with --device cpu")
+        CLOCK = time.process_time
     device = torch.device(args.device)
     torch.manual_seed(0)
     b, t, scale = (8, 50, 8) if args.quick else (64, 200, 1)
@@ -267,18 +284,21 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     # ResNet34 output (B, 256 channels, 80 / 8 = 10 bins, T): C * F' = 2560 (/ scale)
     x_mq = torch.randn(b, 256 // scale, 10, t, device=device)
-    rows += run_case(
-        f"MQMHASTP F={f_mq}",
-        RefMQMHASTP(f_mq).to(device),
-        MQMHASTP(f_mq).to(device),
-        x_mq,
-        lengths,
-        repeats=args.repeats,
-        warmup=args.warmup,
-        device=device,
-    )
+    if "mqmhastp" in args.cases:
+        rows += run_case(
+            f"MQMHASTP F={f_mq}",
+            RefMQMHASTP(f_mq).to(device),
+            MQMHASTP(f_mq).to(device),
+            x_mq,
+            lengths,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            device=device,
+        )
     x_astp = torch.randn(b, f_astp, t, device=device)
     for glob in (False, True):
+        if ("astp-glob" if glob else "astp") not in args.cases:
+            continue
         rows += run_case(
             f"ASTP F={f_astp}{' glob' if glob else ''}",
             RefASTP(f_astp, global_context_att=glob).to(device),
@@ -290,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             device=device,
         )
     print(
-        f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
+        f"device={device} clock={args.clock} torch={torch.__version__} threads={torch.get_num_threads()} "
         f"python={platform.python_version()} B={b} T={t} lengths in [{t // 2}, {t}]"
     )
     hdr = f"{'case':<22}{'mode':<9}{'ref s':>9}{'ours s':>9}{'speedup':>9}{'ref MiB':>10}{'ours MiB':>10}{'mem ratio':>10}"

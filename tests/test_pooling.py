@@ -248,23 +248,23 @@ def test_attention_weights_inside_layer_sum_to_one() -> None:
     import speechattn.functional.pooling as fp
 
     seen: list[torch.Tensor] = []
-    orig = fp._query_alpha
+    orig = fp._tile_alpha
 
     def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
         out = orig(*args, **kwargs)
-        seen.append(out[0].detach().clone())
+        seen.append(out.detach().clone())
         return out
 
-    fp._query_alpha = spy  # type: ignore[assignment]
+    fp._tile_alpha = spy  # type: ignore[assignment]
     try:
         m = ours.MQMHASTP(48, head_num=4)
         with torch.no_grad():
             m(torch.randn(2, 48, 7), torch.tensor([7, 4]))
     finally:
-        fp._query_alpha = orig  # type: ignore[assignment]
-    assert len(seen) == 4  # per query, two chunks of heads
-    for alpha in seen:  # (B, H / 2, S = c = 12, T)
-        assert alpha.shape == (2, 2, 12, 7)
+        fp._tile_alpha = orig  # type: ignore[assignment]
+    assert len(seen) == 1  # one batch tile: every head and query at once
+    for alpha in seen:  # (B, H, Q, S = c = 12, T)
+        assert alpha.shape == (2, 4, 2, 12, 7)
         torch.testing.assert_close(alpha.sum(-1), torch.ones(alpha.shape[:-1]))
         assert (alpha[1, ..., 4:] == 0).all()
 
@@ -443,3 +443,40 @@ def test_float64_stays_float64_and_half_input_gives_float32() -> None:
     assert m.double()(torch.randn(2, 8, 5, dtype=torch.float64)).dtype == torch.float64
     t = ours.TSTP(8)
     assert t(torch.randn(2, 8, 5).half()).dtype == torch.float32
+
+
+@pytest.mark.parametrize("impl", ["fused", "torch"])
+@pytest.mark.parametrize(("s_full", "n_layers"), [(False, 2), (True, 2), (True, 1), (False, 3)])
+def test_attentive_pool_gradcheck_and_tiling(
+    impl: str, s_full: bool, n_layers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import speechattn.functional.pooling as fp
+
+    monkeypatch.setattr(fp, "_TILE_ELEMENTS", 1)  # one item per tile: exercises the tiling
+    g = torch.Generator().manual_seed(0)
+    d = dict(dtype=torch.float64)
+    heads, queries, c, k, frames = 2, 2, 3, 4, 5
+    s = c if s_full else 1
+    dims = [c] + [k] * (n_layers - 1) + [s]
+    ws = [
+        torch.randn(heads, queries, dims[i + 1], dims[i], generator=g, **d) for i in range(n_layers)
+    ]
+    bs = [torch.randn(heads, queries, dims[i + 1], generator=g, **d) for i in range(n_layers)]
+    mask = torch.tensor(
+        [[True] * 5, [True, True, False, False, False], [True] + [False] * 4]
+    ).unsqueeze(1)
+    x = torch.randn(3, heads * c, frames, generator=g, **d) * mask
+    ib = torch.randn(3, heads * queries * dims[1], generator=g, **d)
+    args = [t.requires_grad_(True) for t in (x, ib, *ws, *bs)]
+
+    def fn(xx, ibb, *p):  # type: ignore[no-untyped-def]
+        return fp.attentive_pool_mean_std(
+            xx, mask, list(p[:n_layers]), list(p[n_layers:]), item_bias=ibb, impl=impl
+        )
+
+    assert torch.autograd.gradcheck(fn, tuple(args))
+    other = fp.attentive_pool_mean_std(
+        x, mask, ws, bs, item_bias=ib, impl="torch" if impl == "fused" else "fused"
+    )
+    for a, b in zip(fn(*args), other):
+        torch.testing.assert_close(a, b)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 __all__ = ["build_parser", "main"]
 
 # Modules that register subcommands, in the order ``--help`` lists them.
-_SUBCOMMAND_MODULES: tuple[str, ...] = ("speechattn.data.cli",)
+_SUBCOMMAND_MODULES: tuple[str, ...] = ("speechattn.data.cli", "speechattn.recipes.speaker")
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -1,0 +1,184 @@
+"""Speaker recipe: metrics against hand-checked cases, padding invariance, a --quick run, embed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from speechattn.recipes.speaker import (
+    POOLINGS,
+    SpeakerConfig,
+    SpeakerEncoder,
+    compute_eer,
+    compute_min_dcf,
+    save_encoder,
+)
+
+
+def test_eer_hand_checked() -> None:
+    # perfectly separated -> 0; perfectly inverted -> 1
+    assert compute_eer([0.9, 0.8, 0.1, 0.2], [1, 1, 0, 0]) == 0.0
+    assert compute_eer([0.1, 0.2, 0.9, 0.8], [1, 1, 0, 0]) == 1.0
+    # one target below one non-target out of 2 each: EER = 0.5 at the crossing
+    assert compute_eer([0.9, 0.3, 0.5, 0.1], [1, 1, 0, 0]) == pytest.approx(0.5)
+    # 4 targets, 4 non-targets, one swap -> miss 1/4 meets fa 1/4
+    s = [0.9, 0.8, 0.7, 0.4, 0.6, 0.3, 0.2, 0.1]
+    y = [1, 1, 1, 1, 0, 0, 0, 0]
+    assert compute_eer(s, y) == pytest.approx(0.25)
+
+
+def test_min_dcf_hand_checked() -> None:
+    assert compute_min_dcf([0.9, 0.8, 0.1, 0.2], [1, 1, 0, 0]) == 0.0
+    # p_t = 0.5: cost of the best threshold with one swap among 2+2 -> 0.5 * 0.5 / 0.5 = 0.5
+    assert compute_min_dcf([0.9, 0.3, 0.5, 0.1], [1, 1, 0, 0], p_target=0.5) == pytest.approx(0.5)
+    # random scores give minDCF <= 1 (accept-all / reject-all bound)
+    rng = np.random.default_rng(0)
+    assert compute_min_dcf(rng.normal(size=200), rng.integers(0, 2, 200)) <= 1.0
+    with pytest.raises(ValueError, match="target"):
+        compute_eer([0.1, 0.2], [1, 1])
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_encoder_padding_invariance(pooling: str) -> None:
+    torch.manual_seed(0)
+    m = SpeakerEncoder(n_mels=12, channels=16, embed_dim=8, pooling=pooling).eval()
+    a, b = torch.randn(30, 12), torch.randn(17, 12)
+    x = torch.randn(2, 30, 12) * 100  # garbage padding
+    x[0], x[1, :17] = a, b
+    with torch.no_grad():
+        both = m(x, torch.tensor([30, 17]))
+        alone = m(b.unsqueeze(0), torch.tensor([17]))
+    torch.testing.assert_close(both[1:], alone, atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("espeakng_loader")
+    pytest.importorskip("matplotlib")
+    from speechattn.cli import main
+
+    out = tmp_path_factory.mktemp("speaker")
+    ckpt = out / "ckpt.pt"
+    rc = main(
+        [
+            "speaker",
+            "--quick",
+            "--out-dir",
+            str(out),
+            "--no-progress",
+            "--save-checkpoint",
+            str(ckpt),
+        ]
+    )
+    assert rc == 0
+    return out
+
+
+def test_quick_run_writes_report(quick_run: Path) -> None:
+    res = json.loads((quick_run / "results.json").read_text())
+    names = [r["pooling"] for r in res["rows"]]
+    assert names[1:] == list(POOLINGS)
+    assert not set(res["train_voices"]) & set(res["test_voices"])
+    for r in res["rows"]:
+        assert 0.0 <= r["eer"] <= 1.0 and np.isfinite(r["min_dcf"])
+    for r in res["rows"][1:]:
+        assert np.isfinite(r["final_loss"])
+        assert r["final_loss"] < r["first_loss"]  # every pooling trains
+    html = (quick_run / "report.html").read_text()
+    assert "DET curve" in html and "data:image/png;base64," in html
+    for name in POOLINGS:
+        assert f"<td>{name}</td>" in html
+
+
+def test_embed_directory_cli(quick_run: Path, tmp_path: Path) -> None:
+    import soundfile as sf
+
+    from speechattn.cli import main
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    wavs = sorted((quick_run / "corpus" / "wavs").glob("*.wav"))[:3]
+    for i, w in enumerate(wavs):
+        data, sr = sf.read(w)
+        # another sample rate and format: resampled on load
+        sf.write(audio / f"utt{i}.flac", data, sr)
+    sf.write(audio / "utt_8k.wav", sf.read(wavs[0])[0][::2], 8000)
+    out = tmp_path / "emb.npz"
+    assert (
+        main(
+            [
+                "speaker",
+                "embed",
+                str(audio),
+                "--out",
+                str(out),
+                "--checkpoint",
+                str(quick_run / "ckpt.pt"),
+            ]
+        )
+        == 0
+    )
+    emb = np.load(out)
+    assert sorted(emb.files) == ["utt0", "utt1", "utt2", "utt_8k"]
+    for k in emb.files:
+        assert emb[k].shape == (SpeakerConfig.quick().embed_dim,)
+        assert np.linalg.norm(emb[k]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    from speechattn.recipes.speaker import load_checkpoint
+
+    cfg = SpeakerConfig.quick()
+    m = SpeakerEncoder(
+        n_mels=cfg.n_mels, channels=cfg.channels, embed_dim=cfg.embed_dim, pooling="ASTP"
+    ).eval()
+    p = save_encoder(m, "ASTP", cfg, tmp_path / "c.pt")
+    m2, cfg2 = load_checkpoint(p)
+    x = torch.randn(1, 50, cfg.n_mels)
+    torch.testing.assert_close(
+        m2(x, torch.tensor([50])), m(x, torch.tensor([50])), atol=1e-2, rtol=1e-2
+    )
+    assert cfg2 == cfg
+    with pytest.raises(FileNotFoundError, match="speechattn speaker"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_gloo(tmp_path: Path) -> None:
+    """Two processes, gloo backend: trains and writes the report from rank 0."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("espeakng_loader")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "speechattn",
+        "speaker",
+        "--quick",
+        "--poolings",
+        "TSTP",
+        "MQMHASTP",
+        "--out-dir",
+        str(tmp_path),
+        "--no-progress",
+    ]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert [r["pooling"] for r in rows][1:] == ["TSTP", "MQMHASTP"]
+    assert all(r["final_loss"] < r["first_loss"] for r in rows[1:])
