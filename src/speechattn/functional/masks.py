@@ -20,6 +20,7 @@ def check_lengths(
     max_len: int,
     device: torch.device | None = None,
     allow_zero: bool = False,
+    check_values: bool = True,
 ) -> Tensor:
     """Validate a ``(B,)`` lengths tensor and return it as int64.
 
@@ -32,6 +33,9 @@ def check_lengths(
         max_len: the padded size the lengths index into.
         device: device of the data; lengths must live there too (or on CPU, then moved).
         allow_zero: accept zero-length items.
+        check_values: check the range of the values (one host sync). Callers that batch their
+            value checks into a single sync of their own pass False and get type, shape and
+            device checks only.
 
     Raises:
         TypeError: not a tensor, or not an integer dtype.
@@ -57,6 +61,8 @@ def check_lengths(
             lengths = lengths.to(device)
         else:
             raise ValueError(f"Expected {name} on {device} (or CPU); found it on {lengths.device}.")
+    if not check_values:
+        return lengths.to(torch.int64)
     lo = 0 if allow_zero else 1
     bad = (lengths < lo) | (lengths > max_len)
     # One host sync on the validation path only: the price of a clear error message.

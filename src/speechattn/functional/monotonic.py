@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from speechattn.functional.masks import check_lengths
 from speechattn.kernels import _auto_sma_kernel, get_sma_kernel
 
 __all__ = [
@@ -80,35 +81,6 @@ def _check_prob_tensor(p: Any, name: str) -> None:
         )
 
 
-def _lengths_nosync(
-    lengths: Any, name: str, *, batch: int, max_len: int, device: torch.device
-) -> Tensor:
-    """Type/shape/device checks on a ``(B,)`` lengths tensor; value checks are batched later."""
-    if lengths is None:
-        return torch.full((batch,), max_len, dtype=torch.int64, device=device)
-    if not isinstance(lengths, Tensor):
-        raise TypeError(
-            f"Expected {name} to be an int64 tensor of shape ({batch},); found "
-            f"{type(lengths).__name__}. Wrap it with torch.as_tensor(..., dtype=torch.int64)."
-        )
-    if lengths.dtype.is_floating_point or lengths.dtype == torch.bool or lengths.is_complex():
-        raise TypeError(
-            f"Expected {name} to be an integer tensor (int64); found dtype {lengths.dtype}. "
-            "Pass frame/token counts, not relative lengths."
-        )
-    if lengths.shape != (batch,):
-        raise ValueError(f"Expected {name} of shape ({batch},); found {tuple(lengths.shape)}.")
-    if lengths.device != device:
-        if lengths.device.type == "cpu":
-            lengths = lengths.to(device)
-        else:
-            raise ValueError(
-                f"Expected {name} on {device} (the device of the probabilities) or on CPU; "
-                f"found it on {lengths.device}."
-            )
-    return lengths.to(torch.int64)
-
-
 def _first_bad(bad: Tensor, values: Tensor) -> Tensor:
     """``[any, index, value]`` (float64) of the first True in ``bad`` (no sync)."""
     idx = bad.to(torch.int64).argmax() if bad.numel() else bad.new_zeros((), dtype=torch.int64)
@@ -129,8 +101,12 @@ def _prepare(
     _check_prob_tensor(p, name)
     B, U, T = p.shape[0], p.shape[-2], p.shape[-1]
     H = p.shape[1] if p.dim() == 4 else 1
-    tl = _lengths_nosync(text_lengths, "text_lengths", batch=B, max_len=U, device=p.device)
-    ml = _lengths_nosync(mel_lengths, "mel_lengths", batch=B, max_len=T, device=p.device)
+    tl = check_lengths(
+        text_lengths, "text_lengths", batch=B, max_len=U, device=p.device, check_values=False
+    )
+    ml = check_lengths(
+        mel_lengths, "mel_lengths", batch=B, max_len=T, device=p.device, check_values=False
+    )
     if B > 0:
         checks = [
             _first_bad((tl < 1) | (tl > U), tl),
