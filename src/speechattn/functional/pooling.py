@@ -310,7 +310,7 @@ def attentive_mean_std(alpha: Tensor, x: Tensor, *, eps: float = 1e-7) -> tuple[
 
 
 # ---------------------------------------------------------------------------------------------
-# Fused last layer: 1x1 grouped conv -> masked softmax over time -> attentive mean/var, one query
+# Fused last layer (used by ASP): 1x1 conv -> masked softmax over time -> attentive mean/var, one query
 # at a time, with a recomputing backward. Memory: per query one (B, H, S, T) weights buffer and
 # one (B, F, T) work buffer; saved for backward: only the last hidden activations and x (the
 # weights are recomputed), so training memory does not grow with heads x queries x frames.
@@ -952,7 +952,7 @@ def multi_head_attentive_statistics_pooling(
     query_num: int = 1,
     eps: float = 1e-7,
 ) -> Tensor:
-    """MHASTP / MQMHASTP with every head and query in one grouped conv per layer.
+    """MHASTP / MQMHASTP with every head and query batched (see :func:`attentive_pool_mean_std`).
 
     The channels split into ``head_num`` contiguous heads of ``c = F / head_num``. For each query
     q and head h an n-layer 1x1-conv MLP with tanh between layers maps the head's frames to
