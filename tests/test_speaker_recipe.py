@@ -182,3 +182,25 @@ def test_torchrun_ddp_gloo(tmp_path: Path) -> None:
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert [r["pooling"] for r in rows][1:] == ["TSTP", "MQMHASTP"]
     assert all(r["final_loss"] < r["first_loss"] for r in rows[1:])
+
+
+def test_shipped_checkpoint_embeds(tmp_path: Path) -> None:
+    """The default checkpoint in speechattn/assets loads and embeds any-rate audio."""
+    import soundfile as sf
+
+    from speechattn.recipes.speaker import embed_directory, load_checkpoint
+
+    model, cfg = load_checkpoint()
+    assert sum(p.numel() for p in model.parameters()) < 2_000_000
+    rng = np.random.default_rng(0)
+    t = np.arange(24000) / 24000
+    for i, f0 in enumerate((110.0, 220.0)):
+        wave = 0.3 * np.sin(2 * np.pi * f0 * t * (1 + 0.1 * np.sin(3 * t))) + 0.01 * rng.normal(
+            size=t.size
+        )
+        sf.write(tmp_path / f"tone{i}.wav", wave.astype(np.float32), 24000)
+    res = embed_directory(tmp_path, tmp_path / "e.npz")
+    assert sorted(res) == ["tone0", "tone1"]
+    for v in res.values():
+        assert v.shape == (cfg.embed_dim,) and np.isfinite(v).all()
+        assert np.linalg.norm(v) == pytest.approx(1.0, abs=1e-4)

@@ -75,7 +75,7 @@ def _is_exporting() -> bool:
 
 
 def prepare_pooling_input(
-    x: Tensor, lengths: Tensor | None = None, *, name: str = "x"
+    x: Tensor, lengths: Tensor | None = None, *, name: str = "x", zero_padding: bool = True
 ) -> PoolingInput:
     """Validate and flatten a pooling input; zero padded frames.
 
@@ -84,6 +84,8 @@ def prepare_pooling_input(
         lengths: optional int64 ``(B,)`` valid-frame counts, ``1 <= lengths[b] <= T``; on x's
             device or on CPU.
         name: the argument's name for error messages.
+        zero_padding: return x with padded frames zeroed (a copy); False when the caller zeroes
+            them itself.
 
     Returns:
         :class:`PoolingInput` with padded frames of ``x`` set to 0 (a copy; x is not modified).
@@ -120,6 +122,8 @@ def prepare_pooling_input(
     else:
         lengths = check_lengths(lengths, "lengths", batch=batch, max_len=frames, device=x.device)
     valid_mask = lengths_to_valid_mask(lengths, frames).unsqueeze(1)
+    if not zero_padding:  # the caller zeroes padded frames itself (tile by tile)
+        return PoolingInput(x, lengths, valid_mask)
     # torch.where, not masked_fill: several times faster for a mask broadcast over features.
     return PoolingInput(torch.where(valid_mask, x, x.new_zeros(())), lengths, valid_mask)
 
@@ -306,7 +310,7 @@ def attentive_mean_std(alpha: Tensor, x: Tensor, *, eps: float = 1e-7) -> tuple[
 
 
 # ---------------------------------------------------------------------------------------------
-# Fused last layer: 1x1 grouped conv -> masked softmax over time -> attentive mean/var, one query
+# Fused last layer (used by ASP): 1x1 conv -> masked softmax over time -> attentive mean/var, one query
 # at a time, with a recomputing backward. Memory: per query one (B, H, S, T) weights buffer and
 # one (B, F, T) work buffer; saved for backward: only the last hidden activations and x (the
 # weights are recomputed), so training memory does not grow with heads x queries x frames.
@@ -563,7 +567,7 @@ def head_attentive_statistics(
 # materialising (B, H, Q, S, T) weights at once.
 # ---------------------------------------------------------------------------------------------
 
-_TILE_ELEMENTS = 1 << 21  # ~8 MiB of float32 scores per tile
+_TILE_ELEMENTS = 1 << 20  # ~4 MiB of float32 scores per tile (cache-sized)
 
 
 def _tile_size(batch: int, per_item: int) -> int:
@@ -596,6 +600,14 @@ def _mlp_tile(
         if i == 0 and item_bias is not None:
             z = z.add_(item_bias.view(b, heads, queries, -1, 1).to(z.dtype))
     return z, acts
+
+
+def _tile_x(xv: Tensor, sl: slice, valid_mask: Tensor | None) -> Tensor:
+    """The (b, H, c, T) tile of x with padded frames zeroed (cache-sized, not a full copy)."""
+    xt = xv[sl]
+    if valid_mask is None:
+        return xt
+    return torch.where(valid_mask[sl].unsqueeze(1), xt, xt.new_zeros(()))
 
 
 def _tile_alpha(scores: Tensor, mask_t: Tensor | None) -> Tensor:
@@ -635,12 +647,13 @@ def _pool_forward(
     tile = _tile_size(batch, heads * queries * max(s, weights[0].shape[2]) * frames)
     for b0 in range(0, batch, tile):
         sl = slice(b0, min(batch, b0 + tile))
+        xt = _tile_x(xv, sl, valid_mask)
         scores, _ = _mlp_tile(
-            xv[sl], weights, biases, None if item_bias is None else item_bias[sl], False
+            xt, weights, biases, None if item_bias is None else item_bias[sl], False
         )
         alpha = _tile_alpha(scores.to(x.dtype), None if valid_mask is None else valid_mask[sl, 0])
         del scores
-        mean[sl], var[sl] = _tile_stats(alpha, xv[sl])
+        mean[sl], var[sl] = _tile_stats(alpha, xt)
     return mean, var
 
 
@@ -682,7 +695,7 @@ class _AttentivePool(torch.autograd.Function):
         tile = _tile_size(batch, heads * queries * max(s, weights[0].shape[2]) * frames)
         for b0 in range(0, batch, tile):
             sl = slice(b0, min(batch, b0 + tile))
-            xt = xv[sl]
+            xt = _tile_x(xv, sl, ctx.valid_mask)
             scores, acts = _mlp_tile(
                 xt, weights, biases, None if item_bias is None else item_bias[sl], True
             )
@@ -740,6 +753,8 @@ def _pool_traceable(
     batch, feat, frames = x.shape
     c = feat // heads
     xv = x.view(batch, heads, c, frames)
+    if valid_mask is not None:
+        xv = torch.where(valid_mask.unsqueeze(1), xv, xv.new_zeros(()))
     w0 = weights[0]
     z = torch.matmul(w0.reshape(heads, -1, c).to(x.dtype), xv).view(
         batch, heads, queries, w0.shape[2], frames
@@ -779,7 +794,8 @@ def attentive_pool_mean_std(
     query); tanh between layers; the last layer gives S = 1 or c logits; softmax over valid frames.
 
     Args:
-        x: ``(B, H*c, T)`` features with padded frames zeroed; float32/float64.
+        x: ``(B, H*c, T)`` features; float32/float64. Padded frames may hold anything: they are
+            zeroed tile by tile (no full copy) and get zero gradient.
         valid_mask: bool ``(B, 1, T)`` or None.
         weights: per layer ``(H, Q, out, in)`` (``in_0 = c``, ``out_last = S``).
         biases: per layer ``(H, Q, out)`` or None.
@@ -888,7 +904,8 @@ def attentive_statistics_pooling(
         a = softmax(conv1d(tanh(conv1d(x, W1, b1)), W2, b2), -1)
         mu = (a * x).sum(-1); std = sqrt(((a * x * x).sum(-1) - mu**2).clamp(min=eps))
     """
-    x, lengths, valid_mask = prepare_pooling_input(x, lengths)
+    # padded frames are zeroed inside the fused pooling; only the global context needs them now
+    x, lengths, valid_mask = prepare_pooling_input(x, lengths, zero_padding=global_context_att)
     feat = x.shape[1]
     w1 = linear1_weight.squeeze(-1)
     d = w1.shape[0]
@@ -935,7 +952,7 @@ def multi_head_attentive_statistics_pooling(
     query_num: int = 1,
     eps: float = 1e-7,
 ) -> Tensor:
-    """MHASTP / MQMHASTP with every head and query in one grouped conv per layer.
+    """MHASTP / MQMHASTP with every head and query batched (see :func:`attentive_pool_mean_std`).
 
     The channels split into ``head_num`` contiguous heads of ``c = F / head_num``. For each query
     q and head h an n-layer 1x1-conv MLP with tanh between layers maps the head's frames to
@@ -958,7 +975,7 @@ def multi_head_attentive_statistics_pooling(
 
     Naive equivalent (no lengths): ``cat([cat([mu_qh, std_qh]) for h in heads]) for q in queries])``.
     """
-    x, lengths, valid_mask = prepare_pooling_input(x, lengths)
+    x, lengths, valid_mask = prepare_pooling_input(x, lengths, zero_padding=False)
     batch, feat, _ = x.shape
     if head_num < 1 or feat % head_num != 0:
         raise ValueError(f"Expected head_num >= 1 dividing F={feat}; found head_num={head_num}.")

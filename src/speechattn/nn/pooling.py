@@ -10,7 +10,8 @@ works, and the same output ordering. Differences, all additive:
 * never NaN: one valid frame gives ``std = sqrt(eps)`` (WeSpeaker's TSDP/TSTP return NaN there).
 * statistics in float32 (float64 for float64 input), also under autocast; outputs are at least
   float32.
-* heads and queries run as one grouped conv per layer, not a Python loop per head.
+* heads and queries are batched (attention MLP, softmax and statistics fused in one autograd
+  function, tiled over the batch, recomputing backward), not a Python loop per head.
 
 Input ``x`` is ``(B, F, T)`` as TDNNs give it, or ``(B, C, F, T)`` as ResNets give it (flattened to
 ``(B, C*F, T)``), time last. The first constructor argument may be positional (as in WeSpeaker);
@@ -343,7 +344,7 @@ class MQMHASTP(nn.Module):
     """Multi-query multi-head attentive statistics pooling (Zhao et al., ICASSP 2022).
 
     ``query_num`` independent :class:`MHASTP` poolings (``n_query.{q}``) of the same input; all
-    queries and heads run in one grouped conv per layer. Output ordered query, then head, then
+    queries and heads are batched in one fused pass. Output ordered query, then head, then
     ``[mean, std]``: ``(B, 2 * query_num * F)``.
 
     Args:
