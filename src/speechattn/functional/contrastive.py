@@ -268,9 +268,7 @@ def _contrastive(
         if direction in ("audio_to_text", "both"):
             losses.append(_direction_nll(logits, pair_mask(valid, valid), 0))
         if direction in ("text_to_audio", "both"):
-            losses.append(
-                _direction_nll(logits.transpose(1, 2), pair_mask(valid, valid), 0)
-            )
+            losses.append(_direction_nll(logits.transpose(1, 2), pair_mask(valid, valid), 0))
     else:
         if direction in ("audio_to_text", "both"):
             # Frozen text side: gathered without gradients (own slice keeps its graph).
