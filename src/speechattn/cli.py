@@ -17,6 +17,7 @@ __all__ = ["build_parser", "main"]
 
 # Modules that register subcommands, in the order ``--help`` lists them.
 _SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "speechattn.data.cli",
     "speechattn.recipes.audio2clip.cli",
     "speechattn.recipes.audio2clip.app",
 )
