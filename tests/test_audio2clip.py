@@ -148,6 +148,9 @@ def test_text_encoder_clip_no_mask(assets: dict[str, Path]) -> None:
     emb = te.encode(["a cat", "a much longer caption"])
     assert emb.states.shape == (2, 77, 32)
     assert emb.lengths.tolist() == [6, 20]  # bos + characters (tiny char-level vocab) + eos
+    # A diffusers pipeline folder gives the same text tower (tokenizer/ + text_encoder/).
+    from_pipe = TextEncoder.from_pretrained(assets["sd"]).encode(["a cat"])
+    assert from_pipe.states.shape == (1, 77, 32)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -58,18 +58,26 @@ class TextEncoder:
     ) -> TextEncoder:
         """Load tokenizer and model (``AutoTokenizer``/``AutoModel``; CLIP loads its text tower).
 
+        ``path_or_id`` is a model folder/id holding both, or a local diffusers pipeline folder
+        (its ``tokenizer/`` and ``text_encoder/`` are used, exactly what the pipeline conditions on).
+
         ``max_length`` defaults to the tokenizer's ``model_max_length`` when that is at most 512.
         """
         from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel
 
         path = str(path_or_id)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        config = AutoConfig.from_pretrained(path)
+        tok_path, model_path = path, path
+        root = Path(path)
+        if (root / "text_encoder").is_dir() and (root / "tokenizer").is_dir():
+            # A diffusers pipeline folder (Stable Diffusion): use its own text tower.
+            tok_path, model_path = str(root / "tokenizer"), str(root / "text_encoder")
+        tokenizer = AutoTokenizer.from_pretrained(tok_path)
+        config = AutoConfig.from_pretrained(model_path)
         model: torch.nn.Module
         if config.model_type in ("clip", "clip_text_model"):
-            model = CLIPTextModel.from_pretrained(path)
+            model = CLIPTextModel.from_pretrained(model_path)
         else:
-            model = AutoModel.from_pretrained(path)
+            model = AutoModel.from_pretrained(model_path)
         if max_length is None:
             mml = int(getattr(tokenizer, "model_max_length", 0) or 0)
             if not 0 < mml <= 512:
