@@ -250,3 +250,31 @@ def test_manifest_errors(tmp_path: Path) -> None:
     bad.write_text('{"audio": "x.wav"}\n')
     with pytest.raises(ValueError, match=r"m.jsonl:1: expected keys 'audio'.*'caption'"):
         read_manifest(bad)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train(assets: dict[str, Path], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+        "-m", "speechattn", "audio2clip", "train",
+        "--manifest", str(assets["manifest"]), "--output-dir", str(out),
+        "--audio-model", str(assets["w2v"]), "--text-model", str(assets["text"]),
+        "--max-steps", "2", "--batch-size", "2", "--direction", "both",
+    ]  # fmt: skip
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert res.returncode == 0, res.stderr[-4000:]
+    summary = json.loads((out / "audio2clip_train.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 2
+    AudioToTextEncoder.from_pretrained(out)

@@ -30,7 +30,10 @@ def _train(args: argparse.Namespace) -> int:
         mask_text_padding=args.mask_text_padding,
         seed=args.seed,
     )
-    print(f"saved audio encoder to {out}")
+    import os
+
+    if os.environ.get("RANK", "0") == "0":
+        print(f"saved audio encoder to {out}")
     return 0
 
 
