@@ -254,10 +254,9 @@ def test_manifest_errors(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_torchrun_two_processes_train(assets: dict[str, Path], tmp_path: Path) -> None:
+    import socket
     import subprocess
     import sys
-
-    import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
