@@ -37,17 +37,19 @@ __all__ = ["DemoConfig", "run_demo"]
 class DemoConfig:
     """Sizes of the demo (``quick()`` for tests)."""
 
-    train_captions: int = 2000
+    train_captions: int = 1500
     train_voices: int = 10
     heldout_captions: int = 100
     heldout_voices: int = 2
     text_length: int = 16
-    hidden_size: int = 96
+    hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 4
-    epochs: int = 16
+    epochs: int = 20
     batch_size: int = 32
     eval_every: int = 2
+    log_every: int = 10
+    feature_stride: int = 4
     learning_rate: float = 1.5e-3
     temperature: float = 0.07
     pooled_weight: float = 0.5
@@ -66,6 +68,7 @@ class DemoConfig:
             epochs=2,
             batch_size=8,
             eval_every=0,
+            log_every=0,
         )
 
 
@@ -160,6 +163,7 @@ def run_demo(
         output_dir / "init_w2v",
         hidden_size=cfg.hidden_size,
         num_layers=cfg.num_layers,
+        feature_stride=cfg.feature_stride,
         num_heads=cfg.num_heads,
     )
     model = AudioToTextEncoder.from_pretrained(
@@ -220,6 +224,11 @@ def run_demo(
             sched.step()
             step += 1
             ep_loss += float(loss.detach())
+            if cfg.log_every and step % cfg.log_every == 0:
+                print(
+                    f"step {step}/{total} loss {float(loss.detach()):.3f} {time.time() - t0:.0f}s",
+                    flush=True,
+                )
         entry: dict[str, float] = {
             "epoch": epoch + 1,
             "loss": ep_loss / max(1, len(chunks)),

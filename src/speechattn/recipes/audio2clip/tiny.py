@@ -23,9 +23,13 @@ def tiny_w2v_bert(
     num_layers: int = 1,
     num_heads: int = 2,
     num_mel_bins: int = 80,
+    feature_stride: int = 2,
     seed: int = 0,
 ) -> Path:
-    """Save a tiny ``Wav2Vec2BertModel`` (seed adapter settings) + feature extractor to ``folder``."""
+    """Save a tiny ``Wav2Vec2BertModel`` (seed adapter settings) + feature extractor to ``folder``.
+
+    ``feature_stride`` fbank frames (10 ms each) are stacked per input vector (w2v-BERT 2.0: 2).
+    """
     from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig, Wav2Vec2BertModel
 
     from speechattn.recipes.audio2clip.model import SEED_ADAPTER_SETTINGS
@@ -36,7 +40,7 @@ def tiny_w2v_bert(
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
         intermediate_size=2 * hidden_size,
-        feature_projection_input_dim=2 * num_mel_bins,
+        feature_projection_input_dim=feature_stride * num_mel_bins,
         output_hidden_size=hidden_size,
         conv_depthwise_kernel_size=3,
         left_max_position_embeddings=16,
@@ -51,7 +55,7 @@ def tiny_w2v_bert(
     folder = Path(folder)
     Wav2Vec2BertModel(config).save_pretrained(folder)
     SeamlessM4TFeatureExtractor(
-        feature_size=num_mel_bins, num_mel_bins=num_mel_bins
+        feature_size=num_mel_bins, num_mel_bins=num_mel_bins, stride=feature_stride
     ).save_pretrained(folder)
     return folder
 
