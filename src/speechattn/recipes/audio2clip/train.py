@@ -193,7 +193,7 @@ def train(
         dataloader_num_workers=dataloader_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
         ddp_find_unused_parameters=True,
-        ddp_backend=None if torch.cuda.is_available() else "gloo",
+        ddp_backend="gloo" if world > 1 and not torch.cuda.is_available() else None,
         use_cpu=not torch.cuda.is_available(),
         seed=seed,
         disable_tqdm=True,
