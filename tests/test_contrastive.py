@@ -11,8 +11,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference.contrastive_ref import loop_pooled_loss, loop_sequence_loss, seed_contrastive_loss
 
+from reference.contrastive_ref import loop_pooled_loss, loop_sequence_loss, seed_contrastive_loss
 from speechattn.functional import pooled_contrastive_loss, sequence_contrastive_loss
 from speechattn.nn import PooledContrastiveLoss, SequenceContrastiveLoss
 
@@ -115,7 +115,9 @@ def test_gradcheck(direction: str) -> None:
     lengths = torch.tensor([4, 2, 3])
 
     def f(a: torch.Tensor, t: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-        return sequence_contrastive_loss(a, t, temperature=tau, text_lengths=lengths, direction=direction)
+        return sequence_contrastive_loss(
+            a, t, temperature=tau, text_lengths=lengths, direction=direction
+        )
 
     assert torch.autograd.gradcheck(f, (audio, text, temp))
     assert torch.autograd.gradcheck(
@@ -149,7 +151,9 @@ def test_invariant_to_joint_permutation(
     torch.testing.assert_close(base, permuted, rtol=1e-10, atol=1e-12)
     # Permuting only one side breaks the pairing and changes the loss (unless perm is identity).
     if not torch.equal(perm, torch.arange(b)) and not masked:
-        assert not torch.allclose(base, sequence_contrastive_loss(audio[perm], text, direction=direction))
+        assert not torch.allclose(
+            base, sequence_contrastive_loss(audio[perm], text, direction=direction)
+        )
 
 
 def test_pooled_matches_loop_reference() -> None:
@@ -227,7 +231,12 @@ def test_two_process_gloo_matches_single_process(tmp_path: Path) -> None:
     cases = [
         {"name": "a2t", "kind": "sequence", "direction": "audio_to_text", "text_lengths": None},
         {"name": "both_masked", "kind": "sequence", "direction": "both", "text_lengths": lengths},
-        {"name": "t2a_masked", "kind": "sequence", "direction": "text_to_audio", "text_lengths": lengths},
+        {
+            "name": "t2a_masked",
+            "kind": "sequence",
+            "direction": "text_to_audio",
+            "text_lengths": lengths,
+        },
         {"name": "pooled", "kind": "pooled", "direction": "both", "text_lengths": None},
     ]
     torch.save({"audio": audio, "text": text, "cases": cases}, tmp_path / "inputs.pt")

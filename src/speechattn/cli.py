@@ -16,7 +16,12 @@ from collections.abc import Sequence
 __all__ = ["build_parser", "main"]
 
 # Modules that register subcommands, in the order ``--help`` lists them.
-_SUBCOMMAND_MODULES: tuple[str, ...] = ("speechattn.data.cli", "speechattn.recipes.speaker")
+_SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "speechattn.data.cli",
+    "speechattn.recipes.speaker",
+    "speechattn.recipes.audio2clip.cli",
+    "speechattn.recipes.audio2clip.app",
+)
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -7,7 +7,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def seed_contrastive_loss(embeddings1: Tensor, embeddings2: Tensor, temperature: float = 0.15) -> Tensor:
+def seed_contrastive_loss(
+    embeddings1: Tensor, embeddings2: Tensor, temperature: float = 0.15
+) -> Tensor:
     """Seed 004's formula, verbatim in meaning (broadcasts to B x B x L x D)."""
     cos_sim = torch.cosine_similarity(embeddings1.unsqueeze(1), embeddings2.unsqueeze(0), dim=-1)
     cos_sim = cos_sim / temperature
@@ -62,7 +64,9 @@ def loop_pooled_loss(audio: Tensor, text: Tensor, temperature: float) -> Tensor:
     for i in range(b):
         s_at = torch.stack([F.cosine_similarity(a[i], t[j], dim=0) for j in range(b)]) / temperature
         s_ta = torch.stack([F.cosine_similarity(t[i], a[j], dim=0) for j in range(b)]) / temperature
-        total = total + 0.5 * (torch.logsumexp(s_at, 0) - s_at[i] + torch.logsumexp(s_ta, 0) - s_ta[i])
+        total = total + 0.5 * (
+            torch.logsumexp(s_at, 0) - s_at[i] + torch.logsumexp(s_ta, 0) - s_ta[i]
+        )
     return total / b
 
 

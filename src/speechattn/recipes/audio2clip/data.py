@@ -1,0 +1,148 @@
+"""JSONL manifests of (audio path, caption), audio loading, and the training collator.
+
+A manifest line is a JSON object with the audio path under ``audio`` (or ``audio_path`` /
+``path``) and the caption under ``caption`` (or ``text``); relative paths are resolved against the
+manifest's folder. Extra keys (``speaker``, ``id``...) are kept.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "AudioCaptionCollator",
+    "AudioCaptionDataset",
+    "ManifestItem",
+    "load_audio_16k",
+    "read_manifest",
+    "write_manifest",
+]
+
+SAMPLE_RATE = 16000
+_AUDIO_KEYS = ("audio", "audio_path", "path")
+_TEXT_KEYS = ("caption", "text")
+
+
+@dataclass(frozen=True)
+class ManifestItem:
+    """One (audio, caption) pair."""
+
+    audio_path: Path
+    caption: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def read_manifest(path: str | Path) -> list[ManifestItem]:
+    """Read a JSONL manifest; raises ValueError naming the line for missing keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(
+            f"Manifest {path} does not exist; expected a JSONL file of (audio, caption)."
+        )
+    items = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg}).") from exc
+        audio = next((rec[k] for k in _AUDIO_KEYS if k in rec), None)
+        caption = next((rec[k] for k in _TEXT_KEYS if k in rec), None)
+        if audio is None or caption is None:
+            raise ValueError(
+                f"{path}:{n}: expected keys 'audio' (or {_AUDIO_KEYS[1:]}) and 'caption' (or 'text'); "
+                f"found {sorted(rec)}."
+            )
+        audio_path = Path(audio)
+        if not audio_path.is_absolute():
+            audio_path = path.parent / audio_path
+        extra = {k: v for k, v in rec.items() if k not in _AUDIO_KEYS + _TEXT_KEYS}
+        items.append(ManifestItem(audio_path, str(caption), extra))
+    if not items:
+        raise ValueError(f"Manifest {path} has no items.")
+    return items
+
+
+def write_manifest(path: str | Path, items: list[ManifestItem]) -> Path:
+    """Write items as JSONL with paths relative to the manifest folder when possible."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for it in items:
+            try:
+                audio = str(it.audio_path.resolve().relative_to(path.parent.resolve()))
+            except ValueError:
+                audio = str(it.audio_path)
+            f.write(json.dumps({"audio": audio, "caption": it.caption, **it.extra}) + "\n")
+    return path
+
+
+def load_audio_16k(path: str | Path, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Mono float32 waveform at ``sample_rate`` (soundfile + soxr).
+
+    Raises:
+        ValueError: the file is not readable audio (message names the file).
+    """
+    import soundfile as sf
+
+    try:
+        wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError
+        raise ValueError(f"Could not read {path} as audio ({exc}). Use wav, flac or ogg.") from exc
+    wav = wav.mean(axis=1)
+    if sr != sample_rate:
+        import soxr
+
+        wav = soxr.resample(wav, sr, sample_rate).astype(np.float32)
+    return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+class AudioCaptionDataset(torch.utils.data.Dataset):
+    """Items of a manifest with the index of their caption's precomputed text embedding."""
+
+    def __init__(self, items: list[ManifestItem], caption_index: dict[str, int]) -> None:
+        self.items = items
+        self.caption_index = caption_index
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        it = self.items[i]
+        return {
+            "waveform": load_audio_16k(it.audio_path),
+            "text_index": self.caption_index[it.caption],
+        }
+
+
+class AudioCaptionCollator:
+    """Waveforms -> fbank features (feature extractor) + the precomputed text states and lengths."""
+
+    def __init__(self, feature_extractor: Any, text_states: Tensor, text_lengths: Tensor) -> None:
+        self.feature_extractor = feature_extractor
+        self.text_states = text_states
+        self.text_lengths = text_lengths
+
+    def __call__(self, batch: list[dict[str, Any]]) -> dict[str, Tensor]:
+        feats = self.feature_extractor(
+            [b["waveform"] for b in batch],
+            sampling_rate=SAMPLE_RATE,
+            return_tensors="pt",
+            padding=True,
+            return_attention_mask=True,
+        )
+        idx = torch.tensor([b["text_index"] for b in batch], dtype=torch.int64)
+        return {
+            "input_features": feats["input_features"],
+            "attention_mask": feats["attention_mask"],
+            "text_embeddings": self.text_states[idx],
+            "text_lengths": self.text_lengths[idx],
+        }

@@ -1,0 +1,351 @@
+"""Wav2Vec2-BERT audio encoder whose output stands in for a text encoder's hidden states.
+
+Shape legend: ``b`` batch, ``f`` feature frames (SeamlessM4T fbank, 2 x 10 ms stacked), ``t`` encoder
+frames after the conv adapter (about f / 4), ``l`` text positions (77 for CLIP), ``d`` text width.
+
+Pipeline: feature extractor -> ``Wav2Vec2BertModel`` (with seed 004's adapter: kernel 3, stride 2,
+2 layers) -> linear projection to the text width (when widths differ) -> :class:`LengthMatcher` to
+exactly ``l`` positions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from speechattn.functional.masks import lengths_to_valid_mask
+
+if TYPE_CHECKING:
+    from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertModel
+
+__all__ = ["SEED_ADAPTER_SETTINGS", "AudioEncoderOutput", "AudioToTextEncoder", "LengthMatcher"]
+
+#: The adapter seed 004 adds to facebook/w2v-bert-2.0 (about 4x fewer frames than features).
+SEED_ADAPTER_SETTINGS: dict[str, Any] = {
+    "add_adapter": True,
+    "adapter_kernel_size": 3,
+    "adapter_stride": 2,
+    "num_adapter_layers": 2,
+    "layerdrop": 0.0,
+}
+
+CONFIG_NAME = "audio2clip_config.json"
+HEAD_WEIGHTS_NAME = "audio2clip_head.pt"
+ENCODER_SUBFOLDER = "encoder"
+
+LengthMode = Literal["pad_crop", "resample"]
+
+
+class AudioEncoderOutput(NamedTuple):
+    """Outputs of :class:`AudioToTextEncoder`.
+
+    Attributes:
+        embeddings: ``(B, L, D)`` states standing in for the text encoder's (every position filled).
+        encoder_states: ``(B, T, D)`` projected encoder states before length matching.
+        encoder_lengths: int64 ``(B,)`` valid encoder frames per item.
+    """
+
+    embeddings: Tensor
+    encoder_states: Tensor
+    encoder_lengths: Tensor
+
+
+def _sinusoid(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    pos = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    i = torch.arange(0, dim, 2, device=device, dtype=torch.float32)
+    angle = pos / torch.pow(10000.0, i / dim)
+    pe = torch.zeros(length, dim, device=device)
+    pe[:, 0::2] = torch.sin(angle)
+    pe[:, 1::2] = torch.cos(angle[:, : dim // 2])
+    return pe.to(dtype)
+
+
+class LengthMatcher(nn.Module):
+    """Map a variable number of encoder frames to exactly ``length`` positions.
+
+    Modes:
+        ``"pad_crop"``: position ``l`` is encoder frame ``l`` when ``l < encoder_lengths[b]``, else a
+            learned padding vector (frames beyond ``length`` are dropped). No parameters besides the
+            padding vector; the seed's choice (its adapter gives ~77 frames for ~6 s of audio).
+        ``"resample"``: ``length`` learned queries cross-attend (one multi-head attention block +
+            feed-forward, pre-norm) to the valid frames, which carry a sinusoidal position code.
+            Works for any audio duration.
+
+    Padding frames (``t >= encoder_lengths[b]``) never change the output in either mode.
+
+    Args:
+        length: number of output positions ``L`` (the text encoder's length).
+        embed_dim: width ``D`` of inputs and outputs.
+        mode: ``"pad_crop"`` or ``"resample"``.
+        num_heads: attention heads of the resampler (must divide ``embed_dim``).
+        dropout: attention dropout of the resampler.
+
+    Shapes: ``forward(states (B, T, D), lengths int64 (B,)) -> (B, L, D)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        length: int,
+        embed_dim: int,
+        mode: LengthMode = "resample",
+        num_heads: int = 8,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if mode not in ("pad_crop", "resample"):
+            raise ValueError(f"Expected mode 'pad_crop' or 'resample'; found {mode!r}.")
+        if length < 1 or embed_dim < 1:
+            raise ValueError(
+                f"Expected length >= 1 and embed_dim >= 1; found {length}, {embed_dim}."
+            )
+        self.length = length
+        self.embed_dim = embed_dim
+        self.mode: LengthMode = mode
+        if mode == "pad_crop":
+            self.pad_embedding = nn.Parameter(torch.zeros(embed_dim))
+        else:
+            if embed_dim % num_heads:
+                raise ValueError(
+                    f"Expected num_heads to divide embed_dim; found embed_dim={embed_dim}, "
+                    f"num_heads={num_heads}. Pick a divisor, e.g. num_heads={math.gcd(embed_dim, 8)}."
+                )
+            self.queries = nn.Parameter(torch.randn(length, embed_dim) * embed_dim**-0.5)
+            self.norm_q = nn.LayerNorm(embed_dim)
+            self.norm_kv = nn.LayerNorm(embed_dim)
+            self.attn = nn.MultiheadAttention(
+                embed_dim, num_heads, dropout=dropout, batch_first=True
+            )
+            self.norm_ff = nn.LayerNorm(embed_dim)
+            self.ff = nn.Sequential(
+                nn.Linear(embed_dim, 4 * embed_dim), nn.GELU(), nn.Linear(4 * embed_dim, embed_dim)
+            )
+
+    def forward(self, states: Tensor, lengths: Tensor) -> Tensor:
+        if states.dim() != 3 or states.shape[-1] != self.embed_dim:
+            raise ValueError(
+                f"Expected states of shape (B, T, {self.embed_dim}); found {tuple(states.shape)}."
+            )
+        b, t, d = states.shape
+        lengths = lengths.to(states.device)
+        valid = lengths_to_valid_mask(lengths, t)  # (B, T)
+        states = states.masked_fill(~valid[..., None], 0.0)
+        if self.mode == "pad_crop":
+            if t >= self.length:
+                out = states[:, : self.length]
+            else:
+                out = torch.cat([states, states.new_zeros(b, self.length - t, d)], dim=1)
+            keep = lengths_to_valid_mask(lengths.clamp_max(self.length), self.length)
+            return torch.where(keep[..., None], out, self.pad_embedding.to(out.dtype))
+        kv = self.norm_kv(states + _sinusoid(t, d, states.device, states.dtype))
+        q = self.norm_q(self.queries).to(states.dtype).expand(b, -1, -1)
+        attended, _ = self.attn(q, kv, kv, key_padding_mask=~valid, need_weights=False)
+        out = self.queries.to(states.dtype) + attended
+        return out + self.ff(self.norm_ff(out))
+
+
+class AudioToTextEncoder(nn.Module):
+    """Audio encoder whose ``(B, L, D)`` output replaces a frozen text encoder's hidden states.
+
+    Build with :meth:`from_pretrained` (a Wav2Vec2-BERT checkpoint such as ``facebook/w2v-bert-2.0``,
+    or a folder written by :meth:`save_pretrained`), or directly from an encoder module.
+
+    Args:
+        encoder: a ``transformers.Wav2Vec2BertModel`` (any config; seed: with the conv adapter).
+        feature_extractor: its ``SeamlessM4TFeatureExtractor`` (used by :meth:`embed_waveforms`).
+        text_length: ``L``, the text encoder's sequence length (CLIP: 77).
+        text_dim: ``D``, the text encoder's width (SD 2.1's OpenCLIP-H: 1024); a linear projection
+            is added when it differs from the encoder's output width.
+        length_mode: ``"resample"`` (default) or ``"pad_crop"``; see :class:`LengthMatcher`.
+        num_heads: resampler heads.
+    """
+
+    def __init__(
+        self,
+        *,
+        encoder: Wav2Vec2BertModel,
+        feature_extractor: SeamlessM4TFeatureExtractor | None = None,
+        text_length: int = 77,
+        text_dim: int = 1024,
+        length_mode: LengthMode = "resample",
+        num_heads: int = 8,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.feature_extractor = feature_extractor
+        cfg = encoder.config
+        width = cfg.output_hidden_size if getattr(cfg, "add_adapter", False) else cfg.hidden_size
+        self.encoder_width = int(width or cfg.hidden_size)
+        self.text_length = int(text_length)
+        self.text_dim = int(text_dim)
+        self.length_mode: LengthMode = length_mode
+        self.num_heads = int(num_heads)
+        self.proj: nn.Module = (
+            nn.Linear(self.encoder_width, self.text_dim)
+            if self.encoder_width != self.text_dim
+            else nn.Identity()
+        )
+        self.matcher = LengthMatcher(
+            length=self.text_length, embed_dim=self.text_dim, mode=length_mode, num_heads=num_heads
+        )
+
+    # -- lengths ---------------------------------------------------------------------------------
+
+    def encoder_lengths(self, feature_lengths: Tensor) -> Tensor:
+        """Encoder frames (after the adapter) for ``feature_lengths`` feature frames (int64)."""
+        cfg = self.encoder.config
+        lengths = feature_lengths.to(torch.int64)
+        if getattr(cfg, "add_adapter", False):
+            pad = cfg.adapter_kernel_size // 2
+            for _ in range(cfg.num_adapter_layers):
+                lengths = (lengths + 2 * pad - cfg.adapter_kernel_size) // cfg.adapter_stride + 1
+        return lengths
+
+    # -- forward ---------------------------------------------------------------------------------
+
+    def forward(
+        self, input_features: Tensor, attention_mask: Tensor | None = None
+    ) -> AudioEncoderOutput:
+        """Encode fbank features.
+
+        Args:
+            input_features: ``(B, F, C)`` from the feature extractor (C = 2 x mel bins).
+            attention_mask: ``(B, F)`` int/bool, 1 = real frame (prefix), or None (all real).
+
+        Returns:
+            :class:`AudioEncoderOutput` with ``embeddings (B, L, D)``. Differentiable.
+        """
+        if input_features.dim() != 3:
+            raise ValueError(
+                f"Expected input_features of shape (B, F, C); found {tuple(input_features.shape)}."
+            )
+        b, f, _ = input_features.shape
+        if attention_mask is None:
+            feat_lengths = torch.full((b,), f, dtype=torch.int64, device=input_features.device)
+        else:
+            feat_lengths = attention_mask.to(torch.int64).sum(-1)
+        hidden = self.encoder(
+            input_features=input_features, attention_mask=attention_mask
+        ).last_hidden_state
+        enc_lengths = self.encoder_lengths(feat_lengths).clamp(1, hidden.shape[1])
+        states = self.proj(hidden)
+        return AudioEncoderOutput(self.matcher(states, enc_lengths), states, enc_lengths)
+
+    def featurize(
+        self, waveforms: list[np.ndarray], *, sampling_rate: int = 16000
+    ) -> dict[str, Tensor]:
+        """Run the feature extractor on mono float waveforms; returns tensors for :meth:`forward`."""
+        if self.feature_extractor is None:
+            raise ValueError("This encoder has no feature_extractor; pass one to the constructor.")
+        feats = self.feature_extractor(
+            [np.asarray(w, dtype=np.float32) for w in waveforms],
+            sampling_rate=sampling_rate,
+            return_tensors="pt",
+            padding=True,
+            return_attention_mask=True,
+        )
+        return {
+            "input_features": feats["input_features"],
+            "attention_mask": feats["attention_mask"],
+        }
+
+    @torch.no_grad()
+    def embed_waveforms(
+        self, waveforms: list[np.ndarray], *, sampling_rate: int = 16000, batch_size: int = 8
+    ) -> Tensor:
+        """``(N, L, D)`` embeddings of N waveforms (eval mode, no gradients)."""
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        outs = []
+        for i in range(0, len(waveforms), batch_size):
+            batch = self.featurize(waveforms[i : i + batch_size], sampling_rate=sampling_rate)
+            outs.append(self(**{k: v.to(device) for k, v in batch.items()}).embeddings.cpu())
+        self.train(was_training)
+        return torch.cat(outs, 0)
+
+    # -- persistence -----------------------------------------------------------------------------
+
+    def head_config(self) -> dict[str, Any]:
+        return {
+            "text_length": self.text_length,
+            "text_dim": self.text_dim,
+            "length_mode": self.length_mode,
+            "num_heads": self.num_heads,
+        }
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write ``encoder/`` (HF model + feature extractor), the head weights and its config."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.encoder.save_pretrained(path / ENCODER_SUBFOLDER)
+        if self.feature_extractor is not None:
+            self.feature_extractor.save_pretrained(path / ENCODER_SUBFOLDER)
+        head = {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}
+        torch.save(head, path / HEAD_WEIGHTS_NAME)
+        (path / CONFIG_NAME).write_text(json.dumps(self.head_config(), indent=2))
+        return path
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_id: str | Path,
+        *,
+        text_length: int = 77,
+        text_dim: int | None = None,
+        length_mode: LengthMode = "resample",
+        num_heads: int = 8,
+        **encoder_kwargs: Any,
+    ) -> AudioToTextEncoder:
+        """Load a trained folder (written by :meth:`save_pretrained`) or start from a w2v-BERT checkpoint.
+
+        Args:
+            path_or_id: folder with ``audio2clip_config.json`` (everything is restored; the other
+                keyword arguments must be left at their defaults or match), or a
+                ``Wav2Vec2BertModel`` checkpoint (hub id such as ``facebook/w2v-bert-2.0`` or a local
+                folder) loaded with :data:`SEED_ADAPTER_SETTINGS`, plus a new head.
+            text_length, text_dim, length_mode, num_heads: head settings for a new head
+                (``text_dim`` is required then).
+            **encoder_kwargs: extra config overrides for ``Wav2Vec2BertModel.from_pretrained``.
+        """
+        from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertModel
+
+        local = Path(path_or_id)
+        if (local / CONFIG_NAME).is_file():
+            cfg = json.loads((local / CONFIG_NAME).read_text())
+            encoder = Wav2Vec2BertModel.from_pretrained(local / ENCODER_SUBFOLDER, **encoder_kwargs)
+            fe_dir = local / ENCODER_SUBFOLDER
+            fe = (
+                SeamlessM4TFeatureExtractor.from_pretrained(fe_dir)
+                if (fe_dir / "preprocessor_config.json").is_file()
+                else None
+            )
+            model = cls(encoder=encoder, feature_extractor=fe, **cfg)
+            head = torch.load(local / HEAD_WEIGHTS_NAME, map_location="cpu", weights_only=True)
+            missing, unexpected = model.load_state_dict(head, strict=False)
+            bad = [k for k in missing if not k.startswith("encoder.")] + list(unexpected)
+            if bad:
+                raise ValueError(f"Head weights in {local} do not match the config: {bad[:5]}.")
+            return model
+        if text_dim is None:
+            raise ValueError(
+                f"{path_or_id!s} is not a saved AudioToTextEncoder folder (no {CONFIG_NAME}); to start "
+                "from a Wav2Vec2-BERT checkpoint pass text_dim= (the text encoder's width, e.g. 1024)."
+            )
+        settings = {**SEED_ADAPTER_SETTINGS, **encoder_kwargs}
+        encoder = Wav2Vec2BertModel.from_pretrained(str(path_or_id), **settings)
+        fe = SeamlessM4TFeatureExtractor.from_pretrained(str(path_or_id))
+        return cls(
+            encoder=encoder,
+            feature_extractor=fe,
+            text_length=text_length,
+            text_dim=text_dim,
+            length_mode=length_mode,
+            num_heads=num_heads,
+        )

@@ -1,0 +1,261 @@
+"""Training (HF ``Trainer`` subclass with a custom ``compute_loss``) and retrieval evaluation.
+
+Multi-process: launch with ``torchrun --nproc_per_node N -m speechattn audio2clip train ...``;
+the Trainer wraps the model in DDP and the loss uses every rank's batch as negatives
+(``gather_distributed``), so the effective number of negatives is the global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from speechattn.nn.contrastive import SequenceContrastiveLoss
+from speechattn.recipes.audio2clip.data import (
+    AudioCaptionCollator,
+    AudioCaptionDataset,
+    load_audio_16k,
+    read_manifest,
+)
+from speechattn.recipes.audio2clip.metrics import RetrievalMetrics, retrieval_metrics
+from speechattn.recipes.audio2clip.model import AudioToTextEncoder, LengthMode
+from speechattn.recipes.audio2clip.text import TextEmbeddings, TextEncoder
+
+__all__ = [
+    "Audio2ClipTrainModule",
+    "evaluate",
+    "format_metrics",
+    "make_trainer_class",
+    "train",
+]
+
+TRAIN_SUMMARY = "audio2clip_train.json"
+
+
+class Audio2ClipTrainModule(nn.Module):
+    """The encoder plus the loss (so a learnable temperature is trained and DDP sees one module).
+
+    ``forward(input_features, attention_mask, text_embeddings, text_lengths)`` returns
+    ``{"loss": scalar, "embeddings": (B, L, D)}``.
+    """
+
+    def __init__(
+        self, encoder: AudioToTextEncoder, loss: SequenceContrastiveLoss, *, mask_text_padding: bool
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.loss = loss
+        self.mask_text_padding = mask_text_padding
+
+    def forward(
+        self,
+        input_features: Tensor,
+        attention_mask: Tensor | None = None,
+        text_embeddings: Tensor | None = None,
+        text_lengths: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        out = self.encoder(input_features, attention_mask)
+        result = {"embeddings": out.embeddings}
+        if text_embeddings is not None:
+            lengths = text_lengths if self.mask_text_padding else None
+            result["loss"] = self.loss(
+                out.embeddings, text_embeddings.to(out.embeddings), text_lengths=lengths
+            )
+        return result
+
+
+def make_trainer_class() -> type:
+    """The ``Trainer`` subclass (built lazily so importing this module does not import transformers)."""
+    from transformers import Trainer
+
+    class Audio2ClipTrainer(Trainer):
+        """Seed 004's ``TrainBert`` done with masks, learnable temperature and distributed negatives."""
+
+        def compute_loss(  # type: ignore[override]
+            self,
+            model: nn.Module,
+            inputs: dict[str, Any],
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
+            text = inputs.pop("text_embeddings")
+            lengths = inputs.pop("text_lengths", None)
+            outputs = model(**inputs, text_embeddings=text, text_lengths=lengths)
+            loss = outputs["loss"]
+            return (loss, outputs) if return_outputs else loss
+
+    return Audio2ClipTrainer
+
+
+def __getattr__(name: str) -> Any:  # Audio2ClipTrainer without importing transformers eagerly
+    if name == "Audio2ClipTrainer":
+        return make_trainer_class()
+    raise AttributeError(name)
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def encode_captions(
+    text_encoder: TextEncoder, captions: list[str]
+) -> tuple[TextEmbeddings, dict[str, int]]:
+    """Precompute the frozen text states once per unique caption."""
+    unique = sorted(set(captions))
+    return text_encoder.encode(unique), {c: i for i, c in enumerate(unique)}
+
+
+def train(
+    *,
+    manifest: str | Path,
+    output_dir: str | Path,
+    audio_model: str | Path,
+    text_model: str | Path,
+    text_length: int | None = None,
+    length_mode: LengthMode = "resample",
+    num_heads: int = 8,
+    epochs: float = 10.0,
+    max_steps: int = -1,
+    batch_size: int = 16,
+    learning_rate: float = 1e-4,
+    weight_decay: float = 0.0,
+    warmup_ratio: float = 0.05,
+    temperature: float = 0.15,
+    learnable_temperature: bool = False,
+    direction: str = "audio_to_text",
+    mask_text_padding: bool | None = None,
+    seed: int = 0,
+    logging_steps: int = 10,
+    dataloader_workers: int = 0,
+) -> Path:
+    """Fine-tune an audio encoder so its ``(L, D)`` output matches a frozen text encoder's states.
+
+    Args:
+        manifest: JSONL of (audio, caption).
+        output_dir: where the trained :class:`AudioToTextEncoder` is saved (``save_pretrained``).
+        audio_model: w2v-BERT checkpoint (``facebook/w2v-bert-2.0``) or a saved encoder folder.
+        text_model: text encoder folder / id (CLIP text encoder of SD 2.1, or MiniLM).
+        text_length: ``L`` (default: the tokenizer's model_max_length, 77 for CLIP).
+        mask_text_padding: exclude caption padding positions from the loss (default: True for
+            BERT-like encoders, False for CLIP, whose padded states Stable Diffusion does use).
+        Others: usual optimisation settings; ``direction``/``temperature`` go to the loss.
+
+    Returns:
+        ``output_dir``.
+    """
+    from transformers import TrainingArguments
+
+    output_dir = Path(output_dir)
+    items = read_manifest(manifest)
+    text_encoder = TextEncoder.from_pretrained(text_model, max_length=text_length)
+    if mask_text_padding is None:
+        mask_text_padding = text_encoder.use_attention_mask
+    text, index = encode_captions(text_encoder, [it.caption for it in items])
+    encoder = AudioToTextEncoder.from_pretrained(
+        audio_model,
+        text_length=text_encoder.max_length,
+        text_dim=text_encoder.width,
+        length_mode=length_mode,
+        num_heads=num_heads,
+    )
+    if encoder.text_length != text_encoder.max_length or encoder.text_dim != text_encoder.width:
+        raise ValueError(
+            f"Audio encoder {audio_model} outputs ({encoder.text_length}, {encoder.text_dim}) but the text "
+            f"encoder gives ({text_encoder.max_length}, {text_encoder.width}); pass a matching --text-length."
+        )
+    world = _world_size()
+    loss = SequenceContrastiveLoss(
+        temperature=temperature,
+        learnable_temperature=learnable_temperature,
+        direction=direction,  # type: ignore[arg-type]
+        gather_distributed=world > 1,
+    )
+    module = Audio2ClipTrainModule(encoder, loss, mask_text_padding=mask_text_padding)
+    args = TrainingArguments(
+        output_dir=str(output_dir / "trainer"),
+        per_device_train_batch_size=batch_size,
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_ratio,
+        lr_scheduler_type="cosine",
+        logging_steps=logging_steps,
+        save_strategy="no",
+        report_to="none",
+        remove_unused_columns=False,
+        dataloader_drop_last=world > 1,  # equal local batches for the all-gather
+        dataloader_num_workers=dataloader_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        ddp_find_unused_parameters=True,
+        ddp_backend="gloo" if world > 1 and not torch.cuda.is_available() else None,
+        use_cpu=not torch.cuda.is_available(),
+        seed=seed,
+        disable_tqdm=True,
+    )
+    trainer_cls = make_trainer_class()
+    trainer = trainer_cls(
+        model=module,
+        args=args,
+        train_dataset=AudioCaptionDataset(items, index),
+        data_collator=AudioCaptionCollator(encoder.feature_extractor, text.states, text.lengths),
+    )
+    result = trainer.train()
+    if trainer.is_world_process_zero():
+        encoder.save_pretrained(output_dir)
+        summary = {
+            "train_loss": result.training_loss,
+            "steps": result.global_step,
+            "world_size": world,
+            "temperature": float(loss.temperature.detach()),
+            "mask_text_padding": mask_text_padding,
+            "log_history": trainer.state.log_history,
+        }
+        (output_dir / TRAIN_SUMMARY).write_text(json.dumps(summary, indent=2))
+    return output_dir
+
+
+def evaluate(
+    *,
+    manifest: str | Path,
+    model: str | Path | AudioToTextEncoder,
+    text_model: str | Path | TextEncoder,
+    mask_text_padding: bool | None = None,
+    batch_size: int = 16,
+) -> RetrievalMetrics:
+    """Retrieval among the manifest's items: R@1/5/10 both ways and the cosine gap.
+
+    Items sharing a caption are scored as distinct items (each audio's own caption is its target).
+    """
+    items = read_manifest(manifest)
+    encoder = (
+        model
+        if isinstance(model, AudioToTextEncoder)
+        else AudioToTextEncoder.from_pretrained(model)
+    )
+    text_encoder = (
+        text_model
+        if isinstance(text_model, TextEncoder)
+        else TextEncoder.from_pretrained(text_model, max_length=encoder.text_length)
+    )
+    if mask_text_padding is None:
+        mask_text_padding = text_encoder.use_attention_mask
+    text = text_encoder.encode([it.caption for it in items])
+    audio = encoder.embed_waveforms(
+        [load_audio_16k(it.audio_path) for it in items], batch_size=batch_size
+    )
+    return retrieval_metrics(audio, text.states, text.lengths if mask_text_padding else None)
+
+
+def format_metrics(m: RetrievalMetrics) -> str:
+    """Two-line table of a :class:`RetrievalMetrics`."""
+    return (
+        f"items={m.num_items}  audio->text R@1 {m.a2t_r1:.3f} R@5 {m.a2t_r5:.3f} R@10 {m.a2t_r10:.3f}  "
+        f"text->audio R@1 {m.t2a_r1:.3f} R@5 {m.t2a_r5:.3f} R@10 {m.t2a_r10:.3f}\n"
+        f"cosine matched {m.matched_cosine:.4f}  mismatched {m.mismatched_cosine:.4f}  gap {m.gap:.4f}"
+    )
