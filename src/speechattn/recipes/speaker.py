@@ -64,15 +64,15 @@ _DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "speak
 class SpeakerConfig:
     """Everything a run (and a checkpoint) needs; ``quick()`` gives the smoke-test sizes."""
 
-    train_speakers: int = 32
-    test_speakers: int = 10
-    utterances_per_speaker: int = 12
+    train_speakers: int = 120
+    test_speakers: int = 12
+    utterances_per_speaker: int = 10
     seed: int = 0
     sample_rate: int = 16000
     n_mels: int = 40
     channels: int = 64
     embed_dim: int = 128
-    steps: int = 200
+    steps: int = 300
     batch_size: int = 48
     min_frames: int = 100
     max_frames: int = 250
