@@ -381,9 +381,12 @@ def _det_png(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for name, (p_miss, p_fa) in curves.items():
         ax.plot(probit(p_fa), probit(p_miss), label=name)
-    ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.5])
+    ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.4, 0.6])
     ax.set_xticks(probit(ticks), [f"{100 * t:g}" for t in ticks])
     ax.set_yticks(probit(ticks), [f"{100 * t:g}" for t in ticks])
+    lim = probit(np.array([0.0005, 0.7]))
+    ax.set_xlim(*lim)
+    ax.set_ylim(*lim)
     ax.set_xlabel("false alarm rate (%)")
     ax.set_ylabel("miss rate (%)")
     ax.set_title("DET curves, held-out synthetic voices")
