@@ -1,5 +1,21 @@
 """Pure math: one module per mechanism. Everything here is differentiable torch code."""
 
+from speechattn.functional.alignment import (
+    AlignmentPath,
+    forward_sum_loss,
+    monotonic_alignment_search,
+    monotonic_hmm_log_likelihood,
+    monotonic_hmm_viterbi,
+)
 from speechattn.functional.masks import check_lengths, lengths_to_valid_mask, valid_mask_to_lengths
 
-__all__ = ["check_lengths", "lengths_to_valid_mask", "valid_mask_to_lengths"]
+__all__ = [
+    "AlignmentPath",
+    "forward_sum_loss",
+    "monotonic_alignment_search",
+    "monotonic_hmm_log_likelihood",
+    "monotonic_hmm_viterbi",
+    "check_lengths",
+    "lengths_to_valid_mask",
+    "valid_mask_to_lengths",
+]
