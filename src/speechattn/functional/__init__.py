@@ -11,11 +11,11 @@ from speechattn.functional.masks import check_lengths, lengths_to_valid_mask, va
 
 __all__ = [
     "AlignmentPath",
+    "check_lengths",
     "forward_sum_loss",
+    "lengths_to_valid_mask",
     "monotonic_alignment_search",
     "monotonic_hmm_log_likelihood",
     "monotonic_hmm_viterbi",
-    "check_lengths",
-    "lengths_to_valid_mask",
     "valid_mask_to_lengths",
 ]
