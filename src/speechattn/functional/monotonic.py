@@ -1,0 +1,599 @@
+"""Stepwise monotonic alignment: the recurrence, its Viterbi decode, durations and focus rate.
+
+Shape legend: ``b`` batch, ``h`` heads, ``u`` tokens (text), ``t`` frames (mel).
+
+The stepwise monotonic attention of He, Deng and He (2019), "Robust Sequence-to-Sequence
+Acoustic Modeling with Stepwise Monotonic Attention for Neural TTS" (Interspeech), Eq. 8:
+at every frame the alignment either stays on its token (probability ``p_t(u)``) or moves
+exactly one token forward (``1 - p_t(u)``)::
+
+    alpha_t(u) = alpha_{t-1}(u) * p_t(u) + alpha_{t-1}(u - 1) * (1 - p_t(u - 1))
+
+with ``alpha_{-1}`` one-hot on token 0. ``alpha`` is ``(b, u, t)`` (or ``(b, h, u, t)``): the
+column at frame ``t`` is the distribution over tokens, the row sum of token ``u`` its expected
+duration in frames.
+
+Masks: text/mel lengths are int64 ``(B,)``; tokens ``u >= text_lengths[b]`` and frames
+``t >= mel_lengths[b]`` are exactly zero, take no mass and get zero gradient. Padding content
+(any value, NaN included) never changes an output.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from speechattn.kernels import _auto_sma_kernel, get_sma_kernel
+
+__all__ = [
+    "MonotonicPath",
+    "alignment_to_durations",
+    "focus_rate",
+    "monotonic_viterbi",
+    "stepwise_monotonic_alignment",
+]
+
+_MODES = ("soft", "hard")
+_MASSES = ("drop", "preserve")
+# Log-probabilities are clamped at log(_LOG_EPS) so a path through p = 0 or p = 1 stays finite
+# (the forced end on the last token is then always reachable).
+_LOG_EPS = 1e-12
+
+
+class MonotonicPath(NamedTuple):
+    """A hard monotonic alignment.
+
+    Attributes:
+        path: ``(B, U, T)`` or ``(B, H, U, T)``, same dtype as the input probabilities: one-hot
+            over tokens at every valid frame, zero at padded tokens and frames.
+        durations: int64 ``(B, U)`` or ``(B, H, U)``: frames per token; every valid token gets
+            at least one frame and the valid tokens' durations sum to ``mel_lengths``.
+    """
+
+    path: Tensor
+    durations: Tensor
+
+
+# --------------------------------------------------------------------------------------------
+# Validation (one host sync for all value checks)
+# --------------------------------------------------------------------------------------------
+
+
+def _check_prob_tensor(p: Any, name: str) -> None:
+    if not isinstance(p, Tensor):
+        raise TypeError(
+            f"Expected {name} to be a float tensor of shape (B, U, T) or (B, H, U, T); "
+            f"found {type(p).__name__}."
+        )
+    if not p.is_floating_point():
+        raise TypeError(
+            f"Expected {name} to be a floating-point tensor (float32/float64/bf16/fp16); "
+            f"found dtype {p.dtype}. Convert it with .float()."
+        )
+    if p.dim() not in (3, 4):
+        raise ValueError(
+            f"Expected {name} of shape (B, U, T) or (B, H, U, T); found {p.dim()} dims "
+            f"{tuple(p.shape)}."
+        )
+
+
+def _lengths_nosync(
+    lengths: Any, name: str, *, batch: int, max_len: int, device: torch.device
+) -> Tensor:
+    """Type/shape/device checks on a ``(B,)`` lengths tensor; value checks are batched later."""
+    if lengths is None:
+        return torch.full((batch,), max_len, dtype=torch.int64, device=device)
+    if not isinstance(lengths, Tensor):
+        raise TypeError(
+            f"Expected {name} to be an int64 tensor of shape ({batch},); found "
+            f"{type(lengths).__name__}. Wrap it with torch.as_tensor(..., dtype=torch.int64)."
+        )
+    if lengths.dtype.is_floating_point or lengths.dtype == torch.bool or lengths.is_complex():
+        raise TypeError(
+            f"Expected {name} to be an integer tensor (int64); found dtype {lengths.dtype}. "
+            "Pass frame/token counts, not relative lengths."
+        )
+    if lengths.shape != (batch,):
+        raise ValueError(f"Expected {name} of shape ({batch},); found {tuple(lengths.shape)}.")
+    if lengths.device != device:
+        if lengths.device.type == "cpu":
+            lengths = lengths.to(device)
+        else:
+            raise ValueError(
+                f"Expected {name} on {device} (the device of the probabilities) or on CPU; "
+                f"found it on {lengths.device}."
+            )
+    return lengths.to(torch.int64)
+
+
+def _first_bad(bad: Tensor, values: Tensor) -> Tensor:
+    """``[any, index, value]`` (float64) of the first True in ``bad`` (no sync)."""
+    idx = bad.to(torch.int64).argmax() if bad.numel() else bad.new_zeros((), dtype=torch.int64)
+    val = values[idx] if values.numel() else values.new_zeros(())
+    return torch.stack([bad.any().double(), idx.double(), val.double()])
+
+
+def _prepare(
+    p: Tensor,
+    text_lengths: Tensor | None,
+    mel_lengths: Tensor | None,
+    *,
+    name: str,
+    check_range: bool = True,
+    need_mel_ge_text: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Validate; return flattened ``(N, U, T)`` view and int64 ``(N,)`` lengths (N = B*H)."""
+    _check_prob_tensor(p, name)
+    B, U, T = p.shape[0], p.shape[-2], p.shape[-1]
+    H = p.shape[1] if p.dim() == 4 else 1
+    tl = _lengths_nosync(text_lengths, "text_lengths", batch=B, max_len=U, device=p.device)
+    ml = _lengths_nosync(mel_lengths, "mel_lengths", batch=B, max_len=T, device=p.device)
+    if B > 0:
+        checks = [
+            _first_bad((tl < 1) | (tl > U), tl),
+            _first_bad((ml < 1) | (ml > T), ml),
+        ]
+        if need_mel_ge_text:
+            checks.append(_first_bad(ml < tl, ml))
+        have_range = check_range and p.numel() > 0
+        if have_range:
+            tv = torch.arange(T, device=p.device) < ml[:, None]
+            uv = torch.arange(U, device=p.device) < tl[:, None]
+            valid = uv[:, :, None] & tv[:, None, :]
+            if H > 1 or p.dim() == 4:
+                valid = valid[:, None]
+            pv = torch.where(valid, p, torch.full((), 0.5, dtype=p.dtype, device=p.device))
+            mn, mx = torch.aminmax(pv)
+            checks.append(torch.stack([mn.double(), mx.double(), torch.isnan(pv).any().double()]))
+        # One host sync for every value check.
+        vals = torch.stack(checks).cpu().tolist()
+        for (bad, idx, val), lname, lim in zip(
+            vals[:2], ("text_lengths", "mel_lengths"), (U, T), strict=False
+        ):
+            if bad:
+                raise ValueError(
+                    f"Expected 1 <= {lname}[b] <= {lim} (the padded size of {name}); "
+                    f"found {lname}[{int(idx)}] = {int(val)}."
+                )
+        if need_mel_ge_text and vals[2][0]:
+            b = int(vals[2][1])
+            raise ValueError(
+                f"Expected mel_lengths[b] >= text_lengths[b] (every token needs a frame); found "
+                f"mel_lengths[{b}] = {int(vals[2][2])} < text_lengths[{b}]. Drop or trim item {b}."
+            )
+        if have_range:
+            mn_v, mx_v, has_nan = vals[-1]
+            if has_nan:
+                raise ValueError(
+                    f"Expected {name} in [0, 1]; found NaN at a valid (unpadded) position."
+                )
+            if mn_v < 0.0 or mx_v > 1.0:
+                raise ValueError(
+                    f"Expected {name} (stay probabilities) in [0, 1]; found min {mn_v:.6g}, "
+                    f"max {mx_v:.6g} over valid positions. Apply torch.sigmoid to energies first."
+                )
+    if H > 1 or p.dim() == 4:
+        tl = tl[:, None].expand(B, H).reshape(-1)
+        ml = ml[:, None].expand(B, H).reshape(-1)
+    return p.reshape(B * H, U, T), tl, ml
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# --------------------------------------------------------------------------------------------
+# Pure-torch kernel pair (the spec; same contract as speechattn.kernels)
+# --------------------------------------------------------------------------------------------
+
+
+def _masks(
+    N: int, U: int, T: int, tl: Tensor, ml: Tensor, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor]:
+    uv = torch.arange(U, device=device) < tl[:, None]  # (N, U)
+    tv = torch.arange(T, device=device) < ml[:, None]  # (N, T)
+    last = torch.arange(U, device=device) == (tl[:, None] - 1)  # (N, U)
+    return uv, tv, last
+
+
+def _torch_sma_forward(
+    p: Tensor, alpha0: Tensor, text_lengths: Tensor, mel_lengths: Tensor, preserve: bool
+) -> Tensor:
+    """Pure-torch forward of the kernel contract: a loop over frames, vectorised over (N, U).
+
+    Args:
+        p: ``(N, U, T)`` stay probabilities (float32/float64).
+        alpha0: ``(N, U)`` alignment before frame 0.
+        text_lengths, mel_lengths: int64 ``(N,)``.
+        preserve: treat the last valid token's stay probability as 1.
+
+    Returns:
+        alpha ``(N, U, T)``, zero at padded tokens and frames.
+    """
+    N, U, T = p.shape
+    uv, tv, last = _masks(N, U, T, text_lengths, mel_lengths, p.device)
+    zero = torch.zeros((), dtype=p.dtype, device=p.device)
+    # Time-major copy so each step reads one contiguous (N, U) slab.
+    valid_tm = (tv.t()[:, :, None] & uv[None]).to(p.dtype)  # (T, N, U)
+    pe = p.permute(2, 0, 1)
+    if preserve:
+        pe = torch.where(last[None], torch.ones((), dtype=p.dtype, device=p.device), pe)
+    pe = torch.where(valid_tm.bool(), pe, zero).contiguous()
+    a = torch.where(uv, alpha0, zero)
+    out = torch.empty((T, N, U), dtype=p.dtype, device=p.device)
+    for t in range(T):
+        stay = a * pe[t]
+        new = stay.clone()
+        new[:, 1:] += (a - stay)[:, :-1]  # a * (1 - p): advance one token
+        new.mul_(valid_tm[t])
+        out[t] = new
+        a = new
+    return out.permute(1, 2, 0).contiguous()
+
+
+def _torch_sma_backward(
+    grad_alpha: Tensor,
+    p: Tensor,
+    alpha: Tensor,
+    alpha0: Tensor,
+    text_lengths: Tensor,
+    mel_lengths: Tensor,
+    preserve: bool,
+) -> tuple[Tensor, Tensor]:
+    """Pure-torch closed-form adjoint of :func:`_torch_sma_forward` (one reverse pass).
+
+    With ``g_t`` the total gradient of ``alpha_t`` (zero at padded tokens/frames and at
+    ``u = U``)::
+
+        g_{t-1} = G_{t-1} + g_t * p_t + shift_up(g_t) * (1 - p_t)
+        dL/dp_t(u) = alpha_{t-1}(u) * (g_t(u) - g_t(u + 1))
+
+    Returns:
+        ``(grad_p (N, U, T), grad_alpha0 (N, U))``.
+    """
+    N, U, T = p.shape
+    uv, tv, last = _masks(N, U, T, text_lengths, mel_lengths, p.device)
+    zero = torch.zeros((), dtype=p.dtype, device=p.device)
+    valid_tm = tv.t()[:, :, None] & uv[None]  # (T, N, U) bool
+    pgrad_tm = (valid_tm & ~last[None]) if preserve else valid_tm
+    pe = p.permute(2, 0, 1)
+    if preserve:
+        pe = torch.where(last[None], torch.ones((), dtype=p.dtype, device=p.device), pe)
+    pe = torch.where(valid_tm, pe, zero).contiguous()
+    G = torch.where(valid_tm, grad_alpha.permute(2, 0, 1), zero).contiguous()
+    a_tm = alpha.permute(2, 0, 1)
+    a0 = torch.where(uv, alpha0, zero)
+    pgrad_f = pgrad_tm.to(p.dtype)
+    valid_f = valid_tm.to(p.dtype)
+    grad_p = torch.empty((T, N, U), dtype=p.dtype, device=p.device)
+    h = torch.zeros((N, U), dtype=p.dtype, device=p.device)  # propagated from frame t + 1
+    for t in range(T - 1, -1, -1):
+        g = (G[t] + h) * valid_f[t]
+        gs = torch.zeros_like(g)
+        gs[:, :-1] = g[:, 1:]
+        diff = g - gs
+        aprev = a_tm[t - 1] if t > 0 else a0
+        grad_p[t] = aprev * diff * pgrad_f[t]
+        h = gs + pe[t] * diff  # g * p + shift_up(g) * (1 - p)
+    grad_alpha0 = h * uv.to(p.dtype)
+    return grad_p.permute(1, 2, 0).contiguous(), grad_alpha0
+
+
+class _SMAFunction(torch.autograd.Function):
+    """alpha = SMA(p, alpha0); saves only p, alpha and alpha0; backward is the closed-form adjoint."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        p: Tensor,
+        alpha0: Tensor,
+        text_lengths: Tensor,
+        mel_lengths: Tensor,
+        preserve: bool,
+        forward_fn: Any,
+        backward_fn: Any,
+    ) -> Tensor:
+        alpha = forward_fn(p, alpha0, text_lengths, mel_lengths, preserve)
+        ctx.save_for_backward(p, alpha, alpha0, text_lengths, mel_lengths)
+        ctx.preserve = preserve
+        ctx.backward_fn = backward_fn
+        return alpha
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_alpha: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        p, alpha, alpha0, tl, ml = ctx.saved_tensors
+        grad_p, grad_a0 = ctx.backward_fn(
+            grad_alpha.contiguous(), p, alpha, alpha0, tl, ml, ctx.preserve
+        )
+        return (
+            grad_p if ctx.needs_input_grad[0] else None,
+            grad_a0 if ctx.needs_input_grad[1] else None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def _resolve_impl(impl: Any, device: torch.device) -> tuple[str, Any, Any]:
+    if not isinstance(impl, str):
+        raise TypeError(
+            f"Expected impl to be a string ('auto', 'torch', 'numba', ...); found {impl!r}."
+        )
+    name = impl
+    if impl == "auto":
+        name = _auto_sma_kernel(device.type)
+        if name != "torch":
+            try:
+                kernel = get_sma_kernel(name)
+            except (ImportError, ValueError):  # a broken optional backend: fall back to the spec
+                name = "torch"
+    if name == "torch":
+        return "torch", _torch_sma_forward, _torch_sma_backward
+    kernel = get_sma_kernel(name)
+    if device.type not in kernel.devices:
+        raise ValueError(
+            f"impl={name!r} runs on {'/'.join(kernel.devices)} tensors; found p_choose on "
+            f"{device}. Pass impl='auto' or impl='torch'."
+        )
+    return name, kernel.forward, kernel.backward
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------
+
+
+def stepwise_monotonic_alignment(
+    p_choose: Tensor,
+    text_lengths: Tensor | None = None,
+    mel_lengths: Tensor | None = None,
+    *,
+    mode: str = "soft",
+    mass: str = "drop",
+    initial_alignment: Tensor | None = None,
+    impl: str = "auto",
+) -> Tensor:
+    """Stepwise monotonic alignment ``alpha`` from stay probabilities (He et al. 2019, Eq. 8).
+
+    ``alpha_t(u) = alpha_{t-1}(u) p_t(u) + alpha_{t-1}(u-1) (1 - p_t(u-1))`` with
+    ``alpha_{-1} = initial_alignment`` (default one-hot on token 0).
+
+    Args:
+        p_choose: ``(B, U, T)`` or ``(B, H, U, T)`` probability that frame ``t`` stays on token
+            ``u`` (values in ``[0, 1]`` at valid positions; padding is ignored).
+            float32/float64; bf16/fp16 are computed in float32 and returned in their dtype.
+        text_lengths: int64 ``(B,)`` valid tokens per item (``1 <= len <= U``); ``None`` = all.
+        mel_lengths: int64 ``(B,)`` valid frames per item (``1 <= len <= T``); ``None`` = all.
+        mode: ``"soft"`` (differentiable expectation) or ``"hard"`` (``p`` replaced by
+            ``p > 0.5``: a one-hot path that stays or advances one token; not differentiable,
+            returned without grad). Use :func:`monotonic_viterbi` for the most likely path.
+        mass: ``"drop"`` lets mass advance past the last valid token and vanish (paper);
+            ``"preserve"`` makes the last valid token absorbing (its stay probability is
+            treated as 1, with zero gradient) so every valid frame's column sums to 1.
+        initial_alignment: optional ``(B, U)`` / ``(B, H, U)`` alignment before frame 0 (same
+            dtype and device as ``p_choose``); differentiable. Padded tokens are ignored.
+        impl: ``"auto"`` (triton on CUDA when registered, numba on CPU when installed, else
+            torch), ``"torch"`` (the pure-torch spec), or a registered kernel name such as
+            ``"numba"`` (see :func:`speechattn.kernels.register_sma_kernel`).
+
+    Returns:
+        alpha, same shape and dtype as ``p_choose``: zero at tokens ``>= text_lengths[b]`` and
+        frames ``>= mel_lengths[b]``; each column sums to at most 1 (exactly 1 on valid frames
+        with ``mass="preserve"`` and a normalised initial alignment); row sums are expected
+        durations. Differentiable in soft mode w.r.t. ``p_choose`` and ``initial_alignment``
+        through a custom backward that stores only ``p``, ``alpha`` and ``alpha0``.
+
+    Raises:
+        TypeError: non-tensor or non-float input, integer-typed lengths expected.
+        ValueError: wrong rank/shape, lengths out of ``[1, size]``, ``p`` outside ``[0, 1]`` or
+            NaN at valid positions, mismatched devices/dtypes, unknown mode/mass/impl.
+
+    Example (naive equivalent, one item, no padding)::
+
+        alpha = torch.zeros(U, T); prev = torch.zeros(U); prev[0] = 1
+        for t in range(T):
+            a = prev * p[:, t]
+            a[1:] += prev[:-1] * (1 - p[:-1, t])
+            alpha[:, t] = prev = a
+    """
+    if mode not in _MODES:
+        raise ValueError(f"Expected mode in {_MODES}; found {mode!r}.")
+    if mass not in _MASSES:
+        raise ValueError(f"Expected mass in {_MASSES}; found {mass!r}.")
+    p3, tl, ml = _prepare(p_choose, text_lengths, mel_lengths, name="p_choose")
+    N, U = p3.shape[0], p3.shape[1]
+    in_dtype = p_choose.dtype
+    cdtype = _compute_dtype(in_dtype)
+    if initial_alignment is None:
+        alpha0 = torch.zeros((N, U), dtype=cdtype, device=p_choose.device)
+        if U > 0:
+            alpha0[:, 0] = 1.0
+    else:
+        if not isinstance(initial_alignment, Tensor):
+            raise TypeError(
+                f"Expected initial_alignment to be a tensor of shape {tuple(p_choose.shape[:-1])}; "
+                f"found {type(initial_alignment).__name__}."
+            )
+        if tuple(initial_alignment.shape) != tuple(p_choose.shape[:-1]):
+            raise ValueError(
+                f"Expected initial_alignment of shape {tuple(p_choose.shape[:-1])} (p_choose "
+                f"without its frame axis); found {tuple(initial_alignment.shape)}."
+            )
+        if initial_alignment.dtype != in_dtype:
+            raise TypeError(
+                f"Expected initial_alignment with dtype {in_dtype} (that of p_choose); found "
+                f"{initial_alignment.dtype}. Cast it with .to(p_choose.dtype)."
+            )
+        if initial_alignment.device != p_choose.device:
+            raise ValueError(
+                f"Expected initial_alignment on {p_choose.device} (the device of p_choose); "
+                f"found {initial_alignment.device}."
+            )
+        alpha0 = initial_alignment.reshape(N, U).to(cdtype).contiguous()
+    preserve = mass == "preserve"
+    _, fwd, bwd = _resolve_impl(impl, p_choose.device)
+    pc = p3.to(cdtype).contiguous()
+    if mode == "hard":
+        with torch.no_grad():
+            hard = (pc > 0.5).to(cdtype)
+            alpha = fwd(hard, alpha0.detach(), tl, ml, preserve)
+    else:
+        alpha = _SMAFunction.apply(pc, alpha0, tl, ml, preserve, fwd, bwd)
+    return alpha.reshape(p_choose.shape).to(in_dtype)
+
+
+def alignment_to_durations(
+    alignment: Tensor, text_lengths: Tensor | None = None, mel_lengths: Tensor | None = None
+) -> Tensor:
+    """Frames per token of a hard (one-hot) alignment: row sums over valid frames.
+
+    Args:
+        alignment: ``(B, U, T)`` or ``(B, H, U, T)``, one-hot over tokens per valid frame
+            (e.g. ``stepwise_monotonic_alignment(..., mode="hard", mass="preserve")`` or
+            ``monotonic_viterbi(...).path``). A soft alignment gives rounded expected durations.
+        text_lengths: int64 ``(B,)`` or ``None``; padded tokens get 0.
+        mel_lengths: int64 ``(B,)`` or ``None``; padded frames are not counted.
+
+    Returns:
+        int64 ``(B, U)`` or ``(B, H, U)``; not differentiable. For a hard alignment with
+        ``mass="preserve"`` the valid durations sum to ``mel_lengths``.
+    """
+    a3, tl, ml = _prepare(alignment, text_lengths, mel_lengths, name="alignment", check_range=False)
+    N, U, T = a3.shape
+    uv, tv, _ = _masks(N, U, T, tl, ml, a3.device)
+    valid = uv[:, :, None] & tv[:, None, :]
+    sums = torch.where(valid, a3.detach(), torch.zeros((), dtype=a3.dtype, device=a3.device))
+    dur = sums.to(torch.float64).sum(-1).round().to(torch.int64)
+    return dur.reshape(alignment.shape[:-1])
+
+
+def focus_rate(
+    attn: Tensor, text_lengths: Tensor | None = None, mel_lengths: Tensor | None = None
+) -> Tensor:
+    """FastSpeech focus rate: how sharply each frame attends to one token.
+
+    Each valid frame's attention over valid tokens is normalised to sum to 1, its maximum taken,
+    and the maxima averaged over valid frames (Ren et al. 2019, FastSpeech, Sec. 3.3). A hard
+    (one-hot) alignment scores 1.0; a uniform one ``1 / text_lengths``. Frames whose valid
+    attention sums to 0 (e.g. mass dropped past the last token) count as 0.
+
+    Args:
+        attn: ``(B, U, T)`` or ``(B, H, U, T)`` non-negative attention (tokens x frames).
+        text_lengths, mel_lengths: int64 ``(B,)`` or ``None``.
+
+    Returns:
+        ``(B,)`` for 3-D input, ``(B, H)`` for 4-D, in ``attn``'s dtype (float32 for bf16/fp16
+        inputs is not forced: the result keeps the input dtype). Differentiable; no host sync
+        beyond input validation.
+    """
+    a3, tl, ml = _prepare(attn, text_lengths, mel_lengths, name="attn", check_range=False)
+    N, U, T = a3.shape
+    uv, tv, _ = _masks(N, U, T, tl, ml, a3.device)
+    cdtype = _compute_dtype(attn.dtype)
+    a = torch.where(uv[:, :, None], a3.to(cdtype), torch.zeros((), dtype=cdtype, device=a3.device))
+    col = a.sum(1)  # (N, T)
+    safe = torch.where(col > 0, col, torch.ones_like(col))
+    peak = torch.where(col > 0, a.amax(1) / safe, torch.zeros_like(col))
+    peak = torch.where(tv, peak, torch.zeros_like(peak))
+    fr = peak.sum(-1) / ml.to(cdtype)
+    return fr.reshape(attn.shape[:-2]).to(attn.dtype)
+
+
+def _torch_viterbi(lp: Tensor, l1p: Tensor, tl: Tensor, ml: Tensor) -> tuple[Tensor, Tensor]:
+    """Vectorised log-domain DP over frames; returns ``(path (N, U, T) bool, durations (N, U))``."""
+    N, U, T = lp.shape
+    dev = lp.device
+    uv, tv, _ = _masks(N, U, T, tl, ml, dev)
+    neg = torch.full((), -math.inf, dtype=lp.dtype, device=dev)
+    delta = torch.full((N, U), -math.inf, dtype=lp.dtype, device=dev)
+    delta[:, 0] = 0.0
+    adv_bp = torch.zeros((T, N, U), dtype=torch.bool, device=dev)  # True: came from u - 1
+    lp_tm = lp.permute(2, 0, 1)
+    l1p_tm = l1p.permute(2, 0, 1)
+    for t in range(1, T):
+        stay = delta + lp_tm[t]
+        adv = torch.full_like(delta, -math.inf)
+        adv[:, 1:] = (delta + l1p_tm[t])[:, :-1]
+        take = adv > stay
+        new = torch.where(take, adv, stay)
+        new = torch.where(uv, new, neg)
+        # Past the last valid frame the state is frozen (never read by the backtrack).
+        frozen = ~tv[:, t : t + 1]
+        delta = torch.where(frozen, delta, new)
+        adv_bp[t] = take & ~frozen
+    # Backtrack from (text_lengths - 1, mel_lengths - 1) with per-item state, no host sync.
+    cur = tl - 1
+    path = torch.zeros((T, N, U), dtype=torch.bool, device=dev)
+    rows = torch.arange(N, device=dev)
+    for t in range(T - 1, -1, -1):
+        active = tv[:, t]
+        path[t, rows, cur] = active
+        step = adv_bp[t, rows, cur] & active
+        cur = cur - step.to(cur.dtype)
+    path_nut = path.permute(1, 2, 0)
+    return path_nut, path_nut.sum(-1)
+
+
+def monotonic_viterbi(
+    p_choose: Tensor,
+    text_lengths: Tensor | None = None,
+    mel_lengths: Tensor | None = None,
+    *,
+    impl: str = "auto",
+) -> MonotonicPath:
+    """Most likely stepwise monotonic path under stay prob ``p`` / advance prob ``1 - p``.
+
+    The path is on token 0 at frame 0; at each later frame ``t`` it stays on its token ``u``
+    (log-score ``log p_t(u)``) or advances exactly one token (``log(1 - p_t(u))``), and it is
+    forced to end on the last valid token at the last valid frame, so every valid token gets at
+    least one frame. Log-probabilities are clamped at ``log(1e-12)``; ties prefer staying.
+    Computed in float64 (numba on CPU when installed, else a vectorised torch DP).
+
+    Args:
+        p_choose: ``(B, U, T)`` or ``(B, H, U, T)`` stay probabilities in ``[0, 1]``.
+        text_lengths, mel_lengths: int64 ``(B,)`` or ``None``; requires
+            ``mel_lengths[b] >= text_lengths[b]``.
+        impl: ``"auto"`` (numba on CPU when installed, else torch), ``"torch"`` or ``"numba"``.
+
+    Returns:
+        :class:`MonotonicPath` ``(path, durations)``: ``path`` one-hot over tokens per valid
+        frame (``p_choose``'s shape and dtype, zero elsewhere, no grad); ``durations`` int64
+        ``(B, U)`` / ``(B, H, U)`` summing to ``mel_lengths``.
+
+    Raises:
+        ValueError: as :func:`stepwise_monotonic_alignment`, and when some
+            ``mel_lengths[b] < text_lengths[b]`` (names ``b``).
+    """
+    p3, tl, ml = _prepare(
+        p_choose, text_lengths, mel_lengths, name="p_choose", need_mel_ge_text=True
+    )
+    if impl not in ("auto", "torch", "numba"):
+        raise ValueError(f"Expected impl in ('auto', 'torch', 'numba'); found {impl!r}.")
+    use = impl
+    if impl == "auto":
+        use = "numba" if p3.device.type == "cpu" and _auto_sma_kernel("cpu") == "numba" else "torch"
+    if use == "numba" and p3.device.type != "cpu":
+        raise ValueError(
+            f"impl='numba' runs on CPU tensors; found p_choose on {p3.device}. "
+            "Pass impl='auto' or impl='torch'."
+        )
+    with torch.no_grad():
+        pd = p3.detach().to(torch.float64)
+        lp = torch.log(pd.clamp(min=_LOG_EPS))
+        l1p = torch.log((1.0 - pd).clamp(min=_LOG_EPS))
+        if use == "numba":
+            from speechattn.kernels._numba_sma import viterbi as _nb_viterbi
+
+            path, dur = _nb_viterbi(lp.contiguous(), l1p.contiguous(), tl, ml)
+        else:
+            path, dur = _torch_viterbi(lp, l1p, tl, ml)
+    out_shape = p_choose.shape
+    return MonotonicPath(
+        path.to(p_choose.dtype).reshape(out_shape), dur.to(torch.int64).reshape(out_shape[:-1])
+    )
