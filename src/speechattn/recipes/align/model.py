@@ -97,9 +97,10 @@ def beta_binomial_log_prior(
     try:
         from speechattn.functional.priors import beta_binomial_prior  # type: ignore[attr-defined]
 
-        p = beta_binomial_prior(text_lengths, mel_lengths, scaling=scaling)  # (B, T_mel, U)
-        p = p[:, :t, :u].transpose(1, 2).clamp_min(1e-8)
-        return p.log()
+        p = beta_binomial_prior(
+            text_lengths, mel_lengths, scaling=scaling, max_text_len=u, max_mel_len=t
+        )  # (B, T_mel, U)
+        return p.transpose(1, 2).clamp_min(1e-8).log()
     except ImportError:
         pass
     dev = text_lengths.device

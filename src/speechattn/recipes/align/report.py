@@ -157,7 +157,8 @@ def _plot_curves(path: Path, histories: Mapping[str, Sequence[Mapping[str, float
     axes[1].set_title("dev: phone boundaries within 20 ms (%)", fontsize=9)
     axes[1].set_xlabel("step")
     for ax in axes:
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
