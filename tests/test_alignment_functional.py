@@ -183,3 +183,43 @@ def test_bad_input_messages() -> None:
         monotonic_alignment_search(torch.ones(1, 2, 3, dtype=torch.int64))
     with pytest.raises(ValueError, match="impl"):
         monotonic_alignment_search(torch.randn(1, 2, 3), impl="cuda")
+
+
+def test_hmm_numba_forward_backward_matches_torch_autograd() -> None:
+    g = torch.Generator().manual_seed(7)
+    b, u, t = 3, 5, 9
+    emis = torch.randn(b, u, t, generator=g, dtype=torch.float64)
+    z = torch.randn(b, u, t, generator=g, dtype=torch.float64)
+    tl = torch.tensor([5, 3, 1])
+    ml = torch.tensor([9, 6, 2])
+    grads = []
+    vals = []
+    for impl in ("torch", "numba"):
+        e = emis.clone().requires_grad_(True)
+        zz = z.clone().requires_grad_(True)
+        ll = monotonic_hmm_log_likelihood(
+            e,
+            torch.nn.functional.logsigmoid(zz),
+            torch.nn.functional.logsigmoid(-zz),
+            tl,
+            ml,
+            impl=impl,
+        )
+        (ll * torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)).sum().backward()
+        vals.append(ll.detach())
+        grads.append((e.grad, zz.grad))
+    torch.testing.assert_close(vals[0], vals[1])
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1])
+    # Posterior occupancy: each valid frame's gradient column sums to 1.
+    e = emis.clone().requires_grad_(True)
+    monotonic_hmm_log_likelihood(e, None, None, tl, ml, impl="numba").sum().backward()
+    assert e.grad is not None
+    for i in range(b):
+        torch.testing.assert_close(
+            e.grad[i, :, : ml[i]].sum(0), torch.ones(int(ml[i]), dtype=torch.float64)
+        )
+    assert torch.autograd.gradcheck(
+        lambda a: monotonic_hmm_log_likelihood(a, None, None, tl, ml, impl="numba"),
+        (emis.clone().requires_grad_(True),),
+    )

@@ -342,12 +342,107 @@ def monotonic_alignment_search(
     return monotonic_hmm_viterbi(log_attn, None, None, text_lengths, mel_lengths, impl=impl)
 
 
+_NUMBA_HMM = None
+
+
+def _get_numba_hmm():  # type: ignore[no-untyped-def]
+    global _NUMBA_HMM
+    if _NUMBA_HMM is not None:
+        return _NUMBA_HMM
+    import numba
+
+    @numba.njit(cache=True, nogil=True)
+    def _lse(a: float, b: float) -> float:
+        if a < b:
+            a, b = b, a
+        if b <= -1e29:
+            return a
+        return a + np.log1p(np.exp(b - a))
+
+    @numba.njit(cache=True, nogil=True)
+    def _fb_one(emis, stay, move, ge, gs, gm, tu, tt):  # type: ignore[no-untyped-def]
+        neg = -1e30
+        alpha = np.full((tu, tt), neg)
+        beta = np.full((tu, tt), neg)
+        alpha[0, 0] = emis[0, 0]
+        for t in range(1, tt):
+            for u in range(min(tu, t + 1)):
+                a = alpha[u, t - 1] + stay[u, t]
+                if u > 0:
+                    a = _lse(a, alpha[u - 1, t - 1] + move[u - 1, t])
+                alpha[u, t] = max(a + emis[u, t], neg)
+        ll = alpha[tu - 1, tt - 1]
+        beta[tu - 1, tt - 1] = 0.0
+        for t in range(tt - 2, -1, -1):
+            for u in range(tu):
+                b = beta[u, t + 1] + stay[u, t + 1] + emis[u, t + 1]
+                if u + 1 < tu:
+                    b = _lse(b, beta[u + 1, t + 1] + move[u, t + 1] + emis[u + 1, t + 1])
+                beta[u, t] = max(b, neg)
+        if ll <= -1e29:
+            return ll
+        for t in range(tt):
+            for u in range(tu):
+                ge[u, t] = np.exp(min(alpha[u, t] + beta[u, t] - ll, 0.0))
+                if t > 0:
+                    gs[u, t] = np.exp(
+                        min(alpha[u, t - 1] + stay[u, t] + emis[u, t] + beta[u, t] - ll, 0.0)
+                    )
+                    if u + 1 < tu:
+                        gm[u, t] = np.exp(
+                            min(
+                                alpha[u, t - 1] + move[u, t] + emis[u + 1, t] + beta[u + 1, t] - ll,
+                                0.0,
+                            )
+                        )
+        return ll
+
+    @numba.njit(cache=True, nogil=True)
+    def _fb_batch(emis, stay, move, tl, ml, ge, gs, gm, out):  # type: ignore[no-untyped-def]
+        for i in range(emis.shape[0]):
+            out[i] = _fb_one(emis[i], stay[i], move[i], ge[i], gs[i], gm[i], tl[i], ml[i])
+
+    _NUMBA_HMM = _fb_batch
+    return _NUMBA_HMM
+
+
+class _HMMForwardBackward(torch.autograd.Function):
+    """Monotonic-HMM log-likelihood with a compiled forward-backward (gradients = posteriors)."""
+
+    @staticmethod
+    def forward(ctx, emis: Tensor, stay: Tensor, move: Tensor, tl: Tensor, ml: Tensor) -> Tensor:  # type: ignore[override]
+        fn = _get_numba_hmm()
+        e = np.ascontiguousarray(emis.detach().cpu().double().numpy())
+        s = np.ascontiguousarray(stay.detach().cpu().double().numpy())
+        m = np.ascontiguousarray(move.detach().cpu().double().numpy())
+        ge = np.zeros_like(e)
+        gs = np.zeros_like(e)
+        gm = np.zeros_like(e)
+        out = np.zeros(e.shape[0])
+        fn(e, s, m, tl.cpu().numpy(), ml.cpu().numpy(), ge, gs, gm, out)
+        dev, dt = emis.device, emis.dtype
+        ctx.save_for_backward(
+            torch.from_numpy(ge).to(dev, dt),
+            torch.from_numpy(gs).to(dev, dt),
+            torch.from_numpy(gm).to(dev, dt),
+        )
+        return torch.from_numpy(out).to(dev, dt)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        ge, gs, gm = ctx.saved_tensors
+        g = grad.view(-1, 1, 1)
+        return g * ge, g * gs, g * gm, None, None
+
+
 def monotonic_hmm_log_likelihood(
     log_emission: Tensor,
     log_stay: Tensor | None = None,
     log_move: Tensor | None = None,
     text_lengths: Tensor | None = None,
     mel_lengths: Tensor | None = None,
+    *,
+    impl: str = "auto",
 ) -> Tensor:
     """Log of the total score of all monotonic paths (the HMM forward algorithm), per item.
 
@@ -361,14 +456,27 @@ def monotonic_hmm_log_likelihood(
         log_emission: float ``(B, U, T)``.
         log_stay, log_move: float ``(B, U, T)`` or ``None`` (0).
         text_lengths, mel_lengths: int64 ``(B,)``, ``mel_lengths >= text_lengths``.
+        impl: ``"torch"`` (autograd through a loop over frames, vectorised over batch and tokens; the
+            spec), ``"numba"`` (compiled forward-backward in float64 whose gradients are the state and
+            transition posteriors; CPU tensors), or ``"auto"`` (numba for CPU inputs when installed).
 
     Returns:
-        float ``(B,)`` log-likelihoods, differentiable w.r.t. all score inputs (autograd through a loop
-        over frames, vectorised over batch and tokens).
+        float ``(B,)`` log-likelihoods, differentiable w.r.t. all score inputs. The gradient w.r.t.
+        ``log_emission`` is the posterior occupancy of each (token, frame).
     """
     b, u, t = _check_scores(log_emission, "log_emission")
     tl, ml = _check_pair(text_lengths, mel_lengths, b, u, t, log_emission.device)
     stay, move = _prep_transitions(log_stay, log_move, log_emission)
+    if impl not in ("auto", "numba", "torch"):
+        raise ValueError(f"Expected impl in ('auto', 'numba', 'torch'); found {impl!r}.")
+    use_numba = impl == "numba" or (impl == "auto" and log_emission.device.type == "cpu")
+    if use_numba:
+        try:
+            _get_numba_hmm()
+        except ImportError:
+            if impl == "numba":
+                raise
+            use_numba = False
     dev, dt = log_emission.device, log_emission.dtype
     tok_valid = lengths_to_valid_mask(tl, u).unsqueeze(-1)
     frame_valid = lengths_to_valid_mask(ml, t).unsqueeze(1)
@@ -380,6 +488,8 @@ def monotonic_hmm_log_likelihood(
     move = torch.where(frame_valid & tok_valid, move, zero)
     first = torch.full((b, u), _NEG, dtype=dt, device=dev)
     first[:, 0] = 0.0
+    if use_numba:
+        return _HMMForwardBackward.apply(emis, stay, move, tl, ml)
     acc = first + emis[:, :, 0]
     result = torch.where(
         ml == 1,

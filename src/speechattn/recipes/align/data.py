@@ -9,7 +9,7 @@ silence tokens absorb leading/trailing silence (as forced aligners do) and are n
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,7 @@ class FeatureConfig:
     n_fft: int = 1024
     n_mels: int = 80
     word_silences: bool = False
+    strip_stress: bool = True
 
     @property
     def frame_s(self) -> float:
@@ -76,16 +77,20 @@ class AlignItem:
     extra: dict = field(default_factory=dict)
 
 
-def _phonemize_words(text: str) -> list[tuple[str, list[str]]]:
-    from speechattn.data.text import normalize_text, phonemize
+def _phonemize_words(text: str, voice: str) -> list[tuple[str, list[str]]]:
+    from speechattn.data.text import normalize_text, phonemize, words_of
 
-    norm = normalize_text(text)
-    words = norm.split()
-    phon = phonemize(norm)
-    if len(phon) != len(words):
-        # Front ends may split or merge tokens (numbers, hyphens); keep phones, label words by index.
-        words = [f"w{i}" for i in range(len(phon))] if len(words) != len(phon) else words
+    phon = phonemize(text, voice=voice)
+    words = words_of(normalize_text(text))
+    if len(words) != len(phon):
+        # The front end may split or merge words (numbers, hyphens): keep phones, label by index.
+        words = [f"w{i}" for i in range(len(phon))]
     return list(zip(words, phon))
+
+
+def token_symbol(phone: str, strip_stress: bool) -> str:
+    """The aligner's symbol for a phone label (stress marks removed when ``strip_stress``)."""
+    return phone.replace("ˈ", "").replace("ˌ", "") if strip_stress else phone
 
 
 def build_items(
@@ -95,6 +100,7 @@ def build_items(
     *,
     grow_symbols: bool = False,
     progress: bool = False,
+    voice: str | Callable[[Any], str] = "en-us",
 ) -> list[AlignItem]:
     """Load audio, compute log-mels, phonemize text and map to symbol ids.
 
@@ -106,6 +112,8 @@ def build_items(
         symbols: a ``SymbolTable``-like object with ``encode(list[str]) -> list[int]`` (and ``add``
             if ``grow_symbols``), or a plain ``dict`` symbol -> id (grown in place when allowed).
         config: front-end settings.
+        voice: espeak voice/language for the phonemizer, or a function of the utterance (synthetic
+            corpora pass the utterance's voice so phones line up with the ground truth).
     """
     from speechattn.data.audio import load_audio
     from speechattn.data.features import LogMelSpectrogram
@@ -126,7 +134,8 @@ def build_items(
         it = tqdm(utterances, desc="features", unit="utt", leave=False)
     for utt in it:
         try:
-            words = _phonemize_words(utt.text)
+            v = voice(utt) if callable(voice) else voice
+            words = _phonemize_words(utt.text, v)
         except Exception as exc:  # the front end raises on empty or unusable text
             warnings.warn(
                 f"{utt.id}: cannot phonemize {utt.text!r} ({exc}); skipped.", stacklevel=2
@@ -157,7 +166,7 @@ def build_items(
             start = len(phones)
             for p in ph:
                 pidx.append(len(labels))
-                labels.append(p)
+                labels.append(token_symbol(p, config.strip_stress))
                 phones.append(p)
             wspans.append((w, start, len(phones)))
         labels.append(SIL)

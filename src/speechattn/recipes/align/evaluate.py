@@ -171,12 +171,20 @@ def write_alignment(
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in item.id)
     tg = out_dir / f"{safe}.TextGrid"
     js = out_dir / f"{safe}.json"
-    from speechattn.data.synth import Interval
-    from speechattn.data.textgrid import write_textgrid
-
-    words = [Interval(a, min(b, xmax), w) for a, b, w in result.words]
-    phones = [Interval(a, min(b, xmax), p) for a, b, p in result.phones]
-    write_textgrid(tg, words=words, phones=phones, duration=xmax)
+    words = [(a, min(b, xmax), w) for a, b, w in result.words]
+    phones = [(a, min(b, xmax), p) for a, b, p in result.phones]
+    try:
+        from speechattn.data.synth import Interval
+        from speechattn.data.textgrid import write_textgrid
+    except ImportError:
+        _write_textgrid_praatio(tg, words, phones, xmax)
+    else:
+        write_textgrid(
+            tg,
+            words=[Interval(*w) for w in words],
+            phones=[Interval(*p) for p in phones],
+            duration=xmax,
+        )
     payload = {
         "id": item.id,
         "text": item.text,
@@ -193,3 +201,14 @@ def write_alignment(
     tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False))
     tmp.replace(js)
     return tg, js
+
+
+def _write_textgrid_praatio(path: Path, words: list, phones: list, xmax: float) -> None:
+    """TextGrid with word and phone tiers through praatio (used when the data front end lacks it)."""
+    from praatio import textgrid as ptg
+
+    grid = ptg.Textgrid(0.0, xmax)
+    for name, ivs in (("words", words), ("phones", phones)):
+        entries = [(float(a), float(b), str(lab)) for a, b, lab in ivs if b > a]
+        grid.addTier(ptg.IntervalTier(name, entries, 0.0, xmax))
+    grid.save(str(path), format="long_textgrid", includeBlankSpaces=True)

@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -116,6 +117,12 @@ def load_aligner(path: Path | None = None) -> tuple[TextMelAligner, dict, Featur
     return model, dict(ck["symbols"]), FeatureConfig(**ck["features"]), dict(ck.get("info", {}))
 
 
+def corpus_voice(utt: Any) -> str:
+    """Phonemizer voice for a synthetic-corpus utterance: its espeak voice (speaker id), else en-us."""
+    spk = str(getattr(utt, "speaker", ""))
+    return spk if spk.startswith("en") else "en-us"
+
+
 def _split(items: Sequence[AlignItem], held_voices: int, held_utts: int, seed: int):
     speakers = sorted({it.speaker for it in items})
     held = (
@@ -194,7 +201,9 @@ def run_demo(
     symbols = new_symbol_table()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        items = build_items(utts, symbols, feats, grow_symbols=True, progress=progress)
+        items = build_items(
+            utts, symbols, feats, grow_symbols=True, progress=progress, voice=corpus_voice
+        )
     train, dev, unseen, held = _split(
         items, config.held_out_voices, config.held_out_utterances, config.seed
     )
