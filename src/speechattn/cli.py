@@ -16,7 +16,10 @@ from collections.abc import Sequence
 __all__ = ["build_parser", "main"]
 
 # Modules that register subcommands, in the order ``--help`` lists them.
-_SUBCOMMAND_MODULES: tuple[str, ...] = ("speechattn.recipes.align.cli",)
+_SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "speechattn.data.cli",
+    "speechattn.recipes.align.cli",
+)
 
 
 def _info(args: argparse.Namespace) -> int:

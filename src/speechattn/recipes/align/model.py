@@ -275,6 +275,14 @@ class TextMelAligner(nn.Module):
             path = monotonic_hmm_viterbi(
                 out.log_attn, out.log_stay, out.log_move, text_lengths, mel_lengths
             )
+            # Soft alignment: the HMM posterior occupancy (gradient of the log-likelihood).
+            with torch.enable_grad():
+                e = out.log_attn.detach().requires_grad_(True)
+                ll = monotonic_hmm_log_likelihood(
+                    e, out.log_stay, out.log_move, text_lengths, mel_lengths
+                )
+                (post,) = torch.autograd.grad(ll.sum(), e)
+            return path, post.detach()
         else:
             path = monotonic_alignment_search(out.log_attn, text_lengths, mel_lengths)
         return path, out.soft

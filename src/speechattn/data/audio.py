@@ -1,0 +1,63 @@
+"""Audio loading: decode with soundfile, mix to mono, resample with soxr."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["AudioError", "load_audio", "resample"]
+
+
+class AudioError(ValueError):
+    """An audio file is missing, unreadable, empty or otherwise unusable; ``.path`` names it."""
+
+    def __init__(self, path: str | os.PathLike[str], message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = Path(path)
+
+
+def resample(waveform: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample a float ``(N,)`` array with soxr (high quality); returns float32."""
+    if orig_sr == target_sr:
+        return np.asarray(waveform, dtype=np.float32)
+    import soxr
+
+    return np.asarray(
+        soxr.resample(np.asarray(waveform, dtype=np.float32), orig_sr, target_sr), dtype=np.float32
+    )
+
+
+def load_audio(path: str | os.PathLike[str], *, sample_rate: int | None) -> torch.Tensor:
+    """Read an audio file as a mono float32 tensor ``(N,)`` at ``sample_rate``.
+
+    Any format libsndfile reads (wav, flac, ogg, ...). Multichannel audio is averaged to mono;
+    other rates are resampled with soxr; ``sample_rate=None`` keeps the file's rate.
+
+    Raises:
+        AudioError (a ``ValueError``): the file is missing, cannot be decoded, or holds no
+            samples; the message names the file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise AudioError(p, "audio file not found (check the corpus paths)")
+    import soundfile as sf
+
+    try:
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError
+        raise AudioError(
+            p, f"could not decode audio ({exc}); the file is corrupt or not audio"
+        ) from exc
+    if data.shape[0] == 0:
+        raise AudioError(p, "audio file holds no samples")
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if sample_rate is not None:
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
+            raise ValueError(
+                f"Expected sample_rate to be a positive int or None; found {sample_rate!r}."
+            )
+        mono = resample(mono, int(sr), sample_rate)
+    return torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))

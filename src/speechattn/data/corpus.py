@@ -1,0 +1,353 @@
+"""Reading speech corpora from disk.
+
+Formats (picked by :func:`load_corpus` from what it finds):
+
+- **manifest** ``manifest.jsonl`` (what :func:`speechattn.data.synth.synth_corpus` writes): one
+  JSON object per line with ``path`` (relative to the manifest's folder, or absolute), ``text``,
+  optional ``id``, ``speaker`` and ``words``/``phones`` as ``[[start_s, end_s, label], ...]``.
+- **LJSpeech** ``metadata.csv``: ``id|transcription|normalized transcription`` lines (``|``
+  separated, no header), audio in ``wavs/<id>.wav`` beside it; speaker is the folder name.
+- **folder** of ``*.wav`` / ``*.flac`` (searched recursively) each with a same-stem ``*.txt``
+  transcript; speaker is the audio file's parent folder name.
+- **named corpora**: ``"asterisk"`` = Debian's ``asterisk-core-sounds-en-wav`` prompts with the
+  transcripts of ``asterisk-core-sounds-en`` (``/usr/share/asterisk/sounds/en``); see
+  :func:`asterisk_available`.
+
+Bad entries (missing or undecodable audio, empty text, audio without transcript and
+transcripts without audio) are skipped with ONE warning giving the count and the first files,
+or raise a ``ValueError`` naming the file with ``on_error="raise"``. Nothing is silently paired
+with the wrong text: pairs are matched by exact id/stem only.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from speechattn.data.synth import Interval
+
+__all__ = [
+    "ASTERISK_DIRS",
+    "CorpusError",
+    "Utterance",
+    "asterisk_available",
+    "load_corpus",
+]
+
+_AUDIO_EXTS = (".wav", ".flac")
+ASTERISK_DIRS = (Path("/usr/share/asterisk/sounds/en"), Path("/usr/share/asterisk/sounds/en_US"))
+
+
+class CorpusError(ValueError):
+    """A corpus entry is unusable; ``.path`` names the offending file."""
+
+    def __init__(self, path: str | os.PathLike[str], message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = Path(path)
+
+
+class Utterance(NamedTuple):
+    """One corpus entry.
+
+    Attributes:
+        id: unique id (file stem, LJSpeech id or manifest id).
+        audio_path: absolute path of the audio file.
+        text: transcript (as written in the corpus; see ``speechattn.data.text.normalize_text``).
+        speaker: speaker id.
+        words: word intervals when the corpus has them (synthetic corpora), else None.
+        phones: phone intervals when the corpus has them, else None.
+    """
+
+    id: str
+    audio_path: Path
+    text: str
+    speaker: str
+    words: list[Interval] | None
+    phones: list[Interval] | None
+
+
+class _Problems:
+    def __init__(self, on_error: str) -> None:
+        self.on_error = on_error
+        self.items: list[str] = []
+
+    def add(self, path: Path | str, message: str) -> None:
+        if self.on_error == "raise":
+            raise CorpusError(path, message)
+        self.items.append(f"{path}: {message}")
+
+    def report(self, source: Path | str) -> None:
+        if self.items and self.on_error == "warn":
+            head = "; ".join(self.items[:5])
+            more = f" (and {len(self.items) - 5} more)" if len(self.items) > 5 else ""
+            warnings.warn(
+                f"load_corpus({str(source)!r}) skipped {len(self.items)} bad entries: {head}{more}",
+                stacklevel=3,
+            )
+
+
+def _intervals(raw: Any, where: str, problems: _Problems, path: Path) -> list[Interval] | None:
+    if raw is None:
+        return None
+    try:
+        out = [Interval(float(a), float(b), str(c)) for a, b, c in raw]
+    except (TypeError, ValueError):
+        problems.add(path, f"malformed {where} intervals (expected [[start, end, label], ...])")
+        return None
+    for i, iv in enumerate(out):
+        if iv.end < iv.start or (i and iv.start < out[i - 1].start):
+            problems.add(path, f"{where} intervals are not time ordered at index {i}")
+            return None
+    return out
+
+
+def _check_audio(path: Path, problems: _Problems) -> bool:
+    if not path.is_file():
+        problems.add(path, "audio file not found")
+        return False
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:
+        problems.add(path, f"could not decode audio ({exc})")
+        return False
+    if info.frames <= 0:
+        problems.add(path, "audio file holds no samples")
+        return False
+    return True
+
+
+def _read_manifest(path: Path, problems: _Problems, check_audio: bool) -> list[Utterance]:
+    root = path.parent
+    out: list[Utterance] = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.add(where, f"not valid JSON ({exc.msg})")
+                continue
+            if not isinstance(rec, dict) or "path" not in rec or "text" not in rec:
+                problems.add(where, "expected an object with 'path' and 'text'")
+                continue
+            audio = Path(rec["path"])
+            audio = audio if audio.is_absolute() else root / audio
+            text = str(rec["text"]).strip()
+            if not text:
+                problems.add(where, "empty text")
+                continue
+            if check_audio and not _check_audio(audio, problems):
+                continue
+            words = _intervals(rec.get("words"), "word", problems, audio)
+            phones = _intervals(rec.get("phones"), "phone", problems, audio)
+            out.append(
+                Utterance(
+                    id=str(rec.get("id", audio.stem)),
+                    audio_path=audio.resolve(),
+                    text=text,
+                    speaker=str(rec.get("speaker", "unknown")),
+                    words=words,
+                    phones=phones,
+                )
+            )
+    return out
+
+
+def _read_ljspeech(path: Path, problems: _Problems, check_audio: bool) -> list[Utterance]:
+    root = path.parent
+    speaker = root.name or "ljspeech"
+    out: list[Utterance] = []
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter="|", quoting=csv.QUOTE_NONE)
+        for lineno, row in enumerate(reader, 1):
+            if not row or not any(c.strip() for c in row):
+                continue
+            where = f"{path}:{lineno}"
+            if len(row) < 2:
+                problems.add(where, "expected 'id|text[|normalized text]'")
+                continue
+            utt_id = row[0].strip()
+            text = (row[2] if len(row) > 2 and row[2].strip() else row[1]).strip()
+            if not text:
+                problems.add(where, "empty text")
+                continue
+            audio = root / "wavs" / f"{utt_id}.wav"
+            if not audio.exists() and (root / "wavs" / f"{utt_id}.flac").exists():
+                audio = root / "wavs" / f"{utt_id}.flac"
+            if check_audio and not _check_audio(audio, problems):
+                continue
+            out.append(Utterance(utt_id, audio.resolve(), text, speaker, None, None))
+    return out
+
+
+def _read_folder(root: Path, problems: _Problems, check_audio: bool) -> list[Utterance]:
+    audio_files = sorted(
+        p for p in root.rglob("*") if p.suffix.lower() in _AUDIO_EXTS and p.is_file()
+    )
+    txt_files = {p.with_suffix(""): p for p in root.rglob("*.txt") if p.is_file()}
+    out: list[Utterance] = []
+    used: set[Path] = set()
+    for audio in audio_files:
+        stem = audio.with_suffix("")
+        txt = txt_files.get(stem)
+        if txt is None:
+            problems.add(audio, f"no transcript {stem.name}.txt beside it")
+            continue
+        used.add(stem)
+        text = txt.read_text(encoding="utf-8", errors="replace").strip()
+        if not text:
+            problems.add(txt, "empty transcript")
+            continue
+        if check_audio and not _check_audio(audio, problems):
+            continue
+        rel = stem.relative_to(root).as_posix()
+        speaker = audio.parent.name if audio.parent != root else (root.name or "unknown")
+        out.append(Utterance(rel, audio.resolve(), " ".join(text.split()), speaker, None, None))
+    for stem, txt in sorted(txt_files.items()):
+        if stem not in used and txt.name not in ("README.txt", "LICENSE.txt"):
+            problems.add(txt, "transcript without a matching .wav/.flac")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Debian asterisk-core-sounds-en(-wav)
+
+_ASTERISK_LINE = re.compile(r"^([^:;#\s][^:]*?):\s*(.*)$")
+
+
+def _asterisk_dir() -> Path | None:
+    for d in ASTERISK_DIRS:
+        if d.is_dir() and any(d.glob("*.wav")):
+            return d
+    return None
+
+
+def asterisk_available() -> bool:
+    """True when the Debian ``asterisk-core-sounds-en-wav`` prompts are installed."""
+    return _asterisk_dir() is not None and _asterisk_transcripts() is not None
+
+
+def _asterisk_transcripts() -> Path | None:
+    for d in ASTERISK_DIRS:
+        for name in ("core-sounds-en.txt", "core-sounds-en_US.txt"):
+            if (d / name).is_file():
+                return d / name
+    for base in (
+        Path("/usr/share/doc/asterisk-core-sounds-en"),
+        Path("/usr/share/asterisk/sounds"),
+    ):
+        if base.is_dir():
+            hits = sorted(base.rglob("core-sounds-en*.txt*"))
+            if hits:
+                return hits[0]
+    return None
+
+
+def _read_asterisk(problems: _Problems, check_audio: bool) -> list[Utterance]:
+    root = _asterisk_dir()
+    listing = _asterisk_transcripts()
+    if root is None or listing is None:
+        raise CorpusError(
+            ASTERISK_DIRS[0],
+            "the 'asterisk' corpus needs the Debian packages asterisk-core-sounds-en-wav and "
+            "asterisk-core-sounds-en (apt-get install asterisk-core-sounds-en-wav)",
+        )
+    if listing.suffix == ".gz":
+        import gzip
+
+        raw = gzip.open(listing, "rt", encoding="utf-8", errors="replace").read()
+    else:
+        raw = listing.read_text(encoding="utf-8", errors="replace")
+    out: list[Utterance] = []
+    for line in raw.splitlines():
+        m = _ASTERISK_LINE.match(line.strip())
+        if m is None:
+            continue
+        name, text = m.group(1).strip(), m.group(2).strip()
+        spoken = " ".join(re.sub(r"\[[^\]]*\]", " ", text).split())  # drop [tone] notes
+        audio = root / f"{name}.wav"
+        if not audio.is_file():
+            continue  # transcript of a prompt in another package (e.g. extra sounds)
+        if not spoken and text:
+            continue  # a tone or beep, not speech
+        text = spoken
+        if not text:
+            problems.add(audio, "empty transcript")
+            continue
+        if check_audio and not _check_audio(audio, problems):
+            continue
+        out.append(Utterance(name, audio.resolve(), text, "asterisk", None, None))
+    return out
+
+
+def load_corpus(
+    path: str | os.PathLike[str],
+    *,
+    on_error: str = "warn",
+    check_audio: bool = True,
+) -> list[Utterance]:
+    """Read a corpus: a manifest.jsonl, an LJSpeech metadata.csv, a folder, or ``"asterisk"``.
+
+    Args:
+        path: a ``*.jsonl`` manifest, a ``metadata.csv``, a folder holding either (manifest
+            first), a folder of audio + same-stem ``.txt``, or the name ``"asterisk"``.
+        on_error: ``"warn"`` (skip bad entries, one warning with the count), ``"skip"``
+            (skip silently) or ``"raise"`` (:class:`CorpusError`, a ``ValueError`` naming the
+            file, at the first bad entry).
+        check_audio: open each audio header (soundfile) to catch missing/corrupt files now
+            rather than mid-epoch.
+
+    Returns:
+        Utterances sorted by id.
+
+    Raises:
+        CorpusError: ``path`` does not exist or holds no recognisable corpus, or a bad entry
+            with ``on_error="raise"``.
+        ValueError: bad ``on_error``.
+    """
+    if on_error not in ("warn", "skip", "raise"):
+        raise ValueError(f"Expected on_error to be 'warn', 'skip' or 'raise'; found {on_error!r}.")
+    problems = _Problems(on_error)
+    if str(path) == "asterisk":
+        utts = _read_asterisk(problems, check_audio)
+        problems.report(str(path))
+        return sorted(utts, key=lambda u: u.id)
+    p = Path(path)
+    if not p.exists():
+        raise CorpusError(p, "corpus path does not exist")
+    if p.is_dir():
+        if (p / "manifest.jsonl").is_file():
+            p = p / "manifest.jsonl"
+        elif (p / "metadata.csv").is_file():
+            p = p / "metadata.csv"
+    if p.is_file() and p.suffix == ".jsonl":
+        utts = _read_manifest(p, problems, check_audio)
+    elif p.is_file() and p.suffix == ".csv":
+        utts = _read_ljspeech(p, problems, check_audio)
+    elif p.is_dir():
+        utts = _read_folder(p, problems, check_audio)
+    else:
+        raise CorpusError(
+            p, "expected a manifest .jsonl, a metadata.csv or a folder of audio + .txt"
+        )
+    seen: set[str] = set()
+    unique: list[Utterance] = []
+    for u in utts:
+        if u.id in seen:
+            problems.add(u.audio_path, f"duplicate utterance id {u.id!r}")
+            continue
+        seen.add(u.id)
+        unique.append(u)
+    problems.report(p)
+    if not unique:
+        raise CorpusError(p, f"no usable utterances found ({len(problems.items)} bad entries)")
+    return sorted(unique, key=lambda u: u.id)

@@ -1,0 +1,618 @@
+"""Synthetic speech with exact word and phone timings, from the espeak-ng library.
+
+espeak-ng is driven through ctypes (:mod:`speechattn.data._espeak`) in synchronous mode with
+word and IPA phoneme events; each event carries the output sample where it starts, so a phone's
+interval is ``[its event, the next phoneme/end event)`` in samples, converted to seconds. Pauses
+(espeak's unnamed phoneme events) are not phones: they show up as gaps between intervals.
+The phone labels line up one-to-one with :func:`speechattn.data.text.phonemize` for the same text
+and voice language (both come from the same library and dictionary).
+
+Process model: espeak-ng is a process-global library. Calls in one process are serialised by a
+lock; :func:`synth_corpus` runs worker processes (each with its own engine and
+``torch.set_num_threads(1)``) for parallel work.
+
+Speakers: :func:`make_voices` combines the English languages (en-us, en-gb, RP, Scottish, ...)
+with espeak's built-in human-sounding voice variants, and adds reproducible random variants
+(pitch, formants, speed, breathiness, roughness) written as voice files named
+``sa-s<seed>-<index>`` into the private data directory. A random variant's file is a pure
+function of its name, so any process recreates it on demand, and the same seed always gives the
+same speakers. espeak-ng reads at most ~350 voice files (``N_VOICES_LIST``); random variants of
+other seeds are deleted (they come back on demand) when a new set would pass that limit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+import sys
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from speechattn.data import _espeak
+
+__all__ = [
+    "Interval",
+    "SynthResult",
+    "generate_sentences",
+    "make_voices",
+    "synth_corpus",
+    "synthesize",
+]
+
+
+class Interval(NamedTuple):
+    """A labelled time span, in seconds: ``start <= end``."""
+
+    start: float
+    end: float
+    label: str
+
+
+class SynthResult(NamedTuple):
+    """One synthesized utterance.
+
+    Attributes:
+        waveform: float32 ``(N,)`` in ``[-1, 1]``.
+        sample_rate: samples per second of ``waveform``.
+        words: word intervals (label = the word as written in ``text``), in time order.
+            espeak joins some unstressed words to the next one ("of the" is one word, as in
+            its phoneme output); such an interval's label holds both words: ``"Of the"``.
+        phones: phone intervals (label = IPA phone, stress marks included as espeak writes
+            them, e.g. ``"ˈoʊ"``), in time order; every phone lies inside its word.
+        text: the text that was spoken.
+        voice: the espeak voice name used.
+    """
+
+    waveform: np.ndarray
+    sample_rate: int
+    words: list[Interval]
+    phones: list[Interval]
+    text: str
+    voice: str
+
+
+# Built-in espeak variants that sound like people (robots, whisper and effects left out).
+BUILTIN_VARIANTS: tuple[str, ...] = (
+    *(f"m{i}" for i in range(1, 9)),
+    *(f"f{i}" for i in range(1, 6)),
+    "adam",
+    "Alex",
+    "Andy",
+    "Annie",
+    "aunty",
+    "belinda",
+    "benjamin",
+    "caleb",
+    "david",
+    "ed",
+    "edward",
+    "grandma",
+    "grandpa",
+    "ian",
+    "john",
+    "linda",
+    "max",
+    "michel",
+    "norbert",
+    "paul",
+    "quincy",
+    "rob",
+    "robert",
+    "steph",
+    "travis",
+)
+
+_RANDOM_RE = re.compile(r"^sa-s(\d+)-(\d+)$")
+_RANDOM_HEADROOM = 8
+
+
+def _random_variant_text(seed: int, index: int) -> str:
+    """The voice file of random variant ``sa-s<seed>-<index>`` (a pure function of its name)."""
+    rng = random.Random(f"speechattn-voice-{seed}-{index}")
+    female = rng.random() < 0.5
+    if female:
+        base = rng.uniform(140.0, 215.0)
+        fscale = rng.uniform(1.04, 1.18)
+    else:
+        base = rng.uniform(70.0, 125.0)
+        fscale = rng.uniform(0.88, 1.02)
+    span = base * rng.uniform(0.3, 0.8)
+    lines = [
+        "language variant",
+        f"name sa-s{seed}-{index:03d}",
+        f"gender {'female' if female else 'male'}",
+        f"pitch {round(base)} {round(base + span)}",
+    ]
+    for k in range(9):
+        freq = 100.0 * fscale * rng.uniform(0.95, 1.05) if k <= 5 else 100.0
+        height = rng.uniform(80, 120)
+        width = rng.uniform(80, 140)
+        lines.append(f"formant {k} {round(freq)} {round(height)} {round(width)}")
+    breathy = rng.random() < 0.35
+    amount = rng.randint(1, 6) if breathy else 0
+    lines.append("breath " + " ".join(str(amount if k > 0 else 0) for k in range(8)))
+    lines.append(f"roughness {rng.randint(0, 4)}")
+    lines.append(f"voicing {rng.randint(85, 115)}")
+    lines.append(f"speed {rng.randint(80, 125)}")
+    lines.append(f"consonants {rng.randint(80, 120)}")
+    return "\n".join(lines) + "\n"
+
+
+def _write_variant(name: str) -> None:
+    m = _RANDOM_RE.match(name)
+    if m is None:  # pragma: no cover - callers check
+        raise ValueError(name)
+    path = _espeak.variants_dir() / name
+    text = _random_variant_text(int(m.group(1)), int(m.group(2)))
+    text += "flutter 0\necho 0 0\n"  # see _espeak._make_deterministic
+    if path.exists() and path.read_text() == text:
+        return
+    tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _make_room(keep_seed: int, needed: int) -> None:
+    """Delete random variants of other seeds when ``needed`` new files would pass the limit."""
+    data = _espeak.ensure_data_dir()
+    vdir = data / "voices" / "!v"
+    existing = {p.name for p in vdir.iterdir()}
+    count = _espeak.count_voice_files(data)
+    if count + needed <= _espeak.VOICE_FILE_LIMIT - _RANDOM_HEADROOM:
+        return
+    for name in sorted(existing):
+        m = _RANDOM_RE.match(name)
+        if m is not None and int(m.group(1)) != keep_seed:
+            (vdir / name).unlink(missing_ok=True)
+
+
+def _max_random_variants() -> int:
+    data = _espeak.ensure_data_dir()
+    fixed = sum(
+        1
+        for sub in ("voices", "lang")
+        for p in (data / sub).rglob("*")
+        if p.is_file() and _RANDOM_RE.match(p.name) is None
+    )
+    return _espeak.VOICE_FILE_LIMIT - _RANDOM_HEADROOM - fixed
+
+
+def _check_voice(voice: str) -> None:
+    """Validate ``lang+variant`` names and create random variant files on demand."""
+    if not isinstance(voice, str) or not voice:
+        raise TypeError(f"Expected voice to be a non-empty str such as 'en-us'; found {voice!r}.")
+    if "+" not in voice:
+        return
+    variant = voice.split("+", 1)[1]
+    if _RANDOM_RE.match(variant):
+        _write_variant(variant)
+        return
+    if not (_espeak.variants_dir() / variant).is_file():
+        raise ValueError(
+            f"Unknown espeak voice variant {variant!r} in voice={voice!r}; expected one of "
+            f"{', '.join(BUILTIN_VARIANTS[:6])}, ... or a random variant 'sa-s<seed>-<index>' "
+            "(see make_voices)."
+        )
+
+
+def make_voices(num_speakers: int, *, seed: int = 0) -> list[str]:
+    """Distinct espeak voice names for ``num_speakers`` speakers, reproducible for ``seed``.
+
+    Even positions take English language x built-in variant combinations (shuffled by the
+    seed); odd positions are random variants ``<language>+sa-s<seed>-<k>`` whose voice files
+    are written here. The list for ``n`` speakers is a prefix of the list for ``n + 1``, and the
+    names are the speaker ids used by :func:`synth_corpus`.
+
+    Args:
+        num_speakers: how many voices, >= 1.
+        seed: shuffles the built-in combinations and seeds the random variants.
+
+    Returns:
+        ``num_speakers`` distinct names usable as ``synthesize(..., voice=name)``.
+
+    Raises:
+        ValueError: ``num_speakers`` < 1 or more than this machine's espeak data can hold.
+    """
+    if isinstance(num_speakers, bool) or not isinstance(num_speakers, int):
+        raise TypeError(f"Expected num_speakers to be an int; found {type(num_speakers).__name__}.")
+    if num_speakers < 1:
+        raise ValueError(f"Expected num_speakers >= 1; found {num_speakers}.")
+    rng = random.Random(f"speechattn-voices-{seed}")
+    builtin = [f"{lang}+{var}" for lang in _espeak.ENGLISH_LANGUAGES for var in BUILTIN_VARIANTS]
+    rng.shuffle(builtin)
+    max_random = _max_random_variants()
+    capacity = len(builtin) + max_random
+    if num_speakers > capacity:
+        raise ValueError(
+            f"Expected num_speakers <= {capacity} (espeak-ng reads at most "
+            f"{_espeak.VOICE_FILE_LIMIT} voice files); found {num_speakers}."
+        )
+    voices: list[str] = []
+    b = r = 0
+    while len(voices) < num_speakers:
+        take_builtin = (len(voices) % 2 == 0 and b < len(builtin)) or r >= max_random
+        if take_builtin:
+            voices.append(builtin[b])
+            b += 1
+        else:
+            lang = _espeak.ENGLISH_LANGUAGES[
+                random.Random(f"speechattn-lang-{seed}-{r}").randrange(
+                    len(_espeak.ENGLISH_LANGUAGES)
+                )
+            ]
+            voices.append(f"{lang}+sa-s{seed}-{r:03d}")
+            r += 1
+    if r:
+        with _espeak.LOCK:
+            _make_room(seed, r)
+            for k in range(r):
+                _write_variant(f"sa-s{seed}-{k:03d}")
+    return voices
+
+
+def language_of(voice: str) -> str:
+    """The espeak language part of a voice name: ``"en-gb+m3"`` -> ``"en-gb"``."""
+    return voice.split("+", 1)[0]
+
+
+def _is_modifier(label: str) -> bool:
+    return all(unicodedata.category(c) in ("Lm", "Sk", "Mn") for c in label)
+
+
+_LABEL_STRIP = ' \t\n,.?!;:"()[]-'
+
+
+def _events_to_intervals(
+    text: str, events: Sequence[_espeak.RawEvent], num_samples: int, sr: int
+) -> tuple[list[Interval], list[Interval]]:
+    words: list[Interval] = []
+    phones: list[Interval] = []
+    # Starts of every phoneme-like event (named or pause) and sentence ends, in order.
+    marks = [e for e in events if e.type in (_espeak.EV_PHONEME, _espeak.EV_END)]
+    word_starts = [e.text_position - 1 for e in events if e.type == _espeak.EV_WORD]
+    word_index = -1
+    word_phones: list[Interval] = []
+
+    def flush() -> None:
+        if word_index >= 0 and word_phones:
+            # The word's text runs to the next word event: espeak's own length stops at an
+            # apostrophe ("didn't" -> 4), and it joins some words ("of the") into one.
+            start = word_starts[word_index]
+            end = word_starts[word_index + 1] if word_index + 1 < len(word_starts) else len(text)
+            label = " ".join(text[start:end].split()).strip(_LABEL_STRIP)
+            words.append(Interval(word_phones[0].start, word_phones[-1].end, label))
+
+    mark_i = 0
+    for ev in events:
+        if ev.type == _espeak.EV_WORD:
+            flush()
+            word_index += 1
+            word_phones = []
+        elif ev.type in (_espeak.EV_PHONEME, _espeak.EV_END):
+            while marks[mark_i] is not ev:
+                mark_i += 1
+            if ev.type == _espeak.EV_PHONEME and ev.name:
+                start = min(max(ev.sample, 0), num_samples)
+                nxt = marks[mark_i + 1].sample if mark_i + 1 < len(marks) else num_samples
+                end = min(max(nxt, start), num_samples)
+                iv = Interval(start / sr, end / sr, ev.name)
+                if word_phones and _is_modifier(ev.name):
+                    # e.g. Scottish "e" + "ʲ": espeak's text output writes one phone "eʲ"
+                    prev = word_phones[-1]
+                    iv = Interval(prev.start, iv.end, prev.label + iv.label)
+                    phones[-1] = iv
+                    word_phones[-1] = iv
+                    continue
+                phones.append(iv)
+                word_phones.append(iv)
+    flush()
+    return words, phones
+
+
+def synthesize(text: str, *, voice: str = "en-us", sample_rate: int = 22050) -> SynthResult:
+    """Speak ``text`` with espeak-ng and return the waveform with word and phone intervals.
+
+    Thread-safe (a process-wide lock serialises the library). Deterministic: the same text and
+    voice give the same samples and timings.
+
+    Args:
+        text: what to say (plain text, UTF-8). Digits and abbreviations are expanded by espeak;
+            pass :func:`speechattn.data.text.normalize_text` output to keep words one-to-one
+            with the written ones.
+        voice: espeak voice name, e.g. ``"en-us"``, ``"en-gb+f2"`` or a name from
+            :func:`make_voices`.
+        sample_rate: output rate; espeak renders at 22050 Hz and other rates are resampled
+            with soxr (timings are in seconds and unchanged).
+
+    Returns:
+        :class:`SynthResult`; intervals are monotone, non-overlapping and within the audio.
+
+    Raises:
+        ValueError: empty text, unknown voice, or text that produced no phones.
+        TypeError: ``text`` is not a str.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"Expected text to be a str; found {type(text).__name__}.")
+    if not text.strip():
+        raise ValueError("Expected non-empty text to synthesize; found an empty string.")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
+        raise ValueError(f"Expected sample_rate to be a positive int; found {sample_rate!r}.")
+    wav16, native, words, phones = _synthesize_int16(text, voice)
+    wav = wav16.astype(np.float32) / 32768.0
+    if sample_rate != native:
+        import soxr
+
+        wav = np.asarray(soxr.resample(wav, native, sample_rate), dtype=np.float32)
+    return SynthResult(wav, sample_rate, words, phones, text, voice)
+
+
+def _synthesize_int16(
+    text: str, voice: str
+) -> tuple[np.ndarray, int, list[Interval], list[Interval]]:
+    _check_voice(voice)
+    with _espeak.LOCK:
+        eng = _espeak.engine()
+        wav16, events = eng.synth(text, voice)
+        native = eng.sample_rate
+    words, phones = _events_to_intervals(text, events, len(wav16), native)
+    if not phones:
+        raise ValueError(f"espeak-ng produced no phones for text={text!r}; is it speakable?")
+    return wav16, native, words, phones
+
+
+def _write_wav16(path: str, samples: np.ndarray, sample_rate: int) -> None:
+    """PCM16 mono WAV with the standard library (soundfile fsyncs every file: ~10 ms each)."""
+    import wave
+
+    with wave.open(path, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(np.ascontiguousarray(samples, dtype="<i2").tobytes())
+
+
+# --------------------------------------------------------------------------------------------
+# Procedural sentences from the project's own small grammar.
+
+_NAMES = (
+    "Anna", "Ben", "Clara", "David", "Emma", "Frank", "Grace", "Henry", "Lucy", "Martin",
+    "Nora", "Oscar", "Paula", "Robert", "Sarah", "Thomas",
+)  # fmt: skip
+_ADJ = (
+    "small", "large", "green", "red", "blue", "quiet", "happy", "old", "young", "bright",
+    "dark", "warm", "cold", "heavy", "gentle", "careful", "busy", "tired", "clever", "yellow",
+)  # fmt: skip
+_NOUN = (
+    "dog", "cat", "bird", "teacher", "farmer", "child", "garden", "river", "window", "table",
+    "letter", "basket", "horse", "kitchen", "forest", "road", "boat", "lamp", "book", "song",
+    "apple", "picture", "market", "doctor", "village", "bridge", "mountain", "city",
+)  # fmt: skip
+_VERB_T = (
+    "found", "painted", "carried", "opened", "watched", "cleaned", "visited", "followed",
+    "noticed", "repaired", "counted", "bought", "moved", "described", "remembered",
+)  # fmt: skip
+_VERB_I = (
+    "slept", "waited", "laughed", "listened", "smiled", "arrived", "worked", "danced",
+    "rested", "whispered", "travelled", "returned",
+)  # fmt: skip
+_ADV = ("quickly", "slowly", "quietly", "often", "never", "almost", "suddenly", "happily")
+_PREP = ("near", "behind", "under", "beside", "across", "inside", "over", "beyond")
+_TIME = ("Yesterday", "This morning", "After the storm", "Last winter", "Every evening", "Later")
+_NUM = ("two", "three", "four", "five", "six", "seven", "ten", "twelve")
+
+_TEMPLATES = (
+    "The {adj} {noun} {vt} the {noun2}.",
+    "{name} {vt} a {adj} {noun} {prep} the {noun2}.",
+    "{time}, the {noun} {adv} {vi}.",
+    "Did {name} see the {adj} {noun} {prep} the {noun2}?",
+    "{name} and {name2} {vi} {prep} the {adj} {noun}.",
+    "{num} {adj} {noun}s {vi} {prep} the {noun2}.",
+    "The {noun} {adv} {vt} {num} {noun2}s, and {name} {vi}.",
+    "Why did the {adj} {noun} {vi_base} so {adv2}?",
+    "{time}, {name} {vt} the {noun} and the {adj} {noun2}.",
+    "The {adj} {noun} is {prep} the {adj2} {noun2}.",
+)
+
+_BASE = {
+    "slept": "sleep", "waited": "wait", "laughed": "laugh", "listened": "listen",
+    "smiled": "smile", "arrived": "arrive", "worked": "work", "danced": "dance",
+    "rested": "rest", "whispered": "whisper", "travelled": "travel", "returned": "return",
+}  # fmt: skip
+
+
+def generate_sentences(n: int, *, seed: int = 0) -> list[str]:
+    """``n`` English sentences from the project's own grammar, reproducible for ``seed``.
+
+    Ten templates over a ~150-word vocabulary (names, adjectives, nouns, past-tense verbs,
+    adverbs, prepositions, number words); ASCII letters and ``,.?`` only, no digits, so
+    :func:`speechattn.data.text.normalize_text` leaves them unchanged and espeak's word events
+    match the written words one-to-one.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"Expected n to be an int >= 0; found {n!r}.")
+    rng = random.Random(f"speechattn-sentences-{seed}")
+    out = []
+    for _ in range(n):
+        tpl = rng.choice(_TEMPLATES)
+        name, name2 = rng.sample(_NAMES, 2)
+        noun, noun2 = rng.sample(_NOUN, 2)
+        adj, adj2 = rng.sample(_ADJ, 2)
+        vi = rng.choice(_VERB_I)
+        s = tpl.format(
+            adj=adj,
+            adj2=adj2,
+            noun=noun,
+            noun2=noun2,
+            vt=rng.choice(_VERB_T),
+            vi=vi,
+            vi_base=_BASE[vi],
+            adv=rng.choice(_ADV),
+            adv2=rng.choice(("quickly", "slowly", "quietly", "happily")),
+            prep=rng.choice(_PREP),
+            name=name,
+            name2=name2,
+            time=rng.choice(_TIME),
+            num=rng.choice(_NUM),
+        )
+        out.append(s[0].upper() + s[1:])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Corpus writer.
+
+
+def _intervals_json(ivs: Sequence[Interval]) -> list[list[Any]]:
+    return [[round(iv.start, 6), round(iv.end, 6), iv.label] for iv in ivs]
+
+
+def _worker_init() -> None:
+    # One thread per worker. Synthesis never needs torch, so only touch it when the parent had
+    # it imported already (fork inherits it): importing torch costs ~1 s of CPU per worker.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
+def _synth_job(job: tuple[str, str, str, str, int]) -> dict[str, Any]:
+    utt_id, text, voice, wav_path, sample_rate = job
+    wav16, native, words, phones = _synthesize_int16(text, voice)
+    if sample_rate != native:
+        import soxr
+
+        wav = soxr.resample(wav16.astype(np.float32) / 32768.0, native, sample_rate)
+        wav16 = np.clip(np.round(wav * 32768.0), -32768, 32767).astype(np.int16)
+    _write_wav16(wav_path, wav16, sample_rate)
+    res = SynthResult(wav16, sample_rate, words, phones, text, voice)
+    return {
+        "id": utt_id,
+        "path": f"wavs/{utt_id}.wav",
+        "text": text,
+        "speaker": voice,
+        "voice": voice,
+        "language": language_of(voice),
+        "sample_rate": sample_rate,
+        "duration": round(len(res.waveform) / sample_rate, 6),
+        "words": _intervals_json(res.words),
+        "phones": _intervals_json(res.phones),
+    }
+
+
+def _default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def synth_corpus(
+    out_dir: str | os.PathLike[str],
+    *,
+    utterances: int,
+    speakers: int,
+    seed: int = 0,
+    workers: int | None = None,
+    sample_rate: int = 22050,
+    texts: Sequence[str] | str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Write a synthetic corpus: ``out_dir/wavs/<id>.wav`` plus ``out_dir/manifest.jsonl``.
+
+    Each manifest line is a JSON object ``{"id", "path" (relative to out_dir), "text",
+    "speaker", "voice", "language", "sample_rate", "duration", "words", "phones"}`` with
+    intervals as ``[start_s, end_s, label]``; lines are sorted by id. The same arguments give
+    the same files (sentences, speakers and their assignment all follow ``seed``).
+
+    Args:
+        out_dir: output directory (created).
+        utterances: number of utterances, >= 1.
+        speakers: number of voices from :func:`make_voices`, >= 1.
+        seed: controls sentences, voices and which speaker says which sentence.
+        workers: processes (default: the CPUs available); 0 or 1 runs in this process.
+            Each worker sets ``torch.set_num_threads(1)`` and owns its espeak engine.
+        sample_rate: output sample rate (soxr resampling when not 22050).
+        texts: sentences to use instead of generated ones (cycled), or a path to a UTF-8 text
+            file with one sentence per line (blank lines skipped).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        Path of ``manifest.jsonl``.
+    """
+    for name, val in (("utterances", utterances), ("speakers", speakers)):
+        if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+            raise ValueError(f"Expected {name} to be an int >= 1; found {val!r}.")
+    out = Path(out_dir)
+    (out / "wavs").mkdir(parents=True, exist_ok=True)
+    if texts is None:
+        sentences = generate_sentences(utterances, seed=seed)
+    else:
+        if isinstance(texts, (str, os.PathLike)) and Path(texts).is_file():
+            lines = Path(texts).read_text(encoding="utf-8").splitlines()
+            pool = [ln.strip() for ln in lines if ln.strip()]
+            src = str(texts)
+        elif isinstance(texts, (str, os.PathLike)):
+            raise ValueError(
+                f"Expected texts to be a list of sentences or a text file; {texts!r} is not a file."
+            )
+        else:
+            pool = [t.strip() for t in texts if t and t.strip()]
+            src = "texts"
+        if not pool:
+            raise ValueError(f"Expected at least one non-empty sentence in {src}; found none.")
+        from speechattn.data.text import normalize_text
+
+        sentences = [normalize_text(pool[i % len(pool)]) for i in range(utterances)]
+    voices = make_voices(speakers, seed=seed)
+    rng = np.random.default_rng(seed)
+    # Balanced assignment: every speaker gets floor/ceil(utterances / speakers) utterances.
+    assign = rng.permutation(np.arange(utterances) % speakers)
+    width = max(6, len(str(utterances - 1)))
+    jobs = [
+        (
+            f"utt{i:0{width}d}",
+            sentences[i],
+            voices[int(assign[i])],
+            str(out / "wavs" / f"utt{i:0{width}d}.wav"),
+            sample_rate,
+        )
+        for i in range(utterances)
+    ]
+    n_workers = _default_workers() if workers is None else int(workers)
+    n_workers = max(1, min(n_workers, math.ceil(utterances / 8)))
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=utterances, desc="synth", unit="utt", disable=not progress)
+    records: list[dict[str, Any]] = []
+    try:
+        if n_workers <= 1:
+            for job in jobs:
+                records.append(_synth_job(job))
+                bar.update(1)
+        else:
+            import multiprocessing as mp
+
+            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+            ctx = mp.get_context(method)
+            chunk = max(1, min(32, utterances // (n_workers * 8)))
+            with ctx.Pool(n_workers, initializer=_worker_init) as pool_:
+                for rec in pool_.imap_unordered(_synth_job, jobs, chunksize=chunk):
+                    records.append(rec)
+                    bar.update(1)
+    finally:
+        bar.close()
+    records.sort(key=lambda r: r["id"])
+    manifest = out / "manifest.jsonl"
+    tmp = manifest.with_suffix(".jsonl.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    tmp.replace(manifest)
+    return manifest

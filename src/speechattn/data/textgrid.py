@@ -1,0 +1,175 @@
+"""Alignments on disk: Praat TextGrid (through praatio 6) and JSON.
+
+TextGrids have two interval tiers, ``words`` and ``phones``; gaps (pauses) are written as blank
+intervals and dropped again on reading. Praat cannot hold zero-length intervals (espeak emits a
+few, e.g. an elided /l/): :func:`write_textgrid` gives each one ``min_interval`` seconds taken
+from the end of the interval before it (or from the start of the next), so times read back
+differ from the originals by at most ``min_interval`` for those intervals and their neighbours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from speechattn.data.synth import Interval
+
+__all__ = [
+    "read_alignment_json",
+    "read_textgrid",
+    "write_alignment_json",
+    "write_textgrid",
+]
+
+
+def _as_intervals(items: Sequence[Any], name: str) -> list[Interval]:
+    out = []
+    for i, it in enumerate(items):
+        try:
+            start, end, label = it
+            out.append(Interval(float(start), float(end), str(label)))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"Expected {name}[{i}] to be (start, end, label); found {it!r}."
+            ) from exc
+    for i, iv in enumerate(out):
+        if iv.end < iv.start:
+            raise ValueError(f"Expected {name}[{i}] with start <= end; found {iv}.")
+        if i and iv.start < out[i - 1].end - 1e-9:
+            raise ValueError(
+                f"Expected {name} sorted and non-overlapping; {name}[{i}]={iv} starts before "
+                f"{name}[{i - 1}] ends at {out[i - 1].end}."
+            )
+    return out
+
+
+def _fix_zero_length(ivs: list[Interval], min_interval: float) -> list[Interval]:
+    starts = [iv.start for iv in ivs]
+    ends = [iv.end for iv in ivs]
+    for i in range(len(ivs)):
+        if ends[i] - starts[i] >= min_interval:
+            continue
+        need = min_interval - (ends[i] - starts[i])
+        if (
+            i > 0
+            and ends[i - 1] - starts[i - 1] > need + min_interval
+            and ends[i - 1] >= starts[i] - 1e-12
+        ):
+            ends[i - 1] -= need
+            starts[i] -= need
+        elif i + 1 < len(ivs) and ends[i + 1] - starts[i + 1] > need + min_interval:
+            starts[i + 1] += need
+            ends[i] += need
+        else:
+            ends[i] += need  # room in a following gap (checked by praatio on save)
+    return [Interval(a, b, iv.label) for a, b, iv in zip(starts, ends, ivs)]
+
+
+def write_textgrid(
+    path: str | os.PathLike[str],
+    *,
+    words: Sequence[Any],
+    phones: Sequence[Any],
+    duration: float,
+    min_interval: float = 1e-3,
+) -> Path:
+    """Write a Praat long-format TextGrid with ``words`` and ``phones`` interval tiers.
+
+    Args:
+        path: output file (``.TextGrid``).
+        words, phones: time-ordered ``(start, end, label)`` items in seconds (e.g.
+            :class:`~speechattn.data.synth.Interval`).
+        duration: length of the audio in seconds (the tiers' end time).
+        min_interval: shortest interval Praat gets (see the module notes).
+
+    Returns:
+        ``Path(path)``.
+    """
+    from praatio import textgrid
+
+    w = _fix_zero_length(_as_intervals(words, "words"), min_interval)
+    p = _fix_zero_length(_as_intervals(phones, "phones"), min_interval)
+    last = max([iv.end for iv in (*w, *p)], default=0.0)
+    if duration < last - 1e-6:
+        raise ValueError(
+            f"Expected duration >= the last interval end {last}; found duration={duration}."
+        )
+    duration = max(duration, last)
+    tg = textgrid.Textgrid()
+    for name, ivs in (("words", w), ("phones", p)):
+        tg.addTier(textgrid.IntervalTier(name, [tuple(iv) for iv in ivs], 0.0, duration))
+    out = Path(path)
+    tg.save(str(out), format="long_textgrid", includeBlankSpaces=True, reportingMode="error")
+    return out
+
+
+def read_textgrid(path: str | os.PathLike[str]) -> tuple[list[Interval], list[Interval]]:
+    """Read ``(words, phones)`` from a TextGrid with tiers named ``words`` and ``phones``.
+
+    Blank intervals (pauses) are dropped. Raises ``ValueError`` naming the file when it cannot be
+    parsed or lacks a tier.
+    """
+    from praatio import textgrid
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: TextGrid not found")
+    try:
+        tg = textgrid.openTextgrid(str(p), includeEmptyIntervals=False, reportingMode="silence")
+    except Exception as exc:
+        raise ValueError(f"{p}: could not parse TextGrid ({exc})") from exc
+    out = []
+    for name in ("words", "phones"):
+        if name not in tg.tierNames:
+            raise ValueError(
+                f"{p}: expected a tier named {name!r}; found tiers {list(tg.tierNames)}."
+            )
+        tier = tg.getTier(name)
+        out.append(
+            [
+                Interval(float(e.start), float(e.end), str(e.label))
+                for e in tier.entries
+                if e.label.strip()
+            ]
+        )
+    return out[0], out[1]
+
+
+def write_alignment_json(
+    path: str | os.PathLike[str],
+    *,
+    words: Sequence[Any],
+    phones: Sequence[Any],
+    duration: float,
+    text: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``{"duration", "text", "words": [[s, e, label]...], "phones": [...], **extra}``."""
+    w = _as_intervals(words, "words")
+    p = _as_intervals(phones, "phones")
+    rec: dict[str, Any] = {
+        "duration": float(duration),
+        "text": text,
+        "words": [list(iv) for iv in w],
+        "phones": [list(iv) for iv in p],
+    }
+    if extra:
+        rec.update(extra)
+    out = Path(path)
+    out.write_text(json.dumps(rec, ensure_ascii=False, indent=1), encoding="utf-8")
+    return out
+
+
+def read_alignment_json(path: str | os.PathLike[str]) -> tuple[list[Interval], list[Interval]]:
+    """Read ``(words, phones)`` written by :func:`write_alignment_json`."""
+    p = Path(path)
+    try:
+        rec = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{p}: not valid JSON ({exc.msg})") from exc
+    if not isinstance(rec, dict) or "words" not in rec or "phones" not in rec:
+        raise ValueError(f"{p}: expected an object with 'words' and 'phones'.")
+    return _as_intervals(rec["words"], "words"), _as_intervals(rec["phones"], "phones")
