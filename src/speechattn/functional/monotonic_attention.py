@@ -1,0 +1,356 @@
+"""Stepwise monotonic multi-head attention: the layer's math after the projections.
+
+Shape legend: ``b`` batch, ``h`` heads, ``u`` query tokens (text), ``t`` key frames (mel),
+``dk``/``dv`` per-head key/value sizes.
+
+The query (text) attends over the keys (mel frames). With ``tunable=True`` each head turns its
+energies into stay probabilities ``p_t(u) = sigmoid(q_u . k_t * scale + r_h (+ noise))`` and the
+stepwise recurrence of He et al. (2019, "Robust Sequence-to-Sequence Acoustic Modeling with
+Stepwise Monotonic Attention for Neural TTS", Eq. 8),
+``alpha_t(u) = alpha_{t-1}(u) p_t(u) + alpha_{t-1}(u-1) (1 - p_t(u-1))``, gives a monotonic
+alignment ``alpha`` ``(b, h, u, t)``; the context of token ``u`` is ``sum_t alpha_t(u) v_t``.
+``tunable=False`` is plain multi-head softmax attention over frames.
+
+This module holds no parameters; :class:`speechattn.nn.StepwiseMonotonicMultiheadAttention`
+wraps it with projections.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor
+
+from speechattn.functional.masks import check_lengths, lengths_to_valid_mask
+from speechattn.functional.monotonic import (
+    focus_rate,
+    monotonic_viterbi,
+    stepwise_monotonic_alignment,
+)
+
+__all__ = [
+    "MonotonicAttentionResult",
+    "expected_stay_prob",
+    "select_heads",
+    "stepwise_monotonic_attention",
+]
+
+Mode = Literal["soft", "hard", "viterbi"]
+HeadSelection = Literal["focus_rate", "per_head"]
+Mass = Literal["preserve", "drop"]
+
+_MODES = ("soft", "hard", "viterbi")
+_SELECTIONS = ("focus_rate", "per_head")
+_MASSES = ("preserve", "drop")
+
+
+class MonotonicAttentionResult(NamedTuple):
+    """Outputs of :func:`stepwise_monotonic_attention`.
+
+    Attributes:
+        context: ``(b, u, h*dv)`` attended values, heads concatenated (head-major features);
+            exactly 0 on padded tokens.
+        alignment: ``(b, u, t)`` alignment of the selected head (``head_index``): the monotonic
+            ``alpha`` (soft, hard or Viterbi path) when tunable, the softmax otherwise.
+        attn_weights: ``(b, h, u, t)`` per-head alignments (see
+            :func:`stepwise_monotonic_attention` for which ones carry gradients).
+        focus_rate: ``(b, h)`` FastSpeech focus rate of each head's soft alignment (no gradient).
+        head_index: ``(b,)`` int64, argmax of ``focus_rate`` over heads.
+        p_choose: ``(b, u, t)`` stay probabilities of the selected head (``None`` when not
+            tunable); 0 on padding.
+    """
+
+    context: Tensor
+    alignment: Tensor
+    attn_weights: Tensor
+    focus_rate: Tensor
+    head_index: Tensor
+    p_choose: Tensor | None
+
+
+def select_heads(x: Tensor, head_index: Tensor) -> Tensor:
+    """Pick one head per batch item: ``x[b, head_index[b]]``.
+
+    Args:
+        x: ``(b, h, ...)``.
+        head_index: int64 ``(b,)`` in ``[0, h)``.
+
+    Returns:
+        ``(b, ...)``; differentiable with respect to ``x``.
+    """
+    idx = head_index.view(-1, *([1] * (x.dim() - 1))).expand(-1, 1, *x.shape[2:])
+    return x.gather(1, idx).squeeze(1)
+
+
+def expected_stay_prob(text_lengths: Tensor, mel_lengths: Tensor) -> float:
+    """Stay probability that walks ``U`` tokens in ``T`` frames on average: ``1 - sum U / sum T``.
+
+    A good ``initial_stay_prob`` for an aligner: with it the initial alignment advances at the
+    data's mean speaking rate instead of staying stuck on the first tokens. Clamped to
+    ``[0.05, 0.95]``.
+
+    Args:
+        text_lengths: int ``(n,)`` token counts of (a sample of) the training set.
+        mel_lengths: int ``(n,)`` frame counts of the same utterances.
+    """
+    if text_lengths.shape != mel_lengths.shape or text_lengths.dim() != 1:
+        raise ValueError(
+            "Expected text_lengths and mel_lengths of the same shape (n,); found "
+            f"{tuple(text_lengths.shape)} and {tuple(mel_lengths.shape)}."
+        )
+    total_t = float(mel_lengths.sum())
+    if total_t <= 0:
+        raise ValueError(f"Expected sum(mel_lengths) > 0; found {total_t}.")
+    return min(0.95, max(0.05, 1.0 - float(text_lengths.sum()) / total_t))
+
+
+def _check_inputs(query: Tensor, key: Tensor, value: Tensor) -> None:
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"Expected {name} to be a torch.Tensor; found {type(x).__name__}.")
+        if not x.is_floating_point():
+            raise TypeError(f"Expected {name} to be a floating tensor; found dtype {x.dtype}.")
+        if x.dim() != 4:
+            raise ValueError(
+                f"Expected {name} of rank 4 (b, h, n, d) (per-head layout); found shape "
+                f"{tuple(x.shape)}. Split heads first: x.view(b, n, h, d).transpose(1, 2)."
+            )
+    b, h, _, dk = query.shape
+    if key.shape[:2] != (b, h) or key.shape[-1] != dk:
+        raise ValueError(
+            f"Expected key of shape ({b}, {h}, t, {dk}) to match query {tuple(query.shape)}; "
+            f"found {tuple(key.shape)}."
+        )
+    if value.shape[:3] != key.shape[:3]:
+        raise ValueError(
+            f"Expected value of shape ({b}, {h}, {key.shape[2]}, dv) to match key "
+            f"{tuple(key.shape)}; found {tuple(value.shape)}."
+        )
+    for name, x in (("key", key), ("value", value)):
+        if x.device != query.device:
+            raise ValueError(
+                f"Expected {name} on {query.device} (the query's device); found {x.device}."
+            )
+        if x.dtype != query.dtype:
+            raise TypeError(
+                f"Expected {name} of dtype {query.dtype} (the query's dtype); found {x.dtype}."
+            )
+
+
+def stepwise_monotonic_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    *,
+    query_lengths: Tensor | None = None,
+    key_lengths: Tensor | None = None,
+    stay_bias: Tensor | float = 0.0,
+    noise_std: float = 0.0,
+    tunable: bool = True,
+    mode: Mode = "soft",
+    head_selection: HeadSelection = "focus_rate",
+    mass: Mass = "preserve",
+    initial_alignment: Tensor | None = None,
+    scale: float | None = None,
+    generator: torch.Generator | None = None,
+    impl: str = "auto",
+) -> MonotonicAttentionResult:
+    """Stepwise monotonic multi-head attention on projected, head-split inputs.
+
+    Text tokens (queries) attend over mel frames (keys). Tunable path, per head ``h``:
+    ``p = sigmoid(q k^T * scale + stay_bias[h] + N(0, noise_std))``, ``alpha`` from the stepwise
+    recurrence (:func:`speechattn.functional.stepwise_monotonic_alignment`) along frames. Each
+    head's focus rate (FastSpeech) is measured on its soft ``alpha``; ``head_index`` is the best
+    head per item.
+
+    ``head_selection="focus_rate"`` (as the keonlee reference): the selected head's alignment
+    attends over the values of all heads concatenated, ``context = alpha_sel @ [v_1 .. v_h]``.
+    Heads are ranked on their noise-free alignments (as the reference ranks its noise-free
+    softmax); the training noise then perturbs only the selected head, whose ``p`` is recomputed
+    with autograd, so only the selected head's energies receive gradients. The per-head
+    ``attn_weights`` are these noise-free alignments, without gradient (for monitoring).
+    ``head_selection="per_head"``: every head attends with its own alignment,
+    ``context = [alpha_1 @ v_1 .. alpha_h @ v_h]``; ``attn_weights`` carry gradients.
+
+    Modes: ``"soft"`` the expected alignment (differentiable), ``"hard"`` the same recurrence with
+    ``p > 0.5`` (a one-hot path; note it never advances while ``p`` stays above 0.5),
+    ``"viterbi"`` the most likely monotonic path under ``log p`` / ``log(1 - p)`` forced to end on
+    the last valid token at the last valid frame (needs ``key_lengths >= query_lengths``). Hard and
+    Viterbi alignments carry no gradient to the energies (only to the values).
+
+    ``tunable=False``: plain multi-head attention, softmax over valid frames in float32 per head,
+    ``context = [softmax_1 @ v_1 .. softmax_h @ v_h]``; ``alignment`` is the selected head's
+    softmax and ``p_choose`` is ``None``.
+
+    Padding: frames ``>= key_lengths[b]`` and tokens ``>= query_lengths[b]`` are zeroed before
+    use, get exactly zero weight, and every output is exactly zero there, so padding content never
+    changes an output.
+
+    Args:
+        query: ``(b, h, u, dk)`` projected text queries.
+        key: ``(b, h, t, dk)`` projected mel keys.
+        value: ``(b, h, t, dv)`` projected mel values.
+        query_lengths: int64 ``(b,)`` valid tokens (``None``: all ``u``).
+        key_lengths: int64 ``(b,)`` valid frames (``None``: all ``t``).
+        stay_bias: ``(h,)`` tensor or float ``r`` added to every energy (learnable in the module).
+        noise_std: std of the Gaussian noise added to the energies before the sigmoid (pass 0
+            outside training).
+        tunable: monotonic attention (True) or plain softmax attention (False).
+        mode: ``"soft"``, ``"hard"`` or ``"viterbi"`` (tunable only).
+        head_selection: ``"focus_rate"`` or ``"per_head"`` (see above).
+        mass: ``"preserve"`` (the last valid token absorbs, columns sum to 1) or ``"drop"`` (the
+            paper: mass may leave past the last token).
+        initial_alignment: ``(b, u)`` alignment before frame 0 (default one-hot on token 0);
+            soft and hard modes only.
+        scale: energy scale, default ``1 / sqrt(dk)``.
+        generator: RNG for the noise.
+        impl: recurrence implementation (``"auto"``, ``"torch"`` or a kernel name).
+
+    Returns:
+        :class:`MonotonicAttentionResult`. Float32/float64 inputs compute in their dtype;
+        float16/bfloat16 compute the probabilities and the recurrence in float32 and return the
+        context in the input dtype.
+
+    Raises:
+        ValueError / TypeError: wrong ranks, sizes, devices, dtypes, lengths or options.
+
+    Example (naive equivalent of the tunable, per-head, soft path, no padding)::
+
+        e = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + r.view(1, -1, 1, 1)
+        alpha = stepwise_monotonic_alignment(torch.sigmoid(e), mass="preserve")
+        context = (alpha @ v).transpose(1, 2).flatten(2)
+    """
+    _check_inputs(query, key, value)
+    if mode not in _MODES:
+        raise ValueError(f"Expected mode in {_MODES}; found {mode!r}.")
+    if head_selection not in _SELECTIONS:
+        raise ValueError(f"Expected head_selection in {_SELECTIONS}; found {head_selection!r}.")
+    if mass not in _MASSES:
+        raise ValueError(f"Expected mass in {_MASSES}; found {mass!r}.")
+    if not tunable and mode != "soft":
+        raise ValueError(
+            f"mode={mode!r} needs the monotonic path; found tunable=False (plain softmax "
+            "attention has only mode='soft')."
+        )
+    if noise_std < 0 or not math.isfinite(noise_std):
+        raise ValueError(f"Expected noise_std >= 0; found {noise_std}.")
+    b, h, u, dk = query.shape
+    t = key.shape[2]
+    dev = query.device
+    q_len = check_lengths(query_lengths, "query_lengths", batch=b, max_len=u, device=dev)
+    k_len = check_lengths(key_lengths, "key_lengths", batch=b, max_len=t, device=dev)
+    if isinstance(stay_bias, Tensor):
+        if stay_bias.shape not in ((h,), (), (1,)):
+            raise ValueError(
+                f"Expected stay_bias of shape ({h},) or (); found {tuple(stay_bias.shape)}."
+            )
+        if stay_bias.device != dev:
+            raise ValueError(f"Expected stay_bias on {dev}; found {stay_bias.device}.")
+        bias = stay_bias.reshape(-1).expand(h)
+    else:
+        bias = torch.full((h,), float(stay_bias), device=dev)
+    if initial_alignment is not None:
+        if mode == "viterbi":
+            raise ValueError(
+                "initial_alignment is not supported with mode='viterbi' (the path starts on "
+                "token 0); use mode='soft' or 'hard'."
+            )
+        if initial_alignment.shape != (b, u):
+            raise ValueError(
+                f"Expected initial_alignment of shape ({b}, {u}); found "
+                f"{tuple(initial_alignment.shape)}."
+            )
+        if initial_alignment.device != dev:
+            raise ValueError(
+                f"Expected initial_alignment on {dev}; found {initial_alignment.device}."
+            )
+
+    out_dtype = query.dtype
+    cdtype = out_dtype if out_dtype in (torch.float32, torch.float64) else torch.float32
+    tok_valid = lengths_to_valid_mask(q_len, u)  # (b, u)
+    frm_valid = lengths_to_valid_mask(k_len, t)  # (b, t)
+    # Zero padding first: padded content (even inf/NaN) then never reaches an output.
+    q = torch.where(tok_valid[:, None, :, None], query, 0).to(cdtype)
+    k = torch.where(frm_valid[:, None, :, None], key, 0).to(cdtype)
+    v = torch.where(frm_valid[:, None, :, None], value, 0).to(cdtype)
+    sc = 1.0 / math.sqrt(dk) if scale is None else float(scale)
+    cell_valid = tok_valid[:, None, :, None] & frm_valid[:, None, None, :]  # (b, 1, u, t)
+
+    if not tunable:
+        e = torch.matmul(q, k.transpose(-1, -2)).float() * sc
+        e = e.masked_fill(~frm_valid[:, None, None, :], torch.finfo(torch.float32).min)
+        w = torch.softmax(e, dim=-1).to(cdtype)
+        w = torch.where(cell_valid, w, 0)
+        fr = focus_rate(w.detach(), q_len, k_len)
+        head_index = fr.argmax(dim=-1)
+        ctx = torch.matmul(w, v).transpose(1, 2).reshape(b, u, -1)
+        return MonotonicAttentionResult(
+            ctx.to(out_dtype), select_heads(w, head_index), w, fr, head_index, None
+        )
+
+    bias_c = bias.to(cdtype).view(1, h, 1, 1)
+
+    def draw_noise(shape: tuple[int, ...]) -> Tensor | None:
+        if noise_std <= 0:
+            return None
+        return torch.randn(shape, generator=generator, device=dev, dtype=cdtype).mul_(noise_std)
+
+    alpha0 = None if initial_alignment is None else initial_alignment.to(cdtype)
+
+    def stay_probs(qq: Tensor, kk: Tensor, bb: Tensor, nn_: Tensor | None) -> Tensor:
+        # In place on the fresh matmul output: one (b, h, u, t) buffer, no extra passes.
+        e = torch.matmul(qq * sc, kk.transpose(-1, -2)).add_(bb)
+        if nn_ is not None:
+            e.add_(nn_)
+        return e.sigmoid_()
+
+    def align(p: Tensor, m: Mode, a0: Tensor | None) -> Tensor:
+        if m == "viterbi":
+            return monotonic_viterbi(p.detach(), q_len, k_len).path.to(p.dtype)
+        return stepwise_monotonic_alignment(
+            p, q_len, k_len, mode=m, mass=mass, initial_alignment=a0, impl=impl
+        )
+
+    def expand0(a0: Tensor | None) -> Tensor | None:
+        return None if a0 is None else a0[:, None, :].expand(b, h, u)
+
+    if head_selection == "per_head":
+        p = stay_probs(q, k, bias_c, draw_noise((b, h, u, t)))
+        soft = align(p, "soft", expand0(alpha0))
+        fr = focus_rate(soft.detach(), q_len, k_len)
+        head_index = fr.argmax(dim=-1)
+        weights = soft if mode == "soft" else align(p, mode, expand0(alpha0))
+        ctx = torch.matmul(weights, v).transpose(1, 2).reshape(b, u, -1)
+        p_sel = select_heads(p, head_index)
+        alignment = select_heads(weights, head_index)
+    else:
+        needs_grad = torch.is_grad_enabled() and (
+            q.requires_grad or k.requires_grad or bias_c.requires_grad
+        )
+        # Heads are ranked on their noise-free alignments (as the reference ranks the noise-free
+        # softmax); the noise then perturbs only the selected head's energies.
+        with torch.no_grad():
+            p_all = stay_probs(q, k, bias_c, None)
+            weights = align(p_all, "soft", expand0(alpha0))
+            fr = focus_rate(weights, q_len, k_len)
+            head_index = fr.argmax(dim=-1)
+        if needs_grad or noise_std > 0:
+            # Recompute only the selected head with autograd: 1/h of the energy work, and the
+            # saved tensors are (b, u, t) instead of (b, h, u, t).
+            p_sel = stay_probs(
+                select_heads(q, head_index),
+                select_heads(k, head_index),
+                bias_c.view(h)[head_index].view(b, 1, 1),
+                draw_noise((b, u, t)),
+            )
+            soft_sel = align(p_sel, "soft", alpha0) if mode == "soft" else None
+        else:
+            p_sel = select_heads(p_all, head_index)
+            soft_sel = select_heads(weights, head_index) if mode == "soft" else None
+        alignment = soft_sel if soft_sel is not None else align(p_sel, mode, alpha0)
+        v_cat = v.transpose(1, 2).reshape(b, t, -1)  # (b, t, h*dv), head-major features
+        ctx = torch.bmm(alignment, v_cat)
+    p_sel = torch.where(cell_valid[:, 0], p_sel, 0)
+    return MonotonicAttentionResult(ctx.to(out_dtype), alignment, weights, fr, head_index, p_sel)

@@ -1,0 +1,300 @@
+"""Stepwise monotonic multi-head attention (SMA) module.
+
+Shape legend: ``b`` batch, ``h`` heads, ``u`` text tokens (queries), ``t`` mel frames
+(keys/values), ``d`` model dim (``embed_dim``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from speechattn.functional.masks import check_lengths, lengths_to_valid_mask
+from speechattn.functional.monotonic_attention import (
+    expected_stay_prob,
+    stepwise_monotonic_attention,
+)
+
+__all__ = ["SMAOutput", "StepwiseMonotonicMultiheadAttention"]
+
+_MODES = ("soft", "hard", "viterbi")
+
+
+class SMAOutput(NamedTuple):
+    """Outputs of :class:`StepwiseMonotonicMultiheadAttention`.
+
+    Attributes:
+        output: ``(b, u, d)`` text-length fusion of the mel values; 0 on padded tokens.
+        alignment: ``(b, u, t)`` monotonic ``alpha`` of the selected head (soft, hard or Viterbi
+            path), or the selected head's softmax with ``tunable=False``. Row ``u`` sums to the
+            token's (expected) duration in frames.
+        attn_weights: ``(b, h, u, t)`` per-head alignments.
+        focus_rate: ``(b, h)`` FastSpeech focus rate of each head's soft alignment.
+        head_index: ``(b,)`` int64 selected head per item (argmax of ``focus_rate``).
+        p_choose: ``(b, u, t)`` stay probabilities of the selected head; ``None`` with
+            ``tunable=False``.
+    """
+
+    output: Tensor
+    alignment: Tensor
+    attn_weights: Tensor
+    focus_rate: Tensor
+    head_index: Tensor
+    p_choose: Tensor | None
+
+
+class StepwiseMonotonicMultiheadAttention(nn.Module):
+    """Stepwise monotonic multi-head attention from text (queries) to mel frames (keys/values).
+
+    He et al. 2019, "Robust Sequence-to-Sequence Acoustic Modeling with Stepwise Monotonic
+    Attention for Neural TTS"; multi-head form with focus-rate head selection as in
+    keonlee9420/Stepwise_Monotonic_Multihead_Attention (for the exact reference API and
+    checkpoints use :class:`speechattn.compat.keonlee.StepwiseMonotonicMultiheadAttention`).
+
+    Per head ``h``: ``p_t(u) = sigmoid(q_u . k_t / sqrt(d/h) + r_h + N(0, noise_std))`` (noise in
+    training only) is the probability that frame ``t`` stays on token ``u``; the stepwise
+    recurrence along frames gives the alignment ``alpha`` (``(b, h, u, t)``) and each head's
+    focus rate picks ``head_index``. The context is ``alignment @ values`` (see
+    ``head_selection``), then::
+
+        output = dropout(out_proj(context))
+        if residual:   output = query + output
+        if layer_norm: output = LayerNorm(output)
+
+    so dropout acts on the projected context, never on the alignment (which would break its
+    column sums); ``residual=False, layer_norm=True`` is the reference layout
+    (``LayerNorm(Dropout(Linear(cv)))``, no residual). Outputs on padded tokens are 0.
+
+    Differences from the keonlee reference (kept in the compat adapter, not here): the reference
+    uses ``p = sigmoid(softmax over frames)`` so ``p`` lies in ``[0.5, 0.73]`` (an expected dwell of 2 to 3.7
+    frames per token, whatever the data's speaking rate); here ``p`` comes from
+    the energies plus a learnable per-head bias, so it spans ``(0, 1)``. The reference lets
+    alignment mass flow into padded frames and tokens and normalises the focus rate by the mel
+    length only; here padding takes no mass (``mass="preserve"`` keeps every valid frame's column
+    summing to 1) and the focus rate is FastSpeech's (per frame over valid tokens, mean over valid
+    frames).
+
+    Choosing the stay-probability bias: He et al. use ``r = 3.5`` (``p ~ 0.97``) with a Tacotron
+    decoder. As a text-to-mel aligner (``t / u ~ 5-10`` frames per token) a prototype here
+    collapsed with 3.5 (the alignment crawls ~1 token per 30 frames and the gradients push all
+    mass onto the first tokens) and trained when the initial stay probability was near
+    ``1 - u/t``: pass ``initial_stay_prob=expected_stay_prob(text_lengths, mel_lengths)`` (see
+    :meth:`expected_stay_prob`) for aligners.
+
+    Args:
+        embed_dim: ``d``, size of the queries and of the output.
+        num_heads: ``h``; must divide ``embed_dim``.
+        kdim: key feature size (default ``embed_dim``).
+        vdim: value feature size (default ``embed_dim``).
+        dropout: dropout on the projected context.
+        noise_std: std of the Gaussian noise on the energies in training (encourages discrete
+            alignments); 0 disables it.
+        energy_bias_init: initial stay bias ``r`` (all heads); ignored if ``initial_stay_prob``
+            is given.
+        initial_stay_prob: initialise ``r = logit(initial_stay_prob)`` instead, in ``(0, 1)``.
+        tunable: monotonic attention (True) or plain multi-head softmax attention (False, the
+            reference's ``is_tunable=False``, e.g. to warm up).
+        head_selection: ``"focus_rate"`` (the best head's alignment attends over all heads'
+            values, as the reference) or ``"per_head"`` (each head attends with its own
+            alignment).
+        mass: ``"preserve"`` (the last valid token absorbs: durations sum to the mel length) or
+            ``"drop"`` (the paper: mass may leave past the last token).
+        eval_mode: alignment mode used in eval when ``forward(mode=None)``: ``"soft"``, ``"hard"``
+            (``p > 0.5`` path) or ``"viterbi"`` (most likely path ending on the last token).
+        residual: add the query to the projected context (needs the output size = ``embed_dim``,
+            always true here).
+        layer_norm: LayerNorm on the output.
+        bias: biases in the four projections.
+        impl: recurrence implementation passed to
+            :func:`speechattn.functional.stepwise_monotonic_alignment`.
+
+    Shapes, dtypes, devices: ``query (b, u, d)``, ``key (b, t, kdim)``, ``value (b, t, vdim)``,
+    all of the module's parameter dtype and device; lengths int64 ``(b,)``. Differentiable in
+    soft mode (hard/Viterbi alignments pass gradients to the values only).
+
+    Example:
+        >>> sma = StepwiseMonotonicMultiheadAttention(embed_dim=32, num_heads=4, dropout=0.0)
+        >>> text, mel = torch.randn(2, 5, 32), torch.randn(2, 40, 32)
+        >>> out = sma(text, mel, mel, query_lengths=torch.tensor([5, 3]),
+        ...           key_lengths=torch.tensor([40, 25]))
+        >>> out.output.shape, out.alignment.shape, out.attn_weights.shape
+        (torch.Size([2, 5, 32]), torch.Size([2, 5, 40]), torch.Size([2, 4, 5, 40]))
+    """
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int,
+        num_heads: int,
+        kdim: int | None = None,
+        vdim: int | None = None,
+        dropout: float = 0.1,
+        noise_std: float = 1.0,
+        energy_bias_init: float = 3.5,
+        initial_stay_prob: float | None = None,
+        tunable: bool = True,
+        head_selection: Literal["focus_rate", "per_head"] = "focus_rate",
+        mass: Literal["preserve", "drop"] = "preserve",
+        eval_mode: Literal["soft", "hard", "viterbi"] = "soft",
+        residual: bool = False,
+        layer_norm: bool = False,
+        bias: bool = True,
+        impl: str = "auto",
+    ) -> None:
+        super().__init__()
+        for name, val in (("embed_dim", embed_dim), ("num_heads", num_heads)):
+            if not isinstance(val, int) or val <= 0:
+                raise ValueError(f"Expected {name} to be a positive int; found {val!r}.")
+        if embed_dim % num_heads:
+            raise ValueError(
+                f"Expected num_heads to divide embed_dim; found embed_dim={embed_dim}, "
+                f"num_heads={num_heads}. Pick num_heads among the divisors of {embed_dim}."
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"Expected 0 <= dropout < 1; found {dropout}.")
+        if noise_std < 0:
+            raise ValueError(f"Expected noise_std >= 0; found {noise_std}.")
+        if initial_stay_prob is not None and not 0.0 < initial_stay_prob < 1.0:
+            raise ValueError(f"Expected 0 < initial_stay_prob < 1; found {initial_stay_prob}.")
+        if head_selection not in ("focus_rate", "per_head"):
+            raise ValueError(
+                f"Expected head_selection 'focus_rate' or 'per_head'; found {head_selection!r}."
+            )
+        if mass not in ("preserve", "drop"):
+            raise ValueError(f"Expected mass 'preserve' or 'drop'; found {mass!r}.")
+        if eval_mode not in _MODES:
+            raise ValueError(f"Expected eval_mode in {_MODES}; found {eval_mode!r}.")
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.kdim = embed_dim if kdim is None else kdim
+        self.vdim = embed_dim if vdim is None else vdim
+        self.noise_std = float(noise_std)
+        self.tunable = tunable
+        self.head_selection = head_selection
+        self.mass = mass
+        self.eval_mode = eval_mode
+        self.residual = residual
+        self.impl = impl
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.k_proj = nn.Linear(self.kdim, embed_dim, bias=bias)
+        self.v_proj = nn.Linear(self.vdim, embed_dim, bias=bias)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        init = (
+            math.log(initial_stay_prob / (1.0 - initial_stay_prob))
+            if initial_stay_prob is not None
+            else float(energy_bias_init)
+        )
+        #: learnable stay bias ``r``, one per head.
+        self.stay_bias = nn.Parameter(torch.full((num_heads,), init))
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(embed_dim) if layer_norm else None
+
+    expected_stay_prob = staticmethod(expected_stay_prob)
+
+    def extra_repr(self) -> str:
+        return (
+            f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, kdim={self.kdim}, "
+            f"vdim={self.vdim}, tunable={self.tunable}, head_selection={self.head_selection!r}, "
+            f"mass={self.mass!r}, eval_mode={self.eval_mode!r}, noise_std={self.noise_std}, "
+            f"residual={self.residual}"
+        )
+
+    def _check(self, name: str, x: Tensor, last: int, batch: int | None) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"Expected {name} to be a torch.Tensor; found {type(x).__name__}.")
+        if x.dim() != 3 or x.shape[-1] != last or (batch is not None and x.shape[0] != batch):
+            lead = "B" if batch is None else str(batch)
+            raise ValueError(
+                f"Expected {name} of shape ({lead}, N, {last}); found {tuple(x.shape)}. "
+                "Inputs are batch-first (b, n, features)."
+            )
+        w = self.q_proj.weight
+        if x.device != w.device:
+            raise ValueError(
+                f"Expected {name} on {w.device} (the module's device); found {x.device}. "
+                f"Move it with .to({str(w.device)!r}) or move the module."
+            )
+        if x.dtype != w.dtype:
+            raise TypeError(
+                f"Expected {name} of dtype {w.dtype} (the module's parameter dtype); found "
+                f"{x.dtype}. Cast the input or the module (module.to({x.dtype}))."
+            )
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        *,
+        query_lengths: Tensor | None = None,
+        key_lengths: Tensor | None = None,
+        mode: Literal["soft", "hard", "viterbi"] | None = None,
+        initial_alignment: Tensor | None = None,
+    ) -> SMAOutput:
+        """Attend from text to mel.
+
+        Args:
+            query: ``(b, u, embed_dim)`` text encodings.
+            key: ``(b, t, kdim)`` mel encodings.
+            value: ``(b, t, vdim)`` mel encodings.
+            query_lengths: int64 ``(b,)`` valid tokens, ``1 <= . <= u`` (``None``: all valid).
+            key_lengths: int64 ``(b,)`` valid frames, ``1 <= . <= t`` (``None``: all valid).
+            mode: ``"soft"``, ``"hard"`` or ``"viterbi"``; ``None`` = ``"soft"`` in training and
+                ``eval_mode`` in eval. Viterbi needs ``key_lengths >= query_lengths``.
+            initial_alignment: ``(b, u)`` alignment before frame 0 (default one-hot on token 0).
+
+        Returns:
+            :class:`SMAOutput`.
+        """
+        self._check("query", query, self.embed_dim, None)
+        b = query.shape[0]
+        self._check("key", key, self.kdim, b)
+        self._check("value", value, self.vdim, b)
+        if key.shape[1] != value.shape[1]:
+            raise ValueError(
+                f"Expected key and value with the same number of frames; found key "
+                f"{tuple(key.shape)} and value {tuple(value.shape)}."
+            )
+        if mode is None:
+            mode = "soft" if self.training else self.eval_mode
+        elif mode not in _MODES:
+            raise ValueError(f"Expected mode in {_MODES} or None; found {mode!r}.")
+        if not self.tunable:
+            mode = "soft"
+        u, t = query.shape[1], key.shape[1]
+        q_len = check_lengths(
+            query_lengths, "query_lengths", batch=b, max_len=u, device=query.device
+        )
+        k_len = check_lengths(key_lengths, "key_lengths", batch=b, max_len=t, device=query.device)
+        h, dh = self.num_heads, self.head_dim
+        q = self.q_proj(query).view(b, u, h, dh).transpose(1, 2)
+        k = self.k_proj(key).view(b, t, h, dh).transpose(1, 2)
+        v = self.v_proj(value).view(b, t, h, dh).transpose(1, 2)
+        res = stepwise_monotonic_attention(
+            q,
+            k,
+            v,
+            query_lengths=q_len,
+            key_lengths=k_len,
+            stay_bias=self.stay_bias,
+            noise_std=self.noise_std if self.training else 0.0,
+            tunable=self.tunable,
+            mode=mode,
+            head_selection=self.head_selection,  # type: ignore[arg-type]
+            mass=self.mass,  # type: ignore[arg-type]
+            initial_alignment=initial_alignment,
+            impl=self.impl,
+        )
+        out = self.dropout(self.out_proj(res.context))
+        if self.residual:
+            out = query + out
+        if self.norm is not None:
+            out = self.norm(out)
+        out = torch.where(lengths_to_valid_mask(q_len, u)[..., None], out, 0)
+        return SMAOutput(
+            out, res.alignment, res.attn_weights, res.focus_rate, res.head_index, res.p_choose
+        )

@@ -1,0 +1,388 @@
+"""Tests of speechattn.nn.StepwiseMonotonicMultiheadAttention and its functional core."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from reference.keonlee_reference import reference_recurrence
+from speechattn.functional.monotonic_attention import (
+    expected_stay_prob,
+    select_heads,
+    stepwise_monotonic_attention,
+)
+from speechattn.nn import SMAOutput, StepwiseMonotonicMultiheadAttention
+
+D, H = 16, 4
+
+
+def make(seed: int = 0, **kw: object) -> StepwiseMonotonicMultiheadAttention:
+    torch.manual_seed(seed)
+    kw.setdefault("dropout", 0.0)
+    kw.setdefault("initial_stay_prob", 0.8)
+    return StepwiseMonotonicMultiheadAttention(embed_dim=D, num_heads=H, **kw)  # type: ignore[arg-type]
+
+
+def batch(seed: int = 1, b: int = 3, u: int = 5, t: int = 17, dtype: torch.dtype = torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, u, D, generator=g, dtype=dtype)
+    k = torch.randn(b, t, D, generator=g, dtype=dtype)
+    v = torch.randn(b, t, D, generator=g, dtype=dtype)
+    ql = torch.tensor([u, 3, 1][:b] + [u] * max(0, b - 3))
+    kl = torch.tensor([t, 11, 6][:b] + [t] * max(0, b - 3))
+    return q, k, v, ql, kl
+
+
+def pad_garbage(x: torch.Tensor, lengths: torch.Tensor, value: float) -> torch.Tensor:
+    keep = torch.arange(x.shape[1])[None, :, None] < lengths[:, None, None]
+    return torch.where(keep, x, torch.full_like(x, value))
+
+
+CONFIGS = [
+    dict(tunable=True, head_selection="focus_rate"),
+    dict(tunable=True, head_selection="per_head"),
+    dict(tunable=False),
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+@pytest.mark.parametrize("mode", ["soft", "hard", "viterbi"])
+def test_shapes_and_zero_padding(cfg: dict, mode: str) -> None:
+    m = make(**cfg).eval()
+    q, k, v, ql, kl = batch()
+    out = m(q, k, v, query_lengths=ql, key_lengths=kl, mode=mode)  # type: ignore[arg-type]
+    assert isinstance(out, SMAOutput)
+    b, u, t = 3, q.shape[1], k.shape[1]
+    assert out.output.shape == (b, u, D)
+    assert out.alignment.shape == (b, u, t)
+    assert out.attn_weights.shape == (b, H, u, t)
+    assert out.focus_rate.shape == (b, H)
+    assert out.head_index.shape == (b,) and out.head_index.dtype == torch.int64
+    assert torch.equal(out.head_index, out.focus_rate.argmax(-1))
+    if cfg["tunable"]:
+        assert out.p_choose is not None and out.p_choose.shape == (b, u, t)
+    else:
+        assert out.p_choose is None
+    tv = torch.arange(u)[None] < ql[:, None]
+    fv = torch.arange(t)[None] < kl[:, None]
+    cell = tv[:, :, None] & fv[:, None, :]
+    assert torch.all(out.output[~tv] == 0)
+    assert torch.all(out.alignment[~cell] == 0)
+    assert torch.all(out.attn_weights.transpose(0, 1)[:, ~cell] == 0)
+    assert torch.isfinite(out.output).all() and torch.isfinite(out.alignment).all()
+    assert ((out.focus_rate > 0) & (out.focus_rate <= 1 + 1e-6)).all()
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+@pytest.mark.parametrize("training", [False, True])
+def test_padding_content_never_changes_outputs(cfg: dict, training: bool) -> None:
+    m = make(**cfg, layer_norm=True, residual=True).train(training)
+    q, k, v, ql, kl = batch()
+    outs = []
+    for fill in (0.0, 1e4, float("nan"), float("inf")):
+        torch.manual_seed(5)  # same noise draw in training
+        outs.append(
+            m(
+                pad_garbage(q, ql, fill),
+                pad_garbage(k, kl, -fill),
+                pad_garbage(v, kl, fill),
+                query_lengths=ql,
+                key_lengths=kl,
+            )
+        )
+    for o in outs[1:]:
+        for a, b in zip(outs[0], o):
+            if a is None:
+                assert b is None
+                continue
+            assert torch.isfinite(b).all()
+            torch.testing.assert_close(b, a, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+@pytest.mark.parametrize("mode", ["soft", "hard", "viterbi"])
+def test_batch_equals_per_item(cfg: dict, mode: str) -> None:
+    m = make(**cfg, layer_norm=True).eval()
+    q, k, v, ql, kl = batch()
+    full = m(q, k, v, query_lengths=ql, key_lengths=kl, mode=mode)  # type: ignore[arg-type]
+    for i in range(3):
+        u, t = int(ql[i]), int(kl[i])
+        one = m(q[i : i + 1, :u], k[i : i + 1, :t], v[i : i + 1, :t], mode=mode)  # type: ignore[arg-type]
+        torch.testing.assert_close(one.output[0], full.output[i, :u], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            one.alignment[0], full.alignment[i, :u, :t], rtol=1e-5, atol=1e-6
+        )
+        torch.testing.assert_close(
+            one.attn_weights[0], full.attn_weights[i, :, :u, :t], rtol=1e-5, atol=1e-6
+        )
+        torch.testing.assert_close(one.focus_rate[0], full.focus_rate[i], rtol=1e-5, atol=1e-6)
+        assert int(one.head_index[0]) == int(full.head_index[i])
+
+
+def _oracle_soft(m: StepwiseMonotonicMultiheadAttention, q, k, v, per_head: bool) -> torch.Tensor:
+    """float64 loop oracle for one unpadded item (b=1): p from the equation, reference loop."""
+    h, dh = m.num_heads, m.head_dim
+    qh = m.q_proj(q).view(1, -1, h, dh).transpose(1, 2)[0]
+    kh = m.k_proj(k).view(1, -1, h, dh).transpose(1, 2)[0]
+    vh = m.v_proj(v).view(1, -1, h, dh).transpose(1, 2)[0]
+    e = qh @ kh.transpose(-1, -2) / math.sqrt(dh) + m.stay_bias.view(h, 1, 1)
+    p = torch.sigmoid(e)
+    p[:, -1, :] = 1.0  # mass="preserve": the last token absorbs
+    a0 = torch.zeros(h, q.shape[1], 1, dtype=q.dtype)
+    a0[:, 0] = 1.0
+    alpha = reference_recurrence(p, a0)  # (h, u, t)
+    pr = [
+        (alpha[j] / alpha[j].sum(0, keepdim=True).clamp_min(1e-300)).amax(0).mean()
+        for j in range(h)
+    ]
+    best = int(torch.stack(pr).argmax())
+    if per_head:
+        ctx = (alpha @ vh).transpose(0, 1).reshape(q.shape[1], -1)
+    else:
+        ctx = alpha[best] @ vh.transpose(0, 1).reshape(k.shape[1], -1)
+    return m.out_proj(ctx), alpha[best]
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+def test_soft_matches_float64_loop_oracle(per_head: bool) -> None:
+    m = make(head_selection="per_head" if per_head else "focus_rate").double().eval()
+    q, k, v, ql, kl = batch(dtype=torch.float64)
+    out = m(q, k, v, query_lengths=ql, key_lengths=kl, mode="soft")
+    with torch.no_grad():
+        for i in range(3):
+            u, t = int(ql[i]), int(kl[i])
+            ref_out, ref_align = _oracle_soft(
+                m, q[i : i + 1, :u], k[i : i + 1, :t], v[i : i + 1, :t], per_head
+            )
+            torch.testing.assert_close(out.output[i, :u], ref_out, rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(out.alignment[i, :u, :t], ref_align, rtol=1e-10, atol=1e-10)
+            # mass="preserve": every valid frame's column sums to 1.
+            torch.testing.assert_close(
+                out.alignment[i, :u, :t].sum(0), torch.ones(t, dtype=torch.float64)
+            )
+
+
+def test_plain_mha_matches_sdpa() -> None:
+    m = make(tunable=False).eval()
+    q, k, v, ql, kl = batch()
+    out = m(q, k, v, query_lengths=ql, key_lengths=kl)
+    b, u, t = q.shape[0], q.shape[1], k.shape[1]
+    split = lambda x: x.view(b, -1, H, D // H).transpose(1, 2)  # noqa: E731
+    keep = (torch.arange(t)[None] < kl[:, None])[:, None, None, :]
+    ref = F.scaled_dot_product_attention(
+        split(m.q_proj(q)), split(m.k_proj(k)), split(m.v_proj(v)), attn_mask=keep
+    )
+    ref = m.out_proj(ref.transpose(1, 2).reshape(b, u, D))
+    tv = torch.arange(u)[None] < ql[:, None]
+    torch.testing.assert_close(out.output[tv], ref[tv], rtol=1e-5, atol=1e-5)
+    # Softmax rows over valid frames sum to 1 on valid tokens.
+    torch.testing.assert_close(
+        out.attn_weights.sum(-1).transpose(0, 1)[:, tv], torch.ones(H, int(tv.sum()))
+    )
+
+
+def test_focus_rate_selection_uses_all_heads_values() -> None:
+    m = make().eval()
+    q, k, v, ql, kl = batch()
+    out = m(q, k, v, query_lengths=ql, key_lengths=kl)
+    torch.testing.assert_close(out.alignment, select_heads(out.attn_weights, out.head_index))
+    vcat = m.v_proj(v) * (torch.arange(k.shape[1])[None] < kl[:, None])[..., None]
+    ref = m.out_proj(out.alignment @ vcat)
+    tv = torch.arange(q.shape[1])[None] < ql[:, None]
+    torch.testing.assert_close(out.output[tv], ref[tv], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("selection", ["focus_rate", "per_head"])
+@pytest.mark.parametrize("mode", ["hard", "viterbi"])
+def test_hard_and_viterbi_durations_sum_to_mel_length(selection: str, mode: str) -> None:
+    m = make(head_selection=selection, eval_mode=mode).eval()
+    q, k, v, ql, kl = batch(u=6, t=30)
+    with torch.no_grad():
+        out = m(q, k, v, query_lengths=ql, key_lengths=kl)  # mode from eval_mode
+    a = out.alignment
+    assert set(a.unique().tolist()) <= {0.0, 1.0}
+    torch.testing.assert_close(a.sum((1, 2)), kl.to(a.dtype))
+    for i in range(3):
+        u, t = int(ql[i]), int(kl[i])
+        col = a[i, :u, :t].argmax(0)
+        assert torch.all(a[i, :u, :t].sum(0) == 1)
+        assert torch.all(col.diff() >= 0) and torch.all(col.diff() <= 1)
+        assert int(col[0]) == 0
+        if mode == "viterbi":
+            assert int(col[-1]) == u - 1  # forced to end on the last token
+            assert torch.all(a[i, :u, :t].sum(1) >= 1)  # every valid token gets a frame
+
+
+def test_viterbi_reaches_end_where_hard_rule_stalls() -> None:
+    # A large stay bias keeps p > 0.5 everywhere: the hard rule never advances, Viterbi does.
+    m = make(initial_stay_prob=0.99).eval()
+    q, k, v, ql, kl = batch(u=6, t=30)
+    with torch.no_grad():
+        hard = m(q, k, v, query_lengths=ql, key_lengths=kl, mode="hard")
+        vit = m(q, k, v, query_lengths=ql, key_lengths=kl, mode="viterbi")
+    assert torch.all(hard.alignment[:, 0].sum(-1) == kl.float())
+    for i in range(3):
+        assert vit.alignment[i, int(ql[i]) - 1, int(kl[i]) - 1] == 1
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_gradients_flow(cfg: dict) -> None:
+    m = make(**cfg, layer_norm=True, dropout=0.1).train()
+    q, k, v, ql, kl = batch()
+    q.requires_grad_(True)
+    out = m(q, k, v, query_lengths=ql, key_lengths=kl)
+    (out.output.pow(2).sum() + out.alignment.sum()).backward()
+    for name, p in m.named_parameters():
+        if name == "stay_bias" and not cfg["tunable"]:
+            assert p.grad is None
+            continue
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+    assert q.grad is not None and torch.all(q.grad[1, 3:] == 0)  # padded tokens get no gradient
+
+
+@pytest.mark.parametrize(
+    ("selection", "impl", "fast"),
+    [("focus_rate", "torch", False), ("per_head", "torch", False), ("focus_rate", "auto", True)],
+)
+def test_gradcheck_functional(selection: str, impl: str, fast: bool) -> None:
+    g = torch.Generator().manual_seed(3)
+    b, h, u, t, dh = 2, 2, 3, 6, 3
+    q = torch.randn(b, h, u, dh, generator=g, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(b, h, t, dh, generator=g, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(b, h, t, dh, generator=g, dtype=torch.float64, requires_grad=True)
+    r = torch.tensor([0.5, 1.0], dtype=torch.float64, requires_grad=True)
+    ql, kl = torch.tensor([3, 2]), torch.tensor([6, 4])
+
+    def fn(q, k, v, r):
+        res = stepwise_monotonic_attention(
+            q,
+            k,
+            v,
+            query_lengths=ql,
+            key_lengths=kl,
+            stay_bias=r,
+            head_selection=selection,
+            impl=impl,
+        )
+        return res.context, res.alignment
+
+    assert torch.autograd.gradcheck(fn, (q, k, v, r), eps=1e-6, atol=1e-6, fast_mode=fast)
+
+
+def test_noise_only_in_training_and_eval_mode_default() -> None:
+    m = make(noise_std=1.0)
+    q, k, v, ql, kl = batch()
+    m.train()
+    a = m(q, k, v, query_lengths=ql, key_lengths=kl).alignment
+    b = m(q, k, v, query_lengths=ql, key_lengths=kl).alignment
+    assert not torch.allclose(a, b)
+    m.eval()
+    a = m(q, k, v, query_lengths=ql, key_lengths=kl).alignment
+    b = m(q, k, v, query_lengths=ql, key_lengths=kl).alignment
+    assert torch.equal(a, b)
+    assert not set(a.unique().tolist()) <= {0.0, 1.0}  # eval_mode="soft" by default
+    m.eval_mode = "hard"
+    hard = m(q, k, v, query_lengths=ql, key_lengths=kl).alignment
+    assert set(hard.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_stay_bias_init_and_expected_stay_prob() -> None:
+    m = StepwiseMonotonicMultiheadAttention(embed_dim=D, num_heads=H)
+    torch.testing.assert_close(m.stay_bias.detach(), torch.full((H,), 3.5))
+    m = StepwiseMonotonicMultiheadAttention(embed_dim=D, num_heads=H, initial_stay_prob=0.9)
+    torch.testing.assert_close(torch.sigmoid(m.stay_bias.detach()), torch.full((H,), 0.9))
+    p = expected_stay_prob(torch.tensor([10, 30]), torch.tensor([100, 100]))
+    assert abs(p - 0.8) < 1e-12
+    assert StepwiseMonotonicMultiheadAttention.expected_stay_prob is expected_stay_prob
+
+
+def test_initial_alignment_shifts_start() -> None:
+    m = make().eval()
+    q, k, v, ql, kl = batch()
+    a0 = torch.zeros(3, q.shape[1])
+    a0[0, 2] = 1.0
+    a0[1, 1] = 1.0
+    a0[2, 0] = 1.0
+    out = m(q, k, v, query_lengths=ql, key_lengths=kl, initial_alignment=a0, mode="soft")
+    assert torch.all(out.alignment[0, :2] == 0)  # monotonic: never goes back before token 2
+    assert torch.all(out.alignment[1, :1] == 0)
+
+
+def test_mass_drop_lets_mass_leave() -> None:
+    m = make(mass="drop", initial_stay_prob=0.3).eval()
+    q, k, v, ql, kl = batch(t=30)
+    out = m(q, k, v, query_lengths=ql, key_lengths=kl, mode="soft")
+    cols = out.alignment[0].sum(0)
+    assert cols[-1] < 0.5 and torch.all(cols <= 1 + 1e-6)
+
+
+def test_low_precision_runs_in_float32() -> None:
+    m = make().to(torch.bfloat16).eval()
+    q, k, v, ql, kl = batch(dtype=torch.bfloat16)
+    out = m(q, k, v, query_lengths=ql, key_lengths=kl)
+    assert out.output.dtype == torch.bfloat16
+    assert out.alignment.dtype == torch.float32
+    assert torch.isfinite(out.output).all()
+
+
+def test_extreme_inputs_never_nan() -> None:
+    m = make(noise_std=0.0).train()
+    q, k, v, ql, kl = batch()
+    out = m(q * 1e4, k * 1e4, v, query_lengths=ql, key_lengths=kl)
+    out.output.sum().backward()
+    assert torch.isfinite(out.output).all() and torch.isfinite(out.alignment).all()
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+
+
+def test_bad_inputs_raise_clear_errors() -> None:
+    m = make().eval()
+    q, k, v, ql, kl = batch()
+    with pytest.raises(
+        ValueError, match=r"Expected query of shape \(B, N, 16\); found \(3, 5, 8\)"
+    ):
+        m(q[..., :8], k, v)
+    with pytest.raises(
+        ValueError, match=r"Expected key of shape \(3, N, 16\); found \(2, 17, 16\)"
+    ):
+        m(q, k[:2], v)
+    with pytest.raises(ValueError, match=r"rank|shape"):
+        m(q[0], k, v)
+    with pytest.raises(ValueError, match="same number of frames"):
+        m(q, k, v[:, :5])
+    with pytest.raises(TypeError, match=r"dtype torch.float32 .* found torch.float64"):
+        m(q.double(), k, v)
+    with pytest.raises(ValueError, match="device"):
+        m(q, k.to("meta"), v)
+    with pytest.raises(TypeError, match=r"torch\.Tensor"):
+        m(q.tolist(), k, v)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"query_lengths\[1\] = 0"):
+        m(q, k, v, query_lengths=torch.tensor([5, 0, 1]), key_lengths=kl)
+    with pytest.raises(ValueError, match=r"key_lengths\[2\] = 18"):
+        m(q, k, v, query_lengths=ql, key_lengths=torch.tensor([1, 2, 18]))
+    with pytest.raises(TypeError, match="integer"):
+        m(q, k, v, query_lengths=ql.float(), key_lengths=kl)
+    with pytest.raises(ValueError, match="mode"):
+        m(q, k, v, mode="argmax")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"mel_lengths\[|text_lengths\[|\[1\]"):
+        m(q, k, v, query_lengths=ql, key_lengths=torch.tensor([17, 2, 6]), mode="viterbi")
+    with pytest.raises(ValueError, match=r"initial_alignment of shape \(3, 5\)"):
+        m(q, k, v, initial_alignment=torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="divide embed_dim"):
+        StepwiseMonotonicMultiheadAttention(embed_dim=10, num_heads=4)
+    with pytest.raises(ValueError, match="initial_stay_prob"):
+        StepwiseMonotonicMultiheadAttention(embed_dim=8, num_heads=2, initial_stay_prob=1.0)
+    with pytest.raises(ValueError, match="head_selection"):
+        StepwiseMonotonicMultiheadAttention(embed_dim=8, num_heads=2, head_selection="best")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="eval_mode"):
+        StepwiseMonotonicMultiheadAttention(embed_dim=8, num_heads=2, eval_mode="argmax")  # type: ignore[arg-type]
+
+
+def test_kdim_vdim() -> None:
+    torch.manual_seed(0)
+    m = StepwiseMonotonicMultiheadAttention(embed_dim=D, num_heads=H, kdim=10, vdim=6).eval()
+    out = m(torch.randn(2, 4, D), torch.randn(2, 9, 10), torch.randn(2, 9, 6))
+    assert out.output.shape == (2, 4, D)
