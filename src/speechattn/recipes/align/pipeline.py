@@ -77,8 +77,8 @@ class DemoConfig:
 def save_aligner(
     path: Path, model: TextMelAligner, symbols: dict, features: FeatureConfig, info: dict
 ) -> None:
-    """Save a small standalone aligner (weights in float16, config, symbols, front end)."""
-    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    """Save a small standalone aligner (weights, config, symbols, front end)."""
+    state = model.state_dict()
     save_checkpoint(
         path,
         {
