@@ -24,6 +24,8 @@ def _demo(args: argparse.Namespace) -> int:
     if args.kinds:
         cfg.kinds = tuple(args.kinds.split(","))
     cfg.seed = args.seed
+    if args.minutes_per_aligner is not None:
+        cfg.max_seconds_per_aligner = 60.0 * args.minutes_per_aligner
     res = run_demo(
         Path(args.out),
         cfg,

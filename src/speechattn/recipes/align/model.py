@@ -62,6 +62,7 @@ class AlignerConfig:
     prior_scaling: float = 1.0
     use_prior: bool = True
     fs_weight: float = 1.0
+    sma_noise_std: float = 0.0
     dropout: float = 0.1
 
     def to_dict(self) -> dict:
@@ -161,10 +162,18 @@ class TextMelAligner(nn.Module):
         self.q = nn.Linear(d, d)
         self.k = nn.Linear(d, d)
         if config.kind == "sma":
-            # Stay-probability energy (a second bilinear score) and its learnable bias.
-            self.q_stay = nn.Linear(d, d)
-            self.k_stay = nn.Linear(d, d)
-            self.stay_bias = nn.Parameter(torch.zeros(()))
+            from speechattn.nn.monotonic import StepwiseMonotonicMultiheadAttention
+
+            # The SMA layer (issue 3) gives the stay probabilities p_t(u): text queries, mel keys,
+            # energy + learnable bias (initial stay probability 0.5, then shifted per item to 1 - U/T).
+            self.sma = StepwiseMonotonicMultiheadAttention(
+                embed_dim=d,
+                num_heads=1,
+                dropout=0.0,
+                noise_std=config.sma_noise_std,
+                initial_stay_prob=0.5,
+                mass="preserve",
+            )
         if config.kind == "mha":
             h = config.num_heads
             if d % h:
@@ -215,11 +224,16 @@ class TextMelAligner(nn.Module):
         fs = forward_sum_loss(log_attn, text_lengths, mel_lengths)
         if cfg.kind == "fs":
             return AlignerOutput(fs, log_attn, log_attn.exp() * valid2, None, None)
-        # SMA stay probabilities: energy + per-item init bias logit(1 - U/T) + learnable bias.
-        e = (self.q_stay(h) @ self.k_stay(m).transpose(1, 2)) / math.sqrt(h.shape[-1])
+        # SMA stay probabilities from the SMA layer, shifted per item by logit(1 - U/T) so the
+        # initial stay probability is the expected one (the paper's +3.5 collapses an aligner).
+        sma = self.sma(h, m, m, query_lengths=text_lengths, key_lengths=mel_lengths, mode="soft")
+        assert_p = sma.p_choose
+        if assert_p is None:  # pragma: no cover - tunable SMA always returns p_choose
+            raise RuntimeError("the SMA layer returned no stay probabilities")
+        pc = assert_p.clamp(1e-6, 1 - 1e-6)
         p0 = (1.0 - text_lengths.float() / mel_lengths.float()).clamp(0.05, 0.95)
         b0 = torch.log(p0) - torch.log1p(-p0)
-        z = e + b0.view(-1, 1, 1) + self.stay_bias
+        z = torch.log(pc) - torch.log1p(-pc) + b0.view(-1, 1, 1)
         log_stay = F.logsigmoid(z)
         log_move = F.logsigmoid(-z)
         ll = monotonic_hmm_log_likelihood(log_attn, log_stay, log_move, text_lengths, mel_lengths)

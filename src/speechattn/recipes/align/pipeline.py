@@ -46,11 +46,11 @@ ALIGNER_NAMES = {
 class DemoConfig:
     """Size of the demo run. ``quick()`` is the test-suite size."""
 
-    utterances: int = 900
+    utterances: int = 600
     speakers: int = 8
     held_out_voices: int = 2
     held_out_utterances: int = 60
-    steps: int = 700
+    steps: int = 400
     batch_size: int = 16
     dim: int = 128
     lr: float = 2e-3
