@@ -84,6 +84,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kinds", default=None, help="comma list of aligners: sma,fs,mha")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--minutes-per-aligner",
+        type=float,
+        default=None,
+        help="stop each aligner's training after this",
+    )
+    p.add_argument(
         "--export", default=None, help="save the best aligner here (how the shipped one is built)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -78,14 +78,19 @@ class AlignItem:
 
 
 def _phonemize_words(text: str, voice: str) -> list[tuple[str, list[str]]]:
+    """(word, phones) pairs. Whole-sentence phonemes when they line up with the words; otherwise
+    each word on its own, so a word the front end cannot pronounce shows up with no phones."""
     from speechattn.data.text import normalize_text, phonemize, words_of
 
     phon = phonemize(text, voice=voice)
     words = words_of(normalize_text(text))
-    if len(words) != len(phon):
-        # The front end may split or merge words (numbers, hyphens): keep phones, label by index.
-        words = [f"w{i}" for i in range(len(phon))]
-    return list(zip(words, phon))
+    if len(words) == len(phon):
+        return list(zip(words, phon))
+    out: list[tuple[str, list[str]]] = []
+    for w in words:
+        ph = [p for part in phonemize(w, voice=voice, normalize=False) for p in part]
+        out.append((w, ph))
+    return out
 
 
 def token_symbol(phone: str, strip_stress: bool) -> str:
