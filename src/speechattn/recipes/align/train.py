@@ -145,7 +145,8 @@ def train_aligner(
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        ddp_model = DistributedDataParallel(model)
+        # The SMA layer's value/output projections are unused by the aligner objective.
+        ddp_model = DistributedDataParallel(model, find_unused_parameters=True)
     lengths = [int(it.mel.shape[0]) for it in items]
     t0 = time.perf_counter()
     bar = None
