@@ -28,7 +28,7 @@ def toy() -> tuple[list, list]:
     return toy_items(96, 0), toy_items(24, 1)
 
 
-@pytest.mark.parametrize("kind", ["sma", "fs"])
+@pytest.mark.parametrize("kind", ["sma", pytest.param("fs", marks=pytest.mark.slow)])
 def test_aligner_learns_well_above_uniform(toy: tuple[list, list], kind: str) -> None:
     train, test = toy
     res = train_aligner(

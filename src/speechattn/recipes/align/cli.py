@@ -54,6 +54,7 @@ def _align(args: argparse.Namespace) -> int:
         steps=args.steps,
         seed=args.seed,
         threads=args.threads,
+        word_silences=args.word_silences,
         progress=not args.no_progress,
     )
     if res:
@@ -111,5 +112,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--steps", type=int, default=None, help="adaptation/training steps")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--threads", type=int, default=2)
+    a.add_argument(
+        "--word-silences",
+        action="store_true",
+        help="with --from-scratch: a pause token <sp> between words (it takes at least one frame)",
+    )
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=_align)

@@ -196,6 +196,7 @@ def run_demo(
             seed=config.seed,
             workers=config.threads,
             sample_rate=feats.sample_rate,
+            progress=progress,
         )
     utts = load_corpus(manifest)
     symbols = new_symbol_table()
@@ -338,6 +339,7 @@ def run_align(
     steps: int | None = None,
     seed: int = 0,
     threads: int = 2,
+    word_silences: bool = False,
     progress: bool = True,
     log=print,
 ) -> dict:
@@ -350,7 +352,7 @@ def run_align(
     utts = load_corpus(data)
     rank, _world = dist_info()
     if from_scratch:
-        feats = FeatureConfig()
+        feats = FeatureConfig(word_silences=word_silences)
         symbols = new_symbol_table()
         items = build_items(
             utts, symbols, feats, grow_symbols=True, progress=progress and rank == 0
