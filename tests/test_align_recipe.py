@@ -186,3 +186,27 @@ def check_report(path: Path) -> None:
     for src in p.imgs:
         f = path.parent / src
         assert f.exists() and f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", src
+
+
+def test_front_end_warns_and_skips_unpronounceable(tmp_path: Path) -> None:
+    pytest.importorskip("espeakng_loader")
+    import soundfile as sf
+
+    from speechattn.data.corpus import Utterance
+    from speechattn.recipes.align.data import FeatureConfig, build_items, new_symbol_table
+
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros(22050, dtype=np.float32), 22050)
+    utts = [
+        Utterance("ok", wav, "Hello, World! 42.", "s", None, None),
+        Utterance("bad", wav, "漢字", "s", None, None),
+    ]
+    symbols = new_symbol_table()
+    with pytest.warns(UserWarning) as rec:
+        items = build_items(utts, symbols, FeatureConfig(), grow_symbols=True)
+    assert [it.id for it in items] == ["ok"]
+    assert any("bad" in str(w.message) for w in rec)
+    it = items[0]
+    assert [w for w, _, _ in it.words] == ["Hello", "World", "forty", "two"]
+    assert it.tokens[0] == symbols["<sil>"] and it.tokens[-1] == symbols["<sil>"]
+    assert len(it.phone_token_index) == len(it.phones)
