@@ -104,3 +104,28 @@ def test_align_command_trains_resumes_and_applies(demo_out: Path, tmp_path: Path
     )
     assert (out2 / "report.html").exists()
     assert (out2 / "alignments" / tgs[0].name).read_text() == before
+
+
+def test_shipped_aligner_applies_out_of_the_box(demo_out: Path, tmp_path: Path) -> None:
+    from speechattn.recipes.align.pipeline import DEFAULT_ASSET, load_aligner
+
+    if not DEFAULT_ASSET.exists():
+        pytest.fail(f"the shipped aligner {DEFAULT_ASSET} is missing (see README to rebuild it)")
+    model, _symbols, _feats, info = load_aligner()
+    assert info.get("kind") == model.config.kind
+    assert DEFAULT_ASSET.stat().st_size < 8 * 2**20
+    manifest = demo_out / "corpus" / "manifest.jsonl"
+    lines = manifest.read_text().splitlines()[:6]
+    small = tmp_path / "small.jsonl"
+    small.write_text(
+        "\n".join(
+            json.dumps(dict(json.loads(x), path=str(demo_out / "corpus" / json.loads(x)["path"])))
+            for x in lines
+        )
+    )
+    out = tmp_path / "shipped"
+    assert main(["align", str(small), "--out", str(out), "--no-adapt", "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]["corpus"]
+    name = next(k for k in metrics if k != "uniform")
+    assert metrics[name]["phone_within_20ms"] > metrics["uniform"]["phone_within_20ms"] + 25
+    assert len(list((out / "alignments").glob("*.TextGrid"))) == 6

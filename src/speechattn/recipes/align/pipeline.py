@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import time
@@ -117,10 +118,22 @@ def load_aligner(path: Path | None = None) -> tuple[TextMelAligner, dict, Featur
     return model, dict(ck["symbols"]), FeatureConfig(**ck["features"]), dict(ck.get("info", {}))
 
 
+@functools.lru_cache(maxsize=256)
+def _usable_voice(name: str) -> bool:
+    from speechattn.data.text import phonemize
+
+    try:
+        phonemize("a", voice=name)
+    except Exception:
+        return False
+    return True
+
+
 def corpus_voice(utt: Any) -> str:
-    """Phonemizer voice for a synthetic-corpus utterance: its espeak voice (speaker id), else en-us."""
+    """Phonemizer voice for an utterance: its speaker id when that is an espeak English voice
+    (synthetic corpora, so phones line up with the ground truth), else ``en-us``."""
     spk = str(getattr(utt, "speaker", ""))
-    return spk if spk.startswith("en") else "en-us"
+    return spk if spk.startswith("en") and _usable_voice(spk) else "en-us"
 
 
 def _split(items: Sequence[AlignItem], held_voices: int, held_utts: int, seed: int):
@@ -355,7 +368,12 @@ def run_align(
         feats = FeatureConfig(word_silences=word_silences)
         symbols = new_symbol_table()
         items = build_items(
-            utts, symbols, feats, grow_symbols=True, progress=progress and rank == 0
+            utts,
+            symbols,
+            feats,
+            grow_symbols=True,
+            progress=progress and rank == 0,
+            voice=corpus_voice,
         )
         mcfg = AlignerConfig(kind="sma", num_symbols=max(64, len(symbols)), n_mels=feats.n_mels)
         init = None
@@ -363,7 +381,12 @@ def run_align(
     else:
         model, symbols, feats, _info = load_aligner(checkpoint)
         items = build_items(
-            utts, symbols, feats, grow_symbols=False, progress=progress and rank == 0
+            utts,
+            symbols,
+            feats,
+            grow_symbols=False,
+            progress=progress and rank == 0,
+            voice=corpus_voice,
         )
         mcfg = model.config
         init = model.state_dict()
