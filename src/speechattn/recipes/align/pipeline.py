@@ -305,7 +305,9 @@ def run_demo(
     notes = [
         "Every aligner is trained on the same training utterances without alignment labels and scored "
         "on held-out sentences of the training voices and on voices never seen in training. "
-        "A boundary counts once per phone start and once per phone end; edge silence tokens are not scored.",
+        "A boundary counts once per phone start and once per phone end; edge silence tokens are not scored. "
+        "Failures: utterances whose soft alignment (frame-wise argmax over tokens) never reaches the "
+        "last phone; the hard Viterbi/MAS paths always do, by construction.",
         "SMA aligner: emissions are per-frame token scores (RAD-TTS style, beta-binomial prior), "
         "transitions are SMA stay/move probabilities p, 1-p; trained by the forward (sum over monotonic "
         "paths) likelihood plus the forward-sum loss; durations from the Viterbi path.",
