@@ -103,12 +103,19 @@ def test_manifest_corpus_and_errors(tmp_path) -> None:
          "words": [[0.0, 0.1, "hi"], [0.1, 0.2, "there"]], "phones": [[0.0, 0.05, "h"], [0.05, 0.1, "aɪ"]]},
         {"id": "b", "path": "w/missing.wav", "text": "gone"},
         {"id": "c", "path": "w/a.wav", "text": ""},
+        {"id": "d", "path": "w/a.wav", "text": "wrong rate", "sample_rate": 16000},
+        {"id": "e", "path": "w/a.wav", "text": "wrong file", "duration": 3.0},
+        {"id": "f", "path": "w/a.wav", "text": "too long", "phones": [[0.0, 0.2, "a"], [0.2, 0.9, "b"]]},
+        {"id": "g", "path": "w/a.wav", "text": "bad phones", "phones": [[0.0, "x"]]},
+        {"id": "h", "path": "w/a.wav", "text": "ok", "sample_rate": 22050, "duration": 0.25},
     ]  # fmt: skip
     lines = [json.dumps(r) for r in recs] + ["{not json"]
     (tmp_path / "manifest.jsonl").write_text("\n".join(lines) + "\n")
-    with pytest.warns(UserWarning, match="skipped 3"):
+    with pytest.warns(UserWarning, match="skipped 7") as rec:
         utts = load_corpus(tmp_path)
-    assert len(utts) == 1
+    msg = str(rec[0].message)
+    assert "16000" in msg and "wrong file" in msg and "mismatched" in msg
+    assert [u.id for u in utts] == ["a", "h"]
     u = utts[0]
     assert u.id == "a" and u.speaker == "s1" and u.words is not None and u.phones is not None
     assert u.words[1].label == "there" and u.phones[1].label == "aɪ"

@@ -428,6 +428,15 @@ def test_bad_inputs_raise_clear_errors() -> None:
         monotonic_viterbi(p, torch.tensor([3, 3]), torch.tensor([5, 2]))
     with pytest.raises(ValueError, match="impl"):
         monotonic_viterbi(p, impl="magic")
+    for impl in IMPLS:  # -0.0 is a valid probability; inf is not
+        q = p.clone()
+        q[0, 1, 1] = -0.0
+        assert torch.isfinite(stepwise_monotonic_alignment(q, impl=impl)).all()
+        q[1, 1, 1] = math.inf
+        with pytest.raises(ValueError, match="max inf"):
+            stepwise_monotonic_alignment(q, impl=impl)
+        with pytest.raises(ValueError, match="NaN"):
+            stepwise_monotonic_alignment(torch.full((1, 2, 3), math.nan).double(), impl=impl)
     # padded positions may hold anything, including values outside [0, 1]
     q = p.clone()
     q[0, :, 3:] = 7.0
@@ -472,3 +481,57 @@ def test_kernel_registry_dispatch() -> None:
     assert calls == ["fwd", "bwd"]
     with pytest.raises(ValueError, match="reserved"):
         register_sma_kernel("torch", fwd, bwd)
+
+
+def test_numba_threaded_split_equals_single_thread() -> None:
+    """Items dealt round-robin to threads give bit-identical results to one thread."""
+    p, tl, ml = _ragged(9, 40, 420, heads=None, seed=12, dtype=torch.float32)
+    p.requires_grad_(True)
+    w = torch.randn_like(p)
+    threads = torch.get_num_threads()
+    out = {}
+    try:
+        for k in (1, 3):
+            torch.set_num_threads(k)
+            alpha = stepwise_monotonic_alignment(p, tl, ml, mass="preserve", impl="numba")
+            (gp,) = torch.autograd.grad(alpha, p, w)
+            vit = monotonic_viterbi(p, tl, torch.maximum(ml, tl), impl="numba")
+            out[k] = (alpha, gp, vit.path, vit.durations)
+    finally:
+        torch.set_num_threads(threads)
+    for x, y in zip(out[1], out[3]):
+        assert torch.equal(x, y)
+
+
+def test_float32_error_ratio_against_float64_golden() -> None:
+    """The numba path's float32 error is at most a few times the torch spec's float32 error."""
+    p, tl, ml = _ragged(6, 40, 300, heads=None, seed=13)
+    p = p.clamp(0.6, 1.0)  # long dwell: many frames of accumulation per token
+    p.requires_grad_(True)
+    w = torch.randn_like(p)
+    gold = stepwise_monotonic_alignment(p, tl, ml, impl="torch")
+    (g_gold,) = torch.autograd.grad(gold, p, w)
+    p32 = p.detach().float().requires_grad_(True)
+    errs = {}
+    for impl in IMPLS:
+        a = stepwise_monotonic_alignment(p32, tl, ml, impl=impl)
+        (g,) = torch.autograd.grad(a, p32, w.float())
+        errs[impl] = (
+            float((a.detach().double() - gold.detach()).abs().max()),
+            float((g.double() - g_gold).abs().max()),
+        )
+    for k in range(2):
+        assert errs["numba"][k] <= 4 * errs["torch"][k] + 1e-7, errs
+
+
+def test_numba_is_imported_lazily() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, speechattn, speechattn.functional, speechattn.kernels, speechattn.cli;"
+        "speechattn.kernels.available();"
+        "print('numba' in sys.modules, 'speechattn.kernels._numba_sma' in sys.modules)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.split() == ["False", "False"]

@@ -183,6 +183,8 @@ def test_relative_distance_follows_each_items_diagonal_for_non_square() -> None:
     # 3 queries over 9 keys: query i's zero-penalty key is j = 3 i (the item's own diagonal).
     bias = diagonal_bias(_t([3]), _t([9]), kind="linear")
     assert bias[0, 0].argmax(-1).tolist() == [0, 3, 6]
+    # The seed's band is anchored at the top-left corner instead: its "diagonal" is j = i.
+    assert seed_attention_penalty(3, 9)[0, 0].argmax(-1).tolist() == [0, 1, 2]
 
 
 def test_absolute_linear_equals_the_seed_penalty() -> None:

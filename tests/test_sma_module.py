@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from reference.keonlee_reference import reference_recurrence
 from speechattn.functional.monotonic_attention import (
@@ -386,3 +388,48 @@ def test_kdim_vdim() -> None:
     m = StepwiseMonotonicMultiheadAttention(embed_dim=D, num_heads=H, kdim=10, vdim=6).eval()
     out = m(torch.randn(2, 4, D), torch.randn(2, 9, 10), torch.randn(2, 9, 6))
     assert out.output.shape == (2, 4, D)
+
+
+@pytest.mark.parametrize("mode", ["soft", "viterbi"])
+def test_on_device_padding_invariant_and_matches_cpu(device: torch.device, mode: str) -> None:
+    m = make().eval()
+    q, k, v, ql, kl = batch()
+    ref = m(q, k, v, query_lengths=ql, key_lengths=kl, mode=mode)  # type: ignore[arg-type]
+    md = m.to(device)
+    args = [pad_garbage(x, n, 1e4).to(device) for x, n in ((q, ql), (k, kl), (v, kl))]
+    out = md(*args, query_lengths=ql.to(device), key_lengths=kl.to(device), mode=mode)  # type: ignore[arg-type]
+    for a, b in zip(ref, out):
+        assert a is not None and b is not None
+        torch.testing.assert_close(b.cpu(), a, rtol=1e-4, atol=1e-5)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lengths=st.lists(st.tuples(st.integers(1, 5), st.integers(0, 12)), min_size=1, max_size=3),
+    selection=st.sampled_from(["focus_rate", "per_head"]),
+    mode=st.sampled_from(["soft", "hard", "viterbi"]),
+    seed=st.integers(0, 2**16),
+)
+def test_property_batch_equals_per_item_and_padding(
+    lengths: list[tuple[int, int]], selection: str, mode: str, seed: int
+) -> None:
+    """Random ragged batches: each item equals its unpadded run; padded cells are exactly 0."""
+    m = make(seed=seed % 7, head_selection=selection).eval()
+    ql = torch.tensor([u for u, _ in lengths])
+    kl = torch.tensor([u + extra for u, extra in lengths])  # frames >= tokens (Viterbi)
+    b, u_max, t_max = len(lengths), int(ql.max()), int(kl.max())
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, u_max, D, generator=g)
+    k = torch.randn(b, t_max, D, generator=g)
+    full = m(q, k, k, query_lengths=ql, key_lengths=kl, mode=mode)  # type: ignore[arg-type]
+    for i in range(b):
+        u, t = int(ql[i]), int(kl[i])
+        one = m(q[i : i + 1, :u], k[i : i + 1, :t], k[i : i + 1, :t], mode=mode)  # type: ignore[arg-type]
+        torch.testing.assert_close(one.output[0], full.output[i, :u], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            one.alignment[0], full.alignment[i, :u, :t], rtol=1e-4, atol=1e-6
+        )
+        assert torch.all(full.alignment[i, u:] == 0) and torch.all(full.alignment[i, :, t:] == 0)
+        assert torch.all(full.output[i, u:] == 0)
+        # mass="preserve": every valid frame's column sums to 1, in every mode.
+        torch.testing.assert_close(full.alignment[i, :u, :t].sum(0), torch.ones(t))

@@ -196,10 +196,10 @@ def count_voice_files(data_dir: Path) -> int:
 class _Engine:
     """The process-wide espeak-ng engine. Use :func:`engine`; never construct twice."""
 
-    def __init__(self) -> None:
+    def __init__(self, library_path: str | None = None) -> None:
         loader = _loader()
         self.data_dir = ensure_data_dir()
-        self.lib = ctypes.CDLL(loader.get_library_path())
+        self.lib = ctypes.CDLL(library_path or loader.get_library_path())
         lib = self.lib
         lib.espeak_Initialize.restype = ctypes.c_int
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
@@ -322,13 +322,41 @@ class _Engine:
 
 _LOCK = threading.RLock()
 _ENGINE: _Engine | None = None
+_PRIVATE_LIBRARY = False
+
+
+def private_library_path() -> Path:
+    """A copy of libespeak-ng in the private data directory (created on first use).
+
+    ``dlopen`` of a different file gives a separate instance with fresh C statics, even in a
+    process forked from one that already used the library.
+    """
+    data = ensure_data_dir()
+    src = Path(_loader().get_library_path())
+    dst = data / f"libespeak-ng-private{src.suffix}"
+    if not dst.exists() or dst.stat().st_size != src.stat().st_size:
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+        shutil.copy2(src, tmp)
+        tmp.replace(dst)
+    return dst
+
+
+def use_private_library() -> None:
+    """Make this process's engine load :func:`private_library_path` (call before first use).
+
+    Worker processes call this so their synthesis starts from a clean library state whatever
+    the parent process did before forking.
+    """
+    global _PRIVATE_LIBRARY, _ENGINE
+    _PRIVATE_LIBRARY = True
+    _ENGINE = None
 
 
 def engine() -> _Engine:
     """The process's engine (created on first call). Callers must hold :data:`LOCK`."""
     global _ENGINE
     if _ENGINE is None:
-        _ENGINE = _Engine()
+        _ENGINE = _Engine(str(private_library_path()) if _PRIVATE_LIBRARY else None)
     return _ENGINE
 
 

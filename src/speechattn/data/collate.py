@@ -183,8 +183,12 @@ class SpeechDataset(torch.utils.data.Dataset):
         elif self.frontend == "phonemes":
             from speechattn.data.text import phonemize
 
-            voice = self.voice
-            toks = [p for w in phonemize(u.text, voice=voice) for p in w]
+            try:
+                toks = [p for w in phonemize(u.text, voice=self.voice) for p in w]
+            except ImportError as exc:
+                warnings.warn(f"SpeechDataset: {exc} Falling back to characters.", stacklevel=2)
+                self.frontend = "characters"
+                return self.token_symbols(index)
         else:
             from speechattn.data.text import characters
 

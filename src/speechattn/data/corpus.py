@@ -14,7 +14,8 @@ Formats (picked by :func:`load_corpus` from what it finds):
   :func:`asterisk_available`.
 
 Bad entries (missing or undecodable audio, empty text, audio without transcript and
-transcripts without audio) are skipped with ONE warning giving the count and the first files,
+transcripts without audio; in manifests also a declared sample rate or duration that the file
+does not have, or intervals that run past the audio) are skipped with ONE warning giving the count and the first files,
 or raise a ``ValueError`` naming the file with ``on_error="raise"``. Nothing is silently paired
 with the wrong text: pairs are matched by exact id/stem only.
 """
@@ -106,20 +107,57 @@ def _intervals(raw: Any, where: str, problems: _Problems, path: Path) -> list[In
     return out
 
 
-def _check_audio(path: Path, problems: _Problems) -> bool:
+def _check_audio(path: Path, problems: _Problems) -> float | None:
+    """Seconds of audio in ``path``, or None (and a problem recorded) when unusable."""
     if not path.is_file():
         problems.add(path, "audio file not found")
-        return False
+        return None
     import soundfile as sf
 
     try:
         info = sf.info(str(path))
     except Exception as exc:
         problems.add(path, f"could not decode audio ({exc})")
-        return False
-    if info.frames <= 0:
+        return None
+    if info.frames <= 0 or info.samplerate <= 0:
         problems.add(path, "audio file holds no samples")
+        return None
+    return float(info.frames) / float(info.samplerate)
+
+
+def _check_manifest_consistency(
+    rec: dict[str, Any],
+    seconds: float,
+    words: list[Interval] | None,
+    phones: list[Interval] | None,
+    audio: Path,
+    problems: _Problems,
+) -> bool:
+    """Catch a manifest line paired with the wrong audio: declared rate/duration, intervals."""
+    import soundfile as sf
+
+    declared_sr = rec.get("sample_rate")
+    if declared_sr is not None:
+        actual = sf.info(str(audio)).samplerate
+        if int(declared_sr) != actual:
+            problems.add(
+                audio, f"manifest says sample_rate={declared_sr} but the file is {actual} Hz"
+            )
+            return False
+    declared = rec.get("duration")
+    if declared is not None and abs(float(declared) - seconds) > 0.01:
+        problems.add(
+            audio,
+            f"manifest says duration={declared} s but the file holds {seconds:.3f} s (wrong file?)",
+        )
         return False
+    for name, ivs in (("word", words), ("phone", phones)):
+        if ivs and ivs[-1].end > seconds + 0.01:
+            problems.add(
+                audio,
+                f"{name} intervals end at {ivs[-1].end:.3f} s, after the audio ({seconds:.3f} s): text and audio mismatched",
+            )
+            return False
     return True
 
 
@@ -145,10 +183,18 @@ def _read_manifest(path: Path, problems: _Problems, check_audio: bool) -> list[U
             if not text:
                 problems.add(where, "empty text")
                 continue
-            if check_audio and not _check_audio(audio, problems):
+            seconds = _check_audio(audio, problems) if check_audio else None
+            if check_audio and seconds is None:
                 continue
+            n_bad = len(problems.items)
             words = _intervals(rec.get("words"), "word", problems, audio)
             phones = _intervals(rec.get("phones"), "phone", problems, audio)
+            if len(problems.items) > n_bad:
+                continue  # malformed intervals: never keep a half-described pair
+            if seconds is not None and not _check_manifest_consistency(
+                rec, seconds, words, phones, audio, problems
+            ):
+                continue
             out.append(
                 Utterance(
                     id=str(rec.get("id", audio.stem)),
@@ -183,7 +229,7 @@ def _read_ljspeech(path: Path, problems: _Problems, check_audio: bool) -> list[U
             audio = root / "wavs" / f"{utt_id}.wav"
             if not audio.exists() and (root / "wavs" / f"{utt_id}.flac").exists():
                 audio = root / "wavs" / f"{utt_id}.flac"
-            if check_audio and not _check_audio(audio, problems):
+            if check_audio and _check_audio(audio, problems) is None:
                 continue
             out.append(Utterance(utt_id, audio.resolve(), text, speaker, None, None))
     return out
@@ -207,7 +253,7 @@ def _read_folder(root: Path, problems: _Problems, check_audio: bool) -> list[Utt
         if not text:
             problems.add(txt, "empty transcript")
             continue
-        if check_audio and not _check_audio(audio, problems):
+        if check_audio and _check_audio(audio, problems) is None:
             continue
         rel = stem.relative_to(root).as_posix()
         speaker = audio.parent.name if audio.parent != root else (root.name or "unknown")
@@ -283,7 +329,7 @@ def _read_asterisk(problems: _Problems, check_audio: bool) -> list[Utterance]:
         if not text:
             problems.add(audio, "empty transcript")
             continue
-        if check_audio and not _check_audio(audio, problems):
+        if check_audio and _check_audio(audio, problems) is None:
             continue
         out.append(Utterance(name, audio.resolve(), text, "asterisk", None, None))
     return out

@@ -3,6 +3,10 @@
 Definitions follow librosa (``librosa.feature.melspectrogram`` with ``htk=False``,
 ``norm="slaney"``, ``center=True``, ``pad_mode="constant"``, periodic Hann window), so features
 match the usual TTS/vocoder front ends; the log is ``log(clamp(mel, min=log_floor))``.
+Tested against a float64 numpy implementation of librosa's formulas
+(``tests/reference/mel_reference.py``): filterbank within 1e-10 relative, log-mel within 1e-8
+absolute for float64 input and 2e-3 absolute for float32 (and against librosa 0.11 itself within
+2e-3 when installed, ``-m slow``).
 
 Shape legend: ``b`` batch, ``n`` samples, ``t`` frames, ``m`` mel bins, ``u`` intervals.
 """

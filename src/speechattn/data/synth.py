@@ -11,6 +11,13 @@ Process model: espeak-ng is a process-global library. Calls in one process are s
 lock; :func:`synth_corpus` runs worker processes (each with its own engine and
 ``torch.set_num_threads(1)``) for parallel work.
 
+Determinism: word/phone labels and timings are a pure function of (text, voice). Waveform
+samples are too within a fresh library instance, but espeak-ng keeps some wave-generator state
+in C statics that no API resets, so in a long-lived process a few voices' samples vary slightly
+with what was synthesized before. :func:`synth_corpus` therefore synthesizes fixed blocks of
+utterances in fresh worker processes that load a private copy of the library, which makes
+corpora byte-identical for a seed whatever the number of workers.
+
 Speakers: :func:`make_voices` combines the English languages (en-us, en-gb, RP, Scottish, ...)
 with espeak's built-in human-sounding voice variants, and adds reproducible random variants
 (pitch, formants, speed, breathiness, roughness) written as voice files named
@@ -23,7 +30,6 @@ other seeds are deleted (they come back on demand) when a new set would pass tha
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import re
@@ -132,7 +138,7 @@ def _random_variant_text(seed: int, index: int) -> str:
     ]
     for k in range(9):
         freq = 100.0 * fscale * rng.uniform(0.95, 1.05) if k <= 5 else 100.0
-        height = rng.uniform(80, 120)
+        height = rng.uniform(70, 100)  # <= 100: keeps headroom below espeak's limiter
         width = rng.uniform(80, 140)
         lines.append(f"formant {k} {round(freq)} {round(height)} {round(width)}")
     breathy = rng.random() < 0.35
@@ -191,8 +197,12 @@ def _check_voice(voice: str) -> None:
     if "+" not in voice:
         return
     variant = voice.split("+", 1)[1]
-    if _RANDOM_RE.match(variant):
-        _write_variant(variant)
+    m = _RANDOM_RE.match(variant)
+    if m is not None:
+        with _espeak.LOCK:
+            if not (_espeak.variants_dir() / variant).is_file():
+                _make_room(int(m.group(1)), 1)
+            _write_variant(variant)
         return
     if not (_espeak.variants_dir() / variant).is_file():
         raise ValueError(
@@ -269,9 +279,19 @@ def _is_modifier(label: str) -> bool:
 _LABEL_STRIP = ' \t\n,.?!;:"()[]-'
 
 
+_SILENCE = 16  # int16 units: espeak writes exact zeros in pauses
+
+
 def _events_to_intervals(
-    text: str, events: Sequence[_espeak.RawEvent], num_samples: int, sr: int
+    text: str, events: Sequence[_espeak.RawEvent], wav16: np.ndarray, sr: int
 ) -> tuple[list[Interval], list[Interval]]:
+    """Word and phone intervals from espeak events.
+
+    A phone spans from its event to the next phoneme/end event. Unnamed phoneme events are
+    pauses: silent ones become gaps; a non-silent one (espeak's glottal onset before a stressed
+    vowel-initial word, "the | end") is sound of the next phone, whose start moves back to it.
+    """
+    num_samples = len(wav16)
     words: list[Interval] = []
     phones: list[Interval] = []
     # Starts of every phoneme-like event (named or pause) and sentence ends, in order.
@@ -290,6 +310,7 @@ def _events_to_intervals(
             words.append(Interval(word_phones[0].start, word_phones[-1].end, label))
 
     mark_i = 0
+    onset: int | None = None  # start of a non-silent pause to give to the next phone
     for ev in events:
         if ev.type == _espeak.EV_WORD:
             flush()
@@ -298,10 +319,19 @@ def _events_to_intervals(
         elif ev.type in (_espeak.EV_PHONEME, _espeak.EV_END):
             while marks[mark_i] is not ev:
                 mark_i += 1
-            if ev.type == _espeak.EV_PHONEME and ev.name:
-                start = min(max(ev.sample, 0), num_samples)
-                nxt = marks[mark_i + 1].sample if mark_i + 1 < len(marks) else num_samples
-                end = min(max(nxt, start), num_samples)
+            start = min(max(ev.sample, 0), num_samples)
+            nxt = marks[mark_i + 1].sample if mark_i + 1 < len(marks) else num_samples
+            end = min(max(nxt, start), num_samples)
+            if ev.type == _espeak.EV_END:
+                onset = None
+            elif not ev.name:
+                loud = (
+                    end > start and int(np.abs(wav16[start:end].astype(np.int32)).max()) > _SILENCE
+                )
+                onset = start if loud else None
+            else:
+                if onset is not None:
+                    start, onset = onset, None
                 iv = Interval(start / sr, end / sr, ev.name)
                 if word_phones and _is_modifier(ev.name):
                     # e.g. Scottish "e" + "ʲ": espeak's text output writes one phone "eʲ"
@@ -320,7 +350,8 @@ def synthesize(text: str, *, voice: str = "en-us", sample_rate: int = 22050) -> 
     """Speak ``text`` with espeak-ng and return the waveform with word and phone intervals.
 
     Thread-safe (a process-wide lock serialises the library). Deterministic: the same text and
-    voice give the same samples and timings.
+    voice give the same labels and timings (samples: see the module notes). Every non-silent
+    sample lies inside a phone interval; silent gaps between intervals are pauses.
 
     Args:
         text: what to say (plain text, UTF-8). Digits and abbreviations are expanded by espeak;
@@ -361,7 +392,7 @@ def _synthesize_int16(
         eng = _espeak.engine()
         wav16, events = eng.synth(text, voice)
         native = eng.sample_rate
-    words, phones = _events_to_intervals(text, events, len(wav16), native)
+    words, phones = _events_to_intervals(text, events, wav16, native)
     if not phones:
         raise ValueError(f"espeak-ng produced no phones for text={text!r}; is it speakable?")
     return wav16, native, words, phones
@@ -477,6 +508,7 @@ def _worker_init() -> None:
     # One thread per worker. Synthesis never needs torch, so only touch it when the parent had
     # it imported already (fork inherits it): importing torch costs ~1 s of CPU per worker.
     os.environ["OMP_NUM_THREADS"] = "1"
+    _espeak.use_private_library()
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(1)
@@ -506,6 +538,17 @@ def _synth_job(job: tuple[str, str, str, str, int]) -> dict[str, Any]:
     }
 
 
+# Utterances per worker task. Each task runs in a fresh worker process with its own copy of
+# the library (see _espeak.use_private_library), because espeak-ng keeps some wave-generator state in C statics that no API
+# resets: the samples of an utterance depend on what the process synthesized before it. Fixed
+# blocks make the corpus bit-identical whatever the number of workers.
+_BLOCK = 128
+
+
+def _synth_block(jobs: list[tuple[str, str, str, str, int]]) -> list[dict[str, Any]]:
+    return [_synth_job(job) for job in jobs]
+
+
 def _default_workers() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -529,15 +572,19 @@ def synth_corpus(
     Each manifest line is a JSON object ``{"id", "path" (relative to out_dir), "text",
     "speaker", "voice", "language", "sample_rate", "duration", "words", "phones"}`` with
     intervals as ``[start_s, end_s, label]``; lines are sorted by id. The same arguments give
-    the same files (sentences, speakers and their assignment all follow ``seed``).
+    the same files, byte for byte (sentences, speakers and their assignment all follow
+    ``seed``).
 
     Args:
         out_dir: output directory (created).
         utterances: number of utterances, >= 1.
         speakers: number of voices from :func:`make_voices`, >= 1.
         seed: controls sentences, voices and which speaker says which sentence.
-        workers: processes (default: the CPUs available); 0 or 1 runs in this process.
-            Each worker sets ``torch.set_num_threads(1)`` and owns its espeak engine.
+        workers: processes (default: the CPUs available). Each worker sets
+            ``torch.set_num_threads(1)`` and owns its espeak engine; every block of 128
+            utterances starts in a fresh process, so the files are bit-identical for a seed
+            whatever the worker count. ``0`` runs in this process (timings and labels still
+            identical; a few voices' samples may differ, see the module notes).
         sample_rate: output sample rate (soxr resampling when not 22050).
         texts: sentences to use instead of generated ones (cycled), or a path to a UTF-8 text
             file with one sentence per line (blank lines skipped).
@@ -565,11 +612,21 @@ def synth_corpus(
         else:
             pool = [t.strip() for t in texts if t and t.strip()]
             src = "texts"
-        if not pool:
-            raise ValueError(f"Expected at least one non-empty sentence in {src}; found none.")
-        from speechattn.data.text import normalize_text
+        from speechattn.data.text import normalize_text, words_of
 
-        sentences = [normalize_text(pool[i % len(pool)]) for i in range(utterances)]
+        normalized = [normalize_text(t) for t in pool]
+        kept = [t for t in normalized if words_of(t)]
+        if len(kept) < len(pool):
+            import warnings
+
+            warnings.warn(
+                f"synth_corpus: skipped {len(pool) - len(kept)} of {len(pool)} lines of {src} "
+                "with no speakable words after normalisation.",
+                stacklevel=2,
+            )
+        if not kept:
+            raise ValueError(f"Expected at least one non-empty sentence in {src}; found none.")
+        sentences = [kept[i % len(kept)] for i in range(utterances)]
     voices = make_voices(speakers, seed=seed)
     rng = np.random.default_rng(seed)
     # Balanced assignment: every speaker gets floor/ceil(utterances / speakers) utterances.
@@ -586,26 +643,28 @@ def synth_corpus(
         for i in range(utterances)
     ]
     n_workers = _default_workers() if workers is None else int(workers)
-    n_workers = max(1, min(n_workers, math.ceil(utterances / 8)))
+    blocks = [jobs[i : i + _BLOCK] for i in range(0, len(jobs), _BLOCK)]
     from tqdm.auto import tqdm
 
     bar = tqdm(total=utterances, desc="synth", unit="utt", disable=not progress)
     records: list[dict[str, Any]] = []
     try:
-        if n_workers <= 1:
+        if n_workers <= 0:
             for job in jobs:
                 records.append(_synth_job(job))
                 bar.update(1)
         else:
             import multiprocessing as mp
 
-            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-            ctx = mp.get_context(method)
-            chunk = max(1, min(32, utterances // (n_workers * 8)))
-            with ctx.Pool(n_workers, initializer=_worker_init) as pool_:
-                for rec in pool_.imap_unordered(_synth_job, jobs, chunksize=chunk):
-                    records.append(rec)
-                    bar.update(1)
+            _espeak.private_library_path()  # create the copy once, before the workers race
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            n_workers = min(n_workers, len(blocks))
+            # maxtasksperchild=1 + the private library copy: every block starts from a fresh
+            # espeak-ng state, whatever this process synthesized before.
+            with ctx.Pool(n_workers, initializer=_worker_init, maxtasksperchild=1) as pool_:
+                for recs in pool_.imap_unordered(_synth_block, blocks, chunksize=1):
+                    records.extend(recs)
+                    bar.update(len(recs))
     finally:
         bar.close()
     records.sort(key=lambda r: r["id"])

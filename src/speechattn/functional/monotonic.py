@@ -140,14 +140,9 @@ def _prepare(
             checks.append(_first_bad(ml < tl, ml))
         have_range = check_range and p.numel() > 0
         if have_range:
-            tv = torch.arange(T, device=p.device) < ml[:, None]
-            uv = torch.arange(U, device=p.device) < tl[:, None]
-            valid = uv[:, :, None] & tv[:, None, :]
-            if H > 1 or p.dim() == 4:
-                valid = valid[:, None]
-            pv = torch.where(valid, p, torch.full((), 0.5, dtype=p.dtype, device=p.device))
-            mn, mx = torch.aminmax(pv)
-            checks.append(torch.stack([mn.double(), mx.double(), torch.isnan(pv).any().double()]))
+            # Fast path: the whole tensor in [0, 1] (aminmax propagates NaN).
+            mn, mx = torch.aminmax(p)
+            checks.append(torch.stack([mn.double(), mx.double(), mn.double()]))
         # One host sync for every value check.
         vals = torch.stack(checks).cpu().tolist()
         for (bad, idx, val), lname, lim in zip(
@@ -164,21 +159,32 @@ def _prepare(
                 f"Expected mel_lengths[b] >= text_lengths[b] (every token needs a frame); found "
                 f"mel_lengths[{b}] = {int(vals[2][2])} < text_lengths[{b}]. Drop or trim item {b}."
             )
-        if have_range:
-            mn_v, mx_v, has_nan = vals[-1]
-            if has_nan:
-                raise ValueError(
-                    f"Expected {name} in [0, 1]; found NaN at a valid (unpadded) position."
-                )
-            if mn_v < 0.0 or mx_v > 1.0:
-                raise ValueError(
-                    f"Expected {name} (stay probabilities) in [0, 1]; found min {mn_v:.6g}, "
-                    f"max {mx_v:.6g} over valid positions. Apply torch.sigmoid to energies first."
-                )
+        if have_range and not (vals[-1][0] >= 0.0 and vals[-1][1] <= 1.0):
+            _check_range_masked(p, tl, ml, name)
     if H > 1 or p.dim() == 4:
         tl = tl[:, None].expand(B, H).reshape(-1)
         ml = ml[:, None].expand(B, H).reshape(-1)
     return p.reshape(B * H, U, T), tl, ml
+
+
+def _check_range_masked(p: Tensor, tl: Tensor, ml: Tensor, name: str) -> None:
+    """Exact check of ``p`` in [0, 1] at valid positions only (padding may hold anything).
+
+    The rare path, taken when a cheap whole-tensor check failed; ``p`` is ``(B, [H,] U, T)``
+    with ``(B,)`` lengths. Raises with the min/max found, or returns if the valid part is fine.
+    """
+    U, T = p.shape[-2], p.shape[-1]
+    tv = torch.arange(T, device=p.device) < ml[:, None]
+    uv = torch.arange(U, device=p.device) < tl[:, None]
+    valid = uv[:, :, None] & tv[:, None, :]
+    if p.dim() == 4:
+        valid = valid[:, None]
+    pv = torch.where(valid, p, torch.full((), 0.5, dtype=p.dtype, device=p.device))
+    mn, mx = torch.aminmax(pv)
+    mn_v, mx_v, has_nan = (
+        torch.stack([mn.double(), mx.double(), torch.isnan(pv).any().double()]).cpu().tolist()
+    )
+    _raise_bad_range(name, mn_v, mx_v, bool(has_nan))
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -215,21 +221,19 @@ def _torch_sma_forward(
     """
     N, U, T = p.shape
     uv, tv, last = _masks(N, U, T, text_lengths, mel_lengths, p.device)
-    zero = torch.zeros((), dtype=p.dtype, device=p.device)
-    # Time-major copy so each step reads one contiguous (N, U) slab.
-    valid_tm = (tv.t()[:, :, None] & uv[None]).to(p.dtype)  # (T, N, U)
-    pe = p.permute(2, 0, 1)
+    valid_tm = (tv.t()[:, :, None] & uv[None]).contiguous()  # (T, N, U) bool
+    # Time-major sanitised copy of p, so each step reads one contiguous (N, U) slab.
+    pe = torch.where(valid_tm, p.permute(2, 0, 1), torch.zeros((), dtype=p.dtype, device=p.device))
+    pe = pe.contiguous()
     if preserve:
-        pe = torch.where(last[None], torch.ones((), dtype=p.dtype, device=p.device), pe)
-    pe = torch.where(valid_tm.bool(), pe, zero).contiguous()
-    a = torch.where(uv, alpha0, zero)
+        pe.masked_fill_(valid_tm & last[None], 1.0)
+    a = torch.where(uv, alpha0, torch.zeros((), dtype=p.dtype, device=p.device))
+    pad_tm = ~valid_tm
     out = torch.empty((T, N, U), dtype=p.dtype, device=p.device)
     for t in range(T):
-        stay = a * pe[t]
-        new = stay.clone()
-        new[:, 1:] += (a - stay)[:, :-1]  # a * (1 - p): advance one token
-        new.mul_(valid_tm[t])
-        out[t] = new
+        new = torch.mul(a, pe[t], out=out[t])  # stay: alpha_{t-1}(u) p_t(u)
+        new[:, 1:].add_(a[:, :-1] - new[:, :-1])  # advance: alpha_{t-1}(u-1) (1 - p_t(u-1))
+        new.masked_fill_(pad_tm[t], 0.0)  # padded tokens and frames hold exactly 0
         a = new
     return out.permute(1, 2, 0).contiguous()
 
@@ -257,27 +261,29 @@ def _torch_sma_backward(
     N, U, T = p.shape
     uv, tv, last = _masks(N, U, T, text_lengths, mel_lengths, p.device)
     zero = torch.zeros((), dtype=p.dtype, device=p.device)
-    valid_tm = tv.t()[:, :, None] & uv[None]  # (T, N, U) bool
-    pgrad_tm = (valid_tm & ~last[None]) if preserve else valid_tm
-    pe = p.permute(2, 0, 1)
-    if preserve:
-        pe = torch.where(last[None], torch.ones((), dtype=p.dtype, device=p.device), pe)
-    pe = torch.where(valid_tm, pe, zero).contiguous()
+    valid_tm = (tv.t()[:, :, None] & uv[None]).contiguous()  # (T, N, U) bool
+    # Advance probabilities 1 - p, time-major (padding: any finite value; 0 here).
+    q = torch.where(valid_tm, p.permute(2, 0, 1), torch.ones((), dtype=p.dtype, device=p.device))
+    q = q.contiguous()
+    q.neg_().add_(1.0)
+    pgrad_tm = valid_tm
+    if preserve:  # the absorbing token never advances and its p gets no gradient
+        absorbing = valid_tm & last[None]
+        q.masked_fill_(absorbing, 0.0)
+        pgrad_tm = valid_tm & ~absorbing
     G = torch.where(valid_tm, grad_alpha.permute(2, 0, 1), zero).contiguous()
     a_tm = alpha.permute(2, 0, 1)
     a0 = torch.where(uv, alpha0, zero)
-    pgrad_f = pgrad_tm.to(p.dtype)
-    valid_f = valid_tm.to(p.dtype)
+    pad_tm = ~valid_tm
     grad_p = torch.empty((T, N, U), dtype=p.dtype, device=p.device)
     h = torch.zeros((N, U), dtype=p.dtype, device=p.device)  # propagated from frame t + 1
     for t in range(T - 1, -1, -1):
-        g = (G[t] + h) * valid_f[t]
-        gs = torch.zeros_like(g)
-        gs[:, :-1] = g[:, 1:]
-        diff = g - gs
-        aprev = a_tm[t - 1] if t > 0 else a0
-        grad_p[t] = aprev * diff * pgrad_f[t]
-        h = gs + pe[t] * diff  # g * p + shift_up(g) * (1 - p)
+        g = torch.add(G[t], h).masked_fill_(pad_tm[t], 0.0)  # g_t, zero at padding
+        diff = g.clone()
+        diff[:, :-1].sub_(g[:, 1:])  # g_t(u) - g_t(u + 1)
+        torch.mul(a_tm[t - 1] if t > 0 else a0, diff, out=grad_p[t])
+        h = torch.addcmul(g, diff, q[t], value=-1.0)  # g p + shift_up(g) (1 - p)
+    grad_p.masked_fill_(~pgrad_tm, 0.0)
     grad_alpha0 = h * uv.to(p.dtype)
     return grad_p.permute(1, 2, 0).contiguous(), grad_alpha0
 
@@ -344,6 +350,16 @@ def _resolve_impl(impl: Any, device: torch.device) -> tuple[str, Any, Any]:
     return name, kernel.forward, kernel.backward
 
 
+def _raise_bad_range(name: str, mn_v: float, mx_v: float, has_nan: bool) -> None:
+    if has_nan:
+        raise ValueError(f"Expected {name} in [0, 1]; found NaN at a valid (unpadded) position.")
+    if mn_v < 0.0 or mx_v > 1.0:
+        raise ValueError(
+            f"Expected {name} (stay probabilities) in [0, 1]; found min {mn_v:.6g}, "
+            f"max {mx_v:.6g} over valid positions. Apply torch.sigmoid to energies first."
+        )
+
+
 # --------------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------------
@@ -387,7 +403,8 @@ def stepwise_monotonic_alignment(
         frames ``>= mel_lengths[b]``; each column sums to at most 1 (exactly 1 on valid frames
         with ``mass="preserve"`` and a normalised initial alignment); row sums are expected
         durations. Differentiable in soft mode w.r.t. ``p_choose`` and ``initial_alignment``
-        through a custom backward that stores only ``p``, ``alpha`` and ``alpha0``.
+        through a custom backward that stores only ``p``, ``alpha`` and ``alpha0`` (first
+        order only: no double backward). One host sync (input validation).
 
     Raises:
         TypeError: non-tensor or non-float input, integer-typed lengths expected.
@@ -406,7 +423,14 @@ def stepwise_monotonic_alignment(
         raise ValueError(f"Expected mode in {_MODES}; found {mode!r}.")
     if mass not in _MASSES:
         raise ValueError(f"Expected mass in {_MASSES}; found {mass!r}.")
-    p3, tl, ml = _prepare(p_choose, text_lengths, mel_lengths, name="p_choose")
+    _check_prob_tensor(p_choose, "p_choose")
+    kernel_name, fwd, bwd = _resolve_impl(impl, p_choose.device)
+    # The numba path checks p's range on its own threads (torch's OpenMP reductions stall on an
+    # oversubscribed CPU); other paths use one aminmax inside _prepare.
+    numba_check = kernel_name == "numba"
+    p3, tl, ml = _prepare(
+        p_choose, text_lengths, mel_lengths, name="p_choose", check_range=not numba_check
+    )
     N, U = p3.shape[0], p3.shape[1]
     in_dtype = p_choose.dtype
     cdtype = _compute_dtype(in_dtype)
@@ -437,8 +461,12 @@ def stepwise_monotonic_alignment(
             )
         alpha0 = initial_alignment.reshape(N, U).to(cdtype).contiguous()
     preserve = mass == "preserve"
-    _, fwd, bwd = _resolve_impl(impl, p_choose.device)
     pc = p3.to(cdtype).contiguous()
+    if numba_check:
+        from speechattn.kernels._numba_sma import in_unit_interval
+
+        if not in_unit_interval(pc, tl, ml):
+            _check_range_masked(pc, tl, ml, "p_choose")
     if mode == "hard":
         with torch.no_grad():
             hard = (pc > 0.5).to(cdtype)
@@ -488,9 +516,9 @@ def focus_rate(
         text_lengths, mel_lengths: int64 ``(B,)`` or ``None``.
 
     Returns:
-        ``(B,)`` for 3-D input, ``(B, H)`` for 4-D, in ``attn``'s dtype (float32 for bf16/fp16
-        inputs is not forced: the result keeps the input dtype). Differentiable; no host sync
-        beyond input validation.
+        ``(B,)`` for 3-D input, ``(B, H)`` for 4-D: computed in float32 (float64 for float64
+        input) and returned in ``attn``'s dtype. Differentiable; one host sync (input
+        validation), none in the computation.
     """
     a3, tl, ml = _prepare(attn, text_lengths, mel_lengths, name="attn", check_range=False)
     N, U, T = a3.shape

@@ -42,6 +42,7 @@ _SMA_KERNELS: dict[str, SMAKernel] = {}
 # Other backends append their line here (e.g. "triton": ("speechattn.kernels._triton_sma", ...)).
 _LAZY_SMA_KERNELS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "numba": ("speechattn.kernels._numba_sma", ("cpu",), "numba"),
+    "triton": ("speechattn.kernels._triton_sma_ops", ("cuda",), "triton"),
 }
 
 
@@ -144,5 +145,17 @@ def available() -> dict[str, str]:
             "installed; used on CUDA tensors only (TRITON_INTERPRET=1 runs it on CPU for tests)"
         )
     else:
-        out["triton"] = "yes (CUDA)"
+        out["triton"] = "yes (CUDA; SMA recurrence forward/backward, custom ops)"
+    if _has("triton"):
+        out["triton"] += f" [triton {_dist_version('triton')}]"
     return out
+
+
+def _dist_version(dist: str) -> str:
+    """Installed version of a distribution, without importing it."""
+    try:
+        from importlib.metadata import version
+
+        return version(dist)
+    except Exception:  # pragma: no cover - broken metadata
+        return "unknown"

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from speechattn.functional.masks import check_lengths
-from speechattn.functional.priors import prior_attention
+from speechattn.functional.priors import BetaBinomialPrior, DiagonalPrior, prior_attention
 
 __all__ = ["AttentionOutput", "AttentionPrior", "PriorMultiheadAttention"]
 
@@ -226,6 +226,7 @@ class PriorMultiheadAttention(nn.Module):
             causal=causal,
             dropout_p=self.dropout if self.training else 0.0,
             need_weights=need_weights,
+            bias_masked=isinstance(use, (DiagonalPrior, BetaBinomialPrior)),
         )
         out = self.out_proj(res.output.transpose(1, 2).reshape(b, tq, self.embed_dim))
         row_valid = (torch.arange(tq, device=dev) < lq[:, None]) & (lk > 0)[:, None]

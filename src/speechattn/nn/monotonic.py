@@ -82,7 +82,9 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
     collapsed with 3.5 (the alignment crawls ~1 token per 30 frames and the gradients push all
     mass onto the first tokens) and trained when the initial stay probability was near
     ``1 - u/t``: pass ``initial_stay_prob=expected_stay_prob(text_lengths, mel_lengths)`` (see
-    :meth:`expected_stay_prob`) for aligners.
+    :meth:`expected_stay_prob`) for aligners. A toy aligner here (``benchmarks/bench_sma.py
+    --section init``) did not collapse with 3.5 but learned far more slowly and ended behind
+    ``1 - u/t`` (Viterbi frame accuracy 0.86 vs 0.90 after 300 steps).
 
     Args:
         embed_dim: ``d``, size of the queries and of the output.

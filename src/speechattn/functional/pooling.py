@@ -1,0 +1,752 @@
+"""Temporal (statistics) pooling math with lengths: masked statistics and masked softmax over time.
+
+Shape legend: ``b`` batch, ``f`` feature channels, ``t`` frames, ``h`` heads, ``q`` queries,
+``c`` channels per head (``f = h * c``), ``s`` attention channels per head (1 or ``c``).
+
+Pooling layers read conv-encoder layout ``(B, F, T)`` (time last), or ``(B, C, F, T)`` which is
+flattened to ``(B, C*F, T)``. ``lengths`` are int64 ``(B,)`` valid-frame counts (``1 <= len <= T``);
+inside, the keep-mask is bool with True = valid frame.
+
+Guarantees, whatever the padding holds (even inf/NaN):
+
+* padded frames are zeroed before anything reads them, softmax runs over valid frames only and
+  statistics sum over valid frames only, so a padded item pools exactly as the same item trimmed;
+* statistics are computed in (at least) float32, also under autocast;
+* nothing returns NaN: a single valid frame gives ``std = sqrt(eps)`` (see
+  :func:`temporal_mean_std` for the definition).
+
+References:
+    Snyder et al., "X-vectors: robust DNN embeddings for speaker recognition", ICASSP 2018 (TSTP).
+    Okabe et al., "Attentive statistics pooling for deep speaker embedding", Interspeech 2018 (ASP).
+    Desplanques et al., "ECAPA-TDNN", Interspeech 2020 (ASTP with global context).
+    India et al., "Self multi-head attention for speaker recognition", Interspeech 2019 (MHASTP).
+    Zhao et al., "Multi-query multi-head attention pooling and inter-topK penalty for speaker
+    verification", ICASSP 2022 (MQMHASTP).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from speechattn.functional.masks import check_lengths, lengths_to_valid_mask
+
+__all__ = [
+    "PoolingInput",
+    "attentive_mean_std",
+    "attentive_mean_var",
+    "attentive_statistics_pooling",
+    "head_attentive_statistics",
+    "masked_batch_norm",
+    "masked_softmax",
+    "multi_head_attentive_statistics_pooling",
+    "prepare_pooling_input",
+    "temporal_mean_std",
+]
+
+
+class PoolingInput(NamedTuple):
+    """A validated pooling input.
+
+    Attributes:
+        x: ``(B, F, T)`` features, padded frames zeroed when lengths were given.
+        lengths: int64 ``(B,)`` or ``None`` (every item full length).
+        valid_mask: bool ``(B, 1, T)`` keep-mask (True = valid frame) or ``None``.
+    """
+
+    x: Tensor
+    lengths: Tensor | None
+    valid_mask: Tensor | None
+
+
+def _is_exporting() -> bool:
+    """True while torch.export / ONNX / TorchScript tracing runs (no host syncs allowed)."""
+    exporting = getattr(torch.compiler, "is_exporting", None)
+    if exporting is not None and exporting():
+        return True
+    return bool(torch.jit.is_tracing() or torch.compiler.is_compiling())
+
+
+def prepare_pooling_input(
+    x: Tensor, lengths: Tensor | None = None, *, name: str = "x"
+) -> PoolingInput:
+    """Validate and flatten a pooling input; zero padded frames.
+
+    Args:
+        x: float ``(B, F, T)`` or ``(B, C, F, T)`` (flattened to ``(B, C*F, T)``), time last.
+        lengths: optional int64 ``(B,)`` valid-frame counts, ``1 <= lengths[b] <= T``; on x's
+            device or on CPU.
+        name: the argument's name for error messages.
+
+    Returns:
+        :class:`PoolingInput` with padded frames of ``x`` set to 0 (a copy; x is not modified).
+
+    Raises:
+        TypeError: x not a floating tensor; lengths not an integer tensor.
+        ValueError: x not 3-D/4-D, T = 0, or lengths of the wrong shape or out of range.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(
+            f"Expected {name} to be a float tensor (B, F, T); found {type(x).__name__}."
+        )
+    if not x.dtype.is_floating_point:
+        raise TypeError(
+            f"Expected {name} to be a floating tensor (B, F, T); found dtype {x.dtype}. "
+            f"Convert it with {name}.float()."
+        )
+    if x.dim() == 4:
+        x = x.reshape(x.shape[0], x.shape[1] * x.shape[2], x.shape[3])
+    elif x.dim() != 3:
+        raise ValueError(
+            f"Expected {name} of shape (B, F, T) or (B, C, F, T) with time last; found "
+            f"{tuple(x.shape)}. Transpose (B, T, F) features with {name}.transpose(1, 2)."
+        )
+    batch, _, frames = x.shape
+    if frames == 0:
+        raise ValueError(
+            f"Expected {name} with at least one frame; found T = 0 in {tuple(x.shape)}."
+        )
+    if lengths is None:
+        return PoolingInput(x, None, None)
+    if _is_exporting():
+        lengths = lengths.to(device=x.device, dtype=torch.int64)
+    else:
+        lengths = check_lengths(lengths, "lengths", batch=batch, max_len=frames, device=x.device)
+    valid_mask = lengths_to_valid_mask(lengths, frames).unsqueeze(1)
+    # torch.where, not masked_fill: several times faster for a mask broadcast over features.
+    return PoolingInput(torch.where(valid_mask, x, x.new_zeros(())), lengths, valid_mask)
+
+
+@contextlib.contextmanager
+def _fp32_region(x: Tensor) -> Iterator[None]:
+    """Disable autocast (statistics stay in float32) when it is on for x's device."""
+    dev = x.device.type
+    if torch.is_autocast_enabled(dev):
+        with torch.autocast(device_type=dev, enabled=False):
+            yield
+    else:
+        yield
+
+
+def _stat_dtype(x: Tensor) -> torch.dtype:
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def temporal_mean_std(
+    x: Tensor, lengths: Tensor | None = None, *, eps: float = 1e-7, valid_mask: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation over the valid frames (TSTP, x-vector statistics).
+
+    ``mean = sum_t x_t / n`` and ``std = sqrt(var + eps)`` with the unbiased
+    ``var = sum_t (x_t - mean)^2 / max(n - 1, 1)`` over the ``n = lengths[b]`` valid frames. For
+    ``n >= 2`` this is WeSpeaker's ``sqrt(torch.var(x, -1) + eps)``; for ``n = 1`` (where torch.var
+    gives NaN) the sum of squares is 0, so ``std = sqrt(eps)``: finite, with finite gradients.
+
+    Args:
+        x: ``(B, F, T)``; padded frames must already be zero when lengths are given (as
+            :func:`prepare_pooling_input` returns them).
+        lengths: optional int64 ``(B,)`` valid frames.
+        eps: added to the variance.
+        valid_mask: optional precomputed bool ``(B, 1, T)`` mask matching lengths.
+
+    Returns:
+        ``(mean, std)``, each ``(B, F)`` in at least float32. Differentiable.
+    """
+    with _fp32_region(x):
+        xf = x.to(_stat_dtype(x))
+        frames = xf.shape[-1]
+        if lengths is None:
+            mean = xf.mean(-1)
+            sq = (xf - mean.unsqueeze(-1)).square().sum(-1)
+            var = sq / max(frames - 1, 1)
+        else:
+            if valid_mask is None:
+                valid_mask = lengths_to_valid_mask(lengths, frames).unsqueeze(1)
+            n = lengths.to(xf.dtype).unsqueeze(-1)
+            mean = xf.sum(-1) / n
+            centred = torch.where(valid_mask, xf - mean.unsqueeze(-1), xf.new_zeros(()))
+            var = centred.square().sum(-1) / (n - 1).clamp(min=1.0)
+        return mean, torch.sqrt(var + eps)
+
+
+def masked_softmax(scores: Tensor, valid_mask: Tensor | None = None) -> Tensor:
+    """Softmax over the last (time) axis in float32, over valid frames only.
+
+    Args:
+        scores: ``(..., T)`` attention logits.
+        valid_mask: bool keep-mask broadcastable to scores (True = valid frame) or ``None``.
+
+    Returns:
+        float32 (or float64) weights, exactly 0 on masked frames; each row with a valid frame
+        sums to 1. Rows with no valid frame never occur in this module (lengths >= 1).
+    """
+    s = scores.to(_stat_dtype(scores))
+    if valid_mask is not None:
+        s = torch.where(valid_mask, s, torch.finfo(s.dtype).min)
+    return torch.softmax(s, dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attentive moments for many queries at once.
+# Layout: alpha (N, Q, S, T) with S in {1, C}; x (N, C, T); outputs (N, Q, C).
+# mean = sum_t a_t x_t and var = sum_t a_t (x_t - mean)^2: the centred form, which equals
+# WeSpeaker's sum_t a_t x_t^2 - mean^2 for weights summing to 1, without its cancellation.
+# ---------------------------------------------------------------------------------------------
+
+
+def _mean_var_forward(alpha: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    xq = x.unsqueeze(1)  # (N, 1, C, T)
+    if torch.is_grad_enabled() and (alpha.requires_grad or x.requires_grad):
+        # Traced for export with autograd on: plain out-of-place ops.
+        if alpha.shape[2] == 1:
+            mean = torch.matmul(alpha.squeeze(2), x.transpose(1, 2))
+        else:
+            mean = (alpha * xq).sum(-1)
+        return mean, ((xq - mean.unsqueeze(-1)).square() * alpha).sum(-1)
+    if alpha.shape[2] == 1:
+        mean = torch.matmul(alpha.squeeze(2), x.transpose(1, 2))  # (N, Q, C)
+        buf = xq - mean.unsqueeze(-1)  # (N, Q, C, T): the one transient buffer
+    else:
+        buf = alpha * xq
+        mean = buf.sum(-1)
+        torch.sub(xq, mean.unsqueeze(-1), out=buf)
+    var = buf.square_().mul_(alpha).sum(-1)
+    return mean, var
+
+
+class _AttentiveMeanVar(torch.autograd.Function):
+    """Saves only (alpha, x, mean): no (N, Q, C, T) products are kept for backward."""
+
+    @staticmethod
+    def forward(ctx, alpha: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        mean, var = _mean_var_forward(alpha, x)
+        ctx.save_for_backward(alpha, x, mean)
+        return mean, var
+
+    @staticmethod
+    def backward(ctx, g_mean: Tensor, g_var: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[override]
+        alpha, x, mean = ctx.saved_tensors
+        # var = sum_t a_t (x_t - mean)^2 with mean = sum_t a_t x_t. With r = sum_t a_t (x_t - mean)
+        # = mean (1 - sum_t a_t) (0 for normalised weights, kept so the gradient is exact):
+        #   dL/da_t = g1 x_t + g_var (x_t - mean)^2,  dL/dx_t = a_t (g1 + 2 g_var (x_t - mean)),
+        # where g1 = g_mean - 2 r g_var.
+        s_full = alpha.shape[2] != 1
+        r = mean * (1.0 - alpha.sum(-1))  # (N, Q, C) (broadcast from S = 1)
+        g1 = g_mean - 2.0 * r * g_var
+        grad_alpha = grad_x = None
+        if not s_full:
+            a = alpha.squeeze(2)  # (N, Q, T)
+            if ctx.needs_input_grad[0]:
+                # sum_c g1 x + g_var (x^2 - 2 mean x + mean^2)
+                gm = g1 - 2.0 * g_var * mean
+                grad_alpha = torch.matmul(gm, x) + torch.matmul(g_var, x * x)
+                grad_alpha = (grad_alpha + (g_var * mean * mean).sum(-1, keepdim=True)).unsqueeze(2)
+            if ctx.needs_input_grad[1]:
+                # sum_q a_qt (g1 - 2 g_var mean)_qc + 2 x_ct sum_q a_qt g_var_qc
+                ga = torch.matmul((g1 - 2.0 * g_var * mean).transpose(1, 2), a)
+                gb = torch.matmul(g_var.transpose(1, 2), a)
+                grad_x = torch.addcmul(ga, gb, x, value=2.0)
+            return grad_alpha, grad_x
+        xq = x.unsqueeze(1)
+        m, g1, gv = mean.unsqueeze(-1), g1.unsqueeze(-1), g_var.unsqueeze(-1)
+        if ctx.needs_input_grad[0]:
+            grad_alpha = (xq - m).square_().mul_(gv).addcmul_(xq, g1)
+        if ctx.needs_input_grad[1]:
+            grad_x = (xq - m).mul_(2.0 * gv).add_(g1).mul_(alpha).sum(1)
+        return grad_alpha, grad_x
+
+
+def attentive_mean_var(alpha: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Attention-weighted mean and variance for Q queries.
+
+    ``mean[n, q, c] = sum_t a[n, q, s(c), t] x[n, c, t]`` and
+    ``var = sum_t a (x - mean)^2`` (WeSpeaker's ``sum_t a x^2 - mean^2`` when the weights sum to
+    1), where ``s(c) = 0`` when ``S = 1`` (one weight per frame shared by
+    all channels) and ``c`` when ``S = C`` (a weight per channel and frame). The variance is
+    evaluated in the centred form (no cancellation for weights summing to 1), so it is more
+    accurate than ``m2 - mean^2`` evaluated directly when the std is small against the mean.
+
+    Args:
+        alpha: ``(N, Q, S, T)`` weights, S in {1, C} (0 on padded frames).
+        x: ``(N, C, T)``, same dtype as alpha.
+
+    Returns:
+        ``(mean, var)``, each ``(N, Q, C)``. Differentiable (a custom backward that keeps only
+        alpha, x and mean; one ``(N, Q, C, T)`` transient buffer in forward).
+    """
+    if alpha.dim() != 4 or x.dim() != 3 or alpha.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"Expected alpha (N, Q, S, T) and x (N, C, T); found {tuple(alpha.shape)} and {tuple(x.shape)}."
+        )
+    if alpha.shape[2] not in (1, x.shape[1]) or alpha.shape[-1] != x.shape[-1]:
+        raise ValueError(
+            f"Expected alpha (N, Q, S in {{1, {x.shape[1]}}}, T={x.shape[-1]}); found {tuple(alpha.shape)}."
+        )
+    if torch.is_grad_enabled() and (alpha.requires_grad or x.requires_grad) and not _is_exporting():
+        out = _AttentiveMeanVar.apply(alpha, x)
+        return out[0], out[1]
+    return _mean_var_forward(alpha, x)
+
+
+def attentive_mean_std(alpha: Tensor, x: Tensor, *, eps: float = 1e-7) -> tuple[Tensor, Tensor]:
+    """Attentive mean and ``std = sqrt(clamp(var, min=eps))`` (WeSpeaker's definition).
+
+    A single valid frame gives ``var = 0`` hence ``std = sqrt(eps)``: finite, zero gradient
+    through the clamp. Shapes as :func:`attentive_mean_var`.
+    """
+    mean, var = attentive_mean_var(alpha, x)
+    return mean, torch.sqrt(var.clamp(min=eps))
+
+
+# ---------------------------------------------------------------------------------------------
+# Fused last layer: 1x1 grouped conv -> masked softmax over time -> attentive mean/var, one query
+# at a time, with a recomputing backward. Memory: per query one (B, H, S, T) weights buffer and
+# one (B, F, T) work buffer; saved for backward: only the last hidden activations and x (the
+# weights are recomputed), so training memory does not grow with heads x queries x frames.
+# ---------------------------------------------------------------------------------------------
+
+
+def _query_alpha(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    q: int,
+    valid_mask: Tensor | None,
+    shared: bool,
+    stat_dtype: torch.dtype,
+    heads: slice | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """Softmax weights (B, h, S, T) of query q for a slice of heads, plus the conv operands."""
+    n_heads, n_queries, s, k = weight.shape
+    hs = slice(0, n_heads) if heads is None else heads
+    nh = hs.stop - hs.start
+    batch, frames = hidden.shape[0], hidden.shape[-1]
+    if shared:
+        hq = hidden.view(batch, n_heads, k, frames)[:, hs]
+    else:
+        hq = hidden.view(batch, n_heads, n_queries, k, frames)[:, hs, q]
+    hq = hq.reshape(batch, nh * k, frames)
+    wq = weight[hs, q].reshape(nh * s, k, 1).to(hq.dtype)
+    bq = None if bias is None else bias[hs, q].reshape(nh * s).to(hq.dtype)
+    scores = F.conv1d(hq, wq, bq, groups=nh).to(stat_dtype).view(batch, nh, s, frames)
+    if valid_mask is not None:
+        # additive 0 / finfo.min bias (B, 1, 1, T): one fast broadcast pass, exp() gives exact 0
+        bias_t = torch.zeros(valid_mask.shape, dtype=stat_dtype, device=scores.device)
+        scores.add_(bias_t.masked_fill_(~valid_mask, torch.finfo(stat_dtype).min).unsqueeze(1))
+    return torch.softmax(scores, dim=-1), hq, wq, bq
+
+
+def _head_chunks(heads: int) -> list[int]:
+    """Heads in two chunks: per-query work buffers are half a copy of x each."""
+    n_chunks = 2 if heads >= 2 else 1
+    return [round(i * heads / n_chunks) for i in range(n_chunks + 1)]
+
+
+def _fused_forward(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    x: Tensor,
+    valid_mask: Tensor | None,
+    shared: bool,
+) -> tuple[Tensor, Tensor]:
+    heads, queries, s, _ = weight.shape
+    batch, feat, frames = x.shape
+    c = feat // heads
+    xv = x.view(batch, heads, c, frames)
+    mean = x.new_empty(batch, heads, queries, c)
+    var = x.new_empty(batch, heads, queries, c)
+    for q in range(queries):
+        for h0, h1 in itertools.pairwise(_head_chunks(heads)):
+            hs = slice(h0, h1)
+            xs = xv[:, hs]
+            alpha = _query_alpha(hidden, weight, bias, q, valid_mask, shared, x.dtype, heads=hs)[0]
+            if s == 1:
+                mu = torch.matmul(alpha, xs.transpose(-1, -2)).squeeze(2)  # (B, h, c)
+                buf = xs - mu.unsqueeze(-1)
+            else:
+                buf = alpha * xs
+                mu = buf.sum(-1)
+                torch.sub(xs, mu.unsqueeze(-1), out=buf)
+            mean[:, hs, q] = mu
+            var[:, hs, q] = buf.square_().mul_(alpha).sum(-1)
+            del alpha, buf
+    return mean, var
+
+
+class _FusedAttentiveStats(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        hidden: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        x: Tensor,
+        valid_mask: Tensor | None,
+        shared: bool,
+    ) -> tuple[Tensor, Tensor]:
+        mean, var = _fused_forward(hidden, weight, bias, x, valid_mask, shared)
+        ctx.save_for_backward(hidden, weight, bias, x, mean, var)
+        ctx.valid_mask = valid_mask
+        ctx.shared = shared
+        return mean, var
+
+    @staticmethod
+    def backward(ctx, g_mean: Tensor, g_var: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        hidden, weight, bias, x, mean, var = ctx.saved_tensors
+        need_h, need_w, need_b, need_x = ctx.needs_input_grad[:4]
+        heads, queries, s, k = weight.shape
+        batch, feat, frames = x.shape
+        c = feat // heads
+        xv = x.view(batch, heads, c, frames)
+        grad_h = torch.zeros_like(hidden) if need_h else None
+        grad_w = torch.zeros_like(weight) if need_w else None
+        grad_b = torch.zeros_like(bias) if (need_b and bias is not None) else None
+        grad_x = torch.zeros_like(x) if need_x else None
+        gxv = None if grad_x is None else grad_x.view(batch, heads, c, frames)
+        bounds = _head_chunks(heads)
+        for q in range(queries):
+            for h0, h1 in itertools.pairwise(bounds):
+                hs = slice(h0, h1)
+                nh = h1 - h0
+                a, hq, wq, bq = _query_alpha(
+                    hidden, weight, bias, q, ctx.valid_mask, ctx.shared, x.dtype, heads=hs
+                )
+                xs = xv[:, hs]
+                mu = mean[:, hs, q].unsqueeze(-1)  # (B, h, c, 1)
+                gm = g_mean[:, hs, q].unsqueeze(-1)
+                gv = g_var[:, hs, q].unsqueeze(-1)
+                vq = var[:, hs, q].unsqueeze(-1)
+                gxs = None if gxv is None else gxv[:, hs]
+                u = xs - mu
+                if s == 1:
+                    # dL/ds_t = a_t sum_c (g_mean u + g_var (u^2 - var)); dL/dx = a (g_mean + 2 g_var u)
+                    g_lin = torch.matmul(gm.transpose(-1, -2), u)  # (B, h, 1, T)
+                    g_quad = torch.matmul(gv.transpose(-1, -2), u.square())
+                    if gxs is not None:
+                        gxs.addcmul_(a, gm)
+                        gxs.addcmul_(u.mul_(a), gv, value=2.0)
+                    gs = a * (g_lin + g_quad - (gv * vq).sum(2, keepdim=True))
+                else:
+                    if gxs is not None:
+                        gxs.addcmul_(a, gm)
+                    u.mul_(a)  # a u
+                    if gxs is not None:
+                        gxs.addcmul_(u, gv, value=2.0)
+                    # dL/ds = a (g_mean u + g_var (u^2 - var)), built in a's buffer
+                    gs = a.mul_(-(gv * vq))
+                    gs.addcmul_(u, gm)
+                    u.mul_(gv)
+                    gs.addcmul_(u, xs).addcmul_(u, -mu)
+                del u
+                gs = gs.reshape(batch, nh * s, frames).to(hq.dtype)
+                gi, gw, gb = torch.ops.aten.convolution_backward(
+                    gs,
+                    hq,
+                    wq,
+                    None if bq is None else [nh * s],
+                    [1],
+                    [0],
+                    [1],
+                    False,
+                    [0],
+                    nh,
+                    [need_h, need_w, need_b and bq is not None],
+                )
+                del a, gs
+                if grad_h is not None:
+                    if ctx.shared:
+                        grad_h.view(batch, heads, k, frames)[:, hs] += gi.view(batch, nh, k, frames)
+                    else:
+                        grad_h.view(batch, heads, queries, k, frames)[:, hs, q] += gi.view(
+                            batch, nh, k, frames
+                        )
+                if grad_w is not None:
+                    grad_w[hs, q] += gw.view(nh, s, k).to(grad_w.dtype)
+                if grad_b is not None:
+                    grad_b[hs, q] += gb.view(nh, s).to(grad_b.dtype)
+                del gi
+        return grad_h, grad_w, grad_b, grad_x, None, None
+
+
+def _traceable_forward(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    x: Tensor,
+    valid_mask: Tensor | None,
+    shared: bool,
+) -> tuple[Tensor, Tensor]:
+    """Out-of-place twin of :func:`_fused_forward` (export, and plain autograd)."""
+    heads, queries, s, k = weight.shape
+    batch, feat, frames = x.shape
+    c = feat // heads
+    xv = x.view(batch, heads, c, frames)
+    means, vars_ = [], []
+    for q in range(queries):
+        if shared:
+            hq = hidden
+        else:
+            hq = hidden.view(batch, heads, queries, k, frames)[:, :, q].reshape(
+                batch, heads * k, frames
+            )
+        wq = weight[:, q].reshape(heads * s, k, 1).to(hq.dtype)
+        bq = None if bias is None else bias[:, q].reshape(heads * s).to(hq.dtype)
+        scores = F.conv1d(hq, wq, bq, groups=heads).view(batch, heads, s, frames)
+        alpha = masked_softmax(scores, None if valid_mask is None else valid_mask.unsqueeze(1)).to(
+            x.dtype
+        )
+        if s == 1:
+            mu = torch.matmul(alpha, xv.transpose(-1, -2)).squeeze(2)
+        else:
+            mu = (alpha * xv).sum(-1)
+        means.append(mu)
+        vars_.append(((xv - mu.unsqueeze(-1)).square() * alpha).sum(-1))
+    return torch.stack(means, 2), torch.stack(vars_, 2)
+
+
+def head_attentive_statistics(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    x: Tensor,
+    valid_mask: Tensor | None = None,
+    *,
+    shared_hidden: bool = False,
+    eps: float = 1e-7,
+    impl: str = "auto",
+) -> tuple[Tensor, Tensor]:
+    """Last attention layer, softmax over valid frames and attentive mean/std, fused.
+
+    For head h and query q: ``a = softmax_t(W[h, q] @ hidden[h, q] + b[h, q])`` (masked), then
+    ``mean = sum_t a x_t`` and ``std = sqrt(clamp(sum_t a (x_t - mean)^2, eps))`` over the head's
+    channels ``x[h]``. The centred variance equals WeSpeaker's ``sum a x^2 - mean^2`` without its
+    cancellation.
+
+    Args:
+        hidden: ``(B, H*Q*K, T)`` last hidden activations ordered (head, query, k), or with
+            ``shared_hidden`` a ``(B, H*K, T)`` input shared by every query (one-layer attention).
+        weight: ``(H, Q, S, K)`` last-layer 1x1 weights, S = 1 (one weight per frame) or c.
+        bias: ``(H, Q, S)`` or None.
+        x: ``(B, H*c, T)`` features, padded frames already zero; float32/float64.
+        valid_mask: bool ``(B, 1, T)`` keep-mask or None.
+        shared_hidden: see ``hidden``.
+        eps: variance clamp.
+        impl: ``"fused"`` (query-by-query, recomputing backward; the default when autograd is
+            live), ``"torch"`` (plain out-of-place ops; used while exporting), or ``"auto"``.
+
+    Returns:
+        ``(mean, std)``, each ``(B, H, Q, c)`` in x's dtype. Differentiable in hidden, weight,
+        bias and x.
+    """
+    if impl not in ("auto", "fused", "torch"):
+        raise ValueError(f"Expected impl in ('auto', 'fused', 'torch'); found {impl!r}.")
+    heads, queries, s, k = weight.shape
+    c = x.shape[1] // heads
+    if s not in (1, c):
+        raise ValueError(
+            f"Expected the last layer to output 1 or c={c} channels per head; found {s}."
+        )
+    expected = heads * k if shared_hidden else heads * queries * k
+    if hidden.shape[1] != expected:
+        raise ValueError(f"Expected hidden with {expected} channels; found {tuple(hidden.shape)}.")
+    if impl == "torch" or (impl == "auto" and _is_exporting()):
+        mean, var = _traceable_forward(hidden, weight, bias, x, valid_mask, shared_hidden)
+    elif torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (hidden, weight, bias, x)
+    ):
+        out = _FusedAttentiveStats.apply(hidden, weight, bias, x, valid_mask, shared_hidden)
+        mean, var = out[0], out[1]
+    else:
+        mean, var = _fused_forward(hidden, weight, bias, x, valid_mask, shared_hidden)
+    return mean, torch.sqrt(var.clamp(min=eps))
+
+
+def masked_batch_norm(
+    x: Tensor,
+    valid_mask: Tensor | None,
+    *,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    num_batches_tracked: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    training: bool,
+    momentum: float | None,
+    eps: float,
+) -> Tensor:
+    """``BatchNorm1d`` over ``(B, C, T)`` whose batch statistics use valid frames only.
+
+    Without a mask, or in eval mode, this is exactly ``F.batch_norm``. In training mode with a
+    mask, mean and biased variance come from the valid ``(b, t)`` positions; running statistics
+    are updated like PyTorch (unbiased variance, ``momentum`` or a cumulative average when
+    ``momentum is None``). Padded outputs are returned as computed (callers mask them).
+    """
+    use_batch = training or running_mean is None
+    if valid_mask is None or not use_batch:
+        if training and num_batches_tracked is not None:
+            num_batches_tracked.add_(1)
+        mom = momentum
+        if training and momentum is None and num_batches_tracked is not None:
+            mom = 1.0 / float(num_batches_tracked)
+        return F.batch_norm(x, running_mean, running_var, weight, bias, use_batch, mom or 0.0, eps)
+    m = valid_mask.to(x.dtype)  # (B, 1, T)
+    count = m.sum()
+    mean = (x * m).sum(dim=(0, 2)) / count
+    var = ((x - mean[None, :, None]).square() * m).sum(dim=(0, 2)) / count
+    if training and running_mean is not None and running_var is not None:
+        with torch.no_grad():
+            if num_batches_tracked is not None:
+                num_batches_tracked.add_(1)
+            mom = momentum if momentum is not None else 1.0 / float(num_batches_tracked or 1)
+            unbiased = var * count / (count - 1).clamp(min=1.0)
+            running_mean.mul_(1 - mom).add_(mean.detach().to(running_mean.dtype), alpha=mom)
+            running_var.mul_(1 - mom).add_(unbiased.detach().to(running_var.dtype), alpha=mom)
+    y = (x - mean[None, :, None]) * torch.rsqrt(var + eps)[None, :, None]
+    if weight is not None:
+        y = y * weight[None, :, None]
+    if bias is not None:
+        y = y + bias[None, :, None]
+    return y
+
+
+def attentive_statistics_pooling(
+    x: Tensor,
+    lengths: Tensor | None = None,
+    *,
+    linear1_weight: Tensor,
+    linear1_bias: Tensor | None,
+    linear2_weight: Tensor,
+    linear2_bias: Tensor | None,
+    global_context_att: bool = False,
+    eps: float = 1e-7,
+) -> Tensor:
+    """ASTP (ECAPA-TDNN): channel-wise attention ``softmax_t(V tanh(W x_t + b) + k)``, then stats.
+
+    With ``global_context_att`` the attention input is ``[x_t, mean, std]`` (the utterance mean and
+    std of :func:`temporal_mean_std` with eps 1e-7, over valid frames); the ``(B, 3F, T)``
+    concatenation is never built: the context part of ``W`` is applied once per item as a bias.
+
+    Args:
+        x: ``(B, F, T)`` or ``(B, C, F, T)``.
+        lengths: optional int64 ``(B,)`` valid frames.
+        linear1_weight: ``(D, F, 1)`` or ``(D, 3F, 1)`` (Conv1d-shaped), linear1_bias ``(D,)``.
+        linear2_weight: ``(F, D, 1)``, linear2_bias ``(F,)``.
+        global_context_att: use the global context input.
+        eps: clamp of the attentive variance.
+
+    Returns:
+        ``(B, 2F)`` = ``[mean, std]``, at least float32. Differentiable in x and all weights.
+
+    Naive equivalent (no lengths)::
+
+        a = softmax(conv1d(tanh(conv1d(x, W1, b1)), W2, b2), -1)
+        mu = (a * x).sum(-1); std = sqrt(((a * x * x).sum(-1) - mu**2).clamp(min=eps))
+    """
+    x, lengths, valid_mask = prepare_pooling_input(x, lengths)
+    feat = x.shape[1]
+    if global_context_att:
+        if linear1_weight.shape[1] != 3 * feat:
+            raise ValueError(
+                f"Expected linear1_weight (D, 3F={3 * feat}, 1) for global context; found {tuple(linear1_weight.shape)}."
+            )
+        c_mean, c_std = temporal_mean_std(x, lengths, eps=eps, valid_mask=valid_mask)
+        w = linear1_weight.squeeze(-1)
+        ctx_bias = F.linear(c_mean.to(w.dtype), w[:, feat : 2 * feat]) + F.linear(
+            c_std.to(w.dtype), w[:, 2 * feat :]
+        )
+        if linear1_bias is not None:
+            ctx_bias = ctx_bias + linear1_bias
+        h = F.conv1d(x, linear1_weight[:, :feat]) + ctx_bias.unsqueeze(-1).to(x.dtype)
+    else:
+        if linear1_weight.shape[1] != feat:
+            raise ValueError(
+                f"Expected linear1_weight (D, F={feat}, 1); found {tuple(linear1_weight.shape)}. "
+                "Is global_context_att set as when the weights were trained?"
+            )
+        h = F.conv1d(x, linear1_weight, linear1_bias)
+    hidden = torch.tanh_(h)
+    with _fp32_region(x):
+        xf = x.to(_stat_dtype(x))
+        weight = linear2_weight.squeeze(-1).view(1, 1, feat, -1)
+        bias = None if linear2_bias is None else linear2_bias.view(1, 1, feat)
+        mean, std = head_attentive_statistics(hidden, weight, bias, xf, valid_mask, eps=eps)
+    return torch.cat([mean.view(-1, feat), std.view(-1, feat)], dim=1)
+
+
+def multi_head_attentive_statistics_pooling(
+    x: Tensor,
+    lengths: Tensor | None = None,
+    *,
+    weights: Sequence[Tensor],
+    biases: Sequence[Tensor | None],
+    head_num: int,
+    query_num: int = 1,
+    eps: float = 1e-7,
+) -> Tensor:
+    """MHASTP / MQMHASTP with every head and query in one grouped conv per layer.
+
+    The channels split into ``head_num`` contiguous heads of ``c = F / head_num``. For each query
+    q and head h an n-layer 1x1-conv MLP with tanh between layers maps the head's frames to
+    ``s`` logits (``s = 1``: one weight per frame; ``s = c``: one per channel), softmax over the
+    valid frames gives the weights, and attentive mean and std are taken over the head's channels.
+
+    Args:
+        x: ``(B, F, T)`` or ``(B, C, F, T)``.
+        lengths: optional int64 ``(B,)`` valid frames.
+        weights: per layer i, ``(head_num, query_num, out_i, in_i)`` stacked 1x1-conv weights
+            (``in_0 = c``, ``out_last = s``).
+        biases: per layer i, ``(head_num, query_num, out_i)`` or ``None``.
+        head_num: number of heads (divides F).
+        query_num: number of queries.
+        eps: clamp of the attentive variance.
+
+    Returns:
+        ``(B, query_num * F * 2)`` ordered query, then head, then ``[mean (c), std (c)]`` (the
+        WeSpeaker order), at least float32. Differentiable.
+
+    Naive equivalent (no lengths): ``cat([cat([mu_qh, std_qh]) for h in heads]) for q in queries])``.
+    """
+    x, lengths, valid_mask = prepare_pooling_input(x, lengths)
+    batch, feat, _ = x.shape
+    if head_num < 1 or feat % head_num != 0:
+        raise ValueError(f"Expected head_num >= 1 dividing F={feat}; found head_num={head_num}.")
+    if len(weights) == 0 or len(weights) != len(biases):
+        raise ValueError(
+            f"Expected one weight and one bias entry per layer; found {len(weights)} weights, {len(biases)} biases."
+        )
+    c = feat // head_num
+    h = x
+    groups = head_num
+    n_layers = len(weights)
+    for i, w in enumerate(weights):
+        if w.dim() != 4 or w.shape[:2] != (head_num, query_num):
+            raise ValueError(
+                f"Expected weights[{i}] of shape (head_num={head_num}, query_num={query_num}, out, in); "
+                f"found {tuple(w.shape)}."
+            )
+    if weights[0].shape[3] != c:
+        raise ValueError(
+            f"Expected weights[0] with in = c = F / head_num = {c}; found {tuple(weights[0].shape)}."
+        )
+    for i in range(n_layers - 1):
+        w, b = weights[i], biases[i]
+        out_i, in_i = w.shape[2], w.shape[3]
+        conv_w = w.reshape(head_num * query_num * out_i, in_i, 1)
+        conv_b = None if b is None else b.reshape(-1)
+        # conv outputs are not needed by conv backward: tanh in place is autograd-safe
+        h = torch.tanh_(F.conv1d(h, conv_w, conv_b, groups=groups))
+        groups = head_num * query_num
+    with _fp32_region(x):
+        xf = x.to(_stat_dtype(x))
+        mean, std = head_attentive_statistics(
+            h, weights[-1], biases[-1], xf, valid_mask, shared_hidden=n_layers == 1, eps=eps
+        )  # (B, H, Q, c)
+    stats = torch.stack([mean, std], dim=3).view(batch, head_num, query_num, 2 * c)
+    return stats.transpose(1, 2).reshape(batch, query_num * feat * 2)
