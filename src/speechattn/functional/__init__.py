@@ -2,6 +2,15 @@
 
 # Generated from each submodule's __all__; keep one import per module.
 
+from speechattn.functional.alignment import (
+    AlignmentPath,
+    forward_sum_loss,
+    mask_token_logits,
+    monotonic_alignment_search,
+    monotonic_hmm_log_likelihood,
+    monotonic_hmm_viterbi,
+    uniform_durations,
+)
 from speechattn.functional.contrastive import (
     pooled_contrastive_loss,
     sequence_contrastive_loss,
@@ -53,6 +62,7 @@ from speechattn.functional.priors import (
 )
 
 __all__ = [
+    "AlignmentPath",
     "BetaBinomialPrior",
     "DiagonalPrior",
     "MonotonicAttentionResult",
@@ -71,12 +81,17 @@ __all__ = [
     "diagonal_score_mod",
     "expected_stay_prob",
     "focus_rate",
+    "forward_sum_loss",
     "guided_attention_loss",
     "guided_attention_weights",
     "head_attentive_statistics",
     "lengths_to_valid_mask",
+    "mask_token_logits",
     "masked_batch_norm",
     "masked_softmax",
+    "monotonic_alignment_search",
+    "monotonic_hmm_log_likelihood",
+    "monotonic_hmm_viterbi",
     "monotonic_viterbi",
     "multi_head_attentive_statistics_pooling",
     "pooled_contrastive_loss",
@@ -89,5 +104,6 @@ __all__ = [
     "stepwise_monotonic_alignment",
     "stepwise_monotonic_attention",
     "temporal_mean_std",
+    "uniform_durations",
     "valid_mask_to_lengths",
 ]

@@ -1,0 +1,522 @@
+"""Unsupervised text-to-speech alignment: forward-sum loss, monotonic alignment search, and a
+monotonic HMM whose stay/move transitions are stepwise-monotonic-attention stay probabilities.
+
+Shape legend: ``b`` batch, ``u`` tokens (text), ``t`` frames (mel). Every score tensor here is laid out
+``(B, U, T)``, like :func:`speechattn.functional.stepwise_monotonic_alignment`. Lengths are int64
+``(B,)``; tokens ``>= text_lengths[b]`` and frames ``>= mel_lengths[b]`` are padding and never change an
+output.
+
+* :func:`forward_sum_loss` -- RAD-TTS's unsupervised alignment objective (Shih et al. 2021, "RAD-TTS:
+  parallel flow-based TTS with robust alignment learning"; Badlani et al. 2022, "One TTS alignment to
+  rule them all"): the negative log of the total probability of all monotonic paths through the
+  per-frame token distribution, computed as CTC with a blank class, via :func:`torch.nn.functional.ctc_loss`
+  (as NeMo and RAD-TTS do).
+* :func:`monotonic_alignment_search` -- MAS (Kim et al. 2020, Glow-TTS): the single most likely
+  monotonic path (start on token 0, end on the last token, each frame stays or advances one token),
+  so every token gets at least one frame and durations sum to the mel length.
+* :func:`monotonic_hmm_log_likelihood` / :func:`monotonic_hmm_viterbi` -- a left-to-right HMM with one
+  state per token whose transition out of token ``u`` at frame ``t`` has probability ``1 - p_t(u)`` and
+  self-loop ``p_t(u)``: exactly the stepwise monotonic attention recurrence of He et al. 2019 (Eq. 8)
+  with emissions, in log space, forced to end on the last token (cf. neural HMMs, Mehta et al. 2022).
+  With zero transition scores it reduces to MAS (Viterbi) and the blank-free forward sum.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from speechattn.functional.masks import check_lengths, lengths_to_valid_mask
+
+__all__ = [
+    "AlignmentPath",
+    "forward_sum_loss",
+    "mask_token_logits",
+    "monotonic_alignment_search",
+    "monotonic_hmm_log_likelihood",
+    "monotonic_hmm_viterbi",
+    "uniform_durations",
+]
+
+_NEG = -1e30  # "log 0" that stays finite in float32 and float64
+
+
+class AlignmentPath(NamedTuple):
+    """A hard monotonic alignment.
+
+    Attributes:
+        path: float ``(B, U, T)``, one-hot over tokens for every valid frame, zero elsewhere.
+        durations: int64 ``(B, U)``, frames per token; valid tokens get ``>= 1`` and each row sums to
+            ``mel_lengths[b]``; padded tokens get 0.
+    """
+
+    path: Tensor
+    durations: Tensor
+
+
+def _check_scores(x: Tensor, name: str) -> tuple[int, int, int]:
+    if not isinstance(x, Tensor):
+        raise TypeError(
+            f"Expected {name} to be a float tensor (B, U, T); found {type(x).__name__}."
+        )
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"Expected {name} to be a floating tensor; found dtype {x.dtype}.")
+    if x.dim() != 3:
+        raise ValueError(
+            f"Expected {name} of shape (B, U, T) (batch, tokens, frames); found {tuple(x.shape)}. "
+            "Add a batch dimension with .unsqueeze(0) for a single item."
+        )
+    b, u, t = x.shape
+    return b, u, t
+
+
+def _check_pair(
+    text_lengths: Tensor | None,
+    mel_lengths: Tensor | None,
+    b: int,
+    u: int,
+    t: int,
+    device: torch.device,
+) -> tuple[Tensor, Tensor]:
+    tl = check_lengths(text_lengths, "text_lengths", batch=b, max_len=u, device=device)
+    ml = check_lengths(mel_lengths, "mel_lengths", batch=b, max_len=t, device=device)
+    bad = ml < tl
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"A monotonic path needs at least one frame per token: expected mel_lengths[b] >= "
+            f"text_lengths[b]; found mel_lengths[{i}] = {int(ml[i])} < text_lengths[{i}] = {int(tl[i])}. "
+            "Use a smaller hop length or drop the utterance."
+        )
+    return tl, ml
+
+
+def mask_token_logits(logits: Tensor, text_lengths: Tensor) -> Tensor:
+    """Fill padded tokens of ``(B, U, T)`` logits with a large negative number (for a softmax over U)."""
+    valid = lengths_to_valid_mask(text_lengths, logits.shape[1]).unsqueeze(-1)
+    return logits.masked_fill(~valid, torch.finfo(logits.dtype).min / 4)
+
+
+def forward_sum_loss(
+    log_attn: Tensor,
+    text_lengths: Tensor | None = None,
+    mel_lengths: Tensor | None = None,
+    *,
+    blank_logprob: float = -1.0,
+) -> Tensor:
+    """RAD-TTS forward-sum alignment loss (CTC over monotonic paths with a blank).
+
+    For each item, every valid frame ``t`` gets a distribution over ``U_b + 1`` classes: a blank with
+    unnormalised log-score ``blank_logprob`` and the valid tokens with scores ``log_attn[b, :U_b, t]``,
+    renormalised by a log-softmax. The loss is the CTC negative log-likelihood of the target sequence
+    ``1, 2, ..., U_b`` (every token once, in order), divided by ``U_b`` and averaged over the batch
+    (``reduction="mean"`` of :func:`torch.nn.functional.ctc_loss`), as NeMo's ``ForwardSumLoss`` does.
+
+    Args:
+        log_attn: float ``(B, U, T)`` token log-scores per frame, typically
+            ``log_softmax(energies + log_prior, dim=1)``. Padding content is ignored.
+        text_lengths: int64 ``(B,)`` valid tokens (``None`` = all ``U``).
+        mel_lengths: int64 ``(B,)`` valid frames (``None`` = all ``T``); ``>= text_lengths``.
+        blank_logprob: log-score of the blank class before renormalisation (RAD-TTS uses -1).
+
+    Returns:
+        Scalar loss, differentiable w.r.t. ``log_attn`` (float32 or float64; lower precisions computed
+        in float32). Infinite per-item losses (impossible paths) are zeroed (``zero_infinity``).
+    """
+    b, u, t = _check_scores(log_attn, "log_attn")
+    tl, ml = _check_pair(text_lengths, mel_lengths, b, u, t, log_attn.device)
+    x = log_attn if log_attn.dtype in (torch.float32, torch.float64) else log_attn.float()
+    frame_valid = lengths_to_valid_mask(ml, t).unsqueeze(1)
+    x = mask_token_logits(
+        torch.where(frame_valid, x, torch.zeros((), dtype=x.dtype, device=x.device)), tl
+    )
+    blank = torch.full((b, 1, t), float(blank_logprob), dtype=x.dtype, device=x.device)
+    scores = torch.cat([blank, x], dim=1)  # (B, U+1, T), class 0 = blank
+    log_probs = F.log_softmax(scores, dim=1).permute(2, 0, 1)  # (T, B, C)
+    targets = torch.arange(1, u + 1, device=x.device).unsqueeze(0).expand(b, u)
+    return F.ctc_loss(
+        log_probs,
+        targets,
+        ml,
+        tl,
+        blank=0,
+        reduction="mean",
+        zero_infinity=True,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Monotonic alignment search (MAS)
+# --------------------------------------------------------------------------------------------------
+
+_NUMBA_MAS = None
+
+
+def _get_numba_mas():  # type: ignore[no-untyped-def]
+    global _NUMBA_MAS
+    if _NUMBA_MAS is not None:
+        return _NUMBA_MAS
+    import numba
+
+    @numba.njit(cache=True, nogil=True)
+    def _mas_one(
+        value: np.ndarray, stay: np.ndarray, move: np.ndarray, out: np.ndarray, tu: int, tt: int
+    ) -> None:
+        # value (U, T) log emission; stay/move (U, T) log transition scores into frame t.
+        neg = -1e30
+        acc = np.full((tu, tt), neg)
+        acc[0, 0] = value[0, 0]
+        for t in range(1, tt):
+            lo = max(0, tu - (tt - t))
+            hi = min(tu - 1, t)
+            for u in range(lo, hi + 1):
+                s = acc[u, t - 1] + stay[u, t]
+                m = acc[u - 1, t - 1] + move[u - 1, t] if u > 0 else neg
+                acc[u, t] = (s if s >= m else m) + value[u, t]
+        u = tu - 1
+        for t in range(tt - 1, -1, -1):
+            out[u, t] = 1.0
+            if t > 0 and u > 0:
+                s = acc[u, t - 1] + stay[u, t]
+                m = acc[u - 1, t - 1] + move[u - 1, t]
+                if m > s or u == t:
+                    u -= 1
+
+    @numba.njit(cache=True, nogil=True)
+    def _mas_batch(
+        value: np.ndarray,
+        stay: np.ndarray,
+        move: np.ndarray,
+        out: np.ndarray,
+        tl: np.ndarray,
+        ml: np.ndarray,
+    ) -> None:
+        for i in range(value.shape[0]):
+            _mas_one(value[i], stay[i], move[i], out[i], tl[i], ml[i])
+
+    _NUMBA_MAS = _mas_batch
+    return _NUMBA_MAS
+
+
+def _viterbi_torch(value: Tensor, stay: Tensor, move: Tensor, tl: Tensor, ml: Tensor) -> Tensor:
+    """Vectorised over batch and tokens, loop over frames. All inputs float64 ``(B, U, T)``."""
+    b, u, t = value.shape
+    dev = value.device
+    neg = torch.tensor(_NEG, dtype=value.dtype, device=dev)
+    tok = torch.arange(u, device=dev)
+    acc = torch.full((b, u), _NEG, dtype=value.dtype, device=dev)
+    acc[:, 0] = value[:, 0, 0]
+    came_from_move = torch.zeros(b, u, t, dtype=torch.bool, device=dev)
+    for j in range(1, t):
+        s = acc + stay[:, :, j]
+        m = torch.cat([neg.expand(b, 1), acc[:, :-1] + move[:, :-1, j]], dim=1)
+        # Reachability: token u at frame j needs u <= j and U_b - 1 - u <= M_b - 1 - j.
+        tk = tok.unsqueeze(0)
+        ok = (tk <= j) & (tk < tl.unsqueeze(1)) & (tk - tl.unsqueeze(1) + ml.unsqueeze(1) - j >= 0)
+        mv = m > s
+        new = torch.where(mv, m, s) + value[:, :, j]
+        new = torch.where(ok, new, neg)
+        came_from_move[:, :, j] = mv
+        # Frames past the item's end keep the accumulator frozen.
+        live = (j < ml).unsqueeze(1)
+        acc = torch.where(live, new, acc)
+    # Backtrack (vectorised over batch).
+    path = torch.zeros(b, u, t, dtype=value.dtype, device=dev)
+    cur = tl - 1
+    bidx = torch.arange(b, device=dev)
+    for j in range(t - 1, -1, -1):
+        live = j < ml
+        path[bidx[live], cur[live], j] = 1.0
+        step = came_from_move[bidx, cur, j] & live & (cur > 0)
+        # Also force a move when the token index equals the frame index (no frames left before).
+        step = step | (live & (cur == j) & (cur > 0))
+        cur = cur - step.long()
+    return path
+
+
+def _prep_transitions(
+    log_stay: Tensor | None, log_move: Tensor | None, ref: Tensor
+) -> tuple[Tensor, Tensor]:
+    zeros = torch.zeros_like(ref)
+    stay = zeros if log_stay is None else log_stay
+    move = zeros if log_move is None else log_move
+    for name, x in (("log_stay", stay), ("log_move", move)):
+        if x.shape != ref.shape:
+            raise ValueError(
+                f"Expected {name} of shape {tuple(ref.shape)} (B, U, T); found {tuple(x.shape)}."
+            )
+    return stay, move
+
+
+def monotonic_hmm_viterbi(
+    log_emission: Tensor,
+    log_stay: Tensor | None = None,
+    log_move: Tensor | None = None,
+    text_lengths: Tensor | None = None,
+    mel_lengths: Tensor | None = None,
+    *,
+    impl: str = "auto",
+) -> AlignmentPath:
+    """Most likely monotonic path under emissions and stay/move transition scores.
+
+    Score of a path ``u(0) = 0, ..., u(M-1) = U_b - 1`` (each step stays or advances one token):
+    ``sum_t log_emission[u(t), t] + sum_{t>0} (log_stay[u(t), t] if u(t) == u(t-1) else log_move[u(t-1), t])``.
+    Ties prefer staying. Not differentiable (the output is a hard path; compute it under ``no_grad``).
+
+    Args:
+        log_emission: float ``(B, U, T)``.
+        log_stay: float ``(B, U, T)`` log probability of staying on token ``u`` at frame ``t``
+            (e.g. ``log p_t(u)`` of SMA), or ``None`` for 0.
+        log_move: float ``(B, U, T)`` log probability of leaving token ``u`` at frame ``t``
+            (e.g. ``log(1 - p_t(u))``), or ``None`` for 0.
+        text_lengths, mel_lengths: int64 ``(B,)``; ``mel_lengths >= text_lengths`` (else ``ValueError``).
+        impl: ``"auto"`` (numba on CPU when installed, else torch), ``"numba"`` or ``"torch"``.
+
+    Returns:
+        :class:`AlignmentPath` with ``path`` in ``log_emission``'s dtype and device.
+    """
+    b, u, t = _check_scores(log_emission, "log_emission")
+    tl, ml = _check_pair(text_lengths, mel_lengths, b, u, t, log_emission.device)
+    stay, move = _prep_transitions(log_stay, log_move, log_emission)
+    if impl not in ("auto", "numba", "torch"):
+        raise ValueError(f"Expected impl in ('auto', 'numba', 'torch'); found {impl!r}.")
+    with torch.no_grad():
+        valid = lengths_to_valid_mask(tl, u).unsqueeze(-1) & lengths_to_valid_mask(ml, t).unsqueeze(
+            1
+        )
+        zero = torch.zeros((), dtype=torch.float64, device=log_emission.device)
+        v = torch.where(valid, log_emission.detach().double(), zero)
+        s = torch.where(valid, stay.detach().double(), zero)
+        m = torch.where(valid, move.detach().double(), zero)
+        use_numba = impl == "numba" or (impl == "auto" and log_emission.device.type == "cpu")
+        if use_numba:
+            try:
+                fn = _get_numba_mas()
+            except ImportError:
+                if impl == "numba":
+                    raise
+                use_numba = False
+        if use_numba:
+            out = np.zeros((b, u, t), dtype=np.float64)
+            fn(
+                np.ascontiguousarray(v.cpu().numpy()),
+                np.ascontiguousarray(s.cpu().numpy()),
+                np.ascontiguousarray(m.cpu().numpy()),
+                out,
+                tl.cpu().numpy(),
+                ml.cpu().numpy(),
+            )
+            path = torch.from_numpy(out).to(device=log_emission.device)
+        else:
+            path = _viterbi_torch(v, s, m, tl, ml)
+        durations = path.sum(-1).round().to(torch.int64)
+        return AlignmentPath(path.to(log_emission.dtype), durations)
+
+
+def monotonic_alignment_search(
+    log_attn: Tensor,
+    text_lengths: Tensor | None = None,
+    mel_lengths: Tensor | None = None,
+    *,
+    impl: str = "auto",
+) -> AlignmentPath:
+    """Monotonic alignment search (Glow-TTS MAS): the best monotonic path through ``log_attn``.
+
+    Maximises ``sum_t log_attn[u(t), t]`` over paths that start on token 0 at frame 0, stay or advance
+    exactly one token per frame, and end on the last valid token at the last valid frame. Every valid
+    token gets at least one frame; durations sum to ``mel_lengths``. Equals
+    :func:`monotonic_hmm_viterbi` with no transition scores.
+
+    Args:
+        log_attn: float ``(B, U, T)`` (log-probabilities or any scores; padding ignored).
+        text_lengths, mel_lengths: int64 ``(B,)``; ``mel_lengths >= text_lengths``.
+        impl: ``"auto"``, ``"numba"`` or ``"torch"``.
+
+    Returns:
+        :class:`AlignmentPath` (not differentiable).
+    """
+    return monotonic_hmm_viterbi(log_attn, None, None, text_lengths, mel_lengths, impl=impl)
+
+
+_NUMBA_HMM = None
+
+
+def _get_numba_hmm():  # type: ignore[no-untyped-def]
+    global _NUMBA_HMM
+    if _NUMBA_HMM is not None:
+        return _NUMBA_HMM
+    import numba
+
+    @numba.njit(cache=True, nogil=True)
+    def _lse(a: float, b: float) -> float:
+        if a < b:
+            a, b = b, a
+        if b <= -1e29:
+            return a
+        return a + np.log1p(np.exp(b - a))
+
+    @numba.njit(cache=True, nogil=True)
+    def _fb_one(emis, stay, move, ge, gs, gm, tu, tt):  # type: ignore[no-untyped-def]
+        neg = -1e30
+        alpha = np.full((tu, tt), neg)
+        beta = np.full((tu, tt), neg)
+        alpha[0, 0] = emis[0, 0]
+        for t in range(1, tt):
+            for u in range(min(tu, t + 1)):
+                a = alpha[u, t - 1] + stay[u, t]
+                if u > 0:
+                    a = _lse(a, alpha[u - 1, t - 1] + move[u - 1, t])
+                alpha[u, t] = max(a + emis[u, t], neg)
+        ll = alpha[tu - 1, tt - 1]
+        beta[tu - 1, tt - 1] = 0.0
+        for t in range(tt - 2, -1, -1):
+            for u in range(tu):
+                b = beta[u, t + 1] + stay[u, t + 1] + emis[u, t + 1]
+                if u + 1 < tu:
+                    b = _lse(b, beta[u + 1, t + 1] + move[u, t + 1] + emis[u + 1, t + 1])
+                beta[u, t] = max(b, neg)
+        if ll <= -1e29:
+            return ll
+        for t in range(tt):
+            for u in range(tu):
+                ge[u, t] = np.exp(min(alpha[u, t] + beta[u, t] - ll, 0.0))
+                if t > 0:
+                    gs[u, t] = np.exp(
+                        min(alpha[u, t - 1] + stay[u, t] + emis[u, t] + beta[u, t] - ll, 0.0)
+                    )
+                    if u + 1 < tu:
+                        gm[u, t] = np.exp(
+                            min(
+                                alpha[u, t - 1] + move[u, t] + emis[u + 1, t] + beta[u + 1, t] - ll,
+                                0.0,
+                            )
+                        )
+        return ll
+
+    @numba.njit(cache=True, nogil=True)
+    def _fb_batch(emis, stay, move, tl, ml, ge, gs, gm, out):  # type: ignore[no-untyped-def]
+        for i in range(emis.shape[0]):
+            out[i] = _fb_one(emis[i], stay[i], move[i], ge[i], gs[i], gm[i], tl[i], ml[i])
+
+    _NUMBA_HMM = _fb_batch
+    return _NUMBA_HMM
+
+
+class _HMMForwardBackward(torch.autograd.Function):
+    """Monotonic-HMM log-likelihood with a compiled forward-backward (gradients = posteriors)."""
+
+    @staticmethod
+    def forward(ctx, emis: Tensor, stay: Tensor, move: Tensor, tl: Tensor, ml: Tensor) -> Tensor:  # type: ignore[override]
+        fn = _get_numba_hmm()
+        e = np.ascontiguousarray(emis.detach().cpu().double().numpy())
+        s = np.ascontiguousarray(stay.detach().cpu().double().numpy())
+        m = np.ascontiguousarray(move.detach().cpu().double().numpy())
+        ge = np.zeros_like(e)
+        gs = np.zeros_like(e)
+        gm = np.zeros_like(e)
+        out = np.zeros(e.shape[0])
+        fn(e, s, m, tl.cpu().numpy(), ml.cpu().numpy(), ge, gs, gm, out)
+        dev, dt = emis.device, emis.dtype
+        ctx.save_for_backward(
+            torch.from_numpy(ge).to(dev, dt),
+            torch.from_numpy(gs).to(dev, dt),
+            torch.from_numpy(gm).to(dev, dt),
+        )
+        return torch.from_numpy(out).to(dev, dt)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        ge, gs, gm = ctx.saved_tensors
+        g = grad.view(-1, 1, 1)
+        return g * ge, g * gs, g * gm, None, None
+
+
+def monotonic_hmm_log_likelihood(
+    log_emission: Tensor,
+    log_stay: Tensor | None = None,
+    log_move: Tensor | None = None,
+    text_lengths: Tensor | None = None,
+    mel_lengths: Tensor | None = None,
+    *,
+    impl: str = "auto",
+) -> Tensor:
+    """Log of the total score of all monotonic paths (the HMM forward algorithm), per item.
+
+    ``log a_0(u) = log_emission[0, 0]`` if ``u == 0`` else ``-inf``;
+    ``log a_t(u) = logsumexp(log a_{t-1}(u) + log_stay[u, t], log a_{t-1}(u-1) + log_move[u-1, t])
+    + log_emission[u, t]``; the result is ``log a_{M-1}(U_b - 1)``. With ``log_stay = log p`` and
+    ``log_move = log(1 - p)`` this is the stepwise monotonic attention recurrence (He et al. 2019, Eq. 8)
+    weighted by emissions, with the path forced to end on the last token.
+
+    Args:
+        log_emission: float ``(B, U, T)``.
+        log_stay, log_move: float ``(B, U, T)`` or ``None`` (0).
+        text_lengths, mel_lengths: int64 ``(B,)``, ``mel_lengths >= text_lengths``.
+        impl: ``"torch"`` (autograd through a loop over frames, vectorised over batch and tokens; the
+            spec), ``"numba"`` (compiled forward-backward in float64 whose gradients are the state and
+            transition posteriors; CPU tensors), or ``"auto"`` (numba for CPU inputs when installed).
+
+    Returns:
+        float ``(B,)`` log-likelihoods, differentiable w.r.t. all score inputs. The gradient w.r.t.
+        ``log_emission`` is the posterior occupancy of each (token, frame).
+    """
+    b, u, t = _check_scores(log_emission, "log_emission")
+    tl, ml = _check_pair(text_lengths, mel_lengths, b, u, t, log_emission.device)
+    stay, move = _prep_transitions(log_stay, log_move, log_emission)
+    if impl not in ("auto", "numba", "torch"):
+        raise ValueError(f"Expected impl in ('auto', 'numba', 'torch'); found {impl!r}.")
+    use_numba = impl == "numba" or (impl == "auto" and log_emission.device.type == "cpu")
+    if use_numba:
+        try:
+            _get_numba_hmm()
+        except ImportError:
+            if impl == "numba":
+                raise
+            use_numba = False
+    dev, dt = log_emission.device, log_emission.dtype
+    tok_valid = lengths_to_valid_mask(tl, u).unsqueeze(-1)
+    frame_valid = lengths_to_valid_mask(ml, t).unsqueeze(1)
+    neg = torch.full((b, 1), _NEG, dtype=dt, device=dev)
+    zero = torch.zeros((), dtype=dt, device=dev)
+    # Padding content never matters: padded frames/tokens are overwritten before use.
+    emis = torch.where(frame_valid, log_emission, zero).masked_fill(~tok_valid, _NEG)
+    stay = torch.where(frame_valid & tok_valid, stay, zero)
+    move = torch.where(frame_valid & tok_valid, move, zero)
+    first = torch.full((b, u), _NEG, dtype=dt, device=dev)
+    first[:, 0] = 0.0
+    if use_numba:
+        return _HMMForwardBackward.apply(emis, stay, move, tl, ml)
+    acc = first + emis[:, :, 0]
+    result = torch.where(
+        ml == 1,
+        acc.gather(1, (tl - 1).unsqueeze(1)).squeeze(1),
+        torch.zeros(b, dtype=dt, device=dev),
+    )
+    for j in range(1, t):
+        s = acc + stay[:, :, j]
+        m = torch.cat([neg, acc[:, :-1] + move[:, :-1, j]], dim=1)
+        acc = torch.logaddexp(s, m) + emis[:, :, j]
+        acc = acc.clamp_min(_NEG)
+        end_here = ml == j + 1
+        if bool(end_here.any()):
+            val = acc.gather(1, (tl - 1).unsqueeze(1)).squeeze(1)
+            result = torch.where(end_here, val, result)
+    return result
+
+
+def uniform_durations(
+    text_lengths: Tensor, mel_lengths: Tensor, max_tokens: int | None = None
+) -> Tensor:
+    """Integer durations splitting each item's frames as evenly as possible (the floor baseline)."""
+    u = int(text_lengths.max()) if max_tokens is None else max_tokens
+    idx = torch.arange(u, device=text_lengths.device).unsqueeze(0)
+    tlf = text_lengths.unsqueeze(1).double()
+    mlf = mel_lengths.unsqueeze(1).double()
+    edges = torch.floor((idx + 1) * mlf / tlf + 1e-9)
+    start = torch.floor(idx * mlf / tlf + 1e-9)
+    d = (edges - start).to(torch.int64)
+    return torch.where(idx < text_lengths.unsqueeze(1), d, torch.zeros_like(d))

@@ -1,0 +1,214 @@
+"""Durations -> phone/word intervals, and boundary metrics against ground truth.
+
+Frame ``j`` of the log-mel front end is centred at ``j * hop / sr``; a duration path's boundary
+between frames ``j - 1`` and ``j`` is placed at ``j * hop / sr`` (the convention that maps the
+ground truth snapped to frames back to within half a frame; the report prints that oracle score).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from speechattn.recipes.align.data import AlignItem, FeatureConfig, collate_items
+
+__all__ = [
+    "AlignmentResult",
+    "Metrics",
+    "align_items",
+    "durations_to_intervals",
+    "score",
+    "write_alignment",
+]
+
+
+@dataclass
+class AlignmentResult:
+    """One utterance's hard alignment: per-token durations (frames) and intervals (seconds)."""
+
+    item: AlignItem
+    durations: np.ndarray  # (U,) int, sums to frames
+    phones: list[tuple[float, float, str]]
+    words: list[tuple[float, float, str]]
+    soft: np.ndarray | None = None  # (U, T) soft alignment, kept for a few items only
+    failure: bool = False
+    focus: float = float("nan")
+
+
+@dataclass
+class Metrics:
+    """Boundary accuracy on a set of utterances (None where no ground truth exists)."""
+
+    utterances: int = 0
+    phone_within_20ms: float | None = None
+    phone_within_40ms: float | None = None
+    phone_mean_abs_ms: float | None = None
+    phone_mean_signed_ms: float | None = None
+    word_within_40ms: float | None = None
+    focus_rate: float | None = None
+    failures: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def durations_to_intervals(
+    item: AlignItem, durations: Sequence[int] | np.ndarray, config: FeatureConfig
+) -> tuple[list[tuple[float, float, str]], list[tuple[float, float, str]]]:
+    """Phone and word intervals (seconds) of an item from per-token frame counts."""
+    d = np.asarray(durations, dtype=np.int64)
+    edges = np.concatenate([[0], np.cumsum(d)]) * config.frame_s
+    phones = [
+        (float(edges[k]), float(edges[k + 1]), p)
+        for p, k in zip(item.phones, item.phone_token_index)
+    ]
+    words = [(phones[a][0], phones[b - 1][1], w) for w, a, b in item.words]
+    return phones, words
+
+
+def _focus(soft: Tensor, u: int, t: int) -> float:
+    a = soft[:u, :t].double()
+    a = a / a.sum(0, keepdim=True).clamp_min(1e-12)
+    return float(a.max(0).values.mean())
+
+
+@torch.no_grad()
+def align_items(
+    model: Any,
+    items: Sequence[AlignItem],
+    config: FeatureConfig,
+    *,
+    batch_size: int = 16,
+    keep_soft: int = 0,
+) -> list[AlignmentResult]:
+    """Hard-align items with a trained :class:`TextMelAligner`, or ``model="uniform"``."""
+    from speechattn.functional.alignment import uniform_durations
+
+    results: list[AlignmentResult] = []
+    if hasattr(model, "eval"):
+        model.eval()
+    order = sorted(range(len(items)), key=lambda i: int(items[i].mel.shape[0]))
+    out: dict[int, AlignmentResult] = {}
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        batch = [items[i] for i in idx]
+        tokens, tl, mels, ml = collate_items(batch)
+        if model == "uniform":
+            dur = uniform_durations(tl, ml, tokens.shape[1])
+            soft = None
+        else:
+            path, soft = model.align(tokens, tl, mels, ml)
+            dur = path.durations
+        for j, i in enumerate(idx):
+            u, t = int(tl[j]), int(ml[j])
+            d = dur[j, :u].numpy()
+            ph, wd = durations_to_intervals(items[i], d, config)
+            res = AlignmentResult(item=items[i], durations=d, phones=ph, words=wd)
+            if soft is not None:
+                sj = soft[j]
+                res.focus = _focus(sj, u, t)
+                track = sj[:u, :t].argmax(0)
+                res.failure = bool(int(track.max()) < u - 2)
+                if i < keep_soft:
+                    res.soft = sj[:u, :t].numpy()
+            out[i] = res
+    results = [out[i] for i in range(len(items))]
+    return results
+
+
+def _boundaries(intervals: Sequence[Any]) -> np.ndarray:
+    return np.array([[float(iv[0]), float(iv[1])] for iv in intervals], dtype=np.float64).reshape(
+        -1
+    )
+
+
+def score(results: Sequence[AlignmentResult]) -> Metrics:
+    """Boundary metrics over utterances that have ground truth (phone starts and ends both count)."""
+    perr: list[np.ndarray] = []
+    werr: list[np.ndarray] = []
+    focus = [r.focus for r in results if not np.isnan(r.focus)]
+    for r in results:
+        gt = r.item.gt_phones
+        if gt is not None and len(gt) == len(r.phones):
+            g = _boundaries([(iv.start, iv.end) if hasattr(iv, "start") else iv for iv in gt])
+            perr.append(_boundaries(r.phones) - g)
+        gw = r.item.gt_words
+        if gw is not None and len(gw) == len(r.words):
+            g = _boundaries([(iv.start, iv.end) if hasattr(iv, "start") else iv for iv in gw])
+            werr.append(_boundaries(r.words) - g)
+    m = Metrics(utterances=len(results), failures=sum(int(r.failure) for r in results))
+    if perr:
+        e = np.concatenate(perr) * 1000.0
+        m.phone_within_20ms = float(np.mean(np.abs(e) <= 20.0) * 100)
+        m.phone_within_40ms = float(np.mean(np.abs(e) <= 40.0) * 100)
+        m.phone_mean_abs_ms = float(np.mean(np.abs(e)))
+        m.phone_mean_signed_ms = float(np.mean(e))
+    if werr:
+        e = np.concatenate(werr) * 1000.0
+        m.word_within_40ms = float(np.mean(np.abs(e) <= 40.0) * 100)
+    if focus:
+        m.focus_rate = float(np.mean(focus))
+    return m
+
+
+def write_alignment(
+    result: AlignmentResult, out_dir: Path, config: FeatureConfig
+) -> tuple[Path, Path]:
+    """Write ``<id>.TextGrid`` (word and phone tiers) and ``<id>.json`` for one utterance."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    item = result.item
+    duration = item.num_samples / config.sample_rate
+    total = float(np.sum(result.durations)) * config.frame_s
+    xmax = max(duration, total)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in item.id)
+    tg = out_dir / f"{safe}.TextGrid"
+    js = out_dir / f"{safe}.json"
+    words = [(a, min(b, xmax), w) for a, b, w in result.words]
+    phones = [(a, min(b, xmax), p) for a, b, p in result.phones]
+    try:
+        from speechattn.data.synth import Interval
+        from speechattn.data.textgrid import write_textgrid
+    except ImportError:
+        _write_textgrid_praatio(tg, words, phones, xmax)
+    else:
+        write_textgrid(
+            tg,
+            words=[Interval(*w) for w in words],
+            phones=[Interval(*p) for p in phones],
+            duration=xmax,
+        )
+    payload = {
+        "id": item.id,
+        "text": item.text,
+        "speaker": item.speaker,
+        "frame_seconds": config.frame_s,
+        "durations_frames": [int(x) for x in result.durations],
+        "tokens": ["<sil>", *item.phones, "<sil>"]
+        if len(result.durations) == len(item.phones) + 2
+        else None,
+        "words": [{"start": a, "end": b, "label": w} for a, b, w in result.words],
+        "phones": [{"start": a, "end": b, "label": p} for a, b, p in result.phones],
+    }
+    tmp = js.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False))
+    tmp.replace(js)
+    return tg, js
+
+
+def _write_textgrid_praatio(path: Path, words: list, phones: list, xmax: float) -> None:
+    """TextGrid with word and phone tiers through praatio (used when the data front end lacks it)."""
+    from praatio import textgrid as ptg
+
+    grid = ptg.Textgrid(0.0, xmax)
+    for name, ivs in (("words", words), ("phones", phones)):
+        entries = [(float(a), float(b), str(lab)) for a, b, lab in ivs if b > a]
+        grid.addTier(ptg.IntervalTier(name, entries, 0.0, xmax))
+    grid.save(str(path), format="long_textgrid", includeBlankSpaces=True)

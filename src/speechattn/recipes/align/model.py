@@ -1,0 +1,302 @@
+"""Small unsupervised text-to-mel aligners: the SMA aligner and its baselines.
+
+Shape legend: ``b`` batch, ``u`` tokens, ``t`` mel frames, ``d`` model dim, ``h`` heads.
+
+All aligners share the same encoders (a phoneme embedding + residual 1-D conv stack, and a mel
+projection + residual 1-D conv stack) and differ in how they turn encodings into an alignment and
+what they are trained on. None sees alignment labels.
+
+* ``kind="sma"`` -- the stepwise monotonic attention aligner. Energies between token and frame
+  encodings give (i) per-frame token scores ``log_softmax_u(e_t(u) + log prior)`` used as emissions and
+  (ii) SMA stay probabilities ``p_t(u) = sigmoid(e'_t(u) + b)`` (He et al. 2019) with ``b`` initialised
+  per item near ``logit(1 - U/T)`` (an initial stay probability of 1 - U/T, the expected one; the
+  paper's +3.5 collapses an aligner). The objective is the negative log-likelihood of the mel
+  sequence's token-score path under the monotonic HMM whose transitions are the SMA stay/move
+  probabilities (:func:`~speechattn.functional.alignment.monotonic_hmm_log_likelihood`, the SMA
+  recurrence in log space, forced to end on the last token), normalised by frames, plus the RAD-TTS
+  forward-sum loss on the emissions. Durations: Viterbi over ``log p`` / ``log(1 - p)`` + emissions.
+* ``kind="fs"`` -- RAD-TTS style: the same token scores with a beta-binomial prior, forward-sum (CTC
+  with blank) loss, durations by monotonic alignment search (MAS).
+* ``kind="mha"`` -- plain multi-head attention (softmax, no monotonicity; the keonlee reference's
+  ``is_tunable=False``): mel frames attend over tokens and the context must reconstruct the mel frame
+  (L1); durations by MAS on the log attention of the head with the best focus rate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from speechattn.functional.alignment import (
+    AlignmentPath,
+    forward_sum_loss,
+    mask_token_logits,
+    monotonic_alignment_search,
+    monotonic_hmm_log_likelihood,
+    monotonic_hmm_viterbi,
+)
+from speechattn.functional.masks import lengths_to_valid_mask
+
+__all__ = ["AlignerConfig", "AlignerOutput", "TextMelAligner", "beta_binomial_log_prior"]
+
+KINDS = ("sma", "fs", "mha")
+
+
+@dataclass
+class AlignerConfig:
+    """Hyper-parameters of :class:`TextMelAligner` (saved in checkpoints)."""
+
+    kind: str = "sma"
+    num_symbols: int = 128
+    n_mels: int = 80
+    dim: int = 128
+    text_layers: int = 3
+    mel_layers: int = 3
+    kernel_size: int = 5
+    num_heads: int = 2
+    prior_scaling: float = 1.0
+    use_prior: bool = True
+    fs_weight: float = 1.0
+    sma_noise_std: float = 0.0
+    dropout: float = 0.1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class AlignerOutput(NamedTuple):
+    """What :meth:`TextMelAligner.forward` returns.
+
+    Attributes:
+        loss: scalar training loss.
+        log_attn: ``(B, U, T)`` per-frame token log-scores the durations are read from.
+        soft: ``(B, U, T)`` soft alignment (each valid frame a distribution over valid tokens).
+        log_stay: ``(B, U, T)`` SMA log stay probabilities (``kind="sma"``) else ``None``.
+        log_move: ``(B, U, T)`` SMA log move probabilities (``kind="sma"``) else ``None``.
+    """
+
+    loss: Tensor
+    log_attn: Tensor
+    soft: Tensor
+    log_stay: Tensor | None
+    log_move: Tensor | None
+
+
+def beta_binomial_log_prior(
+    text_lengths: Tensor, mel_lengths: Tensor, u: int, t: int, scaling: float = 1.0
+) -> Tensor:
+    """Log beta-binomial alignment prior ``(B, U, T)`` (RAD-TTS): frame t of T favours token ~ t U / T.
+
+    Each valid frame's column is a proper distribution over the valid tokens. Uses
+    :func:`speechattn.functional.priors.beta_binomial_prior` when that module is installed.
+    """
+    try:
+        from speechattn.functional.priors import beta_binomial_prior  # type: ignore[attr-defined]
+
+        p = beta_binomial_prior(
+            text_lengths, mel_lengths, scaling=scaling, max_text_len=u, max_mel_len=t
+        )  # (B, T_mel, U)
+        return p.transpose(1, 2).clamp_min(1e-8).log()
+    except ImportError:
+        pass
+    dev = text_lengths.device
+    n = (text_lengths - 1).double().view(-1, 1, 1)  # (B,1,1)
+    k = torch.arange(u, device=dev, dtype=torch.float64).view(1, -1, 1)
+    tt = torch.arange(t, device=dev, dtype=torch.float64).view(1, 1, -1)
+    m = mel_lengths.double().view(-1, 1, 1)
+    a = scaling * (tt + 1)
+    b = scaling * (m - tt)
+    b = b.clamp_min(1e-3)
+
+    def lbeta(x: Tensor, y: Tensor) -> Tensor:
+        return torch.lgamma(x) + torch.lgamma(y) - torch.lgamma(x + y)
+
+    kk = torch.minimum(k, n)
+    logc = torch.lgamma(n + 1) - torch.lgamma(kk + 1) - torch.lgamma(n - kk + 1)
+    lp = logc + lbeta(kk + a, n - kk + b) - lbeta(a, b)
+    valid = (k < text_lengths.view(-1, 1, 1)) & (tt < m)
+    lp = lp.masked_fill(~valid, -1e4)
+    lp = lp - torch.logsumexp(lp, dim=1, keepdim=True)
+    return lp.masked_fill(~valid, 0.0).float()
+
+
+class _ConvStack(nn.Module):
+    def __init__(self, *, dim: int, layers: int, kernel_size: int, dropout: float) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(
+            nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2) for _ in range(layers)
+        )
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, valid: Tensor) -> Tensor:
+        keep = valid.unsqueeze(-1).to(x.dtype)
+        for conv, norm in zip(self.convs, self.norms):
+            y = conv((x * keep).transpose(1, 2)).transpose(1, 2)
+            x = norm(x + self.drop(F.relu(y)))
+        return x * keep
+
+
+class TextMelAligner(nn.Module):
+    """Text encoder + mel encoder + an alignment head (see the module docstring for ``kind``)."""
+
+    def __init__(self, config: AlignerConfig) -> None:
+        super().__init__()
+        if config.kind not in KINDS:
+            raise ValueError(f"Expected kind in {KINDS}; found {config.kind!r}.")
+        self.config = config
+        d = config.dim
+        self.embed = nn.Embedding(config.num_symbols, d)
+        self.text_enc = _ConvStack(
+            dim=d, layers=config.text_layers, kernel_size=3, dropout=config.dropout
+        )
+        self.mel_in = nn.Linear(config.n_mels, d)
+        self.mel_enc = _ConvStack(
+            dim=d, layers=config.mel_layers, kernel_size=config.kernel_size, dropout=config.dropout
+        )
+        self.q = nn.Linear(d, d)
+        self.k = nn.Linear(d, d)
+        if config.kind == "sma":
+            from speechattn.nn.monotonic import StepwiseMonotonicMultiheadAttention
+
+            # The SMA layer (issue 3) gives the stay probabilities p_t(u): text queries, mel keys,
+            # energy + learnable bias (initial stay probability 0.5, then shifted per item to 1 - U/T).
+            self.sma = StepwiseMonotonicMultiheadAttention(
+                embed_dim=d,
+                num_heads=1,
+                dropout=0.0,
+                noise_std=config.sma_noise_std,
+                initial_stay_prob=0.5,
+                mass="preserve",
+            )
+        if config.kind == "mha":
+            h = config.num_heads
+            if d % h:
+                raise ValueError(
+                    f"Expected dim divisible by num_heads; found dim={d}, num_heads={h}."
+                )
+            self.v = nn.Linear(d, d)
+            self.dec = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, config.n_mels))
+
+    # ------------------------------------------------------------------------------------------
+    def encode(
+        self, tokens: Tensor, text_lengths: Tensor, mels: Tensor, mel_lengths: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        tv = lengths_to_valid_mask(text_lengths, tokens.shape[1])
+        mv = lengths_to_valid_mask(mel_lengths, mels.shape[1])
+        h = self.text_enc(self.embed(tokens), tv)
+        m = self.mel_enc(self.mel_in(mels), mv)
+        return h, m, tv, mv
+
+    def _token_scores(self, h: Tensor, m: Tensor) -> Tensor:
+        q = self.q(h)
+        k = self.k(m)
+        # Negative squared L2 distance (RAD-TTS) scaled by 1/sqrt(d): (B, U, T).
+        d2 = (
+            q.pow(2).sum(-1, keepdim=True)
+            - 2 * q @ k.transpose(1, 2)
+            + k.pow(2).sum(-1).unsqueeze(1)
+        )
+        return -d2 / math.sqrt(q.shape[-1])
+
+    def forward(
+        self, tokens: Tensor, text_lengths: Tensor, mels: Tensor, mel_lengths: Tensor
+    ) -> AlignerOutput:
+        """Args: tokens int64 ``(B, U)``, text_lengths ``(B,)``, mels ``(B, T, n_mels)``, mel_lengths ``(B,)``."""
+        cfg = self.config
+        h, m, tv, mv = self.encode(tokens, text_lengths, mels, mel_lengths)
+        u, t = tokens.shape[1], mels.shape[1]
+        valid2 = tv.unsqueeze(-1) & mv.unsqueeze(1)
+        if cfg.kind == "mha":
+            return self._mha(h, m, mels, text_lengths, mel_lengths, tv, mv)
+        scores = self._token_scores(h, m)
+        if cfg.use_prior:
+            scores = scores + beta_binomial_log_prior(
+                text_lengths, mel_lengths, u, t, cfg.prior_scaling
+            ).to(scores)
+        log_attn = torch.log_softmax(mask_token_logits(scores, text_lengths), dim=1)
+        log_attn = log_attn.masked_fill(~valid2, 0.0)
+        fs = forward_sum_loss(log_attn, text_lengths, mel_lengths)
+        if cfg.kind == "fs":
+            return AlignerOutput(fs, log_attn, log_attn.exp() * valid2, None, None)
+        # SMA stay probabilities from the SMA layer, shifted per item by logit(1 - U/T) so the
+        # initial stay probability is the expected one (the paper's +3.5 collapses an aligner).
+        sma = self.sma(h, m, m, query_lengths=text_lengths, key_lengths=mel_lengths, mode="soft")
+        assert_p = sma.p_choose
+        if assert_p is None:  # pragma: no cover - tunable SMA always returns p_choose
+            raise RuntimeError("the SMA layer returned no stay probabilities")
+        pc = assert_p.clamp(1e-6, 1 - 1e-6)
+        p0 = (1.0 - text_lengths.float() / mel_lengths.float()).clamp(0.05, 0.95)
+        b0 = torch.log(p0) - torch.log1p(-p0)
+        z = torch.log(pc) - torch.log1p(-pc) + b0.view(-1, 1, 1)
+        log_stay = F.logsigmoid(z)
+        log_move = F.logsigmoid(-z)
+        ll = monotonic_hmm_log_likelihood(log_attn, log_stay, log_move, text_lengths, mel_lengths)
+        hmm = -(ll / mel_lengths.to(ll.dtype)).mean()
+        loss = hmm + cfg.fs_weight * fs
+        return AlignerOutput(loss, log_attn, log_attn.exp() * valid2, log_stay, log_move)
+
+    def _mha(
+        self,
+        h: Tensor,
+        m: Tensor,
+        mels: Tensor,
+        text_lengths: Tensor,
+        mel_lengths: Tensor,
+        tv: Tensor,
+        mv: Tensor,
+    ) -> AlignerOutput:
+        cfg = self.config
+        b, u, d = h.shape
+        t = m.shape[1]
+        nh = cfg.num_heads
+        dh = d // nh
+        q = self.k(m).view(b, t, nh, dh).transpose(1, 2)  # mel frames query
+        k = self.q(h).view(b, u, nh, dh).transpose(1, 2)  # tokens are keys
+        v = self.v(h).view(b, u, nh, dh).transpose(1, 2)
+        logits = q @ k.transpose(-1, -2) / math.sqrt(dh)  # (B, H, T, U)
+        logits = logits.masked_fill(~tv.view(b, 1, 1, u), torch.finfo(logits.dtype).min / 4)
+        attn = torch.softmax(logits, dim=-1)
+        ctx = (attn @ v).transpose(1, 2).reshape(b, t, d)
+        pred = self.dec(ctx)
+        keep = mv.unsqueeze(-1).to(pred.dtype)
+        loss = ((pred - mels).abs() * keep).sum() / (keep.sum() * mels.shape[-1])
+        attn_ut = attn.transpose(-1, -2) * (tv.unsqueeze(-1) & mv.unsqueeze(1)).unsqueeze(
+            1
+        )  # (B,H,U,T)
+        # Best head per item by focus rate.
+        fr = (attn_ut.max(dim=2).values.sum(-1)) / mel_lengths.view(-1, 1).to(attn.dtype)  # (B, H)
+        best = fr.argmax(dim=1)
+        soft = attn_ut[torch.arange(b, device=h.device), best]
+        log_attn = torch.log(soft.clamp_min(1e-8)).masked_fill(
+            ~(tv.unsqueeze(-1) & mv.unsqueeze(1)), 0.0
+        )
+        return AlignerOutput(loss, log_attn, soft, None, None)
+
+    # ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def align(
+        self, tokens: Tensor, text_lengths: Tensor, mels: Tensor, mel_lengths: Tensor
+    ) -> tuple[AlignmentPath, Tensor]:
+        """Hard monotonic alignment and soft attention ``(B, U, T)`` (eval mode recommended)."""
+        out = self.forward(tokens, text_lengths, mels, mel_lengths)
+        if self.config.kind == "sma":
+            path = monotonic_hmm_viterbi(
+                out.log_attn, out.log_stay, out.log_move, text_lengths, mel_lengths
+            )
+            # Soft alignment: the HMM posterior occupancy (gradient of the log-likelihood).
+            with torch.enable_grad():
+                e = out.log_attn.detach().requires_grad_(True)
+                ll = monotonic_hmm_log_likelihood(
+                    e, out.log_stay, out.log_move, text_lengths, mel_lengths
+                )
+                (post,) = torch.autograd.grad(ll.sum(), e)
+            return path, post.detach()
+        else:
+            path = monotonic_alignment_search(out.log_attn, text_lengths, mel_lengths)
+        return path, out.soft

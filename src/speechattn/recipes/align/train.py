@@ -1,0 +1,218 @@
+"""Training loop for the aligners: resumable (atomic checkpoints), seeded, DDP-ready, with progress bars.
+
+Resuming: every ``checkpoint_every`` steps (and at the end) the model, optimiser, step, history and
+RNG state go to ``<out>/<name>.pt`` through a temporary file and ``os.replace`` (atomic on POSIX), so
+an interrupted run that is started again continues from the last checkpoint and loses at most
+``checkpoint_every`` steps. Batches are drawn from a generator seeded by ``(seed, step)``, so a resumed
+run sees the same batches as an uninterrupted one.
+
+Multi-process: under ``torchrun`` (``WORLD_SIZE > 1``) the process group is initialised on gloo (CPU)
+or nccl (CUDA); each rank takes a strided shard of every global batch and gradients are averaged by
+:class:`torch.nn.parallel.DistributedDataParallel`; only rank 0 writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from speechattn.recipes.align.data import AlignItem, collate_items
+from speechattn.recipes.align.model import AlignerConfig, TextMelAligner
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "dist_info",
+    "load_checkpoint",
+    "save_checkpoint",
+    "train_aligner",
+]
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings."""
+
+    steps: int = 600
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    warmup: int = 30
+    grad_clip: float = 5.0
+    seed: int = 0
+    checkpoint_every: int = 50
+    max_seconds: float | None = None
+
+
+@dataclass
+class TrainResult:
+    model: TextMelAligner
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    resumed_from: int = 0
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); initialises the default process group under torchrun if needed."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    """Atomic save: write ``path.tmp`` then ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _batches_for_step(lengths: Sequence[int], batch_size: int, seed: int, step: int) -> list[int]:
+    """A length-homogeneous random batch: pick a random anchor in length order, take neighbours."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    n = len(order)
+    bs = min(batch_size, n)
+    start = int(torch.randint(0, max(1, n - bs + 1), (1,), generator=g))
+    return order[start : start + bs]
+
+
+def _lr(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+def train_aligner(
+    model_config: AlignerConfig,
+    items: Sequence[AlignItem],
+    train_config: TrainConfig,
+    *,
+    checkpoint: Path | None = None,
+    extra_state: dict | None = None,
+    init_state: dict | None = None,
+    progress: bool = True,
+    desc: str | None = None,
+    on_eval: Callable[[TextMelAligner, int], dict] | None = None,
+    eval_every: int = 0,
+) -> TrainResult:
+    """Train (or resume) one aligner on ``items``.
+
+    Args:
+        model_config: architecture (``kind`` picks SMA / forward-sum / MHA).
+        items: training utterances (no labels are used).
+        train_config: optimisation settings; ``seed`` makes the run deterministic.
+        checkpoint: where to keep the resumable checkpoint (``None``: no checkpointing).
+        extra_state: JSON-like data saved beside the weights (symbols, front-end config).
+        init_state: a ``state_dict`` to start from (adaptation of a pretrained aligner).
+        on_eval: optional callback ``(model, step) -> dict`` whose result joins the history.
+    """
+    rank, world = dist_info()
+    torch.manual_seed(train_config.seed)
+    model = TextMelAligner(model_config)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay
+    )
+    history: list[dict] = []
+    step0 = 0
+    if checkpoint is not None and checkpoint.exists():
+        ck = load_checkpoint(checkpoint)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        step0 = int(ck["step"])
+        history = list(ck.get("history", []))
+        torch.set_rng_state(ck["rng"])
+    ddp_model: Any = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # The SMA layer's value/output projections are unused by the aligner objective.
+        ddp_model = DistributedDataParallel(model, find_unused_parameters=True)
+    lengths = [int(it.mel.shape[0]) for it in items]
+    t0 = time.perf_counter()
+    bar = None
+    if progress and rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=train_config.steps,
+            initial=step0,
+            desc=desc or model_config.kind,
+            unit="step",
+            leave=False,
+        )
+
+    def _save(step: int) -> None:
+        if checkpoint is None or rank != 0:
+            return
+        save_checkpoint(
+            checkpoint,
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "step": step,
+                "history": history,
+                "rng": torch.get_rng_state(),
+                "model_config": model_config.to_dict(),
+                "train_config": asdict(train_config),
+                "extra": extra_state or {},
+            },
+        )
+
+    model.train()
+    done = step0
+    for step in range(step0, train_config.steps):
+        if (
+            train_config.max_seconds is not None
+            and time.perf_counter() - t0 > train_config.max_seconds
+        ):
+            break
+        idx = _batches_for_step(lengths, train_config.batch_size * world, train_config.seed, step)
+        idx = idx[rank::world] or idx[:1]
+        tokens, tl, mels, ml = collate_items([items[i] for i in idx])
+        for gparam in opt.param_groups:
+            gparam["lr"] = _lr(step, train_config)
+        out = ddp_model(tokens, tl, mels, ml)
+        loss = out.loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
+        opt.step()
+        rec = {"step": step + 1, "loss": float(loss.detach()), "grad_norm": float(gn)}
+        if on_eval is not None and eval_every and ((step + 1) % eval_every == 0) and rank == 0:
+            model.eval()
+            rec.update(on_eval(model, step + 1))
+            model.train()
+        history.append(rec)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{rec['loss']:.3f}")
+        done = step + 1
+        if done % train_config.checkpoint_every == 0:
+            _save(done)
+    _save(done)
+    if bar is not None:
+        bar.close()
+    model.eval()
+    return TrainResult(
+        model=model, history=history, seconds=time.perf_counter() - t0, resumed_from=step0
+    )

@@ -1,0 +1,131 @@
+"""End to end: `speechattn demo --quick` and `speechattn align` on a tiny synthetic corpus (espeak)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tests.test_align_recipe import check_report
+
+from speechattn.cli import main
+
+pytest.importorskip("espeakng_loader")
+pytest.importorskip("matplotlib")
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress", "--threads", "1"]) == 0
+    return out
+
+
+def test_demo_quick_outputs_are_sane(demo_out: Path) -> None:
+    check_report(demo_out / "report.html")
+    for png in ("alignments.png", "durations.png", "curves.png"):
+        assert (demo_out / png).exists()
+    metrics = json.loads((demo_out / "metrics.json").read_text())["metrics"]
+    for split in ("held-out utterances", "held-out voices"):
+        by = metrics[split]
+        best = max(
+            (v for k, v in by.items() if k not in ("uniform", "ground truth snapped to frames")),
+            key=lambda m: m["phone_within_20ms"],
+        )
+        uniform = by["uniform"]
+        # Well above the uniform floor.
+        assert best["phone_within_20ms"] > uniform["phone_within_20ms"] + 25, (split, best, uniform)
+        assert best["phone_mean_abs_ms"] < 0.6 * uniform["phone_mean_abs_ms"]
+        assert by["ground truth snapped to frames"]["phone_within_20ms"] > 95
+    # Durations sum to the frames of each utterance, and TextGrids exist beside the JSON.
+    jsons = sorted((demo_out / "alignments").glob("*.json"))
+    assert jsons
+    for js in jsons:
+        d = json.loads(js.read_text())
+        assert js.with_suffix(".TextGrid").exists()
+        assert all(x >= 1 for x in d["durations_frames"])
+        n = sum(d["durations_frames"])
+        assert d["phones"][-1]["end"] <= n * d["frame_seconds"] + 1e-9
+        assert len(d["phones"]) == len(d["durations_frames"]) - 2
+
+
+def test_align_command_trains_resumes_and_applies(demo_out: Path, tmp_path: Path) -> None:
+    from speechattn.data.textgrid import read_textgrid
+
+    manifest = demo_out / "corpus" / "manifest.jsonl"
+    lines = manifest.read_text().splitlines()[:10]
+    small = tmp_path / "small.jsonl"
+    small.write_text(
+        "\n".join(
+            json.dumps(dict(json.loads(x), path=str(demo_out / "corpus" / json.loads(x)["path"])))
+            for x in lines
+        )
+    )
+    out = tmp_path / "scratch"
+    args = [
+        "align",
+        str(small),
+        "--out",
+        str(out),
+        "--from-scratch",
+        "--steps",
+        "4",
+        "--no-progress",
+        "--threads",
+        "1",
+    ]
+    assert main(args) == 0
+    assert (out / "checkpoints" / "aligner.pt").exists()
+    tgs = sorted((out / "alignments").glob("*.TextGrid"))
+    assert len(tgs) == 10
+    words, phones = read_textgrid(tgs[0])
+    assert len(phones) > len(words) > 0
+    # Re-running continues from the finished checkpoint (nothing to redo) and gives the same result.
+    before = tgs[0].read_text()
+    assert main(args) == 0
+    assert tgs[0].read_text() == before
+    # Apply the trained aligner as is.
+    out2 = tmp_path / "apply"
+    ck = out / "aligner.pt"
+    assert (
+        main(
+            [
+                "align",
+                str(small),
+                "--out",
+                str(out2),
+                "--checkpoint",
+                str(ck),
+                "--no-adapt",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (out2 / "report.html").exists()
+    assert (out2 / "alignments" / tgs[0].name).read_text() == before
+
+
+def test_shipped_aligner_applies_out_of_the_box(demo_out: Path, tmp_path: Path) -> None:
+    from speechattn.recipes.align.pipeline import DEFAULT_ASSET, load_aligner
+
+    if not DEFAULT_ASSET.exists():
+        pytest.fail(f"the shipped aligner {DEFAULT_ASSET} is missing (see README to rebuild it)")
+    model, _symbols, _feats, info = load_aligner()
+    assert info.get("kind") == model.config.kind
+    assert DEFAULT_ASSET.stat().st_size < 8 * 2**20
+    manifest = demo_out / "corpus" / "manifest.jsonl"
+    lines = manifest.read_text().splitlines()[:6]
+    small = tmp_path / "small.jsonl"
+    small.write_text(
+        "\n".join(
+            json.dumps(dict(json.loads(x), path=str(demo_out / "corpus" / json.loads(x)["path"])))
+            for x in lines
+        )
+    )
+    out = tmp_path / "shipped"
+    assert main(["align", str(small), "--out", str(out), "--no-adapt", "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]["corpus"]
+    name = next(k for k in metrics if k != "uniform")
+    assert metrics[name]["phone_within_20ms"] > metrics["uniform"]["phone_within_20ms"] + 25
+    assert len(list((out / "alignments").glob("*.TextGrid"))) == 6
