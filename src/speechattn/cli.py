@@ -17,14 +17,11 @@ __all__ = ["build_parser", "main"]
 
 # Modules that register subcommands, in the order ``--help`` lists them.
 _SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "speechattn.data.cli",
-_SUBCOMMAND_MODULES: tuple[str, ...] = (
     "speechattn.recipes.align.cli",
     "speechattn.data.cli",
     "speechattn.recipes.speaker",
     "speechattn.recipes.audio2clip.cli",
     "speechattn.recipes.audio2clip.app",
-)
 )
 
 
