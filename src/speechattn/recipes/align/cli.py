@@ -7,6 +7,8 @@ from pathlib import Path
 
 __all__ = ["add_parser"]
 
+_PRIORS = ("none", "diagonal", "beta-binomial")
+
 
 def _demo(args: argparse.Namespace) -> int:
     from speechattn.recipes.align.pipeline import DemoConfig, run_demo
@@ -23,6 +25,7 @@ def _demo(args: argparse.Namespace) -> int:
         cfg.threads = args.threads
     if args.kinds:
         cfg.kinds = tuple(args.kinds.split(","))
+    cfg.mha_prior = args.prior
     cfg.seed = args.seed
     if args.minutes_per_aligner is not None:
         cfg.max_seconds_per_aligner = 60.0 * args.minutes_per_aligner
@@ -55,6 +58,8 @@ def _align(args: argparse.Namespace) -> int:
         seed=args.seed,
         threads=args.threads,
         word_silences=args.word_silences,
+        kind=args.kind,
+        prior=args.prior,
         progress=not args.no_progress,
     )
     if res:
@@ -93,6 +98,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--export", default=None, help="save the best aligner here (how the shipped one is built)"
     )
+    p.add_argument(
+        "--prior",
+        choices=_PRIORS,
+        default="none",
+        help="log-prior added to the plain-MHA aligner's attention logits: none (the plain "
+        "baseline), diagonal (linear penalty on |t/T - u/U|, Speech-Transformer) or beta-binomial "
+        "(RAD-TTS); the other aligners are unchanged (default: %(default)s)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_demo)
 
@@ -116,6 +129,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--word-silences",
         action="store_true",
         help="with --from-scratch: a pause token <sp> between words (it takes at least one frame)",
+    )
+    a.add_argument(
+        "--kind",
+        choices=("sma", "fs", "mha"),
+        default="sma",
+        help="with --from-scratch: which aligner to train (default: %(default)s)",
+    )
+    a.add_argument(
+        "--prior",
+        choices=_PRIORS,
+        default=None,
+        help="log-prior on a plain-MHA aligner's attention logits (--kind mha, or an MHA "
+        "checkpoint): none, diagonal (linear penalty on |t/T - u/U|) or beta-binomial (RAD-TTS); "
+        "an error for other aligners (default: keep the aligner's own setting)",
     )
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=_align)

@@ -20,6 +20,11 @@ what they are trained on. None sees alignment labels.
 * ``kind="mha"`` -- plain multi-head attention (softmax, no monotonicity; the keonlee reference's
   ``is_tunable=False``): mel frames attend over tokens and the context must reconstruct the mel frame
   (L1); durations by MAS on the log attention of the head with the best focus rate.
+  ``mha_prior`` adds a log-prior to its attention logits (issue 6): ``"none"`` (default, the plain
+  baseline), ``"diagonal"`` (:class:`~speechattn.functional.priors.DiagonalPrior`, the
+  Speech-Transformer linear penalty ``-mha_prior_scale * |t / T - u / U|`` on each item's own
+  diagonal) or ``"beta-binomial"`` (:class:`~speechattn.functional.priors.BetaBinomialPrior`,
+  RAD-TTS ``log P`` with ``prior_scaling``). Frames still attend to every valid token.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from speechattn.functional.masks import lengths_to_valid_mask
 __all__ = ["AlignerConfig", "AlignerOutput", "TextMelAligner", "beta_binomial_log_prior"]
 
 KINDS = ("sma", "fs", "mha")
+MHA_PRIORS = ("none", "diagonal", "beta-binomial")
 
 
 @dataclass
@@ -64,6 +70,8 @@ class AlignerConfig:
     fs_weight: float = 1.0
     sma_noise_std: float = 0.0
     dropout: float = 0.1
+    mha_prior: str = "none"
+    mha_prior_scale: float = 10.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -149,6 +157,11 @@ class TextMelAligner(nn.Module):
         super().__init__()
         if config.kind not in KINDS:
             raise ValueError(f"Expected kind in {KINDS}; found {config.kind!r}.")
+        if config.mha_prior not in MHA_PRIORS:
+            raise ValueError(
+                f"Expected mha_prior in {MHA_PRIORS}; found {config.mha_prior!r}. The prior "
+                "applies to the plain-MHA aligner (kind='mha')."
+            )
         self.config = config
         d = config.dim
         self.embed = nn.Embedding(config.num_symbols, d)
@@ -260,6 +273,10 @@ class TextMelAligner(nn.Module):
         k = self.q(h).view(b, u, nh, dh).transpose(1, 2)  # tokens are keys
         v = self.v(h).view(b, u, nh, dh).transpose(1, 2)
         logits = q @ k.transpose(-1, -2) / math.sqrt(dh)  # (B, H, T, U)
+        prior = self._mha_prior_bias(text_lengths, mel_lengths, u, t, logits.dtype)
+        if prior is not None:
+            # Additive log-prior (B, 1, T, U): 0 on padded frames, finfo.min on padded tokens.
+            logits = logits + prior.clamp_min(torch.finfo(logits.dtype).min / 4)
         logits = logits.masked_fill(~tv.view(b, 1, 1, u), torch.finfo(logits.dtype).min / 4)
         attn = torch.softmax(logits, dim=-1)
         ctx = (attn @ v).transpose(1, 2).reshape(b, t, d)
@@ -277,6 +294,29 @@ class TextMelAligner(nn.Module):
             ~(tv.unsqueeze(-1) & mv.unsqueeze(1)), 0.0
         )
         return AlignerOutput(loss, log_attn, soft, None, None)
+
+    def _mha_prior_bias(
+        self, text_lengths: Tensor, mel_lengths: Tensor, u: int, t: int, dtype: torch.dtype
+    ) -> Tensor | None:
+        """The MHA aligner's log-prior ``(B, 1, T, U)`` (mel-frame queries, token keys), or None."""
+        from speechattn.functional.priors import BetaBinomialPrior, DiagonalPrior
+
+        cfg = self.config
+        prior: DiagonalPrior | BetaBinomialPrior
+        if cfg.mha_prior == "none":
+            return None
+        if cfg.mha_prior == "diagonal":
+            prior = DiagonalPrior(kind="linear", scale=cfg.mha_prior_scale, distance="relative")
+        else:
+            prior = BetaBinomialPrior(scaling=cfg.prior_scaling)
+        return prior.bias(
+            mel_lengths,
+            text_lengths,
+            max_query_len=t,
+            max_key_len=u,
+            dtype=dtype,
+            device=text_lengths.device,
+        )
 
     # ------------------------------------------------------------------------------------------
     @torch.no_grad()

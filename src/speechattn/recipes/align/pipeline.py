@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import random
@@ -60,6 +61,7 @@ class DemoConfig:
     eval_every: int = 100
     threads: int = 2
     max_seconds_per_aligner: float | None = None
+    mha_prior: str = "none"
 
     @classmethod
     def quick(cls) -> DemoConfig:
@@ -234,7 +236,11 @@ def run_demo(
     dev_probe = dev[: min(len(dev), 24)]
     for kind in config.kinds:
         mcfg = AlignerConfig(
-            kind=kind, num_symbols=max(64, len(symbols)), n_mels=feats.n_mels, dim=config.dim
+            kind=kind,
+            num_symbols=max(64, len(symbols)),
+            n_mels=feats.n_mels,
+            dim=config.dim,
+            mha_prior=config.mha_prior if kind == "mha" else "none",
         )
         tcfg = TrainConfig(
             steps=config.steps,
@@ -355,10 +361,16 @@ def run_align(
     seed: int = 0,
     threads: int = 2,
     word_silences: bool = False,
+    kind: str = "sma",
+    prior: str | None = None,
     progress: bool = True,
     log=print,
 ) -> dict:
-    """Align a corpus: train from scratch, or apply (and by default adapt) a trained aligner."""
+    """Align a corpus: train from scratch, or apply (and by default adapt) a trained aligner.
+
+    ``kind`` picks the aligner trained with ``from_scratch``; ``prior`` (``"none"``, ``"diagonal"``,
+    ``"beta-binomial"``) sets the log-prior of a plain-MHA aligner (``ValueError`` for another kind).
+    """
     from speechattn.data.corpus import load_corpus
 
     torch.set_num_threads(max(1, threads))
@@ -377,7 +389,7 @@ def run_align(
             progress=progress and rank == 0,
             voice=corpus_voice,
         )
-        mcfg = AlignerConfig(kind="sma", num_symbols=max(64, len(symbols)), n_mels=feats.n_mels)
+        mcfg = AlignerConfig(kind=kind, num_symbols=max(64, len(symbols)), n_mels=feats.n_mels)
         init = None
         n_steps = steps if steps is not None else 600
     else:
@@ -393,6 +405,17 @@ def run_align(
         mcfg = model.config
         init = model.state_dict()
         n_steps = (steps if steps is not None else 150) if adapt else 0
+    if prior is not None:
+        if mcfg.kind != "mha":
+            raise ValueError(
+                f"Expected a plain-MHA aligner for prior={prior!r}; found kind={mcfg.kind!r}. "
+                "Use --from-scratch --kind mha, or a checkpoint of an MHA aligner."
+            )
+        mcfg = dataclasses.replace(mcfg, mha_prior=prior)
+        if init is not None:  # the loaded MHA aligner, now with this prior
+            model = TextMelAligner(mcfg)
+            model.load_state_dict(init)
+            model.eval()
     if not items:
         raise ValueError(f"No usable utterance in {data} (see the warnings above).")
     log(f"{len(items)} utterances from {data}")
