@@ -271,7 +271,9 @@ def run_demo(
         for s, its in splits.items():
             results[s][kind] = align_items(res.model, its, feats, keep_soft=2)
         m = score(results["held-out voices"][kind])
-        log(f"  {kind}: {res.seconds:.0f}s, held-out voices: {m.phone_within_20ms:.1f}% within 20 ms")
+        log(
+            f"  {kind}: {res.seconds:.0f}s, held-out voices: {m.phone_within_20ms:.1f}% within 20 ms"
+        )
     for s, its in splits.items():
         results[s]["uniform"] = align_items("uniform", its, feats)
         results[s]["ground truth snapped to frames"] = _oracle(its, feats)
