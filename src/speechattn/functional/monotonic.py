@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from speechattn.functional.masks import check_lengths
+from speechattn.functional.masks import check_lengths, lengths_to_valid_mask
 from speechattn.kernels import _auto_sma_kernel, get_sma_kernel
 
 __all__ = [
@@ -150,8 +150,8 @@ def _check_range_masked(p: Tensor, tl: Tensor, ml: Tensor, name: str) -> None:
     with ``(B,)`` lengths. Raises with the min/max found, or returns if the valid part is fine.
     """
     U, T = p.shape[-2], p.shape[-1]
-    tv = torch.arange(T, device=p.device) < ml[:, None]
-    uv = torch.arange(U, device=p.device) < tl[:, None]
+    tv = lengths_to_valid_mask(ml, T)
+    uv = lengths_to_valid_mask(tl, U)
     valid = uv[:, :, None] & tv[:, None, :]
     if p.dim() == 4:
         valid = valid[:, None]
@@ -175,8 +175,8 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def _masks(
     N: int, U: int, T: int, tl: Tensor, ml: Tensor, device: torch.device
 ) -> tuple[Tensor, Tensor, Tensor]:
-    uv = torch.arange(U, device=device) < tl[:, None]  # (N, U)
-    tv = torch.arange(T, device=device) < ml[:, None]  # (N, T)
+    uv = lengths_to_valid_mask(tl, U)  # (N, U)
+    tv = lengths_to_valid_mask(ml, T)  # (N, T)
     last = torch.arange(U, device=device) == (tl[:, None] - 1)  # (N, U)
     return uv, tv, last
 

@@ -11,7 +11,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from speechattn.functional.masks import check_lengths
+from speechattn.functional.masks import check_lengths, lengths_to_valid_mask
 from speechattn.functional.priors import BetaBinomialPrior, DiagonalPrior, prior_attention
 
 __all__ = ["AttentionOutput", "AttentionPrior", "PriorMultiheadAttention"]
@@ -229,6 +229,6 @@ class PriorMultiheadAttention(nn.Module):
             bias_masked=isinstance(use, (DiagonalPrior, BetaBinomialPrior)),
         )
         out = self.out_proj(res.output.transpose(1, 2).reshape(b, tq, self.embed_dim))
-        row_valid = (torch.arange(tq, device=dev) < lq[:, None]) & (lk > 0)[:, None]
+        row_valid = lengths_to_valid_mask(lq, tq) & (lk > 0)[:, None]
         out = torch.where(row_valid[:, :, None], out, torch.zeros((), dtype=out.dtype, device=dev))
         return AttentionOutput(out, res.attn_weights)
