@@ -562,73 +562,113 @@ def head_attentive_statistics(
 
 # ---------------------------------------------------------------------------------------------
 # Whole attention MLP + softmax + statistics, tiled over the batch (all heads and queries at
-# once inside a tile), with a recomputing backward: saved for backward are only x and the
-# weights, and each tile's working set stays cache-sized, so it is both faster and leaner than
-# materialising (B, H, Q, S, T) weights at once.
+# once inside a tile). Every tile writes into scratch buffers allocated once per call (``out=``
+# and in-place ops): on CPU a fresh multi-MiB tensor per op page-faults on first touch and costs
+# more than the op itself. For backward the forward keeps, when they fit _SAVE_BUDGET_BYTES, the
+# softmax weights (B, H, Q, S, T) and the tanh activations (what plain autograd would keep, once,
+# instead of WeSpeaker's per-head products); otherwise the backward recomputes them tile by tile.
 # ---------------------------------------------------------------------------------------------
 
 _TILE_ELEMENTS = 1 << 20  # ~4 MiB of float32 scores per tile (cache-sized)
+_SAVE_BUDGET_BYTES = 1 << 30  # recompute="auto": keep weights/activations up to this size
+_RECOMPUTE_MODES = ("auto", "none", "softmax", "all")
 
 
 def _tile_size(batch: int, per_item: int) -> int:
     return max(1, min(batch, _TILE_ELEMENTS // max(1, per_item)))
 
 
-def _mlp_tile(
+class _Scratch:
+    """Tile-sized buffers, allocated on first use and reused by every tile of one call."""
+
+    def __init__(self, ref: Tensor, tile: int) -> None:
+        self.ref = ref
+        self.tile = tile
+        self.bufs: dict[str, Tensor] = {}
+
+    def get(self, name: str, per_item: Sequence[int], b: int) -> Tensor:
+        buf = self.bufs.get(name)
+        if buf is None:
+            buf = self.ref.new_empty((self.tile, *per_item))
+            self.bufs[name] = buf
+        return buf[:b]
+
+
+def _mask_bias(valid_mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """Additive 0 / finfo.min bias ``(B, 1, 1, 1, T)``: exp() gives exact zeros on padding."""
+    if valid_mask is None:
+        return None
+    batch, frames = valid_mask.shape[0], valid_mask.shape[-1]
+    bias = torch.zeros(batch, frames, dtype=dtype, device=valid_mask.device)
+    bias.masked_fill_(~valid_mask.reshape(batch, frames), torch.finfo(dtype).min)
+    return bias.view(batch, 1, 1, 1, frames)
+
+
+def _tile_x(xv: Tensor, sl: slice, valid_mask: Tensor | None, scratch: _Scratch) -> Tensor:
+    """The (b, H, c, T) tile of x with padded frames zeroed (a scratch buffer, not a full copy)."""
+    xt = xv[sl]
+    if valid_mask is None:
+        return xt
+    out = scratch.get("x", xt.shape[1:], xt.shape[0])
+    return torch.where(valid_mask[sl].unsqueeze(1), xt, xt.new_zeros(()), out=out)
+
+
+def _tile_mlp(
     xt: Tensor,
     weights: Sequence[Tensor],
     biases: Sequence[Tensor | None],
     item_bias: Tensor | None,
-    keep: bool,
-) -> tuple[Tensor, list[Tensor]]:
-    """Scores (b, H, Q, S, T) of one batch tile; with ``keep`` also the tanh activations."""
+    hidden: Sequence[Tensor],
+    scores: Tensor,
+    start: int = 0,
+) -> None:
+    """Attention MLP of one tile, written in place.
+
+    Layer i < n - 1 writes its tanh activations into ``hidden[i]`` ``(b, H, Q, o_i, T)`` (the
+    input of layer i + 1); the last layer writes the logits into ``scores`` ``(b, H, Q, S, T)``.
+    Layers before ``start`` are taken as already in ``hidden``.
+    """
     b, heads, c, frames = xt.shape
-    queries = weights[0].shape[1]
-    w0 = weights[0]
-    z = torch.matmul(w0.reshape(heads, -1, c).to(xt.dtype), xt)  # (b, H, Q*o, T)
-    z = z.view(b, heads, queries, w0.shape[2], frames)
-    acts: list[Tensor] = []
-    for i in range(len(weights)):
-        if i > 0:
-            h = torch.tanh_(z)
-            if keep:
-                acts.append(h)
-            z = torch.matmul(weights[i].to(h.dtype), h)
+    n = len(weights)
+    for i in range(start, n):
+        dest = scores if i == n - 1 else hidden[i]
+        if i == 0:
+            torch.matmul(weights[0].reshape(heads, -1, c), xt, out=dest.view(b, heads, -1, frames))
+        else:
+            torch.matmul(weights[i], hidden[i - 1], out=dest)
         bi = biases[i]
         if bi is not None:
-            z = z.add_(bi.to(z.dtype).unsqueeze(-1))
+            dest.add_(bi.unsqueeze(-1))
         if i == 0 and item_bias is not None:
-            z = z.add_(item_bias.view(b, heads, queries, -1, 1).to(z.dtype))
-    return z, acts
+            dest.add_(item_bias.view(b, heads, dest.shape[2], -1, 1))
+        if i < n - 1:
+            dest.tanh_()
 
 
-def _tile_x(xv: Tensor, sl: slice, valid_mask: Tensor | None) -> Tensor:
-    """The (b, H, c, T) tile of x with padded frames zeroed (cache-sized, not a full copy)."""
-    xt = xv[sl]
-    if valid_mask is None:
-        return xt
-    return torch.where(valid_mask[sl].unsqueeze(1), xt, xt.new_zeros(()))
+def _tile_alpha(scores: Tensor, mask_bias: Tensor | None, out: Tensor) -> Tensor:
+    """Softmax over time of one tile's logits (modified in place) into ``out``."""
+    if mask_bias is not None:
+        scores.add_(mask_bias)
+    return torch.softmax(scores, dim=-1, out=out)
 
 
-def _tile_alpha(scores: Tensor, mask_t: Tensor | None) -> Tensor:
-    if mask_t is not None:
-        bias_t = torch.zeros(mask_t.shape, dtype=scores.dtype, device=scores.device)
-        bias_t.masked_fill_(~mask_t, torch.finfo(scores.dtype).min)
-        scores = scores.add_(bias_t.view(mask_t.shape[0], 1, 1, 1, -1))
-    return torch.softmax(scores, dim=-1)
-
-
-def _tile_stats(alpha: Tensor, xt: Tensor) -> tuple[Tensor, Tensor]:
+def _tile_stats(alpha: Tensor, xt: Tensor, buf: Tensor, mean: Tensor, var: Tensor) -> None:
+    """Centred attentive mean/var of one tile into ``mean``/``var`` (b, H, Q, c); buf is scratch."""
     xq = xt.unsqueeze(2)  # (b, H, 1, c, T)
     if alpha.shape[3] == 1:
-        mean = torch.matmul(alpha.squeeze(3), xt.transpose(-1, -2))  # (b, H, Q, c)
-        buf = xq - mean.unsqueeze(-1)
+        torch.matmul(alpha.squeeze(3), xt.transpose(-1, -2), out=mean)
     else:
-        buf = alpha * xq
-        mean = buf.sum(-1)
-        torch.sub(xq, mean.unsqueeze(-1), out=buf)
-    var = buf.square_().mul_(alpha).sum(-1)
-    return mean, var
+        torch.sum(torch.mul(alpha, xq, out=buf), -1, out=mean)
+    torch.sub(xq, mean.unsqueeze(-1), out=buf)
+    torch.sum(buf.square_().mul_(alpha), -1, out=var)
+
+
+def _resolve_recompute(recompute: str, alpha_bytes: int, hidden_bytes: int) -> str:
+    if recompute != "auto":
+        return recompute
+    if alpha_bytes + hidden_bytes <= _SAVE_BUDGET_BYTES:
+        return "none"
+    return "softmax" if hidden_bytes <= _SAVE_BUDGET_BYTES else "all"
 
 
 def _pool_forward(
@@ -637,24 +677,50 @@ def _pool_forward(
     weights: Sequence[Tensor],
     biases: Sequence[Tensor | None],
     item_bias: Tensor | None,
-) -> tuple[Tensor, Tensor]:
+    recompute: str = "all",
+) -> tuple[Tensor, Tensor, Tensor | None, list[Tensor] | None]:
+    """Tiled forward; returns mean, var and (per ``recompute``) the kept weights/activations."""
     heads, queries, s, _ = weights[-1].shape
     batch, feat, frames = x.shape
     c = feat // heads
+    ws = [w.to(x.dtype) for w in weights]
+    bs = [None if b is None else b.to(x.dtype) for b in biases]
+    hid = [w.shape[2] for w in weights[:-1]]
     xv = x.view(batch, heads, c, frames)
+    mb = _mask_bias(valid_mask, x.dtype)
     mean = x.new_empty(batch, heads, queries, c)
     var = x.new_empty(batch, heads, queries, c)
+    keep_alpha = x.new_empty(batch, heads, queries, s, frames) if recompute == "none" else None
+    keep_hidden = (
+        [x.new_empty(batch, heads, queries, o, frames) for o in hid]
+        if recompute in ("none", "softmax")
+        else None
+    )
     tile = _tile_size(batch, heads * queries * max(s, weights[0].shape[2]) * frames)
+    scratch = _Scratch(x, tile)
     for b0 in range(0, batch, tile):
         sl = slice(b0, min(batch, b0 + tile))
-        xt = _tile_x(xv, sl, valid_mask)
-        scores, _ = _mlp_tile(
-            xt, weights, biases, None if item_bias is None else item_bias[sl], False
+        b = sl.stop - b0
+        xt = _tile_x(xv, sl, valid_mask, scratch)
+        if keep_hidden is not None:
+            hidden = [h[sl] for h in keep_hidden]
+        else:
+            hidden = [
+                scratch.get(f"h{i}", (heads, queries, o, frames), b) for i, o in enumerate(hid)
+            ]
+        # the logits share the statistics buffer when S = c (dead before the statistics start)
+        scores = scratch.get("u" if s == c else "scores", (heads, queries, s, frames), b)
+        _tile_mlp(
+            xt, ws, bs, None if item_bias is None else item_bias[sl].to(x.dtype), hidden, scores
         )
-        alpha = _tile_alpha(scores.to(x.dtype), None if valid_mask is None else valid_mask[sl, 0])
-        del scores
-        mean[sl], var[sl] = _tile_stats(alpha, xt)
-    return mean, var
+        if keep_alpha is not None:
+            alpha = keep_alpha[sl]
+        else:
+            alpha = scratch.get("alpha", (heads, queries, s, frames), b)
+        _tile_alpha(scores, None if mb is None else mb[sl], alpha)
+        buf = scratch.get("u", (heads, queries, c, frames), b)
+        _tile_stats(alpha, xt, buf, mean[sl], var[sl])
+    return mean, var, keep_alpha, keep_hidden
 
 
 class _AttentivePool(torch.autograd.Function):
@@ -665,80 +731,129 @@ class _AttentivePool(torch.autograd.Function):
         valid_mask: Tensor | None,
         item_bias: Tensor | None,
         n_layers: int,
+        recompute: str,
         *params: Tensor | None,
     ):  # type: ignore[override]
         weights = list(params[:n_layers])
         biases = list(params[n_layers:])
-        mean, var = _pool_forward(x, valid_mask, weights, biases, item_bias)  # type: ignore[arg-type]
-        ctx.save_for_backward(x, item_bias, mean, var, *params)
+        mean, var, alpha, hidden = _pool_forward(
+            x,
+            valid_mask,
+            weights,  # type: ignore[arg-type]
+            biases,
+            item_bias,
+            recompute,
+        )
+        hid: list[Tensor | None] = list(hidden) if hidden is not None else [None] * (n_layers - 1)
+        ctx.save_for_backward(x, item_bias, mean, var, alpha, *hid, *params)
         ctx.valid_mask = valid_mask
         ctx.n_layers = n_layers
+        ctx.recompute = recompute
         return mean, var
 
     @staticmethod
     def backward(ctx, g_mean: Tensor, g_var: Tensor):  # type: ignore[override]
-        x, item_bias, mean, var, *params = ctx.saved_tensors
         n = ctx.n_layers
-        weights: list[Tensor] = list(params[:n])
-        biases: list[Tensor | None] = list(params[n:])
+        x, item_bias, mean, var, kept_alpha, *rest = ctx.saved_tensors
+        kept_hidden: list[Tensor | None] = list(rest[: n - 1])
+        weights: list[Tensor] = list(rest[n - 1 : 2 * n - 1])
+        biases: list[Tensor | None] = list(rest[2 * n - 1 :])
         need_x = ctx.needs_input_grad[0]
-        need_ib = ctx.needs_input_grad[2]
+        need_ib = ctx.needs_input_grad[2] and item_bias is not None
         heads, queries, s, _ = weights[-1].shape
         batch, feat, frames = x.shape
         c = feat // heads
+        dt = x.dtype
+        ws = [w.to(dt) for w in weights]
+        bs = [None if b is None else b.to(dt) for b in biases]
+        wts = [w.transpose(-1, -2).contiguous() for w in ws]  # (H, Q, in, out)
+        w0t = wts[0].transpose(1, 2).reshape(heads, c, -1)  # (H, c, Q*o0)
+        hid = [w.shape[2] for w in weights[:-1]]
         xv = x.view(batch, heads, c, frames)
-        grad_x = torch.zeros_like(x) if need_x else None
+        mb = _mask_bias(ctx.valid_mask, dt)
+        # every tile writes its whole slice of grad_x first (the statistics term), then adds
+        grad_x = torch.empty_like(x) if need_x else None
         gxv = None if grad_x is None else grad_x.view(batch, heads, c, frames)
-        grad_ib = torch.zeros_like(item_bias) if (need_ib and item_bias is not None) else None
-        grad_w = [torch.zeros_like(w) for w in weights]
-        grad_b = [None if b is None else torch.zeros_like(b) for b in biases]
+        grad_ib = torch.zeros_like(item_bias, dtype=dt) if need_ib else None
+        grad_w = [torch.zeros_like(w) for w in ws]
+        grad_b = [None if b is None else torch.zeros_like(b) for b in bs]
         tile = _tile_size(batch, heads * queries * max(s, weights[0].shape[2]) * frames)
+        scratch = _Scratch(x, tile)
+        have_hidden = n == 1 or kept_hidden[0] is not None
         for b0 in range(0, batch, tile):
             sl = slice(b0, min(batch, b0 + tile))
-            xt = _tile_x(xv, sl, ctx.valid_mask)
-            scores, acts = _mlp_tile(
-                xt, weights, biases, None if item_bias is None else item_bias[sl], True
-            )
-            a = _tile_alpha(
-                scores.to(x.dtype), None if ctx.valid_mask is None else ctx.valid_mask[sl, 0]
-            )
-            del scores
+            b = sl.stop - b0
+            xt = _tile_x(xv, sl, ctx.valid_mask, scratch)
+            u = scratch.get("u", (heads, queries, c, frames), b)
+            t = scratch.get("t", (heads, queries, c, frames), b)
+            if kept_alpha is not None:
+                a = kept_alpha[sl]
+                hidden = [h[sl] for h in kept_hidden if h is not None]
+            else:  # recompute the logits (and the activations unless kept) into scratch
+                if have_hidden:
+                    hidden = [h[sl] for h in kept_hidden if h is not None]
+                else:
+                    hidden = [
+                        scratch.get(f"h{i}", (heads, queries, o, frames), b)
+                        for i, o in enumerate(hid)
+                    ]
+                scores = u if s == c else scratch.get("scores", (heads, queries, s, frames), b)
+                ib = None if item_bias is None else item_bias[sl].to(dt)
+                _tile_mlp(xt, ws, bs, ib, hidden, scores, start=n - 1 if have_hidden else 0)
+                a = _tile_alpha(
+                    scores,
+                    None if mb is None else mb[sl],
+                    scratch.get("alpha", (heads, queries, s, frames), b),
+                )
             mu = mean[sl].unsqueeze(-1)  # (b, H, Q, c, 1)
-            gm = g_mean[sl].unsqueeze(-1)
-            gv = g_var[sl].unsqueeze(-1)
-            vq = var[sl].unsqueeze(-1)
-            u = xt.unsqueeze(2) - mu  # (b, H, Q, c, T)
+            gm = g_mean[sl].unsqueeze(-1).to(dt)
+            gv = g_var[sl].unsqueeze(-1).to(dt)
+            gvv = gv * var[sl].unsqueeze(-1)
+            torch.sub(xt.unsqueeze(2), mu, out=u)  # u = x - mean, (b, H, Q, c, T)
+            gxt = None if gxv is None else gxv[sl]
+            if gxt is not None:  # dL/dx (statistics) = sum_q a (g_mean + 2 g_var u)
+                torch.sum(torch.addcmul(gm, gv, u, value=2.0, out=t).mul_(a), 2, out=gxt)
             if s == 1:
+                # dL/ds_t = a_t sum_c (g_mean u + g_var (u^2 - var))
                 g_lin = torch.matmul(gm.transpose(-1, -2), u)  # (b, H, Q, 1, T)
-                g_quad = torch.matmul(gv.transpose(-1, -2), u.square())
-                if gxv is not None:
-                    gxv[sl] += (a * torch.addcmul(gm, gv, u, value=2.0)).sum(2)
-                gs = a * (g_lin + g_quad - (gv * vq).sum(3, keepdim=True))
+                g_quad = torch.matmul(gv.transpose(-1, -2), u.square_())
+                g = g_lin.add_(g_quad).sub_(gvv.sum(3, keepdim=True)).mul_(a)
             else:
-                if gxv is not None:
-                    gxv[sl] += torch.addcmul(gm, gv, u, value=2.0).mul_(a).sum(2)
                 # dL/ds = a (u (g_mean + g_var u) - g_var var)
-                gs = torch.addcmul(gm, gv, u).mul_(u).sub_(gv * vq).mul_(a)
-            del u, a
-            g = gs.to(weights[-1].dtype)  # gradient w.r.t. the last layer's output (b, H, Q, o, T)
-            for i in range(n - 1, -1, -1):
+                g = torch.addcmul(gm, gv, u, out=t).mul_(u).sub_(gvv).mul_(a)
+            for i in range(n - 1, -1, -1):  # g: gradient w.r.t. layer i's output
                 bi = grad_b[i]
                 if bi is not None:
                     bi += g.sum((0, 4))
                 if i == 0:
                     if grad_ib is not None:
-                        grad_ib[sl] += g.sum(-1).reshape(g.shape[0], -1)
-                    w0 = weights[0].reshape(heads, -1, c)
-                    g0 = g.reshape(g.shape[0], heads, -1, frames)  # (b, H, Q*o, T)
-                    grad_w[0] += torch.matmul(g0, xt.transpose(-1, -2)).sum(0).view_as(weights[0])
-                    if gxv is not None:
-                        gxv[sl] += torch.matmul(w0.transpose(-1, -2), g0)
+                        grad_ib[sl] += g.sum(-1).reshape(b, -1)
+                    g0 = g.reshape(b, heads, -1, frames)  # (b, H, Q*o0, T)
+                    gw0 = grad_w[0].view(heads, -1, c)
+                    for j in range(b):
+                        gw0.baddbmm_(g0[j], xt[j].transpose(-1, -2))
+                        if gxt is not None:
+                            gxt[j].baddbmm_(w0t, g0[j])
                 else:
-                    h = acts[i - 1]  # input of layer i: (b, H, Q, k, T)
-                    grad_w[i] += torch.matmul(g, h.transpose(-1, -2)).sum(0)
-                    g = torch.matmul(weights[i].transpose(-1, -2), g)
-                    g = g.mul_(1.0 - h * h)  # through tanh
-        return (grad_x, None, grad_ib, None, *grad_w, *grad_b)
+                    h = hidden[i - 1]  # input of layer i: (b, H, Q, k, T)
+                    k = h.shape[3]
+                    gwi = grad_w[i].view(heads * queries, -1, k)
+                    for j in range(b):
+                        gwi.baddbmm_(
+                            g[j].reshape(heads * queries, -1, frames),
+                            h[j].view(heads * queries, k, frames).transpose(1, 2),
+                        )
+                    gh = scratch.get(f"g{i}", (heads, queries, k, frames), b)
+                    torch.matmul(wts[i], g, out=gh)
+                    tmp = scratch.get(f"d{i}", (heads, queries, k, frames), b)
+                    g = gh.mul_(torch.mul(h, h, out=tmp).sub_(1.0)).neg_()  # through tanh
+        grads_w = [gw.to(w.dtype) for gw, w in zip(grad_w, weights)]
+        grads_b = [
+            None if gb is None or b is None else gb.to(b.dtype) for gb, b in zip(grad_b, biases)
+        ]
+        if grad_ib is not None and item_bias is not None:
+            grad_ib = grad_ib.to(item_bias.dtype)
+        return (grad_x, None, grad_ib, None, None, *grads_w, *grads_b)
 
 
 def _pool_traceable(
@@ -787,6 +902,7 @@ def attentive_pool_mean_std(
     item_bias: Tensor | None = None,
     eps: float = 1e-7,
     impl: str = "auto",
+    recompute: str = "auto",
 ) -> tuple[Tensor, Tensor]:
     """Multi-head, multi-query attentive mean/std: the attention MLP, softmax and statistics fused.
 
@@ -802,24 +918,38 @@ def attentive_pool_mean_std(
         item_bias: optional ``(B, H*Q*out_0)`` bias added to layer 0 per item (ECAPA's global
             context enters here).
         eps: variance clamp for the std.
-        impl: ``"fused"`` (batch-tiled, recomputing backward), ``"torch"`` (plain ops), ``"auto"``
-            (torch while exporting, else fused).
+        impl: ``"fused"`` (batch-tiled, in-place into reused tile buffers), ``"torch"`` (plain
+            ops), ``"auto"`` (torch while exporting, else fused).
+        recompute: what the fused backward recomputes instead of keeping from the forward:
+            ``"none"`` keeps the softmax weights ``(B, H, Q, S, T)`` and the tanh activations
+            ``(B, H, Q, o, T)`` (fastest; about what plain autograd keeps, once);
+            ``"softmax"`` keeps the activations and recomputes the last layer and the softmax;
+            ``"all"`` keeps nothing beyond x and recomputes the whole MLP (least memory);
+            ``"auto"`` picks the first whose kept tensors fit in ``_SAVE_BUDGET_BYTES``
+            (1 GiB). Ignored without autograd and by ``impl="torch"``.
 
     Returns:
         ``(mean, std)``, each ``(B, H, Q, c)``. Differentiable in x, weights, biases, item_bias.
     """
     if impl not in ("auto", "fused", "torch"):
         raise ValueError(f"Expected impl in ('auto', 'fused', 'torch'); found {impl!r}.")
+    if recompute not in _RECOMPUTE_MODES:
+        raise ValueError(f"Expected recompute in {_RECOMPUTE_MODES}; found {recompute!r}.")
     n = len(weights)
     if impl == "torch" or (impl == "auto" and _is_exporting()):
         mean, var = _pool_traceable(x, valid_mask, weights, biases, item_bias)
     elif torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, item_bias, *weights, *biases)
     ):
-        out = _AttentivePool.apply(x, valid_mask, item_bias, n, *weights, *biases)
+        heads, queries, s, _ = weights[-1].shape
+        per_tq = x.shape[0] * heads * queries * x.shape[-1] * x.element_size()
+        mode = _resolve_recompute(
+            recompute, per_tq * s, per_tq * sum(w.shape[2] for w in weights[:-1])
+        )
+        out = _AttentivePool.apply(x, valid_mask, item_bias, n, mode, *weights, *biases)
         mean, var = out[0], out[1]
     else:
-        mean, var = _pool_forward(x, valid_mask, weights, biases, item_bias)
+        mean, var = _pool_forward(x, valid_mask, weights, biases, item_bias)[:2]
     return mean, torch.sqrt(var.clamp(min=eps))
 
 
