@@ -244,7 +244,7 @@ def test_masked_softmax_weights_sum_to_one(lengths: list[int], scale: float, see
 
 
 def test_attention_weights_inside_layer_sum_to_one() -> None:
-    """Spy on the weights the layer actually uses (per query, (B, H, S, T)) and check them."""
+    """Spy on the weights the layer actually uses (a folded tile (H, Q, S, b, T)) and check them."""
     import speechattn.functional.pooling as fp
 
     seen: list[torch.Tensor] = []
@@ -263,10 +263,11 @@ def test_attention_weights_inside_layer_sum_to_one() -> None:
     finally:
         fp._tile_alpha = orig  # type: ignore[assignment]
     assert len(seen) == 1  # one batch tile: every head and query at once
-    for alpha in seen:  # (B, H, Q, S = c = 12, T)
-        assert alpha.shape == (2, 4, 2, 12, 7)
+    for alpha in seen:  # (H, Q, S = c = 12, b, T)
+        assert alpha.shape == (4, 2, 12, 2, 7)
         torch.testing.assert_close(alpha.sum(-1), torch.ones(alpha.shape[:-1]))
-        assert (alpha[1, ..., 4:] == 0).all()
+        assert (alpha[..., 1, 4:] == 0).all()
+        assert (alpha[..., 1, :4] > 0).all()
 
 
 @pytest.mark.parametrize("impl", ["fused", "torch"])

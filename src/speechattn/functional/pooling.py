@@ -27,9 +27,11 @@ References:
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
 import itertools
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -562,14 +564,17 @@ def head_attentive_statistics(
 
 # ---------------------------------------------------------------------------------------------
 # Whole attention MLP + softmax + statistics, tiled over the batch (all heads and queries at
-# once inside a tile). Every tile writes into scratch buffers allocated once per call (``out=``
-# and in-place ops): on CPU a fresh multi-MiB tensor per op page-faults on first touch and costs
-# more than the op itself. For backward the forward keeps, when they fit _SAVE_BUDGET_BYTES, the
-# softmax weights (B, H, Q, S, T) and the tanh activations (what plain autograd would keep, once,
-# instead of WeSpeaker's per-head products); otherwise the backward recomputes them tile by tile.
+# once inside a tile). Inside a tile the layout is "folded", (H, Q, channels, b, T): each layer
+# is one batched matmul over the H (or H*Q) weights with the tile's b*T frames as its columns
+# (wider GEMMs run faster than b separate ones). Every tile writes into scratch buffers
+# allocated once per call (``out=`` and in-place ops): on CPU a fresh multi-MiB tensor per op
+# page-faults on first touch and costs more than the op itself. For backward the forward keeps,
+# when they fit _SAVE_BUDGET_BYTES, the softmax weights (B, H, Q, S, T) and the tanh activations
+# (what plain autograd keeps, once, instead of WeSpeaker's per-head products); otherwise the
+# backward recomputes them tile by tile.
 # ---------------------------------------------------------------------------------------------
 
-_TILE_ELEMENTS = 1 << 20  # ~4 MiB of float32 scores per tile (cache-sized)
+_TILE_ELEMENTS = 1 << 22  # ~16 MiB of float32 weights per tile
 _SAVE_BUDGET_BYTES = 1 << 30  # recompute="auto": keep weights/activations up to this size
 _RECOMPUTE_MODES = ("auto", "none", "softmax", "all")
 
@@ -586,31 +591,78 @@ class _Scratch:
         self.tile = tile
         self.bufs: dict[str, Tensor] = {}
 
-    def get(self, name: str, per_item: Sequence[int], b: int) -> Tensor:
+    def get(self, name: str, shape: Sequence[int], b: int) -> Tensor:
+        """A contiguous ``shape`` tensor whose batch axis (the second last) holds b <= tile."""
+        numel = b
+        for d in shape:
+            numel *= d
         buf = self.bufs.get(name)
         if buf is None:
-            buf = self.ref.new_empty((self.tile, *per_item))
+            buf = self.ref.new_empty(numel * self.tile // b)
             self.bufs[name] = buf
-        return buf[:b]
+        return buf[:numel].view(*shape[:-1], b, shape[-1])
+
+
+class _Kept:
+    """A flat tensor holding per-tile (..., b, T) blocks back to back (kept for backward)."""
+
+    def __init__(self, ref: Tensor, batch: int, shape: Sequence[int]) -> None:
+        self.shape = tuple(shape)
+        self.per_item = 1
+        for d in shape:
+            self.per_item *= d
+        self.data = ref.new_empty(batch * self.per_item)
+
+    @staticmethod
+    def block(data: Tensor, shape: Sequence[int], sl: slice) -> Tensor:
+        per_item = 1
+        for d in shape:
+            per_item *= d
+        chunk = data[sl.start * per_item : sl.stop * per_item]
+        return chunk.view(*shape[:-1], sl.stop - sl.start, shape[-1])
+
+
+def _prefix_lengths(valid_mask: Tensor | None) -> list[int] | None:
+    """Per-item valid counts when every row of the mask is a prefix, else None."""
+    if valid_mask is None:
+        return None
+    batch, frames = valid_mask.shape[0], valid_mask.shape[-1]
+    m = valid_mask.reshape(batch, frames)
+    lengths = m.sum(-1)
+    prefix = torch.arange(frames, device=m.device) < lengths.unsqueeze(-1)
+    return [int(v) for v in lengths.tolist()] if torch.equal(prefix, m) else None
 
 
 def _mask_bias(valid_mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    """Additive 0 / finfo.min bias ``(B, 1, 1, 1, T)``: exp() gives exact zeros on padding."""
+    """Additive 0 / finfo.min bias ``(B, T)``: exp() gives exact zeros on padding."""
     if valid_mask is None:
         return None
     batch, frames = valid_mask.shape[0], valid_mask.shape[-1]
     bias = torch.zeros(batch, frames, dtype=dtype, device=valid_mask.device)
-    bias.masked_fill_(~valid_mask.reshape(batch, frames), torch.finfo(dtype).min)
-    return bias.view(batch, 1, 1, 1, frames)
+    return bias.masked_fill_(~valid_mask.reshape(batch, frames), torch.finfo(dtype).min)
 
 
-def _tile_x(xv: Tensor, sl: slice, valid_mask: Tensor | None, scratch: _Scratch) -> Tensor:
-    """The (b, H, c, T) tile of x with padded frames zeroed (a scratch buffer, not a full copy)."""
-    xt = xv[sl]
+def _tile_x(
+    xv: Tensor,
+    sl: slice,
+    valid_mask: Tensor | None,
+    lengths: list[int] | None,
+    scratch: _Scratch,
+) -> Tensor:
+    """The folded ``(H, c, b, T)`` tile of x with padded frames zeroed (a scratch buffer)."""
+    _, heads, c, frames = xv.shape
+    xt = xv[sl].permute(1, 2, 0, 3)
+    out = scratch.get("x", (heads, c, frames), xt.shape[2])
     if valid_mask is None:
-        return xt
-    out = scratch.get("x", xt.shape[1:], xt.shape[0])
-    return torch.where(valid_mask[sl].unsqueeze(1), xt, xt.new_zeros(()), out=out)
+        return out.copy_(xt)
+    if lengths is None:  # not prefix masks
+        keep = valid_mask[sl].reshape(-1, frames)
+        return torch.where(keep, xt, xt.new_zeros(()), out=out)
+    out.copy_(xt)
+    for j, n in enumerate(lengths[sl]):
+        if n < frames:
+            out[:, :, j, n:].zero_()
+    return out
 
 
 def _tile_mlp(
@@ -622,45 +674,90 @@ def _tile_mlp(
     scores: Tensor,
     start: int = 0,
 ) -> None:
-    """Attention MLP of one tile, written in place.
+    """Attention MLP of one folded tile, written in place.
 
-    Layer i < n - 1 writes its tanh activations into ``hidden[i]`` ``(b, H, Q, o_i, T)`` (the
-    input of layer i + 1); the last layer writes the logits into ``scores`` ``(b, H, Q, S, T)``.
-    Layers before ``start`` are taken as already in ``hidden``.
+    Layer i < n - 1 writes its tanh activations into ``hidden[i]`` ``(H, Q, o_i, b, T)`` (the
+    input of layer i + 1); the last layer writes the logits into ``scores`` ``(H, Q, S, b, T)``.
+    Layers before ``start`` are taken as already in ``hidden``. ``item_bias`` is ``(b, H*Q*o_0)``.
     """
-    b, heads, c, frames = xt.shape
+    heads, c, b, frames = xt.shape
+    queries = weights[0].shape[1]
     n = len(weights)
     for i in range(start, n):
         dest = scores if i == n - 1 else hidden[i]
+        w = weights[i]
         if i == 0:
-            torch.matmul(weights[0].reshape(heads, -1, c), xt, out=dest.view(b, heads, -1, frames))
+            torch.bmm(
+                w.reshape(heads, -1, c),
+                xt.view(heads, c, b * frames),
+                out=dest.view(heads, -1, b * frames),
+            )
         else:
-            torch.matmul(weights[i], hidden[i - 1], out=dest)
+            torch.bmm(
+                w.reshape(heads * queries, w.shape[2], w.shape[3]),
+                hidden[i - 1].view(heads * queries, w.shape[3], b * frames),
+                out=dest.view(heads * queries, -1, b * frames),
+            )
         bi = biases[i]
         if bi is not None:
-            dest.add_(bi.unsqueeze(-1))
+            dest.add_(bi.view(heads, queries, -1, 1, 1))
         if i == 0 and item_bias is not None:
-            dest.add_(item_bias.view(b, heads, dest.shape[2], -1, 1))
+            dest.add_(item_bias.view(b, heads, queries, -1).permute(1, 2, 3, 0).unsqueeze(-1))
         if i < n - 1:
             dest.tanh_()
 
 
 def _tile_alpha(scores: Tensor, mask_bias: Tensor | None, out: Tensor) -> Tensor:
-    """Softmax over time of one tile's logits (modified in place) into ``out``."""
+    """Softmax over time of one folded tile's logits (modified in place) into ``out``.
+
+    Args:
+        scores: ``(H, Q, S, b, T)`` logits.
+        mask_bias: ``(b, T)`` additive bias (0 / finfo.min) or None.
+        out: ``(H, Q, S, b, T)`` destination.
+    """
     if mask_bias is not None:
         scores.add_(mask_bias)
     return torch.softmax(scores, dim=-1, out=out)
 
 
-def _tile_stats(alpha: Tensor, xt: Tensor, buf: Tensor, mean: Tensor, var: Tensor) -> None:
-    """Centred attentive mean/var of one tile into ``mean``/``var`` (b, H, Q, c); buf is scratch."""
-    xq = xt.unsqueeze(2)  # (b, H, 1, c, T)
-    if alpha.shape[3] == 1:
-        torch.matmul(alpha.squeeze(3), xt.transpose(-1, -2), out=mean)
-    else:
-        torch.sum(torch.mul(alpha, xq, out=buf), -1, out=mean)
+def _tile_stats(
+    alpha: Tensor, xt: Tensor, buf: Tensor, mean: Tensor, var: Tensor, kernels: Any = None
+) -> None:
+    """Centred attentive mean/var of one folded tile into ``mean``/``var`` (H, Q, c, b).
+
+    alpha ``(H, Q, S, b, T)``, xt ``(H, c, b, T)``, buf ``(H, Q, c, b, T)`` scratch; ``kernels``:
+    the numba module (one fused pass) or None (torch ops).
+    """
+    if kernels is not None:
+        kernels.stats_forward(alpha, xt, mean, var)
+        return
+    xq = xt.unsqueeze(1)  # (H, 1, c, b, T)
+    torch.sum(torch.mul(alpha, xq, out=buf), -1, out=mean)
     torch.sub(xq, mean.unsqueeze(-1), out=buf)
     torch.sum(buf.square_().mul_(alpha), -1, out=var)
+
+
+@functools.lru_cache(maxsize=1)
+def _numba_available() -> bool:
+    return importlib.util.find_spec("numba") is not None
+
+
+def _pool_kernels(impl: str, x: Tensor) -> Any:
+    """The numba statistics kernels for ``impl`` ("auto" | "numba"), or None (torch ops)."""
+    if impl not in ("auto", "numba"):
+        return None
+    ok = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+    if impl == "numba" and not (ok and _numba_available()):
+        raise ValueError(
+            f"impl='numba' needs the numba package and a float32/float64 CPU tensor; found "
+            f"{x.dtype} on {x.device}, numba {'installed' if _numba_available() else 'missing'}. "
+            "Use impl='auto' (falls back to torch ops) or install numba."
+        )
+    if not (ok and _numba_available()):
+        return None
+    from speechattn.kernels import _numba_pool
+
+    return _numba_pool
 
 
 def _resolve_recompute(recompute: str, alpha_bytes: int, hidden_bytes: int) -> str:
@@ -671,6 +768,11 @@ def _resolve_recompute(recompute: str, alpha_bytes: int, hidden_bytes: int) -> s
     return "softmax" if hidden_bytes <= _SAVE_BUDGET_BYTES else "all"
 
 
+def _folded(t: Tensor, sl: slice) -> Tensor:
+    """(B, H, Q, c) -> the tile's (H, Q, c, b) view."""
+    return t[sl].permute(1, 2, 3, 0)
+
+
 def _pool_forward(
     x: Tensor,
     valid_mask: Tensor | None,
@@ -678,6 +780,7 @@ def _pool_forward(
     biases: Sequence[Tensor | None],
     item_bias: Tensor | None,
     recompute: str = "all",
+    kernels: Any = None,
 ) -> tuple[Tensor, Tensor, Tensor | None, list[Tensor] | None]:
     """Tiled forward; returns mean, var and (per ``recompute``) the kept weights/activations."""
     heads, queries, s, _ = weights[-1].shape
@@ -685,14 +788,17 @@ def _pool_forward(
     c = feat // heads
     ws = [w.to(x.dtype) for w in weights]
     bs = [None if b is None else b.to(x.dtype) for b in biases]
-    hid = [w.shape[2] for w in weights[:-1]]
+    hid = [(heads, queries, w.shape[2], frames) for w in weights[:-1]]
+    a_shape = (heads, queries, s, frames)
+    u_shape = (heads, queries, c, frames)
     xv = x.view(batch, heads, c, frames)
+    lengths = _prefix_lengths(valid_mask)
     mb = _mask_bias(valid_mask, x.dtype)
     mean = x.new_empty(batch, heads, queries, c)
     var = x.new_empty(batch, heads, queries, c)
-    keep_alpha = x.new_empty(batch, heads, queries, s, frames) if recompute == "none" else None
+    keep_alpha = x.new_empty(batch * heads * queries * s * frames) if recompute == "none" else None
     keep_hidden = (
-        [x.new_empty(batch, heads, queries, o, frames) for o in hid]
+        [x.new_empty(batch * heads * queries * hs[2] * frames) for hs in hid]
         if recompute in ("none", "softmax")
         else None
     )
@@ -701,25 +807,22 @@ def _pool_forward(
     for b0 in range(0, batch, tile):
         sl = slice(b0, min(batch, b0 + tile))
         b = sl.stop - b0
-        xt = _tile_x(xv, sl, valid_mask, scratch)
+        xt = _tile_x(xv, sl, valid_mask, lengths, scratch)
         if keep_hidden is not None:
-            hidden = [h[sl] for h in keep_hidden]
+            hidden = [_Kept.block(h, hs, sl) for h, hs in zip(keep_hidden, hid)]
         else:
-            hidden = [
-                scratch.get(f"h{i}", (heads, queries, o, frames), b) for i, o in enumerate(hid)
-            ]
+            hidden = [scratch.get(f"h{i}", hs, b) for i, hs in enumerate(hid)]
         # the logits share the statistics buffer when S = c (dead before the statistics start)
-        scores = scratch.get("u" if s == c else "scores", (heads, queries, s, frames), b)
-        _tile_mlp(
-            xt, ws, bs, None if item_bias is None else item_bias[sl].to(x.dtype), hidden, scores
-        )
+        scores = scratch.get("u" if s == c else "scores", a_shape, b)
+        ib = None if item_bias is None else item_bias[sl].to(x.dtype)
+        _tile_mlp(xt, ws, bs, ib, hidden, scores)
         if keep_alpha is not None:
-            alpha = keep_alpha[sl]
+            alpha = _Kept.block(keep_alpha, a_shape, sl)
         else:
-            alpha = scratch.get("alpha", (heads, queries, s, frames), b)
+            alpha = scratch.get("alpha", a_shape, b)
         _tile_alpha(scores, None if mb is None else mb[sl], alpha)
-        buf = scratch.get("u", (heads, queries, c, frames), b)
-        _tile_stats(alpha, xt, buf, mean[sl], var[sl])
+        buf = scratch.get("u", u_shape, b)
+        _tile_stats(alpha, xt, buf, _folded(mean, sl), _folded(var, sl), kernels)
     return mean, var, keep_alpha, keep_hidden
 
 
@@ -732,6 +835,7 @@ class _AttentivePool(torch.autograd.Function):
         item_bias: Tensor | None,
         n_layers: int,
         recompute: str,
+        kernels: Any,
         *params: Tensor | None,
     ):  # type: ignore[override]
         weights = list(params[:n_layers])
@@ -743,12 +847,13 @@ class _AttentivePool(torch.autograd.Function):
             biases,
             item_bias,
             recompute,
+            kernels,
         )
         hid: list[Tensor | None] = list(hidden) if hidden is not None else [None] * (n_layers - 1)
         ctx.save_for_backward(x, item_bias, mean, var, alpha, *hid, *params)
         ctx.valid_mask = valid_mask
         ctx.n_layers = n_layers
-        ctx.recompute = recompute
+        ctx.kernels = kernels
         return mean, var
 
     @staticmethod
@@ -763,97 +868,109 @@ class _AttentivePool(torch.autograd.Function):
         heads, queries, s, _ = weights[-1].shape
         batch, feat, frames = x.shape
         c = feat // heads
+        o0 = weights[0].shape[2]
         dt = x.dtype
         ws = [w.to(dt) for w in weights]
         bs = [None if b is None else b.to(dt) for b in biases]
-        wts = [w.transpose(-1, -2).contiguous() for w in ws]  # (H, Q, in, out)
-        w0t = wts[0].transpose(1, 2).reshape(heads, c, -1)  # (H, c, Q*o0)
-        hid = [w.shape[2] for w in weights[:-1]]
+        # transposed weights (H*Q, in, out) and (H, c, Q*o0) for the input gradients
+        wts = [w.transpose(-1, -2).reshape(heads * queries, w.shape[3], w.shape[2]) for w in ws]
+        w0t = ws[0].reshape(heads, queries * o0, c).transpose(1, 2)
+        hid = [(heads, queries, w.shape[2], frames) for w in weights[:-1]]
+        a_shape = (heads, queries, s, frames)
+        u_shape = (heads, queries, c, frames)
         xv = x.view(batch, heads, c, frames)
+        lengths = _prefix_lengths(ctx.valid_mask)
         mb = _mask_bias(ctx.valid_mask, dt)
-        # every tile writes its whole slice of grad_x first (the statistics term), then adds
         grad_x = torch.empty_like(x) if need_x else None
-        gxv = None if grad_x is None else grad_x.view(batch, heads, c, frames)
         grad_ib = torch.zeros_like(item_bias, dtype=dt) if need_ib else None
         grad_w = [torch.zeros_like(w) for w in ws]
         grad_b = [None if b is None else torch.zeros_like(b) for b in bs]
-        tile = _tile_size(batch, heads * queries * max(s, weights[0].shape[2]) * frames)
+        gm_all = g_mean.to(dt)
+        gv_all = g_var.to(dt)
+        gvv_all = gv_all * var
+        tile = _tile_size(batch, heads * queries * max(s, o0) * frames)
         scratch = _Scratch(x, tile)
         have_hidden = n == 1 or kept_hidden[0] is not None
         for b0 in range(0, batch, tile):
             sl = slice(b0, min(batch, b0 + tile))
             b = sl.stop - b0
-            xt = _tile_x(xv, sl, ctx.valid_mask, scratch)
-            u = scratch.get("u", (heads, queries, c, frames), b)
-            t = scratch.get("t", (heads, queries, c, frames), b)
+            xt = _tile_x(xv, sl, ctx.valid_mask, lengths, scratch)  # (H, c, b, T)
+            u = scratch.get("u", u_shape, b)
+            t = scratch.get("t", u_shape, b)
+            if have_hidden:
+                hidden = [
+                    _Kept.block(h, hs, sl) for h, hs in zip(kept_hidden, hid) if h is not None
+                ]
+            else:
+                hidden = [scratch.get(f"h{i}", hs, b) for i, hs in enumerate(hid)]
             if kept_alpha is not None:
-                a = kept_alpha[sl]
-                hidden = [h[sl] for h in kept_hidden if h is not None]
+                a = _Kept.block(kept_alpha, a_shape, sl)
             else:  # recompute the logits (and the activations unless kept) into scratch
-                if have_hidden:
-                    hidden = [h[sl] for h in kept_hidden if h is not None]
-                else:
-                    hidden = [
-                        scratch.get(f"h{i}", (heads, queries, o, frames), b)
-                        for i, o in enumerate(hid)
-                    ]
-                scores = u if s == c else scratch.get("scores", (heads, queries, s, frames), b)
+                scores = u if s == c else scratch.get("scores", a_shape, b)
                 ib = None if item_bias is None else item_bias[sl].to(dt)
                 _tile_mlp(xt, ws, bs, ib, hidden, scores, start=n - 1 if have_hidden else 0)
                 a = _tile_alpha(
-                    scores,
-                    None if mb is None else mb[sl],
-                    scratch.get("alpha", (heads, queries, s, frames), b),
+                    scores, None if mb is None else mb[sl], scratch.get("alpha", a_shape, b)
                 )
-            mu = mean[sl].unsqueeze(-1)  # (b, H, Q, c, 1)
-            gm = g_mean[sl].unsqueeze(-1).to(dt)
-            gv = g_var[sl].unsqueeze(-1).to(dt)
-            gvv = gv * var[sl].unsqueeze(-1)
-            torch.sub(xt.unsqueeze(2), mu, out=u)  # u = x - mean, (b, H, Q, c, T)
-            gxt = None if gxv is None else gxv[sl]
-            if gxt is not None:  # dL/dx (statistics) = sum_q a (g_mean + 2 g_var u)
-                torch.sum(torch.addcmul(gm, gv, u, value=2.0, out=t).mul_(a), 2, out=gxt)
-            if s == 1:
-                # dL/ds_t = a_t sum_c (g_mean u + g_var (u^2 - var))
-                g_lin = torch.matmul(gm.transpose(-1, -2), u)  # (b, H, Q, 1, T)
-                g_quad = torch.matmul(gv.transpose(-1, -2), u.square_())
-                g = g_lin.add_(g_quad).sub_(gvv.sum(3, keepdim=True)).mul_(a)
+            mu = _folded(mean, sl).unsqueeze(-1)  # (H, Q, c, b, 1)
+            gm = _folded(gm_all, sl).unsqueeze(-1)
+            gv = _folded(gv_all, sl).unsqueeze(-1)
+            gvv = _folded(gvv_all, sl).unsqueeze(-1)
+            # dL/dx (statistics) = sum_q a (g_mean + 2 g_var u), u = x - mean;
+            # dL/ds = a (u (g_mean + g_var u) - g_var var), summed over c when S = 1
+            gx_buf = scratch.get("gx", (heads, c, frames), b)
+            gxt: Tensor | None = gx_buf if grad_x is not None else None
+            if ctx.kernels is not None:
+                g = t if s == c else scratch.get("gs", a_shape, b)
+                ctx.kernels.stats_backward(
+                    a,
+                    xt,
+                    mu.squeeze(-1),
+                    gm.squeeze(-1),
+                    gv.squeeze(-1),
+                    _folded(var, sl),
+                    gx_buf,
+                    g,
+                )
             else:
-                # dL/ds = a (u (g_mean + g_var u) - g_var var)
-                g = torch.addcmul(gm, gv, u, out=t).mul_(u).sub_(gvv).mul_(a)
+                torch.sub(xt.unsqueeze(1), mu, out=u)
+                if grad_x is not None:
+                    torch.mul(u, gv * 2.0, out=t).add_(gm).mul_(a)
+                    torch.sum(t, 1, out=gx_buf) if queries > 1 else gx_buf.copy_(t[:, 0])
+                g = torch.mul(u, gv, out=t).add_(gm).mul_(u).sub_(gvv)
+                g = g.mul_(a) if s == c else g.sum(2, keepdim=True).mul_(a)
             for i in range(n - 1, -1, -1):  # g: gradient w.r.t. layer i's output
                 bi = grad_b[i]
                 if bi is not None:
-                    bi += g.sum((0, 4))
+                    bi += g.sum((3, 4))
+                gcols = g.reshape(heads * queries, -1, b * frames)
                 if i == 0:
                     if grad_ib is not None:
-                        grad_ib[sl] += g.sum(-1).reshape(b, -1)
-                    g0 = g.reshape(b, heads, -1, frames)  # (b, H, Q*o0, T)
-                    gw0 = grad_w[0].view(heads, -1, c)
-                    for j in range(b):
-                        gw0.baddbmm_(g0[j], xt[j].transpose(-1, -2))
-                        if gxt is not None:
-                            gxt[j].baddbmm_(w0t, g0[j])
+                        gib = g.sum(-1).permute(3, 0, 1, 2).reshape(b, -1)
+                        grad_ib[sl] += gib
+                    g0 = g.view(heads, queries * o0, b * frames)
+                    xcols = xt.view(heads, c, b * frames)
+                    grad_w[0].view(heads, queries * o0, c).baddbmm_(g0, xcols.transpose(1, 2))
+                    if gxt is not None:
+                        gxt.view(heads, c, b * frames).baddbmm_(w0t, g0)
                 else:
-                    h = hidden[i - 1]  # input of layer i: (b, H, Q, k, T)
-                    k = h.shape[3]
-                    gwi = grad_w[i].view(heads * queries, -1, k)
-                    for j in range(b):
-                        gwi.baddbmm_(
-                            g[j].reshape(heads * queries, -1, frames),
-                            h[j].view(heads * queries, k, frames).transpose(1, 2),
-                        )
-                    gh = scratch.get(f"g{i}", (heads, queries, k, frames), b)
-                    torch.matmul(wts[i], g, out=gh)
-                    tmp = scratch.get(f"d{i}", (heads, queries, k, frames), b)
+                    h = hidden[i - 1]  # input of layer i: (H, Q, k, b, T)
+                    k = h.shape[2]
+                    hcols = h.view(heads * queries, k, b * frames)
+                    grad_w[i].view(heads * queries, -1, k).baddbmm_(gcols, hcols.transpose(1, 2))
+                    gh = scratch.get(f"g{i}", hid[i - 1], b)
+                    torch.bmm(wts[i], gcols, out=gh.view(heads * queries, k, b * frames))
+                    tmp = scratch.get(f"d{i}", hid[i - 1], b)
                     g = gh.mul_(torch.mul(h, h, out=tmp).sub_(1.0)).neg_()  # through tanh
+            if grad_x is not None and gxt is not None:
+                grad_x.view(batch, heads, c, frames)[sl].copy_(gxt.permute(2, 0, 1, 3))
         grads_w = [gw.to(w.dtype) for gw, w in zip(grad_w, weights)]
         grads_b = [
             None if gb is None or b is None else gb.to(b.dtype) for gb, b in zip(grad_b, biases)
         ]
         if grad_ib is not None and item_bias is not None:
             grad_ib = grad_ib.to(item_bias.dtype)
-        return (grad_x, None, grad_ib, None, None, *grads_w, *grads_b)
+        return (grad_x, None, grad_ib, None, None, None, *grads_w, *grads_b)
 
 
 def _pool_traceable(
@@ -918,8 +1035,10 @@ def attentive_pool_mean_std(
         item_bias: optional ``(B, H*Q*out_0)`` bias added to layer 0 per item (ECAPA's global
             context enters here).
         eps: variance clamp for the std.
-        impl: ``"fused"`` (batch-tiled, in-place into reused tile buffers), ``"torch"`` (plain
-            ops), ``"auto"`` (torch while exporting, else fused).
+        impl: ``"fused"`` (batch-tiled, in-place into reused tile buffers, torch ops),
+            ``"numba"`` (the same with the statistics and their gradients in one numba pass per
+            row; CPU float32/float64, needs numba), ``"torch"`` (plain ops), ``"auto"``
+            (torch while exporting, else numba when available on CPU, else fused).
         recompute: what the fused backward recomputes instead of keeping from the forward:
             ``"none"`` keeps the softmax weights ``(B, H, Q, S, T)`` and the tanh activations
             ``(B, H, Q, o, T)`` (fastest; about what plain autograd keeps, once);
@@ -931,8 +1050,8 @@ def attentive_pool_mean_std(
     Returns:
         ``(mean, std)``, each ``(B, H, Q, c)``. Differentiable in x, weights, biases, item_bias.
     """
-    if impl not in ("auto", "fused", "torch"):
-        raise ValueError(f"Expected impl in ('auto', 'fused', 'torch'); found {impl!r}.")
+    if impl not in ("auto", "fused", "numba", "torch"):
+        raise ValueError(f"Expected impl in ('auto', 'fused', 'numba', 'torch'); found {impl!r}.")
     if recompute not in _RECOMPUTE_MODES:
         raise ValueError(f"Expected recompute in {_RECOMPUTE_MODES}; found {recompute!r}.")
     n = len(weights)
@@ -946,10 +1065,12 @@ def attentive_pool_mean_std(
         mode = _resolve_recompute(
             recompute, per_tq * s, per_tq * sum(w.shape[2] for w in weights[:-1])
         )
-        out = _AttentivePool.apply(x, valid_mask, item_bias, n, mode, *weights, *biases)
+        kernels = _pool_kernels(impl, x)
+        out = _AttentivePool.apply(x, valid_mask, item_bias, n, mode, kernels, *weights, *biases)
         mean, var = out[0], out[1]
     else:
-        mean, var = _pool_forward(x, valid_mask, weights, biases, item_bias)[:2]
+        kernels = _pool_kernels(impl, x)
+        mean, var = _pool_forward(x, valid_mask, weights, biases, item_bias, kernels=kernels)[:2]
     return mean, torch.sqrt(var.clamp(min=eps))
 
 
