@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import math
 
 import pytest
@@ -446,7 +447,11 @@ def test_float64_stays_float64_and_half_input_gives_float32() -> None:
     assert t(torch.randn(2, 8, 5).half()).dtype == torch.float32
 
 
-@pytest.mark.parametrize("impl", ["fused", "torch"])
+_HAS_NUMBA = importlib.util.find_spec("numba") is not None
+_IMPLS = ["fused", "torch"] + (["numba"] if _HAS_NUMBA else [])
+
+
+@pytest.mark.parametrize("impl", _IMPLS)
 @pytest.mark.parametrize(("s_full", "n_layers"), [(False, 2), (True, 2), (True, 1), (False, 3)])
 def test_attentive_pool_gradcheck_and_tiling(
     impl: str, s_full: bool, n_layers: int, monkeypatch: pytest.MonkeyPatch
@@ -481,3 +486,91 @@ def test_attentive_pool_gradcheck_and_tiling(
     )
     for a, b in zip(fn(*args), other):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("impl", ["fused"] + (["numba"] if _HAS_NUMBA else []))
+@pytest.mark.parametrize("recompute", ["none", "softmax", "all"])
+@pytest.mark.parametrize(("s_full", "n_layers", "prefix"), [(True, 2, True), (False, 3, False)])
+def test_attentive_pool_backward_paths_gradcheck(
+    impl: str,
+    recompute: str,
+    s_full: bool,
+    n_layers: int,
+    prefix: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every backward path (kept weights, kept activations, full recompute; torch ops or numba),
+    several folded tiles of 2 items, prefix and non-prefix keep-masks: gradcheck in float64 and
+    equality with the plain-autograd twin, whose padded frames hold NaN to prove they are unread."""
+    import speechattn.functional.pooling as fp
+
+    monkeypatch.setattr(fp, "_TILE_ELEMENTS", 2 * (2 * 2 * 4 * 6))  # two items per tile
+    g = torch.Generator().manual_seed(1)
+    d = dict(dtype=torch.float64)
+    heads, queries, c, k, frames = 2, 2, 3, 4, 6
+    s = c if s_full else 1
+    dims = [c] + [k] * (n_layers - 1) + [s]
+    ws = [
+        torch.randn(heads, queries, dims[i + 1], dims[i], generator=g, **d) for i in range(n_layers)
+    ]
+    bs = [torch.randn(heads, queries, dims[i + 1], generator=g, **d) for i in range(n_layers)]
+    rows = [[True] * 6, [True] * 3 + [False] * 3, [True] + [False] * 5, [True] * 5 + [False]]
+    if not prefix:  # holes inside the sequence: the torch.where path
+        rows = [[True, False, True, True, False, True], *rows[1:3], [False, True] * 3]
+    mask = torch.tensor(rows).unsqueeze(1)
+    x = torch.randn(4, heads * c, frames, generator=g, **d)
+    ib = torch.randn(4, heads * queries * dims[1], generator=g, **d)
+    args = [t.requires_grad_(True) for t in (x, ib, *ws, *bs)]
+
+    def fn(xx, ibb, *p):  # type: ignore[no-untyped-def]
+        return fp.attentive_pool_mean_std(
+            xx,
+            mask,
+            list(p[:n_layers]),
+            list(p[n_layers:]),
+            item_bias=ibb,
+            impl=impl,
+            recompute=recompute,
+        )
+
+    assert torch.autograd.gradcheck(fn, tuple(args))
+    x_nan = x.detach().masked_fill(~mask, float("nan")).requires_grad_(True)
+    ours = fp.attentive_pool_mean_std(
+        x_nan, mask, ws, bs, item_bias=ib, impl=impl, recompute=recompute
+    )
+    ref = fp.attentive_pool_mean_std(x, mask, ws, bs, item_bias=ib, impl="torch")
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b)
+    w = torch.randn(ours[0].shape, generator=g, **d)
+    grads = torch.autograd.grad((ours[0] * w).sum() + ours[1].sum(), [x_nan, ib, *ws, *bs])
+    grads_ref = torch.autograd.grad((ref[0] * w).sum() + ref[1].sum(), [x, ib, *ws, *bs])
+    for a, b in zip(grads, grads_ref):
+        torch.testing.assert_close(a, b)
+    assert (grads[0].masked_select(~mask.expand_as(x)) == 0).all()
+
+
+def test_recompute_auto_follows_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    import speechattn.functional.pooling as fp
+
+    assert fp._resolve_recompute("auto", 10, 5) == "none"
+    monkeypatch.setattr(fp, "_SAVE_BUDGET_BYTES", 8)
+    assert fp._resolve_recompute("auto", 10, 5) == "softmax"
+    assert fp._resolve_recompute("auto", 10, 9) == "all"
+    assert fp._resolve_recompute("softmax", 1, 1) == "softmax"
+    with pytest.raises(ValueError, match="recompute"):
+        fp.attentive_pool_mean_std(
+            torch.randn(1, 2, 3), None, [torch.randn(1, 1, 1, 2)], [None], recompute="some"
+        )
+
+
+def test_impl_numba_errors_without_cpu_float() -> None:
+    import speechattn.functional.pooling as fp
+
+    with pytest.raises(ValueError, match="numba"):
+        fp.attentive_pool_mean_std(
+            torch.randn(1, 2, 3).half(),
+            None,
+            [torch.randn(1, 1, 1, 2).half()],
+            [None],
+            impl="numba",
+        )
