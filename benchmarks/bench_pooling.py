@@ -3,7 +3,8 @@
 Settings from the issue: B=64, T=200; MQMHASTP at F=2560 (ResNet34: 32*8 channels x 10 freq bins,
 WeSpeaker defaults: 2 queries, 8 heads, d_s = c, 2 layers, bottleneck 64) and ASTP at F=1536
 (ECAPA-TDNN, bottleneck 128; with and without global context). Forward (no_grad) and
-forward+backward (x and parameters require grad); median wall time over repeats, and the peak of
+forward+backward (x and parameters require grad); median time over repeats (reference and ours
+measured alternately), and the peak of
 tensor memory allocated during the call (inputs and parameters excluded), tracked op by op with a
 TorchDispatchMode so it is exact and allocator-independent on CPU; on CUDA
 ``torch.cuda.max_memory_allocated`` is used.
@@ -178,6 +179,20 @@ def _time(fn: Callable[[], Any], repeats: int, warmup: int, device: torch.device
     return statistics.median(times)
 
 
+def _time_pair(
+    fr: Callable[[], Any], fo: Callable[[], Any], repeats: int, warmup: int, device: torch.device
+) -> tuple[float, float]:
+    """Median times of two contenders measured alternately (load drifts hit both alike)."""
+    for _ in range(warmup):
+        fr()
+        fo()
+    t_ref, t_ours = [], []
+    for _ in range(repeats):
+        t_ref.append(_time(fr, 1, 0, device))
+        t_ours.append(_time(fo, 1, 0, device))
+    return statistics.median(t_ref), statistics.median(t_ours)
+
+
 def _peak(fn: Callable[[], Any], device: torch.device) -> int:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -226,8 +241,7 @@ def run_case(
         xg.grad = None
 
     for mode, fr, fo in [("fwd", fwd_ref, fwd_ours), ("fwd+bwd", bwd_ref, bwd_ours)]:
-        t_ref = _time(fr, repeats, warmup, device)
-        t_ours = _time(fo, repeats, warmup, device)
+        t_ref, t_ours = _time_pair(fr, fo, repeats, warmup, device)
         m_ref = _peak(fr, device)
         m_ours = _peak(fo, device)
         rows.append(

@@ -571,16 +571,24 @@ def head_attentive_statistics(
 # page-faults on first touch and costs more than the op itself. For backward the forward keeps,
 # when they fit _SAVE_BUDGET_BYTES, the softmax weights (B, H, Q, S, T) and the tanh activations
 # (what plain autograd keeps, once, instead of WeSpeaker's per-head products); otherwise the
-# backward recomputes them tile by tile.
+# backward recomputes them tile by tile. With impl "numba" (the CPU default when numba is
+# installed) the statistics and their gradients, chains of 6-10 elementwise passes in torch, run
+# as one pass per row (speechattn.kernels._numba_pool); matmuls and softmax stay in torch.
 # ---------------------------------------------------------------------------------------------
 
-_TILE_ELEMENTS = 1 << 22  # ~16 MiB of float32 weights per tile
+_TILE_ELEMENTS = 1 << 21  # ~8 MiB of float32 weights per tile
 _SAVE_BUDGET_BYTES = 1 << 30  # recompute="auto": keep weights/activations up to this size
 _RECOMPUTE_MODES = ("auto", "none", "softmax", "all")
 
 
 def _tile_size(batch: int, per_item: int) -> int:
     return max(1, min(batch, _TILE_ELEMENTS // max(1, per_item)))
+
+
+def _pool_tile(x: Tensor, weights: Sequence[Tensor]) -> int:
+    """Items per tile: the (H, Q, max(S, o_0), b, T) tile holds about _TILE_ELEMENTS values."""
+    heads, queries, s, _ = weights[-1].shape
+    return _tile_size(x.shape[0], heads * queries * max(s, weights[0].shape[2]) * x.shape[-1])
 
 
 class _Scratch:
@@ -781,6 +789,7 @@ def _pool_forward(
     item_bias: Tensor | None,
     recompute: str = "all",
     kernels: Any = None,
+    tile: int | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None, list[Tensor] | None]:
     """Tiled forward; returns mean, var and (per ``recompute``) the kept weights/activations."""
     heads, queries, s, _ = weights[-1].shape
@@ -802,7 +811,8 @@ def _pool_forward(
         if recompute in ("none", "softmax")
         else None
     )
-    tile = _tile_size(batch, heads * queries * max(s, weights[0].shape[2]) * frames)
+    if tile is None:
+        tile = _pool_tile(x, weights)
     scratch = _Scratch(x, tile)
     for b0 in range(0, batch, tile):
         sl = slice(b0, min(batch, b0 + tile))
@@ -840,6 +850,8 @@ class _AttentivePool(torch.autograd.Function):
     ):  # type: ignore[override]
         weights = list(params[:n_layers])
         biases = list(params[n_layers:])
+        # the kept blocks are laid out per tile: backward must use the same tiles
+        ctx.tile = _pool_tile(x, weights)  # type: ignore[arg-type]
         mean, var, alpha, hidden = _pool_forward(
             x,
             valid_mask,
@@ -848,6 +860,7 @@ class _AttentivePool(torch.autograd.Function):
             item_bias,
             recompute,
             kernels,
+            ctx.tile,
         )
         hid: list[Tensor | None] = list(hidden) if hidden is not None else [None] * (n_layers - 1)
         ctx.save_for_backward(x, item_bias, mean, var, alpha, *hid, *params)
@@ -888,7 +901,7 @@ class _AttentivePool(torch.autograd.Function):
         gm_all = g_mean.to(dt)
         gv_all = g_var.to(dt)
         gvv_all = gv_all * var
-        tile = _tile_size(batch, heads * queries * max(s, o0) * frames)
+        tile = ctx.tile
         scratch = _Scratch(x, tile)
         have_hidden = n == 1 or kept_hidden[0] is not None
         for b0 in range(0, batch, tile):

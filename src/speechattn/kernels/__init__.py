@@ -132,7 +132,7 @@ def available() -> dict[str, str]:
     """
     out: dict[str, str] = {}
     out["numba"] = (
-        "yes (CPU; SMA recurrence, Viterbi; compiled on first use, cached)"
+        "yes (CPU; SMA recurrence, Viterbi, attentive pooling statistics; compiled on first use, cached)"
         if _has("numba")
         else "no (pip install numba)"
     )
