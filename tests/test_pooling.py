@@ -574,3 +574,24 @@ def test_impl_numba_errors_without_cpu_float() -> None:
             [None],
             impl="numba",
         )
+
+
+def test_layer_recompute_modes_agree() -> None:
+    """The functional entry points pass ``recompute`` through; every mode gives the same grads."""
+    from speechattn.functional.pooling import multi_head_attentive_statistics_pooling as mh
+
+    m = ours.MQMHASTP(24, head_num=4)
+    per_query = [q.stacked_parameters() for q in m.n_query]
+    ws = [torch.cat([p[0][i] for p in per_query], dim=1) for i in range(2)]
+    bs = [torch.cat([p[1][i] for p in per_query], dim=1) for i in range(2)]  # type: ignore[misc]
+    x = torch.randn(3, 24, 9)
+    lengths = torch.tensor([9, 5, 1])
+    grads = []
+    for mode in ("none", "softmax", "all"):
+        xg = x.clone().requires_grad_(True)
+        out = mh(xg, lengths, weights=ws, biases=bs, head_num=4, query_num=2, recompute=mode)
+        torch.testing.assert_close(out, m(x, lengths))
+        grads.append(torch.autograd.grad(out.square().sum(), [xg, *ws])[0:3])
+    for g in grads[1:]:
+        for a, b in zip(g, grads[0]):
+            torch.testing.assert_close(a, b)

@@ -1145,6 +1145,7 @@ def attentive_statistics_pooling(
     linear2_bias: Tensor | None,
     global_context_att: bool = False,
     eps: float = 1e-7,
+    recompute: str = "auto",
 ) -> Tensor:
     """ASTP (ECAPA-TDNN): channel-wise attention ``softmax_t(V tanh(W x_t + b) + k)``, then stats.
 
@@ -1159,6 +1160,7 @@ def attentive_statistics_pooling(
         linear2_weight: ``(F, D, 1)``, linear2_bias ``(F,)``.
         global_context_att: use the global context input.
         eps: clamp of the attentive variance.
+        recompute: what the backward recomputes (see :func:`attentive_pool_mean_std`).
 
     Returns:
         ``(B, 2F)`` = ``[mean, std]``, at least float32. Differentiable in x and all weights.
@@ -1201,7 +1203,7 @@ def attentive_statistics_pooling(
             None if linear2_bias is None else linear2_bias.view(1, 1, feat),
         ]
         mean, std = attentive_pool_mean_std(
-            xf, valid_mask, weights, biases, item_bias=item_bias, eps=eps
+            xf, valid_mask, weights, biases, item_bias=item_bias, eps=eps, recompute=recompute
         )
     return torch.cat([mean.view(-1, feat), std.view(-1, feat)], dim=1)
 
@@ -1215,6 +1217,7 @@ def multi_head_attentive_statistics_pooling(
     head_num: int,
     query_num: int = 1,
     eps: float = 1e-7,
+    recompute: str = "auto",
 ) -> Tensor:
     """MHASTP / MQMHASTP with every head and query batched (see :func:`attentive_pool_mean_std`).
 
@@ -1232,6 +1235,7 @@ def multi_head_attentive_statistics_pooling(
         head_num: number of heads (divides F).
         query_num: number of queries.
         eps: clamp of the attentive variance.
+        recompute: what the backward recomputes (see :func:`attentive_pool_mean_std`).
 
     Returns:
         ``(B, query_num * F * 2)`` ordered query, then head, then ``[mean (c), std (c)]`` (the
@@ -1266,7 +1270,7 @@ def multi_head_attentive_statistics_pooling(
     with _fp32_region(x):
         xf = x.to(_stat_dtype(x))
         mean, std = attentive_pool_mean_std(
-            xf, valid_mask, weights, biases, eps=eps
+            xf, valid_mask, weights, biases, eps=eps, recompute=recompute
         )  # (B, H, Q, c)
     stats = torch.stack([mean, std], dim=3).view(batch, head_num, query_num, 2 * c)
     return stats.transpose(1, 2).reshape(batch, query_num * feat * 2)
