@@ -595,3 +595,33 @@ def test_layer_recompute_modes_agree() -> None:
     for g in grads[1:]:
         for a, b in zip(g, grads[0]):
             torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("impl", ["fused"] + (["numba"] if _HAS_NUMBA else []))
+@pytest.mark.parametrize("s_full", [True, False])
+def test_attentive_pool_expanded_incoming_gradients(impl: str, s_full: bool) -> None:
+    """``.sum().backward()`` hands the backward stride-0 gradients: same result as dense ones."""
+    import speechattn.functional.pooling as fp
+
+    g = torch.Generator().manual_seed(2)
+    d = dict(dtype=torch.float64)
+    heads, queries, c, k, frames = 2, 2, 3, 4, 6
+    s = c if s_full else 1
+    ws = [
+        torch.randn(heads, queries, k, c, generator=g, **d),
+        torch.randn(heads, queries, s, k, generator=g, **d),
+    ]
+    x = torch.randn(3, heads * c, frames, generator=g, **d)
+    mask = (torch.arange(frames) < torch.tensor([6, 3, 1])[:, None]).unsqueeze(1)
+    grads = []
+    for impl_i in (impl, "torch"):
+        xg = x.clone().requires_grad_(True)
+        m, sd = fp.attentive_pool_mean_std(xg, mask, ws, [None, None], impl=impl_i)
+        if impl_i == "torch":
+            m.backward(torch.ones_like(m), retain_graph=True)
+            sd.backward(torch.full_like(sd, 2.0))
+        else:
+            one = torch.ones((), **d)
+            torch.autograd.backward([m, sd], [one.expand(m.shape), (2 * one).expand(sd.shape)])
+        grads.append(xg.grad)
+    torch.testing.assert_close(grads[0], grads[1])
