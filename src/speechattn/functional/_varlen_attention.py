@@ -45,17 +45,26 @@ SCORE_BLOCK_BYTES = 2**20
 
 
 def _head_blocks(h: int, a: int, c: int, itemsize: int) -> list[tuple[int, int]]:
+    """Split ``h`` heads into near-equal groups whose ``(heads, a, c)`` scores fit the budget."""
     per_head = max(1, a * c * itemsize)
-    step = max(1, min(h, SCORE_BLOCK_BYTES // per_head))
+    n_blocks = min(h, -(-h * per_head // SCORE_BLOCK_BYTES))  # ceil, at most one head per block
+    step = -(-h // max(1, n_blocks))
     return [(h0, min(h, h0 + step)) for h0 in range(0, h, step)]
 
 
-def _bias_block(bias: Tensor | None, b: int, h0: int, h1: int, a: int, c: int) -> Tensor | None:
-    if bias is None:
-        return None
-    bb = bias[b if bias.shape[0] > 1 else 0]
-    bb = bb[h0:h1] if bb.shape[0] > 1 else bb
-    return bb[:, :a, :c]
+def _heads(x: Tensor, h0: int, h1: int) -> Tensor:
+    """Heads ``h0:h1`` of a ``(H, ...)`` view; a size-1 head axis broadcasts and is kept."""
+    if x.shape[0] == 1 or (h0 == 0 and h1 == x.shape[0]):
+        return x
+    return x[h0:h1]
+
+
+def _items(x: Tensor | None, b_n: int) -> list[Tensor] | list[None]:
+    """Per-item views ``x[b]`` (a size-1 batch axis broadcasts); ``[None] * b_n`` for ``None``."""
+    if x is None:
+        return [None] * b_n
+    parts = x.unbind(0)
+    return list(parts) if len(parts) == b_n else [parts[0]] * b_n
 
 
 def _probs(
@@ -64,7 +73,8 @@ def _probs(
     """softmax(q k^T * scale + bias) for one block ``(h, a, c)``; masked (future) keys get 0."""
     kt = kb.transpose(1, 2)
     if bb is None:
-        s = torch.bmm(qb, kt).mul_(scale)
+        s = torch.empty(qb.shape[0], qb.shape[1], kt.shape[2], dtype=qb.dtype, device=qb.device)
+        torch.baddbmm(s, qb, kt, beta=0.0, alpha=scale, out=s)  # beta=0: s is not read
     else:
         s = torch.baddbmm(bb, qb, kt, alpha=scale)
     if future is not None:
@@ -98,24 +108,24 @@ class _VarlenAttention(torch.autograd.Function):
         out = query.new_empty(b_n, h_n, tq, value.shape[-1])
         probs: list[Tensor] = []
         blocks: list[list[tuple[int, int]]] = []  # per item; the backward reuses them
-        for b in range(b_n):
+        items = zip(
+            query.unbind(0), key.unbind(0), value.unbind(0), out.unbind(0), _items(bias, b_n)
+        )
+        for b, (qi, ki, vi, oi, bi) in enumerate(items):
             a, c = lq[b], lk[b]
             blocks.append(_head_blocks(h_n, a, c, item))
             if a == 0 or c == 0:
-                out[b].zero_()
+                oi.zero_()
                 continue
             if a < tq:
-                out[b, :, a:].zero_()
+                oi[:, a:].zero_()
+            qi, ki, vi, oi = qi[:, :a], ki[:, :c], vi[:, :c], oi[:, :a]
+            bi = None if bi is None else bi[:, :a, :c]
             fut = None if future is None else future[:a, :c]
             for h0, h1 in blocks[b]:
-                p = _probs(
-                    query[b, h0:h1, :a],
-                    key[b, h0:h1, :c],
-                    _bias_block(bias, b, h0, h1, a, c),
-                    scale,
-                    fut,
-                )
-                torch.bmm(p, value[b, h0:h1, :c], out=out[b, h0:h1, :a])
+                bb = None if bi is None else _heads(bi, h0, h1)
+                p = _probs(_heads(qi, h0, h1), _heads(ki, h0, h1), bb, scale, fut)
+                torch.bmm(p, _heads(vi, h0, h1), out=_heads(oi, h0, h1))
                 if save_p:
                     probs.append(p)
         if need_grad:
@@ -144,38 +154,55 @@ class _VarlenAttention(torch.autograd.Function):
             else None
         )
         n = 0
-        for b in range(b_n):
+        items = zip(
+            query.unbind(0),
+            key.unbind(0),
+            value.unbind(0),
+            out.unbind(0),
+            grad_out.unbind(0),
+            dq.unbind(0),
+            dk.unbind(0),
+            dv.unbind(0),
+            _items(bias, b_n),
+            _items(db, b_n),
+        )
+        for b, (qi, ki, vi, oi, gi, dqi, dki, dvi, bi, dbi) in enumerate(items):
             a, c = lq[b], lk[b]
             if a == 0 or c == 0:
-                dq[b].zero_()
-                dk[b].zero_()
-                dv[b].zero_()
+                dqi.zero_()
+                dki.zero_()
+                dvi.zero_()
                 continue
             if a < tq:
-                dq[b, :, a:].zero_()
+                dqi[:, a:].zero_()
             if c < tk:
-                dk[b, :, c:].zero_()
-                dv[b, :, c:].zero_()
+                dki[:, c:].zero_()
+                dvi[:, c:].zero_()
+            qi, ki, vi, oi, gi = qi[:, :a], ki[:, :c], vi[:, :c], oi[:, :a], gi[:, :a]
+            dqi, dki, dvi = dqi[:, :a], dki[:, :c], dvi[:, :c]
+            bi = None if bi is None else bi[:, :a, :c]
+            dbi = None if dbi is None else dbi[:, :a, :c]
             fut = None if future is None else future[:a, :c]
             for h0, h1 in ctx.blocks[b]:
-                qb, kb, vb = query[b, h0:h1, :a], key[b, h0:h1, :c], value[b, h0:h1, :c]
+                qb, kb, vb = _heads(qi, h0, h1), _heads(ki, h0, h1), _heads(vi, h0, h1)
                 if probs is not None:
                     p = probs[n]
                     n += 1
                 else:
-                    p = _probs(qb, kb, _bias_block(bias, b, h0, h1, a, c), scale, fut)
-                g = grad_out[b, h0:h1, :a]
-                torch.bmm(p.transpose(1, 2), g, out=dv[b, h0:h1, :c])
+                    bb = None if bi is None else _heads(bi, h0, h1)
+                    p = _probs(qb, kb, bb, scale, fut)
+                g = _heads(gi, h0, h1)
+                torch.bmm(p.transpose(1, 2), g, out=_heads(dvi, h0, h1))
                 ds = torch.bmm(g, vb.transpose(1, 2))  # dP
-                delta = (g * out[b, h0:h1, :a]).sum(-1, keepdim=True)  # rowsum(dP * P)
+                delta = (g * _heads(oi, h0, h1)).sum(-1, keepdim=True)  # rowsum(dP * P)
                 ds.sub_(delta).mul_(p)  # dS, the gradient of the logits (and of the bias)
-                if db is not None:
-                    tgt = db[b if db.shape[0] > 1 else 0]
-                    tgt = (tgt[h0:h1] if tgt.shape[0] > 1 else tgt)[:, :a, :c]
+                if dbi is not None:
+                    tgt = _heads(dbi, h0, h1)
                     tgt.add_(ds.sum(0, keepdim=True) if tgt.shape[0] == 1 else ds)
-                ds.mul_(scale)
-                torch.bmm(ds, kb, out=dq[b, h0:h1, :a])
-                torch.bmm(ds.transpose(1, 2), qb, out=dk[b, h0:h1, :c])
+                # dQ = dS K * scale, dK = dS^T Q * scale (beta=0: the outputs are not read)
+                dqb, dkb = _heads(dqi, h0, h1), _heads(dki, h0, h1)
+                torch.baddbmm(dqb, ds, kb, beta=0.0, alpha=scale, out=dqb)
+                torch.baddbmm(dkb, ds.transpose(1, 2), qb, beta=0.0, alpha=scale, out=dkb)
         return dq, dk, dv, db, None, None, None, None
 
 
