@@ -9,7 +9,7 @@ Three contenders, same inputs, same process, ratios against the seed:
   ``(B, H, L, L)`` tensor), so the speed-ups below are lower bounds.
 * ``seed_cached``: the same with the penalty built once outside the timed region.
 * ``ours``: ``diagonal_bias`` (built every call, relative distance, ragged lengths) +
-  ``prior_attention`` with its default ``impl="auto"``: on CPU the ``varlen`` path (explicit
+  ``prior_attention`` with its default ``impl="auto"``: on one CPU thread the ``varlen`` path (explicit
   attention over each item's valid block, hand-written backward reusing the saved weights).
 * ``ours_sdpa``: the same with ``impl="sdpa"`` (``F.scaled_dot_product_attention`` on the padded
   batch with the bias, padded rows zeroed): the path ``ours`` took before ``varlen`` existed.

@@ -229,7 +229,8 @@ def test_varlen_accepts_head_transposed_inputs() -> None:
     torch.testing.assert_close(out, ref)
 
 
-def test_auto_picks_varlen_on_cpu_for_large_items_and_sdpa_for_weights() -> None:
+def test_auto_picks_varlen_on_one_cpu_thread_for_large_items(monkeypatch) -> None:
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     gen = torch.Generator().manual_seed(8)
     b, h, tq, tk, d = 2, 4, 64, 96, 8  # h * tq * tk = 24576 >= the auto threshold
     q, k, v = (torch.randn(b, h, n, d, generator=gen) for n in (tq, tk, tk))
@@ -239,6 +240,9 @@ def test_auto_picks_varlen_on_cpu_for_large_items_and_sdpa_for_weights() -> None
     auto = prior_attention(q, k, v, **kw).output
     varlen = prior_attention(q, k, v, impl="varlen", **kw).output
     torch.testing.assert_close(auto, varlen, rtol=0, atol=0)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    sdpa = prior_attention(q, k, v, impl="sdpa", **kw).output
+    torch.testing.assert_close(prior_attention(q, k, v, **kw).output, sdpa, rtol=0, atol=0)
     with_w = prior_attention(q, k, v, need_weights=True, **kw)
     assert with_w.attn_weights is not None
     torch.testing.assert_close(with_w.output, auto, rtol=1e-5, atol=1e-6)

@@ -71,8 +71,11 @@ AttentionImpl = Literal["auto", "sdpa", "varlen"]
 
 _KINDS = ("linear", "gaussian", "band")
 _IMPLS = ("auto", "sdpa", "varlen")
-# impl="auto" takes the varlen path on CPU when one item's scores (H * Tq * Tk) reach this size;
-# below it the per-item Python loop costs more than the padding it skips.
+# impl="auto" takes the varlen path on CPU with one intra-op thread when one item's scores
+# (H * Tq * Tk) reach this size; below it the per-item Python loop costs more than the padding it
+# skips. With more threads SDPA's fused kernel parallelises over (batch, head, query block) while
+# varlen only parallelises inside each small GEMM; that case was not measurable on the shared
+# 2-core development machine, so auto keeps SDPA there.
 _VARLEN_MIN_SCORES = 16384
 _DISTANCES = ("relative", "absolute")
 
@@ -857,7 +860,8 @@ def prior_attention(
             backward (``dS = P * (dP - rowsum(dO * O))``) that reuses the saved weights; it
             does no work on padding and allocates no ``(B, H, Tq, Tk)`` tensor (CPU, float32 /
             float64; no dropout, no ``need_weights``). ``"auto"`` (default): ``"varlen"`` on
-            CPU when it applies and the batch is not tiny, else ``"sdpa"``. All give the same
+            CPU with ``torch.get_num_threads() == 1`` when it applies and the batch is not
+            tiny, else ``"sdpa"``. All give the same
             output up to float rounding. ``need_weights=True`` always uses the explicit padded
             path.
 
@@ -918,7 +922,11 @@ def prior_attention(
             "Use impl='sdpa' (or 'auto') for these."
         )
     if impl == "varlen" or (
-        impl == "auto" and varlen_ok and dev.type == "cpu" and h * tq * tk >= _VARLEN_MIN_SCORES
+        impl == "auto"
+        and varlen_ok
+        and dev.type == "cpu"
+        and torch.get_num_threads() == 1
+        and h * tq * tk >= _VARLEN_MIN_SCORES
     ):
         out = varlen_attention(query, key, value, bias, lq.tolist(), lk.tolist(), causal=causal)
         return PriorAttentionOutput(out, None)
