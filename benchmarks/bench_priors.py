@@ -9,7 +9,16 @@ Three contenders, same inputs, same process, ratios against the seed:
   ``(B, H, L, L)`` tensor), so the speed-ups below are lower bounds.
 * ``seed_cached``: the same with the penalty built once outside the timed region.
 * ``ours``: ``diagonal_bias`` (built every call, relative distance, ragged lengths) +
-  ``prior_attention`` (``F.scaled_dot_product_attention`` with the bias, padded rows zeroed).
+  ``prior_attention`` with its default ``impl="auto"``: on one CPU thread the ``varlen`` path (explicit
+  attention over each item's valid block, hand-written backward reusing the saved weights).
+* ``ours_sdpa``: the same with ``impl="sdpa"`` (``F.scaled_dot_product_attention`` on the padded
+  batch with the bias, padded rows zeroed): the path ``ours`` took before ``varlen`` existed.
+* ``gemm`` (forward only): just ``q @ k^T`` and ``(.) @ v`` on the padded batch, no softmax: the
+  matrix-multiply floor of any padded implementation, the seed's included.
+
+Timings are the minimum over interleaved rounds of wall time (default) or of this thread's CPU
+time (``--clock cpu``: robust to time-slicing on a shared machine, not to cache contention).
+``--full-lengths`` makes every item full length (nothing for ``varlen`` to skip).
 
 Also reported: ``diagonal_bias`` build time alone and the bytes of each approach's prior tensor
 (the seed's is per head, ``(B, H, Tq, Tk)``; ours is ``(B, 1, Tq, Tk)``); on CUDA, peak memory.
@@ -19,6 +28,7 @@ Usage::
     python benchmarks/bench_priors.py             # B=16, H=4, d=64, 100x800 and 400x400, fp32
     python benchmarks/bench_priors.py --quick     # tiny shapes, seconds
     python benchmarks/bench_priors.py --json out.json --threads 2
+    python benchmarks/bench_priors.py --threads 1 --clock cpu --full-lengths
 """
 
 from __future__ import annotations
@@ -72,17 +82,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+CLOCK = time.perf_counter  # set to time.thread_time by --clock cpu
+
+
 def timeit(
     fn: Callable[[], object], device: torch.device, *, repeats: int, warmup: int = 1
 ) -> float:
-    """Best (minimum) wall time of ``fn`` in ms."""
+    """Best (minimum) time of ``fn`` in ms."""
     return time_interleaved({"x": fn}, device, repeats=repeats, warmup=warmup)["x"]
 
 
 def time_interleaved(
     fns: dict[str, Callable[[], object]], device: torch.device, *, repeats: int, warmup: int = 1
 ) -> dict[str, float]:
-    """Best (minimum) wall time in ms of each function, timed in interleaved rounds.
+    """Best (minimum) time in ms of each function (``CLOCK``), timed in interleaved rounds.
 
     Interleaving (A, B, C, A, B, C, ...) exposes every contender to the same load on a shared
     machine, and the minimum is the least noisy estimate of the unloaded time.
@@ -94,17 +107,26 @@ def time_interleaved(
     best = dict.fromkeys(fns, math.inf)
     for _ in range(repeats):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             fn()
             _sync(device)
-            best[name] = min(best[name], (time.perf_counter() - t0) * 1e3)
+            best[name] = min(best[name], (CLOCK() - t0) * 1e3)
     return best
 
 
 def contenders(
-    b: int, h: int, d: int, tq: int, tk: int, *, device: torch.device, width: int
+    b: int,
+    h: int,
+    d: int,
+    tq: int,
+    tk: int,
+    *,
+    device: torch.device,
+    width: int,
+    full_lengths: bool = False,
 ) -> tuple[dict[str, Callable[..., torch.Tensor]], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """The timed functions (``seed``, ``seed_cached``, ``ours``, ``build``, ``loop``) and q, k, v."""
+    """The timed functions (``seed``, ``seed_cached``, ``ours``, ``ours_sdpa``, ``gemm``,
+    ``build``, ``loop``) and q, k, v."""
     gen = torch.Generator().manual_seed(0)
     q = torch.randn(b, h, tq, d, generator=gen).to(device)
     k = torch.randn(b, h, tk, d, generator=gen).to(device)
@@ -113,6 +135,9 @@ def contenders(
     lq = torch.randint(int(0.6 * tq), tq + 1, (b,), generator=gen)
     lk = torch.randint(int(0.6 * tk), tk + 1, (b,), generator=gen)
     lq[0], lk[0] = tq, tk
+    if full_lengths:
+        lq.fill_(tq)
+        lk.fill_(tk)
     lq, lk = lq.to(device), lk.to(device)
     pad = (torch.arange(tk, device=device) >= lk[:, None]).float()
     scale = 1.0
@@ -135,10 +160,27 @@ def contenders(
             qq, kk, vv, bias=build(), query_lengths=lq, key_lengths=lk, bias_masked=True
         ).output
 
+    def ours_sdpa(qq=q, kk=k, vv=v):  # type: ignore[no-untyped-def]
+        return prior_attention(
+            qq,
+            kk,
+            vv,
+            bias=build(),
+            query_lengths=lq,
+            key_lengths=lk,
+            bias_masked=True,
+            impl="sdpa",
+        ).output
+
+    def gemm(qq=q, kk=k, vv=v):  # type: ignore[no-untyped-def]
+        return torch.matmul(torch.matmul(qq, kk.transpose(-2, -1)), vv)
+
     fns: dict[str, Callable[..., torch.Tensor]] = {
         "seed": seed,
         "seed_cached": seed_c,
         "ours": ours,
+        "ours_sdpa": ours_sdpa,
+        "gemm": gemm,
         "build": build,
         "loop": lambda: seed_penalty_loop(tq, tk, width, device),
     }
@@ -164,7 +206,9 @@ def vm_hwm_kib() -> int:
     return 0
 
 
-def peak_rss_mib(name: str, b: int, h: int, d: int, tq: int, tk: int, width: int) -> float:
+def peak_rss_mib(
+    name: str, b: int, h: int, d: int, tq: int, tk: int, width: int, full_lengths: bool = False
+) -> float:
     """Peak resident memory added by one fwd+bwd of a contender, in a fresh process (CPU)."""
     # VmHWM (this process's RSS high-water mark) rather than ru_maxrss, which a child started
     # by a large parent inherits on Linux.
@@ -172,7 +216,8 @@ def peak_rss_mib(name: str, b: int, h: int, d: int, tq: int, tk: int, width: int
         "import sys, torch; sys.argv = ['x']; "
         f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
         "import bench_priors as bp; torch.set_num_threads(1); "
-        f"fns, qkv = bp.contenders({b}, {h}, {d}, {tq}, {tk}, device=torch.device('cpu'), width={width}); "
+        f"fns, qkv = bp.contenders({b}, {h}, {d}, {tq}, {tk}, device=torch.device('cpu'), "
+        f"width={width}, full_lengths={full_lengths}); "
         f"run = bp._fwd_bwd(fns[{name!r}], qkv); "
         "r0 = bp.vm_hwm_kib(); run(); print((bp.vm_hwm_kib() - r0) / 1024)"
     )
@@ -192,8 +237,9 @@ def run_shape(
     width: int,
     faithful_iters: int,
     memory: bool = False,
+    full_lengths: bool = False,
 ) -> dict[str, float | int | str]:
-    fns, qkv = contenders(b, h, d, tq, tk, device=device, width=width)
+    fns, qkv = contenders(b, h, d, tq, tk, device=device, width=width, full_lengths=full_lengths)
     seed, seed_c, ours, build = fns["seed"], fns["seed_cached"], fns["ours"], fns["build"]
 
     def with_bwd(fn):  # type: ignore[no-untyped-def]
@@ -206,6 +252,7 @@ def run_shape(
         "Tq": tq,
         "Tk": tk,
         "dtype": "fp32",
+        "lengths": "full" if full_lengths else "ragged 60-100%",
     }
     with torch.no_grad():
         fwd = time_interleaved(
@@ -213,6 +260,8 @@ def run_shape(
                 "seed": seed,
                 "seed_cached": seed_c,
                 "ours": ours,
+                "ours_sdpa": fns["ours_sdpa"],
+                "gemm": fns["gemm"],
                 "build": build,
                 "loop": fns["loop"],
             },
@@ -222,16 +271,24 @@ def run_shape(
     row["fwd_seed_ms"] = fwd["seed"]
     row["fwd_seed_cached_ms"] = fwd["seed_cached"]
     row["fwd_ours_ms"] = fwd["ours"]
+    row["fwd_ours_sdpa_ms"] = fwd["ours_sdpa"]
+    row["fwd_gemm_ms"] = fwd["gemm"]
     row["bias_build_ms"] = fwd["build"]
     row["penalty_loop_ms"] = fwd["loop"]
     both = time_interleaved(
-        {"seed": with_bwd(seed), "seed_cached": with_bwd(seed_c), "ours": with_bwd(ours)},
+        {
+            "seed": with_bwd(seed),
+            "seed_cached": with_bwd(seed_c),
+            "ours": with_bwd(ours),
+            "ours_sdpa": with_bwd(fns["ours_sdpa"]),
+        },
         device,
         repeats=repeats,
     )
     row["fwdbwd_seed_ms"] = both["seed"]
     row["fwdbwd_seed_cached_ms"] = both["seed_cached"]
     row["fwdbwd_ours_ms"] = both["ours"]
+    row["fwdbwd_ours_sdpa_ms"] = both["ours_sdpa"]
     row["prior_bytes_seed"] = b * h * tq * tk * 4  # the seed materialises (B, H, L, L)
     if faithful_iters > 0:
         # The seed's loop really runs on (B, H, L, L) tensors; too slow to time whole, so time
@@ -251,10 +308,17 @@ def run_shape(
         ) / float(row["fwd_ours_ms"])
     row["prior_bytes_ours"] = build().untyped_storage().nbytes()
     if memory and device.type == "cpu":
-        for name in ("seed", "seed_cached", "ours"):
-            row[f"peak_rss_mib_fwdbwd_{name}"] = peak_rss_mib(name, b, h, d, tq, tk, width)
+        for name in ("seed", "seed_cached", "ours", "ours_sdpa"):
+            row[f"peak_rss_mib_fwdbwd_{name}"] = peak_rss_mib(
+                name, b, h, d, tq, tk, width, full_lengths
+            )
     if device.type == "cuda":
-        for name, fn in (("seed", seed), ("seed_cached", seed_c), ("ours", ours)):
+        for name, fn in (
+            ("seed", seed),
+            ("seed_cached", seed_c),
+            ("ours", ours),
+            ("ours_sdpa", fns["ours_sdpa"]),
+        ):
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
             with_bwd(fn)()
@@ -265,6 +329,9 @@ def run_shape(
         )
         row[f"{kind}_speedup_vs_cached"] = float(row[f"{kind}_seed_cached_ms"]) / float(
             row[f"{kind}_ours_ms"]
+        )
+        row[f"{kind}_sdpa_speedup_vs_cached"] = float(row[f"{kind}_seed_cached_ms"]) / float(
+            row[f"{kind}_ours_sdpa_ms"]
         )
     # Sanity: both compute a finite output of the same shape.
     with torch.no_grad():
@@ -291,8 +358,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="measure peak RSS of one fwd+bwd per contender in a fresh process (CPU)",
     )
+    p.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="minimum wall time, or minimum CPU time of this thread (use with --threads 1)",
+    )
+    p.add_argument(
+        "--full-lengths", action="store_true", help="every item full length (no padding)"
+    )
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
+    global CLOCK
+    CLOCK = time.thread_time if args.clock == "cpu" else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -312,25 +390,29 @@ def main(argv: list[str] | None = None) -> int:
             width=args.width,
             faithful_iters=args.faithful_iters,
             memory=args.memory,
+            full_lengths=args.full_lengths,
         )
         for tq, tk in shapes
     ]
     print(
         f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
-        f"best of {repeats} (ms)"
+        f"best of {repeats} ({args.clock} ms), lengths {rows[0]['lengths']}"
     )
     hdr = (
-        f"{'shape':>16} {'pass':>7} {'seed':>9} {'seed_cached':>12} {'ours':>8} "
-        f"{'x seed':>7} {'x cached':>9}"
+        f"{'shape':>16} {'pass':>7} {'seed':>9} {'seed_cached':>12} {'ours_sdpa':>10} "
+        f"{'ours':>8} {'gemm':>7} {'x seed':>7} {'x cached':>9} {'sdpa x cached':>14}"
     )
     print(hdr)
     for r in rows:
         shape = f"{r['B']}x{r['H']}x{r['Tq']}x{r['Tk']}"
         for kind in ("fwd", "fwdbwd"):
+            gemm = f"{float(r['fwd_gemm_ms']):7.1f}" if kind == "fwd" else f"{'':>7}"
             print(
-                f"{shape:>16} {kind:>7} {r[f'{kind}_seed_ms']:9.1f} {r[f'{kind}_seed_cached_ms']:12.1f} "
-                f"{r[f'{kind}_ours_ms']:8.1f} {r[f'{kind}_speedup_vs_seed']:7.1f} "
-                f"{r[f'{kind}_speedup_vs_cached']:9.2f}"
+                f"{shape:>16} {kind:>7} {r[f'{kind}_seed_ms']:9.1f} "
+                f"{r[f'{kind}_seed_cached_ms']:12.1f} {r[f'{kind}_ours_sdpa_ms']:10.1f} "
+                f"{r[f'{kind}_ours_ms']:8.1f} {gemm} {r[f'{kind}_speedup_vs_seed']:7.1f} "
+                f"{r[f'{kind}_speedup_vs_cached']:9.2f} "
+                f"{r[f'{kind}_sdpa_speedup_vs_cached']:14.2f}"
             )
     print(
         f"{'shape':>16} {'bias build ms':>14} {'seed loop ms':>13} {'prior MiB seed':>15} {'ours':>6}"
@@ -347,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"peak RSS of one fwd+bwd, {r['Tq']}x{r['Tk']} (MiB): "
                 f"seed {float(r['peak_rss_mib_fwdbwd_seed']):.0f}, "
                 f"seed_cached {float(r['peak_rss_mib_fwdbwd_seed_cached']):.0f}, "
+                f"ours_sdpa {float(r['peak_rss_mib_fwdbwd_ours_sdpa']):.0f}, "
                 f"ours {float(r['peak_rss_mib_fwdbwd_ours']):.0f}"
             )
     for r in rows:
@@ -364,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
                     "torch": torch.__version__,
                     "device": str(device),
                     "threads": torch.get_num_threads(),
+                    "clock": args.clock,
                     "rows": rows,
                 },
                 indent=2,

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from speechattn.functional._varlen_attention import varlen_attention
 from speechattn.functional.masks import check_lengths, lengths_to_valid_mask
 
 __all__ = [
@@ -66,7 +67,16 @@ __all__ = [
 PriorKind = Literal["linear", "gaussian", "band"]
 Distance = Literal["relative", "absolute"]
 
+AttentionImpl = Literal["auto", "sdpa", "varlen"]
+
 _KINDS = ("linear", "gaussian", "band")
+_IMPLS = ("auto", "sdpa", "varlen")
+# impl="auto" takes the varlen path on CPU with one intra-op thread when one item's scores
+# (H * Tq * Tk) reach this size; below it the per-item Python loop costs more than the padding it
+# skips. With more threads SDPA's fused kernel parallelises over (batch, head, query block) while
+# varlen only parallelises inside each small GEMM; that case was not measurable on the shared
+# 2-core development machine, so auto keeps SDPA there.
+_VARLEN_MIN_SCORES = 16384
 _DISTANCES = ("relative", "absolute")
 
 
@@ -815,6 +825,7 @@ def prior_attention(
     dropout_p: float = 0.0,
     need_weights: bool = False,
     bias_masked: bool = False,
+    impl: AttentionImpl = "auto",
 ) -> PriorAttentionOutput:
     """Scaled dot-product attention with an additive prior, key padding and safe padded rows.
 
@@ -843,6 +854,16 @@ def prior_attention(
             key and 0 on every padded row for these lengths (as :func:`diagonal_bias` and
             :func:`beta_binomial_bias` build it); skips two passes over the bias. Leave False
             for any other bias.
+        impl: ``"sdpa"``: ``F.scaled_dot_product_attention`` on the padded batch (fused kernels;
+            the choice on CUDA). ``"varlen"``: an explicit softmax attention over each item's
+            valid ``(Lq, Lk)`` block only, looping over items in Python, with a hand-written
+            backward (``dS = P * (dP - rowsum(dO * O))``) that reuses the saved weights; it
+            does no work on padding and allocates no ``(B, H, Tq, Tk)`` tensor (CPU, float32 /
+            float64; no dropout, no ``need_weights``). ``"auto"`` (default): ``"varlen"`` on
+            CPU with ``torch.get_num_threads() == 1`` when it applies and the batch is not
+            tiny, else ``"sdpa"``. All give the same
+            output up to float rounding. ``need_weights=True`` always uses the explicit padded
+            path.
 
     Returns:
         :class:`PriorAttentionOutput` ``(output, attn_weights)``. Differentiable w.r.t. query,
@@ -871,20 +892,10 @@ def prior_attention(
         query_lengths, "query_lengths", batch=b, max_len=tq, device=dev, allow_zero=True
     )
     lk = check_lengths(key_lengths, "key_lengths", batch=b, max_len=tk, device=dev, allow_zero=True)
-    key_valid = lengths_to_valid_mask(lk, tk)  # (B, Tk)
-    row_valid = lengths_to_valid_mask(lq, tq) & (lk > 0)[:, None]  # (B, Tq)
+    if impl not in _IMPLS:
+        raise ValueError(f"Expected impl in {_IMPLS}; found impl = {impl!r}.")
     dtype = query.dtype
-    fill = torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=dev)
-    zero = torch.zeros((), dtype=dtype, device=dev)
-
-    kv4 = key_valid[:, None, :, None]
-    query = torch.where(row_valid[:, None, :, None], query, zero)
-    key = torch.where(kv4, key, zero)
-    value = torch.where(kv4, value, zero)
-
-    if bias is None:
-        mask = torch.where(key_valid[:, None, None, :], zero, fill)  # (B, 1, 1, Tk)
-    else:
+    if bias is not None:
         if not isinstance(bias, Tensor) or not bias.dtype.is_floating_point:
             raise TypeError(
                 "Expected bias to be a float tensor (B or 1, H or 1, Tq, Tk); found "
@@ -901,7 +912,39 @@ def prior_attention(
                 f"Expected bias broadcastable as (B={b} or 1, H={h} or 1, Tq={tq}, Tk={tk}); "
                 f"found {tuple(bias.shape)}. Build it with max_query_len={tq}, max_key_len={tk}."
             )
-        mask = bias.to(device=dev, dtype=dtype)
+        bias = bias.to(device=dev, dtype=dtype)
+
+    varlen_ok = not need_weights and dropout_p == 0.0 and dtype in (torch.float32, torch.float64)
+    if impl == "varlen" and not varlen_ok:
+        raise ValueError(
+            "Expected impl='varlen' with need_weights=False, dropout_p=0.0 and float32/float64 "
+            f"inputs; found need_weights={need_weights}, dropout_p={dropout_p}, dtype={dtype}. "
+            "Use impl='sdpa' (or 'auto') for these."
+        )
+    if impl == "varlen" or (
+        impl == "auto"
+        and varlen_ok
+        and dev.type == "cpu"
+        and torch.get_num_threads() == 1
+        and h * tq * tk >= _VARLEN_MIN_SCORES
+    ):
+        out = varlen_attention(query, key, value, bias, lq.tolist(), lk.tolist(), causal=causal)
+        return PriorAttentionOutput(out, None)
+
+    key_valid = lengths_to_valid_mask(lk, tk)  # (B, Tk)
+    row_valid = lengths_to_valid_mask(lq, tq) & (lk > 0)[:, None]  # (B, Tq)
+    fill = torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=dev)
+    zero = torch.zeros((), dtype=dtype, device=dev)
+
+    kv4 = key_valid[:, None, :, None]
+    query = torch.where(row_valid[:, None, :, None], query, zero)
+    key = torch.where(kv4, key, zero)
+    value = torch.where(kv4, value, zero)
+
+    if bias is None:
+        mask = torch.where(key_valid[:, None, None, :], zero, fill)  # (B, 1, 1, Tk)
+    else:
+        mask = bias
         if not bias_masked:
             mask = torch.where(key_valid[:, None, None, :], mask, fill)
     if causal:
