@@ -24,6 +24,7 @@ __all__ = [
     "Metrics",
     "align_items",
     "durations_to_intervals",
+    "frame_boundaries_to_seconds",
     "score",
     "write_alignment",
 ]
@@ -60,12 +61,31 @@ class Metrics:
         return {k: v for k, v in self.__dict__.items()}
 
 
+def frame_boundaries_to_seconds(
+    frames: Sequence[int] | np.ndarray, config: FeatureConfig
+) -> np.ndarray:
+    """Times (seconds) of token boundaries given as frame indices ``k`` (a token starts at frame
+    ``k``): ``max(k - 1/2, 0) * hop / sample_rate`` (centred frames, see :func:`durations_to_intervals`)."""
+    k = np.asarray(frames, dtype=np.float64)
+    return np.maximum(k - 0.5, 0.0) * config.frame_s
+
+
 def durations_to_intervals(
     item: AlignItem, durations: Sequence[int] | np.ndarray, config: FeatureConfig
 ) -> tuple[list[tuple[float, float, str]], list[tuple[float, float, str]]]:
-    """Phone and word intervals (seconds) of an item from per-token frame counts."""
+    """Phone and word intervals (seconds) of an item from per-token frame counts.
+
+    Frame geometry: the log-mel front end is centred (``center=True``), so frame ``k`` is centred at
+    ``k * hop`` and covers ``[(k - 1/2) hop, (k + 1/2) hop)``. The boundary between a token ending at
+    frame ``k - 1`` and the next one starting at frame ``k`` is therefore at ``(k - 1/2) * hop`` seconds,
+    not ``k * hop`` (which would put every boundary half a frame late). The first edge is 0 and the
+    last is the audio's duration.
+    """
     d = np.asarray(durations, dtype=np.int64)
-    edges = np.concatenate([[0], np.cumsum(d)]) * config.frame_s
+    inner = frame_boundaries_to_seconds(np.cumsum(d)[:-1], config)
+    end = item.num_samples / config.sample_rate if item.num_samples else d.sum() * config.frame_s
+    last = max(float(end), float(inner[-1])) if inner.size else float(end)
+    edges = np.concatenate([[0.0], inner, [last]])
     phones = [
         (float(edges[k]), float(edges[k + 1]), p)
         for p, k in zip(item.phones, item.phone_token_index)

@@ -168,8 +168,9 @@ def _oracle(items: Sequence[AlignItem], cfg: FeatureConfig) -> list[AlignmentRes
         if it.gt_phones is None:
             continue
         n = int(it.mel.shape[0])
-        starts = [round(float(iv[0]) / cfg.frame_s) for iv in it.gt_phones]
-        ends = [round(float(iv[1]) / cfg.frame_s) for iv in it.gt_phones]
+        # Frame k's boundary sits at (k - 1/2) hop (centred frames): snap to the nearest one.
+        starts = [round(float(iv[0]) / cfg.frame_s + 0.5) for iv in it.gt_phones]
+        ends = [round(float(iv[1]) / cfg.frame_s + 0.5) for iv in it.gt_phones]
         edges = [0]
         for s in starts:
             edges.append(min(max(s, edges[-1] + 1), n))
