@@ -31,7 +31,8 @@ def toy_items(n: int, seed: int, *, noise: float = 0.6) -> list[AlignItem]:
         frames += [tmpl[2]] * s1
         mel = torch.stack(frames) + noise * torch.randn(len(frames), N_MELS, generator=g)
         edges = (s0 + torch.cat([torch.zeros(1, dtype=torch.long), d.cumsum(0)])).tolist()
-        gt = [(edges[k] * fs, edges[k + 1] * fs) for k in range(u)]
+        # Centred frames: a token on frames [a, b) spans [(a - 1/2) fs, (b - 1/2) fs) seconds.
+        gt = [((edges[k] - 0.5) * fs, (edges[k + 1] - 0.5) * fs) for k in range(u)]
         half = u // 2
         items.append(
             AlignItem(

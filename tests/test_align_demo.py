@@ -37,6 +37,11 @@ def test_demo_quick_outputs_are_sane(demo_out: Path) -> None:
         assert best["phone_within_20ms"] > uniform["phone_within_20ms"] + 25, (split, best, uniform)
         assert best["phone_mean_abs_ms"] < 0.6 * uniform["phone_mean_abs_ms"]
         assert by["ground truth snapped to frames"]["phone_within_20ms"] > 95
+    # Boundary calibration (fitted on training labels) is a separate row and helps held-out items.
+    by = metrics["held-out utterances"]
+    raw = by["SMA aligner (HMM, SMA transitions)"]
+    cal = by["SMA aligner (HMM, SMA transitions) + boundary calibration (training-voice labels)"]
+    assert cal["phone_within_20ms"] > raw["phone_within_20ms"], (raw, cal)
     # Durations sum to the frames of each utterance, and TextGrids exist beside the JSON.
     jsons = sorted((demo_out / "alignments").glob("*.json"))
     assert jsons
@@ -129,3 +134,12 @@ def test_shipped_aligner_applies_out_of_the_box(demo_out: Path, tmp_path: Path) 
     name = next(k for k in metrics if k != "uniform")
     assert metrics[name]["phone_within_20ms"] > metrics["uniform"]["phone_within_20ms"] + 25
     assert len(list((out / "alignments").glob("*.TextGrid"))) == 6
+    # The shipped aligner carries a boundary calibration; --no-calibration turns it off.
+    assert info.get("boundary_offsets"), "the shipped aligner has no boundary calibration"
+    assert json.loads((out / "summary.json").read_text())["boundary calibration"] == "on"
+    raw = tmp_path / "raw"
+    args = ["align", str(small), "--out", str(raw), "--no-adapt", "--no-calibration"]
+    assert main([*args, "--no-progress"]) == 0
+    assert json.loads((raw / "summary.json").read_text())["boundary calibration"] == "off"
+    tg = sorted((out / "alignments").glob("*.TextGrid"))[0].name
+    assert (out / "alignments" / tg).read_text() != (raw / "alignments" / tg).read_text()

@@ -60,6 +60,7 @@ def _align(args: argparse.Namespace) -> int:
         word_silences=args.word_silences,
         kind=args.kind,
         prior=args.prior,
+        calibration=not args.no_calibration,
         progress=not args.no_progress,
     )
     if res:
@@ -143,6 +144,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="log-prior on a plain-MHA aligner's attention logits (--kind mha, or an MHA "
         "checkpoint): none, diagonal (linear penalty on |t/T - u/U|) or beta-binomial (RAD-TTS); "
         "an error for other aligners (default: keep the aligner's own setting)",
+    )
+    a.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="do not apply the aligner's boundary calibration (per-context offsets fitted on its "
+        "training voices' labels; the shipped aligner has one): unsupervised boundaries only",
     )
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=_align)

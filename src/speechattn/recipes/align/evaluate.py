@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from speechattn.recipes.align.calibrate import BoundaryOffsets, shift_edges
 from speechattn.recipes.align.data import AlignItem, FeatureConfig, collate_items
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "Metrics",
     "align_items",
     "durations_to_intervals",
+    "frame_boundaries_to_seconds",
     "score",
     "write_alignment",
 ]
@@ -60,12 +62,44 @@ class Metrics:
         return {k: v for k, v in self.__dict__.items()}
 
 
+def frame_boundaries_to_seconds(
+    frames: Sequence[int] | np.ndarray, config: FeatureConfig
+) -> np.ndarray:
+    """Times (seconds) of token boundaries given as frame indices ``k`` (a token starts at frame
+    ``k``): ``max(k - 1/2, 0) * hop / sample_rate`` (centred frames, see :func:`durations_to_intervals`)."""
+    k = np.asarray(frames, dtype=np.float64)
+    return np.maximum(k - 0.5, 0.0) * config.frame_s
+
+
 def durations_to_intervals(
-    item: AlignItem, durations: Sequence[int] | np.ndarray, config: FeatureConfig
+    item: AlignItem,
+    durations: Sequence[int] | np.ndarray,
+    config: FeatureConfig,
+    offsets: BoundaryOffsets | None = None,
 ) -> tuple[list[tuple[float, float, str]], list[tuple[float, float, str]]]:
-    """Phone and word intervals (seconds) of an item from per-token frame counts."""
+    """Phone and word intervals (seconds) of an item from per-token frame counts.
+
+    Frame geometry: the log-mel front end is centred (``center=True``), so frame ``k`` is centred at
+    ``k * hop`` and covers ``[(k - 1/2) hop, (k + 1/2) hop)``. The boundary between a token ending at
+    frame ``k - 1`` and the next one starting at frame ``k`` is therefore at ``(k - 1/2) * hop`` seconds,
+    not ``k * hop`` (which would put every boundary half a frame late). The first edge is 0 and the
+    last is the audio's duration.
+
+    ``offsets`` (optional, :mod:`~speechattn.recipes.align.calibrate`) shifts each inner edge by
+    its context's calibrated offset, keeping every token at least half a frame long. The integer
+    durations themselves are not changed.
+    """
     d = np.asarray(durations, dtype=np.int64)
-    edges = np.concatenate([[0], np.cumsum(d)]) * config.frame_s
+    inner = frame_boundaries_to_seconds(np.cumsum(d)[:-1], config)
+    end = item.num_samples / config.sample_rate if item.num_samples else d.sum() * config.frame_s
+    last = max(float(end), float(inner[-1])) if inner.size else float(end)
+    edges = np.concatenate([[0.0], inner, [last]])
+    if offsets is not None:
+        labels = ["<sp>"] * len(d)
+        labels[0] = labels[-1] = "<sil>"
+        for p, k in zip(item.phones, item.phone_token_index):
+            labels[k] = p
+        edges = shift_edges(edges, labels, offsets, min_gap=0.5 * config.frame_s)
     phones = [
         (float(edges[k]), float(edges[k + 1]), p)
         for p, k in zip(item.phones, item.phone_token_index)
@@ -88,8 +122,11 @@ def align_items(
     *,
     batch_size: int = 16,
     keep_soft: int = 0,
+    offsets: BoundaryOffsets | None = None,
 ) -> list[AlignmentResult]:
-    """Hard-align items with a trained :class:`TextMelAligner`, or ``model="uniform"``."""
+    """Hard-align items with a trained :class:`TextMelAligner`, or ``model="uniform"``.
+
+    ``offsets``: boundary calibration applied to the intervals (not to the durations)."""
     from speechattn.functional.alignment import uniform_durations
 
     results: list[AlignmentResult] = []
@@ -110,7 +147,7 @@ def align_items(
         for j, i in enumerate(idx):
             u, t = int(tl[j]), int(ml[j])
             d = dur[j, :u].numpy()
-            ph, wd = durations_to_intervals(items[i], d, config)
+            ph, wd = durations_to_intervals(items[i], d, config, offsets)
             res = AlignmentResult(item=items[i], durations=d, phones=ph, words=wd)
             if soft is not None:
                 sj = soft[j]
