@@ -134,12 +134,15 @@ def test_shipped_aligner_applies_out_of_the_box(demo_out: Path, tmp_path: Path) 
     name = next(k for k in metrics if k != "uniform")
     assert metrics[name]["phone_within_20ms"] > metrics["uniform"]["phone_within_20ms"] + 25
     assert len(list((out / "alignments").glob("*.TextGrid"))) == 6
-    # The shipped aligner carries a boundary calibration; --no-calibration turns it off.
+    # The shipped aligner carries a boundary calibration: off by default, --calibration applies it.
     assert info.get("boundary_offsets"), "the shipped aligner has no boundary calibration"
-    assert json.loads((out / "summary.json").read_text())["boundary calibration"] == "on"
-    raw = tmp_path / "raw"
-    args = ["align", str(small), "--out", str(raw), "--no-adapt", "--no-calibration"]
+    assert json.loads((out / "summary.json").read_text())["boundary calibration"] == "off"
+    cal = tmp_path / "calibrated"
+    args = ["align", str(small), "--out", str(cal), "--no-adapt", "--calibration"]
     assert main([*args, "--no-progress"]) == 0
-    assert json.loads((raw / "summary.json").read_text())["boundary calibration"] == "off"
+    assert json.loads((cal / "summary.json").read_text())["boundary calibration"] == "on"
     tg = sorted((out / "alignments").glob("*.TextGrid"))[0].name
-    assert (out / "alignments" / tg).read_text() != (raw / "alignments" / tg).read_text()
+    assert (out / "alignments" / tg).read_text() != (cal / "alignments" / tg).read_text()
+    # The synthetic corpus follows espeak-ng's convention, which the calibration was fitted to.
+    m_cal = json.loads((cal / "metrics.json").read_text())["metrics"]["corpus"][name]
+    assert m_cal["phone_mean_abs_ms"] < metrics[name]["phone_mean_abs_ms"]

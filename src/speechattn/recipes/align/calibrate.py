@@ -13,7 +13,10 @@ next symbol and to one global offset, learned on labelled utterances, removes th
 This uses labels, so it is *not* part of the unsupervised aligner: results with and without it are
 reported separately, and calibration is only ever fitted on training utterances, never on the
 utterances it is scored on. The shipped English aligner carries a table fitted on its synthetic
-training voices; ``speechattn align --no-calibration`` turns it off.
+training voices, which ``speechattn align --calibration`` applies. It is off by default there: the
+table maps onto espeak-ng's convention (closure with the phone before a stop), while real speech is
+usually labelled with the closure in the stop (TIMIT, Buckeye), so for real corpora the
+unsupervised boundaries are the safer default.
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ def _align(args: argparse.Namespace) -> int:
         word_silences=args.word_silences,
         kind=args.kind,
         prior=args.prior,
-        calibration=not args.no_calibration,
+        calibration=args.calibration,
         progress=not args.no_progress,
     )
     if res:
@@ -146,10 +146,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "an error for other aligners (default: keep the aligner's own setting)",
     )
     a.add_argument(
-        "--no-calibration",
+        "--calibration",
         action="store_true",
-        help="do not apply the aligner's boundary calibration (per-context offsets fitted on its "
-        "training voices' labels; the shipped aligner has one): unsupervised boundaries only",
+        help="apply the aligner's boundary calibration (per-context offsets fitted on its training "
+        "voices' labels; the shipped one maps onto espeak-ng's convention, e.g. a stop starts at "
+        "its burst). Off by default: real speech is usually labelled with the closure in the stop",
     )
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=_align)

@@ -306,9 +306,9 @@ def run_demo(
         rs = results[ex_split][k]
         if rs:
             examples[ALIGNER_NAMES.get(k, k)] = rs[0]
-    # Write TextGrid/JSON for the held-out voices with the best aligner (calibrated when fitted,
-    # as `speechattn align` applies the shipped aligner).
-    for r in results[ex_split][best + "+cal" if best in offsets else best]:
+    # Write TextGrid/JSON for the held-out voices with the best aligner (unsupervised boundaries,
+    # as `speechattn align` writes them by default).
+    for r in results[ex_split][best]:
         write_alignment(r, out / "alignments", feats)
     hv = table[ex_split]
     head = hv[ALIGNER_NAMES[best]]
@@ -404,7 +404,7 @@ def run_align(
     word_silences: bool = False,
     kind: str = "sma",
     prior: str | None = None,
-    calibration: bool = True,
+    calibration: bool = False,
     progress: bool = True,
     log=print,
 ) -> dict:
@@ -482,7 +482,9 @@ def run_align(
         return {}
     results = align_items(model, items, feats, keep_soft=2, offsets=offs)
     if offs is not None:
-        log(f"boundary calibration: {len(offs.pair)} contexts (--no-calibration to turn it off)")
+        log(
+            f"boundary calibration: {len(offs.pair)} contexts (fitted on the aligner's training labels)"
+        )
     for r in results:
         write_alignment(r, out / "alignments", feats)
     table = {"corpus": {ALIGNER_NAMES.get(model.config.kind, model.config.kind): score(results)}}
