@@ -71,3 +71,14 @@ def test_spec_augment_masks_only_valid_frames() -> None:
     # Mel masks hit the same bins in both stacked sub-frames.
     zero_bins = (y.view(3, 20, 2, 10) == 0).all(1)  # (B, stride, mels)
     assert torch.equal(zero_bins[:, 0], zero_bins[:, 1])
+
+
+def test_config_overrides_parse_and_reject() -> None:
+    from speechattn.recipes.audio2clip.demo import DemoConfig
+
+    cfg = DemoConfig.from_overrides(["passes=4", "spec_augment=false", "learning_rate=3e-3"])
+    assert (cfg.passes, cfg.spec_augment, cfg.learning_rate) == (4, False, 3e-3)
+    assert cfg.epochs == DemoConfig().epochs  # untouched fields keep their defaults
+    for bad in ("nope=1", "passes", "seed=3", "spec_augment=maybe"):
+        with pytest.raises(ValueError):
+            DemoConfig.from_overrides([bad])

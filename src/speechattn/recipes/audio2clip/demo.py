@@ -18,7 +18,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,29 @@ class DemoConfig:
     ctc_weight: float = 0.0
     spec_augment: bool = True
     seed: int = 0
+
+    @classmethod
+    def from_overrides(cls, items: list[str]) -> DemoConfig:
+        """Defaults with ``KEY=VALUE`` overrides (values parsed as the field's type)."""
+        types = {f.name: f.type for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for item in items:
+            key, sep, raw = item.partition("=")
+            if not sep or key not in types or key == "seed":
+                raise ValueError(
+                    f"Expected KEY=VALUE with KEY a DemoConfig field other than seed (use "
+                    f"--seed); found {item!r}. Fields: {', '.join(sorted(types))}."
+                )
+            kind = str(types[key])
+            if kind == "bool":
+                if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError(f"Expected true/false for {key}; found {raw!r}.")
+                values[key] = raw.lower() in ("1", "true", "yes")
+            elif kind == "int":
+                values[key] = int(raw)
+            else:
+                values[key] = float(raw)
+        return cls(**values)
 
     @classmethod
     def quick(cls) -> DemoConfig:
