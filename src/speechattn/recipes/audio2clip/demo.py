@@ -56,7 +56,7 @@ class DemoConfig:
 
     train_captions: int = 2000
     fresh_captions: bool = True
-    passes: int = 6
+    passes: int = 8
     train_voices: int = 16
     heldout_captions: int = 100
     heldout_voices: int = 2
