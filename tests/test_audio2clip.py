@@ -137,6 +137,23 @@ def test_from_pretrained_new_head_save_and_reload(assets: dict[str, Path], tmp_p
         AudioToTextEncoder.from_pretrained(assets["w2v"])
 
 
+def test_project_after_match_round_trip(assets: dict[str, Path], tmp_path: Path) -> None:
+    enc = AudioToTextEncoder.from_pretrained(
+        assets["w2v"], text_length=5, text_dim=48, num_heads=2, project_after_match=True
+    ).eval()
+    assert enc.matcher.embed_dim == 32 and isinstance(enc.proj, torch.nn.Linear)  # match at 32
+    waves = [np.sin(np.arange(12000) / 7).astype(np.float32), np.cos(np.arange(6000) / 5)]
+    feats = enc.featurize(waves)
+    with torch.no_grad():
+        out = enc(**feats)
+    assert out.embeddings.shape == (2, 5, 48)
+    assert out.encoder_states.shape[-1] == 32  # unprojected frames
+    again = AudioToTextEncoder.from_pretrained(enc.save_pretrained(tmp_path / "s")).eval()
+    assert again.head_config()["project_after_match"] is True
+    with torch.no_grad():
+        torch.testing.assert_close(again(**feats).embeddings, out.embeddings)
+
+
 def test_same_width_has_no_projection(assets: dict[str, Path]) -> None:
     enc = AudioToTextEncoder.from_pretrained(assets["w2v"], text_dim=32, length_mode="pad_crop")
     assert isinstance(enc.proj, torch.nn.Identity)

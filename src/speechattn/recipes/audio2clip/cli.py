@@ -81,9 +81,16 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from speechattn.recipes.audio2clip.demo import run_demo
+    from speechattn.recipes.audio2clip.demo import DemoConfig, run_demo
 
-    report = run_demo(output_dir=Path(args.output_dir), quick=args.quick, seed=args.seed)
+    config = None
+    if args.set:
+        if args.quick:
+            raise SystemExit("error: --set cannot be combined with --quick")
+        config = DemoConfig.from_overrides(args.set)
+    report = run_demo(
+        output_dir=Path(args.output_dir), quick=args.quick, seed=args.seed, config=config
+    )
     print(json.dumps(report, indent=2))
     return 0
 
@@ -156,4 +163,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     d.add_argument("--output-dir", default="audio2clip_demo")
     d.add_argument("--quick", action="store_true", help="tiny run (seconds), for tests")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument(
+        "--set",
+        nargs="+",
+        metavar="KEY=VALUE",
+        default=[],
+        help="override DemoConfig fields, e.g. --set passes=4 epochs=4 spec_augment=false",
+    )
     d.set_defaults(func=_demo)

@@ -47,7 +47,8 @@ class AudioEncoderOutput(NamedTuple):
 
     Attributes:
         embeddings: ``(B, L, D)`` states standing in for the text encoder's (every position filled).
-        encoder_states: ``(B, T, D)`` projected encoder states before length matching.
+        encoder_states: ``(B, T, D)`` projected encoder states before length matching (with
+            ``project_after_match``: the unprojected ``(B, T, encoder width)`` states).
         encoder_lengths: int64 ``(B,)`` valid encoder frames per item.
     """
 
@@ -164,6 +165,9 @@ class AudioToTextEncoder(nn.Module):
             is added when it differs from the encoder's output width.
         length_mode: ``"resample"`` (default) or ``"pad_crop"``; see :class:`LengthMatcher`.
         num_heads: resampler heads.
+        project_after_match: match the length at the encoder's width and project the ``L``
+            outputs to ``D`` afterwards (cheaper when ``D`` is much wider than the encoder, as in
+            the offline demo); default False: project the frames, then match at ``D``.
     """
 
     def __init__(
@@ -175,6 +179,7 @@ class AudioToTextEncoder(nn.Module):
         text_dim: int = 1024,
         length_mode: LengthMode = "resample",
         num_heads: int = 8,
+        project_after_match: bool = False,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -186,13 +191,17 @@ class AudioToTextEncoder(nn.Module):
         self.text_dim = int(text_dim)
         self.length_mode: LengthMode = length_mode
         self.num_heads = int(num_heads)
+        self.project_after_match = bool(project_after_match)
         self.proj: nn.Module = (
             nn.Linear(self.encoder_width, self.text_dim)
             if self.encoder_width != self.text_dim
             else nn.Identity()
         )
         self.matcher = LengthMatcher(
-            length=self.text_length, embed_dim=self.text_dim, mode=length_mode, num_heads=num_heads
+            length=self.text_length,
+            embed_dim=self.encoder_width if self.project_after_match else self.text_dim,
+            mode=length_mode,
+            num_heads=num_heads,
         )
 
     # -- lengths ---------------------------------------------------------------------------------
@@ -234,6 +243,9 @@ class AudioToTextEncoder(nn.Module):
             input_features=input_features, attention_mask=attention_mask
         ).last_hidden_state
         enc_lengths = self.encoder_lengths(feat_lengths).clamp(1, hidden.shape[1])
+        if self.project_after_match:
+            out = self.proj(self.matcher(hidden, enc_lengths))
+            return AudioEncoderOutput(out, hidden, enc_lengths)
         states = self.proj(hidden)
         return AudioEncoderOutput(self.matcher(states, enc_lengths), states, enc_lengths)
 
@@ -278,6 +290,7 @@ class AudioToTextEncoder(nn.Module):
             "text_dim": self.text_dim,
             "length_mode": self.length_mode,
             "num_heads": self.num_heads,
+            "project_after_match": self.project_after_match,
         }
 
     def save_pretrained(self, path: str | Path) -> Path:
@@ -301,6 +314,7 @@ class AudioToTextEncoder(nn.Module):
         text_dim: int | None = None,
         length_mode: LengthMode = "resample",
         num_heads: int = 8,
+        project_after_match: bool = False,
         **encoder_kwargs: Any,
     ) -> AudioToTextEncoder:
         """Load a trained folder (written by :meth:`save_pretrained`) or start from a w2v-BERT checkpoint.
@@ -310,7 +324,8 @@ class AudioToTextEncoder(nn.Module):
                 keyword arguments must be left at their defaults or match), or a
                 ``Wav2Vec2BertModel`` checkpoint (hub id such as ``facebook/w2v-bert-2.0`` or a local
                 folder) loaded with :data:`SEED_ADAPTER_SETTINGS`, plus a new head.
-            text_length, text_dim, length_mode, num_heads: head settings for a new head
+            text_length, text_dim, length_mode, num_heads, project_after_match: head settings
+                for a new head
                 (``text_dim`` is required then).
             **encoder_kwargs: extra config overrides for ``Wav2Vec2BertModel.from_pretrained``.
         """
@@ -348,4 +363,5 @@ class AudioToTextEncoder(nn.Module):
             text_dim=text_dim,
             length_mode=length_mode,
             num_heads=num_heads,
+            project_after_match=project_after_match,
         )
