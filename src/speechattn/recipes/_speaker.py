@@ -79,6 +79,8 @@ class SpeakerConfig:
     lr: float = 3e-3
     margin: float = 0.2
     scale: float = 30.0
+    freq_mask: int = 0
+    time_mask: int = 0
     poolings: list[str] = field(default_factory=lambda: list(POOLINGS))
 
     @classmethod
@@ -291,6 +293,22 @@ class _TrainStep(nn.Module):
         return self.head(self.model(x, lengths), labels, margin)
 
 
+def _spec_augment(crop: Tensor, rng: random.Random, freq_mask: int, time_mask: int) -> Tensor:
+    """SpecAugment-style masking of one ``(T, n_mels)`` crop (a copy): one band of up to
+    ``freq_mask`` mel bins and one span of up to ``time_mask`` frames set to 0 (the CMN mean)."""
+    crop = crop.clone()
+    t, n_mels = crop.shape
+    if freq_mask > 0:
+        w = rng.randint(0, min(freq_mask, n_mels - 1))
+        f0 = rng.randint(0, n_mels - w)
+        crop[:, f0 : f0 + w] = 0.0
+    if time_mask > 0:
+        w = rng.randint(0, min(time_mask, t // 4))
+        t0 = rng.randint(0, t - w)
+        crop[t0 : t0 + w] = 0.0
+    return crop
+
+
 def train_encoder(
     pooling: str,
     feats: Sequence[Tensor],
@@ -330,7 +348,10 @@ def train_encoder(
             f = feats[i]
             n = min(len(f), rng.randint(cfg.min_frames, cfg.max_frames))
             start = rng.randint(0, len(f) - n)
-            crops.append(f[start : start + n])
+            crop = f[start : start + n]
+            if cfg.freq_mask > 0 or cfg.time_mask > 0:
+                crop = _spec_augment(crop, rng, cfg.freq_mask, cfg.time_mask)
+            crops.append(crop)
         x, lengths = _batch(crops)
         y = torch.tensor([labels[i] for i in idx])
         margin = cfg.margin * min(1.0, step / max(1, cfg.steps // 3))  # margin warm-up
