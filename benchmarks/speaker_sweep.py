@@ -43,6 +43,9 @@ def main() -> None:
     ap.add_argument("--test-speakers", type=int, default=40)
     ap.add_argument("--poolings", nargs="+", default=["ASTP"])
     ap.add_argument("--set", nargs="*", default=[], help="SpeakerConfig overrides key=value")
+    ap.add_argument(
+        "--split-seed", type=int, default=0, help="which voices are held out (0 = as the CLI)"
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -70,7 +73,7 @@ def main() -> None:
         feats, speakers = S._load_set(manifest, cfg)
         torch.save((feats, speakers), cache)
     voices = sorted(set(speakers))
-    random.Random(0).shuffle(voices)
+    random.Random(args.split_seed).shuffle(voices)
     test_voices = set(voices[: args.test_speakers])
     train_voices = sorted(voices[args.test_speakers : args.test_speakers + args.train_speakers])
     label_of = {v: i for i, v in enumerate(train_voices)}
@@ -100,6 +103,7 @@ def main() -> None:
             "pooling": name,
             "train_speakers": len(train_voices),
             "test_speakers": len(test_voices),
+            "split_seed": args.split_seed,
             "eer": S.compute_eer(s, lab),
             "min_dcf": S.compute_min_dcf(s, lab),
             "eer_centered": S.compute_eer(s2, lab),
@@ -112,7 +116,7 @@ def main() -> None:
             f"{name:<9} EER {100 * row['eer']:5.2f}%  minDCF {row['min_dcf']:.3f}  "
             f"centered EER {100 * row['eer_centered']:5.2f}% minDCF {row['min_dcf_centered']:.3f}  "
             f"EER w/o same-variant {100 * row['eer_no_same_variant']:5.2f}%  "
-            f"loss {row['final_loss']:.3f}  train {train_s:.0f}s  set={' '.join(args.set)}",
+            f"loss {row['final_loss']:.3f}  train {train_s:.0f}s  split {args.split_seed} set={' '.join(args.set)}",
             flush=True,
         )
         if args.json:
