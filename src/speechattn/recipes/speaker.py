@@ -13,7 +13,7 @@ checkpoint shipped in ``speechattn/assets/speaker_default.pt``, rebuilt with::
     OMP_NUM_THREADS=1 speechattn speaker --poolings ASTP --out-dir runs/speaker \
         --save-checkpoint src/speechattn/assets/speaker_default.pt
 
-(the default sizes: 480 training + 40 held-out espeak voices, 12 utterances each, 1000 steps;
+(the default sizes: 480 training + 40 held-out espeak voices, 12 utterances each, 2000 steps;
 ASTP is the pooling with the lowest held-out EER in the full table of benchmarks/RESULTS.md;
 with several poolings the checkpoint is the one with the lowest EER; weights stored in float16).
 
