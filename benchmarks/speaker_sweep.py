@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--pool", default="runs/pool520", help="corpus dir (synthesised if missing)")
     ap.add_argument("--pool-speakers", type=int, default=520)
     ap.add_argument("--pool-utterances", type=int, default=12, help="per speaker")
-    ap.add_argument("--train-speakers", type=int, default=120)
+    ap.add_argument("--train-speakers", type=int, default=480)
     ap.add_argument("--test-speakers", type=int, default=40)
     ap.add_argument("--poolings", nargs="+", default=["ASTP"])
     ap.add_argument("--set", nargs="*", default=[], help="SpeakerConfig overrides key=value")
