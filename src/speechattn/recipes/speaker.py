@@ -10,10 +10,12 @@ HTML report with a DET curve. ``--quick`` is a seconds-long smoke run (used by t
 embedding per audio file (keyed by file stem); without ``--checkpoint`` it uses the small
 checkpoint shipped in ``speechattn/assets/speaker_default.pt``, rebuilt with::
 
-    speechattn speaker --out-dir runs/speaker --save-checkpoint src/speechattn/assets/speaker_default.pt
+    OMP_NUM_THREADS=1 speechattn speaker --poolings ASTP --out-dir runs/speaker \
+        --save-checkpoint src/speechattn/assets/speaker_default.pt
 
-(every pooling with the default sizes; the checkpoint is the pooling with the lowest EER on the
-held-out voices, weights stored in float16).
+(the default sizes: 480 training + 40 held-out espeak voices, 12 utterances each, 2000 steps;
+ASTP is the pooling with the lowest held-out EER in the full table of benchmarks/RESULTS.md;
+with several poolings the checkpoint is the one with the lowest EER; weights stored in float16).
 
 Multi-process training: ``torchrun --nproc_per_node 2 -m speechattn speaker ...`` (gloo backend,
 DistributedDataParallel; rank 0 synthesises the corpus, evaluates and writes the report).
