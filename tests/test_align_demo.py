@@ -81,6 +81,8 @@ def test_align_command_trains_resumes_and_applies(demo_out: Path, tmp_path: Path
     ]
     assert main(args) == 0
     assert (out / "checkpoints" / "aligner.pt").exists()
+    with pytest.raises(ValueError, match="calibration"):
+        main([*args, "--calibration"])
     tgs = sorted((out / "alignments").glob("*.TextGrid"))
     assert len(tgs) == 10
     words, phones = read_textgrid(tgs[0])

@@ -436,11 +436,11 @@ def run_align(
         )
         mcfg = AlignerConfig(kind=kind, num_symbols=max(64, len(symbols)), n_mels=feats.n_mels)
         init = None
-        offs = None
+        shipped_offsets = None
         n_steps = steps if steps is not None else 600
     else:
         model, symbols, feats, info = load_aligner(checkpoint)
-        offs = BoundaryOffsets.from_dict(info.get("boundary_offsets")) if calibration else None
+        shipped_offsets = BoundaryOffsets.from_dict(info.get("boundary_offsets"))
         items = build_items(
             utts,
             symbols,
@@ -452,6 +452,17 @@ def run_align(
         mcfg = model.config
         init = model.state_dict()
         n_steps = (steps if steps is not None else 150) if adapt else 0
+    if calibration and shipped_offsets is None:
+        raise ValueError(
+            "Expected an aligner with a boundary calibration table for --calibration; found "
+            + (
+                "a new aligner (--from-scratch has none)."
+                if from_scratch
+                else f"none in {checkpoint}."
+            )
+            + " Drop --calibration, or use the shipped aligner (it has one)."
+        )
+    offs = shipped_offsets if calibration else None
     if prior is not None:
         if mcfg.kind != "mha":
             raise ValueError(
@@ -497,7 +508,7 @@ def run_align(
         feats,
         {
             "trained_by": "speechattn align",
-            "boundary_offsets": offs.to_dict() if offs is not None else None,
+            "boundary_offsets": shipped_offsets.to_dict() if shipped_offsets is not None else None,
         },
     )
     summary = {
