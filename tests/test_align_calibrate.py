@@ -120,3 +120,20 @@ def test_boundary_errors_contexts_and_fit_needs_labels() -> None:
         fit_boundary_offsets(
             [AlignmentResult(item=item, durations=d, phones=[], words=[]) for d in [np.ones(3)]]
         )
+
+
+def test_calibrate_results_equals_aligning_with_offsets() -> None:
+    from tests.align_toy import FEATURES, N_MELS, NUM_SYMBOLS, toy_items
+
+    from speechattn.recipes.align.evaluate import align_items, calibrate_results
+    from speechattn.recipes.align.model import AlignerConfig, TextMelAligner
+
+    torch.manual_seed(0)
+    model = TextMelAligner(AlignerConfig(num_symbols=NUM_SYMBOLS, n_mels=N_MELS, dim=16))
+    items = toy_items(6, seed=3)
+    offs = BoundaryOffsets(pair={}, next={"5": 0.004}, default=-0.002)
+    direct = align_items(model, items, FEATURES, offsets=offs)
+    derived = calibrate_results(align_items(model, items, FEATURES), FEATURES, offs)
+    for a, b in zip(direct, derived):
+        np.testing.assert_array_equal(a.durations, b.durations)
+        assert a.phones == b.phones and a.words == b.words

@@ -28,16 +28,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BoundaryOffsets", "boundary_errors", "fit_boundary_offsets", "shift_edges"]
+from speechattn.recipes.align.data import SIL, token_symbol
 
-SIL_LABEL = "<sil>"
+__all__ = ["BoundaryOffsets", "boundary_errors", "fit_boundary_offsets", "shift_edges"]
 
 
 def _sym(phone: str) -> str:
     """Stress-free symbol; every silence/pause token (``<sil>``, ``<sp>``) is ``"<sil>"``."""
-    if phone.startswith("<"):
-        return SIL_LABEL
-    return phone.replace("ˈ", "").replace("ˌ", "")
+    return SIL if phone.startswith("<") else token_symbol(phone, strip_stress=True)
 
 
 @dataclass
@@ -90,9 +88,9 @@ def boundary_errors(
     out: list[tuple[str, str, float]] = []
     for k, ((a, b, p), (ts, te)) in enumerate(zip(phones, truth)):
         contiguous = k > 0 and abs(phones[k - 1][1] - a) < 1e-9
-        out.append((_sym(phones[k - 1][2]) if contiguous else SIL_LABEL, _sym(p), ts - a))
+        out.append((_sym(phones[k - 1][2]) if contiguous else SIL, _sym(p), ts - a))
         if not (k + 1 < len(phones) and abs(phones[k + 1][0] - b) < 1e-9):
-            out.append((_sym(p), SIL_LABEL, te - b))
+            out.append((_sym(p), SIL, te - b))
     return out
 
 

@@ -7,6 +7,7 @@ ground truth snapped to frames back to within half a frame; the report prints th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,12 +19,13 @@ import torch
 from torch import Tensor
 
 from speechattn.recipes.align.calibrate import BoundaryOffsets, shift_edges
-from speechattn.recipes.align.data import AlignItem, FeatureConfig, collate_items
+from speechattn.recipes.align.data import SIL, SP, AlignItem, FeatureConfig, collate_items
 
 __all__ = [
     "AlignmentResult",
     "Metrics",
     "align_items",
+    "calibrate_results",
     "durations_to_intervals",
     "frame_boundaries_to_seconds",
     "score",
@@ -95,8 +97,8 @@ def durations_to_intervals(
     last = max(float(end), float(inner[-1])) if inner.size else float(end)
     edges = np.concatenate([[0.0], inner, [last]])
     if offsets is not None:
-        labels = ["<sp>"] * len(d)
-        labels[0] = labels[-1] = "<sil>"
+        labels = [SP] * len(d)
+        labels[0] = labels[-1] = SIL
         for p, k in zip(item.phones, item.phone_token_index):
             labels[k] = p
         edges = shift_edges(edges, labels, offsets, min_gap=0.5 * config.frame_s)
@@ -159,6 +161,19 @@ def align_items(
             out[i] = res
     results = [out[i] for i in range(len(items))]
     return results
+
+
+def calibrate_results(
+    results: Sequence[AlignmentResult], config: FeatureConfig, offsets: BoundaryOffsets
+) -> list[AlignmentResult]:
+    """The same alignments (durations, soft, focus, failures) with calibrated intervals.
+
+    No model call: only the interval times are recomputed from each result's durations."""
+    out = []
+    for r in results:
+        ph, wd = durations_to_intervals(r.item, r.durations, config, offsets)
+        out.append(dataclasses.replace(r, phones=ph, words=wd))
+    return out
 
 
 def _boundaries(intervals: Sequence[Any]) -> np.ndarray:

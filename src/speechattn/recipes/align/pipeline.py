@@ -22,6 +22,7 @@ from speechattn.recipes.align.evaluate import (
     AlignmentResult,
     Metrics,
     align_items,
+    calibrate_results,
     score,
     write_alignment,
 )
@@ -282,9 +283,9 @@ def run_demo(
         # the held-out splits as a separate row (see speechattn.recipes.align.calibrate).
         if kind != "mha" and any(it.gt_phones is not None for it in train):
             offsets[kind] = fit_boundary_offsets(align_items(res.model, train, feats))
-            for s, its in splits.items():
-                results[s][kind + "+cal"] = align_items(
-                    res.model, its, feats, keep_soft=2, offsets=offsets[kind]
+            for s in splits:
+                results[s][kind + "+cal"] = calibrate_results(
+                    results[s][kind], feats, offsets[kind]
                 )
             mc = score(results["held-out voices"][kind + "+cal"])
             log(f"  {kind} + boundary calibration: {mc.phone_within_20ms:.1f}% within 20 ms")
