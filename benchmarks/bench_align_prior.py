@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-every", type=int, default=None)
     ap.add_argument("--dim", type=int, default=None)
     ap.add_argument("--priors", default="none,diagonal,beta-binomial")
-    ap.add_argument("--diagonal-scale", type=float, default=10.0)
+    ap.add_argument("--diagonal-scale", type=float, default=100.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--corpus", default=None, help="corpus dir (synthesised there if missing)")

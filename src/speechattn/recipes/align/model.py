@@ -71,7 +71,9 @@ class AlignerConfig:
     sma_noise_std: float = 0.0
     dropout: float = 0.1
     mha_prior: str = "none"
-    mha_prior_scale: float = 10.0
+    # 100: best of 10 / 30 / 100 / 300 for the demo-size corpus and of 10 / 30 / 100 for the
+    # --quick one (benchmarks/RESULTS.md, "Diagonal prior on the plain-MHA aligner").
+    mha_prior_scale: float = 100.0
 
     def to_dict(self) -> dict:
         return asdict(self)
