@@ -7,7 +7,9 @@ import os
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import shutil
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,24 @@ def test_speech_gives_an_image(app_url: tuple[str, Path]) -> None:
     result = _client(url).predict(handle_file(str(path)), api_name="/generate")
     img = Image.open(result)
     assert img.size == (64, 64)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not on PATH (optional decoder)")
+def test_microphone_webm_gives_an_image(app_url: tuple[str, Path]) -> None:
+    """Browsers record webm/opus, which only ffmpeg decodes (the Dockerfile installs it)."""
+    from gradio_client import handle_file
+    from PIL import Image
+
+    url, root = app_url
+    t = np.arange(16000) / 16000
+    wav = _wav(root / "mic.wav", 0.3 * np.sin(2 * np.pi * 250 * t))
+    webm = root / "mic.webm"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(wav), "-c:a", "libopus", str(webm)],
+        check=True,
+    )
+    result = _client(url).predict(handle_file(str(webm)), api_name="/generate")
+    assert Image.open(result).size == (64, 64)
 
 
 @pytest.mark.parametrize(

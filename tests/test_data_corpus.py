@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import warnings
 
 import numpy as np
@@ -10,7 +12,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from speechattn.data.audio import AudioError, load_audio
+from speechattn.data import audio as audio_mod
+from speechattn.data.audio import AudioError, decode_with_ffmpeg, load_audio
 from speechattn.data.corpus import CorpusError, asterisk_available, load_corpus
 
 
@@ -44,6 +47,38 @@ def test_load_audio_errors(tmp_path) -> None:
     sf.write(empty, np.zeros(0, dtype=np.float32), 16000)
     with pytest.raises(AudioError, match="no samples"):
         load_audio(empty, sample_rate=16000)
+
+
+def test_load_audio_without_ffmpeg_names_it(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(audio_mod.shutil, "which", lambda name: None)
+    bad = tmp_path / "recording.webm"
+    bad.write_bytes(b"\x1aE\xdf\xa3 not really webm")
+    with pytest.raises(AudioError, match=r"recording\.webm.*install ffmpeg"):
+        load_audio(bad, sample_rate=16000)
+    with pytest.raises(AudioError, match="ffmpeg is not installed"):
+        decode_with_ffmpeg(bad)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not on PATH (optional decoder)")
+def test_load_audio_decodes_webm_with_ffmpeg(tmp_path) -> None:
+    """A browser-microphone format libsndfile can't read (webm/opus) goes through ffmpeg."""
+    wav = tmp_path / "tone.wav"
+    sf.write(wav, _tone(16000, seconds=1.0, freq=500.0), 16000)
+    webm = tmp_path / "tone.webm"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(wav), "-c:a", "libopus", str(webm)],
+        check=True,
+    )
+    with pytest.raises(Exception):  # noqa: B017 - soundfile alone can't read it
+        sf.read(str(webm))
+    x = load_audio(webm, sample_rate=16000).numpy()
+    assert abs(len(x) - 16000) <= 0.03 * 16000  # opus pre-skip/padding: a few ms
+    spec = np.abs(np.fft.rfft(x))
+    assert abs(np.argmax(spec) * 16000 / len(x) - 500) < 5
+    not_audio = tmp_path / "notes.webm"
+    not_audio.write_text("not audio\n")
+    with pytest.raises(AudioError, match=r"notes\.webm.*ffmpeg could not decode"):
+        load_audio(not_audio, sample_rate=16000)
 
 
 def test_folder_corpus_with_bad_entries(tmp_path) -> None:

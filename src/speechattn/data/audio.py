@@ -1,14 +1,17 @@
-"""Audio loading: decode with soundfile, mix to mono, resample with soxr."""
+"""Audio loading: decode with soundfile (ffmpeg as a fallback), mix to mono, resample with soxr."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["AudioError", "load_audio", "resample"]
+__all__ = ["AudioError", "decode_with_ffmpeg", "load_audio", "resample"]
 
 
 class AudioError(ValueError):
@@ -30,11 +33,50 @@ def resample(waveform: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     )
 
 
+def decode_with_ffmpeg(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
+    """Decode any format ffmpeg reads (webm/opus from browser microphones, m4a, ...).
+
+    Returns ``(samples (N, C) float32, sample_rate)``; the file's own rate and channels are kept.
+
+    Raises:
+        AudioError: ffmpeg is not on ``PATH``, or it cannot decode the file.
+    """
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        raise AudioError(
+            path, "ffmpeg is not installed (it is needed for formats libsndfile can't read)"
+        )
+    import soundfile as sf
+
+    with tempfile.TemporaryDirectory(prefix="speechattn-ffmpeg-") as tmp:
+        out = Path(tmp) / "decoded.wav"
+        cmd = [
+            exe,
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            str(path),
+            "-vn",
+            "-c:a",
+            "pcm_f32le",
+            str(out),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0 or not out.is_file():
+            detail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+            raise AudioError(path, f"ffmpeg could not decode it ({detail[0]})")
+        data, sr = sf.read(str(out), dtype="float32", always_2d=True)
+    return data, int(sr)
+
+
 def load_audio(path: str | os.PathLike[str], *, sample_rate: int | None) -> torch.Tensor:
     """Read an audio file as a mono float32 tensor ``(N,)`` at ``sample_rate``.
 
-    Any format libsndfile reads (wav, flac, ogg, ...). Multichannel audio is averaged to mono;
-    other rates are resampled with soxr; ``sample_rate=None`` keeps the file's rate.
+    Any format libsndfile reads (wav, flac, ogg/vorbis/opus, mp3 with libsndfile >= 1.1); other
+    formats (webm from browser microphones, m4a/aac, ...) are decoded with ffmpeg when it is on
+    ``PATH``. Multichannel audio is averaged to mono; other rates are resampled with soxr;
+    ``sample_rate=None`` keeps the file's rate.
 
     Raises:
         AudioError (a ``ValueError``): the file is missing, cannot be decoded, or holds no
@@ -43,21 +85,32 @@ def load_audio(path: str | os.PathLike[str], *, sample_rate: int | None) -> torc
     p = Path(path)
     if not p.is_file():
         raise AudioError(p, "audio file not found (check the corpus paths)")
+    if sample_rate is not None and (
+        isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0
+    ):
+        raise ValueError(
+            f"Expected sample_rate to be a positive int or None; found {sample_rate!r}."
+        )
     import soundfile as sf
 
     try:
         data, sr = sf.read(str(p), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError
-        raise AudioError(
-            p, f"could not decode audio ({exc}); the file is corrupt or not audio"
-        ) from exc
+        if shutil.which("ffmpeg") is None:
+            raise AudioError(
+                p,
+                f"could not decode audio ({exc}); the file is corrupt or not audio, or a format "
+                "only ffmpeg reads (webm, m4a: install ffmpeg)",
+            ) from exc
+        try:
+            data, sr = decode_with_ffmpeg(p)
+        except AudioError as ff_exc:
+            raise AudioError(
+                p, f"could not decode audio ({exc}; {ff_exc}); the file is corrupt or not audio"
+            ) from exc
     if data.shape[0] == 0:
         raise AudioError(p, "audio file holds no samples")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if sample_rate is not None:
-        if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
-            raise ValueError(
-                f"Expected sample_rate to be a positive int or None; found {sample_rate!r}."
-            )
         mono = resample(mono, int(sr), sample_rate)
     return torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))

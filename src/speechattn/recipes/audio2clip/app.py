@@ -32,7 +32,8 @@ def read_upload(path: str | Path | None) -> np.ndarray:
         return load_audio_16k(path)
     except ValueError as exc:
         raise AudioRejected(
-            f"{Path(path).name} is not an audio file this app can read. Upload wav, flac or ogg."
+            f"{Path(path).name} is not an audio file this app can read. Upload wav, flac, ogg or "
+            "mp3 (webm and m4a need ffmpeg on the server)."
         ) from exc
 
 

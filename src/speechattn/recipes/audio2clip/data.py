@@ -86,23 +86,15 @@ def write_manifest(path: str | Path, items: list[ManifestItem]) -> Path:
 
 
 def load_audio_16k(path: str | Path, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Mono float32 waveform at ``sample_rate`` (soundfile + soxr).
+    """Mono float32 waveform ``(N,)`` at ``sample_rate``
+    (:func:`speechattn.data.audio.load_audio`: soundfile, ffmpeg fallback, soxr).
 
     Raises:
-        ValueError: the file is not readable audio (message names the file).
+        ValueError: the file is missing or not readable audio (message names the file).
     """
-    import soundfile as sf
+    from speechattn.data.audio import load_audio
 
-    try:
-        wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError
-        raise ValueError(f"Could not read {path} as audio ({exc}). Use wav, flac or ogg.") from exc
-    wav = wav.mean(axis=1)
-    if sr != sample_rate:
-        import soxr
-
-        wav = soxr.resample(wav, sr, sample_rate).astype(np.float32)
-    return np.ascontiguousarray(wav, dtype=np.float32)
+    return load_audio(path, sample_rate=sample_rate).numpy()
 
 
 class AudioCaptionDataset(torch.utils.data.Dataset):
