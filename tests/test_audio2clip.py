@@ -137,6 +137,47 @@ def test_from_pretrained_new_head_save_and_reload(assets: dict[str, Path], tmp_p
         AudioToTextEncoder.from_pretrained(assets["w2v"])
 
 
+@pytest.mark.parametrize("length_mode", ["resample", "pad_crop"])
+def test_batch_padding_never_changes_an_item(assets: dict[str, Path], length_mode: str) -> None:
+    """An item's states and embeddings equal the item run alone, whatever fills the padding.
+
+    transformers' adapter convolutions see one padded frame at each item's end, and the feature
+    extractor called on a padded batch adds a stacked frame; both are handled in speechattn.
+    """
+    torch.manual_seed(0)
+    enc = AudioToTextEncoder.from_pretrained(
+        assets["w2v"], text_length=6, text_dim=32, num_heads=2, length_mode=length_mode
+    ).eval()
+    rng = np.random.default_rng(1)
+    # odd and even frame counts at every adapter layer
+    waves = [0.1 * rng.standard_normal(n).astype(np.float32) for n in (6000, 6400, 7040, 9100)]
+    long = 0.1 * rng.standard_normal(16000).astype(np.float32)
+    with torch.no_grad():
+        for w in waves:
+            alone = enc(**enc.featurize([w]))
+            batch = enc.featurize([long, w, long[:11000]])
+            f = int(batch["attention_mask"][1].sum())
+            assert f == enc.featurize([w])["input_features"].shape[1]
+            batch["input_features"][1, f:] = 50.0 * torch.randn_like(batch["input_features"][1, f:])
+            out = enc(**batch)
+            t = alone.encoder_states.shape[1]
+            assert int(out.encoder_lengths[1]) == t
+            torch.testing.assert_close(
+                out.encoder_states[1, :t], alone.encoder_states[0], atol=1e-5, rtol=1e-5
+            )
+            torch.testing.assert_close(out.embeddings[1], alone.embeddings[0], atol=1e-5, rtol=1e-5)
+    layer = enc.encoder.adapter.layers[0]
+    assert not layer.residual_conv._forward_pre_hooks  # hooks live for one forward only
+    # padded input frames get no gradient
+    batch = enc.featurize([long, waves[0]])
+    x = batch["input_features"].requires_grad_(True)
+    enc(input_features=x, attention_mask=batch["attention_mask"]).embeddings.sum().backward()
+    assert x.grad is not None
+    f = int(batch["attention_mask"][1].sum())
+    assert float(x.grad[1, f:].abs().max()) == 0.0
+    assert float(x.grad[1, :f].abs().max()) > 0.0
+
+
 def test_project_after_match_round_trip(assets: dict[str, Path], tmp_path: Path) -> None:
     enc = AudioToTextEncoder.from_pretrained(
         assets["w2v"], text_length=5, text_dim=48, num_heads=2, project_after_match=True

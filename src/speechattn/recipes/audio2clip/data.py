@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from speechattn.recipes.audio2clip.model import extract_features, pad_features
+
 __all__ = [
     "AudioCaptionCollator",
     "AudioCaptionDataset",
@@ -124,12 +126,10 @@ class AudioCaptionCollator:
         self.text_lengths = text_lengths
 
     def __call__(self, batch: list[dict[str, Any]]) -> dict[str, Tensor]:
-        feats = self.feature_extractor(
-            [b["waveform"] for b in batch],
-            sampling_rate=SAMPLE_RATE,
-            return_tensors="pt",
-            padding=True,
-            return_attention_mask=True,
+        feats = pad_features(
+            extract_features(
+                self.feature_extractor, [b["waveform"] for b in batch], sampling_rate=SAMPLE_RATE
+            )
         )
         idx = torch.tensor([b["text_index"] for b in batch], dtype=torch.int64)
         return {

@@ -34,7 +34,11 @@ from speechattn.recipes.audio2clip.metrics import (
     retrieval_metrics,
     sequence_similarity,
 )
-from speechattn.recipes.audio2clip.model import AudioToTextEncoder
+from speechattn.recipes.audio2clip.model import (
+    AudioToTextEncoder,
+    extract_features,
+    pad_features,
+)
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -195,23 +199,9 @@ def _speak(captions: list[str], voices: list[str], seed: int) -> list[np.ndarray
     return out
 
 
-def _features(fe: Any, waves: list[np.ndarray]) -> list[torch.Tensor]:
-    feats = []
-    for w in waves:
-        f = fe([w], sampling_rate=16000, return_tensors="pt", padding=False)["input_features"][0]
-        feats.append(f)
-    return feats
-
-
 def _batch(feats: list[torch.Tensor], idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    n = max(feats[i].shape[0] for i in idx)
-    c = feats[idx[0]].shape[1]
-    x = torch.zeros(len(idx), n, c)
-    mask = torch.zeros(len(idx), n, dtype=torch.int64)
-    for k, i in enumerate(idx):
-        x[k, : feats[i].shape[0]] = feats[i]
-        mask[k, : feats[i].shape[0]] = 1
-    return x, mask
+    batch = pad_features([feats[i] for i in idx])
+    return batch["input_features"], batch["attention_mask"]
 
 
 @torch.no_grad()
@@ -276,8 +266,8 @@ def run_demo(
         project_after_match=cfg.project_after_match,
     )
     fe = SeamlessM4TFeatureExtractor.from_pretrained(enc_dir)
-    seen_f = _features(fe, _speak(heldout, train_voices, seed + 1))
-    unseen_f = _features(fe, _speak(heldout, new_voices, seed + 2))
+    seen_f = extract_features(fe, _speak(heldout, train_voices, seed + 1))
+    unseen_f = extract_features(fe, _speak(heldout, new_voices, seed + 2))
 
     data_seconds = 0.0
     train_captions_seen: set[str] = set()
@@ -303,7 +293,7 @@ def run_demo(
             cfg.train_captions, seed=1000 * (seed + 1) + epoch, exclude=exclude
         )
         train_captions_seen.update(caps)
-        feats = _features(fe, _speak(caps, train_voices, 1000 * (seed + 1) + epoch))
+        feats = extract_features(fe, _speak(caps, train_voices, 1000 * (seed + 1) + epoch))
         text = text_enc.encode(caps)
         targets = ctc_targets(caps)
         data_seconds += time.time() - t

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -19,12 +21,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from speechattn.data.collate import pad_sequence_batch
 from speechattn.functional.masks import lengths_to_valid_mask
 
 if TYPE_CHECKING:
     from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertModel
 
-__all__ = ["SEED_ADAPTER_SETTINGS", "AudioEncoderOutput", "AudioToTextEncoder", "LengthMatcher"]
+__all__ = [
+    "SEED_ADAPTER_SETTINGS",
+    "AudioEncoderOutput",
+    "AudioToTextEncoder",
+    "LengthMatcher",
+    "extract_features",
+    "pad_features",
+]
 
 #: The adapter seed 004 adds to facebook/w2v-bert-2.0 (about 4x fewer frames than features).
 SEED_ADAPTER_SETTINGS: dict[str, Any] = {
@@ -55,6 +65,34 @@ class AudioEncoderOutput(NamedTuple):
     embeddings: Tensor
     encoder_states: Tensor
     encoder_lengths: Tensor
+
+
+def extract_features(
+    feature_extractor: Any, waveforms: list[np.ndarray], *, sampling_rate: int = 16000
+) -> list[Tensor]:
+    """Fbank features of each waveform on its own: a list of ``(F_i, C)`` float32 tensors.
+
+    One call per waveform on purpose: ``SeamlessM4TFeatureExtractor`` called on a padded batch
+    stacks the last partial group of 10 ms frames together with padding and marks it valid, so an
+    item in a batch can get one feature frame more (and different values) than the same item
+    alone. Feature each item alone, then :func:`pad_features`.
+    """
+    return [
+        feature_extractor(
+            [np.asarray(w, dtype=np.float32)],
+            sampling_rate=sampling_rate,
+            return_tensors="pt",
+            padding=False,
+        )["input_features"][0]
+        for w in waveforms
+    ]
+
+
+def pad_features(features: list[Tensor]) -> dict[str, Tensor]:
+    """Zero-pad ``(F_i, C)`` features to ``input_features (B, F, C)`` + ``attention_mask (B, F)``."""
+    x, lengths = pad_sequence_batch(features)
+    mask = lengths_to_valid_mask(lengths, x.shape[1]).to(torch.int64)
+    return {"input_features": x, "attention_mask": mask}
 
 
 def _sinusoid(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -216,6 +254,46 @@ class AudioToTextEncoder(nn.Module):
                 lengths = (lengths + 2 * pad - cfg.adapter_kernel_size) // cfg.adapter_stride + 1
         return lengths
 
+    @contextmanager
+    def _adapter_padding_zeroed(self, feat_lengths: Tensor) -> Iterator[None]:
+        """Zero padded frames at the input of every adapter convolution during one forward.
+
+        ``transformers``' ``Wav2Vec2BertAdapterLayer`` applies its strided convolutions (kernel 3,
+        "same"-style padding) to the layer-normed states of every frame, padded ones included, so
+        the last valid output frame of each adapter layer sees one padded frame where the item
+        alone sees the convolution's zero padding (and the adapter's attention then spreads that to
+        every frame). Zeroing the padded frames at each convolution's input makes a padded item's
+        output equal the item run alone. The encoder's own conformer convolutions are causal and
+        masked by ``transformers``, so they need nothing.
+        """
+        adapter = getattr(self.encoder, "adapter", None)
+        if adapter is None or not bool((feat_lengths < feat_lengths.max()).any()):
+            yield
+            return
+        cfg = self.encoder.config
+        pad = cfg.adapter_kernel_size // 2
+        lengths = feat_lengths.to(torch.int64)
+        handles = []
+
+        def make_hook(valid_lengths: Tensor) -> Any:
+            def hook(_module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+                x = args[0]  # (B, C, T)
+                keep = lengths_to_valid_mask(valid_lengths.to(x.device), x.shape[-1])
+                return (x * keep[:, None, :].to(x.dtype), *args[1:])
+
+            return hook
+
+        try:
+            for layer in adapter.layers:
+                hook = make_hook(lengths)
+                handles.append(layer.residual_conv.register_forward_pre_hook(hook))
+                handles.append(layer.self_attn_conv.register_forward_pre_hook(hook))
+                lengths = (lengths + 2 * pad - cfg.adapter_kernel_size) // cfg.adapter_stride + 1
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
     # -- forward ---------------------------------------------------------------------------------
 
     def forward(
@@ -239,9 +317,10 @@ class AudioToTextEncoder(nn.Module):
             feat_lengths = torch.full((b,), f, dtype=torch.int64, device=input_features.device)
         else:
             feat_lengths = attention_mask.to(torch.int64).sum(-1)
-        hidden = self.encoder(
-            input_features=input_features, attention_mask=attention_mask
-        ).last_hidden_state
+        with self._adapter_padding_zeroed(feat_lengths):
+            hidden = self.encoder(
+                input_features=input_features, attention_mask=attention_mask
+            ).last_hidden_state
         enc_lengths = self.encoder_lengths(feat_lengths).clamp(1, hidden.shape[1])
         if self.project_after_match:
             out = self.proj(self.matcher(hidden, enc_lengths))
@@ -252,20 +331,14 @@ class AudioToTextEncoder(nn.Module):
     def featurize(
         self, waveforms: list[np.ndarray], *, sampling_rate: int = 16000
     ) -> dict[str, Tensor]:
-        """Run the feature extractor on mono float waveforms; returns tensors for :meth:`forward`."""
+        """Feature each waveform alone and zero-pad (:func:`extract_features`, :func:`pad_features`).
+
+        Returns ``input_features (B, F, C)`` and ``attention_mask (B, F)`` for :meth:`forward`.
+        """
         if self.feature_extractor is None:
             raise ValueError("This encoder has no feature_extractor; pass one to the constructor.")
-        feats = self.feature_extractor(
-            [np.asarray(w, dtype=np.float32) for w in waveforms],
-            sampling_rate=sampling_rate,
-            return_tensors="pt",
-            padding=True,
-            return_attention_mask=True,
-        )
-        return {
-            "input_features": feats["input_features"],
-            "attention_mask": feats["attention_mask"],
-        }
+        feats = extract_features(self.feature_extractor, waveforms, sampling_rate=sampling_rate)
+        return pad_features(feats)
 
     @torch.no_grad()
     def embed_waveforms(
