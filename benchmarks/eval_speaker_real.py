@@ -1,16 +1,26 @@
-"""Speaker embeddings on the few REAL recordings this offline machine has: does the encoder trained on
-synthetic voices separate real speakers better than log-mel mean/std statistics?
+"""Speaker embeddings on the REAL recordings this offline machine can install: does the encoder trained
+on synthetic voices separate real speakers better than log-mel mean/std statistics?
 
-    python benchmarks/eval_speaker_real.py [--checkpoint CKPT] [--json OUT]
+    python benchmarks/eval_speaker_real.py [--checkpoint CKPT] [--per-voice 20] [--json OUT]
 
-Recordings (none is shipped by speechattn; the script skips a source that is not installed):
-- Allison (asterisk-core-sounds-en, /usr/share/asterisk/sounds/en_US_f_Allison): the 30 longest
-  prompts (telephone-quality studio speech, 8 kHz);
-- gradio's media assets (pip gradio): cate_blanch.mp3 (8.4 s, cut into two 4.2 s halves) and
-  cate_blanch_2.mp3 (one speaker), heath_ledger.mp3 (3.5 s, two halves; another speaker).
-Three real speakers, one of them dominating the trial list; a sanity check, not a benchmark.
-Trials: every unordered pair; reported: EER, mean target / non-target cosine, and the same for
-the log-mel mean/std baseline (no training).
+Recordings (none is shipped by speechattn; a source that is not installed is skipped). Debian's
+Asterisk prompt packages, telephone-quality studio speech at 8 kHz, one professional voice each:
+``apt-get install asterisk-core-sounds-{en,es,fr,it,ru}-wav asterisk-prompt-es-co
+asterisk-prompt-fr-armelle asterisk-prompt-it-menardi-wav``:
+
+folder under /usr/share/asterisk/sounds/ -> speaker, language:
+- en_US_f_Allison -> allison, en; es_MX_f_Allison -> allison, es (the same speaker in Spanish);
+- fr_CA_f_June -> june, fr; it_IT_m_Carlo -> carlo, it; it_IT_f_Menardi -> menardi, it;
+- ru_RU_f_IvrvoiceRU -> ivr_ru, ru;
+- es (asterisk-prompt-es-co) -> es_co, es; fr (asterisk-prompt-fr-armelle) -> armelle, fr
+  (both GSM 06.10, decoded with ffmpeg);
+
+plus gradio's media assets (pip gradio): cate_blanch.mp3 (two halves) and cate_blanch_2.mp3 (one
+speaker), heath_ledger.mp3 (two halves; another speaker), broadband. The ``--per-voice`` largest
+files of each folder (longest prompts) are used. Seven or nine real speakers, every unordered pair
+is a trial. Reported: EER and mean target / non-target cosine over all trials, and the EER with
+non-target trials restricted to the same language (so that the language cannot give the answer),
+for the trained encoder and for log-mel mean/std statistics with the global mean removed.
 """
 
 from __future__ import annotations
@@ -22,28 +32,40 @@ from pathlib import Path
 import numpy as np
 import torch
 
+ASTERISK = Path("/usr/share/asterisk/sounds")
+VOICES = (
+    ("en_US_f_Allison", "allison", "en"),
+    ("es_MX_f_Allison", "allison", "es"),
+    ("fr_CA_f_June", "june", "fr"),
+    ("it_IT_m_Carlo", "carlo", "it"),
+    ("it_IT_f_Menardi", "menardi", "it"),
+    ("ru_RU_f_IvrvoiceRU", "ivr_ru", "ru"),
+    ("es", "es_co", "es"),
+    ("fr", "armelle", "fr"),
+)
 
-def _segments() -> list[tuple[str, str, np.ndarray, int]]:
+
+def _segments(per_voice: int) -> list[tuple[str, str, str, np.ndarray, int]]:
+    """``(speaker, language, name, mono float32 waveform, sample rate)`` of every recording used."""
     import soundfile as sf
 
-    out: list[tuple[str, str, np.ndarray, int]] = []
-    allison = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
-    if allison.is_dir():
-        files = [p for p in allison.rglob("*") if p.suffix in (".wav", ".gsm", ".ulaw", ".alaw")]
-        readable = []
-        for p in files:
-            try:
-                info = sf.info(p)
-            except Exception:
-                continue
-            readable.append((info.duration, p))
-        for _, p in sorted(readable, reverse=True)[:30]:
-            x, sr = sf.read(p, dtype="float32", always_2d=True)
-            out.append(("allison", p.stem, x.mean(1), sr))
+    from speechattn.data.audio import load_audio
+
+    out: list[tuple[str, str, str, np.ndarray, int]] = []
+    for folder, speaker, lang in VOICES:
+        root = ASTERISK / folder
+        if not root.is_dir():
+            continue
+        files = [p for p in root.rglob("*") if p.suffix in (".wav", ".gsm") and p.is_file()]
+        # the largest files are the longest prompts (one codec per folder)
+        files = sorted(files, key=lambda p: (p.stat().st_size, p.name), reverse=True)
+        for p in files[:per_voice]:
+            x = load_audio(p, sample_rate=16000).numpy()
+            out.append((speaker, lang, f"{folder}/{p.stem}", x, 16000))
     try:
         import gradio
 
-        media = Path(gradio.__file__).parent / "media_assets" / "audio"
+        media: Path | None = Path(gradio.__file__).parent / "media_assets" / "audio"
     except ImportError:
         media = None
     if media is not None and media.is_dir():
@@ -59,7 +81,7 @@ def _segments() -> list[tuple[str, str, np.ndarray, int]]:
             x = x.mean(1)
             n = len(x) // halves
             for h in range(halves):
-                out.append((spk, f"{p.stem}-{h}", x[h * n : (h + 1) * n], sr))
+                out.append((spk, "en", f"{p.stem}-{h}", x[h * n : (h + 1) * n], sr))
     return out
 
 
@@ -77,45 +99,54 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", default=None, help="speaker checkpoint (default: shipped)")
+    ap.add_argument("--per-voice", type=int, default=20, help="prompts per Asterisk folder")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    segs = _segments()
+    segs = _segments(args.per_voice)
     speakers = sorted({s for s, *_ in segs})
     if len(speakers) < 2:
         raise SystemExit(f"Need recordings of at least two real speakers; found {speakers}.")
     model, cfg = load_checkpoint(args.checkpoint)
     extractor = _feature_extractor(cfg)
     feats = []
-    for _, _, x, sr in segs:
+    for _, _, _, x, sr in segs:
         y = soxr.resample(x, sr, cfg.sample_rate) if sr != cfg.sample_rate else x
         feats.append(
             _features(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)), extractor)
         )
     labels = [s for s, *_ in segs]
+    langs = np.array([lang for _, lang, *_ in segs])
+    same_lang = langs[:, None] == langs[None, :]
+    iu = np.triu_indices(len(segs), k=1)
     emb = embed_features(model, feats)
     base = torch.stack([torch.cat([f.mean(0), f.std(0)]) for f in feats])
     base = torch.nn.functional.normalize(base - base.mean(0, keepdim=True), dim=-1)
     rows = {}
-    for name, e in (("trained encoder (shipped)", emb), ("log-mel mean/std, no training", base)):
+    for name, e in (("trained encoder", emb), ("log-mel mean/std, no training", base)):
         sc, lab = _trials(e, labels)
+        keep = (lab == 1) | same_lang[iu]  # targets + same-language non-targets
         rows[name] = {
             "eer_percent": 100 * compute_eer(sc, lab),
+            "eer_same_language_percent": 100 * compute_eer(sc[keep], lab[keep]),
             "target_cos": float(sc[lab == 1].mean()),
             "nontarget_cos": float(sc[lab == 0].mean()),
             "targets": int(lab.sum()),
             "nontargets": int((1 - lab).sum()),
+            "nontargets_same_language": int(((lab == 0) & keep).sum()),
         }
     counts = {s: labels.count(s) for s in speakers}
     print(f"segments per speaker: {counts}")
     print(
-        "| embedding | EER (%) | mean target cos | mean non-target cos | trials (target / non-target) |"
+        "| embedding | EER (%) | EER, same-language non-targets (%) | mean target cos | "
+        "mean non-target cos | trials (target / non-target / same-language non-target) |"
     )
-    print("|---|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---|")
     for k, r in rows.items():
         print(
-            f"| {k} | {r['eer_percent']:.1f} | {r['target_cos']:.3f} | {r['nontarget_cos']:.3f} | "
-            f"{r['targets']} / {r['nontargets']} |"
+            f"| {k} | {r['eer_percent']:.1f} | {r['eer_same_language_percent']:.1f} | "
+            f"{r['target_cos']:.3f} | {r['nontarget_cos']:.3f} | {r['targets']} / "
+            f"{r['nontargets']} / {r['nontargets_same_language']} |"
         )
     if args.json:
         Path(args.json).write_text(json.dumps({"segments": counts, "rows": rows}, indent=1))

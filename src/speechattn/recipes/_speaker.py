@@ -72,6 +72,9 @@ class SpeakerConfig:
     steps: 2.2%; 1000 steps: 0.75% and 1.27%). ``freq_mask`` / ``time_mask``
     (SpecAugment-style masking of one band of up to ``freq_mask`` mel bins and one span of up to
     ``time_mask`` frames per training crop) are off: they slowed convergence at 1000 steps.
+    ``augment_copies`` adds that many copies of every training utterance through a random channel
+    (:class:`speechattn.data.augment.ChannelAugment`: equaliser, room, telephone band, mu-law,
+    noise); held-out voices are never augmented.
     """
 
     train_speakers: int = 480
@@ -91,6 +94,7 @@ class SpeakerConfig:
     scale: float = 30.0
     freq_mask: int = 0
     time_mask: int = 0
+    augment_copies: int = 0
     poolings: list[str] = field(default_factory=lambda: list(POOLINGS))
 
     @classmethod
@@ -258,15 +262,28 @@ def _features(wave: Tensor, extractor: nn.Module) -> Tensor:
     return feats - feats.mean(0, keepdim=True)
 
 
-def _load_set(manifest: Path, cfg: SpeakerConfig) -> tuple[list[Tensor], list[str]]:
+def _load_set(
+    manifest: Path, cfg: SpeakerConfig, *, augment: set[str] | frozenset[str] = frozenset()
+) -> tuple[list[Tensor], list[str]]:
+    """Features and speaker of every utterance, plus ``cfg.augment_copies`` channel-augmented
+    copies of each utterance whose speaker is in ``augment`` (seeded by ``cfg.seed``)."""
     from speechattn.data.audio import load_audio
+    from speechattn.data.augment import ChannelAugment
     from speechattn.data.corpus import load_corpus
 
     extractor = _feature_extractor(cfg)
+    channel = ChannelAugment()
+    rng = np.random.default_rng(cfg.seed + 12345)
     feats, speakers = [], []
     for utt in load_corpus(manifest):
-        feats.append(_features(load_audio(utt.audio_path, sample_rate=cfg.sample_rate), extractor))
+        wave = load_audio(utt.audio_path, sample_rate=cfg.sample_rate)
+        feats.append(_features(wave, extractor))
         speakers.append(utt.speaker)
+        if utt.speaker in augment:
+            for _ in range(cfg.augment_copies):
+                noisy = channel(wave.numpy(), cfg.sample_rate, rng)
+                feats.append(_features(torch.from_numpy(noisy), extractor))
+                speakers.append(utt.speaker)
     return feats, speakers
 
 
@@ -487,8 +504,9 @@ def run_speaker(
             dist.barrier()
     else:
         manifest = Path(corpus)
-    feats, speakers = _load_set(manifest, cfg)
-    voices = sorted(set(speakers))
+    from speechattn.data.corpus import load_corpus
+
+    voices = sorted({utt.speaker for utt in load_corpus(manifest)})
     rng = random.Random(cfg.seed)
     rng.shuffle(voices)
     if len(voices) < 3:
@@ -496,6 +514,7 @@ def run_speaker(
     n_test = min(cfg.test_speakers, len(voices) // 3) if len(voices) < n_spk else cfg.test_speakers
     test_voices = set(voices[:n_test])
     train_voices = sorted(v for v in voices if v not in test_voices)
+    feats, speakers = _load_set(manifest, cfg, augment=set(train_voices))
     label_of = {v: i for i, v in enumerate(train_voices)}
     tr = [i for i, s in enumerate(speakers) if s in label_of]
     te = [i for i, s in enumerate(speakers) if s in test_voices]
@@ -662,6 +681,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "seed",
         "channels",
         "batch_size",
+        "augment_copies",
     ):
         val = getattr(args, key, None)
         if val is not None:

@@ -102,6 +102,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--channels", type=int, default=None)
     p.add_argument("--batch-size", dest="batch_size", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--augment-copies",
+        dest="augment_copies",
+        type=int,
+        default=None,
+        help="channel-augmented copies of each training utterance (telephone, noise, room, EQ)",
+    )
     p.add_argument("--save-checkpoint", default=None, help="save the best encoder here")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train)
