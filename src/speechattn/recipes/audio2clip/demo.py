@@ -56,6 +56,10 @@ class DemoConfig:
     ``ctc_weight`` x CTC of the caption's tokens from the encoder frames (an auxiliary linear
     head, used in training only and not saved).
     ``spec_augment`` masks random time spans and mel bands of the training features.
+
+    Defaults (5 epochs x 2000 fresh captions x 8 passes, 2480 steps; ~12 min on 2 free CPU cores):
+    a2t R@1 0.98 / 0.94 on 100 held-out captions spoken by training / held-out voices (seed 0;
+    3 epochs: 0.90 / 0.78). See benchmarks/RESULTS.md.
     """
 
     train_captions: int = 2000
@@ -68,7 +72,7 @@ class DemoConfig:
     hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 4
-    epochs: int = 3
+    epochs: int = 5
     batch_size: int = 32
     eval_every: int = 1
     log_every: int = 25

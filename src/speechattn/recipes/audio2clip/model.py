@@ -264,7 +264,9 @@ class AudioToTextEncoder(nn.Module):
         alone sees the convolution's zero padding (and the adapter's attention then spreads that to
         every frame). Zeroing the padded frames at each convolution's input makes a padded item's
         output equal the item run alone. The encoder's own conformer convolutions are causal and
-        masked by ``transformers``, so they need nothing.
+        masked by ``transformers``, so they need nothing. The lengths per adapter layer follow
+        ``transformers``' own formula, which assumes no adapter layer is dropped (``layerdrop`` 0,
+        as in :data:`SEED_ADAPTER_SETTINGS`).
         """
         adapter = getattr(self.encoder, "adapter", None)
         if adapter is None or not bool((feat_lengths < feat_lengths.max()).any()):
