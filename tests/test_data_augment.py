@@ -37,6 +37,8 @@ def test_telephone_band_keeps_the_band_only() -> None:
     assert _band_share(y, 4000, 8000) < 0.001
     with pytest.raises(ValueError, match="low_hz < high_hz"):
         telephone_band(_white(), SR, low_hz=3000, high_hz=300)
+    odd = _white(SR + 7).tolist()  # any sequence, any length: same length back
+    assert telephone_band(odd, SR).shape == (SR + 7,)  # type: ignore[arg-type]
 
 
 def test_mu_law_round_trip_error_is_bounded() -> None:

@@ -56,11 +56,12 @@ def telephone_band(
             f"Expected 0 < low_hz < high_hz < sample_rate / 2 = {sample_rate / 2}; "
             f"found low_hz={low_hz}, high_hz={high_hz}."
         )
+    n = x.size
     if narrowband_rate < sample_rate:
         x = resample(resample(x, sample_rate, narrowband_rate), narrowband_rate, sample_rate)
-        x = np.asarray(x[: wave.shape[0]], dtype=np.float64)
-        if x.size < wave.shape[0]:
-            x = np.pad(x, (0, wave.shape[0] - x.size))
+        x = np.asarray(x[:n], dtype=np.float64)
+        if x.size < n:
+            x = np.pad(x, (0, n - x.size))
     nyq = sample_rate / 2
     f = np.linspace(0, nyq, 512)
     # raised-cosine skirts one octave wide below low_hz, 10% of high_hz above it
