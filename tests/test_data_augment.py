@@ -127,3 +127,12 @@ def test_speaker_load_set_augments_training_speakers_only(tmp_path: Path) -> Non
             assert not np.allclose(aug[ptr + k].numpy(), feat.numpy(), atol=0.1)
         ptr += 1 + copies
     assert ptr == len(aug)
+
+
+def test_speaker_rejects_negative_augment_copies(tmp_path: Path) -> None:
+    from speechattn.recipes.speaker import SpeakerConfig, run_speaker
+
+    cfg = SpeakerConfig.quick()
+    cfg.augment_copies = -1
+    with pytest.raises(ValueError, match="augment_copies >= 0"):
+        run_speaker(cfg, tmp_path, progress=False)

@@ -204,3 +204,15 @@ def test_shipped_checkpoint_embeds(tmp_path: Path) -> None:
     for v in res.values():
         assert v.shape == (cfg.embed_dim,) and np.isfinite(v).all()
         assert np.linalg.norm(v) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_shipped_checkpoint_matches_the_documented_rebuild() -> None:
+    """The README rebuilds it with the defaults and ``--poolings ASTP``: its config must say so."""
+    from dataclasses import asdict
+
+    from speechattn.recipes.speaker import SpeakerConfig, load_checkpoint
+
+    _, cfg = load_checkpoint()
+    expected = asdict(SpeakerConfig())
+    expected["poolings"] = ["ASTP"]
+    assert asdict(cfg) == expected

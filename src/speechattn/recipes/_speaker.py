@@ -67,14 +67,18 @@ class SpeakerConfig:
     """Everything a run (and a checkpoint) needs; ``quick()`` gives the smoke-test sizes.
 
     The defaults (480 training + 40 held-out voices, 12 utterances each, 2000 steps of 48 crops,
-    TDNN with 64 channels) give 0.59% EER with ASTP on the held-out voices (0.77% and 0.65% on
+    TDNN with 64 channels), without augmentation, give 0.59% EER with ASTP on the held-out voices (0.77% and 0.65% on
     two other draws of 40 held-out voices); fewer voices or steps were clearly worse (120 voices / 300
     steps: 2.2%; 1000 steps: 0.75% and 1.27%). ``freq_mask`` / ``time_mask``
     (SpecAugment-style masking of one band of up to ``freq_mask`` mel bins and one span of up to
     ``time_mask`` frames per training crop) are off: they slowed convergence at 1000 steps.
-    ``augment_copies`` adds that many copies of every training utterance through a random channel
-    (:class:`speechattn.data.augment.ChannelAugment`: equaliser, room, telephone band, mu-law,
-    noise); held-out voices are never augmented.
+    ``augment_copies`` (default 2) adds that many copies of every training utterance through a
+    random channel (:class:`speechattn.data.augment.ChannelAugment`: equaliser, room, telephone
+    band, mu-law, noise); held-out voices are never augmented. It trades a little synthetic EER for
+    real voices: on 9 real speakers (``benchmarks/eval_speaker_real.py``) EER 28.5% without it,
+    15.5% with 2 copies (log-mel statistics: 34.3%); on the held-out synthetic voices ASTP gives
+    0.81% (1.25% on another draw of voices) against 0.59% (0.77%) without. 1 or 4 copies and 3000
+    steps were no better (figures in ``benchmarks/RESULTS.md``).
     """
 
     train_speakers: int = 480
@@ -94,7 +98,7 @@ class SpeakerConfig:
     scale: float = 30.0
     freq_mask: int = 0
     time_mask: int = 0
-    augment_copies: int = 0
+    augment_copies: int = 2
     poolings: list[str] = field(default_factory=lambda: list(POOLINGS))
 
     @classmethod
@@ -483,6 +487,8 @@ def run_speaker(
     """
     import torch.distributed as dist
 
+    if cfg.augment_copies < 0:
+        raise ValueError(f"Expected augment_copies >= 0; found {cfg.augment_copies}.")
     rank, world = _dist_info()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

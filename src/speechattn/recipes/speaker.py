@@ -107,7 +107,8 @@ def add_parser(sub: Any) -> None:
         dest="augment_copies",
         type=int,
         default=None,
-        help="channel-augmented copies of each training utterance (telephone, noise, room, EQ)",
+        help="channel-augmented copies of each training utterance (telephone, noise, room, EQ); "
+        "default 2, 0 turns augmentation off",
     )
     p.add_argument("--save-checkpoint", default=None, help="save the best encoder here")
     p.add_argument("--no-progress", action="store_true")
