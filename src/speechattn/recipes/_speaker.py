@@ -67,9 +67,9 @@ class SpeakerConfig:
     """Everything a run (and a checkpoint) needs; ``quick()`` gives the smoke-test sizes.
 
     The defaults (480 training + 40 held-out voices, 12 utterances each, 2000 steps of 48 crops,
-    TDNN with 64 channels), without augmentation, give 0.59% EER with ASTP on the held-out voices (0.77% and 0.65% on
-    two other draws of 40 held-out voices); fewer voices or steps were clearly worse (120 voices / 300
-    steps: 2.2%; 1000 steps: 0.75% and 1.27%). ``freq_mask`` / ``time_mask``
+    TDNN with 64 channels), without augmentation, give 0.59% EER with ASTP on the held-out voices
+    (0.77% and 0.65% on two other draws of 40 held-out voices); fewer voices or steps were clearly
+    worse (120 voices / 300 steps: 2.2%; 1000 steps: 0.75% and 1.27%). ``freq_mask`` / ``time_mask``
     (SpecAugment-style masking of one band of up to ``freq_mask`` mel bins and one span of up to
     ``time_mask`` frames per training crop) are off: they slowed convergence at 1000 steps.
     ``augment_copies`` (default 2) adds that many copies of every training utterance through a
