@@ -2,7 +2,8 @@
 
 Synthesises (once) a pool of espeak voices, caches the log-mels, holds out a fixed set of
 voices for scoring and trains one encoder per (recipe, pooling) on a prefix of the remaining
-voices. Prints EER / minDCF (cosine, and cosine after subtracting the training-set mean
+voices. With ``augment_copies`` > 0 (the recipe's default) the training voices' augmented copies
+are made per run, as ``speechattn speaker`` does; ``--set augment_copies=0`` uses the cache. Prints EER / minDCF (cosine, and cosine after subtracting the training-set mean
 embedding) and wall time; ``--json PATH`` appends the rows. Single-threaded by default.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/speaker_sweep.py --pool runs/pool520 \
@@ -66,16 +67,22 @@ def main() -> None:
             sample_rate=cfg.sample_rate,
             progress=False,
         )
-    cache = pool / f"feats_{cfg.n_mels}.pt"
-    if cache.exists():
-        feats, speakers = torch.load(cache)
-    else:
-        feats, speakers = S._load_set(manifest, cfg)
-        torch.save((feats, speakers), cache)
-    voices = sorted(set(speakers))
+    from speechattn.data.corpus import load_corpus
+
+    voices = sorted({u.speaker for u in load_corpus(manifest)})
     random.Random(args.split_seed).shuffle(voices)
     test_voices = set(voices[: args.test_speakers])
     train_voices = sorted(voices[args.test_speakers : args.test_speakers + args.train_speakers])
+    if cfg.augment_copies:
+        # augmented copies depend on the split and the seed: extracted per run, not cached
+        feats, speakers = S._load_set(manifest, cfg, augment=set(train_voices))
+    else:
+        cache = pool / f"feats_{cfg.n_mels}.pt"
+        if cache.exists():
+            feats, speakers = torch.load(cache)
+        else:
+            feats, speakers = S._load_set(manifest, cfg)
+            torch.save((feats, speakers), cache)
     label_of = {v: i for i, v in enumerate(train_voices)}
     tr = [i for i, s in enumerate(speakers) if s in label_of]
     te = [i for i, s in enumerate(speakers) if s in test_voices]
