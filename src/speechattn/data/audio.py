@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["AudioError", "decode_with_ffmpeg", "load_audio", "resample"]
+__all__ = ["AudioError", "check_waveform", "decode_with_ffmpeg", "load_audio", "resample"]
+
+# Peak amplitude below which a recording counts as silent (about -80 dBFS).
+SILENCE_PEAK = 1e-4
 
 
 class AudioError(ValueError):
@@ -114,3 +117,31 @@ def load_audio(path: str | os.PathLike[str], *, sample_rate: int | None) -> torc
     if sample_rate is not None:
         mono = resample(mono, int(sr), sample_rate)
     return torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
+
+
+def check_waveform(
+    waveform: torch.Tensor | np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    min_samples: int = 1,
+    allow_silence: bool = False,
+) -> None:
+    """Check that a decoded mono waveform ``(N,)`` is usable; raise :class:`AudioError` naming ``path``.
+
+    Usable means: at least ``min_samples`` samples (e.g. one STFT window), every sample finite,
+    and (unless ``allow_silence``) a peak amplitude above ``SILENCE_PEAK`` (about -80 dBFS).
+    Commands that walk a folder call this on each file and skip the file with one warning.
+    """
+    x = (
+        waveform.detach().cpu().numpy()
+        if isinstance(waveform, torch.Tensor)
+        else np.asarray(waveform)
+    )
+    n = int(x.shape[-1]) if x.ndim else 0
+    if n < min_samples:
+        raise AudioError(path, f"too short: {n} samples, at least {min_samples} needed")
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).sum())
+        raise AudioError(path, f"{bad} samples are NaN or infinite")
+    if not allow_silence and float(np.abs(x).max()) < SILENCE_PEAK:
+        raise AudioError(path, "silent (peak below -80 dBFS)")
