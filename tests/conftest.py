@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -13,3 +15,12 @@ _DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 @pytest.fixture(params=_DEVICES)
 def device(request: pytest.FixtureRequest) -> torch.device:
     return torch.device(request.param)
+
+
+@pytest.fixture
+def bad_inputs_dir(tmp_path: Path) -> Path:
+    """A folder corpus of bad audio (corrupt, empty, header-only, truncated, NaN, silent) and of
+    usable but awkward audio (stereo, 8 kHz, 48 kHz), each with a transcript (tests/bad_inputs.py)."""
+    from tests.bad_inputs import write_bad_inputs
+
+    return write_bad_inputs(tmp_path / "bad_inputs")

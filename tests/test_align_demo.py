@@ -54,7 +54,9 @@ def test_demo_quick_outputs_are_sane(demo_out: Path) -> None:
         assert len(d["phones"]) == len(d["durations_frames"]) - 2
 
 
-def test_align_command_trains_resumes_and_applies(demo_out: Path, tmp_path: Path) -> None:
+def test_align_command_trains_resumes_and_applies(
+    demo_out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from speechattn.data.textgrid import read_textgrid
 
     manifest = demo_out / "corpus" / "manifest.jsonl"
@@ -81,8 +83,11 @@ def test_align_command_trains_resumes_and_applies(demo_out: Path, tmp_path: Path
     ]
     assert main(args) == 0
     assert (out / "checkpoints" / "aligner.pt").exists()
-    with pytest.raises(ValueError, match="calibration"):
-        main([*args, "--calibration"])
+    capsys.readouterr()
+    assert main([*args, "--calibration"]) == 1  # one error line, no traceback
+    err = capsys.readouterr().err
+    assert "speechattn align: error: " in err and "calibration" in err
+    assert "Traceback" not in err
     tgs = sorted((out / "alignments").glob("*.TextGrid"))
     assert len(tgs) == 10
     words, phones = read_textgrid(tgs[0])

@@ -3,14 +3,23 @@
 Each subcommand lives in a module that exposes ``add_parser(subparsers)``; that function
 registers the subparser and sets ``func`` (called with the parsed namespace, returns an exit code).
 Modules keep heavy imports inside their functions so ``speechattn --help`` stays fast.
+
+Errors: :func:`main` turns every exception into one line ``speechattn <cmd>: error: <message>``
+on stderr and an exit status (2 for usage errors, 1 for failures); ``--debug`` (anywhere on the
+command line) or ``SPEECHATTN_DEBUG=1`` adds the full traceback. Ctrl-C prints where the run
+stopped and, for resumable commands, the command that resumes it, and exits with 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import platform
+import shlex
 import sys
+import traceback
+import warnings
 from collections.abc import Sequence
 
 __all__ = ["build_parser", "main"]
@@ -23,6 +32,11 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "speechattn.recipes.audio2clip.cli",
     "speechattn.recipes.audio2clip.app",
 )
+
+# Commands that continue from their checkpoint when run again with the same arguments.
+_RESUMABLE = ("align", "demo")
+# Options dropped from the printed resume command (they would throw the saved state away).
+_NOT_ON_RESUME = ("--overwrite",)
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -49,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Attention mechanisms for speech, and the jobs that show them working.",
     )
     parser.add_argument("--version", action="version", version=f"speechattn {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="print the full traceback of an error (also SPEECHATTN_DEBUG=1); "
+        "accepted anywhere on the command line",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p_info = sub.add_parser("info", help="version, torch, and which fast paths are available")
     p_info.set_defaults(func=_info)
@@ -57,14 +77,78 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_name(args: argparse.Namespace | None, argv: Sequence[str]) -> str:
+    """``"speechattn align"``, ``"speechattn audio2clip train"``...: the prefix of error lines."""
+    words = ["speechattn"]
+    if args is not None and getattr(args, "command", None):
+        words.append(str(args.command))
+        for key, value in sorted(vars(args).items()):
+            if key.endswith("_command") and key != "command" and isinstance(value, str):
+                words.append(value)
+    else:
+        words.extend(a for a in argv[:1] if not a.startswith("-"))
+    return " ".join(words)
+
+
+def _debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
+    env = os.environ.get("SPEECHATTN_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+    rest = [a for a in argv if a != "--debug"]
+    return env or len(rest) != len(argv), rest
+
+
+def _resume_command(argv: Sequence[str]) -> str:
+    kept = [a for a in argv if a not in _NOT_ON_RESUME and a != "--debug"]
+    return shlex.join(["speechattn", *kept])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``speechattn`` console script."""
+    """Entry point of the ``speechattn`` console script; returns the exit status."""
+    from speechattn._cli import CliError
+
+    raw = list(sys.argv[1:] if argv is None else argv)
+    debug, rest = _debug_requested(raw)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(rest)  # usage errors: argparse prints them and exits with 2
+    args.debug = debug
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    name = _command_name(args, rest)
+    try:
+        with warnings.catch_warnings():
+            if not debug:  # one line per warning: "speechattn align: warning: <file>: <why>"
+
+                def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+                    print(f"{name}: warning: {message}", file=file or sys.stderr)
+
+                warnings.showwarning = show
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt as exc:
+        where = str(exc).strip() or "stopped before the run finished"
+        if debug:
+            traceback.print_exc()
+        if args.command in _RESUMABLE:
+            hint = f"run the same command to resume: {_resume_command(raw)}"
+        else:
+            hint = "this command does not resume; run it again to start over"
+        print(f"{name}: interrupted: {where}; {hint}", file=sys.stderr)
+        return 130
+    except Exception as exc:  # every failure becomes one line (the traceback with --debug)
+        if debug:
+            traceback.print_exc()
+        status = exc.status if isinstance(exc, CliError) else 1
+        print(f"{name}: error: {_one_line(exc, debug)}", file=sys.stderr)
+        return status
+
+
+def _one_line(exc: BaseException, debug: bool) -> str:
+    from speechattn._cli import CliError
+
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, (CliError, ValueError, TypeError, OSError)):
+        return text
+    hint = "" if debug else " (run with --debug for the traceback)"
+    return f"{type(exc).__name__}: {text}{hint}"
 
 
 if __name__ == "__main__":  # pragma: no cover

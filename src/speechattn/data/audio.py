@@ -73,7 +73,14 @@ def decode_with_ffmpeg(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     return data, int(sr)
 
 
-def load_audio(path: str | os.PathLike[str], *, sample_rate: int | None) -> torch.Tensor:
+def load_audio(
+    path: str | os.PathLike[str],
+    *,
+    sample_rate: int | None,
+    validate: bool = False,
+    min_samples: int = 1,
+    allow_silence: bool = False,
+) -> torch.Tensor:
     """Read an audio file as a mono float32 tensor ``(N,)`` at ``sample_rate``.
 
     Any format libsndfile reads (wav, flac, ogg/vorbis/opus, mp3 with libsndfile >= 1.1); other
@@ -81,9 +88,16 @@ def load_audio(path: str | os.PathLike[str], *, sample_rate: int | None) -> torc
     ``PATH``. Multichannel audio is averaged to mono; other rates are resampled with soxr;
     ``sample_rate=None`` keeps the file's rate.
 
+    With ``validate=True`` the decoded (mono, resampled) waveform also goes through
+    :func:`check_waveform` (``min_samples``, finite samples, not silent unless
+    ``allow_silence``): commands that walk a folder call
+    ``load_audio(path, sample_rate=sr, validate=True, min_samples=n_fft)`` and skip a file
+    that raises :class:`AudioError` with one warning naming it.
+
     Raises:
         AudioError (a ``ValueError``): the file is missing, cannot be decoded, or holds no
-            samples; the message names the file.
+            samples; with ``validate=True`` also too short, NaN/inf samples, or silent. The
+            message names the file and the reason.
     """
     p = Path(path)
     if not p.is_file():
@@ -114,8 +128,12 @@ def load_audio(path: str | os.PathLike[str], *, sample_rate: int | None) -> torc
     if data.shape[0] == 0:
         raise AudioError(p, "audio file holds no samples")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if validate and not np.isfinite(mono).all():  # before soxr smears NaN over the file
+        check_waveform(mono, p, allow_silence=True)
     if sample_rate is not None:
         mono = resample(mono, int(sr), sample_rate)
+    if validate:
+        check_waveform(mono, p, min_samples=min_samples, allow_silence=allow_silence)
     return torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
 
 
@@ -139,7 +157,9 @@ def check_waveform(
     )
     n = int(x.shape[-1]) if x.ndim else 0
     if n < min_samples:
-        raise AudioError(path, f"too short: {n} samples, at least {min_samples} needed")
+        raise AudioError(
+            path, f"too short: {n} samples, at least {min_samples} needed (one analysis frame)"
+        )
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).sum())
         raise AudioError(path, f"{bad} samples are NaN or infinite")

@@ -88,7 +88,7 @@ class _Problems:
             more = f" (and {len(self.items) - 5} more)" if len(self.items) > 5 else ""
             warnings.warn(
                 f"load_corpus({str(source)!r}) skipped {len(self.items)} bad entries: {head}{more}",
-                stacklevel=3,
+                stacklevel=4,
             )
 
 
@@ -340,6 +340,7 @@ def load_corpus(
     *,
     on_error: str = "warn",
     check_audio: bool = True,
+    problems: list[str] | None = None,
 ) -> list[Utterance]:
     """Read a corpus: a manifest.jsonl, an LJSpeech metadata.csv, a folder, or ``"asterisk"``.
 
@@ -350,7 +351,10 @@ def load_corpus(
             (skip silently) or ``"raise"`` (:class:`CorpusError`, a ``ValueError`` naming the
             file, at the first bad entry).
         check_audio: open each audio header (soundfile) to catch missing/corrupt files now
-            rather than mid-epoch.
+            rather than mid-epoch. The samples themselves are checked when they are read
+            (:func:`speechattn.data.audio.load_audio` with ``validate=True``).
+        problems: a list that receives one ``"<file>: <reason>"`` line per skipped entry
+            (for the caller's summary counts).
 
     Returns:
         Utterances sorted by id.
@@ -362,7 +366,17 @@ def load_corpus(
     """
     if on_error not in ("warn", "skip", "raise"):
         raise ValueError(f"Expected on_error to be 'warn', 'skip' or 'raise'; found {on_error!r}.")
-    problems = _Problems(on_error)
+    found = _Problems(on_error)
+    try:
+        return _load_corpus(path, found, check_audio)
+    finally:
+        if problems is not None:
+            problems.extend(found.items)
+
+
+def _load_corpus(
+    path: str | os.PathLike[str], problems: _Problems, check_audio: bool
+) -> list[Utterance]:
     if str(path) == "asterisk":
         utts = _read_asterisk(problems, check_audio)
         problems.report(str(path))

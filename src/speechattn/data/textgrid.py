@@ -1,7 +1,11 @@
-"""Alignments on disk: Praat TextGrid (through praatio 6) and JSON.
+"""Alignments on disk: Praat TextGrid (through praatio 6), JSON and CTM.
 
-TextGrids have two interval tiers, ``words`` and ``phones``; gaps (pauses) are written as blank
-intervals and dropped again on reading. Praat cannot hold zero-length intervals (espeak emits a
+TextGrids have two interval tiers named as the Montreal Forced Aligner names them, ``words`` and
+``phones``, so tools built for MFA output read ours; gaps (pauses) are written as blank
+intervals and dropped again on reading. The reader also takes MFA's multi-speaker tier names
+(``<speaker> - words``) and singular or capitalised names (``word``, ``Phones``). CTM (Kaldi/NIST
+time-marked conversation) files hold one ``<utterance> <channel> <start> <duration> <label>``
+line per interval. Praat cannot hold zero-length intervals (espeak emits a
 few, e.g. an elided /l/): :func:`write_textgrid` gives each one ``min_interval`` seconds taken
 from the end of the interval before it (or from the start of the next), so times read back
 differ from the originals by at most ``min_interval`` for those intervals and their neighbours.
@@ -19,10 +23,14 @@ from speechattn.data.synth import Interval
 
 __all__ = [
     "read_alignment_json",
+    "read_ctm",
     "read_textgrid",
     "write_alignment_json",
+    "write_ctm",
     "write_textgrid",
 ]
+
+TIER_NAMES = ("words", "phones")
 
 
 def _as_intervals(items: Sequence[Any], name: str) -> list[Interval]:
@@ -122,12 +130,14 @@ def read_textgrid(path: str | os.PathLike[str]) -> tuple[list[Interval], list[In
     except Exception as exc:
         raise ValueError(f"{p}: could not parse TextGrid ({exc})") from exc
     out = []
-    for name in ("words", "phones"):
-        if name not in tg.tierNames:
+    for name in TIER_NAMES:
+        found = _find_tier(list(tg.tierNames), name)
+        if found is None:
             raise ValueError(
-                f"{p}: expected a tier named {name!r}; found tiers {list(tg.tierNames)}."
+                f"{p}: expected a tier named {name!r} (or {name[:-1]!r}, '<speaker> - {name}'); "
+                f"found tiers {list(tg.tierNames)}."
             )
-        tier = tg.getTier(name)
+        tier = tg.getTier(found)
         out.append(
             [
                 Interval(float(e.start), float(e.end), str(e.label))
@@ -136,6 +146,60 @@ def read_textgrid(path: str | os.PathLike[str]) -> tuple[list[Interval], list[In
             ]
         )
     return out[0], out[1]
+
+
+def _find_tier(names: list[str], want: str) -> str | None:
+    """The tier holding ``want`` (``words``/``phones``): exact name first, then MFA's
+    ``<speaker> - words``, then singular or capitalised spellings."""
+    if want in names:
+        return want
+    ok = {want, want[:-1]}
+    for n in names:
+        base = n.rsplit(" - ", 1)[-1].strip().lower()
+        if base in ok:
+            return n
+    return None
+
+
+def write_ctm(
+    path: str | os.PathLike[str],
+    intervals: Sequence[Any],
+    *,
+    utterance_id: str,
+    channel: int = 1,
+) -> Path:
+    """Write ``(start, end, label)`` items as CTM lines ``<id> <channel> <start> <dur> <label>``.
+
+    Times are in seconds with 3 decimals; labels may not contain whitespace (it is replaced by
+    ``_``), nor may the utterance id.
+    """
+    ivs = _as_intervals(intervals, "intervals")
+    uid = "_".join(str(utterance_id).split()) or "utt"
+    lines = []
+    for iv in ivs:
+        label = "_".join(iv.label.split()) or "<unk>"
+        lines.append(f"{uid} {int(channel)} {iv.start:.3f} {iv.end - iv.start:.3f} {label}")
+    out = Path(path)
+    out.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
+    return out
+
+
+def read_ctm(path: str | os.PathLike[str]) -> dict[str, list[Interval]]:
+    """Read a CTM file: utterance id -> its ``Interval`` items (in file order)."""
+    p = Path(path)
+    out: dict[str, list[Interval]] = {}
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith(";;"):
+            continue
+        parts = line.split()
+        if len(parts) < 5:
+            raise ValueError(f"{p}:{n}: expected '<id> <channel> <start> <duration> <label>'.")
+        try:
+            start, dur = float(parts[2]), float(parts[3])
+        except ValueError as exc:
+            raise ValueError(f"{p}:{n}: start and duration must be numbers.") from exc
+        out.setdefault(parts[0], []).append(Interval(start, start + dur, parts[4]))
+    return out
 
 
 def write_alignment_json(

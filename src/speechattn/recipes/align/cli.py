@@ -3,9 +3,42 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
+from speechattn._cli import (
+    CliError,
+    add_hidden_alias,
+    parse_overrides,
+    positive_float,
+    positive_int,
+)
+
 __all__ = ["add_parser"]
+
+_FORMATS = ("textgrid", "json", "ctm")
+_KINDS = ("sma", "fs", "mha")
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(t.strip().lower() for t in text.split(",") if t.strip()))
+    bad = [n for n in names if n not in _FORMATS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma list of {', '.join(_FORMATS)}; found {text!r}"
+        )
+    return names
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [n for n in names if n not in _KINDS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma list of {', '.join(_KINDS)}; found {text!r}"
+        )
+    return names
+
 
 _PRIORS = ("none", "diagonal", "beta-binomial")
 
@@ -15,6 +48,8 @@ def _demo(args: argparse.Namespace) -> int:
     from speechattn.recipes.align.report import metrics_table_text
 
     cfg = DemoConfig.quick() if args.quick else DemoConfig()
+    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    cfg = dataclasses.replace(cfg, **parse_overrides(args.set, fields))
     if args.utterances is not None:
         cfg.utterances = args.utterances
     if args.speakers is not None:
@@ -24,7 +59,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.threads is not None:
         cfg.threads = args.threads
     if args.kinds:
-        cfg.kinds = tuple(args.kinds.split(","))
+        cfg.kinds = args.kinds
     cfg.mha_prior = args.prior
     cfg.seed = args.seed
     if args.minutes_per_aligner is not None:
@@ -34,6 +69,7 @@ def _demo(args: argparse.Namespace) -> int:
         cfg,
         export=Path(args.export) if args.export else None,
         progress=not args.no_progress,
+        overwrite=args.overwrite,
     )
     print()
     print(metrics_table_text(res["table"]))
@@ -47,7 +83,23 @@ def _demo(args: argparse.Namespace) -> int:
 def _align(args: argparse.Namespace) -> int:
     from speechattn.recipes.align.pipeline import run_align
     from speechattn.recipes.align.report import metrics_table_text
+    from speechattn.recipes.align.train import TrainConfig
 
+    if args.out is None:
+        raise CliError("the following arguments are required: --out", status=2)
+    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
+        raise CliError(
+            f"--checkpoint {args.checkpoint}: no such file; pass an aligner written by "
+            "`speechattn align` (OUT/aligner.pt) or leave it out for the shipped one",
+            status=2,
+        )
+    if args.no_adapt and args.steps is not None:
+        raise CliError("--steps has no effect with --no-adapt (nothing is trained)", status=2)
+    tfields = {
+        f.name: getattr(TrainConfig(), f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if f.name not in ("steps", "seed")
+    }
     res = run_align(
         Path(args.data),
         Path(args.out),
@@ -62,11 +114,30 @@ def _align(args: argparse.Namespace) -> int:
         prior=args.prior,
         calibration=args.calibration,
         progress=not args.no_progress,
+        overwrite=args.overwrite,
+        formats=tuple(dict.fromkeys([*args.format, *(["ctm"] if args.ctm else [])])),
+        train_overrides=parse_overrides(args.set, tfields),
     )
     if res:
         print(metrics_table_text(res["table"]))
+        skipped = res["summary"].get("skipped", 0)
+        if skipped:
+            print(f"skipped: {skipped} file(s) (see the warnings above)")
         print(f"report: {res['report']}")
     return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    """Options every alignment command shares (the project's CLI convention)."""
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_hidden_alias(p, "--quiet", "no_progress", action="store_true")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the outputs of an earlier, different run in --out first (without it such "
+        "a folder is refused; the same run resumes)",
+    )
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -81,18 +152,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", default="speechattn-demo", help="output directory (default: %(default)s)"
     )
+    add_hidden_alias(p, "--out-dir", "out")
+    add_hidden_alias(p, "--output-dir", "out")
     p.add_argument(
         "--quick", action="store_true", help="a tiny run (about a minute) for smoke tests"
     )
-    p.add_argument("--utterances", type=int, default=None, help="corpus size")
-    p.add_argument("--speakers", type=int, default=None, help="number of synthetic voices")
-    p.add_argument("--steps", type=int, default=None, help="training steps per aligner")
-    p.add_argument("--threads", type=int, default=None, help="torch threads and synthesis workers")
-    p.add_argument("--kinds", default=None, help="comma list of aligners: sma,fs,mha")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--utterances", type=positive_int, default=None, help="corpus size")
+    p.add_argument("--speakers", type=positive_int, default=None, help="number of synthetic voices")
+    p.add_argument("--steps", type=positive_int, default=None, help="training steps per aligner")
+    p.add_argument(
+        "--threads", type=positive_int, default=None, help="torch threads and synthesis workers"
+    )
+    p.add_argument(
+        "--kinds", type=_kinds, default=None, help="comma list of aligners from sma,fs,mha"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        default=[],
+        help="override a demo setting (repeatable), e.g. --set dim=96 --set batch_size=8",
+    )
     p.add_argument(
         "--minutes-per-aligner",
-        type=float,
+        type=positive_float,
         default=None,
         help="stop each aligner's training after this",
     )
@@ -107,7 +190,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "baseline), diagonal (linear penalty on |t/T - u/U|, Speech-Transformer) or beta-binomial "
         "(RAD-TTS); the other aligners are unchanged (default: %(default)s)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _common(p)
     p.set_defaults(func=_demo)
 
     a = sub.add_parser(
@@ -118,14 +201,46 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "*.json and OUT/report.html. Resumable: re-running continues an interrupted adaptation/training.",
     )
     a.add_argument("data", help="corpus directory, metadata.csv or manifest.jsonl")
-    a.add_argument("--out", required=True, help="output directory")
+    a.add_argument(
+        "--out",
+        default=None,
+        help="output directory, required (one run per folder: the same run resumes, another is "
+        "refused unless --overwrite)",
+    )
+    add_hidden_alias(a, "--out-dir", "out")
+    add_hidden_alias(a, "--output-dir", "out")
     a.add_argument("--checkpoint", default=None, help="aligner to apply (default: the shipped one)")
     g = a.add_mutually_exclusive_group()
     g.add_argument("--no-adapt", action="store_true", help="apply the aligner as is")
     g.add_argument("--from-scratch", action="store_true", help="train a new aligner on this corpus")
-    a.add_argument("--steps", type=int, default=None, help="adaptation/training steps")
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--threads", type=int, default=2)
+    a.add_argument(
+        "--steps",
+        type=positive_int,
+        default=None,
+        help="adaptation/training steps (default: 150 to adapt, 600 from scratch)",
+    )
+    a.add_argument(
+        "--threads", type=positive_int, default=2, help="torch threads (default: %(default)s)"
+    )
+    a.add_argument(
+        "--format",
+        type=_formats,
+        default=("textgrid", "json"),
+        metavar="LIST",
+        help="alignment files to write, a comma list of textgrid (tiers 'words' and 'phones', "
+        "as the Montreal Forced Aligner names them), json, ctm (default: textgrid,json)",
+    )
+    a.add_argument(
+        "--ctm", action="store_true", help="also write CTM files (same as adding ctm to --format)"
+    )
+    a.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        default=[],
+        help="override a training setting (repeatable): lr, batch_size, warmup, weight_decay, "
+        "grad_clip, checkpoint_every, max_seconds",
+    )
     a.add_argument(
         "--word-silences",
         action="store_true",
@@ -152,5 +267,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "voices' labels; the shipped one maps onto espeak-ng's convention, e.g. a stop starts at "
         "its burst). Off by default: real speech is usually labelled with the closure in the stop",
     )
-    a.add_argument("--no-progress", action="store_true")
+    _common(a)
     a.set_defaults(func=_align)

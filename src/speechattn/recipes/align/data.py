@@ -110,7 +110,9 @@ def build_items(
     """Load audio, compute log-mels, phonemize text and map to symbol ids.
 
     Words the front end cannot pronounce (no phones) are dropped with a warning; an utterance with
-    no pronounceable word, or fewer frames than tokens, is skipped with a warning.
+    no pronounceable word, fewer frames than tokens, or unusable audio (undecodable, shorter than
+    one frame, NaN/inf samples, silent: :func:`speechattn.data.audio.load_audio` with
+    ``validate=True``) is skipped with one warning naming it.
 
     Args:
         utterances: :class:`speechattn.data.corpus.Utterance` objects.
@@ -120,7 +122,7 @@ def build_items(
         voice: espeak voice/language for the phonemizer, or a function of the utterance (synthetic
             corpora pass the utterance's voice so phones line up with the ground truth).
     """
-    from speechattn.data.audio import load_audio
+    from speechattn.data.audio import AudioError, load_audio
     from speechattn.data.features import LogMelSpectrogram
 
     mel_fn = LogMelSpectrogram(
@@ -182,7 +184,17 @@ def build_items(
             )
             skipped += 1
             continue
-        wav = load_audio(utt.audio_path, sample_rate=config.sample_rate)
+        try:  # one bad file never stops the run: skip it with one warning naming it
+            wav = load_audio(
+                utt.audio_path,
+                sample_rate=config.sample_rate,
+                validate=True,
+                min_samples=config.n_fft,
+            )
+        except AudioError as exc:
+            warnings.warn(f"{utt.id}: skipped: {exc}", stacklevel=2)
+            skipped += 1
+            continue
         with torch.no_grad():
             mel = mel_fn(wav.unsqueeze(0))[0]
         mel = (mel - mel.mean(0, keepdim=True)) / (mel.std(0, keepdim=True) + 1e-3)

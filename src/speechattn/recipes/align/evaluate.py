@@ -22,6 +22,7 @@ from speechattn.recipes.align.calibrate import BoundaryOffsets, shift_edges
 from speechattn.recipes.align.data import SIL, SP, AlignItem, FeatureConfig, collate_items
 
 __all__ = [
+    "ALIGNMENT_FORMATS",
     "AlignmentResult",
     "Metrics",
     "align_items",
@@ -211,10 +212,25 @@ def score(results: Sequence[AlignmentResult]) -> Metrics:
     return m
 
 
+ALIGNMENT_FORMATS = ("textgrid", "json", "ctm")
+
+
 def write_alignment(
-    result: AlignmentResult, out_dir: Path, config: FeatureConfig
-) -> tuple[Path, Path]:
-    """Write ``<id>.TextGrid`` (word and phone tiers) and ``<id>.json`` for one utterance."""
+    result: AlignmentResult,
+    out_dir: Path,
+    config: FeatureConfig,
+    *,
+    formats: Sequence[str] = ("textgrid", "json"),
+) -> tuple[Path, ...]:
+    """Write one utterance's alignment in each of ``formats`` (paths returned in that order).
+
+    ``textgrid``: ``<id>.TextGrid`` with ``words`` and ``phones`` tiers (the Montreal Forced
+    Aligner's names); ``json``: ``<id>.json``; ``ctm``: ``<id>.ctm`` (words) and
+    ``<id>.phones.ctm`` (phones), lines ``<id> 1 <start> <duration> <label>``.
+    """
+    unknown = [f for f in formats if f not in ALIGNMENT_FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"Expected formats from {ALIGNMENT_FORMATS}; found {tuple(formats)!r}.")
     out_dir.mkdir(parents=True, exist_ok=True)
     item = result.item
     duration = item.num_samples / config.sample_rate
@@ -225,6 +241,22 @@ def write_alignment(
     js = out_dir / f"{safe}.json"
     words = [(a, min(b, xmax), w) for a, b, w in result.words]
     phones = [(a, min(b, xmax), p) for a, b, p in result.phones]
+    written: list[Path] = []
+    if "textgrid" in formats:
+        _write_textgrid(tg, words, phones, xmax)
+        written.append(tg)
+    if "json" in formats:
+        _write_json(js, result, config)
+        written.append(js)
+    if "ctm" in formats:
+        from speechattn.data.textgrid import write_ctm
+
+        written.append(write_ctm(out_dir / f"{safe}.ctm", words, utterance_id=safe))
+        written.append(write_ctm(out_dir / f"{safe}.phones.ctm", phones, utterance_id=safe))
+    return tuple(written)
+
+
+def _write_textgrid(tg: Path, words: list, phones: list, xmax: float) -> None:
     try:
         from speechattn.data.synth import Interval
         from speechattn.data.textgrid import write_textgrid
@@ -237,6 +269,10 @@ def write_alignment(
             phones=[Interval(*p) for p in phones],
             duration=xmax,
         )
+
+
+def _write_json(js: Path, result: AlignmentResult, config: FeatureConfig) -> None:
+    item = result.item
     payload = {
         "id": item.id,
         "text": item.text,
@@ -252,7 +288,6 @@ def write_alignment(
     tmp = js.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False))
     tmp.replace(js)
-    return tg, js
 
 
 def _write_textgrid_praatio(path: Path, words: list, phones: list, xmax: float) -> None:

@@ -27,7 +27,20 @@ from speechattn.recipes.align.evaluate import (
     write_alignment,
 )
 from speechattn.recipes.align.model import AlignerConfig, TextMelAligner
-from speechattn.recipes.align.train import TrainConfig, dist_info, save_checkpoint, train_aligner
+from speechattn.recipes.align.outputs import (
+    clear_outputs,
+    corpus_fingerprint,
+    file_digest,
+    prepare_output,
+    remove_stale_alignments,
+)
+from speechattn.recipes.align.train import (
+    TrainConfig,
+    dist_info,
+    load_checkpoint,
+    save_checkpoint,
+    train_aligner,
+)
 
 __all__ = [
     "DEFAULT_ASSET",
@@ -99,14 +112,23 @@ def save_aligner(
 
 
 def load_aligner(path: Path | None = None) -> tuple[TextMelAligner, dict, FeatureConfig, dict]:
-    """Load an aligner saved by :func:`save_aligner` (default: the shipped English aligner)."""
+    """Load an aligner saved by :func:`save_aligner` (default: the shipped English aligner).
+
+    The file is read with ``torch.load(..., weights_only=True)``: a checkpoint that would need
+    arbitrary unpickling (and could run code) is refused with a ``ValueError`` naming it.
+    """
     p = DEFAULT_ASSET if path is None else Path(path)
-    if not p.exists():
+    if not p.is_file():
         raise FileNotFoundError(
             f"No aligner at {p}. Train one with `speechattn align DATA --from-scratch` or rebuild the "
             "shipped one (see README, 'Rebuilding the shipped aligner')."
         )
-    ck = torch.load(p, map_location="cpu", weights_only=False)
+    ck = load_checkpoint(p)
+    if "state_dict" not in ck and "model" not in ck:
+        raise ValueError(
+            f"{p}: not an aligner checkpoint (expected 'state_dict' or 'model'; found keys "
+            f"{sorted(ck)[:8]}). Pass a file written by `speechattn align` or `speechattn demo`."
+        )
     if "state_dict" not in ck and "model" in ck:  # a training checkpoint
         ck = {
             "model_config": ck["model_config"],
@@ -188,9 +210,20 @@ def _oracle(items: Sequence[AlignItem], cfg: FeatureConfig) -> list[AlignmentRes
 
 
 def run_demo(
-    out: Path, config: DemoConfig, *, export: Path | None = None, progress: bool = True, log=print
+    out: Path,
+    config: DemoConfig,
+    *,
+    export: Path | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    log=print,
 ) -> dict:
     """Synthesize a corpus, train the SMA aligner and baselines, evaluate, write the report.
+
+    Running again in the same ``out`` reuses its corpus and resumes each aligner's checkpoint
+    when it belongs to the same settings (otherwise
+    :class:`~speechattn.recipes.align.train.CheckpointMismatch`); ``overwrite`` first deletes
+    the earlier run's outputs, its corpus included.
 
     Returns a dict with the report path, the metrics table and timings.
     """
@@ -201,6 +234,15 @@ def run_demo(
     t_start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        import shutil
+
+        removed = clear_outputs(out)
+        if (out / "corpus").is_dir():
+            shutil.rmtree(out / "corpus")
+            removed.append(out / "corpus")
+        if removed:
+            log(f"--overwrite: removed the earlier run's outputs from {out}")
     feats = FeatureConfig()
     corpus_dir = out / "corpus"
     manifest = corpus_dir / "manifest.jsonl"
@@ -218,6 +260,7 @@ def run_demo(
             progress=progress,
         )
     utts = load_corpus(manifest)
+    fingerprint = corpus_fingerprint(utts)
     symbols = new_symbol_table()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -264,7 +307,11 @@ def run_demo(
             train,
             tcfg,
             checkpoint=out / "checkpoints" / f"{kind}.pt",
-            extra_state={"symbols": symbols, "features": asdict(feats)},
+            extra_state={
+                "symbols": symbols,
+                "features": asdict(feats),
+                "run": {"corpus": fingerprint},
+            },
             progress=progress,
             desc=f"train {kind}",
             on_eval=probe if config.eval_every else None,
@@ -407,6 +454,9 @@ def run_align(
     prior: str | None = None,
     calibration: bool = False,
     progress: bool = True,
+    overwrite: bool = False,
+    formats: Sequence[str] = ("textgrid", "json"),
+    train_overrides: dict[str, Any] | None = None,
     log=print,
 ) -> dict:
     """Align a corpus: train from scratch, or apply (and by default adapt) a trained aligner.
@@ -416,14 +466,25 @@ def run_align(
     ``calibration``: apply the loaded aligner's boundary offsets (fitted on its training voices'
     labels, see :mod:`~speechattn.recipes.align.calibrate`) when it has them; a model trained
     from scratch here has none.
+
+    Output folder: ``out`` holds one run (see :mod:`~speechattn.recipes.align.outputs`). Running
+    again with the same corpus, settings and seed resumes; anything else raises
+    :class:`~speechattn.recipes.align.outputs.OutputFolderError` unless ``overwrite``, which
+    first deletes the earlier run's outputs. Alignment files this run did not write are removed
+    from ``out/alignments`` with a note, so none sits beside the new ones.
+
+    Unusable files (undecodable, shorter than one frame, NaN samples, silent, no pronounceable
+    text) are skipped with one warning each and counted in the summary; a ``ValueError`` only
+    when nothing usable is left. ``formats``: any of ``textgrid``, ``json``, ``ctm``.
     """
     from speechattn.data.corpus import load_corpus
 
     torch.set_num_threads(max(1, threads))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    utts = load_corpus(data)
-    rank, _world = dist_info()
+    corpus_problems: list[str] = []
+    utts = load_corpus(data, problems=corpus_problems)
+    rank, world = dist_info()
     if from_scratch:
         feats = FeatureConfig(word_silences=word_silences)
         symbols = new_symbol_table()
@@ -439,6 +500,8 @@ def run_align(
         init = None
         shipped_offsets = None
         n_steps = steps if steps is not None else 600
+        mode = "from-scratch"
+        init_id = None
     else:
         model, symbols, feats, info = load_aligner(checkpoint)
         shipped_offsets = BoundaryOffsets.from_dict(info.get("boundary_offsets"))
@@ -453,6 +516,8 @@ def run_align(
         mcfg = model.config
         init = model.state_dict()
         n_steps = (steps if steps is not None else 150) if adapt else 0
+        mode = "adapt" if adapt else "apply"
+        init_id = file_digest(DEFAULT_ASSET if checkpoint is None else Path(checkpoint))
     if calibration and shipped_offsets is None:
         raise ValueError(
             "Expected an aligner with a boundary calibration table for --calibration; found "
@@ -475,20 +540,53 @@ def run_align(
             model = TextMelAligner(mcfg)
             model.load_state_dict(init)
             model.eval()
+    skipped = len(corpus_problems) + len(utts) - len(items)
     if not items:
-        raise ValueError(f"No usable utterance in {data} (see the warnings above).")
-    log(f"{len(items)} utterances from {data}")
+        raise ValueError(
+            f"No usable utterance in {data}: all {skipped} were skipped (see the warnings "
+            "above); fix or remove those files."
+        )
+    record = {
+        "corpus": corpus_fingerprint(utts),
+        "symbols": sorted(symbols, key=lambda k: symbols[k]),
+        "model_config": mcfg.to_dict(),
+        "features": asdict(feats),
+        "seed": int(seed),
+        "mode": mode,
+        "init": init_id,
+    }
+    if rank == 0:
+        state = prepare_output(out, record, overwrite=overwrite)
+        if state == "resume":
+            log(f"{out} holds this run already: continuing it")
+        elif state == "overwrite":
+            log(f"--overwrite: removed the earlier run's outputs from {out}")
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # the other ranks wait until rank 0 has checked or cleared the folder
+    log(
+        f"{len(items)} utterances from {data}"
+        + (f" ({skipped} skipped, see the warnings above)" if skipped else "")
+    )
     if n_steps > 0:
+        tcfg = TrainConfig(
+            steps=n_steps, seed=seed, lr=1e-3 if init is not None else 2e-3, warmup=10
+        )
+        if train_overrides:
+            tcfg = dataclasses.replace(tcfg, **train_overrides)
         res = train_aligner(
             mcfg,
             items,
-            TrainConfig(steps=n_steps, seed=seed, lr=1e-3 if init is not None else 2e-3, warmup=10),
+            tcfg,
             checkpoint=out / "checkpoints" / "aligner.pt",
-            extra_state={"symbols": symbols, "features": asdict(feats)},
+            extra_state={"symbols": symbols, "features": asdict(feats), "run": record},
             init_state=init,
             progress=progress,
             desc="adapt" if init is not None else "train",
         )
+        if res.resumed_from:
+            log(f"resumed from step {res.resumed_from} of {tcfg.steps}")
         model = res.model
     if rank != 0:
         return {}
@@ -497,8 +595,16 @@ def run_align(
         log(
             f"boundary calibration: {len(offs.pair)} contexts (fitted on the aligner's training labels)"
         )
+    written: list[Path] = []
     for r in results:
-        write_alignment(r, out / "alignments", feats)
+        written.extend(write_alignment(r, out / "alignments", feats, formats=formats))
+    stale = remove_stale_alignments(out / "alignments", written)
+    if stale:
+        warnings.warn(
+            f"removed {len(stale)} alignment file(s) from {out / 'alignments'} that this run did "
+            f"not write (e.g. {stale[0].name}; an earlier format)",
+            stacklevel=2,
+        )
     table = {"corpus": {ALIGNER_NAMES.get(model.config.kind, model.config.kind): score(results)}}
     if any(it.gt_phones is not None for it in items):
         table["corpus"]["uniform"] = score(align_items("uniform", items, feats))
@@ -514,10 +620,20 @@ def run_align(
     )
     summary = {
         "utterances": len(results),
+        "skipped": skipped,
         "alignments": str(out / "alignments"),
+        "formats": ",".join(formats),
         "boundary calibration": "on" if offs is not None else "off",
     }
     ex = {"aligner": results[0]} if results else {}
-    report = write_report_safe(out, table, ex, {}, feats, summary, [])
+    notes = (
+        [
+            f"{skipped} file(s) of the corpus were skipped (unreadable, too short, NaN samples, "
+            "silent or without pronounceable text); the command's warnings name each one."
+        ]
+        if skipped
+        else []
+    )
+    report = write_report_safe(out, table, ex, {}, feats, summary, notes)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    return {"report": report, "table": table}
+    return {"report": report, "table": table, "summary": summary}

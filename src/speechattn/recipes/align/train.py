@@ -1,9 +1,13 @@
 """Training loop for the aligners: resumable (atomic checkpoints), seeded, DDP-ready, with progress bars.
 
-Resuming: every ``checkpoint_every`` steps (and at the end) the model, optimiser, step, history and
-RNG state go to ``<out>/<name>.pt`` through a temporary file and ``os.replace`` (atomic on POSIX), so
-an interrupted run that is started again continues from the last checkpoint and loses at most
-``checkpoint_every`` steps. Batches are drawn from a generator seeded by ``(seed, step)``, so a resumed
+Resuming: every ``checkpoint_every`` steps, at the end, and on Ctrl-C the model, optimiser, step,
+history and RNG state go to ``<out>/<name>.pt`` through a temporary file and ``os.replace`` (atomic
+on POSIX), so an interrupted run that is started again continues from the last checkpoint and loses
+at most ``checkpoint_every`` steps. A checkpoint is resumed only when it belongs to the same run
+(model config, seed and every entry of ``extra_state``: symbols, front end, corpus fingerprint);
+otherwise :class:`CheckpointMismatch` says what differs. Checkpoints hold only tensors, dicts,
+lists, numbers and strings, and are read with ``torch.load(..., weights_only=True)``: a file that
+needs arbitrary unpickling is refused, never executed. Batches are drawn from a generator seeded by ``(seed, step)``, so a resumed
 run sees the same batches as an uninterrupted one.
 
 Multi-process: under ``torchrun`` (``WORLD_SIZE > 1``) the process group is initialised on gloo (CPU)
@@ -27,6 +31,7 @@ from speechattn.recipes.align.data import AlignItem, collate_items
 from speechattn.recipes.align.model import AlignerConfig, TextMelAligner
 
 __all__ = [
+    "CheckpointMismatch",
     "TrainConfig",
     "TrainResult",
     "dist_info",
@@ -71,6 +76,10 @@ def dist_info() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+class CheckpointMismatch(ValueError):
+    """An existing checkpoint belongs to another run; the message lists what differs."""
+
+
 def save_checkpoint(path: Path, payload: dict) -> None:
     """Atomic save: write ``path.tmp`` then ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,7 +89,50 @@ def save_checkpoint(path: Path, payload: dict) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """Read a checkpoint with ``weights_only=True`` (no code runs from the file).
+
+    Raises:
+        ValueError: the file cannot be read that way (corrupt, not a checkpoint, or a pickle
+            that asks for arbitrary objects); the message names the file.
+    """
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = " ".join(str(exc).split())[:300]
+        raise ValueError(
+            f"{path}: not a speechattn checkpoint that loads safely (torch.load with "
+            f"weights_only=True refused it: {first}). Only load checkpoints you trust; "
+            "speechattn writes tensors, dicts, lists, numbers and strings only."
+        ) from exc
+    if not isinstance(ck, dict):
+        raise ValueError(f"{path}: expected a checkpoint dict; found {type(ck).__name__}.")
+    return ck
+
+
+def _plain(x: Any) -> Any:
+    """JSON-like normal form (tuples as lists) so saved and current settings compare equal."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def checkpoint_differences(
+    ck: dict, model_config: dict, seed: int, extra_state: dict | None
+) -> list[str]:
+    """What differs between a saved checkpoint and the run about to use it (empty: same run)."""
+    diff = []
+    if _plain(ck.get("model_config")) != _plain(model_config):
+        diff.append("model config")
+    saved_seed = (ck.get("train_config") or {}).get("seed")
+    if saved_seed != seed:
+        diff.append(f"seed ({saved_seed} there, {seed} now)")
+    saved_extra = ck.get("extra") or {}
+    for key, value in (extra_state or {}).items():
+        if _plain(saved_extra.get(key)) != _plain(value):
+            diff.append({"symbols": "symbol table", "run": "corpus or run settings"}.get(key, key))
+    return diff
 
 
 def _batches_for_step(lengths: Sequence[int], batch_size: int, seed: int, step: int) -> list[int]:
@@ -136,6 +188,13 @@ def train_aligner(
     step0 = 0
     if checkpoint is not None and checkpoint.exists():
         ck = load_checkpoint(checkpoint)
+        diff = checkpoint_differences(ck, model_config.to_dict(), train_config.seed, extra_state)
+        if diff:
+            raise CheckpointMismatch(
+                f"{checkpoint} belongs to another run ({', '.join(diff)} differ); refusing to "
+                "resume from it. Start fresh with --overwrite (deletes that run's outputs) or "
+                "choose another --out."
+            )
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         step0 = int(ck["step"])
@@ -179,37 +238,61 @@ def train_aligner(
         )
 
     model.train()
-    done = step0
-    for step in range(step0, train_config.steps):
-        if (
-            train_config.max_seconds is not None
-            and time.perf_counter() - t0 > train_config.max_seconds
-        ):
-            break
-        idx = _batches_for_step(lengths, train_config.batch_size * world, train_config.seed, step)
-        idx = idx[rank::world] or idx[:1]
-        tokens, tl, mels, ml = collate_items([items[i] for i in idx])
-        for gparam in opt.param_groups:
-            gparam["lr"] = _lr(step, train_config)
-        out = ddp_model(tokens, tl, mels, ml)
-        loss = out.loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-        opt.step()
-        rec = {"step": step + 1, "loss": float(loss.detach()), "grad_norm": float(gn)}
-        if on_eval is not None and eval_every and ((step + 1) % eval_every == 0) and rank == 0:
-            model.eval()
-            rec.update(on_eval(model, step + 1))
-            model.train()
-        history.append(rec)
+    # state[0]: steps done; state[1]: True while the parameters are being updated (a
+    # Ctrl-C there leaves a half-applied step, so the last periodic checkpoint is kept instead).
+    state: list[Any] = [step0, False]
+    last_saved = [step0 if checkpoint is not None and checkpoint.exists() else None]
+
+    def _loop() -> None:
+        for step in range(step0, train_config.steps):
+            if (
+                train_config.max_seconds is not None
+                and time.perf_counter() - t0 > train_config.max_seconds
+            ):
+                break
+            idx = _batches_for_step(
+                lengths, train_config.batch_size * world, train_config.seed, step
+            )
+            idx = idx[rank::world] or idx[:1]
+            tokens, tl, mels, ml = collate_items([items[i] for i in idx])
+            state[1] = True
+            for gparam in opt.param_groups:
+                gparam["lr"] = _lr(step, train_config)
+            out = ddp_model(tokens, tl, mels, ml)
+            loss = out.loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
+            opt.step()
+            rec = {"step": step + 1, "loss": float(loss.detach()), "grad_norm": float(gn)}
+            history.append(rec)
+            state[0] = step + 1
+            state[1] = False
+            if on_eval is not None and eval_every and ((step + 1) % eval_every == 0) and rank == 0:
+                model.eval()
+                rec.update(on_eval(model, step + 1))
+                model.train()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{rec['loss']:.3f}")
+            if state[0] % train_config.checkpoint_every == 0:
+                _save(state[0])
+                last_saved[0] = state[0]
+
+    try:
+        _loop()
+    except KeyboardInterrupt:
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{rec['loss']:.3f}")
-        done = step + 1
-        if done % train_config.checkpoint_every == 0:
-            _save(done)
-    _save(done)
+            bar.close()
+        where = f"stopped at step {state[0]} of {train_config.steps}"
+        if checkpoint is not None and rank == 0:
+            if not state[1]:
+                _save(state[0])
+                last_saved[0] = state[0]
+            if last_saved[0] is not None:
+                where += f"; checkpoint at step {last_saved[0]} in {checkpoint}"
+        raise KeyboardInterrupt(where) from None
+    _save(state[0])
     if bar is not None:
         bar.close()
     model.eval()

@@ -1,4 +1,4 @@
-"""Audio -> text-encoder embeddings (seed 004): model, training, retrieval eval, image generation.
+"""Audio -> text-encoder embeddings: model, training, retrieval eval, image generation.
 
 Heavy dependencies (transformers, diffusers, gradio) are imported inside the functions that use
 them; importing this package only needs torch.

@@ -1,7 +1,9 @@
-"""``speechattn app``: a Gradio page, upload or record audio and see the generated image.
+"""``speechattn audio2clip app``: a Gradio page, upload or record audio and see the generated image.
 
-Listens on 127.0.0.1:7860 by default (``--host 0.0.0.0`` inside Docker). Bad uploads (a file that is
-not audio, silence, or audio longer than ``--max-seconds``) get a clear message instead of a trace.
+(``speechattn app`` is kept as a hidden alias.) Listens on 127.0.0.1:7860 by default (``--host
+0.0.0.0`` inside Docker). Bad uploads (a file that is not audio, silence, larger than
+``--max-upload-mb`` or longer than ``--max-seconds``) get a clear message instead of a trace; size
+and duration are checked before the audio is decoded (the duration from the file header).
 """
 
 from __future__ import annotations
@@ -13,21 +15,67 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AudioRejected", "add_parser", "build_app", "check_waveform", "read_upload"]
+__all__ = [
+    "AudioRejected",
+    "add_app_arguments",
+    "add_parser",
+    "build_app",
+    "check_upload",
+    "check_waveform",
+    "read_upload",
+]
 
 SILENCE_PEAK = 1e-3
+MAX_UPLOAD_MB = 20.0
 
 
 class AudioRejected(ValueError):
     """An upload the app cannot use; the message is shown to the user."""
 
 
-def read_upload(path: str | Path | None) -> np.ndarray:
-    """16 kHz mono waveform of an uploaded file, or :class:`AudioRejected` with a clear reason."""
+def check_upload(
+    path: str | Path, *, max_bytes: int = int(MAX_UPLOAD_MB * 2**20), max_seconds: float = 30.0
+) -> None:
+    """Reject an upload before decoding it: file size, then the duration its header declares.
+
+    Formats soundfile cannot read (webm, m4a) are checked by size only here and by duration after
+    decoding (:func:`check_waveform`).
+    """
+    size = os.path.getsize(path)
+    if size > max_bytes:
+        raise AudioRejected(
+            f"The upload is {size / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB. "
+            "Send a shorter or compressed recording."
+        )
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception:
+        return  # not a libsndfile format: decoded by ffmpeg later, duration checked then
+    if info.samplerate > 0 and info.frames / info.samplerate > max_seconds:
+        raise AudioRejected(
+            f"The audio is {info.frames / info.samplerate:.1f} s long; the limit is "
+            f"{max_seconds:.0f} s. Trim it and try again."
+        )
+
+
+def read_upload(
+    path: str | Path | None,
+    *,
+    max_bytes: int = int(MAX_UPLOAD_MB * 2**20),
+    max_seconds: float = 30.0,
+) -> np.ndarray:
+    """16 kHz mono waveform of an uploaded file, or :class:`AudioRejected` with a clear reason.
+
+    Size and declared duration are checked first (:func:`check_upload`), so an oversized upload
+    is never decoded.
+    """
     from speechattn.recipes.audio2clip.data import load_audio_16k
 
     if path is None:
         raise AudioRejected("No audio received: upload a file or record with the microphone.")
+    check_upload(path, max_bytes=max_bytes, max_seconds=max_seconds)
     try:
         return load_audio_16k(path)
     except ValueError as exc:
@@ -64,20 +112,27 @@ def build_app(
     height: int | None = None,
     width: int | None = None,
     device: str | None = None,
+    max_upload_mb: float = MAX_UPLOAD_MB,
 ) -> Any:
     """The ``gradio.Blocks`` app (models loaded once, here)."""
     import gradio as gr
 
-    from speechattn.recipes.audio2clip.generate import generate_images, load_pipeline
+    from speechattn.recipes.audio2clip.generate import (
+        check_pipeline_source,
+        generate_images,
+        load_pipeline,
+    )
     from speechattn.recipes.audio2clip.model import AudioToTextEncoder
 
+    check_pipeline_source(pipeline)
+    max_bytes = int(max_upload_mb * 2**20)
     encoder = AudioToTextEncoder.from_pretrained(model)
     pipe = load_pipeline(pipeline, device=device)
     encoder.to(pipe.device)
 
     def speak_to_image(audio_path: str | None) -> Any:
         try:
-            wav = read_upload(audio_path)
+            wav = read_upload(audio_path, max_bytes=max_bytes, max_seconds=max_seconds)
             check_waveform(wav, max_seconds=max_seconds)
         except AudioRejected as exc:
             raise gr.Error(str(exc)) from None
@@ -111,24 +166,49 @@ def _run(args: argparse.Namespace) -> int:
         height=args.height,
         width=args.width,
         device=args.device,
+        max_upload_mb=args.max_upload_mb,
     )
-    demo.queue().launch(server_name=args.host, server_port=args.port, show_error=True)
+    demo.queue().launch(
+        server_name=args.host,
+        server_port=args.port,
+        show_error=True,
+        max_file_size=int(args.max_upload_mb * 2**20),
+    )
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Register ``speechattn app``."""
-    p = sub.add_parser("app", help="Gradio page: upload/record audio -> image (127.0.0.1:7860)")
+def add_app_arguments(p: argparse.ArgumentParser) -> None:
+    """The app's options (``speechattn audio2clip app`` and the hidden ``speechattn app``)."""
+    from speechattn._cli import positive_float, positive_int
+    from speechattn.recipes.audio2clip.cli import PIPELINE_HELP
+
     p.add_argument(
         "--model", required=True, help="audio encoder folder written by audio2clip train"
     )
-    p.add_argument("--pipeline", default="stabilityai/stable-diffusion-2-1")
+    p.add_argument("--pipeline", required=True, help=PIPELINE_HELP)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--max-seconds", type=float, default=30.0)
-    p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--guidance-scale", type=float, default=7.5)
-    p.add_argument("--height", type=int, default=None)
-    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--port", type=positive_int, default=7860)
+    p.add_argument(
+        "--max-seconds",
+        type=positive_float,
+        default=30.0,
+        help="longest audio accepted (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-upload-mb",
+        type=positive_float,
+        default=MAX_UPLOAD_MB,
+        help="largest upload accepted, checked before decoding (default: %(default)s)",
+    )
+    p.add_argument("--steps", type=positive_int, default=25)
+    p.add_argument("--guidance-scale", type=positive_float, default=7.5)
+    p.add_argument("--height", type=positive_int, default=None)
+    p.add_argument("--width", type=positive_int, default=None)
     p.add_argument("--device", default=None)
     p.set_defaults(func=_run)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register the hidden top-level alias ``speechattn app`` (= ``speechattn audio2clip app``)."""
+    p = sub.add_parser("app", description="Same as `speechattn audio2clip app`.")
+    add_app_arguments(p)

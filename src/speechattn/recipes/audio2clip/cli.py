@@ -1,20 +1,40 @@
-"""``speechattn audio2clip train | eval | generate | demo``."""
+"""``speechattn audio2clip train | eval | generate | demo | app``."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
+from speechattn._cli import (
+    CliError,
+    add_hidden_alias,
+    positive_float,
+    positive_int,
+)
+
 __all__ = ["add_parser"]
+
+PIPELINE_HELP = (
+    "Stable Diffusion pipeline: a local diffusers folder, or a Hugging Face Hub id such as "
+    "stabilityai/stable-diffusion-2-1 (a hub id not in the local cache downloads several GB; "
+    "offline, with HF_HUB_OFFLINE=1, it must be cached)"
+)
+
+
+def _require_out(args: argparse.Namespace) -> None:
+    if getattr(args, "out", None) is None:
+        raise CliError("the following arguments are required: --out", status=2)
 
 
 def _train(args: argparse.Namespace) -> int:
     from speechattn.recipes.audio2clip.train import train
 
+    _require_out(args)
     out = train(
         manifest=args.manifest,
-        output_dir=args.output_dir,
+        output_dir=args.out,
         audio_model=args.audio_model,
         text_model=args.text_model,
         text_length=args.text_length,
@@ -30,8 +50,6 @@ def _train(args: argparse.Namespace) -> int:
         mask_text_padding=args.mask_text_padding,
         seed=args.seed,
     )
-    import os
-
     if os.environ.get("RANK", "0") == "0":
         print(f"saved audio encoder to {out}")
     return 0
@@ -40,27 +58,47 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from speechattn.recipes.audio2clip.train import evaluate, format_metrics
 
+    skipped: list[str] = []
     m = evaluate(
         manifest=args.manifest,
         model=args.model,
         text_model=args.text_model,
         mask_text_padding=args.mask_text_padding,
+        skipped=skipped,
     )
     print(format_metrics(m))
+    if skipped:
+        print(f"skipped: {len(skipped)} file(s) (see the warnings above)")
     if args.json:
-        Path(args.json).write_text(json.dumps(m._asdict(), indent=2))
+        Path(args.json).write_text(json.dumps({**m._asdict(), "skipped": len(skipped)}, indent=2))
     return 0
 
 
 def _generate(args: argparse.Namespace) -> int:
+    import warnings
+
+    from speechattn.data.audio import AudioError
     from speechattn.recipes.audio2clip.data import load_audio_16k
-    from speechattn.recipes.audio2clip.generate import generate_images, load_pipeline
+    from speechattn.recipes.audio2clip.generate import (
+        check_pipeline_source,
+        generate_images,
+        load_pipeline,
+    )
     from speechattn.recipes.audio2clip.model import AudioToTextEncoder
 
+    check_pipeline_source(args.pipeline)
+    paths, waves = [], []
+    for p in args.audio:
+        try:
+            waves.append(load_audio_16k(p, validate=True))
+            paths.append(p)
+        except AudioError as exc:
+            warnings.warn(f"skipped: {exc}", stacklevel=1)
+    if not waves:
+        raise CliError(f"none of the {len(args.audio)} audio file(s) is usable (see the warnings)")
     encoder = AudioToTextEncoder.from_pretrained(args.model)
     pipe = load_pipeline(args.pipeline, device=args.device)
     encoder.to(pipe.device)
-    waves = [load_audio_16k(p) for p in args.audio]
     images = generate_images(
         encoder,
         pipe,
@@ -71,12 +109,14 @@ def _generate(args: argparse.Namespace) -> int:
         width=args.width,
         seed=args.seed,
     )
-    out_dir = Path(args.output_dir)
+    out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for path, img in zip(args.audio, images):
+    for path, img in zip(paths, images):
         dest = out_dir / f"{Path(path).stem}.png"
         img.save(dest)
         print(dest)
+    if len(paths) < len(args.audio):
+        print(f"skipped: {len(args.audio) - len(paths)} file(s) (see the warnings above)")
     return 0
 
 
@@ -86,11 +126,12 @@ def _demo(args: argparse.Namespace) -> int:
     config = None
     if args.set:
         if args.quick:
-            raise SystemExit("error: --set cannot be combined with --quick")
-        config = DemoConfig.from_overrides(args.set)
-    report = run_demo(
-        output_dir=Path(args.output_dir), quick=args.quick, seed=args.seed, config=config
-    )
+            raise CliError("--set cannot be combined with --quick", status=2)
+        try:
+            config = DemoConfig.from_overrides(args.set)
+        except ValueError as exc:
+            raise CliError(f"--set: {exc}", status=2) from None
+    report = run_demo(output_dir=Path(args.out), quick=args.quick, seed=args.seed, config=config)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -103,29 +144,61 @@ def _bool(s: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false; found {s!r}")
 
 
+def _max_steps(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer or -1; found {text!r}"
+        ) from None
+    if value == 0 or value < -1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or -1; found {text!r}")
+    return value
+
+
+def _out(p: argparse.ArgumentParser, default: str | None, help: str) -> None:
+    if default is None:  # required, checked in the handler (an alias may give it)
+        p.add_argument("--out", default=None, help=help + " (required)")
+    else:
+        p.add_argument("--out", default=default, help=help + " (default: %(default)s)")
+    add_hidden_alias(p, "--output-dir", "out")
+    add_hidden_alias(p, "--out-dir", "out")
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``audio2clip`` and its subcommands."""
+    from speechattn.recipes.audio2clip.app import add_app_arguments
+
     p = sub.add_parser(
         "audio2clip",
-        help="audio encoder standing in for a text encoder (seed 004): train, eval, generate, demo",
+        help="audio encoder standing in for a text encoder: train, eval, generate, demo, app",
     )
     s = p.add_subparsers(dest="audio2clip_command", metavar="ACTION", required=True)
 
     t = s.add_parser("train", help="fine-tune on a JSONL manifest of (audio, caption)")
     t.add_argument("--manifest", required=True)
-    t.add_argument("--output-dir", required=True)
-    t.add_argument("--audio-model", default="facebook/w2v-bert-2.0")
+    _out(t, None, "folder for the trained audio encoder")
+    t.add_argument(
+        "--audio-model",
+        default="facebook/w2v-bert-2.0",
+        help="w2v-BERT checkpoint: a local folder or a Hugging Face Hub id (default: %(default)s)",
+    )
     t.add_argument("--text-model", required=True, help="folder/id of the frozen text encoder")
     t.add_argument(
-        "--text-length", type=int, default=None, help="L (default: tokenizer max, 77 for CLIP)"
+        "--text-length",
+        type=positive_int,
+        default=None,
+        help="L (default: tokenizer max, 77 for CLIP)",
     )
     t.add_argument("--length-mode", choices=("resample", "pad_crop"), default="resample")
-    t.add_argument("--num-heads", type=int, default=8)
-    t.add_argument("--epochs", type=float, default=10.0)
-    t.add_argument("--max-steps", type=int, default=-1)
-    t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--lr", type=float, default=1e-4)
-    t.add_argument("--temperature", type=float, default=0.15)
+    t.add_argument("--num-heads", type=positive_int, default=8)
+    t.add_argument("--epochs", type=positive_float, default=10.0)
+    t.add_argument(
+        "--max-steps", type=_max_steps, default=-1, help="stop after this many steps (-1: epochs)"
+    )
+    t.add_argument("--batch-size", type=positive_int, default=16)
+    t.add_argument("--lr", type=positive_float, default=1e-4)
+    t.add_argument("--temperature", type=positive_float, default=0.15)
     t.add_argument("--learnable-temperature", action="store_true")
     t.add_argument(
         "--direction", choices=("audio_to_text", "text_to_audio", "both"), default="audio_to_text"
@@ -146,13 +219,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
     g = s.add_parser("generate", help="audio files -> PNG images with a Stable Diffusion pipeline")
     g.add_argument("audio", nargs="+")
-    g.add_argument("--model", required=True)
-    g.add_argument("--pipeline", default="stabilityai/stable-diffusion-2-1")
-    g.add_argument("--output-dir", default="images")
-    g.add_argument("--steps", type=int, default=25)
-    g.add_argument("--guidance-scale", type=float, default=7.5)
-    g.add_argument("--height", type=int, default=None)
-    g.add_argument("--width", type=int, default=None)
+    g.add_argument("--model", required=True, help="audio encoder folder written by train")
+    g.add_argument("--pipeline", required=True, help=PIPELINE_HELP)
+    _out(g, "images", "folder for the PNG images")
+    g.add_argument("--steps", type=positive_int, default=25, help="denoising steps")
+    g.add_argument("--guidance-scale", type=positive_float, default=7.5)
+    g.add_argument("--height", type=positive_int, default=None)
+    g.add_argument("--width", type=positive_int, default=None)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default=None)
     g.set_defaults(func=_generate)
@@ -160,14 +233,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     d = s.add_parser(
         "demo", help="offline: espeak captions -> MiniLM token states, retrieval report"
     )
-    d.add_argument("--output-dir", default="audio2clip_demo")
+    _out(d, "audio2clip_demo", "folder for the model and report.json")
     d.add_argument("--quick", action="store_true", help="tiny run (seconds), for tests")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument(
         "--set",
         nargs="+",
+        action="extend",
         metavar="KEY=VALUE",
         default=[],
         help="override DemoConfig fields, e.g. --set passes=4 epochs=4 spec_augment=false",
     )
     d.set_defaults(func=_demo)
+
+    a = s.add_parser("app", help="Gradio page: upload/record audio -> image (127.0.0.1:7860)")
+    add_app_arguments(a)

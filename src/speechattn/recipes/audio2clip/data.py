@@ -24,6 +24,7 @@ __all__ = [
     "ManifestItem",
     "load_audio_16k",
     "read_manifest",
+    "usable_items",
     "write_manifest",
 ]
 
@@ -87,16 +88,49 @@ def write_manifest(path: str | Path, items: list[ManifestItem]) -> Path:
     return path
 
 
-def load_audio_16k(path: str | Path, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+#: Shortest usable clip: one 25 ms fbank window at 16 kHz.
+MIN_SAMPLES = 400
+
+
+def load_audio_16k(
+    path: str | Path, *, sample_rate: int = SAMPLE_RATE, validate: bool = False
+) -> np.ndarray:
     """Mono float32 waveform ``(N,)`` at ``sample_rate``
     (:func:`speechattn.data.audio.load_audio`: soundfile, ffmpeg fallback, soxr).
 
+    ``validate``: also reject audio shorter than one fbank window, with NaN/inf samples, or
+    silent (:func:`speechattn.data.audio.check_waveform`).
+
     Raises:
-        ValueError: the file is missing or not readable audio (message names the file).
+        AudioError (a ValueError): the file is missing or not readable audio, or (with
+            ``validate``) unusable; the message names the file and the reason.
     """
     from speechattn.data.audio import load_audio
 
-    return load_audio(path, sample_rate=sample_rate).numpy()
+    return load_audio(
+        path, sample_rate=sample_rate, validate=validate, min_samples=MIN_SAMPLES
+    ).numpy()
+
+
+def usable_items(items: list[ManifestItem]) -> tuple[list[ManifestItem], list[str]]:
+    """Items whose audio loads and passes validation, and one ``"<file>: <reason>"`` per other.
+
+    Each skipped file gets one warning line naming it and the reason.
+    """
+    import warnings
+
+    from speechattn.data.audio import AudioError
+
+    good, bad = [], []
+    for it in items:
+        try:
+            load_audio_16k(it.audio_path, validate=True)
+        except AudioError as exc:
+            warnings.warn(f"skipped: {exc}", stacklevel=2)
+            bad.append(str(exc))
+            continue
+        good.append(it)
+    return good, bad
 
 
 class AudioCaptionDataset(torch.utils.data.Dataset):

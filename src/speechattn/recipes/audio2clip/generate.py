@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,81 @@ from torch import Tensor
 
 from speechattn.recipes.audio2clip.model import AudioToTextEncoder
 
-__all__ = ["check_prompt_embeds", "expected_prompt_shape", "generate_images", "load_pipeline"]
+__all__ = [
+    "check_pipeline_source",
+    "check_prompt_embeds",
+    "expected_prompt_shape",
+    "generate_images",
+    "load_pipeline",
+]
+
+_OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DIFFUSERS_OFFLINE")
+
+
+def _offline() -> bool:
+    return any(
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in _OFFLINE_VARS
+    )
+
+
+def check_pipeline_source(path_or_id: str | Path) -> str:
+    """Fail fast, before any download, when a pipeline cannot be loaded from where it is.
+
+    Returns ``"local"`` (a diffusers folder), ``"cached"`` (a hub id in the local Hugging Face
+    cache) or ``"download"`` (a hub id that will be downloaded: several GB for Stable Diffusion).
+
+    Raises:
+        ValueError: a path that does not exist or is not a diffusers folder; a hub id that is not
+            cached while offline (``HF_HUB_OFFLINE=1``); the message says what to do.
+    """
+    text = str(path_or_id)
+    local = Path(text).expanduser()
+    if local.exists():
+        if not (local / "model_index.json").is_file():
+            raise ValueError(
+                f"--pipeline {text}: not a diffusers pipeline folder (no model_index.json); pass "
+                "a folder saved with save_pretrained or a Hugging Face Hub id."
+            )
+        return "local"
+    looks_local = text.startswith((".", "/", "~")) or text.count("/") != 1 or "\\" in text
+    if looks_local:
+        raise ValueError(
+            f"--pipeline {text}: no such folder (a Hub id looks like 'org/name'); pass a "
+            "diffusers pipeline folder or a Hugging Face Hub id."
+        )
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(text, "model_index.json")
+    except Exception:  # an id huggingface_hub rejects, or no huggingface_hub
+        cached = None
+    if isinstance(cached, str):
+        return "cached"
+    if _offline():
+        raise ValueError(
+            f"--pipeline {text}: not in the local Hugging Face cache and downloads are off "
+            "(HF_HUB_OFFLINE=1). Download it once online (huggingface-cli download "
+            f"{text}) or pass a local diffusers folder."
+        )
+    return "download"
 
 
 def load_pipeline(path_or_id: str | Path, *, device: str | None = None) -> Any:
-    """``StableDiffusionPipeline.from_pretrained`` (safety checker off: images are not filtered)."""
+    """``StableDiffusionPipeline.from_pretrained`` (safety checker off: images are not filtered).
+
+    ``path_or_id``: a local diffusers folder or a Hugging Face Hub id; checked first with
+    :func:`check_pipeline_source` (a clear error instead of a long download attempt offline).
+    """
     from diffusers import StableDiffusionPipeline
+
+    if check_pipeline_source(path_or_id) == "download":
+        import sys
+
+        print(
+            f"downloading {path_or_id} from the Hugging Face Hub into the local cache "
+            "(several GB for Stable Diffusion; set HF_HUB_OFFLINE=1 to forbid downloads)",
+            file=sys.stderr,
+        )
 
     pipe = StableDiffusionPipeline.from_pretrained(
         str(path_or_id), safety_checker=None, requires_safety_checker=False

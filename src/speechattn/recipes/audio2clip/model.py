@@ -3,7 +3,7 @@
 Shape legend: ``b`` batch, ``f`` feature frames (SeamlessM4T fbank, 2 x 10 ms stacked), ``t`` encoder
 frames after the conv adapter (about f / 4), ``l`` text positions (77 for CLIP), ``d`` text width.
 
-Pipeline: feature extractor -> ``Wav2Vec2BertModel`` (with seed 004's adapter: kernel 3, stride 2,
+Pipeline: feature extractor -> ``Wav2Vec2BertModel`` (with a conv adapter: kernel 3, stride 2,
 2 layers) -> linear projection to the text width (when widths differ) -> :class:`LengthMatcher` to
 exactly ``l`` positions.
 """
@@ -36,7 +36,7 @@ __all__ = [
     "pad_features",
 ]
 
-#: The adapter seed 004 adds to facebook/w2v-bert-2.0 (about 4x fewer frames than features).
+#: The conv adapter added to facebook/w2v-bert-2.0 (about 4x fewer frames than features).
 SEED_ADAPTER_SETTINGS: dict[str, Any] = {
     "add_adapter": True,
     "adapter_kernel_size": 3,
@@ -385,23 +385,22 @@ class AudioToTextEncoder(nn.Module):
         cls,
         path_or_id: str | Path,
         *,
-        text_length: int = 77,
+        text_length: int | None = None,
         text_dim: int | None = None,
-        length_mode: LengthMode = "resample",
-        num_heads: int = 8,
-        project_after_match: bool = False,
+        length_mode: LengthMode | None = None,
+        num_heads: int | None = None,
+        project_after_match: bool | None = None,
         **encoder_kwargs: Any,
     ) -> AudioToTextEncoder:
         """Load a trained folder (written by :meth:`save_pretrained`) or start from a w2v-BERT checkpoint.
 
         Args:
-            path_or_id: folder with ``audio2clip_config.json`` (everything is restored; the other
-                keyword arguments must be left at their defaults or match), or a
+            path_or_id: folder with ``audio2clip_config.json`` (everything is restored; a head
+                setting passed as well must match the saved one, else ``ValueError``), or a
                 ``Wav2Vec2BertModel`` checkpoint (hub id such as ``facebook/w2v-bert-2.0`` or a local
                 folder) loaded with :data:`SEED_ADAPTER_SETTINGS`, plus a new head.
             text_length, text_dim, length_mode, num_heads, project_after_match: head settings
-                for a new head
-                (``text_dim`` is required then).
+                for a new head (defaults 77, required, ``"resample"``, 8, False).
             **encoder_kwargs: extra config overrides for ``Wav2Vec2BertModel.from_pretrained``.
         """
         from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertModel
@@ -409,6 +408,24 @@ class AudioToTextEncoder(nn.Module):
         local = Path(path_or_id)
         if (local / CONFIG_NAME).is_file():
             cfg = json.loads((local / CONFIG_NAME).read_text())
+            asked = {
+                "text_length": text_length,
+                "text_dim": text_dim,
+                "length_mode": length_mode,
+                "num_heads": num_heads,
+                "project_after_match": project_after_match,
+            }
+            conflicts = [
+                f"{k}={v!r} (saved: {cfg.get(k)!r})"
+                for k, v in asked.items()
+                if v is not None and k in cfg and cfg[k] != v
+            ]
+            if conflicts:
+                raise ValueError(
+                    f"{local} is a saved AudioToTextEncoder whose head differs from the "
+                    f"arguments: {', '.join(conflicts)}. Leave them out to load it as saved, or "
+                    "start a new head from the w2v-BERT checkpoint."
+                )
             encoder = Wav2Vec2BertModel.from_pretrained(local / ENCODER_SUBFOLDER, **encoder_kwargs)
             fe_dir = local / ENCODER_SUBFOLDER
             fe = (
@@ -434,9 +451,9 @@ class AudioToTextEncoder(nn.Module):
         return cls(
             encoder=encoder,
             feature_extractor=fe,
-            text_length=text_length,
+            text_length=77 if text_length is None else text_length,
             text_dim=text_dim,
-            length_mode=length_mode,
-            num_heads=num_heads,
-            project_after_match=project_after_match,
+            length_mode="resample" if length_mode is None else length_mode,
+            num_heads=8 if num_heads is None else num_heads,
+            project_after_match=bool(project_after_match),
         )

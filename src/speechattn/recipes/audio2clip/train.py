@@ -21,6 +21,7 @@ from speechattn.recipes.audio2clip.data import (
     AudioCaptionDataset,
     load_audio_16k,
     read_manifest,
+    usable_items,
 )
 from speechattn.recipes.audio2clip.metrics import RetrievalMetrics, retrieval_metrics
 from speechattn.recipes.audio2clip.model import AudioToTextEncoder, LengthMode
@@ -98,6 +99,23 @@ def __getattr__(name: str) -> Any:  # Audio2ClipTrainer without importing transf
     raise AttributeError(name)
 
 
+def warmup_arguments(ratio: float, transformers_version: str | None = None) -> dict[str, Any]:
+    """``TrainingArguments`` keywords for a warm-up over ``ratio`` of the steps.
+
+    transformers 5 takes a float ``warmup_steps`` below 1 as a ratio (``warmup_ratio`` is
+    deprecated); transformers 4.x reads ``warmup_steps`` as a count (0.05 -> no warm-up) and
+    needs ``warmup_ratio``.
+    """
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"Expected warmup_ratio in [0, 1); found {ratio!r}.")
+    if transformers_version is None:
+        import transformers
+
+        transformers_version = transformers.__version__
+    major = int(str(transformers_version).split(".")[0])
+    return {"warmup_steps": ratio} if major >= 5 else {"warmup_ratio": ratio}
+
+
 def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
@@ -151,7 +169,12 @@ def train(
     from transformers import TrainingArguments
 
     output_dir = Path(output_dir)
-    items = read_manifest(manifest)
+    items, skipped = usable_items(read_manifest(manifest))
+    if not items:
+        raise ValueError(
+            f"No usable audio in {manifest}: all {len(skipped)} file(s) were skipped (see the "
+            "warnings); fix or remove them."
+        )
     text_encoder = TextEncoder.from_pretrained(text_model, max_length=text_length)
     if mask_text_padding is None:
         mask_text_padding = text_encoder.use_attention_mask
@@ -183,7 +206,7 @@ def train(
         max_steps=max_steps,
         learning_rate=learning_rate,
         weight_decay=weight_decay,
-        warmup_steps=warmup_ratio,
+        **warmup_arguments(warmup_ratio),
         lr_scheduler_type="cosine",
         logging_steps=logging_steps,
         save_strategy="no",
@@ -212,6 +235,7 @@ def train(
             "train_loss": result.training_loss,
             "steps": result.global_step,
             "world_size": world,
+            "skipped": len(skipped),
             "temperature": float(loss.temperature.detach()),
             "mask_text_padding": mask_text_padding,
             "log_history": trainer.state.log_history,
@@ -227,12 +251,21 @@ def evaluate(
     text_model: str | Path | TextEncoder,
     mask_text_padding: bool | None = None,
     batch_size: int = 16,
+    skipped: list[str] | None = None,
 ) -> RetrievalMetrics:
     """Retrieval among the manifest's items: R@1/5/10 both ways and the cosine gap.
 
     Items sharing a caption are scored as distinct items (each audio's own caption is its target).
+    Unusable audio files are skipped with one warning each (listed in ``skipped`` when given).
     """
-    items = read_manifest(manifest)
+    items, bad = usable_items(read_manifest(manifest))
+    if skipped is not None:
+        skipped.extend(bad)
+    if not items:
+        raise ValueError(
+            f"No usable audio in {manifest}: all {len(bad)} file(s) were skipped (see the "
+            "warnings); fix or remove them."
+        )
     encoder = (
         model
         if isinstance(model, AudioToTextEncoder)

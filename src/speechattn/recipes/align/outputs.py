@@ -1,0 +1,169 @@
+"""The output folder of ``speechattn align``: one run per folder, never mixed with another.
+
+``OUT/run.json`` records what a run is (corpus fingerprint, symbol table, model config, front
+end, seed, starting aligner). A later run in the same folder continues only when its record is
+the same; otherwise :func:`prepare_output` refuses with a one-line message naming what differs and
+how to start fresh (``--overwrite`` or another ``--out``). ``--overwrite`` deletes the files the
+earlier run wrote (and nothing else).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "RUN_RECORD",
+    "OutputFolderError",
+    "clear_outputs",
+    "corpus_fingerprint",
+    "file_digest",
+    "prepare_output",
+    "remove_stale_alignments",
+    "run_differences",
+]
+
+RUN_RECORD = "run.json"
+# Everything ``speechattn align`` writes into OUT (removed by --overwrite).
+_OUTPUT_FILES = (
+    RUN_RECORD,
+    "aligner.pt",
+    "report.html",
+    "metrics.json",
+    "summary.json",
+    "alignments.png",
+    "durations.png",
+    "curves.png",
+)
+_OUTPUT_DIRS = ("alignments", "checkpoints")
+ALIGNMENT_SUFFIXES = (".TextGrid", ".json", ".ctm")
+
+
+class OutputFolderError(ValueError):
+    """``--out`` holds another run's outputs; the message says what differs and what to do."""
+
+
+def file_digest(path: Path, *, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def corpus_fingerprint(utterances: Iterable[Any]) -> str:
+    """sha256 over each utterance's id, transcript and audio size (order independent)."""
+    rows = []
+    for u in utterances:
+        p = Path(u.audio_path)
+        size = p.stat().st_size if p.is_file() else -1
+        rows.append(f"{u.id}\t{u.text}\t{size}")
+    return hashlib.sha256("\n".join(sorted(rows)).encode("utf-8")).hexdigest()
+
+
+_LABELS = {
+    "corpus": "corpus",
+    "symbols": "symbol table",
+    "model_config": "model config",
+    "features": "front end",
+    "seed": "seed",
+    "mode": "mode (--from-scratch / adapt / --no-adapt)",
+    "init": "starting aligner (--checkpoint)",
+}
+
+
+def run_differences(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Names of what differs between two run records (empty: the same run)."""
+    keys = [k for k in _LABELS if k in previous or k in current]
+    keys += sorted(k for k in {*previous, *current} if k not in _LABELS)
+    out = []
+    for k in keys:
+        if json.dumps(previous.get(k), sort_keys=True) != json.dumps(
+            current.get(k), sort_keys=True
+        ):
+            label = _LABELS.get(k, k)
+            if k == "seed":
+                label = f"seed ({previous.get(k)} there, {current.get(k)} now)"
+            out.append(label)
+    return out
+
+
+def _existing_outputs(out: Path) -> list[Path]:
+    found = [out / n for n in _OUTPUT_FILES if (out / n).exists()]
+    found += [out / d for d in _OUTPUT_DIRS if (out / d).is_dir() and any((out / d).iterdir())]
+    return found
+
+
+def clear_outputs(out: Path) -> list[Path]:
+    """Delete what an earlier run wrote into ``out`` (only speechattn's own outputs)."""
+    removed = []
+    for p in _existing_outputs(out):
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+        removed.append(p)
+    for d in _OUTPUT_DIRS:
+        if (out / d).is_dir() and not any((out / d).iterdir()):
+            (out / d).rmdir()
+    return removed
+
+
+def prepare_output(out: Path, record: dict[str, Any], *, overwrite: bool) -> str:
+    """Make ``out`` ready for the run described by ``record``; returns ``"new"``, ``"resume"``
+    or ``"overwrite"``.
+
+    Raises:
+        OutputFolderError: ``out`` holds a different run (or outputs without a run record) and
+            ``overwrite`` is False.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = json.loads(json.dumps(record))
+    existing = _existing_outputs(out)
+    fresh = "--overwrite (deletes that run's outputs) or choose another --out"
+    state = "new"
+    if overwrite and existing:
+        clear_outputs(out)
+        state = "overwrite"
+    elif existing:
+        path = out / RUN_RECORD
+        if not path.is_file():
+            names = ", ".join(p.name for p in existing[:4])
+            raise OutputFolderError(
+                f"{out} already holds alignment outputs ({names}) without a {RUN_RECORD} "
+                f"saying which run wrote them; start fresh with {fresh}."
+            )
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise OutputFolderError(
+                f"{path} is unreadable ({exc}); start fresh with {fresh}."
+            ) from exc
+        diff = run_differences(previous if isinstance(previous, dict) else {}, record)
+        if diff:
+            raise OutputFolderError(
+                f"{out} holds another run ({', '.join(diff)} differ); refusing to mix the two. "
+                f"Start fresh with {fresh}."
+            )
+        state = "resume"
+    (out / RUN_RECORD).write_text(json.dumps(record, indent=1, ensure_ascii=False))
+    return state
+
+
+def remove_stale_alignments(folder: Path, written: Sequence[Path]) -> list[Path]:
+    """Delete alignment files in ``folder`` that this run did not write (an earlier run's, or a
+    format no longer asked for) so none sits beside the new ones; returns what was removed."""
+    keep = {Path(p).resolve() for p in written}
+    stale = []
+    if Path(folder).is_dir():
+        for p in sorted(Path(folder).iterdir()):
+            if p.suffix in ALIGNMENT_SUFFIXES and p.resolve() not in keep:
+                p.unlink()
+                stale.append(p)
+    return stale

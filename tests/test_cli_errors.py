@@ -1,0 +1,199 @@
+"""Command-line errors: one line ``speechattn <cmd>: error: ...``, exit 2 for usage and 1 for
+failures, tracebacks only with --debug / SPEECHATTN_DEBUG=1, Ctrl-C says how to resume (130),
+numeric options checked at parse time, one option convention, no history in --help."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tests.align_toy import N_MELS, NUM_SYMBOLS, toy_items
+
+from speechattn.cli import build_parser, main
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def _err_lines(err: str) -> list[str]:
+    return [ln for ln in err.splitlines() if ln.strip()]
+
+
+def test_failure_is_one_line_with_status_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no_such_corpus"
+    rc = main(["align", str(missing), "--out", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    lines = _err_lines(err)
+    assert len(lines) == 1, err
+    assert lines[0].startswith("speechattn align: error: ")
+    assert str(missing) in lines[0] and "Traceback" not in err
+
+
+def test_debug_flag_and_env_show_the_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = ["align", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]
+    assert main([*args, "--debug"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+    assert main(["--debug", *args]) == 1
+    assert "Traceback" in capsys.readouterr().err
+    monkeypatch.setenv("SPEECHATTN_DEBUG", "1")
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "speechattn align: error: " in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["align", "DATA", "--out", "O", "--steps", "0"],
+        ["align", "DATA", "--out", "O", "--steps", "-3"],
+        ["align", "DATA", "--out", "O", "--threads", "0"],
+        ["align", "DATA", "--out", "O", "--format", "textgrid,xml"],
+        ["align", "DATA", "--out", "O", "--kind", "lstm"],
+        ["demo", "--utterances", "0"],
+        ["demo", "--minutes-per-aligner", "nan"],
+        ["demo", "--kinds", "sma,xyz"],
+        ["audio2clip", "train", "--manifest", "m", "--text-model", "t", "--batch-size", "0"],
+        ["audio2clip", "train", "--manifest", "m", "--text-model", "t", "--lr", "-1"],
+        ["audio2clip", "train", "--manifest", "m", "--text-model", "t", "--max-steps", "0"],
+        ["audio2clip", "generate", "a.wav", "--model", "m", "--pipeline", "p", "--steps", "0"],
+        ["audio2clip", "app", "--model", "m", "--pipeline", "p", "--max-seconds", "0"],
+    ],
+)
+def test_numeric_and_named_options_checked_at_parse_time(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+
+
+def test_usage_error_from_a_subcommand_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = main(["align", str(tmp_path), "--no-progress"])  # --out missing
+    assert rc == 2
+    assert "speechattn align: error: " in capsys.readouterr().err
+    rc = main(["align", str(tmp_path), "--out", "o", "--checkpoint", str(tmp_path / "x.pt")])
+    assert rc == 2
+    assert "--checkpoint" in capsys.readouterr().err
+
+
+def test_ctrl_c_prints_where_and_how_to_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import speechattn.recipes.align.pipeline as pipeline
+
+    def interrupted(*a: object, **k: object) -> dict:
+        raise KeyboardInterrupt("stopped at step 3 of 10; checkpoint at step 3 in X/aligner.pt")
+
+    monkeypatch.setattr(pipeline, "run_align", interrupted)
+    argv = ["align", "my corpus", "--out", str(tmp_path), "--overwrite", "--no-progress"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert _err_lines(err) == [err.strip()]
+    assert err.startswith("speechattn align: interrupted: stopped at step 3 of 10")
+    # The resume command is the same command, quoted, without --overwrite (it would delete the run).
+    assert f"speechattn align 'my corpus' --out {tmp_path} --no-progress" in err
+    assert "--overwrite" not in err.split("resume:")[1]
+
+
+def test_ctrl_c_during_training_saves_a_checkpoint_that_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import speechattn.recipes.align.train as train_mod
+    from speechattn.recipes.align.model import AlignerConfig
+    from speechattn.recipes.align.train import TrainConfig, load_checkpoint, train_aligner
+
+    items = toy_items(16, 0)
+    cfg = AlignerConfig(kind="sma", num_symbols=NUM_SYMBOLS, n_mels=N_MELS, dim=16)
+    tcfg = TrainConfig(steps=8, batch_size=4, checkpoint_every=100)
+    real = train_mod._batches_for_step
+
+    def stop_at_3(lengths, batch_size, seed, step):  # type: ignore[no-untyped-def]
+        if step == 3:
+            raise KeyboardInterrupt
+        return real(lengths, batch_size, seed, step)
+
+    ck = tmp_path / "ck.pt"
+    monkeypatch.setattr(train_mod, "_batches_for_step", stop_at_3)
+    with pytest.raises(KeyboardInterrupt, match=r"stopped at step 3 of 8; checkpoint at step 3"):
+        train_aligner(cfg, items, tcfg, checkpoint=ck, progress=False)
+    assert load_checkpoint(ck)["step"] == 3
+    monkeypatch.setattr(train_mod, "_batches_for_step", real)
+    res = train_aligner(cfg, items, tcfg, checkpoint=ck, progress=False)
+    assert res.resumed_from == 3 and load_checkpoint(ck)["step"] == 8
+
+
+def test_console_script_prints_one_line(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("SPEECHATTN_DEBUG", None)
+    cmd = [sys.executable, "-m", "speechattn", "align", str(tmp_path / "x"), "--out", "o"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert _err_lines(proc.stderr) == [proc.stderr.strip()]
+    assert proc.stderr.startswith("speechattn align: error: ")
+
+
+# -- one convention --------------------------------------------------------------------------
+
+
+def _sub(parser: argparse.ArgumentParser, *path: str) -> argparse.ArgumentParser:
+    for name in path:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = action.choices[name]
+    return parser
+
+
+def test_old_spellings_are_hidden_aliases() -> None:
+    parser = build_parser()
+    a = parser.parse_args(["align", "D", "--output-dir", "O", "--quiet"])
+    assert a.out == "O" and a.no_progress is True
+    a = parser.parse_args(["align", "D", "--out-dir", "O"])
+    assert a.out == "O" and a.no_progress is False
+    a = parser.parse_args(["audio2clip", "demo", "--output-dir", "X"])
+    assert a.out == "X"
+    a = parser.parse_args(["audio2clip", "demo", "--out", "Y", "--set", "epochs=2", "passes=1"])
+    assert a.out == "Y" and a.set == ["epochs=2", "passes=1"]
+    a = parser.parse_args(["demo", "--out-dir", "Z", "--set", "dim=32", "--set", "lr=0.01"])
+    assert a.out == "Z" and a.set == ["dim=32", "lr=0.01"]
+    for path in (("align",), ("demo",), ("audio2clip", "train"), ("audio2clip", "demo")):
+        text = _sub(parser, *path).format_help()
+        assert "--out " in text or "--out OUT" in text, path
+        assert "--output-dir" not in text and "--out-dir" not in text and "--quiet" not in text
+
+
+def test_app_lives_under_audio2clip_and_top_level_app_is_hidden() -> None:
+    parser = build_parser()
+    top = parser.format_help()
+    assert "audio2clip" in top and not re.search(r"^\s+app\b", top, re.M)
+    for argv in (["app"], ["audio2clip", "app"]):
+        a = parser.parse_args([*argv, "--model", "m", "--pipeline", "p"])
+        assert a.func.__name__ == "_run" and a.max_upload_mb > 0
+    text = _sub(parser, "audio2clip", "app").format_help()
+    assert "Hub id" in text and "local" in text
+
+
+def _all_help(parser: argparse.ArgumentParser) -> list[str]:
+    out = [parser.format_help()]
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for sub in a.choices.values():
+                out += _all_help(sub)
+    return out
+
+
+def test_help_texts_speak_of_the_project_not_its_history() -> None:
+    history = re.compile(r"\bissue \d+|\bseed 0\d\d\b|\bround \d\b", re.I)
+    for text in _all_help(build_parser()):
+        assert not history.search(text), history.search(text)
