@@ -92,7 +92,7 @@ def test_audio2clip_model_folder_refuses_code(tmp_path: Path) -> None:
     folder = enc.save_pretrained(tmp_path / "model")
     marker = tmp_path / "pwned"
     _evil_checkpoint(folder / HEAD_WEIGHTS_NAME, marker)
-    with pytest.raises(Exception, match="(?i)weights_only|unpickl|global"):
+    with pytest.raises(Exception, match=r"(?i)weights_only|unpickl|global"):
         AudioToTextEncoder.from_pretrained(folder)
     assert not marker.exists()
 
