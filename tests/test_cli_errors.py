@@ -111,28 +111,35 @@ def test_ctrl_c_prints_where_and_how_to_resume(
 def test_ctrl_c_during_training_saves_a_checkpoint_that_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import speechattn.recipes.align.train as train_mod
-    from speechattn.recipes.align.model import AlignerConfig
+    import torch
+
+    from speechattn.recipes.align.model import AlignerConfig, TextMelAligner
     from speechattn.recipes.align.train import TrainConfig, load_checkpoint, train_aligner
 
     items = toy_items(16, 0)
     cfg = AlignerConfig(kind="sma", num_symbols=NUM_SYMBOLS, n_mels=N_MELS, dim=16)
     tcfg = TrainConfig(steps=8, batch_size=4, checkpoint_every=100)
-    real = train_mod._batches_for_step
+    whole = train_aligner(cfg, items, tcfg, progress=False)
+    real = TextMelAligner.forward
+    calls = [0]
 
-    def stop_at_3(lengths, batch_size, seed, step):  # type: ignore[no-untyped-def]
-        if step == 3:
+    def ctrl_c_in_4th_forward(self, *a, **k):  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        if calls[0] == 4:
+            torch.rand(3)  # the RNG moved before the interrupt: a resume must not see that
             raise KeyboardInterrupt
-        return real(lengths, batch_size, seed, step)
+        return real(self, *a, **k)
 
     ck = tmp_path / "ck.pt"
-    monkeypatch.setattr(train_mod, "_batches_for_step", stop_at_3)
+    monkeypatch.setattr(TextMelAligner, "forward", ctrl_c_in_4th_forward)
     with pytest.raises(KeyboardInterrupt, match=r"stopped at step 3 of 8; checkpoint at step 3"):
         train_aligner(cfg, items, tcfg, checkpoint=ck, progress=False)
     assert load_checkpoint(ck)["step"] == 3
-    monkeypatch.setattr(train_mod, "_batches_for_step", real)
+    monkeypatch.setattr(TextMelAligner, "forward", real)
     res = train_aligner(cfg, items, tcfg, checkpoint=ck, progress=False)
     assert res.resumed_from == 3 and load_checkpoint(ck)["step"] == 8
+    for k, v in whole.model.state_dict().items():
+        assert torch.equal(v, res.model.state_dict()[k]), k
 
 
 def test_console_script_prints_one_line(tmp_path: Path) -> None:

@@ -220,7 +220,7 @@ def train_aligner(
             leave=False,
         )
 
-    def _save(step: int) -> None:
+    def _save(step: int, rng: torch.Tensor | None = None) -> None:
         if checkpoint is None or rank != 0:
             return
         save_checkpoint(
@@ -230,7 +230,7 @@ def train_aligner(
                 "optimizer": opt.state_dict(),
                 "step": step,
                 "history": history,
-                "rng": torch.get_rng_state(),
+                "rng": torch.get_rng_state() if rng is None else rng,
                 "model_config": model_config.to_dict(),
                 "train_config": asdict(train_config),
                 "extra": extra_state or {},
@@ -238,9 +238,10 @@ def train_aligner(
         )
 
     model.train()
-    # state[0]: steps done; state[1]: True while the parameters are being updated (a
-    # Ctrl-C there leaves a half-applied step, so the last periodic checkpoint is kept instead).
-    state: list[Any] = [step0, False]
+    # state[0]: steps done; state[1]: True while the optimiser updates the parameters (a Ctrl-C
+    # there leaves a half-applied step, so the last periodic checkpoint is kept instead);
+    # state[2]: the RNG state when the current step began (what a resume must start from).
+    state: list[Any] = [step0, False, torch.get_rng_state()]
     last_saved = [step0 if checkpoint is not None and checkpoint.exists() else None]
 
     def _loop() -> None:
@@ -255,7 +256,7 @@ def train_aligner(
             )
             idx = idx[rank::world] or idx[:1]
             tokens, tl, mels, ml = collate_items([items[i] for i in idx])
-            state[1] = True
+            state[2] = torch.get_rng_state()
             for gparam in opt.param_groups:
                 gparam["lr"] = _lr(step, train_config)
             out = ddp_model(tokens, tl, mels, ml)
@@ -263,11 +264,13 @@ def train_aligner(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gn = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
+            state[1] = True
             opt.step()
             rec = {"step": step + 1, "loss": float(loss.detach()), "grad_norm": float(gn)}
             history.append(rec)
             state[0] = step + 1
             state[1] = False
+            state[2] = torch.get_rng_state()
             if on_eval is not None and eval_every and ((step + 1) % eval_every == 0) and rank == 0:
                 model.eval()
                 rec.update(on_eval(model, step + 1))
@@ -287,7 +290,7 @@ def train_aligner(
         where = f"stopped at step {state[0]} of {train_config.steps}"
         if checkpoint is not None and rank == 0:
             if not state[1]:
-                _save(state[0])
+                _save(state[0], state[2])
                 last_saved[0] = state[0]
             if last_saved[0] is not None:
                 where += f"; checkpoint at step {last_saved[0]} in {checkpoint}"
