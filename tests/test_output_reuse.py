@@ -121,3 +121,27 @@ def test_train_aligner_refuses_a_checkpoint_of_another_run(tmp_path: Path) -> No
         train_aligner(bigger, items, TrainConfig(steps=4), checkpoint=ck, extra_state=extra)
     res = train_aligner(cfg, items, TrainConfig(steps=4), checkpoint=ck, extra_state=extra)
     assert res.resumed_from == 2
+
+
+def test_demo_refuses_a_folder_of_other_settings_before_synthesizing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dataclasses import asdict
+
+    from speechattn.recipes.align.outputs import prepare_output
+    from speechattn.recipes.align.pipeline import DemoConfig
+
+    out = tmp_path / "D"
+    keep = ("threads", "max_seconds_per_aligner", "eval_every", "steps")
+    record = {k: v for k, v in asdict(DemoConfig.quick()).items() if k not in keep}
+    assert prepare_output(out, record, overwrite=False) == "new"
+    (out / "corpus").mkdir()
+    (out / "corpus" / "manifest.jsonl").write_text("")
+    assert main(["demo", "--quick", "--out", str(out), "--set", "dim=32", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "dim differ" in err and "--overwrite" in err
+    assert (out / "corpus" / "manifest.jsonl").exists()
+    # A corpus folder with no run record (an older version's run) is refused too.
+    (out / "run.json").unlink()
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 1
+    assert "corpus" in capsys.readouterr().err

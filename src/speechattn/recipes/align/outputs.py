@@ -93,16 +93,18 @@ def run_differences(previous: dict[str, Any], current: dict[str, Any]) -> list[s
     return out
 
 
-def _existing_outputs(out: Path) -> list[Path]:
+def _existing_outputs(out: Path, extra_dirs: Sequence[str] = ()) -> list[Path]:
     found = [out / n for n in _OUTPUT_FILES if (out / n).exists()]
-    found += [out / d for d in _OUTPUT_DIRS if (out / d).is_dir() and any((out / d).iterdir())]
+    dirs = (*_OUTPUT_DIRS, *extra_dirs)
+    found += [out / d for d in dirs if (out / d).is_dir() and any((out / d).iterdir())]
     return found
 
 
-def clear_outputs(out: Path) -> list[Path]:
-    """Delete what an earlier run wrote into ``out`` (only speechattn's own outputs)."""
+def clear_outputs(out: Path, extra_dirs: Sequence[str] = ()) -> list[Path]:
+    """Delete what an earlier run wrote into ``out`` (only speechattn's own outputs, plus the
+    folders named in ``extra_dirs``)."""
     removed = []
-    for p in _existing_outputs(out):
+    for p in _existing_outputs(out, extra_dirs):
         if p.is_dir():
             shutil.rmtree(p)
         else:
@@ -114,9 +116,12 @@ def clear_outputs(out: Path) -> list[Path]:
     return removed
 
 
-def prepare_output(out: Path, record: dict[str, Any], *, overwrite: bool) -> str:
+def prepare_output(
+    out: Path, record: dict[str, Any], *, overwrite: bool, extra_dirs: Sequence[str] = ()
+) -> str:
     """Make ``out`` ready for the run described by ``record``; returns ``"new"``, ``"resume"``
-    or ``"overwrite"``.
+    or ``"overwrite"``. ``extra_dirs``: more output folders of the command (the demo's
+    ``corpus``), cleared by ``overwrite`` too.
 
     Raises:
         OutputFolderError: ``out`` holds a different run (or outputs without a run record) and
@@ -125,18 +130,18 @@ def prepare_output(out: Path, record: dict[str, Any], *, overwrite: bool) -> str
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     record = json.loads(json.dumps(record))
-    existing = _existing_outputs(out)
+    existing = _existing_outputs(out, extra_dirs)
     fresh = "--overwrite (deletes that run's outputs) or choose another --out"
     state = "new"
     if overwrite and existing:
-        clear_outputs(out)
+        clear_outputs(out, extra_dirs)
         state = "overwrite"
     elif existing:
         path = out / RUN_RECORD
         if not path.is_file():
             names = ", ".join(p.name for p in existing[:4])
             raise OutputFolderError(
-                f"{out} already holds alignment outputs ({names}) without a {RUN_RECORD} "
+                f"{out} already holds outputs ({names}) without a {RUN_RECORD} "
                 f"saying which run wrote them; start fresh with {fresh}."
             )
         try:

@@ -28,7 +28,6 @@ from speechattn.recipes.align.evaluate import (
 )
 from speechattn.recipes.align.model import AlignerConfig, TextMelAligner
 from speechattn.recipes.align.outputs import (
-    clear_outputs,
     corpus_fingerprint,
     file_digest,
     prepare_output,
@@ -220,10 +219,10 @@ def run_demo(
 ) -> dict:
     """Synthesize a corpus, train the SMA aligner and baselines, evaluate, write the report.
 
-    Running again in the same ``out`` reuses its corpus and resumes each aligner's checkpoint
-    when it belongs to the same settings (otherwise
-    :class:`~speechattn.recipes.align.train.CheckpointMismatch`); ``overwrite`` first deletes
-    the earlier run's outputs, its corpus included.
+    Running again in the same ``out`` with the same settings (``steps``, ``threads`` and time
+    limits may change) reuses its corpus and resumes each aligner's checkpoint; other settings
+    raise :class:`~speechattn.recipes.align.outputs.OutputFolderError` naming what differs,
+    and ``overwrite`` first deletes the earlier run's outputs, its corpus included.
 
     Returns a dict with the report path, the metrics table and timings.
     """
@@ -234,15 +233,13 @@ def run_demo(
     t_start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if overwrite:
-        import shutil
-
-        removed = clear_outputs(out)
-        if (out / "corpus").is_dir():
-            shutil.rmtree(out / "corpus")
-            removed.append(out / "corpus")
-        if removed:
-            log(f"--overwrite: removed the earlier run's outputs from {out}")
+    keep = ("threads", "max_seconds_per_aligner", "eval_every", "steps")
+    record = {k: v for k, v in asdict(config).items() if k not in keep}
+    state = prepare_output(out, record, overwrite=overwrite, extra_dirs=("corpus",))
+    if state == "overwrite":
+        log(f"--overwrite: removed the earlier run's outputs from {out}")
+    elif state == "resume":
+        log(f"{out} holds this run already: reusing its corpus and checkpoints")
     feats = FeatureConfig()
     corpus_dir = out / "corpus"
     manifest = corpus_dir / "manifest.jsonl"
