@@ -117,7 +117,7 @@ def test_ctrl_c_during_training_saves_a_checkpoint_that_resumes(
     from speechattn.recipes.align.train import TrainConfig, load_checkpoint, train_aligner
 
     items = toy_items(16, 0)
-    cfg = AlignerConfig(kind="sma", num_symbols=NUM_SYMBOLS, n_mels=N_MELS, dim=16)
+    cfg = AlignerConfig(kind="mha", num_symbols=NUM_SYMBOLS, n_mels=N_MELS, dim=16)
     tcfg = TrainConfig(steps=8, batch_size=4, checkpoint_every=100)
     whole = train_aligner(cfg, items, tcfg, progress=False)
     real = TextMelAligner.forward
