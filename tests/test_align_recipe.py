@@ -127,7 +127,7 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     b = torch.load(tmp_path / "rank1.pt")
     for k in a:
         torch.testing.assert_close(a[k], b[k], msg=k)
-    assert torch.load(tmp_path / "ck.pt", weights_only=False)["step"] == 6
+    assert torch.load(tmp_path / "ck.pt", weights_only=True)["step"] == 6
 
 
 def test_report_is_valid_html_with_images(toy: tuple[list, list], tmp_path: Path) -> None:
