@@ -505,6 +505,9 @@ def _intervals_json(ivs: Sequence[Interval]) -> list[list[Any]]:
     return [[round(iv.start, 6), round(iv.end, 6), iv.label] for iv in ivs]
 
 
+_FORKED_ENGINES: list[Any] = []
+
+
 def _worker_init() -> None:
     # One thread per worker. Synthesis never needs torch, so only touch it when the parent had
     # it imported already (fork inherits it): importing torch costs ~1 s of CPU per worker.
@@ -512,7 +515,10 @@ def _worker_init() -> None:
     _espeak.use_private_library()
     engines = sys.modules.get("speechattn.data.engines")
     if engines is not None:
-        engines._CACHE.clear()  # engines loaded before the fork start afresh (seeded state)
+        # Engines loaded before the fork start afresh (seeded state). The inherited ones are
+        # kept alive: destroying an ONNX session whose threads were not forked would hang.
+        _FORKED_ENGINES.extend(engines._CACHE.values())
+        engines._CACHE.clear()
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(1)

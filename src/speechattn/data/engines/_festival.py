@@ -124,16 +124,30 @@ class FestivalEngine(Engine):
             elif parts[0] == "W" and len(parts) == 4:
                 start, end = min(float(parts[2]), dur), min(float(parts[3]), dur)
                 words.append(Interval(start, max(start, end), parts[1]))
-        words = [_tighten(w, phones) for w in words]
+        words = _cover(words, phones)
         return SpeechResult(wav, sr, words, phones, text, voice_id, self.name)
 
 
-def _tighten(word: Interval, phones: list[Interval]) -> Interval:
-    """Shrink a word to its phones (Festival's word_start is the previous word's end)."""
-    inside = [p for p in phones if p.start >= word.start - 1e-6 and p.end <= word.end + 1e-6]
-    if not inside:
-        return word
-    return Interval(inside[0].start, inside[-1].end, word.label)
+def _cover(words: list[Interval], phones: list[Interval]) -> list[Interval]:
+    """Each word spans exactly its phones.
+
+    Festival's ``word_start`` is the previous word's end (pauses included), so words shrink to
+    their phones; a phone no word covers (a post-lexical linking ``r``: "over the") joins the
+    word before it.
+    """
+    if not words:
+        return words
+    owner: list[list[Interval]] = [[] for _ in words]
+    k = 0
+    for p in phones:
+        mid = (p.start + p.end) / 2
+        while k + 1 < len(words) and mid >= words[k + 1].start - 1e-9:
+            k += 1
+        owner[k].append(p)
+    out = []
+    for w, ps in zip(words, owner):
+        out.append(Interval(ps[0].start, ps[-1].end, w.label) if ps else w)
+    return out
 
 
 def make_engine(name: str) -> Engine:

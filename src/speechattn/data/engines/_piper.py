@@ -104,6 +104,7 @@ class PiperEngine(Engine):
             audio.append(np.asarray(ch.audio_float_array, dtype=np.float32))
             offset += len(audio[-1])
             units.append((" ", offset, offset))
+        _split_word_joins(units)
         wav = np.clip(np.concatenate(audio), -1.0, 1.0).astype(np.float32)
         total = len(wav)
         groups: list[list[tuple[str, int, int]]] = [[]]
@@ -116,6 +117,21 @@ class PiperEngine(Engine):
         groups = [g for g in groups if g]
         words, phones = _intervals(text, groups, sr)
         return SpeechResult(wav, sr, words, phones, text, voice_id, self.name)
+
+
+def _is_phone(sym: str) -> bool:
+    return sym not in _SKIP and not _is_break(sym)
+
+
+def _split_word_joins(units: list[tuple[str, int, int]]) -> None:
+    """A space between two words is no pause in Piper's speech: half goes to each word."""
+    for i in range(1, len(units) - 1):
+        sym, a, b = units[i]
+        if sym == " " and _is_phone(units[i - 1][0]) and _is_phone(units[i + 1][0]):
+            mid = (a + b) // 2
+            units[i - 1] = (units[i - 1][0], units[i - 1][1], mid)
+            units[i + 1] = (units[i + 1][0], mid, units[i + 1][2])
+            units[i] = (sym, mid, mid)
 
 
 def _intervals(
