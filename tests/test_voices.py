@@ -37,6 +37,7 @@ ENGINE_VOICES = {
     "espeak": "espeak:en-gb+f2",
     "festival": "festival:ked_diphone",
     "piper": "piper:en_US-joe-medium",
+    "rhvoice": "rhvoice:Bdl",
 }
 
 
@@ -105,6 +106,13 @@ def test_absent_engine_reports_install_command(monkeypatch) -> None:
     assert not voice_installed(get_voice("festival:ked_diphone"))
     with pytest.raises(EngineUnavailable, match="apt-get install festival"):
         synth.pick_voices(["festival"], 2)
+
+
+def test_rhvoice_deterministic() -> None:
+    _need("rhvoice")
+    a = synthesize("A small red boat.", "rhvoice:Clb")
+    b = synthesize("A small red boat.", "rhvoice:Clb")
+    assert np.array_equal(a.waveform, b.waveform) and a.words == b.words
 
 
 def test_unwrapped_engine_says_so() -> None:
@@ -184,8 +192,10 @@ def test_engine_round_trip(engine: str) -> None:
     rms_in = float(np.sqrt(np.mean(res.waveform[inside] ** 2)))
     rms_out = float(np.sqrt(np.mean(res.waveform[~inside] ** 2))) if (~inside).any() else 0.0
     assert rms_in > 3 * rms_out
-    # phone timings: in order, each inside one word, the project's IPA phones
-    assert res.phones is not None
+    # phone timings (where the engine gives them): in order, each inside one word, project IPA
+    if res.phones is None:
+        assert not get_voice(ENGINE_VOICES[engine]).phones
+        return
     for a, b in itertools.pairwise(res.phones):
         assert a.start < a.end <= b.start + 1e-9
     k = 0
@@ -208,6 +218,8 @@ def test_engine_round_trip(engine: str) -> None:
 @pytest.mark.parametrize("engine", sorted(ENGINE_VOICES))
 def test_phone_timings_sum_to_the_audio(engine: str) -> None:
     _need(engine)
+    if not get_voice(ENGINE_VOICES[engine]).phones:
+        pytest.skip(f"{engine} gives no phone timings")
     res = synthesize(normalize_text(TEXT), ENGINE_VOICES[engine])
     assert res.phones is not None
     dur = len(res.waveform) / res.sample_rate

@@ -155,7 +155,7 @@ _MODULES = {
     "festival": "_festival",
     "piper": "_piper",
     "mbrola": "_unwrapped",
-    "rhvoice": "_unwrapped",
+    "rhvoice": "_rhvoice",
     "pico": "_unwrapped",
     "kokoro": "_unwrapped",
     "flite": "_unwrapped",
