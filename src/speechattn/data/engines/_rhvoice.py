@@ -223,7 +223,7 @@ def _trim_silence(words: list[Interval], wav: np.ndarray, sr: int) -> list[Inter
         return words
     energy = np.sqrt(np.mean(wav[: n * hop].reshape(n, hop).astype(np.float64) ** 2, axis=1))
     loud = energy > max(float(energy.max()) * 10 ** (-40 / 20), 1e-6)
-    out = []
+    out: list[Interval] = []
     for w in words:
         a, b = round(w.start * sr) // hop, min(n, -(-round(w.end * sr) // hop))
         while a < b and not loud[a]:
