@@ -59,7 +59,7 @@ class PicoEngine(Engine):
                 pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
         wav = pcm.astype(np.float32) / 32768.0
         words, phones = ps.align(wav, sr, words_of(spoken))
-        return SpeechResult(wav, sr, words, phones, text, voice_id, self.name, "aligned")
+        return SpeechResult(wav, sr, words, phones or None, text, voice_id, self.name, "aligned")
 
 
 def make_engine(name: str) -> Engine:

@@ -79,22 +79,28 @@ def align(
         d.start_utt()
         d.process_raw(pcm, full_utt=True)
         d.end_utt()
-        d.set_alignment()
-        d.start_utt()
-        d.process_raw(pcm, full_utt=True)
-        d.end_utt()
-        al = d.get_alignment()
-        if al is None:
+        segs = [
+            (s.word, s.start_frame, s.end_frame + 1)
+            for s in (d.seg() or [])
+            if not (s.word.startswith("<") or s.word.startswith("["))
+        ]
+        if len(segs) != len(words):
             raise ValueError("pocketsphinx could not align the text to the audio")
-        out_words: list[Interval] = []
+        out_words = [
+            Interval(a * _FRAME, b * _FRAME, label) for (_, a, b), label in zip(segs, words)
+        ]
         phones: list[Interval] = []
-        k = 0
-        for w in al:
+        try:
+            d.set_alignment()
+            d.start_utt()
+            d.process_raw(pcm, full_utt=True)
+            d.end_utt()
+            al = d.get_alignment()
+        except RuntimeError:  # sub-word alignment failed: words only
+            al = None
+        for w in al or []:
             if w.name.startswith("<") or w.name.startswith("["):
                 continue
-            label = words[k] if k < len(words) else w.name
-            k += 1
-            out_words.append(Interval(w.start * _FRAME, (w.start + w.duration) * _FRAME, label))
             for p in w:
                 try:
                     sym = map_phone(p.name, "radio")
