@@ -245,6 +245,14 @@ def test_phone_timings_sum_to_the_audio(engine: str) -> None:
     assert dur - res.phones[-1].end < 0.6 and res.phones[0].start < 0.4
 
 
+def test_festival_deterministic_across_history() -> None:
+    _need("festival")
+    a = synthesize("A small red boat.", "festival:ked_diphone")
+    synthesize("Something else, said before.", "festival:ked_diphone")
+    b = synthesize("A small red boat.", "festival:ked_diphone")
+    assert np.array_equal(a.waveform, b.waveform) and a.words == b.words and a.phones == b.phones
+
+
 def test_resample_keeps_timings() -> None:
     _need("festival")
     a = synthesize("A small red boat.", "festival:ked_diphone")
@@ -278,7 +286,7 @@ def test_pick_voices_excludes_reserved_and_is_deterministic() -> None:
 def test_mixed_corpus_deterministic(tmp_path, monkeypatch) -> None:
     _need("festival")
     monkeypatch.setattr(synth, "_BLOCK", 3)
-    kw = dict(utterances=8, speakers=4, seed=5, engines=["espeak", "festival"], progress=False)
+    kw = dict(utterances=6, speakers=4, seed=5, engines=["espeak", "festival"], progress=False)
     m1 = synth.synth_corpus(tmp_path / "a", workers=1, **kw)  # type: ignore[arg-type]
     m2 = synth.synth_corpus(tmp_path / "b", workers=2, **kw)  # type: ignore[arg-type]
     assert m1.read_bytes() == m2.read_bytes()
@@ -290,13 +298,11 @@ def test_mixed_corpus_deterministic(tmp_path, monkeypatch) -> None:
         assert not v.reserved
         assert r["words"] and r["words"][-1][1] <= r["duration"] + 1e-6
     assert {r["engine"] for r in recs} == {"espeak", "festival"}
-    m3 = synth.synth_corpus(tmp_path / "c", workers=1, **{**kw, "seed": 6})  # type: ignore[arg-type]
-    assert m3.read_bytes() != m1.read_bytes()
     # the corpus loads like any other
     from speechattn.data.corpus import load_corpus
 
     utts = load_corpus(m1)
-    assert len(utts) == 8 and all(u.phones for u in utts)
+    assert len(utts) == 6 and all(u.phones for u in utts)
 
 
 def test_cli_synth_reports_missing_engine(tmp_path, monkeypatch) -> None:
