@@ -104,7 +104,7 @@ def _speaker_embedder() -> Any:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--engines", default="espeak,festival,piper,rhvoice,pico")
+    ap.add_argument("--engines", default="espeak,festival,piper,rhvoice,pico,kokoro")
     ap.add_argument("--include-reserved", action="store_true")
     ap.add_argument("--json", default=None, help="write the rows and summaries here")
     args = ap.parse_args()
