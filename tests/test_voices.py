@@ -99,6 +99,14 @@ def test_registry_errors_name_the_choices() -> None:
         get_engine("nosuch")
     v = get_voice("espeak:en-us+m3")
     assert v.engine == "espeak" and v.language == "en-us" and not v.reserved
+    with pytest.raises(ValueError, match="sample_rate"):
+        synthesize("Hello.", "espeak:en-us", sample_rate=0)
+    with pytest.raises(ValueError, match="empty"):
+        synthesize("  ", "espeak:en-us")
+    with pytest.raises(TypeError, match="text"):
+        synthesize(b"Hello", "espeak:en-us")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="Unknown espeak voice"):
+        synthesize("Hello.", "espeak:fr-fr")
 
 
 def test_absent_engine_reports_install_command(monkeypatch) -> None:

@@ -201,13 +201,25 @@ def synthesize(text: str, voice: str | Voice, *, sample_rate: int | None = None)
     """
     from speechattn.data.voices import Voice, get_voice
 
+    if sample_rate is not None and (
+        isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0
+    ):
+        raise ValueError(f"Expected sample_rate to be a positive int; found {sample_rate!r}.")
     v = voice if isinstance(voice, Voice) else get_voice(voice)
     res = get_engine(v.engine).synthesize(text, v.voice_id)
     if sample_rate is not None and sample_rate != res.sample_rate:
-        if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
-            raise ValueError(f"Expected sample_rate to be a positive int; found {sample_rate!r}.")
         import soxr
 
         wav = np.asarray(soxr.resample(res.waveform, res.sample_rate, sample_rate), np.float32)
-        res = res._replace(waveform=np.clip(wav, -1.0, 1.0), sample_rate=sample_rate)
+        dur = len(wav) / sample_rate
+
+        def clip(ivs: list[Interval]) -> list[Interval]:
+            return [Interval(min(i.start, dur), min(i.end, dur), i.label) for i in ivs]
+
+        res = res._replace(
+            waveform=np.clip(wav, -1.0, 1.0),
+            sample_rate=sample_rate,
+            words=clip(res.words),
+            phones=None if res.phones is None else clip(res.phones),
+        )
     return res
