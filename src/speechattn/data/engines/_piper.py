@@ -135,17 +135,36 @@ def _split_word_joins(units: list[tuple[str, int, int]]) -> None:
 
 
 def _intervals(
-    text: str, groups: list[list[tuple[str, int, int]]], sr: int
+    text: str,
+    groups: list[list[tuple[str, int, int]]],
+    sr: int,
+    *,
+    reference: list[list[str]] | None = None,
+    labels: list[str] | None = None,
 ) -> tuple[list[Interval], list[Interval]]:
+    """Word and phone intervals from per-word groups of (code point, start, end) samples.
+
+    ``reference`` gives each word's phones (to segment the code points as espeak does) and
+    ``labels`` the words' text; by default both come from :func:`phonemize` and the text.
+    """
     from speechattn.data.text import group_ipa, normalize_text, phonemize, words_of
 
-    try:
-        reference = phonemize(text, voice="en-us")
-    except Exception:  # espeak-ng missing: fall back to the generic grouping
-        reference = []
-    labels = words_of(text)
-    if len(labels) != len(groups):
-        labels = words_of(normalize_text(text))
+    if reference is None:
+        try:
+            reference = phonemize(text, voice="en-us")
+        except Exception:  # espeak-ng missing: fall back to the generic grouping
+            reference = []
+    if labels is None or len(labels) != len(groups):
+        labels = words_of(text)
+        if len(labels) != len(groups):
+            labels = words_of(normalize_text(text))
+        if len(labels) != len(groups):
+            try:  # espeak joins some words into one ("on the"), as Piper's phonemes do
+                from speechattn.data.synth import synthesize as espeak_synthesize
+
+                labels = [w.label for w in espeak_synthesize(text, voice="en-us").words]
+            except Exception:
+                pass
     words: list[Interval] = []
     phones: list[Interval] = []
     for k, g in enumerate(groups):

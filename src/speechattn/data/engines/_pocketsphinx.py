@@ -67,15 +67,20 @@ def align(
     """
     from speechattn.data.text import map_phone
 
+    # a label may hold several words (espeak joins "of the"): align them, then merge
+    owners = [k for k, w in enumerate(words) for _ in _clean(w).split()]
+    parts = [p for w in words for p in _clean(w).split()]
+    if len(set(owners)) != len(words):
+        raise ValueError(f"Expected words with letters to align; found {words}")
     pcm = _pcm16k(wave, sample_rate)
     with _LOCK:
         d = _decoder("align")
-        missing = [w for w in words if d.lookup_word(_clean(w)) is None]
+        missing = [w for w in parts if d.lookup_word(w) is None]
         if missing:
             raise ValueError(
                 f"pocketsphinx cannot align words missing from its dictionary: {missing}"
             )
-        d.set_align_text(" ".join(_clean(w) for w in words))
+        d.set_align_text(" ".join(parts))
         d.start_utt()
         d.process_raw(pcm, full_utt=True)
         d.end_utt()
