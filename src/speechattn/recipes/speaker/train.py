@@ -163,7 +163,9 @@ def train_encoder(
         cfg: model and optimisation settings (``seed`` fixes weights and batches).
         progress: a progress bar on rank 0.
         checkpoint: resumable checkpoint path (None: no checkpointing).
-        fingerprint: what identifies the run; a checkpoint with another one is refused.
+        fingerprint: what else identifies the run (the corpus); with ``cfg`` (but for
+            ``poolings`` and ``checkpoint_every``), ``pooling``, the number of processes and
+            classes it must match a checkpoint's, else the checkpoint is refused.
 
     Raises:
         ResumeMismatch: ``checkpoint`` exists and belongs to another run.
@@ -194,7 +196,13 @@ def train_encoder(
     rng = random.Random(cfg.seed * 1000 + rank)
     losses: list[float] = []
     step0 = 0
-    fp = {**(fingerprint or {}), "pooling": pooling, "world": world, "classes": num_classes}
+    fp = {
+        **(fingerprint or {}),
+        "config": {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_FINGERPRINT},
+        "pooling": pooling,
+        "world": world,
+        "classes": num_classes,
+    }
     if checkpoint is not None and checkpoint.is_file():
         ck = _load_train_checkpoint(checkpoint)
         diff = _differences(ck.get("fingerprint", {}), fp)
@@ -444,8 +452,8 @@ def run_speaker(
         n_trials = n_test_utts * (n_test_utts - 1) // 2
 
     fingerprint = {
-        "config": {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_FINGERPRINT},
         "corpus": corpus_fingerprint(utts),
+        "trials": None if trials is None else str(trials),
     }
     rows: list[dict[str, Any]] = []
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
