@@ -277,3 +277,26 @@ def test_ecapa_trunk_trains_from_the_cli(corpus: dict[str, Path], tmp_path: Path
 
     model, cfg = load_checkpoint(out / "best.pt")
     assert cfg.trunk == "ecapa" and model.trunk_name == "ecapa"
+
+
+@pytest.mark.slow
+def test_torchrun_train_on_a_corpus_and_resume(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """Two gloo processes train on the VoxCeleb layout; the same command again resumes."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    cmd += ["--master_port", "29519", "-m", "speechattn", "speaker", "train", str(corpus["vox"])]
+    cmd += ["--out", str(tmp_path), "--trials", str(corpus["trials"]), *TINY]
+    for attempt in range(2):
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+        assert res.returncode == 0, res.stderr[-3000:]
+        rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+        assert rows[1]["pooling"] == "TSTP" and len(rows[1]["losses"]) == 4
+        assert rows[1]["resumed_from"] == (0 if attempt == 0 else 4)
+    ck = torch.load(tmp_path / "checkpoints" / "TSTP.pt", weights_only=True)
+    assert ck["fingerprint"]["world"] == 2 and len(ck["rng"]) == 2

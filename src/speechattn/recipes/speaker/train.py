@@ -311,9 +311,9 @@ def _synthesise(out: Path, cfg: SpeakerConfig, *, overwrite: bool, progress: boo
     want = _synth_params(cfg)
     if (corpus / "manifest.jsonl").is_file():
         have = json.loads(stamp.read_text()) if stamp.is_file() else None
-        if have == want:
+        if have is None or have == want:  # (no stamp: made by an older version; reused)
             return corpus / "manifest.jsonl"
-        if have is not None and not overwrite:
+        if not overwrite:
             raise ResumeMismatch(
                 f"{corpus} was synthesised for other settings "
                 f"({'; '.join(_differences(have, want))}); pass --overwrite to remake it or "
