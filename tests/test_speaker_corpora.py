@@ -300,3 +300,31 @@ def test_torchrun_train_on_a_corpus_and_resume(corpus: dict[str, Path], tmp_path
         assert rows[1]["resumed_from"] == (0 if attempt == 0 else 4)
     ck = torch.load(tmp_path / "checkpoints" / "TSTP.pt", weights_only=True)
     assert ck["fingerprint"]["world"] == 2 and len(ck["rng"]) == 2
+
+
+def test_any_load_corpus_layout_works(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """A folder of audio + same-stem .txt (read by data.corpus.load_corpus): speaker = folder."""
+    root = tmp_path / "folder"
+    for u in load_speaker_corpus(corpus["vox"])[:6]:
+        d = root / u.speaker
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.copy(u.audio_path, d / Path(u.id).name)
+        (d / Path(u.id).with_suffix(".txt").name).write_text("some words\n")
+    utts = load_speaker_corpus(root)
+    assert len(utts) == 6
+    assert {u.speaker for u in utts} <= {f"id1000{i}" for i in range(4)}
+
+
+def test_ctrl_c_says_how_to_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from speechattn.recipes.speaker import train as T
+
+    def stop(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "run_speaker", stop)
+    out = tmp_path / "run"
+    assert _main(["speaker", "train", str(tmp_path), "--out", str(out), "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and str(out / "checkpoints") in err and "resume" in err

@@ -89,3 +89,6 @@ def test_pooling_names_are_classes() -> None:
     assert set(ours.POOLINGS) == {n for n in ours.__all__ if n.isupper() and n != "POOLINGS"}
     for n in ours.POOLINGS:
         assert isinstance(getattr(ours, n), type)
+    from speechattn.recipes.speaker.config import POOLINGS as recipe_names
+
+    assert recipe_names == ours.POOLINGS  # the recipe's torch-free copy of the names
