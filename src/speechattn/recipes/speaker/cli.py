@@ -250,7 +250,9 @@ def add_parser(sub: Any) -> None:
 
     sc = ssub.add_parser("score", help="EER and minDCF of an encoder on a trial list")
     sc.add_argument("trials", help="VoxCeleb trial list (<1|0> <a.wav> <b.wav> per line)")
-    sc.add_argument("--root", default=None, help="folder the paths are relative to")
+    sc.add_argument(
+        "--root", default=None, help="folder the paths are relative to (default: the list's folder)"
+    )
     sc.add_argument("--checkpoint", default=None, help="speaker checkpoint (default: shipped)")
     sc.add_argument("--out", default=None, help="also write the figures to this .json")
     sc.set_defaults(func=_cmd_score)
