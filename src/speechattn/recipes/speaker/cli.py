@@ -185,7 +185,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     add_hidden_alias(p, "--out-dir", "out")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of seconds")
     p.add_argument(
-        "--poolings", nargs="+", choices=POOLINGS, default=None, help="poolings to train"
+        "--poolings",
+        nargs="+",
+        choices=POOLINGS,
+        default=None,
+        metavar="NAME",
+        help=f"poolings to train, from {' '.join(POOLINGS)} (default: all)",
     )
     p.add_argument("--trunk", choices=TRUNKS, default=None, help="frame-level encoder")
     p.add_argument("--steps", type=positive_int, default=None)

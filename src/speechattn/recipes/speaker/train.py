@@ -402,14 +402,11 @@ def run_speaker(
         shutil.rmtree(ck_dir, ignore_errors=True)
         for name in ("results.json", "report.html"):
             (out / name).unlink(missing_ok=True)
-    if corpus is None:
-        source: Path = out / "corpus" / "manifest.jsonl"
-        if rank == 0:
-            source = _synthesise(out, cfg, overwrite=overwrite, progress=progress)
-        if world > 1:
-            dist.barrier()
-    else:
-        source = Path(corpus)
+    source = Path(corpus) if corpus is not None else out / "corpus" / "manifest.jsonl"
+    if corpus is None and rank == 0:
+        source = _synthesise(out, cfg, overwrite=overwrite, progress=progress)
+    if world > 1:
+        dist.barrier()  # the corpus exists and stale checkpoints are gone on every rank
     utts = load_speaker_corpus(source)
     train_ids, test_ids = _split(utts, cfg, held_out=trials is None)
     fs = load_feature_set(
