@@ -88,14 +88,11 @@ def _segments(per_voice: int) -> list[tuple[str, str, str, np.ndarray, int]]:
 def main() -> None:
     import soxr
 
-    from speechattn.recipes._speaker import (
-        _feature_extractor,
-        _features,
-        _trials,
-        compute_eer,
-        embed_features,
-        load_checkpoint,
-    )
+    from speechattn.recipes.speaker.data import feature_extractor as _feature_extractor
+    from speechattn.recipes.speaker.data import features as _features
+    from speechattn.recipes.speaker.evaluate import compute_eer, embed_features
+    from speechattn.recipes.speaker.evaluate import pair_trials as _trials
+    from speechattn.recipes.speaker.model import load_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", default=None, help="speaker checkpoint (default: shipped)")

@@ -16,23 +16,26 @@ import argparse
 import json
 import random
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from speechattn.recipes import _speaker as S
+from speechattn._cli import CliError, parse_overrides
+from speechattn.recipes.speaker import data as D
+from speechattn.recipes.speaker import evaluate as E
+from speechattn.recipes.speaker.config import SpeakerConfig
+from speechattn.recipes.speaker.train import train_encoder
 
 
-def _parse_set(items: list[str], cfg: S.SpeakerConfig) -> None:
-    types = {f.name: f.type for f in fields(cfg)}
-    for item in items:
-        key, val = item.split("=", 1)
-        if key not in types:
-            raise SystemExit(f"unknown config field {key!r}")
-        cur = getattr(cfg, key)
-        setattr(cfg, key, type(cur)(val) if not isinstance(cur, bool) else val in ("1", "true"))
+def _parse_set(items: list[str], cfg: SpeakerConfig) -> None:
+    try:
+        for key, val in parse_overrides(items, cfg.to_dict()).items():
+            setattr(cfg, key, val)
+        cfg.validated()
+    except (CliError, ValueError) as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def main() -> None:
@@ -51,7 +54,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = S.SpeakerConfig()
+    cfg = SpeakerConfig()
     _parse_set(args.set, cfg)
     pool = Path(args.pool)
     manifest = pool / "manifest.jsonl"
@@ -67,23 +70,25 @@ def main() -> None:
             sample_rate=cfg.sample_rate,
             progress=False,
         )
-    from speechattn.data.corpus import load_corpus
 
-    voices = sorted({u.speaker for u in load_corpus(manifest)})
+    utts = D.load_speaker_corpus(manifest)
+    voices = sorted({u.label for u in utts})
     random.Random(args.split_seed).shuffle(voices)
     test_voices = set(voices[: args.test_speakers])
     train_voices = sorted(voices[args.test_speakers : args.test_speakers + args.train_speakers])
-    if cfg.augment_copies:
+    if cfg.augment_copies or cfg.speed_perturb or cfg.pitch_perturb:
         # augmented copies depend on the split and the seed: extracted per run, not cached
-        feats, speakers = S._load_set(manifest, cfg, augment=set(train_voices))
+        feats, speakers = D.load_feature_set(utts, cfg, train_labels=set(train_voices))[:2]
     else:
         cache = pool / f"feats_{cfg.n_mels}.pt"
         if cache.exists():
-            feats, speakers = torch.load(cache)
+            feats, speakers = torch.load(cache, weights_only=True)
         else:
-            feats, speakers = S._load_set(manifest, cfg)
+            feats, speakers = D.load_feature_set(utts, cfg)[:2]
             torch.save((feats, speakers), cache)
-    label_of = {v: i for i, v in enumerate(train_voices)}
+    train_set = set(train_voices)
+    classes = sorted({s for s in speakers if s.split("@", 1)[0] in train_set})
+    label_of = {v: i for i, v in enumerate(classes)}
     tr = [i for i, s in enumerate(speakers) if s in label_of]
     te = [i for i, s in enumerate(speakers) if s in test_voices]
     tr_feats, tr_labels = [feats[i] for i in tr], [label_of[speakers[i]] for i in tr]
@@ -91,12 +96,12 @@ def main() -> None:
     print(f"{len(train_voices)} train voices ({len(tr)} utts), {len(test_voices)} test ({len(te)})")
     for name in args.poolings:
         t0 = time.perf_counter()
-        model, losses = S.train_encoder(name, tr_feats, tr_labels, cfg, progress=False)
+        model, losses = train_encoder(name, tr_feats, tr_labels, cfg, progress=False)[:2]
         train_s = time.perf_counter() - t0
-        emb = S.embed_features(model, te_feats)
-        s, lab = S._trials(emb, te_spk)
-        mean = S.embed_features(model, tr_feats[:: max(1, len(tr_feats) // 1000)]).mean(0)
-        s2, _ = S._trials(F.normalize(emb - mean, dim=-1), te_spk)
+        emb = E.embed_features(model, te_feats)
+        s, lab = E.pair_trials(emb, te_spk)
+        mean = E.embed_features(model, tr_feats[:: max(1, len(tr_feats) // 1000)]).mean(0)
+        s2, _ = E.pair_trials(F.normalize(emb - mean, dim=-1), te_spk)
         # Diagnostic: non-target pairs of two voices with the same espeak variant (timbre) but
         # different languages (en-029+ian vs en-us-nyc+ian) left out.
         import numpy as np
@@ -106,15 +111,15 @@ def main() -> None:
         var = np.asarray([v.split("+", 1)[-1] for v in te_spk])
         keep = (lab == 1) | (var[iu[0]] != var[iu[1]])
         row = {
-            "eer_no_same_variant": S.compute_eer(s[keep], lab[keep]),
+            "eer_no_same_variant": E.compute_eer(s[keep], lab[keep]),
             "pooling": name,
             "train_speakers": len(train_voices),
             "test_speakers": len(test_voices),
             "split_seed": args.split_seed,
-            "eer": S.compute_eer(s, lab),
-            "min_dcf": S.compute_min_dcf(s, lab),
-            "eer_centered": S.compute_eer(s2, lab),
-            "min_dcf_centered": S.compute_min_dcf(s2, lab),
+            "eer": E.compute_eer(s, lab),
+            "min_dcf": E.compute_min_dcf(s, lab),
+            "eer_centered": E.compute_eer(s2, lab),
+            "min_dcf_centered": E.compute_min_dcf(s2, lab),
             "final_loss": sum(losses[-20:]) / len(losses[-20:]),
             "train_s": train_s,
             "config": asdict(cfg),

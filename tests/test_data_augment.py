@@ -103,16 +103,16 @@ def test_channel_augment_is_seeded_and_finite() -> None:
 def test_speaker_load_set_augments_training_speakers_only(tmp_path: Path) -> None:
     pytest.importorskip("espeakng_loader")
     from speechattn.data.synth import synth_corpus
-    from speechattn.recipes._speaker import _load_set
     from speechattn.recipes.speaker import SpeakerConfig
+    from speechattn.recipes.speaker.data import load_feature_set, load_speaker_corpus
 
     synth_corpus(tmp_path / "c", utterances=6, speakers=3, seed=0, sample_rate=SR, progress=False)
-    manifest = tmp_path / "c" / "manifest.jsonl"
+    utts = load_speaker_corpus(tmp_path / "c" / "manifest.jsonl")
     cfg = SpeakerConfig.quick()
-    plain, spk = _load_set(manifest, cfg)
+    plain, spk = load_feature_set(utts, cfg)[:2]
     voices = sorted(set(spk))
     cfg.augment_copies = 2
-    aug, spk_aug = _load_set(manifest, cfg, augment={voices[0]})
+    aug, spk_aug = load_feature_set(utts, cfg, train_labels={voices[0]})[:2]
     n0 = spk.count(voices[0])
     assert len(aug) == len(plain) + 2 * n0
     assert spk_aug.count(voices[0]) == 3 * n0

@@ -437,7 +437,7 @@ def test_errors_name_the_argument() -> None:
     with pytest.raises(ValueError, match="at least one frame"):
         ours.TSTP(3)(torch.randn(2, 3, 0))
     with pytest.raises(TypeError):
-        ours.ASTP(8, 16)  # type: ignore[misc]  # keyword-only after in_dim
+        ours.ASTP(8, 16, False, 4)  # type: ignore[misc]  # past WeSpeaker's positional arguments
 
 
 def test_float64_stays_float64_and_half_input_gives_float32() -> None:

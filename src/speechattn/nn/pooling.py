@@ -14,8 +14,11 @@ works, and the same output ordering. Differences, all additive:
   function, tiled over the batch, recomputing backward), not a Python loop per head.
 
 Input ``x`` is ``(B, F, T)`` as TDNNs give it, or ``(B, C, F, T)`` as ResNets give it (flattened to
-``(B, C*F, T)``), time last. The first constructor argument may be positional (as in WeSpeaker);
-the others are keyword-only.
+``(B, C*F, T)``), time last. Constructor arguments may be given by position in WeSpeaker's order
+(``MQMHASTP(640, 2, 2, 8)`` is ``layer_num=2, query_num=2, head_num=8``) or by keyword; the extra
+keywords WeSpeaker's ``**kwargs`` swallow in its own examples (``global_context_att`` for every
+layer, ``context``) are accepted and ignored where they have no meaning. :data:`POOLINGS` lists
+the layer names in WeSpeaker's file order.
 
 Example::
 
@@ -47,7 +50,20 @@ from speechattn.functional.pooling import (
     temporal_mean_std,
 )
 
-__all__ = ["ASP", "ASTP", "MHASTP", "MQMHASTP", "TAP", "TSDP", "TSTP", "export_pooling_onnx"]
+__all__ = [
+    "ASP",
+    "ASTP",
+    "MHASTP",
+    "MQMHASTP",
+    "POOLINGS",
+    "TAP",
+    "TSDP",
+    "TSTP",
+    "export_pooling_onnx",
+]
+
+#: Names of the pooling layers, in WeSpeaker's order (each is a class of this module).
+POOLINGS: tuple[str, ...] = ("TAP", "TSDP", "TSTP", "ASTP", "MHASTP", "MQMHASTP", "ASP")
 
 
 def _check_in_dim(name: str, value: int, *, allow_zero: bool = False) -> int:
@@ -153,7 +169,7 @@ class ASTP(nn.Module):
     """
 
     def __init__(
-        self, in_dim: int, *, bottleneck_dim: int = 128, global_context_att: bool = False
+        self, in_dim: int, bottleneck_dim: int = 128, global_context_att: bool = False
     ) -> None:
         super().__init__()
         self.in_dim = _check_in_dim("in_dim", in_dim)
@@ -261,6 +277,8 @@ class MHASTP(nn.Module):
         head_num: number of heads.
         d_s: 1, or > 1 for channel-wise attention (becomes c).
         bottleneck_dim: hidden size of the attention MLP.
+        global_context_att: accepted and ignored (as WeSpeaker's ``**kwargs``).
+        context: accepted and ignored (WeSpeaker's own example passes ``context=False``).
 
     Parameters: ``heads_att_trans.{h}.att_{i}.weight/bias`` Conv1d-shaped, as WeSpeaker.
     """
@@ -268,17 +286,19 @@ class MHASTP(nn.Module):
     def __init__(
         self,
         in_dim: int,
-        *,
         layer_num: int = 2,
         head_num: int = 2,
         d_s: int = 1,
         bottleneck_dim: int = 64,
+        *,
         global_context_att: bool = False,
+        context: bool | None = None,
     ) -> None:
         super().__init__()
         _check_in_dim("in_dim", in_dim)
         _check_in_dim("layer_num", layer_num)
         _check_in_dim("head_num", head_num)
+        _check_in_dim("d_s", d_s)
         _check_in_dim("bottleneck_dim", bottleneck_dim)
         if in_dim % head_num != 0:
             raise ValueError(
@@ -354,6 +374,8 @@ class MQMHASTP(nn.Module):
         head_num: number of heads.
         d_s: 1, or > 1 for channel-wise attention (becomes c = F / head_num).
         bottleneck_dim: hidden size of the attention MLP.
+        global_context_att: accepted and ignored (as WeSpeaker's ``**kwargs``).
+        context: accepted and ignored (WeSpeaker's own example passes ``context=False``).
 
     Parameters: ``n_query.{q}.heads_att_trans.{h}.att_{i}.weight/bias``, as WeSpeaker.
     """
@@ -361,13 +383,14 @@ class MQMHASTP(nn.Module):
     def __init__(
         self,
         in_dim: int,
-        *,
         layer_num: int = 2,
         query_num: int = 2,
         head_num: int = 8,
         d_s: int = 2,
         bottleneck_dim: int = 64,
+        *,
         global_context_att: bool = False,
+        context: bool | None = None,
     ) -> None:
         super().__init__()
         _check_in_dim("query_num", query_num)

@@ -1,0 +1,274 @@
+"""``speechattn speaker``: train speaker encoders (synthetic voices or a real corpus), score trial
+lists, embed audio.
+
+Commands::
+
+    speechattn speaker [synth] [--quick] [--poolings ASTP ...] [--out DIR]   # espeak voices
+    speechattn speaker train DATA [--trials LIST] [--out DIR]               # a real corpus
+    speechattn speaker score LIST [--root DIR] [--checkpoint CKPT]          # EER / minDCF
+    speechattn speaker embed AUDIO_DIR --out FILE.npz [--checkpoint CKPT]
+
+``DATA`` is a VoxCeleb-layout folder (``id*/video/*.wav``), a Kaldi data dir (``wav.scp``,
+``utt2spk``) or a manifest (``.jsonl`` with ``audio`` and ``speaker``, optionally ``person``:
+two voices of one person are one speaker). ``LIST`` is a VoxCeleb trial list (``1 a.wav b.wav``).
+Every setting of the recipe can be changed with ``--set KEY=VALUE`` (``--set trunk=ecapa
+channels=128 speed_perturb=0.9,1.1``). Runs resume from ``OUT/checkpoints`` when started again
+with the same settings; ``--overwrite`` starts afresh. Multi-process: ``torchrun --nproc_per_node
+N -m speechattn speaker train DATA ...`` (gloo on CPU, NCCL on GPU; bfloat16 autocast on GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from speechattn._cli import (
+    CliError,
+    add_hidden_alias,
+    nonnegative_int,
+    parse_overrides,
+    positive_int,
+)
+from speechattn.recipes.speaker.config import POOLINGS, TRUNKS, SpeakerConfig
+
+__all__ = ["add_parser", "config_from_args"]
+
+_INT_FLAGS = (
+    "steps",
+    "train_speakers",
+    "test_speakers",
+    "utterances_per_speaker",
+    "channels",
+    "batch_size",
+    "seed",
+    "augment_copies",
+)
+
+
+def _warn(path: str, reason: str) -> None:
+    print(f"speechattn speaker: warning: skipping {path}: {reason}", file=sys.stderr)
+
+
+def config_from_args(args: argparse.Namespace) -> SpeakerConfig:
+    """The run's :class:`SpeakerConfig`: quick or default sizes, then flags, then ``--set``.
+
+    Raises:
+        CliError: (status 2) an unknown ``--set`` key or an invalid value.
+    """
+    cfg = SpeakerConfig.quick() if getattr(args, "quick", False) else SpeakerConfig()
+    for key in _INT_FLAGS:
+        val = getattr(args, key, None)
+        if val is not None:
+            setattr(cfg, key, val)
+    if getattr(args, "poolings", None):
+        cfg.poolings = list(args.poolings)
+    if getattr(args, "trunk", None):
+        cfg.trunk = args.trunk
+    for key, val in parse_overrides(getattr(args, "set", None), cfg.to_dict()).items():
+        setattr(cfg, key, val)
+    try:
+        return cfg.validated()
+    except (ValueError, TypeError) as exc:
+        raise CliError(str(exc), status=2) from None
+
+
+def _run(args: argparse.Namespace, data: str | None) -> int:
+    from speechattn.recipes.speaker.train import ResumeMismatch, dist_info, run_speaker
+
+    cfg = config_from_args(args)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        import torch
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    out = Path(args.out)
+    try:
+        res = run_speaker(
+            cfg,
+            out,
+            corpus=data,
+            trials=getattr(args, "trials", None),
+            trials_root=getattr(args, "trials_root", None),
+            save_checkpoint=args.save_checkpoint,
+            progress=not args.no_progress,
+            overwrite=args.overwrite,
+            on_skip=_warn,
+        )
+    except ResumeMismatch as exc:
+        raise CliError(str(exc)) from None
+    except KeyboardInterrupt:
+        print(
+            f"speechattn speaker: interrupted; checkpoints are in {out / 'checkpoints'}: run the "
+            "same command again to resume.",
+            file=sys.stderr,
+        )
+        return 130
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+    if dist_info()[0] == 0:
+        for r in res["rows"]:
+            print(f"{r['pooling']:<30} EER {100 * r['eer']:6.2f}%  minDCF {r['min_dcf']:.3f}")
+        if res["skipped_files"]:
+            print(f"skipped {len(res['skipped_files'])} unusable audio files")
+        print(f"report: {out / 'report.html'}")
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    return _run(args, getattr(args, "corpus", None))
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    return _run(args, args.data)
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    import json
+
+    from speechattn.recipes.speaker.data import read_trials
+    from speechattn.recipes.speaker.evaluate import score_trials
+    from speechattn.recipes.speaker.model import load_checkpoint
+
+    try:
+        model, cfg = load_checkpoint(args.checkpoint)
+        root = args.root if args.root is not None else Path(args.trials).parent
+        res = score_trials(model, cfg, read_trials(args.trials, root), on_skip=_warn)
+    except (ValueError, FileNotFoundError) as exc:
+        raise CliError(str(exc)) from None
+    print(
+        f"encoder             EER {100 * res['eer']:6.2f}%  minDCF {res['min_dcf']:.3f}\n"
+        f"log-mel statistics  EER {100 * res['baseline_eer']:6.2f}%  "
+        f"minDCF {res['baseline_min_dcf']:.3f}\n"
+        f"{res['num_trials']} trials ({res['num_targets']} target), "
+        f"{res['skipped_trials']} left out for unusable audio"
+    )
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=2))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from speechattn.recipes.speaker.evaluate import embed_directory, npz_path
+
+    try:
+        res = embed_directory(
+            args.audio_dir,
+            args.out,
+            checkpoint=args.checkpoint,
+            on_skip=_warn,
+            progress=not args.no_progress,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        raise CliError(str(exc)) from None
+    note = "" if str(npz_path(args.out)) == str(args.out) else f" (--out {args.out}: .npz added)"
+    skipped = f"; skipped {len(res.skipped)} unusable files" if res.skipped else ""
+    print(f"wrote {len(res.keys)} embeddings to {res.path}{note}{skipped}")
+    return 0
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--out", default="speaker_run", help="output folder (corpus, checkpoints, report.html)"
+    )
+    add_hidden_alias(p, "--out-dir", "out")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of seconds")
+    p.add_argument(
+        "--poolings",
+        nargs="+",
+        choices=POOLINGS,
+        default=None,
+        metavar="NAME",
+        help=f"poolings to train, from {' '.join(POOLINGS)} (default: all)",
+    )
+    p.add_argument("--trunk", choices=TRUNKS, default=None, help="frame-level encoder")
+    p.add_argument("--steps", type=positive_int, default=None)
+    p.add_argument("--train-speakers", dest="train_speakers", type=positive_int, default=None)
+    p.add_argument("--test-speakers", dest="test_speakers", type=positive_int, default=None)
+    p.add_argument(
+        "--utterances-per-speaker", dest="utterances_per_speaker", type=positive_int, default=None
+    )
+    p.add_argument("--channels", type=positive_int, default=None)
+    p.add_argument("--batch-size", dest="batch_size", type=positive_int, default=None)
+    p.add_argument("--seed", type=nonnegative_int, default=None)
+    p.add_argument(
+        "--augment-copies",
+        dest="augment_copies",
+        type=nonnegative_int,
+        default=None,
+        help="channel-augmented copies of each training utterance (telephone, noise, room, EQ); "
+        "default 2, 0 turns augmentation off",
+    )
+    p.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        default=None,
+        metavar="KEY=VALUE",
+        help="override any setting (trunk=ecapa channels=128 speed_perturb=0.9,1.1 ...)",
+    )
+    p.add_argument("--save-checkpoint", default=None, help="save the best encoder here")
+    p.add_argument(
+        "--overwrite", action="store_true", help="discard checkpoints of another run in --out"
+    )
+    p.add_argument("--no-progress", action="store_true")
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``speechattn speaker`` and its ``synth``/``train``/``score``/``embed`` commands."""
+    p = sub.add_parser(
+        "speaker",
+        help="speaker encoders per pooling: train (synthetic voices or a corpus), score, embed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_run_options(p)
+    p.add_argument("--corpus", default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_synth)
+    ssub = p.add_subparsers(dest="speaker_command", metavar="{synth,train,score,embed}")
+
+    s = ssub.add_parser("synth", help="train on synthesised espeak voices (the default)")
+    _add_run_options(s)
+    s.set_defaults(func=_cmd_synth)
+
+    t = ssub.add_parser(
+        "train", help="train on a corpus (VoxCeleb layout, Kaldi data dir or manifest)"
+    )
+    t.add_argument("data", help="VoxCeleb-layout folder, Kaldi data dir or manifest .jsonl")
+    t.add_argument("--trials", default=None, help="VoxCeleb trial list to score (1 a.wav b.wav)")
+    t.add_argument(
+        "--trials-root", default=None, help="folder the trial paths are relative to (default: DATA)"
+    )
+    _add_run_options(t)
+    t.set_defaults(func=_cmd_train)
+
+    sc = ssub.add_parser("score", help="EER and minDCF of an encoder on a trial list")
+    sc.add_argument("trials", help="VoxCeleb trial list (<1|0> <a.wav> <b.wav> per line)")
+    sc.add_argument(
+        "--root", default=None, help="folder the paths are relative to (default: the list's folder)"
+    )
+    sc.add_argument("--checkpoint", default=None, help="speaker checkpoint (default: shipped)")
+    sc.add_argument("--out", default=None, help="also write the figures to this .json")
+    sc.set_defaults(func=_cmd_score)
+
+    e = ssub.add_parser(
+        "embed", help="embed every audio file under a folder into one .npz (keys + matrix)"
+    )
+    e.add_argument("audio_dir")
+    e.add_argument("--out", required=True, help="output .npz (.npz is appended if missing)")
+    e.add_argument(
+        "--checkpoint", default=None, help="speaker checkpoint (default: the shipped one)"
+    )
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=_cmd_embed)

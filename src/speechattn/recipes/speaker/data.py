@@ -1,0 +1,444 @@
+"""Speaker corpora, features, pseudo-speakers and trial lists.
+
+Shape legend: ``n`` samples, ``t`` frames, ``m`` mel bins.
+
+Corpora (:func:`load_speaker_corpus` picks the layout from what it finds):
+
+- **VoxCeleb layout**: ``ROOT/<speaker>/<video>/<utt>.wav`` (``id10001/1zcIwhmdeo4/00001.wav``);
+  the speaker is the first folder, the id the path relative to ``ROOT``.
+- **Kaldi data dir**: ``wav.scp`` (``<utt> <path>``) and ``utt2spk`` (``<utt> <speaker>``);
+  paths relative to the data dir (or the working directory). Piped commands and ``segments``
+  are not supported (they are rejected with a message saying so).
+- **manifest** ``*.jsonl``: one object per line with ``audio`` (or ``path``) relative to the
+  manifest's folder, ``speaker``, and optionally ``id``, ``person`` and ``engine``; what
+  :func:`speechattn.data.synth.synth_corpus` writes is such a manifest.
+- anything else :func:`speechattn.data.corpus.load_corpus` reads (folder of audio + ``.txt``,
+  LJSpeech); its speaker field is used.
+
+Two voices of one person are one speaker: when an entry has a ``person`` field, its training
+label is the person. Trial lists are VoxCeleb's ``<1|0> <a.wav> <b.wav>`` lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from speechattn.data.collate import pad_sequence_batch
+from speechattn.recipes.speaker.config import SpeakerConfig
+
+__all__ = [
+    "AUDIO_SUFFIXES",
+    "FeatureSet",
+    "SpeakerUtterance",
+    "Trial",
+    "corpus_fingerprint",
+    "feature_extractor",
+    "features",
+    "load_feature_set",
+    "load_speaker_corpus",
+    "min_samples",
+    "pitch_shift",
+    "random_crops",
+    "read_trials",
+    "speed_perturb",
+]
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au")
+
+
+class SpeakerUtterance(NamedTuple):
+    """One corpus entry: ``id``, absolute ``audio_path``, ``speaker`` and optional ``person``."""
+
+    id: str
+    audio_path: Path
+    speaker: str
+    person: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The training identity: the person when known, else the speaker."""
+        return self.person if self.person else self.speaker
+
+
+# ---------------------------------------------------------------------------------------------
+# Corpora
+
+
+def _is_voxceleb(root: Path) -> bool:
+    wavs = [p for p in root.glob("*/*/*") if p.suffix.lower() in AUDIO_SUFFIXES]
+    return bool(wavs) and not any(root.glob("*.txt")) and not any(root.glob("*/*/*.txt"))
+
+
+def _read_voxceleb(root: Path) -> list[SpeakerUtterance]:
+    out = []
+    for p in sorted(root.glob("*/*/*")):
+        if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file():
+            rel = p.relative_to(root).as_posix()
+            out.append(SpeakerUtterance(rel, p.resolve(), p.relative_to(root).parts[0]))
+    return out
+
+
+def _kaldi_table(path: Path) -> dict[str, str]:
+    table: dict[str, str] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        key, _, value = line.strip().partition(" ")
+        if not value.strip():
+            raise ValueError(f"{path}:{lineno}: expected '<key> <value>'; found {line!r}.")
+        table[key] = value.strip()
+    return table
+
+
+def _read_kaldi(root: Path) -> list[SpeakerUtterance]:
+    if (root / "segments").is_file():
+        raise ValueError(
+            f"{root / 'segments'}: Kaldi segments are not supported; cut the segments into "
+            "files (e.g. with `extract-segments`) and list those in wav.scp."
+        )
+    wavs = _kaldi_table(root / "wav.scp")
+    spk = _kaldi_table(root / "utt2spk")
+    out = []
+    for utt, where in sorted(wavs.items()):
+        if where.endswith("|"):
+            raise ValueError(
+                f"{root / 'wav.scp'}: utterance {utt!r} is a piped command; only file paths are "
+                "supported (write the audio to files first)."
+            )
+        if utt not in spk:
+            raise ValueError(f"{root / 'utt2spk'}: no speaker for utterance {utt!r}.")
+        p = Path(where)
+        if not p.is_absolute():
+            p = root / p if (root / p).exists() else Path.cwd() / p
+        out.append(SpeakerUtterance(utt, p.resolve(), spk[utt]))
+    return out
+
+
+def _read_manifest(path: Path) -> list[SpeakerUtterance]:
+    out = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg}).") from None
+        audio = rec.get("audio", rec.get("path")) if isinstance(rec, dict) else None
+        if audio is None or "speaker" not in rec:
+            raise ValueError(
+                f"{path}:{lineno}: expected an object with 'audio' (or 'path') and 'speaker'."
+            )
+        p = Path(str(audio))
+        p = p if p.is_absolute() else path.parent / p
+        person = rec.get("person")
+        out.append(
+            SpeakerUtterance(
+                str(rec.get("id", Path(str(audio)).with_suffix("").as_posix())),
+                p.resolve(),
+                str(rec["speaker"]),
+                str(person) if person not in (None, "") else None,
+            )
+        )
+    return out
+
+
+def load_speaker_corpus(path: str | os.PathLike[str]) -> list[SpeakerUtterance]:
+    """Read a speaker corpus (layouts in the module docstring); utterances sorted by id.
+
+    Audio is not decoded here; :func:`load_feature_set` checks each file and skips bad ones.
+
+    Raises:
+        ValueError: nothing usable, a malformed line (named by file and line), duplicate ids.
+    """
+    p = Path(path)
+    if not p.exists() and str(path) != "asterisk":
+        raise ValueError(f"{p}: corpus path does not exist.")
+    if p.is_dir() and (p / "wav.scp").is_file():
+        if not (p / "utt2spk").is_file():
+            raise ValueError(f"{p}: a Kaldi data dir needs utt2spk beside wav.scp.")
+        utts = _read_kaldi(p)
+    elif p.is_file() and p.suffix == ".jsonl":
+        utts = _read_manifest(p)
+    elif p.is_dir() and (p / "manifest.jsonl").is_file():
+        utts = _read_manifest(p / "manifest.jsonl")
+    elif p.is_dir() and not (p / "metadata.csv").is_file() and _is_voxceleb(p):
+        utts = _read_voxceleb(p)
+    else:
+        from speechattn.data.corpus import load_corpus
+
+        utts = [
+            SpeakerUtterance(u.id, u.audio_path, u.speaker, getattr(u, "person", None))
+            for u in load_corpus(path)
+        ]
+    seen: set[str] = set()
+    for u in utts:
+        if u.id in seen:
+            raise ValueError(f"{p}: duplicate utterance id {u.id!r}.")
+        seen.add(u.id)
+    if not utts:
+        raise ValueError(
+            f"{p}: no utterances found (expected id*/video/*.wav, a Kaldi data dir with wav.scp "
+            "and utt2spk, or a manifest .jsonl with audio and speaker)."
+        )
+    return sorted(utts, key=lambda u: u.id)
+
+
+def corpus_fingerprint(utts: Sequence[SpeakerUtterance]) -> str:
+    """A short hash of (id, label, file size) of every utterance: same corpus, same fingerprint."""
+    h = hashlib.sha256()
+    for u in utts:
+        size = u.audio_path.stat().st_size if u.audio_path.is_file() else -1
+        h.update(f"{u.id}\t{u.label}\t{size}\n".encode())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Features
+
+
+def feature_extractor(cfg: SpeakerConfig) -> nn.Module:
+    """Log-mels: 25 ms Hann windows every 10 ms, ``cfg.n_mels`` bins at ``cfg.sample_rate``."""
+    from speechattn.data.features import LogMelSpectrogram
+
+    n_fft = 512 if cfg.sample_rate <= 16000 else 1024
+    return LogMelSpectrogram(
+        sample_rate=cfg.sample_rate,
+        n_fft=n_fft,
+        win_length=int(0.025 * cfg.sample_rate),
+        hop_length=int(0.010 * cfg.sample_rate),
+        n_mels=cfg.n_mels,
+    )
+
+
+def min_samples(cfg: SpeakerConfig) -> int:
+    """The fewest samples a waveform needs for one full analysis window (``n_fft // 2 + 1``)."""
+    return (512 if cfg.sample_rate <= 16000 else 1024) // 2 + 1
+
+
+def features(wave: Tensor, extractor: nn.Module) -> Tensor:
+    """``(N,)`` waveform -> ``(T, n_mels)`` log-mels with the utterance mean removed (CMN)."""
+    with torch.no_grad():
+        feats = extractor(wave.float())
+    return feats - feats.mean(0, keepdim=True)
+
+
+def speed_perturb(wave: np.ndarray, sample_rate: int, factor: float) -> np.ndarray:
+    """Play ``factor`` times faster (tempo and pitch together, as sox ``speed``): ``(N,) -> (~N/factor,)``."""
+    import soxr
+
+    x = np.asarray(wave, dtype=np.float32)
+    return np.asarray(soxr.resample(x, sample_rate * factor, sample_rate), dtype=np.float32)
+
+
+def _time_stretch(x: np.ndarray, length: int, sample_rate: int) -> np.ndarray:
+    """WSOLA: ``x`` stretched to ``length`` samples at constant pitch (20 ms Hann frames)."""
+    win = max(64, int(0.02 * sample_rate)) // 2 * 2
+    hop = win // 2
+    tol = hop // 2
+    window = np.hanning(win).astype(np.float32)
+    ratio = len(x) / max(length, 1)
+    pad = np.concatenate([np.zeros(tol, np.float32), x, np.zeros(win + tol, np.float32)])
+    n_frames = length // hop + 1
+    out = np.zeros(n_frames * hop + win, np.float32)
+    norm = np.zeros_like(out)
+    prev = tol  # start of the previous frame in ``pad``
+    for k in range(n_frames):
+        target = round(k * hop * ratio) + tol
+        if k == 0:
+            start = target
+        else:
+            natural = pad[prev + hop : prev + hop + win]
+            lo, hi = max(0, target - tol), min(len(pad) - win, target + tol)
+            if hi <= lo:
+                start = min(max(target, 0), len(pad) - win)
+            else:
+                seg = pad[lo : hi + win]
+                corr = np.correlate(seg, natural, mode="valid")
+                start = lo + int(np.argmax(corr))
+        out[k * hop : k * hop + win] += pad[start : start + win] * window
+        norm[k * hop : k * hop + win] += window
+        prev = start
+    return (out / np.maximum(norm, 1e-3))[:length]
+
+
+def pitch_shift(wave: np.ndarray, sample_rate: int, semitones: float) -> np.ndarray:
+    """Shift the pitch by ``semitones`` at constant tempo: resample, then WSOLA back to ``N``."""
+    x = np.asarray(wave, dtype=np.float32)
+    y = speed_perturb(x, sample_rate, 2.0 ** (semitones / 12.0))
+    return _time_stretch(y, len(x), sample_rate)
+
+
+class FeatureSet(NamedTuple):
+    """Features ``(T_i, n_mels)``, their training identities and source utterance ids.
+
+    ``skipped`` lists ``(path, reason)`` of the files that could not be used.
+    """
+
+    feats: list[Tensor]
+    labels: list[str]
+    ids: list[str]
+    skipped: list[tuple[str, str]]
+
+
+def load_feature_set(
+    utts: Sequence[SpeakerUtterance],
+    cfg: SpeakerConfig,
+    *,
+    train_labels: set[str] | frozenset[str] = frozenset(),
+    on_skip: Callable[[str, str], None] | None = None,
+    progress: bool = False,
+) -> FeatureSet:
+    """Log-mels of every usable utterance, plus the training copies.
+
+    Each file is checked when read (:func:`speechattn.data.audio.check_waveform`: decodable, at
+    least :func:`min_samples`, finite, not silent); a bad one is skipped, reported once through
+    ``on_skip(path, reason)`` (default: a warning) and listed in ``skipped``. For utterances whose
+    label is in ``train_labels``: each ``cfg.speed_perturb`` factor and ``cfg.pitch_perturb``
+    shift adds a pseudo-speaker copy labelled ``"<label>@speed<f>"`` / ``"<label>@pitch<s>"``,
+    and every (original or pseudo-speaker) training item gets ``cfg.augment_copies``
+    channel-augmented copies with the same label, right after it. Seeded by ``cfg.seed``.
+    """
+    from speechattn.data.audio import AudioError, check_waveform, load_audio
+    from speechattn.data.augment import ChannelAugment
+
+    def skip(path: str, reason: str) -> None:
+        skipped.append((path, reason))
+        if on_skip is not None:
+            on_skip(path, reason)
+        else:
+            warnings.warn(f"skipping {path}: {reason}", stacklevel=3)
+
+    extractor = feature_extractor(cfg)
+    channel = ChannelAugment()
+    rng = np.random.default_rng(cfg.seed + 12345)
+    feats: list[Tensor] = []
+    labels: list[str] = []
+    ids: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    sr = cfg.sample_rate
+    from tqdm import tqdm
+
+    for utt in tqdm(utts, desc="features", disable=not progress, leave=False):
+        try:
+            wave = load_audio(utt.audio_path, sample_rate=sr)
+            check_waveform(wave, utt.audio_path, min_samples=min_samples(cfg))
+        except AudioError as exc:
+            skip(str(utt.audio_path), str(exc).removeprefix(f"{utt.audio_path}: "))
+            continue
+        variants: list[tuple[str, np.ndarray | None]] = [(utt.label, None)]
+        if utt.label in train_labels:
+            x = wave.numpy()
+            for f in cfg.speed_perturb:
+                variants.append((f"{utt.label}@speed{f:g}", speed_perturb(x, sr, f)))
+            for s in cfg.pitch_perturb:
+                variants.append((f"{utt.label}@pitch{s:+g}", pitch_shift(x, sr, s)))
+        for label, alt in variants:
+            w = wave if alt is None else torch.from_numpy(alt)
+            f0 = features(w, extractor)
+            if not torch.isfinite(f0).all():
+                skip(str(utt.audio_path), "features are not finite")
+                break
+            feats.append(f0)
+            labels.append(label)
+            ids.append(utt.id)
+            if utt.label in train_labels:
+                for _ in range(cfg.augment_copies):
+                    noisy = channel(w.numpy(), sr, rng)
+                    feats.append(features(torch.from_numpy(noisy), extractor))
+                    labels.append(label)
+                    ids.append(utt.id)
+    return FeatureSet(feats, labels, ids, skipped)
+
+
+def random_crops(
+    feats: Sequence[Tensor],
+    idx: Sequence[int],
+    rng: random.Random,
+    cfg: SpeakerConfig,
+) -> tuple[Tensor, Tensor]:
+    """Random ``[min_frames, max_frames]`` crops of ``feats[i]`` for ``i in idx``, padded with
+    :func:`speechattn.data.collate.pad_sequence_batch`: ``(B, T, n_mels)`` and lengths ``(B,)``.
+    With ``cfg.freq_mask`` / ``cfg.time_mask``, SpecAugment-style masking of each crop."""
+    crops = []
+    for i in idx:
+        f = feats[i]
+        n = min(len(f), rng.randint(cfg.min_frames, cfg.max_frames))
+        start = rng.randint(0, len(f) - n)
+        crop = f[start : start + n]
+        if cfg.freq_mask > 0 or cfg.time_mask > 0:
+            crop = _spec_augment(crop, rng, cfg.freq_mask, cfg.time_mask)
+        crops.append(crop)
+    return pad_sequence_batch(crops)
+
+
+def _spec_augment(crop: Tensor, rng: random.Random, freq_mask: int, time_mask: int) -> Tensor:
+    """One band of up to ``freq_mask`` mel bins and one span of up to ``time_mask`` frames set
+    to 0 (the CMN mean), on a copy of ``crop (T, n_mels)``."""
+    crop = crop.clone()
+    t, n_mels = crop.shape
+    if freq_mask > 0:
+        w = rng.randint(0, min(freq_mask, n_mels - 1))
+        f0 = rng.randint(0, n_mels - w)
+        crop[:, f0 : f0 + w] = 0.0
+    if time_mask > 0:
+        w = rng.randint(0, min(time_mask, t // 4))
+        t0 = rng.randint(0, t - w)
+        crop[t0 : t0 + w] = 0.0
+    return crop
+
+
+# ---------------------------------------------------------------------------------------------
+# Trials
+
+
+class Trial(NamedTuple):
+    """One verification trial: ``target`` (1 same speaker, 0 not) and two audio paths."""
+
+    target: int
+    enroll: Path
+    test: Path
+
+
+def read_trials(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> list[Trial]:
+    """Read a VoxCeleb trial list (``1 id10270/x6uYqmx31kE/00001.wav id10270/8jEAjG6SegY/00008.wav``).
+
+    Paths are relative to ``root`` (or absolute). Raises ``ValueError`` naming the file and line
+    on a malformed line, and when the list lacks target or non-target trials.
+    """
+    p, base = Path(path), Path(root)
+    if not p.is_file():
+        raise ValueError(f"{p}: trial list not found.")
+    out: list[Trial] = []
+    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 3 or parts[0] not in ("0", "1"):
+            raise ValueError(
+                f"{p}:{lineno}: expected '<1|0> <enroll.wav> <test.wav>'; found {line.strip()!r}."
+            )
+        a, b = Path(parts[1]), Path(parts[2])
+        out.append(
+            Trial(
+                int(parts[0]),
+                a if a.is_absolute() else base / a,
+                b if b.is_absolute() else base / b,
+            )
+        )
+    kinds = {t.target for t in out}
+    if kinds != {0, 1}:
+        raise ValueError(
+            f"{p}: expected both target (1) and non-target (0) trials; found {sorted(kinds)}."
+        )
+    return out

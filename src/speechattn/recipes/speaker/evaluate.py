@@ -1,0 +1,344 @@
+"""Scoring speaker embeddings: EER, minDCF, cosine trials, DET curves, the HTML report, and
+embedding a folder of audio files.
+
+Shape legend: ``n`` utterances, ``e`` embedding size.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from speechattn.data.collate import pad_sequence_batch
+from speechattn.recipes.speaker.config import SpeakerConfig
+from speechattn.recipes.speaker.data import AUDIO_SUFFIXES, Trial
+from speechattn.recipes.speaker.model import SpeakerEncoder
+
+__all__ = [
+    "EmbedResult",
+    "TrialSet",
+    "compute_eer",
+    "compute_min_dcf",
+    "embed_directory",
+    "embed_features",
+    "error_rates",
+    "npz_path",
+    "pair_trials",
+    "score_trials",
+    "stats_baseline",
+    "trial_features",
+    "write_report",
+]
+
+
+def error_rates(
+    scores: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Miss and false-alarm rates at every threshold (accept score >= threshold)."""
+    order = np.argsort(-scores, kind="stable")
+    s, lab = scores[order], labels[order].astype(np.float64)
+    n_t, n_n = lab.sum(), (1 - lab).sum()
+    if n_t == 0 or n_n == 0:
+        raise ValueError("Expected both target (1) and non-target (0) trials; found only one kind.")
+    tp = np.concatenate([[0.0], np.cumsum(lab)])
+    fp = np.concatenate([[0.0], np.cumsum(1 - lab)])
+    p_miss = 1 - tp / n_t
+    p_fa = fp / n_n
+    thr = np.concatenate([[np.inf], s])
+    return p_miss, p_fa, thr
+
+
+def compute_eer(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray) -> float:
+    """Equal error rate: where miss and false-alarm rates cross (linear interpolation)."""
+    p_miss, p_fa, _ = error_rates(np.asarray(scores, float), np.asarray(labels))
+    diff = p_miss - p_fa  # decreasing from 1 to -1
+    i = int(np.nonzero(diff <= 0)[0][0])
+    if i == 0 or diff[i] == 0:
+        return float((p_miss[i] + p_fa[i]) / 2)
+    d0, d1 = diff[i - 1], diff[i]
+    w = d0 / (d0 - d1)
+    return float((1 - w) * p_miss[i - 1] + w * p_miss[i])
+
+
+def compute_min_dcf(
+    scores: Sequence[float] | np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    *,
+    p_target: float = 0.01,
+    c_miss: float = 1.0,
+    c_fa: float = 1.0,
+) -> float:
+    """Normalised minimum detection cost (NIST SRE): min over thresholds of
+    ``(c_miss P_miss p_t + c_fa P_fa (1 - p_t)) / min(c_miss p_t, c_fa (1 - p_t))``."""
+    p_miss, p_fa, _ = error_rates(np.asarray(scores, float), np.asarray(labels))
+    dcf = c_miss * p_miss * p_target + c_fa * p_fa * (1 - p_target)
+    return float(dcf.min() / min(c_miss * p_target, c_fa * (1 - p_target)))
+
+
+@torch.no_grad()
+def embed_features(
+    model: SpeakerEncoder, feats: Sequence[Tensor], *, batch_size: int = 32
+) -> Tensor:
+    """L2-normalised embeddings ``(N, E)`` of full utterances, batched by length with lengths."""
+    model.eval()
+    device = next(model.parameters()).device
+    order = sorted(range(len(feats)), key=lambda i: len(feats[i]))
+    out = torch.zeros(len(feats), model.embed_dim)
+    for s in range(0, len(order), batch_size):
+        ids = order[s : s + batch_size]
+        x, lengths = pad_sequence_batch([feats[i] for i in ids])
+        emb = model(x.to(device), lengths.to(device)).float().cpu()
+        out[ids] = F.normalize(emb, dim=-1)
+    return out
+
+
+def pair_trials(emb: Tensor, speakers: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine scores and target labels of every unordered pair of rows of ``emb (N, E)``."""
+    sim = (emb @ emb.T).numpy()
+    spk = np.asarray(speakers)
+    iu = np.triu_indices(len(spk), k=1)
+    return sim[iu], (spk[iu[0]] == spk[iu[1]]).astype(np.int64)
+
+
+class TrialSet(NamedTuple):
+    """Features of the usable files of a trial list and the trials that use only those.
+
+    ``feats[i]`` ``(T_i, n_mels)``; trial ``k`` compares ``feats[enroll[k]]`` with
+    ``feats[test[k]]`` (int64 ``(K,)``) and ``labels[k]`` is 1 for a target trial.
+    """
+
+    feats: list[Tensor]
+    enroll: Tensor
+    test: Tensor
+    labels: np.ndarray
+    skipped_trials: int
+
+    def scores(self, emb: Tensor) -> np.ndarray:
+        """Cosine scores ``(K,)`` from L2-normalised embeddings ``(len(feats), E)``."""
+        return (emb[self.enroll] * emb[self.test]).sum(-1).numpy()
+
+
+def trial_features(
+    trials: Sequence[Trial],
+    cfg: SpeakerConfig,
+    *,
+    on_skip: Callable[[str, str], None] | None = None,
+) -> TrialSet:
+    """Read every file of ``trials`` once; trials with an unusable file are left out (each file
+    reported once via ``on_skip``).
+
+    Raises:
+        ValueError: no trial is left, or the ones left lack targets or non-targets.
+    """
+    from speechattn.recipes.speaker.data import SpeakerUtterance, load_feature_set
+
+    paths = sorted({t.enroll for t in trials} | {t.test for t in trials})
+    fs = load_feature_set([SpeakerUtterance(str(p), p, "?") for p in paths], cfg, on_skip=on_skip)
+    pos = {fid: i for i, fid in enumerate(fs.ids)}
+    kept = [t for t in trials if str(t.enroll) in pos and str(t.test) in pos]
+    if not kept:
+        raise ValueError("No trial could be scored: every trial has an unusable audio file.")
+    labels = np.asarray([t.target for t in kept], dtype=np.int64)
+    if labels.min() == labels.max():
+        raise ValueError(
+            "Expected both target and non-target trials among the scorable ones; found one kind."
+        )
+    return TrialSet(
+        fs.feats,
+        torch.tensor([pos[str(t.enroll)] for t in kept]),
+        torch.tensor([pos[str(t.test)] for t in kept]),
+        labels,
+        len(trials) - len(kept),
+    )
+
+
+def score_trials(
+    model: SpeakerEncoder,
+    cfg: SpeakerConfig,
+    trials: Sequence[Trial],
+    *,
+    on_skip: Callable[[str, str], None] | None = None,
+) -> dict[str, Any]:
+    """Embed every file of ``trials`` once and score each trial by cosine similarity.
+
+    Returns ``eer``, ``min_dcf``, ``num_trials``, ``skipped_trials``, and the same for the
+    log-mel statistics baseline under ``baseline_eer`` / ``baseline_min_dcf``.
+    """
+    ts = trial_features(trials, cfg, on_skip=on_skip)
+    s = ts.scores(embed_features(model, ts.feats))
+    b = ts.scores(stats_baseline(ts.feats))
+    return {
+        "eer": compute_eer(s, ts.labels),
+        "min_dcf": compute_min_dcf(s, ts.labels),
+        "baseline_eer": compute_eer(b, ts.labels),
+        "baseline_min_dcf": compute_min_dcf(b, ts.labels),
+        "num_trials": len(s),
+        "num_targets": int(ts.labels.sum()),
+        "skipped_trials": ts.skipped_trials,
+    }
+
+
+def stats_baseline(feats: Sequence[Tensor]) -> Tensor:
+    """No training: log-mel std / mean-magnitude statistics, centred over the set, L2-normalised:
+    ``(N, 2 n_mels)``."""
+    base = torch.stack([torch.cat([f.std(0, unbiased=False), f.abs().mean(0)]) for f in feats])
+    return F.normalize(base - base.mean(0, keepdim=True), dim=-1)
+
+
+def det_png(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> str:
+    """A DET plot (probit axes) of ``{name: (p_miss, p_fa)}`` as base64 PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def probit(p: np.ndarray) -> np.ndarray:
+        return torch.special.ndtri(torch.as_tensor(np.clip(p, 1e-4, 1 - 1e-4))).numpy()
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for name, (p_miss, p_fa) in curves.items():
+        ax.plot(probit(p_fa), probit(p_miss), label=name)
+    ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.4, 0.6])
+    ax.set_xticks(probit(ticks), [f"{100 * t:g}" for t in ticks])
+    ax.set_yticks(probit(ticks), [f"{100 * t:g}" for t in ticks])
+    lim = probit(np.array([0.0005, 0.7]))
+    ax.set_xlim(*lim)
+    ax.set_ylim(*lim)
+    ax.set_xlabel("false alarm rate (%)")
+    ax.set_ylabel("miss rate (%)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def write_report(
+    path: Path,
+    rows: list[dict[str, Any]],
+    png: str,
+    cfg: SpeakerConfig,
+    notes: str,
+    *,
+    title: str = "Speaker verification on held-out synthetic voices",
+) -> None:
+    """The HTML report: notes, a table per pooling, the DET curve and the configuration."""
+    head = (
+        "<tr><th>pooling</th><th>EER (%)</th><th>minDCF (p=0.01)</th><th>params</th>"
+        "<th>final loss</th><th>train s</th></tr>"
+    )
+    body = "".join(
+        f"<tr><td>{html.escape(r['pooling'])}</td><td>{100 * r['eer']:.2f}</td>"
+        f"<td>{r['min_dcf']:.3f}</td><td>{r.get('params', '')}</td>"
+        f"<td>{r.get('final_loss', float('nan')):.3f}</td><td>{r.get('train_s', 0.0):.1f}</td></tr>"
+        for r in rows
+    )
+    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>speechattn speaker report</title>
+<style>body{{font-family:sans-serif;max-width:900px;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>{html.escape(notes)}</p>
+<table>{head}{body}</table>
+<h2>DET curve</h2><img alt="DET curve" src="data:image/png;base64,{png}">
+<h2>Configuration</h2><pre>{html.escape(json.dumps(cfg.to_dict(), indent=2))}</pre>
+</body></html>"""
+    path.write_text(doc, encoding="utf-8")
+
+
+class EmbedResult(NamedTuple):
+    """What :func:`embed_directory` wrote.
+
+    Attributes:
+        keys: file paths relative to the folder (posix), one per row of ``embeddings``.
+        embeddings: float32 ``(N, E)``, rows L2-normalised and finite.
+        skipped: ``(relative path, reason)`` of every file left out.
+        path: the ``.npz`` file actually written.
+    """
+
+    keys: list[str]
+    embeddings: np.ndarray
+    skipped: list[tuple[str, str]]
+    path: Path
+
+
+def npz_path(out: str | os.PathLike[str]) -> Path:
+    """The file ``np.savez`` writes for ``out``: ``.npz`` is appended unless already there."""
+    p = Path(out)
+    return p if p.suffix == ".npz" else p.with_name(p.name + ".npz")
+
+
+def embed_directory(
+    audio_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    on_skip: Callable[[str, str], None] | None = None,
+    progress: bool = False,
+) -> EmbedResult:
+    """Embed every audio file under ``audio_dir`` (any rate: resampled) into one ``.npz``.
+
+    The file holds two arrays: ``keys`` (unicode, the paths relative to ``audio_dir``, so
+    ``a/x.wav`` and ``b/x.wav`` are two keys) and ``embeddings`` float32 ``(N, E)``; read it with
+    ``np.load(path)`` (no pickle). Files that are unreadable, shorter than one analysis window,
+    non-finite or silent are skipped, each reported once through ``on_skip(path, reason)``
+    (default: a warning); no NaN embedding is ever written.
+
+    Raises:
+        ValueError: ``audio_dir`` is not a folder, holds no audio file, or no file is usable
+            (nothing is written then).
+    """
+    from speechattn.recipes.speaker.data import SpeakerUtterance, load_feature_set
+    from speechattn.recipes.speaker.model import load_checkpoint
+
+    root = Path(audio_dir)
+    if not root.is_dir():
+        raise ValueError(f"Expected AUDIO_DIR to be a directory; found {root}.")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"Found no audio files ({', '.join(AUDIO_SUFFIXES)}) under {root}.")
+    model, cfg = load_checkpoint(checkpoint)
+    rel = {p: p.relative_to(root).as_posix() for p in files}
+    skipped: list[tuple[str, str]] = []
+
+    def skip(path: str, reason: str) -> None:
+        key = rel.get(Path(path), path)
+        skipped.append((key, reason))
+        if on_skip is not None:
+            on_skip(key, reason)
+        else:
+            warnings.warn(f"skipping {key}: {reason}", stacklevel=3)
+
+    utts = [SpeakerUtterance(rel[p], p, "?") for p in files]
+    fs = load_feature_set(utts, cfg, on_skip=skip, progress=progress)
+    emb = embed_features(model, fs.feats).numpy().astype(np.float32)
+    keep = [bool(np.isfinite(row).all()) for row in emb]
+    for fid, ok in zip(fs.ids, keep):
+        if not ok:
+            skip(str(root / fid), "embedding is not finite")
+    keys = [fid for fid, ok in zip(fs.ids, keep) if ok]
+    emb = emb[keep]
+    if not keys:
+        raise ValueError(
+            f"No usable audio file under {root}: all {len(files)} were skipped (see the warnings)."
+        )
+    path = npz_path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, keys=np.asarray(keys, dtype=np.str_), embeddings=emb)
+    os.replace(tmp, path)
+    return EmbedResult(keys, emb, skipped, path)
