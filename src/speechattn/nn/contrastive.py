@@ -52,7 +52,7 @@ class SequenceContrastiveLoss(_TemperatureMixin):
     max_temperature]`` (CLIP clamps its logit scale the same way, at 1/100).
 
     Args:
-        temperature: initial temperature (seed 004: 0.15).
+        temperature: initial temperature (0.15 in the original Wav2Vec2-BERT -> CLIP recipe).
         learnable_temperature: train the temperature with the model.
         min_temperature / max_temperature: clamp range.
         direction: ``"audio_to_text"``, ``"text_to_audio"`` or ``"both"``.

@@ -111,7 +111,7 @@ class LengthMatcher(nn.Module):
     Modes:
         ``"pad_crop"``: position ``l`` is encoder frame ``l`` when ``l < encoder_lengths[b]``, else a
             learned padding vector (frames beyond ``length`` are dropped). No parameters besides the
-            padding vector; the seed's choice (its adapter gives ~77 frames for ~6 s of audio).
+            padding vector; the original recipe's choice (its adapter gives ~77 frames for ~6 s of audio).
         ``"resample"``: ``length`` learned queries cross-attend (one multi-head attention block +
             feed-forward, pre-norm) to the valid frames, which carry a sinusoidal position code.
             Works for any audio duration.

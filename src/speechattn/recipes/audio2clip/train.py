@@ -75,7 +75,7 @@ def make_trainer_class() -> type:
     from transformers import Trainer
 
     class Audio2ClipTrainer(Trainer):
-        """Seed 004's ``TrainBert`` done with masks, learnable temperature and distributed negatives."""
+        """The original recipe's ``TrainBert`` Trainer done with masks, learnable temperature and distributed negatives."""
 
         def compute_loss(  # type: ignore[override]
             self,
