@@ -106,6 +106,17 @@ def expected_stay_prob(text_lengths: Tensor, mel_lengths: Tensor) -> float:
     return min(0.95, max(0.05, 1.0 - float(text_lengths.sum()) / total_t))
 
 
+def _focus_rate_zero_padded(alpha: Tensor, key_lengths: Tensor) -> Tensor:
+    """:func:`focus_rate` of ``(n, u, t)`` alignments that are exactly 0 at padded cells.
+
+    The same numbers without the masking passes (the recurrence already zeroed padding).
+    """
+    col = alpha.sum(1)  # (n, t)
+    has_mass = col > 0
+    peak = torch.where(has_mass, alpha.amax(1) / torch.where(has_mass, col, 1.0), 0.0)
+    return peak.sum(-1) / key_lengths.to(alpha.dtype)
+
+
 def _check_inputs(query: Tensor, key: Tensor, value: Tensor) -> None:
     for name, x in (("query", query), ("key", key), ("value", value)):
         if not isinstance(x, Tensor):
@@ -271,10 +282,14 @@ def stepwise_monotonic_attention(
     cdtype = out_dtype if out_dtype in (torch.float32, torch.float64) else torch.float32
     tok_valid = lengths_to_valid_mask(q_len, u)  # (b, u)
     frm_valid = lengths_to_valid_mask(k_len, t)  # (b, t)
-    # Zero padding first: padded content (even inf/NaN) then never reaches an output.
-    q = torch.where(tok_valid[:, None, :, None], query, 0).to(cdtype)
-    k = torch.where(frm_valid[:, None, :, None], key, 0).to(cdtype)
-    v = torch.where(frm_valid[:, None, :, None], value, 0).to(cdtype)
+    # Zero padding first: padded content (even inf/NaN) then never reaches an output. (The
+    # focus-rate path below zeroes only what it reads with autograd.)
+    if tunable and head_selection == "focus_rate":
+        q = k = v = query
+    else:
+        q = torch.where(tok_valid[:, None, :, None], query, 0).to(cdtype)
+        k = torch.where(frm_valid[:, None, :, None], key, 0).to(cdtype)
+        v = torch.where(frm_valid[:, None, :, None], value, 0).to(cdtype)
     sc = 1.0 / math.sqrt(dk) if scale is None else float(scale)
     cell_valid = tok_valid[:, None, :, None] & frm_valid[:, None, None, :]  # (b, 1, u, t)
 
@@ -327,30 +342,49 @@ def stepwise_monotonic_attention(
         alignment = select_heads(weights, head_index)
     else:
         needs_grad = torch.is_grad_enabled() and (
-            q.requires_grad or k.requires_grad or bias_c.requires_grad
+            query.requires_grad or key.requires_grad or bias_c.requires_grad
         )
         # Heads are ranked on their noise-free alignments (as the reference ranks the noise-free
-        # softmax); the noise then perturbs only the selected head's energies.
+        # softmax), without autograd, in the head-major layout ``(h*b, u, t)`` that per-head
+        # bmm calls write directly (no transposed copy of the keys). Padded cells are never read:
+        # the recurrence skips them and its alignment is exactly 0 there.
         with torch.no_grad():
-            p_all = stay_probs(q, k, bias_c, None)
-            weights = align(p_all, "soft", expand0(alpha0))
-            fr = focus_rate(weights, q_len, k_len)
+            qs = query.to(cdtype) * sc
+            kc = key.to(cdtype)
+            p_hm = torch.empty((h, b, u, t), dtype=cdtype, device=dev)
+            for j in range(h):
+                torch.bmm(qs[:, j], kc[:, j].transpose(1, 2), out=p_hm[j])
+            p_hm = p_hm.add_(bias_c.view(h, 1, 1, 1)).sigmoid_().view(h * b, u, t)
+            q_len_h, k_len_h = q_len.repeat(h), k_len.repeat(h)
+            w_hm = stepwise_monotonic_alignment(
+                p_hm,
+                q_len_h,
+                k_len_h,
+                mode="soft",
+                mass=mass,
+                initial_alignment=None if alpha0 is None else alpha0.repeat(h, 1),
+                impl=impl,
+            )
+            fr = _focus_rate_zero_padded(w_hm, k_len_h).view(h, b).t()
             head_index = fr.argmax(dim=-1)
+            weights = w_hm.view(h, b, u, t).transpose(0, 1)
         if needs_grad or noise_std > 0:
             # Recompute only the selected head with autograd: 1/h of the energy work, and the
             # saved tensors are (b, u, t) instead of (b, h, u, t).
             p_sel = stay_probs(
-                select_heads(q, head_index),
-                select_heads(k, head_index),
+                torch.where(tok_valid[:, :, None], select_heads(query, head_index), 0).to(cdtype),
+                torch.where(frm_valid[:, :, None], select_heads(key, head_index), 0).to(cdtype),
                 bias_c.view(h)[head_index].view(b, 1, 1),
                 draw_noise((b, u, t)),
             )
             soft_sel = align(p_sel, "soft", alpha0) if mode == "soft" else None
         else:
-            p_sel = select_heads(p_all, head_index)
+            p_sel = p_hm.view(h, b, u, t)[head_index, torch.arange(b, device=dev)]
             soft_sel = select_heads(weights, head_index) if mode == "soft" else None
         alignment = soft_sel if soft_sel is not None else align(p_sel, mode, alpha0)
-        v_cat = v.transpose(1, 2).reshape(b, t, -1)  # (b, t, h*dv), head-major features
-        ctx = torch.bmm(alignment, v_cat)
+        # (b, t, h*dv), head-major features, zero on padded frames; a view when ``value`` is the
+        # head split of a (b, t, h*dv) projection.
+        v_cat = torch.where(frm_valid[:, :, None, None], value.transpose(1, 2), 0).to(cdtype)
+        ctx = torch.bmm(alignment, v_cat.reshape(b, t, -1))
     p_sel = torch.where(cell_valid[:, 0], p_sel, 0)
     return MonotonicAttentionResult(ctx.to(out_dtype), alignment, weights, fr, head_index, p_sel)
