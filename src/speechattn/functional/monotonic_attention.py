@@ -35,6 +35,7 @@ __all__ = [
     "expected_stay_prob",
     "select_heads",
     "stepwise_monotonic_attention",
+    "stepwise_stay_probability",
 ]
 
 Mode = Literal["soft", "hard", "viterbi"]
@@ -150,6 +151,94 @@ def _check_inputs(query: Tensor, key: Tensor, value: Tensor) -> None:
             )
 
 
+def _stay_probs(q: Tensor, k: Tensor, scale: float, bias: Tensor, noise: Tensor | None) -> Tensor:
+    """``sigmoid(q k^T * scale + bias (+ noise))`` on zero-padded, compute-dtype inputs.
+
+    In place on the fresh matmul output: one ``(..., u, t)`` buffer, no extra passes. Shared by
+    :func:`stepwise_stay_probability` and :func:`stepwise_monotonic_attention`.
+    """
+    e = torch.matmul(q * scale, k.transpose(-1, -2)).add_(bias)
+    if noise is not None:
+        e.add_(noise)
+    return e.sigmoid_()
+
+
+def _check_bias(stay_bias: Tensor | float, h: int, dev: torch.device) -> Tensor:
+    if isinstance(stay_bias, Tensor):
+        if stay_bias.shape not in ((h,), (), (1,)):
+            raise ValueError(
+                f"Expected stay_bias of shape ({h},) or (); found {tuple(stay_bias.shape)}."
+            )
+        if stay_bias.device != dev:
+            raise ValueError(f"Expected stay_bias on {dev}; found {stay_bias.device}.")
+        return stay_bias.reshape(-1).expand(h)
+    return torch.full((h,), float(stay_bias), device=dev)
+
+
+def stepwise_stay_probability(
+    query: Tensor,
+    key: Tensor,
+    *,
+    query_lengths: Tensor | None = None,
+    key_lengths: Tensor | None = None,
+    stay_bias: Tensor | float = 0.0,
+    noise_std: float = 0.0,
+    scale: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Stay probabilities of stepwise monotonic attention, without the alignment.
+
+    ``p_t(u) = sigmoid(q_u . k_t * scale + stay_bias[h] + N(0, noise_std))`` per head: the
+    probability that frame ``t`` stays on token ``u`` (He et al. 2019). This is the first step
+    of :func:`stepwise_monotonic_attention` (the same computation, shared); use it when only the
+    probabilities are needed, e.g. to score paths with a monotonic HMM.
+
+    Args:
+        query: ``(b, h, u, dk)`` projected text queries.
+        key: ``(b, h, t, dk)`` projected mel keys (same dtype and device).
+        query_lengths: int64 ``(b,)`` valid tokens (``None``: all ``u``).
+        key_lengths: int64 ``(b,)`` valid frames (``None``: all ``t``).
+        stay_bias: ``(h,)`` tensor or float added to every energy.
+        noise_std: std of the Gaussian noise on the energies (0 outside training).
+        scale: energy scale, default ``1 / sqrt(dk)``.
+        generator: RNG for the noise.
+
+    Returns:
+        ``(b, h, u, t)`` probabilities in ``(0, 1)``, exactly 0 on padded tokens and frames
+        (padding content never changes them). float32/float64 inputs compute in their dtype;
+        float16/bfloat16 in float32 (returned in float32). Differentiable.
+
+    Raises:
+        ValueError / TypeError: wrong ranks, sizes, devices, dtypes or lengths.
+
+    Example (naive equivalent, no padding)::
+
+        p = torch.sigmoid(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + r.view(1, -1, 1, 1))
+    """
+    _check_inputs(query, key, key)
+    if noise_std < 0 or not math.isfinite(noise_std):
+        raise ValueError(f"Expected noise_std >= 0; found {noise_std}.")
+    b, h, u, dk = query.shape
+    t = key.shape[2]
+    dev = query.device
+    q_len = check_lengths(query_lengths, "query_lengths", batch=b, max_len=u, device=dev)
+    k_len = check_lengths(key_lengths, "key_lengths", batch=b, max_len=t, device=dev)
+    bias = _check_bias(stay_bias, h, dev)
+    cdtype = query.dtype if query.dtype in (torch.float32, torch.float64) else torch.float32
+    tok_valid = lengths_to_valid_mask(q_len, u)
+    frm_valid = lengths_to_valid_mask(k_len, t)
+    q = torch.where(tok_valid[:, None, :, None], query, 0).to(cdtype)
+    k = torch.where(frm_valid[:, None, :, None], key, 0).to(cdtype)
+    noise = None
+    if noise_std > 0:
+        noise = torch.randn((b, h, u, t), generator=generator, device=dev, dtype=cdtype)
+        noise.mul_(noise_std)
+    sc = 1.0 / math.sqrt(dk) if scale is None else float(scale)
+    p = _stay_probs(q, k, sc, bias.to(cdtype).view(1, h, 1, 1), noise)
+    cell_valid = tok_valid[:, None, :, None] & frm_valid[:, None, None, :]
+    return torch.where(cell_valid, p, 0)
+
+
 def stepwise_monotonic_attention(
     query: Tensor,
     key: Tensor,
@@ -252,16 +341,7 @@ def stepwise_monotonic_attention(
     dev = query.device
     q_len = check_lengths(query_lengths, "query_lengths", batch=b, max_len=u, device=dev)
     k_len = check_lengths(key_lengths, "key_lengths", batch=b, max_len=t, device=dev)
-    if isinstance(stay_bias, Tensor):
-        if stay_bias.shape not in ((h,), (), (1,)):
-            raise ValueError(
-                f"Expected stay_bias of shape ({h},) or (); found {tuple(stay_bias.shape)}."
-            )
-        if stay_bias.device != dev:
-            raise ValueError(f"Expected stay_bias on {dev}; found {stay_bias.device}.")
-        bias = stay_bias.reshape(-1).expand(h)
-    else:
-        bias = torch.full((h,), float(stay_bias), device=dev)
+    bias = _check_bias(stay_bias, h, dev)
     if initial_alignment is not None:
         if mode == "viterbi":
             raise ValueError(
@@ -315,11 +395,7 @@ def stepwise_monotonic_attention(
     alpha0 = None if initial_alignment is None else initial_alignment.to(cdtype)
 
     def stay_probs(qq: Tensor, kk: Tensor, bb: Tensor, nn_: Tensor | None) -> Tensor:
-        # In place on the fresh matmul output: one (b, h, u, t) buffer, no extra passes.
-        e = torch.matmul(qq * sc, kk.transpose(-1, -2)).add_(bb)
-        if nn_ is not None:
-            e.add_(nn_)
-        return e.sigmoid_()
+        return _stay_probs(qq, kk, sc, bb, nn_)
 
     def align(p: Tensor, m: Mode, a0: Tensor | None) -> Tensor:
         if m == "viterbi":

@@ -16,6 +16,7 @@ from speechattn.functional.masks import check_lengths, lengths_to_valid_mask
 from speechattn.functional.monotonic_attention import (
     expected_stay_prob,
     stepwise_monotonic_attention,
+    stepwise_stay_probability,
 )
 
 __all__ = ["SMAOutput", "StepwiseMonotonicMultiheadAttention"]
@@ -226,6 +227,50 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
                 f"{x.dtype}. Cast the input or the module (module.to({x.dtype}))."
             )
 
+    def _check_qk(self, query: Tensor, key: Tensor) -> int:
+        self._check("query", query, self.embed_dim, None)
+        b = query.shape[0]
+        self._check("key", key, self.kdim, b)
+        return b
+
+    def _split(self, proj: nn.Linear, x: Tensor) -> Tensor:
+        """``(b, n, features) -> (b, h, n, head_dim)`` (a view of the projection)."""
+        b, n = x.shape[0], x.shape[1]
+        return proj(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def stay_probability(
+        self,
+        query: Tensor,
+        key: Tensor,
+        *,
+        query_lengths: Tensor | None = None,
+        key_lengths: Tensor | None = None,
+    ) -> Tensor:
+        """Per-head stay probabilities only (no alignment, context or output projection).
+
+        The first step of :meth:`forward`, through the same projections and
+        :func:`speechattn.functional.stepwise_stay_probability`: for callers that need only
+        ``p`` (e.g. an aligner scoring paths with a monotonic HMM). Noise is added in training.
+
+        Args:
+            query: ``(b, u, embed_dim)`` text encodings.
+            key: ``(b, t, kdim)`` mel encodings.
+            query_lengths: int64 ``(b,)`` valid tokens (``None``: all valid).
+            key_lengths: int64 ``(b,)`` valid frames (``None``: all valid).
+
+        Returns:
+            ``(b, h, u, t)`` stay probabilities, 0 on padded tokens and frames.
+        """
+        self._check_qk(query, key)
+        return stepwise_stay_probability(
+            self._split(self.q_proj, query),
+            self._split(self.k_proj, key),
+            query_lengths=query_lengths,
+            key_lengths=key_lengths,
+            stay_bias=self.stay_bias,
+            noise_std=self.noise_std if self.training else 0.0,
+        )
+
     def forward(
         self,
         query: Tensor,
@@ -252,9 +297,7 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
         Returns:
             :class:`SMAOutput`.
         """
-        self._check("query", query, self.embed_dim, None)
-        b = query.shape[0]
-        self._check("key", key, self.kdim, b)
+        b = self._check_qk(query, key)
         self._check("value", value, self.vdim, b)
         if key.shape[1] != value.shape[1]:
             raise ValueError(
@@ -272,14 +315,10 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
             query_lengths, "query_lengths", batch=b, max_len=u, device=query.device
         )
         k_len = check_lengths(key_lengths, "key_lengths", batch=b, max_len=t, device=query.device)
-        h, dh = self.num_heads, self.head_dim
-        q = self.q_proj(query).view(b, u, h, dh).transpose(1, 2)
-        k = self.k_proj(key).view(b, t, h, dh).transpose(1, 2)
-        v = self.v_proj(value).view(b, t, h, dh).transpose(1, 2)
         res = stepwise_monotonic_attention(
-            q,
-            k,
-            v,
+            self._split(self.q_proj, query),
+            self._split(self.k_proj, key),
+            self._split(self.v_proj, value),
             query_lengths=q_len,
             key_lengths=k_len,
             stay_bias=self.stay_bias,
