@@ -12,7 +12,8 @@ indices (numba's negative-index wraparound otherwise costs a third of its time).
 lets LLVM contract multiply-adds; float32 inputs compute in float32 as the torch spec does.
 
 Items run in parallel on ``torch.get_num_threads()`` Python threads (the kernels release the
-GIL; items are dealt round-robin so ragged lengths balance). Serial ``njit`` functions are used
+GIL); small chunks of items are claimed dynamically, so ragged lengths balance and a busy core
+never stalls a call (the caller takes over the chunks a worker has not started). Serial ``njit`` functions are used
 rather than ``parallel=True`` because they compile several times faster: the first call per
 dtype (float32, float64) compiles in a few seconds, and ``cache=True`` keeps the machine code
 on disk so later processes only load it.
@@ -26,6 +27,7 @@ Contract: see :mod:`speechattn.kernels`.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -61,14 +63,14 @@ def _zero_padding(out, n, L, M, zero):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-def _forward_nb(p, alpha0, tl, ml, preserve, consts, out, start, step):  # type: ignore[no-untyped-def]
-    N, T = p.shape[0], p.shape[2]
+def _forward_nb(p, alpha0, tl, ml, preserve, consts, out, start, stop):  # type: ignore[no-untyped-def]
+    T = p.shape[2]
     ones = consts[0]
     zeros = consts[1]
     one = ones[0]
     zero = zeros[0]
     scratch = np.empty(T, dtype=p.dtype)  # output rows of virtual tokens past the last
-    for n in range(start, N, step):
+    for n in range(start, stop):
         L = tl[n]
         M = ml[n]
         absorbing = L - 1 if preserve else -1
@@ -127,14 +129,14 @@ def _forward_nb(p, alpha0, tl, ml, preserve, consts, out, start, step):  # type:
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-def _backward_nb(G, p, alpha, alpha0, tl, ml, preserve, consts, gp, ga0, start, step):  # type: ignore[no-untyped-def]
-    N, U, T = p.shape
+def _backward_nb(G, p, alpha, alpha0, tl, ml, preserve, consts, gp, ga0, start, stop):  # type: ignore[no-untyped-def]
+    U, T = p.shape[1], p.shape[2]
     ones = consts[0]
     zeros = consts[1]
     zero = zeros[0]
     scratch = np.empty(T, dtype=p.dtype)  # grad rows of virtual tokens past the last
     g_up = np.empty(T + 1, dtype=p.dtype)  # g(u0 + 4, t): the row above the block
-    for n in range(start, N, step):
+    for n in range(start, stop):
         L = tl[n]
         M = ml[n]
         absorbing = L - 1 if preserve else -1
@@ -216,9 +218,8 @@ def _backward_nb(G, p, alpha, alpha0, tl, ml, preserve, consts, gp, ga0, start, 
 
 
 @njit(cache=True, nogil=True)
-def _viterbi_nb(lp, l1p, tl, ml, path, dur, start, step):  # type: ignore[no-untyped-def]
-    N = lp.shape[0]
-    for n in range(start, N, step):
+def _viterbi_nb(lp, l1p, tl, ml, path, dur, start, stop):  # type: ignore[no-untyped-def]
+    for n in range(start, stop):
         L = tl[n]
         M = ml[n]
         delta = np.full((L, M), -np.inf)
@@ -245,12 +246,11 @@ def _viterbi_nb(lp, l1p, tl, ml, path, dur, start, step):  # type: ignore[no-unt
 
 
 @njit(cache=True, nogil=True)
-def _bits_range_nb(bits, tl, ml, out, start, step):  # type: ignore[no-untyped-def]
+def _bits_range_nb(bits, tl, ml, out, start, stop):  # type: ignore[no-untyped-def]
     # Integer min/max of the IEEE bit patterns over each item's valid block (vectorises; no
     # floating-point NaN semantics needed): non-negative floats order like their bit patterns,
     # negative values (and -0.0) have the sign bit set, NaN and +inf lie above 1.0's pattern.
-    N = bits.shape[0]
-    for n in range(start, N, step):
+    for n in range(start, stop):
         lo = bits[n, 0, 0]
         hi = bits[n, 0, 0]
         for u in range(tl[n]):
@@ -281,11 +281,18 @@ _MIN_CELLS_PER_THREAD = 1 << 16
 
 
 def _run(kernel: Any, args: tuple[Any, ...], n_items: int, cells: int) -> None:
-    """Run ``kernel(*args, start, step)`` over items, split round-robin across threads."""
+    """Run ``kernel(*args, start, stop)`` over item chunks shared by up to
+    ``torch.get_num_threads()`` threads.
+
+    Chunks are claimed dynamically (a counter under a lock), and the calling thread waits only
+    for chunks another thread has claimed: when the other cores are busy (an oversubscribed
+    machine) the caller simply does the work itself instead of waiting for a worker thread to
+    be scheduled. The result does not depend on the split (each item is computed by one call).
+    """
     global _POOL, _POOL_SIZE, _POOL_PID
     workers = max(1, min(torch.get_num_threads(), n_items, cells // _MIN_CELLS_PER_THREAD))
     if workers == 1:
-        kernel(*args, 0, 1)
+        kernel(*args, 0, n_items)
         return
     if _POOL is None or _POOL_SIZE < workers or _POOL_PID != os.getpid():
         if _POOL is not None and _POOL_PID == os.getpid():
@@ -293,10 +300,35 @@ def _run(kernel: Any, args: tuple[Any, ...], n_items: int, cells: int) -> None:
         _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="speechattn-sma")
         _POOL_SIZE = workers
         _POOL_PID = os.getpid()
-    futures = [_POOL.submit(kernel, *(*args, k, workers)) for k in range(1, workers)]
-    kernel(*args, 0, workers)
-    for fut in futures:
-        fut.result()
+    chunk = max(1, n_items // (4 * workers))
+    n_chunks = -(-n_items // chunk)
+    cond = threading.Condition()
+    state = {"next": 0, "done": 0}
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        while True:
+            with cond:
+                i = state["next"]
+                if i >= n_chunks:
+                    return
+                state["next"] = i + 1
+            try:
+                kernel(*args, i * chunk, min(n_items, (i + 1) * chunk))
+            except BaseException as exc:  # pragma: no cover - surfaced by the caller below
+                errors.append(exc)
+            finally:
+                with cond:
+                    state["done"] += 1
+                    cond.notify_all()
+
+    for _ in range(workers - 1):
+        _POOL.submit(work)
+    work()
+    with cond:
+        cond.wait_for(lambda: state["done"] == n_chunks)
+    if errors:  # pragma: no cover
+        raise errors[0]
 
 
 def forward(
