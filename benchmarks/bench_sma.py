@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -70,6 +71,11 @@ def _ragged(shape: dict[str, int], g: torch.Generator) -> tuple[torch.Tensor, to
 
 
 def _median_wall(fn: Callable[[], object], repeats: int, *, warmup: int = 1) -> float:
+    return _wall(fn, repeats, warmup=warmup)[0]
+
+
+def _wall(fn: Callable[[], object], repeats: int, *, warmup: int = 1) -> tuple[float, float]:
+    """(median, min) wall seconds per call after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
     times = []
@@ -77,7 +83,15 @@ def _median_wall(fn: Callable[[], object], repeats: int, *, warmup: int = 1) -> 
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times), min(times)
+
+
+def _load() -> str:
+    """1-minute load average and CPU count: the context every figure here needs."""
+    try:
+        return f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    except OSError:  # pragma: no cover
+        return "load unknown"
 
 
 # ----------------------------------------------------------------------------- recurrence section
@@ -135,11 +149,14 @@ def section_recurrence(
         sub = []
         for impl, run in runs.items():
             reps = repeats if impl == "reference" else max(repeats, 21)
-            fwd = _median_wall(lambda run=run: run(False), reps)
-            fwd_bwd = _median_wall(lambda run=run: run(True), reps)
+            fwd, fwd_min = _wall(lambda run=run: run(False), reps)
+            fwd_bwd, fwd_bwd_min = _wall(lambda run=run: run(True), reps)
             sub.append(
                 dict(
                     section="recurrence",
+                    load=_load(),
+                    fwd_min_ms=fwd_min * 1e3,
+                    fwd_bwd_min_ms=fwd_bwd_min * 1e3,
                     impl=impl,
                     threads=n_threads,
                     b=b,
@@ -158,16 +175,18 @@ def section_recurrence(
             r["fwd_bwd_speedup"] = base["fwd_bwd_ms"] / r["fwd_bwd_ms"]
         print(
             f"\nrecurrence: B={b} (one head per item) U={u} T={t} float32, p=torch.rand, ragged "
-            f"lengths, loss alpha.sum(), threads={n_threads}; Tensor.copy_ {copy_bw:.1f} GiB/s"
+            f"lengths, loss alpha.sum(), threads={n_threads}; Tensor.copy_ {copy_bw:.1f} GiB/s; "
+            f"{_load()}"
         )
         print(
-            f"{'impl':<11}{'fwd ms':>9}{'x ref':>8}{'GiB/s':>7}{'fwd+bwd ms':>12}{'x ref':>8}"
-            f"{'GiB/s':>7}"
+            f"{'impl':<11}{'fwd ms':>9}{'(min)':>8}{'x ref':>8}{'GiB/s':>7}{'fwd+bwd ms':>12}"
+            f"{'(min)':>8}{'x ref':>8}{'GiB/s':>7}"
         )
         for r in sub:
             print(
-                f"{r['impl']:<11}{r['fwd_ms']:>9.2f}{r['fwd_speedup']:>8.1f}{r['fwd_gib_s']:>7.1f}"
-                f"{r['fwd_bwd_ms']:>12.2f}{r['fwd_bwd_speedup']:>8.1f}{r['fwd_bwd_gib_s']:>7.1f}"
+                f"{r['impl']:<11}{r['fwd_ms']:>9.2f}{r['fwd_min_ms']:>8.2f}{r['fwd_speedup']:>8.1f}"
+                f"{r['fwd_gib_s']:>7.1f}{r['fwd_bwd_ms']:>12.2f}{r['fwd_bwd_min_ms']:>8.2f}"
+                f"{r['fwd_bwd_speedup']:>8.1f}{r['fwd_bwd_gib_s']:>7.1f}"
             )
         rows += sub
     return rows
@@ -228,11 +247,14 @@ def section_layer(
         for impl in LAYER_IMPLS:
             run = _layer_setup(shape, impl)
             reps = repeats if impl == "reference" else max(repeats, 7)
-            fwd = _median_wall(lambda run=run: run(False), reps)
-            fwd_bwd = _median_wall(lambda run=run: run(True), reps)
+            fwd, fwd_min = _wall(lambda run=run: run(False), reps)
+            fwd_bwd, fwd_bwd_min = _wall(lambda run=run: run(True), reps)
             sub.append(
                 dict(
                     section="layer",
+                    load=_load(),
+                    fwd_min_ms=fwd_min * 1e3,
+                    fwd_bwd_min_ms=fwd_bwd_min * 1e3,
                     impl=impl,
                     threads=n_threads,
                     **shape,
@@ -246,13 +268,16 @@ def section_layer(
             r["fwd_bwd_speedup"] = base["fwd_bwd_ms"] / r["fwd_bwd_ms"]
         print(
             f"\nlayer: B={shape['b']} U={shape['u']} T={shape['t']} d={shape['d']} "
-            f"H={shape['h']}, ragged, train mode, threads={n_threads}"
+            f"H={shape['h']}, ragged, train mode, threads={n_threads}; {_load()}"
         )
-        print(f"{'impl':<11}{'fwd ms':>10}{'x ref':>8}{'fwd+bwd ms':>12}{'x ref':>8}")
+        print(
+            f"{'impl':<11}{'fwd ms':>10}{'(min)':>9}{'x ref':>8}{'fwd+bwd ms':>12}{'(min)':>9}"
+            f"{'x ref':>8}"
+        )
         for r in sub:
             print(
-                f"{r['impl']:<11}{r['fwd_ms']:>10.1f}{r['fwd_speedup']:>8.1f}"
-                f"{r['fwd_bwd_ms']:>12.1f}{r['fwd_bwd_speedup']:>8.1f}"
+                f"{r['impl']:<11}{r['fwd_ms']:>10.1f}{r['fwd_min_ms']:>9.1f}{r['fwd_speedup']:>8.1f}"
+                f"{r['fwd_bwd_ms']:>12.1f}{r['fwd_bwd_min_ms']:>9.1f}{r['fwd_bwd_speedup']:>8.1f}"
             )
         rows += sub
         if profile:
