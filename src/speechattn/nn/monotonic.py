@@ -10,6 +10,7 @@ import math
 from typing import Literal, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from speechattn.functional.masks import check_lengths, lengths_to_valid_mask
@@ -315,10 +316,20 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
             query_lengths, "query_lengths", batch=b, max_len=u, device=query.device
         )
         k_len = check_lengths(key_lengths, "key_lengths", batch=b, max_len=t, device=query.device)
+        h = self.num_heads
+        # With focus-rate selection one alignment attends over all heads' values, so the value
+        # projection commutes with it: alpha @ (value W^T + b) = (alpha @ value) W^T +
+        # rowsum(alpha) b. Projecting the (b, u, vdim) context instead of the (b, t, vdim)
+        # values skips the largest matmul of the layer (t >> u), forward and backward.
+        late_v = self.tunable and self.head_selection == "focus_rate" and self.vdim % h == 0
+        if late_v:
+            v_in = value.view(b, t, h, self.vdim // h).transpose(1, 2)
+        else:
+            v_in = self._split(self.v_proj, value)
         res = stepwise_monotonic_attention(
             self._split(self.q_proj, query),
             self._split(self.k_proj, key),
-            self._split(self.v_proj, value),
+            v_in,
             query_lengths=q_len,
             key_lengths=k_len,
             stay_bias=self.stay_bias,
@@ -330,7 +341,13 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
             initial_alignment=initial_alignment,
             impl=self.impl,
         )
-        out = self.dropout(self.out_proj(res.context))
+        context = res.context
+        if late_v:
+            context = F.linear(context, self.v_proj.weight)
+            if self.v_proj.bias is not None:
+                row_mass = res.alignment.sum(-1, keepdim=True).to(context.dtype)
+                context = context + row_mass * self.v_proj.bias
+        out = self.dropout(self.out_proj(context))
         if self.residual:
             out = query + out
         if self.norm is not None:
