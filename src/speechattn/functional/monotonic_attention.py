@@ -460,7 +460,8 @@ def stepwise_monotonic_attention(
         alignment = soft_sel if soft_sel is not None else align(p_sel, mode, alpha0)
         # (b, t, h*dv), head-major features, zero on padded frames; a view when ``value`` is the
         # head split of a (b, t, h*dv) projection.
-        v_cat = torch.where(frm_valid[:, :, None, None], value.transpose(1, 2), 0).to(cdtype)
-        ctx = torch.bmm(alignment, v_cat.reshape(b, t, -1))
+        v_cat = value.transpose(1, 2).reshape(b, t, -1)
+        v_cat = torch.where(frm_valid[:, :, None], v_cat, 0).to(cdtype)
+        ctx = torch.bmm(alignment, v_cat)
     p_sel = torch.where(cell_valid[:, 0], p_sel, 0)
     return MonotonicAttentionResult(ctx.to(out_dtype), alignment, weights, fr, head_index, p_sel)
