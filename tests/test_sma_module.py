@@ -479,3 +479,23 @@ def test_stepwise_stay_probability_matches_equation_and_gradcheck() -> None:
         stepwise_stay_probability(q, k, stay_bias=torch.zeros(2, dtype=torch.float64))
     with pytest.raises(ValueError, match="noise_std"):
         stepwise_stay_probability(q, k, noise_std=-1.0)
+
+
+def test_head_block_linear_backward_equals_dense() -> None:
+    """The key projection's block-sparse backward equals the dense one (one head per item, and
+    the dense fallback when an item has gradient in several heads)."""
+    from speechattn.nn.monotonic import _HeadBlockLinear
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 7, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(8, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(8, generator=g, dtype=torch.float64, requires_grad=True)
+    one_head = torch.zeros(3, 7, 4, 2, dtype=torch.float64)
+    for i, j in enumerate([1, 3, 0]):
+        one_head[i, :, j] = torch.randn(7, 2, generator=g, dtype=torch.float64)
+    for grad in (one_head.view(3, 7, 8), torch.randn(3, 7, 8, generator=g, dtype=torch.float64)):
+        ours = torch.autograd.grad(_HeadBlockLinear.apply(x, w, bias, 4), (x, w, bias), grad)
+        dense = torch.autograd.grad(F.linear(x, w, bias), (x, w, bias), grad)
+        for a, b_ in zip(ours, dense, strict=True):
+            torch.testing.assert_close(a, b_)
+    torch.autograd.gradcheck(lambda a, b_, c: _HeadBlockLinear.apply(a, b_, c, 4), (x, w, bias))

@@ -7,7 +7,7 @@ Shape legend: ``b`` batch, ``h`` heads, ``u`` text tokens (queries), ``t`` mel f
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +46,58 @@ class SMAOutput(NamedTuple):
     focus_rate: Tensor
     head_index: Tensor
     p_choose: Tensor | None
+
+
+class _HeadBlockLinear(torch.autograd.Function):
+    """``F.linear(x, weight, bias)`` whose backward skips all-zero head blocks of the gradient.
+
+    With focus-rate selection only one head per item receives gradients, so the key
+    projection's gradient ``(b, t, h*dh)`` is zero outside one ``dh``-wide block per item. The
+    backward finds that block per item and multiplies only it (1/h of the dense work); when an
+    item has gradient in several heads it falls back to the dense products. Exact up to
+    summation order.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, num_heads: int
+    ) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.num_heads = num_heads
+        ctx.has_bias = bias is not None
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        h = ctx.num_heads
+        b, t, d_out = grad.shape
+        dh = d_out // h
+        g4 = grad.view(b, t, h, dh)
+        nonzero = g4.abs().amax(dim=(1, 3)) > 0  # (b, h); NaN counts as nonzero below
+        nonzero |= torch.isnan(g4).any(dim=(1, 3))
+        counts = nonzero.sum(1)
+        need_x, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias
+        if bool((counts > 1).any()):  # several heads per item: the dense products
+            gx = grad @ weight if need_x else None
+            gw = grad.reshape(-1, d_out).t() @ x.reshape(-1, x.shape[-1]) if need_w else None
+            gb = grad.sum((0, 1)) if need_b and ctx.needs_input_grad[2] else None
+            return gx, gw, gb, None
+        head = nonzero.to(torch.int64).argmax(1)  # (b,); items without gradient use head 0
+        rows = torch.arange(b, device=grad.device)
+        g_sel = g4[rows, :, head]  # (b, t, dh)
+        w_h = weight.view(h, dh, -1)
+        gx = torch.bmm(g_sel, w_h[head]) if need_x else None
+        gw = None
+        if need_w:
+            gw_sel = torch.bmm(g_sel.transpose(1, 2), x)  # (b, dh, d_in)
+            gw = torch.zeros_like(w_h).index_add_(0, head, gw_sel).view_as(weight)
+        gb = None
+        if need_b and ctx.needs_input_grad[2]:
+            gb = torch.zeros((h, dh), dtype=grad.dtype, device=grad.device)
+            gb = gb.index_add_(0, head, g_sel.sum(1)).view(-1)
+        return gx, gw, gb, None
 
 
 class StepwiseMonotonicMultiheadAttention(nn.Module):
@@ -326,9 +378,15 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
             v_in = value.view(b, t, h, self.vdim // h).transpose(1, 2)
         else:
             v_in = self._split(self.v_proj, value)
+        if late_v and torch.is_grad_enabled() and key.dim() == 3:
+            # Only the selected head's key block gets gradient: a block-sparse backward.
+            k_in = _HeadBlockLinear.apply(key, self.k_proj.weight, self.k_proj.bias, h)
+            k_in = k_in.view(b, t, h, self.head_dim).transpose(1, 2)
+        else:
+            k_in = self._split(self.k_proj, key)
         res = stepwise_monotonic_attention(
             self._split(self.q_proj, query),
-            self._split(self.k_proj, key),
+            k_in,
             v_in,
             query_lengths=q_len,
             key_lengths=k_len,
