@@ -499,3 +499,10 @@ def test_head_block_linear_backward_equals_dense() -> None:
         for a, b_ in zip(ours, dense, strict=True):
             torch.testing.assert_close(a, b_)
     torch.autograd.gradcheck(lambda a, b_, c: _HeadBlockLinear.apply(a, b_, c, 4), (x, w, bias))
+    # A NaN in another head's block is not skipped: the dense fallback propagates it.
+    nan_grad = one_head.clone()
+    nan_grad[0, 2, 2, 0] = math.nan
+    gx, _, _ = torch.autograd.grad(
+        _HeadBlockLinear.apply(x, w, bias, 4), (x, w, bias), nan_grad.view(3, 7, 8)
+    )
+    assert torch.isnan(gx[0, 2]).all()

@@ -75,8 +75,7 @@ class _HeadBlockLinear(torch.autograd.Function):
         b, t, d_out = grad.shape
         dh = d_out // h
         g4 = grad.view(b, t, h, dh)
-        nonzero = g4.abs().amax(dim=(1, 3)) > 0  # (b, h); NaN counts as nonzero below
-        nonzero |= torch.isnan(g4).any(dim=(1, 3))
+        nonzero = g4.abs().amax(dim=(1, 3)) != 0  # (b, h); amax propagates NaN: nonzero
         counts = nonzero.sum(1)
         need_x, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias
         if bool((counts > 1).any()):  # several heads per item: the dense products
