@@ -74,15 +74,21 @@ def _median_wall(fn: Callable[[], object], repeats: int, *, warmup: int = 1) -> 
     return _wall(fn, repeats, warmup=warmup)[0]
 
 
+_CPU: list[float] = []  # median process CPU seconds of the last _wall call
+
+
 def _wall(fn: Callable[[], object], repeats: int, *, warmup: int = 1) -> tuple[float, float]:
-    """(median, min) wall seconds per call after ``warmup`` calls."""
+    """(median, min) wall seconds per call after ``warmup`` calls; the median process CPU time
+    (all threads) goes to ``_CPU[-1]`` (steadier than wall clock on a loaded machine)."""
     for _ in range(warmup):
         fn()
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    _CPU.append(statistics.median(cpu))
     return statistics.median(times), min(times)
 
 
@@ -150,10 +156,13 @@ def section_recurrence(
         for impl, run in runs.items():
             reps = repeats if impl == "reference" else max(repeats, 21)
             fwd, fwd_min = _wall(lambda run=run: run(False), reps)
+            fwd_cpu = _CPU[-1]
             fwd_bwd, fwd_bwd_min = _wall(lambda run=run: run(True), reps)
             sub.append(
                 dict(
                     section="recurrence",
+                    fwd_cpu_ms=fwd_cpu * 1e3,
+                    fwd_bwd_cpu_ms=_CPU[-1] * 1e3,
                     load=_load(),
                     fwd_min_ms=fwd_min * 1e3,
                     fwd_bwd_min_ms=fwd_bwd_min * 1e3,
@@ -173,6 +182,7 @@ def section_recurrence(
         for r in sub:
             r["fwd_speedup"] = base["fwd_ms"] / r["fwd_ms"]
             r["fwd_bwd_speedup"] = base["fwd_bwd_ms"] / r["fwd_bwd_ms"]
+            r["fwd_bwd_cpu_speedup"] = base["fwd_bwd_cpu_ms"] / r["fwd_bwd_cpu_ms"]
         print(
             f"\nrecurrence: B={b} (one head per item) U={u} T={t} float32, p=torch.rand, ragged "
             f"lengths, loss alpha.sum(), threads={n_threads}; Tensor.copy_ {copy_bw:.1f} GiB/s; "
@@ -180,13 +190,14 @@ def section_recurrence(
         )
         print(
             f"{'impl':<11}{'fwd ms':>9}{'(min)':>8}{'x ref':>8}{'GiB/s':>7}{'fwd+bwd ms':>12}"
-            f"{'(min)':>8}{'x ref':>8}{'GiB/s':>7}"
+            f"{'(min)':>8}{'x ref':>8}{'GiB/s':>7}{'f+b CPU ms':>12}{'x ref':>8}"
         )
         for r in sub:
             print(
                 f"{r['impl']:<11}{r['fwd_ms']:>9.2f}{r['fwd_min_ms']:>8.2f}{r['fwd_speedup']:>8.1f}"
                 f"{r['fwd_gib_s']:>7.1f}{r['fwd_bwd_ms']:>12.2f}{r['fwd_bwd_min_ms']:>8.2f}"
                 f"{r['fwd_bwd_speedup']:>8.1f}{r['fwd_bwd_gib_s']:>7.1f}"
+                f"{r['fwd_bwd_cpu_ms']:>12.2f}{r['fwd_bwd_cpu_speedup']:>8.1f}"
             )
         rows += sub
     return rows
@@ -248,10 +259,13 @@ def section_layer(
             run = _layer_setup(shape, impl)
             reps = repeats if impl == "reference" else max(repeats, 7)
             fwd, fwd_min = _wall(lambda run=run: run(False), reps)
+            fwd_cpu = _CPU[-1]
             fwd_bwd, fwd_bwd_min = _wall(lambda run=run: run(True), reps)
             sub.append(
                 dict(
                     section="layer",
+                    fwd_cpu_ms=fwd_cpu * 1e3,
+                    fwd_bwd_cpu_ms=_CPU[-1] * 1e3,
                     load=_load(),
                     fwd_min_ms=fwd_min * 1e3,
                     fwd_bwd_min_ms=fwd_bwd_min * 1e3,
@@ -266,18 +280,20 @@ def section_layer(
         for r in sub:
             r["fwd_speedup"] = base["fwd_ms"] / r["fwd_ms"]
             r["fwd_bwd_speedup"] = base["fwd_bwd_ms"] / r["fwd_bwd_ms"]
+            r["fwd_bwd_cpu_speedup"] = base["fwd_bwd_cpu_ms"] / r["fwd_bwd_cpu_ms"]
         print(
             f"\nlayer: B={shape['b']} U={shape['u']} T={shape['t']} d={shape['d']} "
             f"H={shape['h']}, ragged, train mode, threads={n_threads}; {_load()}"
         )
         print(
             f"{'impl':<11}{'fwd ms':>10}{'(min)':>9}{'x ref':>8}{'fwd+bwd ms':>12}{'(min)':>9}"
-            f"{'x ref':>8}"
+            f"{'x ref':>8}{'fwd CPU ms':>12}{'f+b CPU ms':>12}{'x ref':>8}"
         )
         for r in sub:
             print(
                 f"{r['impl']:<11}{r['fwd_ms']:>10.1f}{r['fwd_min_ms']:>9.1f}{r['fwd_speedup']:>8.1f}"
                 f"{r['fwd_bwd_ms']:>12.1f}{r['fwd_bwd_min_ms']:>9.1f}{r['fwd_bwd_speedup']:>8.1f}"
+                f"{r['fwd_cpu_ms']:>12.1f}{r['fwd_bwd_cpu_ms']:>12.1f}{r['fwd_bwd_cpu_speedup']:>8.1f}"
             )
         rows += sub
         if profile:
