@@ -21,6 +21,8 @@ Sections (``--section NAME``, default ``recurrence`` and ``layer``):
   the compat adapter (same math and weights) and the native module
   (``speechattn.nn.StepwiseMonotonicMultiheadAttention``). ``--profile`` prints a
   ``torch.profiler`` table of the native layer's forward+backward.
+- ``kernels``: the registered numba forward and backward kernels alone (no validation, no
+  autograd; outputs allocated per call), min of runs, and ns per valid cell.
 - ``init``: not a speed test. A toy aligner (token embedding -> SMA -> token classifier on
   synthetic "mel" frames with known durations) trained from three stay-bias initialisations;
   reports the Viterbi frame accuracy against the true durations.
@@ -405,10 +407,63 @@ def section_init(
     return rows
 
 
+# ----------------------------------------------------------------------------- kernels section
+
+
+def section_kernels(
+    quick: bool, repeats: int, threads: list[int], profile: bool
+) -> list[dict[str, Any]]:
+    """The registered numba kernels alone (no validation, no autograd), min of runs."""
+    del profile
+    from speechattn.kernels import get_sma_kernel
+
+    shape = QUICK if quick else FULL
+    b, u, t = shape["b"], shape["u"], shape["t"]
+    g = torch.Generator().manual_seed(0)
+    p = torch.rand(b, u, t, generator=g)
+    grad = torch.ones(b, u, t)
+    text_len, mel_len = _ragged(shape, g)
+    alpha0 = torch.zeros(b, u)
+    alpha0[:, 0] = 1.0
+    kernel = get_sma_kernel("numba")
+    alpha = kernel.forward(p, alpha0, text_len, mel_len, True)
+    cells = float((text_len * mel_len).sum())
+    rows = []
+    for n_threads in threads:
+        torch.set_num_threads(n_threads)
+        reps = max(repeats, 30)
+        fwd = _wall(lambda: kernel.forward(p, alpha0, text_len, mel_len, True), reps)[1]
+        bwd = _wall(lambda: kernel.backward(grad, p, alpha, alpha0, text_len, mel_len, True), reps)[
+            1
+        ]
+        rows.append(
+            dict(
+                section="kernels",
+                threads=n_threads,
+                b=b,
+                u=u,
+                t=t,
+                load=_load(),
+                fwd_min_ms=fwd * 1e3,
+                bwd_min_ms=bwd * 1e3,
+                fwd_ns_per_cell=fwd * 1e9 / cells,
+                bwd_ns_per_cell=bwd * 1e9 / cells,
+            )
+        )
+        print(
+            f"\nkernels (numba, mass='preserve'): B={b} U={u} T={t} float32, ragged, "
+            f"threads={n_threads}, min of {reps}; {_load()}\n"
+            f"forward {fwd * 1e3:.3f} ms ({fwd * 1e9 / cells:.2f} ns/valid cell), "
+            f"backward {bwd * 1e3:.3f} ms ({bwd * 1e9 / cells:.2f} ns/valid cell)"
+        )
+    return rows
+
+
 SECTIONS: dict[str, Callable[[bool, int, list[int], bool], list[dict[str, Any]]]] = {
     "recurrence": section_recurrence,
     "layer": section_layer,
     "init": section_init,
+    "kernels": section_kernels,
 }
 
 

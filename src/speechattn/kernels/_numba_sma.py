@@ -8,7 +8,7 @@ each item is touched (padding is never read). Rows advance in blocks (6 rows for
 backward) as independent dependency chains frame by frame (instruction-level parallelism); a
 last partial block runs on virtual rows (stay probability 1, gradient 0) whose results go to a
 scratch row, so there is no scalar tail loop. The backward walks frames downwards with unsigned
-indices (numba's negative-index wraparound otherwise costs a third of its time). ``fastmath``
+indices (no negative-index wraparound checks in the inner loop). ``fastmath``
 lets LLVM contract multiply-adds; float32 inputs compute in float32 as the torch spec does.
 
 Items run in parallel on ``torch.get_num_threads()`` Python threads (the kernels release the
