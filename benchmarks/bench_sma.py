@@ -1,33 +1,40 @@
 """Stepwise monotonic attention benchmarks: ours vs the keonlee reference, same process.
 
-Sections (``--section NAME``, default all):
+The baseline is the reference's own code: ``tests/reference/keonlee_reference.py`` runs the
+operations of keonlee9420's ``sma.py`` in its order and shapes (its ``expectation`` loop, its
+``focused_head`` and its layer ``forward``), and ``tests/test_compat_keonlee.py`` checks that
+copy against the float64 equation oracle. Every figure is wall clock, median of runs, measured
+at each ``--threads`` count (default ``2,1``: the machine's default and one thread).
 
-- ``layer``: the whole attention layer, train mode, ragged batch. Baseline: the reference layer
-  re-stated in ``tests/reference/keonlee_reference.py`` (per-frame Python loop, per-item focused
-  head). Ours: the compat adapter (same math, same weights) and the native module
-  (``speechattn.nn.StepwiseMonotonicMultiheadAttention``, focus-rate head selection). Forward
-  (autograd on) and forward+backward times (median), and the peak memory of one forward+backward
-  measured in a fresh subprocess (high-water RSS above the pre-call RSS, with glibc's mmap
-  threshold pinned so freed tensors go back to the OS).
+Sections (``--section NAME``, default ``recurrence`` and ``layer``):
+
+- ``recurrence``: the alignment recurrence alone, one head per item, B=16, U=100, T=800,
+  float32, ``p = torch.rand``, ragged lengths (text 70-100, mel 560-800), loss ``alpha.sum()``.
+  Baseline: ``expectation``'s loop (``reference_recurrence``; it has no lengths, so it runs the
+  padded size, as the reference does). Ours: ``stepwise_monotonic_alignment`` (``impl="numba"``
+  and ``"torch"``) with the lengths. Forward (autograd on) and forward+backward; the achieved
+  memory traffic (padded tensors: fwd reads ``p`` and writes ``alpha``; bwd reads ``p``,
+  ``alpha``, the incoming gradient and writes ``grad_p``) next to ``Tensor.copy_`` of a
+  256 MiB tensor measured in the same process.
+- ``layer``: the whole layer in train mode, B=16, U=100, T=800, d=256, 4 heads, the same
+  ragged lengths, loss ``output.sum() + alignment.sum()``. Baseline: the reference layer. Ours:
+  the compat adapter (same math and weights) and the native module
+  (``speechattn.nn.StepwiseMonotonicMultiheadAttention``). ``--profile`` prints a
+  ``torch.profiler`` table of the native layer's forward+backward.
+- ``kernels``: the registered numba forward and backward kernels alone (no validation, no
+  autograd; outputs allocated per call), min of runs, and ns per valid cell.
 - ``init``: not a speed test. A toy aligner (token embedding -> SMA -> token classifier on
   synthetic "mel" frames with known durations) trained from three stay-bias initialisations;
   reports the Viterbi frame accuracy against the true durations.
-- ``recurrence``: the alignment recurrence alone, ``(B*H, U, T)`` stay probabilities, ragged
-  lengths. Baseline: a per-frame torch loop as in the keonlee reference's ``expectation`` (slice
-  frame i, multiply, shift with a zero pad and ``torch.cat``, append; ``torch.cat`` over frames;
-  autograd through the loop, no masking). Ours: ``stepwise_monotonic_alignment`` with
-  ``impl="torch"`` (spec) and ``impl="numba"``, ragged and full lengths. Forward (autograd on)
-  and forward+backward (``torch.autograd.grad`` with a fixed output gradient) times, and peak
-  memory measured like the layer section.
 
 Usage::
 
-    python benchmarks/bench_sma.py [--section layer] [--quick] [--json PATH] [--repeats N]
+    python benchmarks/bench_sma.py [--section recurrence] [--threads 2,1] [--quick] [--json PATH]
+    python benchmarks/bench_sma.py --section layer --profile
     python benchmarks/bench_sma.py --device cuda [--quick] [--json PATH]   # GPU: triton kernels
 
 ``--device cuda`` runs ``bench_sma_triton.py`` (reference loop vs ``impl="torch"`` vs
-``impl="triton"`` at B=16, H=4, U=100, T=800 and U=400, T=3200); without CUDA it says so and
-exits 0.
+``impl="triton"``); without CUDA it says so and exits 0.
 """
 
 from __future__ import annotations
@@ -35,9 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -50,36 +55,166 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from reference.keonlee_reference import ReferenceSMA  # noqa: E402
+from reference.keonlee_reference import ReferenceSMA, reference_recurrence  # noqa: E402
 from speechattn.compat.keonlee import StepwiseMonotonicMultiheadAttention as CompatSMA  # noqa: E402
+from speechattn.functional import stepwise_monotonic_alignment  # noqa: E402
 from speechattn.nn import StepwiseMonotonicMultiheadAttention  # noqa: E402
 
 FULL = dict(b=16, u=100, t=800, d=256, h=4)
 QUICK = dict(b=4, u=30, t=200, d=64, h=4)
 
 
-def _timeit(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up (kernel compilation, allocator)
-    times = []
+def _ragged(shape: dict[str, int], g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Text lengths in [0.7 U, U], mel lengths in [0.7 T, T] (70-100 and 560-800 at full size)."""
+    b, u, t = shape["b"], shape["u"], shape["t"]
+    text_len = torch.randint(int(0.7 * u), u + 1, (b,), generator=g)
+    mel_len = torch.randint(int(0.7 * t), t + 1, (b,), generator=g)
+    return text_len, mel_len
+
+
+def _median_wall(fn: Callable[[], object], repeats: int, *, warmup: int = 1) -> float:
+    return _wall(fn, repeats, warmup=warmup)[0]
+
+
+_CPU: list[float] = []  # median process CPU seconds of the last _wall call
+
+
+def _wall(fn: Callable[[], object], repeats: int, *, warmup: int = 1) -> tuple[float, float]:
+    """(median, min) wall seconds per call after ``warmup`` calls; the median process CPU time
+    (all threads) goes to ``_CPU[-1]`` (steadier than wall clock on a loaded machine)."""
+    for _ in range(warmup):
+        fn()
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        cpu.append(time.process_time() - c0)
+    _CPU.append(statistics.median(cpu))
+    return statistics.median(times), min(times)
+
+
+def _load() -> str:
+    """1-minute load average and CPU count: the context every figure here needs."""
+    try:
+        return f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    except OSError:  # pragma: no cover
+        return "load unknown"
+
+
+# ----------------------------------------------------------------------------- recurrence section
+
+
+def _copy_gib_s(repeats: int) -> float:
+    """Large-tensor copy bandwidth (read + write bytes per second, GiB/s), current threads."""
+    src = torch.ones(64 * 2**20)  # 256 MiB float32
+    dst = torch.empty_like(src)
+    sec = _median_wall(lambda: dst.copy_(src), repeats)
+    return 2 * src.numel() * 4 / sec / 2**30
+
+
+def _recurrence_runs(shape: dict[str, int]) -> dict[str, Callable[[bool], object]]:
+    b, u, t = shape["b"], shape["u"], shape["t"]
+    g = torch.Generator().manual_seed(0)
+    p = torch.rand(b, u, t, generator=g)
+    text_len, mel_len = _ragged(shape, g)
+    aw_prev = torch.zeros(b, u, 1)
+    aw_prev[:, 0:1] = 1.0
+    runs: dict[str, Callable[[bool], object]] = {}
+
+    def make(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[bool], object]:
+        x = p.clone().requires_grad_(True)
+
+        def run(backward: bool) -> object:
+            alpha = fn(x)
+            if backward:
+                x.grad = None
+                alpha.sum().backward()
+            return alpha
+
+        return run
+
+    runs["reference"] = make(lambda x: reference_recurrence(x, aw_prev))
+    for impl in ("torch", "numba"):
+        runs[impl] = make(
+            lambda x, impl=impl: stepwise_monotonic_alignment(x, text_len, mel_len, impl=impl)
+        )
+    return runs
+
+
+def section_recurrence(
+    quick: bool, repeats: int, threads: list[int], profile: bool
+) -> list[dict[str, Any]]:
+    del profile
+    shape = QUICK if quick else FULL
+    b, u, t = shape["b"], shape["u"], shape["t"]
+    mib = b * u * t * 4 / 2**20  # one padded float32 (b, u, t) tensor
+    rows = []
+    for n_threads in threads:
+        torch.set_num_threads(n_threads)
+        copy_bw = _copy_gib_s(max(repeats, 5))
+        runs = _recurrence_runs(shape)
+        sub = []
+        for impl, run in runs.items():
+            reps = repeats if impl == "reference" else max(repeats, 21)
+            fwd, fwd_min = _wall(lambda run=run: run(False), reps)
+            fwd_cpu = _CPU[-1]
+            fwd_bwd, fwd_bwd_min = _wall(lambda run=run: run(True), reps)
+            sub.append(
+                dict(
+                    section="recurrence",
+                    fwd_cpu_ms=fwd_cpu * 1e3,
+                    fwd_bwd_cpu_ms=_CPU[-1] * 1e3,
+                    load=_load(),
+                    fwd_min_ms=fwd_min * 1e3,
+                    fwd_bwd_min_ms=fwd_bwd_min * 1e3,
+                    impl=impl,
+                    threads=n_threads,
+                    b=b,
+                    u=u,
+                    t=t,
+                    fwd_ms=fwd * 1e3,
+                    fwd_bwd_ms=fwd_bwd * 1e3,
+                    fwd_gib_s=2 * mib / 1024 / fwd,
+                    fwd_bwd_gib_s=6 * mib / 1024 / fwd_bwd,
+                    copy_gib_s=copy_bw,
+                )
+            )
+        base = sub[0]
+        for r in sub:
+            r["fwd_speedup"] = base["fwd_ms"] / r["fwd_ms"]
+            r["fwd_bwd_speedup"] = base["fwd_bwd_ms"] / r["fwd_bwd_ms"]
+            r["fwd_bwd_cpu_speedup"] = base["fwd_bwd_cpu_ms"] / r["fwd_bwd_cpu_ms"]
+        print(
+            f"\nrecurrence: B={b} (one head per item) U={u} T={t} float32, p=torch.rand, ragged "
+            f"lengths, loss alpha.sum(), threads={n_threads}; Tensor.copy_ {copy_bw:.1f} GiB/s; "
+            f"{_load()}"
+        )
+        print(
+            f"{'impl':<11}{'fwd ms':>9}{'(min)':>8}{'x ref':>8}{'GiB/s':>7}{'fwd+bwd ms':>12}"
+            f"{'(min)':>8}{'x ref':>8}{'GiB/s':>7}{'f+b CPU ms':>12}{'x ref':>8}"
+        )
+        for r in sub:
+            print(
+                f"{r['impl']:<11}{r['fwd_ms']:>9.2f}{r['fwd_min_ms']:>8.2f}{r['fwd_speedup']:>8.1f}"
+                f"{r['fwd_gib_s']:>7.1f}{r['fwd_bwd_ms']:>12.2f}{r['fwd_bwd_min_ms']:>8.2f}"
+                f"{r['fwd_bwd_speedup']:>8.1f}{r['fwd_bwd_gib_s']:>7.1f}"
+                f"{r['fwd_bwd_cpu_ms']:>12.2f}{r['fwd_bwd_cpu_speedup']:>8.1f}"
+            )
+        rows += sub
+    return rows
 
 
 # ----------------------------------------------------------------------------- layer section
 
 
 def _layer_setup(shape: dict[str, int], impl: str) -> Callable[[bool], object]:
-    """Build one layer and a ragged batch; return ``run(backward)``."""
+    """Build one layer (train mode) and a ragged batch; return ``run(backward)``."""
     b, u, t, d, h = shape["b"], shape["u"], shape["t"], shape["d"], shape["h"]
     g = torch.Generator().manual_seed(0)
     text = torch.randn(b, u, d, generator=g)
     mel = torch.randn(b, t, d, generator=g)
-    text_len = torch.randint(u // 2, u + 1, (b,), generator=g)
-    mel_len = torch.randint(t // 2, t + 1, (b,), generator=g)
-    text_len[0], mel_len[0] = u, t
+    text_len, mel_len = _ragged(shape, g)
     tok_pad = torch.arange(u)[None] >= text_len[:, None]
     frm_pad = torch.arange(t)[None] >= mel_len[:, None]
     mask = tok_pad[:, :, None] | frm_pad[:, None, :]
@@ -93,105 +228,86 @@ def _layer_setup(shape: dict[str, int], impl: str) -> Callable[[bool], object]:
         def run(backward: bool) -> object:
             cv, attn, _ = layer(text, mel, mel, mel_len, mask=mask, query_mask=query_mask)
             if backward:
+                layer.zero_grad(set_to_none=True)
                 (cv.sum() + attn.sum()).backward()
             return cv
 
     else:
-        selection = "per_head" if impl == "native-per-head" else "focus_rate"
-        layer = StepwiseMonotonicMultiheadAttention(
-            embed_dim=d, num_heads=h, layer_norm=True, head_selection=selection
-        )
+        layer = StepwiseMonotonicMultiheadAttention(embed_dim=d, num_heads=h, layer_norm=True)
         layer.train()
 
         def run(backward: bool) -> object:
             out = layer(text, mel, mel, query_lengths=text_len, key_lengths=mel_len)
             if backward:
+                layer.zero_grad(set_to_none=True)
                 (out.output.sum() + out.alignment.sum()).backward()
             return out.output
 
     return run
 
 
-LAYER_IMPLS = ("reference", "compat", "native", "native-per-head")
+LAYER_IMPLS = ("reference", "compat", "native")
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
-
-
-def _memory_probe(impl: str, quick: bool) -> None:
-    """Subprocess entry: print the peak memory of one forward+backward (bytes, JSON).
-
-    Peak = high-water RSS during the call minus RSS just before it, with the high-water mark
-    reset right before the call (``/proc/self/clear_refs``), as in the recurrence section.
-    """
-    # Load/compile kernels and warm autograd on a tiny call so that is not counted.
-    _layer_setup(dict(b=2, u=5, t=12, d=16, h=4), impl)(True)
-    run = _layer_setup(QUICK if quick else FULL, impl)
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        before = _status_kib("VmRSS")
-        run(True)
-        peak = _status_kib("VmHWM") - before
-    except OSError:  # no clear_refs: fall back to the process-lifetime high-water mark
-        before = _rss_bytes() // 1024
-        run(True)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-    print(json.dumps({"peak_bytes": max(0, peak) * 1024}))
-
-
-def _peak_memory(impl: str, quick: bool) -> int:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-    cmd = [sys.executable, __file__, "--_memory-probe", impl] + (["--quick"] if quick else [])
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
-    return int(json.loads(res.stdout.strip().splitlines()[-1])["peak_bytes"])
-
-
-def section_layer(quick: bool, repeats: int) -> list[dict[str, Any]]:
+def section_layer(
+    quick: bool, repeats: int, threads: list[int], profile: bool
+) -> list[dict[str, Any]]:
     shape = QUICK if quick else FULL
     rows = []
-    for impl in LAYER_IMPLS:
-        run = _layer_setup(shape, impl)
-        if impl == "reference" and not quick:
-            # The reference's backward takes tens of seconds here: one warm-up, one timed run.
-            fwd = _timeit(lambda run=run: run(False), 1)
-            t0 = time.perf_counter()
-            run(True)
-            fwd_bwd = time.perf_counter() - t0
-        else:
-            fwd = _timeit(lambda run=run: run(False), max(repeats, 5))
-            fwd_bwd = _timeit(lambda run=run: run(True), max(repeats, 5))
-        rows.append(
-            dict(
-                section="layer",
-                impl=impl,
-                **shape,
-                fwd_s=fwd,
-                fwd_bwd_s=fwd_bwd,
-                peak_mib=_peak_memory(impl, quick) / 2**20,
+    for n_threads in threads:
+        torch.set_num_threads(n_threads)
+        sub = []
+        for impl in LAYER_IMPLS:
+            run = _layer_setup(shape, impl)
+            reps = repeats if impl == "reference" else max(repeats, 7)
+            fwd, fwd_min = _wall(lambda run=run: run(False), reps)
+            fwd_cpu = _CPU[-1]
+            fwd_bwd, fwd_bwd_min = _wall(lambda run=run: run(True), reps)
+            sub.append(
+                dict(
+                    section="layer",
+                    fwd_cpu_ms=fwd_cpu * 1e3,
+                    fwd_bwd_cpu_ms=_CPU[-1] * 1e3,
+                    load=_load(),
+                    fwd_min_ms=fwd_min * 1e3,
+                    fwd_bwd_min_ms=fwd_bwd_min * 1e3,
+                    impl=impl,
+                    threads=n_threads,
+                    **shape,
+                    fwd_ms=fwd * 1e3,
+                    fwd_bwd_ms=fwd_bwd * 1e3,
+                )
             )
-        )
-    base = rows[0]
-    for r in rows:
-        r["fwd_speedup"] = base["fwd_s"] / r["fwd_s"]
-        r["fwd_bwd_speedup"] = base["fwd_bwd_s"] / r["fwd_bwd_s"]
-        r["peak_ratio"] = r["peak_mib"] / base["peak_mib"] if base["peak_mib"] else float("nan")
-    print(
-        f"\nlayer: B={shape['b']} U={shape['u']} T={shape['t']} d={shape['d']} "
-        f"H={shape['h']}, ragged, train mode, torch threads={torch.get_num_threads()}"
-    )
-    print(
-        f"{'impl':<16}{'fwd ms':>10}{'x ref':>8}{'fwd+bwd ms':>12}{'x ref':>8}"
-        f"{'peak MiB':>10}{'/ ref':>7}"
-    )
-    for r in rows:
+        base = sub[0]
+        for r in sub:
+            r["fwd_speedup"] = base["fwd_ms"] / r["fwd_ms"]
+            r["fwd_bwd_speedup"] = base["fwd_bwd_ms"] / r["fwd_bwd_ms"]
+            r["fwd_bwd_cpu_speedup"] = base["fwd_bwd_cpu_ms"] / r["fwd_bwd_cpu_ms"]
         print(
-            f"{r['impl']:<16}{r['fwd_s'] * 1e3:>10.1f}{r['fwd_speedup']:>8.1f}"
-            f"{r['fwd_bwd_s'] * 1e3:>12.1f}{r['fwd_bwd_speedup']:>8.1f}"
-            f"{r['peak_mib']:>10.1f}{r['peak_ratio']:>7.2f}"
+            f"\nlayer: B={shape['b']} U={shape['u']} T={shape['t']} d={shape['d']} "
+            f"H={shape['h']}, ragged, train mode, threads={n_threads}; {_load()}"
         )
+        print(
+            f"{'impl':<11}{'fwd ms':>10}{'(min)':>9}{'x ref':>8}{'fwd+bwd ms':>12}{'(min)':>9}"
+            f"{'x ref':>8}{'fwd CPU ms':>12}{'f+b CPU ms':>12}{'x ref':>8}"
+        )
+        for r in sub:
+            print(
+                f"{r['impl']:<11}{r['fwd_ms']:>10.1f}{r['fwd_min_ms']:>9.1f}{r['fwd_speedup']:>8.1f}"
+                f"{r['fwd_bwd_ms']:>12.1f}{r['fwd_bwd_min_ms']:>9.1f}{r['fwd_bwd_speedup']:>8.1f}"
+                f"{r['fwd_cpu_ms']:>12.1f}{r['fwd_bwd_cpu_ms']:>12.1f}{r['fwd_bwd_cpu_speedup']:>8.1f}"
+            )
+        rows += sub
+        if profile:
+            from torch.profiler import profile as torch_profile
+
+            run = _layer_setup(shape, "native")
+            run(True)
+            with torch_profile() as prof:
+                for _ in range(3):
+                    run(True)
+            print(f"\nnative layer fwd+bwd x3, threads={n_threads}, torch.profiler:")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     return rows
 
 
@@ -253,9 +369,11 @@ def _train_toy_aligner(
     return float(loss.detach()), float(acc), float(vit.focus_rate.amax(-1).mean()), float(stay)
 
 
-def section_init(quick: bool, repeats: int) -> list[dict[str, Any]]:
+def section_init(
+    quick: bool, repeats: int, threads: list[int], profile: bool
+) -> list[dict[str, Any]]:
     """Stay-bias initialisation of an aligner: r = 3.5 (paper) vs p0 = 1 - U/T vs r = 0."""
-    del repeats
+    del repeats, threads, profile
     u_range = (6, 12) if quick else (20, 40)
     steps, seeds = (60, (0,)) if quick else (300, (0, 1))
     mean_u = sum(u_range) / 2
@@ -289,176 +407,74 @@ def section_init(quick: bool, repeats: int) -> list[dict[str, Any]]:
     return rows
 
 
-# ----------------------------------------------------------------------------- recurrence section
-
-REC_FULL = dict(b=16, h=4, u=100, t=800)
-REC_QUICK = dict(b=4, h=4, u=30, t=200)
-REC_IMPLS = ("reference-loop", "torch", "numba", "numba-full-lengths")
+# ----------------------------------------------------------------------------- kernels section
 
 
-def _reference_style_loop(p: torch.Tensor) -> torch.Tensor:
-    """The keonlee reference's per-frame recurrence, re-stated: ``p`` ``(N, U, T)`` -> alpha."""
-    n, u, t = p.shape
-    aw_prev = p.new_zeros(n, u, 1)
-    aw_prev[:, 0:1] = 1.0
-    frames = []
-    for i in range(t):
-        p_i = p[:, :, i : i + 1]
-        pad = torch.zeros([n, 1, 1], dtype=aw_prev.dtype).to(aw_prev.device)
-        advanced = aw_prev[:, :-1, :] * (1.0 - p_i[:, :-1, :])
-        aw_prev = aw_prev * p_i + torch.cat((pad, advanced), dim=1)
-        frames.append(aw_prev)
-    return torch.cat(frames, dim=-1) if t > 1 else frames[-1]
+def section_kernels(
+    quick: bool, repeats: int, threads: list[int], profile: bool
+) -> list[dict[str, Any]]:
+    """The registered numba kernels alone (no validation, no autograd), min of runs."""
+    del profile
+    from speechattn.kernels import get_sma_kernel
 
-
-def _timeit_wall_cpu(
-    fn: Callable[[], object], repeats: int, *, warmup: bool
-) -> tuple[float, float]:
-    """Median wall seconds and median process CPU seconds (all threads) per call."""
-    if warmup:
-        fn()
-    wall, cpu = [], []
-    for _ in range(repeats):
-        c0, t0 = time.process_time(), time.perf_counter()
-        fn()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return statistics.median(wall), statistics.median(cpu)
-
-
-def _recurrence_setup(shape: dict[str, int], impl: str) -> Callable[[bool], object]:
-    """Inputs for one recurrence variant; returns ``run(backward)``."""
-    from speechattn.functional import stepwise_monotonic_alignment
-
-    b, h, u, t = shape["b"], shape["h"], shape["u"], shape["t"]
+    shape = QUICK if quick else FULL
+    b, u, t = shape["b"], shape["u"], shape["t"]
     g = torch.Generator().manual_seed(0)
-    # Stay probabilities as a trained aligner produces them: mostly high, ragged batch.
-    p = torch.sigmoid(torch.randn(b, h, u, t, generator=g) + 2.0)
-    grad_out = torch.randn(b, h, u, t, generator=g)
-    text_len = torch.randint(u // 2, u + 1, (b,), generator=g)
-    mel_len = torch.randint(t // 2, t + 1, (b,), generator=g)
-    text_len[0], mel_len[0] = u, t
-    if impl == "reference-loop":
-        p3 = p.reshape(b * h, u, t).requires_grad_(True)
-        g3 = grad_out.reshape(b * h, u, t)
-
-        def run(backward: bool) -> object:
-            alpha = _reference_style_loop(p3)
-            if backward:
-                return torch.autograd.grad(alpha, p3, g3)
-            return alpha
-
-        return run
-    kernel = "numba" if impl.startswith("numba") else "torch"
-    tl, ml = (None, None) if impl.endswith("full-lengths") else (text_len, mel_len)
-    p.requires_grad_(True)
-
-    def run_ours(backward: bool) -> object:
-        alpha = stepwise_monotonic_alignment(p, tl, ml, impl=kernel)
-        if backward:
-            return torch.autograd.grad(alpha, p, grad_out)
-        return alpha
-
-    return run_ours
-
-
-def _status_kib(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
-
-
-def _recurrence_probe(impl: str, quick: bool) -> None:
-    """Subprocess entry: print the peak memory of one forward+backward (bytes, JSON).
-
-    Peak = high-water RSS during the call minus RSS just before it. The high-water mark is
-    reset right before the call (``echo 5 > /proc/self/clear_refs``, Linux >= 4.0) so earlier
-    peaks (imports, compilation, input construction) are not counted.
-    """
-    _recurrence_setup(dict(b=2, h=1, u=5, t=12), impl)(True)  # load/compile, autograd warm-up
-    run = _recurrence_setup(REC_QUICK if quick else REC_FULL, impl)
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        before = _status_kib("VmRSS")
-        run(True)
-        peak = _status_kib("VmHWM") - before
-    except OSError:  # no clear_refs: fall back to the process-lifetime high-water mark
-        before = _rss_bytes() // 1024
-        run(True)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-    print(json.dumps({"peak_bytes": max(0, peak) * 1024}))
-
-
-def section_recurrence(quick: bool, repeats: int) -> list[dict[str, Any]]:
-    shape = REC_QUICK if quick else REC_FULL
-    # Sanity: at full lengths ours computes exactly the baseline's recurrence.
-    check_ref = _recurrence_setup(shape, "reference-loop")(False)
-    check_ours = _recurrence_setup(shape, "numba-full-lengths")(False)
-    diff = check_ref.detach().reshape(check_ours.shape) - check_ours.detach()  # type: ignore[attr-defined]
-    max_diff = float(diff.abs().max())
+    p = torch.rand(b, u, t, generator=g)
+    grad = torch.ones(b, u, t)
+    text_len, mel_len = _ragged(shape, g)
+    alpha0 = torch.zeros(b, u)
+    alpha0[:, 0] = 1.0
+    kernel = get_sma_kernel("numba")
+    alpha = kernel.forward(p, alpha0, text_len, mel_len, True)
+    cells = float((text_len * mel_len).sum())
     rows = []
-    for impl in REC_IMPLS:
-        run = _recurrence_setup(shape, impl)
-        slow = impl == "reference-loop" and not quick
-        # The baseline's backward takes tens of seconds at the full shape: one timed run.
-        # Ours: at least 7 runs (median), as this shared machine is noisy.
-        reps = repeats if impl == "reference-loop" else max(repeats, 7)
-        fwd, fwd_cpu = _timeit_wall_cpu(lambda run=run: run(False), reps, warmup=True)
-        fwd_bwd, fwd_bwd_cpu = _timeit_wall_cpu(
-            lambda run=run: run(True), 1 if slow else reps, warmup=not slow
-        )
-        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-        cmd = [sys.executable, __file__, "--_recurrence-probe", impl] + (
-            ["--quick"] if quick else []
-        )
-        res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
-        peak = int(json.loads(res.stdout.strip().splitlines()[-1])["peak_bytes"])
+    for n_threads in threads:
+        torch.set_num_threads(n_threads)
+        reps = max(repeats, 30)
+        fwd = _wall(lambda: kernel.forward(p, alpha0, text_len, mel_len, True), reps)[1]
+        bwd = _wall(lambda: kernel.backward(grad, p, alpha, alpha0, text_len, mel_len, True), reps)[
+            1
+        ]
         rows.append(
             dict(
-                section="recurrence",
-                impl=impl,
-                **shape,
-                fwd_s=fwd,
-                fwd_bwd_s=fwd_bwd,
-                fwd_cpu_s=fwd_cpu,
-                fwd_bwd_cpu_s=fwd_bwd_cpu,
-                peak_mib=peak / 2**20,
-                max_abs_diff_vs_reference=max_diff,
+                section="kernels",
+                threads=n_threads,
+                b=b,
+                u=u,
+                t=t,
+                load=_load(),
+                fwd_min_ms=fwd * 1e3,
+                bwd_min_ms=bwd * 1e3,
+                fwd_ns_per_cell=fwd * 1e9 / cells,
+                bwd_ns_per_cell=bwd * 1e9 / cells,
             )
         )
-    base = rows[0]
-    for r in rows:
-        r["fwd_speedup"] = base["fwd_s"] / r["fwd_s"]
-        r["fwd_bwd_speedup"] = base["fwd_bwd_s"] / r["fwd_bwd_s"]
-        r["fwd_bwd_cpu_speedup"] = base["fwd_bwd_cpu_s"] / r["fwd_bwd_cpu_s"]
-        r["peak_ratio"] = r["peak_mib"] / base["peak_mib"] if base["peak_mib"] else float("nan")
-    print(
-        f"\nrecurrence: B={shape['b']} H={shape['h']} U={shape['u']} T={shape['t']} float32, "
-        f"ragged lengths, torch threads={torch.get_num_threads()}; "
-        f"max |alpha diff| vs baseline at full lengths = {max_diff:.2e}"
-    )
-    print(
-        f"{'impl':<20}{'fwd ms':>10}{'x ref':>9}{'fwd+bwd ms':>12}{'x ref':>9}"
-        f"{'f+b CPU ms':>12}{'x ref':>9}{'peak MiB':>10}{'/ ref':>7}"
-    )
-    for r in rows:
         print(
-            f"{r['impl']:<20}{r['fwd_s'] * 1e3:>10.1f}{r['fwd_speedup']:>9.1f}"
-            f"{r['fwd_bwd_s'] * 1e3:>12.1f}{r['fwd_bwd_speedup']:>9.1f}"
-            f"{r['fwd_bwd_cpu_s'] * 1e3:>12.1f}{r['fwd_bwd_cpu_speedup']:>9.1f}"
-            f"{r['peak_mib']:>10.1f}{r['peak_ratio']:>7.2f}"
+            f"\nkernels (numba, mass='preserve'): B={b} U={u} T={t} float32, ragged, "
+            f"threads={n_threads}, min of {reps}; {_load()}\n"
+            f"forward {fwd * 1e3:.3f} ms ({fwd * 1e9 / cells:.2f} ns/valid cell), "
+            f"backward {bwd * 1e3:.3f} ms ({bwd * 1e9 / cells:.2f} ns/valid cell)"
         )
     return rows
 
 
-SECTIONS: dict[str, Callable[[bool, int], list[dict[str, Any]]]] = {
+SECTIONS: dict[str, Callable[[bool, int, list[int], bool], list[dict[str, Any]]]] = {
+    "recurrence": section_recurrence,
     "layer": section_layer,
     "init": section_init,
-    "recurrence": section_recurrence,
+    "kernels": section_kernels,
 }
+
+
+def _threads(text: str) -> list[int]:
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected e.g. 2,1; found {text!r}") from exc
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive thread counts; found {text!r}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -466,9 +482,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--section", choices=sorted(SECTIONS), action="append")
     ap.add_argument("--quick", action="store_true", help="small shapes, few repeats")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument(
+        "--threads",
+        type=_threads,
+        default=[2, 1],
+        help="torch thread counts to measure at, comma-separated (default 2,1)",
+    )
+    ap.add_argument("--profile", action="store_true", help="layer: torch.profiler table")
     ap.add_argument("--json", type=Path, default=None, help="write all rows to this JSON file")
-    ap.add_argument("--_memory-probe", dest="memory_probe", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--_recurrence-probe", dest="rec_probe", default=None, help=argparse.SUPPRESS)
     ap.add_argument(
         "--device",
         choices=["cpu", "cuda"],
@@ -484,16 +505,10 @@ def main(argv: list[str] | None = None) -> int:
         extra += ["--repeats", str(args.repeats)] if args.repeats else []
         extra += ["--json", str(args.json)] if args.json else []
         return cuda_main(["--device", "cuda", *extra])
-    if args.rec_probe:
-        _recurrence_probe(args.rec_probe, args.quick)
-        return 0
-    if args.memory_probe:
-        _memory_probe(args.memory_probe, args.quick)
-        return 0
     repeats = args.repeats or (2 if args.quick else 5)
     rows: list[dict[str, Any]] = []
-    for name in args.section or list(SECTIONS):
-        rows += SECTIONS[name](args.quick, repeats)
+    for name in args.section or ["recurrence", "layer"]:
+        rows += SECTIONS[name](args.quick, repeats, args.threads, args.profile)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0

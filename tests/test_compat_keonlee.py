@@ -1,11 +1,15 @@
-"""speechattn.compat.keonlee against an independent re-statement of the reference layer."""
+"""speechattn.compat.keonlee against the reference layer's own operations (the benchmark
+baseline), and that baseline against the float64 equation oracle."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 
 from reference.keonlee_reference import ReferenceSMA, reference_recurrence
+from reference.sma_reference import sma_reference_tensor
 from speechattn.compat.keonlee import StepwiseMonotonicMultiheadAttention
 
 D_MODEL, N_HEAD = 24, 3
@@ -136,3 +140,53 @@ def test_bad_inputs() -> None:
         ours(text, mel, mel, mel_len[:2])
     with pytest.raises(ValueError, match=r"Expected aw_prev of shape \(4, 7, 1\)"):
         ours(text, mel, mel, mel_len, aw_prev=torch.zeros(4, 7))
+
+
+# ---------------------------------------------------------------------------------------------
+# The baseline copy itself computes the reference's numbers (float64 equation oracle)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_baseline_expectation_matches_equation_oracle() -> None:
+    """The reference's ``expectation`` (eval: no noise) is He et al. Eq. 8 on sigmoid(e)."""
+    torch.manual_seed(0)
+    ref = ReferenceSMA(D_MODEL, D_K, D_V, n_head=N_HEAD, is_tunable=True).double().eval()
+    e = torch.randn(5, 6, 17, dtype=torch.float64) * 2
+    aw_prev = torch.zeros(5, 6, 1, dtype=torch.float64)
+    aw_prev[:, 0] = 1.0
+    alpha, p = ref.expectation(e, aw_prev, 1)
+    torch.testing.assert_close(p, torch.sigmoid(e))
+    oracle = sma_reference_tensor(torch.sigmoid(e))  # no lengths, mass drops past the last token
+    torch.testing.assert_close(alpha, oracle, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(reference_recurrence(p, aw_prev), oracle, rtol=1e-12, atol=1e-14)
+    # A different alignment before frame 0 is honoured too.
+    a0 = torch.softmax(torch.randn(5, 6, dtype=torch.float64), -1)
+    alpha2, _ = ref.expectation(e, a0[:, :, None], 1)
+    torch.testing.assert_close(alpha2, sma_reference_tensor(p, alpha0=a0), rtol=1e-12, atol=1e-14)
+
+
+def test_baseline_layer_matches_equations() -> None:
+    """The reference layer's output, recomputed from the paper's equations in float64."""
+    torch.manual_seed(3)
+    ref = ReferenceSMA(D_MODEL, D_K, D_V, n_head=N_HEAD, is_tunable=True).double().eval()
+    text, mel, mel_len, mask, query_mask = inputs(torch.float64)
+    cv, attn, fr_mean = ref(text, mel, mel, mel_len, mask=mask, query_mask=query_mask)
+    b, u, t, h = text.shape[0], text.shape[1], mel.shape[1], N_HEAD
+    en = ref.energy
+    qh = en.w_qs(text).view(b, u, h, D_K).transpose(1, 2)  # (b, h, u, dk)
+    kh = en.w_ks(mel).view(b, t, h, D_K).transpose(1, 2)
+    vh = en.w_vs(mel).view(b, t, h, D_V).transpose(1, 2)
+    energies = qh @ kh.transpose(-1, -2) / math.sqrt(D_K)
+    # Softmax over valid frames; rows of padded tokens are all-masked, then zeroed.
+    row_masked = mask[:, None].all(-1, keepdim=True)
+    w = torch.softmax(energies.masked_fill(mask[:, None], -math.inf).nan_to_num(0.0), -1)
+    w = torch.where(row_masked, 0.0, w)
+    focus = w.amax(2).sum(-1) / mel_len[:, None]  # (b, h)
+    best = focus.argmax(1)
+    soft = w[torch.arange(b), best]  # (b, u, t)
+    torch.testing.assert_close(attn, soft, rtol=1e-12, atol=1e-14)
+    assert fr_mean == pytest.approx(float(focus.detach().amax(1).mean()), rel=1e-12)
+    alpha = sma_reference_tensor(torch.sigmoid(soft))  # no masking, as the reference runs it
+    v_cat = vh.transpose(1, 2).reshape(b, t, h * D_V)  # head-major features
+    expected = ref.layer_norm(ref.last_layer(alpha @ v_cat))
+    torch.testing.assert_close(cv, expected, rtol=1e-10, atol=1e-12)

@@ -433,3 +433,76 @@ def test_property_batch_equals_per_item_and_padding(
         assert torch.all(full.output[i, u:] == 0)
         # mass="preserve": every valid frame's column sums to 1, in every mode.
         torch.testing.assert_close(full.alignment[i, :u, :t].sum(0), torch.ones(t))
+
+
+# ---------------------------------------------------------------------------------------------
+# The stay-probability step alone (shared by the layer and the aligner)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_stay_probability_is_the_layers_first_step() -> None:
+    m = make(head_selection="focus_rate").double().eval()
+    q, k, v, ql, kl = batch(dtype=torch.float64)
+    out = m(q, k, v, query_lengths=ql, key_lengths=kl)
+    p = m.stay_probability(q, k, query_lengths=ql, key_lengths=kl)
+    assert p.shape == (3, H, 5, 17)
+    torch.testing.assert_close(select_heads(p, out.head_index), out.p_choose)
+    # Same padding contract as the layer: garbage in padded tokens/frames changes nothing.
+    p_garbage = m.stay_probability(
+        pad_garbage(q, ql, math.nan), pad_garbage(k, kl, math.inf), query_lengths=ql, key_lengths=kl
+    )
+    assert torch.equal(p_garbage, p)
+
+
+def test_stepwise_stay_probability_matches_equation_and_gradcheck() -> None:
+    from speechattn.functional import stepwise_stay_probability
+
+    g = torch.Generator().manual_seed(7)
+    q = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 3, 6, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    r = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    ql, kl = torch.tensor([4, 2]), torch.tensor([6, 3])
+    p = stepwise_stay_probability(q, k, query_lengths=ql, key_lengths=kl, stay_bias=r)
+    for i in range(2):
+        for j in range(3):
+            e = q[i, j] @ k[i, j].T / math.sqrt(5) + r[j]
+            want = torch.zeros(4, 6, dtype=torch.float64)
+            want[: ql[i], : kl[i]] = torch.sigmoid(e)[: ql[i], : kl[i]]
+            torch.testing.assert_close(p[i, j], want)
+    torch.autograd.gradcheck(
+        lambda a, b_, c: stepwise_stay_probability(
+            a, b_, query_lengths=ql, key_lengths=kl, stay_bias=c
+        ),
+        (q, k, r),
+    )
+    with pytest.raises(ValueError, match="stay_bias"):
+        stepwise_stay_probability(q, k, stay_bias=torch.zeros(2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="noise_std"):
+        stepwise_stay_probability(q, k, noise_std=-1.0)
+
+
+def test_head_block_linear_backward_equals_dense() -> None:
+    """The key projection's block-sparse backward equals the dense one (one head per item, and
+    the dense fallback when an item has gradient in several heads)."""
+    from speechattn.nn.monotonic import _HeadBlockLinear
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 7, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(8, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(8, generator=g, dtype=torch.float64, requires_grad=True)
+    one_head = torch.zeros(3, 7, 4, 2, dtype=torch.float64)
+    for i, j in enumerate([1, 3, 0]):
+        one_head[i, :, j] = torch.randn(7, 2, generator=g, dtype=torch.float64)
+    for grad in (one_head.view(3, 7, 8), torch.randn(3, 7, 8, generator=g, dtype=torch.float64)):
+        ours = torch.autograd.grad(_HeadBlockLinear.apply(x, w, bias, 4), (x, w, bias), grad)
+        dense = torch.autograd.grad(F.linear(x, w, bias), (x, w, bias), grad)
+        for a, b_ in zip(ours, dense, strict=True):
+            torch.testing.assert_close(a, b_)
+    torch.autograd.gradcheck(lambda a, b_, c: _HeadBlockLinear.apply(a, b_, c, 4), (x, w, bias))
+    # A NaN in another head's block is not skipped: the dense fallback propagates it.
+    nan_grad = one_head.clone()
+    nan_grad[0, 2, 2, 0] = math.nan
+    gx, _, _ = torch.autograd.grad(
+        _HeadBlockLinear.apply(x, w, bias, 4), (x, w, bias), nan_grad.view(3, 7, 8)
+    )
+    assert torch.isnan(gx[0, 2]).all()

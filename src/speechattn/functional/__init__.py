@@ -32,6 +32,7 @@ from speechattn.functional.monotonic_attention import (
     expected_stay_prob,
     select_heads,
     stepwise_monotonic_attention,
+    stepwise_stay_probability,
 )
 from speechattn.functional.pooling import (
     PoolingInput,
@@ -103,6 +104,7 @@ __all__ = [
     "sequence_contrastive_loss",
     "stepwise_monotonic_alignment",
     "stepwise_monotonic_attention",
+    "stepwise_stay_probability",
     "temporal_mean_std",
     "uniform_durations",
     "valid_mask_to_lengths",

@@ -35,6 +35,7 @@ __all__ = [
     "expected_stay_prob",
     "select_heads",
     "stepwise_monotonic_attention",
+    "stepwise_stay_probability",
 ]
 
 Mode = Literal["soft", "hard", "viterbi"]
@@ -106,6 +107,17 @@ def expected_stay_prob(text_lengths: Tensor, mel_lengths: Tensor) -> float:
     return min(0.95, max(0.05, 1.0 - float(text_lengths.sum()) / total_t))
 
 
+def _focus_rate_zero_padded(alpha: Tensor, key_lengths: Tensor) -> Tensor:
+    """:func:`focus_rate` of ``(n, u, t)`` alignments that are exactly 0 at padded cells.
+
+    The same numbers without the masking passes (the recurrence already zeroed padding).
+    """
+    col = alpha.sum(1)  # (n, t)
+    has_mass = col > 0
+    peak = torch.where(has_mass, alpha.amax(1) / torch.where(has_mass, col, 1.0), 0.0)
+    return peak.sum(-1) / key_lengths.to(alpha.dtype)
+
+
 def _check_inputs(query: Tensor, key: Tensor, value: Tensor) -> None:
     for name, x in (("query", query), ("key", key), ("value", value)):
         if not isinstance(x, Tensor):
@@ -137,6 +149,94 @@ def _check_inputs(query: Tensor, key: Tensor, value: Tensor) -> None:
             raise TypeError(
                 f"Expected {name} of dtype {query.dtype} (the query's dtype); found {x.dtype}."
             )
+
+
+def _stay_probs(q: Tensor, k: Tensor, scale: float, bias: Tensor, noise: Tensor | None) -> Tensor:
+    """``sigmoid(q k^T * scale + bias (+ noise))`` on zero-padded, compute-dtype inputs.
+
+    In place on the fresh matmul output: one ``(..., u, t)`` buffer, no extra passes. Shared by
+    :func:`stepwise_stay_probability` and :func:`stepwise_monotonic_attention`.
+    """
+    e = torch.matmul(q * scale, k.transpose(-1, -2)).add_(bias)
+    if noise is not None:
+        e.add_(noise)
+    return e.sigmoid_()
+
+
+def _check_bias(stay_bias: Tensor | float, h: int, dev: torch.device) -> Tensor:
+    if isinstance(stay_bias, Tensor):
+        if stay_bias.shape not in ((h,), (), (1,)):
+            raise ValueError(
+                f"Expected stay_bias of shape ({h},) or (); found {tuple(stay_bias.shape)}."
+            )
+        if stay_bias.device != dev:
+            raise ValueError(f"Expected stay_bias on {dev}; found {stay_bias.device}.")
+        return stay_bias.reshape(-1).expand(h)
+    return torch.full((h,), float(stay_bias), device=dev)
+
+
+def stepwise_stay_probability(
+    query: Tensor,
+    key: Tensor,
+    *,
+    query_lengths: Tensor | None = None,
+    key_lengths: Tensor | None = None,
+    stay_bias: Tensor | float = 0.0,
+    noise_std: float = 0.0,
+    scale: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Stay probabilities of stepwise monotonic attention, without the alignment.
+
+    ``p_t(u) = sigmoid(q_u . k_t * scale + stay_bias[h] + N(0, noise_std))`` per head: the
+    probability that frame ``t`` stays on token ``u`` (He et al. 2019). This is the first step
+    of :func:`stepwise_monotonic_attention` (the same computation, shared); use it when only the
+    probabilities are needed, e.g. to score paths with a monotonic HMM.
+
+    Args:
+        query: ``(b, h, u, dk)`` projected text queries.
+        key: ``(b, h, t, dk)`` projected mel keys (same dtype and device).
+        query_lengths: int64 ``(b,)`` valid tokens (``None``: all ``u``).
+        key_lengths: int64 ``(b,)`` valid frames (``None``: all ``t``).
+        stay_bias: ``(h,)`` tensor or float added to every energy.
+        noise_std: std of the Gaussian noise on the energies (0 outside training).
+        scale: energy scale, default ``1 / sqrt(dk)``.
+        generator: RNG for the noise.
+
+    Returns:
+        ``(b, h, u, t)`` probabilities in ``(0, 1)``, exactly 0 on padded tokens and frames
+        (padding content never changes them). float32/float64 inputs compute in their dtype;
+        float16/bfloat16 in float32 (returned in float32). Differentiable.
+
+    Raises:
+        ValueError / TypeError: wrong ranks, sizes, devices, dtypes or lengths.
+
+    Example (naive equivalent, no padding)::
+
+        p = torch.sigmoid(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + r.view(1, -1, 1, 1))
+    """
+    _check_inputs(query, key, key)
+    if noise_std < 0 or not math.isfinite(noise_std):
+        raise ValueError(f"Expected noise_std >= 0; found {noise_std}.")
+    b, h, u, dk = query.shape
+    t = key.shape[2]
+    dev = query.device
+    q_len = check_lengths(query_lengths, "query_lengths", batch=b, max_len=u, device=dev)
+    k_len = check_lengths(key_lengths, "key_lengths", batch=b, max_len=t, device=dev)
+    bias = _check_bias(stay_bias, h, dev)
+    cdtype = query.dtype if query.dtype in (torch.float32, torch.float64) else torch.float32
+    tok_valid = lengths_to_valid_mask(q_len, u)
+    frm_valid = lengths_to_valid_mask(k_len, t)
+    q = torch.where(tok_valid[:, None, :, None], query, 0).to(cdtype)
+    k = torch.where(frm_valid[:, None, :, None], key, 0).to(cdtype)
+    noise = None
+    if noise_std > 0:
+        noise = torch.randn((b, h, u, t), generator=generator, device=dev, dtype=cdtype)
+        noise.mul_(noise_std)
+    sc = 1.0 / math.sqrt(dk) if scale is None else float(scale)
+    p = _stay_probs(q, k, sc, bias.to(cdtype).view(1, h, 1, 1), noise)
+    cell_valid = tok_valid[:, None, :, None] & frm_valid[:, None, None, :]
+    return torch.where(cell_valid, p, 0)
 
 
 def stepwise_monotonic_attention(
@@ -241,16 +341,7 @@ def stepwise_monotonic_attention(
     dev = query.device
     q_len = check_lengths(query_lengths, "query_lengths", batch=b, max_len=u, device=dev)
     k_len = check_lengths(key_lengths, "key_lengths", batch=b, max_len=t, device=dev)
-    if isinstance(stay_bias, Tensor):
-        if stay_bias.shape not in ((h,), (), (1,)):
-            raise ValueError(
-                f"Expected stay_bias of shape ({h},) or (); found {tuple(stay_bias.shape)}."
-            )
-        if stay_bias.device != dev:
-            raise ValueError(f"Expected stay_bias on {dev}; found {stay_bias.device}.")
-        bias = stay_bias.reshape(-1).expand(h)
-    else:
-        bias = torch.full((h,), float(stay_bias), device=dev)
+    bias = _check_bias(stay_bias, h, dev)
     if initial_alignment is not None:
         if mode == "viterbi":
             raise ValueError(
@@ -271,10 +362,14 @@ def stepwise_monotonic_attention(
     cdtype = out_dtype if out_dtype in (torch.float32, torch.float64) else torch.float32
     tok_valid = lengths_to_valid_mask(q_len, u)  # (b, u)
     frm_valid = lengths_to_valid_mask(k_len, t)  # (b, t)
-    # Zero padding first: padded content (even inf/NaN) then never reaches an output.
-    q = torch.where(tok_valid[:, None, :, None], query, 0).to(cdtype)
-    k = torch.where(frm_valid[:, None, :, None], key, 0).to(cdtype)
-    v = torch.where(frm_valid[:, None, :, None], value, 0).to(cdtype)
+    # Zero padding first: padded content (even inf/NaN) then never reaches an output. (The
+    # focus-rate path below zeroes only what it reads with autograd.)
+    if tunable and head_selection == "focus_rate":
+        q = k = v = query
+    else:
+        q = torch.where(tok_valid[:, None, :, None], query, 0).to(cdtype)
+        k = torch.where(frm_valid[:, None, :, None], key, 0).to(cdtype)
+        v = torch.where(frm_valid[:, None, :, None], value, 0).to(cdtype)
     sc = 1.0 / math.sqrt(dk) if scale is None else float(scale)
     cell_valid = tok_valid[:, None, :, None] & frm_valid[:, None, None, :]  # (b, 1, u, t)
 
@@ -300,11 +395,7 @@ def stepwise_monotonic_attention(
     alpha0 = None if initial_alignment is None else initial_alignment.to(cdtype)
 
     def stay_probs(qq: Tensor, kk: Tensor, bb: Tensor, nn_: Tensor | None) -> Tensor:
-        # In place on the fresh matmul output: one (b, h, u, t) buffer, no extra passes.
-        e = torch.matmul(qq * sc, kk.transpose(-1, -2)).add_(bb)
-        if nn_ is not None:
-            e.add_(nn_)
-        return e.sigmoid_()
+        return _stay_probs(qq, kk, sc, bb, nn_)
 
     def align(p: Tensor, m: Mode, a0: Tensor | None) -> Tensor:
         if m == "viterbi":
@@ -327,30 +418,50 @@ def stepwise_monotonic_attention(
         alignment = select_heads(weights, head_index)
     else:
         needs_grad = torch.is_grad_enabled() and (
-            q.requires_grad or k.requires_grad or bias_c.requires_grad
+            query.requires_grad or key.requires_grad or bias_c.requires_grad
         )
         # Heads are ranked on their noise-free alignments (as the reference ranks the noise-free
-        # softmax); the noise then perturbs only the selected head's energies.
+        # softmax), without autograd, in the head-major layout ``(h*b, u, t)`` that per-head
+        # bmm calls write directly (no transposed copy of the keys). Padded cells are never read:
+        # the recurrence skips them and its alignment is exactly 0 there.
         with torch.no_grad():
-            p_all = stay_probs(q, k, bias_c, None)
-            weights = align(p_all, "soft", expand0(alpha0))
-            fr = focus_rate(weights, q_len, k_len)
+            qs = query.to(cdtype) * sc
+            kc = key.to(cdtype)
+            p_hm = torch.empty((h, b, u, t), dtype=cdtype, device=dev)
+            for j in range(h):
+                torch.bmm(qs[:, j], kc[:, j].transpose(1, 2), out=p_hm[j])
+            p_hm = p_hm.add_(bias_c.view(h, 1, 1, 1)).sigmoid_().view(h * b, u, t)
+            q_len_h, k_len_h = q_len.repeat(h), k_len.repeat(h)
+            w_hm = stepwise_monotonic_alignment(
+                p_hm,
+                q_len_h,
+                k_len_h,
+                mode="soft",
+                mass=mass,
+                initial_alignment=None if alpha0 is None else alpha0.repeat(h, 1),
+                impl=impl,
+            )
+            fr = _focus_rate_zero_padded(w_hm, k_len_h).view(h, b).t()
             head_index = fr.argmax(dim=-1)
+            weights = w_hm.view(h, b, u, t).transpose(0, 1)
         if needs_grad or noise_std > 0:
             # Recompute only the selected head with autograd: 1/h of the energy work, and the
             # saved tensors are (b, u, t) instead of (b, h, u, t).
             p_sel = stay_probs(
-                select_heads(q, head_index),
-                select_heads(k, head_index),
+                torch.where(tok_valid[:, :, None], select_heads(query, head_index), 0).to(cdtype),
+                torch.where(frm_valid[:, :, None], select_heads(key, head_index), 0).to(cdtype),
                 bias_c.view(h)[head_index].view(b, 1, 1),
                 draw_noise((b, u, t)),
             )
             soft_sel = align(p_sel, "soft", alpha0) if mode == "soft" else None
         else:
-            p_sel = select_heads(p_all, head_index)
+            p_sel = p_hm.view(h, b, u, t)[head_index, torch.arange(b, device=dev)]
             soft_sel = select_heads(weights, head_index) if mode == "soft" else None
         alignment = soft_sel if soft_sel is not None else align(p_sel, mode, alpha0)
-        v_cat = v.transpose(1, 2).reshape(b, t, -1)  # (b, t, h*dv), head-major features
+        # (b, t, h*dv), head-major features, zero on padded frames; a view when ``value`` is the
+        # head split of a (b, t, h*dv) projection.
+        v_cat = value.transpose(1, 2).reshape(b, t, -1)
+        v_cat = torch.where(frm_valid[:, :, None], v_cat, 0).to(cdtype)
         ctx = torch.bmm(alignment, v_cat)
     p_sel = torch.where(cell_valid[:, 0], p_sel, 0)
     return MonotonicAttentionResult(ctx.to(out_dtype), alignment, weights, fr, head_index, p_sel)

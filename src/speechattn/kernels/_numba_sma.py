@@ -2,13 +2,24 @@
 
 Layout: the public ``(N, U, T)`` layout is used as is. The recurrence cell ``(u, t)`` depends on
 ``(u, t - 1)`` and ``(u - 1, t - 1)``, so the loops run token-outer, frame-inner: every inner
-loop walks one contiguous row of ``p``/``alpha``/``grad`` (unit stride), and only the valid
-``text_lengths[n] x mel_lengths[n]`` block of each item is touched (padding is never read).
+loop walks contiguous rows of ``p``/``alpha``/``grad`` (unit stride, 1-D row views, no index
+arithmetic on the 3-D arrays), and only the valid ``text_lengths[n] x mel_lengths[n]`` block of
+each item is touched (padding is never read). Rows advance in blocks (6 rows forward, 4 rows
+backward) as independent dependency chains frame by frame (instruction-level parallelism); a
+last partial block runs on virtual rows (stay probability 1, gradient 0) whose results go to a
+scratch row, so there is no scalar tail loop. The backward walks frames downwards with unsigned
+indices (no negative-index wraparound checks in the inner loop). ``fastmath``
+lets LLVM contract multiply-adds; float32 inputs compute in float32 as the torch spec does.
+
 Items run in parallel on ``torch.get_num_threads()`` Python threads (the kernels release the
-GIL; items are dealt round-robin so ragged lengths balance). Serial ``njit`` functions are used
+GIL); small chunks of items are claimed dynamically, so ragged lengths balance and a busy core
+never stalls a call (the caller takes over the chunks a worker has not started). Serial ``njit`` functions are used
 rather than ``parallel=True`` because they compile several times faster: the first call per
 dtype (float32, float64) compiles in a few seconds, and ``cache=True`` keeps the machine code
 on disk so later processes only load it.
+
+The block bodies are written out by hand (unrolled); keep the per-row lines in step when
+editing them.
 
 Contract: see :mod:`speechattn.kernels`.
 """
@@ -16,6 +27,7 @@ Contract: see :mod:`speechattn.kernels`.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -29,159 +41,185 @@ from speechattn.kernels import register_sma_kernel
 __all__ = ["backward", "forward", "in_unit_interval", "viterbi"]
 
 
-# Rows are processed in blocks of four: row u + 1 at frame t needs row u at frame t - 1, so the
-# four rows of a block advance together frame by frame as four independent dependency chains
-# (instruction-level parallelism), instead of one serial multiply-add chain per row.
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
+def _row(p, n, u, L, absorbing, ones):  # type: ignore[no-untyped-def]
+    """Stay-probability row ``u`` of item ``n``: ones for the absorbing and virtual tokens."""
+    if u >= L or u == absorbing:
+        return ones
+    return p[n, u]
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _stay(p, n, u, t, absorbing_row):  # type: ignore[no-untyped-def]
-    return 1.0 if u == absorbing_row else p[n, u, t]
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
+def _zero_padding(out, n, L, M, zero):  # type: ignore[no-untyped-def]
+    U, T = out.shape[1], out.shape[2]
+    for u in range(L):
+        o = out[n, u]
+        for t in range(M, T):
+            o[t] = zero
+    for u in range(L, U):
+        o = out[n, u]
+        for t in range(T):
+            o[t] = zero
 
 
-@njit(cache=True, nogil=True)
-def _forward_nb(p, alpha0, tl, ml, preserve, out, start, step):  # type: ignore[no-untyped-def]
-    N, U, T = p.shape
-    for n in range(start, N, step):
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def _forward_nb(p, alpha0, tl, ml, preserve, consts, out, start, stop):  # type: ignore[no-untyped-def]
+    T = p.shape[2]
+    ones = consts[0]
+    zeros = consts[1]
+    one = ones[0]
+    zero = zeros[0]
+    scratch = np.empty(T, dtype=p.dtype)  # output rows of virtual tokens past the last
+    for n in range(start, stop):
         L = tl[n]
         M = ml[n]
         absorbing = L - 1 if preserve else -1
-        nblk = L // 4
-        for blk in range(nblk):
-            u0 = 4 * blk
-            a0 = alpha0[n, u0]
-            a1 = alpha0[n, u0 + 1]
-            a2 = alpha0[n, u0 + 2]
-            a3 = alpha0[n, u0 + 3]
-            below = alpha0[n, u0 - 1] if u0 > 0 else 0.0  # alpha_{t-1}(u0 - 1)
+        _zero_padding(out, n, L, M, zero)
+        pb = ones  # raw p and alpha of the row below the block (none below token 0)
+        ob = zeros
+        below = zero
+        for u0 in range(0, L, 6):
+            r0 = _row(p, n, u0 + 0, L, absorbing, ones)
+            o0 = out[n, u0 + 0] if u0 + 0 < L else scratch
+            a0 = alpha0[n, u0 + 0] if u0 + 0 < L else zero
+            r1 = _row(p, n, u0 + 1, L, absorbing, ones)
+            o1 = out[n, u0 + 1] if u0 + 1 < L else scratch
+            a1 = alpha0[n, u0 + 1] if u0 + 1 < L else zero
+            r2 = _row(p, n, u0 + 2, L, absorbing, ones)
+            o2 = out[n, u0 + 2] if u0 + 2 < L else scratch
+            a2 = alpha0[n, u0 + 2] if u0 + 2 < L else zero
+            r3 = _row(p, n, u0 + 3, L, absorbing, ones)
+            o3 = out[n, u0 + 3] if u0 + 3 < L else scratch
+            a3 = alpha0[n, u0 + 3] if u0 + 3 < L else zero
+            r4 = _row(p, n, u0 + 4, L, absorbing, ones)
+            o4 = out[n, u0 + 4] if u0 + 4 < L else scratch
+            a4 = alpha0[n, u0 + 4] if u0 + 4 < L else zero
+            r5 = _row(p, n, u0 + 5, L, absorbing, ones)
+            o5 = out[n, u0 + 5] if u0 + 5 < L else scratch
+            a5 = alpha0[n, u0 + 5] if u0 + 5 < L else zero
             for t in range(M):
-                q0 = _stay(p, n, u0, t, absorbing)
-                q1 = _stay(p, n, u0 + 1, t, absorbing)
-                q2 = _stay(p, n, u0 + 2, t, absorbing)
-                q3 = _stay(p, n, u0 + 3, t, absorbing)
-                # Advance factors use the raw p of the row below (never the absorbing row).
-                adv_in = below * (1.0 - p[n, u0 - 1, t]) if u0 > 0 else 0.0
-                b0 = a0 * q0 + adv_in
-                b1 = a1 * q1 + a0 * (1.0 - q0)
-                b2 = a2 * q2 + a1 * (1.0 - q1)
-                b3 = a3 * q3 + a2 * (1.0 - q2)
-                out[n, u0, t] = b0
-                out[n, u0 + 1, t] = b1
-                out[n, u0 + 2, t] = b2
-                out[n, u0 + 3, t] = b3
-                a0, a1, a2, a3 = b0, b1, b2, b3
-                if u0 > 0:
-                    below = out[n, u0 - 1, t]
-            for u in range(u0, u0 + 4):
-                for t in range(M, T):
-                    out[n, u, t] = 0.0
-        for u in range(4 * nblk, L):
-            a = alpha0[n, u]  # alpha_{t-1}(u)
-            below = alpha0[n, u - 1] if u > 0 else 0.0
-            for t in range(M):
-                q = _stay(p, n, u, t, absorbing)
-                adv_in = below * (1.0 - p[n, u - 1, t]) if u > 0 else 0.0
-                a = a * q + adv_in
-                if u > 0:
-                    below = out[n, u - 1, t]
-                out[n, u, t] = a
-            for t in range(M, T):
-                out[n, u, t] = 0.0
-        for u in range(L, U):
-            for t in range(T):
-                out[n, u, t] = 0.0
+                q0 = r0[t]
+                q1 = r1[t]
+                q2 = r2[t]
+                q3 = r3[t]
+                q4 = r4[t]
+                q5 = r5[t]
+                b0 = a0 * q0 + below * (one - pb[t])
+                b1 = a1 * q1 + a0 * (one - q0)
+                b2 = a2 * q2 + a1 * (one - q1)
+                b3 = a3 * q3 + a2 * (one - q2)
+                b4 = a4 * q4 + a3 * (one - q3)
+                b5 = a5 * q5 + a4 * (one - q4)
+                o0[t] = b0
+                o1[t] = b1
+                o2[t] = b2
+                o3[t] = b3
+                o4[t] = b4
+                o5[t] = b5
+                a0 = b0
+                a1 = b1
+                a2 = b2
+                a3 = b3
+                a4 = b4
+                a5 = b5
+                below = ob[t]
+            pb = r5
+            ob = o5
+            below = alpha0[n, u0 + 5] if u0 + 5 < L else zero
 
 
-@njit(cache=True, nogil=True)
-def _backward_nb(G, p, alpha, alpha0, tl, ml, preserve, gp, ga0, start, step):  # type: ignore[no-untyped-def]
-    N, U, T = p.shape
-    for n in range(start, N, step):
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def _backward_nb(G, p, alpha, alpha0, tl, ml, preserve, consts, gp, ga0, start, stop):  # type: ignore[no-untyped-def]
+    U, T = p.shape[1], p.shape[2]
+    ones = consts[0]
+    zeros = consts[1]
+    zero = zeros[0]
+    scratch = np.empty(T, dtype=p.dtype)  # grad rows of virtual tokens past the last
+    g_up = np.empty(T + 1, dtype=p.dtype)  # g(u0 + 4, t): the row above the block
+    for n in range(start, stop):
         L = tl[n]
         M = ml[n]
         absorbing = L - 1 if preserve else -1
-        g_up = np.zeros(T + 1, dtype=np.float64)  # g(u + 1, t) of the row above
+        _zero_padding(gp, n, L, M, zero)
         for u in range(L, U):
-            for t in range(T):
-                gp[n, u, t] = 0.0
-            ga0[n, u] = 0.0
-        nblk = L // 4
-        # Tail rows above the last full block, one at a time, top down.
-        for u in range(L - 1, 4 * nblk - 1, -1):
-            g_next = 0.0  # g(u, t + 1)
-            for t in range(M - 1, -1, -1):
-                h = 0.0
-                if t + 1 < M:
-                    q = _stay(p, n, u, t + 1, absorbing)
-                    h = g_up[t + 1] + q * (g_next - g_up[t + 1])
-                g = G[n, u, t] + h
-                aprev = alpha0[n, u] if t == 0 else alpha[n, u, t - 1]
-                gp[n, u, t] = 0.0 if u == absorbing else aprev * (g - g_up[t])
-                g_up[t + 1] = g_next  # row u's g(t + 1) is no longer needed as g(u + 1)
-                g_next = g
-            q = _stay(p, n, u, 0, absorbing)
-            ga0[n, u] = g_up[0] + q * (g_next - g_up[0])
-            # g_up now holds row u (each g_up[t + 1] was overwritten once it was consumed).
-            g_up[0] = g_next
-            for t in range(M, T):
-                gp[n, u, t] = 0.0
-        for blk in range(nblk - 1, -1, -1):
-            u0 = 4 * blk
-            # g(u0 + k, t + 1) for k = 0..3 and g(u0 + 4, t + 1) from the buffer.
-            n0 = 0.0
-            n1 = 0.0
-            n2 = 0.0
-            n3 = 0.0
-            for t in range(M - 1, -1, -1):
-                top_next = g_up[t + 1] if t + 1 < M else 0.0
-                top = g_up[t]
-                if t + 1 < M:
-                    h0 = n1 + _stay(p, n, u0, t + 1, absorbing) * (n0 - n1)
-                    h1 = n2 + _stay(p, n, u0 + 1, t + 1, absorbing) * (n1 - n2)
-                    h2 = n3 + _stay(p, n, u0 + 2, t + 1, absorbing) * (n2 - n3)
-                    h3 = top_next + _stay(p, n, u0 + 3, t + 1, absorbing) * (n3 - top_next)
-                else:
-                    h0 = 0.0
-                    h1 = 0.0
-                    h2 = 0.0
-                    h3 = 0.0
-                c0 = G[n, u0, t] + h0
-                c1 = G[n, u0 + 1, t] + h1
-                c2 = G[n, u0 + 2, t] + h2
-                c3 = G[n, u0 + 3, t] + h3
-                if t > 0:
-                    gp[n, u0, t] = alpha[n, u0, t - 1] * (c0 - c1)
-                    gp[n, u0 + 1, t] = alpha[n, u0 + 1, t - 1] * (c1 - c2)
-                    gp[n, u0 + 2, t] = alpha[n, u0 + 2, t - 1] * (c2 - c3)
-                    gp[n, u0 + 3, t] = alpha[n, u0 + 3, t - 1] * (c3 - top)
-                else:
-                    gp[n, u0, t] = alpha0[n, u0] * (c0 - c1)
-                    gp[n, u0 + 1, t] = alpha0[n, u0 + 1] * (c1 - c2)
-                    gp[n, u0 + 2, t] = alpha0[n, u0 + 2] * (c2 - c3)
-                    gp[n, u0 + 3, t] = alpha0[n, u0 + 3] * (c3 - top)
-                if t + 1 < M:
-                    g_up[t + 1] = n0  # the buffer becomes row u0, one frame behind
-                n0, n1, n2, n3 = c0, c1, c2, c3
-            q0 = _stay(p, n, u0, 0, absorbing)
-            q1 = _stay(p, n, u0 + 1, 0, absorbing)
-            q2 = _stay(p, n, u0 + 2, 0, absorbing)
-            q3 = _stay(p, n, u0 + 3, 0, absorbing)
-            ga0[n, u0] = n1 + q0 * (n0 - n1)
-            ga0[n, u0 + 1] = n2 + q1 * (n1 - n2)
-            ga0[n, u0 + 2] = n3 + q2 * (n2 - n3)
-            ga0[n, u0 + 3] = g_up[0] + q3 * (n3 - g_up[0])
+            ga0[n, u] = zero
+        for t in range(M + 1):
+            g_up[t] = zero
+        for u0 in range(((L - 1) // 4) * 4, -1, -4):
+            r0 = _row(p, n, u0 + 0, L, absorbing, ones)
+            G0 = G[n, u0 + 0] if u0 + 0 < L else zeros
+            A0 = alpha[n, u0 + 0] if u0 + 0 < L else zeros
+            o0 = gp[n, u0 + 0] if u0 + 0 < L else scratch
+            r1 = _row(p, n, u0 + 1, L, absorbing, ones)
+            G1 = G[n, u0 + 1] if u0 + 1 < L else zeros
+            A1 = alpha[n, u0 + 1] if u0 + 1 < L else zeros
+            o1 = gp[n, u0 + 1] if u0 + 1 < L else scratch
+            r2 = _row(p, n, u0 + 2, L, absorbing, ones)
+            G2 = G[n, u0 + 2] if u0 + 2 < L else zeros
+            A2 = alpha[n, u0 + 2] if u0 + 2 < L else zeros
+            o2 = gp[n, u0 + 2] if u0 + 2 < L else scratch
+            r3 = _row(p, n, u0 + 3, L, absorbing, ones)
+            G3 = G[n, u0 + 3] if u0 + 3 < L else zeros
+            A3 = alpha[n, u0 + 3] if u0 + 3 < L else zeros
+            o3 = gp[n, u0 + 3] if u0 + 3 < L else scratch
+            # frame M - 1: nothing flows back from frame M
+            t = M - 1
+            n0 = G0[t]
+            n1 = G1[t]
+            n2 = G2[t]
+            n3 = G3[t]
+            if t > 0:
+                o0[t] = A0[t - 1] * (n0 - n1)
+                o1[t] = A1[t - 1] * (n1 - n2)
+                o2[t] = A2[t - 1] * (n2 - n3)
+                o3[t] = A3[t - 1] * (n3 - g_up[t])
+            for s in range(M - 1):
+                i = np.uint64(M - 2 - s)  # unsigned: no negative-index wraparound in the loop
+                i1 = i + np.uint64(1)
+                top_next = g_up[i1]
+                c0 = G0[i] + n1 + r0[i1] * (n0 - n1)
+                c1 = G1[i] + n2 + r1[i1] * (n1 - n2)
+                c2 = G2[i] + n3 + r2[i1] * (n2 - n3)
+                c3 = G3[i] + top_next + r3[i1] * (n3 - top_next)
+                if s < M - 2:
+                    im = i - np.uint64(1)
+                    top = g_up[i]
+                    o0[i] = A0[im] * (c0 - c1)
+                    o1[i] = A1[im] * (c1 - c2)
+                    o2[i] = A2[im] * (c2 - c3)
+                    o3[i] = A3[im] * (c3 - top)
+                g_up[i1] = n0  # becomes g(u0, t + 1) for the block below
+                n0 = c0
+                n1 = c1
+                n2 = c2
+                n3 = c3
+            top = g_up[0]
+            if u0 + 0 < L:
+                a0 = alpha0[n, u0 + 0]
+                o0[0] = a0 * (n0 - n1)
+                ga0[n, u0 + 0] = n1 + r0[0] * (n0 - n1)
+            if u0 + 1 < L:
+                a0 = alpha0[n, u0 + 1]
+                o1[0] = a0 * (n1 - n2)
+                ga0[n, u0 + 1] = n2 + r1[0] * (n1 - n2)
+            if u0 + 2 < L:
+                a0 = alpha0[n, u0 + 2]
+                o2[0] = a0 * (n2 - n3)
+                ga0[n, u0 + 2] = n3 + r2[0] * (n2 - n3)
+            if u0 + 3 < L:
+                a0 = alpha0[n, u0 + 3]
+                o3[0] = a0 * (n3 - top)
+                ga0[n, u0 + 3] = top + r3[0] * (n3 - top)
             g_up[0] = n0
-            for u in range(u0, u0 + 4):
-                if u == absorbing:
-                    for t in range(M):
-                        gp[n, u, t] = 0.0
-                for t in range(M, T):
-                    gp[n, u, t] = 0.0
+            if absorbing >= u0 and absorbing < u0 + 4:
+                ra = gp[n, absorbing]
+                for t in range(M):
+                    ra[t] = zero
 
 
 @njit(cache=True, nogil=True)
-def _viterbi_nb(lp, l1p, tl, ml, path, dur, start, step):  # type: ignore[no-untyped-def]
-    N = lp.shape[0]
-    for n in range(start, N, step):
+def _viterbi_nb(lp, l1p, tl, ml, path, dur, start, stop):  # type: ignore[no-untyped-def]
+    for n in range(start, stop):
         L = tl[n]
         M = ml[n]
         delta = np.full((L, M), -np.inf)
@@ -208,12 +246,11 @@ def _viterbi_nb(lp, l1p, tl, ml, path, dur, start, step):  # type: ignore[no-unt
 
 
 @njit(cache=True, nogil=True)
-def _bits_range_nb(bits, tl, ml, out, start, step):  # type: ignore[no-untyped-def]
+def _bits_range_nb(bits, tl, ml, out, start, stop):  # type: ignore[no-untyped-def]
     # Integer min/max of the IEEE bit patterns over each item's valid block (vectorises; no
     # floating-point NaN semantics needed): non-negative floats order like their bit patterns,
     # negative values (and -0.0) have the sign bit set, NaN and +inf lie above 1.0's pattern.
-    N = bits.shape[0]
-    for n in range(start, N, step):
+    for n in range(start, stop):
         lo = bits[n, 0, 0]
         hi = bits[n, 0, 0]
         for u in range(tl[n]):
@@ -229,6 +266,13 @@ def _np(x: Tensor) -> np.ndarray:
     return x.detach().contiguous().numpy()
 
 
+def _consts(T: int, dtype: torch.dtype) -> np.ndarray:
+    """Rows of ones and zeros ``(2, T + 1)`` standing in for absorbing, virtual and absent rows."""
+    c = np.zeros((2, T + 1), dtype=np.float64 if dtype == torch.float64 else np.float32)
+    c[0] = 1.0
+    return c
+
+
 _POOL: ThreadPoolExecutor | None = None
 _POOL_SIZE = 0
 _POOL_PID = 0  # a forked child (e.g. a DataLoader worker) must not reuse its parent's pool
@@ -237,11 +281,18 @@ _MIN_CELLS_PER_THREAD = 1 << 16
 
 
 def _run(kernel: Any, args: tuple[Any, ...], n_items: int, cells: int) -> None:
-    """Run ``kernel(*args, start, step)`` over items, split round-robin across threads."""
+    """Run ``kernel(*args, start, stop)`` over item chunks shared by up to
+    ``torch.get_num_threads()`` threads.
+
+    Chunks are claimed dynamically (a counter under a lock), and the calling thread waits only
+    for chunks another thread has claimed: when the other cores are busy (an oversubscribed
+    machine) the caller simply does the work itself instead of waiting for a worker thread to
+    be scheduled. The result does not depend on the split (each item is computed by one call).
+    """
     global _POOL, _POOL_SIZE, _POOL_PID
     workers = max(1, min(torch.get_num_threads(), n_items, cells // _MIN_CELLS_PER_THREAD))
     if workers == 1:
-        kernel(*args, 0, 1)
+        kernel(*args, 0, n_items)
         return
     if _POOL is None or _POOL_SIZE < workers or _POOL_PID != os.getpid():
         if _POOL is not None and _POOL_PID == os.getpid():
@@ -249,10 +300,35 @@ def _run(kernel: Any, args: tuple[Any, ...], n_items: int, cells: int) -> None:
         _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="speechattn-sma")
         _POOL_SIZE = workers
         _POOL_PID = os.getpid()
-    futures = [_POOL.submit(kernel, *(*args, k, workers)) for k in range(1, workers)]
-    kernel(*args, 0, workers)
-    for fut in futures:
-        fut.result()
+    chunk = max(1, n_items // (4 * workers))
+    n_chunks = -(-n_items // chunk)
+    cond = threading.Condition()
+    state = {"next": 0, "done": 0}
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        while True:
+            with cond:
+                i = state["next"]
+                if i >= n_chunks:
+                    return
+                state["next"] = i + 1
+            try:
+                kernel(*args, i * chunk, min(n_items, (i + 1) * chunk))
+            except BaseException as exc:  # pragma: no cover - surfaced by the caller below
+                errors.append(exc)
+            finally:
+                with cond:
+                    state["done"] += 1
+                    cond.notify_all()
+
+    for _ in range(workers - 1):
+        _POOL.submit(work)
+    work()
+    with cond:
+        cond.wait_for(lambda: state["done"] == n_chunks)
+    if errors:  # pragma: no cover
+        raise errors[0]
 
 
 def forward(
@@ -266,6 +342,7 @@ def forward(
         _np(text_lengths.to(torch.int64)),
         _np(mel_lengths.to(torch.int64)),
         bool(preserve),
+        _consts(p.shape[-1], p.dtype),
         out.numpy(),
     )
     _run(_forward_nb, args, p.shape[0], p.numel())
@@ -292,6 +369,7 @@ def backward(
         _np(text_lengths.to(torch.int64)),
         _np(mel_lengths.to(torch.int64)),
         bool(preserve),
+        _consts(p.shape[-1], p.dtype),
         gp.numpy(),
         ga0.numpy(),
     )

@@ -7,15 +7,17 @@ Shape legend: ``b`` batch, ``h`` heads, ``u`` text tokens (queries), ``t`` mel f
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from speechattn.functional.masks import check_lengths, lengths_to_valid_mask
 from speechattn.functional.monotonic_attention import (
     expected_stay_prob,
     stepwise_monotonic_attention,
+    stepwise_stay_probability,
 )
 
 __all__ = ["SMAOutput", "StepwiseMonotonicMultiheadAttention"]
@@ -44,6 +46,57 @@ class SMAOutput(NamedTuple):
     focus_rate: Tensor
     head_index: Tensor
     p_choose: Tensor | None
+
+
+class _HeadBlockLinear(torch.autograd.Function):
+    """``F.linear(x, weight, bias)`` whose backward skips all-zero head blocks of the gradient.
+
+    With focus-rate selection only one head per item receives gradients, so the key
+    projection's gradient ``(b, t, h*dh)`` is zero outside one ``dh``-wide block per item. The
+    backward finds that block per item and multiplies only it (1/h of the dense work); when an
+    item has gradient in several heads it falls back to the dense products. Exact up to
+    summation order.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, num_heads: int
+    ) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.num_heads = num_heads
+        ctx.has_bias = bias is not None
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        h = ctx.num_heads
+        b, t, d_out = grad.shape
+        dh = d_out // h
+        g4 = grad.view(b, t, h, dh)
+        nonzero = g4.abs().amax(dim=(1, 3)) != 0  # (b, h); amax propagates NaN: nonzero
+        counts = nonzero.sum(1)
+        need_x, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias
+        if bool((counts > 1).any()):  # several heads per item: the dense products
+            gx = grad @ weight if need_x else None
+            gw = grad.reshape(-1, d_out).t() @ x.reshape(-1, x.shape[-1]) if need_w else None
+            gb = grad.sum((0, 1)) if need_b and ctx.needs_input_grad[2] else None
+            return gx, gw, gb, None
+        head = nonzero.to(torch.int64).argmax(1)  # (b,); items without gradient use head 0
+        rows = torch.arange(b, device=grad.device)
+        g_sel = g4[rows, :, head]  # (b, t, dh)
+        w_h = weight.view(h, dh, -1)
+        gx = torch.bmm(g_sel, w_h[head]) if need_x else None
+        gw = None
+        if need_w:
+            gw_sel = torch.bmm(g_sel.transpose(1, 2), x)  # (b, dh, d_in)
+            gw = torch.zeros_like(w_h).index_add_(0, head, gw_sel).view_as(weight)
+        gb = None
+        if need_b and ctx.needs_input_grad[2]:
+            gb = torch.zeros((h, dh), dtype=grad.dtype, device=grad.device)
+            gb = gb.index_add_(0, head, g_sel.sum(1)).view(-1)
+        return gx, gw, gb, None
 
 
 class StepwiseMonotonicMultiheadAttention(nn.Module):
@@ -226,6 +279,50 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
                 f"{x.dtype}. Cast the input or the module (module.to({x.dtype}))."
             )
 
+    def _check_qk(self, query: Tensor, key: Tensor) -> int:
+        self._check("query", query, self.embed_dim, None)
+        b = query.shape[0]
+        self._check("key", key, self.kdim, b)
+        return b
+
+    def _split(self, proj: nn.Linear, x: Tensor) -> Tensor:
+        """``(b, n, features) -> (b, h, n, head_dim)`` (a view of the projection)."""
+        b, n = x.shape[0], x.shape[1]
+        return proj(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def stay_probability(
+        self,
+        query: Tensor,
+        key: Tensor,
+        *,
+        query_lengths: Tensor | None = None,
+        key_lengths: Tensor | None = None,
+    ) -> Tensor:
+        """Per-head stay probabilities only (no alignment, context or output projection).
+
+        The first step of :meth:`forward`, through the same projections and
+        :func:`speechattn.functional.stepwise_stay_probability`: for callers that need only
+        ``p`` (e.g. an aligner scoring paths with a monotonic HMM). Noise is added in training.
+
+        Args:
+            query: ``(b, u, embed_dim)`` text encodings.
+            key: ``(b, t, kdim)`` mel encodings.
+            query_lengths: int64 ``(b,)`` valid tokens (``None``: all valid).
+            key_lengths: int64 ``(b,)`` valid frames (``None``: all valid).
+
+        Returns:
+            ``(b, h, u, t)`` stay probabilities, 0 on padded tokens and frames.
+        """
+        self._check_qk(query, key)
+        return stepwise_stay_probability(
+            self._split(self.q_proj, query),
+            self._split(self.k_proj, key),
+            query_lengths=query_lengths,
+            key_lengths=key_lengths,
+            stay_bias=self.stay_bias,
+            noise_std=self.noise_std if self.training else 0.0,
+        )
+
     def forward(
         self,
         query: Tensor,
@@ -252,9 +349,7 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
         Returns:
             :class:`SMAOutput`.
         """
-        self._check("query", query, self.embed_dim, None)
-        b = query.shape[0]
-        self._check("key", key, self.kdim, b)
+        b = self._check_qk(query, key)
         self._check("value", value, self.vdim, b)
         if key.shape[1] != value.shape[1]:
             raise ValueError(
@@ -272,14 +367,26 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
             query_lengths, "query_lengths", batch=b, max_len=u, device=query.device
         )
         k_len = check_lengths(key_lengths, "key_lengths", batch=b, max_len=t, device=query.device)
-        h, dh = self.num_heads, self.head_dim
-        q = self.q_proj(query).view(b, u, h, dh).transpose(1, 2)
-        k = self.k_proj(key).view(b, t, h, dh).transpose(1, 2)
-        v = self.v_proj(value).view(b, t, h, dh).transpose(1, 2)
+        h = self.num_heads
+        # With focus-rate selection one alignment attends over all heads' values, so the value
+        # projection commutes with it: alpha @ (value W^T + b) = (alpha @ value) W^T +
+        # rowsum(alpha) b. Projecting the (b, u, vdim) context instead of the (b, t, vdim)
+        # values skips the largest matmul of the layer (t >> u), forward and backward.
+        late_v = self.tunable and self.head_selection == "focus_rate" and self.vdim % h == 0
+        if late_v:
+            v_in = value.view(b, t, h, self.vdim // h).transpose(1, 2)
+        else:
+            v_in = self._split(self.v_proj, value)
+        if late_v and torch.is_grad_enabled() and key.dim() == 3:
+            # Only the selected head's key block gets gradient: a block-sparse backward.
+            k_in = _HeadBlockLinear.apply(key, self.k_proj.weight, self.k_proj.bias, h)
+            k_in = k_in.view(b, t, h, self.head_dim).transpose(1, 2)
+        else:
+            k_in = self._split(self.k_proj, key)
         res = stepwise_monotonic_attention(
-            q,
-            k,
-            v,
+            self._split(self.q_proj, query),
+            k_in,
+            v_in,
             query_lengths=q_len,
             key_lengths=k_len,
             stay_bias=self.stay_bias,
@@ -291,7 +398,13 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
             initial_alignment=initial_alignment,
             impl=self.impl,
         )
-        out = self.dropout(self.out_proj(res.context))
+        context = res.context
+        if late_v:
+            context = F.linear(context, self.v_proj.weight)
+            if self.v_proj.bias is not None:
+                row_mass = res.alignment.sum(-1, keepdim=True).to(context.dtype)
+                context = context + row_mass * self.v_proj.bias
+        out = self.dropout(self.out_proj(context))
         if self.residual:
             out = query + out
         if self.norm is not None:

@@ -179,8 +179,9 @@ class TextMelAligner(nn.Module):
         if config.kind == "sma":
             from speechattn.nn.monotonic import StepwiseMonotonicMultiheadAttention
 
-            # The SMA layer (issue 3) gives the stay probabilities p_t(u): text queries, mel keys,
-            # energy + learnable bias (initial stay probability 0.5, then shifted per item to 1 - U/T).
+            # The SMA layer's stay step gives p_t(u): text queries, mel keys, energy + learnable
+            # bias (initial stay probability 0.5, then shifted per item to 1 - U/T). Its value
+            # and output projections are kept (unused) so saved aligners load unchanged.
             self.sma = StepwiseMonotonicMultiheadAttention(
                 embed_dim=d,
                 num_heads=1,
@@ -241,11 +242,11 @@ class TextMelAligner(nn.Module):
             return AlignerOutput(fs, log_attn, log_attn.exp() * valid2, None, None)
         # SMA stay probabilities from the SMA layer, shifted per item by logit(1 - U/T) so the
         # initial stay probability is the expected one (the paper's +3.5 collapses an aligner).
-        sma = self.sma(h, m, m, query_lengths=text_lengths, key_lengths=mel_lengths, mode="soft")
-        assert_p = sma.p_choose
-        if assert_p is None:  # pragma: no cover - tunable SMA always returns p_choose
-            raise RuntimeError("the SMA layer returned no stay probabilities")
-        pc = assert_p.clamp(1e-6, 1 - 1e-6)
+        # Only the stay step of the layer runs (no alignment, context or output projection).
+        p_stay = self.sma.stay_probability(
+            h, m, query_lengths=text_lengths, key_lengths=mel_lengths
+        )[:, 0]
+        pc = p_stay.clamp(1e-6, 1 - 1e-6)
         p0 = (1.0 - text_lengths.float() / mel_lengths.float()).clamp(0.05, 0.95)
         b0 = torch.log(p0) - torch.log1p(-p0)
         z = torch.log(pc) - torch.log1p(-pc) + b0.view(-1, 1, 1)
