@@ -32,7 +32,7 @@ import torch
 from numba import njit
 from torch import Tensor
 
-__all__ = ["stats_backward", "stats_forward"]
+__all__ = ["stats_backward", "stats_forward", "warmup"]
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -155,3 +155,17 @@ def stats_backward(
         x,
         [_np(mean), _np(g_mean), _np(g_var), _np(var), _np(grad_x), _np(grad_scores)],
     )
+
+
+def warmup() -> None:
+    """Compile (or load from numba's cache) both kernels for float32 and float64, S = 1 and C."""
+    for dt in (torch.float32, torch.float64):
+        for s in (1, 2):
+            alpha = torch.full((1, 1, s, 1, 3), 1.0 / 3.0, dtype=dt)
+            x = torch.ones(1, 2, 1, 3, dtype=dt)
+            mean = torch.zeros(1, 1, 2, 1, dtype=dt)
+            var = torch.zeros_like(mean)
+            stats_forward(alpha, x, mean, var)
+            stats_backward(
+                alpha, x, mean, mean, var, var, torch.zeros_like(x), torch.zeros_like(alpha)
+            )
