@@ -115,8 +115,18 @@ def _run(kernel: Any, alpha: Tensor, x: Tensor, arrays: list[np.ndarray]) -> Non
         else:
             kernel(a, xn, *arrays, zero, lo, hi, 0, chans)
 
-    with ThreadPoolExecutor(parts) as pool:
-        list(pool.map(work, range(parts)))
+    list(_pool(parts).map(work, range(parts)))
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    """A persistent pool of n worker threads (no thread start-up per tile)."""
+    pool = _POOLS.get(n)
+    if pool is None:
+        pool = _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="speechattn-pool")
+    return pool
 
 
 def stats_forward(alpha: Tensor, x: Tensor, mean: Tensor, var: Tensor) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -242,29 +242,66 @@ class _Scratch:
         for d in shape:
             numel *= d
         buf = self.bufs.get(name)
-        if buf is None:
-            buf = self.ref.new_empty(numel * self.tile // b)
+        if buf is None or buf.numel() < numel:
+            buf = self.ref.new_empty(max(numel, numel * self.tile // b))
             self.bufs[name] = buf
         return buf[:numel].view(*shape[:-1], b, shape[-1])
 
 
-class _Kept:
-    """A flat tensor holding per-tile (..., b, T) blocks back to back (kept for backward)."""
+class _Tile(NamedTuple):
+    """One batch tile: items ``order[start:stop]``, trimmed to its longest item's frames."""
 
-    def __init__(self, ref: Tensor, batch: int, shape: Sequence[int]) -> None:
-        self.shape = tuple(shape)
-        self.per_item = 1
-        for d in shape:
-            self.per_item *= d
-        self.data = ref.new_empty(batch * self.per_item)
+    start: int  # position in the sorted order
+    stop: int
+    frames: int  # frames kept for this tile (T, or the longest valid length in it)
+    items: list[int]  # original batch indices
+    lengths: list[int] | None  # their valid lengths (prefix masks), None without / other masks
+    offset: int  # columns (items x frames) of the tiles before it, for the kept buffers
 
-    @staticmethod
-    def block(data: Tensor, shape: Sequence[int], sl: slice) -> Tensor:
-        per_item = 1
-        for d in shape:
-            per_item *= d
-        chunk = data[sl.start * per_item : sl.stop * per_item]
-        return chunk.view(*shape[:-1], sl.stop - sl.start, shape[-1])
+
+def _plan(valid_mask: Tensor | None, batch: int, frames: int, tile: int) -> list[_Tile]:
+    """Tiles over the batch. With prefix masks the items are sorted by length (longest first)
+    and each tile keeps only ``max(lengths in tile)`` frames, so padded frames are mostly never
+    computed on (the attention MLP, softmax and statistics of padding are skipped, not masked)."""
+    lengths = _prefix_lengths(valid_mask)
+    order = list(range(batch))
+    if lengths is not None:
+        order.sort(key=lambda i: -lengths[i])
+    tiles: list[_Tile] = []
+    offset = 0
+    for b0 in range(0, batch, tile):
+        b1 = min(batch, b0 + tile)
+        items = order[b0:b1]
+        lens = None if lengths is None else [lengths[i] for i in items]
+        tt = frames if lens is None else max(lens)
+        tiles.append(_Tile(b0, b1, tt, items, lens, offset))
+        offset += (b1 - b0) * tt
+    return tiles
+
+
+def _columns(tiles: Sequence[_Tile]) -> int:
+    return sum((t.stop - t.start) * t.frames for t in tiles)
+
+
+def _kept_block(data: Tensor, shape: Sequence[int], t: _Tile) -> Tensor:
+    """The tile's ``(*shape, b, frames)`` block of a kept buffer (blocks stored back to back)."""
+    per_col = 1
+    for d in shape:
+        per_col *= d
+    b = t.stop - t.start
+    chunk = data[t.offset * per_col : (t.offset + b * t.frames) * per_col]
+    return chunk.view(*shape, b, t.frames)
+
+
+def _identity(tiles: Sequence[_Tile]) -> bool:
+    return all(t.items == list(range(t.start, t.stop)) for t in tiles)
+
+
+def _rows(v: Tensor, t: _Tile) -> Tensor:
+    """Rows of a ``(B, ...)`` tensor for the tile's items (a view when they are contiguous)."""
+    if t.items == list(range(t.start, t.stop)):
+        return v[t.start : t.stop]
+    return v[torch.tensor(t.items, device=v.device)]
 
 
 def _prefix_lengths(valid_mask: Tensor | None) -> list[int] | None:
@@ -278,36 +315,64 @@ def _prefix_lengths(valid_mask: Tensor | None) -> list[int] | None:
     return [int(v) for v in lengths.tolist()] if torch.equal(prefix, m) else None
 
 
-def _mask_bias(valid_mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    """Additive 0 / finfo.min bias ``(B, T)``: exp() gives exact zeros on padding."""
+def _tile_mask_bias(valid_mask: Tensor | None, t: _Tile, dtype: torch.dtype) -> Tensor | None:
+    """Additive 0 / finfo.min bias ``(b, frames)`` of a tile (None when nothing is masked)."""
     if valid_mask is None:
         return None
-    batch, frames = valid_mask.shape[0], valid_mask.shape[-1]
-    bias = torch.zeros(batch, frames, dtype=dtype, device=valid_mask.device)
-    return bias.masked_fill_(~valid_mask.reshape(batch, frames), torch.finfo(dtype).min)
+    b = t.stop - t.start
+    neg = torch.finfo(dtype).min
+    if t.lengths is None:  # not prefix masks: the tile is rows start:stop, all T frames
+        keep = valid_mask[t.start : t.stop].reshape(b, -1)
+        bias = torch.zeros(keep.shape, dtype=dtype, device=valid_mask.device)
+        return bias.masked_fill_(~keep, neg)
+    if all(n == t.frames for n in t.lengths):
+        return None
+    bias = torch.zeros(b, t.frames, dtype=dtype, device=valid_mask.device)
+    for j, n in enumerate(t.lengths):
+        if n < t.frames:
+            bias[j, n:] = neg
+    return bias
 
 
-def _tile_x(
-    xv: Tensor,
-    sl: slice,
-    valid_mask: Tensor | None,
-    lengths: list[int] | None,
-    scratch: _Scratch,
-) -> Tensor:
-    """The folded ``(H, c, b, T)`` tile of x with padded frames zeroed (a scratch buffer)."""
+def _tile_x(xv: Tensor, t: _Tile, valid_mask: Tensor | None, scratch: _Scratch) -> Tensor:
+    """The folded ``(H, c, b, frames)`` tile of x with padded frames zeroed (a scratch buffer)."""
     _, heads, c, frames = xv.shape
-    xt = xv[sl].permute(1, 2, 0, 3)
-    out = scratch.get("x", (heads, c, frames), xt.shape[2])
-    if valid_mask is None:
-        return out.copy_(xt)
-    if lengths is None:  # not prefix masks
-        keep = valid_mask[sl].reshape(-1, frames)
+    b = t.stop - t.start
+    out = scratch.get("x", (heads, c, t.frames), b)
+    if t.lengths is None:
+        xt = xv[t.start : t.stop].permute(1, 2, 0, 3)
+        if valid_mask is None:
+            return out.copy_(xt)
+        keep = valid_mask[t.start : t.stop].reshape(-1, frames)  # not prefix masks
         return torch.where(keep, xt, xt.new_zeros(()), out=out)
-    out.copy_(xt)
-    for j, n in enumerate(lengths[sl]):
-        if n < frames:
-            out[:, :, j, n:].zero_()
+    # one gather and (when the tile is ragged) one masking op: few parallel regions per tile
+    rows = _rows(xv[..., : t.frames], t)  # (b, H, c, frames)
+    out.copy_(rows.permute(1, 2, 0, 3))
+    keep = _tile_keep(t, out.device)
+    if keep is not None:
+        out.masked_fill_(~keep, 0.0)
     return out
+
+
+def _tile_keep(t: _Tile, device: torch.device) -> Tensor | None:
+    """Bool ``(b, frames)`` keep-mask of a ragged tile (None when every item fills it)."""
+    if t.lengths is None or all(n == t.frames for n in t.lengths):
+        return None
+    lens = torch.tensor(t.lengths, device=device)
+    return torch.arange(t.frames, device=device) < lens[:, None]
+
+
+def _scatter_rows(dst: Tensor, src: Tensor, t: _Tile) -> None:
+    """Write a tile's ``(H, c, b, frames)`` gradient into the items' rows of ``dst`` (B, H, c, T)."""
+    frames = dst.shape[-1]
+    if t.lengths is None:
+        dst[t.start : t.stop].copy_(src.permute(2, 0, 1, 3))
+        return
+    # src is zero on the tile's padded frames; frames past the tile are padding of every item
+    idx = torch.tensor(t.items, device=dst.device)
+    dst[..., : t.frames].index_copy_(0, idx, src.permute(2, 0, 1, 3))
+    if t.frames < frames:
+        dst[..., t.frames :].index_fill_(0, idx, 0.0)
 
 
 def _tile_mlp(
@@ -403,51 +468,63 @@ def _pool_forward(
     item_bias: Tensor | None,
     recompute: str = "all",
     kernels: Any = None,
-    tile: int | None = None,
+    tiles: Sequence[_Tile] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None, list[Tensor] | None]:
-    """Tiled forward; returns mean, var and (per ``recompute``) the kept weights/activations."""
+    """Tiled forward; returns mean and var in tile order (see :func:`_plan`) and (per
+    ``recompute``) the kept weights/activations."""
     heads, queries, s, _ = weights[-1].shape
     batch, feat, frames = x.shape
     c = feat // heads
     ws = [w.to(x.dtype) for w in weights]
     bs = [None if b is None else b.to(x.dtype) for b in biases]
-    hid = [(heads, queries, w.shape[2], frames) for w in weights[:-1]]
-    a_shape = (heads, queries, s, frames)
-    u_shape = (heads, queries, c, frames)
+    if tiles is None:
+        tiles = _plan(valid_mask, batch, frames, _pool_tile(x, weights))
+    cols = _columns(tiles)
     xv = x.view(batch, heads, c, frames)
-    lengths = _prefix_lengths(valid_mask)
-    mb = _mask_bias(valid_mask, x.dtype)
     mean = x.new_empty(batch, heads, queries, c)
     var = x.new_empty(batch, heads, queries, c)
-    keep_alpha = x.new_empty(batch * heads * queries * s * frames) if recompute == "none" else None
+    keep_alpha = x.new_empty(cols * heads * queries * s) if recompute == "none" else None
     keep_hidden = (
-        [x.new_empty(batch * heads * queries * hs[2] * frames) for hs in hid]
+        [x.new_empty(cols * heads * queries * w.shape[2]) for w in weights[:-1]]
         if recompute in ("none", "softmax")
         else None
     )
-    if tile is None:
-        tile = _pool_tile(x, weights)
-    scratch = _Scratch(x, tile)
-    for b0 in range(0, batch, tile):
-        sl = slice(b0, min(batch, b0 + tile))
-        b = sl.stop - b0
-        xt = _tile_x(xv, sl, valid_mask, lengths, scratch)
+    scratch = _Scratch(x, max(t.stop - t.start for t in tiles))
+    for t in tiles:
+        b, tt = t.stop - t.start, t.frames
+        sl = slice(t.start, t.stop)
+        hid = [(heads, queries, w.shape[2], tt) for w in weights[:-1]]
+        a_shape = (heads, queries, s, tt)
+        xt = _tile_x(xv, t, valid_mask, scratch)
         if keep_hidden is not None:
-            hidden = [_Kept.block(h, hs, sl) for h, hs in zip(keep_hidden, hid)]
+            hidden = [_kept_block(h, hs[:-1], t) for h, hs in zip(keep_hidden, hid)]
         else:
             hidden = [scratch.get(f"h{i}", hs, b) for i, hs in enumerate(hid)]
         # the logits share the statistics buffer when S = c (dead before the statistics start)
         scores = scratch.get("u" if s == c else "scores", a_shape, b)
-        ib = None if item_bias is None else item_bias[sl].to(x.dtype)
+        ib = None if item_bias is None else _rows(item_bias, t).to(x.dtype)
         _tile_mlp(xt, ws, bs, ib, hidden, scores)
         if keep_alpha is not None:
-            alpha = _Kept.block(keep_alpha, a_shape, sl)
+            alpha = _kept_block(keep_alpha, a_shape[:-1], t)
         else:
             alpha = scratch.get("alpha", a_shape, b)
-        _tile_alpha(scores, None if mb is None else mb[sl], alpha)
-        buf = scratch.get("u", u_shape, b)
+        _tile_alpha(scores, _tile_mask_bias(valid_mask, t, x.dtype), alpha)
+        buf = scratch.get("u", (heads, queries, c, tt), b)
         _tile_stats(alpha, xt, buf, _folded(mean, sl), _folded(var, sl), kernels)
     return mean, var, keep_alpha, keep_hidden
+
+
+def _order(tiles: Sequence[_Tile], device: torch.device) -> Tensor | None:
+    """Original index of each tile-ordered item, or None when the order is the identity."""
+    if _identity(tiles):
+        return None
+    return torch.tensor([i for t in tiles for i in t.items], device=device)
+
+
+def _unsort(v: Tensor, order: Tensor | None) -> Tensor:
+    if order is None:
+        return v
+    return torch.empty_like(v).index_copy_(0, order, v)
 
 
 class _AttentivePool(torch.autograd.Function):
@@ -465,7 +542,7 @@ class _AttentivePool(torch.autograd.Function):
         weights = list(params[:n_layers])
         biases = list(params[n_layers:])
         # the kept blocks are laid out per tile: backward must use the same tiles
-        ctx.tile = _pool_tile(x, weights)  # type: ignore[arg-type]
+        ctx.tiles = _plan(valid_mask, x.shape[0], x.shape[-1], _pool_tile(x, weights))  # type: ignore[arg-type]
         mean, var, alpha, hidden = _pool_forward(
             x,
             valid_mask,
@@ -474,19 +551,20 @@ class _AttentivePool(torch.autograd.Function):
             item_bias,
             recompute,
             kernels,
-            ctx.tile,
+            ctx.tiles,
         )
+        order = _order(ctx.tiles, x.device)
         hid: list[Tensor | None] = list(hidden) if hidden is not None else [None] * (n_layers - 1)
-        ctx.save_for_backward(x, item_bias, mean, var, alpha, *hid, *params)
+        ctx.save_for_backward(x, item_bias, mean, var, alpha, order, *hid, *params)
         ctx.valid_mask = valid_mask
         ctx.n_layers = n_layers
         ctx.kernels = kernels
-        return mean, var
+        return _unsort(mean, order), _unsort(var, order)
 
     @staticmethod
     def backward(ctx, g_mean: Tensor, g_var: Tensor):  # type: ignore[override]
         n = ctx.n_layers
-        x, item_bias, mean, var, kept_alpha, *rest = ctx.saved_tensors
+        x, item_bias, mean, var, kept_alpha, order, *rest = ctx.saved_tensors
         kept_hidden: list[Tensor | None] = list(rest[: n - 1])
         weights: list[Tensor] = list(rest[n - 1 : 2 * n - 1])
         biases: list[Tensor | None] = list(rest[2 * n - 1 :])
@@ -511,42 +589,46 @@ class _AttentivePool(torch.autograd.Function):
         # transposed weights (H*Q, in, out) and (H, c, Q*o0) for the input gradients
         wts = [w.transpose(-1, -2).reshape(heads * queries, w.shape[3], w.shape[2]) for w in ws]
         w0t = ws[0].reshape(heads, queries * o0, c).transpose(1, 2)
-        hid = [(heads, queries, w.shape[2], frames) for w in weights[:-1]]
-        a_shape = (heads, queries, s, frames)
-        u_shape = (heads, queries, c, frames)
         xv = x.view(batch, heads, c, frames)
-        lengths = _prefix_lengths(ctx.valid_mask)
-        mb = _mask_bias(ctx.valid_mask, dt)
         grad_x = torch.empty_like(x) if need_x else None
+        grad_xv = None if grad_x is None else grad_x.view(batch, heads, c, frames)
         grad_ib = torch.zeros_like(item_bias, dtype=dt) if need_ib else None
         grad_w = [torch.zeros_like(w) for w in ws]
         grad_b = [None if b is None else torch.zeros_like(b) for b in bs]
         gm_all = g_mean.to(dt)
         gv_all = g_var.to(dt)
+        if order is not None:  # into tile order, as mean and var are kept
+            gm_all = gm_all.index_select(0, order)
+            gv_all = gv_all.index_select(0, order)
         gvv_all = gv_all * var
-        tile = ctx.tile
-        scratch = _Scratch(x, tile)
+        tiles: list[_Tile] = ctx.tiles
+        scratch = _Scratch(x, max(t.stop - t.start for t in tiles))
         have_hidden = n == 1 or kept_hidden[0] is not None
-        for b0 in range(0, batch, tile):
-            sl = slice(b0, min(batch, b0 + tile))
-            b = sl.stop - b0
-            xt = _tile_x(xv, sl, ctx.valid_mask, lengths, scratch)  # (H, c, b, T)
+        for tl in tiles:
+            b, tt = tl.stop - tl.start, tl.frames
+            sl = slice(tl.start, tl.stop)
+            hid = [(heads, queries, w.shape[2], tt) for w in weights[:-1]]
+            a_shape = (heads, queries, s, tt)
+            u_shape = (heads, queries, c, tt)
+            xt = _tile_x(xv, tl, ctx.valid_mask, scratch)  # (H, c, b, tt)
             u = scratch.get("u", u_shape, b)
             t = scratch.get("t", u_shape, b)
             if have_hidden:
                 hidden = [
-                    _Kept.block(h, hs, sl) for h, hs in zip(kept_hidden, hid) if h is not None
+                    _kept_block(h, hs[:-1], tl) for h, hs in zip(kept_hidden, hid) if h is not None
                 ]
             else:
                 hidden = [scratch.get(f"h{i}", hs, b) for i, hs in enumerate(hid)]
             if kept_alpha is not None:
-                a = _Kept.block(kept_alpha, a_shape, sl)
+                a = _kept_block(kept_alpha, a_shape[:-1], tl)
             else:  # recompute the logits (and the activations unless kept) into scratch
                 scores = u if s == c else scratch.get("scores", a_shape, b)
-                ib = None if item_bias is None else item_bias[sl].to(dt)
+                ib = None if item_bias is None else _rows(item_bias, tl).to(dt)
                 _tile_mlp(xt, ws, bs, ib, hidden, scores, start=n - 1 if have_hidden else 0)
                 a = _tile_alpha(
-                    scores, None if mb is None else mb[sl], scratch.get("alpha", a_shape, b)
+                    scores,
+                    _tile_mask_bias(ctx.valid_mask, tl, dt),
+                    scratch.get("alpha", a_shape, b),
                 )
             mu = _folded(mean, sl).unsqueeze(-1)  # (H, Q, c, b, 1)
             gm = _folded(gm_all, sl).unsqueeze(-1)
@@ -554,7 +636,7 @@ class _AttentivePool(torch.autograd.Function):
             gvv = _folded(gvv_all, sl).unsqueeze(-1)
             # dL/dx (statistics) = sum_q a (g_mean + 2 g_var u), u = x - mean;
             # dL/ds = a (u (g_mean + g_var u) - g_var var), summed over c when S = 1
-            gx_buf = scratch.get("gx", (heads, c, frames), b)
+            gx_buf = scratch.get("gx", (heads, c, tt), b)
             gxt: Tensor | None = gx_buf if grad_x is not None else None
             if ctx.kernels is not None:
                 g = t if s == c else scratch.get("gs", a_shape, b)
@@ -579,27 +661,27 @@ class _AttentivePool(torch.autograd.Function):
                 bi = grad_b[i]
                 if bi is not None:
                     bi += g.sum((3, 4))
-                gcols = g.reshape(heads * queries, -1, b * frames)
+                gcols = g.reshape(heads * queries, -1, b * tt)
                 if i == 0:
                     if grad_ib is not None:
                         gib = g.sum(-1).permute(3, 0, 1, 2).reshape(b, -1)
-                        grad_ib[sl] += gib
-                    g0 = g.view(heads, queries * o0, b * frames)
-                    xcols = xt.view(heads, c, b * frames)
+                        grad_ib.index_add_(0, torch.tensor(tl.items, device=gib.device), gib)
+                    g0 = g.view(heads, queries * o0, b * tt)
+                    xcols = xt.view(heads, c, b * tt)
                     grad_w[0].view(heads, queries * o0, c).baddbmm_(g0, xcols.transpose(1, 2))
                     if gxt is not None:
-                        gxt.view(heads, c, b * frames).baddbmm_(w0t, g0)
+                        gxt.view(heads, c, b * tt).baddbmm_(w0t, g0)
                 else:
-                    h = hidden[i - 1]  # input of layer i: (H, Q, k, b, T)
+                    h = hidden[i - 1]  # input of layer i: (H, Q, k, b, tt)
                     k = h.shape[2]
-                    hcols = h.view(heads * queries, k, b * frames)
+                    hcols = h.view(heads * queries, k, b * tt)
                     grad_w[i].view(heads * queries, -1, k).baddbmm_(gcols, hcols.transpose(1, 2))
                     gh = scratch.get(f"g{i}", hid[i - 1], b)
-                    torch.bmm(wts[i], gcols, out=gh.view(heads * queries, k, b * frames))
-                    tmp = scratch.get(f"d{i}", hid[i - 1], b)
-                    g = gh.mul_(torch.mul(h, h, out=tmp).sub_(1.0)).neg_()  # through tanh
-            if grad_x is not None and gxt is not None:
-                grad_x.view(batch, heads, c, frames)[sl].copy_(gxt.permute(2, 0, 1, 3))
+                    torch.bmm(wts[i], gcols, out=gh.view(heads * queries, k, b * tt))
+                    # through tanh: g = gh (1 - h^2), one fused pass
+                    g = torch.ops.aten.tanh_backward.grad_input(gh, h, grad_input=gh)
+            if grad_xv is not None and gxt is not None:
+                _scatter_rows(grad_xv, gxt, tl)
         grads_w = [gw.to(w.dtype) for gw, w in zip(grad_w, weights)]
         grads_b = [
             None if gb is None or b is None else gb.to(b.dtype) for gb, b in zip(grad_b, biases)
@@ -674,8 +756,12 @@ def attentive_pool(
         )
         out = _AttentivePool.apply(x, valid_mask, item_bias, n, mode, kernels, *weights, *biases)
         return out[0], out[1]
-    mean, var = _pool_forward(x, valid_mask, weights, biases, item_bias, kernels=kernels)[:2]
-    return mean, var
+    tiles = _plan(valid_mask, x.shape[0], x.shape[-1], _pool_tile(x, weights))
+    mean, var = _pool_forward(
+        x, valid_mask, weights, biases, item_bias, kernels=kernels, tiles=tiles
+    )[:2]
+    order = _order(tiles, x.device)
+    return _unsort(mean, order), _unsort(var, order)
 
 
 def head_attentive_stats(
