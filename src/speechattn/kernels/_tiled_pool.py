@@ -343,8 +343,8 @@ def _tile_x(xv: Tensor, t: _Tile, valid_mask: Tensor | None, scratch: _Scratch) 
         xt = xv[t.start : t.stop].permute(1, 2, 0, 3)
         if valid_mask is None:
             return out.copy_(xt)
-        keep = valid_mask[t.start : t.stop].reshape(-1, frames)  # not prefix masks
-        return torch.where(keep, xt, xt.new_zeros(()), out=out)
+        rows_keep = valid_mask[t.start : t.stop].reshape(-1, frames)  # not prefix masks
+        return torch.where(rows_keep, xt, xt.new_zeros(()), out=out)
     # one gather and (when the tile is ragged) one masking op: few parallel regions per tile
     rows = _rows(xv[..., : t.frames], t)  # (b, H, c, frames)
     out.copy_(rows.permute(1, 2, 0, 3))
