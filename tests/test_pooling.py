@@ -655,3 +655,23 @@ def test_double_backward_through_pooling_layers(
     penalty.backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
     assert torch.autograd.gradgradcheck(fn, (x,), atol=1e-5, rtol=1e-4)
+
+
+def test_temporal_mean_std_validates_lengths_and_ignores_padding() -> None:
+    x = torch.randn(2, 4, 6)
+    for bad in ([0, 3], [7, 3], [-1, 3]):
+        with pytest.raises(ValueError, match=r"lengths\[0\]"):
+            temporal_mean_std(x, torch.tensor(bad))
+    with pytest.raises(TypeError, match="integer"):
+        temporal_mean_std(x, torch.tensor([2.0, 3.0]))
+    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+        temporal_mean_std(x, torch.tensor([2, 3, 4]))
+    with pytest.raises(ValueError, match=r"\(B, F, T\)"):
+        temporal_mean_std(torch.randn(2, 4), torch.tensor([1, 1]))
+    lengths = torch.tensor([6, 3])
+    noisy = x.clone()
+    noisy[1, :, 3:] = float("nan")  # padding content never matters
+    mean, std = temporal_mean_std(noisy, lengths)
+    torch.testing.assert_close(mean[1], x[1, :, :3].mean(-1))
+    torch.testing.assert_close(std[1], torch.sqrt(x[1, :, :3].var(-1) + 1e-7))
+    torch.testing.assert_close(mean[0], x[0].mean(-1))

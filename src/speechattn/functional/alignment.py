@@ -30,7 +30,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from speechattn import kernels
-from speechattn.functional.masks import check_lengths, lengths_to_valid_mask
+from speechattn.functional.masks import (
+    check_lengths,
+    check_nonempty_batch,
+    lengths_to_valid_mask,
+)
 
 __all__ = [
     "AlignmentPath",
@@ -128,8 +132,13 @@ def forward_sum_loss(
     Returns:
         Scalar loss, differentiable w.r.t. ``log_attn`` (float32 or float64; lower precisions computed
         in float32). Infinite per-item losses (impossible paths) are zeroed (``zero_infinity``).
+
+    Raises:
+        ValueError: an empty batch (``B = 0``), lengths out of range or ``mel_lengths <
+            text_lengths``.
     """
     b, u, t = _check_scores(log_attn, "log_attn")
+    check_nonempty_batch(log_attn, "log_attn", where="forward_sum_loss")
     tl, ml = _check_pair(text_lengths, mel_lengths, b, u, t, log_attn.device)
     x = log_attn if log_attn.dtype in (torch.float32, torch.float64) else log_attn.float()
     frame_valid = lengths_to_valid_mask(ml, t).unsqueeze(1)

@@ -471,7 +471,8 @@ def focus_rate(
     Each valid frame's attention over valid tokens is normalised to sum to 1, its maximum taken,
     and the maxima averaged over valid frames (Ren et al. 2019, FastSpeech, Sec. 3.3). A hard
     (one-hot) alignment scores 1.0; a uniform one ``1 / text_lengths``. Frames whose valid
-    attention sums to 0 (e.g. mass dropped past the last token) count as 0.
+    attention sums to 0 (e.g. mass dropped past the last token) count as 0; NaN at a valid
+    position makes the item's focus rate NaN (padding content is ignored).
 
     Args:
         attn: ``(B, U, T)`` or ``(B, H, U, T)`` non-negative attention (tokens x frames).
@@ -488,8 +489,10 @@ def focus_rate(
     cdtype = _compute_dtype(attn.dtype)
     a = torch.where(uv[:, :, None], a3.to(cdtype), torch.zeros((), dtype=cdtype, device=a3.device))
     col = a.sum(1)  # (N, T)
-    safe = torch.where(col > 0, col, torch.ones_like(col))
-    peak = torch.where(col > 0, a.amax(1) / safe, torch.zeros_like(col))
+    # Columns summing to exactly 0 count as 0; NaN (and inf) propagate, never silently 0.
+    empty = col == 0
+    safe = torch.where(empty, torch.ones_like(col), col)
+    peak = torch.where(empty, torch.zeros_like(col), a.amax(1) / safe)
     peak = torch.where(tv, peak, torch.zeros_like(peak))
     fr = peak.sum(-1) / ml.to(cdtype)
     return fr.reshape(attn.shape[:-2]).to(attn.dtype)

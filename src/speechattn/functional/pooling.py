@@ -154,25 +154,48 @@ def temporal_mean_std(
     gives NaN) the sum of squares is 0, so ``std = sqrt(eps)``: finite, with finite gradients.
 
     Args:
-        x: ``(B, F, T)``; padded frames must already be zero when lengths are given (as
+        x: ``(B, F, T)`` float. Padding may hold anything when only ``lengths`` is given (it is
+            zeroed here); with ``valid_mask`` too, padded frames must already be zero (as
             :func:`prepare_pooling_input` returns them).
-        lengths: optional int64 ``(B,)`` valid frames.
+        lengths: optional int64 ``(B,)`` valid frames, ``1 <= lengths[b] <= T``.
         eps: added to the variance.
-        valid_mask: optional precomputed bool ``(B, 1, T)`` mask matching lengths.
+        valid_mask: optional precomputed bool ``(B, 1, T)`` mask matching (already validated)
+            lengths.
 
     Returns:
         ``(mean, std)``, each ``(B, F)`` in at least float32. Differentiable.
+
+    Raises:
+        TypeError: x not a floating tensor, lengths not an integer tensor.
+        ValueError: x not ``(B, F, T)``, or lengths of the wrong shape or outside ``[1, T]``.
     """
+    if not isinstance(x, Tensor) or not x.dtype.is_floating_point:
+        raise TypeError(
+            f"Expected x to be a floating tensor (B, F, T); found "
+            f"{x.dtype if isinstance(x, Tensor) else type(x).__name__}."
+        )
+    if x.dim() != 3:
+        raise ValueError(f"Expected x of shape (B, F, T) with time last; found {tuple(x.shape)}.")
+    zero_padding = False
+    if lengths is not None and valid_mask is None:
+        if _is_exporting():
+            lengths = lengths.to(device=x.device, dtype=torch.int64)
+        else:
+            lengths = check_lengths(
+                lengths, "lengths", batch=x.shape[0], max_len=x.shape[-1], device=x.device
+            )
+        valid_mask = lengths_to_valid_mask(lengths, x.shape[-1]).unsqueeze(1)
+        zero_padding = True
     with _fp32_region(x):
         xf = x.to(_stat_dtype(x))
         frames = xf.shape[-1]
-        if lengths is None:
+        if lengths is None or valid_mask is None:
             mean = xf.mean(-1)
             sq = (xf - mean.unsqueeze(-1)).square().sum(-1)
             var = sq / max(frames - 1, 1)
         else:
-            if valid_mask is None:
-                valid_mask = lengths_to_valid_mask(lengths, frames).unsqueeze(1)
+            if zero_padding:
+                xf = torch.where(valid_mask, xf, xf.new_zeros(()))
             n = lengths.to(xf.dtype).unsqueeze(-1)
             mean = xf.sum(-1) / n
             centred = torch.where(valid_mask, xf - mean.unsqueeze(-1), xf.new_zeros(()))

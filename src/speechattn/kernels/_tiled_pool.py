@@ -315,23 +315,19 @@ def _prefix_lengths(valid_mask: Tensor | None) -> list[int] | None:
     return [int(v) for v in lengths.tolist()] if torch.equal(prefix, m) else None
 
 
-def _tile_mask_bias(valid_mask: Tensor | None, t: _Tile, dtype: torch.dtype) -> Tensor | None:
-    """Additive 0 / finfo.min bias ``(b, frames)`` of a tile (None when nothing is masked)."""
+def _mask_tile_scores(scores: Tensor, valid_mask: Tensor | None, t: _Tile) -> None:
+    """Set the logits ``(H, Q, S, b, frames)`` of padded frames to finfo.min (in place), so
+    exp() gives exact zeros there. With prefix masks only the ragged items' tails are touched."""
     if valid_mask is None:
-        return None
-    b = t.stop - t.start
-    neg = torch.finfo(dtype).min
+        return
+    neg = torch.finfo(scores.dtype).min
     if t.lengths is None:  # not prefix masks: the tile is rows start:stop, all T frames
-        keep = valid_mask[t.start : t.stop].reshape(b, -1)
-        bias = torch.zeros(keep.shape, dtype=dtype, device=valid_mask.device)
-        return bias.masked_fill_(~keep, neg)
-    if all(n == t.frames for n in t.lengths):
-        return None
-    bias = torch.zeros(b, t.frames, dtype=dtype, device=valid_mask.device)
+        keep = valid_mask[t.start : t.stop].reshape(t.stop - t.start, -1)
+        scores.masked_fill_(~keep, neg)
+        return
     for j, n in enumerate(t.lengths):
         if n < t.frames:
-            bias[j, n:] = neg
-    return bias
+            scores[..., j, n:].fill_(neg)
 
 
 def _tile_x(xv: Tensor, t: _Tile, valid_mask: Tensor | None, scratch: _Scratch) -> Tensor:
@@ -348,18 +344,10 @@ def _tile_x(xv: Tensor, t: _Tile, valid_mask: Tensor | None, scratch: _Scratch) 
     # one gather and (when the tile is ragged) one masking op: few parallel regions per tile
     rows = _rows(xv[..., : t.frames], t)  # (b, H, c, frames)
     out.copy_(rows.permute(1, 2, 0, 3))
-    keep = _tile_keep(t, out.device)
-    if keep is not None:
-        out.masked_fill_(~keep, 0.0)
+    for j, n in enumerate(t.lengths):  # zero the ragged items' tails only
+        if n < t.frames:
+            out[:, :, j, n:].zero_()
     return out
-
-
-def _tile_keep(t: _Tile, device: torch.device) -> Tensor | None:
-    """Bool ``(b, frames)`` keep-mask of a ragged tile (None when every item fills it)."""
-    if t.lengths is None or all(n == t.frames for n in t.lengths):
-        return None
-    lens = torch.tensor(t.lengths, device=device)
-    return torch.arange(t.frames, device=device) < lens[:, None]
 
 
 def _scatter_rows(dst: Tensor, src: Tensor, t: _Tile) -> None:
@@ -417,16 +405,16 @@ def _tile_mlp(
             dest.tanh_()
 
 
-def _tile_alpha(scores: Tensor, mask_bias: Tensor | None, out: Tensor) -> Tensor:
+def _tile_alpha(scores: Tensor, valid_mask: Tensor | None, t: _Tile, out: Tensor) -> Tensor:
     """Softmax over time of one folded tile's logits (modified in place) into ``out``.
 
     Args:
-        scores: ``(H, Q, S, b, T)`` logits.
-        mask_bias: ``(b, T)`` additive bias (0 / finfo.min) or None.
-        out: ``(H, Q, S, b, T)`` destination.
+        scores: ``(H, Q, S, b, frames)`` logits.
+        valid_mask: the call's bool ``(B, 1, T)`` keep-mask or None.
+        t: the tile.
+        out: ``(H, Q, S, b, frames)`` destination.
     """
-    if mask_bias is not None:
-        scores.add_(mask_bias)
+    _mask_tile_scores(scores, valid_mask, t)
     return torch.softmax(scores, dim=-1, out=out)
 
 
@@ -508,7 +496,7 @@ def _pool_forward(
             alpha = _kept_block(keep_alpha, a_shape[:-1], t)
         else:
             alpha = scratch.get("alpha", a_shape, b)
-        _tile_alpha(scores, _tile_mask_bias(valid_mask, t, x.dtype), alpha)
+        _tile_alpha(scores, valid_mask, t, alpha)
         buf = scratch.get("u", (heads, queries, c, tt), b)
         _tile_stats(alpha, xt, buf, _folded(mean, sl), _folded(var, sl), kernels)
     return mean, var, keep_alpha, keep_hidden
@@ -627,7 +615,8 @@ class _AttentivePool(torch.autograd.Function):
                 _tile_mlp(xt, ws, bs, ib, hidden, scores, start=n - 1 if have_hidden else 0)
                 a = _tile_alpha(
                     scores,
-                    _tile_mask_bias(ctx.valid_mask, tl, dt),
+                    ctx.valid_mask,
+                    tl,
                     scratch.get("alpha", a_shape, b),
                 )
             mu = _folded(mean, sl).unsqueeze(-1)  # (H, Q, c, b, 1)
