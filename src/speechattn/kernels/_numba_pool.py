@@ -4,9 +4,9 @@ Used by the fused path of :func:`speechattn.functional.attentive_pool_mean_std`:
 the softmax stay in torch; these kernels replace the chains of torch elementwise passes that
 compute the attentive statistics from the softmax weights (forward) and the gradients of the
 statistics (backward), one pass per row of ``T`` frames held in L1 instead of 6-10 passes over
-multi-MiB tiles. The pure-torch twin is the same code path with ``impl="fused"``.
+multi-MiB tiles. The torch-ops twin is the same engine with ``impl="tiled"``; the spec is ``impl="torch"``.
 
-Layout (one folded batch tile, see :mod:`speechattn.functional.pooling`): ``alpha (H, Q, S, b, T)``
+Layout (one folded batch tile, see :mod:`speechattn.kernels._tiled_pool`): ``alpha (H, Q, S, b, T)``
 with ``S`` in ``{1, C}`` (``s(c) = c`` or ``0``), ``x (H, C, b, T)``, statistics ``(H, Q, C, b)``
 (any strides: a permuted view of the ``(B, H, Q, C)`` result is written in place).
 
