@@ -397,7 +397,9 @@ def _tile_mlp(
                 out=dest.view(heads * queries, -1, b * frames),
             )
         bi = biases[i]
-        if bi is not None:
+        # The last layer's bias is constant along time, and the softmax over time is invariant to
+        # it: skipped (its gradient is exactly 0; the spec's is 0 up to rounding).
+        if bi is not None and i < n - 1:
             dest.add_(bi.view(heads, queries, -1, 1, 1))
         if i == 0 and item_bias is not None:
             dest.add_(item_bias.view(b, heads, queries, -1).permute(1, 2, 3, 0).unsqueeze(-1))
@@ -648,7 +650,7 @@ class _AttentivePool(torch.autograd.Function):
                 g = g.mul_(a) if s == c else g.sum(2, keepdim=True).mul_(a)
             for i in range(n - 1, -1, -1):  # g: gradient w.r.t. layer i's output
                 bi = grad_b[i]
-                if bi is not None:
+                if bi is not None and i < n - 1:  # the last bias gets 0 (see _tile_mlp)
                     bi += g.sum((3, 4))
                 gcols = g.reshape(heads * queries, -1, b * tt)
                 if i == 0:
