@@ -15,6 +15,8 @@ Ops and their implementations (``impl=`` values besides ``"auto"`` and ``"torch"
     attentive_pool         numba (CPU), tiled (any)       attentive_pool_mean_std (ASTP, MHASTP,
                                                           MQMHASTP)
     head_attentive_stats   fused (any)                    head_attentive_statistics (ASP)
+    prior_attention        varlen (any)                   prior_attention (impl="varlen"; "torch"
+                                                          is its SDPA / explicit path)
 
 :func:`implementations` lists them with their availability (``speechattn info`` prints it).
 
@@ -260,6 +262,17 @@ _OPS: dict[str, dict[str, KernelSpec]] = {
             None,
             None,
             "batch-tiled autograd engine, in-place torch ops into reused buffers",
+        ),
+    },
+    "prior_attention": {
+        "varlen": KernelSpec(
+            "prior_attention",
+            "varlen",
+            "speechattn.kernels._varlen_attention",
+            _ANY_DEVICE,
+            None,
+            _F32_64,
+            "per-item blocks of the valid region only, explicit softmax-attention backward",
         ),
     },
     "head_attentive_stats": {
