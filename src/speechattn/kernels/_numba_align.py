@@ -127,8 +127,16 @@ def _run(kernel: Any, args: tuple[Any, ...], n_items: int, cells: int) -> None:
     if n == 1 or cells < 1 << 14:
         kernel(*args, 0, 1)
         return
-    with ThreadPoolExecutor(n) as pool:
-        list(pool.map(lambda i: kernel(*args, i, n), range(n)))
+    pool = _POOLS.get(n - 1)
+    if pool is None:
+        pool = _POOLS[n - 1] = ThreadPoolExecutor(n - 1, thread_name_prefix="speechattn-align")
+    futures = [pool.submit(lambda i=i: kernel(*args, i, n)) for i in range(1, n)]
+    kernel(*args, 0, n)  # the calling thread takes a share itself
+    for f in futures:
+        f.result()
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
 
 
 def viterbi(value: Tensor, stay: Tensor, move: Tensor, tl: Tensor, ml: Tensor) -> Tensor:

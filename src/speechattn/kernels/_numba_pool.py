@@ -17,7 +17,7 @@ Backward, with ``u = x - mean``, ``gm = dL/dmean``, ``gv = dL/dvar``:
 
 Serial ``njit(cache=True, nogil=True)`` functions: the first call per dtype compiles in a few
 seconds and the machine code is cached on disk; rows are split over ``torch.get_num_threads()``
-Python threads (channels when ``S = C``, heads when ``S = 1``, so no two threads write the same
+threads (the calling thread and a persistent pool) (channels when ``S = C``, heads when ``S = 1``, so no two threads write the same
 output). ``fastmath`` lets the reductions vectorise (the summation order differs from torch's
 by rounding only).
 """
@@ -115,7 +115,11 @@ def _run(kernel: Any, alpha: Tensor, x: Tensor, arrays: list[np.ndarray]) -> Non
         else:
             kernel(a, xn, *arrays, zero, lo, hi, 0, chans)
 
-    list(_pool(parts).map(work, range(parts)))
+    # the calling thread takes part 0 itself: one thread hand-off fewer per tile
+    futures = [_pool(parts - 1).submit(work, i) for i in range(1, parts)]
+    work(0)
+    for f in futures:
+        f.result()
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
