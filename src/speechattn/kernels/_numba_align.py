@@ -130,8 +130,12 @@ def _run(kernel: Any, args: tuple[Any, ...], n_items: int, cells: int) -> None:
     pool = _POOLS.get(n - 1)
     if pool is None:
         pool = _POOLS[n - 1] = ThreadPoolExecutor(n - 1, thread_name_prefix="speechattn-align")
-    futures = [pool.submit(lambda i=i: kernel(*args, i, n)) for i in range(1, n)]
-    kernel(*args, 0, n)  # the calling thread takes a share itself
+
+    def part(i: int) -> None:
+        kernel(*args, i, n)
+
+    futures = [pool.submit(part, i) for i in range(1, n)]
+    part(0)  # the calling thread takes a share itself
     for f in futures:
         f.result()
 
