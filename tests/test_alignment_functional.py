@@ -223,3 +223,50 @@ def test_hmm_numba_forward_backward_matches_torch_autograd() -> None:
         lambda a: monotonic_hmm_log_likelihood(a, None, None, tl, ml, impl="numba"),
         (emis.clone().requires_grad_(True),),
     )
+
+
+def test_forward_sum_loss_empty_batch_is_a_clear_error() -> None:
+    empty = torch.zeros(0, dtype=torch.int64)
+    with pytest.raises(
+        ValueError, match=r"forward_sum_loss: expected a batch of at least one item"
+    ):
+        forward_sum_loss(torch.randn(0, 3, 5), empty, empty)
+    with pytest.raises(ValueError, match=r"B = 0"):
+        forward_sum_loss(torch.randn(0, 3, 5))
+
+
+def test_one_viterbi_serves_mas_and_stepwise_decoding() -> None:
+    """monotonic_viterbi is the HMM Viterbi with stay log p / move log(1 - p) and no emissions;
+    both implementations agree, and the two path types are one class."""
+    from speechattn.functional import AlignmentPath, MonotonicPath, monotonic_viterbi
+
+    assert MonotonicPath is AlignmentPath
+    g = torch.Generator().manual_seed(3)
+    p = torch.rand(3, 2, 5, 9, generator=g, dtype=torch.float64)
+    tl, ml = torch.tensor([5, 2, 4]), torch.tensor([9, 6, 4])
+    a = monotonic_viterbi(p, tl, ml, impl="numba")
+    b = monotonic_viterbi(p, tl, ml, impl="torch")
+    assert torch.equal(a.path, b.path) and torch.equal(a.durations, b.durations)
+    pc = p.clamp(1e-12, 1 - 1e-12)
+    for h in range(2):
+        ref = monotonic_hmm_viterbi(
+            torch.zeros_like(pc[:, h]), pc[:, h].log(), (1 - pc[:, h]).log(), tl, ml
+        )
+        assert torch.equal(ref.path, a.path[:, h])
+
+
+def test_focus_rate_propagates_nan() -> None:
+    from speechattn.functional import focus_rate
+
+    a = torch.rand(2, 3, 4)
+    a[0, 1, 2] = float("nan")
+    fr = focus_rate(a)
+    assert torch.isnan(fr[0]) and torch.isfinite(fr[1])
+    # NaN in padding is ignored; an all-zero column still counts as 0
+    b = torch.rand(1, 3, 4)
+    b[0, 2, :] = float("nan")
+    b[0, :, 0] = 0.0
+    fr = focus_rate(b, torch.tensor([2]), torch.tensor([4]))
+    assert torch.isfinite(fr).all()
+    expected = (b[0, :2, 1:].amax(0) / b[0, :2, 1:].sum(0)).sum() / 4
+    torch.testing.assert_close(fr[0], expected)

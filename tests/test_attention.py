@@ -385,3 +385,17 @@ def test_bench_priors_quick_runs(tmp_path) -> None:
     assert res.returncode == 0, res.stderr
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 2 and all(r["bias_build_ms"] > 0 for r in rows)
+
+
+def test_decoder_memory_with_another_batch_is_a_clear_error() -> None:
+    from speechattn.nn import SpeechTransformerDecoder, SpeechTransformerDecoderLayer
+
+    layer = SpeechTransformerDecoderLayer(embed_dim=8, num_heads=2, ffn_dim=16)
+    with pytest.raises(ValueError, match=r"memory \(B=2, T, d=8\).*found \(3, 4, 8\)"):
+        layer(torch.randn(2, 3, 8), torch.randn(3, 4, 8))
+    with pytest.raises(ValueError, match=r"d=8.*found \(2, 4, 6\)"):
+        layer(torch.randn(2, 3, 8), torch.randn(2, 4, 6))
+    dec = SpeechTransformerDecoder(vocab_size=5, embed_dim=8, num_heads=2, ffn_dim=16, num_layers=1)
+    with pytest.raises(ValueError, match=r"batch of tokens"):
+        dec(torch.zeros(2, 3, dtype=torch.long), torch.randn(1, 4, 8))
+    assert dec(torch.zeros(2, 3, dtype=torch.long), torch.randn(2, 4, 8)).shape == (2, 3, 5)

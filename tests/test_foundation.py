@@ -1,3 +1,4 @@
+import importlib.util
 import subprocess
 import sys
 
@@ -44,3 +45,67 @@ def test_mask_round_trip() -> None:
     mask[0, 3] = True
     with pytest.raises(ValueError, match="gaps"):
         valid_mask_to_lengths(mask)
+
+
+def test_info_lists_every_op_and_its_implementations(capsys: pytest.CaptureFixture[str]) -> None:
+    from speechattn.kernels import implementations
+
+    impls = implementations()
+    assert set(impls) >= {
+        "sma",
+        "viterbi",
+        "hmm_forward_backward",
+        "attentive_pool",
+        "head_attentive_stats",
+        "prior_attention",
+    }
+    for row in impls.values():
+        assert row["torch"].startswith("yes")
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    for op, row in impls.items():
+        assert op in out
+        for name in row:
+            assert f"    {name} " in out
+
+
+def test_registry_resolves_and_rejects_clearly() -> None:
+    from speechattn import kernels
+
+    assert kernels.resolve("viterbi", "torch") == "torch"
+    assert kernels.resolve("attentive_pool", "fused") == "tiled"  # the old name still works
+    assert kernels.resolve("attentive_pool", "auto", "cpu", torch.float16) == "tiled"
+    with pytest.raises(ValueError, match="Unknown impl 'cuda' for viterbi"):
+        kernels.resolve("viterbi", "cuda")
+    with pytest.raises(ValueError, match="runs on cpu tensors"):
+        kernels.resolve("viterbi", "numba", "cuda")
+    with pytest.raises(TypeError, match="string"):
+        kernels.resolve("viterbi", 3)
+    with pytest.raises(ValueError, match="Unknown op"):
+        kernels.resolve("nope", "auto")
+
+
+def test_import_compiles_nothing() -> None:
+    """Importing the package loads no kernel module and not numba (kernels load on first use)."""
+    code = (
+        "import sys, speechattn, speechattn.functional, speechattn.nn, speechattn.kernels;"
+        "print('numba' in sys.modules,"
+        " any(m.startswith('speechattn.kernels.') for m in sys.modules))"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.slow  # compiles every numba kernel when the cache is cold (~20 s of CPU)
+@pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="needs numba")
+def test_info_warmup_compiles_every_kernel(capsys: pytest.CaptureFixture[str]) -> None:
+    from speechattn.kernels import warmup
+
+    times = warmup()  # compiled or loaded from the cache by earlier tests: quick
+    assert set(times) == {
+        "speechattn.kernels._numba_sma",
+        "speechattn.kernels._numba_align",
+        "speechattn.kernels._numba_pool",
+    }
+    assert main(["info", "--warmup"]) == 0
+    assert "warm-up: all kernels" in capsys.readouterr().out

@@ -20,6 +20,7 @@ from speechattn.functional.pooling import (
     masked_softmax,
     temporal_mean_std,
 )
+from speechattn.kernels import _tiled_pool as tp
 from speechattn.nn import pooling as ours
 
 # (class name, positional args, keyword args) at in_dim = 48 (divisible by 2, 4, 8, 16).
@@ -246,23 +247,21 @@ def test_masked_softmax_weights_sum_to_one(lengths: list[int], scale: float, see
 
 def test_attention_weights_inside_layer_sum_to_one() -> None:
     """Spy on the weights the layer actually uses (a folded tile (H, Q, S, b, T)) and check them."""
-    import speechattn.functional.pooling as fp
-
     seen: list[torch.Tensor] = []
-    orig = fp._tile_alpha
+    orig = tp._tile_alpha
 
     def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
         out = orig(*args, **kwargs)
         seen.append(out.detach().clone())
         return out
 
-    fp._tile_alpha = spy  # type: ignore[assignment]
+    tp._tile_alpha = spy  # type: ignore[assignment]
     try:
         m = ours.MQMHASTP(48, head_num=4)
         with torch.no_grad():
             m(torch.randn(2, 48, 7), torch.tensor([7, 4]))
     finally:
-        fp._tile_alpha = orig  # type: ignore[assignment]
+        tp._tile_alpha = orig  # type: ignore[assignment]
     assert len(seen) == 1  # one batch tile: every head and query at once
     for alpha in seen:  # (H, Q, S = c = 12, b, T)
         assert alpha.shape == (4, 2, 12, 2, 7)
@@ -458,7 +457,7 @@ def test_attentive_pool_gradcheck_and_tiling(
 ) -> None:
     import speechattn.functional.pooling as fp
 
-    monkeypatch.setattr(fp, "_TILE_ELEMENTS", 1)  # one item per tile: exercises the tiling
+    monkeypatch.setattr(tp, "_TILE_ELEMENTS", 1)  # one item per tile: exercises the tiling
     g = torch.Generator().manual_seed(0)
     d = dict(dtype=torch.float64)
     heads, queries, c, k, frames = 2, 2, 3, 4, 5
@@ -504,7 +503,7 @@ def test_attentive_pool_backward_paths_gradcheck(
     equality with the plain-autograd twin, whose padded frames hold NaN to prove they are unread."""
     import speechattn.functional.pooling as fp
 
-    monkeypatch.setattr(fp, "_TILE_ELEMENTS", 2 * (2 * 2 * 4 * 6))  # two items per tile
+    monkeypatch.setattr(tp, "_TILE_ELEMENTS", 2 * (2 * 2 * 4 * 6))  # two items per tile
     g = torch.Generator().manual_seed(1)
     d = dict(dtype=torch.float64)
     heads, queries, c, k, frames = 2, 2, 3, 4, 6
@@ -552,11 +551,11 @@ def test_attentive_pool_backward_paths_gradcheck(
 def test_recompute_auto_follows_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     import speechattn.functional.pooling as fp
 
-    assert fp._resolve_recompute("auto", 10, 5) == "none"
-    monkeypatch.setattr(fp, "_SAVE_BUDGET_BYTES", 8)
-    assert fp._resolve_recompute("auto", 10, 5) == "softmax"
-    assert fp._resolve_recompute("auto", 10, 9) == "all"
-    assert fp._resolve_recompute("softmax", 1, 1) == "softmax"
+    assert tp._resolve_recompute("auto", 10, 5) == "none"
+    monkeypatch.setattr(tp, "_SAVE_BUDGET_BYTES", 8)
+    assert tp._resolve_recompute("auto", 10, 5) == "softmax"
+    assert tp._resolve_recompute("auto", 10, 9) == "all"
+    assert tp._resolve_recompute("softmax", 1, 1) == "softmax"
     with pytest.raises(ValueError, match="recompute"):
         fp.attentive_pool_mean_std(
             torch.randn(1, 2, 3), None, [torch.randn(1, 1, 1, 2)], [None], recompute="some"
@@ -625,3 +624,54 @@ def test_attentive_pool_expanded_incoming_gradients(impl: str, s_full: bool) -> 
             torch.autograd.backward([m, sd], [one.expand(m.shape), (2 * one).expand(sd.shape)])
         grads.append(xg.grad)
     torch.testing.assert_close(grads[0], grads[1])
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "kwargs"),
+    [
+        ("ASTP", (12,), {"bottleneck_dim": 4}),
+        ("ASTP", (12,), {"bottleneck_dim": 4, "global_context_att": True}),
+        ("MQMHASTP", (12,), {"head_num": 2, "bottleneck_dim": 4}),
+        ("MHASTP", (12,), {"head_num": 3, "d_s": 1, "bottleneck_dim": 4}),
+        ("ASP", (1, 12), {}),  # D = 1 * 8 * 1 = 8
+    ],
+)
+def test_double_backward_through_pooling_layers(
+    name: str, args: tuple[int, ...], kwargs: dict[str, object]
+) -> None:
+    """create_graph=True works (a gradient penalty) and matches the pure-torch spec (gradgradcheck)."""
+    torch.manual_seed(0)
+    layer = getattr(ours, name)(*args, **kwargs).double()
+    feat = layer.in_dim
+    x = torch.randn(2, feat, 5, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([5, 3])
+    layer.eval()  # ASP: BatchNorm running statistics, so the function is deterministic
+
+    def fn(inp: torch.Tensor) -> torch.Tensor:
+        return layer(inp, lengths)
+
+    (gx,) = torch.autograd.grad(fn(x).square().sum(), x, create_graph=True)
+    penalty = gx.square().sum()
+    penalty.backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert torch.autograd.gradgradcheck(fn, (x,), atol=1e-5, rtol=1e-4)
+
+
+def test_temporal_mean_std_validates_lengths_and_ignores_padding() -> None:
+    x = torch.randn(2, 4, 6)
+    for bad in ([0, 3], [7, 3], [-1, 3]):
+        with pytest.raises(ValueError, match=r"lengths\[0\]"):
+            temporal_mean_std(x, torch.tensor(bad))
+    with pytest.raises(TypeError, match="integer"):
+        temporal_mean_std(x, torch.tensor([2.0, 3.0]))
+    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+        temporal_mean_std(x, torch.tensor([2, 3, 4]))
+    with pytest.raises(ValueError, match=r"\(B, F, T\)"):
+        temporal_mean_std(torch.randn(2, 4), torch.tensor([1, 1]))
+    lengths = torch.tensor([6, 3])
+    noisy = x.clone()
+    noisy[1, :, 3:] = float("nan")  # padding content never matters
+    mean, std = temporal_mean_std(noisy, lengths)
+    torch.testing.assert_close(mean[1], x[1, :, :3].mean(-1))
+    torch.testing.assert_close(std[1], torch.sqrt(x[1, :, :3].var(-1) + 1e-7))
+    torch.testing.assert_close(mean[0], x[0].mean(-1))

@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import speechattn.functional._varlen_attention as va
+import speechattn.kernels._varlen_attention as va
 from reference.priors_reference import attention_ref
 from speechattn.functional import diagonal_bias, prior_attention
 

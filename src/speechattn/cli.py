@@ -43,14 +43,33 @@ def _info(args: argparse.Namespace) -> int:
     import torch
 
     from speechattn import __version__
-    from speechattn.kernels import available
+    from speechattn.kernels import available, implementations, warmup
 
     print(f"speechattn {__version__}")
     print(f"python     {platform.python_version()} ({sys.executable})")
     print(f"torch      {torch.__version__} (threads: {torch.get_num_threads()})")
-    print("fast paths:")
+    print("backends:")
     for name, state in available().items():
         print(f"  {name:<8} {state}")
+    print("implementations per op (impl=...; 'auto' picks the first available that fits):")
+    for op, impls in implementations().items():
+        print(f"  {op}")
+        for name, state in impls.items():
+            print(f"    {name:<7} {state}")
+    if getattr(args, "warmup", False):
+        import time
+
+        t0 = time.perf_counter()
+        times = warmup()
+        if not times:
+            print("warm-up: numba is not installed; nothing to compile")
+        for mod, sec in times.items():
+            print(f"warm-up: {mod:<34} {sec:6.2f} s")
+        if times:
+            print(
+                f"warm-up: all kernels compiled or loaded from numba's cache in "
+                f"{time.perf_counter() - t0:.2f} s"
+            )
     return 0
 
 
@@ -71,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p_info = sub.add_parser("info", help="version, torch, and which fast paths are available")
+    p_info.add_argument(
+        "--warmup",
+        action="store_true",
+        help="compile every numba kernel now (later processes load numba's on-disk cache)",
+    )
     p_info.set_defaults(func=_info)
     for mod in _SUBCOMMAND_MODULES:
         importlib.import_module(mod).add_parser(sub)

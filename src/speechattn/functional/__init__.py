@@ -17,6 +17,7 @@ from speechattn.functional.contrastive import (
 )
 from speechattn.functional.masks import (
     check_lengths,
+    check_nonempty_batch,
     lengths_to_valid_mask,
     valid_mask_to_lengths,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "beta_binomial_bias",
     "beta_binomial_prior",
     "check_lengths",
+    "check_nonempty_batch",
     "diagonal_bias",
     "diagonal_score_mod",
     "expected_stay_prob",

@@ -25,12 +25,16 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from speechattn.functional.masks import check_lengths, lengths_to_valid_mask
+from speechattn import kernels
+from speechattn.functional.masks import (
+    check_lengths,
+    check_nonempty_batch,
+    lengths_to_valid_mask,
+)
 
 __all__ = [
     "AlignmentPath",
@@ -46,12 +50,14 @@ _NEG = -1e30  # "log 0" that stays finite in float32 and float64
 
 
 class AlignmentPath(NamedTuple):
-    """A hard monotonic alignment.
+    """A hard monotonic alignment (also exported as ``MonotonicPath``).
 
     Attributes:
-        path: float ``(B, U, T)``, one-hot over tokens for every valid frame, zero elsewhere.
-        durations: int64 ``(B, U)``, frames per token; valid tokens get ``>= 1`` and each row sums to
-            ``mel_lengths[b]``; padded tokens get 0.
+        path: float ``(B, U, T)`` (or ``(B, H, U, T)`` from
+            :func:`~speechattn.functional.monotonic_viterbi`), one-hot over tokens for every valid
+            frame, zero at padded tokens and frames; the input's dtype, no grad.
+        durations: int64 ``(B, U)`` (or ``(B, H, U)``), frames per token; valid tokens get
+            ``>= 1`` and each row sums to ``mel_lengths[b]``; padded tokens get 0.
     """
 
     path: Tensor
@@ -126,8 +132,13 @@ def forward_sum_loss(
     Returns:
         Scalar loss, differentiable w.r.t. ``log_attn`` (float32 or float64; lower precisions computed
         in float32). Infinite per-item losses (impossible paths) are zeroed (``zero_infinity``).
+
+    Raises:
+        ValueError: an empty batch (``B = 0``), lengths out of range or ``mel_lengths <
+            text_lengths``.
     """
     b, u, t = _check_scores(log_attn, "log_attn")
+    check_nonempty_batch(log_attn, "log_attn", where="forward_sum_loss")
     tl, ml = _check_pair(text_lengths, mel_lengths, b, u, t, log_attn.device)
     x = log_attn if log_attn.dtype in (torch.float32, torch.float64) else log_attn.float()
     frame_valid = lengths_to_valid_mask(ml, t).unsqueeze(1)
@@ -152,54 +163,6 @@ def forward_sum_loss(
 # --------------------------------------------------------------------------------------------------
 # Monotonic alignment search (MAS)
 # --------------------------------------------------------------------------------------------------
-
-_NUMBA_MAS = None
-
-
-def _get_numba_mas():  # type: ignore[no-untyped-def]
-    global _NUMBA_MAS
-    if _NUMBA_MAS is not None:
-        return _NUMBA_MAS
-    import numba
-
-    @numba.njit(cache=True, nogil=True)
-    def _mas_one(
-        value: np.ndarray, stay: np.ndarray, move: np.ndarray, out: np.ndarray, tu: int, tt: int
-    ) -> None:
-        # value (U, T) log emission; stay/move (U, T) log transition scores into frame t.
-        neg = -1e30
-        acc = np.full((tu, tt), neg)
-        acc[0, 0] = value[0, 0]
-        for t in range(1, tt):
-            lo = max(0, tu - (tt - t))
-            hi = min(tu - 1, t)
-            for u in range(lo, hi + 1):
-                s = acc[u, t - 1] + stay[u, t]
-                m = acc[u - 1, t - 1] + move[u - 1, t] if u > 0 else neg
-                acc[u, t] = (s if s >= m else m) + value[u, t]
-        u = tu - 1
-        for t in range(tt - 1, -1, -1):
-            out[u, t] = 1.0
-            if t > 0 and u > 0:
-                s = acc[u, t - 1] + stay[u, t]
-                m = acc[u - 1, t - 1] + move[u - 1, t]
-                if m > s or u == t:
-                    u -= 1
-
-    @numba.njit(cache=True, nogil=True)
-    def _mas_batch(
-        value: np.ndarray,
-        stay: np.ndarray,
-        move: np.ndarray,
-        out: np.ndarray,
-        tl: np.ndarray,
-        ml: np.ndarray,
-    ) -> None:
-        for i in range(value.shape[0]):
-            _mas_one(value[i], stay[i], move[i], out[i], tl[i], ml[i])
-
-    _NUMBA_MAS = _mas_batch
-    return _NUMBA_MAS
 
 
 def _viterbi_torch(value: Tensor, stay: Tensor, move: Tensor, tl: Tensor, ml: Tensor) -> Tensor:
@@ -236,6 +199,20 @@ def _viterbi_torch(value: Tensor, stay: Tensor, move: Tensor, tl: Tensor, ml: Te
         step = step | (live & (cur == j) & (cur > 0))
         cur = cur - step.long()
     return path
+
+
+def _viterbi(
+    value: Tensor, stay: Tensor, move: Tensor, tl: Tensor, ml: Tensor, name: str
+) -> Tensor:
+    """The one monotonic Viterbi: float64 ``(N, U, T)`` sanitised scores -> float64 one-hot path.
+
+    ``name`` is a resolved ``"viterbi"`` implementation (``"torch"``: :func:`_viterbi_torch`,
+    the spec; else a kernel from :mod:`speechattn.kernels`).
+    """
+    if name == "torch":
+        return _viterbi_torch(value, stay, move, tl, ml)
+    path = kernels.load("viterbi", name).viterbi(value, stay, move, tl, ml)
+    return path.to(value.device)
 
 
 def _prep_transitions(
@@ -282,8 +259,7 @@ def monotonic_hmm_viterbi(
     b, u, t = _check_scores(log_emission, "log_emission")
     tl, ml = _check_pair(text_lengths, mel_lengths, b, u, t, log_emission.device)
     stay, move = _prep_transitions(log_stay, log_move, log_emission)
-    if impl not in ("auto", "numba", "torch"):
-        raise ValueError(f"Expected impl in ('auto', 'numba', 'torch'); found {impl!r}.")
+    name = kernels.resolve("viterbi", impl, log_emission.device.type)
     with torch.no_grad():
         valid = lengths_to_valid_mask(tl, u).unsqueeze(-1) & lengths_to_valid_mask(ml, t).unsqueeze(
             1
@@ -292,27 +268,7 @@ def monotonic_hmm_viterbi(
         v = torch.where(valid, log_emission.detach().double(), zero)
         s = torch.where(valid, stay.detach().double(), zero)
         m = torch.where(valid, move.detach().double(), zero)
-        use_numba = impl == "numba" or (impl == "auto" and log_emission.device.type == "cpu")
-        if use_numba:
-            try:
-                fn = _get_numba_mas()
-            except ImportError:
-                if impl == "numba":
-                    raise
-                use_numba = False
-        if use_numba:
-            out = np.zeros((b, u, t), dtype=np.float64)
-            fn(
-                np.ascontiguousarray(v.cpu().numpy()),
-                np.ascontiguousarray(s.cpu().numpy()),
-                np.ascontiguousarray(m.cpu().numpy()),
-                out,
-                tl.cpu().numpy(),
-                ml.cpu().numpy(),
-            )
-            path = torch.from_numpy(out).to(device=log_emission.device)
-        else:
-            path = _viterbi_torch(v, s, m, tl, ml)
+        path = _viterbi(v, s, m, tl, ml, name)
         durations = path.sum(-1).round().to(torch.int64)
         return AlignmentPath(path.to(log_emission.dtype), durations)
 
@@ -340,99 +296,6 @@ def monotonic_alignment_search(
         :class:`AlignmentPath` (not differentiable).
     """
     return monotonic_hmm_viterbi(log_attn, None, None, text_lengths, mel_lengths, impl=impl)
-
-
-_NUMBA_HMM = None
-
-
-def _get_numba_hmm():  # type: ignore[no-untyped-def]
-    global _NUMBA_HMM
-    if _NUMBA_HMM is not None:
-        return _NUMBA_HMM
-    import numba
-
-    @numba.njit(cache=True, nogil=True)
-    def _lse(a: float, b: float) -> float:
-        if a < b:
-            a, b = b, a
-        if b <= -1e29:
-            return a
-        return a + np.log1p(np.exp(b - a))
-
-    @numba.njit(cache=True, nogil=True)
-    def _fb_one(emis, stay, move, ge, gs, gm, tu, tt):  # type: ignore[no-untyped-def]
-        neg = -1e30
-        alpha = np.full((tu, tt), neg)
-        beta = np.full((tu, tt), neg)
-        alpha[0, 0] = emis[0, 0]
-        for t in range(1, tt):
-            for u in range(min(tu, t + 1)):
-                a = alpha[u, t - 1] + stay[u, t]
-                if u > 0:
-                    a = _lse(a, alpha[u - 1, t - 1] + move[u - 1, t])
-                alpha[u, t] = max(a + emis[u, t], neg)
-        ll = alpha[tu - 1, tt - 1]
-        beta[tu - 1, tt - 1] = 0.0
-        for t in range(tt - 2, -1, -1):
-            for u in range(tu):
-                b = beta[u, t + 1] + stay[u, t + 1] + emis[u, t + 1]
-                if u + 1 < tu:
-                    b = _lse(b, beta[u + 1, t + 1] + move[u, t + 1] + emis[u + 1, t + 1])
-                beta[u, t] = max(b, neg)
-        if ll <= -1e29:
-            return ll
-        for t in range(tt):
-            for u in range(tu):
-                ge[u, t] = np.exp(min(alpha[u, t] + beta[u, t] - ll, 0.0))
-                if t > 0:
-                    gs[u, t] = np.exp(
-                        min(alpha[u, t - 1] + stay[u, t] + emis[u, t] + beta[u, t] - ll, 0.0)
-                    )
-                    if u + 1 < tu:
-                        gm[u, t] = np.exp(
-                            min(
-                                alpha[u, t - 1] + move[u, t] + emis[u + 1, t] + beta[u + 1, t] - ll,
-                                0.0,
-                            )
-                        )
-        return ll
-
-    @numba.njit(cache=True, nogil=True)
-    def _fb_batch(emis, stay, move, tl, ml, ge, gs, gm, out):  # type: ignore[no-untyped-def]
-        for i in range(emis.shape[0]):
-            out[i] = _fb_one(emis[i], stay[i], move[i], ge[i], gs[i], gm[i], tl[i], ml[i])
-
-    _NUMBA_HMM = _fb_batch
-    return _NUMBA_HMM
-
-
-class _HMMForwardBackward(torch.autograd.Function):
-    """Monotonic-HMM log-likelihood with a compiled forward-backward (gradients = posteriors)."""
-
-    @staticmethod
-    def forward(ctx, emis: Tensor, stay: Tensor, move: Tensor, tl: Tensor, ml: Tensor) -> Tensor:  # type: ignore[override]
-        fn = _get_numba_hmm()
-        e = np.ascontiguousarray(emis.detach().cpu().double().numpy())
-        s = np.ascontiguousarray(stay.detach().cpu().double().numpy())
-        m = np.ascontiguousarray(move.detach().cpu().double().numpy())
-        ge = np.zeros_like(e)
-        gs = np.zeros_like(e)
-        gm = np.zeros_like(e)
-        out = np.zeros(e.shape[0])
-        fn(e, s, m, tl.cpu().numpy(), ml.cpu().numpy(), ge, gs, gm, out)
-        dev, dt = emis.device, emis.dtype
-        ctx.save_for_backward(
-            torch.from_numpy(ge).to(dev, dt),
-            torch.from_numpy(gs).to(dev, dt),
-            torch.from_numpy(gm).to(dev, dt),
-        )
-        return torch.from_numpy(out).to(dev, dt)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        ge, gs, gm = ctx.saved_tensors
-        g = grad.view(-1, 1, 1)
-        return g * ge, g * gs, g * gm, None, None
 
 
 def monotonic_hmm_log_likelihood(
@@ -467,16 +330,7 @@ def monotonic_hmm_log_likelihood(
     b, u, t = _check_scores(log_emission, "log_emission")
     tl, ml = _check_pair(text_lengths, mel_lengths, b, u, t, log_emission.device)
     stay, move = _prep_transitions(log_stay, log_move, log_emission)
-    if impl not in ("auto", "numba", "torch"):
-        raise ValueError(f"Expected impl in ('auto', 'numba', 'torch'); found {impl!r}.")
-    use_numba = impl == "numba" or (impl == "auto" and log_emission.device.type == "cpu")
-    if use_numba:
-        try:
-            _get_numba_hmm()
-        except ImportError:
-            if impl == "numba":
-                raise
-            use_numba = False
+    name = kernels.resolve("hmm_forward_backward", impl, log_emission.device.type)
     dev, dt = log_emission.device, log_emission.dtype
     tok_valid = lengths_to_valid_mask(tl, u).unsqueeze(-1)
     frame_valid = lengths_to_valid_mask(ml, t).unsqueeze(1)
@@ -488,8 +342,10 @@ def monotonic_hmm_log_likelihood(
     move = torch.where(frame_valid & tok_valid, move, zero)
     first = torch.full((b, u), _NEG, dtype=dt, device=dev)
     first[:, 0] = 0.0
-    if use_numba:
-        return _HMMForwardBackward.apply(emis, stay, move, tl, ml)
+    if name != "torch":
+        return kernels.load("hmm_forward_backward", name).hmm_log_likelihood(
+            emis, stay, move, tl, ml
+        )
     acc = first + emis[:, :, 0]
     result = torch.where(
         ml == 1,

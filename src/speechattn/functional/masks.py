@@ -9,7 +9,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["check_lengths", "lengths_to_valid_mask", "valid_mask_to_lengths"]
+__all__ = [
+    "check_lengths",
+    "check_nonempty_batch",
+    "lengths_to_valid_mask",
+    "valid_mask_to_lengths",
+]
 
 
 def check_lengths(
@@ -73,6 +78,27 @@ def check_lengths(
             f"found {name}[{idx}] = {int(lengths[idx])}."
         )
     return lengths.to(torch.int64)
+
+
+def check_nonempty_batch(x: Tensor, name: str, *, where: str) -> None:
+    """Raise a clear error for an empty batch (``x.shape[0] == 0``).
+
+    Many ops (reshapes with ``-1``, CTC, reductions) fail on ``B = 0`` with messages that do not
+    say what is wrong; callers check first.
+
+    Args:
+        x: the batched input (batch axis first).
+        name: the argument's name for the message.
+        where: the function or layer, for the message.
+
+    Raises:
+        ValueError: ``x`` has batch size 0.
+    """
+    if isinstance(x, Tensor) and x.dim() >= 1 and x.shape[0] == 0:
+        raise ValueError(
+            f"{where}: expected a batch of at least one item; found {name} of shape "
+            f"{tuple(x.shape)} (B = 0). Skip empty batches before calling."
+        )
 
 
 def lengths_to_valid_mask(lengths: Tensor, max_len: int) -> Tensor:

@@ -20,14 +20,15 @@ Masks: text/mel lengths are int64 ``(B,)``; tokens ``u >= text_lengths[b]`` and 
 
 from __future__ import annotations
 
-import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from speechattn import kernels
+from speechattn.functional.alignment import AlignmentPath, _viterbi
 from speechattn.functional.masks import check_lengths, lengths_to_valid_mask
-from speechattn.kernels import _auto_sma_kernel, get_sma_kernel
+from speechattn.kernels import get_sma_kernel
 
 __all__ = [
     "MonotonicPath",
@@ -44,18 +45,8 @@ _MASSES = ("drop", "preserve")
 _LOG_EPS = 1e-12
 
 
-class MonotonicPath(NamedTuple):
-    """A hard monotonic alignment.
-
-    Attributes:
-        path: ``(B, U, T)`` or ``(B, H, U, T)``, same dtype as the input probabilities: one-hot
-            over tokens at every valid frame, zero at padded tokens and frames.
-        durations: int64 ``(B, U)`` or ``(B, H, U)``: frames per token; every valid token gets
-            at least one frame and the valid tokens' durations sum to ``mel_lengths``.
-    """
-
-    path: Tensor
-    durations: Tensor
+MonotonicPath = AlignmentPath
+"""The hard monotonic path type; the same class as :class:`~speechattn.functional.AlignmentPath`."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -303,13 +294,8 @@ class _SMAFunction(torch.autograd.Function):
 
 
 def _resolve_impl(impl: Any, device: torch.device) -> tuple[str, Any, Any]:
-    if not isinstance(impl, str):
-        raise TypeError(
-            f"Expected impl to be a string ('auto', 'torch', 'numba', ...); found {impl!r}."
-        )
-    name = impl
+    name = kernels.resolve("sma", impl, device.type)
     if impl == "auto":
-        name = _auto_sma_kernel(device.type)
         if name != "torch":
             try:
                 kernel = get_sma_kernel(name)
@@ -485,7 +471,8 @@ def focus_rate(
     Each valid frame's attention over valid tokens is normalised to sum to 1, its maximum taken,
     and the maxima averaged over valid frames (Ren et al. 2019, FastSpeech, Sec. 3.3). A hard
     (one-hot) alignment scores 1.0; a uniform one ``1 / text_lengths``. Frames whose valid
-    attention sums to 0 (e.g. mass dropped past the last token) count as 0.
+    attention sums to 0 (e.g. mass dropped past the last token) count as 0; NaN at a valid
+    position makes the item's focus rate NaN (padding content is ignored).
 
     Args:
         attn: ``(B, U, T)`` or ``(B, H, U, T)`` non-negative attention (tokens x frames).
@@ -502,46 +489,13 @@ def focus_rate(
     cdtype = _compute_dtype(attn.dtype)
     a = torch.where(uv[:, :, None], a3.to(cdtype), torch.zeros((), dtype=cdtype, device=a3.device))
     col = a.sum(1)  # (N, T)
-    safe = torch.where(col > 0, col, torch.ones_like(col))
-    peak = torch.where(col > 0, a.amax(1) / safe, torch.zeros_like(col))
+    # Columns summing to exactly 0 count as 0; NaN (and inf) propagate, never silently 0.
+    empty = col == 0
+    safe = torch.where(empty, torch.ones_like(col), col)
+    peak = torch.where(empty, torch.zeros_like(col), a.amax(1) / safe)
     peak = torch.where(tv, peak, torch.zeros_like(peak))
     fr = peak.sum(-1) / ml.to(cdtype)
     return fr.reshape(attn.shape[:-2]).to(attn.dtype)
-
-
-def _torch_viterbi(lp: Tensor, l1p: Tensor, tl: Tensor, ml: Tensor) -> tuple[Tensor, Tensor]:
-    """Vectorised log-domain DP over frames; returns ``(path (N, U, T) bool, durations (N, U))``."""
-    N, U, T = lp.shape
-    dev = lp.device
-    uv, tv, _ = _masks(N, U, T, tl, ml, dev)
-    neg = torch.full((), -math.inf, dtype=lp.dtype, device=dev)
-    delta = torch.full((N, U), -math.inf, dtype=lp.dtype, device=dev)
-    delta[:, 0] = 0.0
-    adv_bp = torch.zeros((T, N, U), dtype=torch.bool, device=dev)  # True: came from u - 1
-    lp_tm = lp.permute(2, 0, 1)
-    l1p_tm = l1p.permute(2, 0, 1)
-    for t in range(1, T):
-        stay = delta + lp_tm[t]
-        adv = torch.full_like(delta, -math.inf)
-        adv[:, 1:] = (delta + l1p_tm[t])[:, :-1]
-        take = adv > stay
-        new = torch.where(take, adv, stay)
-        new = torch.where(uv, new, neg)
-        # Past the last valid frame the state is frozen (never read by the backtrack).
-        frozen = ~tv[:, t : t + 1]
-        delta = torch.where(frozen, delta, new)
-        adv_bp[t] = take & ~frozen
-    # Backtrack from (text_lengths - 1, mel_lengths - 1) with per-item state, no host sync.
-    cur = tl - 1
-    path = torch.zeros((T, N, U), dtype=torch.bool, device=dev)
-    rows = torch.arange(N, device=dev)
-    for t in range(T - 1, -1, -1):
-        active = tv[:, t]
-        path[t, rows, cur] = active
-        step = adv_bp[t, rows, cur] & active
-        cur = cur - step.to(cur.dtype)
-    path_nut = path.permute(1, 2, 0)
-    return path_nut, path_nut.sum(-1)
 
 
 def monotonic_viterbi(
@@ -550,14 +504,16 @@ def monotonic_viterbi(
     mel_lengths: Tensor | None = None,
     *,
     impl: str = "auto",
-) -> MonotonicPath:
+) -> AlignmentPath:
     """Most likely stepwise monotonic path under stay prob ``p`` / advance prob ``1 - p``.
 
     The path is on token 0 at frame 0; at each later frame ``t`` it stays on its token ``u``
     (log-score ``log p_t(u)``) or advances exactly one token (``log(1 - p_t(u))``), and it is
     forced to end on the last valid token at the last valid frame, so every valid token gets at
     least one frame. Log-probabilities are clamped at ``log(1e-12)``; ties prefer staying.
-    Computed in float64 (numba on CPU when installed, else a vectorised torch DP).
+    Computed in float64 by the one monotonic Viterbi of
+    :func:`~speechattn.functional.monotonic_hmm_viterbi` (no emissions, stay ``log p``, move
+    ``log(1 - p)``): numba on CPU when installed, else a vectorised torch DP.
 
     Args:
         p_choose: ``(B, U, T)`` or ``(B, H, U, T)`` stay probabilities in ``[0, 1]``.
@@ -566,7 +522,7 @@ def monotonic_viterbi(
         impl: ``"auto"`` (numba on CPU when installed, else torch), ``"torch"`` or ``"numba"``.
 
     Returns:
-        :class:`MonotonicPath` ``(path, durations)``: ``path`` one-hot over tokens per valid
+        :class:`AlignmentPath` (alias ``MonotonicPath``) ``(path, durations)``: ``path`` one-hot over tokens per valid
         frame (``p_choose``'s shape and dtype, zero elsewhere, no grad); ``durations`` int64
         ``(B, U)`` / ``(B, H, U)`` summing to ``mel_lengths``.
 
@@ -577,27 +533,26 @@ def monotonic_viterbi(
     p3, tl, ml = _prepare(
         p_choose, text_lengths, mel_lengths, name="p_choose", need_mel_ge_text=True
     )
-    if impl not in ("auto", "torch", "numba"):
-        raise ValueError(f"Expected impl in ('auto', 'torch', 'numba'); found {impl!r}.")
-    use = impl
-    if impl == "auto":
-        use = "numba" if p3.device.type == "cpu" and _auto_sma_kernel("cpu") == "numba" else "torch"
-    if use == "numba" and p3.device.type != "cpu":
-        raise ValueError(
-            f"impl='numba' runs on CPU tensors; found p_choose on {p3.device}. "
-            "Pass impl='auto' or impl='torch'."
-        )
+    name = kernels.resolve("viterbi", impl, p3.device.type)
     with torch.no_grad():
         pd = p3.detach().to(torch.float64)
         lp = torch.log(pd.clamp(min=_LOG_EPS))
         l1p = torch.log((1.0 - pd).clamp(min=_LOG_EPS))
-        if use == "numba":
-            from speechattn.kernels._numba_sma import viterbi as _nb_viterbi
-
-            path, dur = _nb_viterbi(lp.contiguous(), l1p.contiguous(), tl, ml)
-        else:
-            path, dur = _torch_viterbi(lp, l1p, tl, ml)
+        # The HMM Viterbi with no emissions, stay log p, move log(1 - p) (padding zeroed).
+        N, U, T = pd.shape
+        uv, tv, _ = _masks(N, U, T, tl, ml, pd.device)
+        valid = uv[:, :, None] & tv[:, None, :]
+        zero = torch.zeros((), dtype=torch.float64, device=pd.device)
+        path = _viterbi(
+            torch.zeros_like(pd),
+            torch.where(valid, lp, zero),
+            torch.where(valid, l1p, zero),
+            tl,
+            ml,
+            name,
+        )
+        dur = path.sum(-1).round()
     out_shape = p_choose.shape
-    return MonotonicPath(
+    return AlignmentPath(
         path.to(p_choose.dtype).reshape(out_shape), dur.to(torch.int64).reshape(out_shape[:-1])
     )

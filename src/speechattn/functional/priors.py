@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from speechattn.functional._varlen_attention import varlen_attention
+from speechattn import kernels
 from speechattn.functional.masks import check_lengths, lengths_to_valid_mask
 
 __all__ = [
@@ -928,7 +928,10 @@ def prior_attention(
         and torch.get_num_threads() == 1
         and h * tq * tk >= _VARLEN_MIN_SCORES
     ):
-        out = varlen_attention(query, key, value, bias, lq.tolist(), lk.tolist(), causal=causal)
+        engine = kernels.load("prior_attention", "varlen")  # speechattn.kernels._varlen_attention
+        out = engine.varlen_attention(
+            query, key, value, bias, lq.tolist(), lk.tolist(), causal=causal
+        )
         return PriorAttentionOutput(out, None)
 
     key_valid = lengths_to_valid_mask(lk, tk)  # (B, Tk)

@@ -1,6 +1,24 @@
-"""Optional fast paths, lazily imported, each with a pure-torch twin.
+"""Optional fast paths, lazily imported, each with a pure-torch twin: the one kernel registry.
 
-Nothing here compiles or imports a heavy backend at import time.
+Every compiled or tiled path of the package lives in this package and is reached through this
+registry; :mod:`speechattn.functional` holds the readable pure-torch specification of each
+mechanism (``impl="torch"``) and asks :func:`resolve` / :func:`load` for anything faster.
+Nothing here compiles or imports a heavy backend at import time: a kernel module is imported on
+first use, and numba compiles on the first call (or loads its on-disk cache, see :func:`warmup`).
+
+Ops and their implementations (``impl=`` values besides ``"auto"`` and ``"torch"``)::
+
+    sma                    numba (CPU), triton (CUDA)     functional.stepwise_monotonic_alignment
+    viterbi                numba (CPU)                    monotonic_alignment_search,
+                                                          monotonic_hmm_viterbi, monotonic_viterbi
+    hmm_forward_backward   numba (CPU)                    monotonic_hmm_log_likelihood
+    attentive_pool         numba (CPU), tiled (any)       attentive_pool_mean_std (ASTP, MHASTP,
+                                                          MQMHASTP)
+    head_attentive_stats   fused (any)                    head_attentive_statistics (ASP)
+    prior_attention        varlen (any)                   prior_attention (impl="varlen"; "torch"
+                                                          is its SDPA / explicit path)
+
+:func:`implementations` lists them with their availability (``speechattn info`` prints it).
 
 Stepwise monotonic alignment (SMA) kernels follow one contract (heads flattened into
 ``N = B * H``, contiguous float32/float64 tensors on one device)::
@@ -20,11 +38,22 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
-__all__ = ["SMAKernel", "available", "get_sma_kernel", "register_sma_kernel", "sma_kernel_names"]
+__all__ = [
+    "KernelSpec",
+    "SMAKernel",
+    "available",
+    "get_sma_kernel",
+    "implementations",
+    "load",
+    "register_sma_kernel",
+    "resolve",
+    "sma_kernel_names",
+    "warmup",
+]
 
 
 class SMAKernel(NamedTuple):
@@ -159,3 +188,285 @@ def _dist_version(dist: str) -> str:
         return version(dist)
     except Exception:  # pragma: no cover - broken metadata
         return "unknown"
+
+
+# ---------------------------------------------------------------------------------------------
+# The op registry (every op but SMA, whose kernels register themselves, see above)
+# ---------------------------------------------------------------------------------------------
+
+
+class KernelSpec(NamedTuple):
+    """One registered implementation of an op.
+
+    Attributes:
+        op: the op name (``"viterbi"``, ``"attentive_pool"``, ...).
+        name: the ``impl=`` string that selects it.
+        module: module imported on first use (it exposes the op's entry points).
+        devices: device types whose tensors it accepts.
+        requires: a package that must be importable, or None.
+        dtypes: floating dtypes it accepts (None: any).
+        summary: one line for ``speechattn info``.
+    """
+
+    op: str
+    name: str
+    module: str
+    devices: tuple[str, ...]
+    requires: str | None
+    dtypes: tuple[torch.dtype, ...] | None
+    summary: str
+
+
+_F32_64 = (torch.float32, torch.float64)
+_ANY_DEVICE = ("cpu", "cuda", "mps", "xpu")
+
+# op -> impl name -> spec; the order is the "auto" preference (first that serves the input).
+_OPS: dict[str, dict[str, KernelSpec]] = {
+    "viterbi": {
+        "numba": KernelSpec(
+            "viterbi",
+            "numba",
+            "speechattn.kernels._numba_align",
+            ("cpu",),
+            "numba",
+            None,
+            "compiled monotonic Viterbi in float64, items on torch's threads",
+        ),
+    },
+    "hmm_forward_backward": {
+        "numba": KernelSpec(
+            "hmm_forward_backward",
+            "numba",
+            "speechattn.kernels._numba_align",
+            ("cpu",),
+            "numba",
+            None,
+            "compiled forward-backward in float64, gradients = posteriors",
+        ),
+    },
+    "attentive_pool": {
+        "numba": KernelSpec(
+            "attentive_pool",
+            "numba",
+            "speechattn.kernels._tiled_pool",
+            ("cpu",),
+            "numba",
+            _F32_64,
+            "batch-tiled MLP + softmax in torch, statistics and their gradients in numba",
+        ),
+        "tiled": KernelSpec(
+            "attentive_pool",
+            "tiled",
+            "speechattn.kernels._tiled_pool",
+            _ANY_DEVICE,
+            None,
+            None,
+            "batch-tiled autograd engine, in-place torch ops into reused buffers",
+        ),
+    },
+    "prior_attention": {
+        "varlen": KernelSpec(
+            "prior_attention",
+            "varlen",
+            "speechattn.kernels._varlen_attention",
+            _ANY_DEVICE,
+            None,
+            _F32_64,
+            "per-item blocks of the valid region only, explicit softmax-attention backward",
+        ),
+    },
+    "head_attentive_stats": {
+        "fused": KernelSpec(
+            "head_attentive_stats",
+            "fused",
+            "speechattn.kernels._tiled_pool",
+            _ANY_DEVICE,
+            None,
+            None,
+            "query-by-query softmax + statistics with a recomputing backward",
+        ),
+    },
+}
+
+# Legacy spellings accepted by the functional API.
+_ALIASES: dict[tuple[str, str], str] = {("attentive_pool", "fused"): "tiled"}
+
+
+def _op_names() -> list[str]:
+    return ["sma", *_OPS]
+
+
+def _sma_specs() -> dict[str, KernelSpec]:
+    out: dict[str, KernelSpec] = {}
+    for name in sma_kernel_names():
+        lazy = _LAZY_SMA_KERNELS.get(name)
+        if lazy is not None:
+            module, devices, req = lazy
+        else:
+            module, devices, req = "", _SMA_KERNELS[name].devices, ""
+        summary = {
+            "numba": "compiled recurrence forward/backward, items on torch's threads",
+            "triton": "Triton recurrence forward/backward, torch custom ops",
+        }.get(name, "registered kernel")
+        out[name] = KernelSpec("sma", name, module, tuple(devices), req or None, None, summary)
+    return out
+
+
+def _specs(op: str) -> dict[str, KernelSpec]:
+    if op == "sma":
+        return _sma_specs()
+    if op not in _OPS:
+        raise ValueError(f"Unknown op {op!r}; expected one of {_op_names()}.")
+    return _OPS[op]
+
+
+def _why_not(spec: KernelSpec) -> str | None:
+    """None when ``spec`` can be loaded in this installation, else the reason."""
+    if spec.requires is not None and not _has(spec.requires):
+        return f"pip install {spec.requires}"
+    return None
+
+
+def resolve(
+    op: str, impl: object, device_type: str = "cpu", dtype: torch.dtype | None = None
+) -> str:
+    """The implementation name that ``impl`` selects for ``op`` on this input.
+
+    ``"auto"`` picks the first registered implementation that is installed and serves the
+    device type and dtype, else ``"torch"`` (the spec in :mod:`speechattn.functional`). A named
+    implementation is checked and returned as is.
+
+    Args:
+        op: ``"viterbi"``, ``"hmm_forward_backward"``, ``"attentive_pool"``,
+            ``"head_attentive_stats"`` or ``"sma"``.
+        impl: ``"auto"``, ``"torch"`` or an implementation name.
+        device_type: the input's device type (``"cpu"``, ``"cuda"``, ...).
+        dtype: the input's dtype, or None to skip the dtype check.
+
+    Raises:
+        TypeError: impl is not a string.
+        ValueError: unknown op or impl, its package missing, or it cannot take this input.
+    """
+    if not isinstance(impl, str):
+        raise TypeError(f"Expected impl to be a string ('auto', 'torch', ...); found {impl!r}.")
+    if op == "sma":
+        if impl == "auto":
+            return _auto_sma_kernel(device_type)
+        if impl != "torch" and impl not in sma_kernel_names():
+            raise ValueError(
+                f"Unknown SMA impl {impl!r}; expected 'auto', 'torch' or one of {sma_kernel_names()}."
+            )
+        return impl
+    specs = _specs(op)
+    impl = _ALIASES.get((op, impl), impl)
+    if impl == "torch":
+        return "torch"
+    if impl == "auto":
+        for cand in specs.values():
+            if (
+                _why_not(cand) is None
+                and device_type in cand.devices
+                and (dtype is None or cand.dtypes is None or dtype in cand.dtypes)
+            ):
+                return cand.name
+        return "torch"
+    spec = specs.get(impl)
+    if spec is None:
+        raise ValueError(
+            f"Unknown impl {impl!r} for {op}; expected 'auto', 'torch' or one of {sorted(specs)}."
+        )
+    reason = _why_not(spec)
+    if reason is not None:
+        raise ValueError(
+            f"impl={impl!r} for {op} needs the {spec.requires!r} package, which is not installed; "
+            f"{reason} or pass impl='auto' / impl='torch'."
+        )
+    if device_type not in spec.devices:
+        raise ValueError(
+            f"impl={impl!r} for {op} runs on {'/'.join(spec.devices)} tensors; found a {device_type} "
+            "tensor. Pass impl='auto' or impl='torch'."
+        )
+    if dtype is not None and spec.dtypes is not None and dtype not in spec.dtypes:
+        raise ValueError(
+            f"impl={impl!r} for {op} takes {'/'.join(str(d) for d in spec.dtypes)} tensors; found "
+            f"{dtype}. Pass impl='auto' or impl='torch'."
+        )
+    return impl
+
+
+def load(op: str, name: str) -> Any:
+    """Import and return the module that implements ``op`` as ``name`` (first use only imports).
+
+    For ``op="sma"`` the :class:`SMAKernel` is returned instead.
+    """
+    if op == "sma":
+        return get_sma_kernel(name)
+    spec = _specs(op).get(_ALIASES.get((op, name), name))
+    if spec is None:
+        raise ValueError(f"Unknown impl {name!r} for {op}; expected one of {sorted(_specs(op))}.")
+    return importlib.import_module(spec.module)
+
+
+def implementations() -> dict[str, dict[str, str]]:
+    """Every op with its implementations and whether this installation can use each.
+
+    Returns:
+        ``{op: {impl: "yes (<devices>; <summary>)" | "no (<reason>)"}}``; ``"torch"`` (the
+        pure-torch specification) is always available.
+    """
+    out: dict[str, dict[str, str]] = {}
+    for op in _op_names():
+        row = {"torch": "yes (any device; the pure-torch specification)"}
+        for name, spec in _specs(op).items():
+            reason = _why_not(spec)
+            where = "/".join(spec.devices) if spec.devices != _ANY_DEVICE else "any device"
+            row[name] = f"yes ({where}; {spec.summary})" if reason is None else f"no ({reason})"
+        out[op] = row
+    return out
+
+
+# Modules with numba kernels; each exposes warmup() that compiles (or loads) all of them.
+_NUMBA_MODULES = (
+    "speechattn.kernels._numba_sma",
+    "speechattn.kernels._numba_align",
+    "speechattn.kernels._numba_pool",
+)
+
+
+def warmup() -> dict[str, float]:
+    """Compile every numba kernel now (or load it from numba's on-disk cache).
+
+    Numba's cache (``cache=True``) lives next to the kernel modules when that folder is
+    writable, else in the user cache folder; ``NUMBA_CACHE_DIR`` overrides both. After one
+    warm-up, later processes load the machine code instead of compiling.
+
+    Returns:
+        ``{module: seconds}`` spent per kernel module; empty when numba is not installed.
+    """
+    import time
+
+    if not _has("numba"):
+        return {}
+    out: dict[str, float] = {}
+    for mod in _NUMBA_MODULES:
+        t0 = time.perf_counter()
+        module = importlib.import_module(mod)
+        warm = getattr(module, "warmup", None)
+        if warm is not None:
+            warm()
+        else:  # a module without its own warm-up: run its registered kernel on a tiny input
+            _warm_sma()
+        out[mod] = time.perf_counter() - t0
+    return out
+
+
+def _warm_sma() -> None:
+    kernel = get_sma_kernel("numba")
+    for dt in (torch.float32, torch.float64):
+        p = torch.full((1, 2, 3), 0.5, dtype=dt)
+        a0 = torch.zeros(1, 2, dtype=dt)
+        a0[0, 0] = 1.0
+        tl, ml = torch.tensor([2]), torch.tensor([3])
+        for preserve in (False, True):
+            alpha = kernel.forward(p, a0, tl, ml, preserve)
+            kernel.backward(torch.ones_like(alpha), p, alpha, a0, tl, ml, preserve)

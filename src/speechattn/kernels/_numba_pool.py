@@ -4,9 +4,9 @@ Used by the fused path of :func:`speechattn.functional.attentive_pool_mean_std`:
 the softmax stay in torch; these kernels replace the chains of torch elementwise passes that
 compute the attentive statistics from the softmax weights (forward) and the gradients of the
 statistics (backward), one pass per row of ``T`` frames held in L1 instead of 6-10 passes over
-multi-MiB tiles. The pure-torch twin is the same code path with ``impl="fused"``.
+multi-MiB tiles. The torch-ops twin is the same engine with ``impl="tiled"``; the spec is ``impl="torch"``.
 
-Layout (one folded batch tile, see :mod:`speechattn.functional.pooling`): ``alpha (H, Q, S, b, T)``
+Layout (one folded batch tile, see :mod:`speechattn.kernels._tiled_pool`): ``alpha (H, Q, S, b, T)``
 with ``S`` in ``{1, C}`` (``s(c) = c`` or ``0``), ``x (H, C, b, T)``, statistics ``(H, Q, C, b)``
 (any strides: a permuted view of the ``(B, H, Q, C)`` result is written in place).
 
@@ -17,7 +17,7 @@ Backward, with ``u = x - mean``, ``gm = dL/dmean``, ``gv = dL/dvar``:
 
 Serial ``njit(cache=True, nogil=True)`` functions: the first call per dtype compiles in a few
 seconds and the machine code is cached on disk; rows are split over ``torch.get_num_threads()``
-Python threads (channels when ``S = C``, heads when ``S = 1``, so no two threads write the same
+threads (the calling thread and a persistent pool) (channels when ``S = C``, heads when ``S = 1``, so no two threads write the same
 output). ``fastmath`` lets the reductions vectorise (the summation order differs from torch's
 by rounding only).
 """
@@ -32,7 +32,7 @@ import torch
 from numba import njit
 from torch import Tensor
 
-__all__ = ["stats_backward", "stats_forward"]
+__all__ = ["stats_backward", "stats_forward", "warmup"]
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -115,8 +115,22 @@ def _run(kernel: Any, alpha: Tensor, x: Tensor, arrays: list[np.ndarray]) -> Non
         else:
             kernel(a, xn, *arrays, zero, lo, hi, 0, chans)
 
-    with ThreadPoolExecutor(parts) as pool:
-        list(pool.map(work, range(parts)))
+    # the calling thread takes part 0 itself: one thread hand-off fewer per tile
+    futures = [_pool(parts - 1).submit(work, i) for i in range(1, parts)]
+    work(0)
+    for f in futures:
+        f.result()
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    """A persistent pool of n worker threads (no thread start-up per tile)."""
+    pool = _POOLS.get(n)
+    if pool is None:
+        pool = _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="speechattn-pool")
+    return pool
 
 
 def stats_forward(alpha: Tensor, x: Tensor, mean: Tensor, var: Tensor) -> None:
@@ -155,3 +169,17 @@ def stats_backward(
         x,
         [_np(mean), _np(g_mean), _np(g_var), _np(var), _np(grad_x), _np(grad_scores)],
     )
+
+
+def warmup() -> None:
+    """Compile (or load from numba's cache) both kernels for float32 and float64, S = 1 and C."""
+    for dt in (torch.float32, torch.float64):
+        for s in (1, 2):
+            alpha = torch.full((1, 1, s, 1, 3), 1.0 / 3.0, dtype=dt)
+            x = torch.ones(1, 2, 1, 3, dtype=dt)
+            mean = torch.zeros(1, 1, 2, 1, dtype=dt)
+            var = torch.zeros_like(mean)
+            stats_forward(alpha, x, mean, var)
+            stats_backward(
+                alpha, x, mean, mean, var, var, torch.zeros_like(x), torch.zeros_like(alpha)
+            )

@@ -281,6 +281,7 @@ class SpeechTransformerDecoderLayer(nn.Module):
         self.norm1 = nn.LayerNorm(embed_dim)
         self.norm2 = nn.LayerNorm(embed_dim)
         self.norm3 = nn.LayerNorm(embed_dim)
+        self.embed_dim = embed_dim
         self.drop = nn.Dropout(dropout)
         self.norm_first = norm_first
 
@@ -302,11 +303,7 @@ class SpeechTransformerDecoderLayer(nn.Module):
         need_weights: bool = False,
     ) -> DecoderLayerOutput:
         """Run the layer on token states ``x (B, U, d)`` attending to ``memory (B, T, d)``."""
-        for t, name in ((x, "x"), (memory, "memory")):
-            if not isinstance(t, Tensor) or t.dim() != 3:
-                raise ValueError(
-                    f"Expected {name} (B, T, d); found {getattr(t, 'shape', type(t))}."
-                )
+        _check_decoder_inputs(x, memory, "x", self.embed_dim)
         b = x.shape[0]
         lx = check_lengths(
             x_lengths, "x_lengths", batch=b, max_len=x.shape[1], device=x.device, allow_zero=True
@@ -335,6 +332,28 @@ class SpeechTransformerDecoderLayer(nn.Module):
         )
         x, _ = self._block(x, self.norm3, lambda h: (self.ffn(h), None))
         return DecoderLayerOutput(_zero_pad(x, lx), w_self, w_cross)
+
+
+def _check_memory(memory: Tensor, batch: int, embed_dim: int, against: str) -> None:
+    if not isinstance(memory, Tensor) or memory.dim() != 3:
+        raise ValueError(
+            f"Expected memory (B, T, d={embed_dim}) from the encoder; found "
+            f"{tuple(memory.shape) if isinstance(memory, Tensor) else type(memory).__name__}."
+        )
+    if memory.shape[0] != batch or memory.shape[2] != embed_dim:
+        raise ValueError(
+            f"Expected memory (B={batch}, T, d={embed_dim}) with the batch of {against}; found "
+            f"{tuple(memory.shape)}. Pass the encoder output of the same batch."
+        )
+
+
+def _check_decoder_inputs(x: Tensor, memory: Tensor, name: str, embed_dim: int) -> None:
+    if not isinstance(x, Tensor) or x.dim() != 3:
+        raise ValueError(
+            f"Expected {name} (B, U, d={embed_dim}); found "
+            f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}."
+        )
+    _check_memory(memory, x.shape[0], embed_dim, name)
 
 
 class EncoderOutput(NamedTuple):
@@ -463,6 +482,7 @@ class SpeechTransformerDecoder(nn.Module):
                 f"{(tokens.dtype, tuple(tokens.shape)) if isinstance(tokens, Tensor) else type(tokens).__name__}."
             )
         b, u = tokens.shape
+        _check_memory(memory, b, self.embed_dim, "tokens")
         lt = check_lengths(
             token_lengths,
             "token_lengths",

@@ -1,6 +1,7 @@
 """Attention with an additive bias over each item's valid region only (the "varlen" path).
 
-Private helper of :func:`speechattn.functional.prior_attention` (``impl="varlen"``). For a ragged
+Kernel of :func:`speechattn.functional.prior_attention` (``impl="varlen"``, reached through the
+:mod:`speechattn.kernels` registry as op ``prior_attention``). For a ragged
 batch, item ``b`` attends from its ``Lq[b]`` valid queries to its ``Lk[b]`` valid keys; padded
 rows, padded keys and the bias outside the valid ``(Lq[b], Lk[b])`` block are never read, so
 padding costs no arithmetic and its content (even NaN) cannot reach an output or a gradient.
