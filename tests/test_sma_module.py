@@ -506,3 +506,15 @@ def test_head_block_linear_backward_equals_dense() -> None:
         _HeadBlockLinear.apply(x, w, bias, 4), (x, w, bias), nan_grad.view(3, 7, 8)
     )
     assert torch.isnan(gx[0, 2]).all()
+
+
+def test_empty_batch_is_a_clear_error() -> None:
+    from speechattn.compat.keonlee import StepwiseMonotonicMultiheadAttention as KeonleeSMA
+
+    sma = StepwiseMonotonicMultiheadAttention(embed_dim=8, num_heads=2)
+    q, k = torch.zeros(0, 3, 8), torch.zeros(0, 5, 8)
+    with pytest.raises(ValueError, match="B = 0"):
+        sma(q, k, k)
+    ref = KeonleeSMA(8, 4, 4)
+    with pytest.raises(ValueError, match="B = 0"):
+        ref(q, k, k, torch.zeros(0, dtype=torch.long))

@@ -17,6 +17,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from speechattn.functional.masks import check_nonempty_batch
 from speechattn.functional.monotonic import stepwise_monotonic_alignment
 from speechattn.functional.monotonic_attention import select_heads
 
@@ -149,6 +150,7 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
                 raise ValueError(
                     f"Expected {name} of shape (batch, len, {d_model}); found {found}."
                 )
+        check_nonempty_batch(q, "q", where="StepwiseMonotonicMultiheadAttention (keonlee API)")
         b, u, t = q.shape[0], q.shape[1], k.shape[1]
         if k.shape[0] != b or v.shape[:2] != k.shape[:2]:
             raise ValueError(

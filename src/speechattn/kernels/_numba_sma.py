@@ -38,7 +38,7 @@ from torch import Tensor
 
 from speechattn.kernels import register_sma_kernel
 
-__all__ = ["backward", "forward", "in_unit_interval", "viterbi"]
+__all__ = ["backward", "forward", "in_unit_interval"]
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
@@ -218,34 +218,6 @@ def _backward_nb(G, p, alpha, alpha0, tl, ml, preserve, consts, gp, ga0, start, 
 
 
 @njit(cache=True, nogil=True)
-def _viterbi_nb(lp, l1p, tl, ml, path, dur, start, stop):  # type: ignore[no-untyped-def]
-    for n in range(start, stop):
-        L = tl[n]
-        M = ml[n]
-        delta = np.full((L, M), -np.inf)
-        adv = np.zeros((L, M), dtype=np.uint8)
-        # u = 0 can only stay.
-        delta[0, 0] = 0.0
-        for t in range(1, M):
-            delta[0, t] = delta[0, t - 1] + lp[n, 0, t]
-        for u in range(1, L):
-            for t in range(1, M):
-                s = delta[u, t - 1] + lp[n, u, t]
-                a = delta[u - 1, t - 1] + l1p[n, u - 1, t]
-                if a > s:
-                    delta[u, t] = a
-                    adv[u, t] = 1
-                else:
-                    delta[u, t] = s
-        u = L - 1
-        for t in range(M - 1, -1, -1):
-            path[n, u, t] = True
-            dur[n, u] += 1
-            if t > 0 and adv[u, t] == 1:
-                u -= 1
-
-
-@njit(cache=True, nogil=True)
 def _bits_range_nb(bits, tl, ml, out, start, stop):  # type: ignore[no-untyped-def]
     # Integer min/max of the IEEE bit patterns over each item's valid block (vectorises; no
     # floating-point NaN semantics needed): non-negative floats order like their bit patterns,
@@ -394,23 +366,6 @@ def in_unit_interval(p: Tensor, text_lengths: Tensor, mel_lengths: Tensor) -> bo
     args = (bits.numpy(), _np(text_lengths.to(torch.int64)), _np(mel_lengths.to(torch.int64)), out)
     _run(_bits_range_nb, args, N, p.numel())
     return bool(out[:, 0].min() >= 0 and out[:, 1].max() <= one)
-
-
-def viterbi(lp: Tensor, l1p: Tensor, tl: Tensor, ml: Tensor) -> tuple[Tensor, Tensor]:
-    """Forced-end monotonic Viterbi on float64 log-probs ``(N, U, T)``: ``(path bool, durations)``."""
-    N, U, T = lp.shape
-    path = torch.zeros((N, U, T), dtype=torch.bool)
-    dur = torch.zeros((N, U), dtype=torch.int64)
-    args = (
-        _np(lp.to(torch.float64)),
-        _np(l1p.to(torch.float64)),
-        _np(tl.to(torch.int64)),
-        _np(ml.to(torch.int64)),
-        path.numpy(),
-        dur.numpy(),
-    )
-    _run(_viterbi_nb, args, N, lp.numel())
-    return path, dur
 
 
 register_sma_kernel("numba", forward, backward, devices=("cpu",))

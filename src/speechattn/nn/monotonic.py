@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from speechattn.functional.masks import check_lengths, lengths_to_valid_mask
+from speechattn.functional.masks import check_lengths, check_nonempty_batch, lengths_to_valid_mask
 from speechattn.functional.monotonic_attention import (
     expected_stay_prob,
     stepwise_monotonic_attention,
@@ -281,6 +281,7 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
 
     def _check_qk(self, query: Tensor, key: Tensor) -> int:
         self._check("query", query, self.embed_dim, None)
+        check_nonempty_batch(query, "query", where=type(self).__name__)
         b = query.shape[0]
         self._check("key", key, self.kdim, b)
         return b
