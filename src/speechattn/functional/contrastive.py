@@ -3,7 +3,7 @@
 Shape legend: ``b`` batch, ``l`` positions (the text encoder's sequence length, e.g. 77 for CLIP),
 ``d`` embedding width, ``w`` distributed world size.
 
-The sequence-level loss is the one of seed 004 (audio -> CLIP text states for Stable Diffusion):
+The sequence-level loss is the one of the Wav2Vec2-BERT -> CLIP fine-tuning recipe (audio -> CLIP text states for Stable Diffusion):
 position ``l`` of audio item ``i`` is scored against position ``l`` of every text item ``j`` by
 cosine similarity over ``temperature``, and a cross-entropy over ``j`` picks the matching item. The
 seed computed it by broadcasting to a ``B x B x L x D`` tensor; here both sides are normalised once and
@@ -323,7 +323,7 @@ def sequence_contrastive_loss(
 
     For every position ``l`` and audio item ``i``, the logits over text items ``j`` are
     ``cos(audio[i, l], text[j, l]) / temperature`` and the target is ``j = i``; the loss is the
-    cross-entropy averaged over valid ``(i, l)``. With the defaults this equals seed 004's::
+    cross-entropy averaged over valid ``(i, l)``. With the defaults this equals the original recipe's::
 
         cos = torch.cosine_similarity(audio.unsqueeze(1), text.unsqueeze(0), dim=-1) / 0.15
         labels = torch.arange(B).unsqueeze(1).repeat(1, L)

@@ -11,7 +11,7 @@ frames) is close to diagonal. This module gives the standard ways of telling a m
 * :func:`diagonal_score_mod` — the same bias as a ``score_mod`` for
   :func:`torch.nn.attention.flex_attention.flex_attention`.
 * :func:`post_softmax_penalty_attention` and :func:`seed_attention_penalty` — the post-softmax
-  variant from the tfsr code (seed 001), reproduced for people porting it, with its defects stated.
+  variant from the tfsr Speech-Transformer code, reproduced for people porting it, with its defects stated.
 * :func:`guided_attention_loss` — Tachibana et al. (2017) / ESPnet ``GuidedAttentionLoss``.
 * :func:`beta_binomial_prior` / :func:`beta_binomial_bias` — the RAD-TTS / NeMo beta-binomial
   alignment prior ``(B, T_mel, U)``, each valid row a proper distribution, and its log as a bias.
@@ -231,7 +231,7 @@ def diagonal_bias(
     and the bias is ``-scale * slope[h] * penalty(d)`` with
 
     * ``kind="linear"``: ``penalty = max(0, |d| - width)`` (the paper's "larger penalty for
-      more distant position pairs"; ``width`` is a penalty-free band. The tfsr seed's loop-built
+      more distant position pairs"; ``width`` is a penalty-free band. The tfsr code's loop-built
       matrix with ``attention_penalty_width=w`` equals ``distance="absolute", width=w - 1``);
     * ``kind="gaussian"``: ``penalty = d**2 / (2 * sigma**2)`` (log of a Gaussian around the
       diagonal, the additive form of guided attention);
@@ -394,7 +394,7 @@ def diagonal_score_mod(
 
 
 # --------------------------------------------------------------------------------------------
-# the seed's post-softmax variant
+# tfsr's post-softmax variant
 # --------------------------------------------------------------------------------------------
 
 
@@ -408,7 +408,7 @@ def seed_attention_penalty(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """The tfsr seed's ``create_attention_penalty`` matrix, vectorised: ``-max(0, |i - j| - w + 1)``.
+    """The tfsr code's ``create_attention_penalty`` matrix, vectorised: ``-max(0, |i - j| - w + 1)``.
 
     The seed accumulates ``band_part(ones, n, n) - 1`` for ``n`` in ``[w - 1, L - 2]``; entry
     ``(i, j)`` collects ``-1`` for every ``n < |i - j|``, i.e. ``-max(0, |i - j| - (w - 1))``.
@@ -442,7 +442,7 @@ def post_softmax_penalty_attention(
     scale: float,
     key_valid_mask: Tensor | None = None,
 ) -> Tensor:
-    """The seed's post-softmax penalty, reproduced exactly (tfsr ``scaled_dot_product_attention``).
+    """The tfsr code's post-softmax penalty, reproduced exactly (tfsr ``scaled_dot_product_attention``).
 
     Steps, as in the seed: ``w = softmax(scores - 1e9 * pad)``; ``w += scale * penalty``;
     ``w += |min(w)|`` (minimum over the *whole batch*); ``w /= w.sum(-1)``.
@@ -453,13 +453,13 @@ def post_softmax_penalty_attention(
       after renormalisation padded keys carry non-zero weight, so padding content leaks into the
       output.
     * **Outputs depend on the rest of the batch.** The minimum is taken over all items, heads and
-      rows (and the seed's penalty is sized by the batch's longest item): adding a longer or
+      rows (and the tfsr penalty is sized by the batch's longest item): adding a longer or
       different item to the batch changes every other item's weights.
     * **Not a reweighting.** An additive term after the softmax is not equivalent to any logit
       bias; with a large ``scale`` the shifted penalty dominates and the weights stop depending on
       the content. The principled form of a post-softmax factor is multiplicative, and
       ``softmax(z) * f`` renormalised equals ``softmax(z + log f)``: a logit bias.
-    * **Corner-anchored for non-square.** The seed's band matrix is anchored at ``(0, 0)``; for
+    * **Corner-anchored for non-square.** The tfsr band matrix is anchored at ``(0, 0)``; for
       encoder-decoder attention (``Tq != Tk``) its "diagonal" is not the alignment's diagonal.
     * **Slow.** The penalty is rebuilt by a Python loop over band widths each step, held per head,
       and the explicit weights defeat fused attention kernels.
@@ -467,8 +467,8 @@ def post_softmax_penalty_attention(
     Args:
         scores: scaled logits ``(B, H, Tq, Tk)`` (``q @ k^T / sqrt(d)``).
         penalty: ``(B or 1, H or 1, Tq, Tk)`` values ``<= 0`` (see :func:`seed_attention_penalty`).
-        scale: the seed's ``att_penalty_scale``; ``<= 0`` skips the penalty as the seed does.
-        key_valid_mask: optional bool ``(B, Tk)``, True = keep (the seed's mask has 1 = pad).
+        scale: tfsr's ``att_penalty_scale``; ``<= 0`` skips the penalty as tfsr does.
+        key_valid_mask: optional bool ``(B, Tk)``, True = keep (tfsr's mask has 1 = pad).
 
     Returns:
         Weights ``(B, H, Tq, Tk)``, rows summing to 1 (over *all* keys, padded ones included).

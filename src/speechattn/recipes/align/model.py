@@ -20,7 +20,7 @@ what they are trained on. None sees alignment labels.
 * ``kind="mha"`` -- plain multi-head attention (softmax, no monotonicity; the keonlee reference's
   ``is_tunable=False``): mel frames attend over tokens and the context must reconstruct the mel frame
   (L1); durations by MAS on the log attention of the head with the best focus rate.
-  ``mha_prior`` adds a log-prior to its attention logits (issue 6): ``"none"`` (default, the plain
+  ``mha_prior`` adds a log-prior to its attention logits: ``"none"`` (default, the plain
   baseline), ``"diagonal"`` (:class:`~speechattn.functional.priors.DiagonalPrior`, the
   Speech-Transformer linear penalty ``-mha_prior_scale * |t / T - u / U|`` on each item's own
   diagonal) or ``"beta-binomial"`` (:class:`~speechattn.functional.priors.BetaBinomialPrior`,
