@@ -120,12 +120,15 @@ def _summarize(werr: list[np.ndarray], perr: list[np.ndarray]) -> dict[str, Any]
     out: dict[str, Any] = {"word_utts": len(werr), "phone_utts": len(perr)}
     for key, errs in (("word", werr), ("phone", perr)):
         if errs:
-            e = np.abs(np.concatenate(errs))
+            signed = np.concatenate(errs)
+            e = np.abs(signed)
             out[f"{key}_mean_abs_ms"] = float(e.mean())
             out[f"{key}_within_20ms"] = float(np.mean(e <= 20.0) * 100)
+            out[f"{key}_mean_signed_ms"] = float(signed.mean())
         else:
             out[f"{key}_mean_abs_ms"] = None
             out[f"{key}_within_20ms"] = None
+            out[f"{key}_mean_signed_ms"] = None
     return out
 
 
@@ -234,8 +237,9 @@ def _fmt(v: Any, f: str = "{:.1f}") -> str:
 def markdown(records: list[dict[str, Any]], conditions: list[str], rows: list[str]) -> str:
     lines = [
         "| engine | condition | aligner | word mean abs (ms) | word ≤20 ms (%) | "
-        "phone ≤20 ms (%) | phone mean abs (ms) | utts (words / phones scored) | failed | s |",
-        "|---|---|---|---:|---:|---:|---:|---|---:|---:|",
+        "word mean signed (ms) | phone ≤20 ms (%) | phone mean abs (ms) | "
+        "utts (words / phones scored) | failed | s |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     order = {c: i for i, c in enumerate(conditions)}
     rorder = {r: i for i, r in enumerate(rows)}
@@ -245,7 +249,7 @@ def markdown(records: list[dict[str, Any]], conditions: list[str], rows: list[st
         lines.append(
             f"| {r['engine_label']} | {r['condition']} | {ROW_NAMES[r['row']]} | "
             f"{_fmt(r['word_mean_abs_ms'])} | {_fmt(r['word_within_20ms'])} | "
-            f"{_fmt(r['phone_within_20ms'])} | {_fmt(r['phone_mean_abs_ms'])} | "
+            f"{_fmt(r.get('word_mean_signed_ms'), '{:+.1f}')} | {_fmt(r['phone_within_20ms'])} | {_fmt(r['phone_mean_abs_ms'])} | "
             f"{r['utterances']} ({r['word_utts']} / {r['phone_utts']}) | {r['failed']} | "
             f"{r['seconds']:.0f} |"
         )
@@ -267,13 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="adaptation/training seed")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep the synthesized sets in --out")
-    ap.add_argument("--quick", action="store_true", help="espeak, 6 utterances, clean, tiny steps")
+    ap.add_argument("--quick", action="store_true", help="espeak, 4 utterances, clean, tiny steps")
     args = ap.parse_args(argv)
     if args.quick:
-        args.engines, args.utterances, args.voices = "espeak", 6, 2
+        args.engines, args.utterances, args.voices = "espeak", 4, 2
         args.conditions = "clean"
-        args.adapt_steps = args.adapt_steps or 3
-        args.fs_steps = 3
+        args.adapt_steps = args.adapt_steps or 2
+        args.fs_steps = 2
     engines = [e for e in args.engines.split(",") if e]
     conditions = [c for c in args.conditions.split(",") if c]
     rows = [r for r in args.rows.split(",") if r]

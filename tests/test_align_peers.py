@@ -117,3 +117,59 @@ def test_eval_leaves_out_pico_when_pocketsphinx_is_a_row(tmp_path: Path) -> None
     data = json.loads((tmp_path / "results.json").read_text())
     assert not data["results"]
     assert any("pico left out" in n for n in data["notes"])
+
+
+@pytest.fixture(scope="module")
+def small_items(tmp_path_factory: pytest.TempPathFactory):
+    from speechattn.data.corpus import load_corpus
+    from speechattn.data.synth import synth_corpus
+    from speechattn.recipes.align.data import build_items
+    from speechattn.recipes.align.pipeline import corpus_voice, load_aligner
+
+    out = tmp_path_factory.mktemp("peers_corpus")
+    man = synth_corpus(out, utterances=3, speakers=2, seed=5, workers=0, progress=False)
+    utts = load_corpus(man)
+    _, symbols, feats, _ = load_aligner(None)
+    items = build_items(utts, symbols, feats, voice=corpus_voice)
+    return utts, items, feats
+
+
+def test_pocketsphinx_metrics_and_demo_word_table(small_items, monkeypatch, tmp_path) -> None:
+    _needs_pocketsphinx()
+    from speechattn.recipes.align import peers, pipeline
+    from speechattn.recipes.align.evaluate import align_items
+    from speechattn.recipes.align.report import write_report
+
+    utts, items, feats = small_items
+    paths = {str(u.id): u.audio_path for u in utts}
+    m = peers.pocketsphinx_metrics(items, paths)
+    # pocketsphinx may find no alignment for a fast utterance: counted, never scored.
+    assert m.utterances == 3 and m.failures < 3
+    assert m.extra["word_utterances"] == 3 - m.failures
+    assert m.word_mean_abs_ms is not None and m.word_within_20ms is not None
+    uni = align_items("uniform", items, feats)
+    results = {"held-out utterances": {"uniform": uni}, "held-out voices": {"uniform": uni}}
+    splits = {"held-out utterances": items, "held-out voices": items}
+    table, notes = pipeline._word_table(results, splits, utts, lambda *a: None)
+    row = table["held-out voices"][peers.POCKETSPHINX_ROW]
+    assert row.word_mean_abs_ms == pytest.approx(m.word_mean_abs_ms)
+    assert row.word_mean_abs_ms < table["held-out voices"]["uniform"].word_mean_abs_ms
+    assert any("training target" in n for n in notes)
+    report = write_report(
+        tmp_path,
+        table=table,
+        examples={},
+        histories={},
+        config=feats,
+        summary={},
+        word_table=table,
+        word_notes=notes,
+    )
+    assert "Word boundaries" in report.read_text() and "pocketsphinx" in report.read_text()
+    saved = json.loads((tmp_path / "metrics.json").read_text())["word_boundaries"]
+    assert peers.POCKETSPHINX_ROW in saved["held-out voices"]
+    # Without pocketsphinx the row says how to install it.
+    monkeypatch.setattr(peers, "pocketsphinx_available", lambda: False)
+    table, _ = pipeline._word_table(results, splits, utts, lambda *a: None)
+    names = list(table["held-out voices"])
+    assert "pocketsphinx: not installed (pip install speechattn[peers])" in names
