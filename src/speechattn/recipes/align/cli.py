@@ -45,7 +45,7 @@ _PRIORS = ("none", "diagonal", "beta-binomial")
 
 def _demo(args: argparse.Namespace) -> int:
     from speechattn.recipes.align.pipeline import DemoConfig, run_demo
-    from speechattn.recipes.align.report import metrics_table_text
+    from speechattn.recipes.align.report import WORD_COLUMNS, metrics_table_text
 
     cfg = DemoConfig.quick() if args.quick else DemoConfig()
     fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
@@ -73,6 +73,9 @@ def _demo(args: argparse.Namespace) -> int:
     )
     print()
     print(metrics_table_text(res["table"]))
+    print()
+    print("Word boundaries (each word's start and end; pauses not scored):")
+    print(metrics_table_text(res["word_table"], WORD_COLUMNS))
     print()
     for k, v in res["summary"].items():
         print(f"{k}: {v}")

@@ -57,6 +57,8 @@ class Metrics:
     phone_mean_abs_ms: float | None = None
     phone_mean_signed_ms: float | None = None
     word_within_40ms: float | None = None
+    word_within_20ms: float | None = None
+    word_mean_abs_ms: float | None = None
     focus_rate: float | None = None
     failures: int = 0
     extra: dict = field(default_factory=dict)
@@ -184,7 +186,12 @@ def _boundaries(intervals: Sequence[Any]) -> np.ndarray:
 
 
 def score(results: Sequence[AlignmentResult]) -> Metrics:
-    """Boundary metrics over utterances that have ground truth (phone starts and ends both count)."""
+    """Boundary metrics over utterances that have ground truth (phone starts and ends both count).
+
+    Word boundaries: each word's start and end (pauses are gaps between words, not scored), over
+    the utterances whose ground truth has as many words as the alignment
+    (``extra["word_utterances"]`` of them).
+    """
     perr: list[np.ndarray] = []
     werr: list[np.ndarray] = []
     focus = [r.focus for r in results if not np.isnan(r.focus)]
@@ -207,6 +214,9 @@ def score(results: Sequence[AlignmentResult]) -> Metrics:
     if werr:
         e = np.concatenate(werr) * 1000.0
         m.word_within_40ms = float(np.mean(np.abs(e) <= 40.0) * 100)
+        m.word_within_20ms = float(np.mean(np.abs(e) <= 20.0) * 100)
+        m.word_mean_abs_ms = float(np.mean(np.abs(e)))
+        m.extra["word_utterances"] = len(werr)
     if focus:
         m.focus_rate = float(np.mean(focus))
     return m

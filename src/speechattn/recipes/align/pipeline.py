@@ -398,7 +398,10 @@ def run_demo(
             f"The SMA aligner did not beat the best baseline on held-out utterances in this run; "
             f"{ALIGNER_NAMES[best]} is reported as the best aligner."
         )
-    report = write_report_safe(out, table, examples, histories, feats, summary, notes)
+    word_table, word_notes = _word_table(results, splits, utts, log)
+    report = write_report_safe(
+        out, table, examples, histories, feats, summary, notes, word_table, word_notes
+    )
     if export is not None:
         save_aligner(
             export,
@@ -413,7 +416,51 @@ def run_demo(
             },
         )
         log(f"exported {best} aligner -> {export}")
-    return {"report": report, "table": table, "best": best, "summary": summary, "timings": timings}
+    return {
+        "report": report,
+        "table": table,
+        "word_table": word_table,
+        "best": best,
+        "summary": summary,
+        "timings": timings,
+    }
+
+
+def _word_table(
+    results: dict[str, dict[str, list[AlignmentResult]]],
+    splits: dict[str, list[AlignItem]],
+    utts: Sequence[Any],
+    log: Any,
+) -> tuple[dict[str, dict[str, Metrics]], list[str]]:
+    """Word boundaries per split and aligner, with the pocketsphinx peer row (a baseline only)."""
+    from speechattn.recipes.align.peers import (
+        PEERS_INSTALL,
+        POCKETSPHINX_ROW,
+        pocketsphinx_available,
+        pocketsphinx_metrics,
+    )
+
+    have = pocketsphinx_available()
+    paths = {str(u.id): u.audio_path for u in utts}
+    table: dict[str, dict[str, Metrics]] = {}
+    for s, by in results.items():
+        row = {_row_name(k): score(r) for k, r in by.items()}
+        if have:
+            row[POCKETSPHINX_ROW] = pocketsphinx_metrics(splits[s], paths)
+        else:
+            row[f"pocketsphinx: not installed ({PEERS_INSTALL})"] = Metrics()
+        table[s] = row
+    if have:
+        m = table["held-out voices" if splits["held-out voices"] else "held-out utterances"]
+        w = m[POCKETSPHINX_ROW].word_mean_abs_ms
+        log(f"  pocketsphinx (peer baseline): {'n/a' if w is None else f'{w:.1f} ms'} word mean")
+    notes = [
+        "pocketsphinx 5 forced alignment (its shipped en-us model and CMU dictionary) is the "
+        "offline aligner a user could pick instead: a baseline row only. Nothing from it is a "
+        "training target, a calibration source or a way to choose settings. Failures: "
+        "utterances it found no alignment for (not scored)."
+    ]
+    return table, notes
 
 
 def _row_name(key: str) -> str:
@@ -422,7 +469,9 @@ def _row_name(key: str) -> str:
     return ALIGNER_NAMES.get(key, key)
 
 
-def write_report_safe(out, table, examples, histories, feats, summary, notes) -> Path:
+def write_report_safe(
+    out, table, examples, histories, feats, summary, notes, word_table=None, word_notes=()
+) -> Path:
     from speechattn.recipes.align.report import write_report
 
     return write_report(
@@ -433,6 +482,8 @@ def write_report_safe(out, table, examples, histories, feats, summary, notes) ->
         config=feats,
         summary=summary,
         notes=notes,
+        word_table=word_table,
+        word_notes=word_notes,
     )
 
 

