@@ -79,15 +79,12 @@ def _speaker_embedder() -> Any:
     import torch
     import torch.nn.functional as F
 
-    from speechattn.recipes._speaker import (
-        _feature_extractor,
-        _features,
-        embed_features,
-        load_checkpoint,
-    )
+    from speechattn.recipes.speaker.data import feature_extractor, features
+    from speechattn.recipes.speaker.evaluate import embed_features
+    from speechattn.recipes.speaker.model import load_checkpoint
 
     model, cfg = load_checkpoint(None)
-    extractor = _feature_extractor(cfg)
+    extractor = feature_extractor(cfg)
 
     def embed(waves: list[tuple[np.ndarray, int]]) -> np.ndarray:
         import soxr
@@ -95,7 +92,7 @@ def _speaker_embedder() -> Any:
         feats = []
         for w, sr in waves:
             x = w if sr == cfg.sample_rate else soxr.resample(w, sr, cfg.sample_rate)
-            feats.append(_features(torch.from_numpy(np.asarray(x, np.float32)), extractor))
+            feats.append(features(torch.from_numpy(np.asarray(x, np.float32)), extractor))
         emb = embed_features(model, feats)
         return F.normalize(emb.mean(0), dim=0).numpy()
 

@@ -246,7 +246,6 @@ def pocketsphinx_alignment(
     """
     x = _check_inputs(waveform, sample_rate, words)
     from speechattn.data.engines import _pocketsphinx as ps
-    from speechattn.data.text import map_phone
 
     if not ps.available():
         raise RuntimeError(f"pocketsphinx is not installed: {PEERS_INSTALL}")
@@ -257,42 +256,14 @@ def pocketsphinx_alignment(
     added: list[str] = []
     with _LOCK:
         dec = _decoder()
-        for w in dict.fromkeys(clean):
+        for w in dict.fromkeys(p for label in clean for p in label.split()):
             if dec.lookup_word(w) is None:
                 dec.add_word(w, cmu_pronunciation(w), True)
                 added.append(w)
         try:
-            dec.set_align_text(" ".join(clean))
+            segs, phones = ps.run_alignment(dec, pcm, clean)
         except RuntimeError as exc:
             raise ValueError(f"pocketsphinx cannot align {clean}: {exc}") from None
-        dec.start_utt()
-        dec.process_raw(pcm, full_utt=True)
-        dec.end_utt()
-        segs = [
-            (s.start_frame, s.end_frame + 1)
-            for s in (dec.seg() or [])
-            if not (s.word.startswith("<") or s.word.startswith("["))
-        ]
-        if len(segs) != len(words):
-            raise ValueError("pocketsphinx found no alignment of the text to the audio")
-        phones: list[Interval] = []
-        try:
-            dec.set_alignment()
-            dec.start_utt()
-            dec.process_raw(pcm, full_utt=True)
-            dec.end_utt()
-            al = dec.get_alignment()
-        except RuntimeError:  # sub-word alignment failed: words only
-            al = None
-        for w in al or []:
-            if w.name.startswith("<") or w.name.startswith("["):
-                continue
-            for p in w:
-                try:
-                    sym = map_phone(p.name, "radio")
-                except ValueError:
-                    sym = p.name
-                phones.append(Interval(p.start * _FRAME, (p.start + p.duration) * _FRAME, sym))
     dur = x.size / sample_rate
     out_words = [
         Interval(min(a * _FRAME, dur), min(b * _FRAME, dur), label)
