@@ -138,6 +138,7 @@ def run_loeo(
     test_pseudo: tuple[float, ...] = (0.85, 1.15),
     save_checkpoint: Path | None = None,
     resemblyzer: bool = True,
+    pool_seed: int = 0,
     log: Any = print,
 ) -> dict[str, Any]:
     """Train one encoder per held-out engine; score every baseline on the same trials."""
@@ -145,7 +146,7 @@ def run_loeo(
     from speechattn.recipes.speaker.train import train_encoder
 
     t0 = time.perf_counter()
-    manifest = build_pool(cache, engines, espeak_voices, utterances, seed=cfg.seed)
+    manifest = build_pool(cache, engines, espeak_voices, utterances, seed=pool_seed)
     engine_of = _engine_of(manifest)
     utts = D.load_speaker_corpus(manifest)
     present = sorted({engine_of[u.id] for u in utts})
@@ -293,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--utterances", type=int, default=8, help="per voice")
     ap.add_argument("--pooling", default="ASTP")
+    ap.add_argument("--pool-seed", type=int, default=0, help="voices and sentences of the pool")
     ap.add_argument("--p-real-room", type=float, default=0.3)
     ap.add_argument("--save-checkpoint", default=None)
     ap.add_argument("--no-resemblyzer", action="store_true")
@@ -326,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         p_real_room=args.p_real_room,
         save_checkpoint=Path(args.save_checkpoint) if args.save_checkpoint else None,
         resemblyzer=not args.no_resemblyzer,
+        pool_seed=args.pool_seed,
         log=lambda s: print(s, flush=True),
     )
     md = table(result["rows"])
