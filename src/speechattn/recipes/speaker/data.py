@@ -28,7 +28,7 @@ import random
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ from torch import Tensor, nn
 
 from speechattn.data.collate import pad_sequence_batch
 from speechattn.recipes.speaker.config import SpeakerConfig
+
+if TYPE_CHECKING:
+    from speechattn.data.augment import ChannelAugment
 
 __all__ = [
     "AUDIO_SUFFIXES",
@@ -298,6 +301,7 @@ def load_feature_set(
     train_labels: set[str] | frozenset[str] = frozenset(),
     on_skip: Callable[[str, str], None] | None = None,
     progress: bool = False,
+    channel: ChannelAugment | None = None,
 ) -> FeatureSet:
     """Log-mels of every usable utterance, plus the training copies.
 
@@ -307,7 +311,9 @@ def load_feature_set(
     label is in ``train_labels``: each ``cfg.speed_perturb`` factor and ``cfg.pitch_perturb``
     shift adds a pseudo-speaker copy labelled ``"<label>@speed<f>"`` / ``"<label>@pitch<s>"``,
     and every (original or pseudo-speaker) training item gets ``cfg.augment_copies``
-    channel-augmented copies with the same label, right after it. Seeded by ``cfg.seed``.
+    channel-augmented copies with the same label, right after it, through ``channel``
+    (default: ``ChannelAugment()``; e.g. ``ChannelAugment(p_real_room=0.3)`` adds real rooms).
+    Seeded by ``cfg.seed``.
     """
     from speechattn.data.audio import AudioError, check_waveform, load_audio
     from speechattn.data.augment import ChannelAugment
@@ -320,7 +326,8 @@ def load_feature_set(
             warnings.warn(f"skipping {path}: {reason}", stacklevel=3)
 
     extractor = feature_extractor(cfg)
-    channel = ChannelAugment()
+    if channel is None:
+        channel = ChannelAugment()
     rng = np.random.default_rng(cfg.seed + 12345)
     feats: list[Tensor] = []
     labels: list[str] = []

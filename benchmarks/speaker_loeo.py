@@ -1,0 +1,346 @@
+"""Leave-one-engine-out speaker verification: train on every engine but one, test on that one.
+
+Builds (once, cached under ``--cache``) a pool of synthetic voices from several engines
+(``speechattn.data.synth.synth_corpus(engines=...)``: espeak-ng variants plus every trainable,
+installed voice of Festival, RHVoice, Piper and SVOX Pico; reserved, evaluation-only voices are
+never drawn), ``--utterances`` per voice. Training copies get speed pseudo-speakers
+(``--set speed_perturb=...``) and channel-augmented copies through
+``ChannelAugment(p_real_room=...)`` (real room impulse responses when a package ships them).
+
+For each held-out engine E: an encoder is trained on all other engines' voices (and their
+pseudo-speakers and augmented copies), then every unordered pair of E's clean utterances is a
+trial (target = same person). Engines with fewer than ``--min-test-voices`` voices (Piper has
+one voice, Pico two) get speed / pitch pseudo-speakers of their voices as extra test speakers
+(marked ``pseudo`` in the table): those trials measure only whether the encoder separates
+perturbed copies of one voice, an easier and different task. The same trials are scored with the
+shipped encoder (espeak-only training), log-mel mean/std statistics (set mean removed, no
+training) and Resemblyzer when it is installed (a baseline only, never a teacher).
+
+Prints a Markdown table (EER % / minDCF at p_target 0.01) and writes it with the rows as JSON
+to ``--out``. ``--save-checkpoint PATH`` also trains one encoder on every engine and saves it.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/speaker_loeo.py --cache runs/loeo \
+        --out runs/loeo/result --set steps=600
+    PYTHONPATH=src python benchmarks/speaker_loeo.py --quick --cache /tmp/loeo_q --out /tmp/loeo_q
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from speechattn._cli import CliError, parse_overrides
+from speechattn.data.augment import ChannelAugment
+from speechattn.recipes.speaker import data as D
+from speechattn.recipes.speaker import evaluate as E
+from speechattn.recipes.speaker.config import SpeakerConfig
+
+__all__ = ["build_pool", "main", "run_loeo"]
+
+DEFAULT_ENGINES = ("espeak", "festival", "rhvoice", "piper", "pico")
+
+
+def _trainable_counts(engines: list[str]) -> dict[str, int]:
+    from speechattn.data.voices import list_voices, voice_installed
+
+    return {
+        e: sum(1 for v in list_voices(engines=[e]) if voice_installed(v))
+        for e in engines
+        if e != "espeak"
+    }
+
+
+def build_pool(
+    cache: Path, engines: list[str], espeak_voices: int, utterances: int, *, seed: int = 0
+) -> Path:
+    """Synthesise the pool once (16 kHz); returns its manifest. Reused when its settings match."""
+    counts = _trainable_counts(engines)
+    # voices are drawn round-robin: espeak needs at least as many as the largest engine for
+    # every other engine's voices to be drawn
+    extra = max([espeak_voices, *counts.values()]) if "espeak" in engines else 0
+    n_voices = sum(counts.values()) + extra
+    settings = {"engines": engines, "voices": n_voices, "utterances": utterances, "seed": seed}
+    pool = cache / "pool"
+    manifest = pool / "manifest.jsonl"
+    stamp = pool / "settings.json"
+    if manifest.exists() and stamp.exists() and json.loads(stamp.read_text()) == settings:
+        return manifest
+    from speechattn.data.synth import synth_corpus
+
+    synth_corpus(
+        pool,
+        utterances=n_voices * utterances,
+        speakers=n_voices,
+        seed=seed,
+        workers=2,
+        sample_rate=16000,
+        progress=False,
+        engines=engines,
+    )
+    stamp.write_text(json.dumps(settings))
+    return manifest
+
+
+def _engine_of(manifest: Path) -> dict[str, str]:
+    out = {}
+    for line in manifest.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            out[str(rec["id"])] = str(rec.get("engine", "espeak"))
+    return out
+
+
+def _score(emb: torch.Tensor, speakers: list[str]) -> dict[str, float]:
+    s, lab = E.pair_trials(emb, speakers)
+    return {"eer": E.compute_eer(s, lab), "min_dcf": E.compute_min_dcf(s, lab)}
+
+
+def _resemblyzer_embed(paths: list[tuple[Path, float, float]]) -> torch.Tensor | None:
+    """Resemblyzer utterance embeddings, or None when it is not installed."""
+    try:
+        from resemblyzer import VoiceEncoder, preprocess_wav
+    except ImportError:
+        return None
+    from speechattn.data.audio import load_audio
+    from speechattn.recipes.speaker.data import pitch_shift, speed_perturb
+
+    enc = VoiceEncoder("cpu", verbose=False)
+    rows = []
+    for path, speed, pitch in paths:
+        x = load_audio(path, sample_rate=16000).numpy()
+        if speed != 1.0:
+            x = speed_perturb(x, 16000, speed)
+        if pitch:
+            x = pitch_shift(x, 16000, pitch)
+        rows.append(torch.from_numpy(enc.embed_utterance(preprocess_wav(x, 16000))))
+    return F.normalize(torch.stack(rows).float(), dim=-1)
+
+
+def run_loeo(
+    cache: Path,
+    cfg: SpeakerConfig,
+    *,
+    engines: list[str],
+    espeak_voices: int,
+    utterances: int,
+    pooling: str = "ASTP",
+    p_real_room: float = 0.3,
+    min_test_voices: int = 3,
+    test_pseudo: tuple[float, ...] = (0.85, 1.15),
+    save_checkpoint: Path | None = None,
+    resemblyzer: bool = True,
+    pool_seed: int = 0,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Train one encoder per held-out engine; score every baseline on the same trials."""
+    from speechattn.recipes.speaker.model import load_checkpoint, save_encoder
+    from speechattn.recipes.speaker.train import train_encoder
+
+    t0 = time.perf_counter()
+    manifest = build_pool(cache, engines, espeak_voices, utterances, seed=pool_seed)
+    engine_of = _engine_of(manifest)
+    utts = D.load_speaker_corpus(manifest)
+    present = sorted({engine_of[u.id] for u in utts})
+    log(f"pool: {len(utts)} utterances, engines {present} ({time.perf_counter() - t0:.0f} s)")
+    train_all = D.load_feature_set(
+        utts,
+        cfg,
+        train_labels={u.label for u in utts},
+        channel=ChannelAugment(p_real_room=p_real_room),
+    )
+    clean = D.load_feature_set(utts, cfg)
+    eng_of_item = [engine_of[i] for i in train_all.ids]
+    clean_eng = [engine_of[i] for i in clean.ids]
+    voices_of = {
+        e: sorted({lab for lab, g in zip(clean.labels, clean_eng) if g == e}) for e in present
+    }
+    log(
+        f"features: {len(train_all.feats)} training items, {len(clean.feats)} clean; "
+        f"voices per engine { {e: len(v) for e, v in voices_of.items()} } "
+        f"({time.perf_counter() - t0:.0f} s)"
+    )
+    shipped, ship_cfg = load_checkpoint()
+    path_of = {u.id: u.audio_path for u in utts}
+    rows = []
+    for held in present:
+        # test set: clean utterances of the held-out engine (+ pseudo-speakers if few voices)
+        te = [i for i, g in enumerate(clean_eng) if g == held]
+        te_feats = [clean.feats[i] for i in te]
+        te_spk = [clean.labels[i] for i in te]
+        te_src: list[tuple[Path, float, float]] = [(path_of[clean.ids[i]], 1.0, 0.0) for i in te]
+        pseudo = len(voices_of[held]) < min_test_voices
+        if pseudo:
+            from speechattn.data.audio import load_audio
+
+            ext = D.feature_extractor(cfg)
+            for i in te:
+                x = load_audio(path_of[clean.ids[i]], sample_rate=cfg.sample_rate).numpy()
+                for f in test_pseudo:
+                    y = D.speed_perturb(x, cfg.sample_rate, f)
+                    te_feats.append(D.features(torch.from_numpy(y), ext))
+                    te_spk.append(f"{clean.labels[i]}@test-speed{f:g}")
+                    te_src.append((path_of[clean.ids[i]], f, 0.0))
+        test_persons = set(voices_of[held])
+        tr = [
+            i
+            for i, (g, lab) in enumerate(zip(eng_of_item, train_all.labels))
+            if g != held and lab.split("@", 1)[0] not in test_persons
+        ]
+        classes = sorted({train_all.labels[i] for i in tr})
+        index = {c: k for k, c in enumerate(classes)}
+        t1 = time.perf_counter()
+        model = train_encoder(
+            pooling,
+            [train_all.feats[i] for i in tr],
+            [index[train_all.labels[i]] for i in tr],
+            cfg,
+            progress=False,
+        ).model
+        train_s = time.perf_counter() - t1
+        row: dict[str, Any] = {
+            "held_out": held,
+            "test_voices": len(voices_of[held]),
+            "test_speakers": len(set(te_spk)),
+            "pseudo": pseudo,
+            "test_items": len(te_feats),
+            "train_classes": len(classes),
+            "train_items": len(tr),
+            "train_s": train_s,
+            "ours": _score(E.embed_features(model, te_feats), te_spk),
+        }
+        if (ship_cfg.n_mels, ship_cfg.sample_rate) == (cfg.n_mels, cfg.sample_rate):
+            row["shipped"] = _score(E.embed_features(shipped, te_feats), te_spk)
+        row["logmel"] = _score(E.stats_baseline(te_feats), te_spk)
+        if resemblyzer:
+            emb = _resemblyzer_embed(te_src)
+            if emb is not None:
+                row["resemblyzer"] = _score(emb, te_spk)
+        rows.append(row)
+        log(_fmt_row(row) + f"  (train {train_s:.0f} s)")
+    result: dict[str, Any] = {"rows": rows, "config": cfg.to_dict(), "pooling": pooling}
+    if save_checkpoint is not None:
+        classes = sorted(set(train_all.labels))
+        index = {c: k for k, c in enumerate(classes)}
+        model = train_encoder(
+            pooling, train_all.feats, [index[lab] for lab in train_all.labels], cfg, progress=False
+        ).model
+        save_encoder(model, pooling, cfg, save_checkpoint)
+        result["checkpoint"] = str(save_checkpoint)
+        log(f"saved the all-engines encoder to {save_checkpoint}")
+    result["wall_s"] = time.perf_counter() - t0
+    return result
+
+
+_COLS = (
+    ("ours", "ours, other engines"),
+    ("shipped", "shipped (espeak only)"),
+    ("logmel", "log-mel mean/std"),
+    ("resemblyzer", "Resemblyzer"),
+)
+
+
+def _fmt_row(row: dict[str, Any]) -> str:
+    cells = [
+        f"{row['held_out']}{' (pseudo)' if row['pseudo'] else ''}",
+        f"{row['test_voices']} / {row['test_speakers']} / {row['test_items']}",
+    ]
+    for key, _ in _COLS:
+        r = row.get(key)
+        cells.append("n/a" if r is None else f"{100 * r['eer']:.1f} / {r['min_dcf']:.3f}")
+    return "| " + " | ".join(cells) + " |"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The Markdown table of :func:`run_loeo`'s rows (EER % / minDCF)."""
+    head = (
+        "| held-out engine | voices / test speakers / utts | "
+        + " | ".join(name for _, name in _COLS)
+        + " |"
+    )
+    lines = [head, "|---|---|" + "---:|" * len(_COLS)]
+    lines += [_fmt_row(r) for r in rows]
+    for title, pick in (
+        ("mean EER, engines with >= 3 voices", lambda r: not r["pseudo"]),
+        # the shipped encoder learned espeak voices: its espeak row is not held out
+        ("same, without espeak", lambda r: not r["pseudo"] and r["held_out"] != "espeak"),
+    ):
+        means = []
+        for key, _ in _COLS:
+            vals = [r[key]["eer"] for r in rows if key in r and pick(r)]
+            means.append(f"{100 * float(np.mean(vals)):.1f}" if vals else "n/a")
+        lines.append(f"| {title} | | " + " | ".join(means) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cache", default="runs/loeo", help="pool cache dir (synthesised if missing)")
+    ap.add_argument("--out", default=None, help="write table.md and result.json here")
+    ap.add_argument("--engines", default=",".join(DEFAULT_ENGINES))
+    ap.add_argument(
+        "--espeak-voices",
+        type=int,
+        default=16,
+        help="at least; raised to the largest engine's count",
+    )
+    ap.add_argument("--utterances", type=int, default=8, help="per voice")
+    ap.add_argument("--pooling", default="ASTP")
+    ap.add_argument("--pool-seed", type=int, default=0, help="voices and sentences of the pool")
+    ap.add_argument("--p-real-room", type=float, default=0.3)
+    ap.add_argument("--save-checkpoint", default=None)
+    ap.add_argument("--no-resemblyzer", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="espeak + festival, tiny sizes")
+    ap.add_argument("--set", nargs="*", default=[], help="SpeakerConfig overrides KEY=VALUE")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    random.seed(0)
+    cfg = SpeakerConfig(steps=600, speed_perturb=[0.9, 1.1])
+    engines = args.engines.split(",")
+    if args.quick:
+        cfg = SpeakerConfig.quick()
+        cfg.augment_copies = 1
+        engines = ["espeak", "festival"]
+        args.espeak_voices, args.utterances = 4, 3
+    try:
+        for key, val in parse_overrides(args.set, cfg.to_dict()).items():
+            setattr(cfg, key, val)
+        cfg.validated()
+    except (CliError, ValueError) as exc:
+        print(f"speaker_loeo: error: {exc}", file=sys.stderr)
+        return 2
+    result = run_loeo(
+        Path(args.cache),
+        cfg,
+        engines=engines,
+        espeak_voices=args.espeak_voices,
+        utterances=args.utterances,
+        pooling=args.pooling,
+        p_real_room=args.p_real_room,
+        save_checkpoint=Path(args.save_checkpoint) if args.save_checkpoint else None,
+        resemblyzer=not args.no_resemblyzer,
+        pool_seed=args.pool_seed,
+        log=lambda s: print(s, flush=True),
+    )
+    md = table(result["rows"])
+    print(md)
+    print(f"wall {result['wall_s']:.0f} s")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "table.md").write_text(md + "\n")
+        (out / "result.json").write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
