@@ -23,5 +23,5 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
     && pip install -c constraints.txt ".[clip]"
 
 EXPOSE 7860
-ENTRYPOINT ["speechattn", "app", "--host", "0.0.0.0", "--port", "7860"]
+ENTRYPOINT ["speechattn", "audio2clip", "app", "--host", "0.0.0.0", "--port", "7860"]
 CMD ["--model", "/models/audio2clip", "--pipeline", "/models/sd"]
