@@ -115,3 +115,25 @@ def test_silence_with_text_is_not_aligned_confidently(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match=r"quiet.*silent"):
         items = build_items(utts, new_symbol_table(), FeatureConfig(), grow_symbols=True)
     assert items == []
+
+
+def test_data_stats_counts_and_validates(
+    bad_inputs_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # header check only: undecodable files are skipped and counted
+    assert main(["data", "stats", str(bad_inputs_dir)]) == 0
+    plain = capsys.readouterr()
+    m = re.search(r"(\d+) utterances, .* (\d+) skipped", plain.out)
+    assert m is not None, plain.out
+    n_plain, skipped_plain = int(m.group(1)), int(m.group(2))
+    assert skipped_plain >= 1
+    # --validate decodes every file: NaN and silent files (readable headers) are skipped too
+    assert main(["data", "stats", str(bad_inputs_dir), "--validate"]) == 0
+    checked = capsys.readouterr()
+    m = re.search(r"(\d+) utterances, .* (\d+) skipped", checked.out)
+    assert m is not None, checked.out
+    assert int(m.group(1)) == len(GOOD) and int(m.group(2)) == len(BAD)
+    assert int(m.group(1)) < n_plain
+    warned = [line for line in checked.err.splitlines() if "warning:" in line]
+    assert any("nan" in line.lower() for line in warned)
+    assert any("silent" in line for line in warned)

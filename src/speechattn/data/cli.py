@@ -108,21 +108,36 @@ def _voices(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
+    import warnings
+
+    from speechattn._cli import CliError
+    from speechattn.data.audio import AudioError, load_audio
     from speechattn.data.collate import audio_durations
     from speechattn.data.corpus import load_corpus
 
-    utts = load_corpus(args.path)
+    problems: list[str] = []
+    utts = load_corpus(args.path, problems=problems)
+    if args.validate:  # decode every file: finite, one 25 ms analysis window, not silent
+        kept = []
+        for u in utts:
+            try:
+                load_audio(u.audio_path, sample_rate=16000, validate=True, min_samples=400)
+            except AudioError as exc:
+                warnings.warn(f"skipped {exc}", stacklevel=1)
+                problems.append(str(exc))
+                continue
+            kept.append(u)
+        utts = kept
+    if not utts:
+        raise CliError(f"{args.path}: no usable utterance ({len(problems)} entries skipped)")
     durs = audio_durations(utts)
     speakers = {u.speaker for u in utts}
     aligned = sum(1 for u in utts if u.phones)
     print(
         f"{len(utts)} utterances, {len(speakers)} speakers, {sum(durs) / 3600:.3f} h audio, "
-        f"{aligned} with phone intervals"
+        f"{aligned} with phone intervals, {len(problems)} skipped"
     )
-    if durs:
-        print(
-            f"duration s: min {min(durs):.2f}  mean {sum(durs) / len(durs):.2f}  max {max(durs):.2f}"
-        )
+    print(f"duration s: min {min(durs):.2f}  mean {sum(durs) / len(durs):.2f}  max {max(durs):.2f}")
     return 0
 
 
@@ -197,6 +212,12 @@ def add_parser(sub: Any) -> None:
 
     st = dsub.add_parser("stats", help="count utterances, speakers, hours of a corpus")
     st.add_argument("path", help="manifest.jsonl, metadata.csv, folder, or 'asterisk'")
+    st.add_argument(
+        "--validate",
+        action="store_true",
+        help="decode every file and skip (with a warning) corrupt, NaN, silent or shorter than "
+        "one 25 ms window",
+    )
     st.set_defaults(func=_stats)
 
     tg = dsub.add_parser("textgrid", help="export a manifest's word/phone intervals as TextGrids")
