@@ -33,7 +33,8 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "speechattn.recipes.audio2clip.app",
 )
 
-# Commands that continue from their checkpoint when run again with the same arguments.
+# Commands that continue from their checkpoint when run again with the same arguments (a
+# subcommand can also say so with ``set_defaults(resumable=True)``).
 _RESUMABLE = ("align", "demo")
 # Options dropped from the printed resume command (they would throw the saved state away).
 _NOT_ON_RESUME = ("--overwrite",)
@@ -151,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = str(exc).strip() or "stopped before the run finished"
         if debug:
             traceback.print_exc()
-        if args.command in _RESUMABLE:
+        if args.command in _RESUMABLE or getattr(args, "resumable", False):
             hint = f"run the same command to resume: {_resume_command(raw)}"
         else:
             hint = "this command does not resume; run it again to start over"

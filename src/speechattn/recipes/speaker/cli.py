@@ -100,13 +100,8 @@ def _run(args: argparse.Namespace, data: str | None) -> int:
         )
     except ResumeMismatch as exc:
         raise CliError(str(exc)) from None
-    except KeyboardInterrupt:
-        print(
-            f"speechattn speaker: interrupted; checkpoints are in {out / 'checkpoints'}: run the "
-            "same command again to resume.",
-            file=sys.stderr,
-        )
-        return 130
+    except KeyboardInterrupt:  # the top-level handler prints it with the resume command
+        raise KeyboardInterrupt(f"checkpoints are in {out / 'checkpoints'}") from None
     except ValueError as exc:
         raise CliError(str(exc)) from None
     finally:
@@ -235,12 +230,12 @@ def add_parser(sub: Any) -> None:
     )
     _add_run_options(p)
     p.add_argument("--corpus", default=None, help=argparse.SUPPRESS)
-    p.set_defaults(func=_cmd_synth)
+    p.set_defaults(func=_cmd_synth, resumable=True)
     ssub = p.add_subparsers(dest="speaker_command", metavar="{synth,train,score,embed}")
 
     s = ssub.add_parser("synth", help="train on synthesised espeak voices (the default)")
     _add_run_options(s)
-    s.set_defaults(func=_cmd_synth)
+    s.set_defaults(func=_cmd_synth, resumable=True)
 
     t = ssub.add_parser(
         "train", help="train on a corpus (VoxCeleb layout, Kaldi data dir or manifest)"
@@ -251,7 +246,7 @@ def add_parser(sub: Any) -> None:
         "--trials-root", default=None, help="folder the trial paths are relative to (default: DATA)"
     )
     _add_run_options(t)
-    t.set_defaults(func=_cmd_train)
+    t.set_defaults(func=_cmd_train, resumable=True)
 
     sc = ssub.add_parser("score", help="EER and minDCF of an encoder on a trial list")
     sc.add_argument("trials", help="VoxCeleb trial list (<1|0> <a.wav> <b.wav> per line)")
