@@ -175,6 +175,24 @@ def _check_bias(stay_bias: Tensor | float, h: int, dev: torch.device) -> Tensor:
     return torch.full((h,), float(stay_bias), device=dev)
 
 
+def _check_common(
+    query: Tensor,
+    key: Tensor,
+    query_lengths: Tensor | None,
+    key_lengths: Tensor | None,
+    stay_bias: Tensor | float,
+    noise_std: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Checks shared by the stay step and the whole attention: ``(q_len, k_len, bias)``."""
+    if noise_std < 0 or not math.isfinite(noise_std):
+        raise ValueError(f"Expected noise_std >= 0; found {noise_std}.")
+    b, h, u, _ = query.shape
+    t, dev = key.shape[2], query.device
+    q_len = check_lengths(query_lengths, "query_lengths", batch=b, max_len=u, device=dev)
+    k_len = check_lengths(key_lengths, "key_lengths", batch=b, max_len=t, device=dev)
+    return q_len, k_len, _check_bias(stay_bias, h, dev)
+
+
 def stepwise_stay_probability(
     query: Tensor,
     key: Tensor,
@@ -216,14 +234,10 @@ def stepwise_stay_probability(
         p = torch.sigmoid(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + r.view(1, -1, 1, 1))
     """
     _check_inputs(query, key, key)
-    if noise_std < 0 or not math.isfinite(noise_std):
-        raise ValueError(f"Expected noise_std >= 0; found {noise_std}.")
+    q_len, k_len, bias = _check_common(query, key, query_lengths, key_lengths, stay_bias, noise_std)
     b, h, u, dk = query.shape
     t = key.shape[2]
     dev = query.device
-    q_len = check_lengths(query_lengths, "query_lengths", batch=b, max_len=u, device=dev)
-    k_len = check_lengths(key_lengths, "key_lengths", batch=b, max_len=t, device=dev)
-    bias = _check_bias(stay_bias, h, dev)
     cdtype = query.dtype if query.dtype in (torch.float32, torch.float64) else torch.float32
     tok_valid = lengths_to_valid_mask(q_len, u)
     frm_valid = lengths_to_valid_mask(k_len, t)
@@ -334,14 +348,10 @@ def stepwise_monotonic_attention(
             f"mode={mode!r} needs the monotonic path; found tunable=False (plain softmax "
             "attention has only mode='soft')."
         )
-    if noise_std < 0 or not math.isfinite(noise_std):
-        raise ValueError(f"Expected noise_std >= 0; found {noise_std}.")
+    q_len, k_len, bias = _check_common(query, key, query_lengths, key_lengths, stay_bias, noise_std)
     b, h, u, dk = query.shape
     t = key.shape[2]
     dev = query.device
-    q_len = check_lengths(query_lengths, "query_lengths", batch=b, max_len=u, device=dev)
-    k_len = check_lengths(key_lengths, "key_lengths", batch=b, max_len=t, device=dev)
-    bias = _check_bias(stay_bias, h, dev)
     if initial_alignment is not None:
         if mode == "viterbi":
             raise ValueError(
