@@ -102,6 +102,32 @@ def _load() -> str:
         return "load unknown"
 
 
+def _fwd_and_fwd_bwd(run: Callable[[bool], object], repeats: int) -> dict[str, Any]:
+    """Time ``run(False)`` (forward) and ``run(True)`` (forward + backward): wall median and min,
+    process CPU median, in ms, with the load at the end."""
+    fwd, fwd_min = _wall(lambda: run(False), repeats)
+    fwd_cpu = _CPU[-1]
+    fwd_bwd, fwd_bwd_min = _wall(lambda: run(True), repeats)
+    return dict(
+        fwd_ms=fwd * 1e3,
+        fwd_min_ms=fwd_min * 1e3,
+        fwd_cpu_ms=fwd_cpu * 1e3,
+        fwd_bwd_ms=fwd_bwd * 1e3,
+        fwd_bwd_min_ms=fwd_bwd_min * 1e3,
+        fwd_bwd_cpu_ms=_CPU[-1] * 1e3,
+        load=_load(),
+    )
+
+
+def _add_speedups(rows: list[dict[str, Any]]) -> None:
+    """Ratios of the first row (the reference) over each row."""
+    base = rows[0]
+    for r in rows:
+        r["fwd_speedup"] = base["fwd_ms"] / r["fwd_ms"]
+        r["fwd_bwd_speedup"] = base["fwd_bwd_ms"] / r["fwd_bwd_ms"]
+        r["fwd_bwd_cpu_speedup"] = base["fwd_bwd_cpu_ms"] / r["fwd_bwd_cpu_ms"]
+
+
 # ----------------------------------------------------------------------------- recurrence section
 
 
@@ -157,34 +183,20 @@ def section_recurrence(
         sub = []
         for impl, run in runs.items():
             reps = repeats if impl == "reference" else max(repeats, 21)
-            fwd, fwd_min = _wall(lambda run=run: run(False), reps)
-            fwd_cpu = _CPU[-1]
-            fwd_bwd, fwd_bwd_min = _wall(lambda run=run: run(True), reps)
-            sub.append(
-                dict(
-                    section="recurrence",
-                    fwd_cpu_ms=fwd_cpu * 1e3,
-                    fwd_bwd_cpu_ms=_CPU[-1] * 1e3,
-                    load=_load(),
-                    fwd_min_ms=fwd_min * 1e3,
-                    fwd_bwd_min_ms=fwd_bwd_min * 1e3,
-                    impl=impl,
-                    threads=n_threads,
-                    b=b,
-                    u=u,
-                    t=t,
-                    fwd_ms=fwd * 1e3,
-                    fwd_bwd_ms=fwd_bwd * 1e3,
-                    fwd_gib_s=2 * mib / 1024 / fwd,
-                    fwd_bwd_gib_s=6 * mib / 1024 / fwd_bwd,
-                    copy_gib_s=copy_bw,
-                )
+            row = _fwd_and_fwd_bwd(run, reps)
+            row.update(
+                section="recurrence",
+                impl=impl,
+                threads=n_threads,
+                b=b,
+                u=u,
+                t=t,
+                fwd_gib_s=2 * mib / 1024 / (row["fwd_ms"] / 1e3),
+                fwd_bwd_gib_s=6 * mib / 1024 / (row["fwd_bwd_ms"] / 1e3),
+                copy_gib_s=copy_bw,
             )
-        base = sub[0]
-        for r in sub:
-            r["fwd_speedup"] = base["fwd_ms"] / r["fwd_ms"]
-            r["fwd_bwd_speedup"] = base["fwd_bwd_ms"] / r["fwd_bwd_ms"]
-            r["fwd_bwd_cpu_speedup"] = base["fwd_bwd_cpu_ms"] / r["fwd_bwd_cpu_ms"]
+            sub.append(row)
+        _add_speedups(sub)
         print(
             f"\nrecurrence: B={b} (one head per item) U={u} T={t} float32, p=torch.rand, ragged "
             f"lengths, loss alpha.sum(), threads={n_threads}; Tensor.copy_ {copy_bw:.1f} GiB/s; "
@@ -260,29 +272,10 @@ def section_layer(
         for impl in LAYER_IMPLS:
             run = _layer_setup(shape, impl)
             reps = repeats if impl == "reference" else max(repeats, 7)
-            fwd, fwd_min = _wall(lambda run=run: run(False), reps)
-            fwd_cpu = _CPU[-1]
-            fwd_bwd, fwd_bwd_min = _wall(lambda run=run: run(True), reps)
-            sub.append(
-                dict(
-                    section="layer",
-                    fwd_cpu_ms=fwd_cpu * 1e3,
-                    fwd_bwd_cpu_ms=_CPU[-1] * 1e3,
-                    load=_load(),
-                    fwd_min_ms=fwd_min * 1e3,
-                    fwd_bwd_min_ms=fwd_bwd_min * 1e3,
-                    impl=impl,
-                    threads=n_threads,
-                    **shape,
-                    fwd_ms=fwd * 1e3,
-                    fwd_bwd_ms=fwd_bwd * 1e3,
-                )
-            )
-        base = sub[0]
-        for r in sub:
-            r["fwd_speedup"] = base["fwd_ms"] / r["fwd_ms"]
-            r["fwd_bwd_speedup"] = base["fwd_bwd_ms"] / r["fwd_bwd_ms"]
-            r["fwd_bwd_cpu_speedup"] = base["fwd_bwd_cpu_ms"] / r["fwd_bwd_cpu_ms"]
+            row = _fwd_and_fwd_bwd(run, reps)
+            row.update(section="layer", impl=impl, threads=n_threads, **shape)
+            sub.append(row)
+        _add_speedups(sub)
         print(
             f"\nlayer: B={shape['b']} U={shape['u']} T={shape['t']} d={shape['d']} "
             f"H={shape['h']}, ragged, train mode, threads={n_threads}; {_load()}"
