@@ -130,7 +130,7 @@ def _demo(args: argparse.Namespace) -> int:
         try:
             config = DemoConfig.from_overrides(args.set)
         except ValueError as exc:
-            raise CliError(f"--set: {exc}", status=2) from None
+            raise CliError(str(exc), status=2) from None
     report = run_demo(output_dir=Path(args.out), quick=args.quick, seed=args.seed, config=config)
     print(json.dumps(report, indent=2))
     return 0

@@ -18,7 +18,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,26 +90,19 @@ class DemoConfig:
 
     @classmethod
     def from_overrides(cls, items: list[str]) -> DemoConfig:
-        """Defaults with ``KEY=VALUE`` overrides (values parsed as the field's type)."""
-        types = {f.name: f.type for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for item in items:
-            key, sep, raw = item.partition("=")
-            if not sep or key not in types or key == "seed":
-                raise ValueError(
-                    f"Expected KEY=VALUE with KEY a DemoConfig field other than seed (use "
-                    f"--seed); found {item!r}. Fields: {', '.join(sorted(types))}."
-                )
-            kind = str(types[key])
-            if kind == "bool":
-                if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                    raise ValueError(f"Expected true/false for {key}; found {raw!r}.")
-                values[key] = raw.lower() in ("1", "true", "yes")
-            elif kind == "int":
-                values[key] = int(raw)
-            else:
-                values[key] = float(raw)
-        return cls(**values)
+        """Defaults with ``KEY=VALUE`` overrides (values parsed as the field's type; the seed
+        is set with ``--seed``, not here).
+
+        Raises:
+            ValueError: an unknown key (or ``seed``), a missing ``=``, or a value of the wrong type.
+        """
+        from speechattn._cli import CliError, parse_overrides
+
+        defaults = {k: v for k, v in asdict(cls()).items() if k != "seed"}
+        try:
+            return cls(**parse_overrides(items, defaults))
+        except CliError as exc:
+            raise ValueError(str(exc)) from None
 
     @classmethod
     def quick(cls) -> DemoConfig:
