@@ -36,6 +36,7 @@ TEXT = "The quick brown fox jumped over the lazy dog, and Anna smiled."
 ENGINE_VOICES = {
     "espeak": "espeak:en-gb+f2",
     "festival": "festival:ked_diphone",
+    "mbrola": "mbrola:us1",
     "piper": "piper:en_US-joe-medium",
     "rhvoice": "rhvoice:Bdl",
     "pico": "pico:en-GB",
@@ -236,7 +237,7 @@ def test_engine_round_trip(engine: str) -> None:
     if engine in ("festival", "pico"):
         assert {p.label for p in res.phones} <= _project_phones()
     else:
-        lang = "en-gb" if engine == "espeak" else "en-us"  # piper, kokoro: espeak en-us IPA
+        lang = "en-gb" if engine == "espeak" else "en-us"  # mbrola us1, piper, kokoro: en-us
         expected = [p for w in phonemize(text, voice=lang) for p in w]
         same = sum(a == b.label for a, b in zip(expected, res.phones))
         assert same >= 0.9 * len(expected)

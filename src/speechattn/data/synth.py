@@ -283,6 +283,57 @@ _LABEL_STRIP = ' \t\n,.?!;:"()[]-'
 _SILENCE = 16  # int16 units: espeak writes exact zeros in pauses
 
 
+def _tokens(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Whitespace-separated tokens of ``text[start:end]`` that hold a letter or digit."""
+    out = []
+    for m in re.finditer(r"\S+", text[start:end]):
+        if any(c.isalnum() for c in m.group()):
+            out.append((start + m.start(), start + m.end()))
+    return out
+
+
+def _word_spans(text: str, starts: Sequence[int]) -> tuple[list[int], list[str]]:
+    """Which written word each of espeak's word starts belongs to, and the words' labels.
+
+    ``starts`` are the 0-based character positions of espeak's word events (or, for MBROLA
+    voices, of its word-initial phoneme events), in order. espeak reports a wrong position
+    for the second word of a multi-word dictionary entry: the ``||`` word boundary in the entry
+    (``(most of) moUst||@v`` in ``en_list``) gives the next phoneme the *first* word's source
+    index plus one (``translate.c``: ``srcix = source_ix + 1``), so "Most of" came back as "M" +
+    "ost of". A start that falls inside the token of the group's first start (or does not move
+    forward) belongs to that group. A group whose text holds one token per start (``most`` +
+    ``of``) gives each start its own token; otherwise (a number spoken as several words, a
+    compound such as ``lunchroom``, espeak joining ``of the``) the group is one word labelled
+    with all of its text.
+
+    Returns:
+        ``(word_of_start, labels)``: ``word_of_start[i]`` indexes ``labels`` (non-decreasing).
+    """
+    groups: list[list[int]] = []
+    group_end = -1
+    for i, s in enumerate(starts):
+        if groups and (s < group_end or s <= starts[groups[-1][-1]]):
+            groups[-1].append(i)
+            continue
+        groups.append([i])
+        tok = _tokens(text, s, len(text))  # the first is the token at (or after) s
+        group_end = tok[0][1] if tok else s + 1
+    word_of: list[int] = []
+    labels: list[str] = []
+    for k, g in enumerate(groups):
+        a = starts[g[0]]
+        b = starts[groups[k + 1][0]] if k + 1 < len(groups) else len(text)
+        toks = _tokens(text, a, b)
+        if len(g) > 1 and len(toks) == len(g):
+            for ta, tb in toks:
+                word_of.append(len(labels))
+                labels.append(text[ta:tb].strip(_LABEL_STRIP))
+        else:
+            word_of.extend([len(labels)] * len(g))
+            labels.append(" ".join(text[a:b].split()).strip(_LABEL_STRIP))
+    return word_of, labels
+
+
 def _events_to_intervals(
     text: str, events: Sequence[_espeak.RawEvent], wav16: np.ndarray, sr: int
 ) -> tuple[list[Interval], list[Interval]]:
@@ -297,25 +348,28 @@ def _events_to_intervals(
     phones: list[Interval] = []
     # Starts of every phoneme-like event (named or pause) and sentence ends, in order.
     marks = [e for e in events if e.type in (_espeak.EV_PHONEME, _espeak.EV_END)]
-    word_starts = [e.text_position - 1 for e in events if e.type == _espeak.EV_WORD]
+    # A word's text runs to the next word: espeak's own length stops at an apostrophe
+    # ("didn't" -> 4), and it joins some words ("of the") into one.
+    word_of, labels = _word_spans(
+        text, [e.text_position - 1 for e in events if e.type == _espeak.EV_WORD]
+    )
+    event_index = -1
     word_index = -1
     word_phones: list[Interval] = []
 
     def flush() -> None:
         if word_index >= 0 and word_phones:
-            # The word's text runs to the next word event: espeak's own length stops at an
-            # apostrophe ("didn't" -> 4), and it joins some words ("of the") into one.
-            start = word_starts[word_index]
-            end = word_starts[word_index + 1] if word_index + 1 < len(word_starts) else len(text)
-            label = " ".join(text[start:end].split()).strip(_LABEL_STRIP)
-            words.append(Interval(word_phones[0].start, word_phones[-1].end, label))
+            words.append(Interval(word_phones[0].start, word_phones[-1].end, labels[word_index]))
 
     mark_i = 0
     onset: int | None = None  # start of a non-silent pause to give to the next phone
     for ev in events:
         if ev.type == _espeak.EV_WORD:
+            event_index += 1
+            if word_of[event_index] == word_index:
+                continue  # another part of the same written word (a multi-word entry)
             flush()
-            word_index += 1
+            word_index = word_of[event_index]
             word_phones = []
         elif ev.type in (_espeak.EV_PHONEME, _espeak.EV_END):
             while marks[mark_i] is not ev:

@@ -146,14 +146,31 @@ VOICES: tuple[Voice, ...] = (
             ("en1", "en-gb", "British", "m"),
         )
     ),
-    # MBROLA databases driven by espeak-ng (the same voices as Festival's *_mbrola).
+    # MBROLA databases driven by espeak-ng (the same people as Festival's *_mbrola voices):
+    # English ones, and other languages' databases reading English (accented English).
     *(
-        _v("mbrola", db, f"mbrola-{db}", lang, acc, sex, _MBROLA, False, True)
-        for db, lang, acc, sex in (
+        _v("mbrola", vid, f"mbrola-{vid.split('-')[0]}", lang, acc, sex, _MBROLA, False, True)
+        for vid, lang, acc, sex in (
             ("us1", "en-us", "American", "f"),
             ("us2", "en-us", "American", "m"),
             ("us3", "en-us", "American", "m"),
             ("en1", "en-gb", "British", "m"),
+            ("de1-en", "en", "German", "f"),
+            ("de2-en", "en", "German", "m"),
+            ("de3-en", "en", "German", "f"),
+            ("de4-en", "en", "German", "m"),
+            ("de5-en", "en", "German", "f"),
+            ("de6-en", "en", "German", "m"),
+            ("fr1-en", "en", "French", "m"),
+            ("fr4-en", "en", "French", "f"),
+            ("nl2-en", "en", "Dutch", "m"),
+            ("af1-en", "en", "Afrikaans", "m"),
+            ("gr2-en", "en", "Greek", "m"),
+            ("hu1-en", "en", "Hungarian", "f"),
+            ("pl1-en", "en", "Polish", "f"),
+            ("ro1-en", "en", "Romanian", "m"),
+            ("sw1-en", "en", "Swedish", "m"),
+            ("sw2-en", "en", "Swedish", "f"),
         )
     ),
     # RHVoice (apt rhvoice-english): word timings only.

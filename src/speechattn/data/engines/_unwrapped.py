@@ -10,17 +10,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from speechattn.data.engines import APT_COMPONENTS_HINT, Engine, SpeechResult
+from speechattn.data.engines import Engine, SpeechResult
 
 __all__: list[str] = []
 
 _DETECT: dict[str, tuple[str, dict[str, str]]] = {
     # engine: (install command, {voice id: path or program whose presence means installed})
-    "mbrola": (
-        f"apt-get install espeak-ng mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 "
-        f"({APT_COMPONENTS_HINT}); Festival drives the same voices: festival:us1_mbrola ...",
-        {v: f"/usr/share/mbrola/{v}" for v in ("us1", "us2", "us3", "en1")},
-    ),
     "flite": (
         "apt-get install flite (its voices are reserved for evaluation)",
         {v: "flite" for v in ("kal", "kal16", "awb", "awb_time", "rms", "slt")},
