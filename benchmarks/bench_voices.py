@@ -11,8 +11,10 @@ Per voice (every installed, trainable voice of the engines asked for; reserved v
   forced alignment of the same audio, median and 90th percentile in ms (engines whose timings
   *are* that alignment, such as Pico, are left out);
 * diversity: each voice's mean embedding under the project's shipped speaker encoder
-  (``speechattn/assets/speaker_default.pt``); mean pairwise cosine similarity between voices,
-  within each engine and overall (lower = more different voices).
+  (``speechattn/assets/speaker_default.pt``) and, when the ``resemblyzer`` package imports,
+  under Resemblyzer's real-speech encoder (GE2E, weights shipped in the package; a baseline
+  only: ``pip install resemblyzer "setuptools<80"``); mean pairwise cosine similarity between
+  voices, within each engine and overall (lower = more different voices).
 
 Usage::
 
@@ -99,9 +101,25 @@ def _speaker_embedder() -> Any:
     return embed
 
 
+def _resemblyzer_embedder() -> Any:
+    """Resemblyzer's speaker embedding of a voice (``embed_speaker``), or None if absent."""
+    try:
+        from resemblyzer import VoiceEncoder, preprocess_wav
+    except Exception as exc:  # ImportError, or pkg_resources missing with setuptools >= 80
+        print(f"# resemblyzer: not installed ({exc})", file=sys.stderr)
+        return None
+    encoder = VoiceEncoder("cpu", verbose=False)
+
+    def embed(waves: list[tuple[np.ndarray, int]]) -> np.ndarray:
+        wavs = [preprocess_wav(np.asarray(w, np.float32), source_sr=sr) for w, sr in waves]
+        return np.asarray(encoder.embed_speaker(wavs), dtype=np.float64)
+
+    return embed
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--engines", default="espeak,festival,piper,rhvoice,pico,kokoro")
+    ap.add_argument("--engines", default="espeak,festival,mbrola,piper,rhvoice,pico,kokoro")
     ap.add_argument("--include-reserved", action="store_true")
     ap.add_argument("--json", default=None, help="write the rows and summaries here")
     args = ap.parse_args()
@@ -118,9 +136,11 @@ def main() -> None:
     voices = _voices(args.engines.split(","), args.include_reserved)
     texts = [normalize_text(t) for t in HARVARD]
     embed = _speaker_embedder()
+    embed_real = _resemblyzer_embedder()
     synthesize(texts[0], "espeak:en-us")  # warm-up: load libraries before timing
     rows: list[dict[str, Any]] = []
     emb: dict[str, np.ndarray] = {}
+    emb_real: dict[str, np.ndarray] = {}
     base_speed = None
     for key in voices:
         synthesize("Hello.", key)  # load the voice (model loading is not synthesis speed)
@@ -143,6 +163,8 @@ def main() -> None:
                 for a, b in zip(r.words, aligned):
                     diffs += [abs(a.start - b.start) * 1000, abs(a.end - b.end) * 1000]
         emb[key] = embed([(r.waveform, r.sample_rate) for r in results])
+        if embed_real is not None:
+            emb_real[key] = embed_real([(r.waveform, r.sample_rate) for r in results])
         speed = len(texts) / dt
         if key == "espeak:en-us":
             base_speed = speed
@@ -165,20 +187,23 @@ def main() -> None:
     for r in rows:
         r["speed_vs_espeak"] = round(r["utt_per_s"] / base_speed, 3) if base_speed else None
 
-    def mean_cos(keys: list[str]) -> float | None:
+    def mean_cos(table: dict[str, np.ndarray], keys: list[str]) -> float | None:
         pairs = list(itertools.combinations(keys, 2))
         if not pairs:
             return None
-        return round(float(np.mean([emb[a] @ emb[b] for a, b in pairs])), 3)
+        return round(float(np.mean([table[a] @ table[b] for a, b in pairs])), 3)
 
     trainable = [r["voice"] for r in rows if not r["reserved"]]
-    diversity = {
-        e: mean_cos([k for k in trainable if k.startswith(e + ":")])
+    groups: dict[str, list[str]] = {
+        e: [k for k in trainable if k.startswith(e + ":")]
         for e in dict.fromkeys(r["engine"] for r in rows)
     }
-    diversity["all (trainable)"] = mean_cos(trainable)
-    diversity["espeak only"] = mean_cos([k for k in trainable if k.startswith("espeak:")])
-    diversity["all but espeak"] = mean_cos([k for k in trainable if not k.startswith("espeak:")])
+    groups["all (trainable)"] = trainable
+    groups["all but espeak"] = [k for k in trainable if not k.startswith("espeak:")]
+    diversity = {name: mean_cos(emb, keys) for name, keys in groups.items()}
+    diversity_real = (
+        {name: mean_cos(emb_real, keys) for name, keys in groups.items()} if emb_real else None
+    )
 
     cols = ("voice", "utt_per_s", "audio_s_per_s", "speed_vs_espeak", "wer",
             "timing_median_ms", "timing_p90_ms", "timings")  # fmt: skip
@@ -187,12 +212,19 @@ def main() -> None:
     print("|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(str(r[c]) for c in cols) + " |")
-    print("\nmean pairwise cosine similarity between voices (shipped speaker encoder):")
-    for k, val in diversity.items():
-        print(f"  {k}: {val}")
+    print("\nmean pairwise cosine similarity between voices:")
+    print("| voices | n | shipped speaker encoder | Resemblyzer |")
+    print("|---|---:|---:|---:|")
+    for name, keys in groups.items():
+        real = diversity_real[name] if diversity_real else "not installed"
+        print(f"| {name} | {len(keys)} | {diversity[name]} | {real} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rows": rows, "diversity": diversity}, f, indent=1)
+            json.dump(
+                {"rows": rows, "diversity": diversity, "diversity_resemblyzer": diversity_real},
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

