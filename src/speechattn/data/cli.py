@@ -87,7 +87,17 @@ def _voices(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    cols = ("voice", "person", "language", "sex", "licence", "installed", "usable", "reserved")
+    cols = (
+        "voice",
+        "person",
+        "language",
+        "accent",
+        "sex",
+        "licence",
+        "installed",
+        "usable",
+        "reserved",
+    )
     table = [
         [str(r[c]) if not isinstance(r[c], bool) else ("yes" if r[c] else "no") for c in cols]
         for r in rows
