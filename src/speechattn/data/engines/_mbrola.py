@@ -48,7 +48,7 @@ from speechattn.data.synth import Interval
 
 __all__: list[str] = []
 
-#: English MBROLA voices: voice id -> MBROLA database.
+#: English MBROLA voices (the voice id is the database name).
 ENGLISH = ("us1", "us2", "us3", "en1")
 #: espeak-ng's accented-English MBROLA voices (``espeak-ng --voices=mb``).
 ACCENTED = (
