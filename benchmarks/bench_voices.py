@@ -8,8 +8,9 @@ Per voice (every installed, trainable voice of the engines asked for; reserved v
 * WER: pocketsphinx 5 (its shipped en-us model) word error rate against the spoken words, a
   proxy for naturalness (lower is more natural);
 * timing accuracy: the engine's own word boundaries (starts and ends) against a pocketsphinx
-  forced alignment of the same audio, median and 90th percentile in ms (engines whose timings
-  *are* that alignment, such as Pico, are left out);
+  forced alignment of the same audio, median and 90th percentile in ms, and the signed medians
+  of start and end differences (a constant lag shows there; engines whose timings *are* that
+  alignment, such as Pico, are left out);
 * diversity: each voice's mean embedding under the project's shipped speaker encoder
   (``speechattn/assets/speaker_default.pt``) and, when the ``resemblyzer`` package imports,
   under Resemblyzer's real-speech encoder (GE2E, weights shipped in the package; a baseline
@@ -20,6 +21,7 @@ Usage::
 
     python benchmarks/bench_voices.py --json voices.json
     taskset -c 0 python benchmarks/bench_voices.py --engines espeak,festival   # one core
+    python benchmarks/bench_voices.py --voices piper:en_US-joe-medium --sentences 3
 """
 
 from __future__ import annotations
@@ -121,6 +123,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--engines", default="espeak,festival,mbrola,piper,rhvoice,pico,kokoro")
     ap.add_argument("--include-reserved", action="store_true")
+    ap.add_argument("--voices", default=None, help="only these 'engine:voice' keys (comma list)")
+    ap.add_argument("--sentences", type=int, default=len(HARVARD), help="first N sentences")
     ap.add_argument("--json", default=None, help="write the rows and summaries here")
     args = ap.parse_args()
 
@@ -133,8 +137,11 @@ def main() -> None:
 
     if not ps.available():
         raise SystemExit("pocketsphinx is needed: pip install speechattn[voices]")
-    voices = _voices(args.engines.split(","), args.include_reserved)
-    texts = [normalize_text(t) for t in HARVARD]
+    if args.voices:
+        voices = args.voices.split(",")
+    else:
+        voices = _voices(args.engines.split(","), args.include_reserved)
+    texts = [normalize_text(t) for t in HARVARD[: max(1, args.sentences)]]
     embed = _speaker_embedder()
     embed_real = _resemblyzer_embedder()
     synthesize(texts[0], "espeak:en-us")  # warm-up: load libraries before timing
@@ -150,6 +157,7 @@ def main() -> None:
         audio_s = sum(len(r.waveform) / r.sample_rate for r in results)
         errors = refs = 0
         diffs: list[float] = []
+        lags: tuple[list[float], list[float]] = ([], [])  # signed: engine - pocketsphinx
         for text, r in zip(texts, results):
             ref = [w.lower() for w in words_of(text)]
             hyp = ps.recognize(r.waveform, r.sample_rate).split()
@@ -162,6 +170,8 @@ def main() -> None:
                     continue
                 for a, b in zip(r.words, aligned):
                     diffs += [abs(a.start - b.start) * 1000, abs(a.end - b.end) * 1000]
+                    lags[0].append((a.start - b.start) * 1000)
+                    lags[1].append((a.end - b.end) * 1000)
         emb[key] = embed([(r.waveform, r.sample_rate) for r in results])
         if embed_real is not None:
             emb_real[key] = embed_real([(r.waveform, r.sample_rate) for r in results])
@@ -180,6 +190,8 @@ def main() -> None:
                 "wer": round(errors / refs, 3),
                 "timing_median_ms": round(float(np.median(diffs)), 1) if diffs else None,
                 "timing_p90_ms": round(float(np.percentile(diffs, 90)), 1) if diffs else None,
+                "start_lag_ms": round(float(np.median(lags[0])), 1) if diffs else None,
+                "end_lag_ms": round(float(np.median(lags[1])), 1) if diffs else None,
                 "timings": results[0].timings,
             }
         )
@@ -206,7 +218,8 @@ def main() -> None:
     )
 
     cols = ("voice", "utt_per_s", "audio_s_per_s", "speed_vs_espeak", "wer",
-            "timing_median_ms", "timing_p90_ms", "timings")  # fmt: skip
+            "timing_median_ms", "timing_p90_ms", "start_lag_ms", "end_lag_ms",
+            "timings")  # fmt: skip
     print(f"threads: torch {torch.get_num_threads()}, cpus {len(os.sched_getaffinity(0))}")
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
