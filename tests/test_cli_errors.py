@@ -204,3 +204,20 @@ def test_help_texts_speak_of_the_project_not_its_history() -> None:
     history = re.compile(r"\bissue \d+|\bseed 0\d\d\b|\bround \d\b", re.I)
     for text in _all_help(build_parser()):
         assert not history.search(text), history.search(text)
+
+
+def test_closed_pipe_stops_quietly() -> None:
+    """``speechattn data voices | head``: the reader leaving is not an error line (was
+    ``error: [Errno 32] Broken pipe``, status 1); status 141 as a SIGPIPE-killed program."""
+    env = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "speechattn", "data", "voices"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the table is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "Broken pipe" not in err and "error" not in err, err

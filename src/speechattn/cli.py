@@ -158,6 +158,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             hint = "this command does not resume; run it again to start over"
         print(f"{name}: interrupted: {where}; {hint}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `speechattn data voices | head`: the reader left; stop quietly
+        # as a program killed by SIGPIPE would (status 128 + 13), without a second error when
+        # Python flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except Exception as exc:  # every failure becomes one line (the traceback with --debug)
         if debug:
             traceback.print_exc()
