@@ -18,7 +18,7 @@ wraps it with projections.
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -161,6 +161,60 @@ def _stay_probs(q: Tensor, k: Tensor, scale: float, bias: Tensor, noise: Tensor 
     if noise is not None:
         e.add_(noise)
     return e.sigmoid_()
+
+
+class _SelectedStayProb(torch.autograd.Function):
+    """Stay probabilities of the selected head per item from precomputed energies.
+
+    ``p = sigmoid(pre)`` at valid cells and 0 at padded ones, where ``pre = q_sel . k_sel *
+    scale + bias[head] (+ noise)`` ``(b, u, t)`` was computed without autograd by the head
+    ranking. The backward is that of ``sigmoid(bmm(q_sel * scale, k_sel^T) + bias[head])`` on
+    zero-padded ``q``/``k`` (the old recomputed graph), without running the forward ``bmm``
+    again: gradients reach only the selected head's rows of ``query``/``key`` and of ``bias``,
+    and never padded tokens or frames.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        query: Tensor,
+        key: Tensor,
+        bias: Tensor,
+        pre: Tensor,
+        head_index: Tensor,
+        cell_valid: Tensor,
+        scale: float,
+    ) -> Tensor:
+        p = torch.where(cell_valid, pre.sigmoid_(), 0)
+        ctx.save_for_backward(query, key, p, head_index, cell_valid)
+        ctx.scale = scale
+        ctx.num_heads = bias.shape[0]
+        return p
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        query, key, p, head, cell_valid = ctx.saved_tensors
+        b = p.shape[0]
+        rows = torch.arange(b, device=p.device)
+        # d sigmoid, zero at padded cells (p is 0 there, but keep NaN-free whatever grad holds)
+        d = torch.where(cell_valid, grad * (1 - p) * p, 0)
+        grad_q = grad_k = grad_b = None
+        if ctx.needs_input_grad[0]:
+            frm = cell_valid.any(1)  # (b, t) valid frames
+            k_sel = torch.where(frm[:, :, None], key[rows, head], 0).to(d.dtype)
+            gq = torch.bmm(d, k_sel).mul_(ctx.scale)
+            grad_q = torch.zeros_like(query)
+            grad_q[rows, head] = gq.to(query.dtype)
+        if ctx.needs_input_grad[1]:
+            tok = cell_valid.any(2)  # (b, u) valid tokens
+            q_sel = torch.where(tok[:, :, None], query[rows, head], 0).to(d.dtype)
+            gk = torch.bmm(d.transpose(1, 2), q_sel).mul_(ctx.scale)
+            grad_k = torch.zeros_like(key)
+            grad_k[rows, head] = gk.to(key.dtype)
+        if ctx.needs_input_grad[2]:
+            grad_b = d.new_zeros(ctx.num_heads).index_add_(0, head, d.sum((1, 2)))
+        return grad_q, grad_k, grad_b, None, None, None, None
 
 
 def _check_bias(stay_bias: Tensor | float, h: int, dev: torch.device) -> Tensor:
@@ -424,7 +478,7 @@ def stepwise_monotonic_attention(
         head_index = fr.argmax(dim=-1)
         weights = soft if mode == "soft" else align(p, mode, expand0(alpha0))
         ctx = torch.matmul(weights, v).transpose(1, 2).reshape(b, u, -1)
-        p_sel = select_heads(p, head_index)
+        p_sel = torch.where(cell_valid[:, 0], select_heads(p, head_index), 0)
         alignment = select_heads(weights, head_index)
     else:
         needs_grad = torch.is_grad_enabled() and (
@@ -437,10 +491,14 @@ def stepwise_monotonic_attention(
         with torch.no_grad():
             qs = query.to(cdtype) * sc
             kc = key.to(cdtype)
-            p_hm = torch.empty((h, b, u, t), dtype=cdtype, device=dev)
+            e_hm = torch.empty((h, b, u, t), dtype=cdtype, device=dev)
             for j in range(h):
-                torch.bmm(qs[:, j], kc[:, j].transpose(1, 2), out=p_hm[j])
-            p_hm = p_hm.add_(bias_c.view(h, 1, 1, 1)).sigmoid_().view(h * b, u, t)
+                torch.bmm(qs[:, j], kc[:, j].transpose(1, 2), out=e_hm[j])
+            e_hm.add_(bias_c.view(h, 1, 1, 1))
+            # The selected head's energies are reused below (no second forward bmm), so keep
+            # them when the selected head is recomputed; otherwise sigmoid in place.
+            recompute = needs_grad or noise_std > 0
+            p_hm = (torch.sigmoid(e_hm) if recompute else e_hm.sigmoid_()).view(h * b, u, t)
             q_len_h, k_len_h = q_len.repeat(h), k_len.repeat(h)
             w_hm = stepwise_monotonic_alignment(
                 p_hm,
@@ -454,18 +512,26 @@ def stepwise_monotonic_attention(
             fr = _focus_rate_zero_padded(w_hm, k_len_h).view(h, b).t()
             head_index = fr.argmax(dim=-1)
             weights = w_hm.view(h, b, u, t).transpose(0, 1)
-        if needs_grad or noise_std > 0:
-            # Recompute only the selected head with autograd: 1/h of the energy work, and the
-            # saved tensors are (b, u, t) instead of (b, h, u, t).
-            p_sel = stay_probs(
-                torch.where(tok_valid[:, :, None], select_heads(query, head_index), 0).to(cdtype),
-                torch.where(frm_valid[:, :, None], select_heads(key, head_index), 0).to(cdtype),
-                bias_c.view(h)[head_index].view(b, 1, 1),
-                draw_noise((b, u, t)),
-            )
+        if recompute:
+            # Only the selected head goes through autograd, from its ranking energies (no second
+            # bmm): the saved tensors are (b, u, t) instead of (b, h, u, t).
+            rows = torch.arange(b, device=dev)
+            pre = e_hm[head_index, rows]  # (b, u, t): q.k * scale + bias, a fresh copy
+            noise = draw_noise((b, u, t))
+            if noise is not None:
+                pre.add_(noise)
+            # Padded cells (whatever the padding held) are 0 before the recurrence reads them.
+            cell_sel = cell_valid[:, 0]
+            if needs_grad:
+                p_sel = _SelectedStayProb.apply(
+                    query, key, bias_c.view(h), pre, head_index, cell_sel, sc
+                )
+            else:
+                p_sel = torch.where(cell_sel, pre.sigmoid_(), 0)
             soft_sel = align(p_sel, "soft", alpha0) if mode == "soft" else None
         else:
             p_sel = p_hm.view(h, b, u, t)[head_index, torch.arange(b, device=dev)]
+            p_sel = torch.where(cell_valid[:, 0], p_sel, 0)
             soft_sel = select_heads(weights, head_index) if mode == "soft" else None
         alignment = soft_sel if soft_sel is not None else align(p_sel, mode, alpha0)
         # (b, t, h*dv), head-major features, zero on padded frames; a view when ``value`` is the
@@ -473,5 +539,4 @@ def stepwise_monotonic_attention(
         v_cat = value.transpose(1, 2).reshape(b, t, -1)
         v_cat = torch.where(frm_valid[:, :, None], v_cat, 0).to(cdtype)
         ctx = torch.bmm(alignment, v_cat)
-    p_sel = torch.where(cell_valid[:, 0], p_sel, 0)
     return MonotonicAttentionResult(ctx.to(out_dtype), alignment, weights, fr, head_index, p_sel)
