@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from speechattn.functional.masks import check_lengths, check_nonempty_batch, lengths_to_valid_mask
 from speechattn.functional.monotonic_attention import (
+    _select_head_rows,
     expected_stay_prob,
     stepwise_monotonic_attention,
     stepwise_stay_probability,
@@ -103,8 +104,7 @@ class _HeadBlockLinear(torch.autograd.Function):
                 gb = grad.sum((0, 1)) if need_b and ctx.needs_input_grad[2] else None
                 return gx, gw, gb, None, None
             head = nonzero.to(torch.int64).argmax(1)  # (b,); items without gradient use head 0
-        rows = torch.arange(b, device=grad.device)
-        g_sel = g4.transpose(1, 2)[rows, head]  # (b, t, dh)
+        g_sel = _select_head_rows(g4.transpose(1, 2), head)  # (b, t, dh)
         w_h = weight.view(h, dh, -1)
         gx = torch.bmm(g_sel, w_h[head]) if need_x else None
         gw = None
