@@ -226,6 +226,7 @@ class _SelectedStayProb(torch.autograd.Function):
         head_index: Tensor,
         tok_valid: Tensor,
         frm_valid: Tensor,
+        cell_valid: Tensor,
         noise: Tensor | None,
         scale: float,
     ) -> Tensor:
@@ -234,7 +235,6 @@ class _SelectedStayProb(torch.autograd.Function):
         e = torch.bmm(q_sel, k_sel.transpose(1, 2)).add_(bias[head_index].view(-1, 1, 1))
         if noise is not None:
             e.add_(noise)
-        cell_valid = tok_valid[:, :, None] & frm_valid[:, None, :]
         p = torch.where(cell_valid, e.sigmoid_(), 0)
         ctx.save_for_backward(q_sel, k_sel, p, head_index, cell_valid)
         ctx.scale = scale
@@ -258,7 +258,7 @@ class _SelectedStayProb(torch.autograd.Function):
             grad_k = _scatter_head_rows(k_like, head, torch.bmm(d.transpose(1, 2), q_sel))
         if ctx.needs_input_grad[2]:
             grad_b = d.new_zeros(ctx.num_heads).index_add_(0, head, d.sum((1, 2)))
-        return grad_q, grad_k, grad_b, None, None, None, None, None, None, None
+        return grad_q, grad_k, grad_b, None, None, None, None, None, None, None, None
 
 
 def _check_bias(stay_bias: Tensor | float, h: int, dev: torch.device) -> Tensor:
@@ -564,6 +564,7 @@ def stepwise_monotonic_attention(
                 head_index,
                 tok_valid,
                 frm_valid,
+                cell_valid[:, 0],
                 draw_noise((b, u, t)),
                 sc,
             )
