@@ -21,8 +21,9 @@ Sections (``--section NAME``, default ``recurrence`` and ``layer``):
   the compat adapter (same math and weights) and the native module
   (``speechattn.nn.StepwiseMonotonicMultiheadAttention``). ``--profile`` prints a
   ``torch.profiler`` table of the native layer's forward+backward.
-- ``kernels``: the registered numba forward and backward kernels alone (no validation, no
-  autograd; outputs allocated per call), min of runs, and ns per valid cell.
+- ``kernels``: the registered numba forward (which checks the range of ``p`` as it reads it)
+  and backward kernels alone (no autograd; outputs allocated per call), min of runs, and ns
+  per valid cell; the backward also with ``alpha.sum()``'s broadcast (stride-0) gradient.
 - ``init``: not a speed test. A toy aligner (token embedding -> SMA -> token classifier on
   synthetic "mel" frames with known durations) trained from three stay-bias initialisations;
   reports the Viterbi frame accuracy against the true durations.
@@ -415,6 +416,7 @@ def section_kernels(
     g = torch.Generator().manual_seed(0)
     p = torch.rand(b, u, t, generator=g)
     grad = torch.ones(b, u, t)
+    bcast = torch.ones(()).expand(b, u, t)  # alpha.sum()'s stride-0 gradient
     text_len, mel_len = _ragged(shape, g)
     alpha0 = torch.zeros(b, u)
     alpha0[:, 0] = 1.0
@@ -429,6 +431,9 @@ def section_kernels(
         bwd = _wall(lambda: kernel.backward(grad, p, alpha, alpha0, text_len, mel_len, True), reps)[
             1
         ]
+        bwd_b = _wall(
+            lambda: kernel.backward(bcast, p, alpha, alpha0, text_len, mel_len, True), reps
+        )[1]
         rows.append(
             dict(
                 section="kernels",
@@ -439,6 +444,7 @@ def section_kernels(
                 load=_load(),
                 fwd_min_ms=fwd * 1e3,
                 bwd_min_ms=bwd * 1e3,
+                bwd_broadcast_min_ms=bwd_b * 1e3,
                 fwd_ns_per_cell=fwd * 1e9 / cells,
                 bwd_ns_per_cell=bwd * 1e9 / cells,
             )
@@ -447,7 +453,8 @@ def section_kernels(
             f"\nkernels (numba, mass='preserve'): B={b} U={u} T={t} float32, ragged, "
             f"threads={n_threads}, min of {reps}; {_load()}\n"
             f"forward {fwd * 1e3:.3f} ms ({fwd * 1e9 / cells:.2f} ns/valid cell), "
-            f"backward {bwd * 1e3:.3f} ms ({bwd * 1e9 / cells:.2f} ns/valid cell)"
+            f"backward {bwd * 1e3:.3f} ms ({bwd * 1e9 / cells:.2f} ns/valid cell), "
+            f"backward of a broadcast gradient {bwd_b * 1e3:.3f} ms"
         )
     return rows
 

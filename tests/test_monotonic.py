@@ -569,3 +569,57 @@ def test_numba_threads_work_in_a_forked_child(tmp_path) -> None:  # type: ignore
     )
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split() == ["equal", "True"]
+
+
+@pytest.mark.parametrize("mass", ["drop", "preserve"])
+def test_numba_fused_range_check_finds_every_bad_valid_entry(mass: str) -> None:
+    """The range check runs inside the numba forward: a bad value at any valid cell (any item,
+    head, the last valid token and frame included) raises, padding may hold anything, -0.0 and
+    exact 0/1 pass; and every ValueError names the same min/max as the torch path."""
+    p, tl, ml = _ragged(5, 9, 30, heads=3, seed=21, dtype=torch.float32)
+    tl[3], ml[3], tl[4], ml[4] = 4, 11, 9, 30
+    p = _pad_fill(p, tl, ml, math.nan)
+    assert torch.isfinite(stepwise_monotonic_alignment(p, tl, ml, mass=mass, impl="numba")).all()
+    edge = p.clone()
+    edge[3, 2, 0, 0], edge[3, 2, 3, 10], edge[1, 0, 0, 0] = -0.0, 1.0, 0.0
+    assert torch.isfinite(stepwise_monotonic_alignment(edge, tl, ml, mass=mass, impl="numba")).all()
+    for cell, value in (((3, 2, 3, 10), 1.5), ((3, 1, 0, 0), -0.25), ((4, 0, 2, 5), math.nan)):
+        bad = p.clone()
+        bad[cell] = value
+        msgs = []
+        for impl in ("numba", "torch"):
+            with pytest.raises(ValueError) as err:
+                stepwise_monotonic_alignment(bad, tl, ml, mass=mass, impl=impl)
+            msgs.append(str(err.value))
+        assert msgs[0] == msgs[1]
+
+
+def test_numba_backward_reads_a_broadcast_gradient_like_a_dense_one() -> None:
+    """alpha.sum()'s stride-0 gradient is read from one row: the same grad_p (bitwise) as the
+    dense gradient, and the same as the torch spec (float64)."""
+    p, tl, ml = _ragged(6, 12, 40, heads=2, seed=4)
+    grads = {}
+    for name, impl, dense in (
+        ("bcast", "numba", False),
+        ("dense", "numba", True),
+        ("spec", "torch", False),
+    ):
+        x = p.clone().requires_grad_(True)
+        alpha = stepwise_monotonic_alignment(x, tl, ml, mass="preserve", impl=impl)
+        seed = (
+            torch.full_like(alpha, 0.75)
+            if dense
+            else torch.tensor(0.75, dtype=alpha.dtype).expand_as(alpha)
+        )
+        (grads[name],) = torch.autograd.grad(alpha, x, seed)
+    assert torch.equal(grads["bcast"], grads["dense"])
+    torch.testing.assert_close(grads["bcast"], grads["spec"], rtol=1e-12, atol=1e-13)
+    # a gradient broadcast along frames only (stride 0 on the last axis) takes the dense path
+    x = p.clone().requires_grad_(True)
+    alpha = stepwise_monotonic_alignment(x, tl, ml, impl="numba")
+    row = torch.rand(6, 2, 12, 1, dtype=alpha.dtype).expand_as(alpha)
+    (g1,) = torch.autograd.grad(alpha, x, row)
+    (g2,) = torch.autograd.grad(
+        stepwise_monotonic_alignment(x, tl, ml, impl="numba"), x, row.contiguous()
+    )
+    assert torch.equal(g1, g2)

@@ -518,3 +518,84 @@ def test_empty_batch_is_a_clear_error() -> None:
     ref = KeonleeSMA(8, 4, 4)
     with pytest.raises(ValueError, match="B = 0"):
         ref(q, k, k, torch.zeros(0, dtype=torch.long))
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.7])
+def test_selected_head_backward_matches_autograd_recompute(noise: float) -> None:
+    """The focus-rate path's hand-written backward of the selected head's stay probabilities
+    equals autograd through the plain recomputation (gather, mask, matmul, sigmoid), with the
+    inputs laid out as head splits of (b, n, h*d) projections (the row-select fast path) and
+    padding holding NaN."""
+    g = torch.Generator().manual_seed(11)
+    b, h, u, t, dh = 3, 4, 6, 20, 5
+    ql, kl = torch.tensor([6, 4, 2]), torch.tensor([20, 13, 9])
+    qf = torch.randn(b, u, h * dh, generator=g, dtype=torch.float64)
+    kf = torch.randn(b, t, h * dh, generator=g, dtype=torch.float64)
+    vf = torch.randn(b, t, h * dh, generator=g, dtype=torch.float64)
+    qf[1, 4:] = math.nan
+    kf[2, 9:] = math.nan
+    r = torch.tensor([0.3, -0.2, 0.9, 0.1], dtype=torch.float64)
+    w = torch.randn(b, u, t, generator=g, dtype=torch.float64)
+
+    def split(x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.shape[0], x.shape[1], h, dh).transpose(1, 2)
+
+    grads = []
+    for path in ("fast", "reference"):
+        qq, kk, rr = (x.clone().requires_grad_(True) for x in (qf, kf, r))
+        res = stepwise_monotonic_attention(
+            split(qq),
+            split(kk),
+            split(vf),
+            query_lengths=ql,
+            key_lengths=kl,
+            stay_bias=rr,
+            noise_std=noise,
+            generator=torch.Generator().manual_seed(5),
+        )
+        if path == "fast":
+            p_sel = res.p_choose
+        else:  # autograd through the recomputation, same head choice and noise draw
+            hi = res.head_index
+            tv = torch.arange(u)[None] < ql[:, None]
+            fv = torch.arange(t)[None] < kl[:, None]
+            q_sel = torch.where(tv[:, :, None], select_heads(split(qq), hi), 0)
+            k_sel = torch.where(fv[:, :, None], select_heads(split(kk), hi), 0)
+            e = q_sel @ k_sel.transpose(1, 2) / math.sqrt(dh) + rr[hi].view(b, 1, 1)
+            if noise > 0:
+                e = e + torch.randn(
+                    (b, u, t), generator=torch.Generator().manual_seed(5), dtype=e.dtype
+                ).mul(noise)
+            p_sel = torch.where(tv[:, :, None] & fv[:, None, :], torch.sigmoid(e), 0)
+            torch.testing.assert_close(p_sel, res.p_choose, rtol=0, atol=1e-15)
+        from speechattn.functional import stepwise_monotonic_alignment
+
+        alpha = stepwise_monotonic_alignment(p_sel, ql, kl, mass="preserve")
+        loss = (alpha * w).sum() + (p_sel**2).sum()
+        grads.append(torch.autograd.grad(loss, (qq, kk, rr)))
+    for a, b_ in zip(*grads, strict=True):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b_, rtol=1e-12, atol=1e-13)
+    assert torch.all(grads[0][0][1, 4:] == 0) and torch.all(grads[0][1][2, 9:] == 0)
+
+
+def test_head_block_linear_with_known_heads_equals_dense() -> None:
+    """Told the selected heads, the key projection's backward equals the dense one."""
+    from speechattn.nn.monotonic import _HeadBlockLinear, _HeadHint
+
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(3, 7, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(8, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(8, generator=g, dtype=torch.float64, requires_grad=True)
+    heads = torch.tensor([2, 0, 3])
+    grad = torch.zeros(3, 7, 4, 2, dtype=torch.float64)
+    for i, j in enumerate(heads.tolist()):
+        grad[i, :, j] = torch.randn(7, 2, generator=g, dtype=torch.float64)
+    hint = _HeadHint()
+    hint.head_index = heads
+    ours = torch.autograd.grad(
+        _HeadBlockLinear.apply(x, w, bias, 4, hint), (x, w, bias), grad.view(3, 7, 8)
+    )
+    dense = torch.autograd.grad(F.linear(x, w, bias), (x, w, bias), grad.view(3, 7, 8))
+    for a, b_ in zip(ours, dense, strict=True):
+        torch.testing.assert_close(a, b_)

@@ -279,9 +279,9 @@ class _SMAFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_alpha: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         p, alpha, alpha0, tl, ml = ctx.saved_tensors
-        grad_p, grad_a0 = ctx.backward_fn(
-            grad_alpha.contiguous(), p, alpha, alpha0, tl, ml, ctx.preserve
-        )
+        if not getattr(ctx.backward_fn, "accepts_strided_grad", False):
+            grad_alpha = grad_alpha.contiguous()
+        grad_p, grad_a0 = ctx.backward_fn(grad_alpha, p, alpha, alpha0, tl, ml, ctx.preserve)
         return (
             grad_p if ctx.needs_input_grad[0] else None,
             grad_a0 if ctx.needs_input_grad[1] else None,
@@ -386,12 +386,13 @@ def stepwise_monotonic_alignment(
     if mass not in _MASSES:
         raise ValueError(f"Expected mass in {_MASSES}; found {mass!r}.")
     _check_prob_tensor(p_choose, "p_choose")
-    kernel_name, fwd, bwd = _resolve_impl(impl, p_choose.device)
-    # The numba path checks p's range on its own threads (torch's OpenMP reductions stall on an
-    # oversubscribed CPU); other paths use one aminmax inside _prepare.
-    numba_check = kernel_name == "numba"
+    _, fwd, bwd = _resolve_impl(impl, p_choose.device)
+    # A kernel whose forward checks p's range as it reads it (``forward.checked`` returns
+    # ``(alpha, ok)``, ok False for items with a valid entry outside [0, 1] or NaN) saves the
+    # separate pass; other paths use one aminmax inside _prepare.
+    checked_fwd = getattr(fwd, "checked", None) if mode == "soft" else None
     p3, tl, ml = _prepare(
-        p_choose, text_lengths, mel_lengths, name="p_choose", check_range=not numba_check
+        p_choose, text_lengths, mel_lengths, name="p_choose", check_range=checked_fwd is None
     )
     N, U = p3.shape[0], p3.shape[1]
     in_dtype = p_choose.dtype
@@ -424,15 +425,23 @@ def stepwise_monotonic_alignment(
         alpha0 = initial_alignment.reshape(N, U).to(cdtype).contiguous()
     preserve = mass == "preserve"
     pc = p3.to(cdtype).contiguous()
-    if numba_check:
-        from speechattn.kernels._numba_sma import in_unit_interval
-
-        if not in_unit_interval(pc, tl, ml):
-            _check_range_masked(pc, tl, ml, "p_choose")
     if mode == "hard":
         with torch.no_grad():
             hard = (pc > 0.5).to(cdtype)
             alpha = fwd(hard, alpha0.detach(), tl, ml, preserve)
+    elif checked_fwd is not None:
+        flags: list[Tensor] = []
+
+        def fwd_and_check(*args: Any) -> Tensor:
+            alpha, ok = checked_fwd(*args)
+            flags.append(ok)
+            return alpha
+
+        alpha = _SMAFunction.apply(pc, alpha0, tl, ml, preserve, fwd_and_check, bwd)
+        if not bool(flags[0].all()):
+            # Exact re-check of the flagged input (-0.0 is flagged but valid): raises with the
+            # min/max found, or returns.
+            _check_range_masked(pc, tl, ml, "p_choose")
     else:
         alpha = _SMAFunction.apply(pc, alpha0, tl, ml, preserve, fwd, bwd)
     return alpha.reshape(p_choose.shape).to(in_dtype)

@@ -18,7 +18,7 @@ wraps it with projections.
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -161,6 +161,104 @@ def _stay_probs(q: Tensor, k: Tensor, scale: float, bias: Tensor, noise: Tensor 
     if noise is not None:
         e.add_(noise)
     return e.sigmoid_()
+
+
+def _head_rows_index(b: int, n: int, h: int, head_index: Tensor) -> Tensor:
+    """Row numbers of ``x[i, :, head_index[i]]`` in a ``(b, n, h, d)`` tensor seen as ``(b*n*h, d)``."""
+    base = torch.arange(b * n, device=head_index.device).view(b, n) * h
+    return (base + head_index[:, None]).reshape(-1)
+
+
+def _select_head_rows(x: Tensor, head_index: Tensor) -> Tensor:
+    """``x[i, head_index[i]]`` of a ``(b, h, n, d)`` tensor: ``(b, n, d)``, a new tensor.
+
+    When ``x`` is the head split of a ``(b, n, h*d)`` tensor (its memory ``(b, n, h, d)``), one
+    ``index_select`` of contiguous ``d``-rows (an order of magnitude faster than advanced
+    indexing of the strided view).
+    """
+    b, h, n, d = x.shape
+    xt = x.transpose(1, 2)
+    if xt.is_contiguous():
+        idx = _head_rows_index(b, n, h, head_index)
+        return xt.reshape(b * n * h, d).index_select(0, idx).view(b, n, d)
+    return x[torch.arange(b, device=x.device), head_index]
+
+
+def _scatter_head_rows(
+    like: tuple[torch.Size, tuple[int, ...], torch.dtype], head_index: Tensor, rows: Tensor
+) -> Tensor:
+    """Zeros of ``like = (shape (b, h, n, d), strides, dtype)`` with ``rows`` ``(b, n, d)`` in
+    head ``head_index[i]`` of item ``i``: the adjoint of :func:`_select_head_rows` (laid out as
+    the tensor it selected from, so the gradient flows back through views without a copy)."""
+    shape, stride, dtype = like
+    b, h, n, d = shape
+    rows = rows.to(dtype)
+    dev = rows.device
+    if torch.empty_strided(shape, stride, device="meta").transpose(1, 2).is_contiguous():
+        out = torch.zeros((b, n, h, d), dtype=dtype, device=dev)
+        idx = _head_rows_index(b, n, h, head_index)
+        out.view(b * n * h, d).index_copy_(0, idx, rows.reshape(b * n, d))
+        return out.transpose(1, 2)
+    out = torch.zeros(shape, dtype=dtype, device=dev)
+    out[torch.arange(b, device=dev), head_index] = rows
+    return out
+
+
+class _SelectedStayProb(torch.autograd.Function):
+    """Stay probabilities of the selected head per item, with a hand-written backward.
+
+    ``p = sigmoid(q_sel . k_sel * scale + bias[head] (+ noise))`` at valid cells and 0 at padded
+    ones, ``(b, u, t)``, where ``q_sel``/``k_sel`` are the selected head's rows of the scaled
+    queries and the keys (gathered without autograd; padded rows zeroed). The same numbers as
+    autograd through ``gather``, ``where``, ``matmul`` and ``sigmoid`` without their
+    intermediate tensors: gradients reach only the selected head's rows of ``query``/``key``
+    and of ``bias``, never padded tokens or frames.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        query: Tensor,
+        key: Tensor,
+        bias: Tensor,
+        qs: Tensor,
+        kc: Tensor,
+        head_index: Tensor,
+        tok_valid: Tensor,
+        frm_valid: Tensor,
+        cell_valid: Tensor,
+        noise: Tensor | None,
+        scale: float,
+    ) -> Tensor:
+        q_sel = torch.where(tok_valid[:, :, None], _select_head_rows(qs, head_index), 0)  # scaled
+        k_sel = torch.where(frm_valid[:, :, None], _select_head_rows(kc, head_index), 0)
+        e = torch.bmm(q_sel, k_sel.transpose(1, 2)).add_(bias[head_index].view(-1, 1, 1))
+        if noise is not None:
+            e.add_(noise)
+        p = torch.where(cell_valid, e.sigmoid_(), 0)
+        ctx.save_for_backward(q_sel, k_sel, p, head_index, cell_valid)
+        ctx.scale = scale
+        ctx.num_heads = bias.shape[0]
+        # The inputs' shapes, strides and dtypes (the gradients' layout).
+        ctx.like = tuple((x.shape, x.stride(), x.dtype) for x in (query, key))
+        return p
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        q_sel, k_sel, p, head, cell_valid = ctx.saved_tensors
+        # sigmoid's derivative, zero at padded cells whatever the incoming gradient holds there
+        d = torch.where(cell_valid, grad * (1 - p) * p, 0)
+        grad_q = grad_k = grad_b = None
+        q_like, k_like = ctx.like
+        if ctx.needs_input_grad[0]:
+            grad_q = _scatter_head_rows(q_like, head, torch.bmm(d, k_sel).mul_(ctx.scale))
+        if ctx.needs_input_grad[1]:
+            # q_sel holds the scaled queries: d e / d k = scale * q
+            grad_k = _scatter_head_rows(k_like, head, torch.bmm(d.transpose(1, 2), q_sel))
+        if ctx.needs_input_grad[2]:
+            grad_b = d.new_zeros(ctx.num_heads).index_add_(0, head, d.sum((1, 2)))
+        return grad_q, grad_k, grad_b, None, None, None, None, None, None, None, None
 
 
 def _check_bias(stay_bias: Tensor | float, h: int, dev: torch.device) -> Tensor:
@@ -424,7 +522,7 @@ def stepwise_monotonic_attention(
         head_index = fr.argmax(dim=-1)
         weights = soft if mode == "soft" else align(p, mode, expand0(alpha0))
         ctx = torch.matmul(weights, v).transpose(1, 2).reshape(b, u, -1)
-        p_sel = select_heads(p, head_index)
+        p_sel = torch.where(cell_valid[:, 0], select_heads(p, head_index), 0)
         alignment = select_heads(weights, head_index)
     else:
         needs_grad = torch.is_grad_enabled() and (
@@ -437,10 +535,10 @@ def stepwise_monotonic_attention(
         with torch.no_grad():
             qs = query.to(cdtype) * sc
             kc = key.to(cdtype)
-            p_hm = torch.empty((h, b, u, t), dtype=cdtype, device=dev)
+            e_hm = torch.empty((h, b, u, t), dtype=cdtype, device=dev)
             for j in range(h):
-                torch.bmm(qs[:, j], kc[:, j].transpose(1, 2), out=p_hm[j])
-            p_hm = p_hm.add_(bias_c.view(h, 1, 1, 1)).sigmoid_().view(h * b, u, t)
+                torch.bmm(qs[:, j], kc[:, j].transpose(1, 2), out=e_hm[j])
+            p_hm = e_hm.add_(bias_c.view(h, 1, 1, 1)).sigmoid_().view(h * b, u, t)
             q_len_h, k_len_h = q_len.repeat(h), k_len.repeat(h)
             w_hm = stepwise_monotonic_alignment(
                 p_hm,
@@ -455,17 +553,25 @@ def stepwise_monotonic_attention(
             head_index = fr.argmax(dim=-1)
             weights = w_hm.view(h, b, u, t).transpose(0, 1)
         if needs_grad or noise_std > 0:
-            # Recompute only the selected head with autograd: 1/h of the energy work, and the
-            # saved tensors are (b, u, t) instead of (b, h, u, t).
-            p_sel = stay_probs(
-                torch.where(tok_valid[:, :, None], select_heads(query, head_index), 0).to(cdtype),
-                torch.where(frm_valid[:, :, None], select_heads(key, head_index), 0).to(cdtype),
-                bias_c.view(h)[head_index].view(b, 1, 1),
+            # Recompute only the selected head, with a hand-written backward: 1/h of the energy
+            # work, and the saved tensors are (b, u, t) instead of (b, h, u, t).
+            p_sel = _SelectedStayProb.apply(
+                query,
+                key,
+                bias_c.view(h),
+                qs,
+                kc,
+                head_index,
+                tok_valid,
+                frm_valid,
+                cell_valid[:, 0],
                 draw_noise((b, u, t)),
+                sc,
             )
             soft_sel = align(p_sel, "soft", alpha0) if mode == "soft" else None
         else:
             p_sel = p_hm.view(h, b, u, t)[head_index, torch.arange(b, device=dev)]
+            p_sel = torch.where(cell_valid[:, 0], p_sel, 0)
             soft_sel = select_heads(weights, head_index) if mode == "soft" else None
         alignment = soft_sel if soft_sel is not None else align(p_sel, mode, alpha0)
         # (b, t, h*dv), head-major features, zero on padded frames; a view when ``value`` is the
@@ -473,5 +579,4 @@ def stepwise_monotonic_attention(
         v_cat = value.transpose(1, 2).reshape(b, t, -1)
         v_cat = torch.where(frm_valid[:, :, None], v_cat, 0).to(cdtype)
         ctx = torch.bmm(alignment, v_cat)
-    p_sel = torch.where(cell_valid[:, 0], p_sel, 0)
     return MonotonicAttentionResult(ctx.to(out_dtype), alignment, weights, fr, head_index, p_sel)

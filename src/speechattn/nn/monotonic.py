@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from speechattn.functional.masks import check_lengths, check_nonempty_batch, lengths_to_valid_mask
 from speechattn.functional.monotonic_attention import (
+    _select_head_rows,
     expected_stay_prob,
     stepwise_monotonic_attention,
     stepwise_stay_probability,
@@ -48,23 +49,39 @@ class SMAOutput(NamedTuple):
     p_choose: Tensor | None
 
 
+class _HeadHint:
+    """The selected head per item, filled in by the layer once its forward has chosen it."""
+
+    __slots__ = ("head_index",)
+
+    def __init__(self) -> None:
+        self.head_index: Tensor | None = None
+
+
 class _HeadBlockLinear(torch.autograd.Function):
     """``F.linear(x, weight, bias)`` whose backward skips all-zero head blocks of the gradient.
 
     With focus-rate selection only one head per item receives gradients, so the key
     projection's gradient ``(b, t, h*dh)`` is zero outside one ``dh``-wide block per item. The
-    backward finds that block per item and multiplies only it (1/h of the dense work); when an
-    item has gradient in several heads it falls back to the dense products. Exact up to
-    summation order.
+    backward multiplies only that block per item (1/h of the dense work). The layer passes a
+    :class:`_HeadHint` holding the selected heads (exact: its forward routes gradients to those
+    blocks only); without one the backward finds the block per item and falls back to the dense
+    products when an item has gradient in several heads. Exact up to summation order.
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, num_heads: int
+        ctx: Any,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        num_heads: int,
+        hint: _HeadHint | None = None,
     ) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.num_heads = num_heads
         ctx.has_bias = bias is not None
+        ctx.hint = hint
         return F.linear(x, weight, bias)
 
     @staticmethod
@@ -75,17 +92,19 @@ class _HeadBlockLinear(torch.autograd.Function):
         b, t, d_out = grad.shape
         dh = d_out // h
         g4 = grad.view(b, t, h, dh)
-        nonzero = g4.abs().amax(dim=(1, 3)) != 0  # (b, h); amax propagates NaN: nonzero
-        counts = nonzero.sum(1)
         need_x, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias
-        if bool((counts > 1).any()):  # several heads per item: the dense products
-            gx = grad @ weight if need_x else None
-            gw = grad.reshape(-1, d_out).t() @ x.reshape(-1, x.shape[-1]) if need_w else None
-            gb = grad.sum((0, 1)) if need_b and ctx.needs_input_grad[2] else None
-            return gx, gw, gb, None
-        head = nonzero.to(torch.int64).argmax(1)  # (b,); items without gradient use head 0
-        rows = torch.arange(b, device=grad.device)
-        g_sel = g4[rows, :, head]  # (b, t, dh)
+        hint = ctx.hint
+        if hint is not None and hint.head_index is not None:
+            head = hint.head_index
+        else:
+            nonzero = g4.abs().amax(dim=(1, 3)) != 0  # (b, h); amax propagates NaN: nonzero
+            if bool((nonzero.sum(1) > 1).any()):  # several heads per item: the dense products
+                gx = grad @ weight if need_x else None
+                gw = grad.reshape(-1, d_out).t() @ x.reshape(-1, x.shape[-1]) if need_w else None
+                gb = grad.sum((0, 1)) if need_b and ctx.needs_input_grad[2] else None
+                return gx, gw, gb, None, None
+            head = nonzero.to(torch.int64).argmax(1)  # (b,); items without gradient use head 0
+        g_sel = _select_head_rows(g4.transpose(1, 2), head)  # (b, t, dh)
         w_h = weight.view(h, dh, -1)
         gx = torch.bmm(g_sel, w_h[head]) if need_x else None
         gw = None
@@ -96,7 +115,7 @@ class _HeadBlockLinear(torch.autograd.Function):
         if need_b and ctx.needs_input_grad[2]:
             gb = torch.zeros((h, dh), dtype=grad.dtype, device=grad.device)
             gb = gb.index_add_(0, head, g_sel.sum(1)).view(-1)
-        return gx, gw, gb, None
+        return gx, gw, gb, None, None
 
 
 class StepwiseMonotonicMultiheadAttention(nn.Module):
@@ -378,9 +397,12 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
             v_in = value.view(b, t, h, self.vdim // h).transpose(1, 2)
         else:
             v_in = self._split(self.v_proj, value)
+        hint = None
         if late_v and torch.is_grad_enabled() and key.dim() == 3:
-            # Only the selected head's key block gets gradient: a block-sparse backward.
-            k_in = _HeadBlockLinear.apply(key, self.k_proj.weight, self.k_proj.bias, h)
+            # Only the selected head's key block gets gradient: a block-sparse backward, told
+            # the selected heads once the forward has picked them.
+            hint = _HeadHint()
+            k_in = _HeadBlockLinear.apply(key, self.k_proj.weight, self.k_proj.bias, h, hint)
             k_in = k_in.view(b, t, h, self.head_dim).transpose(1, 2)
         else:
             k_in = self._split(self.k_proj, key)
@@ -399,6 +421,8 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
             initial_alignment=initial_alignment,
             impl=self.impl,
         )
+        if hint is not None:
+            hint.head_index = res.head_index
         context = res.context
         if late_v:
             context = F.linear(context, self.v_proj.weight)
