@@ -17,7 +17,14 @@ import numpy as np
 import torch
 
 from speechattn.recipes.align.calibrate import BoundaryOffsets, fit_boundary_offsets
-from speechattn.recipes.align.data import AlignItem, FeatureConfig, build_items, new_symbol_table
+from speechattn.recipes.align.data import (
+    AlignItem,
+    FeatureConfig,
+    augmented_items,
+    build_items,
+    demo_engine_options,
+    new_symbol_table,
+)
 from speechattn.recipes.align.evaluate import (
     AlignmentResult,
     Metrics,
@@ -77,6 +84,12 @@ class DemoConfig:
     threads: int = 2
     max_seconds_per_aligner: float | None = None
     mha_prior: str = "none"
+    # Corpus and front end (see speechattn.recipes.align.data.demo_corpus / FeatureConfig).
+    engines: tuple[str, ...] = ("espeak",)
+    commercial_only: bool = False
+    augment: bool = False
+    mel_norm: str = "bin"
+    band_mask: bool = False
 
     @classmethod
     def quick(cls) -> DemoConfig:
@@ -208,6 +221,16 @@ def _oracle(items: Sequence[AlignItem], cfg: FeatureConfig) -> list[AlignmentRes
     return out
 
 
+def demo_record(config: DemoConfig) -> dict:
+    """The settings that identify a demo run (the corpus/front-end options only when set, so
+    folders of espeak-only runs written before those options existed still resume)."""
+    rec = asdict(config)
+    for f in ("engines", "commercial_only", "augment", "mel_norm", "band_mask"):
+        if rec[f] == getattr(DemoConfig, f):
+            rec.pop(f)
+    return rec
+
+
 def run_demo(
     out: Path,
     config: DemoConfig,
@@ -234,13 +257,13 @@ def run_demo(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     keep = ("threads", "max_seconds_per_aligner", "eval_every", "steps")
-    record = {k: v for k, v in asdict(config).items() if k not in keep}
+    record = {k: v for k, v in demo_record(config).items() if k not in keep}
     state = prepare_output(out, record, overwrite=overwrite, extra_dirs=("corpus",))
     if state == "overwrite":
         log(f"--overwrite: removed the earlier run's outputs from {out}")
     elif state == "resume":
         log(f"{out} holds this run already: reusing its corpus and checkpoints")
-    feats = FeatureConfig()
+    feats = FeatureConfig(mel_norm=config.mel_norm, band_mask=config.band_mask)
     corpus_dir = out / "corpus"
     manifest = corpus_dir / "manifest.jsonl"
     if not manifest.exists():
@@ -255,6 +278,7 @@ def run_demo(
             workers=config.threads,
             sample_rate=feats.sample_rate,
             progress=progress,
+            **demo_engine_options(config.engines, config.commercial_only),
         )
     utts = load_corpus(manifest)
     fingerprint = corpus_fingerprint(utts)
@@ -267,6 +291,8 @@ def run_demo(
     train, dev, unseen, held = _split(
         items, config.held_out_voices, config.held_out_utterances, config.seed
     )
+    if config.augment:  # one copy of each training utterance through a random channel
+        train = train + augmented_items(utts, train, symbols, feats, seed=config.seed)
     t_data = time.perf_counter() - t_start
     log(
         f"{len(items)} utterances: {len(train)} train, {len(dev)} held-out utterances, "
