@@ -345,9 +345,10 @@ def run_demo(
         timings[kind] = res.seconds
         for s, its in splits.items():
             results[s][kind] = align_items(res.model, its, feats, keep_soft=2)
-        m = score(results["held-out voices"][kind])
+        m = score(results["held-out voices" if unseen else "held-out utterances"][kind])
         log(
-            f"  {kind}: {res.seconds:.0f}s, held-out voices: {m.phone_within_20ms:.1f}% within 20 ms"
+            f"  {kind}: {res.seconds:.0f}s, held-out {'voices' if unseen else 'utterances'}: "
+            f"{_pct(m.phone_within_20ms)} within 20 ms"
         )
         # Boundary calibration (uses labels): fitted on the training utterances only, scored on
         # the held-out splits as a separate row (see speechattn.recipes.align.calibrate).
@@ -357,8 +358,10 @@ def run_demo(
                 results[s][kind + "+cal"] = calibrate_results(
                     results[s][kind], feats, offsets[kind]
                 )
-            mc = score(results["held-out voices"][kind + "+cal"])
-            log(f"  {kind} + boundary calibration: {mc.phone_within_20ms:.1f}% within 20 ms")
+            mc = score(
+                results["held-out voices" if unseen else "held-out utterances"][kind + "+cal"]
+            )
+            log(f"  {kind} + boundary calibration: {_pct(mc.phone_within_20ms)} within 20 ms")
     for s, its in splits.items():
         results[s]["uniform"] = align_items("uniform", its, feats)
         results[s]["ground truth snapped to frames"] = _oracle(its, feats)
@@ -487,6 +490,10 @@ def _word_table(
         "utterances it found no alignment for (not scored)."
     ]
     return table, notes
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}%"
 
 
 def _row_name(key: str) -> str:
