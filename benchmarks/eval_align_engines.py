@@ -288,7 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="adaptation/training seed")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep the synthesized sets in --out")
-    ap.add_argument("--quick", action="store_true", help="espeak, 4 utterances, clean, tiny steps")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="espeak, 4 utterances, clean, every row with tiny steps (candidate: the shipped "
+        "aligner unless --checkpoint)",
+    )
     ap.add_argument(
         "--checkpoint",
         action="append",
@@ -304,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(path).is_file():
             ap.error(f"--checkpoint {spec}: no such file {path}")
         checkpoints[eng if sep else "*"] = Path(path)
+    if args.quick and not checkpoints:  # every row runs: the candidate is the shipped aligner
+        from speechattn.recipes.align.pipeline import DEFAULT_ASSET
+
+        checkpoints["*"] = DEFAULT_ASSET
     if args.quick:
         args.rows = ",".join(ROWS)
         args.engines, args.utterances, args.voices = "espeak", 4, 2
