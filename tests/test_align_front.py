@@ -58,6 +58,11 @@ def test_saved_configs_without_the_new_fields_load_with_the_old_behaviour() -> N
     }
     cfg = FeatureConfig(**old_saved)
     assert (cfg.mel_norm, cfg.std_floor, cfg.band_mask) == ("bin", 1e-3, False)
+    # ...and a default front end is saved exactly as before (older code reads it).
+    assert cfg.to_dict() == old_saved
+    masked = FeatureConfig(band_mask=True, band_mask_db=70.0)
+    assert masked.to_dict()["band_mask"] is True and "mel_norm" not in masked.to_dict()
+    assert FeatureConfig(**masked.to_dict()) == masked
 
 
 def test_shipped_aligner_front_end_is_unchanged() -> None:
@@ -226,3 +231,18 @@ def test_demo_cli_rejects_unknown_engines(tmp_path: Path) -> None:
     )
     assert r.returncode == 2
     assert "--engines" in r.stderr and "nope" in r.stderr
+
+
+def test_demo_record_of_a_default_run_is_unchanged() -> None:
+    # Folders written by default demo runs before the corpus options existed still resume.
+    import dataclasses
+
+    from speechattn.recipes.align.pipeline import DemoConfig, demo_record
+
+    cfg = DemoConfig()
+    new = {"engines", "commercial_only", "augment", "mel_norm", "band_mask"}
+    old = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in new}
+    assert demo_record(cfg) == old
+    multi = dataclasses.replace(cfg, engines=("espeak", "festival"), band_mask=True)
+    rec = demo_record(multi)
+    assert rec["engines"] == ("espeak", "festival") and rec["band_mask"] is True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -68,6 +68,15 @@ class FeatureConfig:
             raise ValueError(f"Expected std_floor > 0; found {self.std_floor}.")
         if not self.band_mask_db > 0:
             raise ValueError(f"Expected band_mask_db > 0; found {self.band_mask_db}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as saved with an aligner; the front-end options only when they differ
+        from the defaults, so a default front end is saved exactly as before they existed."""
+        d = asdict(self)
+        for name in ("mel_norm", "std_floor", "band_mask", "band_mask_db"):
+            if d[name] == getattr(FeatureConfig, name):
+                d.pop(name)
+        return d
 
     @property
     def frame_s(self) -> float:
