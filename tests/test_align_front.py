@@ -61,7 +61,7 @@ def test_saved_configs_without_the_new_fields_load_with_the_old_behaviour() -> N
     # ...and a default front end is saved exactly as before (older code reads it).
     assert cfg.to_dict() == old_saved
     masked = FeatureConfig(band_mask=True, band_mask_db=70.0)
-    assert masked.to_dict()["band_mask"] is True and "mel_norm" not in masked.to_dict()
+    assert masked.to_dict()["band_mask"] is True and masked.to_dict()["mel_norm"] == "bin"
     assert FeatureConfig(**masked.to_dict()) == masked
 
 

@@ -70,11 +70,13 @@ class FeatureConfig:
             raise ValueError(f"Expected band_mask_db > 0; found {self.band_mask_db}.")
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as saved with an aligner; the front-end options only when they differ
-        from the defaults, so a default front end is saved exactly as before they existed."""
+        """The settings as saved with an aligner. The old front end (per-bin normalisation, no
+        band mask) is saved exactly as before the front-end options existed; any other is saved
+        with all of them, so a later change of a default cannot change a saved aligner."""
         d = asdict(self)
-        for name in ("mel_norm", "std_floor", "band_mask", "band_mask_db"):
-            if d[name] == getattr(FeatureConfig, name):
+        names = ("mel_norm", "std_floor", "band_mask", "band_mask_db")
+        if not self.band_mask and self.mel_norm == "bin" and self.std_floor == 1e-3:
+            for name in names:
                 d.pop(name)
         return d
 
