@@ -84,7 +84,8 @@ class DemoConfig:
     threads: int = 2
     max_seconds_per_aligner: float | None = None
     mha_prior: str = "none"
-    # Corpus and front end (see speechattn.recipes.align.data.demo_corpus / FeatureConfig).
+    # Corpus and front end (see speechattn.recipes.align.data: demo_engine_options, FeatureConfig,
+    # TrainingChannel).
     engines: tuple[str, ...] = ("espeak",)
     commercial_only: bool = False
     augment: bool = False
