@@ -20,6 +20,9 @@ of the demo's training text). Each set is degraded into the ``--conditions``:
 Rows (``--rows``; default all but ``fs``), all scored against the engine's own timings:
 
 - ``unsupervised``: the shipped aligner applied as is (``speechattn align --no-adapt``);
+- ``candidate``: the aligner given by ``--checkpoint`` (one for every engine, or
+  ``ENGINE=PATH`` per engine: e.g. a model trained with that engine held out), applied as is;
+  added to the rows whenever ``--checkpoint`` is given, beside the shipped aligner's row;
 - ``adapted``: the shipped aligner with its default unsupervised adaptation on the test set
   (``speechattn align``, no labels);
 - ``fs``: a forward-sum + MAS aligner trained from scratch on the test set, unsupervised
@@ -54,9 +57,10 @@ from typing import Any
 
 import numpy as np
 
-ROWS = ("unsupervised", "adapted", "fs", "pocketsphinx", "uniform")
+ROWS = ("unsupervised", "candidate", "adapted", "fs", "pocketsphinx", "uniform")
 ROW_NAMES = {
     "unsupervised": "shipped aligner, unsupervised (--no-adapt)",
+    "candidate": "--checkpoint aligner for the engine, unsupervised (--no-adapt)",
     "adapted": "shipped aligner, adapted (default align)",
     "fs": "forward-sum + MAS, trained on the set (--from-scratch --kind fs)",
     "pocketsphinx": "pocketsphinx 5.1 forced alignment (peer)",
@@ -152,6 +156,7 @@ def _aligner_rows(
     work: Path,
     rows: list[str],
     args: argparse.Namespace,
+    checkpoint: Path | None = None,
 ) -> dict[str, tuple[list[np.ndarray], list[np.ndarray], float, int]]:
     """Run the `speechattn align` pipeline for the aligner rows and collect boundary errors."""
     import speechattn.recipes.align.pipeline as P
@@ -172,7 +177,10 @@ def _aligner_rows(
     P.align_items = spy  # run_align returns scores only; keep its alignments for our metrics
     try:
         for row in rows:
-            if row not in ("unsupervised", "adapted", "fs"):
+            if row not in ("unsupervised", "candidate", "adapted", "fs"):
+                continue
+            if row == "candidate" and checkpoint is None:
+                out[row] = ([], [], 0.0, 0)  # no --checkpoint for this engine
                 continue
             t0 = time.perf_counter()
             kw: dict[str, Any] = dict(
@@ -180,6 +188,8 @@ def _aligner_rows(
             )
             if row == "unsupervised":
                 kw["adapt"] = False
+            elif row == "candidate":
+                kw.update(adapt=False, checkpoint=checkpoint)
             elif row == "adapted":
                 if args.adapt_steps is not None:
                     kw["steps"] = args.adapt_steps
@@ -278,8 +288,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="adaptation/training seed")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep the synthesized sets in --out")
-    ap.add_argument("--quick", action="store_true", help="espeak, 4 utterances, clean, tiny steps")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="espeak, 4 utterances, clean, every row with tiny steps (candidate: the shipped "
+        "aligner unless --checkpoint)",
+    )
+    ap.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="[ENGINE=]PATH",
+        help="an aligner to score beside the shipped one (row 'candidate'): PATH for every "
+        "engine, or ENGINE=PATH (repeatable) for a model that held that engine out",
+    )
     args = ap.parse_args(argv)
+    checkpoints: dict[str, Path] = {}
+    for spec in args.checkpoint:
+        eng, sep, path = spec.rpartition("=")
+        if not Path(path).is_file():
+            ap.error(f"--checkpoint {spec}: no such file {path}")
+        checkpoints[eng if sep else "*"] = Path(path)
+    if args.quick and not checkpoints:  # every row runs: the candidate is the shipped aligner
+        from speechattn.recipes.align.pipeline import DEFAULT_ASSET
+
+        checkpoints["*"] = DEFAULT_ASSET
     if args.quick:
         args.rows = ",".join(ROWS)
         args.engines, args.utterances, args.voices = "espeak", 4, 2
@@ -289,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     engines = [e for e in args.engines.split(",") if e]
     conditions = [c for c in args.conditions.split(",") if c]
     rows = [r for r in args.rows.split(",") if r]
+    if checkpoints and "candidate" not in rows:
+        rows.insert(rows.index("unsupervised") + 1 if "unsupervised" in rows else 0, "candidate")
     for name, vals, allowed in (
         ("--conditions", conditions, CONDITIONS),
         ("--rows", rows, ROWS),
@@ -367,7 +402,13 @@ def main(argv: list[str] | None = None) -> int:
                     cman = cdir / "manifest.jsonl"
                     cman.write_text("\n".join(outl) + "\n")
                 print(f"[{time.perf_counter() - t_all:.0f}s] {engine} / {cond}", flush=True)
-                got = _aligner_rows(cman, work / engine / f"align_{cond}", rows, args)
+                got = _aligner_rows(
+                    cman,
+                    work / engine / f"align_{cond}",
+                    rows,
+                    args,
+                    checkpoints.get(engine, checkpoints.get("*")),
+                )
                 if "pocketsphinx" in rows:
                     got["pocketsphinx"] = _pocketsphinx_row(cman)
                 for row in rows:

@@ -96,6 +96,8 @@ def test_eval_align_engines_quick_writes_its_table(tmp_path: Path) -> None:
         assert r["word_utts"] > 0 and r["word_mean_abs_ms"] > 0
     # Scored against the truth: the shipped aligner beats uniform durations on its own engine.
     assert rows["unsupervised"]["word_mean_abs_ms"] < rows["uniform"]["word_mean_abs_ms"]
+    # --quick scores the shipped aligner as the --checkpoint candidate too: the same figures.
+    assert rows["candidate"]["word_mean_abs_ms"] == rows["unsupervised"]["word_mean_abs_ms"]
     md = (tmp_path / "results.md").read_text()
     assert "pocketsphinx" in md and "| espeak (seen) | clean |" in md
     # The evaluation sentences are not the demo's training text.

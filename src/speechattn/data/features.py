@@ -21,12 +21,18 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "MEL_NORMS",
     "LogMelSpectrogram",
+    "band_valid_mask",
     "hz_to_mel",
     "intervals_to_durations",
+    "mel_center_frequencies",
     "mel_filterbank",
     "mel_to_hz",
+    "normalize_log_mel",
 ]
+
+MEL_NORMS = ("bin", "utterance", "none")
 
 _F_SP = 200.0 / 3.0  # Slaney: linear below 1 kHz, 200/3 Hz per mel
 _MIN_LOG_HZ = 1000.0
@@ -221,6 +227,121 @@ class LogMelSpectrogram(nn.Module):
         mel = torch.matmul(self.mel_basis.to(dtype), spec)  # (B, M, T)
         out = torch.log(torch.clamp(mel, min=self.log_floor)).transpose(1, 2)
         return out[0] if squeeze else out
+
+
+def mel_center_frequencies(
+    *, sample_rate: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None
+) -> Tensor:
+    """Centre frequency (Hz, float64 ``(n_mels,)``) of each :func:`mel_filterbank` triangle."""
+    if f_max is None:
+        f_max = sample_rate / 2.0
+    lo = hz_to_mel(torch.tensor(float(f_min), dtype=torch.float64))
+    hi = hz_to_mel(torch.tensor(float(f_max), dtype=torch.float64))
+    return mel_to_hz(torch.linspace(float(lo), float(hi), n_mels + 2, dtype=torch.float64))[1:-1]
+
+
+def band_valid_mask(
+    log_mel: Tensor,
+    *,
+    sample_rate: int,
+    native_sample_rate: int | None = None,
+    drop_db: float = 60.0,
+    quantile: float = 0.9,
+    f_min: float = 0.0,
+    f_max: float | None = None,
+) -> Tensor:
+    """Which mel bins of one utterance carry signal: bool ``(m,)``, True = keep (inside the band).
+
+    Band-limited input (8 kHz telephone audio or 16 kHz audio resampled to 22.05 kHz) has empty
+    bands at the top of the spectrum. A bin is kept when both hold:
+
+    * its centre frequency is at most the Nyquist frequency of the audio's native rate
+      (``native_sample_rate / 2``; skipped when ``None``);
+    * it lies at or below the highest bin whose level (the ``quantile`` of its log-mel over
+      frames: the loud frames) is within ``drop_db`` dB of the loudest bin's level. The kept band
+      is a prefix: a quiet bin below a loud one is kept.
+
+    Args:
+        log_mel: ``(t, m)`` natural-log magnitude mel spectrogram (:class:`LogMelSpectrogram`,
+            ``power=1``), valid frames only.
+        sample_rate: the spectrogram's sample rate (after any resampling).
+        native_sample_rate: the file's own rate before resampling, when known.
+        drop_db: how far below the loudest bin (in dB of magnitude) a bin still counts as signal.
+        quantile: over frames, in ``(0, 1]``.
+        f_min, f_max: the filterbank's range (as given to :class:`LogMelSpectrogram`).
+
+    Returns:
+        bool ``(m,)``; at least the first bin is always kept.
+
+    Example::
+
+        keep = band_valid_mask(log_mel, sample_rate=22050)
+        log_mel = normalize_log_mel(log_mel, band_valid=keep)   # bins above the band -> 0
+    """
+    if not isinstance(log_mel, Tensor) or log_mel.dim() != 2 or log_mel.shape[0] < 1:
+        found = tuple(log_mel.shape) if isinstance(log_mel, Tensor) else type(log_mel).__name__
+        raise ValueError(f"Expected log_mel of shape (T>=1, M); found {found}.")
+    if not 0.0 < quantile <= 1.0:
+        raise ValueError(f"Expected 0 < quantile <= 1; found {quantile}.")
+    if drop_db <= 0:
+        raise ValueError(f"Expected drop_db > 0; found {drop_db}.")
+    m = log_mel.shape[1]
+    level = torch.quantile(log_mel.double(), quantile, dim=0)  # (m,)
+    live = level >= level.max() - drop_db * math.log(10.0) / 20.0
+    last = int(torch.nonzero(live).max())
+    keep = torch.arange(m, device=log_mel.device) <= last
+    if native_sample_rate is not None:
+        if native_sample_rate <= 0:
+            raise ValueError(f"Expected native_sample_rate > 0; found {native_sample_rate}.")
+        centres = mel_center_frequencies(
+            sample_rate=sample_rate, n_mels=m, f_min=f_min, f_max=f_max
+        ).to(log_mel.device)
+        keep &= centres <= native_sample_rate / 2.0
+    keep[0] = True
+    return keep
+
+
+def normalize_log_mel(
+    log_mel: Tensor,
+    *,
+    norm: str = "bin",
+    std_floor: float = 1e-3,
+    band_valid: Tensor | None = None,
+) -> Tensor:
+    """Per-utterance mean/variance normalisation of a log-mel ``(t, m) -> (t, m)``.
+
+    * ``norm="bin"``: each bin minus its mean over frames, divided by ``std + std_floor``
+      (cepstral mean/variance normalisation on log-mels: removes a fixed channel gain per bin);
+    * ``norm="utterance"``: one mean and one standard deviation over all frames and kept bins
+      (keeps the spectral tilt, removes the level);
+    * ``norm="none"``: unchanged.
+
+    With ``band_valid`` (bool ``(m,)``, True = keep, e.g. :func:`band_valid_mask`) the statistics
+    use the kept bins only and the other bins are set to 0 (their normalised mean), so an
+    empty band above a band-limited input's Nyquist frequency does not turn into amplified noise.
+    """
+    if norm not in MEL_NORMS:
+        raise ValueError(f"Expected norm in {MEL_NORMS}; found {norm!r}.")
+    if std_floor <= 0:
+        raise ValueError(f"Expected std_floor > 0; found {std_floor}.")
+    if log_mel.dim() != 2:
+        raise ValueError(f"Expected log_mel of shape (T, M); found {tuple(log_mel.shape)}.")
+    if band_valid is not None and (
+        band_valid.dtype != torch.bool or tuple(band_valid.shape) != (log_mel.shape[1],)
+    ):
+        raise ValueError(
+            f"Expected band_valid bool of shape ({log_mel.shape[1]},); found "
+            f"{band_valid.dtype} {tuple(band_valid.shape)}."
+        )
+    x = log_mel
+    if norm == "bin":
+        x = (x - x.mean(0, keepdim=True)) / (x.std(0, keepdim=True) + std_floor)
+    elif norm == "utterance":
+        sel = x if band_valid is None else x[:, band_valid]
+        x = (x - sel.mean()) / (sel.std() + std_floor)
+    if band_valid is not None:
+        x = x.masked_fill(~band_valid.to(x.device)[None, :], 0.0)
+    return x
 
 
 def intervals_to_durations(

@@ -660,13 +660,19 @@ def _mixed_block(jobs: list[tuple[str, str, str, str, int]]) -> list[dict[str, A
 
 
 def pick_voices(
-    engines: Sequence[str], num_voices: int, *, seed: int = 0, include_reserved: bool = False
+    engines: Sequence[str],
+    num_voices: int,
+    *,
+    seed: int = 0,
+    include_reserved: bool = False,
+    commercial_only: bool = False,
 ) -> list[str]:
     """``num_voices`` distinct ``"engine:voice_id"`` names drawn round-robin over ``engines``.
 
     Each engine's installed registry voices are shuffled by ``seed``; espeak contributes
     :func:`make_voices` voices (as many as needed). Reserved (evaluation-only) voices are left
-    out unless ``include_reserved``. The list for ``n`` is a prefix of the list for ``n + 1``
+    out unless ``include_reserved``; with ``commercial_only`` only voices whose licence allows
+    commercial use are drawn (what a shipped model must be trained on). The list for ``n`` is a prefix of the list for ``n + 1``
     only within one engine; the same arguments always give the same list.
 
     Raises:
@@ -692,7 +698,11 @@ def pick_voices(
             continue
         have = [
             v.key
-            for v in list_voices(engines=[name], include_reserved=include_reserved)
+            for v in list_voices(
+                engines=[name],
+                include_reserved=include_reserved,
+                commercial_only=commercial_only,
+            )
             if voice_installed(v)
         ]
         if not have:
@@ -754,6 +764,7 @@ def synth_corpus(
     progress: bool = True,
     engines: Sequence[str] | None = None,
     include_reserved: bool = False,
+    commercial_only: bool = False,
 ) -> Path:
     """Write a synthetic corpus: ``out_dir/wavs/<id>.wav`` plus ``out_dir/manifest.jsonl``.
 
@@ -786,6 +797,8 @@ def synth_corpus(
             byte for byte.
         include_reserved: with ``engines``, also use evaluation-only voices (for evaluation
             sets only; see :mod:`speechattn.data.voices`).
+        commercial_only: with ``engines``, only voices whose licence allows commercial use
+            (no MBROLA, no non-commercial RHVoice voices): what a shipped model is trained on.
 
     Returns:
         Path of ``manifest.jsonl``.
@@ -828,7 +841,13 @@ def synth_corpus(
         voices = make_voices(speakers, seed=seed)
         job_fn, block_fn = _synth_job, _synth_block
     else:
-        voices = pick_voices(engines, speakers, seed=seed, include_reserved=include_reserved)
+        voices = pick_voices(
+            engines,
+            speakers,
+            seed=seed,
+            include_reserved=include_reserved,
+            commercial_only=commercial_only,
+        )
         job_fn, block_fn = _mixed_job, _mixed_block
     rng = np.random.default_rng(seed)
     # Balanced assignment: every speaker gets floor/ceil(utterances / speakers) utterances.

@@ -30,6 +30,18 @@ def _formats(text: str) -> tuple[str, ...]:
     return names
 
 
+def _engines(text: str) -> tuple[str, ...]:
+    from speechattn.data.engines import ENGINE_NAMES
+
+    names = tuple(dict.fromkeys(t.strip().lower() for t in text.split(",") if t.strip()))
+    bad = [n for n in names if n not in ENGINE_NAMES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma list of {', '.join(ENGINE_NAMES)}; found {text!r}"
+        )
+    return names
+
+
 def _kinds(text: str) -> tuple[str, ...]:
     names = tuple(t.strip() for t in text.split(",") if t.strip())
     bad = [n for n in names if n not in _KINDS]
@@ -60,6 +72,20 @@ def _demo(args: argparse.Namespace) -> int:
         cfg.threads = args.threads
     if args.kinds:
         cfg.kinds = args.kinds
+    if args.engines is not None:
+        cfg.engines = args.engines
+    if args.commercial_only:
+        cfg.commercial_only = True
+    if args.augment:
+        cfg.augment = True
+    if args.band_mask:
+        cfg.band_mask = True
+    from speechattn.recipes.align.data import demo_engine_options
+
+    try:
+        demo_engine_options(cfg.engines, cfg.commercial_only)
+    except ValueError as exc:
+        raise CliError(f"--engines: {exc}", status=2) from None
     cfg.mha_prior = args.prior
     cfg.seed = args.seed
     if args.minutes_per_aligner is not None:
@@ -168,6 +194,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--kinds", type=_kinds, default=None, help="comma list of aligners from sma,fs,mha"
+    )
+    p.add_argument(
+        "--engines",
+        type=_engines,
+        default=None,
+        metavar="LIST",
+        help="speech engines of the training corpus, a comma list (e.g. espeak,festival,piper; "
+        "voices drawn round-robin, never an evaluation-only voice; `speechattn data voices` lists "
+        "what is installed) (default: espeak)",
+    )
+    p.add_argument(
+        "--commercial-only",
+        action="store_true",
+        help="only voices whose licence allows commercial use (no MBROLA, no non-commercial "
+        "RHVoice voices): required for an aligner that is shipped",
+    )
+    p.add_argument(
+        "--augment",
+        action="store_true",
+        help="add one copy of each training utterance through a random channel (8-48 kHz "
+        "resampling, telephone band and mu-law, rooms, noise)",
+    )
+    p.add_argument(
+        "--band-mask",
+        action="store_true",
+        help="front end: zero the mel bins above the audio's effective bandwidth (band-limited "
+        "input such as 8 kHz telephone audio); saved with the aligner",
     )
     p.add_argument(
         "--set",

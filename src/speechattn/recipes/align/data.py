@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -21,9 +22,13 @@ __all__ = [
     "SP",
     "AlignItem",
     "FeatureConfig",
+    "TrainingChannel",
+    "augmented_items",
     "build_items",
     "collate_items",
+    "demo_engine_options",
     "new_symbol_table",
+    "utterance_features",
 ]
 
 SIL = "<sil>"
@@ -47,6 +52,33 @@ class FeatureConfig:
     n_mels: int = 80
     word_silences: bool = False
     strip_stress: bool = True
+    # Front end. The defaults are what every aligner saved before these options had: saved
+    # configs without them load with the old behaviour.
+    mel_norm: str = "bin"
+    std_floor: float = 1e-3
+    band_mask: bool = False
+    band_mask_db: float = 60.0
+
+    def __post_init__(self) -> None:
+        from speechattn.data.features import MEL_NORMS
+
+        if self.mel_norm not in MEL_NORMS:
+            raise ValueError(f"Expected mel_norm in {MEL_NORMS}; found {self.mel_norm!r}.")
+        if not self.std_floor > 0:
+            raise ValueError(f"Expected std_floor > 0; found {self.std_floor}.")
+        if not self.band_mask_db > 0:
+            raise ValueError(f"Expected band_mask_db > 0; found {self.band_mask_db}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as saved with an aligner. The old front end (per-bin normalisation, no
+        band mask) is saved exactly as before the front-end options existed; any other is saved
+        with all of them, so a later change of a default cannot change a saved aligner."""
+        d = asdict(self)
+        names = ("mel_norm", "std_floor", "band_mask", "band_mask_db")
+        if not self.band_mask and self.mel_norm == "bin" and self.std_floor == 1e-3:
+            for name in names:
+                d.pop(name)
+        return d
 
     @property
     def frame_s(self) -> float:
@@ -58,7 +90,7 @@ class AlignItem:
     """One utterance ready for an aligner.
 
     ``tokens`` int64 ``(U,)`` (with edge silences), ``mel`` float ``(T, n_mels)`` (per-utterance
-    normalised), ``phone_token_index[i]`` is the token index of the i-th real phone, ``words`` lists
+    normalised, see :func:`utterance_features`), ``phone_token_index[i]`` is the token index of the i-th real phone, ``words`` lists
     ``(word, first_phone, last_phone_exclusive)`` over real phones, ``phones`` the phone labels.
     ``gt_phones`` / ``gt_words`` are ground-truth intervals (seconds) when the corpus has them.
     """
@@ -106,6 +138,9 @@ def build_items(
     grow_symbols: bool = False,
     progress: bool = False,
     voice: str | Callable[[Any], str] = "en-us",
+    channel: Callable[[np.ndarray, int, np.random.Generator], np.ndarray] | None = None,
+    channel_seed: int = 0,
+    id_suffix: str = "",
 ) -> list[AlignItem]:
     """Load audio, compute log-mels, phonemize text and map to symbol ids.
 
@@ -121,7 +156,14 @@ def build_items(
         config: front-end settings.
         voice: espeak voice/language for the phonemizer, or a function of the utterance (synthetic
             corpora pass the utterance's voice so phones line up with the ground truth).
+        channel: a random channel applied to each waveform before the features (training-time
+            augmentation, e.g. :class:`TrainingChannel`): ``channel(wave, sample_rate, rng)``
+            returns the degraded wave at the same rate; ``rng`` is seeded by ``channel_seed``
+            and the utterance id, so the same call gives the same items.
+        id_suffix: appended to each item's id (augmented copies next to the clean ones).
     """
+    import zlib
+
     from speechattn.data.audio import AudioError, load_audio
     from speechattn.data.features import LogMelSpectrogram
 
@@ -195,9 +237,13 @@ def build_items(
             warnings.warn(f"{utt.id}: skipped: {exc}", stacklevel=2)
             skipped += 1
             continue
-        with torch.no_grad():
-            mel = mel_fn(wav.unsqueeze(0))[0]
-        mel = (mel - mel.mean(0, keepdim=True)) / (mel.std(0, keepdim=True) + 1e-3)
+        if channel is not None:
+            rng = np.random.default_rng([channel_seed, zlib.crc32(str(utt.id).encode())])
+            wav = torch.from_numpy(
+                np.ascontiguousarray(channel(wav.numpy(), config.sample_rate, rng), np.float32)
+            )
+        native = _native_rate(utt.audio_path) if config.band_mask else None
+        mel = utterance_features(wav, config, mel_fn=mel_fn, native_sample_rate=native)
         if mel.shape[0] < len(labels):
             warnings.warn(
                 f"{utt.id}: {mel.shape[0]} frames < {len(labels)} tokens; skipped.", stacklevel=2
@@ -209,7 +255,7 @@ def build_items(
             gt_phones = None  # cannot be scored one-to-one
         items.append(
             AlignItem(
-                id=str(utt.id),
+                id=str(utt.id) + id_suffix,
                 speaker=str(getattr(utt, "speaker", "")),
                 text=str(utt.text),
                 tokens=torch.tensor(ids, dtype=torch.int64),
@@ -220,11 +266,161 @@ def build_items(
                 num_samples=int(wav.shape[0]),
                 gt_phones=gt_phones,
                 gt_words=getattr(utt, "words", None),
+                extra={"voice": v},
             )
         )
     if skipped:
         warnings.warn(f"{skipped} utterance(s) skipped (see the warnings above).", stacklevel=2)
     return items
+
+
+def _native_rate(path: Any) -> int | None:
+    import soundfile as sf
+
+    try:
+        return int(sf.info(str(path)).samplerate)
+    except Exception:  # decoded by ffmpeg: the rate is not known here
+        return None
+
+
+def utterance_features(
+    wave: Tensor,
+    config: FeatureConfig,
+    *,
+    mel_fn: Any = None,
+    native_sample_rate: int | None = None,
+) -> Tensor:
+    """The aligner's input for one waveform ``(n,)`` at ``config.sample_rate``: ``(t, n_mels)``.
+
+    Log-mel (:class:`~speechattn.data.features.LogMelSpectrogram`), normalised per utterance
+    (``config.mel_norm``, :func:`~speechattn.data.features.normalize_log_mel`); with
+    ``config.band_mask`` the bins above the audio's effective bandwidth
+    (:func:`~speechattn.data.features.band_valid_mask`: the native rate's Nyquist frequency and
+    the highest bin within ``band_mask_db`` dB of the loudest) are set to 0.
+    """
+    from speechattn.data.features import LogMelSpectrogram, band_valid_mask, normalize_log_mel
+
+    if mel_fn is None:
+        mel_fn = LogMelSpectrogram(
+            sample_rate=config.sample_rate,
+            n_fft=config.n_fft,
+            win_length=config.n_fft,
+            hop_length=config.hop_length,
+            n_mels=config.n_mels,
+        )
+    with torch.no_grad():
+        mel = mel_fn(wave.unsqueeze(0))[0]
+    keep = None
+    if config.band_mask:
+        keep = band_valid_mask(
+            mel,
+            sample_rate=config.sample_rate,
+            native_sample_rate=native_sample_rate,
+            drop_db=config.band_mask_db,
+        )
+    return normalize_log_mel(mel, norm=config.mel_norm, std_floor=config.std_floor, band_valid=keep)
+
+
+@dataclass
+class TrainingChannel:
+    """A random recording channel for training an aligner that copes with real audio.
+
+    With probability ``p_resample`` the audio goes through a lower sample rate drawn from
+    ``rates`` (8 to 48 kHz: rates below the working rate remove the band above their Nyquist
+    frequency, as telephone and 16 kHz recordings do), then through
+    :class:`~speechattn.data.augment.ChannelAugment` at that rate (equaliser, reverberation,
+    real rooms, telephone band with mu-law, noise), and back to the working rate.
+    """
+
+    p_resample: float = 0.5
+    rates: tuple[int, ...] = (8000, 11025, 16000, 24000, 32000, 44100, 48000)
+    p_eq: float = 0.5
+    p_reverb: float = 0.15
+    p_real_room: float = 0.15
+    p_telephone: float = 0.25
+    p_mu_law: float = 0.5
+    p_noise: float = 0.4
+    snr_db: tuple[float, float] = (10.0, 35.0)
+
+    def __call__(self, wave: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+        from speechattn.data.audio import resample
+        from speechattn.data.augment import ChannelAugment
+
+        aug = ChannelAugment(
+            p_eq=self.p_eq,
+            p_reverb=self.p_reverb,
+            p_telephone=self.p_telephone,
+            p_mu_law=self.p_mu_law,
+            p_noise=self.p_noise,
+            snr_db=self.snr_db,
+            p_real_room=self.p_real_room,
+        )
+        x = np.asarray(wave, dtype=np.float32)
+        rate = sample_rate
+        if rng.random() < self.p_resample:
+            rate = int(self.rates[int(rng.integers(len(self.rates)))])
+            x = np.asarray(resample(x, sample_rate, rate), dtype=np.float32)
+        x = aug(x, rate, rng)
+        if rate != sample_rate:
+            y = np.asarray(resample(x, rate, sample_rate), dtype=np.float32)
+            n = wave.shape[0]  # keep the length (and so the frame count) of the input
+            x = np.pad(y[:n], (0, max(0, n - y.shape[0])))
+        peak = float(np.abs(x).max()) if x.size else 0.0
+        return x / peak * 0.9 if peak > 1.0 else x
+
+
+def demo_engine_options(engines: Sequence[str], commercial_only: bool = False) -> dict[str, Any]:
+    """Keyword arguments of :func:`speechattn.data.synth.synth_corpus` for a demo corpus.
+
+    ``("espeak",)`` alone gives the espeak-only corpus (no keywords: the default demo's files,
+    byte for byte); any other list draws the voices round-robin over those engines, never a
+    reserved (evaluation-only) voice, and with ``commercial_only`` only voices whose licence allows
+    commercial use (what a shipped aligner is trained on).
+
+    Raises:
+        ValueError: an empty or repeated engine list, or an unknown engine name.
+    """
+    from speechattn.data.engines import ENGINE_NAMES
+
+    names = [str(e) for e in engines]
+    bad = [e for e in names if e not in ENGINE_NAMES]
+    if not names or bad or len(set(names)) != len(names):
+        raise ValueError(
+            f"Expected distinct engines from {', '.join(ENGINE_NAMES)}; found {names}."
+        )
+    if names == ["espeak"] and not commercial_only:
+        return {}
+    return {"engines": names, "commercial_only": bool(commercial_only), "include_reserved": False}
+
+
+def augmented_items(
+    utterances: Sequence[Any],
+    items: Sequence[AlignItem],
+    symbols: Any,
+    config: FeatureConfig,
+    *,
+    seed: int = 0,
+    channel: Callable[[np.ndarray, int, np.random.Generator], np.ndarray] | None = None,
+) -> list[AlignItem]:
+    """One copy of each of ``items`` through a random channel (default :class:`TrainingChannel`).
+
+    The copies' ids end in ``"~aug"``; the symbol table is not grown (the items' symbols are
+    in it already). Only the audio changes: the texts and the (unused for training) timings are
+    those of the clean utterances.
+    """
+    voices = {it.id: str(it.extra.get("voice", "en-us")) for it in items}
+    chosen = [u for u in utterances if str(u.id) in voices]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return build_items(
+            chosen,
+            symbols,
+            config,
+            voice=lambda u: voices[str(u.id)],
+            channel=channel if channel is not None else TrainingChannel(),
+            channel_seed=seed,
+            id_suffix="~aug",
+        )
 
 
 def _encode(symbols: Any, labels: list[str], grow: bool) -> list[int] | None:

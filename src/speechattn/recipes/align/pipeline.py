@@ -17,7 +17,14 @@ import numpy as np
 import torch
 
 from speechattn.recipes.align.calibrate import BoundaryOffsets, fit_boundary_offsets
-from speechattn.recipes.align.data import AlignItem, FeatureConfig, build_items, new_symbol_table
+from speechattn.recipes.align.data import (
+    AlignItem,
+    FeatureConfig,
+    augmented_items,
+    build_items,
+    demo_engine_options,
+    new_symbol_table,
+)
 from speechattn.recipes.align.evaluate import (
     AlignmentResult,
     Metrics,
@@ -77,6 +84,13 @@ class DemoConfig:
     threads: int = 2
     max_seconds_per_aligner: float | None = None
     mha_prior: str = "none"
+    # Corpus and front end (see speechattn.recipes.align.data: demo_engine_options, FeatureConfig,
+    # TrainingChannel).
+    engines: tuple[str, ...] = ("espeak",)
+    commercial_only: bool = False
+    augment: bool = False
+    mel_norm: str = "bin"
+    band_mask: bool = False
 
     @classmethod
     def quick(cls) -> DemoConfig:
@@ -104,7 +118,7 @@ def save_aligner(
             "model_config": model.config.to_dict(),
             "state_dict": state,
             "symbols": symbols,
-            "features": asdict(features),
+            "features": features.to_dict(),
             "info": info,
         },
     )
@@ -208,6 +222,16 @@ def _oracle(items: Sequence[AlignItem], cfg: FeatureConfig) -> list[AlignmentRes
     return out
 
 
+def demo_record(config: DemoConfig) -> dict:
+    """The settings that identify a demo run (the corpus/front-end options only when set, so
+    folders of espeak-only runs written before those options existed still resume)."""
+    rec = asdict(config)
+    for f in ("engines", "commercial_only", "augment", "mel_norm", "band_mask"):
+        if rec[f] == getattr(DemoConfig, f):
+            rec.pop(f)
+    return rec
+
+
 def run_demo(
     out: Path,
     config: DemoConfig,
@@ -234,13 +258,13 @@ def run_demo(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     keep = ("threads", "max_seconds_per_aligner", "eval_every", "steps")
-    record = {k: v for k, v in asdict(config).items() if k not in keep}
+    record = {k: v for k, v in demo_record(config).items() if k not in keep}
     state = prepare_output(out, record, overwrite=overwrite, extra_dirs=("corpus",))
     if state == "overwrite":
         log(f"--overwrite: removed the earlier run's outputs from {out}")
     elif state == "resume":
         log(f"{out} holds this run already: reusing its corpus and checkpoints")
-    feats = FeatureConfig()
+    feats = FeatureConfig(mel_norm=config.mel_norm, band_mask=config.band_mask)
     corpus_dir = out / "corpus"
     manifest = corpus_dir / "manifest.jsonl"
     if not manifest.exists():
@@ -255,6 +279,7 @@ def run_demo(
             workers=config.threads,
             sample_rate=feats.sample_rate,
             progress=progress,
+            **demo_engine_options(config.engines, config.commercial_only),
         )
     utts = load_corpus(manifest)
     fingerprint = corpus_fingerprint(utts)
@@ -267,6 +292,8 @@ def run_demo(
     train, dev, unseen, held = _split(
         items, config.held_out_voices, config.held_out_utterances, config.seed
     )
+    if config.augment:  # one copy of each training utterance through a random channel
+        train = train + augmented_items(utts, train, symbols, feats, seed=config.seed)
     t_data = time.perf_counter() - t_start
     log(
         f"{len(items)} utterances: {len(train)} train, {len(dev)} held-out utterances, "
@@ -306,7 +333,7 @@ def run_demo(
             checkpoint=out / "checkpoints" / f"{kind}.pt",
             extra_state={
                 "symbols": symbols,
-                "features": asdict(feats),
+                "features": feats.to_dict(),
                 "run": {"corpus": fingerprint},
             },
             progress=progress,
@@ -319,9 +346,10 @@ def run_demo(
         timings[kind] = res.seconds
         for s, its in splits.items():
             results[s][kind] = align_items(res.model, its, feats, keep_soft=2)
-        m = score(results["held-out voices"][kind])
+        m = score(results["held-out voices" if unseen else "held-out utterances"][kind])
         log(
-            f"  {kind}: {res.seconds:.0f}s, held-out voices: {m.phone_within_20ms:.1f}% within 20 ms"
+            f"  {kind}: {res.seconds:.0f}s, held-out {'voices' if unseen else 'utterances'}: "
+            f"{_pct(m.phone_within_20ms)} within 20 ms"
         )
         # Boundary calibration (uses labels): fitted on the training utterances only, scored on
         # the held-out splits as a separate row (see speechattn.recipes.align.calibrate).
@@ -331,8 +359,10 @@ def run_demo(
                 results[s][kind + "+cal"] = calibrate_results(
                     results[s][kind], feats, offsets[kind]
                 )
-            mc = score(results["held-out voices"][kind + "+cal"])
-            log(f"  {kind} + boundary calibration: {mc.phone_within_20ms:.1f}% within 20 ms")
+            mc = score(
+                results["held-out voices" if unseen else "held-out utterances"][kind + "+cal"]
+            )
+            log(f"  {kind} + boundary calibration: {_pct(mc.phone_within_20ms)} within 20 ms")
     for s, its in splits.items():
         results[s]["uniform"] = align_items("uniform", its, feats)
         results[s]["ground truth snapped to frames"] = _oracle(its, feats)
@@ -461,6 +491,10 @@ def _word_table(
         "utterances it found no alignment for (not scored)."
     ]
     return table, notes
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}%"
 
 
 def _row_name(key: str) -> str:
@@ -598,7 +632,7 @@ def run_align(
         "corpus": corpus_fingerprint(utts),
         "symbols": sorted(symbols, key=lambda k: symbols[k]),
         "model_config": mcfg.to_dict(),
-        "features": asdict(feats),
+        "features": feats.to_dict(),
         "seed": int(seed),
         "mode": mode,
         "init": init_id,
@@ -628,7 +662,7 @@ def run_align(
             items,
             tcfg,
             checkpoint=out / "checkpoints" / "aligner.pt",
-            extra_state={"symbols": symbols, "features": asdict(feats), "run": record},
+            extra_state={"symbols": symbols, "features": feats.to_dict(), "run": record},
             init_state=init,
             progress=progress,
             desc="adapt" if init is not None else "train",

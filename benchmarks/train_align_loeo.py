@@ -1,0 +1,99 @@
+"""Leave-one-engine-out aligners: one SMA aligner per held-out engine, trained without it.
+
+    python benchmarks/train_align_loeo.py --out runs/loeo --hold-out festival,piper
+    python benchmarks/eval_align_engines.py --engines espeak,festival,piper \\
+        --rows unsupervised,uniform --conditions clean,telephone \\
+        --checkpoint festival=runs/loeo/festival/aligner.pt \\
+        --checkpoint piper=runs/loeo/piper/aligner.pt --out runs/eval_loeo
+
+One multi-engine corpus is synthesized once (``--out/corpus``: ``speechattn data synth`` with
+``--engines``, commercial-licence voices only, never a reserved voice, the demo's sentence seed, so
+none of ``eval_align_engines.py``'s sentences) and cached; for each held-out engine the utterances
+of the other engines train an aligner through the demo's own training path
+(:func:`speechattn.recipes.align.pipeline.run_demo`, SMA only, no held-out voices, 60 held-out
+sentences), written to ``--out/<engine>/aligner.pt``. Learning uses (audio, text) only; the
+engines' timings score, never train. ``--augment`` / ``--band-mask`` as in ``speechattn demo``.
+About 10 minutes per model on 2 shared CPU cores (1000 steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+ENGINES = ("festival", "rhvoice", "piper", "espeak")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, help="folder for the corpus and the aligners")
+    ap.add_argument("--engines", default=",".join(ENGINES), help="corpus engines, comma list")
+    ap.add_argument("--hold-out", default="festival,piper", help="one aligner per engine here")
+    ap.add_argument("--utterances", type=int, default=1200)
+    ap.add_argument("--voices", type=int, default=12)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-augment", action="store_true", help="no channel-augmented copies")
+    ap.add_argument("--no-band-mask", action="store_true", help="the old front end")
+    args = ap.parse_args(argv)
+
+    import speechattn.recipes.align.peers as peers
+    from speechattn.data.synth import synth_corpus
+    from speechattn.recipes.align.outputs import RUN_RECORD, prepare_output
+    from speechattn.recipes.align.pipeline import DemoConfig, demo_record, run_demo
+
+    out = Path(args.out)
+    engines = [e for e in args.engines.split(",") if e]
+    corpus = out / "corpus"
+    manifest = corpus / "manifest.jsonl"
+    if not manifest.exists():
+        synth_corpus(
+            corpus,
+            utterances=args.utterances,
+            speakers=args.voices,
+            seed=0,
+            engines=engines,
+            commercial_only=True,
+            workers=max(1, args.threads),
+        )
+    lines = [json.loads(x) for x in manifest.read_text().splitlines()]
+    peers.pocketsphinx_available = lambda: False  # its row is not needed to train
+    for held in [e for e in args.hold_out.split(",") if e]:
+        keep = [x for x in lines if x["engine"] != held]
+        cfg = dataclasses.replace(
+            DemoConfig(),
+            utterances=len(keep),
+            speakers=len({x["voice"] for x in keep}),
+            held_out_voices=0,
+            steps=args.steps,
+            kinds=("sma",),
+            eval_every=0,
+            threads=args.threads,
+            engines=tuple(sorted({x["engine"] for x in keep})),
+            commercial_only=True,
+            augment=not args.no_augment,
+            band_mask=not args.no_band_mask,
+        )
+        run = out / held
+        if not (run / RUN_RECORD).exists():  # the run's corpus: the cached files minus `held`
+            record = {
+                k: v
+                for k, v in demo_record(cfg).items()
+                if k not in ("threads", "max_seconds_per_aligner", "eval_every", "steps")
+            }
+            prepare_output(run, record, overwrite=False, extra_dirs=("corpus",))
+            (run / "corpus").mkdir(parents=True, exist_ok=True)
+            os.symlink((corpus / "wavs").resolve(), run / "corpus" / "wavs")
+            (run / "corpus" / "manifest.jsonl").write_text(
+                "".join(json.dumps(x) + "\n" for x in keep)
+            )
+        res = run_demo(run, cfg, export=run / "aligner.pt", progress=False)
+        print(f"{held} held out: {res['summary']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
