@@ -320,6 +320,38 @@ def test_mixed_corpus_deterministic(tmp_path, monkeypatch) -> None:
     assert len(utts) == 6 and all(u.phones for u in utts)
 
 
+def test_mixed_corpus_skips_an_utterance_an_engine_cannot_time(tmp_path, monkeypatch) -> None:
+    """One sentence an engine fails on (Pico: a word outside pocketsphinx's dictionary) is left
+    out with one warning naming it; before, the whole corpus build crashed."""
+    _need("festival")
+    from speechattn.data import engines
+
+    real = engines.synthesize
+
+    def flaky(text, voice, **kw):  # type: ignore[no-untyped-def]
+        if "citys" in text:
+            raise ValueError("pocketsphinx cannot align words missing from its dictionary")
+        return real(text, voice, **kw)
+
+    monkeypatch.setattr(engines, "synthesize", flaky)
+    texts = ["The cat sat on the mat.", "Two citys stood there.", "A dog ran home."]
+    with pytest.warns(UserWarning, match=r"utt000001: skipped \(festival:.*dictionary"):
+        m = synth.synth_corpus(
+            tmp_path / "c", utterances=3, speakers=1, seed=0, engines=["festival"],
+            texts=texts, workers=0, progress=False,
+        )  # fmt: skip
+    recs = [json.loads(x) for x in m.read_text().splitlines()]
+    assert [r["id"] for r in recs] == ["utt000000", "utt000002"]
+    monkeypatch.setattr(
+        engines, "synthesize", lambda *a, **k: (_ for _ in ()).throw(ValueError("no"))
+    )
+    with pytest.raises(ValueError, match="all 3 failed"), pytest.warns(UserWarning):
+        synth.synth_corpus(
+            tmp_path / "d", utterances=3, speakers=1, engines=["festival"], texts=texts,
+            workers=0, progress=False,
+        )  # fmt: skip
+
+
 def test_cli_synth_reports_missing_engine(tmp_path, monkeypatch) -> None:
     import argparse
 

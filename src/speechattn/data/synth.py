@@ -614,9 +614,17 @@ def _mixed_job(job: tuple[str, str, str, str, int]) -> dict[str, Any]:
         duration = rec["duration"]
         timings = "engine"
     else:
+        from speechattn.data.engines import EngineUnavailable
         from speechattn.data.engines import synthesize as engine_synthesize
 
-        res = engine_synthesize(text, v, sample_rate=sample_rate)
+        try:
+            res = engine_synthesize(text, v, sample_rate=sample_rate)
+        except EngineUnavailable:
+            raise  # not installed: the whole corpus cannot be built
+        except (ValueError, RuntimeError) as exc:
+            # One sentence an engine cannot speak or time (e.g. a word missing from the
+            # pocketsphinx dictionary Pico's timings come from) skips that utterance only.
+            return {"id": utt_id, "skipped": f"{v.key}: {' '.join(str(exc).split())}"}
         wav16 = np.clip(np.round(res.waveform * 32768.0), -32768, 32767).astype(np.int16)
         _write_wav16(wav_path, wav16, sample_rate)
         duration = round(len(wav16) / sample_rate, 6)
@@ -794,7 +802,9 @@ def synth_corpus(
             ``voice`` (``"engine:voice_id"``) and ``person``; ``speaker`` is the person id
             (shared by voices of one person across engines), and ``phones`` is ``null`` for
             engines that give no phones. ``None`` (default) writes today's espeak-only corpus,
-            byte for byte.
+            byte for byte. An utterance an engine cannot speak or time (``ValueError`` /
+            ``RuntimeError`` from the engine, e.g. a word outside the pocketsphinx dictionary
+            that Pico's timings come from) is left out with one warning naming it.
         include_reserved: with ``engines``, also use evaluation-only voices (for evaluation
             sets only; see :mod:`speechattn.data.voices`).
         commercial_only: with ``engines``, only voices whose licence allows commercial use
@@ -802,6 +812,9 @@ def synth_corpus(
 
     Returns:
         Path of ``manifest.jsonl``.
+
+    Raises:
+        ValueError: bad sizes or texts, or every utterance failed.
     """
     for name, val in (("utterances", utterances), ("speakers", speakers)):
         if isinstance(val, bool) or not isinstance(val, int) or val < 1:
@@ -889,6 +902,18 @@ def synth_corpus(
     finally:
         bar.close()
     records.sort(key=lambda r: r["id"])
+    skipped = [r for r in records if "skipped" in r]
+    if skipped:
+        import warnings
+
+        for r in skipped:
+            warnings.warn(f"{r['id']}: skipped ({r['skipped']})", stacklevel=2)
+        records = [r for r in records if "skipped" not in r]
+        if not records:
+            raise ValueError(
+                f"Expected at least one utterance the engines could synthesize; all "
+                f"{len(skipped)} failed (first: {skipped[0]['skipped']})."
+            )
     manifest = out / "manifest.jsonl"
     tmp = manifest.with_suffix(".jsonl.tmp")
     with tmp.open("w", encoding="utf-8") as f:
