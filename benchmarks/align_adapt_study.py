@@ -109,7 +109,11 @@ def evaluate(model: Any, items: list[Any], feats: Any, pauses: list[str]) -> dic
 
 
 def run_set(
-    manifest: Path, args: argparse.Namespace, pauses: list[str], eval_at: list[int]
+    manifest: Path,
+    args: argparse.Namespace,
+    pauses: list[str],
+    eval_at: list[int],
+    save: Any = None,
 ) -> list[dict[str, Any]]:
     import torch
 
@@ -198,8 +202,69 @@ def run_set(
 
     for schedule, lr, steps in runs:
         one(schedule, lr, steps)
+        if save is not None:
+            save(rows)
     print(f"  set done in {time.perf_counter() - t0:.0f}s", flush=True)
     return rows
+
+
+def _cell(sc: dict[str, Any] | None) -> str:
+    if not sc or sc.get("word_mean_abs_ms") is None:
+        return "–"
+    return f"{sc['word_mean_abs_ms']:.1f} / {sc['word_within_20ms']:.1f}"
+
+
+def markdown(records: list[dict[str, Any]], decode: str, steps: list[int]) -> str:
+    """Steps x learning rate table (word mean abs ms / % within 20 ms, decoding ``decode``) with
+    the stopping rule's step, score and training minutes; then the pause settings per set at
+    step 0 and at the rule's stop."""
+    sets = list(dict.fromkeys((r["engine"], r["condition"]) for r in records))
+    head = " | ".join(f"{k} steps" for k in steps)
+    lines = [
+        f"| set | schedule, lr | 0 steps | {head} | stopping rule: step, score, min |",
+        "|---|---|" + "---:|" * (len(steps) + 2),
+    ]
+    for eng, cond in sets:
+        rs = [r for r in records if r["engine"] == eng and r["condition"] == cond]
+        base = next((r for r in rs if r.get("step") == 0 and "scores" in r), None)
+        b = _cell(base["scores"].get(decode)) if base else "–"
+        runs = list(dict.fromkeys((r["schedule"], r["lr"]) for r in rs if r["schedule"] != "none"))
+        for sched, lr in runs:
+            mine = [r for r in rs if r["schedule"] == sched and r["lr"] == lr]
+            by = {r["step"]: r for r in mine if "scores" in r and not r.get("rule_stop")}
+            cells = [_cell(by[k]["scores"].get(decode)) if k in by else "" for k in steps]
+            stop = next((r for r in mine if r.get("rule_stop")), None)
+            if stop:
+                st = f"{stop['step']}, {_cell(stop['scores'].get(decode))}, {stop['seconds'] / 60:.1f}"
+            else:
+                last = max(by) if by else 0
+                st = f"no stop by {last}" if sched == "constant" else "–"
+            if sched == "cosine":
+                k = max(by) if by else 0
+                st = f"(fixed {k} steps, {by[k]['seconds'] / 60:.1f} min)" if by else "–"
+            lines.append(
+                f"| {eng} {cond} | {sched}, {lr:g} | {b} | " + " | ".join(cells) + f" | {st} |"
+            )
+    decodes = list(next(r["scores"] for r in records if "scores" in r))
+    lines += [
+        "",
+        "| set | point | " + " | ".join(decodes) + " |",
+        "|---|---|" + "---:|" * len(decodes),
+    ]
+    for eng, cond in sets:
+        rs = [r for r in records if r["engine"] == eng and r["condition"] == cond]
+        pts = [("0 steps", next((r for r in rs if r.get("step") == 0 and "scores" in r), None))]
+        pts += [
+            (f"rule stop, lr {r['lr']:g} (step {r['step']})", r) for r in rs if r.get("rule_stop")
+        ]
+        for name, r in pts:
+            if r is None:
+                continue
+            cells = [
+                _cell(r["scores"][d]) + f" ({r['scores'][d].get('pauses', '–')})" for d in decodes
+            ]
+            lines.append(f"| {eng} {cond} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--schedule-default", action="store_true")
     ap.add_argument("--default-steps", type=int, default=150)
     ap.add_argument("--synth-only", action="store_true")
+    ap.add_argument(
+        "--table-only", action="store_true", help="only print the tables of --out/results.json"
+    )
+    ap.add_argument("--decode", default="forced", help="pause setting of the steps table")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
@@ -229,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(args.cache)
+    if args.table_only:
+        recs = json.loads((out / "results.json").read_text())["records"]
+        print(markdown(recs, args.decode, eval_at))
+        return 0
     records = []
     t0 = time.perf_counter()
     for engine in [e for e in args.engines.split(",") if e]:
@@ -237,12 +310,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{time.perf_counter() - t0:.0f}s] {engine} / {cond}: {man}", flush=True)
             if args.synth_only:
                 continue
-            for r in run_set(man, args, pauses, eval_at):
+            done = list(records)
+
+            def save(
+                rows: list[dict[str, Any]], done: list = done, e: str = engine, c: str = cond
+            ) -> None:
+                now = done + [{"engine": e, "condition": c, **r} for r in rows]
+                (out / "results.json").write_text(
+                    json.dumps({"argv": sys.argv[1:], "records": now}, indent=1)
+                )
+
+            for r in run_set(man, args, pauses, eval_at, save):
                 records.append({"engine": engine, "condition": cond, **r})
-            (out / "results.json").write_text(
-                json.dumps({"argv": sys.argv[1:], "records": records}, indent=1)
-            )
+            save([])
     print(f"done in {time.perf_counter() - t0:.0f}s")
+    if records:
+        (out / "results.md").write_text(markdown(records, "forced", eval_at) + "\n")
     return 0
 
 

@@ -561,7 +561,8 @@ def run_align(
     :class:`~speechattn.recipes.align.train.TrainConfig` field (``lr``, ``max_seconds``,
     ``schedule``, ...) or :class:`AdaptStop` field (``patience``, ``smoothing``, ``min_delta``,
     ``min_steps``). ``pauses``: ``"auto"``, ``"none"`` or ``"forced"`` (see
-    :mod:`~speechattn.recipes.align.pauses`).
+    :mod:`~speechattn.recipes.align.pauses`); ``"auto"`` decodes as ``"none"`` when nothing is
+    trained on the corpus (``adapt=False``).
 
     ``kind`` picks the aligner trained with ``from_scratch``; ``prior`` (``"none"``, ``"diagonal"``,
     ``"beta-binomial"``) sets the log-prior of a plain-MHA aligner (``ValueError`` for another kind).
@@ -722,13 +723,17 @@ def run_align(
             log(f"adaptation: {done} steps at lr {tcfg.lr:g}, stopped: {why}")
     if rank != 0:
         return {}
+    # "auto": pause tokens between words once the aligner has seen this corpus (adapted or
+    # trained here); an aligner applied as is scores worse with them (benchmarks/RESULTS.md), so
+    # it keeps only its own pause tokens optional ("none").
+    decode = "none" if pauses == "auto" and n_steps == 0 else pauses
     results = align_items(
         model,
         items,
         feats,
         keep_soft=2,
         offsets=offs,
-        pauses=pauses,
+        pauses=decode,
         pause_skip=DEFAULT_PAUSE_SKIP,
     )
     if offs is not None:
@@ -764,7 +769,9 @@ def run_align(
         "alignments": str(out / "alignments"),
         "formats": ",".join(formats),
         "boundary calibration": "on" if offs is not None else "off",
-        "pauses": f"{pauses} ({sum(len(r.pauses) for r in results)} pause intervals)",
+        "pauses": f"{pauses}"
+        + (f" (decoded as {decode})" if decode != pauses else "")
+        + f", {sum(len(r.pauses) for r in results)} pause intervals",
     }
     if adaptation:
         summary["adaptation"] = (
