@@ -320,9 +320,9 @@ def main(argv: list[str] | None = None) -> int:
                     json.dumps({"argv": sys.argv[1:], "records": now}, indent=1)
                 )
 
-            for r in run_set(man, args, pauses, eval_at, save):
-                records.append({"engine": engine, "condition": cond, **r})
-            save([])
+            rows = run_set(man, args, pauses, eval_at, save)
+            save(rows)
+            records.extend({"engine": engine, "condition": cond, **r} for r in rows)
     print(f"done in {time.perf_counter() - t0:.0f}s")
     if records:
         (out / "results.md").write_text(markdown(records, "forced", eval_at) + "\n")
