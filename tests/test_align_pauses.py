@@ -168,3 +168,43 @@ def test_constant_schedule_and_should_stop() -> None:
     assert len(res.history) == 3
     with pytest.raises(ValueError, match="schedule"):
         train_aligner(mcfg, toy_items(2, 0), TrainConfig(schedule="linear"), progress=False)
+
+
+def test_align_command_reports_pauses_and_why_adaptation_stopped(tmp_path: Path) -> None:
+    """`speechattn align` end to end on a tiny corpus: the shipped aligner adapts 3 steps (step
+    cap), decodes with pause states (auto), writes sil / sp in the TextGrid phones tier; with
+    --no-adapt, auto decodes as none; --pauses forced puts no pause interval between words."""
+    pytest.importorskip("espeakng_loader")
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    from speechattn.cli import main
+
+    data = tmp_path / "corpus"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for name, text in {"u1": "the cat sat", "u2": "a dog ran home"}.items():
+        t = np.arange(int(22050 * 1.6)) / 22050
+        wav = 0.2 * np.sin(2 * np.pi * 150 * t) * (t > 0.25) * (t < 1.35)
+        wav += 0.005 * rng.standard_normal(t.size)
+        sf.write(data / f"{name}.wav", wav.astype(np.float32), 22050)
+        (data / f"{name}.txt").write_text(text)
+    common = ["--no-progress", "--threads", "1"]
+    assert main(["align", str(data), "--out", str(tmp_path / "a"), "--steps", "3", *common]) == 0
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["adaptation"].startswith("3 steps") and "step cap" in summary["adaptation"]
+    assert summary["pauses"].startswith("auto,")
+    js = json.loads((tmp_path / "a" / "alignments" / "u1.json").read_text())
+    assert {p["label"] for p in js["pauses"]} <= {"sil", "sp"}
+    assert js["tokens"].count("<sp>") == 2  # an optional pause between each two of 3 words
+    raw = (tmp_path / "a" / "alignments" / "u1.TextGrid").read_text()
+    assert 'text = "sil"' in raw  # the leading silence of the audio
+    assert main(["align", str(data), "--out", str(tmp_path / "b"), "--no-adapt", *common]) == 0
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert "decoded as none" in summary["pauses"] and "adaptation" not in summary
+    args = ["align", str(data), "--out", str(tmp_path / "c"), "--no-adapt", "--pauses", "forced"]
+    assert main([*args, *common]) == 0
+    js = json.loads((tmp_path / "c" / "alignments" / "u2.json").read_text())
+    assert [p["label"] for p in js["pauses"]] == ["sil", "sil"]  # forced: every edge >= 1 frame

@@ -45,7 +45,7 @@ __all__ = [
 
 PAUSE_MODES = ("auto", "none", "forced")
 # Viterbi score of passing an optional pause with 0 frames (see benchmarks/RESULTS.md,
-# "Aligner pauses: optional pause states").
+# "Aligner pauses and adaptation").
 DEFAULT_PAUSE_SKIP = 0.0
 PAUSE_LABELS = {"edge": "sil", "between": "sp"}
 

@@ -59,7 +59,7 @@ ALIGNER_NAMES = {
 }
 CALIBRATED = " + boundary calibration (training-voice labels)"
 # Unsupervised adaptation defaults, chosen on held-out synthetic engines (festival, piper; clean
-# and telephone) in benchmarks/RESULTS.md, "Adaptation: steps, learning rate, stopping".
+# and telephone) in benchmarks/RESULTS.md, "Aligner pauses and adaptation".
 ADAPT_LR = 1e-3
 ADAPT_MAX_STEPS = 600
 ADAPT_MAX_SECONDS = 900.0
@@ -75,7 +75,7 @@ class AdaptStop:
     Adaptation stops once ``patience`` steps pass without an improvement, never before
     ``min_steps``. The rule reads only the loss history, so a resumed run stops where an
     uninterrupted one would. Relative by design: it holds for any corpus size, learning rate or
-    starting aligner (see benchmarks/RESULTS.md, "Adaptation: steps, learning rate, stopping").
+    starting aligner (see benchmarks/RESULTS.md, "Aligner pauses and adaptation").
     """
 
     smoothing: int = 20
