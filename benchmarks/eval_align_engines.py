@@ -24,7 +24,7 @@ Rows (``--rows``; default all but ``fs``), all scored against the engine's own t
   ``ENGINE=PATH`` per engine: e.g. a model trained with that engine held out), applied as is;
   added to the rows whenever ``--checkpoint`` is given, beside the shipped aligner's row;
 - ``adapted``: the shipped aligner with its default unsupervised adaptation on the test set
-  (``speechattn align``, no labels);
+  (``speechattn align``, no labels; it stops when its objective stops improving);
 - ``fs``: a forward-sum + MAS aligner trained from scratch on the test set, unsupervised
   (``speechattn align --from-scratch --kind fs --steps N``);
 - ``pocketsphinx``: pocketsphinx 5 forced alignment (the peer baseline; never a teacher);
@@ -184,7 +184,11 @@ def _aligner_rows(
                 continue
             t0 = time.perf_counter()
             kw: dict[str, Any] = dict(
-                seed=args.seed, threads=args.threads, progress=False, log=lambda *a: None
+                seed=args.seed,
+                threads=args.threads,
+                progress=False,
+                log=lambda *a: None,
+                pauses=args.pauses,
             )
             if row == "unsupervised":
                 kw["adapt"] = False
@@ -285,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
         "--adapt-steps", type=int, default=None, help="adaptation steps (align's default)"
     )
     ap.add_argument("--fs-steps", type=int, default=300, help="forward-sum training steps")
+    ap.add_argument(
+        "--pauses",
+        choices=("auto", "none", "forced"),
+        default="auto",
+        help="pause decoding of the aligner rows (align's --pauses; default: %(default)s)",
+    )
     ap.add_argument("--seed", type=int, default=0, help="adaptation/training seed")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep the synthesized sets in --out")

@@ -101,3 +101,40 @@ def hmm_loglik_ref(emis: np.ndarray, stay: np.ndarray, move: np.ndarray) -> floa
 
 def hmm_loglik_bruteforce(emis: np.ndarray, stay: np.ndarray, move: np.ndarray) -> float:
     return _logsumexp(*[path_score_ref(s, emis, stay, move) for s in _paths(*emis.shape)])
+
+
+def skip_path_score_ref(
+    seq, emis: np.ndarray, stay: np.ndarray, move: np.ndarray, skip: np.ndarray
+) -> float:
+    """Score of a token sequence that may pass optional tokens with 0 frames: a step from token
+    ``a`` to ``c`` at frame t scores ``move[a, t] + sum(skip[a+1:c])``, tokens before the first
+    occupied one and after the last one add their ``skip``."""
+    u_n = emis.shape[0]
+    s = float(emis[seq[0], 0]) + float(np.sum(skip[: seq[0]]))
+    for t in range(1, len(seq)):
+        a, c = seq[t - 1], seq[t]
+        if c == a:
+            s += float(stay[c, t])
+        else:
+            s += float(move[a, t]) + float(np.sum(skip[a + 1 : c]))
+        s += float(emis[c, t])
+    return s + float(np.sum(skip[seq[-1] + 1 : u_n]))
+
+
+def hmm_viterbi_skip_ref(
+    emis: np.ndarray, stay: np.ndarray, move: np.ndarray, optional: np.ndarray, log_skip: float
+) -> tuple[list[int], float]:
+    """Brute force over every non-decreasing token sequence whose unoccupied tokens are all
+    optional (tiny sizes only). Returns (best token sequence, its score)."""
+    u_n, t_n = emis.shape
+    skip = np.where(optional, log_skip, -math.inf)
+    best, best_s = None, -math.inf
+    for seq in itertools.combinations_with_replacement(range(u_n), t_n):
+        missing = set(range(u_n)) - set(seq)
+        if any(not optional[k] for k in missing):
+            continue
+        sc = skip_path_score_ref(list(seq), emis, stay, move, skip)
+        if sc > best_s + 1e-12:
+            best, best_s = list(seq), sc
+    assert best is not None
+    return best, best_s

@@ -19,6 +19,9 @@ output.
   self-loop ``p_t(u)``: exactly the stepwise monotonic attention recurrence of He et al. 2019 (Eq. 8)
   with emissions, in log space, forced to end on the last token (cf. neural HMMs, Mehta et al. 2022).
   With zero transition scores it reduces to MAS (Viterbi) and the blank-free forward sum.
+  ``skippable_mask`` marks optional tokens (pauses, edge silences) that the hard path may pass
+  with 0 frames: the left-to-right HMM with skip transitions over optional states that forced
+  aligners (HTK's tee models, Kaldi/MFA optional silence) use for short pauses.
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ class AlignmentPath(NamedTuple):
             :func:`~speechattn.functional.monotonic_viterbi`), one-hot over tokens for every valid
             frame, zero at padded tokens and frames; the input's dtype, no grad.
         durations: int64 ``(B, U)`` (or ``(B, H, U)``), frames per token; valid tokens get
-            ``>= 1`` and each row sums to ``mel_lengths[b]``; padded tokens get 0.
+            ``>= 1`` (``>= 0`` for tokens marked in a ``skippable_mask``) and each row sums to
+            ``mel_lengths[b]``; padded tokens get 0.
     """
 
     path: Tensor
@@ -201,6 +205,82 @@ def _viterbi_torch(value: Tensor, stay: Tensor, move: Tensor, tl: Tensor, ml: Te
     return path
 
 
+def _shift_right(x: Tensor, fill: float | int) -> Tensor:
+    """``y[:, u] = x[:, u - 1]``, ``y[:, 0] = fill`` for ``(B, U)`` tensors."""
+    pad = torch.full_like(x[:, :1], fill)
+    return torch.cat([pad, x[:, :-1]], dim=1)
+
+
+def _viterbi_skip_torch(
+    value: Tensor, stay: Tensor, move: Tensor, skip: Tensor, tl: Tensor, ml: Tensor
+) -> Tensor:
+    """Monotonic Viterbi with skip transitions over optional tokens; float64 ``(B, U, T)`` in,
+    one-hot path out. ``skip`` ``(B, U)``: score of passing token ``u`` with 0 frames (``_NEG``
+    for tokens that must take a frame, and for padding). Vectorised over batch and tokens.
+
+    ``enter(u, t)``, the best score of arriving on ``u`` at frame ``t`` from an earlier token, is
+    ``max(acc(u-1, t-1) + move(u-1, t), enter(u-1, t) + skip(u-1))``: a max-plus scan over tokens,
+    computed as ``L`` relaxations where ``L`` is the longest run of optional tokens. Ties prefer
+    staying, then the direct move, then the shorter skip; the path ends on the last valid token
+    or on an earlier one when every token after it is optional (their skip scores added), ties
+    preferring the later token.
+    """
+    b, u, t = value.shape
+    dev = value.device
+    tok = torch.arange(u, device=dev).unsqueeze(0).expand(b, u)
+    tok_valid = tok < tl.unsqueeze(1)
+    skip = torch.where(tok_valid, skip, torch.full_like(skip, _NEG))
+    opt = skip > _NEG / 2
+    # Longest run of consecutive optional tokens (the number of scan relaxations needed).
+    run = torch.zeros(b, dtype=torch.int64, device=dev)
+    longest = 0
+    for k in range(u):
+        run = torch.where(opt[:, k], run + 1, torch.zeros_like(run))
+        longest = max(longest, int(run.max()) if b else 0)
+    prev_skip = _shift_right(skip, _NEG)  # skip(u - 1)
+    neg = torch.full((b, u), _NEG, dtype=value.dtype, device=dev)
+
+    def scan(e: Tensor, src: Tensor) -> tuple[Tensor, Tensor]:
+        for _ in range(longest):
+            cand = _shift_right(e, _NEG) + prev_skip
+            better = cand > e
+            e = torch.where(better, cand, e).clamp_min(_NEG)
+            src = torch.where(better, _shift_right(src, -1), src)
+        return e, src
+
+    # Frame 0: start on token 0, or on a later one by skipping every token before it.
+    e0 = neg.clone()
+    e0[:, 0] = 0.0
+    e0, _ = scan(e0, torch.full((b, u), -1, dtype=torch.int64, device=dev))
+    acc = torch.where(tok_valid, e0 + value[:, :, 0], neg)
+    src_all = torch.full((b, u, t), -1, dtype=torch.int64, device=dev)
+    for j in range(1, t):
+        s = acc + stay[:, :, j]
+        m = _shift_right(acc, _NEG) + _shift_right(move[:, :, j], 0.0)
+        m = torch.where(tok == 0, neg, m)
+        e, src = scan(m, (tok - 1).clone())
+        from_stay = s >= e
+        new = torch.where(from_stay, s, e) + value[:, :, j]
+        new = torch.where(tok_valid, new.clamp_min(_NEG), neg)
+        live = (j < ml).unsqueeze(1)
+        acc = torch.where(live, new, acc)
+        src_all[:, :, j] = torch.where(from_stay, tok, src)
+    # End: the last valid token, or an earlier one with every later token skipped.
+    tail_skip = torch.where(tok_valid, skip, torch.zeros_like(skip))
+    tail = torch.flip(torch.cumsum(torch.flip(tail_skip, [1]), 1), [1])  # sum_{k >= u} skip(k)
+    tail = torch.cat([tail[:, 1:], torch.zeros_like(tail[:, :1])], dim=1)  # sum_{k > u}
+    end = torch.where(tok_valid, acc + tail, torch.full_like(acc, -float("inf")))
+    cur = u - 1 - torch.argmax(torch.flip(end, [1]), dim=1)
+    path = torch.zeros(b, u, t, dtype=value.dtype, device=dev)
+    bidx = torch.arange(b, device=dev)
+    for j in range(t - 1, -1, -1):
+        live = j < ml
+        path[bidx[live], cur[live], j] = 1.0
+        if j > 0:
+            cur = torch.where(live, src_all[bidx, cur, j], cur)
+    return path
+
+
 def _viterbi(
     value: Tensor, stay: Tensor, move: Tensor, tl: Tensor, ml: Tensor, name: str
 ) -> Tensor:
@@ -213,6 +293,62 @@ def _viterbi(
         return _viterbi_torch(value, stay, move, tl, ml)
     path = kernels.load("viterbi", name).viterbi(value, stay, move, tl, ml)
     return path.to(value.device)
+
+
+def _viterbi_skip(
+    value: Tensor, stay: Tensor, move: Tensor, skip: Tensor, tl: Tensor, ml: Tensor, name: str
+) -> Tensor:
+    """:func:`_viterbi` with skip transitions (``skip`` float64 ``(N, U)``, see
+    :func:`_viterbi_skip_torch`, the spec)."""
+    if name == "torch":
+        return _viterbi_skip_torch(value, stay, move, skip, tl, ml)
+    path = kernels.load("viterbi", name).viterbi_skip(value, stay, move, skip, tl, ml)
+    return path.to(value.device)
+
+
+def _check_skippable(
+    skippable_mask: Tensor | None,
+    log_skip: float | Tensor,
+    tl: Tensor,
+    ml: Tensor,
+    b: int,
+    u: int,
+    device: torch.device,
+) -> Tensor | None:
+    """float64 ``(B, U)`` skip scores (``_NEG`` where a token must take a frame), or ``None``
+    when no valid token is optional (then the path is the plain monotonic Viterbi's)."""
+    if skippable_mask is None:
+        return None
+    if not isinstance(skippable_mask, Tensor) or skippable_mask.dtype != torch.bool:
+        raise TypeError(
+            "Expected skippable_mask to be a bool tensor (B, U), True = the token may take 0 "
+            f"frames; found {getattr(skippable_mask, 'dtype', type(skippable_mask).__name__)}."
+        )
+    if tuple(skippable_mask.shape) != (b, u):
+        raise ValueError(
+            f"Expected skippable_mask of shape (B, U) = {(b, u)}; found "
+            f"{tuple(skippable_mask.shape)}."
+        )
+    if skippable_mask.device != device:
+        raise ValueError(
+            f"Expected skippable_mask on {device} (the scores' device); found "
+            f"{skippable_mask.device}."
+        )
+    opt = skippable_mask & lengths_to_valid_mask(tl, u)
+    if not bool(opt.any()):
+        return None
+    if isinstance(log_skip, Tensor):
+        if tuple(log_skip.shape) not in ((), (b, u)):
+            raise ValueError(
+                f"Expected log_skip to be a float or a (B, U) = {(b, u)} tensor; found shape "
+                f"{tuple(log_skip.shape)}."
+            )
+        ls = log_skip.detach().to(device=device, dtype=torch.float64).expand(b, u)
+    else:
+        ls = torch.full((b, u), float(log_skip), dtype=torch.float64, device=device)
+    if not bool(torch.isfinite(ls[opt]).all()):
+        raise ValueError("Expected finite log_skip scores on skippable tokens; found inf or NaN.")
+    return torch.where(opt, ls, torch.full_like(ls, _NEG))
 
 
 def _prep_transitions(
@@ -236,6 +372,8 @@ def monotonic_hmm_viterbi(
     text_lengths: Tensor | None = None,
     mel_lengths: Tensor | None = None,
     *,
+    skippable_mask: Tensor | None = None,
+    log_skip: float | Tensor = 0.0,
     impl: str = "auto",
 ) -> AlignmentPath:
     """Most likely monotonic path under emissions and stay/move transition scores.
@@ -244,20 +382,62 @@ def monotonic_hmm_viterbi(
     ``sum_t log_emission[u(t), t] + sum_{t>0} (log_stay[u(t), t] if u(t) == u(t-1) else log_move[u(t-1), t])``.
     Ties prefer staying. Not differentiable (the output is a hard path; compute it under ``no_grad``).
 
+    Optional tokens (``skippable_mask``): the path may pass such a token with 0 frames. Moving
+    at frame ``t`` from token ``a`` to token ``c > a + 1`` over optional tokens ``a+1 .. c-1``
+    scores ``log_move[a, t]`` plus ``log_skip`` of each skipped token; leading optional tokens may
+    be skipped at frame 0 (the path starts on the first token it occupies) and trailing ones at
+    the end (the path ends on the last token it occupies), each adding its ``log_skip``. Ties
+    prefer staying, then the direct move, then the shorter skip, then ending on the later token.
+    Without optional tokens this is exactly the plain path above.
+
     Args:
         log_emission: float ``(B, U, T)``.
         log_stay: float ``(B, U, T)`` log probability of staying on token ``u`` at frame ``t``
             (e.g. ``log p_t(u)`` of SMA), or ``None`` for 0.
         log_move: float ``(B, U, T)`` log probability of leaving token ``u`` at frame ``t``
             (e.g. ``log(1 - p_t(u))``), or ``None`` for 0.
-        text_lengths, mel_lengths: int64 ``(B,)``; ``mel_lengths >= text_lengths`` (else ``ValueError``).
+        text_lengths, mel_lengths: int64 ``(B,)``; ``mel_lengths >= text_lengths`` (else
+            ``ValueError``), or with ``skippable_mask``, ``mel_lengths >=`` the number of valid
+            tokens that are not optional.
+        skippable_mask: optional bool ``(B, U)``, True = the token may take 0 frames (a pause or
+            an edge silence); padding is ignored. ``None``: every token takes ``>= 1`` frame.
+        log_skip: score added for each optional token passed with 0 frames: a float or a float
+            ``(B, U)`` tensor (0: a pause of 0 frames costs nothing beyond the move).
         impl: ``"auto"`` (numba on CPU when installed, else torch), ``"numba"`` or ``"torch"``.
 
     Returns:
         :class:`AlignmentPath` with ``path`` in ``log_emission``'s dtype and device.
+
+    Example (naive equivalent, one item, no optional tokens)::
+
+        # best = max over monotonic paths u(0)=0 <= u(1) <= ... <= u(M-1)=U-1, steps of 0 or 1
+        #        of sum_t log_emission[u(t), t] + transition scores
+
     """
     b, u, t = _check_scores(log_emission, "log_emission")
-    tl, ml = _check_pair(text_lengths, mel_lengths, b, u, t, log_emission.device)
+    if skippable_mask is not None:
+        tl = check_lengths(
+            text_lengths, "text_lengths", batch=b, max_len=u, device=log_emission.device
+        )
+        ml = check_lengths(
+            mel_lengths, "mel_lengths", batch=b, max_len=t, device=log_emission.device
+        )
+        skip = _check_skippable(skippable_mask, log_skip, tl, ml, b, u, log_emission.device)
+        if skip is None:
+            tl, ml = _check_pair(tl, ml, b, u, t, log_emission.device)
+        else:
+            need = (skip <= _NEG / 2).logical_and(lengths_to_valid_mask(tl, u)).sum(1)
+            bad = ml < need
+            if bool(bad.any()):
+                i = int(bad.nonzero()[0, 0])
+                raise ValueError(
+                    f"A monotonic path needs one frame per token that is not skippable: expected "
+                    f"mel_lengths[{i}] >= {int(need[i])}; found {int(ml[i])}. Use a smaller hop "
+                    "length or drop the utterance."
+                )
+    else:
+        skip = None
+        tl, ml = _check_pair(text_lengths, mel_lengths, b, u, t, log_emission.device)
     stay, move = _prep_transitions(log_stay, log_move, log_emission)
     name = kernels.resolve("viterbi", impl, log_emission.device.type)
     with torch.no_grad():
@@ -268,7 +448,10 @@ def monotonic_hmm_viterbi(
         v = torch.where(valid, log_emission.detach().double(), zero)
         s = torch.where(valid, stay.detach().double(), zero)
         m = torch.where(valid, move.detach().double(), zero)
-        path = _viterbi(v, s, m, tl, ml, name)
+        if skip is None:
+            path = _viterbi(v, s, m, tl, ml, name)
+        else:
+            path = _viterbi_skip(v, s, m, skip, tl, ml, name)
         durations = path.sum(-1).round().to(torch.int64)
         return AlignmentPath(path.to(log_emission.dtype), durations)
 
@@ -278,6 +461,8 @@ def monotonic_alignment_search(
     text_lengths: Tensor | None = None,
     mel_lengths: Tensor | None = None,
     *,
+    skippable_mask: Tensor | None = None,
+    log_skip: float | Tensor = 0.0,
     impl: str = "auto",
 ) -> AlignmentPath:
     """Monotonic alignment search (Glow-TTS MAS): the best monotonic path through ``log_attn``.
@@ -290,12 +475,23 @@ def monotonic_alignment_search(
     Args:
         log_attn: float ``(B, U, T)`` (log-probabilities or any scores; padding ignored).
         text_lengths, mel_lengths: int64 ``(B,)``; ``mel_lengths >= text_lengths``.
+        skippable_mask, log_skip: optional tokens that may take 0 frames (see
+            :func:`monotonic_hmm_viterbi`).
         impl: ``"auto"``, ``"numba"`` or ``"torch"``.
 
     Returns:
         :class:`AlignmentPath` (not differentiable).
     """
-    return monotonic_hmm_viterbi(log_attn, None, None, text_lengths, mel_lengths, impl=impl)
+    return monotonic_hmm_viterbi(
+        log_attn,
+        None,
+        None,
+        text_lengths,
+        mel_lengths,
+        skippable_mask=skippable_mask,
+        log_skip=log_skip,
+        impl=impl,
+    )
 
 
 def monotonic_hmm_log_likelihood(

@@ -7,6 +7,8 @@ the same in float64, item by item, touching only each item's valid ``U_b x M_b``
 * :func:`viterbi` -- the one monotonic Viterbi (MAS, :func:`~speechattn.functional.monotonic_hmm_viterbi`
   and :func:`~speechattn.functional.monotonic_viterbi`): best path under emissions and stay/move
   transition scores, forced to start on token 0 and end on the last valid token; ties stay.
+* :func:`viterbi_skip` -- the same with skip transitions over optional tokens (pauses, edge
+  silences may take 0 frames); spec ``_viterbi_skip_torch``.
 * :func:`hmm_log_likelihood` -- the monotonic HMM forward algorithm with a compiled
   forward-backward whose gradients are the state / transition posteriors.
 
@@ -25,7 +27,7 @@ import torch
 from numba import njit
 from torch import Tensor
 
-__all__ = ["hmm_log_likelihood", "viterbi", "warmup"]
+__all__ = ["hmm_log_likelihood", "viterbi", "viterbi_skip", "warmup"]
 
 _NEG = -1e30
 
@@ -57,6 +59,63 @@ def _viterbi_one(value, stay, move, out, tu, tt):  # type: ignore[no-untyped-def
 def _viterbi_batch(value, stay, move, out, tl, ml, start, step):  # type: ignore[no-untyped-def]
     for i in range(start, value.shape[0], step):
         _viterbi_one(value[i], stay[i], move[i], out[i], tl[i], ml[i])
+
+
+@njit(cache=True, nogil=True)
+def _viterbi_skip_one(value, stay, move, skip, out, tu, tt):  # type: ignore[no-untyped-def]
+    # skip (U,): score of passing token u with 0 frames, <= -1e30 / 2 where it must take a frame.
+    neg = -1e30
+    acc = np.full((tu, tt), neg)
+    src = np.full((tu, tt), -1, dtype=np.int64)
+    e = 0.0
+    for u in range(tu):  # frame 0: token 0, or a later one with every earlier token skipped
+        if u > 0:
+            e = max(e + skip[u - 1], neg)
+        acc[u, 0] = max(e + value[u, 0], neg)
+    for t in range(1, tt):
+        e_prev = neg
+        s_prev = -1
+        for u in range(tu):
+            if u > 0:
+                m = acc[u - 1, t - 1] + move[u - 1, t]
+                msrc = u - 1
+                c = e_prev + skip[u - 1]
+                if c > m:
+                    m = c
+                    msrc = s_prev
+            else:
+                m = neg
+                msrc = -1
+            m = max(m, neg)
+            e_prev = m
+            s_prev = msrc
+            s = acc[u, t - 1] + stay[u, t]
+            if s >= m:
+                acc[u, t] = max(s + value[u, t], neg)
+                src[u, t] = u
+            else:
+                acc[u, t] = max(m + value[u, t], neg)
+                src[u, t] = msrc
+    best = -np.inf
+    bu = tu - 1
+    tail = 0.0
+    for u in range(tu - 1, -1, -1):  # end on the last token, or earlier with the rest skipped
+        sc = acc[u, tt - 1] + tail
+        if sc > best:
+            best = sc
+            bu = u
+        tail += skip[u]
+    u = bu
+    for t in range(tt - 1, -1, -1):
+        out[u, t] = 1.0
+        if t > 0:
+            u = src[u, t]
+
+
+@njit(cache=True, nogil=True)
+def _viterbi_skip_batch(value, stay, move, skip, out, tl, ml, start, step):  # type: ignore[no-untyped-def]
+    for i in range(start, value.shape[0], step):
+        _viterbi_skip_one(value[i], stay[i], move[i], skip[i], out[i], tl[i], ml[i])
 
 
 @njit(cache=True, nogil=True)
@@ -161,6 +220,23 @@ def viterbi(value: Tensor, stay: Tensor, move: Tensor, tl: Tensor, ml: Tensor) -
     return torch.from_numpy(out)
 
 
+def viterbi_skip(
+    value: Tensor, stay: Tensor, move: Tensor, skip: Tensor, tl: Tensor, ml: Tensor
+) -> Tensor:
+    """:func:`viterbi` with skip transitions: ``skip`` float64 ``(N, U)`` scores of passing each
+    token with 0 frames (``<= -1e30 / 2`` where the token must take a frame); ``ml`` at least the
+    number of tokens that must take a frame."""
+    n, u, t = value.shape
+    out = np.zeros((n, u, t), dtype=np.float64)
+    _run(
+        _viterbi_skip_batch,
+        (_f64(value), _f64(stay), _f64(move), _f64(skip), out, _i64(tl), _i64(ml)),
+        n,
+        n * u * t,
+    )
+    return torch.from_numpy(out)
+
+
 class _HMMForwardBackward(torch.autograd.Function):
     """Monotonic-HMM log-likelihood with a compiled forward-backward (gradients = posteriors)."""
 
@@ -202,4 +278,5 @@ def warmup() -> None:
     z = torch.zeros(1, 2, 3, dtype=torch.float64)
     one = torch.tensor([2])
     viterbi(z, z, z, one, torch.tensor([3]))
+    viterbi_skip(z, z, z, torch.zeros(1, 2, dtype=torch.float64), one, torch.tensor([3]))
     hmm_log_likelihood(z, z, z, one, torch.tensor([3]))

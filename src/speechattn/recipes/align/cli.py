@@ -124,11 +124,15 @@ def _align(args: argparse.Namespace) -> int:
         )
     if args.no_adapt and args.steps is not None:
         raise CliError("--steps has no effect with --no-adapt (nothing is trained)", status=2)
+    from speechattn.recipes.align.pipeline import ADAPT_MAX_SECONDS, AdaptStop
+
     tfields = {
         f.name: getattr(TrainConfig(), f.name)
         for f in dataclasses.fields(TrainConfig)
         if f.name not in ("steps", "seed")
     }
+    tfields["max_seconds"] = ADAPT_MAX_SECONDS  # a float (None: no cap, not settable here)
+    tfields.update({f.name: getattr(AdaptStop(), f.name) for f in dataclasses.fields(AdaptStop)})
     res = run_align(
         Path(args.data),
         Path(args.out),
@@ -146,6 +150,7 @@ def _align(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         formats=tuple(dict.fromkeys([*args.format, *(["ctm"] if args.ctm else [])])),
         train_overrides=parse_overrides(args.set, tfields),
+        pauses=args.pauses,
     )
     if res:
         print(metrics_table_text(res["table"]))
@@ -273,7 +278,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--steps",
         type=positive_int,
         default=None,
-        help="adaptation/training steps (default: 150 to adapt, 600 from scratch)",
+        help="most adaptation steps (default: 600; adaptation stops earlier when its objective "
+        "stops improving, or after --set max_seconds=900), or training steps with --from-scratch "
+        "(default: 600)",
     )
     a.add_argument(
         "--threads", type=positive_int, default=2, help="torch threads (default: %(default)s)"
@@ -295,7 +302,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         default=[],
         help="override a training setting (repeatable): lr, batch_size, warmup, weight_decay, "
-        "grad_clip, checkpoint_every, max_seconds",
+        "grad_clip, checkpoint_every, max_seconds (time cap), schedule (cosine|constant); the "
+        "adaptation stopping rule: patience, smoothing, min_delta, min_steps",
+    )
+    a.add_argument(
+        "--pauses",
+        choices=("auto", "none", "forced"),
+        default="auto",
+        help="pauses between words: auto (an optional pause between every two words: a pause in "
+        "the audio becomes a pause interval, 'sp' in the TextGrid's phones tier, and none costs "
+        "nothing; as none for the shipped aligner with --no-adapt), none (no "
+        "pause tokens between words; only the edge silences are optional), forced (every token "
+        "takes at least one frame, as in training) (default: %(default)s)",
     )
     a.add_argument(
         "--word-silences",

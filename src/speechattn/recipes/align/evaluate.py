@@ -30,6 +30,7 @@ __all__ = [
     "durations_to_intervals",
     "frame_boundaries_to_seconds",
     "score",
+    "token_edges",
     "write_alignment",
 ]
 
@@ -45,6 +46,8 @@ class AlignmentResult:
     soft: np.ndarray | None = None  # (U, T) soft alignment, kept for a few items only
     failure: bool = False
     focus: float = float("nan")
+    # Pause intervals (start, end, "sil" | "sp") of the non-phone tokens that took frames.
+    pauses: list[tuple[float, float, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -94,23 +97,43 @@ def durations_to_intervals(
     its context's calibrated offset, keeping every token at least half a frame long. The integer
     durations themselves are not changed.
     """
-    d = np.asarray(durations, dtype=np.int64)
-    inner = frame_boundaries_to_seconds(np.cumsum(d)[:-1], config)
-    end = item.num_samples / config.sample_rate if item.num_samples else d.sum() * config.frame_s
-    last = max(float(end), float(inner[-1])) if inner.size else float(end)
-    edges = np.concatenate([[0.0], inner, [last]])
-    if offsets is not None:
-        labels = [SP] * len(d)
-        labels[0] = labels[-1] = SIL
-        for p, k in zip(item.phones, item.phone_token_index):
-            labels[k] = p
-        edges = shift_edges(edges, labels, offsets, min_gap=0.5 * config.frame_s)
+    edges = token_edges(item, durations, config, offsets)
     phones = [
         (float(edges[k]), float(edges[k + 1]), p)
         for p, k in zip(item.phones, item.phone_token_index)
     ]
     words = [(phones[a][0], phones[b - 1][1], w) for w, a, b in item.words]
     return phones, words
+
+
+def token_edges(
+    item: AlignItem,
+    durations: Sequence[int] | np.ndarray,
+    config: FeatureConfig,
+    offsets: BoundaryOffsets | None = None,
+) -> np.ndarray:
+    """``(U + 1,)`` token edges in seconds (see :func:`durations_to_intervals`). A token with 0
+    frames (an optional pause passed by the path) has equal edges; a path that passes the trailing
+    silence ends its last phone at the audio's end."""
+    d = np.asarray(durations, dtype=np.int64)
+    cs = np.cumsum(d)[:-1]
+    inner = frame_boundaries_to_seconds(cs, config)
+    end = item.num_samples / config.sample_rate if item.num_samples else d.sum() * config.frame_s
+    last = max(float(end), float(inner[-1])) if inner.size else float(end)
+    inner = np.where(cs >= d.sum(), last, inner)
+    edges = np.concatenate([[0.0], inner, [last]])
+    if offsets is not None:
+        labels = [SP] * len(d)
+        labels[0] = labels[-1] = SIL
+        for p, k in zip(item.phones, item.phone_token_index):
+            labels[k] = p
+        # Shift the edges of the tokens that took frames; a 0-frame token stays where the next
+        # one starts.
+        nz = np.flatnonzero(d > 0)
+        kept = np.concatenate([edges[nz], [edges[-1]]])
+        kept = shift_edges(kept, [labels[k] for k in nz], offsets, min_gap=0.5 * config.frame_s)
+        edges = kept[np.searchsorted(nz, np.arange(len(d) + 1))]
+    return edges
 
 
 def _focus(soft: Tensor, u: int, t: int) -> float:
@@ -128,12 +151,21 @@ def align_items(
     batch_size: int = 16,
     keep_soft: int = 0,
     offsets: BoundaryOffsets | None = None,
+    pauses: str = "forced",
+    pause_skip: float = 0.0,
 ) -> list[AlignmentResult]:
     """Hard-align items with a trained :class:`TextMelAligner`, or ``model="uniform"``.
 
-    ``offsets``: boundary calibration applied to the intervals (not to the durations)."""
+    ``offsets``: boundary calibration applied to the intervals (not to the durations).
+    ``pauses``: ``"auto"``, ``"none"`` or ``"forced"`` (see :mod:`~speechattn.recipes.align.pauses`);
+    the uniform baseline always spreads the audio over the tokens as given. ``pause_skip``: the
+    Viterbi score of passing an optional pause with 0 frames (higher: fewer, longer pauses,
+    since a pause must then earn that much over the words' own scores). Each result's
+    ``item`` is the item as decoded (with any inserted pause tokens)."""
     from speechattn.functional.alignment import uniform_durations
+    from speechattn.recipes.align.pauses import check_pause_mode, pause_intervals, with_pauses
 
+    check_pause_mode(pauses)
     results: list[AlignmentResult] = []
     if hasattr(model, "eval"):
         model.eval()
@@ -141,19 +173,32 @@ def align_items(
     out: dict[int, AlignmentResult] = {}
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
-        batch = [items[i] for i in idx]
+        mode = "forced" if model == "uniform" else pauses
+        decoded = [with_pauses(items[i], mode) for i in idx]
+        batch = [it for it, _ in decoded]
         tokens, tl, mels, ml = collate_items(batch)
         if model == "uniform":
             dur = uniform_durations(tl, ml, tokens.shape[1])
             soft = None
         else:
-            path, soft = model.align(tokens, tl, mels, ml)
+            if mode == "forced":
+                path, soft = model.align(tokens, tl, mels, ml)
+            else:
+                skippable = torch.zeros(tokens.shape, dtype=torch.bool)
+                for j, (_, sk) in enumerate(decoded):
+                    skippable[j, : sk.shape[0]] = sk
+                path, soft = model.align(
+                    tokens, tl, mels, ml, skippable_mask=skippable, log_skip=pause_skip
+                )
             dur = path.durations
         for j, i in enumerate(idx):
             u, t = int(tl[j]), int(ml[j])
             d = dur[j, :u].numpy()
-            ph, wd = durations_to_intervals(items[i], d, config, offsets)
-            res = AlignmentResult(item=items[i], durations=d, phones=ph, words=wd)
+            it = batch[j]
+            ph, wd = durations_to_intervals(it, d, config, offsets)
+            res = AlignmentResult(item=it, durations=d, phones=ph, words=wd)
+            if model != "uniform":
+                res.pauses = pause_intervals(it, token_edges(it, d, config, offsets), d)
             if soft is not None:
                 sj = soft[j]
                 res.focus = _focus(sj, u, t)
@@ -172,10 +217,13 @@ def calibrate_results(
     """The same alignments (durations, soft, focus, failures) with calibrated intervals.
 
     No model call: only the interval times are recomputed from each result's durations."""
+    from speechattn.recipes.align.pauses import pause_intervals
+
     out = []
     for r in results:
         ph, wd = durations_to_intervals(r.item, r.durations, config, offsets)
-        out.append(dataclasses.replace(r, phones=ph, words=wd))
+        pz = pause_intervals(r.item, token_edges(r.item, r.durations, config, offsets), r.durations)
+        out.append(dataclasses.replace(r, phones=ph, words=wd, pauses=pz if r.pauses else []))
     return out
 
 
@@ -251,9 +299,12 @@ def write_alignment(
     js = out_dir / f"{safe}.json"
     words = [(a, min(b, xmax), w) for a, b, w in result.words]
     phones = [(a, min(b, xmax), p) for a, b, p in result.phones]
+    # The TextGrid's phones tier also shows the pauses (sil / sp, as MFA writes them); the words
+    # tier leaves them as empty intervals; CTM files list words and phones only.
+    tier = sorted([*phones, *((a, min(b, xmax), p) for a, b, p in result.pauses)])
     written: list[Path] = []
     if "textgrid" in formats:
-        _write_textgrid(tg, words, phones, xmax)
+        _write_textgrid(tg, words, tier, xmax)
         written.append(tg)
     if "json" in formats:
         _write_json(js, result, config)
@@ -289,15 +340,22 @@ def _write_json(js: Path, result: AlignmentResult, config: FeatureConfig) -> Non
         "speaker": item.speaker,
         "frame_seconds": config.frame_s,
         "durations_frames": [int(x) for x in result.durations],
-        "tokens": ["<sil>", *item.phones, "<sil>"]
-        if len(result.durations) == len(item.phones) + 2
-        else None,
+        "tokens": _token_labels(item) if len(result.durations) == len(item.tokens) else None,
         "words": [{"start": a, "end": b, "label": w} for a, b, w in result.words],
         "phones": [{"start": a, "end": b, "label": p} for a, b, p in result.phones],
+        "pauses": [{"start": a, "end": b, "label": p} for a, b, p in result.pauses],
     }
     tmp = js.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False))
     tmp.replace(js)
+
+
+def _token_labels(item: AlignItem) -> list[str]:
+    """One label per token: the phone, or ``<sil>`` / ``<sp>`` for edge silences and pauses."""
+    labels = [SIL if k in (0, len(item.tokens) - 1) else SP for k in range(len(item.tokens))]
+    for p, k in zip(item.phones, item.phone_token_index):
+        labels[k] = p
+    return labels
 
 
 def _write_textgrid_praatio(path: Path, words: list, phones: list, xmax: float) -> None:

@@ -324,13 +324,28 @@ class TextMelAligner(nn.Module):
     # ------------------------------------------------------------------------------------------
     @torch.no_grad()
     def align(
-        self, tokens: Tensor, text_lengths: Tensor, mels: Tensor, mel_lengths: Tensor
+        self,
+        tokens: Tensor,
+        text_lengths: Tensor,
+        mels: Tensor,
+        mel_lengths: Tensor,
+        skippable_mask: Tensor | None = None,
+        log_skip: float = 0.0,
     ) -> tuple[AlignmentPath, Tensor]:
-        """Hard monotonic alignment and soft attention ``(B, U, T)`` (eval mode recommended)."""
+        """Hard monotonic alignment and soft attention ``(B, U, T)`` (eval mode recommended).
+
+        ``skippable_mask``: bool ``(B, U)``, True = the token (a pause) may take 0 frames;
+        ``log_skip``: score of passing such a token with 0 frames."""
         out = self.forward(tokens, text_lengths, mels, mel_lengths)
         if self.config.kind == "sma":
             path = monotonic_hmm_viterbi(
-                out.log_attn, out.log_stay, out.log_move, text_lengths, mel_lengths
+                out.log_attn,
+                out.log_stay,
+                out.log_move,
+                text_lengths,
+                mel_lengths,
+                skippable_mask=skippable_mask,
+                log_skip=log_skip,
             )
             # Soft alignment: the HMM posterior occupancy (gradient of the log-likelihood).
             with torch.enable_grad():
@@ -341,5 +356,11 @@ class TextMelAligner(nn.Module):
                 (post,) = torch.autograd.grad(ll.sum(), e)
             return path, post.detach()
         else:
-            path = monotonic_alignment_search(out.log_attn, text_lengths, mel_lengths)
+            path = monotonic_alignment_search(
+                out.log_attn,
+                text_lengths,
+                mel_lengths,
+                skippable_mask=skippable_mask,
+                log_skip=log_skip,
+            )
         return path, out.soft

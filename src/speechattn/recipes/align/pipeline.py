@@ -50,6 +50,7 @@ from speechattn.recipes.align.train import (
 
 __all__ = [
     "DEFAULT_ASSET",
+    "AdaptStop",
     "DemoConfig",
     "load_aligner",
     "run_align",
@@ -64,6 +65,49 @@ ALIGNER_NAMES = {
     "mha": "plain MHA + MAS",
 }
 CALIBRATED = " + boundary calibration (training-voice labels)"
+# Unsupervised adaptation defaults, chosen on held-out synthetic engines (festival, piper; clean
+# and telephone) in benchmarks/RESULTS.md, "Aligner pauses and adaptation".
+ADAPT_LR = 1e-3
+ADAPT_MAX_STEPS = 600
+ADAPT_MAX_SECONDS = 900.0
+
+
+@dataclass
+class AdaptStop:
+    """When unsupervised adaptation stops: the smoothed objective stopped improving.
+
+    The training loss of each step (the aligner's own objective on a random batch, no labels) is
+    smoothed by an exponential moving average over ``smoothing`` steps; a step improves when its
+    smoothed loss is lower than the best so far by more than ``min_delta`` of that best.
+    Adaptation stops once ``patience`` steps pass without an improvement, never before
+    ``min_steps``. The rule reads only the loss history, so a resumed run stops where an
+    uninterrupted one would. Relative by design: it holds for any corpus size, learning rate or
+    starting aligner (see benchmarks/RESULTS.md, "Aligner pauses and adaptation").
+    """
+
+    smoothing: int = 20
+    patience: int = 60
+    min_delta: float = 0.005
+    min_steps: int = 50
+
+    def best_step(self, history: Sequence[dict]) -> tuple[int, int]:
+        """(step of the best smoothed loss, steps seen)."""
+        alpha = 2.0 / (self.smoothing + 1)
+        ema = None
+        best = float("inf")
+        best_step = 0
+        for i, rec in enumerate(history, start=1):
+            x = float(rec["loss"])
+            ema = x if ema is None else ema + alpha * (x - ema)
+            if ema < best - self.min_delta * abs(best) or best == float("inf"):
+                best, best_step = ema, i
+        return best_step, len(history)
+
+    def __call__(self, history: Sequence[dict]) -> bool:
+        if len(history) < self.min_steps:
+            return False
+        best, seen = self.best_step(history)
+        return seen - best >= self.patience
 
 
 @dataclass
@@ -539,9 +583,20 @@ def run_align(
     overwrite: bool = False,
     formats: Sequence[str] = ("textgrid", "json"),
     train_overrides: dict[str, Any] | None = None,
+    pauses: str = "auto",
     log=print,
 ) -> dict:
     """Align a corpus: train from scratch, or apply (and by default adapt) a trained aligner.
+
+    Adaptation (the default with a trained aligner) trains on the corpus without labels at a
+    constant learning rate after a short warm-up and stops when its objective stops improving
+    (:class:`AdaptStop`), after ``steps`` steps (default :data:`ADAPT_MAX_STEPS`), or after
+    :data:`ADAPT_MAX_SECONDS` of training, whichever comes first. ``train_overrides`` sets any
+    :class:`~speechattn.recipes.align.train.TrainConfig` field (``lr``, ``max_seconds``,
+    ``schedule``, ...) or :class:`AdaptStop` field (``patience``, ``smoothing``, ``min_delta``,
+    ``min_steps``). ``pauses``: ``"auto"``, ``"none"`` or ``"forced"`` (see
+    :mod:`~speechattn.recipes.align.pauses`); ``"auto"`` decodes as ``"none"`` for the shipped
+    aligner applied without adaptation (``adapt=False``, no ``checkpoint``).
 
     ``kind`` picks the aligner trained with ``from_scratch``; ``prior`` (``"none"``, ``"diagonal"``,
     ``"beta-binomial"``) sets the log-prior of a plain-MHA aligner (``ValueError`` for another kind).
@@ -560,7 +615,12 @@ def run_align(
     when nothing usable is left. ``formats``: any of ``textgrid``, ``json``, ``ctm``.
     """
     from speechattn.data.corpus import load_corpus
+    from speechattn.recipes.align.pauses import DEFAULT_PAUSE_SKIP, check_pause_mode
 
+    check_pause_mode(pauses)
+    overrides = dict(train_overrides or {})
+    stop_fields = {f.name for f in dataclasses.fields(AdaptStop)}
+    stop_rule = AdaptStop(**{k: overrides.pop(k) for k in list(overrides) if k in stop_fields})
     torch.set_num_threads(max(1, threads))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -597,7 +657,7 @@ def run_align(
         )
         mcfg = model.config
         init = model.state_dict()
-        n_steps = (steps if steps is not None else 150) if adapt else 0
+        n_steps = (steps if steps is not None else ADAPT_MAX_STEPS) if adapt else 0
         mode = "adapt" if adapt else "apply"
         init_id = file_digest(DEFAULT_ASSET if checkpoint is None else Path(checkpoint))
     if calibration and shipped_offsets is None:
@@ -651,12 +711,22 @@ def run_align(
         f"{len(items)} utterances from {data}"
         + (f" ({skipped} skipped, see the warnings above)" if skipped else "")
     )
+    adaptation: dict[str, Any] = {}
     if n_steps > 0:
-        tcfg = TrainConfig(
-            steps=n_steps, seed=seed, lr=1e-3 if init is not None else 2e-3, warmup=10
-        )
-        if train_overrides:
-            tcfg = dataclasses.replace(tcfg, **train_overrides)
+        adapting = init is not None
+        if adapting:
+            tcfg = TrainConfig(
+                steps=n_steps,
+                seed=seed,
+                lr=ADAPT_LR,
+                warmup=10,
+                schedule="constant",
+                max_seconds=ADAPT_MAX_SECONDS,
+            )
+        else:
+            tcfg = TrainConfig(steps=n_steps, seed=seed, lr=2e-3, warmup=10)
+        if overrides:
+            tcfg = dataclasses.replace(tcfg, **overrides)
         res = train_aligner(
             mcfg,
             items,
@@ -665,14 +735,43 @@ def run_align(
             extra_state={"symbols": symbols, "features": feats.to_dict(), "run": record},
             init_state=init,
             progress=progress,
-            desc="adapt" if init is not None else "train",
+            desc="adapt" if adapting else "train",
+            should_stop=stop_rule if adapting else None,
         )
         if res.resumed_from:
             log(f"resumed from step {res.resumed_from} of {tcfg.steps}")
         model = res.model
+        done = len(res.history)
+        if adapting:
+            if done < tcfg.steps and stop_rule(res.history):
+                best, _ = stop_rule.best_step(res.history)
+                why = (
+                    f"objective flat since step {best} (patience {stop_rule.patience}, "
+                    f"smoothing {stop_rule.smoothing})"
+                )
+            elif done < tcfg.steps:
+                why = f"time cap ({tcfg.max_seconds:g} s, --set max_seconds)"
+            else:
+                why = f"step cap ({tcfg.steps}, --steps)"
+            adaptation = {"steps": done, "stopped": why, "lr": tcfg.lr}
+            log(f"adaptation: {done} steps at lr {tcfg.lr:g}, stopped: {why}")
     if rank != 0:
         return {}
-    results = align_items(model, items, feats, keep_soft=2, offsets=offs)
+    # "auto": pause tokens between words, except for the shipped aligner applied as is (it has
+    # not seen this corpus and scored worse with them on clean audio, benchmarks/RESULTS.md): it
+    # keeps only its edge silences optional ("none"). A --checkpoint is taken to be an aligner
+    # trained or adapted on the user's speech.
+    unadapted_shipped = n_steps == 0 and not from_scratch and checkpoint is None
+    decode = "none" if pauses == "auto" and unadapted_shipped else pauses
+    results = align_items(
+        model,
+        items,
+        feats,
+        keep_soft=2,
+        offsets=offs,
+        pauses=decode,
+        pause_skip=DEFAULT_PAUSE_SKIP,
+    )
     if offs is not None:
         log(
             f"boundary calibration: {len(offs.pair)} contexts (fitted on the aligner's training labels)"
@@ -706,7 +805,14 @@ def run_align(
         "alignments": str(out / "alignments"),
         "formats": ",".join(formats),
         "boundary calibration": "on" if offs is not None else "off",
+        "pauses": f"{pauses}"
+        + (f" (decoded as {decode})" if decode != pauses else "")
+        + f", {sum(len(r.pauses) for r in results)} pause intervals",
     }
+    if adaptation:
+        summary["adaptation"] = (
+            f"{adaptation['steps']} steps, lr {adaptation['lr']:g}, stopped: {adaptation['stopped']}"
+        )
     ex = {"aligner": results[0]} if results else {}
     notes = (
         [

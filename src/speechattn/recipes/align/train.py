@@ -54,6 +54,9 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 50
     max_seconds: float | None = None
+    # "cosine": warm-up, then cosine decay to 0.1 lr at ``steps``; "constant": warm-up, then lr
+    # (for runs that stop on their objective rather than at a fixed step).
+    schedule: str = "cosine"
 
 
 @dataclass
@@ -148,6 +151,8 @@ def _batches_for_step(lengths: Sequence[int], batch_size: int, seed: int, step: 
 def _lr(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
+    if cfg.schedule == "constant":
+        return cfg.lr
     frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
@@ -164,6 +169,7 @@ def train_aligner(
     desc: str | None = None,
     on_eval: Callable[[TextMelAligner, int], dict] | None = None,
     eval_every: int = 0,
+    should_stop: Callable[[list[dict]], bool] | None = None,
 ) -> TrainResult:
     """Train (or resume) one aligner on ``items``.
 
@@ -175,7 +181,13 @@ def train_aligner(
         extra_state: JSON-like data saved beside the weights (symbols, front-end config).
         init_state: a ``state_dict`` to start from (adaptation of a pretrained aligner).
         on_eval: optional callback ``(model, step) -> dict`` whose result joins the history.
+        should_stop: optional rule ``(history) -> bool`` asked before each step (a resumed run
+            asks it first thing); True ends training there (e.g. the objective stopped improving).
     """
+    if train_config.schedule not in ("cosine", "constant"):
+        raise ValueError(
+            f"Expected schedule 'cosine' or 'constant'; found {train_config.schedule!r}."
+        )
     rank, world = dist_info()
     torch.manual_seed(train_config.seed)
     model = TextMelAligner(model_config)
@@ -250,6 +262,8 @@ def train_aligner(
                 train_config.max_seconds is not None
                 and time.perf_counter() - t0 > train_config.max_seconds
             ):
+                break
+            if should_stop is not None and history and should_stop(history):
                 break
             idx = _batches_for_step(
                 lengths, train_config.batch_size * world, train_config.seed, step
