@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from speechattn.recipes.speaker.config import SpeakerConfig
 from speechattn.recipes.speaker.data import (
     SpeakerUtterance,
+    commercial_filter,
     corpus_fingerprint,
     load_feature_set,
     load_speaker_corpus,
@@ -408,6 +409,14 @@ def run_speaker(
     if world > 1:
         dist.barrier()  # the corpus exists and stale checkpoints are gone on every rank
     utts = load_speaker_corpus(source)
+    dropped: list[str] = []
+    if cfg.commercial_only:
+        utts, dropped = commercial_filter(utts)
+        if not utts:
+            raise ValueError(
+                f"{source}: no entry is left with commercial_only=true (dropped voices: "
+                f"{', '.join(dropped)}); train on voices whose licence allows commercial use."
+            )
     train_ids, test_ids = _split(utts, cfg, held_out=trials is None)
     fs = load_feature_set(
         utts,
@@ -513,6 +522,7 @@ def run_speaker(
         "num_test_utterances": n_test_utts,
         "num_trials": n_trials,
         "skipped_files": [list(x) for x in fs.skipped],
+        "dropped_voices": dropped,
         "rows": rows,
         "best": best[2],
     }
