@@ -173,3 +173,29 @@ def test_train_commercial_only_on_a_multi_engine_manifest(tmp_path: Path) -> Non
     assert res["dropped_voices"] == ["festival:us1_mbrola"]
     assert "mbrola-us1" not in res["train_voices"] + res["test_voices"]
     assert len(res["train_voices"]) + len(res["test_voices"]) == 5
+
+
+def test_test_speakers_zero_trains_on_every_speaker(tmp_path: Path) -> None:
+    """``test_speakers=0`` without trials: every speaker trains, nothing is scored, and the
+    checkpoint of the (only) pooling is saved."""
+    pytest.importorskip("matplotlib")
+    from speechattn.recipes.speaker import load_checkpoint
+    from speechattn.recipes.speaker.train import run_speaker
+
+    lines = []
+    for k in range(3):
+        for j in range(2):
+            name = f"s{k}_{j}.wav"
+            _write(tmp_path / name, 110.0 + 40 * k + 5 * j)
+            lines.append(json.dumps({"path": name, "speaker": f"s{k}"}))
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    cfg = _cfg("steps=2", "poolings=TSTP", "augment_copies=0", "test_speakers=0")
+    cfg.min_frames, cfg.max_frames = 20, 60
+    ck = tmp_path / "enc.pt"
+    res = run_speaker(
+        cfg, tmp_path / "run", corpus=tmp_path / "m.jsonl", progress=False, save_checkpoint=ck
+    )
+    assert res["train_voices"] == ["s0", "s1", "s2"] and res["test_voices"] == []
+    assert [r["pooling"] for r in res["rows"]] == ["TSTP"] and np.isnan(res["rows"][0]["eer"])
+    _, saved = load_checkpoint(ck)
+    assert saved.test_speakers == 0 and saved.poolings == ["TSTP"]
