@@ -25,6 +25,9 @@ to ``--out``. ``--save-checkpoint PATH`` also trains one encoder on every engine
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/speaker_loeo.py --cache runs/loeo \
         --out runs/loeo/result --set steps=600
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/speaker_loeo.py --cache runs/loeo \
+        --held-out festival rhvoice --poolings ASTP TAP TSTP MHASTP MQMHASTP \
+        --set steps=300 commercial_only=true formant_shift=0.85,1.15
     PYTHONPATH=src python benchmarks/speaker_loeo.py --quick --cache /tmp/loeo_q --out /tmp/loeo_q
 """
 
@@ -240,7 +243,7 @@ def run_loeo(
             if emb is not None:
                 row["resemblyzer"] = _score(emb, te_spk)
         rows.append(row)
-        log(_fmt_row(row) + f"  (train {train_s:.0f} s)")
+        log(_fmt_row(row, list(names[1:])) + f"  (train {train_s:.0f} s)")
     result: dict[str, Any] = {
         "rows": rows,
         "config": cfg.to_dict(),
