@@ -3,11 +3,15 @@
 Builds (once, cached under ``--cache``) a pool of synthetic voices from several engines
 (``speechattn.data.synth.synth_corpus(engines=...)``: espeak-ng variants plus every trainable,
 installed voice of Festival, RHVoice, Piper and SVOX Pico; reserved, evaluation-only voices are
-never drawn), ``--utterances`` per voice. Training copies get speed pseudo-speakers
-(``--set speed_perturb=...``) and channel-augmented copies through
-``ChannelAugment(p_real_room=...)`` (real room impulse responses when a package ships them).
+never drawn), ``--utterances`` per voice. Training copies get speed / pitch / formant pseudo-speakers
+(``--set speed_perturb=... formant_shift=...``) and channel-augmented copies through the
+config's ``ChannelAugment`` settings (``--set p_real_room=0.3``, the default here: real room
+impulse responses when a package ships them). With ``--set commercial_only=true`` only voices
+whose licence allows commercial use train (the registry's filter); test voices are all voices
+of the held-out engine either way.
 
-For each held-out engine E: an encoder is trained on all other engines' voices (and their
+For each held-out engine E (``--held-out`` picks some) and each ``--poolings`` layer: an
+encoder is trained on all other engines' voices (and their
 pseudo-speakers and augmented copies), then every unordered pair of E's clean utterances is a
 trial (target = same person). Engines with fewer than ``--min-test-voices`` voices (Piper has
 one voice, Pico two) get speed / pitch pseudo-speakers of their voices as extra test speakers
@@ -21,6 +25,9 @@ to ``--out``. ``--save-checkpoint PATH`` also trains one encoder on every engine
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/speaker_loeo.py --cache runs/loeo \
         --out runs/loeo/result --set steps=600
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/speaker_loeo.py --cache runs/loeo \
+        --held-out festival rhvoice --poolings ASTP TAP TSTP MHASTP MQMHASTP \
+        --set steps=300 commercial_only=true formant_shift=0.85,1.15
     PYTHONPATH=src python benchmarks/speaker_loeo.py --quick --cache /tmp/loeo_q --out /tmp/loeo_q
 """
 
@@ -38,11 +45,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from speechattn._cli import CliError, parse_overrides
-from speechattn.data.augment import ChannelAugment
+from speechattn._cli import CliError, add_hidden_alias, parse_overrides
 from speechattn.recipes.speaker import data as D
 from speechattn.recipes.speaker import evaluate as E
-from speechattn.recipes.speaker.config import SpeakerConfig
+from speechattn.recipes.speaker.config import POOLINGS, SpeakerConfig
 
 __all__ = ["build_pool", "main", "run_loeo"]
 
@@ -133,7 +139,8 @@ def run_loeo(
     espeak_voices: int,
     utterances: int,
     pooling: str = "ASTP",
-    p_real_room: float = 0.3,
+    poolings: tuple[str, ...] | None = None,
+    held_out: tuple[str, ...] | None = None,
     min_test_voices: int = 3,
     test_pseudo: tuple[float, ...] = (0.85, 1.15),
     save_checkpoint: Path | None = None,
@@ -141,7 +148,8 @@ def run_loeo(
     pool_seed: int = 0,
     log: Any = print,
 ) -> dict[str, Any]:
-    """Train one encoder per held-out engine; score every baseline on the same trials."""
+    """Train one encoder per held-out engine (and pooling); score every baseline on the same
+    trials. ``row["ours"]`` is ``pooling``'s score; ``row["poolings"]`` has every pooling's."""
     from speechattn.recipes.speaker.model import load_checkpoint, save_encoder
     from speechattn.recipes.speaker.train import train_encoder
 
@@ -151,11 +159,15 @@ def run_loeo(
     utts = D.load_speaker_corpus(manifest)
     present = sorted({engine_of[u.id] for u in utts})
     log(f"pool: {len(utts)} utterances, engines {present} ({time.perf_counter() - t0:.0f} s)")
+    names = tuple(poolings) if poolings else (pooling,)
+    trainable = {u.id for u in (D.commercial_filter(utts)[0] if cfg.commercial_only else utts)}
+    dropped = sorted({u.voice or "" for u in utts if u.id not in trainable})
+    if dropped:
+        log(f"commercial_only: not trained on {', '.join(dropped)}")
     train_all = D.load_feature_set(
-        utts,
+        [u for u in utts if u.id in trainable],
         cfg,
         train_labels={u.label for u in utts},
-        channel=ChannelAugment(p_real_room=p_real_room),
     )
     clean = D.load_feature_set(utts, cfg)
     eng_of_item = [engine_of[i] for i in train_all.ids]
@@ -172,6 +184,8 @@ def run_loeo(
     path_of = {u.id: u.audio_path for u in utts}
     rows = []
     for held in present:
+        if held_out and held not in held_out:
+            continue
         # test set: clean utterances of the held-out engine (+ pseudo-speakers if few voices)
         te = [i for i, g in enumerate(clean_eng) if g == held]
         te_feats = [clean.feats[i] for i in te]
@@ -198,13 +212,16 @@ def run_loeo(
         classes = sorted({train_all.labels[i] for i in tr})
         index = {c: k for k, c in enumerate(classes)}
         t1 = time.perf_counter()
-        model = train_encoder(
-            pooling,
-            [train_all.feats[i] for i in tr],
-            [index[train_all.labels[i]] for i in tr],
-            cfg,
-            progress=False,
-        ).model
+        scores: dict[str, dict[str, float]] = {}
+        for name in names:
+            model = train_encoder(
+                name,
+                [train_all.feats[i] for i in tr],
+                [index[train_all.labels[i]] for i in tr],
+                cfg,
+                progress=False,
+            ).model
+            scores[name] = _score(E.embed_features(model, te_feats), te_spk)
         train_s = time.perf_counter() - t1
         row: dict[str, Any] = {
             "held_out": held,
@@ -215,7 +232,8 @@ def run_loeo(
             "train_classes": len(classes),
             "train_items": len(tr),
             "train_s": train_s,
-            "ours": _score(E.embed_features(model, te_feats), te_spk),
+            "ours": scores[names[0]],
+            "poolings": scores,
         }
         if (ship_cfg.n_mels, ship_cfg.sample_rate) == (cfg.n_mels, cfg.sample_rate):
             row["shipped"] = _score(E.embed_features(shipped, te_feats), te_spk)
@@ -225,15 +243,21 @@ def run_loeo(
             if emb is not None:
                 row["resemblyzer"] = _score(emb, te_spk)
         rows.append(row)
-        log(_fmt_row(row) + f"  (train {train_s:.0f} s)")
-    result: dict[str, Any] = {"rows": rows, "config": cfg.to_dict(), "pooling": pooling}
+        log(_fmt_row(row, list(names[1:])) + f"  (train {train_s:.0f} s)")
+    result: dict[str, Any] = {
+        "rows": rows,
+        "config": cfg.to_dict(),
+        "pooling": names[0],
+        "poolings": list(names),
+        "not_trained_on": dropped,
+    }
     if save_checkpoint is not None:
         classes = sorted(set(train_all.labels))
         index = {c: k for k, c in enumerate(classes)}
         model = train_encoder(
-            pooling, train_all.feats, [index[lab] for lab in train_all.labels], cfg, progress=False
+            names[0], train_all.feats, [index[lab] for lab in train_all.labels], cfg, progress=False
         ).model
-        save_encoder(model, pooling, cfg, save_checkpoint)
+        save_encoder(model, names[0], cfg, save_checkpoint)
         result["checkpoint"] = str(save_checkpoint)
         log(f"saved the all-engines encoder to {save_checkpoint}")
     result["wall_s"] = time.perf_counter() - t0
@@ -248,34 +272,47 @@ _COLS = (
 )
 
 
-def _fmt_row(row: dict[str, Any]) -> str:
+def _extra_poolings(rows: list[dict[str, Any]]) -> list[str]:
+    """Poolings after the first ('ours'), when a run trained several."""
+    names = list(rows[0].get("poolings", {})) if rows else []
+    return names[1:]
+
+
+def _cell(r: dict[str, float] | None) -> str:
+    return "n/a" if r is None else f"{100 * r['eer']:.1f} / {r['min_dcf']:.3f}"
+
+
+def _fmt_row(row: dict[str, Any], extra: list[str] | None = None) -> str:
     cells = [
         f"{row['held_out']}{' (pseudo)' if row['pseudo'] else ''}",
         f"{row['test_voices']} / {row['test_speakers']} / {row['test_items']}",
     ]
-    for key, _ in _COLS:
-        r = row.get(key)
-        cells.append("n/a" if r is None else f"{100 * r['eer']:.1f} / {r['min_dcf']:.3f}")
+    cells += [_cell(row.get(key)) for key, _ in _COLS]
+    cells += [_cell(row.get("poolings", {}).get(name)) for name in extra or []]
     return "| " + " | ".join(cells) + " |"
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """The Markdown table of :func:`run_loeo`'s rows (EER % / minDCF)."""
-    head = (
-        "| held-out engine | voices / test speakers / utts | "
-        + " | ".join(name for _, name in _COLS)
-        + " |"
-    )
-    lines = [head, "|---|---|" + "---:|" * len(_COLS)]
-    lines += [_fmt_row(r) for r in rows]
+    """The Markdown table of :func:`run_loeo`'s rows (EER % / minDCF); one more column per
+    extra pooling when several were trained."""
+    extra = _extra_poolings(rows)
+    first = rows[0].get("poolings") if rows else None
+    ours = f"ours ({next(iter(first))}), other engines" if first and extra else _COLS[0][1]
+    names = [ours] + [name for _, name in _COLS[1:]] + [f"ours ({n})" for n in extra]
+    head = "| held-out engine | voices / test speakers / utts | " + " | ".join(names) + " |"
+    lines = [head, "|---|---|" + "---:|" * len(names)]
+    lines += [_fmt_row(r, extra) for r in rows]
+    getters = [lambda r, k=key: r.get(k) for key, _ in _COLS] + [
+        lambda r, n=n: r.get("poolings", {}).get(n) for n in extra
+    ]
     for title, pick in (
         ("mean EER, engines with >= 3 voices", lambda r: not r["pseudo"]),
         # the shipped encoder learned espeak voices: its espeak row is not held out
         ("same, without espeak", lambda r: not r["pseudo"] and r["held_out"] != "espeak"),
     ):
         means = []
-        for key, _ in _COLS:
-            vals = [r[key]["eer"] for r in rows if key in r and pick(r)]
+        for get in getters:
+            vals = [get(r)["eer"] for r in rows if get(r) is not None and pick(r)]
             means.append(f"{100 * float(np.mean(vals)):.1f}" if vals else "n/a")
         lines.append(f"| {title} | | " + " | ".join(means) + " |")
     return "\n".join(lines)
@@ -293,9 +330,17 @@ def main(argv: list[str] | None = None) -> int:
         help="at least; raised to the largest engine's count",
     )
     ap.add_argument("--utterances", type=int, default=8, help="per voice")
-    ap.add_argument("--pooling", default="ASTP")
+    ap.add_argument(
+        "--poolings",
+        nargs="+",
+        default=["ASTP"],
+        choices=POOLINGS,
+        help="pooling layers to train per held-out engine (the first is 'ours' and is saved)",
+    )
+    add_hidden_alias(ap, "--pooling", "poolings")
+    ap.add_argument("--held-out", nargs="+", default=None, help="hold out only these engines")
     ap.add_argument("--pool-seed", type=int, default=0, help="voices and sentences of the pool")
-    ap.add_argument("--p-real-room", type=float, default=0.3)
+    ap.add_argument("--p-real-room", type=float, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--save-checkpoint", default=None)
     ap.add_argument("--no-resemblyzer", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
@@ -304,13 +349,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     random.seed(0)
-    cfg = SpeakerConfig(steps=600, speed_perturb=[0.9, 1.1])
+    cfg = SpeakerConfig(steps=600, speed_perturb=[0.9, 1.1], p_real_room=0.3)
     engines = args.engines.split(",")
     if args.quick:
         cfg = SpeakerConfig.quick()
         cfg.augment_copies = 1
         engines = ["espeak", "festival"]
         args.espeak_voices, args.utterances = 4, 3
+    if args.p_real_room is not None:  # older spelling of --set p_real_room=...
+        cfg.p_real_room = args.p_real_room
+    if isinstance(args.poolings, str):
+        args.poolings = [args.poolings]
     try:
         for key, val in parse_overrides(args.set, cfg.to_dict()).items():
             setattr(cfg, key, val)
@@ -324,8 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         engines=engines,
         espeak_voices=args.espeak_voices,
         utterances=args.utterances,
-        pooling=args.pooling,
-        p_real_room=args.p_real_room,
+        poolings=tuple(args.poolings),
+        held_out=tuple(args.held_out) if args.held_out else None,
         save_checkpoint=Path(args.save_checkpoint) if args.save_checkpoint else None,
         resemblyzer=not args.no_resemblyzer,
         pool_seed=args.pool_seed,

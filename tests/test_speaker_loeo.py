@@ -101,3 +101,34 @@ def test_bad_override_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> No
     bench = _load_bench()
     assert bench.main(["--quick", "--set", "steps=0"]) == 2
     assert "steps" in capsys.readouterr().err
+
+
+def test_table_has_a_column_and_means_per_extra_pooling() -> None:
+    bench = _load_bench()
+
+    def sc(eer: float) -> dict[str, float]:
+        return {"eer": eer, "min_dcf": 0.5}
+
+    rows = [
+        {
+            "held_out": eng,
+            "test_voices": 4,
+            "test_speakers": 4,
+            "test_items": 40,
+            "pseudo": pseudo,
+            "ours": sc(a),
+            "poolings": {"ASTP": sc(a), "TAP": sc(b)},
+            "logmel": sc(0.3),
+        }
+        for eng, pseudo, a, b in (
+            ("espeak", False, 0.1, 0.2),
+            ("festival", False, 0.3, 0.1),
+            ("piper", True, 0.9, 0.9),
+        )
+    ]
+    lines = bench.table(rows).splitlines()
+    assert "ours (ASTP), other engines" in lines[0] and lines[0].endswith("| ours (TAP) |")
+    assert lines[3].endswith("| 10.0 / 0.500 |")  # festival's TAP cell
+    # means over engines with >= 3 voices (the pseudo row is left out); TAP is the last column
+    assert lines[-2].endswith("| 20.0 | n/a | 30.0 | n/a | 15.0 |")
+    assert lines[-1].endswith("| 30.0 | n/a | 30.0 | n/a | 10.0 |")

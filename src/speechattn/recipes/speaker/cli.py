@@ -113,6 +113,8 @@ def _run(args: argparse.Namespace, data: str | None) -> int:
     if dist_info()[0] == 0:
         for r in res["rows"]:
             print(f"{r['pooling']:<30} EER {100 * r['eer']:6.2f}%  minDCF {r['min_dcf']:.3f}")
+        if res["dropped_voices"]:
+            print(f"commercial_only: left out {', '.join(res['dropped_voices'])}")
         if res["skipped_files"]:
             print(f"skipped {len(res['skipped_files'])} unusable audio files")
         print(f"report: {out / 'report.html'}")

@@ -36,8 +36,19 @@ class SpeakerConfig:
     Pseudo-speakers: every factor of ``speed_perturb`` (e.g. ``[0.9, 1.1]``) resamples each
     training utterance (tempo and pitch change together, as Kaldi's and WeSpeaker's speed
     perturbation) and every ``pitch_perturb`` value (semitones, e.g. ``[-2, 2]``) shifts its pitch
-    at constant tempo; each factor makes a new training speaker per speaker. Held-out speakers are
-    never perturbed.
+    at constant tempo, and every ``formant_shift`` factor (e.g. ``[0.85, 1.15]``) scales the
+    spectral envelope (formants: a shorter or longer vocal tract) at constant pitch and tempo
+    (:func:`speechattn.recipes.speaker.data.formant_shift`); each factor makes a new training
+    speaker per speaker. Held-out speakers are never perturbed.
+
+    Channel: ``p_eq``, ``p_reverb``, ``p_real_room`` (a real room impulse response, when a package
+    ships them), ``p_telephone``, ``p_mu_law`` and ``p_noise`` are the probabilities of
+    :class:`speechattn.data.augment.ChannelAugment` used for the ``augment_copies``.
+
+    Licences: with ``commercial_only``, manifest entries whose ``voice`` is a registry voice
+    whose licence forbids commercial use (MBROLA, RHVoice Evgeniy-Eng / Lyubov), or that the
+    registry does not know, are left out of training and testing (entries without a ``voice``
+    field, i.e. a user's own recordings, are kept). Models the project ships are trained so.
 
     Training: ``checkpoint_every`` steps a resumable checkpoint goes to ``OUT/checkpoints``;
     ``amp`` uses bfloat16 autocast on CUDA (ignored on CPU).
@@ -66,6 +77,14 @@ class SpeakerConfig:
     res2net_scale: int = 4
     speed_perturb: list[float] = field(default_factory=list)
     pitch_perturb: list[float] = field(default_factory=list)
+    formant_shift: list[float] = field(default_factory=list)
+    p_eq: float = 0.8
+    p_reverb: float = 0.3
+    p_real_room: float = 0.0
+    p_telephone: float = 0.5
+    p_mu_law: float = 0.5
+    p_noise: float = 0.5
+    commercial_only: bool = False
     checkpoint_every: int = 200
     amp: bool = True
 
@@ -100,6 +119,7 @@ class SpeakerConfig:
         """Check values (raises ``ValueError`` naming the field); coerce list items to float."""
         self.speed_perturb = [float(v) for v in self.speed_perturb]
         self.pitch_perturb = [float(v) for v in self.pitch_perturb]
+        self.formant_shift = [float(v) for v in self.formant_shift]
         self.poolings = list(self.poolings)
         for name in (
             "sample_rate",
@@ -144,6 +164,22 @@ class SpeakerConfig:
                 raise ValueError(
                     f"Expected pitch_perturb semitones in [-12, 12] other than 0; found {s}."
                 )
+        for f in self.formant_shift:
+            if not 0.7 <= f <= 1.4 or f == 1.0:
+                raise ValueError(
+                    f"Expected formant_shift factors in [0.7, 1.4] other than 1; found {f}."
+                )
+        for name in ("p_eq", "p_reverb", "p_real_room", "p_telephone", "p_mu_law", "p_noise"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"Expected {name} a probability in [0, 1]; found {value!r}.")
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"Expected {name} a probability in [0, 1]; found {value!r}.")
+            setattr(self, name, float(value))
+        if not isinstance(self.commercial_only, bool):
+            raise ValueError(
+                f"Expected commercial_only true or false; found {self.commercial_only!r}."
+            )
         if self.trunk == "ecapa" and self.channels % self.res2net_scale:
             raise ValueError(
                 f"Expected channels divisible by res2net_scale for the ecapa trunk; found "

@@ -45,9 +45,12 @@ __all__ = [
     "FeatureSet",
     "SpeakerUtterance",
     "Trial",
+    "channel_augment",
+    "commercial_filter",
     "corpus_fingerprint",
     "feature_extractor",
     "features",
+    "formant_shift",
     "load_feature_set",
     "load_speaker_corpus",
     "min_samples",
@@ -61,12 +64,14 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au")
 
 
 class SpeakerUtterance(NamedTuple):
-    """One corpus entry: ``id``, absolute ``audio_path``, ``speaker`` and optional ``person``."""
+    """One corpus entry: ``id``, absolute ``audio_path``, ``speaker``, optional ``person`` and
+    ``voice`` (``"engine:voice_id"`` of :mod:`speechattn.data.voices`, for synthetic entries)."""
 
     id: str
     audio_path: Path
     speaker: str
     person: str | None = None
+    voice: str | None = None
 
     @property
     def label(self) -> str:
@@ -145,15 +150,51 @@ def _read_manifest(path: Path) -> list[SpeakerUtterance]:
         p = Path(str(audio))
         p = p if p.is_absolute() else path.parent / p
         person = rec.get("person")
+        voice = rec.get("voice")
         out.append(
             SpeakerUtterance(
                 str(rec.get("id", Path(str(audio)).with_suffix("").as_posix())),
                 p.resolve(),
                 str(rec["speaker"]),
                 str(person) if person not in (None, "") else None,
+                str(voice) if voice not in (None, "") else None,
             )
         )
     return out
+
+
+def commercial_filter(
+    utts: Sequence[SpeakerUtterance],
+) -> tuple[list[SpeakerUtterance], list[str]]:
+    """Keep the entries a commercially usable model may learn from.
+
+    An entry whose ``voice`` is a registry key (``"engine:voice_id"``, as ``synth_corpus(engines=
+    ...)`` writes) is kept when :func:`speechattn.data.voices.get_voice` knows it, its licence
+    allows commercial use (no MBROLA, no RHVoice Evgeniy-Eng / Lyubov) and it is not an
+    evaluation-only (reserved) voice. Entries without a ``voice``, or whose ``voice`` is not a
+    registry key (the espeak-only corpus writes bare espeak voice names; recordings the user
+    brings), are kept.
+
+    Returns:
+        ``(kept, dropped_voices)``: the kept entries in order and the sorted voice keys left out.
+    """
+    from speechattn.data.voices import get_voice
+
+    verdict: dict[str, bool] = {}
+    kept: list[SpeakerUtterance] = []
+    for u in utts:
+        if u.voice is None or ":" not in u.voice:
+            kept.append(u)
+            continue
+        if u.voice not in verdict:
+            try:
+                v = get_voice(u.voice)
+                verdict[u.voice] = bool(v.commercial) and not v.reserved
+            except ValueError:
+                verdict[u.voice] = False
+        if verdict[u.voice]:
+            kept.append(u)
+    return kept, sorted(k for k, ok in verdict.items() if not ok)
 
 
 def load_speaker_corpus(path: str | os.PathLike[str]) -> list[SpeakerUtterance]:
@@ -282,6 +323,52 @@ def pitch_shift(wave: np.ndarray, sample_rate: int, semitones: float) -> np.ndar
     return _time_stretch(y, len(x), sample_rate)
 
 
+def formant_shift(wave: np.ndarray, sample_rate: int, factor: float) -> np.ndarray:
+    """Scale the formants by ``factor`` at constant pitch and tempo: ``(N,) -> (N,)``.
+
+    A vocal-tract-length pseudo-speaker (``factor > 1``: a shorter tract, formants up). Each
+    32 ms frame's log spectral envelope (the cepstrum liftered to its first 1.8 ms, below any
+    pitch period up to 550 Hz) is warped along frequency, ``env'(f) = env(f / factor)``, and
+    the magnitude is multiplied by ``exp(env' - env)`` (at most +-30 dB) keeping the phase, so
+    the harmonics (the pitch) stay where they were; overlap-add resynthesis (hop 1/4 window).
+    """
+    x = torch.from_numpy(np.asarray(wave, dtype=np.float32).copy())
+    if factor == 1.0 or x.numel() == 0:
+        return x.numpy()
+    n_fft = 1 << max(8, int(np.ceil(np.log2(0.032 * sample_rate))))
+    hop = n_fft // 4
+    window = torch.hann_window(n_fft)
+    spec = torch.stft(x, n_fft, hop, window=window, center=True, return_complex=True)
+    log_mag = torch.log(spec.abs().clamp_min(1e-7))  # (F, T)
+    cep = torch.fft.irfft(log_mag, n=n_fft, dim=0)
+    lifter = max(4, int(0.0018 * sample_rate))
+    cep[lifter : n_fft - lifter + 1] = 0.0
+    env = torch.fft.rfft(cep, dim=0).real  # (F, T)
+    bins = env.shape[0]
+    src = torch.arange(bins, dtype=torch.float32) / factor
+    lo = src.floor().long().clamp(max=bins - 1)
+    hi = (lo + 1).clamp(max=bins - 1)
+    w = (src - lo.float()).clamp(0.0, 1.0).unsqueeze(1)
+    warped = env[lo] * (1 - w) + env[hi] * w
+    gain = torch.exp((warped - env).clamp(-3.45, 3.45))  # +-30 dB
+    y = torch.istft(spec * gain, n_fft, hop, window=window, center=True, length=x.numel())
+    return y.numpy().astype(np.float32)
+
+
+def channel_augment(cfg: SpeakerConfig) -> ChannelAugment:
+    """The :class:`~speechattn.data.augment.ChannelAugment` of ``cfg``'s ``p_*`` settings."""
+    from speechattn.data.augment import ChannelAugment
+
+    return ChannelAugment(
+        p_eq=cfg.p_eq,
+        p_reverb=cfg.p_reverb,
+        p_telephone=cfg.p_telephone,
+        p_mu_law=cfg.p_mu_law,
+        p_noise=cfg.p_noise,
+        p_real_room=cfg.p_real_room,
+    )
+
+
 class FeatureSet(NamedTuple):
     """Features ``(T_i, n_mels)``, their training identities and source utterance ids.
 
@@ -308,15 +395,14 @@ def load_feature_set(
     Each file is checked when read (:func:`speechattn.data.audio.check_waveform`: decodable, at
     least :func:`min_samples`, finite, not silent); a bad one is skipped, reported once through
     ``on_skip(path, reason)`` (default: a warning) and listed in ``skipped``. For utterances whose
-    label is in ``train_labels``: each ``cfg.speed_perturb`` factor and ``cfg.pitch_perturb``
-    shift adds a pseudo-speaker copy labelled ``"<label>@speed<f>"`` / ``"<label>@pitch<s>"``,
-    and every (original or pseudo-speaker) training item gets ``cfg.augment_copies``
-    channel-augmented copies with the same label, right after it, through ``channel``
-    (default: ``ChannelAugment()``; e.g. ``ChannelAugment(p_real_room=0.3)`` adds real rooms).
-    Seeded by ``cfg.seed``.
+    label is in ``train_labels``: each ``cfg.speed_perturb`` factor, ``cfg.pitch_perturb`` shift
+    and ``cfg.formant_shift`` factor adds a pseudo-speaker copy labelled ``"<label>@speed<f>"`` /
+    ``"<label>@pitch<s>"`` / ``"<label>@formant<f>"``, and every (original or pseudo-speaker)
+    training item gets ``cfg.augment_copies`` channel-augmented copies with the same label, right
+    after it, through ``channel`` (default: :func:`channel_augment` of ``cfg``, whose
+    ``p_real_room`` adds real rooms). Seeded by ``cfg.seed``.
     """
     from speechattn.data.audio import AudioError, check_waveform, load_audio
-    from speechattn.data.augment import ChannelAugment
 
     def skip(path: str, reason: str) -> None:
         skipped.append((path, reason))
@@ -327,7 +413,7 @@ def load_feature_set(
 
     extractor = feature_extractor(cfg)
     if channel is None:
-        channel = ChannelAugment()
+        channel = channel_augment(cfg)
     rng = np.random.default_rng(cfg.seed + 12345)
     feats: list[Tensor] = []
     labels: list[str] = []
@@ -350,6 +436,8 @@ def load_feature_set(
                 variants.append((f"{utt.label}@speed{f:g}", speed_perturb(x, sr, f)))
             for s in cfg.pitch_perturb:
                 variants.append((f"{utt.label}@pitch{s:+g}", pitch_shift(x, sr, s)))
+            for f in cfg.formant_shift:
+                variants.append((f"{utt.label}@formant{f:g}", formant_shift(x, sr, f)))
         for label, alt in variants:
             w = wave if alt is None else torch.from_numpy(alt)
             f0 = features(w, extractor)

@@ -220,7 +220,8 @@ def det_png(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> str
     ax.set_ylabel("miss rate (%)")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    if curves:
+        ax.legend(fontsize=8)
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=110)

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from speechattn.recipes.speaker.config import SpeakerConfig
 from speechattn.recipes.speaker.data import (
     SpeakerUtterance,
+    commercial_filter,
     corpus_fingerprint,
     load_feature_set,
     load_speaker_corpus,
@@ -377,7 +378,8 @@ def run_speaker(
             None synthesises espeak voices into ``OUT/corpus``.
         trials: a VoxCeleb-format trial list; then every corpus speaker trains and the trials
             are scored. Without it, ``cfg.test_speakers`` speakers are held out and every pair
-            of their utterances is a trial.
+            of their utterances is a trial; ``test_speakers=0`` trains on every speaker and
+            scores nothing (EER and minDCF are NaN: for a final model, e.g. the shipped one).
         trials_root: folder the trial paths are relative to (default: ``corpus``'s folder).
         save_checkpoint: save the encoder with the lowest EER here.
         progress: progress bars.
@@ -408,7 +410,16 @@ def run_speaker(
     if world > 1:
         dist.barrier()  # the corpus exists and stale checkpoints are gone on every rank
     utts = load_speaker_corpus(source)
-    train_ids, test_ids = _split(utts, cfg, held_out=trials is None)
+    dropped: list[str] = []
+    if cfg.commercial_only:
+        utts, dropped = commercial_filter(utts)
+        if not utts:
+            raise ValueError(
+                f"{source}: no entry is left with commercial_only=true (dropped voices: "
+                f"{', '.join(dropped)}); train on voices whose licence allows commercial use."
+            )
+    evaluate = trials is not None or cfg.test_speakers > 0
+    train_ids, test_ids = _split(utts, cfg, held_out=trials is None and evaluate)
     fs = load_feature_set(
         utts,
         cfg,
@@ -454,16 +465,17 @@ def run_speaker(
     }
     rows: list[dict[str, Any]] = []
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    s, lab = score(stats_baseline(test_feats))
-    rows.append(
-        {
-            "pooling": "log-mel stats (no training)",
-            "eer": compute_eer(s, lab),
-            "min_dcf": compute_min_dcf(s, lab),
-        }
-    )
-    pm, pf, _ = error_rates(s, lab)
-    curves["log-mel stats"] = (pm, pf)
+    if evaluate:
+        s, lab = score(stats_baseline(test_feats))
+        rows.append(
+            {
+                "pooling": "log-mel stats (no training)",
+                "eer": compute_eer(s, lab),
+                "min_dcf": compute_min_dcf(s, lab),
+            }
+        )
+        pm, pf, _ = error_rates(s, lab)
+        curves["log-mel stats"] = (pm, pf)
     best: tuple[float, SpeakerEncoder | None, str] = (math.inf, None, "")
     k = max(3, cfg.steps // 10)
     for name in cfg.poolings:
@@ -481,10 +493,12 @@ def run_speaker(
         if rank != 0:
             continue
         model = res.model.cpu()
-        s, lab = score(embed_features(model, test_feats))
-        eer, dcf = compute_eer(s, lab), compute_min_dcf(s, lab)
-        pm, pf, _ = error_rates(s, lab)
-        curves[name] = (pm, pf)
+        eer = dcf = math.nan
+        if evaluate:
+            s, lab = score(embed_features(model, test_feats))
+            eer, dcf = compute_eer(s, lab), compute_min_dcf(s, lab)
+            pm, pf, _ = error_rates(s, lab)
+            curves[name] = (pm, pf)
         rows.append(
             {
                 "pooling": name,
@@ -501,7 +515,7 @@ def run_speaker(
                 "probe_loss_end": res.probe_end,
             }
         )
-        if eer < best[0]:
+        if eer < best[0] or best[1] is None:  # (no evaluation: the first pooling)
             best = (eer, model, name)
     results: dict[str, Any] = {
         "config": cfg.to_dict(),
@@ -513,6 +527,7 @@ def run_speaker(
         "num_test_utterances": n_test_utts,
         "num_trials": n_trials,
         "skipped_files": [list(x) for x in fs.skipped],
+        "dropped_voices": dropped,
         "rows": rows,
         "best": best[2],
     }
@@ -521,6 +536,8 @@ def run_speaker(
             f"the trials of {trials}"
             if trials is not None
             else f"{len(test_ids)} held-out voices ({n_test_utts} utterances)"
+            if evaluate
+            else "nothing (test_speakers=0: every speaker trains)"
         )
         notes = (
             f"{len(train_ids)} training voices ({len(classes)} classes with pseudo-speakers), "
