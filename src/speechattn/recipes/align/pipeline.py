@@ -595,8 +595,8 @@ def run_align(
     :class:`~speechattn.recipes.align.train.TrainConfig` field (``lr``, ``max_seconds``,
     ``schedule``, ...) or :class:`AdaptStop` field (``patience``, ``smoothing``, ``min_delta``,
     ``min_steps``). ``pauses``: ``"auto"``, ``"none"`` or ``"forced"`` (see
-    :mod:`~speechattn.recipes.align.pauses`); ``"auto"`` decodes as ``"none"`` for an aligner
-    applied without adaptation (``adapt=False``, shipped or ``checkpoint``).
+    :mod:`~speechattn.recipes.align.pauses`); ``"auto"`` decodes as ``"none"`` for the shipped
+    aligner applied without adaptation (``adapt=False``, no ``checkpoint``).
 
     ``kind`` picks the aligner trained with ``from_scratch``; ``prior`` (``"none"``, ``"diagonal"``,
     ``"beta-binomial"``) sets the log-prior of a plain-MHA aligner (``ValueError`` for another kind).
@@ -757,13 +757,12 @@ def run_align(
             log(f"adaptation: {done} steps at lr {tcfg.lr:g}, stopped: {why}")
     if rank != 0:
         return {}
-    # "auto": pause tokens between words once the aligner has been adapted to (or trained on)
-    # this corpus in this run; an aligner applied as is (--no-adapt) keeps only its edge
-    # silences optional ("none"): unadapted, inserted pauses scored worse on clean audio
-    # (benchmarks/RESULTS.md). The rule is the same whether the aligner is the shipped one or
-    # a --checkpoint, so both decode one file the same way.
-    unadapted = n_steps == 0 and not from_scratch
-    decode = "none" if pauses == "auto" and unadapted else pauses
+    # "auto": pause tokens between words, except for the shipped aligner applied as is (it has
+    # not seen this corpus and scored worse with them on clean audio, benchmarks/RESULTS.md): it
+    # keeps only its edge silences optional ("none"). A --checkpoint is taken to be an aligner
+    # trained or adapted on the user's speech.
+    unadapted_shipped = n_steps == 0 and not from_scratch and checkpoint is None
+    decode = "none" if pauses == "auto" and unadapted_shipped else pauses
     results = align_items(
         model,
         items,
