@@ -51,7 +51,9 @@ from speechattn.recipes.align.train import (
 __all__ = [
     "DEFAULT_ASSET",
     "DemoConfig",
+    "corpus_voice",
     "load_aligner",
+    "phonemizer_voice",
     "run_align",
     "run_demo",
     "save_aligner",
@@ -169,11 +171,45 @@ def _usable_voice(name: str) -> bool:
     return True
 
 
+_ESPEAK_PERSON_PREFIX = "espeak-"
+
+
+def phonemizer_voice(speaker: str) -> str:
+    """Phonemizer (espeak-ng) voice for a speaker id, so that the phones follow the speaker's accent.
+
+    - an espeak English voice name (the default demo's speaker ids, e.g. ``"en-gb+f1"``): itself;
+    - an espeak-ng person of the voice registry (engine corpora, e.g. ``"espeak-en-029+m6"``): its
+      espeak voice (``"en-029+m6"``), as the engine spoke it;
+    - a person of another engine's voices (``"cstr-rab"``, ``"piper-joe"``): ``"en-gb"`` when every
+      registry voice of that person speaks a British accent (``en-gb...``), ``"en-us"`` otherwise
+      (American voices, foreign-accented English, unknown speakers).
+
+    Args:
+        speaker: the utterance's speaker id.
+
+    Returns:
+        an espeak-ng voice name the phonemizer accepts.
+    """
+    from speechattn.data.voices import VOICES
+
+    spk = str(speaker)
+    if spk.startswith(_ESPEAK_PERSON_PREFIX):
+        own = spk[len(_ESPEAK_PERSON_PREFIX) :]
+        if own.startswith("en") and _usable_voice(own):
+            return own
+    if spk.startswith("en") and _usable_voice(spk):
+        return spk
+    langs = {v.language for v in VOICES if v.person == spk and v.engine != "espeak"}
+    if langs and all(lang.startswith("en-gb") for lang in langs):
+        return "en-gb"
+    return "en-us"
+
+
 def corpus_voice(utt: Any) -> str:
-    """Phonemizer voice for an utterance: its speaker id when that is an espeak English voice
-    (synthetic corpora, so phones line up with the ground truth), else ``en-us``."""
-    spk = str(getattr(utt, "speaker", ""))
-    return spk if spk.startswith("en") and _usable_voice(spk) else "en-us"
+    """Phonemizer voice for an utterance, from its speaker id (see :func:`phonemizer_voice`):
+    synthetic corpora then phonemize each voice with its own accent, so phones line up with the
+    engine's ground truth."""
+    return phonemizer_voice(str(getattr(utt, "speaker", "")))
 
 
 def _split(items: Sequence[AlignItem], held_voices: int, held_utts: int, seed: int):
