@@ -93,6 +93,9 @@ class DemoConfig:
     augment: bool = False
     mel_norm: str = "bin"
     band_mask: bool = False
+    # Seed of the held-out split, the channel copies and training (None: ``seed``, which also
+    # draws the corpus): another training run on the same corpus.
+    train_seed: int | None = None
 
     @classmethod
     def quick(cls) -> DemoConfig:
@@ -262,7 +265,7 @@ def demo_record(config: DemoConfig) -> dict:
     """The settings that identify a demo run (the corpus/front-end options only when set, so
     folders of espeak-only runs written before those options existed still resume)."""
     rec = asdict(config)
-    for f in ("engines", "commercial_only", "augment", "mel_norm", "band_mask"):
+    for f in ("engines", "commercial_only", "augment", "mel_norm", "band_mask", "train_seed"):
         if rec[f] == getattr(DemoConfig, f):
             rec.pop(f)
     return rec
@@ -325,11 +328,12 @@ def run_demo(
         items = build_items(
             utts, symbols, feats, grow_symbols=True, progress=progress, voice=corpus_voice
         )
+    train_seed = config.seed if config.train_seed is None else config.train_seed
     train, dev, unseen, held = _split(
-        items, config.held_out_voices, config.held_out_utterances, config.seed
+        items, config.held_out_voices, config.held_out_utterances, train_seed
     )
     if config.augment:  # one copy of each training utterance through a random channel
-        train = train + augmented_items(utts, train, symbols, feats, seed=config.seed)
+        train = train + augmented_items(utts, train, symbols, feats, seed=train_seed)
     t_data = time.perf_counter() - t_start
     log(
         f"{len(items)} utterances: {len(train)} train, {len(dev)} held-out utterances, "
@@ -354,7 +358,7 @@ def run_demo(
             steps=config.steps,
             batch_size=config.batch_size,
             lr=config.lr,
-            seed=config.seed,
+            seed=train_seed,
             max_seconds=config.max_seconds_per_aligner,
         )
 
