@@ -126,14 +126,12 @@ def test_train_aligner_refuses_a_checkpoint_of_another_run(tmp_path: Path) -> No
 def test_demo_refuses_a_folder_of_other_settings_before_synthesizing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from dataclasses import asdict
-
     from speechattn.recipes.align.outputs import prepare_output
-    from speechattn.recipes.align.pipeline import DemoConfig
+    from speechattn.recipes.align.pipeline import DemoConfig, demo_record
 
     out = tmp_path / "D"
     keep = ("threads", "max_seconds_per_aligner", "eval_every", "steps")
-    record = {k: v for k, v in asdict(DemoConfig.quick()).items() if k not in keep}
+    record = {k: v for k, v in demo_record(DemoConfig.quick()).items() if k not in keep}
     assert prepare_output(out, record, overwrite=False) == "new"
     (out / "corpus").mkdir()
     (out / "corpus" / "manifest.jsonl").write_text("")
