@@ -65,14 +65,15 @@ def test_saved_configs_without_the_new_fields_load_with_the_old_behaviour() -> N
     assert FeatureConfig(**masked.to_dict()) == masked
 
 
-def test_shipped_aligner_front_end_is_unchanged() -> None:
+def test_shipped_aligner_front_end() -> None:
+    """The shipped aligner's saved front end computes what it says: per-bin normalised log-mels,
+    and with its band mask, full-band audio untouched and the empty band of telephone audio zero."""
     from speechattn.recipes.align.pipeline import DEFAULT_ASSET, load_aligner
 
     if not DEFAULT_ASSET.exists():
         pytest.skip("no shipped aligner")
     _, _, feats, _ = load_aligner()
-    wave = torch.from_numpy(_noise(0.5, 3))
-    got = utterance_features(wave, feats)
+    assert feats.mel_norm == "bin"
     fe = LogMelSpectrogram(
         sample_rate=feats.sample_rate,
         n_fft=feats.n_fft,
@@ -80,10 +81,19 @@ def test_shipped_aligner_front_end_is_unchanged() -> None:
         hop_length=feats.hop_length,
         n_mels=feats.n_mels,
     )
+    wave = torch.from_numpy(_noise(0.5, 3))
     mel = fe(wave[None])[0]
-    if not feats.band_mask and feats.mel_norm == "bin":
-        old = (mel - mel.mean(0, keepdim=True)) / (mel.std(0, keepdim=True) + feats.std_floor)
-        assert torch.equal(got, old)
+    old = (mel - mel.mean(0, keepdim=True)) / (mel.std(0, keepdim=True) + feats.std_floor)
+    torch.testing.assert_close(utterance_features(wave, feats), old, rtol=0, atol=1e-5)
+    if not feats.band_mask:
+        assert torch.equal(utterance_features(wave, feats), old)
+        return
+    tel = torch.from_numpy(_band_limited(1.0, 4, 8000))
+    got = utterance_features(tel, feats, native_sample_rate=8000)
+    centres = torch.as_tensor(mel_center_frequencies(sample_rate=feats.sample_rate, n_mels=80))
+    assert got.shape[1] == feats.n_mels == 80
+    assert (got[:, centres > 4000] == 0).all(), "a bin above the telephone band was kept"
+    assert got[:, centres < 3500].std(0).gt(0.5).all(), "a bin inside the band was masked"
 
 
 @pytest.mark.parametrize("rate", [8000, 16000])
@@ -240,9 +250,12 @@ def test_demo_record_of_a_default_run_is_unchanged() -> None:
     from speechattn.recipes.align.pipeline import DemoConfig, demo_record
 
     cfg = DemoConfig()
-    new = {"engines", "commercial_only", "augment", "mel_norm", "band_mask"}
+    new = {"engines", "commercial_only", "augment", "mel_norm", "band_mask", "train_seed"}
     old = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in new}
     assert demo_record(cfg) == old
     multi = dataclasses.replace(cfg, engines=("espeak", "festival"), band_mask=True)
     rec = demo_record(multi)
     assert rec["engines"] == ("espeak", "festival") and rec["band_mask"] is True
+    # Another training seed on the same corpus is another run (recorded), the corpus seed unchanged.
+    reseeded = demo_record(dataclasses.replace(multi, train_seed=1))
+    assert reseeded["train_seed"] == 1 and reseeded["seed"] == cfg.seed

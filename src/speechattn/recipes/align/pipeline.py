@@ -52,7 +52,9 @@ __all__ = [
     "DEFAULT_ASSET",
     "AdaptStop",
     "DemoConfig",
+    "corpus_voice",
     "load_aligner",
+    "phonemizer_voice",
     "run_align",
     "run_demo",
     "save_aligner",
@@ -135,6 +137,9 @@ class DemoConfig:
     augment: bool = False
     mel_norm: str = "bin"
     band_mask: bool = False
+    # Seed of the held-out split, the channel copies and training (None: ``seed``, which also
+    # draws the corpus): another training run on the same corpus.
+    train_seed: int | None = None
 
     @classmethod
     def quick(cls) -> DemoConfig:
@@ -213,11 +218,45 @@ def _usable_voice(name: str) -> bool:
     return True
 
 
+_ESPEAK_PERSON_PREFIX = "espeak-"
+
+
+def phonemizer_voice(speaker: str) -> str:
+    """Phonemizer (espeak-ng) voice for a speaker id, so that the phones follow the speaker's accent.
+
+    - an espeak English voice name (the default demo's speaker ids, e.g. ``"en-gb+f1"``): itself;
+    - an espeak-ng person of the voice registry (engine corpora, e.g. ``"espeak-en-029+m6"``): its
+      espeak voice (``"en-029+m6"``), as the engine spoke it;
+    - a person of another engine's voices (``"cstr-rab"``, ``"piper-joe"``): ``"en-gb"`` when every
+      registry voice of that person speaks a British accent (``en-gb...``), ``"en-us"`` otherwise
+      (American voices, foreign-accented English, unknown speakers).
+
+    Args:
+        speaker: the utterance's speaker id.
+
+    Returns:
+        an espeak-ng voice name the phonemizer accepts.
+    """
+    from speechattn.data.voices import VOICES
+
+    spk = str(speaker)
+    if spk.startswith(_ESPEAK_PERSON_PREFIX):
+        own = spk[len(_ESPEAK_PERSON_PREFIX) :]
+        if own.startswith("en") and _usable_voice(own):
+            return own
+    if spk.startswith("en") and _usable_voice(spk):
+        return spk
+    langs = {v.language for v in VOICES if v.person == spk and v.engine != "espeak"}
+    if langs and all(lang.startswith("en-gb") for lang in langs):
+        return "en-gb"
+    return "en-us"
+
+
 def corpus_voice(utt: Any) -> str:
-    """Phonemizer voice for an utterance: its speaker id when that is an espeak English voice
-    (synthetic corpora, so phones line up with the ground truth), else ``en-us``."""
-    spk = str(getattr(utt, "speaker", ""))
-    return spk if spk.startswith("en") and _usable_voice(spk) else "en-us"
+    """Phonemizer voice for an utterance, from its speaker id (see :func:`phonemizer_voice`):
+    synthetic corpora then phonemize each voice with its own accent, so phones line up with the
+    engine's ground truth."""
+    return phonemizer_voice(str(getattr(utt, "speaker", "")))
 
 
 def _split(items: Sequence[AlignItem], held_voices: int, held_utts: int, seed: int):
@@ -270,7 +309,7 @@ def demo_record(config: DemoConfig) -> dict:
     """The settings that identify a demo run (the corpus/front-end options only when set, so
     folders of espeak-only runs written before those options existed still resume)."""
     rec = asdict(config)
-    for f in ("engines", "commercial_only", "augment", "mel_norm", "band_mask"):
+    for f in ("engines", "commercial_only", "augment", "mel_norm", "band_mask", "train_seed"):
         if rec[f] == getattr(DemoConfig, f):
             rec.pop(f)
     return rec
@@ -333,11 +372,12 @@ def run_demo(
         items = build_items(
             utts, symbols, feats, grow_symbols=True, progress=progress, voice=corpus_voice
         )
+    train_seed = config.seed if config.train_seed is None else config.train_seed
     train, dev, unseen, held = _split(
-        items, config.held_out_voices, config.held_out_utterances, config.seed
+        items, config.held_out_voices, config.held_out_utterances, train_seed
     )
     if config.augment:  # one copy of each training utterance through a random channel
-        train = train + augmented_items(utts, train, symbols, feats, seed=config.seed)
+        train = train + augmented_items(utts, train, symbols, feats, seed=train_seed)
     t_data = time.perf_counter() - t_start
     log(
         f"{len(items)} utterances: {len(train)} train, {len(dev)} held-out utterances, "
@@ -362,7 +402,7 @@ def run_demo(
             steps=config.steps,
             batch_size=config.batch_size,
             lr=config.lr,
-            seed=config.seed,
+            seed=train_seed,
             max_seconds=config.max_seconds_per_aligner,
         )
 
