@@ -33,8 +33,12 @@ Rows (``--rows``; default all but ``fs``), all scored against the engine's own t
 Scores: word boundaries (each word's start and end; pauses are gaps, not scored) mean absolute
 error and % within 20 ms; phone boundaries (% within 20 ms, mean) where the engine gives phones
 and they line up one-to-one with the aligner's phonemes (the count of such utterances is given).
-espeak is the shipped aligner's training engine: its rows are the *seen engine*; the others are
-*unseen engines* and are also pooled (boundary errors of all unseen engines together).
+Each engine is labelled *seen* or *unseen* by the shipped aligner (the engines of its training
+run, read from the asset: espeak-ng for the espeak-only aligner, espeak-ng, festival, rhvoice and
+piper for the multi-engine one); a leave-one-engine-out comparison needs the ``candidate`` row
+(``--checkpoint ENGINE=PATH``, an aligner trained without that engine). Every engine but espeak
+is also pooled (boundary errors of festival, piper, ... together), as the tables in
+benchmarks/RESULTS.md pool them.
 
 The ``pico`` engine's timings are a pocketsphinx forced alignment: it is never a truth while
 pocketsphinx is a row, so it is left out (with a note) unless ``--rows`` has no pocketsphinx.
@@ -69,7 +73,21 @@ ROW_NAMES = {
 DEFAULT_ROWS = ("unsupervised", "adapted", "pocketsphinx", "uniform")  # fs: opt in (slow)
 CONDITIONS = ("clean", "telephone", "noise10", "reverb")
 DEFAULT_ENGINES = ("espeak", "festival", "piper")
-SEEN_ENGINES = ("espeak",)
+POOLED_EXCLUDE = ("espeak",)  # the pooled rows: every other engine's boundary errors together
+
+
+def shipped_training() -> tuple[tuple[str, ...], int, int]:
+    """(engines, utterances, sentence seed) of the shipped aligner's training run (its asset)."""
+    import torch
+
+    from speechattn.recipes.align.pipeline import DEFAULT_ASSET
+
+    info = torch.load(DEFAULT_ASSET, map_location="cpu", weights_only=True).get("info", {})
+    cfg = info.get("demo_config") or {}
+    engines = tuple(cfg.get("engines") or ("espeak",))
+    return engines, int(cfg.get("utterances", 600)), int(cfg.get("seed", 0))
+
+
 EVAL_SEED = 1019  # sentence seed; the demo and the shipped aligner use seed 0
 
 
@@ -77,7 +95,9 @@ def eval_sentences(n: int, *, seed: int = EVAL_SEED) -> list[str]:
     """``n`` distinct sentences of the project's grammar that are not in the demo's training text."""
     from speechattn.data.synth import generate_sentences
 
-    train = set(generate_sentences(600, seed=0))
+    _, n_train, train_seed = shipped_training()
+    # the shipped aligner's training text (the default demo's 600 sentences are a prefix of it)
+    train = set(generate_sentences(max(600, n_train), seed=train_seed))
     out: list[str] = []
     pool = generate_sentences(max(4 * n, 50), seed=seed)
     for s in pool:
@@ -381,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
             n_voices = args.voices
             if engine != "espeak":
                 n_voices = min(n_voices, len(list_voices(engines=[engine], installed_only=True)))
-            seen = engine in SEEN_ENGINES
-            label = f"{engine} ({'seen' if seen else 'unseen'})"
+            seen = engine in shipped_training()[0]
+            label = f"{engine} ({'seen' if seen else 'unseen'} by the shipped aligner)"
             print(f"[{time.perf_counter() - t_all:.0f}s] {engine}: synthesizing", flush=True)
             clean_dir = work / engine / "clean"
             manifest = synth_corpus(
@@ -447,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{_fmt(rec_['phone_within_20ms'])}% ({secs:.0f}s)",
                         flush=True,
                     )
-                    if not seen:
+                    if engine not in POOLED_EXCLUDE:
                         pw, pp = pooled.setdefault((cond, row), ([], []))
                         pw.extend(werr)
                         pp.extend(perr)
@@ -456,26 +476,26 @@ def main(argv: list[str] | None = None) -> int:
             tmp_ctx.cleanup()
         elif (out / "work").exists() and not records:
             shutil.rmtree(out / "work", ignore_errors=True)
-    unseen = sorted({r["engine"] for r in records if not r["seen"]})
+    in_pool = sorted({r["engine"] for r in records if r["engine"] not in POOLED_EXCLUDE})
     for (cond, row), (pw, pp) in pooled.items():
         records.append(
             {
-                "engine": "unseen (pooled)",
-                "engine_label": f"unseen pooled ({', '.join(unseen)})",
+                "engine": "pooled",
+                "engine_label": f"pooled ({', '.join(in_pool)})",
                 "engine_order": len(engines),
-                "seen": False,
+                "seen": None,  # pooled over engines the shipped aligner may or may not have heard
                 "voices": [],
                 "condition": cond,
                 "row": row,
                 "utterances": sum(
                     r["utterances"]
                     for r in records
-                    if not r["seen"] and r["condition"] == cond and r["row"] == row
+                    if r["engine"] in in_pool and r["condition"] == cond and r["row"] == row
                 ),
                 "failed": sum(
                     r["failed"]
                     for r in records
-                    if not r["seen"] and r["condition"] == cond and r["row"] == row
+                    if r["engine"] in in_pool and r["condition"] == cond and r["row"] == row
                 ),
                 "seconds": 0.0,
                 **_summarize(pw, pp),

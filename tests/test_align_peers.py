@@ -99,7 +99,7 @@ def test_eval_align_engines_quick_writes_its_table(tmp_path: Path) -> None:
     # --quick scores the shipped aligner as the --checkpoint candidate too: the same figures.
     assert rows["candidate"]["word_mean_abs_ms"] == rows["unsupervised"]["word_mean_abs_ms"]
     md = (tmp_path / "results.md").read_text()
-    assert "pocketsphinx" in md and "| espeak (seen) | clean |" in md
+    assert "pocketsphinx" in md and "| espeak (seen by the shipped aligner) | clean |" in md
     # The evaluation sentences are not the demo's training text.
     from speechattn.data.synth import generate_sentences
 
