@@ -213,11 +213,7 @@ def _aligner_rows(
             if row == "unsupervised":
                 kw["adapt"] = False
             elif row == "candidate":
-                # A held-out-engine model has never heard this set: decode it as the shipped
-                # aligner's unsupervised row is decoded (`align` gives a --checkpoint, taken to
-                # be fit to the user's corpus, the inserted pauses of "auto").
-                pauses = "none" if args.pauses == "auto" else args.pauses
-                kw.update(adapt=False, checkpoint=checkpoint, pauses=pauses)
+                kw.update(adapt=False, checkpoint=checkpoint)
             elif row == "adapted":
                 if args.adapt_steps is not None:
                     kw["steps"] = args.adapt_steps

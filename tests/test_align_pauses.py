@@ -173,7 +173,7 @@ def test_constant_schedule_and_should_stop() -> None:
 def test_align_command_reports_pauses_and_why_adaptation_stopped(tmp_path: Path) -> None:
     """`speechattn align` end to end on a tiny corpus: the shipped aligner adapts 3 steps (step
     cap), decodes with pause states (auto), writes sil / sp in the TextGrid phones tier; with
-    --no-adapt, auto decodes as none; --pauses forced puts no pause interval between words."""
+    --no-adapt, auto still inserts them; --pauses forced puts no pause interval between words."""
     pytest.importorskip("espeakng_loader")
     import json
 
@@ -203,7 +203,10 @@ def test_align_command_reports_pauses_and_why_adaptation_stopped(tmp_path: Path)
     assert 'text = "sil"' in raw  # the leading silence of the audio
     assert main(["align", str(data), "--out", str(tmp_path / "b"), "--no-adapt", *common]) == 0
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
-    assert "decoded as none" in summary["pauses"] and "adaptation" not in summary
+    assert summary["pauses"].startswith("auto,") and "decoded as" not in summary["pauses"]
+    assert "adaptation" not in summary
+    js = json.loads((tmp_path / "b" / "alignments" / "u1.json").read_text())
+    assert js["tokens"].count("<sp>") == 2  # unadapted, the same optional pauses
     args = ["align", str(data), "--out", str(tmp_path / "c"), "--no-adapt", "--pauses", "forced"]
     assert main([*args, *common]) == 0
     js = json.loads((tmp_path / "c" / "alignments" / "u2.json").read_text())

@@ -311,7 +311,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="pauses between words: auto (an optional pause between every two words: a pause in "
         "the audio becomes a pause interval, 'sp' in the TextGrid's phones tier, and none costs "
-        "nothing; as none for the shipped aligner with --no-adapt), none (no "
+        "nothing), none (no "
         "pause tokens between words; only the edge silences are optional), forced (every token "
         "takes at least one frame, as in training) (default: %(default)s)",
     )

@@ -4,8 +4,7 @@ Every aligner token sequence is ``<sil> phones... <sil>`` (with ``<sp>`` between
 aligner's front end has ``word_silences``). The ``pauses`` setting of decoding says what the
 Viterbi path may do with the tokens that are not phones:
 
-- ``"auto"`` (the ``speechattn align`` default; it decodes as ``"none"`` for the shipped aligner
-  with ``--no-adapt``, where inserted pauses measured worse): a pause token sits between every two
+- ``"auto"`` (the ``speechattn align`` default, with or without adaptation): a pause token sits between every two
   words
   (the aligner's own ``<sp>``, or, when it was trained without one, an inserted copy of its
   edge-silence symbol ``<sil>``, the token it learned silence on), and every pause and edge

@@ -635,8 +635,8 @@ def run_align(
     :class:`~speechattn.recipes.align.train.TrainConfig` field (``lr``, ``max_seconds``,
     ``schedule``, ...) or :class:`AdaptStop` field (``patience``, ``smoothing``, ``min_delta``,
     ``min_steps``). ``pauses``: ``"auto"``, ``"none"`` or ``"forced"`` (see
-    :mod:`~speechattn.recipes.align.pauses`); ``"auto"`` decodes as ``"none"`` for the shipped
-    aligner applied without adaptation (``adapt=False``, no ``checkpoint``).
+    :mod:`~speechattn.recipes.align.pauses`); ``"auto"`` (the default) inserts an optional pause
+    between every two words, with or without adaptation.
 
     ``kind`` picks the aligner trained with ``from_scratch``; ``prior`` (``"none"``, ``"diagonal"``,
     ``"beta-binomial"``) sets the log-prior of a plain-MHA aligner (``ValueError`` for another kind).
@@ -797,19 +797,17 @@ def run_align(
             log(f"adaptation: {done} steps at lr {tcfg.lr:g}, stopped: {why}")
     if rank != 0:
         return {}
-    # "auto": pause tokens between words, except for the shipped aligner applied as is (it has
-    # not seen this corpus and scored worse with them on clean audio, benchmarks/RESULTS.md): it
-    # keeps only its edge silences optional ("none"). A --checkpoint is taken to be an aligner
-    # trained or adapted on the user's speech.
-    unadapted_shipped = n_steps == 0 and not from_scratch and checkpoint is None
-    decode = "none" if pauses == "auto" and unadapted_shipped else pauses
+    # "auto": an optional pause token between every two words, adapted or not. (The espeak-only
+    # aligner shipped before scored worse with them unadapted on clean audio; the multi-engine
+    # one scores better, on engines held out of its training: benchmarks/RESULTS.md, "Pause
+    # decoding for the multi-engine aligner".)
     results = align_items(
         model,
         items,
         feats,
         keep_soft=2,
         offsets=offs,
-        pauses=decode,
+        pauses=pauses,
         pause_skip=DEFAULT_PAUSE_SKIP,
     )
     if offs is not None:
@@ -845,9 +843,7 @@ def run_align(
         "alignments": str(out / "alignments"),
         "formats": ",".join(formats),
         "boundary calibration": "on" if offs is not None else "off",
-        "pauses": f"{pauses}"
-        + (f" (decoded as {decode})" if decode != pauses else "")
-        + f", {sum(len(r.pauses) for r in results)} pause intervals",
+        "pauses": f"{pauses}, {sum(len(r.pauses) for r in results)} pause intervals",
     }
     if adaptation:
         summary["adaptation"] = (
