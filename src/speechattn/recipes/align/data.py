@@ -84,6 +84,19 @@ class FeatureConfig:
     def frame_s(self) -> float:
         return self.hop_length / self.sample_rate
 
+    def mel_transform(self) -> Any:
+        """The log-mel transform of this front end (a new
+        :class:`~speechattn.data.features.LogMelSpectrogram`)."""
+        from speechattn.data.features import LogMelSpectrogram
+
+        return LogMelSpectrogram(
+            sample_rate=self.sample_rate,
+            n_fft=self.n_fft,
+            win_length=self.n_fft,
+            hop_length=self.hop_length,
+            n_mels=self.n_mels,
+        )
+
 
 @dataclass
 class AlignItem:
@@ -165,15 +178,8 @@ def build_items(
     import zlib
 
     from speechattn.data.audio import AudioError, load_audio
-    from speechattn.data.features import LogMelSpectrogram
 
-    mel_fn = LogMelSpectrogram(
-        sample_rate=config.sample_rate,
-        n_fft=config.n_fft,
-        win_length=config.n_fft,
-        hop_length=config.hop_length,
-        n_mels=config.n_mels,
-    )
+    mel_fn = config.mel_transform()
     items: list[AlignItem] = []
     skipped = 0
     it: Any = utterances
@@ -298,16 +304,10 @@ def utterance_features(
     (:func:`~speechattn.data.features.band_valid_mask`: the native rate's Nyquist frequency and
     the highest bin within ``band_mask_db`` dB of the loudest) are set to 0.
     """
-    from speechattn.data.features import LogMelSpectrogram, band_valid_mask, normalize_log_mel
+    from speechattn.data.features import band_valid_mask, normalize_log_mel
 
     if mel_fn is None:
-        mel_fn = LogMelSpectrogram(
-            sample_rate=config.sample_rate,
-            n_fft=config.n_fft,
-            win_length=config.n_fft,
-            hop_length=config.hop_length,
-            n_mels=config.n_mels,
-        )
+        mel_fn = config.mel_transform()
     with torch.no_grad():
         mel = mel_fn(wave.unsqueeze(0))[0]
     keep = None
