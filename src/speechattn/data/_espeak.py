@@ -193,6 +193,35 @@ def count_voice_files(data_dir: Path) -> int:
     return n
 
 
+def declare_prototypes(lib: Any) -> None:
+    """Declare the argument and result types of the espeak-ng API calls this package makes on a
+    loaded library (ours, or the system one the ``mbrola`` engine drives)."""
+    lib.espeak_Initialize.restype = ctypes.c_int
+    lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+    lib.espeak_SetVoiceByName.restype = ctypes.c_int
+    lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+    lib.espeak_SetParameter.restype = ctypes.c_int
+    lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    lib.espeak_Synth.restype = ctypes.c_int
+    lib.espeak_Synth.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_uint,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.c_uint,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+    ]
+    lib.espeak_Synchronize.restype = ctypes.c_int
+    lib.espeak_TextToPhonemes.restype = ctypes.c_void_p
+    lib.espeak_TextToPhonemes.argtypes = [
+        ctypes.POINTER(ctypes.c_void_p),
+        ctypes.c_int,
+        ctypes.c_int,
+    ]
+
+
 class _Engine:
     """The process-wide espeak-ng engine. Use :func:`engine`; never construct twice."""
 
@@ -201,31 +230,8 @@ class _Engine:
         self.data_dir = ensure_data_dir()
         self.lib = ctypes.CDLL(library_path or loader.get_library_path())
         lib = self.lib
-        lib.espeak_Initialize.restype = ctypes.c_int
-        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        lib.espeak_SetVoiceByName.restype = ctypes.c_int
-        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        lib.espeak_SetParameter.restype = ctypes.c_int
-        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_Synth.restype = ctypes.c_int
-        lib.espeak_Synth.argtypes = [
-            ctypes.c_void_p,
-            ctypes.c_size_t,
-            ctypes.c_uint,
-            ctypes.c_int,
-            ctypes.c_uint,
-            ctypes.c_uint,
-            ctypes.c_void_p,
-            ctypes.c_void_p,
-        ]
-        lib.espeak_Synchronize.restype = ctypes.c_int
+        declare_prototypes(lib)
         lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
-        lib.espeak_TextToPhonemes.restype = ctypes.c_void_p
-        lib.espeak_TextToPhonemes.argtypes = [
-            ctypes.POINTER(ctypes.c_void_p),
-            ctypes.c_int,
-            ctypes.c_int,
-        ]
         rate = lib.espeak_Initialize(
             _AUDIO_OUTPUT_SYNCHRONOUS,
             _BUFFER_MS,

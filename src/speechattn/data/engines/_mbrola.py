@@ -130,25 +130,9 @@ class _Library:
             lib = ctypes.CDLL(tmp)
         finally:
             os.unlink(tmp)
-        lib.espeak_Initialize.restype = ctypes.c_int
-        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        lib.espeak_SetVoiceByName.restype = ctypes.c_int
-        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        lib.espeak_SetParameter.restype = ctypes.c_int
-        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_Synth.restype = ctypes.c_int
-        lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint,
-                                     ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
-                                     ctypes.c_void_p, ctypes.c_void_p]  # fmt: skip
-        lib.espeak_Synchronize.restype = ctypes.c_int
+        E.declare_prototypes(lib)
         lib.espeak_ng_GetSampleRate.restype = ctypes.c_int
         lib.espeak_SetPhonemeTrace.argtypes = [ctypes.c_int, ctypes.c_void_p]
-        lib.espeak_TextToPhonemes.restype = ctypes.c_void_p
-        lib.espeak_TextToPhonemes.argtypes = [
-            ctypes.POINTER(ctypes.c_void_p),
-            ctypes.c_int,
-            ctypes.c_int,
-        ]
         flags = E._INIT_PHONEME_EVENTS | E._INIT_PHONEME_IPA | E._INIT_DONT_EXIT
         rate = lib.espeak_Initialize(
             E._AUDIO_OUTPUT_SYNCHRONOUS, E._BUFFER_MS, str(data_parent).encode(), flags
