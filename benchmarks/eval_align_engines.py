@@ -50,6 +50,7 @@ and ``fs`` more (``--fs-steps``), so shrink with ``--rows``, ``--conditions``, `
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import sys
@@ -76,6 +77,7 @@ DEFAULT_ENGINES = ("espeak", "festival", "piper")
 POOLED_EXCLUDE = ("espeak",)  # the pooled rows: every other engine's boundary errors together
 
 
+@functools.cache
 def shipped_training() -> tuple[tuple[str, ...], int, int]:
     """(engines, utterances, sentence seed) of the shipped aligner's training run (its asset)."""
     import torch
