@@ -42,10 +42,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from numba import njit
+from numba import carray, cfunc, njit, types
 from torch import Tensor
 
-from speechattn.kernels import register_sma_kernel
+from speechattn.kernels import _omp, register_sma_kernel
+from speechattn.kernels._omp import fetch_add, int_to_ptr
 
 __all__ = ["backward", "forward", "forward_checked", "warmup"]
 
@@ -269,6 +270,103 @@ def _backward_serial(
         _backward_item(G, g_rows, p, alpha, alpha0, n, tl[n], ml[n], preserve, consts, gp, ga0)
 
 
+# Team entry points: one C callable per direction and dtype that torch's OpenMP team runs
+# (see speechattn.kernels._omp). ``block`` is an int64 array: slot 0 the item counter, then
+# the scalars and the arrays' addresses (_FWD_* / _BWD_* below); every team thread claims
+# items with an atomic fetch-and-add until none is left.
+_B_COUNT, _B_ITEMS, _B_N, _B_U, _B_T, _B_PRESERVE, _B_SCALAR = 0, 1, 2, 3, 4, 5, 6
+_B_PTRS = 7  # first address slot
+_BLOCK_SIZE = 24
+
+
+@njit(cache=True, nogil=True)
+def _forward_block(block, fdt, idt):  # type: ignore[no-untyped-def]
+    d = carray(block, (_BLOCK_SIZE,), np.int64)
+    N, U, T = d[_B_N], d[_B_U], d[_B_T]
+    n_items = d[_B_ITEMS]
+    preserve = d[_B_PRESERVE] != 0
+    one_bits = d[_B_SCALAR]
+    a = _B_PTRS
+    p = carray(int_to_ptr(d[a], fdt), (N, U, T))
+    bits = carray(int_to_ptr(d[a], idt), (N, U, T))
+    alpha0 = carray(int_to_ptr(d[a + 1], fdt), (N, U))
+    tl = carray(int_to_ptr(d[a + 2], np.int64), (N,))
+    ml = carray(int_to_ptr(d[a + 3], np.int64), (N,))
+    consts = carray(int_to_ptr(d[a + 4], fdt), (2, T + 1))
+    out = carray(int_to_ptr(d[a + 5], fdt), (N, U, T))
+    order = carray(int_to_ptr(d[a + 6], np.int64), (n_items,))
+    ok = carray(int_to_ptr(d[a + 7], np.bool_), (N,))
+    while True:
+        i = fetch_add(block, 1)
+        if i >= n_items:
+            break
+        _forward_serial(
+            p, bits, one_bits, alpha0, tl, ml, preserve, consts, out, order, ok, i, i + 1
+        )
+
+
+@njit(cache=True, nogil=True)
+def _backward_block(block, fdt):  # type: ignore[no-untyped-def]
+    d = carray(block, (_BLOCK_SIZE,), np.int64)
+    N, U, T = d[_B_N], d[_B_U], d[_B_T]
+    n_items = d[_B_ITEMS]
+    preserve = d[_B_PRESERVE] != 0
+    g_rows = d[_B_SCALAR]
+    a = _B_PTRS
+    G = carray(int_to_ptr(d[a], fdt), (N * U if g_rows else 1, T))
+    p = carray(int_to_ptr(d[a + 1], fdt), (N, U, T))
+    alpha = carray(int_to_ptr(d[a + 2], fdt), (N, U, T))
+    alpha0 = carray(int_to_ptr(d[a + 3], fdt), (N, U))
+    tl = carray(int_to_ptr(d[a + 4], np.int64), (N,))
+    ml = carray(int_to_ptr(d[a + 5], np.int64), (N,))
+    consts = carray(int_to_ptr(d[a + 6], fdt), (2, T + 1))
+    gp = carray(int_to_ptr(d[a + 7], fdt), (N, U, T))
+    ga0 = carray(int_to_ptr(d[a + 8], fdt), (N, U))
+    order = carray(int_to_ptr(d[a + 9], np.int64), (n_items,))
+    while True:
+        i = fetch_add(block, 1)
+        if i >= n_items:
+            break
+        _backward_serial(
+            G, g_rows, p, alpha, alpha0, tl, ml, preserve, consts, gp, ga0, order, i, i + 1
+        )
+
+
+def _forward_team_f32(block):  # type: ignore[no-untyped-def]
+    _forward_block(block, np.float32, np.int32)
+
+
+def _forward_team_f64(block):  # type: ignore[no-untyped-def]
+    _forward_block(block, np.float64, np.int64)
+
+
+def _backward_team_f32(block):  # type: ignore[no-untyped-def]
+    _backward_block(block, np.float32)
+
+
+def _backward_team_f64(block):  # type: ignore[no-untyped-def]
+    _backward_block(block, np.float64)
+
+
+_TEAM_SOURCES = {
+    ("forward", np.float32): _forward_team_f32,
+    ("forward", np.float64): _forward_team_f64,
+    ("backward", np.float32): _backward_team_f32,
+    ("backward", np.float64): _backward_team_f64,
+}
+_TEAM_FUNCS: dict[tuple[str, Any], Any] = {}
+
+
+def _team_func(direction: str, dtype: Any) -> Any:
+    """The compiled C callable of one direction and dtype (compiled, or loaded from numba's
+    cache, on first use)."""
+    key = (direction, dtype)
+    f = _TEAM_FUNCS.get(key)
+    if f is None:
+        f = _TEAM_FUNCS[key] = cfunc(types.void(types.voidptr), cache=True)(_TEAM_SOURCES[key])
+    return f
+
+
 def _np(x: Tensor) -> np.ndarray:
     return x.detach().contiguous().numpy()
 
@@ -361,11 +459,25 @@ def _pool_run(serial: Any, args: tuple[Any, ...], n_items: int, workers: int) ->
         raise errors[0]
 
 
-def _launch(serial: Any, threads: int, args: tuple[Any, ...], n_items: int) -> None:
+def _launch(
+    serial: Any,
+    threads: int,
+    args: tuple[Any, ...],
+    n_items: int,
+    team_block: Any = None,
+) -> None:
+    """Run ``serial`` over all items: on the calling thread, on torch's OpenMP team (when
+    ``team_block()`` gives ``(cfunc, block)`` and the team is free) or on Python threads."""
     if threads == 1:
         serial(*args, 0, n_items)
-    else:
-        _pool_run(serial, args, n_items, threads)
+        return
+    if team_block is not None and _omp.team() is not None:
+        fn, block = team_block()
+        if not _omp.team_run(fn.address, block, threads):
+            block[0] = 0
+            fn.ctypes(block.ctypes.data)  # team busy or nested: every item on this thread
+        return
+    _pool_run(serial, args, n_items, threads)
 
 
 def _bits(p: np.ndarray) -> tuple[np.ndarray, Any]:
@@ -404,7 +516,18 @@ def forward_checked(
         order,
         ok.numpy(),
     )
-    _launch(_forward_serial, threads, args, p.shape[0])
+
+    def team_block() -> tuple[Any, np.ndarray]:
+        block = np.zeros(_BLOCK_SIZE, dtype=np.int64)
+        block[_B_ITEMS] = order.shape[0]
+        block[_B_N : _B_T + 1] = p.shape
+        block[_B_PRESERVE] = bool(preserve)
+        block[_B_SCALAR] = int(one_bits)
+        for j, a in enumerate((pn, args[3], tl, ml, args[7], args[8], order, args[10])):
+            block[_B_PTRS + j] = a.ctypes.data
+        return _team_func("forward", pn.dtype.type), block
+
+    _launch(_forward_serial, threads, args, p.shape[0], team_block)
     return out, ok
 
 
@@ -459,7 +582,18 @@ def backward(
         ga0.numpy(),
         order,
     )
-    _launch(_backward_serial, threads, args, p.shape[0])
+
+    def team_block() -> tuple[Any, np.ndarray]:
+        block = np.zeros(_BLOCK_SIZE, dtype=np.int64)
+        block[_B_ITEMS] = order.shape[0]
+        block[_B_N : _B_T + 1] = p.shape
+        block[_B_PRESERVE] = bool(preserve)
+        block[_B_SCALAR] = g_rows
+        for j, a in enumerate(args[:1] + args[2:7] + args[8:12]):
+            block[_B_PTRS + j] = a.ctypes.data
+        return _team_func("backward", g.dtype.type), block
+
+    _launch(_backward_serial, threads, args, p.shape[0], team_block)
     return gp, ga0
 
 

@@ -1,0 +1,200 @@
+"""Run compiled kernel items on torch's own OpenMP thread team (imported on first use only).
+
+PyTorch's CPU wheels parallelise with OpenMP (GNU libgomp). After each parallel torch op its
+worker threads keep spinning for a while (libgomp's default wait policy), so a kernel that runs
+its second half on a thread of its own (a Python ``ThreadPoolExecutor`` thread) competes with a
+spinning torch worker for the same core. This module instead hands the items to the libgomp
+that torch has loaded, through ``GOMP_parallel``: the spinning worker picks them up at once and
+no extra thread exists.
+
+A team call runs a numba ``cfunc("void(voidptr)")`` on every team thread with a pointer to an
+``int64`` block (see :func:`team_run`). Slot 0 of the block is a shared counter: the threads
+claim items one at a time with an atomic fetch-and-add (:func:`fetch_add`), so ragged items
+balance and a team of any size (one inside a nested parallel region) finishes every item.
+
+Selection (:func:`team`), automatic and never fatal: the backend must be OpenMP
+(``torch.__config__.parallel_info()``), a ``libgomp`` must already be mapped into the process
+(Linux ``/proc/self/maps``; loaded again with ``RTLD_NOLOAD`` so that it is torch's very copy)
+and export ``GOMP_parallel`` and ``omp_in_parallel``. Anything else (macOS, Windows, an LLVM
+``libomp`` or TBB build, a lookup error) gives ``None`` and callers use their Python threads.
+A forked child (whose copy of the team's threads does not exist) also gets ``None``.
+``SPEECHATTN_KERNEL_THREADS=python`` forces the Python threads.
+
+Concurrency: ``GOMP_parallel`` called inside a parallel region gets a team of one (the caller
+runs every item); calls from several Python threads are serialised by a non-blocking lock: a
+caller that finds the team busy runs its items on its own thread instead of waiting.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from typing import Any
+
+import torch
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+__all__ = ["OmpTeam", "describe", "fetch_add", "int_to_ptr", "set_mode", "team", "team_run"]
+
+_ENV = "SPEECHATTN_KERNEL_THREADS"
+
+
+def _fetch_add(typingctx: Any, ptr: Any, value: Any) -> Any:  # pragma: no cover - compiled
+    """``old = *(int64*)ptr; *ptr += value`` atomically (sequentially consistent); returns old."""
+    if not (isinstance(ptr, types.RawPointer) and isinstance(value, types.Integer)):
+        return None
+    sig = types.int64(ptr, types.int64)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        p = builder.bitcast(args[0], ir.IntType(64).as_pointer())
+        return builder.atomic_rmw("add", p, args[1], "seq_cst")
+
+    return sig, codegen
+
+
+def _int_to_ptr(typingctx: Any, address: Any, dtype: Any) -> Any:  # pragma: no cover - compiled
+    """Typed data pointer ``dtype*`` from an integer address (for ``numba.carray``)."""
+    if isinstance(dtype, types.DType):
+        target = dtype.dtype
+    elif isinstance(dtype, types.NumberClass):
+        target = dtype.instance_type
+    else:
+        return None
+    if not isinstance(address, types.Integer):
+        return None
+    ptr_type = types.CPointer(target)
+    sig = ptr_type(address, dtype)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.inttoptr(args[0], context.get_value_type(ptr_type))
+
+    return sig, codegen
+
+
+# numba intrinsics (callable from compiled code only)
+fetch_add: Any = intrinsic(_fetch_add)
+int_to_ptr: Any = intrinsic(_int_to_ptr)
+
+
+class OmpTeam:
+    """Torch's libgomp, resolved: ``run(fn_address, block, threads)`` (see :func:`team_run`)."""
+
+    def __init__(self, lib: ctypes.CDLL, path: str) -> None:
+        self.path = path
+        self._parallel = lib.GOMP_parallel
+        self._parallel.restype = None
+        self._parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+        self._in_parallel = lib.omp_in_parallel
+        self._in_parallel.restype = ctypes.c_int
+        self._in_parallel.argtypes = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def usable(self) -> bool:
+        """False in a forked child: the parent's team threads do not exist there."""
+        return os.getpid() == self._pid
+
+    def run(self, fn: int, block: int, threads: int) -> bool:
+        """Run ``fn(block)`` on a team of ``threads`` (ctypes releases the GIL meanwhile).
+
+        Returns False without running anything when the team is busy with another Python
+        thread's call or the caller is inside a parallel region: the caller then runs the
+        items itself.
+        """
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self._in_parallel():
+                return False
+            self._parallel(fn, block, threads, 0)
+            return True
+        finally:
+            self._lock.release()
+
+
+def _mapped_libgomp() -> str | None:
+    """Path of the libgomp mapped into this process (torch's; wheels may rename it
+    ``libgomp-<hash>.so.1``), or None."""
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.rsplit(None, 1)[-1] if "/" in line else ""
+                if os.path.basename(path).startswith("libgomp"):
+                    return path
+    except OSError:
+        return None
+    return None
+
+
+_TEAM: OmpTeam | None = None
+_RESOLVED = False
+_WHY = "not resolved yet"
+_MODE = "auto"
+
+
+def _resolve() -> tuple[OmpTeam | None, str]:
+    if os.environ.get(_ENV, "").strip().lower() == "python":
+        return None, f"{_ENV}=python"
+    try:
+        info = torch.__config__.parallel_info()
+    except Exception as exc:  # pragma: no cover - defensive
+        return None, f"parallel_info failed ({exc})"
+    if "parallel backend: OpenMP" not in info:
+        return None, "torch's parallel backend is not OpenMP"
+    path = _mapped_libgomp()
+    if path is None:
+        return None, "no libgomp loaded (torch uses another OpenMP runtime)"
+    try:
+        lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_LOCAL)
+        team = OmpTeam(lib, path)
+    except (OSError, AttributeError) as exc:
+        return None, f"libgomp symbols not found ({exc})"
+    return team, f"torch's OpenMP team ({os.path.basename(path)})"
+
+
+def team() -> OmpTeam | None:
+    """Torch's OpenMP team, or None where kernels must use their Python threads (cached)."""
+    global _TEAM, _RESOLVED, _WHY
+    if _MODE == "python":
+        return None
+    if not _RESOLVED:
+        _TEAM, _WHY = _resolve()
+        _RESOLVED = True
+    if _TEAM is not None and not _TEAM.usable():
+        return None
+    return _TEAM
+
+
+def set_mode(mode: str) -> str:
+    """``"auto"`` (torch's team where available) or ``"python"`` (Python threads); returns the
+    previous mode. For benchmarks and tests."""
+    global _MODE
+    if mode not in ("auto", "python"):
+        raise ValueError(f"Expected mode 'auto' or 'python'; found {mode!r}.")
+    old, _MODE = _MODE, mode
+    return old
+
+
+def describe() -> str:
+    """One line: which threads the numba kernels use and why."""
+    t = team()
+    if t is not None:
+        return f"items on {_WHY}"
+    if _MODE == "python":
+        return "items on Python threads (forced)"
+    if _RESOLVED and _TEAM is not None:
+        return "items on Python threads (forked child)"
+    return f"items on Python threads ({_WHY})"
+
+
+def team_run(fn: int, block: Any, threads: int) -> bool:
+    """Run the cfunc at address ``fn`` on ``block`` (an int64 numpy array; slot 0 the item
+    counter, zeroed here) on torch's team. False when the caller must run the items itself."""
+    t = team()
+    if t is None:
+        return False
+    block[0] = 0
+    return t.run(fn, block.ctypes.data, threads)
