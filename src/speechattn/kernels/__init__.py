@@ -171,6 +171,10 @@ def available() -> dict[str, str]:
         if _has("numba")
         else "no (pip install numba)"
     )
+    if _has("numba"):
+        from speechattn.kernels._omp import describe
+
+        out["numba threads"] = describe()
     cuda = torch.cuda.is_available()
     out["cuda"] = f"yes ({torch.cuda.get_device_name(0)})" if cuda else "no (no CUDA device)"
     if not _has("triton"):

@@ -46,7 +46,7 @@ from numba import carray, cfunc, njit, types
 from torch import Tensor
 
 from speechattn.kernels import _omp, register_sma_kernel
-from speechattn.kernels._omp import fetch_add, int_to_ptr
+from speechattn.kernels._numba_ptr import fetch_add, int_to_ptr
 
 __all__ = ["backward", "forward", "forward_checked", "warmup"]
 

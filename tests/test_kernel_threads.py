@@ -1,0 +1,218 @@
+"""Thread dispatch of the numba SMA kernels: torch's OpenMP team vs Python threads vs serial.
+
+Every path must give bitwise the same result (each item is computed by one thread with the
+same code); the team path must fall back cleanly and never deadlock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+pytest.importorskip("numba")
+
+from speechattn.functional import stepwise_monotonic_alignment
+from speechattn.kernels import _numba_sma, _omp
+
+
+@pytest.fixture
+def two_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """torch at 2 threads and no minimum work per thread, so tiny calls take the parallel path."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    monkeypatch.setattr(_numba_sma, "_MIN_CELLS_PER_THREAD", 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        _omp.set_mode("auto")
+
+
+def _case(dtype: torch.dtype, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    B, U, T = 7, 13, 37
+    p = torch.rand(B, U, T, generator=g, dtype=dtype)
+    tl = torch.randint(1, U + 1, (B,), generator=g)
+    ml = torch.randint(1, T + 1, (B,), generator=g)
+    a0 = torch.rand(B, U, generator=g, dtype=dtype)
+    grad = torch.randn(B, U, T, generator=g, dtype=dtype)
+    return p, a0, tl, ml, grad
+
+
+def _run_kernel(p: torch.Tensor, a0, tl, ml, grad, preserve: bool) -> tuple[torch.Tensor, ...]:  # type: ignore[no-untyped-def]
+    alpha, ok = _numba_sma.forward_checked(p, a0, tl, ml, preserve)
+    gp, ga0 = _numba_sma.backward(grad, p, alpha, a0, tl, ml, preserve)
+    bcast = torch.ones((), dtype=p.dtype).expand(p.shape)  # the alpha.sum() gradient
+    gpb, ga0b = _numba_sma.backward(bcast, p, alpha, a0, tl, ml, preserve)
+    return alpha, ok, gp, ga0, gpb, ga0b
+
+
+def _serial(*args):  # type: ignore[no-untyped-def]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run_kernel(*args)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("preserve", [False, True])
+def test_team_python_threads_and_serial_are_bitwise_equal(
+    two_threads: None, dtype: torch.dtype, preserve: bool
+) -> None:
+    p, a0, tl, ml, grad = _case(dtype)
+    ref = _serial(p, a0, tl, ml, grad, preserve)
+    _omp.set_mode("auto")
+    team_expected = _omp.team() is not None
+    calls = []
+    real_run = _omp.team_run
+
+    def counting_run(*args):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real_run(*args)
+
+    for mode in ("auto", "python"):
+        _omp.set_mode(mode)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_omp, "team_run", counting_run)
+            got = _run_kernel(p, a0, tl, ml, grad, preserve)
+        for x, y in zip(ref, got):
+            assert torch.equal(x, y), mode
+    # the team was used in "auto" mode (3 calls) where torch runs on libgomp, never in "python"
+    assert len(calls) == (3 if team_expected else 0)
+
+
+def test_team_is_found_when_torch_uses_libgomp() -> None:
+    info = torch.__config__.parallel_info()
+    _omp.set_mode("auto")
+    if "parallel backend: OpenMP" in info and _omp._mapped_libgomp() is not None:
+        assert _omp.team() is not None
+        assert "OpenMP team" in _omp.describe()
+    else:
+        assert _omp.team() is None
+        assert "Python threads" in _omp.describe()
+
+
+@pytest.mark.parametrize(
+    "why",
+    ["not_openmp", "no_lib", "bad_lib", "env"],
+)
+def test_detector_failures_fall_back_to_python_threads(
+    two_threads: None, monkeypatch: pytest.MonkeyPatch, why: str
+) -> None:
+    """Any failure to find torch's libgomp or its symbols selects the Python threads; results
+    stay bitwise equal to the serial kernel."""
+    if why == "not_openmp":
+        monkeypatch.setattr(
+            torch.__config__, "parallel_info", lambda: "ATen parallel backend: native thread pool"
+        )
+    elif why == "no_lib":
+        monkeypatch.setattr(_omp, "_mapped_libgomp", lambda: None)
+    elif why == "bad_lib":
+        monkeypatch.setattr(_omp, "_mapped_libgomp", lambda: "/nonexistent/libgomp.so.1")
+    else:
+        monkeypatch.setenv("SPEECHATTN_KERNEL_THREADS", "python")
+    monkeypatch.setattr(_omp, "_RESOLVED", False)
+    monkeypatch.setattr(_omp, "_TEAM", None)
+    assert _omp.team() is None
+    assert "Python threads" in _omp.describe()
+    used = []
+    real_pool_run = _numba_sma._pool_run
+
+    def counting_pool_run(*args):  # type: ignore[no-untyped-def]
+        used.append(1)
+        return real_pool_run(*args)
+
+    monkeypatch.setattr(_numba_sma, "_pool_run", counting_pool_run)
+    p, a0, tl, ml, grad = _case(torch.float32, seed=1)
+    got = _run_kernel(p, a0, tl, ml, grad, True)
+    assert used, "the Python-thread fallback was not used"
+    monkeypatch.undo()
+    ref = _serial(p, a0, tl, ml, grad, True)
+    for x, y in zip(ref, got):
+        assert torch.equal(x, y)
+
+
+def test_forked_child_does_not_use_the_parents_team(monkeypatch: pytest.MonkeyPatch) -> None:
+    _omp.set_mode("auto")
+    t = _omp.team()
+    if t is None:
+        pytest.skip("torch does not run on libgomp here")
+    monkeypatch.setattr(t, "_pid", -1)  # as seen from a forked child
+    assert _omp.team() is None
+    assert "forked" in _omp.describe()
+
+
+def test_busy_or_nested_team_runs_items_on_the_calling_thread(
+    two_threads: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside a parallel region (or while another Python thread holds the team) the call runs
+    every item on the calling thread: same result, no deadlock."""
+    _omp.set_mode("auto")
+    t = _omp.team()
+    if t is None:
+        pytest.skip("torch does not run on libgomp here")
+    p, a0, tl, ml, grad = _case(torch.float64, seed=2)
+    ref = _serial(p, a0, tl, ml, grad, False)
+    monkeypatch.setattr(t, "_in_parallel", lambda: 1)
+    for x, y in zip(ref, _run_kernel(p, a0, tl, ml, grad, False)):
+        assert torch.equal(x, y)
+    monkeypatch.undo()
+    assert t._lock.acquire(blocking=False)  # another Python thread's call in flight
+    try:
+        for x, y in zip(ref, _run_kernel(p, a0, tl, ml, grad, False)):
+            assert torch.equal(x, y)
+    finally:
+        t._lock.release()
+
+
+def test_concurrent_calls_from_python_threads_do_not_deadlock(two_threads: None) -> None:
+    cases = [_case(torch.float32, seed=s) for s in range(4)]
+    refs = [_serial(*c, True) for c in cases]
+    results: dict[int, list[tuple[torch.Tensor, ...]]] = {i: [] for i in range(4)}
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for _ in range(10):
+                results[i].append(_run_kernel(*cases[i], True))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    assert not any(th.is_alive() for th in threads), "kernel calls from Python threads deadlocked"
+    assert not errors, errors
+    for i in range(4):
+        assert len(results[i]) == 10
+        for got in results[i]:
+            for x, y in zip(refs[i], got):
+                assert torch.equal(x, y)
+
+
+def test_gradcheck_on_the_team_path(two_threads: None) -> None:
+    g = torch.Generator().manual_seed(3)
+    p = torch.rand(3, 4, 6, generator=g, dtype=torch.float64) * 0.8 + 0.1
+    p.requires_grad_(True)
+    a0 = torch.softmax(torch.randn(3, 4, generator=g, dtype=torch.float64), -1)
+    a0.requires_grad_(True)
+    tl, ml = torch.tensor([4, 2, 3]), torch.tensor([6, 5, 3])
+    for mass in ("drop", "preserve"):
+        assert torch.autograd.gradcheck(
+            lambda p, a0, mass=mass: stepwise_monotonic_alignment(
+                p, tl, ml, mass=mass, initial_alignment=a0, impl="numba"
+            ),
+            (p, a0),
+        )
+
+
+def test_mode_is_validated() -> None:
+    with pytest.raises(ValueError, match="Expected mode"):
+        _omp.set_mode("openmp")
