@@ -21,6 +21,10 @@ Sections (``--section NAME``, default ``recurrence`` and ``layer``):
   the compat adapter (same math and weights) and the native module
   (``speechattn.nn.StepwiseMonotonicMultiheadAttention``). ``--profile`` prints a
   ``torch.profiler`` table of the native layer's forward+backward.
+- Thread dispatch: the numba kernels run their items on torch's own OpenMP team where torch
+  uses libgomp (the header says which); the rows ``numba-pyth`` (recurrence) and
+  ``native-pyth`` (layer) run the same kernels on Python threads (the fallback dispatch) in
+  the same process, for an A/B.
 - ``kernels``: the registered numba forward (which checks the range of ``p`` as it reads it)
   and backward kernels alone (no autograd; outputs allocated per call), min of runs, and ns
   per valid cell; the backward also with ``alpha.sum()``'s broadcast (stride-0) gradient.
@@ -129,6 +133,38 @@ def _add_speedups(rows: list[dict[str, Any]]) -> None:
         r["fwd_bwd_cpu_speedup"] = base["fwd_bwd_cpu_ms"] / r["fwd_bwd_cpu_ms"]
 
 
+# The numba kernels run their items on torch's own OpenMP team where torch uses libgomp; the
+# rows named PY_THREADS run the same kernels on Python threads instead (the fallback dispatch),
+# for an A/B in the same process.
+PY_THREADS = "numba-pyth"
+
+
+def _dispatch() -> str:
+    from speechattn.kernels._omp import describe
+
+    return describe()
+
+
+def _team_available() -> bool:
+    from speechattn.kernels._omp import team
+
+    return team() is not None
+
+
+def _on_python_threads(run: Callable[[bool], object]) -> Callable[[bool], object]:
+    """``run`` with the numba kernels' items on Python threads (the non-OpenMP fallback)."""
+    from speechattn.kernels._omp import set_mode
+
+    def wrapped(backward: bool) -> object:
+        old = set_mode("python")
+        try:
+            return run(backward)
+        finally:
+            set_mode(old)
+
+    return wrapped
+
+
 # ----------------------------------------------------------------------------- recurrence section
 
 
@@ -166,6 +202,10 @@ def _recurrence_runs(shape: dict[str, int]) -> dict[str, Callable[[bool], object
         runs[impl] = make(
             lambda x, impl=impl: stepwise_monotonic_alignment(x, text_len, mel_len, impl=impl)
         )
+    if _team_available():
+        runs[PY_THREADS] = _on_python_threads(
+            make(lambda x: stepwise_monotonic_alignment(x, text_len, mel_len, impl="numba"))
+        )
     return runs
 
 
@@ -201,7 +241,8 @@ def section_recurrence(
         print(
             f"\nrecurrence: B={b} (one head per item) U={u} T={t} float32, p=torch.rand, ragged "
             f"lengths, loss alpha.sum(), threads={n_threads}; Tensor.copy_ {copy_bw:.1f} GiB/s; "
-            f"{_load()}"
+            f"{_load()}; numba {_dispatch()}"
+            + (f" ({PY_THREADS}: Python threads)" if _team_available() else "")
         )
         print(
             f"{'impl':<11}{'fwd ms':>9}{'(min)':>8}{'x ref':>8}{'GiB/s':>7}{'fwd+bwd ms':>12}"
@@ -260,6 +301,7 @@ def _layer_setup(shape: dict[str, int], impl: str) -> Callable[[bool], object]:
 
 
 LAYER_IMPLS = ("reference", "compat", "native")
+NATIVE_PY = "native-pyth"  # the native layer with the numba kernels on Python threads
 
 
 def section_layer(
@@ -270,8 +312,12 @@ def section_layer(
     for n_threads in threads:
         torch.set_num_threads(n_threads)
         sub = []
-        for impl in LAYER_IMPLS:
-            run = _layer_setup(shape, impl)
+        impls = LAYER_IMPLS + ((NATIVE_PY,) if _team_available() else ())
+        for impl in impls:
+            if impl == NATIVE_PY:
+                run = _on_python_threads(_layer_setup(shape, "native"))
+            else:
+                run = _layer_setup(shape, impl)
             reps = repeats if impl == "reference" else max(repeats, 7)
             row = _fwd_and_fwd_bwd(run, reps)
             row.update(section="layer", impl=impl, threads=n_threads, **shape)
@@ -279,7 +325,9 @@ def section_layer(
         _add_speedups(sub)
         print(
             f"\nlayer: B={shape['b']} U={shape['u']} T={shape['t']} d={shape['d']} "
-            f"H={shape['h']}, ragged, train mode, threads={n_threads}; {_load()}"
+            f"H={shape['h']}, ragged, train mode, threads={n_threads}; {_load()}; "
+            f"numba {_dispatch()}"
+            + (f" ({NATIVE_PY}: Python threads)" if _team_available() else "")
         )
         print(
             f"{'impl':<11}{'fwd ms':>10}{'(min)':>9}{'x ref':>8}{'fwd+bwd ms':>12}{'(min)':>9}"
