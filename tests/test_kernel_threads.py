@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import torch
 
@@ -57,6 +58,39 @@ def _serial(*args):  # type: ignore[no-untyped-def]
         return _run_kernel(*args)
     finally:
         torch.set_num_threads(before)
+
+
+def _item_kernels(p: torch.Tensor, a0, tl, ml, grad, preserve: bool) -> tuple[torch.Tensor, ...]:  # type: ignore[no-untyped-def]
+    """The per-item kernels called directly (numba dispatcher, numpy arrays, no entry point)."""
+    N, U, T = p.shape
+    pn, a0n = p.numpy(), a0.numpy()
+    tln, mln = tl.numpy(), ml.numpy()
+    bits, one_bits = _numba_sma._bits(pn)
+    consts = _numba_sma._consts(T, p.dtype)
+    order = np.arange(N, dtype=np.int64)
+    out, ok = np.empty_like(pn), np.empty(N, dtype=np.bool_)
+    _numba_sma._forward_serial(
+        pn, bits, one_bits, a0n, tln, mln, preserve, consts, out, order, ok, 0, N
+    )
+    res = [torch.from_numpy(out), torch.from_numpy(ok)]
+    for g, rows in ((grad.numpy().reshape(N * U, T), 1), (np.ones((1, T), dtype=pn.dtype), 0)):
+        gp, ga0 = np.empty_like(pn), np.empty_like(a0n)
+        _numba_sma._backward_serial(
+            g, rows, pn, out, a0n, tln, mln, preserve, consts, gp, ga0, order, 0, N
+        )
+        res += [torch.from_numpy(gp), torch.from_numpy(ga0)]
+    return tuple(res)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("preserve", [False, True])
+def test_entry_point_equals_the_item_kernels(dtype: torch.dtype, preserve: bool) -> None:
+    """The compiled entry point (atomic item claims over the int64 block) gives bitwise the
+    per-item kernels' results."""
+    p, a0, tl, ml, grad = _case(dtype, seed=4)
+    ref = _item_kernels(p, a0, tl, ml, grad, preserve)
+    for x, y in zip(ref, _serial(p, a0, tl, ml, grad, preserve)):
+        assert torch.equal(x, y)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

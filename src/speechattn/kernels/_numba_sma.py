@@ -413,12 +413,15 @@ _POOL_SIZE = 0
 _POOL_PID = 0  # a forked child (e.g. a DataLoader worker) must not reuse its parent's pool
 
 
-def _pool_run(serial: Any, args: tuple[Any, ...], n_items: int, workers: int) -> None:
-    """Run ``serial(*args, start, stop)`` over ``order`` positions claimed one at a time by up to
-    ``workers`` threads (the caller included).
+def _pool_run(fn: Any, block: np.ndarray, keep: tuple[Any, ...], workers: int) -> None:
+    """Run the entry point ``fn`` on ``block`` on up to ``workers`` threads (the caller and
+    Python pool threads; the fallback where torch's OpenMP team is not available).
 
-    The caller waits only for items another thread has claimed: when the other cores are busy
-    the caller does the work itself instead of waiting for a worker thread to be scheduled.
+    Every thread claims items from the block's counter until none is left. The caller waits
+    only for pool threads that started before it ran out of items (they may hold an item); a
+    pool thread that starts later returns without touching the block, so when the other cores
+    are busy the caller does the work itself instead of waiting for a thread to be scheduled.
+    ``keep`` holds the arrays the block points to (alive until the last thread is done).
     """
     global _POOL, _POOL_SIZE, _POOL_PID
     if _POOL is None or _POOL_SIZE < workers - 1 or _POOL_PID != os.getpid():
@@ -427,57 +430,61 @@ def _pool_run(serial: Any, args: tuple[Any, ...], n_items: int, workers: int) ->
         _POOL = ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="speechattn-sma")
         _POOL_SIZE = workers - 1
         _POOL_PID = os.getpid()
-    lock = threading.Lock()
-    claimed = [0]
-    done = threading.Semaphore(0)
-    errors: list[BaseException] = []
-
-    def work() -> int:
-        count = 0
-        while True:
-            with lock:
-                i = claimed[0]
-                if i >= n_items:
-                    return count
-                claimed[0] = i + 1
-            try:
-                serial(*args, i, i + 1)
-            except BaseException as exc:  # pragma: no cover - surfaced by the caller below
-                errors.append(exc)
-            count += 1
+    cond = threading.Condition()
+    # (the closure holds ``keep`` through ``state``: the arrays outlive a late thread)
+    state: dict[str, Any] = {"closed": False, "active": 0, "keep": keep}
+    address = block.ctypes.data
+    call = fn.ctypes
 
     def worker() -> None:
-        for _ in range(work()):
-            done.release()
+        with cond:
+            if state["closed"]:
+                return
+            state["active"] += 1
+        try:
+            call(address)
+        finally:
+            with cond:
+                state["active"] -= 1
+                cond.notify_all()
 
-    futures = [_POOL.submit(worker) for _ in range(workers - 1)]
-    mine = work()
-    for _ in range(n_items - mine):
-        done.acquire()
-    del futures
-    if errors:  # pragma: no cover
-        raise errors[0]
+    for _ in range(workers - 1):
+        _POOL.submit(worker)
+    call(address)  # ctypes releases the GIL
+    with cond:
+        state["closed"] = True
+        cond.wait_for(lambda: state["active"] == 0)
 
 
-def _launch(
-    serial: Any,
-    threads: int,
-    args: tuple[Any, ...],
-    n_items: int,
-    team_block: Any = None,
-) -> None:
-    """Run ``serial`` over all items: on the calling thread, on torch's OpenMP team (when
-    ``team_block()`` gives ``(cfunc, block)`` and the team is free) or on Python threads."""
-    if threads == 1:
-        serial(*args, 0, n_items)
-        return
-    if team_block is not None and _omp.team() is not None:
-        fn, block = team_block()
-        if not _omp.team_run(fn.address, block, threads):
-            block[0] = 0
-            fn.ctypes(block.ctypes.data)  # team busy or nested: every item on this thread
-        return
-    _pool_run(serial, args, n_items, threads)
+def _launch(direction: str, block: np.ndarray, keep: tuple[Any, ...], threads: int) -> None:
+    """Run all items of ``block`` with the compiled entry point of ``direction`` and the
+    block's dtype: on torch's OpenMP team where torch runs on libgomp, else on Python threads;
+    on the calling thread for one thread, or when the team is busy with another Python
+    thread's call or the caller is inside a parallel region."""
+    fn = _team_func(direction, keep[0].dtype.type)
+    if threads > 1:
+        if _omp.team() is not None:
+            if _omp.team_run(fn.address, block, threads):
+                return
+        else:
+            _pool_run(fn, block, keep, threads)
+            return
+    block[0] = 0
+    fn.ctypes(block.ctypes.data)  # ctypes releases the GIL
+
+
+def _block(
+    shape: tuple[int, ...], n_items: int, preserve: bool, scalar: int, arrays: tuple[Any, ...]
+) -> np.ndarray:
+    """The int64 argument block of a team entry point (layout: ``_B_*``)."""
+    block = np.zeros(_BLOCK_SIZE, dtype=np.int64)
+    block[_B_ITEMS] = n_items
+    block[_B_N : _B_T + 1] = shape
+    block[_B_PRESERVE] = bool(preserve)
+    block[_B_SCALAR] = scalar
+    for j, a in enumerate(arrays):
+        block[_B_PTRS + j] = a.ctypes.data
+    return block
 
 
 def _bits(p: np.ndarray) -> tuple[np.ndarray, Any]:
@@ -501,33 +508,20 @@ def forward_checked(
     pn = _np(p)
     tl = _np(text_lengths.to(torch.int64))
     ml = _np(mel_lengths.to(torch.int64))
-    bits, one_bits = _bits(pn)
+    one_bits = _bits(pn)[1]
     order, threads = _plan(tl, ml, p.numel())
-    args = (
+    keep: tuple[Any, ...] = (
         pn,
-        bits,
-        one_bits,
         _np(alpha0.to(p.dtype)),
         tl,
         ml,
-        bool(preserve),
         _consts(p.shape[-1], p.dtype),
         out.numpy(),
         order,
-        ok.numpy(),
     )
-
-    def team_block() -> tuple[Any, np.ndarray]:
-        block = np.zeros(_BLOCK_SIZE, dtype=np.int64)
-        block[_B_ITEMS] = order.shape[0]
-        block[_B_N : _B_T + 1] = p.shape
-        block[_B_PRESERVE] = bool(preserve)
-        block[_B_SCALAR] = int(one_bits)
-        for j, a in enumerate((pn, args[3], tl, ml, args[7], args[8], order, args[10])):
-            block[_B_PTRS + j] = a.ctypes.data
-        return _team_func("forward", pn.dtype.type), block
-
-    _launch(_forward_serial, threads, args, p.shape[0], team_block)
+    keep += (ok.numpy(),)
+    block = _block(p.shape, order.shape[0], preserve, int(one_bits), keep)
+    _launch("forward", block, keep, threads)
     return out, ok
 
 
@@ -568,32 +562,18 @@ def backward(
     ml = _np(mel_lengths.to(torch.int64))
     g, g_rows = _grad_rows(grad_alpha, p.dtype)
     order, threads = _plan(tl, ml, p.numel())
-    args = (
+    keep: tuple[Any, ...] = (
         g,
-        g_rows,
         _np(p),
         _np(alpha),
         _np(alpha0.to(p.dtype)),
         tl,
         ml,
-        bool(preserve),
         _consts(p.shape[-1], p.dtype),
-        gp.numpy(),
-        ga0.numpy(),
-        order,
     )
-
-    def team_block() -> tuple[Any, np.ndarray]:
-        block = np.zeros(_BLOCK_SIZE, dtype=np.int64)
-        block[_B_ITEMS] = order.shape[0]
-        block[_B_N : _B_T + 1] = p.shape
-        block[_B_PRESERVE] = bool(preserve)
-        block[_B_SCALAR] = g_rows
-        for j, a in enumerate(args[:1] + args[2:7] + args[8:12]):
-            block[_B_PTRS + j] = a.ctypes.data
-        return _team_func("backward", g.dtype.type), block
-
-    _launch(_backward_serial, threads, args, p.shape[0], team_block)
+    keep += (gp.numpy(), ga0.numpy(), order)
+    block = _block(p.shape, order.shape[0], preserve, g_rows, keep)
+    _launch("backward", block, keep, threads)
     return gp, ga0
 
 
@@ -603,24 +583,15 @@ backward.accepts_strided_grad = True  # type: ignore[attr-defined]
 
 
 def warmup() -> None:
-    """Compile (or load from numba's cache) the kernels for both dtypes."""
+    """Compile (or load from numba's cache) the entry points for both dtypes."""
     for dt in (torch.float32, torch.float64):
         p = torch.full((2, 2, 3), 0.5, dtype=dt)
         a0 = torch.zeros(2, 2, dtype=dt)
         a0[:, 0] = 1.0
         tl, ml = torch.tensor([2, 1]), torch.tensor([3, 2])
-        pn, a0n, tln, mln = _np(p), _np(a0), _np(tl), _np(ml)
-        bits, one_bits = _bits(pn)
-        consts = _consts(3, dt)
-        order = np.arange(2, dtype=np.int64)
-        ok = np.empty(2, dtype=np.bool_)
-        out, gp, ga0 = np.empty_like(pn), np.empty_like(pn), np.empty_like(a0n)
-        g = np.ones((1, 3), dtype=pn.dtype)
         for preserve in (False, True):
-            _forward_serial(
-                pn, bits, one_bits, a0n, tln, mln, preserve, consts, out, order, ok, 0, 2
-            )
-            _backward_serial(g, 0, pn, out, a0n, tln, mln, preserve, consts, gp, ga0, order, 0, 2)
+            alpha = forward(p, a0, tl, ml, preserve)
+            backward(torch.ones(()).expand(2, 2, 3), p, alpha, a0, tl, ml, preserve)
 
 
 register_sma_kernel("numba", forward, backward, devices=("cpu",))
