@@ -250,3 +250,40 @@ def test_gradcheck_on_the_team_path(two_threads: None) -> None:
 def test_mode_is_validated() -> None:
     with pytest.raises(ValueError, match="Expected mode"):
         _omp.set_mode("openmp")
+
+
+class _FakeGomp:
+    """Stands in for libgomp: ``GOMP_parallel`` records calls and marks them late or not."""
+
+    def __init__(self) -> None:
+        self.late = True
+        self.calls = 0
+        self.block: np.ndarray | None = None
+
+        def parallel(fn: int, address: int, threads: int, flags: int) -> None:
+            self.calls += 1
+            assert self.block is not None and address == self.block.ctypes.data
+            self.block[_omp.LATE_SLOT] = 1 if self.late else 0
+
+        self.GOMP_parallel = parallel
+        self.omp_in_parallel = lambda: 0
+
+
+def test_team_backs_off_to_the_calling_thread_when_workers_arrive_late() -> None:
+    """Two calls in a row with a thread that found no work: the next calls run on the calling
+    thread (1, then 2, 4, ... up to 64 while it persists); a call where every thread found work
+    resets the back-off."""
+    lib = _FakeGomp()
+    team = _omp.OmpTeam(lib, "fake")  # type: ignore[arg-type]
+    block = np.zeros(24, dtype=np.int64)
+    lib.block = block
+    ran = [team.run(0, block, 2) for _ in range(12)]
+    # late, late -> skip 1; late, late -> skip 2; late, late -> skip 4 ...
+    assert ran == [True, True, False, True, True, False, False, True, True] + [False] * 3
+    assert lib.calls == ran.count(True)
+    lib.late = False
+    while not team.run(0, block, 2):  # the skipped calls run out
+        pass
+    assert team._backoff == 1 and team._skip == 0
+    assert all(team.run(0, block, 2) for _ in range(5))
+    assert _omp._MAX_BACKOFF == 64

@@ -12,15 +12,17 @@ from numba.extending import intrinsic
 __all__ = ["fetch_add", "int_to_ptr"]
 
 
-def _fetch_add(typingctx: Any, ptr: Any, value: Any) -> Any:  # pragma: no cover - compiled
-    """``old = *(int64*)ptr; *ptr += value`` atomically (sequentially consistent); returns old."""
-    if not (isinstance(ptr, types.RawPointer) and isinstance(value, types.Integer)):
+def _fetch_add(typingctx: Any, ptr: Any, slot: Any, value: Any) -> Any:  # pragma: no cover
+    """``old = ((int64*)ptr)[slot]; ((int64*)ptr)[slot] += value`` atomically (sequentially
+    consistent); returns ``old``."""
+    ok = isinstance(ptr, types.RawPointer)
+    if not (ok and isinstance(slot, types.Integer) and isinstance(value, types.Integer)):
         return None
-    sig = types.int64(ptr, types.int64)
+    sig = types.int64(ptr, types.int64, types.int64)
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        p = builder.bitcast(args[0], ir.IntType(64).as_pointer())
-        return builder.atomic_rmw("add", p, args[1], "seq_cst")
+        base = builder.bitcast(args[0], ir.IntType(64).as_pointer())
+        return builder.atomic_rmw("add", builder.gep(base, [args[1]]), args[2], "seq_cst")
 
     return sig, codegen
 

@@ -273,10 +273,12 @@ def _backward_serial(
 # Team entry points: one C callable per direction and dtype that torch's OpenMP team runs
 # (see speechattn.kernels._omp). ``block`` is an int64 array: slot 0 the item counter, then
 # the scalars and the arrays' addresses (_FWD_* / _BWD_* below); every team thread claims
-# items with an atomic fetch-and-add until none is left.
+# items with an atomic fetch-and-add until none is left, and counts itself in the last slot
+# when it found every item taken on arrival (see speechattn.kernels._omp).
 _B_COUNT, _B_ITEMS, _B_N, _B_U, _B_T, _B_PRESERVE, _B_SCALAR = 0, 1, 2, 3, 4, 5, 6
 _B_PTRS = 7  # first address slot
 _BLOCK_SIZE = 24
+_B_LATE = _omp.LATE_SLOT % _BLOCK_SIZE  # threads that arrived after every item was taken
 
 
 @njit(cache=True, nogil=True)
@@ -296,10 +298,14 @@ def _forward_block(block, fdt, idt):  # type: ignore[no-untyped-def]
     out = carray(int_to_ptr(d[a + 5], fdt), (N, U, T))
     order = carray(int_to_ptr(d[a + 6], np.int64), (n_items,))
     ok = carray(int_to_ptr(d[a + 7], np.bool_), (N,))
+    first = True
     while True:
-        i = fetch_add(block, 1)
+        i = fetch_add(block, _B_COUNT, 1)
         if i >= n_items:
+            if first:  # every item was taken before this thread arrived
+                fetch_add(block, _B_LATE, 1)
             break
+        first = False
         _forward_serial(
             p, bits, one_bits, alpha0, tl, ml, preserve, consts, out, order, ok, i, i + 1
         )
@@ -323,10 +329,14 @@ def _backward_block(block, fdt):  # type: ignore[no-untyped-def]
     gp = carray(int_to_ptr(d[a + 7], fdt), (N, U, T))
     ga0 = carray(int_to_ptr(d[a + 8], fdt), (N, U))
     order = carray(int_to_ptr(d[a + 9], np.int64), (n_items,))
+    first = True
     while True:
-        i = fetch_add(block, 1)
+        i = fetch_add(block, _B_COUNT, 1)
         if i >= n_items:
+            if first:  # every item was taken before this thread arrived
+                fetch_add(block, _B_LATE, 1)
             break
+        first = False
         _backward_serial(
             G, g_rows, p, alpha, alpha0, tl, ml, preserve, consts, gp, ga0, order, i, i + 1
         )

@@ -21,6 +21,10 @@ and export ``GOMP_parallel`` and ``omp_in_parallel``. Anything else (macOS, Wind
 A forked child (whose copy of the team's threads does not exist) also gets ``None``.
 ``SPEECHATTN_KERNEL_THREADS=python`` forces the Python threads.
 
+On a machine with more runnable threads than cores a team call can wait milliseconds for a
+worker that gets no core; :meth:`OmpTeam.run` notices (a thread that arrives after every item
+was taken) and backs off to the calling thread for a while.
+
 Concurrency: ``GOMP_parallel`` called inside a parallel region gets a team of one (the caller
 runs every item); calls from several Python threads are serialised by a non-blocking lock: a
 caller that finds the team busy runs its items on its own thread instead of waiting.
@@ -38,6 +42,8 @@ import torch
 __all__ = ["OmpTeam", "describe", "set_mode", "team", "team_run"]
 
 _ENV = "SPEECHATTN_KERNEL_THREADS"
+LATE_SLOT = -1  # last int64 of a block: threads that found every item taken on arrival
+_MAX_BACKOFF = 64
 
 
 class OmpTeam:
@@ -53,24 +59,52 @@ class OmpTeam:
         self._in_parallel.argtypes = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        self._late = 0  # consecutive calls with a late thread
+        self._skip = 0  # calls left to run on the calling thread
+        self._backoff = 1
+        self.stats = {"team": 0, "late": 0, "backed_off": 0}  # call counts, for benchmarks
 
     def usable(self) -> bool:
         """False in a forked child: the parent's team threads do not exist there."""
         return os.getpid() == self._pid
 
-    def run(self, fn: int, block: int, threads: int) -> bool:
+    def run(self, fn: int, block: Any, threads: int) -> bool:
         """Run ``fn(block)`` on a team of ``threads`` (ctypes releases the GIL meanwhile).
 
         Returns False without running anything when the team is busy with another Python
-        thread's call or the caller is inside a parallel region: the caller then runs the
-        items itself.
+        thread's call, the caller is inside a parallel region, or the team is backing off
+        (below): the caller then runs the items itself.
+
+        Back-off: a team call returns only when every team thread has arrived. On a machine
+        with more runnable threads than cores a woken worker may get no core for milliseconds
+        while the caller has already done every item. A thread that finds every item taken on
+        arrival counts itself in ``block[LATE_SLOT]``; after two such calls in a row the next
+        ``n`` calls run on the calling thread (``n`` doubles up to 64 while it persists, and
+        resets after a call where every thread found work).
         """
+        if self._skip > 0:
+            self._skip -= 1
+            self.stats["backed_off"] += 1
+            return False
         if not self._lock.acquire(blocking=False):
             return False
         try:
             if self._in_parallel():
                 return False
-            self._parallel(fn, block, threads, 0)
+            block[0] = 0
+            block[LATE_SLOT] = 0
+            self._parallel(fn, block.ctypes.data, threads, 0)
+            self.stats["team"] += 1
+            if block[LATE_SLOT] > 0:
+                self.stats["late"] += 1
+                self._late += 1
+                if self._late >= 2:
+                    self._late = 0
+                    self._skip = self._backoff
+                    self._backoff = min(2 * self._backoff, _MAX_BACKOFF)
+            else:
+                self._late = 0
+                self._backoff = 1
             return True
         finally:
             self._lock.release()
@@ -152,10 +186,10 @@ def describe() -> str:
 
 
 def team_run(fn: int, block: Any, threads: int) -> bool:
-    """Run the cfunc at address ``fn`` on ``block`` (an int64 numpy array; slot 0 the item
-    counter, zeroed here) on torch's team. False when the caller must run the items itself."""
+    """Run the cfunc at address ``fn`` on ``block`` (an int64 numpy array: slot 0 the item
+    counter and slot ``LATE_SLOT`` the late threads, both zeroed here) on torch's team. False
+    when the caller must run the items itself (see :meth:`OmpTeam.run`)."""
     t = team()
     if t is None:
         return False
-    block[0] = 0
-    return t.run(fn, block.ctypes.data, threads)
+    return t.run(fn, block, threads)
