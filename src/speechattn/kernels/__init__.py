@@ -174,7 +174,7 @@ def available() -> dict[str, str]:
     if _has("numba"):
         from speechattn.kernels._omp import describe
 
-        out["numba threads"] = describe()
+        out["numba threads"] = f"SMA recurrence {describe()}"
     cuda = torch.cuda.is_available()
     out["cuda"] = f"yes ({torch.cuda.get_device_name(0)})" if cuda else "no (no CUDA device)"
     if not _has("triton"):
@@ -315,7 +315,7 @@ def _sma_specs() -> dict[str, KernelSpec]:
         else:
             module, devices, req = "", _SMA_KERNELS[name].devices, ""
         summary = {
-            "numba": "compiled recurrence forward/backward, items on torch's threads",
+            "numba": "compiled recurrence forward/backward, items on torch's OpenMP team where available",
             "triton": "Triton recurrence forward/backward, torch custom ops",
         }.get(name, "registered kernel")
         out[name] = KernelSpec("sma", name, module, tuple(devices), req or None, None, summary)

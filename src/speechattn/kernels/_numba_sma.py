@@ -17,15 +17,22 @@ rows it is about to read, so validation costs no separate pass over ``p``
 ``alpha.sum()``: one value expanded over ``(N, U, T)``) from a single row instead of a
 materialised copy.
 
-Threads: items run on ``torch.get_num_threads()`` Python threads (the kernels release the
-GIL), largest valid block first, claimed one item at a time, so ragged lengths balance; the
-caller waits only for items another thread has started, so a busy core never stalls a call.
-Small calls run on the calling thread. Numba's own ``parallel=True`` (``prange``) was measured
-and not kept: with its default OpenMP layer (a second OpenMP runtime beside torch's) 2-thread
-calls were 2-5x slower than one thread, its ``workqueue`` layer was no faster than these
-threads and aborts on concurrent calls from two Python threads, and it compiles several times
-slower. The first call per dtype compiles (a few seconds) and ``cache=True`` keeps the machine
-code on disk so later processes only load it.
+Threads: each call packs its arrays' addresses and sizes into one ``int64`` block and runs one
+compiled entry point per direction and dtype (a numba ``cfunc``) on it; every thread that runs
+the entry point claims items (largest valid block first) with an atomic counter until none is
+left, so ragged lengths balance. Where torch parallelises with GNU OpenMP (its CPU wheels),
+the entry point runs on torch's own OpenMP team (:mod:`speechattn.kernels._omp`): the torch
+worker that is still spinning after the last torch op takes the second half at once, and no
+thread of ours competes with it for a core. Elsewhere (other OpenMP runtimes, TBB, macOS,
+Windows, a forked child) it runs on ``torch.get_num_threads()`` Python threads (the caller waits
+only for threads that started before it ran out of items). Small calls, and calls made while the
+team is busy with another Python thread or inside a parallel region, run on the calling thread.
+Numba's own ``parallel=True`` (``prange``) was measured and not kept: with its default OpenMP
+layer (a second OpenMP runtime beside torch's) 2-thread calls were 2-5x slower than one
+thread, its ``workqueue`` layer was no faster than Python threads and aborts on concurrent
+calls from two Python threads, and it compiles several times slower. The first call per dtype
+compiles (a few seconds) and ``cache=True`` keeps the machine code on disk so later processes
+only load it.
 
 The block bodies are written out by hand (unrolled); keep the per-row lines in step when
 editing them.
