@@ -599,3 +599,60 @@ def test_head_block_linear_with_known_heads_equals_dense() -> None:
     dense = torch.autograd.grad(F.linear(x, w, bias), (x, w, bias), grad.view(3, 7, 8))
     for a, b_ in zip(ours, dense, strict=True):
         torch.testing.assert_close(a, b_)
+
+
+def test_key_projection_of_valid_rows_only() -> None:
+    """With lengths, the key projection computes each item's valid rows (as F.linear) and
+    returns 0 in padded rows, whatever they hold (NaN included)."""
+    from speechattn.nn.monotonic import _linear_valid_rows
+
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(3, 9, 6, generator=g, dtype=torch.float64)
+    x[0, 5:] = math.nan
+    w = torch.randn(8, 6, generator=g, dtype=torch.float64)
+    bias = torch.randn(8, generator=g, dtype=torch.float64)
+    lengths = torch.tensor([5, 9, 2])
+    for b_ in (bias, None):
+        out, valid = _linear_valid_rows(x, w, b_, lengths)
+        assert valid == lengths.tolist()
+        dense = F.linear(x, w, b_)
+        for i, m in enumerate(lengths.tolist()):
+            torch.testing.assert_close(out[i, :m], dense[i, :m])
+            assert torch.equal(out[i, m:], torch.zeros_like(out[i, m:]))
+    out, valid = _linear_valid_rows(x, w, bias, None)
+    assert valid is None and torch.equal(out.isnan(), F.linear(x, w, bias).isnan())
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_layer_training_step_does_not_depend_on_padded_key_rows(
+    fast: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The layer's outputs and gradients with the valid-rows key projection equal those of the
+    dense projection, and padded key content (NaN) changes nothing."""
+    import speechattn.nn.monotonic as nm
+
+    g = torch.Generator().manual_seed(9)
+    b, u, t, d = 3, 5, 11, 8
+    text = torch.randn(b, u, d, generator=g, dtype=torch.float64)
+    mel = torch.randn(b, t, d, generator=g, dtype=torch.float64)
+    tl, ml = torch.tensor([5, 3, 4]), torch.tensor([11, 7, 9])
+    torch.manual_seed(0)
+    layer = StepwiseMonotonicMultiheadAttention(embed_dim=d, num_heads=2, dropout=0.0)
+    layer = layer.double().train()
+
+    def step(key: torch.Tensor) -> list[torch.Tensor]:
+        layer.zero_grad(set_to_none=True)
+        torch.manual_seed(1)  # the training noise
+        out = layer(text, key, mel, query_lengths=tl, key_lengths=ml)
+        (out.output.sum() + out.alignment.sum()).backward()
+        grads = [p.grad.clone() for p in layer.parameters() if p.grad is not None]
+        return [out.output.detach(), out.alignment.detach(), *grads]
+
+    monkeypatch.setattr(nm, "FAST_KEY_ROWS", False)
+    ref = step(mel)
+    monkeypatch.setattr(nm, "FAST_KEY_ROWS", fast)
+    nan_key = mel.clone()
+    nan_key[1, 7:] = math.nan
+    for got in (step(mel), step(nan_key) if fast else step(mel)):
+        for a, b_ in zip(got, ref, strict=True):
+            torch.testing.assert_close(a, b_)

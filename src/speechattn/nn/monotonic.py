@@ -49,6 +49,11 @@ class SMAOutput(NamedTuple):
     p_choose: Tensor | None
 
 
+# Project only the valid key frames (one matmul per item) in training; False: one F.linear
+# over every frame (for A/B benchmarks).
+FAST_KEY_ROWS = True
+
+
 class _HeadHint:
     """The selected head per item, filled in by the layer once its forward has chosen it."""
 
@@ -67,6 +72,8 @@ class _HeadBlockLinear(torch.autograd.Function):
     :class:`_HeadHint` holding the selected heads (exact: its forward routes gradients to those
     blocks only); without one the backward finds the block per item and falls back to the dense
     products when an item has gradient in several heads. Exact up to summation order.
+    With ``lengths`` (CPU) the forward projects only each item's valid rows and returns 0 in
+    padded rows (see :func:`_linear_valid_rows`).
     """
 
     @staticmethod
@@ -77,12 +84,14 @@ class _HeadBlockLinear(torch.autograd.Function):
         bias: Tensor | None,
         num_heads: int,
         hint: _HeadHint | None = None,
+        lengths: Tensor | None = None,
     ) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.num_heads = num_heads
         ctx.has_bias = bias is not None
         ctx.hint = hint
-        return F.linear(x, weight, bias)
+        out, ctx.valid = _linear_valid_rows(x, weight, bias, lengths)
+        return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -94,28 +103,64 @@ class _HeadBlockLinear(torch.autograd.Function):
         g4 = grad.view(b, t, h, dh)
         need_x, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias
         hint = ctx.hint
+        valid = ctx.valid  # valid rows per item when padded rows were not projected, else None
+        # padded output rows are constant 0 when not projected: no gradient flows through them
+        rows = None if valid is None else lengths_to_valid_mask(torch.tensor(valid), t)[..., None]
         if hint is not None and hint.head_index is not None:
             head = hint.head_index
         else:
             nonzero = g4.abs().amax(dim=(1, 3)) != 0  # (b, h); amax propagates NaN: nonzero
             if bool((nonzero.sum(1) > 1).any()):  # several heads per item: the dense products
+                if rows is not None:
+                    grad, x = torch.where(rows, grad, 0), torch.where(rows, x, 0)
                 gx = grad @ weight if need_x else None
                 gw = grad.reshape(-1, d_out).t() @ x.reshape(-1, x.shape[-1]) if need_w else None
                 gb = grad.sum((0, 1)) if need_b and ctx.needs_input_grad[2] else None
-                return gx, gw, gb, None, None
+                return gx, gw, gb, None, None, None
             head = nonzero.to(torch.int64).argmax(1)  # (b,); items without gradient use head 0
         g_sel = _select_head_rows(g4.transpose(1, 2), head)  # (b, t, dh)
+        if rows is not None:
+            g_sel = torch.where(rows, g_sel, 0)
         w_h = weight.view(h, dh, -1)
         gx = torch.bmm(g_sel, w_h[head]) if need_x else None
         gw = None
         if need_w:
-            gw_sel = torch.bmm(g_sel.transpose(1, 2), x)  # (b, dh, d_in)
+            if valid is None:
+                gw_sel = torch.bmm(g_sel.transpose(1, 2), x)  # (b, dh, d_in)
+            else:  # valid rows only (padded rows of x may hold anything)
+                gw_sel = x.new_empty((b, dh, x.shape[-1]))
+                for i, m in enumerate(valid):
+                    torch.mm(g_sel[i, :m].t(), x[i, :m], out=gw_sel[i])
             gw = torch.zeros_like(w_h).index_add_(0, head, gw_sel).view_as(weight)
         gb = None
         if need_b and ctx.needs_input_grad[2]:
             gb = torch.zeros((h, dh), dtype=grad.dtype, device=grad.device)
             gb = gb.index_add_(0, head, g_sel.sum(1)).view(-1)
-        return gx, gw, gb, None, None
+        return gx, gw, gb, None, None, None
+
+
+def _linear_valid_rows(
+    x: Tensor, weight: Tensor, bias: Tensor | None, lengths: Tensor | None
+) -> tuple[Tensor, list[int] | None]:
+    """``F.linear(x, weight, bias)`` of ``(b, t, d_in)``, on CPU with rows ``>= lengths[i]`` of
+    item ``i`` set to 0 instead of projected (one matmul per item over its valid rows; the
+    layer never reads padded key rows): ``(out, valid rows per item)``. Other cases (no
+    lengths, no padding, another device): ``(F.linear(...), None)``."""
+    if lengths is None or x.device.type != "cpu" or x.dim() != 3 or not x.is_contiguous():
+        return F.linear(x, weight, bias), None
+    b, t = x.shape[0], x.shape[1]
+    valid = lengths.tolist()
+    if min(valid) >= t:
+        return F.linear(x, weight, bias), None
+    out = x.new_empty((b, t, weight.shape[0]))
+    wt = weight.t()
+    for i, m in enumerate(valid):
+        if bias is None:
+            torch.mm(x[i, :m], wt, out=out[i, :m])
+        else:
+            torch.addmm(bias, x[i, :m], wt, out=out[i, :m])
+        out[i, m:].zero_()
+    return out, valid
 
 
 class StepwiseMonotonicMultiheadAttention(nn.Module):
@@ -402,7 +447,9 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
             # Only the selected head's key block gets gradient: a block-sparse backward, told
             # the selected heads once the forward has picked them.
             hint = _HeadHint()
-            k_in = _HeadBlockLinear.apply(key, self.k_proj.weight, self.k_proj.bias, h, hint)
+            k_in = _HeadBlockLinear.apply(
+                key, self.k_proj.weight, self.k_proj.bias, h, hint, k_len if FAST_KEY_ROWS else None
+            )
             k_in = k_in.view(b, t, h, self.head_dim).transpose(1, 2)
         else:
             k_in = self._split(self.k_proj, key)
