@@ -287,3 +287,20 @@ def test_team_backs_off_to_the_calling_thread_when_workers_arrive_late() -> None
     assert team._backoff == 1 and team._skip == 0
     assert all(team.run(0, block, 2) for _ in range(5))
     assert _omp._MAX_BACKOFF == 64
+
+
+def test_torchs_own_libgomp_is_preferred(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    site = tmp_path / "site-packages"
+    torch_dir = site / "torch"
+    (torch_dir / "lib").mkdir(parents=True)
+    own = str(torch_dir / "lib" / "libgomp-a1b2.so.1")
+    other = str(site / "scikit_learn.libs" / "libgomp-c3d4.so.1")
+    system = "/usr/lib/x86_64-linux-gnu/libgomp.so.1"
+    assert _omp._pick_libgomp([other, own, own], str(torch_dir)) == own
+    assert _omp._pick_libgomp([system, system], str(torch_dir)) == system  # conda / system build
+    assert _omp._pick_libgomp([other, system], str(torch_dir)) is None  # ambiguous: fall back
+    assert _omp._pick_libgomp([], str(torch_dir)) is None
+    audio = str(site / "torchaudio.libs" / "libgomp-e5f6.so.1")  # not torch's own
+    assert _omp._pick_libgomp([audio, other], str(torch_dir)) is None
+    wheel = str(site / "torch.libs" / "libgomp-a1b2.so.1")
+    assert _omp._pick_libgomp([audio, wheel], str(torch_dir)) == wheel

@@ -15,7 +15,8 @@ balance and a team of any size (one inside a nested parallel region) finishes ev
 
 Selection (:func:`team`), automatic and never fatal: the backend must be OpenMP
 (``torch.__config__.parallel_info()``), a ``libgomp`` must already be mapped into the process
-(Linux ``/proc/self/maps``; loaded again with ``RTLD_NOLOAD`` so that it is torch's very copy)
+(Linux ``/proc/self/maps``: the one inside torch's package, else the only one; opened again
+with ``RTLD_NOLOAD`` so that it is the very copy torch runs on)
 and export ``GOMP_parallel`` and ``omp_in_parallel``. Anything else (macOS, Windows, an LLVM
 ``libomp`` or TBB build, a lookup error) gives ``None`` and callers use their Python threads.
 A forked child (whose copy of the team's threads does not exist) also gets ``None``.
@@ -82,13 +83,13 @@ class OmpTeam:
         ``n`` calls run on the calling thread (``n`` doubles up to 64 while it persists, and
         resets after a call where every thread found work).
         """
-        if self._skip > 0:
-            self._skip -= 1
-            self.stats["backed_off"] += 1
-            return False
         if not self._lock.acquire(blocking=False):
             return False
         try:
+            if self._skip > 0:
+                self._skip -= 1
+                self.stats["backed_off"] += 1
+                return False
             if self._in_parallel():
                 return False
             block[0] = 0
@@ -110,18 +111,31 @@ class OmpTeam:
             self._lock.release()
 
 
+def _pick_libgomp(paths: list[str], torch_dir: str) -> str | None:
+    """The libgomp torch uses among the mapped ``paths``: the one inside torch's package
+    (wheels bundle it, possibly renamed ``libgomp-<hash>.so.1``), else the only one, else None
+    (several runtimes and none of them torch's: ambiguous)."""
+    unique = list(dict.fromkeys(paths))
+    root = os.path.dirname(os.path.realpath(torch_dir))  # site-packages: torch/lib, torch.libs
+    dirs = tuple(os.path.join(root, d) + os.sep for d in ("torch", "torch.libs"))
+    own = [p for p in unique if os.path.realpath(p).startswith(dirs)]
+    if own:
+        return own[0]
+    return unique[0] if len(unique) == 1 else None
+
+
 def _mapped_libgomp() -> str | None:
-    """Path of the libgomp mapped into this process (torch's; wheels may rename it
-    ``libgomp-<hash>.so.1``), or None."""
+    """Path of torch's libgomp among the libraries mapped into this process, or None."""
+    paths = []
     try:
         with open("/proc/self/maps") as f:
             for line in f:
                 path = line.rsplit(None, 1)[-1] if "/" in line else ""
                 if os.path.basename(path).startswith("libgomp"):
-                    return path
+                    paths.append(path)
     except OSError:
         return None
-    return None
+    return _pick_libgomp(paths, os.path.dirname(torch.__file__))
 
 
 _TEAM: OmpTeam | None = None
