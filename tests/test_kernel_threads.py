@@ -66,7 +66,7 @@ def _item_kernels(p: torch.Tensor, a0, tl, ml, grad, preserve: bool) -> tuple[to
     pn, a0n = p.numpy(), a0.numpy()
     tln, mln = tl.numpy(), ml.numpy()
     bits, one_bits = _numba_sma._bits(pn)
-    consts = _numba_sma._consts(T, p.dtype)
+    consts = _numba_sma._consts(T, p.dtype).numpy()
     order = np.arange(N, dtype=np.int64)
     out, ok = np.empty_like(pn), np.empty(N, dtype=np.bool_)
     _numba_sma._forward_serial(

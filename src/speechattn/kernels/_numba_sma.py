@@ -366,15 +366,15 @@ def _backward_team_f64(block):  # type: ignore[no-untyped-def]
 
 
 _TEAM_SOURCES = {
-    ("forward", np.float32): _forward_team_f32,
-    ("forward", np.float64): _forward_team_f64,
-    ("backward", np.float32): _backward_team_f32,
-    ("backward", np.float64): _backward_team_f64,
+    ("forward", torch.float32): _forward_team_f32,
+    ("forward", torch.float64): _forward_team_f64,
+    ("backward", torch.float32): _backward_team_f32,
+    ("backward", torch.float64): _backward_team_f64,
 }
-_TEAM_FUNCS: dict[tuple[str, Any], Any] = {}
+_TEAM_FUNCS: dict[tuple[str, torch.dtype], Any] = {}
 
 
-def _team_func(direction: str, dtype: Any) -> Any:
+def _team_func(direction: str, dtype: torch.dtype) -> Any:
     """The compiled C callable of one direction and dtype (compiled, or loaded from numba's
     cache, on first use)."""
     key = (direction, dtype)
@@ -384,14 +384,10 @@ def _team_func(direction: str, dtype: Any) -> Any:
     return f
 
 
-def _np(x: Tensor) -> np.ndarray:
-    return x.detach().contiguous().numpy()
+_CONSTS: dict[tuple[int, torch.dtype], Tensor] = {}
 
 
-_CONSTS: dict[tuple[int, torch.dtype], np.ndarray] = {}
-
-
-def _consts(T: int, dtype: torch.dtype) -> np.ndarray:
+def _consts(T: int, dtype: torch.dtype) -> Tensor:
     """Rows of ones and zeros ``(2, T + 1)`` standing in for absorbing, virtual and absent rows
     (read only; cached per size and dtype)."""
     key = (T, dtype)
@@ -399,17 +395,21 @@ def _consts(T: int, dtype: torch.dtype) -> np.ndarray:
     if c is None:
         if len(_CONSTS) > 64:
             _CONSTS.clear()
-        c = np.zeros((2, T + 1), dtype=np.float64 if dtype == torch.float64 else np.float32)
+        c = torch.zeros((2, T + 1), dtype=dtype)
         c[0] = 1.0
         _CONSTS[key] = c
     return c
+
+
+# Bit pattern of 1.0 per dtype (the forward's range check compares integer views).
+_ONE_BITS = {torch.float32: 0x3F800000, torch.float64: 0x3FF0000000000000}
 
 
 # Below this many cells per thread a call runs serially on the calling thread.
 _MIN_CELLS_PER_THREAD = 1 << 16
 
 
-def _plan(tl: np.ndarray, ml: np.ndarray, cells: int) -> tuple[np.ndarray, int]:
+def _plan(tl: Tensor, ml: Tensor, cells: int) -> tuple[Tensor, int]:
     """Item order (largest valid block first) and the thread count for one call."""
     n_items = tl.shape[0]
     threads = max(
@@ -421,8 +421,8 @@ def _plan(tl: np.ndarray, ml: np.ndarray, cells: int) -> tuple[np.ndarray, int]:
         ),
     )
     if threads == 1:
-        return np.arange(n_items, dtype=np.int64), 1
-    return np.argsort(-(tl * ml), kind="stable").astype(np.int64), threads
+        return torch.arange(n_items, dtype=torch.int64), 1
+    return torch.argsort(-(tl * ml), stable=True), threads
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -478,7 +478,7 @@ def _launch(direction: str, block: np.ndarray, keep: tuple[Any, ...], threads: i
     block's dtype: on torch's OpenMP team where torch runs on libgomp, else on Python threads;
     on the calling thread for one thread, or when the team is busy with another Python
     thread's call or the caller is inside a parallel region."""
-    fn = _team_func(direction, keep[0].dtype.type)
+    fn = _team_func(direction, keep[0].dtype)
     if threads > 1:
         if _omp.team() is not None:
             if _omp.team_run(fn.address, block, threads):
@@ -491,16 +491,16 @@ def _launch(direction: str, block: np.ndarray, keep: tuple[Any, ...], threads: i
 
 
 def _block(
-    shape: tuple[int, ...], n_items: int, preserve: bool, scalar: int, arrays: tuple[Any, ...]
+    shape: tuple[int, ...], n_items: int, preserve: bool, scalar: int, arrays: tuple[Tensor, ...]
 ) -> np.ndarray:
-    """The int64 argument block of a team entry point (layout: ``_B_*``)."""
+    """The int64 argument block of an entry point (layout: ``_B_*``); ``arrays`` are
+    contiguous CPU tensors."""
     block = np.zeros(_BLOCK_SIZE, dtype=np.int64)
     block[_B_ITEMS] = n_items
     block[_B_N : _B_T + 1] = shape
     block[_B_PRESERVE] = bool(preserve)
     block[_B_SCALAR] = scalar
-    for j, a in enumerate(arrays):
-        block[_B_PTRS + j] = a.ctypes.data
+    block[_B_PTRS : _B_PTRS + len(arrays)] = [a.data_ptr() for a in arrays]
     return block
 
 
@@ -522,22 +522,20 @@ def forward_checked(
     """
     out = torch.empty(p.shape, dtype=p.dtype)
     ok = torch.empty(p.shape[0], dtype=torch.bool)
-    pn = _np(p)
-    tl = _np(text_lengths.to(torch.int64))
-    ml = _np(mel_lengths.to(torch.int64))
-    one_bits = _bits(pn)[1]
+    pc = p.detach().contiguous()
+    tl = text_lengths.to(torch.int64).contiguous()
+    ml = mel_lengths.to(torch.int64).contiguous()
+    one_bits = _ONE_BITS[p.dtype]
     order, threads = _plan(tl, ml, p.numel())
-    keep: tuple[Any, ...] = (
-        pn,
-        _np(alpha0.to(p.dtype)),
+    keep: tuple[Tensor, ...] = (
+        pc,
+        alpha0.detach().to(p.dtype).contiguous(),
         tl,
         ml,
         _consts(p.shape[-1], p.dtype),
-        out.numpy(),
-        order,
     )
-    keep += (ok.numpy(),)
-    block = _block(p.shape, order.shape[0], preserve, int(one_bits), keep)
+    keep += (out, order, ok)
+    block = _block(p.shape, order.shape[0], preserve, one_bits, keep)
     _launch("forward", block, keep, threads)
     return out, ok
 
@@ -549,15 +547,15 @@ def forward(
     return forward_checked(p, alpha0, text_lengths, mel_lengths, preserve)[0]
 
 
-def _grad_rows(grad_alpha: Tensor, dtype: torch.dtype) -> tuple[np.ndarray, int]:
+def _grad_rows(grad_alpha: Tensor, dtype: torch.dtype) -> tuple[Tensor, int]:
     """Incoming gradient as ``(rows, T)`` plus the row multiplier: ``(N*U, T)`` and 1, or, when
     it is one value broadcast over everything (stride 0 on every axis, as ``alpha.sum()``
     gives), that value as a single ``(1, T)`` row and 0 (no materialised copy)."""
     T = grad_alpha.shape[-1]
     if grad_alpha.numel() > 0 and all(s == 0 for s in grad_alpha.stride()):
         row = grad_alpha.reshape(-1)[:1].to(dtype).expand(1, T).contiguous()
-        return row.numpy(), 0
-    return _np(grad_alpha.to(dtype)).reshape(-1, T), 1
+        return row, 0
+    return grad_alpha.detach().to(dtype).contiguous().reshape(-1, T), 1
 
 
 def backward(
@@ -575,20 +573,13 @@ def backward(
     """
     gp = torch.empty(p.shape, dtype=p.dtype)
     ga0 = torch.empty(alpha0.shape, dtype=p.dtype)
-    tl = _np(text_lengths.to(torch.int64))
-    ml = _np(mel_lengths.to(torch.int64))
+    tl = text_lengths.to(torch.int64).contiguous()
+    ml = mel_lengths.to(torch.int64).contiguous()
     g, g_rows = _grad_rows(grad_alpha, p.dtype)
     order, threads = _plan(tl, ml, p.numel())
-    keep: tuple[Any, ...] = (
-        g,
-        _np(p),
-        _np(alpha),
-        _np(alpha0.to(p.dtype)),
-        tl,
-        ml,
-        _consts(p.shape[-1], p.dtype),
-    )
-    keep += (gp.numpy(), ga0.numpy(), order)
+    keep: tuple[Tensor, ...] = (g, p.detach().contiguous(), alpha.detach().contiguous())
+    keep += (alpha0.detach().to(p.dtype).contiguous(), tl, ml, _consts(p.shape[-1], p.dtype))
+    keep += (gp, ga0, order)
     block = _block(p.shape, order.shape[0], preserve, g_rows, keep)
     _launch("backward", block, keep, threads)
     return gp, ga0
