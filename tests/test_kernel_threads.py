@@ -304,3 +304,12 @@ def test_torchs_own_libgomp_is_preferred(tmp_path) -> None:  # type: ignore[no-u
     assert _omp._pick_libgomp([audio, other], str(torch_dir)) is None
     wheel = str(site / "torch.libs" / "libgomp-a1b2.so.1")
     assert _omp._pick_libgomp([audio, wheel], str(torch_dir)) == wheel
+
+
+def test_info_names_the_dispatch() -> None:
+    from speechattn.kernels import available
+
+    _omp.set_mode("auto")
+    line = available()["numba threads"]
+    assert line.startswith("SMA recurrence items on ")
+    assert ("OpenMP team" in line) == (_omp.team() is not None)
