@@ -152,6 +152,7 @@ def test_detector_failures_fall_back_to_python_threads(
         monkeypatch.setenv("SPEECHATTN_KERNEL_THREADS", "python")
     monkeypatch.setattr(_omp, "_RESOLVED", False)
     monkeypatch.setattr(_omp, "_TEAM", None)
+    monkeypatch.setattr(_omp, "_WHY", "")
     assert _omp.team() is None
     assert "Python threads" in _omp.describe()
     used = []

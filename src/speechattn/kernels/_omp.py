@@ -191,7 +191,7 @@ def describe() -> str:
     """One line: which threads the numba kernels use and why."""
     t = team()
     if t is not None:
-        return f"items on {_WHY}"
+        return f"items on torch's OpenMP team ({os.path.basename(t.path)})"
     if _MODE == "python":
         return "items on Python threads (forced)"
     if _RESOLVED and _TEAM is not None:
