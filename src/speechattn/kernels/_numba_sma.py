@@ -288,7 +288,7 @@ _BLOCK_SIZE = 24
 _B_LATE = _omp.LATE_SLOT % _BLOCK_SIZE  # threads that arrived after every item was taken
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _forward_block(block, fdt, idt):  # type: ignore[no-untyped-def]
     d = carray(block, (_BLOCK_SIZE,), np.int64)
     N, U, T = d[_B_N], d[_B_U], d[_B_T]
@@ -313,12 +313,11 @@ def _forward_block(block, fdt, idt):  # type: ignore[no-untyped-def]
                 fetch_add(block, _B_LATE, 1)
             break
         first = False
-        _forward_serial(
-            p, bits, one_bits, alpha0, tl, ml, preserve, consts, out, order, ok, i, i + 1
-        )
+        n = order[i]
+        ok[n] = _forward_item(p, bits, one_bits, alpha0, n, tl[n], ml[n], preserve, consts, out)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _backward_block(block, fdt):  # type: ignore[no-untyped-def]
     d = carray(block, (_BLOCK_SIZE,), np.int64)
     N, U, T = d[_B_N], d[_B_U], d[_B_T]
@@ -344,9 +343,8 @@ def _backward_block(block, fdt):  # type: ignore[no-untyped-def]
                 fetch_add(block, _B_LATE, 1)
             break
         first = False
-        _backward_serial(
-            G, g_rows, p, alpha, alpha0, tl, ml, preserve, consts, gp, ga0, order, i, i + 1
-        )
+        n = order[i]
+        _backward_item(G, g_rows, p, alpha, alpha0, n, tl[n], ml[n], preserve, consts, gp, ga0)
 
 
 def _forward_team_f32(block):  # type: ignore[no-untyped-def]
