@@ -211,7 +211,10 @@ def _aligner_rows(
                 progress=False,
                 log=lambda *a: None,
                 pauses=args.pauses,
+                min_pause_s=args.min_pause_ms / 1000.0,
             )
+            if row in ("unsupervised", "candidate", "adapted"):
+                kw["calibration"] = args.calibration
             if row == "unsupervised":
                 kw["adapt"] = False
             elif row == "candidate":
@@ -316,6 +319,20 @@ def main(argv: list[str] | None = None) -> int:
         choices=("auto", "none", "forced"),
         default="auto",
         help="pause decoding of the aligner rows (align's --pauses; default: %(default)s)",
+    )
+    ap.add_argument(
+        "--min-pause-ms",
+        type=int,
+        default=50,
+        help="shortest pause between words the aligner rows keep (align's --min-pause-ms; "
+        "default: %(default)s)",
+    )
+    ap.add_argument(
+        "--calibration",
+        choices=("contexts", "engines"),
+        default=None,
+        help="boundary calibration table of the aligner rows (align's --calibration; a "
+        "--checkpoint must carry it; default: none)",
     )
     ap.add_argument("--seed", type=int, default=0, help="adaptation/training seed")
     ap.add_argument("--threads", type=int, default=2)
