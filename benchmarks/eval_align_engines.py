@@ -222,6 +222,8 @@ def _aligner_rows(
             elif row == "adapted":
                 if args.adapt_steps is not None:
                     kw["steps"] = args.adapt_steps
+                if args.adapt_checkpoint and checkpoint is not None:
+                    kw["checkpoint"] = checkpoint
             else:
                 kw.update(from_scratch=True, kind="fs", steps=args.fs_steps)
             captured.clear()
@@ -313,6 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--adapt-steps", type=int, default=None, help="adaptation steps (align's default)"
     )
+    ap.add_argument(
+        "--adapt-checkpoint",
+        action="store_true",
+        help="the adapted row adapts the engine's --checkpoint aligner instead of the shipped one",
+    )
     ap.add_argument("--fs-steps", type=int, default=300, help="forward-sum training steps")
     ap.add_argument(
         "--pauses",
@@ -329,10 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--calibration",
-        choices=("contexts", "engines"),
-        default=None,
-        help="boundary calibration table of the aligner rows (align's --calibration; a "
-        "--checkpoint must carry it; default: none)",
+        choices=("auto", "none", "consensus", "engines", "contexts"),
+        default="auto",
+        help="boundary calibration of the aligner rows (align's --calibration; a --checkpoint "
+        "must carry the table asked for; default: %(default)s, as align)",
     )
     ap.add_argument("--seed", type=int, default=0, help="adaptation/training seed")
     ap.add_argument("--threads", type=int, default=2)

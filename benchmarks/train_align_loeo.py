@@ -17,7 +17,7 @@ About 10 minutes per model on 2 shared CPU cores (1000 steps).
 
 Each exported aligner carries its boundary calibration tables (``speechattn align --calibration``),
 fitted on its own training utterances' labels (never on the held-out engine). ``--refit
-ENGINE=PATH`` instead refits the engine-balanced table (``--calibration engines``) of an aligner
+ENGINE=PATH`` instead refits the class tables (``--calibration engines`` and ``consensus``) of an aligner
 trained earlier with ENGINE held out, on ``--corpus`` minus ENGINE, and writes a copy to
 ``--out/<ENGINE>/aligner.pt`` (weights unchanged; about 2 min per model):
 
@@ -159,12 +159,20 @@ def refit_engine_offsets(
             items = build_items(load_corpus(sub), symbols, feats, voice=corpus_voice)
     frames = min_pause_frames(DEFAULT_MIN_PAUSE_S, feats.frame_s)
     res = align_items(model, items, feats, pauses="auto", min_pause_frames=frames)
-    table = fit_class_offsets(res, [speaker_engine(it.speaker) for it in items])
+    groups = [speaker_engine(it.speaker) for it in items]
+    table = fit_class_offsets(res, groups)
+    consensus = fit_class_offsets(res, groups, combine="consensus")
     ck = torch.load(aligner, map_location="cpu", weights_only=True)
     ck.setdefault("info", {})["engine_offsets"] = table.to_dict()
+    ck["info"]["consensus_offsets"] = consensus.to_dict()
     dest.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(dest, ck)
-    return {k: round(v * 1000, 1) for k, v in table.classes.items()}
+    return {
+        f"{name} {k}": round(v * 1000, 1)
+        for name, t in (("engines", table), ("consensus", consensus))
+        for k, v in t.classes.items()
+        if k != "sil|sil"
+    }
 
 
 if __name__ == "__main__":

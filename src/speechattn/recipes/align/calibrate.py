@@ -188,7 +188,11 @@ def _word_boundary_errors(result: Any) -> list[tuple[str, float]]:
 
 
 def fit_class_offsets(
-    results: Sequence[Any], groups: Sequence[str], *, min_count: int = 20
+    results: Sequence[Any],
+    groups: Sequence[str],
+    *,
+    min_count: int = 20,
+    combine: str = "median",
 ) -> BoundaryOffsets:
     """A class table (:data:`BOUNDARY_CLASSES`) fitted on labelled word boundaries, each group
     (speech engine) counting once.
@@ -207,10 +211,15 @@ def fit_class_offsets(
             *without* calibration, with the decoding the table will be used with.
         groups: one group name per result (e.g. its speech engine).
         min_count: fewest boundaries of a class for a group to count in that class.
+        combine: ``"median"`` (the median of the group medians) or ``"consensus"`` (the group
+            median closest to 0 when every group's median has the same sign, else 0: a shift
+            every group agrees with, which moves no group's boundaries past its own labels).
 
     Raises:
         ValueError: when ``groups`` does not match ``results`` or no result has word truth.
     """
+    if combine not in ("median", "consensus"):
+        raise ValueError(f"Expected combine in ('median', 'consensus'); found {combine!r}.")
     if len(groups) != len(results):
         raise ValueError(
             f"Expected one group per result; found {len(groups)} groups for {len(results)} results."
@@ -231,8 +240,11 @@ def fit_class_offsets(
     classes: dict[str, float] = {}
     for cls in (*BOUNDARY_CLASSES, "all"):
         meds = [float(np.median(per[g][cls])) for g in names if len(per[g][cls]) >= min_count]
-        if meds:
+        if meds and combine == "median":
             classes[cls] = float(np.median(meds))
+        elif meds:
+            agree = all(m > 0 for m in meds) or all(m < 0 for m in meds)
+            classes[cls] = min(meds, key=abs) if agree else 0.0
     default = classes.pop("all", 0.0)
     classes["sil|sil"] = 0.0  # a pause next to a silence: no speech boundary to move
     return BoundaryOffsets(default=default, boundaries=n, classes=classes, groups=names)

@@ -340,15 +340,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--calibration",
         nargs="?",
         const="contexts",
-        default=None,
-        choices=("contexts", "engines"),
-        help="apply one of the aligner's boundary calibration tables, both fitted on its training "
-        "voices' labels: contexts (the default of a bare --calibration: offsets per phone "
-        "context, pooled over the training utterances; maps onto espeak-ng's convention, e.g. a "
-        "stop starts at its burst) or engines (one offset per boundary class, each training "
-        "engine counting once: for speech from engines the aligner never heard, whose "
-        "boundaries it places late). Off by default: it would move boundaries on espeak-ng "
-        "speech, whose labels follow another convention",
+        default="auto",
+        choices=("auto", "none", "consensus", "engines", "contexts"),
+        help="boundary calibration, a table of time offsets fitted on the aligner's training "
+        "voices' labels: consensus (one offset per boundary class that every training engine "
+        "agrees with, e.g. a word after a pause starts earlier than the model places it), "
+        "engines (per boundary class, the median over the training engines: for speech from an "
+        "engine whose labels follow the other engines rather than espeak-ng), contexts (a bare "
+        "--calibration: per phone context, pooled over the training utterances, mostly "
+        "espeak-ng's convention, e.g. a stop starts at its burst), none; auto: consensus when "
+        "the aligner has that table, else none (default: %(default)s)",
     )
     a.add_argument(
         "--min-pause-ms",

@@ -74,9 +74,15 @@ ALIGNER_NAMES = {
     "mha": "plain MHA + MAS",
 }
 CALIBRATED = " + boundary calibration (training-voice labels)"
-# ``calibration`` of run_align: which table of the aligner's file applies (None: none).
-CALIBRATIONS = ("contexts", "engines")
-_CALIBRATION_KEYS = {"contexts": "boundary_offsets", "engines": "engine_offsets"}
+# ``calibration`` of run_align: which table of the aligner's file applies. "auto" (the default):
+# the consensus table when the aligner has one, else none (benchmarks/RESULTS.md, "Late
+# boundaries on unseen engines").
+CALIBRATIONS = ("auto", "none", "consensus", "engines", "contexts")
+_CALIBRATION_KEYS = {
+    "consensus": "consensus_offsets",
+    "engines": "engine_offsets",
+    "contexts": "boundary_offsets",
+}
 # Unsupervised adaptation defaults, chosen on held-out synthetic engines (festival, piper; clean
 # and telephone) in benchmarks/RESULTS.md, "Aligner pauses and adaptation".
 ADAPT_LR = 1e-3
@@ -415,6 +421,7 @@ def run_demo(
     timings: dict[str, float] = {}
     offsets: dict[str, BoundaryOffsets] = {}
     engine_offsets: dict[str, BoundaryOffsets] = {}
+    consensus_offsets: dict[str, BoundaryOffsets] = {}
     dev_probe = dev[: min(len(dev), 24)]
     for kind in config.kinds:
         mcfg = AlignerConfig(
@@ -483,9 +490,9 @@ def run_demo(
                 pauses="auto",
                 min_pause_frames=min_pause_frames(DEFAULT_MIN_PAUSE_S, feats.frame_s),
             )
-            engine_offsets[kind] = fit_class_offsets(
-                dec, [speaker_engine(it.speaker) for it in plain_train]
-            )
+            engines_of = [speaker_engine(it.speaker) for it in plain_train]
+            engine_offsets[kind] = fit_class_offsets(dec, engines_of)
+            consensus_offsets[kind] = fit_class_offsets(dec, engines_of, combine="consensus")
     for s, its in splits.items():
         results[s]["uniform"] = align_items("uniform", its, feats)
         results[s]["ground truth snapped to frames"] = _oracle(its, feats)
@@ -568,6 +575,9 @@ def run_demo(
                 "boundary_offsets": offsets[best].to_dict() if best in offsets else None,
                 "engine_offsets": (
                     engine_offsets[best].to_dict() if best in engine_offsets else None
+                ),
+                "consensus_offsets": (
+                    consensus_offsets[best].to_dict() if best in consensus_offsets else None
                 ),
             },
         )
@@ -660,7 +670,7 @@ def run_align(
     word_silences: bool = False,
     kind: str = "sma",
     prior: str | None = None,
-    calibration: bool | str | None = None,
+    calibration: bool | str | None = "auto",
     progress: bool = True,
     overwrite: bool = False,
     formats: Sequence[str] = ("textgrid", "json"),
@@ -687,12 +697,14 @@ def run_align(
     every pause): with ``"auto"``, a pause between words shorter than this is decoded again as
     no pause (see :mod:`~speechattn.recipes.align.pauses`).
 
-    ``calibration``: apply one of the loaded aligner's boundary tables, both fitted on its
-    training voices' labels (see :mod:`~speechattn.recipes.align.calibrate`): ``"contexts"``
-    (or ``True``; per phone context, pooled over the training utterances) or ``"engines"``
-    (one offset per boundary class, each training engine counting once: the table meant for
-    speech from an engine or speaker the aligner never heard); ``None``/``False``: none (the
-    default). A model trained from scratch here has none.
+    ``calibration``: apply one of the loaded aligner's boundary tables, all fitted on its
+    training voices' labels (see :mod:`~speechattn.recipes.align.calibrate`):
+    ``"consensus"`` (one offset per boundary class that every training engine's labels agree
+    with: the shift closest to 0 when all engines are late the same way, else none),
+    ``"engines"`` (one offset per boundary class, the median over the training engines, each
+    counting once), ``"contexts"`` (or ``True``; per phone context, pooled over the training
+    utterances); ``"none"``/``None``/``False``: none; ``"auto"`` (the default): the consensus
+    table when the aligner has one, else none. A model trained from scratch here has none.
 
     Output folder: ``out`` holds one run (see :mod:`~speechattn.recipes.align.outputs`). Running
     again with the same corpus, settings and seed resumes; anything else raises
@@ -713,10 +725,10 @@ def run_align(
     check_pause_mode(pauses)
     if calibration is True:
         calibration = "contexts"
-    if calibration is False:
-        calibration = None
-    if calibration is not None and calibration not in CALIBRATIONS:
-        raise ValueError(f"Expected calibration in {CALIBRATIONS} or None; found {calibration!r}.")
+    if calibration is False or calibration is None:
+        calibration = "none"
+    if calibration not in CALIBRATIONS:
+        raise ValueError(f"Expected calibration in {CALIBRATIONS}; found {calibration!r}.")
     min_pause = DEFAULT_MIN_PAUSE_S if min_pause_s is None else float(min_pause_s)
     if not min_pause >= 0:
         raise ValueError(f"Expected min_pause_s >= 0; found {min_pause_s}.")
@@ -753,7 +765,9 @@ def run_align(
             name: BoundaryOffsets.from_dict(info.get(key))
             for name, key in _CALIBRATION_KEYS.items()
         }
-        shipped_offsets = tables.get(calibration or "contexts")
+        if calibration == "auto":
+            calibration = "consensus" if tables["consensus"] is not None else "none"
+        shipped_offsets = tables.get(calibration if calibration != "none" else "contexts")
         items = build_items(
             utts,
             symbols,
@@ -767,7 +781,9 @@ def run_align(
         n_steps = (steps if steps is not None else ADAPT_MAX_STEPS) if adapt else 0
         mode = "adapt" if adapt else "apply"
         init_id = file_digest(DEFAULT_ASSET if checkpoint is None else Path(checkpoint))
-    if calibration and shipped_offsets is None:
+    if from_scratch and calibration == "auto":
+        calibration = "none"
+    if calibration != "none" and shipped_offsets is None:
         raise ValueError(
             f"Expected an aligner with a boundary calibration table ({calibration}) for "
             "--calibration; found "
@@ -778,7 +794,7 @@ def run_align(
             )
             + " Drop --calibration, or use the shipped aligner (it has both tables)."
         )
-    offs = shipped_offsets if calibration else None
+    offs = shipped_offsets if calibration != "none" else None
     if prior is not None:
         if mcfg.kind != "mha":
             raise ValueError(
