@@ -359,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         "engine, or ENGINE=PATH (repeatable) for a model that held that engine out",
     )
     args = ap.parse_args(argv)
+    if args.adapt_checkpoint:
+        ROW_NAMES["adapted"] = "--checkpoint aligner for the engine, adapted (default align)"
     checkpoints: dict[str, Path] = {}
     for spec in args.checkpoint:
         eng, sep, path = spec.rpartition("=")

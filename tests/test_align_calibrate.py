@@ -209,3 +209,24 @@ def test_class_offsets_need_groups_and_labels() -> None:
     bare = AlignmentResult(item=item, durations=np.ones(3), phones=[], words=[(0.1, 0.2, "a")])
     with pytest.raises(ValueError, match="ground-truth word"):
         fit_class_offsets([bare], ["e"])
+
+
+def test_consensus_offsets_shift_only_where_every_engine_agrees() -> None:
+    rng = np.random.default_rng(3)
+    res, groups = [], []
+    # Between words: all three engines late (10, 30, 50 ms) -> consensus 10 ms (the least).
+    # After a silence: one engine early, two late -> no agreement -> 0.
+    for name, late, lead in (("a", 0.010, -0.020), ("b", 0.030, 0.020), ("c", 0.050, 0.040)):
+        for _ in range(10):
+            res.append(_word_result(rng, late, lead=lead)[0])
+            groups.append(name)
+    med = fit_class_offsets(res, groups, min_count=5)
+    con = fit_class_offsets(res, groups, min_count=5, combine="consensus")
+    assert med.classes["speech|speech"] == pytest.approx(-0.030, abs=1e-3)
+    assert con.classes["speech|speech"] == pytest.approx(-0.010, abs=1e-3)
+    assert med.classes["sil|speech"] == pytest.approx(-0.020, abs=1e-3)
+    assert con.classes["sil|speech"] == 0.0
+    for cls, v in con.classes.items():  # never beyond the median, never the other way
+        assert v * med.classes[cls] >= 0 and abs(v) <= abs(med.classes[cls]) + 1e-12
+    with pytest.raises(ValueError, match="combine"):
+        fit_class_offsets(res, groups, combine="mean")

@@ -12,11 +12,14 @@ next symbol and to one global offset, learned on labelled utterances, removes th
 
 This uses labels, so it is *not* part of the unsupervised aligner: results with and without it are
 reported separately, and calibration is only ever fitted on training utterances, never on the
-utterances it is scored on. The shipped English aligner carries a table fitted on its synthetic
-training voices, which ``speechattn align --calibration`` applies. It is off by default there: the
-table maps onto espeak-ng's convention (closure with the phone before a stop), while real speech is
-usually labelled with the closure in the stop (TIMIT, Buckeye), so for real corpora the
-unsupervised boundaries are the safer default.
+utterances it is scored on. The shipped English aligner carries three tables fitted on its
+synthetic training voices: the per-context table above (``speechattn align --calibration
+contexts``; it maps onto espeak-ng's convention, half of the training corpus) and two class tables
+(:func:`fit_class_offsets`: one offset per boundary class, each training engine counting once),
+``engines`` (the median engine) and ``consensus`` (a shift every training engine agrees with), which
+``speechattn align`` applies by default. Why: the engines' labelling conventions differ by about
+25 ms and the aligner follows espeak-ng's, so it is late against every other engine, seen in
+training or not (benchmarks/RESULTS.md, "Late boundaries on unseen engines").
 """
 
 from __future__ import annotations
