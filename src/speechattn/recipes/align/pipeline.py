@@ -480,9 +480,13 @@ def run_demo(
                 results["held-out voices" if unseen else "held-out utterances"][kind + "+cal"]
             )
             log(f"  {kind} + boundary calibration: {_pct(mc.phone_within_20ms)} within 20 ms")
-        if kind != "mha" and any(it.gt_words is not None for it in plain_train):
-            # The engine-balanced class table (each training engine counts once), fitted on the
-            # training utterances with the decoding `speechattn align` uses.
+        if (
+            export is not None
+            and kind != "mha"
+            and any(it.gt_words is not None for it in plain_train)
+        ):
+            # The class tables of the exported aligner (each training engine counts once),
+            # fitted on the training utterances with the decoding `speechattn align` uses.
             dec = align_items(
                 res.model,
                 plain_train,
