@@ -211,7 +211,10 @@ def _aligner_rows(
                 progress=False,
                 log=lambda *a: None,
                 pauses=args.pauses,
+                min_pause_s=args.min_pause_ms / 1000.0,
             )
+            if row in ("unsupervised", "candidate", "adapted"):
+                kw["calibration"] = args.calibration
             if row == "unsupervised":
                 kw["adapt"] = False
             elif row == "candidate":
@@ -219,6 +222,8 @@ def _aligner_rows(
             elif row == "adapted":
                 if args.adapt_steps is not None:
                     kw["steps"] = args.adapt_steps
+                if args.adapt_checkpoint and checkpoint is not None:
+                    kw["checkpoint"] = checkpoint
             else:
                 kw.update(from_scratch=True, kind="fs", steps=args.fs_steps)
             captured.clear()
@@ -310,12 +315,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--adapt-steps", type=int, default=None, help="adaptation steps (align's default)"
     )
+    ap.add_argument(
+        "--adapt-checkpoint",
+        action="store_true",
+        help="the adapted row adapts the engine's --checkpoint aligner instead of the shipped one",
+    )
     ap.add_argument("--fs-steps", type=int, default=300, help="forward-sum training steps")
     ap.add_argument(
         "--pauses",
         choices=("auto", "none", "forced"),
         default="auto",
         help="pause decoding of the aligner rows (align's --pauses; default: %(default)s)",
+    )
+    ap.add_argument(
+        "--min-pause-ms",
+        type=int,
+        default=50,
+        help="shortest pause between words the aligner rows keep (align's --min-pause-ms; "
+        "default: %(default)s)",
+    )
+    ap.add_argument(
+        "--calibration",
+        choices=("auto", "none", "consensus", "engines", "contexts"),
+        default="auto",
+        help="boundary calibration of the aligner rows (align's --calibration; a --checkpoint "
+        "must carry the table asked for; default: %(default)s, as align)",
     )
     ap.add_argument("--seed", type=int, default=0, help="adaptation/training seed")
     ap.add_argument("--threads", type=int, default=2)
@@ -335,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         "engine, or ENGINE=PATH (repeatable) for a model that held that engine out",
     )
     args = ap.parse_args(argv)
+    if args.adapt_checkpoint:
+        ROW_NAMES["adapted"] = "--checkpoint aligner for the engine, adapted (default align)"
     checkpoints: dict[str, Path] = {}
     for spec in args.checkpoint:
         eng, sep, path = spec.rpartition("=")

@@ -14,6 +14,15 @@ of the other engines train an aligner through the demo's own training path
 sentences), written to ``--out/<engine>/aligner.pt``. Learning uses (audio, text) only; the
 engines' timings score, never train. ``--augment`` / ``--band-mask`` as in ``speechattn demo``.
 About 10 minutes per model on 2 shared CPU cores (1000 steps).
+
+Each exported aligner carries its boundary calibration tables (``speechattn align --calibration``),
+fitted on its own training utterances' labels (never on the held-out engine). ``--refit
+ENGINE=PATH`` instead refits the class tables (``--calibration engines`` and ``consensus``) of an aligner
+trained earlier with ENGINE held out, on ``--corpus`` minus ENGINE, and writes a copy to
+``--out/<ENGINE>/aligner.pt`` (weights unchanged; about 2 min per model):
+
+    python benchmarks/train_align_loeo.py --out runs/loeo_tables \
+        --refit festival=runs/loeo_festival/aligner.pt --corpus runs/loeo/corpus/manifest.jsonl
 """
 
 from __future__ import annotations
@@ -38,7 +47,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-augment", action="store_true", help="no channel-augmented copies")
     ap.add_argument("--no-band-mask", action="store_true", help="the old front end")
+    ap.add_argument(
+        "--refit",
+        action="append",
+        default=[],
+        metavar="ENGINE=PATH",
+        help="refit the engine-balanced calibration table of an aligner trained without ENGINE "
+        "(repeatable; no training)",
+    )
+    ap.add_argument("--corpus", default=None, help="with --refit: the training corpus manifest")
     args = ap.parse_args(argv)
+    if args.refit:
+        if not args.corpus:
+            ap.error("--refit needs --corpus (the manifest the aligners were trained on)")
+        for spec in args.refit:
+            held, sep, path = spec.partition("=")
+            if not sep or not Path(path).is_file():
+                ap.error(f"--refit {spec}: expected ENGINE=PATH of an aligner file")
+            dest = Path(args.out) / held / "aligner.pt"
+            table = refit_engine_offsets(Path(path), Path(args.corpus), held, dest, args.threads)
+            print(f"{held} held out: {table} -> {dest}")
+        return 0
 
     import speechattn.recipes.align.peers as peers
     from speechattn.data.synth import synth_corpus
@@ -93,6 +122,57 @@ def main(argv: list[str] | None = None) -> int:
         res = run_demo(run, cfg, export=run / "aligner.pt", progress=False)
         print(f"{held} held out: {res['summary']}")
     return 0
+
+
+def refit_engine_offsets(
+    aligner: Path, manifest: Path, held: str, dest: Path, threads: int = 1
+) -> dict[str, float]:
+    """Fit the engine-balanced class table of ``aligner`` on ``manifest`` minus engine ``held``
+    (decoded as ``speechattn align`` decodes) and save a copy with it to ``dest``."""
+    import tempfile
+    import warnings
+
+    import torch
+
+    from speechattn.data.corpus import load_corpus
+    from speechattn.recipes.align.calibrate import fit_class_offsets
+    from speechattn.recipes.align.data import build_items
+    from speechattn.recipes.align.evaluate import align_items
+    from speechattn.recipes.align.pauses import DEFAULT_MIN_PAUSE_S, min_pause_frames
+    from speechattn.recipes.align.pipeline import corpus_voice, load_aligner, speaker_engine
+    from speechattn.recipes.align.train import save_checkpoint
+
+    torch.set_num_threads(max(1, threads))
+    lines = [json.loads(x) for x in manifest.read_text().splitlines()]
+    keep = [x for x in lines if x["engine"] != held]
+    model, symbols, feats, _ = load_aligner(aligner)
+    with tempfile.TemporaryDirectory() as tmp:
+        sub = Path(tmp) / "manifest.jsonl"
+        sub.write_text(
+            "".join(
+                json.dumps(dict(x, path=str((manifest.parent / x["path"]).resolve()))) + "\n"
+                for x in keep
+            )
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            items = build_items(load_corpus(sub), symbols, feats, voice=corpus_voice)
+    frames = min_pause_frames(DEFAULT_MIN_PAUSE_S, feats.frame_s)
+    res = align_items(model, items, feats, pauses="auto", min_pause_frames=frames)
+    groups = [speaker_engine(it.speaker) for it in items]
+    table = fit_class_offsets(res, groups)
+    consensus = fit_class_offsets(res, groups, combine="consensus")
+    ck = torch.load(aligner, map_location="cpu", weights_only=True)
+    ck.setdefault("info", {})["engine_offsets"] = table.to_dict()
+    ck["info"]["consensus_offsets"] = consensus.to_dict()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(dest, ck)
+    return {
+        f"{name} {k}": round(v * 1000, 1)
+        for name, t in (("engines", table), ("consensus", consensus))
+        for k, v in t.classes.items()
+        if k != "sil|sil"
+    }
 
 
 if __name__ == "__main__":

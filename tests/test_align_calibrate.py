@@ -10,6 +10,7 @@ from speechattn.recipes.align.calibrate import (
     BoundaryOffsets,
     boundary_errors,
     fit_boundary_offsets,
+    fit_class_offsets,
     shift_edges,
 )
 from speechattn.recipes.align.data import AlignItem, FeatureConfig
@@ -137,3 +138,95 @@ def test_calibrate_results_equals_aligning_with_offsets() -> None:
     for a, b in zip(direct, derived):
         np.testing.assert_array_equal(a.durations, b.durations)
         assert a.phones == b.phones and a.words == b.words
+
+
+def _word_result(
+    rng: np.random.Generator, late: float, lead: float = 0.0
+) -> tuple[AlignmentResult, float]:
+    """Three words, a pause before the last one; hypothesis = truth + ``late`` at boundaries
+    between two words that meet, + ``lead`` after a silence, + 0 before one (plus small noise)."""
+    t = [0.1, 0.3, 0.5, 0.8, 1.0]  # w0 [0.1, 0.3], w1 [0.3, 0.5], pause, w2 [0.8, 1.0]
+    n = lambda: float(rng.normal(0, 1e-4))  # noqa: E731
+    words = [
+        (t[0] + lead + n(), t[1] + late + n(), "a"),
+        (t[1] + late + n(), t[2] + n(), "b"),
+        (t[3] + lead + n(), t[4] + n(), "c"),
+    ]
+    item = _item(["a", "b", "c"], None, 120)
+    item.words = [("a", 0, 1), ("b", 1, 2), ("c", 2, 3)]
+    item.gt_words = [(t[0], t[1]), (t[1], t[2]), (t[3], t[4])]
+    phones = [(a, b, w) for a, b, w in words]
+    return AlignmentResult(item=item, durations=np.ones(5), phones=phones, words=words), late
+
+
+def test_class_offsets_count_each_engine_once() -> None:
+    rng = np.random.default_rng(0)
+    # Engine "big" (many utterances) is 10 ms late between words, "mid" 30 ms, "far" 50 ms;
+    # after a silence every engine is 40 ms late.
+    res, groups = [], []
+    for name, late, n in (("big", 0.010, 60), ("mid", 0.030, 6), ("far", 0.050, 6)):
+        for _ in range(n):
+            res.append(_word_result(rng, late, lead=0.040)[0])
+            groups.append(name)
+    offs = fit_class_offsets(res, groups, min_count=5)
+    assert offs.groups == ["big", "far", "mid"]
+    # The median over engines (30 ms), not over boundaries (10 ms: "big" dominates them).
+    assert offs.classes["speech|speech"] == pytest.approx(-0.030, abs=1e-3)
+    assert offs.classes["sil|speech"] == pytest.approx(-0.040, abs=1e-3)
+    assert offs.classes["speech|sil"] == pytest.approx(0.0, abs=1e-3)
+    pooled = fit_class_offsets(res, ["one"] * len(res), min_count=5)
+    assert pooled.classes["speech|speech"] == pytest.approx(-0.010, abs=1e-3)
+    # A class table answers by boundary class; a context table entry still wins over it.
+    assert offs.offset("a", "b") == offs.classes["speech|speech"]
+    assert offs.offset("<sil>", "b") == offs.classes["sil|speech"]
+    assert offs.offset("<sil>", "<sil>") == 0.0
+    both = BoundaryOffsets(pair={"a|b": 0.001}, classes=dict(offs.classes))
+    assert both.offset("a", "b") == 0.001 and both.offset("x", "b") == offs.classes["speech|speech"]
+    assert BoundaryOffsets.from_dict(offs.to_dict()) == offs
+    # Old tables (no classes) load as before.
+    old = {"pair": {"a|b": 0.002}, "next": {}, "default": 0.001, "boundaries": 3}
+    loaded = BoundaryOffsets.from_dict(old)
+    assert loaded is not None and loaded.classes == {} and loaded.offset("x", "y") == 0.001
+
+
+def test_class_table_applied_to_edges_undoes_the_lateness() -> None:
+    rng = np.random.default_rng(1)
+    res = [_word_result(rng, 0.025, lead=0.015)[0] for _ in range(30)]
+    offs = fit_class_offsets(res, ["e"] * 30, min_count=5)
+    r = res[0]
+    edges = np.array([0.0, *[a for a, _, _ in r.words[:2]], r.words[1][1], r.words[2][0], 1.0, 1.2])
+    labels = ["<sil>", "a", "b", "<sil>", "c", "<sil>"]
+    fixed = shift_edges(edges, labels, offs, min_gap=0.001)
+    np.testing.assert_allclose(fixed, [0.0, 0.1, 0.3, 0.5, 0.8, 1.0, 1.2], atol=2e-3)
+
+
+def test_class_offsets_need_groups_and_labels() -> None:
+    rng = np.random.default_rng(2)
+    r, _ = _word_result(rng, 0.01)
+    with pytest.raises(ValueError, match="one group per result"):
+        fit_class_offsets([r], [])
+    item = _item(["a"], None, 10)
+    bare = AlignmentResult(item=item, durations=np.ones(3), phones=[], words=[(0.1, 0.2, "a")])
+    with pytest.raises(ValueError, match="ground-truth word"):
+        fit_class_offsets([bare], ["e"])
+
+
+def test_consensus_offsets_shift_only_where_every_engine_agrees() -> None:
+    rng = np.random.default_rng(3)
+    res, groups = [], []
+    # Between words: all three engines late (10, 30, 50 ms) -> consensus 10 ms (the least).
+    # After a silence: one engine early, two late -> no agreement -> 0.
+    for name, late, lead in (("a", 0.010, -0.020), ("b", 0.030, 0.020), ("c", 0.050, 0.040)):
+        for _ in range(10):
+            res.append(_word_result(rng, late, lead=lead)[0])
+            groups.append(name)
+    med = fit_class_offsets(res, groups, min_count=5)
+    con = fit_class_offsets(res, groups, min_count=5, combine="consensus")
+    assert med.classes["speech|speech"] == pytest.approx(-0.030, abs=1e-3)
+    assert con.classes["speech|speech"] == pytest.approx(-0.010, abs=1e-3)
+    assert med.classes["sil|speech"] == pytest.approx(-0.020, abs=1e-3)
+    assert con.classes["sil|speech"] == 0.0
+    for cls, v in con.classes.items():  # never beyond the median, never the other way
+        assert v * med.classes[cls] >= 0 and abs(v) <= abs(med.classes[cls]) + 1e-12
+    with pytest.raises(ValueError, match="combine"):
+        fit_class_offsets(res, groups, combine="mean")

@@ -17,7 +17,8 @@ pytest.importorskip("matplotlib")
 @pytest.fixture(scope="module")
 def demo_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--quick", "--out", str(out), "--no-progress", "--threads", "1"]) == 0
+    args = ["demo", "--quick", "--out", str(out), "--no-progress", "--threads", "1"]
+    assert main([*args, "--export", str(out / "exported.pt")]) == 0
     return out
 
 
@@ -42,6 +43,14 @@ def test_demo_quick_outputs_are_sane(demo_out: Path) -> None:
     raw = by["SMA aligner (HMM, SMA transitions)"]
     cal = by["SMA aligner (HMM, SMA transitions) + boundary calibration (training-voice labels)"]
     assert cal["phone_within_20ms"] > raw["phone_within_20ms"], (raw, cal)
+    # The export carries the class tables fitted on the training voices (one engine here:
+    # espeak, so the consensus and median tables are the same).
+    from speechattn.recipes.align.pipeline import load_aligner
+
+    info = load_aligner(demo_out / "exported.pt")[3]
+    assert info["engine_offsets"]["groups"] == ["espeak"]
+    assert info["consensus_offsets"]["classes"] == info["engine_offsets"]["classes"]
+    assert info["engine_offsets"]["boundaries"] > 100
     # Durations sum to the frames of each utterance, and TextGrids exist beside the JSON.
     jsons = sorted((demo_out / "alignments").glob("*.json"))
     assert jsons
@@ -141,15 +150,42 @@ def test_shipped_aligner_applies_out_of_the_box(demo_out: Path, tmp_path: Path) 
     name = next(k for k in metrics if k != "uniform")
     assert metrics[name]["phone_within_20ms"] > metrics["uniform"]["phone_within_20ms"] + 25
     assert len(list((out / "alignments").glob("*.TextGrid"))) == 6
-    # The shipped aligner carries a boundary calibration: off by default, --calibration applies it.
+    # The shipped aligner carries three calibration tables, fitted on its training voices'
+    # labels. By default (auto) the consensus table applies: a shift every training engine agrees
+    # with, so it moves word starts earlier (the model places them late) and never later.
     assert info.get("boundary_offsets"), "the shipped aligner has no boundary calibration"
-    assert json.loads((out / "summary.json").read_text())["boundary calibration"] == "off"
+    demo_engines = sorted(info["demo_config"]["engines"])
+    for key in ("engine_offsets", "consensus_offsets"):
+        assert info.get(key), f"the shipped aligner has no {key} table"
+        assert sorted(info[key]["groups"]) == demo_engines  # one per training engine
+    consensus = info["consensus_offsets"]["classes"]
+    engines = info["engine_offsets"]["classes"]
+    for cls, v in consensus.items():  # never past the median engine, never the other way
+        assert v * engines[cls] >= 0 and abs(v) <= abs(engines[cls]) + 1e-12, cls
+    assert (
+        json.loads((out / "summary.json").read_text())["boundary calibration"] == "on (consensus)"
+    )
+    raw_out = tmp_path / "raw"
+    args = ["align", str(small), "--out", str(raw_out), "--no-adapt", "--calibration", "none"]
+    assert main([*args, "--no-progress"]) == 0
+    assert json.loads((raw_out / "summary.json").read_text())["boundary calibration"] == "off"
+
+    def word_starts(folder: Path) -> list[float]:
+        return [
+            w["start"]
+            for js in sorted((folder / "alignments").glob("*.json"))
+            for w in json.loads(js.read_text())["words"]
+        ]
+
+    moved = [a - b for a, b in zip(word_starts(out), word_starts(raw_out))]
+    assert max(moved) <= 1e-9 and min(moved) < -0.005  # earlier, never later
     cal = tmp_path / "calibrated"
     args = ["align", str(small), "--out", str(cal), "--no-adapt", "--calibration"]
     assert main([*args, "--no-progress"]) == 0
-    assert json.loads((cal / "summary.json").read_text())["boundary calibration"] == "on"
+    assert json.loads((cal / "summary.json").read_text())["boundary calibration"] == "on (contexts)"
     tg = sorted((out / "alignments").glob("*.TextGrid"))[0].name
     assert (out / "alignments" / tg).read_text() != (cal / "alignments" / tg).read_text()
-    # The synthetic corpus follows espeak-ng's convention, which the calibration was fitted to.
+    # The synthetic corpus follows espeak-ng's convention, which the contexts table was fitted to.
     m_cal = json.loads((cal / "metrics.json").read_text())["metrics"]["corpus"][name]
+    metrics = json.loads((raw_out / "metrics.json").read_text())["metrics"]["corpus"]
     assert m_cal["phone_mean_abs_ms"] < metrics[name]["phone_mean_abs_ms"]

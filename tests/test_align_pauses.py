@@ -12,7 +12,12 @@ from tests.align_toy import FEATURES, N_MELS, NUM_SYMBOLS
 from speechattn.functional.alignment import monotonic_alignment_search
 from speechattn.recipes.align.data import AlignItem
 from speechattn.recipes.align.evaluate import align_items, score, write_alignment
-from speechattn.recipes.align.pauses import pause_labels, with_pauses
+from speechattn.recipes.align.pauses import (
+    min_pause_frames,
+    pause_labels,
+    short_word_pauses,
+    with_pauses,
+)
 from speechattn.recipes.align.pipeline import AdaptStop
 from speechattn.recipes.align.train import TrainConfig, _lr
 
@@ -191,7 +196,7 @@ def test_align_command_reports_pauses_and_why_adaptation_stopped(tmp_path: Path)
         wav += 0.005 * rng.standard_normal(t.size)
         sf.write(data / f"{name}.wav", wav.astype(np.float32), 22050)
         (data / f"{name}.txt").write_text(text)
-    common = ["--no-progress", "--threads", "1"]
+    common = ["--no-progress", "--threads", "1", "--min-pause-ms", "0"]  # keep every pause
     assert main(["align", str(data), "--out", str(tmp_path / "a"), "--steps", "3", *common]) == 0
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["adaptation"].startswith("3 steps") and "step cap" in summary["adaptation"]
@@ -211,3 +216,62 @@ def test_align_command_reports_pauses_and_why_adaptation_stopped(tmp_path: Path)
     assert main([*args, *common]) == 0
     js = json.loads((tmp_path / "c" / "alignments" / "u2.json").read_text())
     assert [p["label"] for p in js["pauses"]] == ["sil", "sil"]  # forced: every edge >= 1 frame
+    # The default minimum (50 ms): every pause left between words is at least that long, and
+    # the words around a shorter one meet.
+    args = ["align", str(data), "--out", str(tmp_path / "d"), "--no-adapt", "--no-progress"]
+    assert main(args) == 0
+    for name in ("u1", "u2"):
+        js = json.loads((tmp_path / "d" / "alignments" / f"{name}.json").read_text())
+        sp = [p for p in js["pauses"] if p["label"] == "sp"]
+        assert all(p["end"] - p["start"] >= 0.05 - 1e-9 for p in sp)
+        assert js["tokens"].count("<sp>") <= len(js["words"]) - 1
+        ends = [w["end"] for w in js["words"][:-1]]
+        starts = [w["start"] for w in js["words"][1:]]
+        gaps = sum(b > a + 1e-9 for a, b in zip(ends, starts))
+        assert gaps == len(sp)
+
+
+def test_with_pauses_inserts_only_before_the_given_words() -> None:
+    it = _item(2, 5, 2)
+    none_kept, sk = with_pauses(it, "auto", words=set())
+    assert none_kept.tokens.tolist() == it.tokens.tolist() and int(sk.sum()) == 2
+    kept, _ = with_pauses(it, "auto", words={1})
+    assert kept.tokens.tolist() == with_pauses(it, "auto")[0].tokens.tolist()
+
+
+def test_short_pause_between_words_is_decoded_again_as_none() -> None:
+    fs = FEATURES.frame_s
+    short, long_ = _item(2, 2, 2), _item(2, 6, 2, seed=1)
+    items = [short, long_]
+    every = align_items(OracleAligner(), items, FEATURES, pauses="auto")
+    # Without a minimum the 2 silent frames between the words are a pause of their own.
+    assert [lab for *_, lab in every[0].pauses] == ["sil", "sp", "sil"]
+    d0 = every[0].durations
+    assert short_word_pauses(every[0].item, d0, 3) == ({1}, set())
+    assert short_word_pauses(every[0].item, d0, 2) == (set(), {1})
+    res = align_items(OracleAligner(), items, FEATURES, pauses="auto", min_pause_frames=3)
+    # The short one is gone: the two words meet inside the gap, every frame is assigned.
+    r = res[0]
+    assert [lab for *_, lab in r.pauses] == ["sil", "sil"]
+    assert r.words[0][1] == r.words[1][0]
+    gap = (short.gt_words[0][1], short.gt_words[1][0])
+    assert gap[0] - 1e-9 <= r.words[0][1] <= gap[1] + 1e-9
+    assert int(r.durations.sum()) == short.mel.shape[0]
+    assert len(r.durations) == len(short.tokens)  # decoded without the inserted token
+    # The long pause (6 frames) stays: same result as without a minimum.
+    assert res[1].pauses == every[1].pauses and res[1].words == every[1].words
+    assert [lab for *_, lab in res[1].pauses][1] == "sp"
+    assert res[1].pauses[1][1] - res[1].pauses[1][0] == pytest.approx(6 * fs)
+    # A minimum of 2 frames keeps the 2-frame pause.
+    kept = align_items(OracleAligner(), items, FEATURES, pauses="auto", min_pause_frames=2)
+    assert kept[0].words == every[0].words
+    with pytest.raises(ValueError, match="min_pause_frames"):
+        align_items(OracleAligner(), items, FEATURES, pauses="auto", min_pause_frames=-1)
+
+
+def test_min_pause_frames_from_seconds() -> None:
+    assert min_pause_frames(0.0, 0.0116) == 0
+    assert min_pause_frames(0.05, 256 / 22050) == 5
+    assert min_pause_frames(0.03, 0.01) == 3
+    with pytest.raises(ValueError, match="minimum pause"):
+        min_pause_frames(-0.01, 0.01)

@@ -12,11 +12,14 @@ next symbol and to one global offset, learned on labelled utterances, removes th
 
 This uses labels, so it is *not* part of the unsupervised aligner: results with and without it are
 reported separately, and calibration is only ever fitted on training utterances, never on the
-utterances it is scored on. The shipped English aligner carries a table fitted on its synthetic
-training voices, which ``speechattn align --calibration`` applies. It is off by default there: the
-table maps onto espeak-ng's convention (closure with the phone before a stop), while real speech is
-usually labelled with the closure in the stop (TIMIT, Buckeye), so for real corpora the
-unsupervised boundaries are the safer default.
+utterances it is scored on. The shipped English aligner carries three tables fitted on its
+synthetic training voices: the per-context table above (``speechattn align --calibration
+contexts``; it maps onto espeak-ng's convention, half of the training corpus) and two class tables
+(:func:`fit_class_offsets`: one offset per boundary class, each training engine counting once),
+``engines`` (the median engine) and ``consensus`` (a shift every training engine agrees with), which
+``speechattn align`` applies by default. Why: the engines' labelling conventions differ by about
+25 ms and the aligner follows espeak-ng's, so it is late against every other engine, seen in
+training or not (benchmarks/RESULTS.md, "Late boundaries on unseen engines").
 """
 
 from __future__ import annotations
@@ -30,7 +33,19 @@ import numpy as np
 
 from speechattn.recipes.align.data import SIL, token_symbol
 
-__all__ = ["BoundaryOffsets", "boundary_errors", "fit_boundary_offsets", "shift_edges"]
+__all__ = [
+    "BOUNDARY_CLASSES",
+    "BoundaryOffsets",
+    "boundary_class",
+    "boundary_errors",
+    "fit_boundary_offsets",
+    "fit_class_offsets",
+    "shift_edges",
+]
+
+# Boundary classes of a class table (:func:`fit_class_offsets`): the end of a silence or pause
+# and the start of speech, two sounds meeting, the end of speech and the start of a pause.
+BOUNDARY_CLASSES = ("sil|speech", "speech|speech", "speech|sil")
 
 
 def _sym(phone: str) -> str:
@@ -47,19 +62,26 @@ class BoundaryOffsets:
         next: ``next -> seconds`` (back-off) for next symbols seen at least ``min_next`` times.
         default: global median offset (last back-off).
         boundaries: how many labelled boundaries the table was fitted on.
+        classes: ``boundary class -> seconds`` (:data:`BOUNDARY_CLASSES`; a class table of
+            :func:`fit_class_offsets`), the back-off after ``next`` and before ``default``.
+        groups: the groups (speech engines) a class table balanced, in fitting order.
     """
 
     pair: dict[str, float] = field(default_factory=dict)
     next: dict[str, float] = field(default_factory=dict)
     default: float = 0.0
     boundaries: int = 0
+    classes: dict[str, float] = field(default_factory=dict)
+    groups: list[str] = field(default_factory=list)
 
     def offset(self, prev: str, nxt: str) -> float:
         """Offset (seconds) for the boundary between symbols ``prev`` and ``nxt``."""
         key = f"{prev}|{nxt}"
         if key in self.pair:
             return self.pair[key]
-        return self.next.get(nxt, self.default)
+        if nxt in self.next:
+            return self.next[nxt]
+        return self.classes.get(boundary_class(prev, nxt), self.default)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,7 +95,19 @@ class BoundaryOffsets:
             next={str(k): float(v) for k, v in d.get("next", {}).items()},
             default=float(d.get("default", 0.0)),
             boundaries=int(d.get("boundaries", 0)),
+            classes={str(k): float(v) for k, v in d.get("classes", {}).items()},
+            groups=[str(g) for g in d.get("groups", [])],
         )
+
+
+def boundary_class(prev: str, nxt: str) -> str:
+    """The class of the boundary between symbols ``prev`` and ``nxt`` (``"<sil>"`` for a
+    silence or pause): ``"sil|speech"``, ``"speech|speech"``, ``"speech|sil"`` or ``"sil|sil"``."""
+
+    def kind(sym: str) -> str:
+        return "sil" if sym == SIL else "speech"
+
+    return f"{kind(prev)}|{kind(nxt)}"
 
 
 def boundary_errors(
@@ -135,6 +169,88 @@ def fit_boundary_offsets(
         default=float(np.median(every)),
         boundaries=len(every),
     )
+
+
+def _word_boundary_errors(result: Any) -> list[tuple[str, float]]:
+    """``(class, truth - hypothesis)`` (seconds) of each word start and end of an aligned utterance
+    whose ground truth has its words. A start is ``"sil|speech"`` when a pause (or the leading
+    silence) took frames before it on the path, else ``"speech|speech"``; an end likewise."""
+    words = list(result.words)
+    gt = getattr(result.item, "gt_words", None)
+    if gt is None or len(gt) != len(words) or not words:
+        return []
+    out: list[tuple[str, float]] = []
+    n = len(words)
+    for i, ((a, b, _), g) in enumerate(zip(words, gt)):
+        ts, te = (float(g.start), float(g.end)) if hasattr(g, "start") else (g[0], g[1])
+        gap_before = (words[i - 1][1] < a - 1e-9) if i else a > 1e-9
+        gap_after = (b < words[i + 1][0] - 1e-9) if i + 1 < n else True
+        out.append(("sil|speech" if gap_before else "speech|speech", float(ts) - a))
+        out.append(("speech|sil" if gap_after else "speech|speech", float(te) - b))
+    return out
+
+
+def fit_class_offsets(
+    results: Sequence[Any],
+    groups: Sequence[str],
+    *,
+    min_count: int = 20,
+    combine: str = "median",
+) -> BoundaryOffsets:
+    """A class table (:data:`BOUNDARY_CLASSES`) fitted on labelled word boundaries, each group
+    (speech engine) counting once.
+
+    For each group and class, the median of ``truth - hypothesis`` over the word boundaries of
+    the group's utterances; each class's offset is the median of those group medians (groups
+    with fewer than ``min_count`` boundaries of the class are left out of it), so an engine that
+    contributed many utterances weighs no more than one that contributed few: each engine's
+    labelling convention is one sample of the conventions an unseen engine may follow. With one
+    group this is the median over its boundaries. Word boundaries are used because every engine
+    gives word timings (not every engine's phones line up with the aligner's phonemes); phone
+    boundaries inside words get the ``"speech|speech"`` offset.
+
+    Args:
+        results: :class:`~speechattn.recipes.align.evaluate.AlignmentResult` objects computed
+            *without* calibration, with the decoding the table will be used with.
+        groups: one group name per result (e.g. its speech engine).
+        min_count: fewest boundaries of a class for a group to count in that class.
+        combine: ``"median"`` (the median of the group medians) or ``"consensus"`` (the group
+            median closest to 0 when every group's median has the same sign, else 0: a shift
+            every group agrees with, which moves no group's boundaries past its own labels).
+
+    Raises:
+        ValueError: when ``groups`` does not match ``results`` or no result has word truth.
+    """
+    if combine not in ("median", "consensus"):
+        raise ValueError(f"Expected combine in ('median', 'consensus'); found {combine!r}.")
+    if len(groups) != len(results):
+        raise ValueError(
+            f"Expected one group per result; found {len(groups)} groups for {len(results)} results."
+        )
+    per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    n = 0
+    for r, g in zip(results, groups):
+        for cls, e in _word_boundary_errors(r):
+            per[str(g)][cls].append(e)
+            per[str(g)]["all"].append(e)
+            n += 1
+    if not n:
+        raise ValueError(
+            "Expected aligned utterances with ground-truth word intervals to fit class offsets; "
+            "found none (no item has gt_words matching its words)."
+        )
+    names = sorted(per)
+    classes: dict[str, float] = {}
+    for cls in (*BOUNDARY_CLASSES, "all"):
+        meds = [float(np.median(per[g][cls])) for g in names if len(per[g][cls]) >= min_count]
+        if meds and combine == "median":
+            classes[cls] = float(np.median(meds))
+        elif meds:
+            agree = all(m > 0 for m in meds) or all(m < 0 for m in meds)
+            classes[cls] = min(meds, key=abs) if agree else 0.0
+    default = classes.pop("all", 0.0)
+    classes["sil|sil"] = 0.0  # a pause next to a silence: no speech boundary to move
+    return BoundaryOffsets(default=default, boundaries=n, classes=classes, groups=names)
 
 
 def shift_edges(

@@ -9,6 +9,7 @@ from pathlib import Path
 from speechattn._cli import (
     CliError,
     add_hidden_alias,
+    nonnegative_int,
     parse_overrides,
     positive_float,
     positive_int,
@@ -151,6 +152,7 @@ def _align(args: argparse.Namespace) -> int:
         formats=tuple(dict.fromkeys([*args.format, *(["ctm"] if args.ctm else [])])),
         train_overrides=parse_overrides(args.set, tfields),
         pauses=args.pauses,
+        min_pause_s=args.min_pause_ms / 1000.0,
     )
     if res:
         print(metrics_table_text(res["table"]))
@@ -336,10 +338,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     a.add_argument(
         "--calibration",
-        action="store_true",
-        help="apply the aligner's boundary calibration (per-context offsets fitted on its training "
-        "voices' labels; the shipped one maps onto espeak-ng's convention, e.g. a stop starts at "
-        "its burst). Off by default: real speech is usually labelled with the closure in the stop",
+        nargs="?",
+        const="contexts",
+        default="auto",
+        choices=("auto", "none", "consensus", "engines", "contexts"),
+        help="boundary calibration, a table of time offsets fitted on the aligner's training "
+        "voices' labels: consensus (one offset per boundary class that every training engine "
+        "agrees with, e.g. a word after a pause starts earlier than the model places it), "
+        "engines (per boundary class, the median over the training engines: for speech from an "
+        "engine whose labels follow the other engines rather than espeak-ng), contexts (a bare "
+        "--calibration: per phone context, pooled over the training utterances, mostly "
+        "espeak-ng's convention, e.g. a stop starts at its burst), none; auto: consensus when "
+        "the aligner has that table, else none (default: %(default)s)",
+    )
+    a.add_argument(
+        "--min-pause-ms",
+        type=nonnegative_int,
+        default=50,
+        help="with --pauses auto: a pause between words shorter than this is not a pause (the "
+        "two words meet); 0 keeps every pause (default: %(default)s)",
     )
     _common(a)
     a.set_defaults(func=_align)

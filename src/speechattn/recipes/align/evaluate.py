@@ -153,6 +153,7 @@ def align_items(
     offsets: BoundaryOffsets | None = None,
     pauses: str = "forced",
     pause_skip: float = 0.0,
+    min_pause_frames: int = 0,
 ) -> list[AlignmentResult]:
     """Hard-align items with a trained :class:`TextMelAligner`, or ``model="uniform"``.
 
@@ -160,21 +161,82 @@ def align_items(
     ``pauses``: ``"auto"``, ``"none"`` or ``"forced"`` (see :mod:`~speechattn.recipes.align.pauses`);
     the uniform baseline always spreads the audio over the tokens as given. ``pause_skip``: the
     Viterbi score of passing an optional pause with 0 frames (higher: fewer, longer pauses,
-    since a pause must then earn that much over the words' own scores). Each result's
-    ``item`` is the item as decoded (with any inserted pause tokens)."""
-    from speechattn.functional.alignment import uniform_durations
-    from speechattn.recipes.align.pauses import check_pause_mode, pause_intervals, with_pauses
+    since a pause must then earn that much over the words' own scores). ``min_pause_frames``
+    (``"auto"`` only; 0 = off): a pause between words shorter than this many frames is not a
+    pause: the utterance is decoded again with a pause token only between the words whose
+    pause took at least that many frames, so the two words meet where the path puts their
+    boundary (again until no pause between words is shorter). Each result's ``item`` is the item as decoded (with any inserted pause tokens)."""
+    from speechattn.recipes.align.pauses import check_pause_mode, short_word_pauses
 
     check_pause_mode(pauses)
-    results: list[AlignmentResult] = []
+    if min_pause_frames < 0:
+        raise ValueError(f"Expected min_pause_frames >= 0; found {min_pause_frames}.")
     if hasattr(model, "eval"):
         model.eval()
-    order = sorted(range(len(items)), key=lambda i: int(items[i].mel.shape[0]))
+    mode = "forced" if model == "uniform" else pauses
+    out = _decode(
+        model,
+        items,
+        range(len(items)),
+        config,
+        mode,
+        {},
+        batch_size,
+        keep_soft,
+        offsets,
+        pause_skip,
+    )
+    pause_words: dict[int, set[int]] = {}
+    while mode == "auto" and min_pause_frames > 1:
+        again: dict[int, set[int]] = {}
+        for i, r in out.items():
+            short, kept = short_word_pauses(r.item, r.durations, min_pause_frames)
+            if short:
+                again[i] = kept
+        if not again:
+            break
+        # Each pass drops at least one pause token of every utterance it decodes again, so
+        # this ends; utterances with no short pause keep their path.
+        pause_words.update(again)
+        out.update(
+            _decode(
+                model,
+                items,
+                sorted(again),
+                config,
+                mode,
+                pause_words,
+                batch_size,
+                keep_soft,
+                offsets,
+                pause_skip,
+            )
+        )
+    return [out[i] for i in range(len(items))]
+
+
+def _decode(
+    model: Any,
+    items: Sequence[AlignItem],
+    which: Sequence[int] | range,
+    config: FeatureConfig,
+    mode: str,
+    pause_words: dict[int, set[int]],
+    batch_size: int,
+    keep_soft: int,
+    offsets: BoundaryOffsets | None,
+    pause_skip: float,
+) -> dict[int, AlignmentResult]:
+    """One decoding pass over ``items[i]`` for ``i`` in ``which`` (see :func:`align_items`);
+    ``pause_words[i]``: the word indices an ``"auto"`` pause is inserted before (default all)."""
+    from speechattn.functional.alignment import uniform_durations
+    from speechattn.recipes.align.pauses import pause_intervals, with_pauses
+
+    order = sorted(which, key=lambda i: int(items[i].mel.shape[0]))
     out: dict[int, AlignmentResult] = {}
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
-        mode = "forced" if model == "uniform" else pauses
-        decoded = [with_pauses(items[i], mode) for i in idx]
+        decoded = [with_pauses(items[i], mode, words=pause_words.get(i)) for i in idx]
         batch = [it for it, _ in decoded]
         tokens, tl, mels, ml = collate_items(batch)
         if model == "uniform":
@@ -207,8 +269,7 @@ def align_items(
                 if i < keep_soft:
                     res.soft = sj[:u, :t].numpy()
             out[i] = res
-    results = [out[i] for i in range(len(items))]
-    return results
+    return out
 
 
 def calibrate_results(

@@ -16,7 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from speechattn.recipes.align.calibrate import BoundaryOffsets, fit_boundary_offsets
+from speechattn.recipes.align.calibrate import (
+    BoundaryOffsets,
+    fit_boundary_offsets,
+    fit_class_offsets,
+)
 from speechattn.recipes.align.data import (
     AlignItem,
     FeatureConfig,
@@ -40,6 +44,7 @@ from speechattn.recipes.align.outputs import (
     prepare_output,
     remove_stale_alignments,
 )
+from speechattn.recipes.align.pauses import DEFAULT_MIN_PAUSE_S, min_pause_frames
 from speechattn.recipes.align.train import (
     TrainConfig,
     dist_info,
@@ -49,6 +54,7 @@ from speechattn.recipes.align.train import (
 )
 
 __all__ = [
+    "CALIBRATIONS",
     "DEFAULT_ASSET",
     "AdaptStop",
     "DemoConfig",
@@ -58,6 +64,7 @@ __all__ = [
     "run_align",
     "run_demo",
     "save_aligner",
+    "speaker_engine",
 ]
 
 DEFAULT_ASSET = Path(__file__).resolve().parents[2] / "assets" / "aligner_en.pt"
@@ -67,6 +74,15 @@ ALIGNER_NAMES = {
     "mha": "plain MHA + MAS",
 }
 CALIBRATED = " + boundary calibration (training-voice labels)"
+# ``calibration`` of run_align: which table of the aligner's file applies. "auto" (the default):
+# the consensus table when the aligner has one, else none (benchmarks/RESULTS.md, "Late
+# boundaries on unseen engines").
+CALIBRATIONS = ("auto", "none", "consensus", "engines", "contexts")
+_CALIBRATION_KEYS = {
+    "consensus": "consensus_offsets",
+    "engines": "engine_offsets",
+    "contexts": "boundary_offsets",
+}
 # Unsupervised adaptation defaults, chosen on held-out synthetic engines (festival, piper; clean
 # and telephone) in benchmarks/RESULTS.md, "Aligner pauses and adaptation".
 ADAPT_LR = 1e-3
@@ -252,6 +268,20 @@ def phonemizer_voice(speaker: str) -> str:
     return "en-us"
 
 
+def speaker_engine(speaker: str) -> str:
+    """The speech engine of a speaker id (a voice-registry person, or an espeak voice name as the
+    default demo names its speakers); the speaker id itself when the registry does not know it."""
+    from speechattn.data.voices import VOICES
+
+    spk = str(speaker)
+    engines = sorted({v.engine for v in VOICES if v.person == spk})
+    if len(engines) == 1:
+        return engines[0]
+    if spk.startswith(_ESPEAK_PERSON_PREFIX) or (spk.startswith("en") and _usable_voice(spk)):
+        return "espeak"
+    return spk
+
+
 def corpus_voice(utt: Any) -> str:
     """Phonemizer voice for an utterance, from its speaker id (see :func:`phonemizer_voice`):
     synthetic corpora then phonemize each voice with its own accent, so phones line up with the
@@ -376,6 +406,7 @@ def run_demo(
     train, dev, unseen, held = _split(
         items, config.held_out_voices, config.held_out_utterances, train_seed
     )
+    plain_train = list(train)  # the training utterances as synthesized (the class table's)
     if config.augment:  # one copy of each training utterance through a random channel
         train = train + augmented_items(utts, train, symbols, feats, seed=train_seed)
     t_data = time.perf_counter() - t_start
@@ -389,6 +420,8 @@ def run_demo(
     models: dict[str, TextMelAligner] = {}
     timings: dict[str, float] = {}
     offsets: dict[str, BoundaryOffsets] = {}
+    engine_offsets: dict[str, BoundaryOffsets] = {}
+    consensus_offsets: dict[str, BoundaryOffsets] = {}
     dev_probe = dev[: min(len(dev), 24)]
     for kind in config.kinds:
         mcfg = AlignerConfig(
@@ -447,6 +480,23 @@ def run_demo(
                 results["held-out voices" if unseen else "held-out utterances"][kind + "+cal"]
             )
             log(f"  {kind} + boundary calibration: {_pct(mc.phone_within_20ms)} within 20 ms")
+        if (
+            export is not None
+            and kind != "mha"
+            and any(it.gt_words is not None for it in plain_train)
+        ):
+            # The class tables of the exported aligner (each training engine counts once),
+            # fitted on the training utterances with the decoding `speechattn align` uses.
+            dec = align_items(
+                res.model,
+                plain_train,
+                feats,
+                pauses="auto",
+                min_pause_frames=min_pause_frames(DEFAULT_MIN_PAUSE_S, feats.frame_s),
+            )
+            engines_of = [speaker_engine(it.speaker) for it in plain_train]
+            engine_offsets[kind] = fit_class_offsets(dec, engines_of)
+            consensus_offsets[kind] = fit_class_offsets(dec, engines_of, combine="consensus")
     for s, its in splits.items():
         results[s]["uniform"] = align_items("uniform", its, feats)
         results[s]["ground truth snapped to frames"] = _oracle(its, feats)
@@ -527,6 +577,12 @@ def run_demo(
                 "demo_config": asdict(config),
                 "kind": best,
                 "boundary_offsets": offsets[best].to_dict() if best in offsets else None,
+                "engine_offsets": (
+                    engine_offsets[best].to_dict() if best in engine_offsets else None
+                ),
+                "consensus_offsets": (
+                    consensus_offsets[best].to_dict() if best in consensus_offsets else None
+                ),
             },
         )
         log(f"exported {best} aligner -> {export}")
@@ -618,12 +674,13 @@ def run_align(
     word_silences: bool = False,
     kind: str = "sma",
     prior: str | None = None,
-    calibration: bool = False,
+    calibration: bool | str | None = "auto",
     progress: bool = True,
     overwrite: bool = False,
     formats: Sequence[str] = ("textgrid", "json"),
     train_overrides: dict[str, Any] | None = None,
     pauses: str = "auto",
+    min_pause_s: float | None = None,
     log=print,
 ) -> dict:
     """Align a corpus: train from scratch, or apply (and by default adapt) a trained aligner.
@@ -640,9 +697,18 @@ def run_align(
 
     ``kind`` picks the aligner trained with ``from_scratch``; ``prior`` (``"none"``, ``"diagonal"``,
     ``"beta-binomial"``) sets the log-prior of a plain-MHA aligner (``ValueError`` for another kind).
-    ``calibration``: apply the loaded aligner's boundary offsets (fitted on its training voices'
-    labels, see :mod:`~speechattn.recipes.align.calibrate`) when it has them; a model trained
-    from scratch here has none.
+    ``min_pause_s`` (default :data:`~speechattn.recipes.align.pauses.DEFAULT_MIN_PAUSE_S`; 0 keeps
+    every pause): with ``"auto"``, a pause between words shorter than this is decoded again as
+    no pause (see :mod:`~speechattn.recipes.align.pauses`).
+
+    ``calibration``: apply one of the loaded aligner's boundary tables, all fitted on its
+    training voices' labels (see :mod:`~speechattn.recipes.align.calibrate`):
+    ``"consensus"`` (one offset per boundary class that every training engine's labels agree
+    with: the shift closest to 0 when all engines are late the same way, else none),
+    ``"engines"`` (one offset per boundary class, the median over the training engines, each
+    counting once), ``"contexts"`` (or ``True``; per phone context, pooled over the training
+    utterances); ``"none"``/``None``/``False``: none; ``"auto"`` (the default): the consensus
+    table when the aligner has one, else none. A model trained from scratch here has none.
 
     Output folder: ``out`` holds one run (see :mod:`~speechattn.recipes.align.outputs`). Running
     again with the same corpus, settings and seed resumes; anything else raises
@@ -655,9 +721,21 @@ def run_align(
     when nothing usable is left. ``formats``: any of ``textgrid``, ``json``, ``ctm``.
     """
     from speechattn.data.corpus import load_corpus
-    from speechattn.recipes.align.pauses import DEFAULT_PAUSE_SKIP, check_pause_mode
+    from speechattn.recipes.align.pauses import (
+        DEFAULT_PAUSE_SKIP,
+        check_pause_mode,
+    )
 
     check_pause_mode(pauses)
+    if calibration is True:
+        calibration = "contexts"
+    if calibration is False or calibration is None:
+        calibration = "none"
+    if calibration not in CALIBRATIONS:
+        raise ValueError(f"Expected calibration in {CALIBRATIONS}; found {calibration!r}.")
+    min_pause = DEFAULT_MIN_PAUSE_S if min_pause_s is None else float(min_pause_s)
+    if not min_pause >= 0:
+        raise ValueError(f"Expected min_pause_s >= 0; found {min_pause_s}.")
     overrides = dict(train_overrides or {})
     stop_fields = {f.name for f in dataclasses.fields(AdaptStop)}
     stop_rule = AdaptStop(**{k: overrides.pop(k) for k in list(overrides) if k in stop_fields})
@@ -681,12 +759,19 @@ def run_align(
         mcfg = AlignerConfig(kind=kind, num_symbols=max(64, len(symbols)), n_mels=feats.n_mels)
         init = None
         shipped_offsets = None
+        tables: dict[str, BoundaryOffsets | None] = {}
         n_steps = steps if steps is not None else 600
         mode = "from-scratch"
         init_id = None
     else:
         model, symbols, feats, info = load_aligner(checkpoint)
-        shipped_offsets = BoundaryOffsets.from_dict(info.get("boundary_offsets"))
+        tables = {
+            name: BoundaryOffsets.from_dict(info.get(key))
+            for name, key in _CALIBRATION_KEYS.items()
+        }
+        if calibration == "auto":
+            calibration = "consensus" if tables["consensus"] is not None else "none"
+        shipped_offsets = tables.get(calibration if calibration != "none" else "contexts")
         items = build_items(
             utts,
             symbols,
@@ -700,17 +785,20 @@ def run_align(
         n_steps = (steps if steps is not None else ADAPT_MAX_STEPS) if adapt else 0
         mode = "adapt" if adapt else "apply"
         init_id = file_digest(DEFAULT_ASSET if checkpoint is None else Path(checkpoint))
-    if calibration and shipped_offsets is None:
+    if from_scratch and calibration == "auto":
+        calibration = "none"
+    if calibration != "none" and shipped_offsets is None:
         raise ValueError(
-            "Expected an aligner with a boundary calibration table for --calibration; found "
+            f"Expected an aligner with a boundary calibration table ({calibration}) for "
+            "--calibration; found "
             + (
                 "a new aligner (--from-scratch has none)."
                 if from_scratch
-                else f"none in {checkpoint}."
+                else f"none in {checkpoint or DEFAULT_ASSET}."
             )
-            + " Drop --calibration, or use the shipped aligner (it has one)."
+            + " Drop --calibration, or use the shipped aligner (it has both tables)."
         )
-    offs = shipped_offsets if calibration else None
+    offs = shipped_offsets if calibration != "none" else None
     if prior is not None:
         if mcfg.kind != "mha":
             raise ValueError(
@@ -809,10 +897,16 @@ def run_align(
         offsets=offs,
         pauses=pauses,
         pause_skip=DEFAULT_PAUSE_SKIP,
+        min_pause_frames=min_pause_frames(min_pause, feats.frame_s),
     )
     if offs is not None:
+        what = (
+            f"{len(offs.classes)} boundary classes, engines {', '.join(offs.groups)}"
+            if offs.classes
+            else f"{len(offs.pair)} contexts"
+        )
         log(
-            f"boundary calibration: {len(offs.pair)} contexts (fitted on the aligner's training labels)"
+            f"boundary calibration ({calibration}): {what} (fitted on the aligner's training labels)"
         )
     written: list[Path] = []
     for r in results:
@@ -834,7 +928,10 @@ def run_align(
         feats,
         {
             "trained_by": "speechattn align",
-            "boundary_offsets": shipped_offsets.to_dict() if shipped_offsets is not None else None,
+            **{
+                key: (t.to_dict() if (t := tables.get(name)) is not None else None)
+                for name, key in _CALIBRATION_KEYS.items()
+            },
         },
     )
     summary = {
@@ -842,7 +939,7 @@ def run_align(
         "skipped": skipped,
         "alignments": str(out / "alignments"),
         "formats": ",".join(formats),
-        "boundary calibration": "on" if offs is not None else "off",
+        "boundary calibration": f"on ({calibration})" if offs is not None else "off",
         "pauses": f"{pauses}, {sum(len(r.pauses) for r in results)} pause intervals",
     }
     if adaptation:
