@@ -93,7 +93,7 @@ def test_align_command_trains_resumes_and_applies(
     assert main(args) == 0
     assert (out / "checkpoints" / "aligner.pt").exists()
     capsys.readouterr()
-    assert main([*args, "--calibration"]) == 1  # one error line, no traceback
+    assert main([*args, "--calibration", "contexts"]) == 1  # one error line, no traceback
     err = capsys.readouterr().err
     assert "speechattn align: error: " in err and "calibration" in err
     assert "Traceback" not in err
@@ -180,7 +180,7 @@ def test_shipped_aligner_applies_out_of_the_box(demo_out: Path, tmp_path: Path) 
     moved = [a - b for a, b in zip(word_starts(out), word_starts(raw_out))]
     assert max(moved) <= 1e-9 and min(moved) < -0.005  # earlier, never later
     cal = tmp_path / "calibrated"
-    args = ["align", str(small), "--out", str(cal), "--no-adapt", "--calibration"]
+    args = ["align", str(small), "--out", str(cal), "--no-adapt", "--calibration", "contexts"]
     assert main([*args, "--no-progress"]) == 0
     assert json.loads((cal / "summary.json").read_text())["boundary calibration"] == "on (contexts)"
     tg = sorted((out / "alignments").glob("*.TextGrid"))[0].name

@@ -338,16 +338,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     a.add_argument(
         "--calibration",
-        nargs="?",
-        const="contexts",
         default="auto",
         choices=("auto", "none", "consensus", "engines", "contexts"),
         help="boundary calibration, a table of time offsets fitted on the aligner's training "
         "voices' labels: consensus (one offset per boundary class that every training engine "
         "agrees with, e.g. a word after a pause starts earlier than the model places it), "
         "engines (per boundary class, the median over the training engines: for speech from an "
-        "engine whose labels follow the other engines rather than espeak-ng), contexts (a bare "
-        "--calibration: per phone context, pooled over the training utterances, mostly "
+        "engine whose labels follow the other engines rather than espeak-ng), contexts (per phone "
+        "context, pooled over the training utterances, mostly "
         "espeak-ng's convention, e.g. a stop starts at its burst), none; auto: consensus when "
         "the aligner has that table, else none (default: %(default)s)",
     )
