@@ -18,7 +18,11 @@ one voice, Pico two) get speed / pitch pseudo-speakers of their voices as extra 
 (marked ``pseudo`` in the table): those trials measure only whether the encoder separates
 perturbed copies of one voice, an easier and different task. The same trials are scored with the
 shipped encoder (espeak-only training), log-mel mean/std statistics (set mean removed, no
-training) and Resemblyzer when it is installed (a baseline only, never a teacher).
+training), log-mel envelope/std statistics (each band's mean with the utterance level removed
+and its std, set mean removed, no training) and Resemblyzer when it is installed (a baseline only, never a teacher). Encoder
+embeddings are scored centred on the test set's mean embedding (as ``speechattn speaker score``
+does and as the log-mel statistics always are) and as raw cosines ("raw cosine" columns);
+Resemblyzer both ways too ("Resemblyzer" is its raw cosine, as its users get it).
 
 Prints a Markdown table (EER % / minDCF at p_target 0.01) and writes it with the rows as JSON
 to ``--out``. ``--save-checkpoint PATH`` also trains one encoder on every engine and saves it.
@@ -110,6 +114,12 @@ def _score(emb: torch.Tensor, speakers: list[str]) -> dict[str, float]:
     return {"eer": E.compute_eer(s, lab), "min_dcf": E.compute_min_dcf(s, lab)}
 
 
+def _score2(emb: torch.Tensor, speakers: list[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """Scores of embeddings centred on the test set's mean (what ``speechattn speaker score``
+    does) and of the raw cosines."""
+    return _score(E.centre_embeddings(emb), speakers), _score(emb, speakers)
+
+
 def _resemblyzer_embed(paths: list[tuple[Path, float, float]]) -> torch.Tensor | None:
     """Resemblyzer utterance embeddings, or None when it is not installed."""
     try:
@@ -170,6 +180,9 @@ def run_loeo(
         train_labels={u.label for u in utts},
     )
     clean = D.load_feature_set(utts, cfg)
+    # the envelope statistics need log-mels that keep their band means
+    env_cfg = SpeakerConfig(**{**cfg.to_dict(), "feature_norm": "gain"})
+    env_clean = clean if cfg.feature_norm == "gain" else D.load_feature_set(utts, env_cfg)
     eng_of_item = [engine_of[i] for i in train_all.ids]
     clean_eng = [engine_of[i] for i in clean.ids]
     voices_of = {
@@ -189,6 +202,7 @@ def run_loeo(
         # test set: clean utterances of the held-out engine (+ pseudo-speakers if few voices)
         te = [i for i, g in enumerate(clean_eng) if g == held]
         te_feats = [clean.feats[i] for i in te]
+        te_env = [env_clean.feats[i] for i in te]
         te_spk = [clean.labels[i] for i in te]
         te_src: list[tuple[Path, float, float]] = [(path_of[clean.ids[i]], 1.0, 0.0) for i in te]
         pseudo = len(voices_of[held]) < min_test_voices
@@ -196,11 +210,13 @@ def run_loeo(
             from speechattn.data.audio import load_audio
 
             ext = D.feature_extractor(cfg)
+            env_ext = D.feature_extractor(env_cfg)
             for i in te:
                 x = load_audio(path_of[clean.ids[i]], sample_rate=cfg.sample_rate).numpy()
                 for f in test_pseudo:
-                    y = D.speed_perturb(x, cfg.sample_rate, f)
-                    te_feats.append(D.features(torch.from_numpy(y), ext))
+                    y = torch.from_numpy(D.speed_perturb(x, cfg.sample_rate, f))
+                    te_feats.append(D.features(y, ext))
+                    te_env.append(D.features(y, env_ext))
                     te_spk.append(f"{clean.labels[i]}@test-speed{f:g}")
                     te_src.append((path_of[clean.ids[i]], f, 0.0))
         test_persons = set(voices_of[held])
@@ -221,7 +237,8 @@ def run_loeo(
                 cfg,
                 progress=False,
             ).model
-            scores[name] = _score(E.embed_features(model, te_feats), te_spk)
+            emb = E.embed_features(model, te_feats)
+            scores[name], scores[f"{name} raw"] = _score2(emb, te_spk)
         train_s = time.perf_counter() - t1
         row: dict[str, Any] = {
             "held_out": held,
@@ -233,15 +250,21 @@ def run_loeo(
             "train_items": len(tr),
             "train_s": train_s,
             "ours": scores[names[0]],
-            "poolings": scores,
+            "ours_raw": scores[f"{names[0]} raw"],
+            "poolings": {n: scores[n] for n in names},
+            "poolings_raw": {n: scores[f"{n} raw"] for n in names},
         }
         if (ship_cfg.n_mels, ship_cfg.sample_rate) == (cfg.n_mels, cfg.sample_rate):
-            row["shipped"] = _score(E.embed_features(shipped, te_feats), te_spk)
+            ship_feats = [D.normalise_features(f, ship_cfg.feature_norm) for f in te_env]
+            row["shipped"], row["shipped_raw"] = _score2(
+                E.embed_features(shipped, ship_feats), te_spk
+            )
         row["logmel"] = _score(E.stats_baseline(te_feats), te_spk)
+        row["envelope"] = _score(E.envelope_baseline(te_env), te_spk)
         if resemblyzer:
             emb = _resemblyzer_embed(te_src)
             if emb is not None:
-                row["resemblyzer"] = _score(emb, te_spk)
+                row["resemblyzer_centred"], row["resemblyzer"] = _score2(emb, te_spk)
         rows.append(row)
         log(_fmt_row(row, list(names[1:])) + f"  (train {train_s:.0f} s)")
     result: dict[str, Any] = {
@@ -266,9 +289,13 @@ def run_loeo(
 
 _COLS = (
     ("ours", "ours, other engines"),
+    ("ours_raw", "ours, raw cosine"),
     ("shipped", "shipped (espeak only)"),
+    ("shipped_raw", "shipped, raw cosine"),
     ("logmel", "log-mel mean/std"),
+    ("envelope", "log-mel envelope/std"),
     ("resemblyzer", "Resemblyzer"),
+    ("resemblyzer_centred", "Resemblyzer, centred"),
 )
 
 
