@@ -22,7 +22,9 @@ training), log-mel envelope/std statistics (each band's mean with the utterance 
 and its std, set mean removed, no training) and Resemblyzer when it is installed (a baseline only, never a teacher). Encoder
 embeddings are scored centred on the test set's mean embedding (as ``speechattn speaker score``
 does and as the log-mel statistics always are) and as raw cosines ("raw cosine" columns);
-Resemblyzer both ways too ("Resemblyzer" is its raw cosine, as its users get it).
+Resemblyzer both ways too ("Resemblyzer" is its raw cosine, as its users get it). "ours +
+envelope statistics" concatenates the centred embedding and the envelope statistics (equal
+weights, each L2-normalised): a score fusion, reported apart from the encoder.
 
 Prints a Markdown table (EER % / minDCF at p_target 0.01) and writes it with the rows as JSON
 to ``--out``. ``--save-checkpoint PATH`` also trains one encoder on every engine and saves it.
@@ -239,6 +241,9 @@ def run_loeo(
             ).model
             emb = E.embed_features(model, te_feats)
             scores[name], scores[f"{name} raw"] = _score2(emb, te_spk)
+            # fusion: the centred embedding next to the envelope statistics, equal weights
+            fused = torch.cat([E.centre_embeddings(emb), E.envelope_baseline(te_env)], 1)
+            scores[f"{name} fused"] = _score(F.normalize(fused, dim=-1), te_spk)
         train_s = time.perf_counter() - t1
         row: dict[str, Any] = {
             "held_out": held,
@@ -253,6 +258,7 @@ def run_loeo(
             "ours_raw": scores[f"{names[0]} raw"],
             "poolings": {n: scores[n] for n in names},
             "poolings_raw": {n: scores[f"{n} raw"] for n in names},
+            "ours_fused": scores[f"{names[0]} fused"],
         }
         if (ship_cfg.n_mels, ship_cfg.sample_rate) == (cfg.n_mels, cfg.sample_rate):
             ship_feats = [D.normalise_features(f, ship_cfg.feature_norm) for f in te_env]
@@ -296,6 +302,7 @@ _COLS = (
     ("envelope", "log-mel envelope/std"),
     ("resemblyzer", "Resemblyzer"),
     ("resemblyzer_centred", "Resemblyzer, centred"),
+    ("ours_fused", "ours + envelope statistics"),
 )
 
 

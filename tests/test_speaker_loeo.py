@@ -77,7 +77,7 @@ def test_quick_run_writes_table(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert set(rows) == {"espeak", "festival"}
     for r in rows.values():
         assert r["test_voices"] >= 3 and not r["pseudo"]
-        for key in ("ours", "ours_raw", "shipped", "shipped_raw", "logmel", "envelope"):
+        for key in ("ours", "ours_raw", "ours_fused", "shipped", "shipped_raw", "logmel"):
             assert 0.0 <= r[key]["eer"] <= 1.0
             assert r[key]["min_dcf"] >= 0.0
         # trained on the other engine only: no test person among the training classes
@@ -131,6 +131,6 @@ def test_table_has_a_column_and_means_per_extra_pooling() -> None:
     assert lines[3].endswith("| 10.0 / 0.500 |")  # festival's TAP cell
     # means over engines with >= 3 voices (the pseudo row is left out); TAP is the last column
     # columns: ours, ours raw, shipped, shipped raw, log-mel, envelope, Resemblyzer (raw,
-    # centred), TAP
-    assert lines[-2].endswith("| 20.0 | n/a | n/a | n/a | 30.0 | n/a | n/a | n/a | 15.0 |")
-    assert lines[-1].endswith("| 30.0 | n/a | n/a | n/a | 30.0 | n/a | n/a | n/a | 10.0 |")
+    # centred), fused, TAP
+    assert lines[-2].endswith("| 20.0 | n/a | n/a | n/a | 30.0 | n/a | n/a | n/a | n/a | 15.0 |")
+    assert lines[-1].endswith("| 30.0 | n/a | n/a | n/a | 30.0 | n/a | n/a | n/a | n/a | 10.0 |")
