@@ -56,7 +56,7 @@ from speechattn.recipes.speaker import data as D
 from speechattn.recipes.speaker import evaluate as E
 from speechattn.recipes.speaker.config import POOLINGS, SpeakerConfig
 
-__all__ = ["build_pool", "main", "run_loeo"]
+__all__ = ["build_pool", "main", "run_loeo", "stats_table"]
 
 DEFAULT_ENGINES = ("espeak", "festival", "rhvoice", "piper", "pico")
 
@@ -293,6 +293,65 @@ def run_loeo(
     return result
 
 
+def stats_table(
+    cache: Path, engines: list[str], espeak_voices: int, utterances: int, *, pool_seed: int = 0
+) -> str:
+    """No training: EER % of untrained log-mel statistics per engine (every pair of the engine's
+    clean utterances), each set-centred and L2-normalised unless said otherwise. Shows what the
+    per-utterance band-mean normalisation (CMN) removes from the voices of an engine."""
+    manifest = build_pool(cache, engines, espeak_voices, utterances, seed=pool_seed)
+    engine_of = _engine_of(manifest)
+    utts = D.load_speaker_corpus(manifest)
+    gain = D.load_feature_set(utts, SpeakerConfig(feature_norm="gain"))
+    eng = [engine_of[i] for i in gain.ids]
+
+    def centred(x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x - x.mean(0, keepdim=True), dim=-1)
+
+    def cmn(f: torch.Tensor) -> torch.Tensor:
+        return f - f.mean(0, keepdim=True)
+
+    def band_means(fs: list[torch.Tensor]) -> torch.Tensor:
+        m = torch.stack([f.mean(0) for f in fs])
+        return m - m.mean(1, keepdim=True)  # the utterance level removed
+
+    def std(fs: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack([f.std(0, unbiased=False) for f in fs])
+
+    stats: dict[str, Any] = {
+        "CMN std + mean magnitude (the log-mel baseline)": E.stats_baseline,
+        "same, not centred": lambda fs: F.normalize(
+            torch.stack(
+                [torch.cat([cmn(f).std(0, unbiased=False), cmn(f).abs().mean(0)]) for f in fs]
+            ),
+            dim=-1,
+        ),
+        "CMN std only": lambda fs: centred(std(fs)),
+        "band means, level removed (envelope)": lambda fs: centred(band_means(fs)),
+        "envelope + std (envelope statistics)": E.envelope_baseline,
+    }
+    names = sorted(set(eng))
+    lines = [
+        "| statistic | " + " | ".join(names) + " | mean without espeak and 1-2 voice engines |",
+        "|---|" + "---:|" * (len(names) + 1),
+    ]
+    for title, fn in stats.items():
+        cells, keep = [], []
+        for e in names:
+            idx = [i for i, g in enumerate(eng) if g == e]
+            spk = [gain.labels[i] for i in idx]
+            if len(set(spk)) < 2:
+                cells.append("n/a")
+                continue
+            r = _score(fn([gain.feats[i] for i in idx]), spk)
+            cells.append(f"{100 * r['eer']:.1f}")
+            if e != "espeak" and len(set(spk)) >= 3:
+                keep.append(100 * r["eer"])
+        mean = f"{np.mean(keep):.1f}" if keep else "n/a"
+        lines.append(f"| {title} | " + " | ".join(cells) + f" | {mean} |")
+    return "\n".join(lines)
+
+
 _COLS = (
     ("ours", "ours, other engines"),
     ("ours_raw", "ours, raw cosine"),
@@ -379,6 +438,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-resemblyzer", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="espeak + festival, tiny sizes")
+    ap.add_argument(
+        "--stats-only",
+        action="store_true",
+        help="no training: EER of untrained log-mel statistics per engine, then exit",
+    )
     ap.add_argument("--set", nargs="*", default=[], help="SpeakerConfig overrides KEY=VALUE")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -401,6 +465,17 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, ValueError) as exc:
         print(f"speaker_loeo: error: {exc}", file=sys.stderr)
         return 2
+    if args.stats_only:
+        print(
+            stats_table(
+                Path(args.cache),
+                engines,
+                args.espeak_voices,
+                args.utterances,
+                pool_seed=args.pool_seed,
+            )
+        )
+        return 0
     result = run_loeo(
         Path(args.cache),
         cfg,

@@ -95,6 +95,12 @@ def test_quick_run_writes_table(tmp_path: Path, capsys: pytest.CaptureFixture[st
     before = manifest.stat().st_mtime_ns
     bench.build_pool(tmp_path / "cache", ["espeak", "festival"], 4, 3)
     assert manifest.stat().st_mtime_ns == before
+    # untrained statistics on the same pool: one row per statistic, an EER per engine
+    stats = bench.stats_table(tmp_path / "cache", ["espeak", "festival"], 4, 3).splitlines()
+    assert stats[0].startswith("| statistic | espeak | festival |") and len(stats) == 7
+    for line in stats[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert all(0.0 <= float(c) <= 100.0 for c in cells[1:4])
 
 
 def test_bad_override_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
