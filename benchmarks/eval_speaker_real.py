@@ -20,7 +20,8 @@ speaker), heath_ledger.mp3 (two halves; another speaker), broadband. The ``--per
 files of each folder (longest prompts) are used. Seven or nine real speakers, every unordered pair
 is a trial. Reported: EER and mean target / non-target cosine over all trials, and the EER with
 non-target trials restricted to the same language (so that the language cannot give the answer),
-for the trained encoder and for log-mel mean/std statistics with the global mean removed.
+for the trained encoder (raw cosines, and centred on the set's mean embedding as ``speechattn
+speaker score`` does) and for log-mel mean/std statistics with the global mean removed.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def main() -> None:
 
     from speechattn.recipes.speaker.data import feature_extractor as _feature_extractor
     from speechattn.recipes.speaker.data import features as _features
-    from speechattn.recipes.speaker.evaluate import compute_eer, embed_features
+    from speechattn.recipes.speaker.data import normalise_features as _normalise
+    from speechattn.recipes.speaker.evaluate import centre_embeddings, compute_eer, embed_features
     from speechattn.recipes.speaker.evaluate import pair_trials as _trials
     from speechattn.recipes.speaker.model import load_checkpoint
 
@@ -117,10 +119,16 @@ def main() -> None:
     same_lang = langs[:, None] == langs[None, :]
     iu = np.triu_indices(len(segs), k=1)
     emb = embed_features(model, feats)
-    base = torch.stack([torch.cat([f.mean(0), f.std(0)]) for f in feats])
+    # the baseline on band-mean-normalised log-mels whatever the encoder's front end
+    cmn = [_normalise(f, "cmn") for f in feats]
+    base = torch.stack([torch.cat([f.mean(0), f.std(0)]) for f in cmn])
     base = torch.nn.functional.normalize(base - base.mean(0, keepdim=True), dim=-1)
     rows = {}
-    for name, e in (("trained encoder", emb), ("log-mel mean/std, no training", base)):
+    for name, e in (
+        ("trained encoder", emb),
+        ("trained encoder, centred (as `speaker score`)", centre_embeddings(emb)),
+        ("log-mel mean/std, no training", base),
+    ):
         sc, lab = _trials(e, labels)
         keep = (lab == 1) | same_lang[iu]  # targets + same-language non-targets
         rows[name] = {

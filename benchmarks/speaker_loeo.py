@@ -17,8 +17,17 @@ trial (target = same person). Engines with fewer than ``--min-test-voices`` voic
 one voice, Pico two) get speed / pitch pseudo-speakers of their voices as extra test speakers
 (marked ``pseudo`` in the table): those trials measure only whether the encoder separates
 perturbed copies of one voice, an easier and different task. The same trials are scored with the
-shipped encoder (espeak-only training), log-mel mean/std statistics (set mean removed, no
-training) and Resemblyzer when it is installed (a baseline only, never a teacher).
+shipped encoder (``--shipped-checkpoint``, default ``speechattn/assets/speaker_default.pt``,
+which learned every engine of this pool: its rows are not held out; the espeak-only encoder it
+replaced is the asset's previous version, ``git log -- src/speechattn/assets/speaker_default.pt``),
+log-mel mean/std statistics (set mean removed, no training), log-mel envelope/std statistics
+(each band's mean with the utterance level removed, and its std; set mean removed, no training)
+and Resemblyzer when it is installed (a baseline only, never a teacher). Encoder embeddings are
+scored centred on the test set's mean embedding (as ``speechattn speaker score`` does and as the
+log-mel statistics always are) and as raw cosines ("raw cosine" columns); Resemblyzer both ways
+too ("Resemblyzer" is its raw cosine, as its users get it). "ours + envelope statistics"
+concatenates the centred embedding and the envelope statistics (equal weights, each
+L2-normalised): a score fusion, reported apart from the encoder.
 
 Prints a Markdown table (EER % / minDCF at p_target 0.01) and writes it with the rows as JSON
 to ``--out``. ``--save-checkpoint PATH`` also trains one encoder on every engine and saves it.
@@ -50,7 +59,7 @@ from speechattn.recipes.speaker import data as D
 from speechattn.recipes.speaker import evaluate as E
 from speechattn.recipes.speaker.config import POOLINGS, SpeakerConfig
 
-__all__ = ["build_pool", "main", "run_loeo"]
+__all__ = ["build_pool", "main", "run_loeo", "stats_table"]
 
 DEFAULT_ENGINES = ("espeak", "festival", "rhvoice", "piper", "pico")
 
@@ -110,6 +119,12 @@ def _score(emb: torch.Tensor, speakers: list[str]) -> dict[str, float]:
     return {"eer": E.compute_eer(s, lab), "min_dcf": E.compute_min_dcf(s, lab)}
 
 
+def _score2(emb: torch.Tensor, speakers: list[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """Scores of embeddings centred on the test set's mean (what ``speechattn speaker score``
+    does) and of the raw cosines."""
+    return _score(E.centre_embeddings(emb), speakers), _score(emb, speakers)
+
+
 def _resemblyzer_embed(paths: list[tuple[Path, float, float]]) -> torch.Tensor | None:
     """Resemblyzer utterance embeddings, or None when it is not installed."""
     try:
@@ -146,6 +161,7 @@ def run_loeo(
     save_checkpoint: Path | None = None,
     resemblyzer: bool = True,
     pool_seed: int = 0,
+    shipped_checkpoint: Path | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
     """Train one encoder per held-out engine (and pooling); score every baseline on the same
@@ -170,6 +186,9 @@ def run_loeo(
         train_labels={u.label for u in utts},
     )
     clean = D.load_feature_set(utts, cfg)
+    # the envelope statistics need log-mels that keep their band means
+    env_cfg = SpeakerConfig(**{**cfg.to_dict(), "feature_norm": "gain"})
+    env_clean = clean if cfg.feature_norm == "gain" else D.load_feature_set(utts, env_cfg)
     eng_of_item = [engine_of[i] for i in train_all.ids]
     clean_eng = [engine_of[i] for i in clean.ids]
     voices_of = {
@@ -180,7 +199,7 @@ def run_loeo(
         f"voices per engine { {e: len(v) for e, v in voices_of.items()} } "
         f"({time.perf_counter() - t0:.0f} s)"
     )
-    shipped, ship_cfg = load_checkpoint()
+    shipped, ship_cfg = load_checkpoint(shipped_checkpoint)
     path_of = {u.id: u.audio_path for u in utts}
     rows = []
     for held in present:
@@ -189,6 +208,7 @@ def run_loeo(
         # test set: clean utterances of the held-out engine (+ pseudo-speakers if few voices)
         te = [i for i, g in enumerate(clean_eng) if g == held]
         te_feats = [clean.feats[i] for i in te]
+        te_env = [env_clean.feats[i] for i in te]
         te_spk = [clean.labels[i] for i in te]
         te_src: list[tuple[Path, float, float]] = [(path_of[clean.ids[i]], 1.0, 0.0) for i in te]
         pseudo = len(voices_of[held]) < min_test_voices
@@ -196,11 +216,13 @@ def run_loeo(
             from speechattn.data.audio import load_audio
 
             ext = D.feature_extractor(cfg)
+            env_ext = D.feature_extractor(env_cfg)
             for i in te:
                 x = load_audio(path_of[clean.ids[i]], sample_rate=cfg.sample_rate).numpy()
                 for f in test_pseudo:
-                    y = D.speed_perturb(x, cfg.sample_rate, f)
-                    te_feats.append(D.features(torch.from_numpy(y), ext))
+                    y = torch.from_numpy(D.speed_perturb(x, cfg.sample_rate, f))
+                    te_feats.append(D.features(y, ext))
+                    te_env.append(D.features(y, env_ext))
                     te_spk.append(f"{clean.labels[i]}@test-speed{f:g}")
                     te_src.append((path_of[clean.ids[i]], f, 0.0))
         test_persons = set(voices_of[held])
@@ -221,7 +243,11 @@ def run_loeo(
                 cfg,
                 progress=False,
             ).model
-            scores[name] = _score(E.embed_features(model, te_feats), te_spk)
+            emb = E.embed_features(model, te_feats)
+            scores[name], scores[f"{name} raw"] = _score2(emb, te_spk)
+            # fusion: the centred embedding next to the envelope statistics, equal weights
+            fused = torch.cat([E.centre_embeddings(emb), E.envelope_baseline(te_env)], 1)
+            scores[f"{name} fused"] = _score(F.normalize(fused, dim=-1), te_spk)
         train_s = time.perf_counter() - t1
         row: dict[str, Any] = {
             "held_out": held,
@@ -233,15 +259,22 @@ def run_loeo(
             "train_items": len(tr),
             "train_s": train_s,
             "ours": scores[names[0]],
-            "poolings": scores,
+            "ours_raw": scores[f"{names[0]} raw"],
+            "poolings": {n: scores[n] for n in names},
+            "poolings_raw": {n: scores[f"{n} raw"] for n in names},
+            "ours_fused": scores[f"{names[0]} fused"],
         }
         if (ship_cfg.n_mels, ship_cfg.sample_rate) == (cfg.n_mels, cfg.sample_rate):
-            row["shipped"] = _score(E.embed_features(shipped, te_feats), te_spk)
+            ship_feats = [D.normalise_features(f, ship_cfg.feature_norm) for f in te_env]
+            row["shipped"], row["shipped_raw"] = _score2(
+                E.embed_features(shipped, ship_feats), te_spk
+            )
         row["logmel"] = _score(E.stats_baseline(te_feats), te_spk)
+        row["envelope"] = _score(E.envelope_baseline(te_env), te_spk)
         if resemblyzer:
             emb = _resemblyzer_embed(te_src)
             if emb is not None:
-                row["resemblyzer"] = _score(emb, te_spk)
+                row["resemblyzer_centred"], row["resemblyzer"] = _score2(emb, te_spk)
         rows.append(row)
         log(_fmt_row(row, list(names[1:])) + f"  (train {train_s:.0f} s)")
     result: dict[str, Any] = {
@@ -264,11 +297,75 @@ def run_loeo(
     return result
 
 
+def stats_table(
+    cache: Path, engines: list[str], espeak_voices: int, utterances: int, *, pool_seed: int = 0
+) -> str:
+    """No training: EER % of untrained log-mel statistics per engine (every pair of the engine's
+    clean utterances), each set-centred and L2-normalised unless said otherwise. Shows what the
+    per-utterance band-mean normalisation (CMN) removes from the voices of an engine."""
+    manifest = build_pool(cache, engines, espeak_voices, utterances, seed=pool_seed)
+    engine_of = _engine_of(manifest)
+    utts = D.load_speaker_corpus(manifest)
+    gain = D.load_feature_set(utts, SpeakerConfig(feature_norm="gain"))
+    eng = [engine_of[i] for i in gain.ids]
+
+    def centred(x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x - x.mean(0, keepdim=True), dim=-1)
+
+    def cmn(f: torch.Tensor) -> torch.Tensor:
+        return f - f.mean(0, keepdim=True)
+
+    def band_means(fs: list[torch.Tensor]) -> torch.Tensor:
+        m = torch.stack([f.mean(0) for f in fs])
+        return m - m.mean(1, keepdim=True)  # the utterance level removed
+
+    def std(fs: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack([f.std(0, unbiased=False) for f in fs])
+
+    stats: dict[str, Any] = {
+        "CMN std + mean magnitude (the log-mel baseline)": E.stats_baseline,
+        "same, not centred": lambda fs: F.normalize(
+            torch.stack(
+                [torch.cat([cmn(f).std(0, unbiased=False), cmn(f).abs().mean(0)]) for f in fs]
+            ),
+            dim=-1,
+        ),
+        "CMN std only": lambda fs: centred(std(fs)),
+        "band means, level removed (envelope)": lambda fs: centred(band_means(fs)),
+        "envelope + std (envelope statistics)": E.envelope_baseline,
+    }
+    names = sorted(set(eng))
+    lines = [
+        "| statistic | " + " | ".join(names) + " | mean without espeak and 1-2 voice engines |",
+        "|---|" + "---:|" * (len(names) + 1),
+    ]
+    for title, fn in stats.items():
+        cells, keep = [], []
+        for e in names:
+            idx = [i for i, g in enumerate(eng) if g == e]
+            spk = [gain.labels[i] for i in idx]
+            if len(set(spk)) < 2:
+                cells.append("n/a")
+                continue
+            r = _score(fn([gain.feats[i] for i in idx]), spk)
+            cells.append(f"{100 * r['eer']:.1f}")
+            if e != "espeak" and len(set(spk)) >= 3:
+                keep.append(100 * r["eer"])
+        mean = f"{np.mean(keep):.1f}" if keep else "n/a"
+        lines.append(f"| {title} | " + " | ".join(cells) + f" | {mean} |")
+    return "\n".join(lines)
+
+
 _COLS = (
     ("ours", "ours, other engines"),
-    ("shipped", "shipped (espeak only)"),
+    ("ours_raw", "ours, raw cosine"),
+    ("shipped", "shipped"),
+    ("shipped_raw", "shipped, raw cosine"),
     ("logmel", "log-mel mean/std"),
+    ("envelope", "log-mel envelope/std"),
     ("resemblyzer", "Resemblyzer"),
+    ("resemblyzer_centred", "Resemblyzer, centred"),
+    ("ours_fused", "ours + envelope statistics"),
 )
 
 
@@ -307,7 +404,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     ]
     for title, pick in (
         ("mean EER, engines with >= 3 voices", lambda r: not r["pseudo"]),
-        # the shipped encoder learned espeak voices: its espeak row is not held out
+        # espeak-trained encoders (the espeak-only one shipped before) learned espeak voices
         ("same, without espeak", lambda r: not r["pseudo"] and r["held_out"] != "espeak"),
     ):
         means = []
@@ -342,9 +439,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pool-seed", type=int, default=0, help="voices and sentences of the pool")
     ap.add_argument("--p-real-room", type=float, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--save-checkpoint", default=None)
+    ap.add_argument(
+        "--shipped-checkpoint",
+        default=None,
+        help="encoder of the 'shipped' columns (default: the one in speechattn/assets)",
+    )
     ap.add_argument("--no-resemblyzer", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="espeak + festival, tiny sizes")
+    ap.add_argument(
+        "--stats-only",
+        action="store_true",
+        help="no training: EER of untrained log-mel statistics per engine, then exit",
+    )
     ap.add_argument("--set", nargs="*", default=[], help="SpeakerConfig overrides KEY=VALUE")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -367,6 +474,17 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, ValueError) as exc:
         print(f"speaker_loeo: error: {exc}", file=sys.stderr)
         return 2
+    if args.stats_only:
+        print(
+            stats_table(
+                Path(args.cache),
+                engines,
+                args.espeak_voices,
+                args.utterances,
+                pool_seed=args.pool_seed,
+            )
+        )
+        return 0
     result = run_loeo(
         Path(args.cache),
         cfg,
@@ -378,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         save_checkpoint=Path(args.save_checkpoint) if args.save_checkpoint else None,
         resemblyzer=not args.no_resemblyzer,
         pool_seed=args.pool_seed,
+        shipped_checkpoint=Path(args.shipped_checkpoint) if args.shipped_checkpoint else None,
         log=lambda s: print(s, flush=True),
     )
     md = table(result["rows"])

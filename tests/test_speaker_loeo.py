@@ -77,7 +77,7 @@ def test_quick_run_writes_table(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert set(rows) == {"espeak", "festival"}
     for r in rows.values():
         assert r["test_voices"] >= 3 and not r["pseudo"]
-        for key in ("ours", "shipped", "logmel"):
+        for key in ("ours", "ours_raw", "ours_fused", "shipped", "shipped_raw", "logmel"):
             assert 0.0 <= r[key]["eer"] <= 1.0
             assert r[key]["min_dcf"] >= 0.0
         # trained on the other engine only: no test person among the training classes
@@ -95,6 +95,12 @@ def test_quick_run_writes_table(tmp_path: Path, capsys: pytest.CaptureFixture[st
     before = manifest.stat().st_mtime_ns
     bench.build_pool(tmp_path / "cache", ["espeak", "festival"], 4, 3)
     assert manifest.stat().st_mtime_ns == before
+    # untrained statistics on the same pool: one row per statistic, an EER per engine
+    stats = bench.stats_table(tmp_path / "cache", ["espeak", "festival"], 4, 3).splitlines()
+    assert stats[0].startswith("| statistic | espeak | festival |") and len(stats) == 7
+    for line in stats[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert all(0.0 <= float(c) <= 100.0 for c in cells[1:4])
 
 
 def test_bad_override_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -130,5 +136,7 @@ def test_table_has_a_column_and_means_per_extra_pooling() -> None:
     assert "ours (ASTP), other engines" in lines[0] and lines[0].endswith("| ours (TAP) |")
     assert lines[3].endswith("| 10.0 / 0.500 |")  # festival's TAP cell
     # means over engines with >= 3 voices (the pseudo row is left out); TAP is the last column
-    assert lines[-2].endswith("| 20.0 | n/a | 30.0 | n/a | 15.0 |")
-    assert lines[-1].endswith("| 30.0 | n/a | 30.0 | n/a | 10.0 |")
+    # columns: ours, ours raw, shipped, shipped raw, log-mel, envelope, Resemblyzer (raw,
+    # centred), fused, TAP
+    assert lines[-2].endswith("| 20.0 | n/a | n/a | n/a | 30.0 | n/a | n/a | n/a | n/a | 15.0 |")
+    assert lines[-1].endswith("| 30.0 | n/a | n/a | n/a | 30.0 | n/a | n/a | n/a | n/a | 10.0 |")

@@ -226,12 +226,21 @@ def test_shipped_checkpoint_embeds(tmp_path: Path) -> None:
 
 
 def test_shipped_checkpoint_matches_the_documented_rebuild() -> None:
-    """The README rebuilds it with the defaults and ``--poolings ASTP``: its config must say so
-    (fields added since take their defaults, which describe the shipped TDNN encoder)."""
+    """The README rebuilds it with ``benchmarks/speaker_loeo.py --set steps=1000
+    commercial_only=true feature_norm=gain --save-checkpoint ...``: its config must be that
+    benchmark's base config with those settings (ASTP pooling, TDNN trunk, commercial voices)."""
     from speechattn.recipes.speaker import load_checkpoint
 
-    _, cfg = load_checkpoint()
-    expected = asdict(SpeakerConfig())
-    expected["poolings"] = ["ASTP"]
+    model, cfg = load_checkpoint()
+    expected = asdict(
+        SpeakerConfig(
+            steps=1000,
+            speed_perturb=[0.9, 1.1],
+            p_real_room=0.3,
+            commercial_only=True,
+            feature_norm="gain",
+        )
+    )
     assert asdict(cfg) == expected
-    assert cfg.trunk == "tdnn" and cfg.speed_perturb == [] and cfg.pitch_perturb == []
+    assert model.pooling_name == "ASTP" and model.trunk_name == "tdnn"
+    assert cfg.commercial_only  # a shipped model learns from commercial-licence voices only

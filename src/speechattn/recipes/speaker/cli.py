@@ -6,7 +6,7 @@ Commands::
     speechattn speaker [synth] [--quick] [--poolings ASTP ...] [--out DIR]   # espeak voices
     speechattn speaker train DATA [--trials LIST] [--out DIR]               # a real corpus
     speechattn speaker score LIST [--root DIR] [--checkpoint CKPT]          # EER / minDCF
-    speechattn speaker embed AUDIO_DIR --out FILE.npz [--checkpoint CKPT]
+    speechattn speaker embed AUDIO_DIR --out FILE.npz [--checkpoint CKPT] [--centre]
 
 ``DATA`` is a VoxCeleb-layout folder (``id*/video/*.wav``), a Kaldi data dir (``wav.scp``,
 ``utt2spk``) or a manifest (``.jsonl`` with ``audio`` and ``speaker``, optionally ``person``:
@@ -139,11 +139,14 @@ def _cmd_score(args: argparse.Namespace) -> int:
     try:
         model, cfg = load_checkpoint(args.checkpoint)
         root = args.root if args.root is not None else Path(args.trials).parent
-        res = score_trials(model, cfg, read_trials(args.trials, root), on_skip=_warn)
+        res = score_trials(
+            model, cfg, read_trials(args.trials, root), on_skip=_warn, centre=not args.no_centre
+        )
     except (ValueError, FileNotFoundError) as exc:
         raise CliError(str(exc)) from None
+    how = "centred on the list's mean" if res["centred"] else "not centred"
     print(
-        f"encoder             EER {100 * res['eer']:6.2f}%  minDCF {res['min_dcf']:.3f}\n"
+        f"encoder             EER {100 * res['eer']:6.2f}%  minDCF {res['min_dcf']:.3f}  ({how})\n"
         f"log-mel statistics  EER {100 * res['baseline_eer']:6.2f}%  "
         f"minDCF {res['baseline_min_dcf']:.3f}\n"
         f"{res['num_trials']} trials ({res['num_targets']} target), "
@@ -166,6 +169,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
             on_skip=_warn,
             progress=not args.no_progress,
+            centre=args.centre,
         )
     except (ValueError, FileNotFoundError) as exc:
         raise CliError(str(exc)) from None
@@ -257,6 +261,11 @@ def add_parser(sub: Any) -> None:
     )
     sc.add_argument("--checkpoint", default=None, help="speaker checkpoint (default: shipped)")
     sc.add_argument("--out", default=None, help="also write the figures to this .json")
+    sc.add_argument(
+        "--no-centre",
+        action="store_true",
+        help="score raw cosines (default: embeddings centred on the mean of the list's files)",
+    )
     sc.set_defaults(func=_cmd_score)
 
     e = ssub.add_parser(
@@ -266,6 +275,12 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--out", required=True, help="output .npz (.npz is appended if missing)")
     e.add_argument(
         "--checkpoint", default=None, help="speaker checkpoint (default: the shipped one)"
+    )
+    e.add_argument(
+        "--centre",
+        action="store_true",
+        help="centre the embeddings on the folder's mean (as score does; stored as 'mean'); "
+        "only for folders of several speakers",
     )
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=_cmd_embed)

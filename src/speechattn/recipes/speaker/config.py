@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-__all__ = ["POOLINGS", "TRUNKS", "SpeakerConfig"]
+__all__ = ["FEATURE_NORMS", "POOLINGS", "TRUNKS", "SpeakerConfig"]
 
 #: Pooling layer names, in WeSpeaker's order (classes of :mod:`speechattn.nn.pooling`).
 POOLINGS: tuple[str, ...] = ("TAP", "TSDP", "TSTP", "ASTP", "MHASTP", "MQMHASTP", "ASP")
 #: Frame-level encoders: the thin x-vector TDNN, or ECAPA-TDNN-style SE-Res2Net blocks.
 TRUNKS: tuple[str, ...] = ("tdnn", "ecapa")
+#: Per-utterance normalisation of the log-mels: each band's mean (CMN), or the level only.
+FEATURE_NORMS: tuple[str, ...] = ("cmn", "gain")
 
 
 @dataclass
@@ -32,6 +34,10 @@ class SpeakerConfig:
     ``"ecapa"`` (ECAPA-TDNN-style: a conv, 3 SE-Res2Net blocks of ``channels`` with dilations
     2, 3, 4 and ``res2net_scale`` groups, multi-layer feature aggregation to ``3 * channels``);
     any pooling of :data:`POOLINGS` sits on top, then a linear embedding of ``embed_dim``.
+
+    Features: log-mels of ``n_mels`` bins; ``feature_norm`` ``"cmn"`` removes each band's
+    utterance mean, ``"gain"`` only the utterance's mean level, so the long-term spectral
+    envelope of the voice stays in the input (:class:`speechattn.recipes.speaker.data.SpeakerFrontEnd`).
 
     Pseudo-speakers: every factor of ``speed_perturb`` (e.g. ``[0.9, 1.1]``) resamples each
     training utterance (tempo and pitch change together, as Kaldi's and WeSpeaker's speed
@@ -60,6 +66,7 @@ class SpeakerConfig:
     seed: int = 0
     sample_rate: int = 16000
     n_mels: int = 40
+    feature_norm: str = "cmn"
     channels: int = 64
     embed_dim: int = 128
     steps: int = 2000
@@ -148,6 +155,10 @@ class SpeakerConfig:
         if not self.lr > 0 or not self.scale > 0 or not self.margin >= 0:
             raise ValueError(
                 f"Expected lr > 0, scale > 0, margin >= 0; found {self.lr}, {self.scale}, {self.margin}."
+            )
+        if self.feature_norm not in FEATURE_NORMS:
+            raise ValueError(
+                f"Expected feature_norm in {FEATURE_NORMS}; found {self.feature_norm!r}."
             )
         if self.trunk not in TRUNKS:
             raise ValueError(f"Expected trunk in {TRUNKS}; found {self.trunk!r}.")

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AUDIO_SUFFIXES",
     "FeatureSet",
+    "SpeakerFrontEnd",
     "SpeakerUtterance",
     "Trial",
     "channel_augment",
@@ -54,6 +55,7 @@ __all__ = [
     "load_feature_set",
     "load_speaker_corpus",
     "min_samples",
+    "normalise_features",
     "pitch_shift",
     "random_crops",
     "read_trials",
@@ -251,18 +253,46 @@ def corpus_fingerprint(utts: Sequence[SpeakerUtterance]) -> str:
 # Features
 
 
-def feature_extractor(cfg: SpeakerConfig) -> nn.Module:
-    """Log-mels: 25 ms Hann windows every 10 ms, ``cfg.n_mels`` bins at ``cfg.sample_rate``."""
-    from speechattn.data.features import LogMelSpectrogram
+class SpeakerFrontEnd(nn.Module):
+    """Log-mels of one waveform, normalised per utterance: ``(N,) -> (T, n_mels)``.
 
-    n_fft = 512 if cfg.sample_rate <= 16000 else 1024
-    return LogMelSpectrogram(
-        sample_rate=cfg.sample_rate,
-        n_fft=n_fft,
-        win_length=int(0.025 * cfg.sample_rate),
-        hop_length=int(0.010 * cfg.sample_rate),
-        n_mels=cfg.n_mels,
-    )
+    ``feature_norm="cmn"`` removes each band's utterance mean (cepstral mean normalisation: a
+    fixed equaliser and the long-term spectral envelope are gone); ``"gain"`` removes one
+    number, the mean over all frames and bands (the level: a gain is gone, the long-term
+    envelope, e.g. the spectral tilt and formant regions of a voice, stays).
+    """
+
+    def __init__(self, cfg: SpeakerConfig) -> None:
+        super().__init__()
+        from speechattn.data.features import LogMelSpectrogram
+
+        n_fft = 512 if cfg.sample_rate <= 16000 else 1024
+        self.logmel = LogMelSpectrogram(
+            sample_rate=cfg.sample_rate,
+            n_fft=n_fft,
+            win_length=int(0.025 * cfg.sample_rate),
+            hop_length=int(0.010 * cfg.sample_rate),
+            n_mels=cfg.n_mels,
+        )
+        self.feature_norm = cfg.feature_norm
+
+    def forward(self, wave: Tensor) -> Tensor:
+        return normalise_features(self.logmel(wave.float()), self.feature_norm)
+
+
+def normalise_features(feats: Tensor, feature_norm: str = "cmn") -> Tensor:
+    """Per-utterance normalisation of log-mels ``(T, n_mels)`` (see :class:`SpeakerFrontEnd`)."""
+    if feature_norm == "cmn":
+        return feats - feats.mean(0, keepdim=True)
+    if feature_norm == "gain":
+        return feats - feats.mean()
+    raise ValueError(f"Expected feature_norm 'cmn' or 'gain'; found {feature_norm!r}.")
+
+
+def feature_extractor(cfg: SpeakerConfig) -> nn.Module:
+    """The :class:`SpeakerFrontEnd` of ``cfg``: 25 ms Hann windows every 10 ms, ``cfg.n_mels``
+    bins at ``cfg.sample_rate``, ``cfg.feature_norm`` per utterance."""
+    return SpeakerFrontEnd(cfg)
 
 
 def min_samples(cfg: SpeakerConfig) -> int:
@@ -271,9 +301,13 @@ def min_samples(cfg: SpeakerConfig) -> int:
 
 
 def features(wave: Tensor, extractor: nn.Module) -> Tensor:
-    """``(N,)`` waveform -> ``(T, n_mels)`` log-mels with the utterance mean removed (CMN)."""
+    """``(N,)`` waveform -> ``(T, n_mels)`` normalised log-mels: ``extractor`` is a
+    :class:`SpeakerFrontEnd` (its own normalisation), or a bare log-mel module (then the
+    utterance mean of each band is removed, CMN)."""
     with torch.no_grad():
         feats = extractor(wave.float())
+    if isinstance(extractor, SpeakerFrontEnd):
+        return feats
     return feats - feats.mean(0, keepdim=True)
 
 

@@ -29,10 +29,12 @@ from speechattn.recipes.speaker.model import SpeakerEncoder
 __all__ = [
     "EmbedResult",
     "TrialSet",
+    "centre_embeddings",
     "compute_eer",
     "compute_min_dcf",
     "embed_directory",
     "embed_features",
+    "envelope_baseline",
     "error_rates",
     "npz_path",
     "pair_trials",
@@ -104,6 +106,32 @@ def embed_features(
     return out
 
 
+def centre_embeddings(emb: Tensor, mean: Tensor | None = None) -> Tensor:
+    """Subtract a mean embedding and L2-normalise again: ``(N, E) -> (N, E)``.
+
+    ``mean`` ``(E,)`` defaults to the mean of the rows themselves (set-mean centring, as the
+    log-mel statistics baseline does): a speaker-independent direction shared by every utterance
+    of a set (its engine, channel or recording conditions) then stops counting in cosine scores.
+    It needs a set of several speakers: centring the clips of one person removes that person.
+    On the leave-one-engine-out table (``benchmarks/RESULTS.md``) it lowers the mean EER of
+    every encoder measured.
+
+    Raises:
+        ValueError: ``emb`` is not 2-D, or no ``mean`` is given and ``emb`` has fewer than 2 rows.
+    """
+    if emb.dim() != 2:
+        raise ValueError(f"Expected embeddings (N, E); found shape {tuple(emb.shape)}.")
+    if mean is None:
+        if emb.shape[0] < 2:
+            raise ValueError(
+                f"Expected at least 2 embeddings to centre on their own mean; found {emb.shape[0]}."
+            )
+        mean = emb.mean(0)
+    if mean.shape != emb.shape[1:]:
+        raise ValueError(f"Expected mean (E={emb.shape[1]},); found {tuple(mean.shape)}.")
+    return F.normalize(emb - mean, dim=-1)
+
+
 def pair_trials(emb: Tensor, speakers: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Cosine scores and target labels of every unordered pair of rows of ``emb (N, E)``."""
     sim = (emb @ emb.T).numpy()
@@ -170,14 +198,21 @@ def score_trials(
     trials: Sequence[Trial],
     *,
     on_skip: Callable[[str, str], None] | None = None,
+    centre: bool = True,
 ) -> dict[str, Any]:
     """Embed every file of ``trials`` once and score each trial by cosine similarity.
 
-    Returns ``eer``, ``min_dcf``, ``num_trials``, ``skipped_trials``, and the same for the
-    log-mel statistics baseline under ``baseline_eer`` / ``baseline_min_dcf``.
+    With ``centre`` (default) the embeddings are centred on the mean embedding of the trial
+    list's files first (:func:`centre_embeddings`), as the log-mel statistics baseline always is.
+
+    Returns ``eer``, ``min_dcf``, ``num_trials``, ``skipped_trials``, ``centred``, and the same
+    for the log-mel statistics baseline under ``baseline_eer`` / ``baseline_min_dcf``.
     """
     ts = trial_features(trials, cfg, on_skip=on_skip)
-    s = ts.scores(embed_features(model, ts.feats))
+    emb = embed_features(model, ts.feats)
+    if centre:  # a trial list with targets and non-targets has at least 2 files
+        emb = centre_embeddings(emb)
+    s = ts.scores(emb)
     b = ts.scores(stats_baseline(ts.feats))
     return {
         "eer": compute_eer(s, ts.labels),
@@ -186,14 +221,34 @@ def score_trials(
         "baseline_min_dcf": compute_min_dcf(b, ts.labels),
         "num_trials": len(s),
         "num_targets": int(ts.labels.sum()),
+        "centred": centre,
         "skipped_trials": ts.skipped_trials,
     }
 
 
 def stats_baseline(feats: Sequence[Tensor]) -> Tensor:
     """No training: log-mel std / mean-magnitude statistics, centred over the set, L2-normalised:
-    ``(N, 2 n_mels)``."""
-    base = torch.stack([torch.cat([f.std(0, unbiased=False), f.abs().mean(0)]) for f in feats])
+    ``(N, 2 n_mels)``. Computed on the band-mean-normalised (CMN) log-mels whatever
+    normalisation ``feats (T_i, n_mels)`` had, so the baseline is the same for every front end."""
+    rows = []
+    for f in feats:
+        f = f - f.mean(0, keepdim=True)
+        rows.append(torch.cat([f.std(0, unbiased=False), f.abs().mean(0)]))
+    base = torch.stack(rows)
+    return F.normalize(base - base.mean(0, keepdim=True), dim=-1)
+
+
+def envelope_baseline(feats: Sequence[Tensor]) -> Tensor:
+    """No training: each band's mean (with the utterance's mean level removed: the long-term
+    spectral envelope) and std of the log-mels, centred over the set, L2-normalised:
+    ``(N, 2 n_mels)``. ``feats (T_i, n_mels)`` must keep their band means (raw log-mels or the
+    ``"gain"`` front end, not CMN). A stronger statistic than :func:`stats_baseline` on the
+    synthetic voices of ``benchmarks/speaker_loeo.py`` (figures in ``benchmarks/RESULTS.md``)."""
+    rows = []
+    for f in feats:
+        mean = f.mean(0)
+        rows.append(torch.cat([mean - mean.mean(), f.std(0, unbiased=False)]))
+    base = torch.stack(rows)
     return F.normalize(base - base.mean(0, keepdim=True), dim=-1)
 
 
@@ -269,12 +324,15 @@ class EmbedResult(NamedTuple):
         embeddings: float32 ``(N, E)``, rows L2-normalised and finite.
         skipped: ``(relative path, reason)`` of every file left out.
         path: the ``.npz`` file actually written.
+        mean: with ``centre=True``, the mean ``(E,)`` subtracted from the (L2-normalised)
+            embeddings before they were normalised again; None otherwise.
     """
 
     keys: list[str]
     embeddings: np.ndarray
     skipped: list[tuple[str, str]]
     path: Path
+    mean: np.ndarray | None = None
 
 
 def npz_path(out: str | os.PathLike[str]) -> Path:
@@ -290,6 +348,7 @@ def embed_directory(
     checkpoint: str | os.PathLike[str] | None = None,
     on_skip: Callable[[str, str], None] | None = None,
     progress: bool = False,
+    centre: bool = False,
 ) -> EmbedResult:
     """Embed every audio file under ``audio_dir`` (any rate: resampled) into one ``.npz``.
 
@@ -299,9 +358,15 @@ def embed_directory(
     non-finite or silent are skipped, each reported once through ``on_skip(path, reason)``
     (default: a warning); no NaN embedding is ever written.
 
+    With ``centre``, the embeddings are centred on their own mean before being L2-normalised
+    again (:func:`centre_embeddings`, what ``speechattn speaker score`` does to a trial list's
+    files) and the file also holds that ``mean`` ``(E,)``: centre a later clip ``x`` (an
+    uncentred embedding) with ``normalize(x - mean)``. Only for folders of several speakers:
+    centring one person's clips removes what they share, the person.
+
     Raises:
         ValueError: ``audio_dir`` is not a folder, holds no audio file, or no file is usable
-            (nothing is written then).
+            (nothing is written then); ``centre`` with fewer than 2 usable files.
     """
     from speechattn.recipes.speaker.data import SpeakerUtterance, load_feature_set
     from speechattn.recipes.speaker.model import load_checkpoint
@@ -337,9 +402,22 @@ def embed_directory(
         raise ValueError(
             f"No usable audio file under {root}: all {len(files)} were skipped (see the warnings)."
         )
+    arrays: dict[str, np.ndarray] = {"keys": np.asarray(keys, dtype=np.str_)}
+    mean: np.ndarray | None = None
+    if centre:
+        if len(keys) < 2:
+            raise ValueError(
+                f"Expected at least 2 usable audio files under {root} to centre the embeddings; "
+                f"found {len(keys)}. Leave out --centre."
+            )
+        t = torch.from_numpy(emb)
+        mean = t.mean(0).numpy().astype(np.float32)
+        emb = centre_embeddings(t).numpy().astype(np.float32)
+        arrays["mean"] = mean
+    arrays["embeddings"] = emb
     path = npz_path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, keys=np.asarray(keys, dtype=np.str_), embeddings=emb)
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]
     os.replace(tmp, path)
-    return EmbedResult(keys, emb, skipped, path)
+    return EmbedResult(keys, emb, skipped, path, mean)

@@ -43,6 +43,7 @@ from speechattn.recipes.speaker.data import (
     read_trials,
 )
 from speechattn.recipes.speaker.evaluate import (
+    centre_embeddings,
     compute_eer,
     compute_min_dcf,
     det_png,
@@ -495,7 +496,8 @@ def run_speaker(
         model = res.model.cpu()
         eer = dcf = math.nan
         if evaluate:
-            s, lab = score(embed_features(model, test_feats))
+            # centred on the test set's mean embedding, as `speechattn speaker score` scores
+            s, lab = score(centre_embeddings(embed_features(model, test_feats)))
             eer, dcf = compute_eer(s, lab), compute_min_dcf(s, lab)
             pm, pf, _ = error_rates(s, lab)
             curves[name] = (pm, pf)
@@ -541,7 +543,8 @@ def run_speaker(
         )
         notes = (
             f"{len(train_ids)} training voices ({len(classes)} classes with pseudo-speakers), "
-            f"scored on {where}: {n_trials} cosine trials; each encoder ({cfg.trunk} trunk) trained "
+            f"scored on {where}: {n_trials} cosine trials (encoder embeddings centred on the "
+            f"test set's mean); each encoder ({cfg.trunk} trunk) trained "
             f"{cfg.steps} steps with AAM softmax (m={cfg.margin}, s={cfg.scale}) on random "
             f"{cfg.min_frames}-{cfg.max_frames} frame crops; {len(fs.skipped)} files skipped."
         )
