@@ -78,7 +78,7 @@ def folder(tmp_path: Path) -> Path:
 
     d = tmp_path / "audio"
     d.mkdir()
-    for i in range(5):
+    for i in range(12):
         sf.write(d / f"v{i}.wav", _voice(i), SR)
     return d
 
@@ -118,7 +118,10 @@ def test_score_centres_by_default(folder: Path, tmp_path: Path) -> None:
     from speechattn.recipes.speaker.evaluate import embed_features, trial_features
 
     trials = tmp_path / "t.txt"
-    trials.write_text("1 v0.wav v4.wav\n0 v0.wav v1.wav\n0 v2.wav v3.wav\n1 v1.wav v1.wav\n")
+    # 12 files (>= MIN_CENTRE_FILES); files i and i + 4 (mod 12) share a pitch: one "speaker"
+    lines = [f"1 v{i}.wav v{(i + 4) % 12}.wav" for i in range(12)]
+    lines += [f"0 v{i}.wav v{i + 1}.wav" for i in range(11)]
+    trials.write_text("\n".join(lines) + "\n")
     out_c, out_r = tmp_path / "c.json", tmp_path / "r.json"
     argv = ["speaker", "score", str(trials), "--root", str(folder)]
     assert _main([*argv, "--out", str(out_c)]) == 0
@@ -135,3 +138,19 @@ def test_score_centres_by_default(folder: Path, tmp_path: Path) -> None:
     from speechattn.recipes.speaker.evaluate import compute_eer
 
     assert res["eer"] == pytest.approx(compute_eer(s, ts.labels))
+
+
+def test_score_does_not_centre_a_short_list(folder: Path, tmp_path: Path) -> None:
+    """A handful of files is mostly its own speakers: centring on their mean would push them
+    apart (two files centred on their own mean always score -1), so they are scored raw."""
+    from speechattn.recipes.speaker import load_checkpoint, score_trials
+    from speechattn.recipes.speaker.data import read_trials
+    from speechattn.recipes.speaker.evaluate import MIN_CENTRE_FILES
+
+    trials = tmp_path / "t.txt"
+    trials.write_text("1 v0.wav v4.wav\n0 v0.wav v1.wav\n0 v2.wav v3.wav\n")
+    assert 5 < MIN_CENTRE_FILES
+    model, cfg = load_checkpoint()
+    tl = read_trials(trials, folder)
+    assert score_trials(model, cfg, tl)["centred"] is False
+    assert score_trials(model, cfg, tl, centre=False)["centred"] is False

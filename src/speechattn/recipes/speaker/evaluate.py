@@ -192,6 +192,10 @@ def trial_features(
     )
 
 
+MIN_CENTRE_FILES = 10
+"""Fewest files of a trial list that :func:`score_trials` centres on their own mean."""
+
+
 def score_trials(
     model: SpeakerEncoder,
     cfg: SpeakerConfig,
@@ -203,14 +207,18 @@ def score_trials(
     """Embed every file of ``trials`` once and score each trial by cosine similarity.
 
     With ``centre`` (default) the embeddings are centred on the mean embedding of the trial
-    list's files first (:func:`centre_embeddings`), as the log-mel statistics baseline always is.
+    list's files first (:func:`centre_embeddings`), as the log-mel statistics baseline always is,
+    when the list has at least ``MIN_CENTRE_FILES`` usable files: the mean of a handful of clips
+    is mostly their speakers, and centring on it would push those speakers apart (two files
+    centred on their own mean always score -1). Fewer files are scored raw (``centred`` False).
 
     Returns ``eer``, ``min_dcf``, ``num_trials``, ``skipped_trials``, ``centred``, and the same
     for the log-mel statistics baseline under ``baseline_eer`` / ``baseline_min_dcf``.
     """
     ts = trial_features(trials, cfg, on_skip=on_skip)
     emb = embed_features(model, ts.feats)
-    if centre:  # a trial list with targets and non-targets has at least 2 files
+    centre = centre and emb.shape[0] >= MIN_CENTRE_FILES
+    if centre:
         emb = centre_embeddings(emb)
     s = ts.scores(emb)
     b = ts.scores(stats_baseline(ts.feats))
