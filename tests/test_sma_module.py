@@ -771,3 +771,35 @@ def test_valid_cell_training_noise_is_standard_gaussian() -> None:
     torch.testing.assert_close(torch.logit(p(0.5, 3)[cell]), torch.logit(p(0.5, 3)[cell]))
     assert not torch.equal(p(0.5, 3), p(0.5, 4))
     assert torch.all(p(0.5, 3)[~cell] == 0)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_context_dropout_is_bernoulli_keep_mask(
+    fast: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training dropout on the projected context zeroes a fraction ``p`` of the values and
+    scales the rest by ``1 / (1 - p)``, independently per value, with the gradient through the
+    same mask; eval mode and ``p = 0`` are the identity (both the uniform-draw path and
+    ``nn.Dropout``)."""
+    import speechattn.nn.monotonic as nm
+
+    monkeypatch.setattr(nm, "FAST_DROPOUT", fast)
+    m = make(dropout=0.3).train()
+    x = torch.ones(8, 50, 32, requires_grad=True)
+    torch.manual_seed(3)
+    y = m._dropout(x)
+    kept = y != 0
+    frac = float(kept.double().mean())
+    n = x.numel()
+    assert abs(frac - 0.7) < 4 * math.sqrt(0.21 / n)
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    (g,) = torch.autograd.grad((y * 2).sum(), x)
+    torch.testing.assert_close(g, torch.where(kept, 2 / 0.7, 0.0))
+    # independent per value: neighbouring keep decisions are uncorrelated
+    k = kept.flatten().double()
+    assert abs(float(torch.corrcoef(torch.stack([k[:-1], k[1:]]))[0, 1])) < 0.05
+    torch.manual_seed(3)
+    assert torch.equal(m._dropout(x), y)  # the global RNG drives it, as nn.Dropout
+    m.eval()
+    assert torch.equal(m._dropout(x), x)
+    assert torch.equal(make(dropout=0.0).train()._dropout(x), x)
