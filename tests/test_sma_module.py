@@ -695,8 +695,9 @@ def test_valid_block_context_equals_dense_bmm_and_gradcheck() -> None:
 
 @pytest.mark.parametrize("fast", [False, True])
 def test_valid_blocks_layer_equals_dense_path(fast: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without noise the layer's outputs and gradients are the same with the valid-block context
-    and noise paths on or off (float64), and NaN in padded values changes nothing."""
+    """Without noise the layer's outputs, focus rates and gradients are the same with the
+    valid-block context and noise paths and the bias-accumulating ranking matmul on or off
+    (float64), and NaN in padded values changes nothing."""
     import speechattn.functional.monotonic_attention as fm
 
     g = torch.Generator().manual_seed(13)
@@ -715,12 +716,15 @@ def test_valid_blocks_layer_equals_dense_path(fast: bool, monkeypatch: pytest.Mo
         out = layer(text, mel, value, query_lengths=tl, key_lengths=ml)
         loss = out.output.sum() + (out.alignment * torch.arange(t)).sum()
         grads = torch.autograd.grad(loss, [mel, value, *layer.parameters()], allow_unused=True)
-        return [out.output.detach(), out.alignment.detach(), *(x for x in grads if x is not None)]
+        outs = [out.output, out.alignment, out.attn_weights, out.focus_rate, out.head_index]
+        return [*(x.detach() for x in outs), *(x for x in grads if x is not None)]
 
     monkeypatch.setattr(fm, "FAST_VALID_BLOCKS", False)
+    monkeypatch.setattr(fm, "FUSED_RANKING_BIAS", False)
     value = torch.randn(b, t, d, generator=g, dtype=torch.float64)
     ref = step(value.clone().requires_grad_(True))
     monkeypatch.setattr(fm, "FAST_VALID_BLOCKS", fast)
+    monkeypatch.setattr(fm, "FUSED_RANKING_BIAS", fast)
     nan_value = value.clone()
     nan_value[1, 7:] = math.nan
     nan_value[2, 9:] = math.nan

@@ -50,6 +50,9 @@ _MASSES = ("preserve", "drop")
 # (one ``mm`` per item), and the selected head's training noise drawn for valid cells only.
 # False: the dense ``bmm`` / a full ``(b, u, t)`` draw (for A/B benchmarks and tests).
 FAST_VALID_BLOCKS = True
+# The heads' ranking energies start from the stay bias and the matmul accumulates onto it
+# (``fill_`` + ``baddbmm_``) instead of a separate ``add_`` pass; False: ``bmm`` then ``add_``.
+FUSED_RANKING_BIAS = True
 
 
 class MonotonicAttentionResult(NamedTuple):
@@ -308,7 +311,7 @@ class _SelectedStayProb(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         q_sel, k_sel, p, head, cell_valid = ctx.saved_tensors
         # sigmoid's derivative, zero at padded cells whatever the incoming gradient holds there
-        d = torch.where(cell_valid, grad * (1 - p) * p, 0)
+        d = torch.where(cell_valid, torch.ops.aten.sigmoid_backward(grad, p), 0)
         grad_q = grad_k = grad_b = None
         q_like, k_like = ctx.like
         if ctx.needs_input_grad[0]:
@@ -596,9 +599,14 @@ def stepwise_monotonic_attention(
             qs = query.to(cdtype) * sc
             kc = key.to(cdtype)
             e_hm = torch.empty((h, b, u, t), dtype=cdtype, device=dev)
-            for j in range(h):
-                torch.bmm(qs[:, j], kc[:, j].transpose(1, 2), out=e_hm[j])
-            p_hm = e_hm.add_(bias_c.view(h, 1, 1, 1)).sigmoid_().view(h * b, u, t)
+            if FUSED_RANKING_BIAS:  # the bias as the matmul's accumulator (no add pass)
+                for j in range(h):
+                    e_hm[j].fill_(bias_c.view(h)[j]).baddbmm_(qs[:, j], kc[:, j].transpose(1, 2))
+            else:
+                for j in range(h):
+                    torch.bmm(qs[:, j], kc[:, j].transpose(1, 2), out=e_hm[j])
+                e_hm.add_(bias_c.view(h, 1, 1, 1))
+            p_hm = e_hm.sigmoid_().view(h * b, u, t)
             q_len_h, k_len_h = q_len.repeat(h), k_len.repeat(h)
             w_hm = stepwise_monotonic_alignment(
                 p_hm,
