@@ -599,9 +599,9 @@ def stepwise_monotonic_attention(
             qs = query.to(cdtype) * sc
             kc = key.to(cdtype)
             e_hm = torch.empty((h, b, u, t), dtype=cdtype, device=dev)
-            if FUSED_RANKING_BIAS:  # the bias as the matmul's accumulator (no add pass)
-                for j in range(h):
-                    e_hm[j].fill_(bias_c.view(h)[j]).baddbmm_(qs[:, j], kc[:, j].transpose(1, 2))
+            if FUSED_RANKING_BIAS and dev.type == "cpu":  # bias as the matmul's accumulator
+                for j, r in enumerate(bias_c.view(h).tolist()):
+                    e_hm[j].fill_(r).baddbmm_(qs[:, j], kc[:, j].transpose(1, 2))
             else:
                 for j in range(h):
                     torch.bmm(qs[:, j], kc[:, j].transpose(1, 2), out=e_hm[j])
