@@ -471,7 +471,9 @@ def stepwise_monotonic_attention(
         key_lengths: int64 ``(b,)`` valid frames (``None``: all ``t``).
         stay_bias: ``(h,)`` tensor or float ``r`` added to every energy (learnable in the module).
         noise_std: std of the Gaussian noise added to the energies before the sigmoid (pass 0
-            outside training).
+            outside training). With ``head_selection="focus_rate"`` on CPU it is one draw of
+            ``sum(query_lengths * key_lengths)`` values for the valid cells only (item by item,
+            row-major), not a ``(b, u, t)`` draw.
         tunable: monotonic attention (True) or plain softmax attention (False).
         mode: ``"soft"``, ``"hard"`` or ``"viterbi"`` (tunable only).
         head_selection: ``"focus_rate"`` or ``"per_head"`` (see above).

@@ -213,7 +213,8 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
         num_heads: ``h``; must divide ``embed_dim``.
         kdim: key feature size (default ``embed_dim``).
         vdim: value feature size (default ``embed_dim``).
-        dropout: dropout on the projected context.
+        dropout: dropout on the projected context (on CPU in training its keep mask comes from
+            ``torch.rand``: ``nn.Dropout``'s distribution and scale, another random stream).
         noise_std: std of the Gaussian noise on the energies in training (encourages discrete
             alignments); 0 disables it.
         energy_bias_init: initial stay bias ``r`` (all heads); ignored if ``initial_stay_prob``
