@@ -20,7 +20,10 @@ Sections (``--section NAME``, default ``recurrence`` and ``layer``):
   ragged lengths, loss ``output.sum() + alignment.sum()``. Baseline: the reference layer. Ours:
   the compat adapter (same math and weights) and the native module
   (``speechattn.nn.StepwiseMonotonicMultiheadAttention``). ``--profile`` prints a
-  ``torch.profiler`` table of the native layer's forward+backward.
+  ``torch.profiler`` table of the native layer's forward+backward. The row ``native-dens``
+  is the native module with its CPU valid-block paths (context matmul per item, noise on
+  valid cells), the bias-accumulating ranking matmul and the uniform-draw dropout switched
+  off, for an A/B in the same process.
 - Thread dispatch: the numba kernels run their items on torch's own OpenMP team where torch
   uses libgomp (the header says which); the rows ``numba-pyth`` (recurrence) and
   ``native-pyth`` (layer) run the same kernels on Python threads (the fallback dispatch) in
@@ -302,6 +305,25 @@ def _layer_setup(shape: dict[str, int], impl: str) -> Callable[[bool], object]:
 
 LAYER_IMPLS = ("reference", "compat", "native")
 NATIVE_PY = "native-pyth"  # the native layer with the numba kernels on Python threads
+# the native layer with its valid-block paths and uniform-draw dropout off (dense bmm, full
+# noise draw, nn.Dropout): the A/B of those paths in the same process
+NATIVE_DENSE = "native-dens"
+
+
+def _with_dense_paths(run: Callable[[bool], object]) -> Callable[[bool], object]:
+    """``run`` with ``FAST_VALID_BLOCKS``, ``FUSED_RANKING_BIAS`` and ``FAST_DROPOUT`` off."""
+    import speechattn.functional.monotonic_attention as fm
+    import speechattn.nn.monotonic as nm
+
+    def wrapped(backward: bool) -> object:
+        old = fm.FAST_VALID_BLOCKS, fm.FUSED_RANKING_BIAS, nm.FAST_DROPOUT
+        fm.FAST_VALID_BLOCKS = fm.FUSED_RANKING_BIAS = nm.FAST_DROPOUT = False
+        try:
+            return run(backward)
+        finally:
+            fm.FAST_VALID_BLOCKS, fm.FUSED_RANKING_BIAS, nm.FAST_DROPOUT = old
+
+    return wrapped
 
 
 def section_layer(
@@ -312,10 +334,12 @@ def section_layer(
     for n_threads in threads:
         torch.set_num_threads(n_threads)
         sub = []
-        impls = LAYER_IMPLS + ((NATIVE_PY,) if _team_available() else ())
+        impls = LAYER_IMPLS + (NATIVE_DENSE,) + ((NATIVE_PY,) if _team_available() else ())
         for impl in impls:
             if impl == NATIVE_PY:
                 run = _on_python_threads(_layer_setup(shape, "native"))
+            elif impl == NATIVE_DENSE:
+                run = _with_dense_paths(_layer_setup(shape, "native"))
             else:
                 run = _layer_setup(shape, impl)
             reps = repeats if impl == "reference" else max(repeats, 7)

@@ -562,10 +562,15 @@ def test_selected_head_backward_matches_autograd_recompute(noise: float) -> None
             q_sel = torch.where(tv[:, :, None], select_heads(split(qq), hi), 0)
             k_sel = torch.where(fv[:, :, None], select_heads(split(kk), hi), 0)
             e = q_sel @ k_sel.transpose(1, 2) / math.sqrt(dh) + rr[hi].view(b, 1, 1)
-            if noise > 0:
-                e = e + torch.randn(
-                    (b, u, t), generator=torch.Generator().manual_seed(5), dtype=e.dtype
-                ).mul(noise)
+            if noise > 0:  # one draw for the valid cells, item by item, row-major
+                cnt = int((ql * kl).sum())
+                flat = torch.randn(cnt, generator=torch.Generator().manual_seed(5), dtype=e.dtype)
+                dense = torch.zeros(b, u, t, dtype=e.dtype)
+                off = 0
+                for i, (m, n) in enumerate(zip(ql.tolist(), kl.tolist(), strict=True)):
+                    dense[i, :m, :n] = flat[off : off + m * n].view(m, n)
+                    off += m * n
+                e = e + dense.mul(noise)
             p_sel = torch.where(tv[:, :, None] & fv[:, None, :], torch.sigmoid(e), 0)
             torch.testing.assert_close(p_sel, res.p_choose, rtol=0, atol=1e-15)
         from speechattn.functional import stepwise_monotonic_alignment
@@ -656,3 +661,149 @@ def test_layer_training_step_does_not_depend_on_padded_key_rows(
     for got in (step(mel), step(nan_key) if fast else step(mel)):
         for a, b_ in zip(got, ref, strict=True):
             torch.testing.assert_close(a, b_)
+
+
+def test_valid_block_context_equals_dense_bmm_and_gradcheck() -> None:
+    """The per-item valid-block context product equals the dense ``bmm`` of the zero-padded
+    alignment and values (float64), its gradients equal autograd's on the valid cells (0
+    elsewhere), padded value rows (NaN) are never read, and it passes gradcheck."""
+    from speechattn.functional.monotonic_attention import _ValidContext
+
+    g = torch.Generator().manual_seed(12)
+    b, u, t, dv = 3, 5, 9, 4
+    ql, kl = [5, 2, 4], [9, 6, 3]
+    cell = (torch.arange(u)[None, :, None] < torch.tensor(ql)[:, None, None]) & (
+        torch.arange(t)[None, None, :] < torch.tensor(kl)[:, None, None]
+    )
+    frm = torch.arange(t)[None, :, None] < torch.tensor(kl)[:, None, None]
+    a = torch.where(cell, torch.rand(b, u, t, generator=g, dtype=torch.float64), 0)
+    v = torch.randn(b, t, dv, generator=g, dtype=torch.float64)
+    w = torch.randn(b, u, dv, generator=g, dtype=torch.float64)
+    a1, v1 = a.clone().requires_grad_(True), v.clone().requires_grad_(True)
+    dense = torch.bmm(a1, torch.where(frm, v1, 0))
+    ga_ref, gv_ref = torch.autograd.grad((dense * w).sum(), (a1, v1))
+    v_nan = torch.where(frm, v, math.nan)
+    a2, v2 = a.clone().requires_grad_(True), v_nan.requires_grad_(True)
+    ours = _ValidContext.apply(a2, v2, ql, kl)
+    ga, gv = torch.autograd.grad((ours * w).sum(), (a2, v2))
+    torch.testing.assert_close(ours, dense, rtol=1e-13, atol=1e-14)
+    torch.testing.assert_close(ga, torch.where(cell, ga_ref, 0), rtol=1e-13, atol=1e-14)
+    torch.testing.assert_close(gv, gv_ref, rtol=1e-13, atol=1e-14)
+    assert torch.all(ga[~cell] == 0) and torch.all(gv[~frm.expand_as(gv)] == 0)
+    assert torch.autograd.gradcheck(lambda x, y: _ValidContext.apply(x, y, ql, kl), (a1, v1))
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_valid_blocks_layer_equals_dense_path(fast: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without noise the layer's outputs, focus rates and gradients are the same with the
+    valid-block context and noise paths and the bias-accumulating ranking matmul on or off
+    (float64), and NaN in padded values changes nothing."""
+    import speechattn.functional.monotonic_attention as fm
+
+    g = torch.Generator().manual_seed(13)
+    b, u, t, d = 3, 6, 12, 8
+    text = torch.randn(b, u, d, generator=g, dtype=torch.float64)
+    mel = torch.randn(b, t, d, generator=g, dtype=torch.float64, requires_grad=True)
+    tl, ml = torch.tensor([6, 3, 5]), torch.tensor([12, 7, 9])
+    torch.manual_seed(0)
+    layer = StepwiseMonotonicMultiheadAttention(
+        embed_dim=d, num_heads=2, dropout=0.0, noise_std=0.0, layer_norm=True
+    )
+    layer = layer.double().train()
+
+    def step(value: torch.Tensor) -> list[torch.Tensor]:
+        layer.zero_grad(set_to_none=True)
+        out = layer(text, mel, value, query_lengths=tl, key_lengths=ml)
+        loss = out.output.sum() + (out.alignment * torch.arange(t)).sum()
+        grads = torch.autograd.grad(loss, [mel, value, *layer.parameters()], allow_unused=True)
+        outs = [out.output, out.alignment, out.attn_weights, out.focus_rate, out.head_index]
+        return [*(x.detach() for x in outs), *(x for x in grads if x is not None)]
+
+    monkeypatch.setattr(fm, "FAST_VALID_BLOCKS", False)
+    monkeypatch.setattr(fm, "FUSED_RANKING_BIAS", False)
+    value = torch.randn(b, t, d, generator=g, dtype=torch.float64)
+    ref = step(value.clone().requires_grad_(True))
+    monkeypatch.setattr(fm, "FAST_VALID_BLOCKS", fast)
+    monkeypatch.setattr(fm, "FUSED_RANKING_BIAS", fast)
+    nan_value = value.clone()
+    nan_value[1, 7:] = math.nan
+    nan_value[2, 9:] = math.nan
+    for v in (value, nan_value):
+        got = step(v.clone().requires_grad_(True))
+        assert len(got) == len(ref)
+        for a, b_ in zip(got, ref, strict=True):
+            torch.testing.assert_close(torch.nan_to_num(a, nan=0.0), b_)
+
+
+def test_valid_cell_training_noise_is_standard_gaussian() -> None:
+    """The selected head's training noise (drawn for valid cells only) is N(0, noise_std^2) on
+    every valid cell, independent across cells, and reproducible with a generator: recovered as
+    ``logit(p_choose) - logit(p_choose without noise)``."""
+    from speechattn.functional.monotonic_attention import stepwise_monotonic_attention
+
+    g = torch.Generator().manual_seed(14)
+    b, h, u, t, dh = 4, 2, 30, 120, 4
+    ql, kl = torch.tensor([30, 21, 12, 25]), torch.tensor([120, 80, 61, 100])
+    q = torch.randn(b, u, h * dh, generator=g, dtype=torch.float64).view(b, u, h, dh)
+    k = torch.randn(b, t, h * dh, generator=g, dtype=torch.float64).view(b, t, h, dh)
+    q, k = q.transpose(1, 2), k.transpose(1, 2)
+    cell = (torch.arange(u)[None, :, None] < ql[:, None, None]) & (
+        torch.arange(t)[None, None, :] < kl[:, None, None]
+    )
+
+    def p(noise: float, seed: int) -> torch.Tensor:
+        res = stepwise_monotonic_attention(
+            q,
+            k,
+            k,
+            query_lengths=ql,
+            key_lengths=kl,
+            stay_bias=0.2,
+            noise_std=noise,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        assert res.p_choose is not None
+        return res.p_choose
+
+    clean = torch.logit(p(0.0, 0)[cell])
+    z = (torch.logit(p(0.5, 3)[cell]) - clean) / 0.5
+    assert z.numel() == int((ql * kl).sum()) > 5000
+    assert abs(float(z.mean())) < 4 / math.sqrt(z.numel())
+    assert abs(float(z.std()) - 1.0) < 0.03
+    assert abs(float((z.abs() < 1).double().mean()) - 0.6827) < 0.02  # Gaussian, not uniform
+    assert abs(float(torch.corrcoef(torch.stack([z[:-1], z[1:]]))[0, 1])) < 0.05
+    torch.testing.assert_close(torch.logit(p(0.5, 3)[cell]), torch.logit(p(0.5, 3)[cell]))
+    assert not torch.equal(p(0.5, 3), p(0.5, 4))
+    assert torch.all(p(0.5, 3)[~cell] == 0)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_context_dropout_is_bernoulli_keep_mask(
+    fast: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training dropout on the projected context zeroes a fraction ``p`` of the values and
+    scales the rest by ``1 / (1 - p)``, independently per value, with the gradient through the
+    same mask; eval mode and ``p = 0`` are the identity (both the uniform-draw path and
+    ``nn.Dropout``)."""
+    import speechattn.nn.monotonic as nm
+
+    monkeypatch.setattr(nm, "FAST_DROPOUT", fast)
+    m = make(dropout=0.3).train()
+    x = torch.ones(8, 50, 32, requires_grad=True)
+    torch.manual_seed(3)
+    y = m._dropout(x)
+    kept = y != 0
+    frac = float(kept.double().mean())
+    n = x.numel()
+    assert abs(frac - 0.7) < 4 * math.sqrt(0.21 / n)
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    (g,) = torch.autograd.grad((y * 2).sum(), x)
+    torch.testing.assert_close(g, torch.where(kept, 2 / 0.7, 0.0))
+    # independent per value: neighbouring keep decisions are uncorrelated
+    k = kept.flatten().double()
+    assert abs(float(torch.corrcoef(torch.stack([k[:-1], k[1:]]))[0, 1])) < 0.05
+    torch.manual_seed(3)
+    assert torch.equal(m._dropout(x), y)  # the global RNG drives it, as nn.Dropout
+    m.eval()
+    assert torch.equal(m._dropout(x), x)
+    assert torch.equal(make(dropout=0.0).train()._dropout(x), x)

@@ -46,6 +46,14 @@ _MODES = ("soft", "hard", "viterbi")
 _SELECTIONS = ("focus_rate", "per_head")
 _MASSES = ("preserve", "drop")
 
+# CPU focus-rate path: the context matmul and its gradients over each item's valid block only
+# (one ``mm`` per item), and the selected head's training noise drawn for valid cells only.
+# False: the dense ``bmm`` / a full ``(b, u, t)`` draw (for A/B benchmarks and tests).
+FAST_VALID_BLOCKS = True
+# The heads' ranking energies start from the stay bias and the matmul accumulates onto it
+# (``fill_`` + ``baddbmm_``) instead of a separate ``add_`` pass; False: ``bmm`` then ``add_``.
+FUSED_RANKING_BIAS = True
+
 
 class MonotonicAttentionResult(NamedTuple):
     """Outputs of :func:`stepwise_monotonic_attention`.
@@ -204,6 +212,58 @@ def _scatter_head_rows(
     return out
 
 
+def _add_valid_cell_noise(e: Tensor, noise: Tensor, q_lens: list[int], k_lens: list[int]) -> None:
+    """Add ``noise`` ``(sum_i q_i * k_i,)`` (one draw for the valid cells only: item by item,
+    row-major within item ``i``'s ``(q_i, k_i)`` block) to ``e`` ``(b, u, t)``, in place."""
+    off = 0
+    for i, (m, n) in enumerate(zip(q_lens, k_lens, strict=True)):
+        e[i, :m, :n].add_(noise[off : off + m * n].view(m, n))
+        off += m * n
+
+
+class _ValidContext(torch.autograd.Function):
+    """``bmm(alignment, values)`` over each item's valid block: ``(b, u, t) x (b, t, dv)``.
+
+    Item ``i`` multiplies ``alignment[i, :q_i, :k_i]`` by ``values[i, :k_i]`` (one ``mm``);
+    padded tokens of the output are 0. The alignment is 0 outside the valid block, so this is
+    the dense product without its padded work and without reading padded value rows (they may
+    hold anything). Backward: the alignment's gradient on the valid block (0 elsewhere) and the
+    values' gradient on valid frames (0 on padded ones).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, alignment: Tensor, values: Tensor, q_lens: list[int], k_lens: list[int]
+    ) -> Tensor:
+        b, u, _ = alignment.shape
+        out = alignment.new_empty((b, u, values.shape[-1]))
+        for i, (m, n) in enumerate(zip(q_lens, k_lens, strict=True)):
+            torch.mm(alignment[i, :m, :n], values[i, :n], out=out[i, :m])
+            out[i, m:].zero_()
+        ctx.save_for_backward(alignment, values)
+        ctx.lens = (q_lens, k_lens)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        alignment, values = ctx.saved_tensors
+        q_lens, k_lens = ctx.lens
+        ga = gv = None
+        if ctx.needs_input_grad[0]:
+            ga = torch.empty_like(alignment)
+            for i, (m, n) in enumerate(zip(q_lens, k_lens, strict=True)):
+                torch.mm(grad[i, :m], values[i, :n].t(), out=ga[i, :m, :n])
+                ga[i, :m, n:].zero_()
+                ga[i, m:].zero_()
+        if ctx.needs_input_grad[1]:
+            gv = values.new_empty(values.shape)
+            for i, (m, n) in enumerate(zip(q_lens, k_lens, strict=True)):
+                torch.mm(alignment[i, :m, :n].t(), grad[i, :m], out=gv[i, :n])
+                gv[i, n:].zero_()
+        return ga, gv, None, None
+
+
 class _SelectedStayProb(torch.autograd.Function):
     """Stay probabilities of the selected head per item, with a hand-written backward.
 
@@ -229,11 +289,14 @@ class _SelectedStayProb(torch.autograd.Function):
         cell_valid: Tensor,
         noise: Tensor | None,
         scale: float,
+        lens: tuple[list[int], list[int]] | None = None,
     ) -> Tensor:
         q_sel = torch.where(tok_valid[:, :, None], _select_head_rows(qs, head_index), 0)  # scaled
         k_sel = torch.where(frm_valid[:, :, None], _select_head_rows(kc, head_index), 0)
         e = torch.bmm(q_sel, k_sel.transpose(1, 2)).add_(bias[head_index].view(-1, 1, 1))
-        if noise is not None:
+        if noise is not None and lens is not None:  # valid cells only (padded ones are masked)
+            _add_valid_cell_noise(e, noise, *lens)
+        elif noise is not None:
             e.add_(noise)
         p = torch.where(cell_valid, e.sigmoid_(), 0)
         ctx.save_for_backward(q_sel, k_sel, p, head_index, cell_valid)
@@ -248,7 +311,7 @@ class _SelectedStayProb(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         q_sel, k_sel, p, head, cell_valid = ctx.saved_tensors
         # sigmoid's derivative, zero at padded cells whatever the incoming gradient holds there
-        d = torch.where(cell_valid, grad * (1 - p) * p, 0)
+        d = torch.where(cell_valid, torch.ops.aten.sigmoid_backward(grad, p), 0)
         grad_q = grad_k = grad_b = None
         q_like, k_like = ctx.like
         if ctx.needs_input_grad[0]:
@@ -258,7 +321,7 @@ class _SelectedStayProb(torch.autograd.Function):
             grad_k = _scatter_head_rows(k_like, head, torch.bmm(d.transpose(1, 2), q_sel))
         if ctx.needs_input_grad[2]:
             grad_b = d.new_zeros(ctx.num_heads).index_add_(0, head, d.sum((1, 2)))
-        return grad_q, grad_k, grad_b, None, None, None, None, None, None, None, None
+        return grad_q, grad_k, grad_b, None, None, None, None, None, None, None, None, None
 
 
 def _check_bias(stay_bias: Tensor | float, h: int, dev: torch.device) -> Tensor:
@@ -408,7 +471,9 @@ def stepwise_monotonic_attention(
         key_lengths: int64 ``(b,)`` valid frames (``None``: all ``t``).
         stay_bias: ``(h,)`` tensor or float ``r`` added to every energy (learnable in the module).
         noise_std: std of the Gaussian noise added to the energies before the sigmoid (pass 0
-            outside training).
+            outside training). With ``head_selection="focus_rate"`` on CPU it is one draw of
+            ``sum(query_lengths * key_lengths)`` values for the valid cells only (item by item,
+            row-major), not a ``(b, u, t)`` draw.
         tunable: monotonic attention (True) or plain softmax attention (False).
         mode: ``"soft"``, ``"hard"`` or ``"viterbi"`` (tunable only).
         head_selection: ``"focus_rate"`` or ``"per_head"`` (see above).
@@ -536,9 +601,14 @@ def stepwise_monotonic_attention(
             qs = query.to(cdtype) * sc
             kc = key.to(cdtype)
             e_hm = torch.empty((h, b, u, t), dtype=cdtype, device=dev)
-            for j in range(h):
-                torch.bmm(qs[:, j], kc[:, j].transpose(1, 2), out=e_hm[j])
-            p_hm = e_hm.add_(bias_c.view(h, 1, 1, 1)).sigmoid_().view(h * b, u, t)
+            if FUSED_RANKING_BIAS and dev.type == "cpu":  # bias as the matmul's accumulator
+                for j, r in enumerate(bias_c.view(h).tolist()):
+                    e_hm[j].fill_(r).baddbmm_(qs[:, j], kc[:, j].transpose(1, 2))
+            else:
+                for j in range(h):
+                    torch.bmm(qs[:, j], kc[:, j].transpose(1, 2), out=e_hm[j])
+                e_hm.add_(bias_c.view(h, 1, 1, 1))
+            p_hm = e_hm.sigmoid_().view(h * b, u, t)
             q_len_h, k_len_h = q_len.repeat(h), k_len.repeat(h)
             w_hm = stepwise_monotonic_alignment(
                 p_hm,
@@ -552,9 +622,17 @@ def stepwise_monotonic_attention(
             fr = _focus_rate_zero_padded(w_hm, k_len_h).view(h, b).t()
             head_index = fr.argmax(dim=-1)
             weights = w_hm.view(h, b, u, t).transpose(0, 1)
+        blocks = FAST_VALID_BLOCKS and dev.type == "cpu"
+        lens = (q_len.tolist(), k_len.tolist()) if blocks else None
         if needs_grad or noise_std > 0:
             # Recompute only the selected head, with a hand-written backward: 1/h of the energy
-            # work, and the saved tensors are (b, u, t) instead of (b, h, u, t).
+            # work, and the saved tensors are (b, u, t) instead of (b, h, u, t). On CPU the
+            # noise is drawn for the valid cells only (padded cells are masked anyway).
+            if lens is not None and noise_std > 0:
+                count = sum(m * n for m, n in zip(*lens, strict=True))
+                noise = draw_noise((count,))
+            else:
+                noise = draw_noise((b, u, t))
             p_sel = _SelectedStayProb.apply(
                 query,
                 key,
@@ -565,8 +643,9 @@ def stepwise_monotonic_attention(
                 tok_valid,
                 frm_valid,
                 cell_valid[:, 0],
-                draw_noise((b, u, t)),
+                noise,
                 sc,
+                lens if noise is not None and noise.dim() == 1 else None,
             )
             soft_sel = align(p_sel, "soft", alpha0) if mode == "soft" else None
         else:
@@ -577,6 +656,9 @@ def stepwise_monotonic_attention(
         # (b, t, h*dv), head-major features, zero on padded frames; a view when ``value`` is the
         # head split of a (b, t, h*dv) projection.
         v_cat = value.transpose(1, 2).reshape(b, t, -1)
-        v_cat = torch.where(frm_valid[:, :, None], v_cat, 0).to(cdtype)
-        ctx = torch.bmm(alignment, v_cat)
+        if lens is not None:  # padded value rows are never read
+            ctx = _ValidContext.apply(alignment, v_cat.to(cdtype), *lens)
+        else:
+            v_cat = torch.where(frm_valid[:, :, None], v_cat, 0).to(cdtype)
+            ctx = torch.bmm(alignment, v_cat)
     return MonotonicAttentionResult(ctx.to(out_dtype), alignment, weights, fr, head_index, p_sel)
