@@ -47,6 +47,7 @@ import json
 import random
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ from speechattn.recipes.speaker import data as D
 from speechattn.recipes.speaker import evaluate as E
 from speechattn.recipes.speaker.config import POOLINGS, SpeakerConfig
 
-__all__ = ["build_pool", "main", "run_loeo", "stats_table"]
+__all__ = ["build_pool", "main", "run_loeo", "stats_table", "test_channel"]
 
 DEFAULT_ENGINES = ("espeak", "festival", "rhvoice", "piper", "pico")
 
@@ -125,24 +126,57 @@ def _score2(emb: torch.Tensor, speakers: list[str]) -> tuple[dict[str, float], d
     return _score(E.centre_embeddings(emb), speakers), _score(emb, speakers)
 
 
-def _resemblyzer_embed(paths: list[tuple[Path, float, float]]) -> torch.Tensor | None:
+def test_channel(cfg: SpeakerConfig) -> Any:
+    """The random channel of the channel test trials: the aligner recipe's
+    :class:`~speechattn.recipes.align.data.TrainingChannel` (half of the clips through 8 or
+    11.025 kHz and back) with the speaker recipe's ``ChannelAugment`` probabilities of ``cfg``
+    (equaliser, synthetic / real rooms, telephone band + mu-law, noise)."""
+    from speechattn.recipes.align.data import TrainingChannel
+
+    return TrainingChannel(
+        p_resample=0.5,
+        rates=(8000, 11025),
+        p_eq=cfg.p_eq,
+        p_reverb=cfg.p_reverb,
+        p_real_room=cfg.p_real_room,
+        p_telephone=cfg.p_telephone,
+        p_mu_law=cfg.p_mu_law,
+        p_noise=cfg.p_noise,
+    )
+
+
+def _test_waves(
+    src: list[tuple[Path, float, float]], sample_rate: int, channel: Any = None, seed: int = 0
+) -> list[np.ndarray]:
+    """The test clips ``(path, speed, pitch)`` as waveforms; with ``channel``, each through its
+    own random channel, drawn from a generator seeded by ``seed`` and the clip (so a clip gets
+    the same channel in every run and every held-out row)."""
+    from speechattn.data.audio import load_audio
+    from speechattn.recipes.speaker.data import pitch_shift, speed_perturb
+
+    out = []
+    for path, speed, pitch in src:
+        x = load_audio(path, sample_rate=sample_rate).numpy()
+        if speed != 1.0:
+            x = speed_perturb(x, sample_rate, speed)
+        if pitch:
+            x = pitch_shift(x, sample_rate, pitch)
+        if channel is not None:
+            key = zlib.crc32(f"{Path(path).name}|{speed:g}|{pitch:g}".encode())
+            x = channel(x, sample_rate, np.random.default_rng([seed, key]))
+        out.append(np.asarray(x, dtype=np.float32))
+    return out
+
+
+def _resemblyzer_embed(waves: list[np.ndarray], sample_rate: int = 16000) -> torch.Tensor | None:
     """Resemblyzer utterance embeddings, or None when it is not installed."""
     try:
         from resemblyzer import VoiceEncoder, preprocess_wav
     except ImportError:
         return None
-    from speechattn.data.audio import load_audio
-    from speechattn.recipes.speaker.data import pitch_shift, speed_perturb
 
     enc = VoiceEncoder("cpu", verbose=False)
-    rows = []
-    for path, speed, pitch in paths:
-        x = load_audio(path, sample_rate=16000).numpy()
-        if speed != 1.0:
-            x = speed_perturb(x, 16000, speed)
-        if pitch:
-            x = pitch_shift(x, 16000, pitch)
-        rows.append(torch.from_numpy(enc.embed_utterance(preprocess_wav(x, 16000))))
+    rows = [torch.from_numpy(enc.embed_utterance(preprocess_wav(x, sample_rate))) for x in waves]
     return F.normalize(torch.stack(rows).float(), dim=-1)
 
 
@@ -162,10 +196,16 @@ def run_loeo(
     resemblyzer: bool = True,
     pool_seed: int = 0,
     shipped_checkpoint: Path | None = None,
+    channel_test: bool = False,
+    channel_seed: int = 0,
     log: Any = print,
 ) -> dict[str, Any]:
     """Train one encoder per held-out engine (and pooling); score every baseline on the same
-    trials. ``row["ours"]`` is ``pooling``'s score; ``row["poolings"]`` has every pooling's."""
+    trials. ``row["ours"]`` is ``pooling``'s score; ``row["poolings"]`` has every pooling's.
+    With ``channel_test`` each held-out engine gets a second row (``row["condition"] ==
+    "channel"``): the same trials and encoders, each test clip through its own
+    :func:`test_channel` (seeded by ``channel_seed`` and the clip), so target trials cross
+    channels; clean rows have ``condition == "clean"``."""
     from speechattn.recipes.speaker.model import load_checkpoint, save_encoder
     from speechattn.recipes.speaker.train import train_encoder
 
@@ -234,49 +274,66 @@ def run_loeo(
         classes = sorted({train_all.labels[i] for i in tr})
         index = {c: k for k, c in enumerate(classes)}
         t1 = time.perf_counter()
-        scores: dict[str, dict[str, float]] = {}
-        for name in names:
-            model = train_encoder(
+        models = {
+            name: train_encoder(
                 name,
                 [train_all.feats[i] for i in tr],
                 [index[train_all.labels[i]] for i in tr],
                 cfg,
                 progress=False,
             ).model
-            emb = E.embed_features(model, te_feats)
-            scores[name], scores[f"{name} raw"] = _score2(emb, te_spk)
-            # fusion: the centred embedding next to the envelope statistics, equal weights
-            fused = torch.cat([E.centre_embeddings(emb), E.envelope_baseline(te_env)], 1)
-            scores[f"{name} fused"] = _score(F.normalize(fused, dim=-1), te_spk)
-        train_s = time.perf_counter() - t1
-        row: dict[str, Any] = {
-            "held_out": held,
-            "test_voices": len(voices_of[held]),
-            "test_speakers": len(set(te_spk)),
-            "pseudo": pseudo,
-            "test_items": len(te_feats),
-            "train_classes": len(classes),
-            "train_items": len(tr),
-            "train_s": train_s,
-            "ours": scores[names[0]],
-            "ours_raw": scores[f"{names[0]} raw"],
-            "poolings": {n: scores[n] for n in names},
-            "poolings_raw": {n: scores[f"{n} raw"] for n in names},
-            "ours_fused": scores[f"{names[0]} fused"],
+            for name in names
         }
-        if (ship_cfg.n_mels, ship_cfg.sample_rate) == (cfg.n_mels, cfg.sample_rate):
-            ship_feats = [D.normalise_features(f, ship_cfg.feature_norm) for f in te_env]
-            row["shipped"], row["shipped_raw"] = _score2(
-                E.embed_features(shipped, ship_feats), te_spk
-            )
-        row["logmel"] = _score(E.stats_baseline(te_feats), te_spk)
-        row["envelope"] = _score(E.envelope_baseline(te_env), te_spk)
-        if resemblyzer:
-            emb = _resemblyzer_embed(te_src)
-            if emb is not None:
-                row["resemblyzer_centred"], row["resemblyzer"] = _score2(emb, te_spk)
-        rows.append(row)
-        log(_fmt_row(row, list(names[1:])) + f"  (train {train_s:.0f} s)")
+        train_s = time.perf_counter() - t1
+        conditions: list[tuple[str, list[np.ndarray] | None]] = [("clean", None)]
+        if channel_test:
+            waves = _test_waves(te_src, cfg.sample_rate, test_channel(cfg), channel_seed)
+            conditions.append(("channel", waves))
+        for condition, ch_waves in conditions:
+            if ch_waves is not None:
+                ext = D.feature_extractor(cfg)
+                env_ext = D.feature_extractor(env_cfg)
+                te_feats = [D.features(torch.from_numpy(x), ext) for x in ch_waves]
+                te_env = [D.features(torch.from_numpy(x), env_ext) for x in ch_waves]
+            scores: dict[str, dict[str, float]] = {}
+            for name, model in models.items():
+                emb = E.embed_features(model, te_feats)
+                scores[name], scores[f"{name} raw"] = _score2(emb, te_spk)
+                # fusion: the centred embedding next to the envelope statistics, equal weights
+                fused = torch.cat([E.centre_embeddings(emb), E.envelope_baseline(te_env)], 1)
+                scores[f"{name} fused"] = _score(F.normalize(fused, dim=-1), te_spk)
+            row: dict[str, Any] = {
+                "held_out": held,
+                "condition": condition,
+                "test_voices": len(voices_of[held]),
+                "test_speakers": len(set(te_spk)),
+                "pseudo": pseudo,
+                "test_items": len(te_feats),
+                "train_classes": len(classes),
+                "train_items": len(tr),
+                "train_s": train_s,
+                "ours": scores[names[0]],
+                "ours_raw": scores[f"{names[0]} raw"],
+                "poolings": {n: scores[n] for n in names},
+                "poolings_raw": {n: scores[f"{n} raw"] for n in names},
+                "ours_fused": scores[f"{names[0]} fused"],
+            }
+            if (ship_cfg.n_mels, ship_cfg.sample_rate) == (cfg.n_mels, cfg.sample_rate):
+                ship_feats = [D.normalise_features(f, ship_cfg.feature_norm) for f in te_env]
+                row["shipped"], row["shipped_raw"] = _score2(
+                    E.embed_features(shipped, ship_feats), te_spk
+                )
+            row["logmel"] = _score(E.stats_baseline(te_feats), te_spk)
+            row["envelope"] = _score(E.envelope_baseline(te_env), te_spk)
+            if resemblyzer:
+                rz_waves = (
+                    ch_waves if ch_waves is not None else _test_waves(te_src, cfg.sample_rate)
+                )
+                emb = _resemblyzer_embed(rz_waves, cfg.sample_rate)
+                if emb is not None:
+                    row["resemblyzer_centred"], row["resemblyzer"] = _score2(emb, te_spk)
+            rows.append(row)
+            log(_fmt_row(row, list(names[1:])) + f"  (train {train_s:.0f} s)")
     result: dict[str, Any] = {
         "rows": rows,
         "config": cfg.to_dict(),
@@ -380,8 +437,9 @@ def _cell(r: dict[str, float] | None) -> str:
 
 
 def _fmt_row(row: dict[str, Any], extra: list[str] | None = None) -> str:
+    channel = " + test channel" if row.get("condition") == "channel" else ""
     cells = [
-        f"{row['held_out']}{' (pseudo)' if row['pseudo'] else ''}",
+        f"{row['held_out']}{' (pseudo)' if row['pseudo'] else ''}{channel}",
         f"{row['test_voices']} / {row['test_speakers']} / {row['test_items']}",
     ]
     cells += [_cell(row.get(key)) for key, _ in _COLS]
@@ -389,9 +447,14 @@ def _fmt_row(row: dict[str, Any], extra: list[str] | None = None) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def _is_channel(row: dict[str, Any]) -> bool:
+    return bool(row.get("condition") == "channel")
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """The Markdown table of :func:`run_loeo`'s rows (EER % / minDCF); one more column per
-    extra pooling when several were trained."""
+    extra pooling when several were trained. Channel-test rows (``condition == "channel"``)
+    are marked ``+ test channel`` and get their own mean rows after the clean ones."""
     extra = _extra_poolings(rows)
     first = rows[0].get("poolings") if rows else None
     ours = f"ours ({next(iter(first))}), other engines" if first and extra else _COLS[0][1]
@@ -402,16 +465,26 @@ def table(rows: list[dict[str, Any]]) -> str:
     getters = [lambda r, k=key: r.get(k) for key, _ in _COLS] + [
         lambda r, n=n: r.get("poolings", {}).get(n) for n in extra
     ]
-    for title, pick in (
-        ("mean EER, engines with >= 3 voices", lambda r: not r["pseudo"]),
-        # espeak-trained encoders (the espeak-only one shipped before) learned espeak voices
-        ("same, without espeak", lambda r: not r["pseudo"] and r["held_out"] != "espeak"),
-    ):
-        means = []
-        for get in getters:
-            vals = [get(r)["eer"] for r in rows if get(r) is not None and pick(r)]
-            means.append(f"{100 * float(np.mean(vals)):.1f}" if vals else "n/a")
-        lines.append(f"| {title} | | " + " | ".join(means) + " |")
+    conditions = ["clean"] + (["channel"] if any(_is_channel(r) for r in rows) else [])
+    for condition in conditions:
+        tail = ", test channels" if condition == "channel" else ""
+        for title, pick in (
+            (f"mean EER, engines with >= 3 voices{tail}", lambda r: not r["pseudo"]),
+            # espeak-trained encoders (the espeak-only one shipped before) learned espeak voices
+            (
+                f"same, without espeak{tail}",
+                lambda r: not r["pseudo"] and r["held_out"] != "espeak",
+            ),
+        ):
+            means = []
+            for get in getters:
+                vals = [
+                    get(r)["eer"]
+                    for r in rows
+                    if get(r) is not None and pick(r) and _is_channel(r) == (condition == "channel")
+                ]
+                means.append(f"{100 * float(np.mean(vals)):.1f}" if vals else "n/a")
+            lines.append(f"| {title} | | " + " | ".join(means) + " |")
     return "\n".join(lines)
 
 
@@ -445,6 +518,13 @@ def main(argv: list[str] | None = None) -> int:
         help="encoder of the 'shipped' columns (default: the one in speechattn/assets)",
     )
     ap.add_argument("--no-resemblyzer", action="store_true")
+    ap.add_argument(
+        "--test-channel",
+        action="store_true",
+        help="also score every column with each test clip through its own random channel "
+        "(equaliser, rooms, telephone band + mu-law, noise, 8 / 11 kHz resampling)",
+    )
+    ap.add_argument("--channel-seed", type=int, default=0, help="seed of the test clips' channels")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="espeak + festival, tiny sizes")
     ap.add_argument(
@@ -497,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
         resemblyzer=not args.no_resemblyzer,
         pool_seed=args.pool_seed,
         shipped_checkpoint=Path(args.shipped_checkpoint) if args.shipped_checkpoint else None,
+        channel_test=args.test_channel,
+        channel_seed=args.channel_seed,
         log=lambda s: print(s, flush=True),
     )
     md = table(result["rows"])

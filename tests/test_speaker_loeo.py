@@ -140,3 +140,120 @@ def test_table_has_a_column_and_means_per_extra_pooling() -> None:
     # centred), fused, TAP
     assert lines[-2].endswith("| 20.0 | n/a | n/a | n/a | 30.0 | n/a | n/a | n/a | n/a | 15.0 |")
     assert lines[-1].endswith("| 30.0 | n/a | n/a | n/a | 30.0 | n/a | n/a | n/a | n/a | 10.0 |")
+
+
+def _fake_pool(cache: Path, engines: dict[str, int], utterances: int) -> None:
+    """A pool of formant-like tone clips, one 'voice' per (engine, index), as build_pool leaves it."""
+    import soundfile as sf
+
+    pool = cache / "pool"
+    (pool / "wavs").mkdir(parents=True)
+    lines = []
+    t = np.arange(24000) / 16000
+    k = 0
+    for e_i, (engine, n) in enumerate(engines.items()):
+        for v in range(n):
+            for u in range(utterances):
+                rng = np.random.default_rng(1000 * k + u)
+                f0 = 100 + 35 * v + 7 * e_i + 3 * rng.standard_normal()
+                x = sum(
+                    np.sin(2 * np.pi * f0 * h * t) / (h * (1 + 0.3 * v * (h % 3)))
+                    for h in range(1, 8)
+                )
+                x = 0.2 * x * (1 + 0.5 * np.sin(2 * np.pi * (2 + u) * t))
+                x = x + 0.01 * rng.standard_normal(t.size)
+                name = f"wavs/{engine}{v}_{u}.wav"
+                sf.write(pool / name, x.astype(np.float32), 16000)
+                spk = f"{engine}-{v}"
+                lines.append(
+                    json.dumps(
+                        {
+                            "id": f"{engine}{v}_{u}",
+                            "path": name,
+                            "speaker": spk,
+                            "engine": engine,
+                            "voice": f"{engine}:{v}",
+                            "person": spk,
+                        }
+                    )
+                )
+            k += 1
+    (pool / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    settings = {
+        "engines": list(engines),
+        "voices": sum(engines.values()),
+        "utterances": utterances,
+        "seed": 0,
+    }
+    (pool / "settings.json").write_text(json.dumps(settings))
+
+
+def test_test_channel_is_seeded_per_clip_and_changes_the_clip(tmp_path: Path) -> None:
+    bench = _load_bench()
+    for i in range(2):
+        _wav(tmp_path / f"a{i}.wav", i)
+    src = [
+        (tmp_path / "a0.wav", 1.0, 0.0),
+        (tmp_path / "a1.wav", 1.0, 0.0),
+        (tmp_path / "a0.wav", 1.1, 0.0),
+    ]
+    cfg = SpeakerConfig()
+    channel = bench.test_channel(cfg)
+    clean = bench._test_waves(src, 16000)
+    a = bench._test_waves(src, 16000, channel, seed=0)
+    b = bench._test_waves(src, 16000, channel, seed=0)
+    c = bench._test_waves(src, 16000, channel, seed=1)
+    assert [x.shape for x in a] == [x.shape for x in clean]
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)  # the same seed gives every clip the same channel
+    assert any(not np.allclose(x, y, atol=1e-4) for x, y in zip(a, c))
+    assert any(not np.allclose(x, y, atol=1e-4) for x, y in zip(a, clean))
+    # a clip's channel depends on the clip, not on its position in the list
+    d = bench._test_waves(src[::-1], 16000, channel, seed=0)
+    np.testing.assert_array_equal(d[-1], a[0])
+    # the recipe's probabilities travel into the test channel
+    quiet = SpeakerConfig(p_eq=0, p_reverb=0, p_telephone=0, p_mu_law=0, p_noise=0)
+    ch = bench.test_channel(quiet)
+    assert (ch.p_eq, ch.p_noise, ch.p_telephone) == (0, 0, 0) and ch.rates == (8000, 11025)
+
+
+def test_channel_rows_score_the_same_trials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bench = _load_bench()
+    engines = {"espeak": 4, "festival": 3}
+    _fake_pool(tmp_path, engines, 3)
+    monkeypatch.setattr(bench, "_trainable_counts", lambda e: {"festival": 3})
+    cfg = SpeakerConfig.quick()
+    cfg.steps, cfg.augment_copies = 5, 0
+    result = bench.run_loeo(
+        tmp_path,
+        cfg,
+        engines=list(engines),
+        espeak_voices=4,
+        utterances=3,
+        held_out=("festival",),
+        resemblyzer=False,
+        channel_test=True,
+        log=lambda s: None,
+    )
+    rows = result["rows"]
+    assert [(r["held_out"], r["condition"]) for r in rows] == [
+        ("festival", "clean"),
+        ("festival", "channel"),
+    ]
+    clean, chan = rows
+    # the same encoder and trials: only the test clips' channels differ
+    for key in ("test_items", "test_speakers", "train_classes", "train_items", "train_s"):
+        assert clean[key] == chan[key]
+    for key in ("ours", "ours_raw", "logmel", "envelope"):
+        assert 0.0 <= chan[key]["eer"] <= 1.0
+    assert any(clean[k] != chan[k] for k in ("ours", "logmel", "envelope"))
+    lines = bench.table(rows).splitlines()
+    assert lines[2].startswith("| festival |") and lines[3].startswith(
+        "| festival + test channel |"
+    )
+    assert lines[-2].startswith("| mean EER, engines with >= 3 voices, test channels |")
+    assert lines[-1].startswith("| same, without espeak, test channels |")
+    ours_ch = f"{100 * chan['ours']['eer']:.1f}"
+    assert lines[-1].split("|")[3].strip() == ours_ch

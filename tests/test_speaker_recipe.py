@@ -227,8 +227,9 @@ def test_shipped_checkpoint_embeds(tmp_path: Path) -> None:
 
 def test_shipped_checkpoint_matches_the_documented_rebuild() -> None:
     """The README rebuilds it with ``benchmarks/speaker_loeo.py --set steps=1000
-    commercial_only=true feature_norm=gain --save-checkpoint ...``: its config must be that
-    benchmark's base config with those settings (ASTP pooling, TDNN trunk, commercial voices)."""
+    commercial_only=true feature_norm=cmn --save-checkpoint ...``: its config must be that
+    benchmark's base config with those settings (ASTP pooling, TDNN trunk, commercial voices,
+    per-band CMN: the front end that won the LOEO table's test-channel column)."""
     from speechattn.recipes.speaker import load_checkpoint
 
     model, cfg = load_checkpoint()
@@ -238,7 +239,7 @@ def test_shipped_checkpoint_matches_the_documented_rebuild() -> None:
             speed_perturb=[0.9, 1.1],
             p_real_room=0.3,
             commercial_only=True,
-            feature_norm="gain",
+            feature_norm="cmn",
         )
     )
     assert asdict(cfg) == expected
