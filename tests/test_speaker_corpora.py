@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.cli_run import run_cli as _main
 
-from speechattn._cli import CliError
 from speechattn.recipes.speaker.config import SpeakerConfig
 from speechattn.recipes.speaker.data import (
     load_feature_set,
@@ -38,17 +38,6 @@ TINY = [
     "batch_size=8",
     "checkpoint_every=2",
 ]
-
-
-def _main(argv: list[str]) -> int:
-    """Run the CLI; a CliError counts as its exit status (as the top-level handler does)."""
-    from speechattn.cli import main
-
-    try:
-        return main(argv)
-    except CliError as exc:
-        print(f"error: {exc}")
-        return exc.status
 
 
 @pytest.fixture(scope="module")

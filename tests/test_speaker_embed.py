@@ -8,20 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from speechattn._cli import CliError
+from tests.cli_run import run_cli as _main
 
 SR = 16000
-
-
-def _main(argv: list[str]) -> int:
-    from speechattn.cli import main
-
-    try:
-        return main(argv)
-    except CliError as exc:
-        print(f"error: {exc}")
-        return exc.status
 
 
 def _voice(seed: int) -> np.ndarray:

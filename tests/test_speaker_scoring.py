@@ -9,21 +9,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.cli_run import run_cli as _main
 
-from speechattn._cli import CliError
 from speechattn.recipes.speaker.evaluate import centre_embeddings, pair_trials
 
 SR = 16000
-
-
-def _main(argv: list[str]) -> int:
-    from speechattn.cli import main
-
-    try:
-        return main(argv)
-    except CliError as exc:
-        print(f"error: {exc}")
-        return exc.status
 
 
 def test_centring_removes_a_shared_direction() -> None:
