@@ -61,23 +61,27 @@ def _serial(*args):  # type: ignore[no-untyped-def]
 
 
 def _item_kernels(p: torch.Tensor, a0, tl, ml, grad, preserve: bool) -> tuple[torch.Tensor, ...]:  # type: ignore[no-untyped-def]
-    """The per-item kernels called directly (numba dispatcher, numpy arrays, no entry point)."""
+    """The per-item kernels called directly, item by item (numba dispatcher, numpy arrays, no
+    entry point)."""
     N, U, T = p.shape
     pn, a0n = p.numpy(), a0.numpy()
     tln, mln = tl.numpy(), ml.numpy()
-    bits, one_bits = _numba_sma._bits(pn)
+    int_type = np.int32 if pn.dtype == np.float32 else np.int64
+    bits = pn.view(int_type)
+    one_bits = int(np.array(1.0, dtype=pn.dtype).view(int_type))
     consts = _numba_sma._consts(T, p.dtype).numpy()
-    order = np.arange(N, dtype=np.int64)
     out, ok = np.empty_like(pn), np.empty(N, dtype=np.bool_)
-    _numba_sma._forward_serial(
-        pn, bits, one_bits, a0n, tln, mln, preserve, consts, out, order, ok, 0, N
-    )
+    for n in range(N):
+        ok[n] = _numba_sma._forward_item(
+            pn, bits, one_bits, a0n, n, tln[n], mln[n], preserve, consts, out
+        )
     res = [torch.from_numpy(out), torch.from_numpy(ok)]
     for g, rows in ((grad.numpy().reshape(N * U, T), 1), (np.ones((1, T), dtype=pn.dtype), 0)):
         gp, ga0 = np.empty_like(pn), np.empty_like(a0n)
-        _numba_sma._backward_serial(
-            g, rows, pn, out, a0n, tln, mln, preserve, consts, gp, ga0, order, 0, N
-        )
+        for n in range(N):
+            _numba_sma._backward_item(
+                g, rows, pn, out, a0n, n, tln[n], mln[n], preserve, consts, gp, ga0
+            )
         res += [torch.from_numpy(gp), torch.from_numpy(ga0)]
     return tuple(res)
 

@@ -259,27 +259,9 @@ def _backward_item(G, g_rows, p, alpha, alpha0, n, L, M, preserve, consts, gp, g
                 ra[t] = zero
 
 
-@njit(cache=True, nogil=True)
-def _forward_serial(
-    p, bits, one_bits, alpha0, tl, ml, preserve, consts, out, order, ok, start, stop
-):  # type: ignore[no-untyped-def]
-    for i in range(start, stop):
-        n = order[i]
-        ok[n] = _forward_item(p, bits, one_bits, alpha0, n, tl[n], ml[n], preserve, consts, out)
-
-
-@njit(cache=True, nogil=True)
-def _backward_serial(
-    G, g_rows, p, alpha, alpha0, tl, ml, preserve, consts, gp, ga0, order, start, stop
-):  # type: ignore[no-untyped-def]
-    for i in range(start, stop):
-        n = order[i]
-        _backward_item(G, g_rows, p, alpha, alpha0, n, tl[n], ml[n], preserve, consts, gp, ga0)
-
-
 # Team entry points: one C callable per direction and dtype that torch's OpenMP team runs
 # (see speechattn.kernels._omp). ``block`` is an int64 array: slot 0 the item counter, then
-# the scalars and the arrays' addresses (_FWD_* / _BWD_* below); every team thread claims
+# the scalars and the arrays' addresses (the _B_* slots below); every team thread claims
 # items with an atomic fetch-and-add until none is left, and counts itself in the last slot
 # when it found every item taken on arrival (see speechattn.kernels._omp).
 _B_COUNT, _B_ITEMS, _B_N, _B_U, _B_T, _B_PRESERVE, _B_SCALAR = 0, 1, 2, 3, 4, 5, 6
@@ -500,13 +482,6 @@ def _block(
     block[_B_SCALAR] = scalar
     block[_B_PTRS : _B_PTRS + len(arrays)] = [a.data_ptr() for a in arrays]
     return block
-
-
-def _bits(p: np.ndarray) -> tuple[np.ndarray, Any]:
-    """Integer view of ``p`` and the bit pattern of 1.0 in that integer type."""
-    if p.dtype == np.float32:
-        return p.view(np.int32), np.int32(0x3F800000)
-    return p.view(np.int64), np.int64(0x3FF0000000000000)
 
 
 def forward_checked(
