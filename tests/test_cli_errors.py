@@ -78,6 +78,18 @@ def test_numeric_and_named_options_checked_at_parse_time(
     assert "error:" in err and "Traceback" not in err
 
 
+def test_comma_lists_keep_order_drop_repeats_and_name_the_choices() -> None:
+    from speechattn._cli import comma_choices
+
+    kinds = comma_choices(("sma", "fs", "mha"))
+    assert kinds(" fs,sma, fs,") == ("fs", "sma")
+    folded = comma_choices(lambda: ("textgrid", "json"), fold_case=True)
+    assert folded("JSON,TextGrid") == ("json", "textgrid")
+    for parse, text in ((kinds, "SMA"), (kinds, " , "), (folded, "json,csv")):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"expected a comma list of .*found"):
+            parse(text)
+
+
 def test_usage_error_from_a_subcommand_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

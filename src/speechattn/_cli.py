@@ -9,12 +9,13 @@ with status 2, failures with 1 (:class:`CliError` carries the status).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = [
     "CliError",
     "add_hidden_alias",
+    "comma_choices",
     "nonnegative_int",
     "parse_overrides",
     "positive_float",
@@ -53,6 +54,27 @@ positive_float = _number(
     float, "a positive number", lambda v: v > 0 and v != float("inf") and v == v
 )
 probability = _number(float, "a number in [0, 1]", lambda v: 0.0 <= v <= 1.0)
+
+
+def comma_choices(
+    choices: Sequence[str] | Callable[[], Sequence[str]], *, fold_case: bool = False
+) -> Callable[[str], tuple[str, ...]]:
+    """An argparse ``type`` for a comma list of names out of ``choices`` (or a function giving
+    them, called on first use so that a costly import waits until the option is given):
+    ``"a, b,a"`` -> ``("a", "b")`` (blanks dropped, first occurrence kept; lower-cased first
+    with ``fold_case``). An empty list or an unknown name is a usage error naming the choices."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        allowed = tuple(choices() if callable(choices) else choices)
+        items = (t.strip() for t in text.split(","))
+        names = tuple(dict.fromkeys(t.lower() if fold_case else t for t in items if t))
+        if not names or any(n not in allowed for n in names):
+            raise argparse.ArgumentTypeError(
+                f"expected a comma list of {', '.join(allowed)}; found {text!r}"
+            )
+        return names
+
+    return parse
 
 
 def add_hidden_alias(parser: argparse.ArgumentParser, old: str, dest: str, **kwargs: Any) -> None:

@@ -6,21 +6,25 @@ import argparse
 import time
 from typing import Any
 
-from speechattn._cli import CliError, add_hidden_alias, nonnegative_int, positive_int
+from speechattn._cli import (
+    CliError,
+    add_hidden_alias,
+    comma_choices,
+    nonnegative_int,
+    positive_int,
+)
 
 __all__ = ["add_parser"]
 
 
-def _engine_list(text: str) -> list[str]:
+def engine_names() -> tuple[str, ...]:
+    """The speech engines' names (imports the engines only when an option needs them)."""
     from speechattn.data.engines import ENGINE_NAMES
 
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [n for n in names if n not in ENGINE_NAMES]
-    if not names or bad:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated engines out of {','.join(ENGINE_NAMES)}; found {text!r}"
-        )
-    return names
+    return tuple(ENGINE_NAMES)
+
+
+_engine_list = comma_choices(engine_names)
 
 
 def _synth(args: argparse.Namespace) -> int:

@@ -9,50 +9,21 @@ from pathlib import Path
 from speechattn._cli import (
     CliError,
     add_hidden_alias,
+    comma_choices,
     nonnegative_int,
     parse_overrides,
     positive_float,
     positive_int,
 )
+from speechattn.data.cli import engine_names
 
 __all__ = ["add_parser"]
 
 _FORMATS = ("textgrid", "json", "ctm")
 _KINDS = ("sma", "fs", "mha")
-
-
-def _formats(text: str) -> tuple[str, ...]:
-    names = tuple(dict.fromkeys(t.strip().lower() for t in text.split(",") if t.strip()))
-    bad = [n for n in names if n not in _FORMATS]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(
-            f"expected a comma list of {', '.join(_FORMATS)}; found {text!r}"
-        )
-    return names
-
-
-def _engines(text: str) -> tuple[str, ...]:
-    from speechattn.data.engines import ENGINE_NAMES
-
-    names = tuple(dict.fromkeys(t.strip().lower() for t in text.split(",") if t.strip()))
-    bad = [n for n in names if n not in ENGINE_NAMES]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(
-            f"expected a comma list of {', '.join(ENGINE_NAMES)}; found {text!r}"
-        )
-    return names
-
-
-def _kinds(text: str) -> tuple[str, ...]:
-    names = tuple(t.strip() for t in text.split(",") if t.strip())
-    bad = [n for n in names if n not in _KINDS]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(
-            f"expected a comma list of {', '.join(_KINDS)}; found {text!r}"
-        )
-    return names
-
-
+_formats = comma_choices(_FORMATS, fold_case=True)
+_engines = comma_choices(engine_names, fold_case=True)
+_kinds = comma_choices(_KINDS)
 _PRIORS = ("none", "diagonal", "beta-binomial")
 
 
