@@ -8,7 +8,7 @@ import json
 import random
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,7 @@ __all__ = [
     "AdaptStop",
     "DemoConfig",
     "corpus_voice",
+    "held_out_speakers",
     "load_aligner",
     "phonemizer_voice",
     "run_align",
@@ -134,6 +135,7 @@ class DemoConfig:
 
     utterances: int = 600
     speakers: int = 8
+    # Voices kept out of training, from engines with several voices (see held_out_speakers).
     held_out_voices: int = 2
     held_out_utterances: int = 60
     steps: int = 400
@@ -289,13 +291,36 @@ def corpus_voice(utt: Any) -> str:
     return phonemizer_voice(str(getattr(utt, "speaker", "")))
 
 
+def held_out_speakers(
+    speakers: Sequence[str], count: int, engine_of: Callable[[str], str] = speaker_engine
+) -> list[str]:
+    """The ``count`` speakers the demo holds out of training, spread over the engines.
+
+    Speakers are grouped by engine (``engine_of``; ids it does not know, for which it returns the
+    id itself, form one group). Only engines with more than one speaker give voices, so no
+    engine is held out whole, one at a time round-robin (engines with more speakers first, then
+    by name), each giving its last speaker in sorted order not held out yet. For one engine this
+    is the last ``count`` speakers in sorted order. Fewer than ``count`` come back when every
+    engine has given all but one of its speakers; none when ``count`` is 0. Deterministic.
+
+    Returns:
+        the held-out speaker ids, sorted.
+    """
+    groups: dict[str, list[str]] = {}
+    for spk in sorted(set(speakers)):
+        engine = engine_of(spk)
+        groups.setdefault("" if engine == spk else engine, []).append(spk)
+    order = sorted(groups, key=lambda e: (-len(groups[e]), e))
+    held: list[str] = []
+    for k in range(1, max((len(g) for g in groups.values()), default=0)):
+        for engine in order:
+            if len(held) < count and len(groups[engine]) > k:
+                held.append(groups[engine][-k])
+    return sorted(held)
+
+
 def _split(items: Sequence[AlignItem], held_voices: int, held_utts: int, seed: int):
-    speakers = sorted({it.speaker for it in items})
-    held = (
-        set(speakers[len(speakers) - held_voices :])
-        if held_voices and len(speakers) > held_voices
-        else set()
-    )
+    held = set(held_out_speakers([it.speaker for it in items], held_voices))
     seen = [it for it in items if it.speaker not in held]
     unseen = [it for it in items if it.speaker in held]
     rng = random.Random(seed)
