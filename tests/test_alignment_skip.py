@@ -151,7 +151,10 @@ def test_skip_viterbi_bad_inputs() -> None:
         )
     # Two required tokens need two frames; optional ones need none.
     short = torch.zeros(1, 3, 1, dtype=torch.float64)
-    with pytest.raises(ValueError, match="mel_lengths"):
+    with pytest.raises(
+        ValueError,
+        match=r"per token that is not skippable: expected mel_lengths\[0\] >= 2 .*; found 1\.",
+    ):
         monotonic_hmm_viterbi(short, skippable_mask=torch.tensor([[True, False, False]]))
     out = monotonic_hmm_viterbi(short, skippable_mask=torch.tensor([[True, False, True]]))
     assert out.durations.tolist() == [[0, 1, 0]]

@@ -94,15 +94,23 @@ def _check_pair(
 ) -> tuple[Tensor, Tensor]:
     tl = check_lengths(text_lengths, "text_lengths", batch=b, max_len=u, device=device)
     ml = check_lengths(mel_lengths, "mel_lengths", batch=b, max_len=t, device=device)
-    bad = ml < tl
+    _check_enough_frames(ml, tl)
+    return tl, ml
+
+
+def _check_enough_frames(ml: Tensor, need: Tensor, *, skippable: bool = False) -> None:
+    """Raise unless ``mel_lengths[b] >= need[b]`` for every item: ``need`` counts the tokens that
+    must take a frame (all valid tokens, or with ``skippable`` those that are not skippable)."""
+    bad = ml < need
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0])
+        which = " that is not skippable" if skippable else ""
+        its = "its tokens that are not skippable" if skippable else f"text_lengths[{i}]"
         raise ValueError(
-            f"A monotonic path needs at least one frame per token: expected mel_lengths[b] >= "
-            f"text_lengths[b]; found mel_lengths[{i}] = {int(ml[i])} < text_lengths[{i}] = {int(tl[i])}. "
-            "Use a smaller hop length or drop the utterance."
+            f"A monotonic path needs at least one frame per token{which}: expected "
+            f"mel_lengths[{i}] >= {int(need[i])} ({its}); found {int(ml[i])}. Use a smaller hop "
+            "length or drop the utterance."
         )
-    return tl, ml
 
 
 def mask_token_logits(logits: Tensor, text_lengths: Tensor) -> Tensor:
@@ -415,29 +423,15 @@ def monotonic_hmm_viterbi(
 
     """
     b, u, t = _check_scores(log_emission, "log_emission")
-    if skippable_mask is not None:
-        tl = check_lengths(
-            text_lengths, "text_lengths", batch=b, max_len=u, device=log_emission.device
-        )
-        ml = check_lengths(
-            mel_lengths, "mel_lengths", batch=b, max_len=t, device=log_emission.device
-        )
-        skip = _check_skippable(skippable_mask, log_skip, tl, ml, b, u, log_emission.device)
-        if skip is None:
-            tl, ml = _check_pair(tl, ml, b, u, t, log_emission.device)
-        else:
-            need = (skip <= _NEG / 2).logical_and(lengths_to_valid_mask(tl, u)).sum(1)
-            bad = ml < need
-            if bool(bad.any()):
-                i = int(bad.nonzero()[0, 0])
-                raise ValueError(
-                    f"A monotonic path needs one frame per token that is not skippable: expected "
-                    f"mel_lengths[{i}] >= {int(need[i])}; found {int(ml[i])}. Use a smaller hop "
-                    "length or drop the utterance."
-                )
+    device = log_emission.device
+    tl = check_lengths(text_lengths, "text_lengths", batch=b, max_len=u, device=device)
+    ml = check_lengths(mel_lengths, "mel_lengths", batch=b, max_len=t, device=device)
+    skip = _check_skippable(skippable_mask, log_skip, tl, ml, b, u, device)
+    if skip is None:
+        _check_enough_frames(ml, tl)
     else:
-        skip = None
-        tl, ml = _check_pair(text_lengths, mel_lengths, b, u, t, log_emission.device)
+        need = (skip <= _NEG / 2).logical_and(lengths_to_valid_mask(tl, u)).sum(1)
+        _check_enough_frames(ml, need, skippable=True)
     stay, move = _prep_transitions(log_stay, log_move, log_emission)
     name = kernels.resolve("viterbi", impl, log_emission.device.type)
     with torch.no_grad():
