@@ -176,7 +176,24 @@ class _FeedForward(nn.Module):
         return self.lin2(self.drop(F.relu(self.lin1(x))))
 
 
-class SpeechTransformerEncoderLayer(nn.Module):
+class _ResidualLayer(nn.Module):
+    """Base of the encoder and decoder layers: one residual branch at a time (``_block``)."""
+
+    norm_first: bool
+    drop: nn.Dropout
+
+    def _block(
+        self, x: Tensor, norm: nn.Module, fn: Callable[[Tensor], tuple[Tensor, Tensor | None]]
+    ) -> tuple[Tensor, Tensor | None]:
+        """``x + dropout(fn(x))`` with ``norm`` before ``fn`` (pre-norm) or after the sum
+        (post-norm); also returns ``fn``'s attention weights (or ``None``)."""
+        h = norm(x) if self.norm_first else x
+        out, weights = fn(h)
+        x = x + self.drop(out)
+        return (x if self.norm_first else norm(x)), weights
+
+
+class SpeechTransformerEncoderLayer(_ResidualLayer):
     """Encoder layer: self-attention with the diagonal prior, then feed-forward.
 
     Post-norm as in the paper (``norm_first=False``) or pre-norm.
@@ -229,20 +246,16 @@ class SpeechTransformerEncoderLayer(nn.Module):
             device=x.device,
             allow_zero=True,
         )
-        x = _zero_pad(x, lengths)
-        h = self.norm1(x) if self.norm_first else x
-        att = self.self_attn(h, query_lengths=lengths, need_weights=need_weights)
-        x = x + self.drop(att.output)
-        if not self.norm_first:
-            x = self.norm1(x)
-        h = self.norm2(x) if self.norm_first else x
-        x = x + self.drop(self.ffn(h))
-        if not self.norm_first:
-            x = self.norm2(x)
-        return EncoderLayerOutput(_zero_pad(x, lengths), att.attn_weights)
+        x, weights = self._block(
+            _zero_pad(x, lengths),
+            self.norm1,
+            lambda h: self.self_attn(h, query_lengths=lengths, need_weights=need_weights),
+        )
+        x, _ = self._block(x, self.norm2, lambda h: (self.ffn(h), None))
+        return EncoderLayerOutput(_zero_pad(x, lengths), weights)
 
 
-class SpeechTransformerDecoderLayer(nn.Module):
+class SpeechTransformerDecoderLayer(_ResidualLayer):
     """Decoder layer: causal self-attention (no prior), cross-attention with the prior, FFN.
 
     The prior is applied to the encoder-decoder attention only: the paper penalises every
@@ -284,14 +297,6 @@ class SpeechTransformerDecoderLayer(nn.Module):
         self.embed_dim = embed_dim
         self.drop = nn.Dropout(dropout)
         self.norm_first = norm_first
-
-    def _block(
-        self, x: Tensor, norm: nn.Module, fn: Callable[[Tensor], tuple[Tensor, Tensor | None]]
-    ) -> tuple[Tensor, Tensor | None]:
-        h = norm(x) if self.norm_first else x
-        out, weights = fn(h)
-        x = x + self.drop(out)
-        return (x if self.norm_first else norm(x)), weights
 
     def forward(
         self,
