@@ -22,6 +22,17 @@ def demo_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def _small_manifest(demo_out: Path, tmp_path: Path, n: int) -> Path:
+    """The first ``n`` utterances of the demo corpus as a manifest with absolute audio paths."""
+    corpus = demo_out / "corpus"
+    lines = (corpus / "manifest.jsonl").read_text().splitlines()[:n]
+    small = tmp_path / "small.jsonl"
+    small.write_text(
+        "\n".join(json.dumps(dict(d, path=str(corpus / d["path"]))) for d in map(json.loads, lines))
+    )
+    return small
+
+
 def test_demo_quick_outputs_are_sane(demo_out: Path) -> None:
     check_report(demo_out / "report.html")
     for png in ("alignments.png", "durations.png", "curves.png"):
@@ -68,15 +79,7 @@ def test_align_command_trains_resumes_and_applies(
 ) -> None:
     from speechattn.data.textgrid import read_textgrid
 
-    manifest = demo_out / "corpus" / "manifest.jsonl"
-    lines = manifest.read_text().splitlines()[:10]
-    small = tmp_path / "small.jsonl"
-    small.write_text(
-        "\n".join(
-            json.dumps(dict(json.loads(x), path=str(demo_out / "corpus" / json.loads(x)["path"])))
-            for x in lines
-        )
-    )
+    small = _small_manifest(demo_out, tmp_path, 10)
     out = tmp_path / "scratch"
     args = [
         "align",
@@ -135,15 +138,7 @@ def test_shipped_aligner_applies_out_of_the_box(demo_out: Path, tmp_path: Path) 
     model, _symbols, _feats, info = load_aligner()
     assert info.get("kind") == model.config.kind
     assert DEFAULT_ASSET.stat().st_size < 8 * 2**20
-    manifest = demo_out / "corpus" / "manifest.jsonl"
-    lines = manifest.read_text().splitlines()[:6]
-    small = tmp_path / "small.jsonl"
-    small.write_text(
-        "\n".join(
-            json.dumps(dict(json.loads(x), path=str(demo_out / "corpus" / json.loads(x)["path"])))
-            for x in lines
-        )
-    )
+    small = _small_manifest(demo_out, tmp_path, 6)
     out = tmp_path / "shipped"
     assert main(["align", str(small), "--out", str(out), "--no-adapt", "--no-progress"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]["corpus"]
