@@ -33,7 +33,10 @@ def _demo(args: argparse.Namespace) -> int:
 
     cfg = DemoConfig.quick() if args.quick else DemoConfig()
     fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-    cfg = dataclasses.replace(cfg, **parse_overrides(args.set, fields))
+    try:
+        cfg = dataclasses.replace(cfg, **parse_overrides(args.set, fields))
+    except ValueError as exc:  # a value out of range (DemoConfig checks its fields)
+        raise CliError(f"--set: {exc}", status=2) from None
     if args.utterances is not None:
         cfg.utterances = args.utterances
     if args.speakers is not None:

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from speechattn._config import check_fields
 from speechattn.functional.alignment import (
     AlignmentPath,
     forward_sum_loss,
@@ -74,6 +75,17 @@ class AlignerConfig:
     # 100: best of 10 / 30 / 100 / 300 for the demo-size corpus and of 10 / 30 / 100 for the
     # --quick one (benchmarks/RESULTS.md, "Diagonal prior on the plain-MHA aligner").
     mha_prior_scale: float = 100.0
+
+    def __post_init__(self) -> None:
+        # kind and mha_prior are checked by TextMelAligner (with a hint on mha_prior).
+        check_fields(
+            self,
+            positive_ints=("num_symbols", "n_mels", "dim", "kernel_size", "num_heads"),
+            nonnegative_ints=("text_layers", "mel_layers"),
+            positive_floats=("prior_scaling",),
+            nonnegative_floats=("fs_weight", "sma_noise_std", "mha_prior_scale"),
+            fractions=("dropout",),
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from speechattn._config import check_fields
 from speechattn.recipes.align.calibrate import (
     BoundaryOffsets,
     fit_boundary_offsets,
@@ -37,7 +38,7 @@ from speechattn.recipes.align.evaluate import (
     score,
     write_alignment,
 )
-from speechattn.recipes.align.model import AlignerConfig, TextMelAligner
+from speechattn.recipes.align.model import KINDS, MHA_PRIORS, AlignerConfig, TextMelAligner
 from speechattn.recipes.align.outputs import (
     corpus_fingerprint,
     file_digest,
@@ -158,6 +159,21 @@ class DemoConfig:
     # Seed of the held-out split, the channel copies and training (None: ``seed``, which also
     # draws the corpus): another training run on the same corpus.
     train_seed: int | None = None
+
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            positive_ints=("utterances", "speakers", "steps", "batch_size", "dim", "threads"),
+            nonnegative_ints=(
+                "held_out_voices",
+                "held_out_utterances",
+                "eval_every",
+                "seed",
+                "train_seed",
+            ),
+            positive_floats=("lr", "max_seconds_per_aligner"),
+            choices={"kinds": KINDS, "mha_prior": MHA_PRIORS},
+        )
 
     @classmethod
     def quick(cls) -> DemoConfig:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from speechattn._config import check_fields
 from speechattn.data.synth import generate_sentences
 from speechattn.functional.contrastive import pooled_contrastive_loss
 from speechattn.functional.masks import lengths_to_valid_mask
@@ -87,6 +88,34 @@ class DemoConfig:
     ctc_weight: float = 0.0
     spec_augment: bool = True
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            positive_ints=(
+                "train_captions",
+                "passes",
+                "train_voices",
+                "heldout_captions",
+                "heldout_voices",
+                "text_length",
+                "hidden_size",
+                "num_layers",
+                "num_heads",
+                "epochs",
+                "batch_size",
+                "feature_stride",
+            ),
+            nonnegative_ints=("eval_every", "log_every", "seed"),
+            positive_floats=("learning_rate", "temperature"),
+            nonnegative_floats=(
+                "weight_decay",
+                "pooled_weight",
+                "retrieval_weight",
+                "regression_weight",
+                "ctc_weight",
+            ),
+        )
 
     @classmethod
     def from_overrides(cls, items: list[str]) -> DemoConfig:
