@@ -96,6 +96,12 @@ def _check_float(value: float, name: str, *, lo: float, lo_open: bool = False) -
     return value
 
 
+def _check_positive_int(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"Expected {name} to be an int >= 1; found {value!r}.")
+    return value
+
+
 def _check_float_dtype(dtype: torch.dtype, name: str = "dtype") -> None:
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(
@@ -421,11 +427,13 @@ def seed_attention_penalty(
         ``(batch_size, num_heads, query_len, key_len)`` (an expanded view; values ``<= 0``).
     """
     key_len = query_len if key_len is None else key_len
-    for v, n in ((query_len, "query_len"), (key_len, "key_len"), (batch_size, "batch_size")):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"Expected {n} to be an int >= 1; found {v!r}.")
-    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
-        raise ValueError(f"Expected num_heads to be an int >= 1; found {num_heads!r}.")
+    for v, n in (
+        (query_len, "query_len"),
+        (key_len, "key_len"),
+        (batch_size, "batch_size"),
+        (num_heads, "num_heads"),
+    ):
+        _check_positive_int(v, n)
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise ValueError(f"Expected width (attention_penalty_width) int >= 1; found {width!r}.")
     _check_float_dtype(dtype)

@@ -12,7 +12,12 @@ import torch
 from torch import Tensor, nn
 
 from speechattn.functional.masks import check_lengths, lengths_to_valid_mask
-from speechattn.functional.priors import BetaBinomialPrior, DiagonalPrior, prior_attention
+from speechattn.functional.priors import (
+    BetaBinomialPrior,
+    DiagonalPrior,
+    _check_positive_int,
+    prior_attention,
+)
 
 __all__ = ["AttentionOutput", "AttentionPrior", "PriorMultiheadAttention"]
 
@@ -52,6 +57,12 @@ class AttentionOutput(NamedTuple):
 
     output: Tensor
     attn_weights: Tensor | None
+
+
+def _check_dropout(p: float) -> float:
+    if not 0.0 <= float(p) < 1.0:
+        raise ValueError(f"Expected 0 <= dropout < 1; found dropout = {p}.")
+    return float(p)
 
 
 def _check_prior(prior: object, name: str = "prior") -> None:
@@ -108,16 +119,14 @@ class PriorMultiheadAttention(nn.Module):
         prior: AttentionPrior | None = None,
     ) -> None:
         super().__init__()
-        for v, n in ((embed_dim, "embed_dim"), (num_heads, "num_heads")):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"Expected {n} to be an int >= 1; found {v!r}.")
+        _check_positive_int(embed_dim, "embed_dim")
+        _check_positive_int(num_heads, "num_heads")
         if embed_dim % num_heads:
             raise ValueError(
                 f"Expected embed_dim divisible by num_heads; found embed_dim={embed_dim}, "
                 f"num_heads={num_heads}. Pick num_heads among the divisors of embed_dim."
             )
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"Expected 0 <= dropout < 1; found dropout = {dropout}.")
+        dropout = _check_dropout(dropout)
         if isinstance(prior, Tensor):
             raise TypeError(
                 "Expected prior in the constructor to be a prior config (DiagonalPrior, "
@@ -129,7 +138,7 @@ class PriorMultiheadAttention(nn.Module):
         self.head_dim = embed_dim // num_heads
         self.kdim = embed_dim if kdim is None else kdim
         self.vdim = embed_dim if vdim is None else vdim
-        self.dropout = float(dropout)
+        self.dropout = dropout
         self.prior = prior
         self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         self.k_proj = nn.Linear(self.kdim, embed_dim, bias=bias)

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from speechattn.functional.masks import check_lengths, lengths_to_valid_mask
-from speechattn.functional.priors import DiagonalPrior
-from speechattn.nn.attention import AttentionPrior, PriorMultiheadAttention
+from speechattn.functional.priors import DiagonalPrior, _check_positive_int
+from speechattn.nn.attention import AttentionPrior, PriorMultiheadAttention, _check_dropout
 
 __all__ = [
     "Conv2dSubsampling",
@@ -54,18 +54,6 @@ def _zero_pad(x: Tensor, lengths: Tensor) -> Tensor:
         x.shape[0], x.shape[1], *([1] * (x.dim() - 2))
     )
     return torch.where(valid, x, torch.zeros((), dtype=x.dtype, device=x.device))
-
-
-def _check_pos_int(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"Expected {name} to be an int >= 1; found {value!r}.")
-    return value
-
-
-def _check_dropout(p: float) -> float:
-    if not 0.0 <= float(p) < 1.0:
-        raise ValueError(f"Expected 0 <= dropout < 1; found dropout = {p}.")
-    return float(p)
 
 
 def sinusoidal_positions(length: int, dim: int, *, device: torch.device | None = None) -> Tensor:
@@ -97,9 +85,9 @@ class Conv2dSubsampling(nn.Module):
 
     def __init__(self, *, in_features: int, embed_dim: int, channels: int = 64) -> None:
         super().__init__()
-        _check_pos_int(in_features, "in_features")
-        _check_pos_int(embed_dim, "embed_dim")
-        _check_pos_int(channels, "channels")
+        _check_positive_int(in_features, "in_features")
+        _check_positive_int(embed_dim, "embed_dim")
+        _check_positive_int(channels, "channels")
         if in_features < 7:
             raise ValueError(
                 f"Expected in_features >= 7 (two 3x3 stride-2 convs); found {in_features}."
@@ -221,7 +209,7 @@ class SpeechTransformerEncoderLayer(_ResidualLayer):
         norm_first: bool = False,
     ) -> None:
         super().__init__()
-        _check_pos_int(ffn_dim, "ffn_dim")
+        _check_positive_int(ffn_dim, "ffn_dim")
         dropout = _check_dropout(dropout)
         self.self_attn = PriorMultiheadAttention(
             embed_dim=embed_dim, num_heads=num_heads, dropout=dropout, prior=prior
@@ -282,7 +270,7 @@ class SpeechTransformerDecoderLayer(_ResidualLayer):
         norm_first: bool = False,
     ) -> None:
         super().__init__()
-        _check_pos_int(ffn_dim, "ffn_dim")
+        _check_positive_int(ffn_dim, "ffn_dim")
         dropout = _check_dropout(dropout)
         self.self_attn = PriorMultiheadAttention(
             embed_dim=embed_dim, num_heads=num_heads, dropout=dropout, prior=None
@@ -395,7 +383,7 @@ class SpeechTransformerEncoder(nn.Module):
         norm_first: bool = False,
     ) -> None:
         super().__init__()
-        _check_pos_int(num_layers, "num_layers")
+        _check_positive_int(num_layers, "num_layers")
         self.embed_dim = embed_dim
         self.frontend = Conv2dSubsampling(
             in_features=in_features, embed_dim=embed_dim, channels=channels
@@ -454,8 +442,8 @@ class SpeechTransformerDecoder(nn.Module):
         norm_first: bool = False,
     ) -> None:
         super().__init__()
-        _check_pos_int(vocab_size, "vocab_size")
-        _check_pos_int(num_layers, "num_layers")
+        _check_positive_int(vocab_size, "vocab_size")
+        _check_positive_int(num_layers, "num_layers")
         self.embed_dim = embed_dim
         self.embed = nn.Embedding(vocab_size, embed_dim)
         self.layers = nn.ModuleList(
