@@ -154,6 +154,7 @@ def align_items(
     pauses: str = "forced",
     pause_skip: float = 0.0,
     min_pause_frames: int = 0,
+    max_pause_loudness: float | None = None,
 ) -> list[AlignmentResult]:
     """Hard-align items with a trained :class:`TextMelAligner`, or ``model="uniform"``.
 
@@ -165,12 +166,24 @@ def align_items(
     (``"auto"`` only; 0 = off): a pause between words shorter than this many frames is not a
     pause: the utterance is decoded again with a pause token only between the words whose
     pause took at least that many frames, so the two words meet where the path puts their
-    boundary (again until no pause between words is shorter). Each result's ``item`` is the item as decoded (with any inserted pause tokens)."""
-    from speechattn.recipes.align.pauses import check_pause_mode, short_word_pauses
+    boundary (again until no pause between words is shorter). ``max_pause_loudness``
+    (``"auto"`` only; None = off): a pause between words none of whose frames is at most this
+    loud (:func:`~speechattn.recipes.align.pauses.frame_loudness`: 0 = the utterance's quietest
+    frame, 1 = its median frame) is not a pause: its frames go half to each word, which meet in
+    its middle (:func:`~speechattn.recipes.align.pauses.split_word_pauses`; no second decoding).
+    Each result's ``item`` is the item as decoded (with any inserted pause tokens)."""
+    from speechattn.recipes.align.pauses import (
+        check_pause_mode,
+        loud_word_pauses,
+        short_word_pauses,
+        split_word_pauses,
+    )
 
     check_pause_mode(pauses)
     if min_pause_frames < 0:
         raise ValueError(f"Expected min_pause_frames >= 0; found {min_pause_frames}.")
+    if max_pause_loudness is not None and not max_pause_loudness >= 0:
+        raise ValueError(f"Expected max_pause_loudness >= 0 or None; found {max_pause_loudness}.")
     if hasattr(model, "eval"):
         model.eval()
     mode = "forced" if model == "uniform" else pauses
@@ -212,7 +225,28 @@ def align_items(
                 pause_skip,
             )
         )
+    if mode == "auto" and max_pause_loudness is not None:
+        for i, r in out.items():
+            loud = loud_word_pauses(r.item, r.durations, max_pause_loudness)
+            if loud:
+                out[i] = _with_durations(
+                    r, split_word_pauses(r.item, r.durations, loud), config, offsets
+                )
     return [out[i] for i in range(len(items))]
+
+
+def _with_durations(
+    r: AlignmentResult,
+    durations: np.ndarray,
+    config: FeatureConfig,
+    offsets: BoundaryOffsets | None,
+) -> AlignmentResult:
+    """``r`` with new durations and the intervals and pauses they give (soft, focus kept)."""
+    from speechattn.recipes.align.pauses import pause_intervals
+
+    ph, wd = durations_to_intervals(r.item, durations, config, offsets)
+    pz = pause_intervals(r.item, token_edges(r.item, durations, config, offsets), durations)
+    return dataclasses.replace(r, durations=durations, phones=ph, words=wd, pauses=pz)
 
 
 def _decode(

@@ -44,7 +44,11 @@ from speechattn.recipes.align.outputs import (
     prepare_output,
     remove_stale_alignments,
 )
-from speechattn.recipes.align.pauses import DEFAULT_MIN_PAUSE_S, min_pause_frames
+from speechattn.recipes.align.pauses import (
+    DEFAULT_MAX_PAUSE_LOUDNESS,
+    DEFAULT_MIN_PAUSE_S,
+    min_pause_frames,
+)
 from speechattn.recipes.align.train import (
     TrainConfig,
     dist_info,
@@ -681,6 +685,7 @@ def run_align(
     train_overrides: dict[str, Any] | None = None,
     pauses: str = "auto",
     min_pause_s: float | None = None,
+    max_pause_loudness: float | None = DEFAULT_MAX_PAUSE_LOUDNESS,
     log=print,
 ) -> dict:
     """Align a corpus: train from scratch, or apply (and by default adapt) a trained aligner.
@@ -699,7 +704,10 @@ def run_align(
     ``"beta-binomial"``) sets the log-prior of a plain-MHA aligner (``ValueError`` for another kind).
     ``min_pause_s`` (default :data:`~speechattn.recipes.align.pauses.DEFAULT_MIN_PAUSE_S`; 0 keeps
     every pause): with ``"auto"``, a pause between words shorter than this is decoded again as
-    no pause (see :mod:`~speechattn.recipes.align.pauses`).
+    no pause (see :mod:`~speechattn.recipes.align.pauses`). ``max_pause_loudness`` (default
+    :data:`~speechattn.recipes.align.pauses.DEFAULT_MAX_PAUSE_LOUDNESS`; None = off): with
+    ``"auto"``, a pause between words with no frame at most this loud (0 = the utterance's
+    quietest frame, 1 = its median frame) is split between its two words.
 
     ``calibration``: apply one of the loaded aligner's boundary tables, all fitted on its
     training voices' labels (see :mod:`~speechattn.recipes.align.calibrate`):
@@ -736,6 +744,10 @@ def run_align(
     min_pause = DEFAULT_MIN_PAUSE_S if min_pause_s is None else float(min_pause_s)
     if not min_pause >= 0:
         raise ValueError(f"Expected min_pause_s >= 0; found {min_pause_s}.")
+    if max_pause_loudness is not None and not 0 <= max_pause_loudness < float("inf"):
+        raise ValueError(
+            f"Expected max_pause_loudness >= 0 (finite) or None; found {max_pause_loudness}."
+        )
     overrides = dict(train_overrides or {})
     stop_fields = {f.name for f in dataclasses.fields(AdaptStop)}
     stop_rule = AdaptStop(**{k: overrides.pop(k) for k in list(overrides) if k in stop_fields})
@@ -898,6 +910,7 @@ def run_align(
         pauses=pauses,
         pause_skip=DEFAULT_PAUSE_SKIP,
         min_pause_frames=min_pause_frames(min_pause, feats.frame_s),
+        max_pause_loudness=max_pause_loudness,
     )
     if offs is not None:
         what = (
