@@ -213,6 +213,7 @@ def _aligner_rows(
                 pauses=args.pauses,
                 min_pause_s=args.min_pause_ms / 1000.0,
                 max_pause_loudness=args.max_pause_loudness,
+                reverse_pass=args.reverse_pass,
             )
             if row in ("unsupervised", "candidate", "adapted"):
                 kw["calibration"] = args.calibration
@@ -340,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
         default="0.3",
         help="loudest a kept pause between words may be at its quietest frame (align's "
         "--max-pause-loudness; 'off' keeps every pause; default: %(default)s)",
+    )
+    ap.add_argument(
+        "--reverse-pass",
+        action="store_true",
+        help="the aligner rows also decode reversed in time, boundaries midway (align's "
+        "--reverse-pass)",
     )
     ap.add_argument(
         "--calibration",

@@ -155,8 +155,46 @@ def test_align_cli_default_is_the_library_default() -> None:
     from speechattn.cli import build_parser
 
     args = build_parser().parse_args(["align", "corpus.jsonl", "--out", "o"])
-    assert args.max_pause_loudness == DEFAULT_MAX_PAUSE_LOUDNESS
+    assert args.max_pause_loudness == DEFAULT_MAX_PAUSE_LOUDNESS and not args.reverse_pass
     args = build_parser().parse_args(
-        ["align", "corpus.jsonl", "--out", "o", "--max-pause-loudness", "off"]
+        ["align", "corpus.jsonl", "--out", "o", "--max-pause-loudness", "off", "--reverse-pass"]
     )
-    assert args.max_pause_loudness is None
+    assert args.max_pause_loudness is None and args.reverse_pass
+
+
+class LaggingOracle(CentredOracle):
+    """Emissions of each frame taken from the frame ``lag`` before it (in the decoding's own
+    direction of time): a forward path puts every boundary ``lag`` frames late, a path decoded
+    reversed in time puts it ``lag`` frames early."""
+
+    lag = 2
+
+    def align(self, tokens, tl, mels, ml, skippable_mask=None, log_skip=0.0):
+        shifted = mels.clone()
+        for b in range(mels.shape[0]):
+            t = int(ml[b])
+            shifted[b, self.lag : t] = mels[b, : t - self.lag]
+        return super().align(tokens, tl, shifted, ml, skippable_mask, log_skip)
+
+
+@pytest.mark.parametrize("mode", ["auto", "none", "forced"])
+def test_reverse_pass_cancels_a_lag_that_flips_with_time(mode: str) -> None:
+    items = [_item(6, -5.0, seed=s) for s in range(3)]
+    exact = align_items(CentredOracle(), items, FEATURES, pauses=mode)
+    late = align_items(LaggingOracle(), items, FEATURES, pauses=mode)
+    both = align_items(LaggingOracle(), items, FEATURES, pauses=mode, reverse_pass=True)
+    fs = FEATURES.frame_s
+    for e, lt, b in zip(exact, late, both):
+        assert int(b.durations.sum()) == e.item.mel.shape[0]
+        assert all(int(b.durations[k]) >= 1 for k in b.item.phone_token_index)
+        assert len(b.durations) == len(lt.durations)
+        inner = [(w[1], v[0]) for w, v in zip(e.words[:-1], e.words[1:])]
+        late_inner = [(w[1], v[0]) for w, v in zip(lt.words[:-1], lt.words[1:])]
+        both_inner = [(w[1], v[0]) for w, v in zip(b.words[:-1], b.words[1:])]
+        for (te, ts), (le, ls), (be, bs) in zip(inner, late_inner, both_inner):
+            assert le - te == pytest.approx(LaggingOracle.lag * fs)  # the forward lag
+            assert ls - ts == pytest.approx(LaggingOracle.lag * fs)
+            assert abs(be - te) < 1e-9 and abs(bs - ts) < 1e-9  # cancelled
+        # The exact oracle's two passes agree: nothing moves.
+        again = align_items(CentredOracle(), [e.item], FEATURES, pauses="none", reverse_pass=True)
+        assert [w[:2] for w in again[0].words] == [w[:2] for w in e.words]

@@ -138,6 +138,7 @@ def _align(args: argparse.Namespace) -> int:
         pauses=args.pauses,
         min_pause_s=args.min_pause_ms / 1000.0,
         max_pause_loudness=args.max_pause_loudness,
+        reverse_pass=args.reverse_pass,
     )
     if res:
         print(metrics_table_text(res["table"]))
@@ -350,6 +351,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(0 = the utterance's quietest frame, 1 = its median frame); a louder one (a stop's "
         "closure, a weak onset) is split between its two words, which meet in its middle; "
         "'off' keeps every pause (default: %(default)s)",
+    )
+    a.add_argument(
+        "--reverse-pass",
+        action="store_true",
+        help="also decode each utterance reversed in time and put every boundary midway between "
+        "the two paths (cancels the forward decoding's lag at boundaries between two sounds; "
+        "twice the decoding time; see benchmarks/RESULTS.md for what it does to each engine)",
     )
     _common(a)
     a.set_defaults(func=_align)

@@ -686,6 +686,7 @@ def run_align(
     pauses: str = "auto",
     min_pause_s: float | None = None,
     max_pause_loudness: float | None = DEFAULT_MAX_PAUSE_LOUDNESS,
+    reverse_pass: bool = False,
     log=print,
 ) -> dict:
     """Align a corpus: train from scratch, or apply (and by default adapt) a trained aligner.
@@ -707,7 +708,9 @@ def run_align(
     no pause (see :mod:`~speechattn.recipes.align.pauses`). ``max_pause_loudness`` (default
     :data:`~speechattn.recipes.align.pauses.DEFAULT_MAX_PAUSE_LOUDNESS`; None = off): with
     ``"auto"``, a pause between words with no frame at most this loud (0 = the utterance's
-    quietest frame, 1 = its median frame) is split between its two words.
+    quietest frame, 1 = its median frame) is split between its two words. ``reverse_pass``:
+    decode each utterance reversed in time as well and put every boundary midway between the
+    two paths (:func:`~speechattn.recipes.align.evaluate.align_items`).
 
     ``calibration``: apply one of the loaded aligner's boundary tables, all fitted on its
     training voices' labels (see :mod:`~speechattn.recipes.align.calibrate`):
@@ -911,6 +914,7 @@ def run_align(
         pause_skip=DEFAULT_PAUSE_SKIP,
         min_pause_frames=min_pause_frames(min_pause, feats.frame_s),
         max_pause_loudness=max_pause_loudness,
+        reverse_pass=reverse_pass,
     )
     if offs is not None:
         what = (
@@ -954,6 +958,7 @@ def run_align(
         "formats": ",".join(formats),
         "boundary calibration": f"on ({calibration})" if offs is not None else "off",
         "pauses": f"{pauses}, {sum(len(r.pauses) for r in results)} pause intervals",
+        "decoding": "forward + reversed, midway" if reverse_pass else "forward",
     }
     if adaptation:
         summary["adaptation"] = (
