@@ -198,3 +198,34 @@ def test_reverse_pass_cancels_a_lag_that_flips_with_time(mode: str) -> None:
         # The exact oracle's two passes agree: nothing moves.
         again = align_items(CentredOracle(), [e.item], FEATURES, pauses="none", reverse_pass=True)
         assert [w[:2] for w in again[0].words] == [w[:2] for w in e.words]
+
+
+def test_align_cli_reverse_pass_runs_uncalibrated(tmp_path) -> None:
+    """`speechattn align --reverse-pass` writes alignments of the whole audio; "auto" calibration
+    applies the shipped consensus table to the forward decoding only."""
+    pytest.importorskip("espeakng_loader")
+    import json
+
+    import soundfile as sf
+
+    from speechattn.cli import main
+
+    data = tmp_path / "corpus"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    t = np.arange(int(22050 * 1.6)) / 22050
+    wav = 0.2 * np.sin(2 * np.pi * 150 * t) * (t > 0.25) * (t < 1.35)
+    wav += 0.005 * rng.standard_normal(t.size)
+    sf.write(data / "u1.wav", wav.astype(np.float32), 22050)
+    (data / "u1.txt").write_text("the cat sat")
+    common = ["--no-progress", "--threads", "1", "--no-adapt"]
+    assert main(["align", str(data), "--out", str(tmp_path / "f"), *common]) == 0
+    assert main(["align", str(data), "--out", str(tmp_path / "r"), "--reverse-pass", *common]) == 0
+    fwd = json.loads((tmp_path / "f" / "summary.json").read_text())
+    rev = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert fwd["decoding"] == "forward" and fwd["boundary calibration"] == "on (consensus)"
+    assert rev["decoding"].startswith("forward + reversed") and rev["boundary calibration"] == "off"
+    js = json.loads((tmp_path / "r" / "alignments" / "u1.json").read_text())
+    frames = int(np.ceil(t.size / 256))
+    assert abs(sum(js["durations_frames"]) - frames) <= 1
+    assert [w["label"] for w in js["words"]] == ["the", "cat", "sat"]

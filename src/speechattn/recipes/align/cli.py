@@ -333,7 +333,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "engine whose labels follow the other engines rather than espeak-ng), contexts (per phone "
         "context, pooled over the training utterances, mostly "
         "espeak-ng's convention, e.g. a stop starts at its burst), none; auto: consensus when "
-        "the aligner has that table, else none (default: %(default)s)",
+        "the aligner has that table, else none; none with --reverse-pass (the tables were "
+        "fitted with the forward decoding) (default: %(default)s)",
     )
     a.add_argument(
         "--min-pause-ms",

@@ -80,7 +80,7 @@ ALIGNER_NAMES = {
 CALIBRATED = " + boundary calibration (training-voice labels)"
 # ``calibration`` of run_align: which table of the aligner's file applies. "auto" (the default):
 # the consensus table when the aligner has one, else none (benchmarks/RESULTS.md, "Late
-# boundaries on unseen engines").
+# boundaries on unseen engines"); none with a reverse pass (the tables fit the forward decoding).
 CALIBRATIONS = ("auto", "none", "consensus", "engines", "contexts")
 _CALIBRATION_KEYS = {
     "consensus": "consensus_offsets",
@@ -719,7 +719,8 @@ def run_align(
     ``"engines"`` (one offset per boundary class, the median over the training engines, each
     counting once), ``"contexts"`` (or ``True``; per phone context, pooled over the training
     utterances); ``"none"``/``None``/``False``: none; ``"auto"`` (the default): the consensus
-    table when the aligner has one, else none. A model trained from scratch here has none.
+    table when the aligner has one and ``reverse_pass`` is off (the tables were fitted with the
+    forward decoding), else none. A model trained from scratch here has none.
 
     Output folder: ``out`` holds one run (see :mod:`~speechattn.recipes.align.outputs`). Running
     again with the same corpus, settings and seed resumes; anything else raises
@@ -785,7 +786,9 @@ def run_align(
             for name, key in _CALIBRATION_KEYS.items()
         }
         if calibration == "auto":
-            calibration = "consensus" if tables["consensus"] is not None else "none"
+            # The tables were fitted with the forward decoding: none applies to a reverse pass.
+            usable = tables["consensus"] is not None and not reverse_pass
+            calibration = "consensus" if usable else "none"
         shipped_offsets = tables.get(calibration if calibration != "none" else "contexts")
         items = build_items(
             utts,
