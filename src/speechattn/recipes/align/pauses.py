@@ -242,8 +242,8 @@ def split_word_pauses(
 ) -> np.ndarray:
     """Durations ``(U,)`` with the frames of the pause token before each word in ``words`` given
     to its two words: the later half (one more frame when odd) to the first phone after it, the
-    rest to the last phone before it, so the words meet in the pause's middle (rounded a frame
-    early when odd)."""
+    rest to the last phone before it, so the words meet in the pause's middle (half a frame
+    before it when odd)."""
     d = np.asarray(durations, dtype=np.int64).copy()
     for w, k in _between_word_pauses(item, d):
         if w in words:
