@@ -71,8 +71,8 @@ def test_frame_loudness_is_relative_and_level_free() -> None:
     mel = torch.randn(30, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     q = frame_loudness(mel)
     assert q.shape == (30,)
-    assert q.min() == pytest.approx(0.0) and np.median(q) == pytest.approx(1.0)
-    assert int(np.argmin(q)) == int(mel.mean(-1).argmin())
+    assert np.percentile(q, 5) == pytest.approx(0.0) and np.median(q) == pytest.approx(1.0)
+    assert q.min() < 0 and int(np.argmin(q)) == int(mel.mean(-1).argmin())
     # An affine map of every frame's level (gain, normalisation, zeroed bins) changes nothing.
     np.testing.assert_allclose(frame_loudness(3.0 * mel - 7.0), q, atol=1e-9)
     wider = torch.cat(

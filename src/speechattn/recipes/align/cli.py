@@ -349,7 +349,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=0.3,  # pauses.DEFAULT_MAX_PAUSE_LOUDNESS (not imported: it pulls torch)
         metavar="X|off",
         help="with --pauses auto: a pause between words must have a frame at most this loud "
-        "(0 = the utterance's quietest frame, 1 = its median frame); a louder one (a stop's "
+        "(0 = the utterance's quietest frames, its 5th percentile; 1 = its median frame); a louder one (a stop's "
         "closure, a weak onset) is split between its two words, which meet in its middle; "
         "'off' keeps every pause (default: %(default)s)",
     )

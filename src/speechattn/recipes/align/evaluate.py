@@ -169,7 +169,7 @@ def align_items(
     pause took at least that many frames, so the two words meet where the path puts their
     boundary (again until no pause between words is shorter). ``max_pause_loudness``
     (``"auto"`` only; None = off): a pause between words none of whose frames is at most this
-    loud (:func:`~speechattn.recipes.align.pauses.frame_loudness`: 0 = the utterance's quietest
+    loud (:func:`~speechattn.recipes.align.pauses.frame_loudness`: 0 = the utterance's 5th-percentile
     frame, 1 = its median frame) is not a pause: its frames go half to each word, which meet in
     its middle (:func:`~speechattn.recipes.align.pauses.split_word_pauses`; no second decoding).
     ``reverse_pass``: decode each utterance a second time reversed in time (its frames and

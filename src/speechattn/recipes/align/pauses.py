@@ -15,7 +15,7 @@ Viterbi path may do with the tokens that are not phones:
   onset) into a pause token between two words that meet, ending the first word early and
   starting the second late; such utterances are decoded a second time with a pause token only
   where the first pass found a long enough pause. A pause must also be quiet: one with no frame
-  near the utterance's quietest (``speechattn align --max-pause-loudness``, :func:`frame_loudness`)
+  near the utterance's quietest ones (``speechattn align --max-pause-loudness``, :func:`frame_loudness`)
   is a stop's closure or a weak onset, not a pause, and its frames are split between the two
   words, which then meet in its middle (:func:`split_word_pauses`).
 - ``"none"``: no pause token is inserted; the edge silences (and an aligner's own ``<sp>``) are
@@ -46,6 +46,7 @@ __all__ = [
     "DEFAULT_MAX_PAUSE_LOUDNESS",
     "DEFAULT_MIN_PAUSE_S",
     "DEFAULT_PAUSE_SKIP",
+    "LOUDNESS_FLOOR_PERCENTILE",
     "PAUSE_LABELS",
     "PAUSE_MODES",
     "check_pause_mode",
@@ -67,9 +68,12 @@ DEFAULT_PAUSE_SKIP = 0.0
 # as no pause (see benchmarks/RESULTS.md, "Late boundaries on unseen engines").
 DEFAULT_MIN_PAUSE_S = 0.05
 # Loudest a pause between words may be at its quietest frame (:func:`frame_loudness`: 0 = the
-# utterance's quietest frame, 1 = its median frame); a louder one is split between its two words
+# utterance's 5th-percentile frame, 1 = its median frame); a louder one is split between its two words
 # (see benchmarks/RESULTS.md, "Word-boundary error on unseen engines: what it is made of").
 DEFAULT_MAX_PAUSE_LOUDNESS = 0.3
+# The frame of :func:`frame_loudness` 0: this percentile of the utterance's frames (its quietest
+# frame alone is an outlier in noise: at 10 dB SNR the real pauses sit well above it).
+LOUDNESS_FLOOR_PERCENTILE = 5.0
 PAUSE_LABELS = {"edge": "sil", "between": "sp"}
 
 
@@ -179,12 +183,14 @@ def short_word_pauses(item: AlignItem, durations: Sequence[int] | np.ndarray, mi
 
 def frame_loudness(mel: Tensor) -> np.ndarray:
     """Relative loudness ``(T,)`` of an utterance's frames from the aligner's normalised log-mel
-    ``(T, n_mels)``: 0 for its quietest frame, 1 for its median frame.
+    ``(T, n_mels)``: 0 for its quiet frames (the 5th percentile of its frames,
+    :data:`LOUDNESS_FLOOR_PERCENTILE`; not its quietest frame alone, an outlier in noisy audio),
+    1 for its median frame; quieter frames are negative.
 
     The aligner's features are normalised per utterance, so the absolute level is gone; the mean
     over bins of the normalised log-mel still orders frames by loudness. Scaling it between the
-    utterance's quietest and median frames makes it independent of the recording level and of
-    any affine map of the frames' means (a fixed gain, the normalisation, bins a band mask set to
+    utterance's quiet and median frames makes it independent of the recording level and of any
+    affine map of the frames' means (a fixed gain, the normalisation, bins a band mask set to
     0 in every frame). An utterance whose frames are all alike gives 0 everywhere.
     """
     if mel.dim() != 2:
@@ -192,7 +198,7 @@ def frame_loudness(mel: Tensor) -> np.ndarray:
     q = mel.detach().double().mean(-1).cpu().numpy()
     if q.size == 0:
         return q
-    lo, mid = float(q.min()), float(np.median(q))
+    lo, mid = float(np.percentile(q, LOUDNESS_FLOOR_PERCENTILE)), float(np.median(q))
     if mid - lo <= 1e-9:
         return np.zeros_like(q)
     return (q - lo) / (mid - lo)
@@ -217,7 +223,7 @@ def loud_word_pauses(
 ) -> set[int]:
     """Word indices ``w`` whose pause token before word ``w`` took frames on a decoded path and
     has no frame at most ``max_loudness`` loud (:func:`frame_loudness`: 0 = the utterance's
-    quietest frame, 1 = its median frame).
+    5th-percentile frame, 1 = its median frame).
 
     Such a stretch between two words is speech, not a pause: on held-out speech engines it is
     the closure of a word-initial stop or a weak onset (/w s k r/) that the pause token took.

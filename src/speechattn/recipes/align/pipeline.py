@@ -708,7 +708,7 @@ def run_align(
     no pause (see :mod:`~speechattn.recipes.align.pauses`). ``max_pause_loudness`` (default
     :data:`~speechattn.recipes.align.pauses.DEFAULT_MAX_PAUSE_LOUDNESS`; None = off): with
     ``"auto"``, a pause between words with no frame at most this loud (0 = the utterance's
-    quietest frame, 1 = its median frame) is split between its two words. ``reverse_pass``:
+    5th-percentile frame, 1 = its median frame) is split between its two words. ``reverse_pass``:
     decode each utterance reversed in time as well and put every boundary midway between the
     two paths (:func:`~speechattn.recipes.align.evaluate.align_items`).
 
