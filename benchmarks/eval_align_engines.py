@@ -212,6 +212,8 @@ def _aligner_rows(
                 log=lambda *a: None,
                 pauses=args.pauses,
                 min_pause_s=args.min_pause_ms / 1000.0,
+                max_pause_loudness=args.max_pause_loudness,
+                reverse_pass=args.reverse_pass,
             )
             if row in ("unsupervised", "candidate", "adapted"):
                 kw["calibration"] = args.calibration
@@ -335,6 +337,18 @@ def main(argv: list[str] | None = None) -> int:
         "default: %(default)s)",
     )
     ap.add_argument(
+        "--max-pause-loudness",
+        default="0.3",
+        help="loudest a kept pause between words may be at its quietest frame (align's "
+        "--max-pause-loudness; 'off' keeps every pause; default: %(default)s)",
+    )
+    ap.add_argument(
+        "--reverse-pass",
+        action="store_true",
+        help="the aligner rows also decode reversed in time, boundaries midway (align's "
+        "--reverse-pass)",
+    )
+    ap.add_argument(
         "--calibration",
         choices=("auto", "none", "consensus", "engines", "contexts"),
         default="auto",
@@ -359,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
         "engine, or ENGINE=PATH (repeatable) for a model that held that engine out",
     )
     args = ap.parse_args(argv)
+    from speechattn.recipes.align.cli import loudness_or_off
+
+    try:
+        args.max_pause_loudness = loudness_or_off(args.max_pause_loudness)
+    except argparse.ArgumentTypeError as exc:
+        ap.error(f"--max-pause-loudness: {exc}")
     if args.adapt_checkpoint:
         ROW_NAMES["adapted"] = "--checkpoint aligner for the engine, adapted (default align)"
     checkpoints: dict[str, Path] = {}

@@ -27,6 +27,19 @@ _kinds = comma_choices(_KINDS)
 _PRIORS = ("none", "diagonal", "beta-binomial")
 
 
+def loudness_or_off(text: str) -> float | None:
+    """argparse type of ``--max-pause-loudness``: a number >= 0, or ``off`` (None)."""
+    if text.strip().lower() in ("off", "none"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or 'off'; found {text!r}")
+    return value
+
+
 def _demo(args: argparse.Namespace) -> int:
     from speechattn.recipes.align.pipeline import DemoConfig, run_demo
     from speechattn.recipes.align.report import WORD_COLUMNS, metrics_table_text
@@ -127,6 +140,8 @@ def _align(args: argparse.Namespace) -> int:
         train_overrides=parse_overrides(args.set, tfields),
         pauses=args.pauses,
         min_pause_s=args.min_pause_ms / 1000.0,
+        max_pause_loudness=args.max_pause_loudness,
+        reverse_pass=args.reverse_pass,
     )
     if res:
         print(metrics_table_text(res["table"]))
@@ -321,7 +336,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "engine whose labels follow the other engines rather than espeak-ng), contexts (per phone "
         "context, pooled over the training utterances, mostly "
         "espeak-ng's convention, e.g. a stop starts at its burst), none; auto: consensus when "
-        "the aligner has that table, else none (default: %(default)s)",
+        "the aligner has that table, else none; none with --reverse-pass (the tables were "
+        "fitted with the forward decoding) (default: %(default)s)",
     )
     a.add_argument(
         "--min-pause-ms",
@@ -329,6 +345,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=50,
         help="with --pauses auto: a pause between words shorter than this is not a pause (the "
         "two words meet); 0 keeps every pause (default: %(default)s)",
+    )
+    a.add_argument(
+        "--max-pause-loudness",
+        type=loudness_or_off,
+        default=0.3,  # pauses.DEFAULT_MAX_PAUSE_LOUDNESS (not imported: it pulls torch)
+        metavar="X|off",
+        help="with --pauses auto: a pause between words must have a frame at most this loud "
+        "(0 = the utterance's quietest frames, its 5th percentile; 1 = its median frame); a louder one (a stop's "
+        "closure, a weak onset) is split between its two words, which meet in its middle; "
+        "'off' keeps every pause (default: %(default)s)",
+    )
+    a.add_argument(
+        "--reverse-pass",
+        action="store_true",
+        help="also decode each utterance reversed in time and put every boundary midway between "
+        "the two paths (cancels the forward decoding's lag at boundaries between two sounds; "
+        "twice the decoding time; see benchmarks/RESULTS.md for what it does to each engine)",
     )
     _common(a)
     a.set_defaults(func=_align)

@@ -154,6 +154,8 @@ def align_items(
     pauses: str = "forced",
     pause_skip: float = 0.0,
     min_pause_frames: int = 0,
+    max_pause_loudness: float | None = None,
+    reverse_pass: bool = False,
 ) -> list[AlignmentResult]:
     """Hard-align items with a trained :class:`TextMelAligner`, or ``model="uniform"``.
 
@@ -165,12 +167,31 @@ def align_items(
     (``"auto"`` only; 0 = off): a pause between words shorter than this many frames is not a
     pause: the utterance is decoded again with a pause token only between the words whose
     pause took at least that many frames, so the two words meet where the path puts their
-    boundary (again until no pause between words is shorter). Each result's ``item`` is the item as decoded (with any inserted pause tokens)."""
-    from speechattn.recipes.align.pauses import check_pause_mode, short_word_pauses
+    boundary (again until no pause between words is shorter). ``max_pause_loudness``
+    (``"auto"`` only; None = off): a pause between words none of whose frames is at most this
+    loud (:func:`~speechattn.recipes.align.pauses.frame_loudness`: 0 = the utterance's 5th-percentile
+    frame, 1 = its median frame) is not a pause: its frames go half to each word, which meet in
+    its middle (:func:`~speechattn.recipes.align.pauses.split_word_pauses`; no second decoding).
+    ``reverse_pass``: decode each utterance a second time reversed in time (its frames and
+    tokens, the same tokens skippable) and put every token edge midway between the two paths'
+    (rounded down to a frame): the forward path puts boundaries between two sounds late (the
+    unsupervised aligner's objective does not say where in the transition a boundary goes) and
+    the reversed path puts them early, so the midway edge cancels a lag that flips with the
+    direction of time (benchmarks/RESULTS.md, "Word-boundary error on unseen engines: what it
+    is made of"). The soft alignment and focus stay the forward pass's.
+    Each result's ``item`` is the item as decoded (with any inserted pause tokens)."""
+    from speechattn.recipes.align.pauses import (
+        check_pause_mode,
+        loud_word_pauses,
+        short_word_pauses,
+        split_word_pauses,
+    )
 
     check_pause_mode(pauses)
     if min_pause_frames < 0:
         raise ValueError(f"Expected min_pause_frames >= 0; found {min_pause_frames}.")
+    if max_pause_loudness is not None and not max_pause_loudness >= 0:
+        raise ValueError(f"Expected max_pause_loudness >= 0 or None; found {max_pause_loudness}.")
     if hasattr(model, "eval"):
         model.eval()
     mode = "forced" if model == "uniform" else pauses
@@ -212,7 +233,67 @@ def align_items(
                 pause_skip,
             )
         )
+    if reverse_pass and model != "uniform":
+        order = sorted(out, key=lambda i: int(items[i].mel.shape[0]))
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            rev = _reverse_durations(model, [out[i] for i in idx], mode, pause_skip)
+            for i, d_rev in zip(idx, rev):
+                r = out[i]
+                e_fwd = np.concatenate([[0], np.cumsum(r.durations)])
+                e_rev = np.concatenate([[0], np.cumsum(d_rev)])
+                # floor keeps every token that has >= 1 frame on both paths at >= 1 frame
+                mid = (e_fwd + e_rev) // 2
+                out[i] = _with_durations(r, np.diff(mid).astype(np.int64), config, offsets)
+    if mode == "auto" and max_pause_loudness is not None:
+        for i, r in out.items():
+            loud = loud_word_pauses(r.item, r.durations, max_pause_loudness)
+            if loud:
+                out[i] = _with_durations(
+                    r, split_word_pauses(r.item, r.durations, loud), config, offsets
+                )
     return [out[i] for i in range(len(items))]
+
+
+def _reverse_durations(
+    model: Any, results: Sequence[AlignmentResult], mode: str, pause_skip: float
+) -> list[np.ndarray]:
+    """Per-token durations of each result's item decoded reversed in time (frames and tokens
+    flipped), given back in forward token order; the tokens that are not phones may take 0
+    frames unless ``mode`` is ``"forced"``."""
+    batch, skip = [], []
+    for r in results:
+        it = r.item
+        n = int(it.tokens.shape[0])
+        sk = torch.zeros(n, dtype=torch.bool)
+        if mode != "forced":
+            sk[:] = True
+            sk[torch.as_tensor(it.phone_token_index, dtype=torch.int64)] = False
+        batch.append(dataclasses.replace(it, tokens=it.tokens.flip(0), mel=it.mel.flip(0)))
+        skip.append(sk.flip(0))
+    tokens, tl, mels, ml = collate_items(batch)
+    if mode == "forced":
+        path, _ = model.align(tokens, tl, mels, ml)
+    else:
+        skippable = torch.zeros(tokens.shape, dtype=torch.bool)
+        for j, sk in enumerate(skip):
+            skippable[j, : sk.shape[0]] = sk
+        path, _ = model.align(tokens, tl, mels, ml, skippable_mask=skippable, log_skip=pause_skip)
+    return [path.durations[j, : int(tl[j])].numpy()[::-1].copy() for j in range(len(results))]
+
+
+def _with_durations(
+    r: AlignmentResult,
+    durations: np.ndarray,
+    config: FeatureConfig,
+    offsets: BoundaryOffsets | None,
+) -> AlignmentResult:
+    """``r`` with new durations and the intervals and pauses they give (soft, focus kept)."""
+    from speechattn.recipes.align.pauses import pause_intervals
+
+    ph, wd = durations_to_intervals(r.item, durations, config, offsets)
+    pz = pause_intervals(r.item, token_edges(r.item, durations, config, offsets), durations)
+    return dataclasses.replace(r, durations=durations, phones=ph, words=wd, pauses=pz)
 
 
 def _decode(

@@ -14,7 +14,10 @@ Viterbi path may do with the tokens that are not phones:
   one: the path would otherwise put a few silent-looking frames (a stop's closure, a weak
   onset) into a pause token between two words that meet, ending the first word early and
   starting the second late; such utterances are decoded a second time with a pause token only
-  where the first pass found a long enough pause.
+  where the first pass found a long enough pause. A pause must also be quiet: one with no frame
+  near the utterance's quietest ones (``speechattn align --max-pause-loudness``, :func:`frame_loudness`)
+  is a stop's closure or a weak onset, not a pause, and its frames are split between the two
+  words, which then meet in its middle (:func:`split_word_pauses`).
 - ``"none"``: no pause token is inserted; the edge silences (and an aligner's own ``<sp>``) are
   optional.
 - ``"forced"``: the tokens as the aligner was trained, each taking at least one frame (every
@@ -40,15 +43,20 @@ from torch import Tensor
 from speechattn.recipes.align.data import AlignItem
 
 __all__ = [
+    "DEFAULT_MAX_PAUSE_LOUDNESS",
     "DEFAULT_MIN_PAUSE_S",
     "DEFAULT_PAUSE_SKIP",
+    "LOUDNESS_FLOOR_PERCENTILE",
     "PAUSE_LABELS",
     "PAUSE_MODES",
     "check_pause_mode",
+    "frame_loudness",
+    "loud_word_pauses",
     "min_pause_frames",
     "pause_intervals",
     "pause_labels",
     "short_word_pauses",
+    "split_word_pauses",
     "with_pauses",
 ]
 
@@ -59,6 +67,13 @@ DEFAULT_PAUSE_SKIP = 0.0
 # Shortest pause between words that ``"auto"`` keeps (seconds): a shorter one is decoded again
 # as no pause (see benchmarks/RESULTS.md, "Late boundaries on unseen engines").
 DEFAULT_MIN_PAUSE_S = 0.05
+# Loudest a pause between words may be at its quietest frame (:func:`frame_loudness`: 0 = the
+# utterance's 5th-percentile frame, 1 = its median frame); a louder one is split between its two words
+# (see benchmarks/RESULTS.md, "Word-boundary error on unseen engines: what it is made of").
+DEFAULT_MAX_PAUSE_LOUDNESS = 0.3
+# The frame of :func:`frame_loudness` 0: this percentile of the utterance's frames (its quietest
+# frame alone is an outlier in noise: at 10 dB SNR the real pauses sit well above it).
+LOUDNESS_FLOOR_PERCENTILE = 5.0
 PAUSE_LABELS = {"edge": "sil", "between": "sp"}
 
 
@@ -164,6 +179,85 @@ def short_word_pauses(item: AlignItem, durations: Sequence[int] | np.ndarray, mi
         elif d >= min_frames:
             kept.add(w)
     return short, kept
+
+
+def frame_loudness(mel: Tensor) -> np.ndarray:
+    """Relative loudness ``(T,)`` of an utterance's frames from the aligner's normalised log-mel
+    ``(T, n_mels)``: 0 for its quiet frames (the 5th percentile of its frames,
+    :data:`LOUDNESS_FLOOR_PERCENTILE`; not its quietest frame alone, an outlier in noisy audio),
+    1 for its median frame; quieter frames are negative.
+
+    The aligner's features are normalised per utterance, so the absolute level is gone; the mean
+    over bins of the normalised log-mel still orders frames by loudness. Scaling it between the
+    utterance's quiet and median frames makes it independent of the recording level and of any
+    affine map of the frames' means (a fixed gain, the normalisation, bins a band mask set to
+    0 in every frame). An utterance whose frames are all alike gives 0 everywhere.
+    """
+    if mel.dim() != 2:
+        raise ValueError(f"Expected mel of shape (T, n_mels); found {tuple(mel.shape)}.")
+    q = mel.detach().double().mean(-1).cpu().numpy()
+    if q.size == 0:
+        return q
+    lo, mid = float(np.percentile(q, LOUDNESS_FLOOR_PERCENTILE)), float(np.median(q))
+    if mid - lo <= 1e-9:
+        return np.zeros_like(q)
+    return (q - lo) / (mid - lo)
+
+
+def _between_word_pauses(item: AlignItem, durations: np.ndarray):
+    """``(word index, pause token)`` of each pause token that took frames between two words whose
+    neighbouring tokens are phones."""
+    pidx = list(item.phone_token_index)
+    phones = set(pidx)
+    for w, (_, a, b) in enumerate(item.words):
+        if w == 0 or b <= a:
+            continue
+        k = pidx[a] - 1
+        if k <= 0 or k in phones or (k - 1) not in phones or int(durations[k]) <= 0:
+            continue
+        yield w, k
+
+
+def loud_word_pauses(
+    item: AlignItem, durations: Sequence[int] | np.ndarray, max_loudness: float
+) -> set[int]:
+    """Word indices ``w`` whose pause token before word ``w`` took frames on a decoded path and
+    has no frame at most ``max_loudness`` loud (:func:`frame_loudness`: 0 = the utterance's
+    5th-percentile frame, 1 = its median frame).
+
+    Such a stretch between two words is speech, not a pause: on held-out speech engines it is
+    the closure of a word-initial stop or a weak onset (/w s k r/) that the pause token took.
+    """
+    d = np.asarray(durations, dtype=np.int64)
+    if d.shape != (int(item.tokens.shape[0]),):
+        raise ValueError(
+            f"Expected durations of shape ({int(item.tokens.shape[0])},) (one per token); "
+            f"found {tuple(d.shape)}."
+        )
+    loud = frame_loudness(item.mel)
+    starts = np.concatenate([[0], np.cumsum(d)])
+    return {
+        w
+        for w, k in _between_word_pauses(item, d)
+        if float(loud[starts[k] : starts[k + 1]].min()) > max_loudness
+    }
+
+
+def split_word_pauses(
+    item: AlignItem, durations: Sequence[int] | np.ndarray, words: Collection[int]
+) -> np.ndarray:
+    """Durations ``(U,)`` with the frames of the pause token before each word in ``words`` given
+    to its two words: the later half (one more frame when odd) to the first phone after it, the
+    rest to the last phone before it, so the words meet in the pause's middle (half a frame
+    before it when odd)."""
+    d = np.asarray(durations, dtype=np.int64).copy()
+    for w, k in _between_word_pauses(item, d):
+        if w in words:
+            nxt = (int(d[k]) + 1) // 2
+            d[k - 1] += int(d[k]) - nxt
+            d[k + 1] += nxt
+            d[k] = 0
+    return d
 
 
 def pause_intervals(

@@ -45,7 +45,11 @@ from speechattn.recipes.align.outputs import (
     prepare_output,
     remove_stale_alignments,
 )
-from speechattn.recipes.align.pauses import DEFAULT_MIN_PAUSE_S, min_pause_frames
+from speechattn.recipes.align.pauses import (
+    DEFAULT_MAX_PAUSE_LOUDNESS,
+    DEFAULT_MIN_PAUSE_S,
+    min_pause_frames,
+)
 from speechattn.recipes.align.train import (
     TrainConfig,
     dist_info,
@@ -78,7 +82,7 @@ ALIGNER_NAMES = {
 CALIBRATED = " + boundary calibration (training-voice labels)"
 # ``calibration`` of run_align: which table of the aligner's file applies. "auto" (the default):
 # the consensus table when the aligner has one, else none (benchmarks/RESULTS.md, "Late
-# boundaries on unseen engines").
+# boundaries on unseen engines"); none with a reverse pass (the tables fit the forward decoding).
 CALIBRATIONS = ("auto", "none", "consensus", "engines", "contexts")
 _CALIBRATION_KEYS = {
     "consensus": "consensus_offsets",
@@ -722,6 +726,8 @@ def run_align(
     train_overrides: dict[str, Any] | None = None,
     pauses: str = "auto",
     min_pause_s: float | None = None,
+    max_pause_loudness: float | None = DEFAULT_MAX_PAUSE_LOUDNESS,
+    reverse_pass: bool = False,
     log=print,
 ) -> dict:
     """Align a corpus: train from scratch, or apply (and by default adapt) a trained aligner.
@@ -740,7 +746,12 @@ def run_align(
     ``"beta-binomial"``) sets the log-prior of a plain-MHA aligner (``ValueError`` for another kind).
     ``min_pause_s`` (default :data:`~speechattn.recipes.align.pauses.DEFAULT_MIN_PAUSE_S`; 0 keeps
     every pause): with ``"auto"``, a pause between words shorter than this is decoded again as
-    no pause (see :mod:`~speechattn.recipes.align.pauses`).
+    no pause (see :mod:`~speechattn.recipes.align.pauses`). ``max_pause_loudness`` (default
+    :data:`~speechattn.recipes.align.pauses.DEFAULT_MAX_PAUSE_LOUDNESS`; None = off): with
+    ``"auto"``, a pause between words with no frame at most this loud (0 = the utterance's
+    5th-percentile frame, 1 = its median frame) is split between its two words. ``reverse_pass``:
+    decode each utterance reversed in time as well and put every boundary midway between the
+    two paths (:func:`~speechattn.recipes.align.evaluate.align_items`).
 
     ``calibration``: apply one of the loaded aligner's boundary tables, all fitted on its
     training voices' labels (see :mod:`~speechattn.recipes.align.calibrate`):
@@ -749,7 +760,8 @@ def run_align(
     ``"engines"`` (one offset per boundary class, the median over the training engines, each
     counting once), ``"contexts"`` (or ``True``; per phone context, pooled over the training
     utterances); ``"none"``/``None``/``False``: none; ``"auto"`` (the default): the consensus
-    table when the aligner has one, else none. A model trained from scratch here has none.
+    table when the aligner has one and ``reverse_pass`` is off (the tables were fitted with the
+    forward decoding), else none. A model trained from scratch here has none.
 
     Output folder: ``out`` holds one run (see :mod:`~speechattn.recipes.align.outputs`). Running
     again with the same corpus, settings and seed resumes; anything else raises
@@ -777,6 +789,10 @@ def run_align(
     min_pause = DEFAULT_MIN_PAUSE_S if min_pause_s is None else float(min_pause_s)
     if not min_pause >= 0:
         raise ValueError(f"Expected min_pause_s >= 0; found {min_pause_s}.")
+    if max_pause_loudness is not None and not 0 <= max_pause_loudness < float("inf"):
+        raise ValueError(
+            f"Expected max_pause_loudness >= 0 (finite) or None; found {max_pause_loudness}."
+        )
     overrides = dict(train_overrides or {})
     stop_fields = {f.name for f in dataclasses.fields(AdaptStop)}
     stop_rule = AdaptStop(**{k: overrides.pop(k) for k in list(overrides) if k in stop_fields})
@@ -811,7 +827,9 @@ def run_align(
             for name, key in _CALIBRATION_KEYS.items()
         }
         if calibration == "auto":
-            calibration = "consensus" if tables["consensus"] is not None else "none"
+            # The tables were fitted with the forward decoding: none applies to a reverse pass.
+            usable = tables["consensus"] is not None and not reverse_pass
+            calibration = "consensus" if usable else "none"
         shipped_offsets = tables.get(calibration if calibration != "none" else "contexts")
         items = build_items(
             utts,
@@ -939,6 +957,8 @@ def run_align(
         pauses=pauses,
         pause_skip=DEFAULT_PAUSE_SKIP,
         min_pause_frames=min_pause_frames(min_pause, feats.frame_s),
+        max_pause_loudness=max_pause_loudness,
+        reverse_pass=reverse_pass,
     )
     if offs is not None:
         what = (
@@ -982,6 +1002,7 @@ def run_align(
         "formats": ",".join(formats),
         "boundary calibration": f"on ({calibration})" if offs is not None else "off",
         "pauses": f"{pauses}, {sum(len(r.pauses) for r in results)} pause intervals",
+        "decoding": "forward + reversed, midway" if reverse_pass else "forward",
     }
     if adaptation:
         summary["adaptation"] = (
