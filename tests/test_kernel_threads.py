@@ -71,9 +71,10 @@ def _item_kernels(p: torch.Tensor, a0, tl, ml, grad, preserve: bool) -> tuple[to
     one_bits = int(np.array(1.0, dtype=pn.dtype).view(int_type))
     consts = _numba_sma._consts(T, p.dtype).numpy()
     out, ok = np.empty_like(pn), np.empty(N, dtype=np.bool_)
+    no_fr = np.empty(0, dtype=pn.dtype)  # no focus rates
     for n in range(N):
         ok[n] = _numba_sma._forward_item(
-            pn, bits, one_bits, a0n, n, tln[n], mln[n], preserve, consts, out
+            pn, bits, one_bits, a0n, n, tln[n], mln[n], preserve, consts, out, True, no_fr
         )
     res = [torch.from_numpy(out), torch.from_numpy(ok)]
     for g, rows in ((grad.numpy().reshape(N * U, T), 1), (np.ones((1, T), dtype=pn.dtype), 0)):

@@ -25,6 +25,8 @@ from torch import Tensor
 
 from speechattn.functional.masks import check_lengths, lengths_to_valid_mask
 from speechattn.functional.monotonic import (
+    _check_range_masked,
+    _resolve_impl,
     focus_rate,
     monotonic_viterbi,
     stepwise_monotonic_alignment,
@@ -64,7 +66,8 @@ class MonotonicAttentionResult(NamedTuple):
         alignment: ``(b, u, t)`` alignment of the selected head (``head_index``): the monotonic
             ``alpha`` (soft, hard or Viterbi path) when tunable, the softmax otherwise.
         attn_weights: ``(b, h, u, t)`` per-head alignments (see
-            :func:`stepwise_monotonic_attention` for which ones carry gradients).
+            :func:`stepwise_monotonic_attention` for which ones carry gradients); ``None``
+            with ``need_weights=False``.
         focus_rate: ``(b, h)`` FastSpeech focus rate of each head's soft alignment (no gradient).
         head_index: ``(b,)`` int64, argmax of ``focus_rate`` over heads.
         p_choose: ``(b, u, t)`` stay probabilities of the selected head (``None`` when not
@@ -73,7 +76,7 @@ class MonotonicAttentionResult(NamedTuple):
 
     context: Tensor
     alignment: Tensor
-    attn_weights: Tensor
+    attn_weights: Tensor | None
     focus_rate: Tensor
     head_index: Tensor
     p_choose: Tensor | None
@@ -124,6 +127,46 @@ def _focus_rate_zero_padded(alpha: Tensor, key_lengths: Tensor) -> Tensor:
     has_mass = col > 0
     peak = torch.where(has_mass, alpha.amax(1) / torch.where(has_mass, col, 1.0), 0.0)
     return peak.sum(-1) / key_lengths.to(alpha.dtype)
+
+
+def _ranking_alignments(
+    p: Tensor,
+    text_lengths: Tensor,
+    mel_lengths: Tensor,
+    mass: Mass,
+    alpha0: Tensor | None,
+    impl: str,
+    need_alpha: bool,
+) -> tuple[Tensor | None, Tensor]:
+    """Soft alignments ``(n, u, t)`` (``None`` when not ``need_alpha`` and a kernel can skip
+    them) and their focus rates ``(n,)`` of stay probabilities ``p`` ``(n, u, t)``, no
+    autograd.
+
+    A kernel with the ``forward.focus`` capability (see :mod:`speechattn.kernels`) computes the
+    focus rate in the recurrence's own pass and, without ``need_alpha``, never stores the
+    alignment; otherwise :func:`stepwise_monotonic_alignment` and the focus rate of its
+    output (the same numbers up to summation order).
+    """
+    _, fwd, _ = _resolve_impl(impl, p.device)
+    focus = getattr(fwd, "focus", None)
+    if focus is None:
+        w = stepwise_monotonic_alignment(
+            p,
+            text_lengths,
+            mel_lengths,
+            mode="soft",
+            mass=mass,
+            initial_alignment=alpha0,
+            impl=impl,
+        )
+        return w, _focus_rate_zero_padded(w, mel_lengths)
+    if alpha0 is None:
+        alpha0 = torch.zeros(p.shape[:2], dtype=p.dtype, device=p.device)
+        alpha0[:, 0] = 1.0
+    w, fr, ok = focus(p, alpha0, text_lengths, mel_lengths, mass == "preserve", need_alpha)
+    if not bool(ok.all()):  # exact re-check of flagged items: raises with what was found
+        _check_range_masked(p, text_lengths, mel_lengths, "p_choose")
+    return w, fr
 
 
 def _check_inputs(query: Tensor, key: Tensor, value: Tensor) -> None:
@@ -431,6 +474,7 @@ def stepwise_monotonic_attention(
     scale: float | None = None,
     generator: torch.Generator | None = None,
     impl: str = "auto",
+    need_weights: bool = True,
 ) -> MonotonicAttentionResult:
     """Stepwise monotonic multi-head attention on projected, head-split inputs.
 
@@ -484,6 +528,10 @@ def stepwise_monotonic_attention(
         scale: energy scale, default ``1 / sqrt(dk)``.
         generator: RNG for the noise.
         impl: recurrence implementation (``"auto"``, ``"torch"`` or a kernel name).
+        need_weights: return the per-head ``attn_weights``; False returns ``None`` there and,
+            with ``head_selection="focus_rate"`` on a kernel that supports it (numba on CPU),
+            ranks the heads without storing their alignments (the focus rates come from the
+            recurrence's own pass). Every other output is the same.
 
     Returns:
         :class:`MonotonicAttentionResult`. Float32/float64 inputs compute in their dtype;
@@ -511,10 +559,13 @@ def stepwise_monotonic_attention(
             f"mode={mode!r} needs the monotonic path; found tunable=False (plain softmax "
             "attention has only mode='soft')."
         )
+    if not isinstance(need_weights, bool):
+        raise TypeError(f"Expected need_weights to be a bool; found {need_weights!r}.")
     q_len, k_len, bias = _check_common(query, key, query_lengths, key_lengths, stay_bias, noise_std)
     b, h, u, dk = query.shape
     t = key.shape[2]
     dev = query.device
+    weights: Tensor | None
     if initial_alignment is not None:
         if mode == "viterbi":
             raise ValueError(
@@ -555,7 +606,12 @@ def stepwise_monotonic_attention(
         head_index = fr.argmax(dim=-1)
         ctx = torch.matmul(w, v).transpose(1, 2).reshape(b, u, -1)
         return MonotonicAttentionResult(
-            ctx.to(out_dtype), select_heads(w, head_index), w, fr, head_index, None
+            ctx.to(out_dtype),
+            select_heads(w, head_index),
+            w if need_weights else None,
+            fr,
+            head_index,
+            None,
         )
 
     bias_c = bias.to(cdtype).view(1, h, 1, 1)
@@ -563,7 +619,9 @@ def stepwise_monotonic_attention(
     def draw_noise(shape: tuple[int, ...]) -> Tensor | None:
         if noise_std <= 0:
             return None
-        return torch.randn(shape, generator=generator, device=dev, dtype=cdtype).mul_(noise_std)
+        # the values of randn(shape) * noise_std, scaled in the draw's own pass
+        noise = torch.empty(shape, device=dev, dtype=cdtype)
+        return noise.normal_(0.0, noise_std, generator=generator)
 
     alpha0 = None if initial_alignment is None else initial_alignment.to(cdtype)
 
@@ -610,18 +668,18 @@ def stepwise_monotonic_attention(
                 e_hm.add_(bias_c.view(h, 1, 1, 1))
             p_hm = e_hm.sigmoid_().view(h * b, u, t)
             q_len_h, k_len_h = q_len.repeat(h), k_len.repeat(h)
-            w_hm = stepwise_monotonic_alignment(
+            w_hm, fr_hm = _ranking_alignments(
                 p_hm,
                 q_len_h,
                 k_len_h,
-                mode="soft",
-                mass=mass,
-                initial_alignment=None if alpha0 is None else alpha0.repeat(h, 1),
-                impl=impl,
+                mass,
+                None if alpha0 is None else alpha0.repeat(h, 1),
+                impl,
+                need_weights,
             )
-            fr = _focus_rate_zero_padded(w_hm, k_len_h).view(h, b).t()
+            fr = fr_hm.view(h, b).t()
             head_index = fr.argmax(dim=-1)
-            weights = w_hm.view(h, b, u, t).transpose(0, 1)
+            weights = None if w_hm is None else w_hm.view(h, b, u, t).transpose(0, 1)
         blocks = FAST_VALID_BLOCKS and dev.type == "cpu"
         lens = (q_len.tolist(), k_len.tolist()) if blocks else None
         if needs_grad or noise_std > 0:
@@ -651,7 +709,13 @@ def stepwise_monotonic_attention(
         else:
             p_sel = p_hm.view(h, b, u, t)[head_index, torch.arange(b, device=dev)]
             p_sel = torch.where(cell_valid[:, 0], p_sel, 0)
-            soft_sel = select_heads(weights, head_index) if mode == "soft" else None
+            soft_sel = None
+            if mode == "soft":
+                soft_sel = (
+                    select_heads(weights, head_index)
+                    if weights is not None
+                    else align(p_sel, "soft", alpha0)
+                )
         alignment = soft_sel if soft_sel is not None else align(p_sel, mode, alpha0)
         # (b, t, h*dv), head-major features, zero on padded frames; a view when ``value`` is the
         # head split of a (b, t, h*dv) projection.
@@ -661,4 +725,6 @@ def stepwise_monotonic_attention(
         else:
             v_cat = torch.where(frm_valid[:, :, None], v_cat, 0).to(cdtype)
             ctx = torch.bmm(alignment, v_cat)
+    if not need_weights:
+        weights = None
     return MonotonicAttentionResult(ctx.to(out_dtype), alignment, weights, fr, head_index, p_sel)

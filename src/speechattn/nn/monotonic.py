@@ -34,7 +34,8 @@ class SMAOutput(NamedTuple):
         alignment: ``(b, u, t)`` monotonic ``alpha`` of the selected head (soft, hard or Viterbi
             path), or the selected head's softmax with ``tunable=False``. Row ``u`` sums to the
             token's (expected) duration in frames.
-        attn_weights: ``(b, h, u, t)`` per-head alignments.
+        attn_weights: ``(b, h, u, t)`` per-head alignments; ``None`` with
+            ``forward(..., need_weights=False)``.
         focus_rate: ``(b, h)`` FastSpeech focus rate of each head's soft alignment.
         head_index: ``(b,)`` int64 selected head per item (argmax of ``focus_rate``).
         p_choose: ``(b, u, t)`` stay probabilities of the selected head; ``None`` with
@@ -43,7 +44,7 @@ class SMAOutput(NamedTuple):
 
     output: Tensor
     alignment: Tensor
-    attn_weights: Tensor
+    attn_weights: Tensor | None
     focus_rate: Tensor
     head_index: Tensor
     p_choose: Tensor | None
@@ -420,6 +421,7 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
         key_lengths: Tensor | None = None,
         mode: Literal["soft", "hard", "viterbi"] | None = None,
         initial_alignment: Tensor | None = None,
+        need_weights: bool = True,
     ) -> SMAOutput:
         """Attend from text to mel.
 
@@ -432,6 +434,10 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
             mode: ``"soft"``, ``"hard"`` or ``"viterbi"``; ``None`` = ``"soft"`` in training and
                 ``eval_mode`` in eval. Viterbi needs ``key_lengths >= query_lengths``.
             initial_alignment: ``(b, u)`` alignment before frame 0 (default one-hot on token 0).
+            need_weights: also return the per-head ``attn_weights`` ``(b, h, u, t)``; False
+                returns ``None`` there (as :class:`torch.nn.MultiheadAttention`) and, with
+                focus-rate head selection on CPU, ranks the heads without storing their
+                alignments (faster; every other output is the same).
 
         Returns:
             :class:`SMAOutput`.
@@ -489,6 +495,7 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
             mass=self.mass,  # type: ignore[arg-type]
             initial_alignment=initial_alignment,
             impl=self.impl,
+            need_weights=need_weights,
         )
         if hint is not None:
             hint.head_index = res.head_index
