@@ -19,7 +19,11 @@ Sections (``--section NAME``, default ``recurrence`` and ``layer``):
 - ``layer``: the whole layer in train mode, B=16, U=100, T=800, d=256, 4 heads, the same
   ragged lengths, loss ``output.sum() + alignment.sum()``. Baseline: the reference layer. Ours:
   the compat adapter (same math and weights) and the native module
-  (``speechattn.nn.StepwiseMonotonicMultiheadAttention``). ``--profile`` prints a
+  (``speechattn.nn.StepwiseMonotonicMultiheadAttention``). The reference returns the context,
+  the selected head's alignment and the focus rate, not every head's alignment, so the row
+  ``native`` calls the module with ``need_weights=False`` (same outputs as the reference; the
+  heads are ranked without storing their alignments) and ``native-w`` with the default
+  ``need_weights=True`` (also returns the ``(b, h, u, t)`` per-head alignments). ``--profile`` prints a
   ``torch.profiler`` table of the native layer's forward+backward. The row ``native-dens``
   is the native module with its CPU valid-block paths (context matmul per item, noise on
   valid cells), the bias-accumulating ranking matmul and the uniform-draw dropout switched
@@ -292,9 +296,17 @@ def _layer_setup(shape: dict[str, int], impl: str) -> Callable[[bool], object]:
     else:
         layer = StepwiseMonotonicMultiheadAttention(embed_dim=d, num_heads=h, layer_norm=True)
         layer.train()
+        need_weights = impl == NATIVE_W
 
         def run(backward: bool) -> object:
-            out = layer(text, mel, mel, query_lengths=text_len, key_lengths=mel_len)
+            out = layer(
+                text,
+                mel,
+                mel,
+                query_lengths=text_len,
+                key_lengths=mel_len,
+                need_weights=need_weights,
+            )
             if backward:
                 layer.zero_grad(set_to_none=True)
                 (out.output.sum() + out.alignment.sum()).backward()
@@ -303,7 +315,8 @@ def _layer_setup(shape: dict[str, int], impl: str) -> Callable[[bool], object]:
     return run
 
 
-LAYER_IMPLS = ("reference", "compat", "native")
+NATIVE_W = "native-w"  # the native layer's default call: per-head alignments returned too
+LAYER_IMPLS = ("reference", "compat", "native", NATIVE_W)
 NATIVE_PY = "native-pyth"  # the native layer with the numba kernels on Python threads
 # the native layer with its valid-block paths and uniform-draw dropout off (dense bmm, full
 # noise draw, nn.Dropout): the A/B of those paths in the same process
