@@ -341,7 +341,7 @@ class _SelectedStayProb(torch.autograd.Function):
             _add_valid_cell_noise(e, noise, *lens)
         elif noise is not None:
             e.add_(noise)
-        p = torch.where(cell_valid, e.sigmoid_(), 0)
+        p = e.sigmoid_().masked_fill_(~cell_valid, 0)  # in place (no second (b, u, t) buffer)
         ctx.save_for_backward(q_sel, k_sel, p, head_index, cell_valid)
         ctx.scale = scale
         ctx.num_heads = bias.shape[0]
@@ -354,7 +354,7 @@ class _SelectedStayProb(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         q_sel, k_sel, p, head, cell_valid = ctx.saved_tensors
         # sigmoid's derivative, zero at padded cells whatever the incoming gradient holds there
-        d = torch.where(cell_valid, torch.ops.aten.sigmoid_backward(grad, p), 0)
+        d = torch.ops.aten.sigmoid_backward(grad, p).masked_fill_(~cell_valid, 0)
         grad_q = grad_k = grad_b = None
         q_like, k_like = ctx.like
         if ctx.needs_input_grad[0]:
