@@ -52,6 +52,12 @@ _MASSES = ("preserve", "drop")
 # (one ``mm`` per item), and the selected head's training noise drawn for valid cells only.
 # False: the dense ``bmm`` / a full ``(b, u, t)`` draw (for A/B benchmarks and tests).
 FAST_VALID_BLOCKS = True
+# Attribute name a ``key`` tensor may carry: an object whose ``grad_rows`` receives the selected
+# head's key gradient ``(b, t, dk)`` (rows of ``key[i, head_index[i]]``) in the backward, and the
+# gradient returned for ``key`` is then an expanded zero (no dense ``(b, h, t, dk)`` scatter).
+# The producer of ``key`` (the module's key projection) must add those rows to its gradient.
+KEY_GRAD_SINK = "_speechattn_key_grad_sink"
+
 # The heads' ranking energies start from the stay bias and the matmul accumulates onto it
 # (``fill_`` + ``baddbmm_``) instead of a separate ``add_`` pass; False: ``bmm`` then ``add_``.
 FUSED_RANKING_BIAS = True
@@ -347,6 +353,7 @@ class _SelectedStayProb(torch.autograd.Function):
         ctx.num_heads = bias.shape[0]
         # The inputs' shapes, strides and dtypes (the gradients' layout).
         ctx.like = tuple((x.shape, x.stride(), x.dtype) for x in (query, key))
+        ctx.key_sink = getattr(key, KEY_GRAD_SINK, None)
         return p
 
     @staticmethod
@@ -361,7 +368,13 @@ class _SelectedStayProb(torch.autograd.Function):
             grad_q = _scatter_head_rows(q_like, head, torch.bmm(d, k_sel).mul_(ctx.scale))
         if ctx.needs_input_grad[1]:
             # q_sel holds the scaled queries: d e / d k = scale * q
-            grad_k = _scatter_head_rows(k_like, head, torch.bmm(d.transpose(1, 2), q_sel))
+            rows = torch.bmm(d.transpose(1, 2), q_sel)
+            sink = ctx.key_sink
+            if sink is not None:  # the producer of ``key`` takes the selected rows directly
+                sink.grad_rows = rows
+                grad_k = rows.new_zeros(()).expand(k_like[0])
+            else:
+                grad_k = _scatter_head_rows(k_like, head, rows)
         if ctx.needs_input_grad[2]:
             grad_b = d.new_zeros(ctx.num_heads).index_add_(0, head, d.sum((1, 2)))
         return grad_q, grad_k, grad_b, None, None, None, None, None, None, None, None, None

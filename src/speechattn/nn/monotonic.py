@@ -15,6 +15,8 @@ from torch import Tensor, nn
 
 from speechattn.functional.masks import check_lengths, check_nonempty_batch, lengths_to_valid_mask
 from speechattn.functional.monotonic_attention import (
+    KEY_GRAD_SINK,
+    _head_rows_index,
     _select_head_rows,
     expected_stay_prob,
     stepwise_monotonic_attention,
@@ -60,13 +62,22 @@ FAST_KEY_ROWS = True
 FAST_DROPOUT = True
 
 
-class _HeadHint:
-    """The selected head per item, filled in by the layer once its forward has chosen it."""
+# The key projection's backward takes the selected head's key-gradient rows from the attention's
+# backward directly (no dense (b, h, t, dk) zero-filled gradient scattered and gathered again);
+# False: the dense gradient (for A/B benchmarks and tests).
+FAST_KEY_GRAD = True
 
-    __slots__ = ("head_index",)
+
+class _HeadHint:
+    """The selected head per item, filled in by the layer once its forward has chosen it, and
+    (as the key's gradient sink, see ``KEY_GRAD_SINK``) the selected head's key-gradient rows
+    ``(b, t, dh)`` deposited by the attention's backward."""
+
+    __slots__ = ("grad_rows", "head_index")
 
     def __init__(self) -> None:
         self.head_index: Tensor | None = None
+        self.grad_rows: Tensor | None = None
 
 
 class _HeadBlockLinear(torch.autograd.Function):
@@ -112,7 +123,17 @@ class _HeadBlockLinear(torch.autograd.Function):
         valid = ctx.valid  # valid rows per item when padded rows were not projected, else None
         # padded output rows are constant 0 when not projected: no gradient flows through them
         rows = None if valid is None else lengths_to_valid_mask(torch.tensor(valid), t)[..., None]
-        if hint is not None and hint.head_index is not None:
+        sel = None  # the selected head's gradient rows (b, t, dh), when deposited
+        if hint is not None and hint.grad_rows is not None and hint.head_index is not None:
+            sel, hint.grad_rows = hint.grad_rows.to(grad.dtype), None
+            if any(grad.stride()):  # another consumer's gradient too: add the rows to it
+                dense = grad.contiguous().clone()
+                idx = _head_rows_index(b, t, h, hint.head_index)
+                dense.view(b * t * h, dh).index_add_(0, idx, sel.reshape(b * t, dh))
+                grad, g4, sel = dense, dense.view(b, t, h, dh), None
+        if sel is not None:
+            head = hint.head_index  # type: ignore[union-attr]
+        elif hint is not None and hint.head_index is not None:
             head = hint.head_index
         else:
             nonzero = g4.abs().amax(dim=(1, 3)) != 0  # (b, h); amax propagates NaN: nonzero
@@ -124,7 +145,7 @@ class _HeadBlockLinear(torch.autograd.Function):
                 gb = grad.sum((0, 1)) if need_b and ctx.needs_input_grad[2] else None
                 return gx, gw, gb, None, None, None
             head = nonzero.to(torch.int64).argmax(1)  # (b,); items without gradient use head 0
-        g_sel = _select_head_rows(g4.transpose(1, 2), head)  # (b, t, dh)
+        g_sel = sel if sel is not None else _select_head_rows(g4.transpose(1, 2), head)
         if rows is not None:
             g_sel = torch.where(rows, g_sel, 0)
         w_h = weight.view(h, dh, -1)
@@ -479,6 +500,8 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
                 key, self.k_proj.weight, self.k_proj.bias, h, hint, k_len if FAST_KEY_ROWS else None
             )
             k_in = k_in.view(b, t, h, self.head_dim).transpose(1, 2)
+            if FAST_KEY_GRAD:
+                setattr(k_in, KEY_GRAD_SINK, hint)
         else:
             k_in = self._split(self.k_proj, key)
         res = stepwise_monotonic_attention(
