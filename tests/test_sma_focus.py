@@ -181,3 +181,34 @@ def test_need_weights_false_keeps_the_range_error_and_type_check() -> None:
     assert errors[0] == errors[1]
     with pytest.raises(TypeError, match="need_weights"):
         layer(text, mel, mel, need_weights="no")  # type: ignore[arg-type]
+
+
+def test_ranking_workspace_changes_no_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU ranking energies' reused buffer: calls of growing, shrinking and other-dtype
+    shapes give bitwise the fresh-tensor results, and no output shares the buffer's memory."""
+    import speechattn.functional.monotonic_attention as fm
+
+    shapes = [(2, 5, 20), (3, 9, 40), (1, 4, 11), (3, 9, 40)]
+    for dtype in (torch.float32, torch.float64, torch.float32):
+        for b, u, t in shapes:
+            g = torch.Generator().manual_seed(b * 100 + t)
+            q = torch.randn(b, 4, u, 8, generator=g, dtype=dtype)
+            k = torch.randn(b, 4, t, 8, generator=g, dtype=dtype)
+            ql = torch.randint(1, u + 1, (b,), generator=g)
+            kl = torch.randint(1, t + 1, (b,), generator=g)
+            outs = []
+            for reuse in (False, True):
+                monkeypatch.setattr(fm, "RANKING_WORKSPACE", reuse)
+                for need in (True, False):
+                    res = stepwise_monotonic_attention(
+                        q, k, k, query_lengths=ql, key_lengths=kl, need_weights=need
+                    )
+                    outs.append([x for x in res if x is not None])
+            buf = fm._WORKSPACE.buf
+            for res_list in outs:
+                for x in res_list:
+                    assert x.untyped_storage().data_ptr() != buf.untyped_storage().data_ptr()
+            for x, y in zip(outs[0], outs[2], strict=True):
+                assert torch.equal(x, y)
+            for x, y in zip(outs[1], outs[3], strict=True):
+                assert torch.equal(x, y)

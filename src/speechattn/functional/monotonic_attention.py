@@ -18,6 +18,7 @@ wraps it with projections.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -61,6 +62,9 @@ KEY_GRAD_SINK = "_speechattn_key_grad_sink"
 # The heads' ranking energies start from the stay bias and the matmul accumulates onto it
 # (``fill_`` + ``baddbmm_``) instead of a separate ``add_`` pass; False: ``bmm`` then ``add_``.
 FUSED_RANKING_BIAS = True
+# The CPU ranking energies live in a buffer kept per thread between calls (see
+# ``_ranking_buffer``); False: a fresh tensor per call (for A/B benchmarks).
+RANKING_WORKSPACE = True
 
 
 class MonotonicAttentionResult(NamedTuple):
@@ -133,6 +137,28 @@ def _focus_rate_zero_padded(alpha: Tensor, key_lengths: Tensor) -> Tensor:
     has_mass = col > 0
     peak = torch.where(has_mass, alpha.amax(1) / torch.where(has_mass, col, 1.0), 0.0)
     return peak.sum(-1) / key_lengths.to(alpha.dtype)
+
+
+_WORKSPACE = threading.local()
+
+
+def _ranking_buffer(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """An uninitialised tensor for the heads' ranking energies (used and released inside one
+    call, never returned).
+
+    On CPU with ``RANKING_WORKSPACE`` it is a view of one buffer per thread, kept between calls
+    and grown to the largest size seen: a fresh tensor of this size (``h*b*u*t``, e.g. 20 MB)
+    would be new memory on every training step, and the operating system's page faults on
+    its first touch cost more than filling it.
+    """
+    numel = math.prod(shape)
+    if not (RANKING_WORKSPACE and device.type == "cpu"):
+        return torch.empty(shape, dtype=dtype, device=device)
+    buf = getattr(_WORKSPACE, "buf", None)
+    if buf is None or buf.dtype != dtype or buf.numel() < numel:
+        buf = None  # release the old buffer first
+        _WORKSPACE.buf = buf = torch.empty(numel, dtype=dtype)
+    return buf[:numel].view(shape)
 
 
 def _ranking_alignments(
@@ -671,7 +697,7 @@ def stepwise_monotonic_attention(
         with torch.no_grad():
             qs = query.to(cdtype) * sc
             kc = key.to(cdtype)
-            e_hm = torch.empty((h, b, u, t), dtype=cdtype, device=dev)
+            e_hm = _ranking_buffer((h, b, u, t), cdtype, dev)
             if FUSED_RANKING_BIAS and dev.type == "cpu":  # bias as the matmul's accumulator
                 for j, r in enumerate(bias_c.view(h).tolist()):
                     e_hm[j].fill_(r).baddbmm_(qs[:, j], kc[:, j].transpose(1, 2))
