@@ -296,6 +296,15 @@ def _add_valid_cell_noise(e: Tensor, noise: Tensor, q_lens: list[int], k_lens: l
         off += m * n
 
 
+def _zero_outside_blocks(x: Tensor, q_lens: list[int], k_lens: list[int]) -> Tensor:
+    """Zero ``x`` ``(b, u, t)`` outside each item's valid ``(q_i, k_i)`` block, in place (two
+    slice fills per item: only padded cells are written)."""
+    for i, (m, n) in enumerate(zip(q_lens, k_lens, strict=True)):
+        x[i, m:].zero_()
+        x[i, :m, n:].zero_()
+    return x
+
+
 class _ValidContext(torch.autograd.Function):
     """``bmm(alignment, values)`` over each item's valid block: ``(b, u, t) x (b, t, dv)``.
 
@@ -361,7 +370,7 @@ class _SelectedStayProb(torch.autograd.Function):
         head_index: Tensor,
         tok_valid: Tensor,
         frm_valid: Tensor,
-        cell_valid: Tensor,
+        cell_valid: Tensor | None,
         noise: Tensor | None,
         scale: float,
         lens: tuple[list[int], list[int]] | None = None,
@@ -369,12 +378,19 @@ class _SelectedStayProb(torch.autograd.Function):
         q_sel = torch.where(tok_valid[:, :, None], _select_head_rows(qs, head_index), 0)  # scaled
         k_sel = torch.where(frm_valid[:, :, None], _select_head_rows(kc, head_index), 0)
         e = torch.bmm(q_sel, k_sel.transpose(1, 2)).add_(bias[head_index].view(-1, 1, 1))
-        if noise is not None and lens is not None:  # valid cells only (padded ones are masked)
+        if noise is not None and noise.dim() == 1:  # one value per valid cell (needs lens)
+            assert lens is not None
             _add_valid_cell_noise(e, noise, *lens)
         elif noise is not None:
             e.add_(noise)
-        p = e.sigmoid_().masked_fill_(~cell_valid, 0)  # in place (no second (b, u, t) buffer)
+        e.sigmoid_()  # in place (no second (b, u, t) buffer)
+        if lens is not None:
+            p = _zero_outside_blocks(e, *lens)
+        else:
+            assert cell_valid is not None
+            p = e.masked_fill_(~cell_valid, 0)
         ctx.save_for_backward(q_sel, k_sel, p, head_index, cell_valid)
+        ctx.lens = lens
         ctx.scale = scale
         ctx.num_heads = bias.shape[0]
         # The inputs' shapes, strides and dtypes (the gradients' layout).
@@ -387,7 +403,11 @@ class _SelectedStayProb(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         q_sel, k_sel, p, head, cell_valid = ctx.saved_tensors
         # sigmoid's derivative, zero at padded cells whatever the incoming gradient holds there
-        d = torch.ops.aten.sigmoid_backward(grad, p).masked_fill_(~cell_valid, 0)
+        d = torch.ops.aten.sigmoid_backward(grad, p)
+        if ctx.lens is not None:
+            _zero_outside_blocks(d, *ctx.lens)
+        else:
+            d.masked_fill_(~cell_valid, 0)
         grad_q = grad_k = grad_b = None
         q_like, k_like = ctx.like
         if ctx.needs_input_grad[0]:
@@ -634,9 +654,14 @@ def stepwise_monotonic_attention(
         k = torch.where(frm_valid[:, None, :, None], key, 0).to(cdtype)
         v = torch.where(frm_valid[:, None, :, None], value, 0).to(cdtype)
     sc = 1.0 / math.sqrt(dk) if scale is None else float(scale)
-    cell_valid = tok_valid[:, None, :, None] & frm_valid[:, None, None, :]  # (b, 1, u, t)
+    # CPU focus-rate path: the valid blocks come from the lengths as Python ints (no masks)
+    blocks = FAST_VALID_BLOCKS and dev.type == "cpu"
+    cell_valid = None
+    if not (blocks and tunable and head_selection == "focus_rate"):
+        cell_valid = tok_valid[:, None, :, None] & frm_valid[:, None, None, :]  # (b, 1, u, t)
 
     if not tunable:
+        assert cell_valid is not None
         e = torch.matmul(q, k.transpose(-1, -2)).float() * sc
         e = e.masked_fill(~frm_valid[:, None, None, :], torch.finfo(torch.float32).min)
         w = torch.softmax(e, dim=-1).to(cdtype)
@@ -678,6 +703,7 @@ def stepwise_monotonic_attention(
         return None if a0 is None else a0[:, None, :].expand(b, h, u)
 
     if head_selection == "per_head":
+        assert cell_valid is not None
         p = stay_probs(q, k, bias_c, draw_noise((b, h, u, t)))
         soft = align(p, "soft", expand0(alpha0))
         fr = focus_rate(soft.detach(), q_len, k_len)
@@ -719,7 +745,6 @@ def stepwise_monotonic_attention(
             fr = fr_hm.view(h, b).t()
             head_index = fr.argmax(dim=-1)
             weights = None if w_hm is None else w_hm.view(h, b, u, t).transpose(0, 1)
-        blocks = FAST_VALID_BLOCKS and dev.type == "cpu"
         lens = (q_len.tolist(), k_len.tolist()) if blocks else None
         if needs_grad or noise_std > 0:
             # Recompute only the selected head, with a hand-written backward: 1/h of the energy
@@ -739,15 +764,19 @@ def stepwise_monotonic_attention(
                 head_index,
                 tok_valid,
                 frm_valid,
-                cell_valid[:, 0],
+                None if cell_valid is None else cell_valid[:, 0],
                 noise,
                 sc,
-                lens if noise is not None and noise.dim() == 1 else None,
+                lens,
             )
             soft_sel = align(p_sel, "soft", alpha0) if mode == "soft" else None
         else:
-            p_sel = p_hm.view(h, b, u, t)[head_index, torch.arange(b, device=dev)]
-            p_sel = torch.where(cell_valid[:, 0], p_sel, 0)
+            p_sel = p_hm.view(h, b, u, t)[head_index, torch.arange(b, device=dev)]  # a copy
+            if lens is not None:
+                _zero_outside_blocks(p_sel, *lens)
+            else:
+                assert cell_valid is not None
+                p_sel = torch.where(cell_valid[:, 0], p_sel, 0)
             soft_sel = None
             if mode == "soft":
                 soft_sel = (
