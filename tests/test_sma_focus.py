@@ -212,3 +212,23 @@ def test_ranking_workspace_changes_no_output(monkeypatch: pytest.MonkeyPatch) ->
                 assert torch.equal(x, y)
             for x, y in zip(outs[1], outs[3], strict=True):
                 assert torch.equal(x, y)
+
+
+def test_ranking_workspace_across_inference_mode_and_training() -> None:
+    """A first call under ``torch.inference_mode`` then training steps (the kept buffer is
+    written in place by both)."""
+    import speechattn.functional.monotonic_attention as fm
+
+    fm._WORKSPACE.buf = None
+    text, mel, tl, ml = _layer_batch()
+    layer = StepwiseMonotonicMultiheadAttention(embed_dim=16, num_heads=4, layer_norm=True)
+    layer.eval()
+    with torch.inference_mode():
+        ref = layer(text, mel, mel, query_lengths=tl, key_lengths=ml).output
+    layer.train()
+    out = layer(text, mel, mel, query_lengths=tl, key_lengths=ml, need_weights=False)
+    out.output.sum().backward()
+    layer.eval()
+    with torch.no_grad():
+        again = layer(text, mel, mel, query_lengths=tl, key_lengths=ml).output
+    assert torch.equal(again, ref)

@@ -156,8 +156,11 @@ def _ranking_buffer(shape: tuple[int, ...], dtype: torch.dtype, device: torch.de
         return torch.empty(shape, dtype=dtype, device=device)
     buf = getattr(_WORKSPACE, "buf", None)
     if buf is None or buf.dtype != dtype or buf.numel() < numel:
-        buf = None  # release the old buffer first
-        _WORKSPACE.buf = buf = torch.empty(numel, dtype=dtype)
+        buf = _WORKSPACE.buf = None  # release the old buffer first
+        # a normal tensor even under inference_mode (an inference tensor could not be
+        # written in place by a later call outside it)
+        with torch.inference_mode(False):
+            _WORKSPACE.buf = buf = torch.empty(numel, dtype=dtype)
     return buf[:numel].view(shape)
 
 
