@@ -214,27 +214,25 @@ def _forward_item(p, bits, one_bits, alpha0, n, L, M, preserve, consts, out, wri
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
-def _backward_rows(  # type: ignore[no-untyped-def]
-    G0, G1, G2, G3, r0, r1, r2, r3, A0, A1, A2, A3, o0, o1, o2, o3, g_up, n0, n1, n2, n3, M, carry
+def _backward_rows_shared(  # type: ignore[no-untyped-def]
+    G, r0, r1, r2, r3, A0, A1, A2, A3, o0, o1, o2, o3, g_up, n0, n1, n2, n3, M
 ):
-    """Frames ``M - 2`` down to 0 of a four-row backward block: writes the stay-probability
-    gradients of frames ``M - 2 .. 1`` and ``g_up`` (the adjoint of the block's lowest row, for
-    the block below); returns the four rows' adjoints at frame 0. ``n0..n3`` are the adjoints
-    at frame ``M - 1``; the row above the block is read from ``g_up`` one frame ahead and kept
-    in a register when ``carry`` (a constant at each call site), else loaded again. (Called
-    with the same ``G`` row four times when the incoming gradient is a broadcast value: the
-    loads are then shared.)"""
+    """Frames ``M - 2`` down to 0 of a four-row backward block whose rows share one incoming
+    gradient row ``G`` (a broadcast value, e.g. from ``alpha.sum()``): one ``G`` load per
+    frame, and the row above the block (``g_up``) kept in a register from one frame to the
+    next. Writes the stay-probability gradients of frames ``M - 2 .. 1`` and ``g_up`` (the
+    adjoint of the block's lowest row, for the block below); returns the four rows' adjoints
+    at frame 0 (``n0..n3``: their adjoints at frame ``M - 1``)."""
     top_next = g_up[M - 1]
     for s in range(M - 1):
         i = np.uint64(M - 2 - s)  # unsigned: no negative-index wraparound in the loop
         i1 = i + np.uint64(1)
-        if not carry:
-            top_next = g_up[i1]
         top = g_up[i]
-        c0 = G0[i] + n1 + r0[i1] * (n0 - n1)
-        c1 = G1[i] + n2 + r1[i1] * (n1 - n2)
-        c2 = G2[i] + n3 + r2[i1] * (n2 - n3)
-        c3 = G3[i] + top_next + r3[i1] * (n3 - top_next)
+        gi = G[i]
+        c0 = gi + n1 + r0[i1] * (n0 - n1)
+        c1 = gi + n2 + r1[i1] * (n1 - n2)
+        c2 = gi + n3 + r2[i1] * (n2 - n3)
+        c3 = gi + top_next + r3[i1] * (n3 - top_next)
         if s < M - 2:
             im = i - np.uint64(1)
             o0[i] = A0[im] * (c0 - c1)
@@ -292,19 +290,34 @@ def _backward_item(G, g_rows, p, alpha, alpha0, n, L, M, preserve, consts, gp, g
             o1[t] = A1[t - 1] * (n1 - n2)
             o2[t] = A2[t - 1] * (n2 - n3)
             o3[t] = A3[t - 1] * (n3 - g_up[t])
-        # fmt: off
         if g_rows == 0 and u0 + 3 < L:
             # one incoming-gradient row shared by the block's four rows: one load per frame
-            n0, n1, n2, n3 = _backward_rows(
-                G0, G0, G0, G0, r0, r1, r2, r3, A0, A1, A2, A3, o0, o1, o2, o3,
-                g_up, n0, n1, n2, n3, M, True,
+            # fmt: off
+            n0, n1, n2, n3 = _backward_rows_shared(
+                G0, r0, r1, r2, r3, A0, A1, A2, A3, o0, o1, o2, o3, g_up, n0, n1, n2, n3, M
             )
+            # fmt: on
         else:
-            n0, n1, n2, n3 = _backward_rows(
-                G0, G1, G2, G3, r0, r1, r2, r3, A0, A1, A2, A3, o0, o1, o2, o3,
-                g_up, n0, n1, n2, n3, M, False,
-            )
-        # fmt: on
+            for s in range(M - 1):
+                i = np.uint64(M - 2 - s)  # unsigned: no negative-index wraparound in the loop
+                i1 = i + np.uint64(1)
+                top_next = g_up[i1]
+                c0 = G0[i] + n1 + r0[i1] * (n0 - n1)
+                c1 = G1[i] + n2 + r1[i1] * (n1 - n2)
+                c2 = G2[i] + n3 + r2[i1] * (n2 - n3)
+                c3 = G3[i] + top_next + r3[i1] * (n3 - top_next)
+                if s < M - 2:
+                    im = i - np.uint64(1)
+                    top = g_up[i]
+                    o0[i] = A0[im] * (c0 - c1)
+                    o1[i] = A1[im] * (c1 - c2)
+                    o2[i] = A2[im] * (c2 - c3)
+                    o3[i] = A3[im] * (c3 - top)
+                g_up[i1] = n0  # becomes g(u0, t + 1) for the block below
+                n0 = c0
+                n1 = c1
+                n2 = c2
+                n3 = c3
         top = g_up[0]
         if u0 + 0 < L:
             a0 = alpha0[n, u0 + 0]
