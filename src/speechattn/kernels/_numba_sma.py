@@ -13,9 +13,11 @@ lets LLVM contract multiply-adds; float32 inputs compute in float32 as the torch
 
 The forward also checks the range of ``p`` (every valid entry in ``[0, 1]``, no NaN) on the
 rows it is about to read, so validation costs no separate pass over ``p``
-(:func:`forward_checked`). The backward reads a broadcast incoming gradient (e.g. from
-``alpha.sum()``: one value expanded over ``(N, U, T)``) from a single row instead of a
-materialised copy.
+(:func:`forward_checked`). The same pass can also accumulate each item's focus rate (per frame
+the maximum and the sum over tokens, block by block) and skip storing alpha
+(:func:`forward_focus`, used to rank attention heads). The backward reads a broadcast incoming
+gradient (e.g. from ``alpha.sum()``: one value expanded over ``(N, U, T)``) from a single row
+instead of a materialised copy, once per frame for a block's four rows.
 
 Threads: each call packs its arrays' addresses and sizes into one ``int64`` block and runs one
 compiled entry point per direction and dtype (a numba ``cfunc``) on it; every thread that runs
