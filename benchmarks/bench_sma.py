@@ -19,11 +19,16 @@ Sections (``--section NAME``, default ``recurrence`` and ``layer``):
 - ``layer``: the whole layer in train mode, B=16, U=100, T=800, d=256, 4 heads, the same
   ragged lengths, loss ``output.sum() + alignment.sum()``. Baseline: the reference layer. Ours:
   the compat adapter (same math and weights) and the native module
-  (``speechattn.nn.StepwiseMonotonicMultiheadAttention``). ``--profile`` prints a
+  (``speechattn.nn.StepwiseMonotonicMultiheadAttention``). The reference returns the context,
+  the selected head's alignment and the focus rate, not every head's alignment, so the row
+  ``native`` calls the module with ``need_weights=False`` (same outputs as the reference; the
+  heads are ranked without storing their alignments) and ``native-w`` with the default
+  ``need_weights=True`` (also returns the ``(b, h, u, t)`` per-head alignments). ``--profile`` prints a
   ``torch.profiler`` table of the native layer's forward+backward. The row ``native-dens``
-  is the native module with its CPU valid-block paths (context matmul per item, noise on
-  valid cells), the bias-accumulating ranking matmul and the uniform-draw dropout switched
-  off, for an A/B in the same process.
+  is the native module (``need_weights=False``) with its CPU fast-path switches off: the
+  valid-block paths (context matmul per item, noise on valid cells, padding zeroed by slices),
+  the bias-accumulating ranking matmul, the kept ranking buffer, the uniform-draw dropout and
+  the key-gradient hand-off, for an A/B in the same process.
 - Thread dispatch: the numba kernels run their items on torch's own OpenMP team where torch
   uses libgomp (the header says which); the rows ``numba-pyth`` (recurrence) and
   ``native-pyth`` (layer) run the same kernels on Python threads (the fallback dispatch) in
@@ -292,9 +297,17 @@ def _layer_setup(shape: dict[str, int], impl: str) -> Callable[[bool], object]:
     else:
         layer = StepwiseMonotonicMultiheadAttention(embed_dim=d, num_heads=h, layer_norm=True)
         layer.train()
+        need_weights = impl == NATIVE_W
 
         def run(backward: bool) -> object:
-            out = layer(text, mel, mel, query_lengths=text_len, key_lengths=mel_len)
+            out = layer(
+                text,
+                mel,
+                mel,
+                query_lengths=text_len,
+                key_lengths=mel_len,
+                need_weights=need_weights,
+            )
             if backward:
                 layer.zero_grad(set_to_none=True)
                 (out.output.sum() + out.alignment.sum()).backward()
@@ -303,25 +316,39 @@ def _layer_setup(shape: dict[str, int], impl: str) -> Callable[[bool], object]:
     return run
 
 
-LAYER_IMPLS = ("reference", "compat", "native")
+NATIVE_W = "native-w"  # the native layer's default call: per-head alignments returned too
+LAYER_IMPLS = ("reference", "compat", "native", NATIVE_W)
 NATIVE_PY = "native-pyth"  # the native layer with the numba kernels on Python threads
-# the native layer with its valid-block paths and uniform-draw dropout off (dense bmm, full
-# noise draw, nn.Dropout): the A/B of those paths in the same process
+# the native layer with its CPU fast-path switches off (dense bmm, full noise draw, a fresh
+# ranking buffer, nn.Dropout, the dense key gradient): the A/B of those paths in one process
 NATIVE_DENSE = "native-dens"
 
 
+# (module, switch) pairs that native-dens turns off
+_FAST_SWITCHES = (
+    ("speechattn.functional.monotonic_attention", "FAST_VALID_BLOCKS"),
+    ("speechattn.functional.monotonic_attention", "FUSED_RANKING_BIAS"),
+    ("speechattn.functional.monotonic_attention", "RANKING_WORKSPACE"),
+    ("speechattn.nn.monotonic", "FAST_DROPOUT"),
+    ("speechattn.nn.monotonic", "FAST_KEY_GRAD"),
+)
+
+
 def _with_dense_paths(run: Callable[[bool], object]) -> Callable[[bool], object]:
-    """``run`` with ``FAST_VALID_BLOCKS``, ``FUSED_RANKING_BIAS`` and ``FAST_DROPOUT`` off."""
-    import speechattn.functional.monotonic_attention as fm
-    import speechattn.nn.monotonic as nm
+    """``run`` with the layer's CPU fast-path switches (``_FAST_SWITCHES``) off."""
+    import importlib
+
+    mods = [(importlib.import_module(m), name) for m, name in _FAST_SWITCHES]
 
     def wrapped(backward: bool) -> object:
-        old = fm.FAST_VALID_BLOCKS, fm.FUSED_RANKING_BIAS, nm.FAST_DROPOUT
-        fm.FAST_VALID_BLOCKS = fm.FUSED_RANKING_BIAS = nm.FAST_DROPOUT = False
+        old = [getattr(m, name) for m, name in mods]
+        for m, name in mods:
+            setattr(m, name, False)
         try:
             return run(backward)
         finally:
-            fm.FAST_VALID_BLOCKS, fm.FUSED_RANKING_BIAS, nm.FAST_DROPOUT = old
+            for (m, name), value in zip(mods, old, strict=True):
+                setattr(m, name, value)
 
     return wrapped
 

@@ -71,9 +71,10 @@ def _item_kernels(p: torch.Tensor, a0, tl, ml, grad, preserve: bool) -> tuple[to
     one_bits = int(np.array(1.0, dtype=pn.dtype).view(int_type))
     consts = _numba_sma._consts(T, p.dtype).numpy()
     out, ok = np.empty_like(pn), np.empty(N, dtype=np.bool_)
+    no_fr = np.empty(0, dtype=pn.dtype)  # no focus rates
     for n in range(N):
         ok[n] = _numba_sma._forward_item(
-            pn, bits, one_bits, a0n, n, tln[n], mln[n], preserve, consts, out
+            pn, bits, one_bits, a0n, n, tln[n], mln[n], preserve, consts, out, True, no_fr
         )
     res = [torch.from_numpy(out), torch.from_numpy(ok)]
     for g, rows in ((grad.numpy().reshape(N * U, T), 1), (np.ones((1, T), dtype=pn.dtype), 0)):
@@ -318,3 +319,30 @@ def test_info_names_the_dispatch() -> None:
     line = available()["numba threads"]
     assert line.startswith("SMA recurrence items on ")
     assert ("OpenMP team" in line) == (_omp.team() is not None)
+
+
+@pytest.mark.parametrize("preserve", [False, True])
+def test_broadcast_gradient_backward_equals_dense_and_float64_spec(preserve: bool) -> None:
+    """The backward's shared-row loop (a broadcast incoming gradient, full four-row blocks)
+    gives the dense-gradient result and the float64 torch spec's gradient."""
+    p, a0, tl, ml, _ = _case(torch.float64, seed=9)
+    tl[0], tl[1], tl[2] = 13, 4, 9  # full blocks only, and blocks with a partial top
+    value = 0.75
+    alpha, _ = _numba_sma.forward_checked(p, a0, tl, ml, preserve)
+    bcast = torch.full((), value, dtype=p.dtype).expand(p.shape)
+    gp_b, ga0_b = _numba_sma.backward(bcast, p, alpha, a0, tl, ml, preserve)
+    gp_d, ga0_d = _numba_sma.backward(bcast.contiguous(), p, alpha, a0, tl, ml, preserve)
+    torch.testing.assert_close(gp_b, gp_d, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(ga0_b, ga0_d, rtol=1e-13, atol=1e-13)
+    x = p.clone().requires_grad_(True)
+    x0 = a0.clone().requires_grad_(True)
+    mass = "preserve" if preserve else "drop"
+    ref = stepwise_monotonic_alignment(x, tl, ml, mass=mass, initial_alignment=x0, impl="torch")
+    (ref.sum() * value).backward()
+    assert x.grad is not None and x0.grad is not None
+    valid = (torch.arange(p.shape[1])[None, :, None] < tl[:, None, None]) & (
+        torch.arange(p.shape[2])[None, None, :] < ml[:, None, None]
+    )
+    torch.testing.assert_close(gp_b, torch.where(valid, x.grad, 0), rtol=1e-10, atol=1e-12)
+    tok = torch.arange(p.shape[1])[None] < tl[:, None]
+    torch.testing.assert_close(ga0_b, torch.where(tok, x0.grad, 0), rtol=1e-10, atol=1e-12)

@@ -98,7 +98,9 @@ def _prepare(
     ml = check_lengths(
         mel_lengths, "mel_lengths", batch=B, max_len=T, device=p.device, check_values=False
     )
-    if B > 0:
+    if B > 0 and p.device.type == "cpu":
+        _check_host(p, tl, ml, name, check_range, need_mel_ge_text)
+    elif B > 0:
         checks = [
             _first_bad((tl < 1) | (tl > U), tl),
             _first_bad((ml < 1) | (ml > T), ml),
@@ -132,6 +134,35 @@ def _prepare(
         tl = tl[:, None].expand(B, H).reshape(-1)
         ml = ml[:, None].expand(B, H).reshape(-1)
     return p.reshape(B * H, U, T), tl, ml
+
+
+def _check_host(
+    p: Tensor, tl: Tensor, ml: Tensor, name: str, check_range: bool, need_mel_ge_text: bool
+) -> None:
+    """The value checks of :func:`_prepare` for CPU tensors: the same errors, read on the host
+    directly (numpy views of the lengths) instead of through the single-sync device path."""
+    U, T = p.shape[-2], p.shape[-1]
+    tln, mln = tl.numpy(), ml.numpy()
+    for vals, lname, lim in ((tln, "text_lengths", U), (mln, "mel_lengths", T)):
+        bad = (vals < 1) | (vals > lim)
+        if bad.any():
+            i = int(bad.argmax())
+            raise ValueError(
+                f"Expected 1 <= {lname}[b] <= {lim} (the padded size of {name}); "
+                f"found {lname}[{i}] = {int(vals[i])}."
+            )
+    if need_mel_ge_text:
+        bad = mln < tln
+        if bad.any():
+            i = int(bad.argmax())
+            raise ValueError(
+                f"Expected mel_lengths[b] >= text_lengths[b] (every token needs a frame); found "
+                f"mel_lengths[{i}] = {int(mln[i])} < text_lengths[{i}]. Drop or trim item {i}."
+            )
+    if check_range and p.numel() > 0:
+        mn, mx = torch.aminmax(p)  # propagates NaN: then the exact check below
+        if not (mn.item() >= 0.0 and mx.item() <= 1.0):
+            _check_range_masked(p, tl, ml, name)
 
 
 def _check_range_masked(p: Tensor, tl: Tensor, ml: Tensor, name: str) -> None:
@@ -400,7 +431,7 @@ def stepwise_monotonic_alignment(
     if initial_alignment is None:
         alpha0 = torch.zeros((N, U), dtype=cdtype, device=p_choose.device)
         if U > 0:
-            alpha0[:, 0] = 1.0
+            alpha0.select(1, 0).fill_(1.0)
     else:
         if not isinstance(initial_alignment, Tensor):
             raise TypeError(

@@ -18,6 +18,7 @@ wraps it with projections.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -25,6 +26,8 @@ from torch import Tensor
 
 from speechattn.functional.masks import check_lengths, lengths_to_valid_mask
 from speechattn.functional.monotonic import (
+    _check_range_masked,
+    _resolve_impl,
     focus_rate,
     monotonic_viterbi,
     stepwise_monotonic_alignment,
@@ -50,9 +53,18 @@ _MASSES = ("preserve", "drop")
 # (one ``mm`` per item), and the selected head's training noise drawn for valid cells only.
 # False: the dense ``bmm`` / a full ``(b, u, t)`` draw (for A/B benchmarks and tests).
 FAST_VALID_BLOCKS = True
+# Attribute name a ``key`` tensor may carry: an object whose ``grad_rows`` receives the selected
+# head's key gradient ``(b, t, dk)`` (rows of ``key[i, head_index[i]]``) in the backward, and the
+# gradient returned for ``key`` is then an expanded zero (no dense ``(b, h, t, dk)`` scatter).
+# The producer of ``key`` (the module's key projection) must add those rows to its gradient.
+KEY_GRAD_SINK = "_speechattn_key_grad_sink"
+
 # The heads' ranking energies start from the stay bias and the matmul accumulates onto it
 # (``fill_`` + ``baddbmm_``) instead of a separate ``add_`` pass; False: ``bmm`` then ``add_``.
 FUSED_RANKING_BIAS = True
+# The CPU ranking energies live in a buffer kept per thread between calls (see
+# ``_ranking_buffer``); False: a fresh tensor per call (for A/B benchmarks).
+RANKING_WORKSPACE = True
 
 
 class MonotonicAttentionResult(NamedTuple):
@@ -64,7 +76,8 @@ class MonotonicAttentionResult(NamedTuple):
         alignment: ``(b, u, t)`` alignment of the selected head (``head_index``): the monotonic
             ``alpha`` (soft, hard or Viterbi path) when tunable, the softmax otherwise.
         attn_weights: ``(b, h, u, t)`` per-head alignments (see
-            :func:`stepwise_monotonic_attention` for which ones carry gradients).
+            :func:`stepwise_monotonic_attention` for which ones carry gradients); ``None``
+            with ``need_weights=False``.
         focus_rate: ``(b, h)`` FastSpeech focus rate of each head's soft alignment (no gradient).
         head_index: ``(b,)`` int64, argmax of ``focus_rate`` over heads.
         p_choose: ``(b, u, t)`` stay probabilities of the selected head (``None`` when not
@@ -73,7 +86,7 @@ class MonotonicAttentionResult(NamedTuple):
 
     context: Tensor
     alignment: Tensor
-    attn_weights: Tensor
+    attn_weights: Tensor | None
     focus_rate: Tensor
     head_index: Tensor
     p_choose: Tensor | None
@@ -124,6 +137,71 @@ def _focus_rate_zero_padded(alpha: Tensor, key_lengths: Tensor) -> Tensor:
     has_mass = col > 0
     peak = torch.where(has_mass, alpha.amax(1) / torch.where(has_mass, col, 1.0), 0.0)
     return peak.sum(-1) / key_lengths.to(alpha.dtype)
+
+
+_WORKSPACE = threading.local()
+
+
+def _ranking_buffer(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """An uninitialised tensor for the heads' ranking energies (used and released inside one
+    call, never returned).
+
+    On CPU with ``RANKING_WORKSPACE`` it is a view of one buffer per thread, kept between calls
+    and grown to the largest size seen: a fresh tensor of this size (``h*b*u*t``, e.g. 20 MB)
+    would be new memory on every training step, and the operating system's page faults on
+    its first touch cost more than filling it.
+    """
+    numel = math.prod(shape)
+    if not (RANKING_WORKSPACE and device.type == "cpu"):
+        return torch.empty(shape, dtype=dtype, device=device)
+    buf = getattr(_WORKSPACE, "buf", None)
+    if buf is None or buf.dtype != dtype or buf.numel() < numel:
+        buf = _WORKSPACE.buf = None  # release the old buffer first
+        # a normal tensor even under inference_mode (an inference tensor could not be
+        # written in place by a later call outside it)
+        with torch.inference_mode(False):
+            _WORKSPACE.buf = buf = torch.empty(numel, dtype=dtype)
+    return buf[:numel].view(shape)
+
+
+def _ranking_alignments(
+    p: Tensor,
+    text_lengths: Tensor,
+    mel_lengths: Tensor,
+    mass: Mass,
+    alpha0: Tensor | None,
+    impl: str,
+    need_alpha: bool,
+) -> tuple[Tensor | None, Tensor]:
+    """Soft alignments ``(n, u, t)`` (``None`` when not ``need_alpha`` and a kernel can skip
+    them) and their focus rates ``(n,)`` of stay probabilities ``p`` ``(n, u, t)``, no
+    autograd.
+
+    A kernel with the ``forward.focus`` capability (see :mod:`speechattn.kernels`) computes the
+    focus rate in the recurrence's own pass and, without ``need_alpha``, never stores the
+    alignment; otherwise :func:`stepwise_monotonic_alignment` and the focus rate of its
+    output (the same numbers up to summation order).
+    """
+    _, fwd, _ = _resolve_impl(impl, p.device)
+    focus = getattr(fwd, "focus", None)
+    if focus is None:
+        w = stepwise_monotonic_alignment(
+            p,
+            text_lengths,
+            mel_lengths,
+            mode="soft",
+            mass=mass,
+            initial_alignment=alpha0,
+            impl=impl,
+        )
+        return w, _focus_rate_zero_padded(w, mel_lengths)
+    if alpha0 is None:
+        alpha0 = torch.zeros(p.shape[:2], dtype=p.dtype, device=p.device)
+        alpha0[:, 0] = 1.0
+    w, fr, ok = focus(p, alpha0, text_lengths, mel_lengths, mass == "preserve", need_alpha)
+    if not bool(ok.all()):  # exact re-check of flagged items: raises with what was found
+        _check_range_masked(p, text_lengths, mel_lengths, "p_choose")
+    return w, fr
 
 
 def _check_inputs(query: Tensor, key: Tensor, value: Tensor) -> None:
@@ -221,6 +299,15 @@ def _add_valid_cell_noise(e: Tensor, noise: Tensor, q_lens: list[int], k_lens: l
         off += m * n
 
 
+def _zero_outside_blocks(x: Tensor, q_lens: list[int], k_lens: list[int]) -> Tensor:
+    """Zero ``x`` ``(b, u, t)`` outside each item's valid ``(q_i, k_i)`` block, in place (two
+    slice fills per item: only padded cells are written)."""
+    for i, (m, n) in enumerate(zip(q_lens, k_lens, strict=True)):
+        x[i, m:].zero_()
+        x[i, :m, n:].zero_()
+    return x
+
+
 class _ValidContext(torch.autograd.Function):
     """``bmm(alignment, values)`` over each item's valid block: ``(b, u, t) x (b, t, dv)``.
 
@@ -286,7 +373,7 @@ class _SelectedStayProb(torch.autograd.Function):
         head_index: Tensor,
         tok_valid: Tensor,
         frm_valid: Tensor,
-        cell_valid: Tensor,
+        cell_valid: Tensor | None,
         noise: Tensor | None,
         scale: float,
         lens: tuple[list[int], list[int]] | None = None,
@@ -294,16 +381,24 @@ class _SelectedStayProb(torch.autograd.Function):
         q_sel = torch.where(tok_valid[:, :, None], _select_head_rows(qs, head_index), 0)  # scaled
         k_sel = torch.where(frm_valid[:, :, None], _select_head_rows(kc, head_index), 0)
         e = torch.bmm(q_sel, k_sel.transpose(1, 2)).add_(bias[head_index].view(-1, 1, 1))
-        if noise is not None and lens is not None:  # valid cells only (padded ones are masked)
+        if noise is not None and noise.dim() == 1:  # one value per valid cell (needs lens)
+            assert lens is not None
             _add_valid_cell_noise(e, noise, *lens)
         elif noise is not None:
             e.add_(noise)
-        p = torch.where(cell_valid, e.sigmoid_(), 0)
+        e.sigmoid_()  # in place (no second (b, u, t) buffer)
+        if lens is not None:
+            p = _zero_outside_blocks(e, *lens)
+        else:
+            assert cell_valid is not None
+            p = e.masked_fill_(~cell_valid, 0)
         ctx.save_for_backward(q_sel, k_sel, p, head_index, cell_valid)
+        ctx.lens = lens
         ctx.scale = scale
         ctx.num_heads = bias.shape[0]
         # The inputs' shapes, strides and dtypes (the gradients' layout).
         ctx.like = tuple((x.shape, x.stride(), x.dtype) for x in (query, key))
+        ctx.key_sink = getattr(key, KEY_GRAD_SINK, None)
         return p
 
     @staticmethod
@@ -311,14 +406,24 @@ class _SelectedStayProb(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         q_sel, k_sel, p, head, cell_valid = ctx.saved_tensors
         # sigmoid's derivative, zero at padded cells whatever the incoming gradient holds there
-        d = torch.where(cell_valid, torch.ops.aten.sigmoid_backward(grad, p), 0)
+        d = torch.ops.aten.sigmoid_backward(grad, p)
+        if ctx.lens is not None:
+            _zero_outside_blocks(d, *ctx.lens)
+        else:
+            d.masked_fill_(~cell_valid, 0)
         grad_q = grad_k = grad_b = None
         q_like, k_like = ctx.like
         if ctx.needs_input_grad[0]:
             grad_q = _scatter_head_rows(q_like, head, torch.bmm(d, k_sel).mul_(ctx.scale))
         if ctx.needs_input_grad[1]:
             # q_sel holds the scaled queries: d e / d k = scale * q
-            grad_k = _scatter_head_rows(k_like, head, torch.bmm(d.transpose(1, 2), q_sel))
+            rows = torch.bmm(d.transpose(1, 2), q_sel)
+            sink = ctx.key_sink
+            if sink is not None:  # the producer of ``key`` takes the selected rows directly
+                sink.grad_rows = rows
+                grad_k = rows.new_zeros(()).expand(k_like[0])
+            else:
+                grad_k = _scatter_head_rows(k_like, head, rows)
         if ctx.needs_input_grad[2]:
             grad_b = d.new_zeros(ctx.num_heads).index_add_(0, head, d.sum((1, 2)))
         return grad_q, grad_k, grad_b, None, None, None, None, None, None, None, None, None
@@ -431,6 +536,7 @@ def stepwise_monotonic_attention(
     scale: float | None = None,
     generator: torch.Generator | None = None,
     impl: str = "auto",
+    need_weights: bool = True,
 ) -> MonotonicAttentionResult:
     """Stepwise monotonic multi-head attention on projected, head-split inputs.
 
@@ -484,6 +590,10 @@ def stepwise_monotonic_attention(
         scale: energy scale, default ``1 / sqrt(dk)``.
         generator: RNG for the noise.
         impl: recurrence implementation (``"auto"``, ``"torch"`` or a kernel name).
+        need_weights: return the per-head ``attn_weights``; False returns ``None`` there and,
+            with ``head_selection="focus_rate"`` on a kernel that supports it (numba on CPU),
+            ranks the heads without storing their alignments (the focus rates come from the
+            recurrence's own pass). Every other output is the same.
 
     Returns:
         :class:`MonotonicAttentionResult`. Float32/float64 inputs compute in their dtype;
@@ -511,10 +621,13 @@ def stepwise_monotonic_attention(
             f"mode={mode!r} needs the monotonic path; found tunable=False (plain softmax "
             "attention has only mode='soft')."
         )
+    if not isinstance(need_weights, bool):
+        raise TypeError(f"Expected need_weights to be a bool; found {need_weights!r}.")
     q_len, k_len, bias = _check_common(query, key, query_lengths, key_lengths, stay_bias, noise_std)
     b, h, u, dk = query.shape
     t = key.shape[2]
     dev = query.device
+    weights: Tensor | None
     if initial_alignment is not None:
         if mode == "viterbi":
             raise ValueError(
@@ -544,9 +657,14 @@ def stepwise_monotonic_attention(
         k = torch.where(frm_valid[:, None, :, None], key, 0).to(cdtype)
         v = torch.where(frm_valid[:, None, :, None], value, 0).to(cdtype)
     sc = 1.0 / math.sqrt(dk) if scale is None else float(scale)
-    cell_valid = tok_valid[:, None, :, None] & frm_valid[:, None, None, :]  # (b, 1, u, t)
+    # CPU focus-rate path: the valid blocks come from the lengths as Python ints (no masks)
+    blocks = FAST_VALID_BLOCKS and dev.type == "cpu"
+    cell_valid = None
+    if not (blocks and tunable and head_selection == "focus_rate"):
+        cell_valid = tok_valid[:, None, :, None] & frm_valid[:, None, None, :]  # (b, 1, u, t)
 
     if not tunable:
+        assert cell_valid is not None
         e = torch.matmul(q, k.transpose(-1, -2)).float() * sc
         e = e.masked_fill(~frm_valid[:, None, None, :], torch.finfo(torch.float32).min)
         w = torch.softmax(e, dim=-1).to(cdtype)
@@ -555,7 +673,12 @@ def stepwise_monotonic_attention(
         head_index = fr.argmax(dim=-1)
         ctx = torch.matmul(w, v).transpose(1, 2).reshape(b, u, -1)
         return MonotonicAttentionResult(
-            ctx.to(out_dtype), select_heads(w, head_index), w, fr, head_index, None
+            ctx.to(out_dtype),
+            select_heads(w, head_index),
+            w if need_weights else None,
+            fr,
+            head_index,
+            None,
         )
 
     bias_c = bias.to(cdtype).view(1, h, 1, 1)
@@ -563,7 +686,9 @@ def stepwise_monotonic_attention(
     def draw_noise(shape: tuple[int, ...]) -> Tensor | None:
         if noise_std <= 0:
             return None
-        return torch.randn(shape, generator=generator, device=dev, dtype=cdtype).mul_(noise_std)
+        # the values of randn(shape) * noise_std, scaled in the draw's own pass
+        noise = torch.empty(shape, device=dev, dtype=cdtype)
+        return noise.normal_(0.0, noise_std, generator=generator)
 
     alpha0 = None if initial_alignment is None else initial_alignment.to(cdtype)
 
@@ -581,6 +706,7 @@ def stepwise_monotonic_attention(
         return None if a0 is None else a0[:, None, :].expand(b, h, u)
 
     if head_selection == "per_head":
+        assert cell_valid is not None
         p = stay_probs(q, k, bias_c, draw_noise((b, h, u, t)))
         soft = align(p, "soft", expand0(alpha0))
         fr = focus_rate(soft.detach(), q_len, k_len)
@@ -600,7 +726,7 @@ def stepwise_monotonic_attention(
         with torch.no_grad():
             qs = query.to(cdtype) * sc
             kc = key.to(cdtype)
-            e_hm = torch.empty((h, b, u, t), dtype=cdtype, device=dev)
+            e_hm = _ranking_buffer((h, b, u, t), cdtype, dev)
             if FUSED_RANKING_BIAS and dev.type == "cpu":  # bias as the matmul's accumulator
                 for j, r in enumerate(bias_c.view(h).tolist()):
                     e_hm[j].fill_(r).baddbmm_(qs[:, j], kc[:, j].transpose(1, 2))
@@ -610,19 +736,18 @@ def stepwise_monotonic_attention(
                 e_hm.add_(bias_c.view(h, 1, 1, 1))
             p_hm = e_hm.sigmoid_().view(h * b, u, t)
             q_len_h, k_len_h = q_len.repeat(h), k_len.repeat(h)
-            w_hm = stepwise_monotonic_alignment(
+            w_hm, fr_hm = _ranking_alignments(
                 p_hm,
                 q_len_h,
                 k_len_h,
-                mode="soft",
-                mass=mass,
-                initial_alignment=None if alpha0 is None else alpha0.repeat(h, 1),
-                impl=impl,
+                mass,
+                None if alpha0 is None else alpha0.repeat(h, 1),
+                impl,
+                need_weights,
             )
-            fr = _focus_rate_zero_padded(w_hm, k_len_h).view(h, b).t()
+            fr = fr_hm.view(h, b).t()
             head_index = fr.argmax(dim=-1)
-            weights = w_hm.view(h, b, u, t).transpose(0, 1)
-        blocks = FAST_VALID_BLOCKS and dev.type == "cpu"
+            weights = None if w_hm is None else w_hm.view(h, b, u, t).transpose(0, 1)
         lens = (q_len.tolist(), k_len.tolist()) if blocks else None
         if needs_grad or noise_std > 0:
             # Recompute only the selected head, with a hand-written backward: 1/h of the energy
@@ -642,16 +767,26 @@ def stepwise_monotonic_attention(
                 head_index,
                 tok_valid,
                 frm_valid,
-                cell_valid[:, 0],
+                None if cell_valid is None else cell_valid[:, 0],
                 noise,
                 sc,
-                lens if noise is not None and noise.dim() == 1 else None,
+                lens,
             )
             soft_sel = align(p_sel, "soft", alpha0) if mode == "soft" else None
         else:
-            p_sel = p_hm.view(h, b, u, t)[head_index, torch.arange(b, device=dev)]
-            p_sel = torch.where(cell_valid[:, 0], p_sel, 0)
-            soft_sel = select_heads(weights, head_index) if mode == "soft" else None
+            p_sel = p_hm.view(h, b, u, t)[head_index, torch.arange(b, device=dev)]  # a copy
+            if lens is not None:
+                _zero_outside_blocks(p_sel, *lens)
+            else:
+                assert cell_valid is not None
+                p_sel = torch.where(cell_valid[:, 0], p_sel, 0)
+            soft_sel = None
+            if mode == "soft":
+                soft_sel = (
+                    select_heads(weights, head_index)
+                    if weights is not None
+                    else align(p_sel, "soft", alpha0)
+                )
         alignment = soft_sel if soft_sel is not None else align(p_sel, mode, alpha0)
         # (b, t, h*dv), head-major features, zero on padded frames; a view when ``value`` is the
         # head split of a (b, t, h*dv) projection.
@@ -661,4 +796,6 @@ def stepwise_monotonic_attention(
         else:
             v_cat = torch.where(frm_valid[:, :, None], v_cat, 0).to(cdtype)
             ctx = torch.bmm(alignment, v_cat)
+    if not need_weights:
+        weights = None
     return MonotonicAttentionResult(ctx.to(out_dtype), alignment, weights, fr, head_index, p_sel)

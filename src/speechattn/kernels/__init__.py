@@ -28,11 +28,15 @@ Stepwise monotonic alignment (SMA) kernels follow one contract (heads flattened 
     backward(grad_alpha (N, U, T), p, alpha, alpha0, text_lengths, mel_lengths,
              preserve: bool) -> (grad_p (N, U, T), grad_alpha0 (N, U))
 
-Two optional capabilities, read with ``getattr`` by the functional wrapper: ``forward.checked``
+Three optional capabilities, read with ``getattr`` by the functional wrappers: ``forward.checked``
 (same arguments, returns ``(alpha, ok)`` with ``ok`` a bool ``(N,)`` flagging items whose ``p``
 may have a value outside [0, 1] or NaN (it may over-flag, e.g. -0.0): the range check fused into the forward pass; flagged
-items are re-checked in torch for the error message) and ``backward.accepts_strided_grad = True``
-(``grad_alpha`` may be non-contiguous, e.g. the stride-0 broadcast from ``alpha.sum()``).
+items are re-checked in torch for the error message), ``backward.accepts_strided_grad = True``
+(``grad_alpha`` may be non-contiguous, e.g. the stride-0 broadcast from ``alpha.sum()``) and
+``forward.focus(p, alpha0, text_lengths, mel_lengths, preserve, need_alpha) -> (alpha | None,
+focus_rate (N,), ok)`` (the focus rate of each item's alignment from the same pass, alpha not
+stored when ``need_alpha`` is False; used to rank the heads of
+:func:`speechattn.functional.stepwise_monotonic_attention`).
 
 Kernels register with :func:`register_sma_kernel`; a backend whose module should only be
 imported on first use registers through ``_LAZY_SMA_KERNELS`` (name -> module path; importing

@@ -15,6 +15,8 @@ from torch import Tensor, nn
 
 from speechattn.functional.masks import check_lengths, check_nonempty_batch, lengths_to_valid_mask
 from speechattn.functional.monotonic_attention import (
+    KEY_GRAD_SINK,
+    _head_rows_index,
     _select_head_rows,
     expected_stay_prob,
     stepwise_monotonic_attention,
@@ -34,7 +36,8 @@ class SMAOutput(NamedTuple):
         alignment: ``(b, u, t)`` monotonic ``alpha`` of the selected head (soft, hard or Viterbi
             path), or the selected head's softmax with ``tunable=False``. Row ``u`` sums to the
             token's (expected) duration in frames.
-        attn_weights: ``(b, h, u, t)`` per-head alignments.
+        attn_weights: ``(b, h, u, t)`` per-head alignments; ``None`` with
+            ``forward(..., need_weights=False)``.
         focus_rate: ``(b, h)`` FastSpeech focus rate of each head's soft alignment.
         head_index: ``(b,)`` int64 selected head per item (argmax of ``focus_rate``).
         p_choose: ``(b, u, t)`` stay probabilities of the selected head; ``None`` with
@@ -43,7 +46,7 @@ class SMAOutput(NamedTuple):
 
     output: Tensor
     alignment: Tensor
-    attn_weights: Tensor
+    attn_weights: Tensor | None
     focus_rate: Tensor
     head_index: Tensor
     p_choose: Tensor | None
@@ -59,13 +62,22 @@ FAST_KEY_ROWS = True
 FAST_DROPOUT = True
 
 
-class _HeadHint:
-    """The selected head per item, filled in by the layer once its forward has chosen it."""
+# The key projection's backward takes the selected head's key-gradient rows from the attention's
+# backward directly (no dense (b, h, t, dk) zero-filled gradient scattered and gathered again);
+# False: the dense gradient (for A/B benchmarks and tests).
+FAST_KEY_GRAD = True
 
-    __slots__ = ("head_index",)
+
+class _HeadHint:
+    """The selected head per item, filled in by the layer once its forward has chosen it, and
+    (as the key's gradient sink, see ``KEY_GRAD_SINK``) the selected head's key-gradient rows
+    ``(b, t, dh)`` deposited by the attention's backward."""
+
+    __slots__ = ("grad_rows", "head_index")
 
     def __init__(self) -> None:
         self.head_index: Tensor | None = None
+        self.grad_rows: Tensor | None = None
 
 
 class _HeadBlockLinear(torch.autograd.Function):
@@ -111,7 +123,17 @@ class _HeadBlockLinear(torch.autograd.Function):
         valid = ctx.valid  # valid rows per item when padded rows were not projected, else None
         # padded output rows are constant 0 when not projected: no gradient flows through them
         rows = None if valid is None else lengths_to_valid_mask(torch.tensor(valid), t)[..., None]
-        if hint is not None and hint.head_index is not None:
+        sel = None  # the selected head's gradient rows (b, t, dh), when deposited
+        if hint is not None and hint.grad_rows is not None and hint.head_index is not None:
+            sel, hint.grad_rows = hint.grad_rows.to(grad.dtype), None
+            if any(grad.stride()):  # another consumer's gradient too: add the rows to it
+                dense = grad.contiguous().clone()
+                idx = _head_rows_index(b, t, h, hint.head_index)
+                dense.view(b * t * h, dh).index_add_(0, idx, sel.reshape(b * t, dh))
+                grad, g4, sel = dense, dense.view(b, t, h, dh), None
+        if sel is not None:
+            head = hint.head_index  # type: ignore[union-attr]
+        elif hint is not None and hint.head_index is not None:
             head = hint.head_index
         else:
             nonzero = g4.abs().amax(dim=(1, 3)) != 0  # (b, h); amax propagates NaN: nonzero
@@ -123,7 +145,7 @@ class _HeadBlockLinear(torch.autograd.Function):
                 gb = grad.sum((0, 1)) if need_b and ctx.needs_input_grad[2] else None
                 return gx, gw, gb, None, None, None
             head = nonzero.to(torch.int64).argmax(1)  # (b,); items without gradient use head 0
-        g_sel = _select_head_rows(g4.transpose(1, 2), head)  # (b, t, dh)
+        g_sel = sel if sel is not None else _select_head_rows(g4.transpose(1, 2), head)
         if rows is not None:
             g_sel = torch.where(rows, g_sel, 0)
         w_h = weight.view(h, dh, -1)
@@ -420,6 +442,7 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
         key_lengths: Tensor | None = None,
         mode: Literal["soft", "hard", "viterbi"] | None = None,
         initial_alignment: Tensor | None = None,
+        need_weights: bool = True,
     ) -> SMAOutput:
         """Attend from text to mel.
 
@@ -432,6 +455,10 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
             mode: ``"soft"``, ``"hard"`` or ``"viterbi"``; ``None`` = ``"soft"`` in training and
                 ``eval_mode`` in eval. Viterbi needs ``key_lengths >= query_lengths``.
             initial_alignment: ``(b, u)`` alignment before frame 0 (default one-hot on token 0).
+            need_weights: also return the per-head ``attn_weights`` ``(b, h, u, t)``; False
+                returns ``None`` there (as :class:`torch.nn.MultiheadAttention`) and, with
+                focus-rate head selection on CPU, ranks the heads without storing their
+                alignments (faster; every other output is the same).
 
         Returns:
             :class:`SMAOutput`.
@@ -473,6 +500,8 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
                 key, self.k_proj.weight, self.k_proj.bias, h, hint, k_len if FAST_KEY_ROWS else None
             )
             k_in = k_in.view(b, t, h, self.head_dim).transpose(1, 2)
+            if FAST_KEY_GRAD:
+                setattr(k_in, KEY_GRAD_SINK, hint)
         else:
             k_in = self._split(self.k_proj, key)
         res = stepwise_monotonic_attention(
@@ -489,6 +518,7 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
             mass=self.mass,  # type: ignore[arg-type]
             initial_alignment=initial_alignment,
             impl=self.impl,
+            need_weights=need_weights,
         )
         if hint is not None:
             hint.head_index = res.head_index
