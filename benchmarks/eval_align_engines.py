@@ -344,9 +344,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--reverse-pass",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="the aligner rows also decode reversed in time, boundaries midway (align's "
-        "--reverse-pass)",
+        "--reverse-pass, on by default as in align; commands recorded in RESULTS.md before "
+        "2026-12-07 06:00 UTC decoded forward only: add --no-reverse-pass to repeat them)",
     )
     ap.add_argument(
         "--calibration",

@@ -146,8 +146,8 @@ def test_shipped_aligner_applies_out_of_the_box(demo_out: Path, tmp_path: Path) 
     assert metrics[name]["phone_within_20ms"] > metrics["uniform"]["phone_within_20ms"] + 25
     assert len(list((out / "alignments").glob("*.TextGrid"))) == 6
     # The shipped aligner carries three calibration tables, fitted on its training voices'
-    # labels. By default (auto) the consensus table applies: a shift every training engine agrees
-    # with, so it moves word starts earlier (the model places them late) and never later.
+    # labels. With the forward decoding, auto applies the consensus table: a shift every training
+    # engine agrees with, so it moves word starts earlier (the model places them late), never later.
     assert info.get("boundary_offsets"), "the shipped aligner has no boundary calibration"
     demo_engines = sorted(info["demo_config"]["engines"])
     for key in ("engine_offsets", "consensus_offsets"):
@@ -157,12 +157,17 @@ def test_shipped_aligner_applies_out_of_the_box(demo_out: Path, tmp_path: Path) 
     engines = info["engine_offsets"]["classes"]
     for cls, v in consensus.items():  # never past the median engine, never the other way
         assert v * engines[cls] >= 0 and abs(v) <= abs(engines[cls]) + 1e-12, cls
-    assert (
-        json.loads((out / "summary.json").read_text())["boundary calibration"] == "on (consensus)"
-    )
+    # By default (reverse pass on) no table applies: they were fitted with the forward decoding.
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["boundary calibration"] == "off"
+    assert summary["decoding"].startswith("forward + reversed")
+    fwd_out = tmp_path / "forward"
+    fwd = ["align", str(small), "--no-adapt", "--no-reverse-pass", "--no-progress"]
+    assert main([*fwd, "--out", str(fwd_out)]) == 0
+    summary = json.loads((fwd_out / "summary.json").read_text())
+    assert summary["boundary calibration"] == "on (consensus)" and summary["decoding"] == "forward"
     raw_out = tmp_path / "raw"
-    args = ["align", str(small), "--out", str(raw_out), "--no-adapt", "--calibration", "none"]
-    assert main([*args, "--no-progress"]) == 0
+    assert main([*fwd, "--out", str(raw_out), "--calibration", "none"]) == 0
     assert json.loads((raw_out / "summary.json").read_text())["boundary calibration"] == "off"
 
     def word_starts(folder: Path) -> list[float]:
@@ -172,14 +177,13 @@ def test_shipped_aligner_applies_out_of_the_box(demo_out: Path, tmp_path: Path) 
             for w in json.loads(js.read_text())["words"]
         ]
 
-    moved = [a - b for a, b in zip(word_starts(out), word_starts(raw_out))]
+    moved = [a - b for a, b in zip(word_starts(fwd_out), word_starts(raw_out))]
     assert max(moved) <= 1e-9 and min(moved) < -0.005  # earlier, never later
     cal = tmp_path / "calibrated"
-    args = ["align", str(small), "--out", str(cal), "--no-adapt", "--calibration", "contexts"]
-    assert main([*args, "--no-progress"]) == 0
+    assert main([*fwd, "--out", str(cal), "--calibration", "contexts"]) == 0
     assert json.loads((cal / "summary.json").read_text())["boundary calibration"] == "on (contexts)"
-    tg = sorted((out / "alignments").glob("*.TextGrid"))[0].name
-    assert (out / "alignments" / tg).read_text() != (cal / "alignments" / tg).read_text()
+    tg = sorted((fwd_out / "alignments").glob("*.TextGrid"))[0].name
+    assert (fwd_out / "alignments" / tg).read_text() != (cal / "alignments" / tg).read_text()
     # The synthetic corpus follows espeak-ng's convention, which the contexts table was fitted to.
     m_cal = json.loads((cal / "metrics.json").read_text())["metrics"]["corpus"][name]
     metrics = json.loads((raw_out / "metrics.json").read_text())["metrics"]["corpus"]

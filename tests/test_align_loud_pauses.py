@@ -155,11 +155,11 @@ def test_align_cli_default_is_the_library_default() -> None:
     from speechattn.cli import build_parser
 
     args = build_parser().parse_args(["align", "corpus.jsonl", "--out", "o"])
-    assert args.max_pause_loudness == DEFAULT_MAX_PAUSE_LOUDNESS and not args.reverse_pass
+    assert args.max_pause_loudness == DEFAULT_MAX_PAUSE_LOUDNESS and args.reverse_pass
     args = build_parser().parse_args(
-        ["align", "corpus.jsonl", "--out", "o", "--max-pause-loudness", "off", "--reverse-pass"]
+        ["align", "corpus.jsonl", "--out", "o", "--max-pause-loudness", "off", "--no-reverse-pass"]
     )
-    assert args.max_pause_loudness is None and args.reverse_pass
+    assert args.max_pause_loudness is None and not args.reverse_pass
 
 
 class LaggingOracle(CentredOracle):
@@ -201,8 +201,9 @@ def test_reverse_pass_cancels_a_lag_that_flips_with_time(mode: str) -> None:
 
 
 def test_align_cli_reverse_pass_runs_uncalibrated(tmp_path) -> None:
-    """`speechattn align --reverse-pass` writes alignments of the whole audio; "auto" calibration
-    applies the shipped consensus table to the forward decoding only."""
+    """`speechattn align` (reverse pass on by default) writes alignments of the whole audio;
+    "auto" calibration applies the shipped consensus table to the forward decoding only
+    (`--no-reverse-pass`)."""
     pytest.importorskip("espeakng_loader")
     import json
 
@@ -219,8 +220,10 @@ def test_align_cli_reverse_pass_runs_uncalibrated(tmp_path) -> None:
     sf.write(data / "u1.wav", wav.astype(np.float32), 22050)
     (data / "u1.txt").write_text("the cat sat")
     common = ["--no-progress", "--threads", "1", "--no-adapt"]
-    assert main(["align", str(data), "--out", str(tmp_path / "f"), *common]) == 0
-    assert main(["align", str(data), "--out", str(tmp_path / "r"), "--reverse-pass", *common]) == 0
+    assert (
+        main(["align", str(data), "--out", str(tmp_path / "f"), "--no-reverse-pass", *common]) == 0
+    )
+    assert main(["align", str(data), "--out", str(tmp_path / "r"), *common]) == 0
     fwd = json.loads((tmp_path / "f" / "summary.json").read_text())
     rev = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert fwd["decoding"] == "forward" and fwd["boundary calibration"] == "on (consensus)"

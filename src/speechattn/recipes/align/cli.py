@@ -358,10 +358,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     a.add_argument(
         "--reverse-pass",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="also decode each utterance reversed in time and put every boundary midway between "
         "the two paths (cancels the forward decoding's lag at boundaries between two sounds; "
-        "twice the decoding time; see benchmarks/RESULTS.md for what it does to each engine)",
+        "twice the decoding time; chosen on engines held out of training, see "
+        "benchmarks/RESULTS.md); --no-reverse-pass decodes forward only (default: on)",
     )
     _common(a)
     a.set_defaults(func=_align)

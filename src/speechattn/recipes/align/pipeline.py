@@ -727,7 +727,7 @@ def run_align(
     pauses: str = "auto",
     min_pause_s: float | None = None,
     max_pause_loudness: float | None = DEFAULT_MAX_PAUSE_LOUDNESS,
-    reverse_pass: bool = False,
+    reverse_pass: bool = True,
     log=print,
 ) -> dict:
     """Align a corpus: train from scratch, or apply (and by default adapt) a trained aligner.
@@ -749,9 +749,10 @@ def run_align(
     no pause (see :mod:`~speechattn.recipes.align.pauses`). ``max_pause_loudness`` (default
     :data:`~speechattn.recipes.align.pauses.DEFAULT_MAX_PAUSE_LOUDNESS`; None = off): with
     ``"auto"``, a pause between words with no frame at most this loud (0 = the utterance's
-    5th-percentile frame, 1 = its median frame) is split between its two words. ``reverse_pass``:
-    decode each utterance reversed in time as well and put every boundary midway between the
-    two paths (:func:`~speechattn.recipes.align.evaluate.align_items`).
+    5th-percentile frame, 1 = its median frame) is split between its two words. ``reverse_pass``
+    (default on): decode each utterance reversed in time as well and put every boundary midway
+    between the two paths (:func:`~speechattn.recipes.align.evaluate.align_items`); it was chosen
+    on engines held out of training (benchmarks/RESULTS.md), ``False`` decodes forward only.
 
     ``calibration``: apply one of the loaded aligner's boundary tables, all fitted on its
     training voices' labels (see :mod:`~speechattn.recipes.align.calibrate`):
