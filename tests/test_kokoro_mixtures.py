@@ -130,7 +130,7 @@ def test_a_mixture_speaks_between_its_voices() -> None:
     assert voice_installed(v)
     text = "The careful window noticed the garden."
     a = synthesize(text, v)
-    assert a.voice_id == v.voice_id and a.words
+    assert a.voice == v.voice_id and a.words
     np.testing.assert_array_equal(a.waveform, synthesize(text, v).waveform)  # deterministic
     for part in v.derived_from:
         b = synthesize(text, part)
