@@ -134,6 +134,10 @@ def build_mixture_pool(cache: Path, n: int, utterances: int, *, seed: int = 0) -
                 rec = json.loads(line)
                 done[rec["id"]] = rec
     voices = kokoro_mixtures(n, seed=seed)
+
+    def _mix_voice(uid: str) -> str:
+        return voices[int(uid[3:6])].key
+
     with partial.open("a", encoding="utf-8") as f:
         for k, v in enumerate(voices):
             for j in range(utterances):
@@ -169,7 +173,8 @@ def build_mixture_pool(cache: Path, n: int, utterances: int, *, seed: int = 0) -
                 done[uid] = rec
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 f.flush()
-    keep = [done[k] for k in sorted(done) if done[k]["voice"] in {v.key for v in voices}]
+    wanted = {f"mix{k:03d}_{j:02d}" for k in range(len(voices)) for j in range(utterances)}
+    keep = [done[k] for k in sorted(done) if k in wanted and done[k]["voice"] == _mix_voice(k)]
     manifest.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
     stamp.write_text(json.dumps(settings))
     return manifest

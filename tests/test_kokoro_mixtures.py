@@ -186,3 +186,6 @@ def test_mixture_pool_is_resumable(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     bench.build_mixture_pool(tmp_path, 3, 3, seed=0)
     assert len(calls) == 6 + 1 + 3
     assert len(manifest.read_text().splitlines()) == 9
+    # fewer utterances per mixture: the first ones of each, nothing synthesised
+    assert len(bench.build_mixture_pool(tmp_path, 3, 2, seed=0).read_text().splitlines()) == 6
+    assert len(calls) == 10
