@@ -430,7 +430,8 @@ def run_loeo(
         model = train_encoder(
             names[0], train_all.feats, [index[lab] for lab in train_all.labels], cfg, progress=False
         ).model
-        save_encoder(model, names[0], cfg, save_checkpoint)
+        derived = sorted({u.voice or u.label for u in extra})
+        save_encoder(model, names[0], cfg, save_checkpoint, derived_voices=derived)
         result["checkpoint"] = str(save_checkpoint)
         log(f"saved the all-engines encoder to {save_checkpoint}")
     result["wall_s"] = time.perf_counter() - t0

@@ -302,6 +302,7 @@ def test_mixtures_train_only_and_never_when_their_engine_is_held_out(
             held_out=("festival", "kokoro"),
             resemblyzer=False,
             mixtures=mixtures,
+            save_checkpoint=None if mixtures is None else tmp_path / "all.pt",
             log=lambda s: None,
         )
         return {r["held_out"]: r | {"derived": result["derived_voices"]} for r in result["rows"]}
@@ -315,3 +316,6 @@ def test_mixtures_train_only_and_never_when_their_engine_is_held_out(
     assert with_mix["festival"]["train_classes"] == without["festival"]["train_classes"] + 2
     assert with_mix["festival"]["train_items"] == without["festival"]["train_items"] + 6
     assert with_mix["festival"]["test_items"] == without["festival"]["test_items"]
+    # the all-engines encoder records the mixtures it learned from
+    saved = torch.load(tmp_path / "all.pt", weights_only=True)["derived_voices"]
+    assert saved == with_mix["kokoro"]["derived"] and len(saved) == 2
