@@ -9,6 +9,9 @@ config's ``ChannelAugment`` settings (``--set p_real_room=0.3``, the default her
 impulse responses when a package ships them). With ``--set commercial_only=true`` only voices
 whose licence allows commercial use train (the registry's filter); test voices are all voices
 of the held-out engine either way.
+``--kokoro-mixtures N`` also trains on ``N`` Kokoro style mixtures (derived voices of
+:func:`speechattn.data.voices.kokoro_mixtures`, ``--mixture-utterances`` each, synthesised once
+into ``--cache``/kokoro_mix): never test voices, and left out when kokoro is held out.
 
 For each held-out engine E (``--held-out`` picks some) and each ``--poolings`` layer: an
 encoder is trained on all other engines' voices (and their
