@@ -9,6 +9,9 @@ config's ``ChannelAugment`` settings (``--set p_real_room=0.3``, the default her
 impulse responses when a package ships them). With ``--set commercial_only=true`` only voices
 whose licence allows commercial use train (the registry's filter); test voices are all voices
 of the held-out engine either way.
+``--kokoro-mixtures N`` also trains on ``N`` Kokoro style mixtures (derived voices of
+:func:`speechattn.data.voices.kokoro_mixtures`, ``--mixture-utterances`` each, synthesised once
+into ``--cache``/kokoro_mix): never test voices, and left out when kokoro is held out.
 
 For each held-out engine E (``--held-out`` picks some) and each ``--poolings`` layer: an
 encoder is trained on all other engines' voices (and their
@@ -60,7 +63,7 @@ from speechattn.recipes.speaker import data as D
 from speechattn.recipes.speaker import evaluate as E
 from speechattn.recipes.speaker.config import POOLINGS, SpeakerConfig
 
-__all__ = ["build_pool", "main", "run_loeo", "stats_table", "test_channel"]
+__all__ = ["build_mixture_pool", "build_pool", "main", "run_loeo", "stats_table", "test_channel"]
 
 DEFAULT_ENGINES = ("espeak", "festival", "rhvoice", "piper", "pico")
 
@@ -102,6 +105,80 @@ def build_pool(
         progress=False,
         engines=engines,
     )
+    stamp.write_text(json.dumps(settings))
+    return manifest
+
+
+def build_mixture_pool(cache: Path, n: int, utterances: int, *, seed: int = 0) -> Path:
+    """Synthesise ``utterances`` sentences for each of ``n`` Kokoro style mixtures
+    (:func:`speechattn.data.voices.kokoro_mixtures` with ``seed``), 16 kHz, under
+    ``cache/kokoro_mix``; returns its manifest (lines as ``synth_corpus(engines=...)`` writes,
+    plus ``derived_from``). Resumable: finished utterances are kept in ``partial.jsonl`` and
+    skipped on a rerun; reused whole when its settings match. Training material only: the
+    mixtures are never test voices."""
+    import wave
+
+    from speechattn.data.engines import synthesize
+    from speechattn.data.synth import generate_sentences
+    from speechattn.data.voices import kokoro_mixtures
+
+    settings = {"mixtures": n, "utterances": utterances, "seed": seed}
+    pool = cache / "kokoro_mix"
+    manifest = pool / "manifest.jsonl"
+    stamp = pool / "settings.json"
+    if manifest.exists() and stamp.exists() and json.loads(stamp.read_text()) == settings:
+        return manifest
+    (pool / "wavs").mkdir(parents=True, exist_ok=True)
+    partial = pool / "partial.jsonl"
+    done = {}
+    if partial.exists():
+        for line in partial.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                done[rec["id"]] = rec
+    voices = kokoro_mixtures(n, seed=seed)
+
+    def _mix_voice(uid: str) -> str:
+        return voices[int(uid[3:6])].key
+
+    with partial.open("a", encoding="utf-8") as f:
+        for k, v in enumerate(voices):
+            for j in range(utterances):
+                uid = f"mix{k:03d}_{j:02d}"
+                if uid in done:
+                    continue
+                # sentences per mixture: a rerun with more mixtures keeps the finished ones
+                text = generate_sentences(utterances, seed=10_000 + 1000 * seed + k)[j]
+                try:
+                    res = synthesize(text, v, sample_rate=16000)
+                except (ValueError, RuntimeError) as exc:
+                    print(f"{uid}: skipped ({v.key}: {exc})", flush=True)
+                    continue
+                wav16 = np.clip(np.round(res.waveform * 32768.0), -32768, 32767).astype(np.int16)
+                with wave.open(str(pool / "wavs" / f"{uid}.wav"), "wb") as w:
+                    w.setnchannels(1)
+                    w.setsampwidth(2)
+                    w.setframerate(16000)
+                    w.writeframes(wav16.tobytes())
+                rec = {
+                    "id": uid,
+                    "path": f"wavs/{uid}.wav",
+                    "text": text,
+                    "speaker": v.person,
+                    "engine": v.engine,
+                    "voice": v.key,
+                    "person": v.person,
+                    "derived_from": list(v.derived_from),
+                    "language": v.language,
+                    "sample_rate": 16000,
+                    "duration": round(len(wav16) / 16000, 6),
+                }
+                done[uid] = rec
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                f.flush()
+    wanted = {f"mix{k:03d}_{j:02d}" for k in range(len(voices)) for j in range(utterances)}
+    keep = [done[k] for k in sorted(done) if k in wanted and done[k]["voice"] == _mix_voice(k)]
+    manifest.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
     stamp.write_text(json.dumps(settings))
     return manifest
 
@@ -198,6 +275,7 @@ def run_loeo(
     shipped_checkpoint: Path | None = None,
     channel_test: bool = False,
     channel_seed: int = 0,
+    mixtures: Path | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
     """Train one encoder per held-out engine (and pooling); score every baseline on the same
@@ -220,10 +298,17 @@ def run_loeo(
     dropped = sorted({u.voice or "" for u in utts if u.id not in trainable})
     if dropped:
         log(f"commercial_only: not trained on {', '.join(dropped)}")
+    extra: list[D.SpeakerUtterance] = []
+    if mixtures is not None:
+        extra = D.load_speaker_corpus(mixtures)
+        engine_of.update(_engine_of(mixtures))
+        if cfg.commercial_only:
+            extra = D.commercial_filter(extra)[0]
+        log(f"derived training voices: {len({u.label for u in extra})}, {len(extra)} utterances")
     train_all = D.load_feature_set(
-        [u for u in utts if u.id in trainable],
+        [u for u in utts if u.id in trainable] + extra,
         cfg,
-        train_labels={u.label for u in utts},
+        train_labels={u.label for u in utts} | {u.label for u in extra},
     )
     clean = D.load_feature_set(utts, cfg)
     # the envelope statistics need log-mels that keep their band means
@@ -336,6 +421,7 @@ def run_loeo(
             log(_fmt_row(row, list(names[1:])) + f"  (train {train_s:.0f} s)")
     result: dict[str, Any] = {
         "rows": rows,
+        "derived_voices": sorted({u.voice or u.label for u in extra}),
         "config": cfg.to_dict(),
         "pooling": names[0],
         "poolings": list(names),
@@ -347,7 +433,8 @@ def run_loeo(
         model = train_encoder(
             names[0], train_all.feats, [index[lab] for lab in train_all.labels], cfg, progress=False
         ).model
-        save_encoder(model, names[0], cfg, save_checkpoint)
+        derived = sorted({u.voice or u.label for u in extra})
+        save_encoder(model, names[0], cfg, save_checkpoint, derived_voices=derived)
         result["checkpoint"] = str(save_checkpoint)
         log(f"saved the all-engines encoder to {save_checkpoint}")
     result["wall_s"] = time.perf_counter() - t0
@@ -525,6 +612,17 @@ def main(argv: list[str] | None = None) -> int:
         "(equaliser, rooms, telephone band + mu-law, noise, 8 / 11 kHz resampling)",
     )
     ap.add_argument("--channel-seed", type=int, default=0, help="seed of the test clips' channels")
+    ap.add_argument(
+        "--kokoro-mixtures",
+        type=int,
+        default=0,
+        help="train also on this many Kokoro style mixtures (pseudo-speakers, synthesised once "
+        "into --cache; never test voices, left out when kokoro is held out)",
+    )
+    ap.add_argument(
+        "--mixture-utterances", type=int, default=10, help="utterances per Kokoro style mixture"
+    )
+    ap.add_argument("--mixture-seed", type=int, default=0, help="draw of the Kokoro mixtures")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="espeak + festival, tiny sizes")
     ap.add_argument(
@@ -565,6 +663,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         return 0
+    mixtures = None
+    if args.kokoro_mixtures > 0:
+        mixtures = build_mixture_pool(
+            Path(args.cache), args.kokoro_mixtures, args.mixture_utterances, seed=args.mixture_seed
+        )
     result = run_loeo(
         Path(args.cache),
         cfg,
@@ -579,6 +682,7 @@ def main(argv: list[str] | None = None) -> int:
         shipped_checkpoint=Path(args.shipped_checkpoint) if args.shipped_checkpoint else None,
         channel_test=args.test_channel,
         channel_seed=args.channel_seed,
+        mixtures=mixtures,
         log=lambda s: print(s, flush=True),
     )
     md = table(result["rows"])

@@ -257,3 +257,65 @@ def test_channel_rows_score_the_same_trials(
     assert lines[-1].startswith("| same, without espeak, test channels |")
     ours_ch = f"{100 * chan['ours']['eer']:.1f}"
     assert lines[-1].split("|")[3].strip() == ours_ch
+
+
+def _fake_mixtures(cache: Path, n: int, utterances: int) -> Path:
+    """Tone clips of ``n`` derived kokoro voices, as build_mixture_pool leaves them."""
+    import soundfile as sf
+
+    pool = cache / "kokoro_mix"
+    (pool / "wavs").mkdir(parents=True)
+    t = np.arange(24000) / 16000
+    lines = []
+    for k in range(n):
+        vid = f"jf_alpha*0.{3 + k}0+jf_nezumi*0.{7 - k}0"
+        for u in range(utterances):
+            f0 = 260 + 30 * k + 5 * u
+            x = 0.2 * sum(np.sin(2 * np.pi * f0 * h * t) / h**1.5 for h in range(1, 6))
+            name = f"wavs/mix{k}_{u}.wav"
+            sf.write(pool / name, x.astype(np.float32), 16000)
+            rec = {"id": f"mix{k}_{u}", "path": name, "speaker": f"kokoro-mix-{vid}"}
+            rec |= {"engine": "kokoro", "voice": f"kokoro:{vid}", "person": rec["speaker"]}
+            lines.append(json.dumps(rec))
+    (pool / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return pool / "manifest.jsonl"
+
+
+def test_mixtures_train_only_and_never_when_their_engine_is_held_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bench = _load_bench()
+    engines = {"espeak": 4, "festival": 3, "kokoro": 3}
+    _fake_pool(tmp_path, engines, 3)
+    mix = _fake_mixtures(tmp_path, 2, 3)
+    monkeypatch.setattr(bench, "_trainable_counts", lambda e: {"festival": 3, "kokoro": 3})
+    cfg = SpeakerConfig.quick()
+    cfg.steps, cfg.augment_copies = 3, 0
+
+    def run(mixtures: Path | None) -> dict[str, dict]:
+        result = bench.run_loeo(
+            tmp_path,
+            cfg,
+            engines=list(engines),
+            espeak_voices=4,
+            utterances=3,
+            held_out=("festival", "kokoro"),
+            resemblyzer=False,
+            mixtures=mixtures,
+            save_checkpoint=None if mixtures is None else tmp_path / "all.pt",
+            log=lambda s: None,
+        )
+        return {r["held_out"]: r | {"derived": result["derived_voices"]} for r in result["rows"]}
+
+    without, with_mix = run(None), run(mix)
+    assert without["kokoro"]["derived"] == [] and len(with_mix["kokoro"]["derived"]) == 2
+    # kokoro held out: its mixtures are left out of training with it
+    for key in ("train_classes", "train_items", "test_voices", "test_items"):
+        assert with_mix["kokoro"][key] == without["kokoro"][key]
+    # another engine held out: the mixtures train (2 more classes, 6 more items), never test
+    assert with_mix["festival"]["train_classes"] == without["festival"]["train_classes"] + 2
+    assert with_mix["festival"]["train_items"] == without["festival"]["train_items"] + 6
+    assert with_mix["festival"]["test_items"] == without["festival"]["test_items"]
+    # the all-engines encoder records the mixtures it learned from
+    saved = torch.load(tmp_path / "all.pt", weights_only=True)["derived_voices"]
+    assert saved == with_mix["kokoro"]["derived"] and len(saved) == 2

@@ -163,6 +163,12 @@ def test_checkpoint_round_trip(tmp_path: Path, trunk: str) -> None:
         m2(x, torch.tensor([50])), m(x, torch.tensor([50])), atol=1e-2, rtol=1e-2
     )
     assert cfg2 == cfg
+    # derived training voices are recorded beside the config (plain strings: weights-only load)
+    mix = "kokoro:jf_alpha*0.50+jf_nezumi*0.50"
+    q = save_encoder(m, "ASTP", cfg, tmp_path / "d.pt", derived_voices=[mix])
+    assert torch.load(q, weights_only=True)["derived_voices"] == [mix]
+    assert torch.load(p, weights_only=True)["derived_voices"] == []
+    assert load_checkpoint(q)[1] == cfg
     with pytest.raises(FileNotFoundError, match="speechattn speaker"):
         load_checkpoint(tmp_path / "missing.pt")
 

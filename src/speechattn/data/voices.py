@@ -12,6 +12,12 @@ and never choose settings by them. :func:`list_voices` leaves them out unless as
 :func:`speechattn.data.synth.synth_corpus` only uses them with ``include_reserved=True`` (for
 evaluation sets).
 
+Derived voices: Kokoro style mixtures (``"kokoro:jf_alpha*0.6+jf_nezumi*0.4"``, the convex
+combination of voices of one sex) are pseudo-speakers with their own person id
+(``kokoro-mix-<voice id>``) and ``derived_from`` naming the voices they mix; :func:`get_voice`
+knows every such key, :func:`kokoro_mixtures` draws a seeded set, :func:`list_voices` does not
+list them.
+
 Licences: MBROLA databases and RHVoice ``Evgeniy-Eng``/``Lyubov`` are non-commercial
 (``commercial=False``). The project ships no audio or model trained on them; whoever trains on
 them must keep the result under the same terms (filter with ``commercial_only=True``).
@@ -19,6 +25,7 @@ them must keep the result under the same terms (filter with ``commercial_only=Tr
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 __all__ = [
@@ -26,6 +33,7 @@ __all__ = [
     "VOICES",
     "Voice",
     "get_voice",
+    "kokoro_mixtures",
     "list_voices",
     "voice_installed",
 ]
@@ -48,6 +56,8 @@ class Voice:
         commercial: the licence allows commercial use.
         reserved: evaluation-only (never trainable).
         phones: the engine gives phone timings for it (word timings are always given).
+        derived_from: for a derived voice (a Kokoro style mixture), the keys of the voices it
+            is made from; empty for a voice of its own.
     """
 
     engine: str
@@ -60,6 +70,7 @@ class Voice:
     commercial: bool
     reserved: bool
     phones: bool
+    derived_from: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -237,11 +248,93 @@ def get_voice(key: str) -> Voice:
                 return Voice(
                     "espeak", vid, f"espeak-{vid}", lang, v.accent, "", v.licence, True, False, True
                 )
+    if engine == "kokoro" and "+" in vid:
+        return _kokoro_mixture(vid)
     known = [v.voice_id for v in VOICES if v.engine == engine]
     if not known:
         engines = sorted({v.engine for v in VOICES})
         raise ValueError(f"Unknown engine {engine!r} in voice {key!r}; expected one of {engines}.")
     raise ValueError(f"Unknown {engine} voice {vid!r}; expected one of {known}.")
+
+
+def _kokoro_mixture(vid: str) -> Voice:
+    from speechattn.data.engines._kokoro import format_mixture, parse_mixture
+
+    weights = parse_mixture(vid)
+    assert weights is not None
+    parts = [get_voice(f"kokoro:{name}") for name in sorted(weights)]
+    sexes = sorted({p.sex for p in parts})
+    if len(sexes) != 1:
+        raise ValueError(
+            f"Expected a Kokoro style mixture of voices of one sex; found {vid!r} mixing "
+            f"{', '.join(f'{p.voice_id} ({p.sex})' for p in parts)}."
+        )
+    base = parts[0]
+    return Voice(
+        "kokoro",
+        vid,
+        f"kokoro-mix-{format_mixture(weights)}",
+        base.language,
+        f"{base.accent} (style mixture)",
+        sexes[0],
+        base.licence,
+        all(p.commercial for p in parts),
+        any(p.reserved for p in parts),
+        base.phones,
+        tuple(p.key for p in parts),
+    )
+
+
+def kokoro_mixtures(
+    n: int, *, seed: int = 0, max_components: int = 3, min_weight: float = 0.15
+) -> list[Voice]:
+    """``n`` distinct Kokoro style mixtures of voices of one sex, drawn by ``seed``.
+
+    Each mixture takes 2 to ``max_components`` voices of one sex (only sexes with at least two
+    registry voices: today the four ``jf_*`` voices) with random weights (uniform on the
+    simplex, each at least ``min_weight``, two decimals). Deterministic for a seed; a larger
+    ``n`` extends the list of a smaller one.
+
+    Raises:
+        ValueError: ``n`` < 0, ``max_components`` < 2, or ``min_weight`` outside [0, 1/3].
+    """
+    from speechattn.data.engines._kokoro import format_mixture
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"Expected n an int >= 0; found {n!r}.")
+    if (
+        isinstance(max_components, bool)
+        or not isinstance(max_components, int)
+        or max_components < 2
+    ):
+        raise ValueError(f"Expected max_components an int >= 2; found {max_components!r}.")
+    if not 0.0 <= min_weight <= 1.0 / 3.0:
+        raise ValueError(f"Expected min_weight in [0, 1/3]; found {min_weight!r}.")
+    by_sex: dict[str, list[str]] = {}
+    for v in VOICES:
+        if v.engine == "kokoro" and not v.reserved and v.sex:
+            by_sex.setdefault(v.sex, []).append(v.voice_id)
+    groups = sorted((sex, sorted(ids)) for sex, ids in by_sex.items() if len(ids) >= 2)
+    rng = random.Random(f"kokoro-mixtures-{seed}")
+    out: list[Voice] = []
+    seen: set[str] = set()
+    for _ in range(1000 * max(n, 1)):
+        if len(out) >= n:
+            break
+        _, ids = groups[rng.randrange(len(groups))]
+        k = rng.randint(2, min(max_components, len(ids)))
+        names = sorted(rng.sample(ids, k))
+        raw = [rng.expovariate(1.0) for _ in names]
+        weights = {name: round(r / sum(raw), 2) for name, r in zip(names, raw)}
+        vid = format_mixture(weights)
+        parsed = [float(part.rsplit("*", 1)[1]) for part in vid.split("+")]
+        if min(parsed) < min_weight or vid in seen:
+            continue
+        seen.add(vid)
+        out.append(get_voice(f"kokoro:{vid}"))
+    if len(out) < n:
+        raise ValueError(f"Could draw only {len(out)} distinct Kokoro style mixtures; asked {n}.")
+    return out
 
 
 def voice_installed(voice: Voice) -> bool:
@@ -258,6 +351,9 @@ def voice_installed(voice: Voice) -> bool:
         return False
     if voice.engine == "espeak":
         return eng.missing() is None
+    if voice.derived_from:
+        have = eng.installed_voices()
+        return all(key.partition(":")[2] in have for key in voice.derived_from)
     return voice.voice_id in eng.installed_voices()
 
 

@@ -11,6 +11,11 @@ this, word boundaries came ~75 ms after pocketsphinx's). Characters are grouped 
 project's phones and words as for Piper (a space between words is split between them, as the
 reference pipeline splits it). Deterministic.
 
+Style mixtures: a voice id ``"jf_alpha*0.6+jf_nezumi*0.4"`` speaks with the convex combination of
+those voices' style vectors (weights > 0 summing to 1; each voice's per-length style table is
+mixed row by row, as Kokoro's ``KPipeline.load_voice`` averages the packs of ``"af_a,af_b"``).
+:func:`speechattn.data.voices.kokoro_mixtures` draws such voices as pseudo-speakers.
+
 The package assembles its 92 MB model on first use into ``$KOKORO_JA_CACHE`` (default here:
 ``~/.cache/speechattn/kokoro``); the timed copy is written beside it. Nothing is downloaded.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +33,7 @@ import numpy as np
 
 from speechattn.data.engines import Engine, SpeechResult
 
-__all__: list[str] = []
+__all__ = ["MIX_SEP", "WEIGHT_SEP", "format_mixture", "mix_styles", "parse_mixture"]
 
 VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
 _HOP = 600
@@ -36,6 +42,84 @@ _RATE = 24000
 _DURATIONS = "/encoder/Clip_output_0"
 _MAX_TOKENS = 500
 _BOS_LEAD_FRAMES = 3
+#: Joins the components of a style mixture's voice id; ``WEIGHT_SEP`` parts a voice from its weight.
+MIX_SEP = "+"
+WEIGHT_SEP = "*"
+
+
+def parse_mixture(voice_id: str) -> dict[str, float] | None:
+    """The weights of a style-mixture voice id (``"jf_alpha*0.6+jf_nezumi*0.4"``), or ``None``
+    when ``voice_id`` is not a mixture (no ``+``).
+
+    Raises:
+        ValueError: malformed id, a voice not in :data:`VOICES`, a repeated voice, fewer than
+            two voices, a weight not > 0, or weights not summing to 1 (within 1e-6).
+    """
+    if MIX_SEP not in voice_id:
+        return None
+    weights: dict[str, float] = {}
+    for part in voice_id.split(MIX_SEP):
+        name, sep, w = part.partition(WEIGHT_SEP)
+        try:
+            value = float(w) if sep else float("nan")
+        except ValueError:
+            value = float("nan")
+        if not value > 0:
+            raise ValueError(
+                f"Expected a Kokoro style mixture as 'voice*weight+voice*weight' with weights "
+                f"> 0 (e.g. 'jf_alpha*0.6+jf_nezumi*0.4'); found {voice_id!r}."
+            )
+        if name not in VOICES:
+            raise ValueError(
+                f"Unknown Kokoro voice {name!r} in mixture {voice_id!r}; expected one of {list(VOICES)}."
+            )
+        if name in weights:
+            raise ValueError(f"Expected distinct voices in mixture {voice_id!r}; {name!r} repeats.")
+        weights[name] = value
+    if len(weights) < 2 or abs(sum(weights.values()) - 1.0) > 1e-6:
+        raise ValueError(
+            f"Expected at least two voices with weights summing to 1 in mixture {voice_id!r}; "
+            f"found {len(weights)} summing to {sum(weights.values()):g}."
+        )
+    return weights
+
+
+def format_mixture(weights: Mapping[str, float]) -> str:
+    """The voice id of a style mixture, voices sorted by name, weights with two decimals (the
+    last voice's weight is 1 less the others', so the id parses back)."""
+    names = sorted(weights)
+    head = [f"{n}{WEIGHT_SEP}{weights[n]:.2f}" for n in names[:-1]]
+    rest = 1.0 - sum(round(float(weights[n]), 2) for n in names[:-1])
+    return MIX_SEP.join([*head, f"{names[-1]}{WEIGHT_SEP}{rest:.2f}"])
+
+
+def mix_styles(styles: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
+    """Convex combination of Kokoro style tables: ``sum_k weights[k] * styles[k]``.
+
+    Args:
+        styles: voice name -> style table (Kokoro's: ``(510, 1, 256)``, one row per input
+            length); all the same shape.
+        weights: voice name -> weight, each > 0, summing to 1 (within 1e-6).
+
+    Returns:
+        float32 array of the tables' shape.
+
+    Raises:
+        ValueError: a voice without a style, weights not convex, or tables of different shapes.
+    """
+    missing = [k for k in weights if k not in styles]
+    if missing or not weights:
+        raise ValueError(f"Expected style tables for {sorted(weights)}; missing {missing}.")
+    w = {k: float(v) for k, v in weights.items()}
+    if any(not v > 0 for v in w.values()) or abs(sum(w.values()) - 1.0) > 1e-6:
+        raise ValueError(f"Expected weights > 0 summing to 1; found {w}.")
+    shapes = {k: np.shape(styles[k]) for k in w}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"Expected style tables of one shape; found {shapes}.")
+    out = np.zeros(next(iter(shapes.values())), dtype=np.float64)
+    for k, v in w.items():
+        out += v * np.asarray(styles[k], dtype=np.float64)
+    return out.astype(np.float32)
 
 
 def _cache_dir() -> Path:
@@ -66,6 +150,23 @@ class KokoroEngine(Engine):
 
     def installed_voices(self) -> list[str]:
         return list(VOICES) if self.missing() is None else []
+
+    def _check_voice(self, voice_id: str) -> None:
+        weights = parse_mixture(voice_id)
+        if weights is None:
+            super()._check_voice(voice_id)
+        else:
+            for name in weights:
+                super()._check_voice(name)
+
+    def _style(self, voice_id: str) -> np.ndarray:
+        """The style table of ``voice_id`` (a mixture is built once and kept)."""
+        if voice_id not in self._styles:
+            weights = parse_mixture(voice_id)
+            if weights is None:
+                raise ValueError(f"kokoro: no style for voice {voice_id!r}")
+            self._styles[voice_id] = mix_styles(self._styles, weights)
+        return self._styles[voice_id]
 
     def _load(self) -> None:
         if self._session is not None:
@@ -117,7 +218,8 @@ class KokoroEngine(Engine):
             if not chars:
                 raise ValueError(f"kokoro: nothing to say for text={text!r}")
             tokens = np.array([[0, *(self._vocab[c] for c in chars), 0]], dtype=np.int64)
-            style = self._styles[voice_id][min(len(chars), len(self._styles[voice_id])) - 1]
+            table = self._style(voice_id)
+            style = table[min(len(chars), len(table)) - 1]
             audio, frames = self._session.run(
                 None,
                 {

@@ -12,6 +12,7 @@ lists and fp16 tensors and are read with ``torch.load(..., weights_only=True)``.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -252,12 +253,18 @@ class AAMSoftmax(nn.Module):
 
 
 def save_encoder(
-    model: SpeakerEncoder, pooling: str, cfg: SpeakerConfig, path: str | os.PathLike[str]
+    model: SpeakerEncoder,
+    pooling: str,
+    cfg: SpeakerConfig,
+    path: str | os.PathLike[str],
+    *,
+    derived_voices: Sequence[str] = (),
 ) -> Path:
     """Save an encoder (config, pooling name, fp16 weights: a few hundred kB) atomically.
 
     The file holds only strings, numbers, lists and tensors, so it loads with
-    ``torch.load(..., weights_only=True)``.
+    ``torch.load(..., weights_only=True)``. ``derived_voices`` records the derived training
+    voices (registry keys of Kokoro style mixtures) the encoder learned from, beside the config.
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -271,6 +278,7 @@ def save_encoder(
             "format": CHECKPOINT_FORMAT,
             "pooling": pooling,
             "config": cfg.to_dict(),
+            "derived_voices": [str(v) for v in derived_voices],
             "state_dict": state,
         },
         tmp,
