@@ -12,7 +12,8 @@ alignment of the same audio and text (:mod:`speechattn.recipes.align.peers`), it
 10-15 ms off exact timings on synthetic engines (benchmarks/RESULTS.md), so differences under
 about 10 ms between rows mean little. Notes in parentheses in the prompt texts are not spoken and
 are dropped (prompts that are only a note, the silences, are never drawn); prompts pocketsphinx
-cannot align are left out and counted.
+cannot align (no alignment, or a word neither its dictionary nor the espeak-ng fallback can
+pronounce) are left out and counted.
 
 Rows, all the ``speechattn align`` pipeline run in process (:func:`run_align`), scored with
 the word-boundary scorer of ``benchmarks/eval_align_engines.py`` (each word's start and end;
@@ -44,6 +45,8 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 __all__ = [
     "ROWS",
@@ -162,8 +165,12 @@ def _run_rows(
 
     def record(row: str, results: list[Any], t0: float, extra: dict[str, Any]) -> None:
         werr, _ = E._results_errors(results)
+        e = np.abs(np.concatenate(werr)) if werr else np.zeros(0)
         out[row] = {
             **E._summarize(werr, []),
+            "word_boundaries": int(e.size),
+            "word_median_abs_ms": float(np.median(e)) if e.size else None,
+            "word_p90_abs_ms": float(np.percentile(e, 90)) if e.size else None,
             "utterances": len(results),
             "seconds": time.perf_counter() - t0,
             **extra,
@@ -305,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "corpus": args.corpus,
         "corpus_size": len(utts),
+        "corpus_spoken": sum(1 for u in utts if spoken_text(u.text)),
         "corpus_skipped": len(problems),
         "drawn": len(chosen),
         "sample_seed": args.sample_seed,
@@ -321,8 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": results}, indent=1))
     note = (
         f"{n} of {len(chosen)} prompts drawn (seed {args.sample_seed}) from {args.corpus} "
-        f"({len(utts)} usable; sample rates {rates}); {len(failed)} left out (pocketsphinx found "
-        "no alignment). Reference: SILVER truth, pocketsphinx 5.1.1 forced alignment."
+        f"({meta['corpus_spoken']} with spoken text; sample rates {rates}); {len(failed)} "
+        "left out (pocketsphinx could not align them: no alignment, or a word it cannot "
+        "pronounce). Reference: SILVER truth, pocketsphinx 5.1.1 forced alignment."
     )
     (out / "results.md").write_text(table + "\n\n" + note + "\n")
     print(table)
