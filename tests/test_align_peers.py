@@ -64,6 +64,17 @@ def test_out_of_vocabulary_word_gets_a_pronunciation(espeak_utterance) -> None:
     assert [w.label for w in al.words] == ["The", "zorblatt", "slept"]
 
 
+def test_ipa_to_cmu_covers_espeak_reduced_vowels() -> None:
+    """espeak-ng en-us writes ``ᵻ`` (extended, periodic) and a bare ``ɔ``: both have a CMU phone,
+    so the fallback pronunciation does not fail on them."""
+    from speechattn.recipes.align.peers import _ipa_to_cmu
+
+    assert _ipa_to_cmu(["ɛ", "k", "s", "t", "ɛ", "n", "d", "ᵻ", "d"])[-2:] == ["IH", "D"]
+    assert _ipa_to_cmu(["ɔ", "ɔː", "ɔɪ"]) == ["AO", "AO", "OY"]
+    with pytest.raises(ValueError, match="no CMU phone"):
+        _ipa_to_cmu(["ʘ"])
+
+
 def test_bad_input_raises_clear_errors() -> None:
     from speechattn.recipes.align.peers import pocketsphinx_word_alignment
 

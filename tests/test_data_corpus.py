@@ -197,6 +197,34 @@ def test_asterisk_corpus() -> None:
     assert len(x) > 1600 and float(x.abs().max()) > 0.01  # real speech, not silence
 
 
+def test_asterisk_notes_are_not_spoken(monkeypatch, tmp_path) -> None:
+    """Bracketed and parenthesised notes of the prompt listing are dropped; a prompt that is only
+    a note (silence, a tone) is not an utterance."""
+    import soundfile as sf
+
+    import speechattn.data.corpus as corpus
+
+    names = ["silence-1", "spy-iax2", "vm-intro", "tone", "vm-goodbye"]
+    for name in names:
+        sf.write(tmp_path / f"{name}.wav", np.zeros(800, dtype=np.float32), 8000)
+    listing = tmp_path / "core-sounds-en.txt"
+    listing.write_text(
+        "silence-1: (1 second of silence)\n"
+        'spy-iax2: IAX (note: does not say "2")\n'
+        "vm-intro: Please leave your message after the tone. (simple tone sound plays)\n"
+        "tone: [beep]\n"
+        "vm-goodbye: Goodbye.\n"
+    )
+    monkeypatch.setattr(corpus, "_asterisk_dir", lambda: tmp_path)
+    monkeypatch.setattr(corpus, "_asterisk_transcripts", lambda: listing)
+    utts = {u.id: u.text for u in load_corpus("asterisk", check_audio=False)}
+    assert utts == {
+        "spy-iax2": "IAX",
+        "vm-intro": "Please leave your message after the tone.",
+        "vm-goodbye": "Goodbye.",
+    }
+
+
 def test_asterisk_absent_error(monkeypatch, tmp_path) -> None:
     from speechattn.data import corpus
 

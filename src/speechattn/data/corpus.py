@@ -319,12 +319,14 @@ def _read_asterisk(problems: _Problems, check_audio: bool) -> list[Utterance]:
         if m is None:
             continue
         name, text = m.group(1).strip(), m.group(2).strip()
-        spoken = " ".join(re.sub(r"\[[^\]]*\]", " ", text).split())  # drop [tone] notes
+        # drop [tone] notes and (notes) that are not spoken: "(1 second of silence)",
+        # 'IAX (note: does not say "2")', "(simple tone sound plays)"
+        spoken = " ".join(re.sub(r"\[[^\]]*\]|\([^)]*\)", " ", text).split())
         audio = root / f"{name}.wav"
         if not audio.is_file():
             continue  # transcript of a prompt in another package (e.g. extra sounds)
         if not spoken and text:
-            continue  # a tone or beep, not speech
+            continue  # a tone, a beep or silence, not speech
         text = spoken
         if not text:
             problems.add(audio, "empty transcript")
