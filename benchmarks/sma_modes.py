@@ -14,6 +14,8 @@ reports per process, over ``--blocks`` blocks of ``--calls`` calls:
 - ``other@tick``: share of calls whose other-thread CPU (``process_time`` minus the caller's
   ``time.thread_time``) jumped by >= 2 ms, against mean wall / tick (``CONFIG_HZ``);
 - ``busy``: cores kept busy by the process's threads (true CPU over elapsed time);
+- ``calib``: median ms of a register-only numba loop (200 000 multiply-adds, one thread) timed
+  after each block: the core's own speed;
 - ``delay``: run-queue delay ms per call (schedstat's wait time, all threads): time runnable
   but waiting for a core, i.e. competition from other processes;
 - ``faults``: minor page faults per call (mean) and the share of calls that fault;
@@ -79,6 +81,21 @@ def _tasks() -> dict[int, tuple[int, int, int]]:
     return out
 
 
+def _register_loop() -> Any:
+    """A numba loop on registers only (no memory traffic): the core's own speed, timed next to
+    each block (steady when the host gives the vCPU its full speed)."""
+    from numba import njit
+
+    @njit(cache=False)
+    def spin(n: int) -> float:
+        a = 1.0
+        for _ in range(n):
+            a = a * 0.999999 + 1e-9
+        return a
+
+    return spin
+
+
 def _child(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -95,6 +112,8 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
     run = runs["numba"]
     for _ in range(10):
         run(True)
+    spin = _register_loop()
+    spin(10)
     main_tid = threading.get_native_id()
     tick = _tick_s()
     blocks: list[dict[str, float]] = []
@@ -117,6 +136,11 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
             other.append((p1 - p0) - (m1 - m0))
         elapsed = time.perf_counter() - start
         after = _tasks()
+        calib = []
+        for _ in range(10):
+            c0 = time.perf_counter()
+            spin(200_000)
+            calib.append(time.perf_counter() - c0)
         n = args.calls
         common = [t for t in after if t in before]
         run_ns = sum(after[t][0] - before[t][0] for t in common)
@@ -131,6 +155,7 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
                 true_cpu_ms=run_ns / n / 1e6,
                 delay_ms=wait_ns / n / 1e6,
                 busy=run_ns / 1e9 / elapsed,
+                calib_ms=statistics.median(calib) * 1e3,
                 tick_share=sum(o >= tick / 2 for o in other) / n,
                 tick_expect=statistics.fmean(wall) / tick,
                 faults=statistics.fmean(faults),
@@ -164,6 +189,7 @@ def _summary(res: dict[str, Any]) -> dict[str, float]:
         "true_cpu_ms",
         "delay_ms",
         "busy",
+        "calib_ms",
         "tick_share",
         "tick_expect",
         "faults",
@@ -264,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{'proc':>4} {'mode':>5} {'wall ms':>8} {'(blocks)':>13} {'bench cpu':>10}"
-        f" {'true cpu':>9} {'busy':>5} {'other@tick':>11} {'delay':>6} {'faults':>7} {'(share)':>7}"
+        f" {'true cpu':>9} {'busy':>5} {'calib':>6} {'other@tick':>11} {'delay':>6} {'faults':>7} {'(share)':>7}"
         f" {'w-sleeps':>9} {'load':>5}"
     )
     rows = []
@@ -277,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{i:>4} {'slow' if slow else 'fast':>5} {s['wall_ms']:>8.2f}"
             f" {s['wall_lo']:>6.2f}-{s['wall_hi']:<6.2f} {s['bench_cpu_ms']:>10.2f}"
-            f" {s['true_cpu_ms']:>9.2f} {s['busy']:>5.2f} {s['tick_share']:>5.2f}/{s['tick_expect']:<5.2f}"
+            f" {s['true_cpu_ms']:>9.2f} {s['busy']:>5.2f} {s['calib_ms']:>6.3f} {s['tick_share']:>5.2f}/{s['tick_expect']:<5.2f}"
             f" {s['delay_ms']:>6.2f} {s['faults']:>7.0f} {s['fault_share']:>7.2f}"
             f" {s['worker_sleeps']:>9.2f} {res['load']:>5.1f}",
             flush=True,
