@@ -89,21 +89,28 @@ def _median_wall(fn: Callable[[], object], repeats: int, *, warmup: int = 1) -> 
     return _wall(fn, repeats, warmup=warmup)[0]
 
 
-_CPU: list[float] = []  # median process CPU seconds of the last _wall call
+_CPU: list[float] = []  # mean process CPU seconds per call of the last _wall call
 
 
 def _wall(fn: Callable[[], object], repeats: int, *, warmup: int = 1) -> tuple[float, float]:
-    """(median, min) wall seconds per call after ``warmup`` calls; the median process CPU time
-    (all threads) goes to ``_CPU[-1]`` (steadier than wall clock on a loaded machine)."""
+    """(median, min) wall seconds per call after ``warmup`` calls; the process CPU time (all
+    threads) per call, over all ``repeats`` calls together, goes to ``_CPU[-1]``.
+
+    The CPU time is read once around the whole loop, not per call: Linux adds the run time of a
+    thread busy on another core to the process total at its scheduler ticks (4 ms apart at
+    ``CONFIG_HZ=250``) or context switches, so for a call shorter than a tick whose other threads never sleep (torch's
+    spinning OpenMP worker) a per-call reading gets either none or a whole tick of their time,
+    and the median flips between ~1x and ~1x + 4 ms as the call crosses half a tick
+    (``benchmarks/sma_modes.py``)."""
     for _ in range(warmup):
         fn()
-    times, cpu = [], []
+    times = []
+    c0 = time.process_time()
     for _ in range(repeats):
-        c0, t0 = time.process_time(), time.perf_counter()
+        t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    _CPU.append(statistics.median(cpu))
+    _CPU.append((time.process_time() - c0) / repeats)
     return statistics.median(times), min(times)
 
 
@@ -117,7 +124,7 @@ def _load() -> str:
 
 def _fwd_and_fwd_bwd(run: Callable[[bool], object], repeats: int) -> dict[str, Any]:
     """Time ``run(False)`` (forward) and ``run(True)`` (forward + backward): wall median and min,
-    process CPU median, in ms, with the load at the end."""
+    process CPU per call (mean over the timed calls), in ms, with the load at the end."""
     fwd, fwd_min = _wall(lambda: run(False), repeats)
     fwd_cpu = _CPU[-1]
     fwd_bwd, fwd_bwd_min = _wall(lambda: run(True), repeats)
