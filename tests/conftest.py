@@ -1,7 +1,9 @@
-"""Shared fixtures: one ``device`` fixture (cpu, plus cuda when present)."""
+"""Shared fixtures: one ``device`` fixture (cpu, plus cuda when present), bad audio, and
+``two_threads`` for the numba SMA kernels' parallel paths."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,3 +26,19 @@ def bad_inputs_dir(tmp_path: Path) -> Path:
     from tests.bad_inputs import write_bad_inputs
 
     return write_bad_inputs(tmp_path / "bad_inputs")
+
+
+@pytest.fixture
+def two_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """torch at 2 threads and no minimum work per thread, so tiny calls take the numba SMA
+    kernels' parallel path (the tests that use it skip without numba)."""
+    from speechattn.kernels import _numba_sma, _omp
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    monkeypatch.setattr(_numba_sma, "_MIN_CELLS_PER_THREAD", 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        _omp.set_mode("auto")

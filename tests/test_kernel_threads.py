@@ -7,7 +7,6 @@ same code); the team path must fall back cleanly and never deadlock.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -17,19 +16,6 @@ pytest.importorskip("numba")
 
 from speechattn.functional import stepwise_monotonic_alignment
 from speechattn.kernels import _numba_sma, _omp
-
-
-@pytest.fixture
-def two_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """torch at 2 threads and no minimum work per thread, so tiny calls take the parallel path."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    monkeypatch.setattr(_numba_sma, "_MIN_CELLS_PER_THREAD", 1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-        _omp.set_mode("auto")
 
 
 def _case(dtype: torch.dtype, seed: int = 0) -> tuple[torch.Tensor, ...]:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -26,19 +25,6 @@ def _case(dtype: torch.dtype, seed: int = 0, n: int = 9, u: int = 23, t: int = 6
     tl[1], ml[1] = 1, 1
     a0 = torch.rand(n, u, generator=g, dtype=dtype)
     return p, tl, ml, a0
-
-
-@pytest.fixture
-def two_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """torch at 2 threads and no minimum work per thread, so tiny calls take the parallel path."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    monkeypatch.setattr(_numba_sma, "_MIN_CELLS_PER_THREAD", 1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-        _omp.set_mode("auto")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
