@@ -233,10 +233,6 @@ def _run_rows(
     return out
 
 
-def _fmt(v: Any, f: str = "{:.1f}") -> str:
-    return "–" if v is None else f.format(v)
-
-
 def markdown(results: dict[str, dict[str, Any]]) -> str:
     """The results table (one line per row, in :data:`ROWS` order)."""
     lines = [
@@ -244,6 +240,7 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
         "word mean signed (ms) | utts scored | s |",
         "|---|---:|---:|---:|---:|---:|",
     ]
+    _fmt = _engines_module()._fmt  # the engines table's cell format
     for row in ROWS:
         r = results.get(row)
         if r is None:
