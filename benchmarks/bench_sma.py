@@ -28,11 +28,18 @@ Sections (``--section NAME``, default ``recurrence`` and ``layer``):
   is the native module (``need_weights=False``) with its CPU fast-path switches off: the
   valid-block paths (context matmul per item, noise on valid cells, padding zeroed by slices),
   the bias-accumulating ranking matmul, the kept ranking buffer, the uniform-draw dropout and
-  the key-gradient hand-off, for an A/B in the same process.
+  the key- and query-gradient hand-offs and the value and output projections as one product,
+  for an A/B in the same process.
 - Thread dispatch: the numba kernels run their items on torch's own OpenMP team where torch
   uses libgomp (the header says which); the rows ``numba-pyth`` (recurrence) and
   ``native-pyth`` (layer) run the same kernels on Python threads (the fallback dispatch) in
   the same process, for an A/B.
+- ``floor``: the layer's training step (the ``native`` row) against this machine's matmul
+  rate. Every matmul of one step is logged (autograd's backward included), its floating-point
+  work counted and each replayed alone at its own shapes and strides (min of runs): their sum
+  is the step's matmul floor as executed, printed next to the step's own time in the same
+  process, with the work the reference's outputs and gradients need (valid cells, no
+  recomputation) and the rate of a large square ``torch.mm``.
 - ``kernels``: the registered numba forward (which checks the range of ``p`` as it reads it)
   and backward kernels alone (no autograd; outputs allocated per call), min of runs, and ns
   per valid cell; the backward also with ``alpha.sum()``'s broadcast (stride-0) gradient.
@@ -44,6 +51,7 @@ Usage::
 
     python benchmarks/bench_sma.py [--section recurrence] [--threads 2,1] [--quick] [--json PATH]
     python benchmarks/bench_sma.py --section layer --profile
+    python benchmarks/bench_sma.py --section floor [--threads 2,1]
     python benchmarks/bench_sma.py --device cuda [--quick] [--json PATH]   # GPU: triton kernels
 
 ``--device cuda`` runs ``bench_sma_triton.py`` (reference loop vs ``impl="torch"`` vs
@@ -53,6 +61,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -338,6 +347,8 @@ _FAST_SWITCHES = (
     ("speechattn.functional.monotonic_attention", "RANKING_WORKSPACE"),
     ("speechattn.nn.monotonic", "FAST_DROPOUT"),
     ("speechattn.nn.monotonic", "FAST_KEY_GRAD"),
+    ("speechattn.nn.monotonic", "FAST_QUERY_GRAD"),
+    ("speechattn.nn.monotonic", "FAST_CHAINED_PROJ"),
 )
 
 
@@ -565,7 +576,184 @@ def section_kernels(
     return rows
 
 
+# ------------------------------------------------------------------------------- floor section
+
+_GEMM_OPS = ("mm", "addmm", "bmm", "baddbmm")
+
+
+def _log_gemms(fn: Callable[[], object]) -> list[tuple[Any, ...]]:
+    """Every matmul ``fn()`` dispatches (autograd's backward included): ``(op, (shape, stride)
+    of each operand, accumulator or None)``."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    calls: list[tuple[Any, ...]] = []
+
+    def spec(x: torch.Tensor) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        return tuple(x.shape), tuple(x.stride())
+
+    class Log(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            name = func.overloadpacket.__name__.rstrip("_")
+            if name in _GEMM_OPS:
+                if name in ("mm", "bmm"):
+                    calls.append((name, spec(args[0]), spec(args[1]), None))
+                else:
+                    calls.append((name, spec(args[1]), spec(args[2]), spec(args[0])))
+            return func(*args, **(kwargs or {}))
+
+    with Log():
+        fn()
+    return calls
+
+
+def _gemm_flops(call: tuple[Any, ...]) -> int:
+    """2 * m * k * n (times the batch for bmm/baddbmm)."""
+    name, (sa, _), (sb, _), _ = call
+    if name in ("mm", "addmm"):
+        return 2 * sa[0] * sa[1] * sb[1]
+    return 2 * sa[0] * sa[1] * sa[2] * sb[2]
+
+
+def _replay_gemm(call: tuple[Any, ...], repeats: int) -> float:
+    """Min wall seconds of one matmul of ``call``'s shapes and strides, alone."""
+    name, (sa, sta), (sb, stb), acc = call
+    a = torch.empty_strided(sa, sta).normal_()
+    b = torch.empty_strided(sb, stb).normal_()
+    if name == "mm":
+        out = torch.empty(sa[0], sb[1])
+        fn: Callable[[], object] = lambda: torch.mm(a, b, out=out)  # noqa: E731
+    elif name == "bmm":
+        out = torch.empty(sa[0], sa[1], sb[2])
+        fn = lambda: torch.bmm(a, b, out=out)  # noqa: E731
+    elif name == "addmm":
+        c = torch.empty_strided(*acc).normal_()
+        out = torch.empty(sa[0], sb[1])
+        fn = lambda: torch.addmm(c, a, b, out=out)  # noqa: E731
+    else:
+        c = torch.empty_strided(*acc).normal_()
+        fn = lambda: c.baddbmm_(a, b)  # noqa: E731
+    return _wall(fn, repeats, warmup=2)[1]
+
+
+def _needed_flops(shape: dict[str, int], text_len: torch.Tensor, mel_len: torch.Tensor) -> dict:
+    """Matmul work the reference's outputs and their gradients need, by part (MFLOP), with the
+    native layer's algorithm on valid rows and cells only: every head's energies (the focus-rate
+    ranking), the selected head's energies reused (no recomputation), the context, the value and
+    output projections as one product (``W_out @ W_v``), and in the backward only the selected
+    head's blocks of the query and key projections (no input gradients: the benchmark's text and
+    mel do not require them)."""
+    d, h = shape["d"], shape["h"]
+    dk = d // h
+    ru, rt = int(text_len.sum()), int(mel_len.sum())
+    cells = int((text_len * mel_len).sum())
+    m = 1e-6
+    return {
+        "query and key projections, valid rows": 2 * (ru + rt) * d * d * m,
+        "energies of every head, valid cells": 2 * h * cells * dk * m,
+        "context alignment @ values, valid cells": 2 * cells * d * m,
+        "value+output projection, valid tokens": (2 * ru * d * d + 2 * d**3) * m,
+        "bwd: projection, input and weights": (4 * ru * d * d + 4 * d**3) * m,
+        "bwd: context, alignment gradient": 2 * cells * d * m,
+        "bwd: selected head's energies (q and k)": 4 * cells * dk * m,
+        "bwd: q/k projection weights, selected block": 2 * (ru + rt) * dk * d * m,
+    }
+
+
+def section_floor(
+    quick: bool, repeats: int, threads: list[int], profile: bool
+) -> list[dict[str, Any]]:
+    """The layer's training step against this machine's matmul rate.
+
+    Logs every matmul of one native training step (``native`` row of the layer section), counts
+    its floating-point work and replays each matmul alone at its own shapes and strides (min of
+    runs): the sum is the step's matmul floor as executed. Also the work the reference's outputs
+    need (``_needed_flops``) at the best rate measured for the step's shapes, the rate of one
+    large square ``torch.mm``, and the step itself (median and min) in the same process.
+    """
+    del profile
+    from collections import Counter
+
+    shape = QUICK if quick else FULL
+    g = torch.Generator().manual_seed(0)
+    torch.randn(shape["b"], shape["u"], shape["d"], generator=g)
+    torch.randn(shape["b"], shape["t"], shape["d"], generator=g)
+    text_len, mel_len = _ragged(shape, g)  # the layer section's lengths (same draws)
+    needed = _needed_flops(shape, text_len, mel_len)
+    need_total = sum(needed.values())
+    rows = []
+    for n_threads in threads:
+        torch.set_num_threads(n_threads)
+        run = _layer_setup(shape, "native")
+        run(True)
+        step_fn = functools.partial(run, True)
+        calls = Counter(_log_gemms(step_fn))
+        executed = sum(_gemm_flops(c) * n for c, n in calls.items()) * 1e-6
+        reps = max(repeats, 10)
+        floor_s, best = 0.0, 0.0
+        by_op: dict[str, list[float]] = {}
+        for c, n in calls.items():
+            sec = _replay_gemm(c, reps)
+            floor_s += sec * n
+            rate = _gemm_flops(c) / sec * 1e-9
+            best = max(best, rate)
+            acc = by_op.setdefault(c[0], [0.0, 0.0, 0.0])
+            acc[0] += n
+            acc[1] += _gemm_flops(c) * n * 1e-6
+            acc[2] += sec * n * 1e3
+        big = 1024 if quick else 2048
+        a, b2, o = torch.randn(big, big), torch.randn(big, big), torch.empty(big, big)
+        square_fn = functools.partial(torch.mm, a, b2, out=o)
+        square = 2 * big**3 / _wall(square_fn, 5, warmup=2)[1] * 1e-9
+        step, step_min = _wall(step_fn, max(repeats, 7))
+        print(
+            f"\nfloor: B={shape['b']} U={shape['u']} T={shape['t']} d={shape['d']} H={shape['h']}, "
+            f"native train step (need_weights=False), threads={n_threads}; {_load()}"
+        )
+        print(f"{'matmul op':<10}{'calls':>7}{'MFLOP':>10}{'alone ms':>10}{'GFLOP/s':>9}")
+        for op, (n, mf, ms) in sorted(by_op.items()):
+            print(f"{op:<10}{int(n):>7}{mf:>10.1f}{ms:>10.2f}{mf / ms:>9.1f}")
+        print(
+            f"executed {executed:.1f} MFLOP in {sum(calls.values())} matmuls; alone they take "
+            f"{floor_s * 1e3:.1f} ms ({executed / floor_s * 1e-3:.1f} GFLOP/s); best shape "
+            f"{best:.1f} GFLOP/s; {big}^3 torch.mm {square:.1f} GFLOP/s"
+        )
+        print("needed (the reference's outputs and gradients, valid cells, no recomputation):")
+        for name, mf in needed.items():
+            print(f"  {name:<46}{mf:>9.1f} MFLOP")
+        agg = executed / floor_s * 1e-3  # GFLOP/s of the step's own matmuls, alone
+        print(
+            f"  {'total':<46}{need_total:>9.1f} MFLOP = {need_total / agg:.1f} ms at the step's "
+            f"matmul rate ({agg:.1f} GFLOP/s), {need_total / best:.1f} ms at the best shape's"
+        )
+        print(
+            f"step {step * 1e3:.1f} ms median ({step_min * 1e3:.1f} min): "
+            f"{step / floor_s:.2f}x its matmuls alone, {step * agg * 1e3 / need_total:.2f}x the "
+            f"needed work at the step's matmul rate"
+        )
+        rows.append(
+            dict(
+                section="floor",
+                threads=n_threads,
+                executed_mflop=executed,
+                matmul_calls=sum(calls.values()),
+                matmuls_alone_ms=floor_s * 1e3,
+                best_gflop_s=best,
+                square_gflop_s=square,
+                needed_mflop=need_total,
+                needed_ms_at_best=need_total / best,
+                needed_ms_at_step_rate=need_total / (executed / floor_s * 1e-3),
+                step_ms=step * 1e3,
+                step_min_ms=step_min * 1e3,
+                by_op={k: dict(calls=v[0], mflop=v[1], alone_ms=v[2]) for k, v in by_op.items()},
+                load=_load(),
+                **shape,
+            )
+        )
+    return rows
+
+
 SECTIONS: dict[str, Callable[[bool, int, list[int], bool], list[dict[str, Any]]]] = {
+    "floor": section_floor,
     "recurrence": section_recurrence,
     "layer": section_layer,
     "init": section_init,

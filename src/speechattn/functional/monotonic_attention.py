@@ -58,6 +58,9 @@ FAST_VALID_BLOCKS = True
 # gradient returned for ``key`` is then an expanded zero (no dense ``(b, h, t, dk)`` scatter).
 # The producer of ``key`` (the module's key projection) must add those rows to its gradient.
 KEY_GRAD_SINK = "_speechattn_key_grad_sink"
+# The same for ``query``: the sink's ``grad_rows`` receives the selected head's query gradient
+# ``(b, u, dk)`` (rows of ``query[i, head_index[i]]``) and ``query`` gets an expanded zero.
+QUERY_GRAD_SINK = "_speechattn_query_grad_sink"
 
 # The heads' ranking energies start from the stay bias and the matmul accumulates onto it
 # (``fill_`` + ``baddbmm_``) instead of a separate ``add_`` pass; False: ``bmm`` then ``add_``.
@@ -399,6 +402,7 @@ class _SelectedStayProb(torch.autograd.Function):
         # The inputs' shapes, strides and dtypes (the gradients' layout).
         ctx.like = tuple((x.shape, x.stride(), x.dtype) for x in (query, key))
         ctx.key_sink = getattr(key, KEY_GRAD_SINK, None)
+        ctx.query_sink = getattr(query, QUERY_GRAD_SINK, None)
         return p
 
     @staticmethod
@@ -414,7 +418,12 @@ class _SelectedStayProb(torch.autograd.Function):
         grad_q = grad_k = grad_b = None
         q_like, k_like = ctx.like
         if ctx.needs_input_grad[0]:
-            grad_q = _scatter_head_rows(q_like, head, torch.bmm(d, k_sel).mul_(ctx.scale))
+            rows_q = torch.bmm(d, k_sel).mul_(ctx.scale)
+            if ctx.query_sink is not None:  # the producer of ``query`` takes the rows directly
+                ctx.query_sink.grad_rows = rows_q
+                grad_q = rows_q.new_zeros(()).expand(q_like[0])
+            else:
+                grad_q = _scatter_head_rows(q_like, head, rows_q)
         if ctx.needs_input_grad[1]:
             # q_sel holds the scaled queries: d e / d k = scale * q
             rows = torch.bmm(d.transpose(1, 2), q_sel)

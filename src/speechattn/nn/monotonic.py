@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from speechattn.functional.masks import check_lengths, check_nonempty_batch, lengths_to_valid_mask
 from speechattn.functional.monotonic_attention import (
     KEY_GRAD_SINK,
+    QUERY_GRAD_SINK,
     _head_rows_index,
     _select_head_rows,
     expected_stay_prob,
@@ -66,6 +67,18 @@ FAST_DROPOUT = True
 # backward directly (no dense (b, h, t, dk) zero-filled gradient scattered and gathered again);
 # False: the dense gradient (for A/B benchmarks and tests).
 FAST_KEY_GRAD = True
+
+# The same hand-off for the query projection: with focus-rate selection only the selected
+# head's query rows get gradient, so its weight gradient is one ``dh``-wide block per item;
+# False: the dense (b, u, h*dh) gradient through ``F.linear`` (for A/B benchmarks and tests).
+FAST_QUERY_GRAD = True
+
+# With focus-rate selection the value projection is applied to the context (see ``forward``),
+# and it is followed by the output projection with nothing in between: one product with
+# ``W = W_out @ W_v`` (``_ChainedLinear``) instead of two, forward and backward (4 instead of
+# 6 (rows x d x d) matmuls plus three (d x d x d) ones), when the context has at least
+# ``2 * max(embed_dim, vdim)`` rows; False: the two projections (for A/B benchmarks and tests).
+FAST_CHAINED_PROJ = True
 
 
 class _HeadHint:
@@ -164,6 +177,64 @@ class _HeadBlockLinear(torch.autograd.Function):
             gb = torch.zeros((h, dh), dtype=grad.dtype, device=grad.device)
             gb = gb.index_add_(0, head, g_sel.sum(1)).view(-1)
         return gx, gw, gb, None, None, None
+
+
+class _ChainedLinear(torch.autograd.Function):
+    """``F.linear(F.linear(x, w_v) + rows * b_v, w_o, b_o)`` as one product with the composed
+    weight ``w = w_o @ w_v``: two linear maps with nothing between them.
+
+    ``x`` ``(..., d_in)``, ``rows`` ``(..., 1)`` (or ``None`` without ``b_v``), ``w_v``
+    ``(d_mid, d_in)``, ``w_o`` ``(d_out, d_mid)``. Forward: ``x @ w^T + rows * (w_o @ b_v) +
+    b_o``. Backward, with ``g`` the output gradient and ``G = g^T x``: ``grad_x = g @ w``,
+    ``grad_w_o = G @ w_v^T + (g^T rows) b_v^T``, ``grad_w_v = w_o^T @ G``, ``grad_b_v = w_o^T
+    (g^T rows)``, ``grad_rows = g @ (w_o @ b_v)``: two (n x d x d) matmuls where autograd
+    through two ``F.linear`` needs four. The same numbers up to summation order.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: Tensor,
+        rows: Tensor | None,
+        w_v: Tensor,
+        b_v: Tensor | None,
+        w_o: Tensor,
+        b_o: Tensor | None,
+    ) -> Tensor:
+        w = w_o @ w_v
+        x2 = x.reshape(-1, x.shape[-1])
+        out = torch.mm(x2, w.t()) if b_o is None else torch.addmm(b_o, x2, w.t())
+        c = None
+        if rows is not None and b_v is not None:
+            c = torch.mv(w_o, b_v)
+            out.addr_(rows.reshape(-1), c)
+        ctx.save_for_backward(x, rows, w_v, b_v, w_o, w, c)
+        ctx.has_bo = b_o is not None
+        return out.view(*x.shape[:-1], w.shape[0])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, rows, w_v, b_v, w_o, w, c = ctx.saved_tensors
+        need_x, need_rows, need_wv, need_bv, need_wo, need_bo = ctx.needs_input_grad
+        g2 = grad.reshape(-1, grad.shape[-1])
+        x2 = x.reshape(-1, x.shape[-1])
+        gx = torch.mm(g2, w).view_as(x) if need_x else None
+        g_rows = torch.mv(g2, c).view_as(rows) if need_rows and c is not None else None
+        s = torch.mv(g2.t(), rows.reshape(-1)) if c is not None else None  # g^T rows
+        g_wv = g_wo = g_bv = None
+        if need_wv or need_wo:
+            big_g = torch.mm(g2.t(), x2)  # (d_out, d_in)
+            if need_wv:
+                g_wv = torch.mm(w_o.t(), big_g)
+            if need_wo:
+                g_wo = torch.mm(big_g, w_v.t())
+                if s is not None:
+                    g_wo.addr_(s, b_v)
+        if need_bv and s is not None:
+            g_bv = torch.mv(w_o.t(), s)
+        g_bo = g2.sum(0) if ctx.has_bo and need_bo else None
+        return gx, g_rows, g_wv, g_bv, g_wo, g_bo
 
 
 def _linear_valid_rows(
@@ -504,8 +575,24 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
                 setattr(k_in, KEY_GRAD_SINK, hint)
         else:
             k_in = self._split(self.k_proj, key)
+        hint_q = None
+        if hint is not None and FAST_QUERY_GRAD and query.dim() == 3:
+            # the same for the query: only the selected head's block gets gradient
+            hint_q = _HeadHint()
+            q_in = _HeadBlockLinear.apply(
+                query,
+                self.q_proj.weight,
+                self.q_proj.bias,
+                h,
+                hint_q,
+                q_len if FAST_KEY_ROWS else None,
+            )
+            q_in = q_in.view(b, u, h, self.head_dim).transpose(1, 2)
+            setattr(q_in, QUERY_GRAD_SINK, hint_q)
+        else:
+            q_in = self._split(self.q_proj, query)
         res = stepwise_monotonic_attention(
-            self._split(self.q_proj, query),
+            q_in,
             k_in,
             v_in,
             query_lengths=q_len,
@@ -522,13 +609,30 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
         )
         if hint is not None:
             hint.head_index = res.head_index
+        if hint_q is not None:
+            hint_q.head_index = res.head_index
         context = res.context
         if late_v:
-            context = F.linear(context, self.v_proj.weight)
+            row_mass = None
             if self.v_proj.bias is not None:
                 row_mass = res.alignment.sum(-1, keepdim=True).to(context.dtype)
-                context = context + row_mass * self.v_proj.bias
-        out = self._dropout(self.out_proj(context))
+            if FAST_CHAINED_PROJ and b * u >= 2 * max(self.embed_dim, self.vdim):
+                projected = _ChainedLinear.apply(
+                    context,
+                    row_mass,
+                    self.v_proj.weight,
+                    self.v_proj.bias,
+                    self.out_proj.weight,
+                    self.out_proj.bias,
+                )
+            else:
+                context = F.linear(context, self.v_proj.weight)
+                if row_mass is not None:
+                    context = context + row_mass * self.v_proj.bias
+                projected = self.out_proj(context)
+        else:
+            projected = self.out_proj(context)
+        out = self._dropout(projected)
         if self.residual:
             out = query + out
         if self.norm is not None:
