@@ -28,8 +28,8 @@ Sections (``--section NAME``, default ``recurrence`` and ``layer``):
   is the native module (``need_weights=False``) with its CPU fast-path switches off: the
   valid-block paths (context matmul per item, noise on valid cells, padding zeroed by slices),
   the bias-accumulating ranking matmul, the kept ranking buffer, the uniform-draw dropout and
-  the key- and query-gradient hand-offs and the value and output projections as one product,
-  for an A/B in the same process.
+  the key- and query-gradient hand-offs, the value and output projections as one product and
+  the selected head's energies copied from the ranking, for an A/B in the same process.
 - Thread dispatch: the numba kernels run their items on torch's own OpenMP team where torch
   uses libgomp (the header says which); the rows ``numba-pyth`` (recurrence) and
   ``native-pyth`` (layer) run the same kernels on Python threads (the fallback dispatch) in
@@ -345,6 +345,7 @@ _FAST_SWITCHES = (
     ("speechattn.functional.monotonic_attention", "FAST_VALID_BLOCKS"),
     ("speechattn.functional.monotonic_attention", "FUSED_RANKING_BIAS"),
     ("speechattn.functional.monotonic_attention", "RANKING_WORKSPACE"),
+    ("speechattn.functional.monotonic_attention", "REUSE_RANKING_ENERGIES"),
     ("speechattn.nn.monotonic", "FAST_DROPOUT"),
     ("speechattn.nn.monotonic", "FAST_KEY_GRAD"),
     ("speechattn.nn.monotonic", "FAST_QUERY_GRAD"),

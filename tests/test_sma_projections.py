@@ -1,5 +1,6 @@
-"""The SMA layer's projections in training: the value and output projections as one product
-(``_ChainedLinear``) and the query projection's selected-head gradient hand-off."""
+"""The SMA layer's training step: the value and output projections as one product
+(``_ChainedLinear``), the query projection's selected-head gradient hand-off, and the selected
+head's energies copied from the heads' ranking instead of recomputed."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import speechattn.functional.monotonic_attention as fm
 import speechattn.nn.monotonic as nm
 from speechattn.nn import StepwiseMonotonicMultiheadAttention
 
@@ -70,7 +72,7 @@ def _layer_grads(
     nan_padding: bool = False,
 ) -> list[torch.Tensor]:
     for name, value in switches.items():
-        monkeypatch.setattr(nm, name, value)
+        monkeypatch.setattr(nm if hasattr(nm, name) else fm, name, value)
     g = torch.Generator().manual_seed(7)
     b, u, t, d = 3, 12, 30, 16
     text = torch.randn(b, u, d, generator=g, dtype=dtype)
@@ -94,24 +96,19 @@ def _layer_grads(
     return [out.output, out.alignment, out.focus_rate, *grads]
 
 
-SWITCHES = ("FAST_CHAINED_PROJ", "FAST_QUERY_GRAD")
+SWITCHES = ("FAST_CHAINED_PROJ", "FAST_QUERY_GRAD", "REUSE_RANKING_ENERGIES")
 
 
 @pytest.mark.parametrize("noise", [0.0, 0.5])
 def test_layer_fast_projections_equal_plain_autograd_float64(
     noise: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Both switches on vs off: outputs and every gradient (input, all parameters) agree in
+    """The switches on vs off: outputs and every gradient (input, all parameters) agree in
     float64 (summation order only); each switch alone too."""
     off = _layer_grads(monkeypatch, dict.fromkeys(SWITCHES, False), torch.float64, noise)
-    for on in (
-        {"FAST_CHAINED_PROJ": True},
-        {"FAST_QUERY_GRAD": True},
-        dict.fromkeys(SWITCHES, True),
-    ):
-        got = _layer_grads(
-            monkeypatch, {**dict.fromkeys(SWITCHES, False), **on}, torch.float64, noise
-        )
+    for on in [{name: True} for name in SWITCHES] + [dict.fromkeys(SWITCHES, True)]:
+        switches = {**dict.fromkeys(SWITCHES, False), **on}
+        got = _layer_grads(monkeypatch, switches, torch.float64, noise)
         for a, c in zip(got, off, strict=True):
             torch.testing.assert_close(a, c, rtol=1e-10, atol=1e-12)
 

@@ -68,6 +68,10 @@ FUSED_RANKING_BIAS = True
 # The CPU ranking energies live in a buffer kept per thread between calls (see
 # ``_ranking_buffer``); False: a fresh tensor per call (for A/B benchmarks).
 RANKING_WORKSPACE = True
+# Training on CPU: the heads' ranking keeps its energies (the sigmoid writes a second kept
+# buffer) and the selected head's energies are copied from them instead of recomputed by a
+# ``(b, u, dk) x (b, dk, t)`` matmul; False: recomputed (for A/B benchmarks and tests).
+REUSE_RANKING_ENERGIES = True
 
 
 class MonotonicAttentionResult(NamedTuple):
@@ -145,25 +149,29 @@ def _focus_rate_zero_padded(alpha: Tensor, key_lengths: Tensor) -> Tensor:
 _WORKSPACE = threading.local()
 
 
-def _ranking_buffer(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+def _ranking_buffer(
+    shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, slot: str = "buf"
+) -> Tensor:
     """An uninitialised tensor for the heads' ranking energies (used and released inside one
     call, never returned).
 
-    On CPU with ``RANKING_WORKSPACE`` it is a view of one buffer per thread, kept between calls
-    and grown to the largest size seen: a fresh tensor of this size (``h*b*u*t``, e.g. 20 MB)
-    would be new memory on every training step, and the operating system's page faults on
-    its first touch cost more than filling it.
+    On CPU with ``RANKING_WORKSPACE`` it is a view of one buffer per thread and ``slot``, kept
+    between calls and grown to the largest size seen: a fresh tensor of this size
+    (``h*b*u*t``, e.g. 20 MB) would be new memory on every training step, and the operating
+    system's page faults on its first touch cost more than filling it. Slots: ``"buf"`` the
+    energies, ``"p"`` their sigmoid when the energies are kept (``REUSE_RANKING_ENERGIES``).
     """
     numel = math.prod(shape)
     if not (RANKING_WORKSPACE and device.type == "cpu"):
         return torch.empty(shape, dtype=dtype, device=device)
-    buf = getattr(_WORKSPACE, "buf", None)
+    buf = getattr(_WORKSPACE, slot, None)
     if buf is None or buf.dtype != dtype or buf.numel() < numel:
-        buf = _WORKSPACE.buf = None  # release the old buffer first
+        setattr(_WORKSPACE, slot, None)  # release the old buffer first
         # a normal tensor even under inference_mode (an inference tensor could not be
         # written in place by a later call outside it)
         with torch.inference_mode(False):
-            _WORKSPACE.buf = buf = torch.empty(numel, dtype=dtype)
+            buf = torch.empty(numel, dtype=dtype)
+        setattr(_WORKSPACE, slot, buf)
     return buf[:numel].view(shape)
 
 
@@ -293,6 +301,14 @@ def _scatter_head_rows(
     return out
 
 
+def _ranking_rows(e_hm: Tensor, head_index: Tensor) -> Tensor:
+    """``e_hm[head_index[i], i]`` of head-major ``(h, b, u, t)`` energies: ``(b, u, t)``, a new
+    tensor (one ``index_select`` of contiguous ``u * t`` rows)."""
+    h, b, u, t = e_hm.shape
+    rows = head_index * b + torch.arange(b, device=head_index.device)
+    return e_hm.view(h * b, u * t).index_select(0, rows).view(b, u, t)
+
+
 def _add_valid_cell_noise(e: Tensor, noise: Tensor, q_lens: list[int], k_lens: list[int]) -> None:
     """Add ``noise`` ``(sum_i q_i * k_i,)`` (one draw for the valid cells only: item by item,
     row-major within item ``i``'s ``(q_i, k_i)`` block) to ``e`` ``(b, u, t)``, in place."""
@@ -362,7 +378,9 @@ class _SelectedStayProb(torch.autograd.Function):
     queries and the keys (gathered without autograd; padded rows zeroed). The same numbers as
     autograd through ``gather``, ``where``, ``matmul`` and ``sigmoid`` without their
     intermediate tensors: gradients reach only the selected head's rows of ``query``/``key``
-    and of ``bias``, never padded tokens or frames.
+    and of ``bias``, never padded tokens or frames. ``energies`` ``(b, u, t)``: the selected
+    head's ``q_sel . k_sel * scale + bias[head]`` already computed (the heads' ranking), written
+    in place; ``None``: computed here.
     """
 
     @staticmethod
@@ -380,10 +398,14 @@ class _SelectedStayProb(torch.autograd.Function):
         noise: Tensor | None,
         scale: float,
         lens: tuple[list[int], list[int]] | None = None,
+        energies: Tensor | None = None,
     ) -> Tensor:
         q_sel = torch.where(tok_valid[:, :, None], _select_head_rows(qs, head_index), 0)  # scaled
         k_sel = torch.where(frm_valid[:, :, None], _select_head_rows(kc, head_index), 0)
-        e = torch.bmm(q_sel, k_sel.transpose(1, 2)).add_(bias[head_index].view(-1, 1, 1))
+        if energies is not None:  # the selected head's energies (with its bias), a fresh copy
+            e = energies
+        else:
+            e = torch.bmm(q_sel, k_sel.transpose(1, 2)).add_(bias[head_index].view(-1, 1, 1))
         if noise is not None and noise.dim() == 1:  # one value per valid cell (needs lens)
             assert lens is not None
             _add_valid_cell_noise(e, noise, *lens)
@@ -435,7 +457,7 @@ class _SelectedStayProb(torch.autograd.Function):
                 grad_k = _scatter_head_rows(k_like, head, rows)
         if ctx.needs_input_grad[2]:
             grad_b = d.new_zeros(ctx.num_heads).index_add_(0, head, d.sum((1, 2)))
-        return grad_q, grad_k, grad_b, None, None, None, None, None, None, None, None, None
+        return grad_q, grad_k, grad_b, None, None, None, None, None, None, None, None, None, None
 
 
 def _check_bias(stay_bias: Tensor | float, h: int, dev: torch.device) -> Tensor:
@@ -743,7 +765,19 @@ def stepwise_monotonic_attention(
                 for j in range(h):
                     torch.bmm(qs[:, j], kc[:, j].transpose(1, 2), out=e_hm[j])
                 e_hm.add_(bias_c.view(h, 1, 1, 1))
-            p_hm = e_hm.sigmoid_().view(h * b, u, t)
+            # keep the energies for the selected head when it is recomputed below (training)
+            keep_e = (
+                REUSE_RANKING_ENERGIES
+                and RANKING_WORKSPACE
+                and FUSED_RANKING_BIAS
+                and dev.type == "cpu"
+                and (needs_grad or noise_std > 0)
+            )
+            if keep_e:
+                p_hm = torch.sigmoid(e_hm, out=_ranking_buffer((h, b, u, t), cdtype, dev, "p"))
+                p_hm = p_hm.view(h * b, u, t)
+            else:
+                p_hm = e_hm.sigmoid_().view(h * b, u, t)
             q_len_h, k_len_h = q_len.repeat(h), k_len.repeat(h)
             w_hm, fr_hm = _ranking_alignments(
                 p_hm,
@@ -780,6 +814,7 @@ def stepwise_monotonic_attention(
                 noise,
                 sc,
                 lens,
+                _ranking_rows(e_hm, head_index) if keep_e else None,
             )
             soft_sel = align(p_sel, "soft", alpha0) if mode == "soft" else None
         else:
