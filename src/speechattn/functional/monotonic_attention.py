@@ -400,8 +400,15 @@ class _SelectedStayProb(torch.autograd.Function):
         lens: tuple[list[int], list[int]] | None = None,
         energies: Tensor | None = None,
     ) -> Tensor:
-        q_sel = torch.where(tok_valid[:, :, None], _select_head_rows(qs, head_index), 0)  # scaled
-        k_sel = torch.where(frm_valid[:, :, None], _select_head_rows(kc, head_index), 0)
+        q_sel = _select_head_rows(qs, head_index)  # scaled; new tensors, zeroed at padding
+        k_sel = _select_head_rows(kc, head_index)
+        if lens is not None:  # two slice fills per item instead of a masked pass over each
+            for i, (m, n) in enumerate(zip(*lens, strict=True)):
+                q_sel[i, m:].zero_()
+                k_sel[i, n:].zero_()
+        else:
+            q_sel = torch.where(tok_valid[:, :, None], q_sel, 0)
+            k_sel = torch.where(frm_valid[:, :, None], k_sel, 0)
         if energies is not None:  # the selected head's energies (with its bias), a fresh copy
             e = energies
         else:

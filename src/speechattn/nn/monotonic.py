@@ -135,7 +135,6 @@ class _HeadBlockLinear(torch.autograd.Function):
         hint = ctx.hint
         valid = ctx.valid  # valid rows per item when padded rows were not projected, else None
         # padded output rows are constant 0 when not projected: no gradient flows through them
-        rows = None if valid is None else lengths_to_valid_mask(torch.tensor(valid), t)[..., None]
         sel = None  # the selected head's gradient rows (b, t, dh), when deposited
         if hint is not None and hint.grad_rows is not None and hint.head_index is not None:
             sel, hint.grad_rows = hint.grad_rows.to(grad.dtype), None
@@ -151,7 +150,8 @@ class _HeadBlockLinear(torch.autograd.Function):
         else:
             nonzero = g4.abs().amax(dim=(1, 3)) != 0  # (b, h); amax propagates NaN: nonzero
             if bool((nonzero.sum(1) > 1).any()):  # several heads per item: the dense products
-                if rows is not None:
+                if valid is not None:
+                    rows = lengths_to_valid_mask(torch.tensor(valid), t)[..., None]
                     grad, x = torch.where(rows, grad, 0), torch.where(rows, x, 0)
                 gx = grad @ weight if need_x else None
                 gw = grad.reshape(-1, d_out).t() @ x.reshape(-1, x.shape[-1]) if need_w else None
@@ -159,8 +159,9 @@ class _HeadBlockLinear(torch.autograd.Function):
                 return gx, gw, gb, None, None, None
             head = nonzero.to(torch.int64).argmax(1)  # (b,); items without gradient use head 0
         g_sel = sel if sel is not None else _select_head_rows(g4.transpose(1, 2), head)
-        if rows is not None:
-            g_sel = torch.where(rows, g_sel, 0)
+        if valid is not None:  # a new tensor: zero its padded rows in place
+            for i, m in enumerate(valid):
+                g_sel[i, m:].zero_()
         w_h = weight.view(h, dh, -1)
         gx = torch.bmm(g_sel, w_h[head]) if need_x else None
         gw = None
@@ -462,8 +463,9 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
             and x.device.type == "cpu"
         ):
             return drop(x)
-        keep = torch.rand(x.shape, dtype=x.dtype, device=x.device) >= drop.p
-        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - drop.p))
+        # the keep mask as 0 / 1 in the draw's own buffer, then scaled: no bool mask or copy
+        keep = torch.rand(x.shape, dtype=x.dtype, device=x.device).ge_(drop.p)
+        return x * keep.mul_(1.0 / (1.0 - drop.p))
 
     def _split(self, proj: nn.Linear, x: Tensor) -> Tensor:
         """``(b, n, features) -> (b, h, n, head_dim)`` (a view of the projection)."""
