@@ -29,7 +29,8 @@ Sections (``--section NAME``, default ``recurrence`` and ``layer``):
   valid-block paths (context matmul per item, noise on valid cells, padding zeroed by slices),
   the bias-accumulating ranking matmul, the kept ranking buffer, the uniform-draw dropout and
   the key- and query-gradient hand-offs, the value and output projections as one product and
-  the selected head's energies copied from the ranking, for an A/B in the same process.
+  the selected head's energies copied from the ranking, the alignment gradient's dense ``bmm``
+  at several threads, for an A/B in the same process.
 - Thread dispatch: the numba kernels run their items on torch's own OpenMP team where torch
   uses libgomp (the header says which); the rows ``numba-pyth`` (recurrence) and
   ``native-pyth`` (layer) run the same kernels on Python threads (the fallback dispatch) in
@@ -346,6 +347,7 @@ _FAST_SWITCHES = (
     ("speechattn.functional.monotonic_attention", "FUSED_RANKING_BIAS"),
     ("speechattn.functional.monotonic_attention", "RANKING_WORKSPACE"),
     ("speechattn.functional.monotonic_attention", "REUSE_RANKING_ENERGIES"),
+    ("speechattn.functional.monotonic_attention", "DENSE_CONTEXT_GRAD"),
     ("speechattn.nn.monotonic", "FAST_DROPOUT"),
     ("speechattn.nn.monotonic", "FAST_KEY_GRAD"),
     ("speechattn.nn.monotonic", "FAST_QUERY_GRAD"),
@@ -660,6 +662,26 @@ def _needed_flops(shape: dict[str, int], text_len: torch.Tensor, mel_len: torch.
     }
 
 
+def _profile_step(
+    step_fn: Callable[[], object], steps: int, top: int = 15
+) -> tuple[float, list[tuple[str, float, float]]]:
+    """``steps`` calls under ``torch.profiler``: (the matmuls' self CPU ms per step, the ``top``
+    ops by self CPU as ``(name, ms per step, calls per step)``)."""
+    from torch.profiler import profile as torch_profile
+
+    with torch_profile() as prof:
+        for _ in range(steps):
+            step_fn()
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    gemm = sum(
+        e.self_cpu_time_total
+        for e in events
+        if e.key.removeprefix("aten::").rstrip("_") in _GEMM_OPS
+    )
+    rows = [(e.key, e.self_cpu_time_total / steps / 1e3, e.count / steps) for e in events[:top]]
+    return gemm / steps / 1e3, rows
+
+
 def section_floor(
     quick: bool, repeats: int, threads: list[int], profile: bool
 ) -> list[dict[str, Any]]:
@@ -706,6 +728,7 @@ def section_floor(
         square_fn = functools.partial(torch.mm, a, b2, out=o)
         square = 2 * big**3 / _wall(square_fn, 5, warmup=2)[1] * 1e-9
         step, step_min = _wall(step_fn, max(repeats, 7))
+        in_step, top = _profile_step(step_fn, 5)
         print(
             f"\nfloor: B={shape['b']} U={shape['u']} T={shape['t']} d={shape['d']} H={shape['h']}, "
             f"native train step (need_weights=False), threads={n_threads}; {_load()}"
@@ -731,9 +754,17 @@ def section_floor(
             f"{step / floor_s:.2f}x its matmuls alone, {step * agg * 1e3 / need_total:.2f}x the "
             f"needed work at the step's matmul rate"
         )
+        print(
+            f"in the step (torch.profiler, 5 steps): matmuls {in_step:.1f} ms self CPU per step "
+            f"({in_step / floor_s * 1e-3:.2f}x their time alone); top ops by self CPU per step:"
+        )
+        for name, ms, n in top:
+            print(f"  {name:<40}{ms:>8.2f} ms{n:>7.1f} calls")
         rows.append(
             dict(
                 section="floor",
+                matmuls_in_step_ms=in_step,
+                top_ops=[dict(op=n, ms=ms, calls=c) for n, ms, c in top],
                 threads=n_threads,
                 executed_mflop=executed,
                 matmul_calls=sum(calls.values()),

@@ -153,3 +153,31 @@ def test_chained_projection_only_for_enough_rows(monkeypatch: pytest.MonkeyPatch
     assert not calls
     layer(torch.randn(4, 8, 16), torch.randn(4, 9, 16), torch.randn(4, 9, 16))
     assert calls
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_valid_context_alignment_gradient_at_two_threads(
+    dense: bool, two_threads: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 2 threads the alignment's gradient may come from one dense ``bmm`` (padded cells
+    overwritten): the same as autograd on the valid cells, exactly 0 elsewhere, with NaN in the
+    padded value rows and in the incoming gradient's padded token rows."""
+    monkeypatch.setattr(fm, "DENSE_CONTEXT_GRAD", dense)
+    g = torch.Generator().manual_seed(12)
+    b, u, t, dv = 3, 5, 9, 4
+    ql, kl = [5, 2, 4], [9, 6, 3]
+    cell = (torch.arange(u)[None, :, None] < torch.tensor(ql)[:, None, None]) & (
+        torch.arange(t)[None, None, :] < torch.tensor(kl)[:, None, None]
+    )
+    frm = torch.arange(t)[None, :, None] < torch.tensor(kl)[:, None, None]
+    tok = torch.arange(u)[None, :, None] < torch.tensor(ql)[:, None, None]
+    a = torch.where(cell, torch.rand(b, u, t, generator=g, dtype=torch.float64), 0)
+    v = torch.randn(b, t, dv, generator=g, dtype=torch.float64)
+    w = torch.randn(b, u, dv, generator=g, dtype=torch.float64)
+    a1 = a.clone().requires_grad_(True)
+    ga_ref = torch.autograd.grad((torch.bmm(a1, torch.where(frm, v, 0)) * w).sum(), a1)[0]
+    a2 = a.clone().requires_grad_(True)
+    ours = fm._ValidContext.apply(a2, torch.where(frm, v, float("nan")), ql, kl)
+    ga = torch.autograd.grad(ours, a2, torch.where(tok, w, float("nan")))[0]
+    torch.testing.assert_close(ga, torch.where(cell, ga_ref, 0), rtol=1e-13, atol=1e-14)
+    assert torch.all(ga[~cell] == 0)
