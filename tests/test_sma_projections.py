@@ -181,3 +181,20 @@ def test_valid_context_alignment_gradient_at_two_threads(
     ga = torch.autograd.grad(ours, a2, torch.where(tok, w, float("nan")))[0]
     torch.testing.assert_close(ga, torch.where(cell, ga_ref, 0), rtol=1e-13, atol=1e-14)
     assert torch.all(ga[~cell] == 0)
+
+
+@pytest.mark.parametrize("zeroed", [False, True])
+def test_query_projection_modes_equal_plain_autograd(
+    zeroed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The query hand-off with padded rows zeroed then projected densely, or projected item by
+    item over valid rows: the gradients of plain autograd (float64), and NaN in padded tokens
+    reaches no gradient."""
+    off = _layer_grads(monkeypatch, dict.fromkeys(SWITCHES, False), torch.float64, 0.5)
+    on = {**dict.fromkeys(SWITCHES, True), "QUERY_ZEROED_ROWS": zeroed}
+    got = _layer_grads(monkeypatch, on, torch.float64, 0.5)
+    for a, c in zip(got, off, strict=True):
+        torch.testing.assert_close(a, c, rtol=1e-10, atol=1e-12)
+    nan = _layer_grads(monkeypatch, on, torch.float64, 0.5, nan_padding=True)
+    for a, c in zip(nan, got, strict=True):
+        torch.testing.assert_close(a, c, rtol=0, atol=0)

@@ -72,6 +72,11 @@ FAST_KEY_GRAD = True
 # head's query rows get gradient, so its weight gradient is one ``dh``-wide block per item;
 # False: the dense (b, u, h*dh) gradient through ``F.linear`` (for A/B benchmarks and tests).
 FAST_QUERY_GRAD = True
+# How the query projection skips padded tokens there: True, padded rows zeroed then one dense
+# product (and a dense weight-gradient ``bmm``); False, one matmul per item over its valid rows
+# (the key's way). The query has few rows per item (u << t), and per-item products of that
+# size barely use a second thread.
+QUERY_ZEROED_ROWS = True
 
 # With focus-rate selection the value projection is applied to the context (see ``forward``),
 # and it is followed by the output projection with nothing in between: one product with
@@ -115,12 +120,20 @@ class _HeadBlockLinear(torch.autograd.Function):
         num_heads: int,
         hint: _HeadHint | None = None,
         lengths: Tensor | None = None,
+        zeroed_input: bool = False,
     ) -> Tensor:
-        ctx.save_for_backward(x, weight)
         ctx.num_heads = num_heads
         ctx.has_bias = bias is not None
         ctx.hint = hint
-        out, ctx.valid = _linear_valid_rows(x, weight, bias, lengths)
+        if zeroed_input and lengths is not None:
+            # padded rows of x replaced by 0, then one dense product (padded output rows hold
+            # the bias; nothing that reads them gets gradient): the backward's dense weight
+            # product then never meets padded content
+            x = torch.where(lengths_to_valid_mask(lengths, x.shape[1])[..., None], x, 0)
+            out, ctx.valid = F.linear(x, weight, bias), None
+        else:
+            out, ctx.valid = _linear_valid_rows(x, weight, bias, lengths)
+        ctx.save_for_backward(x, weight)
         return out
 
     @staticmethod
@@ -156,7 +169,7 @@ class _HeadBlockLinear(torch.autograd.Function):
                 gx = grad @ weight if need_x else None
                 gw = grad.reshape(-1, d_out).t() @ x.reshape(-1, x.shape[-1]) if need_w else None
                 gb = grad.sum((0, 1)) if need_b and ctx.needs_input_grad[2] else None
-                return gx, gw, gb, None, None, None
+                return gx, gw, gb, None, None, None, None
             head = nonzero.to(torch.int64).argmax(1)  # (b,); items without gradient use head 0
         g_sel = sel if sel is not None else _select_head_rows(g4.transpose(1, 2), head)
         if valid is not None:  # a new tensor: zero its padded rows in place
@@ -177,7 +190,7 @@ class _HeadBlockLinear(torch.autograd.Function):
         if need_b and ctx.needs_input_grad[2]:
             gb = torch.zeros((h, dh), dtype=grad.dtype, device=grad.device)
             gb = gb.index_add_(0, head, g_sel.sum(1)).view(-1)
-        return gx, gw, gb, None, None, None
+        return gx, gw, gb, None, None, None, None
 
 
 class _ChainedLinear(torch.autograd.Function):
@@ -587,7 +600,8 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
                 self.q_proj.bias,
                 h,
                 hint_q,
-                q_len if FAST_KEY_ROWS else None,
+                q_len,
+                QUERY_ZEROED_ROWS,
             )
             q_in = q_in.view(b, u, h, self.head_dim).transpose(1, 2)
             setattr(q_in, QUERY_GRAD_SINK, hint_q)
