@@ -108,7 +108,10 @@ class _HeadBlockLinear(torch.autograd.Function):
     blocks only); without one the backward finds the block per item and falls back to the dense
     products when an item has gradient in several heads. Exact up to summation order.
     With ``lengths`` (CPU) the forward projects only each item's valid rows and returns 0 in
-    padded rows (see :func:`_linear_valid_rows`).
+    padded rows (see :func:`_linear_valid_rows`); with ``lengths`` and ``zeroed_input`` it
+    replaces the padded rows of ``x`` by 0 and projects every row at once (padded output rows
+    hold the bias and must not be read with gradient, as the layer never does). Either way
+    padded input content reaches no output row that is read and no gradient.
     """
 
     @staticmethod
