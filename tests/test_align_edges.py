@@ -312,3 +312,41 @@ def test_align_cli_default_is_the_library_default() -> None:
     for bad in ("0", "-3", "nan", "inf", "loud"):
         with pytest.raises(argparse.ArgumentTypeError, match="'off'"):
             db_or_off(bad)
+
+
+def test_align_cli_places_edges_next_to_silence_only(tmp_path) -> None:
+    """`speechattn align` places the edges by default and says so; `--silence-edge-db off` keeps
+    the decoded ones; edges where two words meet are the same in both."""
+    pytest.importorskip("espeakng_loader")
+    import json
+
+    import soundfile as sf
+
+    from speechattn.cli import main
+
+    data = tmp_path / "corpus"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    t = np.arange(int(22050 * 1.6)) / 22050
+    wav = 0.2 * np.sin(2 * np.pi * 150 * t) * (t > 0.25) * (t < 1.35)
+    wav += 1e-4 * rng.standard_normal(t.size)
+    sf.write(data / "u1.wav", wav.astype(np.float32), 22050)
+    (data / "u1.txt").write_text("the cat sat")
+    common = ["--no-progress", "--threads", "1", "--no-adapt"]
+    assert main(["align", str(data), "--out", str(tmp_path / "on"), *common]) == 0
+    off = ["--silence-edge-db", "off"]
+    assert main(["align", str(data), "--out", str(tmp_path / "off"), *off, *common]) == 0
+    s_on = json.loads((tmp_path / "on" / "summary.json").read_text())
+    s_off = json.loads((tmp_path / "off" / "summary.json").read_text())
+    assert s_on["silence edges"].startswith("energy envelope, 35 dB")
+    assert s_off["silence edges"] == "as decoded"
+    w_on = json.loads((tmp_path / "on" / "alignments" / "u1.json").read_text())["words"]
+    w_off = json.loads((tmp_path / "off" / "alignments" / "u1.json").read_text())["words"]
+    assert [w["label"] for w in w_on] == ["the", "cat", "sat"]
+    for a, b, c in zip(w_off[:-1], w_off[1:], w_on[1:]):
+        if abs(b["start"] - a["end"]) < 1e-9:  # the words meet: not an edge next to silence
+            assert c["start"] == pytest.approx(b["start"])
+    # the first start and the last end are the tone's (within the 5 ms window's reach) or, when
+    # the tone's edge is beyond the search window, the decoded ones
+    for key, true, i in (("start", 0.25, 0), ("end", 1.35, -1)):
+        assert abs(w_on[i][key] - true) < 0.004 or w_on[i][key] == pytest.approx(w_off[i][key])
