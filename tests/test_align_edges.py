@@ -297,6 +297,14 @@ def test_align_items_needs_an_envelope_per_item() -> None:
     assert align_items("uniform", [item], FEATURES, silence_edge_db=20.0)
 
 
+def test_run_align_checks_the_level_first(tmp_path) -> None:
+    from speechattn.recipes.align.pipeline import run_align
+
+    for bad, exc in ((0.0, ValueError), (float("inf"), ValueError), ("35", TypeError)):
+        with pytest.raises(exc, match="silence_edge_db"):
+            run_align(tmp_path / "no-corpus", tmp_path / "out", silence_edge_db=bad, progress=False)
+
+
 def test_align_cli_default_is_the_library_default() -> None:
     from speechattn.cli import build_parser
     from speechattn.recipes.align.pipeline import run_align
