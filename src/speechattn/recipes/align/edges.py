@@ -17,14 +17,15 @@ the sound stops. :func:`place_silence_edges` moves two kinds of decoded word edg
 No crossing in the window leaves the edge where the decoder put it. The level is relative to
 the utterance, so a recording's gain does not matter: its speech level is the
 :data:`SPEECH_PERCENTILE`-th percentile of its envelope (not the median, which a file with more
-silence than speech puts in the silence), its quiet level the :data:`FLOOR_PERCENTILE`-th; an
-utterance whose speech level is less than ``level_db + ``:data:`MIN_RANGE_MARGIN_DB` above its
-quiet level (noise, or reverberation filling the pauses: no silence to speak of) keeps every edge. Edges
-between two words that meet, and pauses that the decoder passed (0 frames), are not touched;
-only the intervals move, the frame path (durations) stays as decoded.
+silence than speech puts in the silence), its quiet level the :data:`FLOOR_PERCENTILE`-th. An
+utterance whose speech level is less than ``level_db`` + :data:`MIN_RANGE_MARGIN_DB` dB above its
+quiet level (noise, or reverberation filling the pauses: no silence to speak of) keeps every
+edge. Edges between two words that meet, and pauses that the decoder passed (0 frames), are not
+touched; only the intervals move, the frame path (durations) stays as decoded.
 
-The level (35 dB), the speech percentile, the windows and the sustain time were chosen on speech engines held out of
-the aligner's training (benchmarks/RESULTS.md, "Silence edges on the energy envelope").
+The level (35 dB), the speech percentile, the windows and the sustain time were chosen on speech
+engines held out of the aligner's training (benchmarks/RESULTS.md, "The aligner's tail at
+silence edges").
 """
 
 from __future__ import annotations
