@@ -214,6 +214,7 @@ def _aligner_rows(
                 min_pause_s=args.min_pause_ms / 1000.0,
                 max_pause_loudness=args.max_pause_loudness,
                 reverse_pass=args.reverse_pass,
+                silence_edge_db=args.silence_edge_db,
             )
             if row in ("unsupervised", "candidate", "adapted"):
                 kw["calibration"] = args.calibration
@@ -351,6 +352,14 @@ def main(argv: list[str] | None = None) -> int:
         "2026-12-07 06:00 UTC decoded forward only: add --no-reverse-pass to repeat them)",
     )
     ap.add_argument(
+        "--silence-edge-db",
+        default="35",
+        help="word edges next to silence placed on the energy envelope this many dB under the "
+        "speech level (align's --silence-edge-db, on by default as in align; 'off' for the "
+        "decoded edges, as every command recorded in RESULTS.md before 2026-12-07 08:00 UTC; "
+        "default: %(default)s)",
+    )
+    ap.add_argument(
         "--calibration",
         choices=("auto", "none", "consensus", "engines", "contexts"),
         default="auto",
@@ -375,12 +384,16 @@ def main(argv: list[str] | None = None) -> int:
         "engine, or ENGINE=PATH (repeatable) for a model that held that engine out",
     )
     args = ap.parse_args(argv)
-    from speechattn.recipes.align.cli import loudness_or_off
+    from speechattn.recipes.align.cli import db_or_off, loudness_or_off
 
     try:
         args.max_pause_loudness = loudness_or_off(args.max_pause_loudness)
     except argparse.ArgumentTypeError as exc:
         ap.error(f"--max-pause-loudness: {exc}")
+    try:
+        args.silence_edge_db = db_or_off(args.silence_edge_db)
+    except argparse.ArgumentTypeError as exc:
+        ap.error(f"--silence-edge-db: {exc}")
     if args.adapt_checkpoint:
         ROW_NAMES["adapted"] = "--checkpoint aligner for the engine, adapted (default align)"
     checkpoints: dict[str, Path] = {}

@@ -40,6 +40,19 @@ def loudness_or_off(text: str) -> float | None:
     return value
 
 
+def db_or_off(text: str) -> float | None:
+    """argparse type of ``--silence-edge-db``: a finite number of dB > 0, or ``off`` (None)."""
+    if text.strip().lower() in ("off", "none"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of dB > 0 or 'off'; found {text!r}")
+    return value
+
+
 def _demo(args: argparse.Namespace) -> int:
     from speechattn.recipes.align.pipeline import DemoConfig, run_demo
     from speechattn.recipes.align.report import WORD_COLUMNS, metrics_table_text
@@ -142,6 +155,7 @@ def _align(args: argparse.Namespace) -> int:
         min_pause_s=args.min_pause_ms / 1000.0,
         max_pause_loudness=args.max_pause_loudness,
         reverse_pass=args.reverse_pass,
+        silence_edge_db=args.silence_edge_db,
     )
     if res:
         print(metrics_table_text(res["table"]))
@@ -364,6 +378,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "the two paths (cancels the forward decoding's lag at boundaries between two sounds; "
         "twice the decoding time; chosen on engines held out of training, see "
         "benchmarks/RESULTS.md); --no-reverse-pass decodes forward only (default: on)",
+    )
+    a.add_argument(
+        "--silence-edge-db",
+        type=db_or_off,
+        default=35.0,  # edges.DEFAULT_SILENCE_EDGE_DB (not imported: it pulls torch)
+        metavar="DB|off",
+        help="a word start after silence and a word end before silence (utterance edges, kept "
+        "pauses) go to where the audio's 5 ms energy falls this many dB under the utterance's "
+        "speech level (its 90th-percentile 5 ms level), within a few frames of the decoded edge; utterances without silence that "
+        "far below the speech keep their edges; 'off' keeps the decoded edges (default: "
+        "%(default)s)",
     )
     _common(a)
     a.set_defaults(func=_align)

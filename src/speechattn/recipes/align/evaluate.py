@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from torch import Tensor
 
 from speechattn.recipes.align.calibrate import BoundaryOffsets, shift_edges
 from speechattn.recipes.align.data import SIL, SP, AlignItem, FeatureConfig, collate_items
+
+if TYPE_CHECKING:
+    from speechattn.recipes.align.edges import EnergyEnvelope
 
 __all__ = [
     "ALIGNMENT_FORMATS",
@@ -29,6 +32,7 @@ __all__ = [
     "calibrate_results",
     "durations_to_intervals",
     "frame_boundaries_to_seconds",
+    "intervals_from_edges",
     "score",
     "token_edges",
     "write_alignment",
@@ -97,7 +101,13 @@ def durations_to_intervals(
     its context's calibrated offset, keeping every token at least half a frame long. The integer
     durations themselves are not changed.
     """
-    edges = token_edges(item, durations, config, offsets)
+    return intervals_from_edges(item, token_edges(item, durations, config, offsets))
+
+
+def intervals_from_edges(
+    item: AlignItem, edges: Sequence[float] | np.ndarray
+) -> tuple[list[tuple[float, float, str]], list[tuple[float, float, str]]]:
+    """Phone and word intervals (seconds) of an item from its ``(U + 1,)`` token edges."""
     phones = [
         (float(edges[k]), float(edges[k + 1]), p)
         for p, k in zip(item.phones, item.phone_token_index)
@@ -156,6 +166,8 @@ def align_items(
     min_pause_frames: int = 0,
     max_pause_loudness: float | None = None,
     reverse_pass: bool = False,
+    silence_edge_db: float | None = None,
+    envelopes: Sequence[EnergyEnvelope] | None = None,
 ) -> list[AlignmentResult]:
     """Hard-align items with a trained :class:`TextMelAligner`, or ``model="uniform"``.
 
@@ -179,15 +191,32 @@ def align_items(
     the reversed path puts them early, so the midway edge cancels a lag that flips with the
     direction of time (benchmarks/RESULTS.md, "Word-boundary error on unseen engines: what it
     is made of"). The soft alignment and focus stay the forward pass's.
+    ``silence_edge_db`` (None = off): after all of the above, each word start after silence and
+    word end before silence moves to where the audio's energy envelope (``envelopes[i]``, one
+    :func:`~speechattn.recipes.align.edges.energy_envelope` per item, required then) crosses
+    this many dB under the utterance's speech level
+    (:func:`~speechattn.recipes.align.edges.place_silence_edges`); the intervals move, the
+    durations stay the path's.
     Each result's ``item`` is the item as decoded (with any inserted pause tokens)."""
+    from speechattn.recipes.align.edges import check_silence_edge_db, place_silence_edges
     from speechattn.recipes.align.pauses import (
         check_pause_mode,
         loud_word_pauses,
+        pause_intervals,
         short_word_pauses,
         split_word_pauses,
     )
 
     check_pause_mode(pauses)
+    silence_edge_db = check_silence_edge_db(silence_edge_db)
+    if silence_edge_db is not None and model != "uniform":
+        if envelopes is None or len(envelopes) != len(items):
+            raise ValueError(
+                f"Expected one energy envelope per item ({len(items)}) with silence_edge_db; "
+                f"found {'none' if envelopes is None else len(envelopes)}. Pass "
+                "envelopes=[energy_envelope(wave, config.sample_rate), ...] or "
+                "silence_edge_db=None."
+            )
     if min_pause_frames < 0:
         raise ValueError(f"Expected min_pause_frames >= 0; found {min_pause_frames}.")
     if max_pause_loudness is not None and not max_pause_loudness >= 0:
@@ -252,6 +281,19 @@ def align_items(
                 out[i] = _with_durations(
                     r, split_word_pauses(r.item, r.durations, loud), config, offsets
                 )
+    if silence_edge_db is not None and model != "uniform" and envelopes is not None:
+        for i, r in out.items():
+            edges = place_silence_edges(
+                r.item,
+                r.durations,
+                token_edges(r.item, r.durations, config, offsets),
+                envelopes[i],
+                config.frame_s,
+                silence_edge_db,
+            )
+            ph, wd = intervals_from_edges(r.item, edges)
+            pz = pause_intervals(r.item, edges, r.durations)
+            out[i] = dataclasses.replace(r, phones=ph, words=wd, pauses=pz)
     return [out[i] for i in range(len(items))]
 
 

@@ -30,6 +30,12 @@ from speechattn.recipes.align.data import (
     demo_engine_options,
     new_symbol_table,
 )
+from speechattn.recipes.align.edges import (
+    DEFAULT_SILENCE_EDGE_DB,
+    EnergyEnvelope,
+    check_silence_edge_db,
+    energy_envelope,
+)
 from speechattn.recipes.align.evaluate import (
     AlignmentResult,
     Metrics,
@@ -65,6 +71,7 @@ __all__ = [
     "DemoConfig",
     "corpus_voice",
     "held_out_speakers",
+    "item_envelopes",
     "load_aligner",
     "phonemizer_voice",
     "run_align",
@@ -706,6 +713,24 @@ def write_report_safe(
     )
 
 
+def item_envelopes(
+    items: Sequence[AlignItem], utts: Sequence[Any], config: FeatureConfig
+) -> list[EnergyEnvelope]:
+    """:func:`~speechattn.recipes.align.edges.energy_envelope` of each item's audio at
+    ``config.sample_rate``, read again from its utterance (matched by id) one file at a time."""
+    from speechattn.data.audio import load_audio
+
+    by_id = {str(u.id): u for u in utts}
+    out = []
+    for it in items:
+        utt = by_id.get(it.id)
+        if utt is None:
+            raise ValueError(f"Expected an utterance with id {it.id!r} for its item; found none.")
+        wav = load_audio(utt.audio_path, sample_rate=config.sample_rate)
+        out.append(energy_envelope(wav, config.sample_rate))
+    return out
+
+
 def run_align(
     data: Path,
     out: Path,
@@ -728,6 +753,7 @@ def run_align(
     min_pause_s: float | None = None,
     max_pause_loudness: float | None = DEFAULT_MAX_PAUSE_LOUDNESS,
     reverse_pass: bool = True,
+    silence_edge_db: float | None = DEFAULT_SILENCE_EDGE_DB,
     log=print,
 ) -> dict:
     """Align a corpus: train from scratch, or apply (and by default adapt) a trained aligner.
@@ -753,6 +779,11 @@ def run_align(
     (default on): decode each utterance reversed in time as well and put every boundary midway
     between the two paths (:func:`~speechattn.recipes.align.evaluate.align_items`); it was chosen
     on engines held out of training (benchmarks/RESULTS.md), ``False`` decodes forward only.
+    ``silence_edge_db`` (default
+    :data:`~speechattn.recipes.align.edges.DEFAULT_SILENCE_EDGE_DB`; None = off): each word start
+    after silence and word end before silence goes to where the audio's 5 ms energy envelope
+    crosses this many dB under the utterance's speech level, within a few frames of the decoded
+    edge (:mod:`~speechattn.recipes.align.edges`).
 
     ``calibration``: apply one of the loaded aligner's boundary tables, all fitted on its
     training voices' labels (see :mod:`~speechattn.recipes.align.calibrate`):
@@ -794,6 +825,7 @@ def run_align(
         raise ValueError(
             f"Expected max_pause_loudness >= 0 (finite) or None; found {max_pause_loudness}."
         )
+    silence_edge_db = check_silence_edge_db(silence_edge_db)
     overrides = dict(train_overrides or {})
     stop_fields = {f.name for f in dataclasses.fields(AdaptStop)}
     stop_rule = AdaptStop(**{k: overrides.pop(k) for k in list(overrides) if k in stop_fields})
@@ -960,6 +992,8 @@ def run_align(
         min_pause_frames=min_pause_frames(min_pause, feats.frame_s),
         max_pause_loudness=max_pause_loudness,
         reverse_pass=reverse_pass,
+        silence_edge_db=silence_edge_db,
+        envelopes=item_envelopes(items, utts, feats) if silence_edge_db is not None else None,
     )
     if offs is not None:
         what = (
@@ -1004,6 +1038,11 @@ def run_align(
         "boundary calibration": f"on ({calibration})" if offs is not None else "off",
         "pauses": f"{pauses}, {sum(len(r.pauses) for r in results)} pause intervals",
         "decoding": "forward + reversed, midway" if reverse_pass else "forward",
+        "silence edges": (
+            f"energy envelope, {silence_edge_db:g} dB under the speech level"
+            if silence_edge_db is not None
+            else "as decoded"
+        ),
     }
     if adaptation:
         summary["adaptation"] = (

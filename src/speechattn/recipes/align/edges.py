@@ -1,0 +1,231 @@
+"""Word edges where speech meets silence, placed on the audio's energy envelope.
+
+The aligner decodes on frames of ``hop / sample_rate`` seconds (11.6 ms for the shipped one) and
+its objective has no labels, so nothing in it says where, inside the frames where a word fades
+into a pause, the word ends. The waveform does: a fine energy envelope (a 5 ms window every
+~1 ms, :func:`energy_envelope`) falls below the utterance's speech level by a fixed amount where
+the sound stops. :func:`place_silence_edges` moves two kinds of decoded word edges to that point:
+
+- a word **end before silence** (a pause token that took frames, or the utterance's last word)
+  goes to the last point, within :data:`END_SEARCH_FRAMES` frames (up to 4 back into the word, up
+  to 8 on into the silence), where the envelope falls below ``level_db`` dB under the
+  utterance's speech level after staying above it for :data:`MIN_RUN_S`;
+- a word **start after silence** goes, within :data:`START_SEARCH_FRAMES` (only back into the
+  silence, up to 4 frames), to the first point where the envelope rises to that level and stays
+  there for :data:`MIN_RUN_S`.
+
+No crossing in the window leaves the edge where the decoder put it. The level is relative to
+the utterance, so a recording's gain does not matter: its speech level is the
+:data:`SPEECH_PERCENTILE`-th percentile of its envelope (not the median, which a file with more
+silence than speech puts in the silence), its quiet level the :data:`FLOOR_PERCENTILE`-th. An
+utterance whose speech level is less than ``level_db`` + :data:`MIN_RANGE_MARGIN_DB` dB above its
+quiet level (noise, or reverberation filling the pauses: no silence to speak of) keeps every
+edge. Edges between two words that meet, and pauses that the decoder passed (0 frames), are not
+touched; only the intervals move, the frame path (durations) stays as decoded.
+
+The level (35 dB), the speech percentile, the windows and the sustain time were chosen on speech
+engines held out of the aligner's training (benchmarks/RESULTS.md, "The aligner's tail at
+silence edges").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+from torch import Tensor
+
+from speechattn.recipes.align.data import AlignItem
+
+__all__ = [
+    "DEFAULT_SILENCE_EDGE_DB",
+    "END_SEARCH_FRAMES",
+    "ENVELOPE_HOP_S",
+    "ENVELOPE_WINDOW_S",
+    "FLOOR_PERCENTILE",
+    "MIN_RANGE_MARGIN_DB",
+    "MIN_RUN_S",
+    "SPEECH_PERCENTILE",
+    "START_SEARCH_FRAMES",
+    "EnergyEnvelope",
+    "check_silence_edge_db",
+    "energy_envelope",
+    "place_silence_edges",
+    "silence_edge_tokens",
+]
+
+# How far below the utterance's speech level (dB) a word edge next to silence sits.
+DEFAULT_SILENCE_EDGE_DB = 35.0
+ENVELOPE_WINDOW_S = 0.005
+ENVELOPE_HOP_S = 0.001
+# The utterance's quiet level and its speech level: these percentiles of its envelope.
+FLOOR_PERCENTILE = 5.0
+SPEECH_PERCENTILE = 90.0
+# Edges are placed only when the speech level is at least level_db + this above the quiet level.
+MIN_RANGE_MARGIN_DB = 10.0
+# The envelope must stay on the speech side of the level this long (seconds) for a crossing.
+MIN_RUN_S = 0.010
+# Search windows in aligner frames: (into the word, into the silence).
+END_SEARCH_FRAMES = (4, 8)
+START_SEARCH_FRAMES = (0, 4)
+
+
+class EnergyEnvelope(NamedTuple):
+    """An utterance's short-time energy in dB: ``level_db[i]`` is the mean power of the window
+    centred at ``i * hop_s`` seconds."""
+
+    level_db: np.ndarray
+    hop_s: float
+
+
+def check_silence_edge_db(level_db: float | None) -> float | None:
+    """``level_db`` when it is None (off) or a finite number > 0, else ``ValueError``."""
+    if level_db is None:
+        return None
+    if isinstance(level_db, bool) or not isinstance(level_db, (int, float)):
+        raise TypeError(f"Expected silence_edge_db as a number or None; found {level_db!r}.")
+    if not (0 < float(level_db) < math.inf):
+        raise ValueError(f"Expected silence_edge_db > 0 dB (finite) or None; found {level_db}.")
+    return float(level_db)
+
+
+def energy_envelope(
+    wave: Tensor | np.ndarray,
+    sample_rate: int,
+    *,
+    window_s: float = ENVELOPE_WINDOW_S,
+    hop_s: float = ENVELOPE_HOP_S,
+) -> EnergyEnvelope:
+    """Short-time energy of a mono waveform ``(n,)``: mean power of ``window_s`` windows centred
+    every ``hop_s`` (both rounded to whole samples), in dB (``10 log10(power + 1e-10)``).
+
+    Zero padding beyond the waveform's ends counts as silence. ``ValueError`` for a waveform that
+    is not 1-D, empty, or not finite, or a bad rate or window.
+    """
+    x = np.asarray(wave.detach().cpu().numpy() if isinstance(wave, Tensor) else wave)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError(f"Expected a mono waveform of shape (n,), n > 0; found {x.shape}.")
+    if not np.isfinite(x).all():
+        raise ValueError("Expected a finite waveform; found NaN or inf samples.")
+    if not (isinstance(sample_rate, int) and sample_rate > 0):
+        raise ValueError(f"Expected sample_rate as an int > 0; found {sample_rate!r}.")
+    if not (window_s > 0 and hop_s > 0):
+        raise ValueError(f"Expected window_s > 0 and hop_s > 0; found {window_s}, {hop_s}.")
+    n = max(1, round(sample_rate * window_s))
+    h = max(1, round(sample_rate * hop_s))
+    x = x.astype(np.float64)
+    c = np.concatenate([[0.0], np.cumsum(np.pad(x * x, (n // 2, n - n // 2)))])
+    starts = np.arange(0, x.size, h)
+    power = np.maximum(c[starts + n] - c[starts], 0.0) / n
+    return EnergyEnvelope(10.0 * np.log10(power + 1e-10), h / sample_rate)
+
+
+def silence_edge_tokens(
+    item: AlignItem, durations: Sequence[int] | np.ndarray
+) -> list[tuple[int, str]]:
+    """``(token edge index, "start" | "end")`` of each word edge next to silence on a decoded
+    path: a word's first phone after a non-phone token that took frames (or the leading
+    silence), a word's last phone before one (or the trailing silence). Token edge ``k`` is the
+    start of token ``k`` (:func:`~speechattn.recipes.align.evaluate.token_edges`)."""
+    d = np.asarray(durations, dtype=np.int64)
+    n = int(item.tokens.shape[0])
+    if d.shape != (n,):
+        raise ValueError(f"Expected durations of shape ({n},) (one per token); found {d.shape}.")
+    pidx = list(item.phone_token_index)
+    phones = set(pidx)
+    out: list[tuple[int, str]] = []
+    for _, a, b in item.words:
+        if b <= a:
+            continue
+        k = pidx[a]
+        if k >= 1 and (k - 1) not in phones and (d[k - 1] > 0 or k - 1 == 0):
+            out.append((k, "start"))
+        k = pidx[b - 1]
+        if k + 1 < n and (k + 1) not in phones and (d[k + 1] > 0 or k + 1 == n - 1):
+            out.append((k + 1, "end"))
+    return out
+
+
+def _crossing(
+    t: np.ndarray, v: np.ndarray, level: float, lo: float, hi: float, kind: str, run: int
+) -> float | None:
+    """Start: the earliest rise to ``>= level`` in ``[lo, hi]`` that stays there for ``run``
+    points; end: the latest fall below ``level`` after ``run`` points at or above it. Linear
+    interpolation between the two envelope points; None when there is none."""
+    idx = np.flatnonzero((t >= lo) & (t <= hi))
+    if idx.size < 2:
+        return None
+    above = v >= level
+    if kind == "start":
+        for j in idx[1:]:
+            if above[j] and not above[j - 1] and above[j : j + run].all():
+                f = (level - v[j - 1]) / (v[j] - v[j - 1])
+                return float(t[j - 1] + f * (t[j] - t[j - 1]))
+        return None
+    for j in idx[:-1][::-1]:
+        if above[j] and not above[j + 1] and above[max(0, j - run + 1) : j + 1].all():
+            f = (v[j] - level) / (v[j] - v[j + 1])
+            return float(t[j] + f * (t[j + 1] - t[j]))
+    return None
+
+
+def place_silence_edges(
+    item: AlignItem,
+    durations: Sequence[int] | np.ndarray,
+    edges: Sequence[float] | np.ndarray,
+    envelope: EnergyEnvelope,
+    frame_s: float,
+    level_db: float = DEFAULT_SILENCE_EDGE_DB,
+) -> np.ndarray:
+    """Token edges ``(U + 1,)`` (seconds) with each word edge next to silence
+    (:func:`silence_edge_tokens`) moved to where ``envelope`` crosses ``level_db`` dB under the
+    utterance's speech level (see the module docstring); the other edges are returned as given.
+
+    Args:
+        item: the decoded item (with any inserted pause tokens).
+        durations: ``(U,)`` frames per token of its path.
+        edges: ``(U + 1,)`` token edges in seconds of that path
+            (:func:`~speechattn.recipes.align.evaluate.token_edges`).
+        envelope: :func:`energy_envelope` of the item's audio.
+        frame_s: the aligner's frame hop in seconds (the search windows are in frames).
+        level_db: dB under the speech level (> 0).
+
+    A moved edge stays inside its search window, after the start of the word's last phone plus
+    half a frame (an end) and within the silence token next to it, so edges stay in order.
+    """
+    checked = check_silence_edge_db(level_db)
+    if checked is None:
+        raise ValueError("Expected level_db > 0; found None (leave the edges as they are instead).")
+    e = np.asarray(edges, dtype=np.float64).copy()
+    n = int(item.tokens.shape[0])
+    if e.shape != (n + 1,):
+        raise ValueError(f"Expected edges of shape ({n + 1},) (tokens + 1); found {e.shape}.")
+    if not frame_s > 0:
+        raise ValueError(f"Expected frame_s > 0; found {frame_s}.")
+    v = np.asarray(envelope.level_db, dtype=np.float64)
+    if v.ndim != 1 or v.size < 2:
+        return e
+    floor, speech = np.percentile(v, [FLOOR_PERCENTILE, SPEECH_PERCENTILE])
+    if speech - floor < checked + MIN_RANGE_MARGIN_DB:
+        return e  # no silence well below the speech: nothing to place edges on
+    level = float(speech) - checked
+    t = np.arange(v.size) * float(envelope.hop_s)
+    run = max(1, round(MIN_RUN_S / float(envelope.hop_s)))
+    for k, kind in silence_edge_tokens(item, durations):
+        x = float(e[k])
+        if kind == "end":
+            into_word, into_sil = END_SEARCH_FRAMES
+            lo = max(x - into_word * frame_s, float(e[k - 1]) + frame_s / 2)
+            hi = min(x + into_sil * frame_s, float(e[k + 1]))
+        else:
+            into_word, into_sil = START_SEARCH_FRAMES
+            lo = max(x - into_sil * frame_s, float(e[k - 1]))
+            hi = min(x + into_word * frame_s, float(e[k + 1]) - frame_s / 2)
+        if hi <= lo:
+            continue
+        y = _crossing(t, v, level, lo, hi, kind, run)
+        if y is not None:
+            e[k] = min(max(y, lo), hi)
+    return e
