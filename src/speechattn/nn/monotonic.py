@@ -254,6 +254,19 @@ class _ChainedLinear(torch.autograd.Function):
         return gx, g_rows, g_wv, g_bv, g_wo, g_bo
 
 
+def _zero_padded_rows(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """``x`` ``(b, n, f)`` with rows ``>= lengths[i]`` of item ``i`` replaced by 0 (``x`` itself
+    without lengths or without autograd).
+
+    Before a plain ``F.linear`` whose padded output rows are masked afterwards: their gradient is
+    0, but the weight's gradient ``g^T x`` would still meet the padded content (``0 * NaN`` is
+    NaN). Without autograd the projection is row by row and the masking suffices.
+    """
+    if lengths is None or not torch.is_grad_enabled():
+        return x
+    return torch.where(lengths_to_valid_mask(lengths, x.shape[1])[..., None], x, 0)
+
+
 def _linear_valid_rows(
     x: Tensor, weight: Tensor, bias: Tensor | None, lengths: Tensor | None
 ) -> tuple[Tensor, list[int] | None]:
@@ -512,11 +525,19 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
             ``(b, h, u, t)`` stay probabilities, 0 on padded tokens and frames.
         """
         self._check_qk(query, key)
+        b, u, t = query.shape[0], query.shape[1], key.shape[1]
+        q_len = check_lengths(
+            query_lengths, "query_lengths", batch=b, max_len=u, device=query.device
+        )
+        k_len = check_lengths(key_lengths, "key_lengths", batch=b, max_len=t, device=query.device)
+        # padded rows zeroed before the projections (only where lengths were given)
+        q_pad = None if query_lengths is None else q_len
+        k_pad = None if key_lengths is None else k_len
         return stepwise_stay_probability(
-            self._split(self.q_proj, query),
-            self._split(self.k_proj, key),
-            query_lengths=query_lengths,
-            key_lengths=key_lengths,
+            self._split(self.q_proj, _zero_padded_rows(query, q_pad)),
+            self._split(self.k_proj, _zero_padded_rows(key, k_pad)),
+            query_lengths=q_len,
+            key_lengths=k_len,
             stay_bias=self.stay_bias,
             noise_std=self.noise_std if self.training else 0.0,
         )
@@ -571,6 +592,10 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
         )
         k_len = check_lengths(key_lengths, "key_lengths", batch=b, max_len=t, device=query.device)
         h = self.num_heads
+        # Padded rows go through a plain projection zeroed (see ``_zero_padded_rows``), only
+        # where lengths were given; the fast projections below skip padded rows themselves.
+        q_pad = None if query_lengths is None else q_len
+        k_pad = None if key_lengths is None else k_len
         # With focus-rate selection one alignment attends over all heads' values, so the value
         # projection commutes with it: alpha @ (value W^T + b) = (alpha @ value) W^T +
         # rowsum(alpha) b. Projecting the (b, u, vdim) context instead of the (b, t, vdim)
@@ -579,20 +604,25 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
         if late_v:
             v_in = value.view(b, t, h, self.vdim // h).transpose(1, 2)
         else:
-            v_in = self._split(self.v_proj, value)
+            v_in = self._split(self.v_proj, _zero_padded_rows(value, k_pad))
         hint = None
         if late_v and torch.is_grad_enabled() and key.dim() == 3:
             # Only the selected head's key block gets gradient: a block-sparse backward, told
             # the selected heads once the forward has picked them.
             hint = _HeadHint()
             k_in = _HeadBlockLinear.apply(
-                key, self.k_proj.weight, self.k_proj.bias, h, hint, k_len if FAST_KEY_ROWS else None
+                key if FAST_KEY_ROWS else _zero_padded_rows(key, k_pad),
+                self.k_proj.weight,
+                self.k_proj.bias,
+                h,
+                hint,
+                k_len if FAST_KEY_ROWS else None,
             )
             k_in = k_in.view(b, t, h, self.head_dim).transpose(1, 2)
             if FAST_KEY_GRAD:
                 setattr(k_in, KEY_GRAD_SINK, hint)
         else:
-            k_in = self._split(self.k_proj, key)
+            k_in = self._split(self.k_proj, _zero_padded_rows(key, k_pad))
         hint_q = None
         if hint is not None and FAST_QUERY_GRAD and query.dim() == 3:
             # the same for the query: only the selected head's block gets gradient
@@ -609,7 +639,7 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
             q_in = q_in.view(b, u, h, self.head_dim).transpose(1, 2)
             setattr(q_in, QUERY_GRAD_SINK, hint_q)
         else:
-            q_in = self._split(self.q_proj, query)
+            q_in = self._split(self.q_proj, _zero_padded_rows(query, q_pad))
         res = stepwise_monotonic_attention(
             q_in,
             k_in,
@@ -652,8 +682,8 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
         else:
             projected = self.out_proj(context)
         out = self._dropout(projected)
-        if self.residual:
-            out = query + out
+        if self.residual:  # padded query rows zeroed: no NaN into the LayerNorm's gradients
+            out = _zero_padded_rows(query, q_pad) + out
         if self.norm is not None:
             out = self.norm(out)
         out = torch.where(lengths_to_valid_mask(q_len, u)[..., None], out, 0)
