@@ -391,3 +391,113 @@ def test_functional_stay_probability_ignores_padding_content(noise_std: float) -
         return {"p": p}, grads
 
     _compare(run)
+
+
+# ------------------------------------------------- the MHA-style layers that take lengths
+
+_MQ_LEN, _MK_LEN = torch.tensor([7, 5, 3]), torch.tensor([9, 6, 0])  # a key-less item too
+
+
+def _run_module(
+    module: torch.nn.Module,
+    call: Callable[[Tensor, Tensor, Tensor], Tensor],
+    fill: str,
+    shapes: tuple[tuple[int, ...], tuple[int, ...]],
+    lengths: tuple[Tensor, Tensor],
+) -> tuple[dict[str, Tensor | None], dict[str, Tensor | None]]:
+    """``call(x, memory, value) -> output`` in training (seeded dropout) with the padded rows of
+    the three inputs filled; outputs, parameter gradients and valid-row input gradients."""
+    g = torch.Generator().manual_seed(3)
+    (xs, ms), (lx, lm) = shapes, lengths
+    x_valid = lengths_to_valid_mask(lx, xs[1])[..., None]
+    m_valid = lengths_to_valid_mask(lm, ms[1])[..., None]
+    x = _fill(torch.randn(xs, generator=g), x_valid, fill, 11).requires_grad_(True)
+    mem = _fill(torch.randn(ms, generator=g), m_valid, fill, 12).requires_grad_(True)
+    val = _fill(torch.randn(ms, generator=g), m_valid, fill, 13).requires_grad_(True)
+    module.zero_grad(set_to_none=True)
+    module.train()
+    torch.manual_seed(5)
+    out = call(x, mem, val)
+    (out * torch.randn(out.shape, generator=g)).sum().backward()
+    grads: dict[str, Tensor | None] = {n: p.grad for n, p in module.named_parameters()}
+    for name, inp, valid in (("x", x, x_valid), ("memory", mem, m_valid), ("value", val, m_valid)):
+        gi = inp.grad
+        if gi is None:  # an input the call does not use
+            continue
+        assert bool((gi.masked_select(~valid) == 0).all()), f"{fill}: {name} pad grad"
+        grads[name] = torch.where(valid, gi, 0)
+    return {"output": out}, grads
+
+
+@pytest.mark.parametrize("need_weights", [True, False])
+@pytest.mark.parametrize("prior", [None, "diagonal"])
+@pytest.mark.parametrize("form", ["cross", "cross-kv-same", "self", "self-causal"])
+def test_prior_attention_ignores_padding_content(
+    need_weights: bool, prior: str | None, form: str
+) -> None:
+    from speechattn.functional.priors import DiagonalPrior
+    from speechattn.nn.attention import PriorMultiheadAttention
+
+    torch.manual_seed(0)
+    mha = PriorMultiheadAttention(
+        embed_dim=8,
+        num_heads=2,
+        dropout=0.2,
+        prior=None if prior is None else DiagonalPrior(kind="gaussian", sigma=0.3),
+    )
+
+    def call(x: Tensor, mem: Tensor, val: Tensor) -> Tensor:
+        if form.startswith("self"):
+            kw = {"query_lengths": _MQ_LEN, "causal": form == "self-causal"}
+            res = mha(x, need_weights=need_weights, **kw)  # type: ignore[arg-type]
+        else:
+            res = mha(
+                x,
+                mem,
+                mem if form == "cross-kv-same" else val,
+                query_lengths=_MQ_LEN,
+                key_lengths=_MK_LEN,
+                need_weights=need_weights,
+            )
+        assert res.attn_weights is None or torch.isfinite(res.attn_weights).all()
+        return res.output
+
+    _compare(lambda fill: _run_module(mha, call, fill, ((3, 7, 8), (3, 9, 8)), (_MQ_LEN, _MK_LEN)))
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("layer", ["encoder", "decoder"])
+def test_speech_transformer_layers_ignore_padding_content(layer: str, norm_first: bool) -> None:
+    from speechattn.functional.priors import DiagonalPrior
+    from speechattn.nn.speech_transformer import (
+        SpeechTransformerDecoderLayer,
+        SpeechTransformerEncoderLayer,
+    )
+
+    torch.manual_seed(0)
+    kw = {"embed_dim": 8, "num_heads": 2, "ffn_dim": 16, "dropout": 0.2, "norm_first": norm_first}
+    prior = DiagonalPrior(kind="gaussian", sigma=0.3)
+    if layer == "encoder":
+        enc = SpeechTransformerEncoderLayer(prior=prior, **kw)  # type: ignore[arg-type]
+        _compare(
+            lambda fill: _run_module(
+                enc,
+                lambda x, m, v: enc(x, _MK_LEN.clamp_min(1), need_weights=True).output,
+                fill,
+                ((3, 9, 8), (3, 9, 8)),
+                (_MK_LEN.clamp_min(1), _MK_LEN.clamp_min(1)),
+            )
+        )
+    else:
+        dec = SpeechTransformerDecoderLayer(prior=prior, **kw)  # type: ignore[arg-type]
+        _compare(
+            lambda fill: _run_module(
+                dec,
+                lambda x, m, v: (
+                    dec(x, m, x_lengths=_MQ_LEN, memory_lengths=_MK_LEN, need_weights=True).output
+                ),
+                fill,
+                ((3, 7, 8), (3, 9, 8)),
+                (_MQ_LEN, _MK_LEN),
+            )
+        )
