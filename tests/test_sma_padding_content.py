@@ -365,6 +365,42 @@ def test_functional_ignores_padding_content(
     _compare(run)
 
 
+@pytest.mark.parametrize("head_selection", ["focus_rate", "per_head"])
+@pytest.mark.parametrize("mode", ["soft", "hard"])
+@pytest.mark.parametrize("impl", IMPLS)
+def test_functional_initial_alignment_padding_content(
+    head_selection: str, mode: str, impl: str
+) -> None:
+    """The padded tokens of ``initial_alignment`` (and of query, key, value) are never read."""
+
+    def run(fill: str) -> tuple[dict[str, Tensor | None], dict[str, Tensor | None]]:
+        g = torch.Generator().manual_seed(3)
+        tok = lengths_to_valid_mask(Q_LEN, U)
+        frm = lengths_to_valid_mask(K_LEN, T)[:, None, :, None]
+        query = _fill(torch.randn(B, 2, U, 4, generator=g), tok[:, None, :, None], fill, 11)
+        key = _fill(torch.randn(B, 2, T, 4, generator=g), frm, fill, 12)
+        value = _fill(torch.randn(B, 2, T, 3, generator=g), frm, fill, 13)
+        a0 = _fill(torch.softmax(torch.randn(B, U, generator=g), -1), tok, fill, 14)
+        value.requires_grad_(True)
+        res = stepwise_monotonic_attention(
+            query,
+            key,
+            value,
+            query_lengths=Q_LEN,
+            key_lengths=K_LEN,
+            stay_bias=1.0,
+            mode=mode,  # type: ignore[arg-type]
+            head_selection=head_selection,  # type: ignore[arg-type]
+            initial_alignment=a0,
+            impl=impl,
+        )
+        (res.context * torch.randn(res.context.shape, generator=g)).sum().backward()
+        assert value.grad is not None
+        return dict(res._asdict()), {"value": torch.where(frm, value.grad, 0)}
+
+    _compare(run)
+
+
 @pytest.mark.parametrize("noise_std", [0.0, 0.5])
 def test_functional_stay_probability_ignores_padding_content(noise_std: float) -> None:
     def run(fill: str) -> tuple[dict[str, Tensor | None], dict[str, Tensor | None]]:

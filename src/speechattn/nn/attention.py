@@ -86,7 +86,8 @@ class PriorMultiheadAttention(nn.Module):
     ``softmax(q k^T / sqrt(d_head) + prior) v`` per head, over each item's valid keys, on
     ``F.scaled_dot_product_attention`` (see :func:`speechattn.functional.prior_attention`).
     ``need_weights=True`` computes the weights explicitly in float32 and returns them (the
-    output is the same). Padded query rows output 0; padding content never changes an output.
+    output is the same). Padded query rows output 0; padding content (even NaN or inf)
+    never changes an output or a gradient.
 
     Args:
         embed_dim: model dim ``d`` (queries and output).

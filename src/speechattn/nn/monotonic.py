@@ -311,7 +311,8 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
 
     so dropout acts on the projected context, never on the alignment (which would break its
     column sums); ``residual=False, layer_norm=True`` is the reference layout
-    (``LayerNorm(Dropout(Linear(cv)))``, no residual). Outputs on padded tokens are 0.
+    (``LayerNorm(Dropout(Linear(cv)))``, no residual). Outputs on padded tokens are 0, and
+    padding content (even NaN or inf) changes no output and no gradient, on every path.
 
     Differences from the keonlee reference (kept in the compat adapter, not here): the reference
     uses ``p = sigmoid(softmax over frames)`` so ``p`` lies in ``[0.5, 0.73]`` (an expected dwell of 2 to 3.7
