@@ -102,6 +102,7 @@ def _run_layer(
     fill: str,
     kdim: int,
     vdim: int,
+    kv_same: bool = False,
 ) -> tuple[dict[str, Tensor | None], dict[str, Tensor | None]]:
     g = torch.Generator().manual_seed(3)
     d = layer.embed_dim
@@ -114,8 +115,9 @@ def _run_layer(
     w_align = torch.randn(B, U, T, generator=g)
     w_heads = torch.randn(B, layer.num_heads, U, T, generator=g)
     grad_on = phase != "no-grad"
-    inputs = {"query": query, "key": key, "value": value}
-    for x in inputs.values():
+    if kv_same:  # one tensor as key and value (as ``layer(text, mel, mel)``)
+        value = key
+    for x in (query, key, value):
         x.requires_grad_(grad_on)
     layer.zero_grad(set_to_none=True)
     layer.train(phase == "train")
@@ -238,6 +240,24 @@ def test_layer_with_a_fast_path_switched_off_ignores_padding_content(
         embed_dim=8, num_heads=2, dropout=0.2, noise_std=0.5, layer_norm=True
     )
     _compare(lambda fill: _run_layer(layer, "train", False, fill, 8, 8))
+
+
+@pytest.mark.parametrize(
+    ("head_selection", "tunable"), [("focus_rate", True), ("per_head", True), ("per_head", False)]
+)
+def test_layer_key_is_value_ignores_padding_content(head_selection: str, tunable: bool) -> None:
+    """One tensor passed as key and value (zeroed once where projected)."""
+    torch.manual_seed(0)
+    layer = StepwiseMonotonicMultiheadAttention(
+        embed_dim=8,
+        num_heads=2,
+        dropout=0.2,
+        noise_std=0.5,
+        tunable=tunable,
+        head_selection=head_selection,  # type: ignore[arg-type]
+        layer_norm=True,
+    )
+    _compare(lambda fill: _run_layer(layer, "train", True, fill, 8, 8, kv_same=True))
 
 
 @pytest.mark.parametrize("impl", IMPLS)

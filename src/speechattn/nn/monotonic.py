@@ -602,10 +602,12 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
         # rowsum(alpha) b. Projecting the (b, u, vdim) context instead of the (b, t, vdim)
         # values skips the largest matmul of the layer (t >> u), forward and backward.
         late_v = self.tunable and self.head_selection == "focus_rate" and self.vdim % h == 0
+        value_z = None  # the value with padded rows zeroed, when projected here
         if late_v:
             v_in = value.view(b, t, h, self.vdim // h).transpose(1, 2)
         else:
-            v_in = self._split(self.v_proj, _zero_padded_rows(value, k_pad))
+            value_z = _zero_padded_rows(value, k_pad)
+            v_in = self._split(self.v_proj, value_z)
         hint = None
         if late_v and torch.is_grad_enabled() and key.dim() == 3:
             # Only the selected head's key block gets gradient: a block-sparse backward, told
@@ -623,7 +625,10 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
             if FAST_KEY_GRAD:
                 setattr(k_in, KEY_GRAD_SINK, hint)
         else:
-            k_in = self._split(self.k_proj, _zero_padded_rows(key, k_pad))
+            key_z = value_z if key is value and value_z is not None else None
+            k_in = self._split(
+                self.k_proj, _zero_padded_rows(key, k_pad) if key_z is None else key_z
+            )
         hint_q = None
         if hint is not None and FAST_QUERY_GRAD and query.dim() == 3:
             # the same for the query: only the selected head's block gets gradient
