@@ -103,6 +103,7 @@ def _run_layer(
     kdim: int,
     vdim: int,
     kv_same: bool = False,
+    strided: bool = False,
 ) -> tuple[dict[str, Tensor | None], dict[str, Tensor | None]]:
     g = torch.Generator().manual_seed(3)
     d = layer.embed_dim
@@ -117,6 +118,10 @@ def _run_layer(
     grad_on = phase != "no-grad"
     if kv_same:  # one tensor as key and value (as ``layer(text, mel, mel)``)
         value = key
+    if strided:  # the same values in a (b, f, n) memory layout: not contiguous
+        query, key, value = (
+            x.transpose(1, 2).contiguous().transpose(1, 2) for x in (query, key, value)
+        )
     for x in (query, key, value):
         x.requires_grad_(grad_on)
     layer.zero_grad(set_to_none=True)
@@ -258,6 +263,33 @@ def test_layer_key_is_value_ignores_padding_content(head_selection: str, tunable
         layer_norm=True,
     )
     _compare(lambda fill: _run_layer(layer, "train", True, fill, 8, 8, kv_same=True))
+
+
+@pytest.mark.parametrize(
+    ("head_selection", "tunable", "phase"),
+    [
+        ("focus_rate", True, "train"),
+        ("focus_rate", True, "eval-soft"),
+        ("per_head", True, "train"),
+        ("focus_rate", False, "train"),
+    ],
+)
+def test_layer_strided_inputs_ignore_padding_content(
+    head_selection: str, tunable: bool, phase: str
+) -> None:
+    """Non-contiguous inputs: the projections that skip padded rows item by item fall back to
+    one product over zeroed rows (as on a GPU)."""
+    torch.manual_seed(0)
+    layer = StepwiseMonotonicMultiheadAttention(
+        embed_dim=8,
+        num_heads=2,
+        dropout=0.2,
+        noise_std=0.5,
+        tunable=tunable,
+        head_selection=head_selection,  # type: ignore[arg-type]
+        layer_norm=True,
+    )
+    _compare(lambda fill: _run_layer(layer, phase, True, fill, 8, 8, strided=True))
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -53,8 +53,8 @@ class SMAOutput(NamedTuple):
     p_choose: Tensor | None
 
 
-# Project only the valid key frames (one matmul per item) in training; False: one F.linear
-# over every frame (for A/B benchmarks).
+# Project only the valid key frames (one matmul per item) in training; False: padded frames
+# zeroed, then one F.linear over every frame (for A/B benchmarks).
 FAST_KEY_ROWS = True
 
 # Dropout on the projected context from one uniform draw (``rand >= p``, the same Bernoulli
@@ -107,11 +107,12 @@ class _HeadBlockLinear(torch.autograd.Function):
     :class:`_HeadHint` holding the selected heads (exact: its forward routes gradients to those
     blocks only); without one the backward finds the block per item and falls back to the dense
     products when an item has gradient in several heads. Exact up to summation order.
-    With ``lengths`` (CPU) the forward projects only each item's valid rows and returns 0 in
-    padded rows (see :func:`_linear_valid_rows`); with ``lengths`` and ``zeroed_input`` it
-    replaces the padded rows of ``x`` by 0 and projects every row at once (padded output rows
-    hold the bias and must not be read with gradient, as the layer never does). Either way
-    padded input content reaches no output row that is read and no gradient.
+    With ``lengths`` (CPU, contiguous ``x``) the forward projects only each item's valid rows
+    and returns 0 in padded rows (see :func:`_linear_valid_rows`); with ``lengths`` and
+    ``zeroed_input`` (or on another device, or a strided ``x``) it replaces the padded rows of
+    ``x`` by 0 and projects every row at once (padded output rows hold the bias and must not be
+    read with gradient, as the layer never does). Either way padded input content reaches no
+    output row that is read and no gradient.
     """
 
     @staticmethod
@@ -128,10 +129,11 @@ class _HeadBlockLinear(torch.autograd.Function):
         ctx.num_heads = num_heads
         ctx.has_bias = bias is not None
         ctx.hint = hint
-        if zeroed_input and lengths is not None:
+        if lengths is not None and (zeroed_input or not _rows_projectable(x)):
             # padded rows of x replaced by 0, then one dense product (padded output rows hold
             # the bias; nothing that reads them gets gradient): the backward's dense weight
-            # product then never meets padded content
+            # product then never meets padded content. Also where the rows cannot be projected
+            # item by item (another device, a strided x).
             x = torch.where(lengths_to_valid_mask(lengths, x.shape[1])[..., None], x, 0)
             out, ctx.valid = F.linear(x, weight, bias), None
         else:
@@ -267,6 +269,12 @@ def _zero_padded_rows(x: Tensor, lengths: Tensor | None) -> Tensor:
     return torch.where(lengths_to_valid_mask(lengths, x.shape[1])[..., None], x, 0)
 
 
+def _rows_projectable(x: Tensor) -> bool:
+    """Whether :func:`_linear_valid_rows` projects ``x``'s valid rows item by item (CPU,
+    contiguous ``(b, t, d_in)``) rather than every row with one ``F.linear``."""
+    return x.device.type == "cpu" and x.dim() == 3 and x.is_contiguous()
+
+
 def _linear_valid_rows(
     x: Tensor, weight: Tensor, bias: Tensor | None, lengths: Tensor | None
 ) -> tuple[Tensor, list[int] | None]:
@@ -274,7 +282,7 @@ def _linear_valid_rows(
     item ``i`` set to 0 instead of projected (one matmul per item over its valid rows; the
     layer never reads padded key rows): ``(out, valid rows per item)``. Other cases (no
     lengths, no padding, another device): ``(F.linear(...), None)``."""
-    if lengths is None or x.device.type != "cpu" or x.dim() != 3 or not x.is_contiguous():
+    if lengths is None or not _rows_projectable(x):
         return F.linear(x, weight, bias), None
     b, t = x.shape[0], x.shape[1]
     valid = lengths.tolist()
@@ -614,12 +622,13 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
             # the selected heads once the forward has picked them.
             hint = _HeadHint()
             k_in = _HeadBlockLinear.apply(
-                key if FAST_KEY_ROWS else _zero_padded_rows(key, k_pad),
+                key,
                 self.k_proj.weight,
                 self.k_proj.bias,
                 h,
                 hint,
-                k_len if FAST_KEY_ROWS else None,
+                k_len if FAST_KEY_ROWS else k_pad,
+                not FAST_KEY_ROWS,  # False: padded rows zeroed, one product over every frame
             )
             k_in = k_in.view(b, t, h, self.head_dim).transpose(1, 2)
             if FAST_KEY_GRAD:
