@@ -617,8 +617,9 @@ def stepwise_monotonic_attention(
     softmax and ``p_choose`` is ``None``.
 
     Padding: frames ``>= key_lengths[b]`` and tokens ``>= query_lengths[b]`` are zeroed before
-    use, get exactly zero weight, and every output is exactly zero there, so padding content never
-    changes an output.
+    use (or never read), get exactly zero weight, and every output is exactly zero there, so
+    padding content (even NaN or inf) never changes an output, and the gradients at padded
+    positions are exactly 0.
 
     Args:
         query: ``(b, h, u, dk)`` projected text queries.

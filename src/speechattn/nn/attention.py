@@ -75,13 +75,19 @@ def _check_prior(prior: object, name: str = "prior") -> None:
     )
 
 
+def _zero_padded_rows(x: Tensor, lengths: Tensor) -> Tensor:
+    """``x`` ``(B, T, F)`` with rows ``t >= lengths[b]`` replaced by 0."""
+    return torch.where(lengths_to_valid_mask(lengths, x.shape[1])[..., None], x, 0)
+
+
 class PriorMultiheadAttention(nn.Module):
     """Multi-head attention with an additive alignment prior, lengths, and optional weights.
 
     ``softmax(q k^T / sqrt(d_head) + prior) v`` per head, over each item's valid keys, on
     ``F.scaled_dot_product_attention`` (see :func:`speechattn.functional.prior_attention`).
     ``need_weights=True`` computes the weights explicitly in float32 and returns them (the
-    output is the same). Padded query rows output 0; padding content never changes an output.
+    output is the same). Padded query rows output 0; padding content (even NaN or inf)
+    never changes an output or a gradient.
 
     Args:
         embed_dim: model dim ``d`` (queries and output).
@@ -221,6 +227,16 @@ class PriorMultiheadAttention(nn.Module):
                 lq, lk, max_query_len=tq, max_key_len=tk, dtype=query.dtype, device=dev
             )
 
+        if torch.is_grad_enabled():
+            # Padded rows zeroed before the projections (where lengths were given): their
+            # output rows are masked, but the weights' gradients ``g^T x`` would still meet the
+            # padded content (0 * NaN is NaN). Without autograd the projections are row by row.
+            kv_same, qk_same = key is value, key is query and key_lengths is query_lengths
+            if query_lengths is not None:
+                query = _zero_padded_rows(query, lq)
+            if key_lengths is not None:
+                key = query if qk_same else _zero_padded_rows(key, lk)
+                value = key if kv_same else _zero_padded_rows(value, lk)
         h, dh = self.num_heads, self.head_dim
         q = self.q_proj(query).view(b, tq, h, dh).transpose(1, 2)
         k = self.k_proj(key).view(b, tk, h, dh).transpose(1, 2)

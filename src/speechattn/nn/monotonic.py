@@ -53,8 +53,8 @@ class SMAOutput(NamedTuple):
     p_choose: Tensor | None
 
 
-# Project only the valid key frames (one matmul per item) in training; False: one F.linear
-# over every frame (for A/B benchmarks).
+# Project only the valid key frames (one matmul per item) in training; False: padded frames
+# zeroed, then one F.linear over every frame (for A/B benchmarks).
 FAST_KEY_ROWS = True
 
 # Dropout on the projected context from one uniform draw (``rand >= p``, the same Bernoulli
@@ -107,11 +107,12 @@ class _HeadBlockLinear(torch.autograd.Function):
     :class:`_HeadHint` holding the selected heads (exact: its forward routes gradients to those
     blocks only); without one the backward finds the block per item and falls back to the dense
     products when an item has gradient in several heads. Exact up to summation order.
-    With ``lengths`` (CPU) the forward projects only each item's valid rows and returns 0 in
-    padded rows (see :func:`_linear_valid_rows`); with ``lengths`` and ``zeroed_input`` it
-    replaces the padded rows of ``x`` by 0 and projects every row at once (padded output rows
-    hold the bias and must not be read with gradient, as the layer never does). Either way
-    padded input content reaches no output row that is read and no gradient.
+    With ``lengths`` (CPU, contiguous ``x``) the forward projects only each item's valid rows
+    and returns 0 in padded rows (see :func:`_linear_valid_rows`); with ``lengths`` and
+    ``zeroed_input`` (or on another device, or a strided ``x``) it replaces the padded rows of
+    ``x`` by 0 and projects every row at once (padded output rows hold the bias and must not be
+    read with gradient, as the layer never does). Either way padded input content reaches no
+    output row that is read and no gradient.
     """
 
     @staticmethod
@@ -128,10 +129,11 @@ class _HeadBlockLinear(torch.autograd.Function):
         ctx.num_heads = num_heads
         ctx.has_bias = bias is not None
         ctx.hint = hint
-        if zeroed_input and lengths is not None:
+        if lengths is not None and (zeroed_input or not _rows_projectable(x)):
             # padded rows of x replaced by 0, then one dense product (padded output rows hold
             # the bias; nothing that reads them gets gradient): the backward's dense weight
-            # product then never meets padded content
+            # product then never meets padded content. Also where the rows cannot be projected
+            # item by item (another device, a strided x).
             x = torch.where(lengths_to_valid_mask(lengths, x.shape[1])[..., None], x, 0)
             out, ctx.valid = F.linear(x, weight, bias), None
         else:
@@ -254,6 +256,25 @@ class _ChainedLinear(torch.autograd.Function):
         return gx, g_rows, g_wv, g_bv, g_wo, g_bo
 
 
+def _zero_padded_rows(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """``x`` ``(b, n, f)`` with rows ``>= lengths[i]`` of item ``i`` replaced by 0 (``x`` itself
+    without lengths or without autograd).
+
+    Before a plain ``F.linear`` whose padded output rows are masked afterwards: their gradient is
+    0, but the weight's gradient ``g^T x`` would still meet the padded content (``0 * NaN`` is
+    NaN). Without autograd the projection is row by row and the masking suffices.
+    """
+    if lengths is None or not torch.is_grad_enabled():
+        return x
+    return torch.where(lengths_to_valid_mask(lengths, x.shape[1])[..., None], x, 0)
+
+
+def _rows_projectable(x: Tensor) -> bool:
+    """Whether :func:`_linear_valid_rows` projects ``x``'s valid rows item by item (CPU,
+    contiguous ``(b, t, d_in)``) rather than every row with one ``F.linear``."""
+    return x.device.type == "cpu" and x.dim() == 3 and x.is_contiguous()
+
+
 def _linear_valid_rows(
     x: Tensor, weight: Tensor, bias: Tensor | None, lengths: Tensor | None
 ) -> tuple[Tensor, list[int] | None]:
@@ -261,7 +282,7 @@ def _linear_valid_rows(
     item ``i`` set to 0 instead of projected (one matmul per item over its valid rows; the
     layer never reads padded key rows): ``(out, valid rows per item)``. Other cases (no
     lengths, no padding, another device): ``(F.linear(...), None)``."""
-    if lengths is None or x.device.type != "cpu" or x.dim() != 3 or not x.is_contiguous():
+    if lengths is None or not _rows_projectable(x):
         return F.linear(x, weight, bias), None
     b, t = x.shape[0], x.shape[1]
     valid = lengths.tolist()
@@ -298,7 +319,8 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
 
     so dropout acts on the projected context, never on the alignment (which would break its
     column sums); ``residual=False, layer_norm=True`` is the reference layout
-    (``LayerNorm(Dropout(Linear(cv)))``, no residual). Outputs on padded tokens are 0.
+    (``LayerNorm(Dropout(Linear(cv)))``, no residual). Outputs on padded tokens are 0, and
+    padding content (even NaN or inf) changes no output and no gradient, on every path.
 
     Differences from the keonlee reference (kept in the compat adapter, not here): the reference
     uses ``p = sigmoid(softmax over frames)`` so ``p`` lies in ``[0.5, 0.73]`` (an expected dwell of 2 to 3.7
@@ -512,11 +534,19 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
             ``(b, h, u, t)`` stay probabilities, 0 on padded tokens and frames.
         """
         self._check_qk(query, key)
+        b, u, t = query.shape[0], query.shape[1], key.shape[1]
+        q_len = check_lengths(
+            query_lengths, "query_lengths", batch=b, max_len=u, device=query.device
+        )
+        k_len = check_lengths(key_lengths, "key_lengths", batch=b, max_len=t, device=query.device)
+        # padded rows zeroed before the projections (only where lengths were given)
+        q_pad = None if query_lengths is None else q_len
+        k_pad = None if key_lengths is None else k_len
         return stepwise_stay_probability(
-            self._split(self.q_proj, query),
-            self._split(self.k_proj, key),
-            query_lengths=query_lengths,
-            key_lengths=key_lengths,
+            self._split(self.q_proj, _zero_padded_rows(query, q_pad)),
+            self._split(self.k_proj, _zero_padded_rows(key, k_pad)),
+            query_lengths=q_len,
+            key_lengths=k_len,
             stay_bias=self.stay_bias,
             noise_std=self.noise_std if self.training else 0.0,
         )
@@ -571,28 +601,43 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
         )
         k_len = check_lengths(key_lengths, "key_lengths", batch=b, max_len=t, device=query.device)
         h = self.num_heads
+        # Padded rows go through a plain projection zeroed (see ``_zero_padded_rows``), only
+        # where lengths were given; the fast projections below skip padded rows themselves.
+        q_pad = None if query_lengths is None else q_len
+        k_pad = None if key_lengths is None else k_len
         # With focus-rate selection one alignment attends over all heads' values, so the value
         # projection commutes with it: alpha @ (value W^T + b) = (alpha @ value) W^T +
         # rowsum(alpha) b. Projecting the (b, u, vdim) context instead of the (b, t, vdim)
         # values skips the largest matmul of the layer (t >> u), forward and backward.
         late_v = self.tunable and self.head_selection == "focus_rate" and self.vdim % h == 0
+        value_z = None  # the value with padded rows zeroed, when projected here
         if late_v:
             v_in = value.view(b, t, h, self.vdim // h).transpose(1, 2)
         else:
-            v_in = self._split(self.v_proj, value)
+            value_z = _zero_padded_rows(value, k_pad)
+            v_in = self._split(self.v_proj, value_z)
         hint = None
         if late_v and torch.is_grad_enabled() and key.dim() == 3:
             # Only the selected head's key block gets gradient: a block-sparse backward, told
             # the selected heads once the forward has picked them.
             hint = _HeadHint()
             k_in = _HeadBlockLinear.apply(
-                key, self.k_proj.weight, self.k_proj.bias, h, hint, k_len if FAST_KEY_ROWS else None
+                key,
+                self.k_proj.weight,
+                self.k_proj.bias,
+                h,
+                hint,
+                k_len if FAST_KEY_ROWS else k_pad,
+                not FAST_KEY_ROWS,  # False: padded rows zeroed, one product over every frame
             )
             k_in = k_in.view(b, t, h, self.head_dim).transpose(1, 2)
             if FAST_KEY_GRAD:
                 setattr(k_in, KEY_GRAD_SINK, hint)
         else:
-            k_in = self._split(self.k_proj, key)
+            key_z = value_z if key is value and value_z is not None else None
+            k_in = self._split(
+                self.k_proj, _zero_padded_rows(key, k_pad) if key_z is None else key_z
+            )
         hint_q = None
         if hint is not None and FAST_QUERY_GRAD and query.dim() == 3:
             # the same for the query: only the selected head's block gets gradient
@@ -609,7 +654,7 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
             q_in = q_in.view(b, u, h, self.head_dim).transpose(1, 2)
             setattr(q_in, QUERY_GRAD_SINK, hint_q)
         else:
-            q_in = self._split(self.q_proj, query)
+            q_in = self._split(self.q_proj, _zero_padded_rows(query, q_pad))
         res = stepwise_monotonic_attention(
             q_in,
             k_in,
@@ -652,8 +697,8 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
         else:
             projected = self.out_proj(context)
         out = self._dropout(projected)
-        if self.residual:
-            out = query + out
+        if self.residual:  # padded query rows zeroed: no NaN into the LayerNorm's gradients
+            out = _zero_padded_rows(query, q_pad) + out
         if self.norm is not None:
             out = self.norm(out)
         out = torch.where(lengths_to_valid_mask(q_len, u)[..., None], out, 0)
