@@ -37,10 +37,13 @@ def test_feature_config_rejects_bad_geometry(kwargs: dict, needle: str) -> None:
         FeatureConfig(**kwargs)
 
 
-@pytest.mark.parametrize("field", ["n_fft", "hop_length", "mel_kernel_size"])
-def test_demo_config_rejects_nonpositive_geometry(field: str) -> None:
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("n_fft", 0), ("hop_length", 0), ("mel_kernel_size", 0), ("fs_weight", -0.5)],
+)
+def test_demo_config_rejects_bad_geometry(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
-        DemoConfig(**{field: 0})
+        DemoConfig(**{field: value})
 
 
 @pytest.mark.parametrize(("n_fft", "hop"), [(1024, 256), (512, 256), (512, 128)])
@@ -65,14 +68,16 @@ def test_click_reaches_exactly_the_frames_whose_window_covers_it(n_fft: int, hop
 
 
 def test_demo_config_sets_the_front_end_and_the_mel_encoder() -> None:
-    cfg = DemoConfig(n_fft=512, hop_length=128, mel_kernel_size=9, band_mask=True)
+    cfg = DemoConfig(n_fft=512, hop_length=128, mel_kernel_size=9, fs_weight=0.5, band_mask=True)
     feats = demo_features(cfg)
     assert (feats.n_fft, feats.hop_length, feats.band_mask) == (512, 128, True)
     assert demo_features(DemoConfig()) == FeatureConfig()
     # Runs with another geometry are other runs; default ones resume folders written before.
     rec = demo_record(cfg)
     assert (rec["n_fft"], rec["hop_length"], rec["mel_kernel_size"]) == (512, 128, 9)
-    assert not {"n_fft", "hop_length", "mel_kernel_size"} & set(demo_record(DemoConfig()))
+    assert rec["fs_weight"] == 0.5
+    new = {"n_fft", "hop_length", "mel_kernel_size", "fs_weight"}
+    assert not new & set(demo_record(DemoConfig()))
     assert demo_record(dataclasses.replace(cfg, hop_length=256)) != rec
 
 
@@ -129,3 +134,57 @@ def test_align_uses_the_checkpoints_hop(tmp_path: Path, n_fft: int, hop: int) ->
     assert payload["frame_seconds"] == pytest.approx(hop / SR)
     assert sum(payload["durations_frames"]) == 1 + n // hop
     assert payload["words"][-1]["end"] <= n / SR + hop / SR
+
+
+def test_run_demo_trains_with_its_geometry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The demo's front end reaches the items and its encoder / loss settings the aligner's config
+    # (training itself is stubbed out: the first aligner's settings are captured, then it stops).
+    pytest.importorskip("espeakng_loader")
+    import soundfile as sf
+
+    import speechattn.recipes.align.pipeline as P
+    from speechattn.recipes.align.outputs import prepare_output
+
+    cfg = DemoConfig(
+        utterances=4,
+        speakers=1,
+        held_out_voices=0,
+        held_out_utterances=1,
+        steps=1,
+        kinds=("sma",),
+        eval_every=0,
+        threads=1,
+        n_fft=512,
+        hop_length=128,
+        mel_kernel_size=9,
+        fs_weight=0.5,
+    )
+    keep = ("threads", "max_seconds_per_aligner", "eval_every", "steps")
+    record = {k: v for k, v in demo_record(cfg).items() if k not in keep}
+    prepare_output(tmp_path, record, overwrite=False, extra_dirs=("corpus",))
+    wavs = tmp_path / "corpus" / "wavs"
+    wavs.mkdir(parents=True)
+    rows = []
+    for i in range(4):
+        n = int((0.6 + 0.1 * i) * SR)
+        wave = 0.1 * np.random.default_rng(i).standard_normal(n).astype(np.float32)
+        sf.write(wavs / f"u{i}.wav", wave, SR)
+        rows.append(
+            {"id": f"u{i}", "path": f"wavs/u{i}.wav", "text": "Hello world.", "speaker": "s"}
+        )
+    (tmp_path / "corpus" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    seen: dict = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(mcfg: AlignerConfig, train: list, *args: object, **kwargs: object) -> None:
+        seen["config"], seen["items"] = mcfg, train
+        raise Stop
+
+    monkeypatch.setattr(P, "train_aligner", fake_train)
+    with pytest.raises(Stop):
+        P.run_demo(tmp_path, cfg, progress=False, log=lambda *a, **k: None)
+    assert (seen["config"].kernel_size, seen["config"].fs_weight) == (9, 0.5)
+    for it in seen["items"]:
+        assert it.mel.shape[0] == 1 + it.num_samples // 128

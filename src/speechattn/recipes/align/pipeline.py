@@ -166,6 +166,10 @@ class DemoConfig:
     n_fft: int = 1024
     hop_length: int = 256
     mel_kernel_size: int = 5
+    # Weight of the forward-sum term in the SMA aligner's loss (AlignerConfig.fs_weight): that
+    # term is a sum over frames per token, so at half the hop 0.5 keeps its balance with the
+    # per-frame HMM term.
+    fs_weight: float = 1.0
     # Seed of the held-out split, the channel copies and training (None: ``seed``, which also
     # draws the corpus): another training run on the same corpus.
     train_seed: int | None = None
@@ -192,6 +196,7 @@ class DemoConfig:
                 "train_seed",
             ),
             positive_floats=("lr", "max_seconds_per_aligner"),
+            nonnegative_floats=("fs_weight",),
             choices={"kinds": KINDS, "mha_prior": MHA_PRIORS},
         )
 
@@ -409,6 +414,7 @@ def demo_record(config: DemoConfig) -> dict:
         "n_fft",
         "hop_length",
         "mel_kernel_size",
+        "fs_weight",
         "train_seed",
     )
     for f in optional:
@@ -512,6 +518,7 @@ def run_demo(
             n_mels=feats.n_mels,
             dim=config.dim,
             kernel_size=config.mel_kernel_size,
+            fs_weight=config.fs_weight,
             mha_prior=config.mha_prior if kind == "mha" else "none",
         )
         tcfg = TrainConfig(
