@@ -44,6 +44,8 @@ def test_feature_config_rejects_bad_geometry(kwargs: dict, needle: str) -> None:
 def test_demo_config_rejects_bad_geometry(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
         DemoConfig(**{field: value})
+    with pytest.raises(ValueError, match="hop_length <= n_fft"):
+        DemoConfig(n_fft=256, hop_length=512)
 
 
 @pytest.mark.parametrize(("n_fft", "hop"), [(1024, 256), (512, 256), (512, 128)])

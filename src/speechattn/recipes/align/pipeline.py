@@ -199,6 +199,11 @@ class DemoConfig:
             nonnegative_floats=("fs_weight",),
             choices={"kinds": KINDS, "mha_prior": MHA_PRIORS},
         )
+        if self.hop_length > self.n_fft:
+            raise ValueError(
+                f"Expected hop_length <= n_fft (frames that overlap or touch); found "
+                f"hop_length={self.hop_length}, n_fft={self.n_fft}."
+            )
 
     @classmethod
     def quick(cls) -> DemoConfig:
