@@ -44,7 +44,14 @@ def new_symbol_table() -> dict[str, int]:
 
 @dataclass
 class FeatureConfig:
-    """Front-end settings (saved with checkpoints)."""
+    """Front-end settings (saved with checkpoints).
+
+    ``n_fft`` is both the FFT size and the Hann window length in samples at ``sample_rate``;
+    ``hop_length`` the samples between frames (frame ``t`` is centred on sample
+    ``t * hop_length``). A saved aligner carries its own values and :func:`load_aligner
+    <speechattn.recipes.align.pipeline.load_aligner>` gives them back, so it always sees the
+    front end it was trained with.
+    """
 
     sample_rate: int = 22050
     hop_length: int = 256
@@ -62,6 +69,15 @@ class FeatureConfig:
     def __post_init__(self) -> None:
         from speechattn.data.features import MEL_NORMS
 
+        for name in ("sample_rate", "hop_length", "n_fft", "n_mels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"Expected {name} a positive int; found {value!r}.")
+        if self.hop_length > self.n_fft:
+            raise ValueError(
+                f"Expected hop_length <= n_fft (frames that overlap or touch); found "
+                f"hop_length={self.hop_length}, n_fft={self.n_fft}."
+            )
         if self.mel_norm not in MEL_NORMS:
             raise ValueError(f"Expected mel_norm in {MEL_NORMS}; found {self.mel_norm!r}.")
         if not self.std_floor > 0:

@@ -70,6 +70,7 @@ __all__ = [
     "AdaptStop",
     "DemoConfig",
     "corpus_voice",
+    "demo_features",
     "held_out_speakers",
     "item_envelopes",
     "load_aligner",
@@ -167,6 +168,15 @@ class DemoConfig:
     augment: bool = False
     mel_norm: str = "bin"
     band_mask: bool = False
+    # Analysis window (= FFT size) and hop in samples at 22.05 kHz, saved with the aligner; and
+    # the mel encoder's convolution width in frames (see FeatureConfig, AlignerConfig).
+    n_fft: int = 1024
+    hop_length: int = 256
+    mel_kernel_size: int = 5
+    # Weight of the forward-sum term in the SMA aligner's loss (AlignerConfig.fs_weight): that
+    # term is a sum over frames per token, so at half the hop 0.5 keeps its balance with the
+    # per-frame HMM term.
+    fs_weight: float = 1.0
     # Seed of the held-out split, the channel copies and training (None: ``seed``, which also
     # draws the corpus): another training run on the same corpus.
     train_seed: int | None = None
@@ -174,7 +184,17 @@ class DemoConfig:
     def __post_init__(self) -> None:
         check_fields(
             self,
-            positive_ints=("utterances", "speakers", "steps", "batch_size", "dim", "threads"),
+            positive_ints=(
+                "utterances",
+                "speakers",
+                "steps",
+                "batch_size",
+                "dim",
+                "threads",
+                "n_fft",
+                "hop_length",
+                "mel_kernel_size",
+            ),
             nonnegative_ints=(
                 "held_out_voices",
                 "held_out_utterances",
@@ -183,8 +203,14 @@ class DemoConfig:
                 "train_seed",
             ),
             positive_floats=("lr", "max_seconds_per_aligner"),
+            nonnegative_floats=("fs_weight",),
             choices={"kinds": KINDS, "mha_prior": MHA_PRIORS},
         )
+        if self.hop_length > self.n_fft:
+            raise ValueError(
+                f"Expected hop_length <= n_fft (frames that overlap or touch); found "
+                f"hop_length={self.hop_length}, n_fft={self.n_fft}."
+            )
 
     @classmethod
     def quick(cls) -> DemoConfig:
@@ -391,10 +417,32 @@ def demo_record(config: DemoConfig) -> dict:
     """The settings that identify a demo run (the corpus/front-end options only when set, so
     folders of espeak-only runs written before those options existed still resume)."""
     rec = asdict(config)
-    for f in ("engines", "commercial_only", "augment", "mel_norm", "band_mask", "train_seed"):
+    optional = (
+        "engines",
+        "commercial_only",
+        "augment",
+        "mel_norm",
+        "band_mask",
+        "n_fft",
+        "hop_length",
+        "mel_kernel_size",
+        "fs_weight",
+        "train_seed",
+    )
+    for f in optional:
         if rec[f] == getattr(DemoConfig, f):
             rec.pop(f)
     return rec
+
+
+def demo_features(config: DemoConfig) -> FeatureConfig:
+    """The front end a demo run trains with (saved with its aligner, which aligns with it)."""
+    return FeatureConfig(
+        mel_norm=config.mel_norm,
+        band_mask=config.band_mask,
+        n_fft=config.n_fft,
+        hop_length=config.hop_length,
+    )
 
 
 def run_demo(
@@ -429,7 +477,7 @@ def run_demo(
         log(f"--overwrite: removed the earlier run's outputs from {out}")
     elif state == "resume":
         log(f"{out} holds this run already: reusing its corpus and checkpoints")
-    feats = FeatureConfig(mel_norm=config.mel_norm, band_mask=config.band_mask)
+    feats = demo_features(config)
     corpus_dir = out / "corpus"
     manifest = corpus_dir / "manifest.jsonl"
     if not manifest.exists():
@@ -481,6 +529,8 @@ def run_demo(
             num_symbols=max(64, len(symbols)),
             n_mels=feats.n_mels,
             dim=config.dim,
+            kernel_size=config.mel_kernel_size,
+            fs_weight=config.fs_weight,
             mha_prior=config.mha_prior if kind == "mha" else "none",
         )
         tcfg = TrainConfig(
