@@ -49,7 +49,12 @@ class SpeakerConfig:
 
     Channel: ``p_eq``, ``p_reverb``, ``p_real_room`` (a real room impulse response, when a package
     ships them), ``p_telephone``, ``p_mu_law`` and ``p_noise`` are the probabilities of
-    :class:`speechattn.data.augment.ChannelAugment` used for the ``augment_copies``.
+    :class:`speechattn.data.augment.ChannelAugment` used for the ``augment_copies``. With
+    ``p_resample > 0`` a copy first goes, with that probability, through a lower sample rate drawn
+    from ``resample_rates`` (band-limiting to its Nyquist frequency, as 8 kHz telephone and
+    11.025 kHz recordings are), the channel is applied at that rate and the copy comes back to
+    ``sample_rate`` (:class:`speechattn.recipes.align.data.TrainingChannel`); 0 (default) keeps
+    the channel of earlier checkpoints, random stream included.
 
     Licences: with ``commercial_only``, manifest entries whose ``voice`` is a registry voice
     whose licence forbids commercial use (MBROLA, RHVoice Evgeniy-Eng / Lyubov), or that the
@@ -91,6 +96,8 @@ class SpeakerConfig:
     p_telephone: float = 0.5
     p_mu_law: float = 0.5
     p_noise: float = 0.5
+    p_resample: float = 0.0
+    resample_rates: list[int] = field(default_factory=lambda: [8000, 11025])
     commercial_only: bool = False
     checkpoint_every: int = 200
     amp: bool = True
@@ -180,7 +187,26 @@ class SpeakerConfig:
                 raise ValueError(
                     f"Expected formant_shift factors in [0.7, 1.4] other than 1; found {f}."
                 )
-        for name in ("p_eq", "p_reverb", "p_real_room", "p_telephone", "p_mu_law", "p_noise"):
+        self.resample_rates = list(self.resample_rates)
+        bad_rates = [
+            r
+            for r in self.resample_rates
+            if isinstance(r, bool) or not isinstance(r, int) or not 4000 <= r < self.sample_rate
+        ]
+        if bad_rates or (self.p_resample and not self.resample_rates):
+            raise ValueError(
+                f"Expected resample_rates: ints in [4000, sample_rate={self.sample_rate}) (at least "
+                f"one when p_resample > 0); found {self.resample_rates}."
+            )
+        for name in (
+            "p_eq",
+            "p_reverb",
+            "p_real_room",
+            "p_telephone",
+            "p_mu_law",
+            "p_noise",
+            "p_resample",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"Expected {name} a probability in [0, 1]; found {value!r}.")
