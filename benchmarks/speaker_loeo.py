@@ -203,23 +203,73 @@ def _score2(emb: torch.Tensor, speakers: list[str]) -> tuple[dict[str, float], d
     return _score(E.centre_embeddings(emb), speakers), _score(emb, speakers)
 
 
-def test_channel(cfg: SpeakerConfig) -> Any:
+#: The test clips' channel probabilities: fixed (what every ``--test-channel`` table used), so
+#: a recipe that changes its own training channel (``--set p_eq=...``) scores on the same clips.
+TEST_CHANNEL: dict[str, float] = {
+    "p_resample": 0.5,
+    "p_eq": 0.8,
+    "p_reverb": 0.3,
+    "p_real_room": 0.3,
+    "p_telephone": 0.5,
+    "p_mu_law": 0.5,
+    "p_noise": 0.5,
+}
+
+
+def test_channel() -> Any:
     """The random channel of the channel test trials: the aligner recipe's
     :class:`~speechattn.recipes.align.data.TrainingChannel` (half of the clips through 8 or
-    11.025 kHz and back) with the speaker recipe's ``ChannelAugment`` probabilities of ``cfg``
-    (equaliser, synthetic / real rooms, telephone band + mu-law, noise)."""
+    11.025 kHz and back, noise at 10-35 dB SNR) with the speaker recipe's default
+    ``ChannelAugment`` probabilities (equaliser 0.8, synthetic room 0.3, real room 0.3,
+    telephone band 0.5 with mu-law 0.5, noise 0.5): :data:`TEST_CHANNEL`, whatever the
+    training settings."""
     from speechattn.recipes.align.data import TrainingChannel
 
-    return TrainingChannel(
-        p_resample=0.5,
-        rates=(8000, 11025),
-        p_eq=cfg.p_eq,
-        p_reverb=cfg.p_reverb,
-        p_real_room=cfg.p_real_room,
-        p_telephone=cfg.p_telephone,
-        p_mu_law=cfg.p_mu_law,
-        p_noise=cfg.p_noise,
+    return TrainingChannel(rates=(8000, 11025), **TEST_CHANNEL)
+
+
+def _train_features(
+    utts: list[D.SpeakerUtterance],
+    cfg: SpeakerConfig,
+    train_labels: set[str],
+    cache: Path | None,
+    log: Any = print,
+) -> D.FeatureSet:
+    """:func:`~speechattn.recipes.speaker.data.load_feature_set` of the training items, kept in
+    ``cache`` (a ``.pt`` named by a hash of the utterances and every setting that changes the
+    features) when given: runs that differ only in model or optimisation settings share it."""
+    if cache is None:
+        return D.load_feature_set(utts, cfg, train_labels=train_labels)
+    keys = (
+        "seed",
+        "sample_rate",
+        "n_mels",
+        "feature_norm",
+        "augment_copies",
+        "speed_perturb",
+        "pitch_perturb",
+        "formant_shift",
+        "p_eq",
+        "p_reverb",
+        "p_real_room",
+        "p_telephone",
+        "p_mu_law",
+        "p_noise",
+        "p_resample",
+        "resample_rates",
     )
+    settings = {k: v for k, v in cfg.to_dict().items() if k in keys}
+    blob = json.dumps([settings, [(u.id, u.label) for u in utts], sorted(train_labels)])
+    path = cache / f"train_features_{zlib.crc32(blob.encode()):08x}.pt"
+    if path.is_file():
+        data = torch.load(path, weights_only=True)
+        if data["key"] == blob:
+            log(f"training features from {path}")
+            return D.FeatureSet(data["feats"], data["labels"], data["ids"], [])
+    fs = D.load_feature_set(utts, cfg, train_labels=train_labels)
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save({"key": blob, "feats": fs.feats, "labels": fs.labels, "ids": fs.ids}, path)
+    return fs
 
 
 def _test_waves(
@@ -274,8 +324,9 @@ def run_loeo(
     pool_seed: int = 0,
     shipped_checkpoint: Path | None = None,
     channel_test: bool = False,
-    channel_seed: int = 0,
+    channel_seed: int | tuple[int, ...] = 0,
     mixtures: Path | None = None,
+    feature_cache: Path | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
     """Train one encoder per held-out engine (and pooling); score every baseline on the same
@@ -283,7 +334,9 @@ def run_loeo(
     With ``channel_test`` each held-out engine gets a second row (``row["condition"] ==
     "channel"``): the same trials and encoders, each test clip through its own
     :func:`test_channel` (seeded by ``channel_seed`` and the clip), so target trials cross
-    channels; clean rows have ``condition == "clean"``."""
+    channels; clean rows have ``condition == "clean"``. Several ``channel_seed`` values give
+    one channel row per seed (``row["channel_seed"]``), all with the same encoders.
+    ``feature_cache``: a folder where the training features are kept between runs."""
     from speechattn.recipes.speaker.model import load_checkpoint, save_encoder
     from speechattn.recipes.speaker.train import train_encoder
 
@@ -305,10 +358,12 @@ def run_loeo(
         if cfg.commercial_only:
             extra = D.commercial_filter(extra)[0]
         log(f"derived training voices: {len({u.label for u in extra})}, {len(extra)} utterances")
-    train_all = D.load_feature_set(
+    train_all = _train_features(
         [u for u in utts if u.id in trainable] + extra,
         cfg,
-        train_labels={u.label for u in utts} | {u.label for u in extra},
+        {u.label for u in utts} | {u.label for u in extra},
+        feature_cache,
+        log,
     )
     clean = D.load_feature_set(utts, cfg)
     # the envelope statistics need log-mels that keep their band means
@@ -370,11 +425,13 @@ def run_loeo(
             for name in names
         }
         train_s = time.perf_counter() - t1
-        conditions: list[tuple[str, list[np.ndarray] | None]] = [("clean", None)]
+        conditions: list[tuple[str, list[np.ndarray] | None, int | None]] = [("clean", None, None)]
         if channel_test:
-            waves = _test_waves(te_src, cfg.sample_rate, test_channel(cfg), channel_seed)
-            conditions.append(("channel", waves))
-        for condition, ch_waves in conditions:
+            seeds = (channel_seed,) if isinstance(channel_seed, int) else tuple(channel_seed)
+            for ch_seed in seeds:
+                waves = _test_waves(te_src, cfg.sample_rate, test_channel(), ch_seed)
+                conditions.append(("channel", waves, ch_seed if len(seeds) > 1 else None))
+        for condition, ch_waves, ch_seed in conditions:
             if ch_waves is not None:
                 ext = D.feature_extractor(cfg)
                 env_ext = D.feature_extractor(env_cfg)
@@ -390,6 +447,7 @@ def run_loeo(
             row: dict[str, Any] = {
                 "held_out": held,
                 "condition": condition,
+                "channel_seed": ch_seed,
                 "test_voices": len(voices_of[held]),
                 "test_speakers": len(set(te_spk)),
                 "pseudo": pseudo,
@@ -525,6 +583,8 @@ def _cell(r: dict[str, float] | None) -> str:
 
 def _fmt_row(row: dict[str, Any], extra: list[str] | None = None) -> str:
     channel = " + test channel" if row.get("condition") == "channel" else ""
+    if channel and row.get("channel_seed") is not None:
+        channel += f" (seed {row['channel_seed']})"
     cells = [
         f"{row['held_out']}{' (pseudo)' if row['pseudo'] else ''}{channel}",
         f"{row['test_voices']} / {row['test_speakers']} / {row['test_items']}",
@@ -552,9 +612,21 @@ def table(rows: list[dict[str, Any]]) -> str:
     getters = [lambda r, k=key: r.get(k) for key, _ in _COLS] + [
         lambda r, n=n: r.get("poolings", {}).get(n) for n in extra
     ]
-    conditions = ["clean"] + (["channel"] if any(_is_channel(r) for r in rows) else [])
-    for condition in conditions:
+    groups: list[tuple[str, int | None]] = [("clean", None)]
+    for r in rows:
+        key = (str(r.get("condition", "clean")), r.get("channel_seed"))
+        if key not in groups:
+            groups.append(key)
+    for condition, ch_seed in groups:
         tail = ", test channels" if condition == "channel" else ""
+        if condition == "channel" and ch_seed is not None:
+            tail += f" (seed {ch_seed})"
+
+        def in_group(r: dict[str, Any], c: str = condition, s: int | None = ch_seed) -> bool:
+            return _is_channel(r) == (c == "channel") and (
+                c != "channel" or r.get("channel_seed") == s
+            )
+
         for title, pick in (
             (f"mean EER, engines with >= 3 voices{tail}", lambda r: not r["pseudo"]),
             # espeak-trained encoders (the espeak-only one shipped before) learned espeak voices
@@ -566,9 +638,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             means = []
             for get in getters:
                 vals = [
-                    get(r)["eer"]
-                    for r in rows
-                    if get(r) is not None and pick(r) and _is_channel(r) == (condition == "channel")
+                    get(r)["eer"] for r in rows if get(r) is not None and pick(r) and in_group(r)
                 ]
                 means.append(f"{100 * float(np.mean(vals)):.1f}" if vals else "n/a")
             lines.append(f"| {title} | | " + " | ".join(means) + " |")
@@ -611,7 +681,19 @@ def main(argv: list[str] | None = None) -> int:
         help="also score every column with each test clip through its own random channel "
         "(equaliser, rooms, telephone band + mu-law, noise, 8 / 11 kHz resampling)",
     )
-    ap.add_argument("--channel-seed", type=int, default=0, help="seed of the test clips' channels")
+    ap.add_argument(
+        "--channel-seed",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="seed(s) of the test clips' channels (several: one channel row per seed)",
+    )
+    ap.add_argument(
+        "--feature-cache",
+        action="store_true",
+        help="keep the training features under --cache/features for runs that differ only in "
+        "model or optimisation settings",
+    )
     ap.add_argument(
         "--kokoro-mixtures",
         type=int,
@@ -681,8 +763,9 @@ def main(argv: list[str] | None = None) -> int:
         pool_seed=args.pool_seed,
         shipped_checkpoint=Path(args.shipped_checkpoint) if args.shipped_checkpoint else None,
         channel_test=args.test_channel,
-        channel_seed=args.channel_seed,
+        channel_seed=tuple(args.channel_seed),
         mixtures=mixtures,
+        feature_cache=Path(args.cache) / "features" if args.feature_cache else None,
         log=lambda s: print(s, flush=True),
     )
     md = table(result["rows"])

@@ -197,8 +197,7 @@ def test_test_channel_is_seeded_per_clip_and_changes_the_clip(tmp_path: Path) ->
         (tmp_path / "a1.wav", 1.0, 0.0),
         (tmp_path / "a0.wav", 1.1, 0.0),
     ]
-    cfg = SpeakerConfig()
-    channel = bench.test_channel(cfg)
+    channel = bench.test_channel()
     clean = bench._test_waves(src, 16000)
     a = bench._test_waves(src, 16000, channel, seed=0)
     b = bench._test_waves(src, 16000, channel, seed=0)
@@ -211,10 +210,16 @@ def test_test_channel_is_seeded_per_clip_and_changes_the_clip(tmp_path: Path) ->
     # a clip's channel depends on the clip, not on its position in the list
     d = bench._test_waves(src[::-1], 16000, channel, seed=0)
     np.testing.assert_array_equal(d[-1], a[0])
-    # the recipe's probabilities travel into the test channel
-    quiet = SpeakerConfig(p_eq=0, p_reverb=0, p_telephone=0, p_mu_law=0, p_noise=0)
-    ch = bench.test_channel(quiet)
-    assert (ch.p_eq, ch.p_noise, ch.p_telephone) == (0, 0, 0) and ch.rates == (8000, 11025)
+    # the test channel is fixed: the same probabilities whatever a recipe trains with
+    ch = bench.test_channel()
+    assert (ch.p_eq, ch.p_real_room, ch.p_noise, ch.p_telephone, ch.p_resample) == (
+        0.8,
+        0.3,
+        0.5,
+        0.5,
+        0.5,
+    )
+    assert ch.rates == (8000, 11025)
 
 
 def test_channel_rows_score_the_same_trials(
@@ -319,3 +324,65 @@ def test_mixtures_train_only_and_never_when_their_engine_is_held_out(
     # the all-engines encoder records the mixtures it learned from
     saved = torch.load(tmp_path / "all.pt", weights_only=True)["derived_voices"]
     assert saved == with_mix["kokoro"]["derived"] and len(saved) == 2
+
+
+def test_two_channel_seeds_and_the_feature_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bench = _load_bench()
+    engines = {"espeak": 4, "festival": 3}
+    _fake_pool(tmp_path, engines, 3)
+    monkeypatch.setattr(bench, "_trainable_counts", lambda e: {"festival": 3})
+    cfg = SpeakerConfig.quick()
+    cfg.steps, cfg.augment_copies = 5, 1
+    logs: list[str] = []
+
+    def run(c: SpeakerConfig) -> dict:  # type: ignore[type-arg]
+        return bench.run_loeo(  # type: ignore[no-any-return]
+            tmp_path,
+            c,
+            engines=list(engines),
+            espeak_voices=4,
+            utterances=3,
+            held_out=("festival",),
+            resemblyzer=False,
+            channel_test=True,
+            channel_seed=(0, 1),
+            feature_cache=tmp_path / "features",
+            log=logs.append,
+        )
+
+    rows = run(cfg)["rows"]
+    assert [(r["condition"], r["channel_seed"]) for r in rows] == [
+        ("clean", None),
+        ("channel", 0),
+        ("channel", 1),
+    ]
+    # one encoder, the same trials; the two channel draws differ
+    assert rows[1]["test_items"] == rows[2]["test_items"] == rows[0]["test_items"]
+    assert any(rows[1][k] != rows[2][k] for k in ("ours", "logmel", "envelope"))
+    lines = bench.table(rows).splitlines()
+    assert lines[3].startswith("| festival + test channel (seed 0) |")
+    assert lines[4].startswith("| festival + test channel (seed 1) |")
+    titles = [line.split("|")[1].strip() for line in lines[5:]]
+    assert titles == [
+        "mean EER, engines with >= 3 voices",
+        "same, without espeak",
+        "mean EER, engines with >= 3 voices, test channels (seed 0)",
+        "same, without espeak, test channels (seed 0)",
+        "mean EER, engines with >= 3 voices, test channels (seed 1)",
+        "same, without espeak, test channels (seed 1)",
+    ]
+    assert lines[-1].split("|")[3].strip() == f"{100 * rows[2]['ours']['eer']:.1f}"
+    # the training features were kept; a run with other model settings reuses them
+    cached = sorted((tmp_path / "features").glob("train_features_*.pt"))
+    assert len(cached) == 1 and not any("training features from" in s for s in logs)
+    again = run(SpeakerConfig(**{**cfg.to_dict(), "freq_mask": 4}))["rows"]
+    assert any("training features from" in s for s in logs)
+    assert again[0]["train_items"] == rows[0]["train_items"]
+    # the same settings give the same table through the cache (training is deterministic)
+    same = run(cfg)["rows"]
+    assert [r["ours"] for r in same] == [r["ours"] for r in rows]
+    # a setting that changes the features gets its own file
+    run(SpeakerConfig(**{**cfg.to_dict(), "p_resample": 0.5}))
+    assert len(sorted((tmp_path / "features").glob("train_features_*.pt"))) == 2

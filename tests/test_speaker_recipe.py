@@ -233,9 +233,10 @@ def test_shipped_checkpoint_embeds(tmp_path: Path) -> None:
 
 def test_shipped_checkpoint_matches_the_documented_rebuild() -> None:
     """The README rebuilds it with ``benchmarks/speaker_loeo.py --set steps=1000
-    commercial_only=true feature_norm=cmn --save-checkpoint ...``: its config must be that
-    benchmark's base config with those settings (ASTP pooling, TDNN trunk, commercial voices,
-    per-band CMN: the front end that won the LOEO table's test-channel column)."""
+    commercial_only=true feature_norm=cmn augment_copies=6 --save-checkpoint ...``: its config
+    must be that benchmark's base config with those settings (ASTP pooling, TDNN trunk,
+    commercial voices, per-band CMN, 6 channel copies of every training utterance: the recipe
+    that won the LOEO table's test-channel column)."""
     from speechattn.recipes.speaker import load_checkpoint
 
     model, cfg = load_checkpoint()
@@ -246,6 +247,8 @@ def test_shipped_checkpoint_matches_the_documented_rebuild() -> None:
             p_real_room=0.3,
             commercial_only=True,
             feature_norm="cmn",
+            augment_copies=6,
+            p_resample=0.0,
         )
     )
     assert asdict(cfg) == expected

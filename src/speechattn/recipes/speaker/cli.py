@@ -209,7 +209,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         type=nonnegative_int,
         default=None,
         help="channel-augmented copies of each training utterance (telephone, noise, room, EQ); "
-        "default 2, 0 turns augmentation off",
+        "default 6, 0 turns augmentation off",
     )
     p.add_argument(
         "--set",

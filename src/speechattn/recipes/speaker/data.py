@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUDIO_SUFFIXES",
+    "Channel",
     "FeatureSet",
     "SpeakerFrontEnd",
     "SpeakerUtterance",
@@ -389,17 +390,39 @@ def formant_shift(wave: np.ndarray, sample_rate: int, factor: float) -> np.ndarr
     return y.numpy().astype(np.float32)
 
 
-def channel_augment(cfg: SpeakerConfig) -> ChannelAugment:
-    """The :class:`~speechattn.data.augment.ChannelAugment` of ``cfg``'s ``p_*`` settings."""
+#: A random channel: ``channel(wave (N,), sample_rate, rng) -> (N',)``.
+Channel = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
+
+
+def channel_augment(cfg: SpeakerConfig) -> ChannelAugment | Channel:
+    """The training channel of ``cfg``'s ``p_*`` settings: a
+    :class:`~speechattn.data.augment.ChannelAugment`, or with ``cfg.p_resample > 0`` the same
+    channel behind a random lower sample rate of ``cfg.resample_rates``
+    (:class:`~speechattn.recipes.align.data.TrainingChannel`, same noise SNR range)."""
     from speechattn.data.augment import ChannelAugment
 
-    return ChannelAugment(
+    aug = ChannelAugment(
         p_eq=cfg.p_eq,
         p_reverb=cfg.p_reverb,
         p_telephone=cfg.p_telephone,
         p_mu_law=cfg.p_mu_law,
         p_noise=cfg.p_noise,
         p_real_room=cfg.p_real_room,
+    )
+    if cfg.p_resample <= 0:
+        return aug
+    from speechattn.recipes.align.data import TrainingChannel
+
+    return TrainingChannel(
+        p_resample=cfg.p_resample,
+        rates=tuple(cfg.resample_rates),
+        p_eq=cfg.p_eq,
+        p_reverb=cfg.p_reverb,
+        p_real_room=cfg.p_real_room,
+        p_telephone=cfg.p_telephone,
+        p_mu_law=cfg.p_mu_law,
+        p_noise=cfg.p_noise,
+        snr_db=aug.snr_db,
     )
 
 
@@ -422,7 +445,7 @@ def load_feature_set(
     train_labels: set[str] | frozenset[str] = frozenset(),
     on_skip: Callable[[str, str], None] | None = None,
     progress: bool = False,
-    channel: ChannelAugment | None = None,
+    channel: ChannelAugment | Channel | None = None,
 ) -> FeatureSet:
     """Log-mels of every usable utterance, plus the training copies.
 
@@ -434,7 +457,7 @@ def load_feature_set(
     ``"<label>@pitch<s>"`` / ``"<label>@formant<f>"``, and every (original or pseudo-speaker)
     training item gets ``cfg.augment_copies`` channel-augmented copies with the same label, right
     after it, through ``channel`` (default: :func:`channel_augment` of ``cfg``, whose
-    ``p_real_room`` adds real rooms). Seeded by ``cfg.seed``.
+    ``p_real_room`` adds real rooms and ``p_resample`` lower sample rates). Seeded by ``cfg.seed``.
     """
     from speechattn.data.audio import AudioError, check_waveform, load_audio
 
