@@ -510,6 +510,27 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
         b, n = x.shape[0], x.shape[1]
         return proj(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
 
+    def _split_head_block(
+        self,
+        proj: nn.Linear,
+        x: Tensor,
+        hint: _HeadHint,
+        lengths: Tensor | None,
+        zeroed_input: bool,
+        sink: str | None,
+    ) -> Tensor:
+        """:meth:`_split` through :class:`_HeadBlockLinear` (a block-sparse backward told the
+        selected heads by ``hint``); with ``sink`` the result carries ``hint`` under that
+        attribute, for the attention to deposit the selected head's gradient rows."""
+        b, n = x.shape[0], x.shape[1]
+        out = _HeadBlockLinear.apply(
+            x, proj.weight, proj.bias, self.num_heads, hint, lengths, zeroed_input
+        )
+        out = out.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+        if sink is not None:
+            setattr(out, sink, hint)
+        return out
+
     def stay_probability(
         self,
         query: Tensor,
@@ -621,18 +642,14 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
             # Only the selected head's key block gets gradient: a block-sparse backward, told
             # the selected heads once the forward has picked them.
             hint = _HeadHint()
-            k_in = _HeadBlockLinear.apply(
+            k_in = self._split_head_block(
+                self.k_proj,
                 key,
-                self.k_proj.weight,
-                self.k_proj.bias,
-                h,
                 hint,
                 k_len if FAST_KEY_ROWS else k_pad,
                 not FAST_KEY_ROWS,  # False: padded rows zeroed, one product over every frame
+                KEY_GRAD_SINK if FAST_KEY_GRAD else None,
             )
-            k_in = k_in.view(b, t, h, self.head_dim).transpose(1, 2)
-            if FAST_KEY_GRAD:
-                setattr(k_in, KEY_GRAD_SINK, hint)
         else:
             key_z = value_z if key is value and value_z is not None else None
             k_in = self._split(
@@ -642,17 +659,9 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
         if hint is not None and FAST_QUERY_GRAD and query.dim() == 3:
             # the same for the query: only the selected head's block gets gradient
             hint_q = _HeadHint()
-            q_in = _HeadBlockLinear.apply(
-                query,
-                self.q_proj.weight,
-                self.q_proj.bias,
-                h,
-                hint_q,
-                q_len,
-                QUERY_ZEROED_ROWS,
+            q_in = self._split_head_block(
+                self.q_proj, query, hint_q, q_len, QUERY_ZEROED_ROWS, QUERY_GRAD_SINK
             )
-            q_in = q_in.view(b, u, h, self.head_dim).transpose(1, 2)
-            setattr(q_in, QUERY_GRAD_SINK, hint_q)
         else:
             q_in = self._split(self.q_proj, _zero_padded_rows(query, q_pad))
         res = stepwise_monotonic_attention(
