@@ -358,3 +358,34 @@ def test_align_cli_places_edges_next_to_silence_only(tmp_path) -> None:
     # the tone's edge is beyond the search window, the decoded ones
     for key, true, i in (("start", 0.25, 0), ("end", 1.35, -1)):
         assert abs(w_on[i][key] - true) < 0.004 or w_on[i][key] == pytest.approx(w_off[i][key])
+
+
+def test_build_items_keeps_the_envelope_align_reads(tmp_path) -> None:
+    """`build_items(envelopes=True)` keeps each item's envelope of the audio it read, and
+    `item_envelopes` uses it instead of reading the file again."""
+    pytest.importorskip("espeakng_loader")
+    import soundfile as sf
+
+    from speechattn.data.audio import load_audio
+    from speechattn.data.corpus import load_corpus
+    from speechattn.recipes.align.data import FeatureConfig, build_items, new_symbol_table
+    from speechattn.recipes.align.pipeline import item_envelopes
+
+    data = tmp_path / "corpus"
+    data.mkdir()
+    t = np.arange(int(22050 * 1.2)) / 22050
+    wav = 0.2 * np.sin(2 * np.pi * 150 * t) * (t > 0.2) * (t < 1.0)
+    wav += 1e-4 * np.random.default_rng(0).standard_normal(t.size)
+    sf.write(data / "u1.wav", wav.astype(np.float32), 22050)
+    (data / "u1.txt").write_text("the cat sat")
+    feats = FeatureConfig()
+    utts = load_corpus(data)
+    items = build_items(utts, new_symbol_table(), feats, grow_symbols=True, envelopes=True)
+    want = energy_envelope(load_audio(data / "u1.wav", sample_rate=22050), 22050)
+    kept = items[0].extra["envelope"]
+    np.testing.assert_array_equal(kept.level_db, want.level_db)
+    assert kept.hop_s == want.hop_s
+    assert item_envelopes(items, [], feats)[0] is kept  # no utterance needed: nothing re-read
+    plain = build_items(utts, new_symbol_table(), feats, grow_symbols=True)
+    assert "envelope" not in plain[0].extra
+    np.testing.assert_array_equal(item_envelopes(plain, utts, feats)[0].level_db, want.level_db)

@@ -170,6 +170,7 @@ def build_items(
     channel: Callable[[np.ndarray, int, np.random.Generator], np.ndarray] | None = None,
     channel_seed: int = 0,
     id_suffix: str = "",
+    envelopes: bool = False,
 ) -> list[AlignItem]:
     """Load audio, compute log-mels, phonemize text and map to symbol ids.
 
@@ -190,6 +191,10 @@ def build_items(
             returns the degraded wave at the same rate; ``rng`` is seeded by ``channel_seed``
             and the utterance id, so the same call gives the same items.
         id_suffix: appended to each item's id (augmented copies next to the clean ones).
+        envelopes: also keep each item's 5 ms energy envelope of the audio its features were
+            computed from (:func:`speechattn.recipes.align.edges.energy_envelope`) as
+            ``item.extra["envelope"]``, for placing word edges next to silence without reading
+            the file again.
     """
     import zlib
 
@@ -272,6 +277,11 @@ def build_items(
             )
             skipped += 1
             continue
+        extra: dict[str, Any] = {"voice": v}
+        if envelopes:
+            from speechattn.recipes.align.edges import energy_envelope
+
+            extra["envelope"] = energy_envelope(wav, config.sample_rate)
         gt_phones = getattr(utt, "phones", None)
         if gt_phones is not None and len(gt_phones) != len(phones):
             gt_phones = None  # cannot be scored one-to-one
@@ -288,7 +298,7 @@ def build_items(
                 num_samples=int(wav.shape[0]),
                 gt_phones=gt_phones,
                 gt_words=getattr(utt, "words", None),
-                extra={"voice": v},
+                extra=extra,
             )
         )
     if skipped:

@@ -767,12 +767,17 @@ def item_envelopes(
     items: Sequence[AlignItem], utts: Sequence[Any], config: FeatureConfig
 ) -> list[EnergyEnvelope]:
     """:func:`~speechattn.recipes.align.edges.energy_envelope` of each item's audio at
-    ``config.sample_rate``, read again from its utterance (matched by id) one file at a time."""
+    ``config.sample_rate``: the one :func:`build_items` kept (``envelopes=True``), else read again
+    from its utterance (matched by id) one file at a time."""
     from speechattn.data.audio import load_audio
 
     by_id = {str(u.id): u for u in utts}
     out = []
     for it in items:
+        kept = it.extra.get("envelope")
+        if kept is not None:
+            out.append(kept)
+            continue
         utt = by_id.get(it.id)
         if utt is None:
             raise ValueError(f"Expected an utterance with id {it.id!r} for its item; found none.")
@@ -895,6 +900,7 @@ def run_align(
             grow_symbols=True,
             progress=progress and rank == 0,
             voice=corpus_voice,
+            envelopes=silence_edge_db is not None,
         )
         mcfg = AlignerConfig(kind=kind, num_symbols=max(64, len(symbols)), n_mels=feats.n_mels)
         init = None
@@ -921,6 +927,7 @@ def run_align(
             grow_symbols=False,
             progress=progress and rank == 0,
             voice=corpus_voice,
+            envelopes=silence_edge_db is not None,
         )
         mcfg = model.config
         init = model.state_dict()
