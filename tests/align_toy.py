@@ -6,6 +6,9 @@ token's template repeated for its duration (1-10 frames) plus noise, then silenc
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 
 from speechattn.recipes.align.data import AlignItem, FeatureConfig
@@ -52,3 +55,24 @@ def toy_items(n: int, seed: int, *, noise: float = 0.6) -> list[AlignItem]:
             )
         )
     return items
+
+
+TONE_START_S, TONE_END_S = 0.25, 1.35
+TONE_SAMPLES = int(22050 * 1.6)  # each file's length (22.05 kHz)
+
+
+def tone_corpus(folder: Path, texts: dict[str, str], *, noise: float, seed: int = 0) -> Path:
+    """A corpus folder for CLI tests: per entry of ``texts``, ``NAME.wav`` (1.6 s at 22.05 kHz, a
+    150 Hz tone from :data:`TONE_START_S` to :data:`TONE_END_S` plus white noise of std ``noise``,
+    one generator over the files in order) and ``NAME.txt``. Returns ``folder``."""
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    t = np.arange(TONE_SAMPLES) / 22050
+    tone = 0.2 * np.sin(2 * np.pi * 150 * t) * (t > TONE_START_S) * (t < TONE_END_S)
+    for name, text in texts.items():
+        wav = tone + noise * rng.standard_normal(t.size)
+        sf.write(folder / f"{name}.wav", wav.astype(np.float32), 22050)
+        (folder / f"{name}.txt").write_text(text)
+    return folder

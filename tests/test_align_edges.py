@@ -7,7 +7,7 @@ import argparse
 import numpy as np
 import pytest
 import torch
-from tests.align_toy import FEATURES, N_MELS, NUM_SYMBOLS
+from tests.align_toy import FEATURES, N_MELS, NUM_SYMBOLS, TONE_END_S, TONE_START_S, tone_corpus
 
 from speechattn.functional.alignment import monotonic_alignment_search
 from speechattn.recipes.align.cli import db_or_off
@@ -328,18 +328,9 @@ def test_align_cli_places_edges_next_to_silence_only(tmp_path) -> None:
     pytest.importorskip("espeakng_loader")
     import json
 
-    import soundfile as sf
-
     from speechattn.cli import main
 
-    data = tmp_path / "corpus"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    t = np.arange(int(22050 * 1.6)) / 22050
-    wav = 0.2 * np.sin(2 * np.pi * 150 * t) * (t > 0.25) * (t < 1.35)
-    wav += 1e-4 * rng.standard_normal(t.size)
-    sf.write(data / "u1.wav", wav.astype(np.float32), 22050)
-    (data / "u1.txt").write_text("the cat sat")
+    data = tone_corpus(tmp_path / "corpus", {"u1": "the cat sat"}, noise=1e-4)
     common = ["--no-progress", "--threads", "1", "--no-adapt"]
     assert main(["align", str(data), "--out", str(tmp_path / "on"), *common]) == 0
     off = ["--silence-edge-db", "off"]
@@ -356,7 +347,7 @@ def test_align_cli_places_edges_next_to_silence_only(tmp_path) -> None:
             assert c["start"] == pytest.approx(b["start"])
     # the first start and the last end are the tone's (within the 5 ms window's reach) or, when
     # the tone's edge is beyond the search window, the decoded ones
-    for key, true, i in (("start", 0.25, 0), ("end", 1.35, -1)):
+    for key, true, i in (("start", TONE_START_S, 0), ("end", TONE_END_S, -1)):
         assert abs(w_on[i][key] - true) < 0.004 or w_on[i][key] == pytest.approx(w_off[i][key])
 
 
@@ -364,20 +355,13 @@ def test_build_items_keeps_the_envelope_align_reads(tmp_path) -> None:
     """`build_items(envelopes=True)` keeps each item's envelope of the audio it read, and
     `item_envelopes` uses it instead of reading the file again."""
     pytest.importorskip("espeakng_loader")
-    import soundfile as sf
 
     from speechattn.data.audio import load_audio
     from speechattn.data.corpus import load_corpus
     from speechattn.recipes.align.data import FeatureConfig, build_items, new_symbol_table
     from speechattn.recipes.align.pipeline import item_envelopes
 
-    data = tmp_path / "corpus"
-    data.mkdir()
-    t = np.arange(int(22050 * 1.2)) / 22050
-    wav = 0.2 * np.sin(2 * np.pi * 150 * t) * (t > 0.2) * (t < 1.0)
-    wav += 1e-4 * np.random.default_rng(0).standard_normal(t.size)
-    sf.write(data / "u1.wav", wav.astype(np.float32), 22050)
-    (data / "u1.txt").write_text("the cat sat")
+    data = tone_corpus(tmp_path / "corpus", {"u1": "the cat sat"}, noise=1e-4)
     feats = FeatureConfig()
     utts = load_corpus(data)
     items = build_items(utts, new_symbol_table(), feats, grow_symbols=True, envelopes=True)

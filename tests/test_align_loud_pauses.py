@@ -7,7 +7,7 @@ import argparse
 import numpy as np
 import pytest
 import torch
-from tests.align_toy import FEATURES, N_MELS, NUM_SYMBOLS
+from tests.align_toy import FEATURES, N_MELS, NUM_SYMBOLS, TONE_SAMPLES, tone_corpus
 
 from speechattn.functional.alignment import monotonic_alignment_search
 from speechattn.recipes.align.cli import loudness_or_off
@@ -207,18 +207,9 @@ def test_align_cli_reverse_pass_runs_uncalibrated(tmp_path) -> None:
     pytest.importorskip("espeakng_loader")
     import json
 
-    import soundfile as sf
-
     from speechattn.cli import main
 
-    data = tmp_path / "corpus"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    t = np.arange(int(22050 * 1.6)) / 22050
-    wav = 0.2 * np.sin(2 * np.pi * 150 * t) * (t > 0.25) * (t < 1.35)
-    wav += 0.005 * rng.standard_normal(t.size)
-    sf.write(data / "u1.wav", wav.astype(np.float32), 22050)
-    (data / "u1.txt").write_text("the cat sat")
+    data = tone_corpus(tmp_path / "corpus", {"u1": "the cat sat"}, noise=0.005)
     common = ["--no-progress", "--threads", "1", "--no-adapt"]
     assert (
         main(["align", str(data), "--out", str(tmp_path / "f"), "--no-reverse-pass", *common]) == 0
@@ -229,6 +220,6 @@ def test_align_cli_reverse_pass_runs_uncalibrated(tmp_path) -> None:
     assert fwd["decoding"] == "forward" and fwd["boundary calibration"] == "on (consensus)"
     assert rev["decoding"].startswith("forward + reversed") and rev["boundary calibration"] == "off"
     js = json.loads((tmp_path / "r" / "alignments" / "u1.json").read_text())
-    frames = int(np.ceil(t.size / 256))
+    frames = int(np.ceil(TONE_SAMPLES / 256))
     assert abs(sum(js["durations_frames"]) - frames) <= 1
     assert [w["label"] for w in js["words"]] == ["the", "cat", "sat"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.align_toy import FEATURES, N_MELS, NUM_SYMBOLS
+from tests.align_toy import FEATURES, N_MELS, NUM_SYMBOLS, tone_corpus
 
 from speechattn.functional.alignment import monotonic_alignment_search
 from speechattn.recipes.align.data import AlignItem
@@ -182,20 +182,10 @@ def test_align_command_reports_pauses_and_why_adaptation_stopped(tmp_path: Path)
     pytest.importorskip("espeakng_loader")
     import json
 
-    import numpy as np
-    import soundfile as sf
-
     from speechattn.cli import main
 
-    data = tmp_path / "corpus"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for name, text in {"u1": "the cat sat", "u2": "a dog ran home"}.items():
-        t = np.arange(int(22050 * 1.6)) / 22050
-        wav = 0.2 * np.sin(2 * np.pi * 150 * t) * (t > 0.25) * (t < 1.35)
-        wav += 0.005 * rng.standard_normal(t.size)
-        sf.write(data / f"{name}.wav", wav.astype(np.float32), 22050)
-        (data / f"{name}.txt").write_text(text)
+    texts = {"u1": "the cat sat", "u2": "a dog ran home"}
+    data = tone_corpus(tmp_path / "corpus", texts, noise=0.005)
     common = ["--no-progress", "--threads", "1", "--min-pause-ms", "0"]  # keep every pause
     assert main(["align", str(data), "--out", str(tmp_path / "a"), "--steps", "3", *common]) == 0
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
