@@ -30,8 +30,9 @@ what they are trained on. None sees alignment labels.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -48,10 +49,19 @@ from speechattn.functional.alignment import (
 )
 from speechattn.functional.masks import lengths_to_valid_mask
 
-__all__ = ["AlignerConfig", "AlignerOutput", "TextMelAligner", "beta_binomial_log_prior"]
+__all__ = [
+    "ENSEMBLE_COMBINES",
+    "AlignerConfig",
+    "AlignerEnsemble",
+    "AlignerOutput",
+    "TextMelAligner",
+    "beta_binomial_log_prior",
+]
 
 KINDS = ("sma", "fs", "mha")
 MHA_PRIORS = ("none", "diagonal", "beta-binomial")
+# How AlignerEnsemble pools its members' per-frame probabilities (see its docstring).
+ENSEMBLE_COMBINES = ("log", "prob")
 
 
 @dataclass
@@ -349,30 +359,151 @@ class TextMelAligner(nn.Module):
         ``skippable_mask``: bool ``(B, U)``, True = the token (a pause) may take 0 frames;
         ``log_skip``: score of passing such a token with 0 frames."""
         out = self.forward(tokens, text_lengths, mels, mel_lengths)
-        if self.config.kind == "sma":
-            path = monotonic_hmm_viterbi(
-                out.log_attn,
-                out.log_stay,
-                out.log_move,
-                text_lengths,
-                mel_lengths,
-                skippable_mask=skippable_mask,
-                log_skip=log_skip,
+        return _hard_alignment(out, text_lengths, mel_lengths, skippable_mask, log_skip)
+
+
+def _hard_alignment(
+    out: AlignerOutput,
+    text_lengths: Tensor,
+    mel_lengths: Tensor,
+    skippable_mask: Tensor | None,
+    log_skip: float,
+) -> tuple[AlignmentPath, Tensor]:
+    """The path and soft alignment :meth:`TextMelAligner.align` reads from an :class:`AlignerOutput`:
+    Viterbi over the stay/move HMM when it has stay probabilities (``kind="sma"``; soft = the HMM
+    posterior occupancy), else MAS over the token log-scores (soft = the output's own)."""
+    if out.log_stay is not None and out.log_move is not None:
+        path = monotonic_hmm_viterbi(
+            out.log_attn,
+            out.log_stay,
+            out.log_move,
+            text_lengths,
+            mel_lengths,
+            skippable_mask=skippable_mask,
+            log_skip=log_skip,
+        )
+        # Soft alignment: the HMM posterior occupancy (gradient of the log-likelihood).
+        with torch.enable_grad():
+            e = out.log_attn.detach().requires_grad_(True)
+            ll = monotonic_hmm_log_likelihood(
+                e, out.log_stay, out.log_move, text_lengths, mel_lengths
             )
-            # Soft alignment: the HMM posterior occupancy (gradient of the log-likelihood).
-            with torch.enable_grad():
-                e = out.log_attn.detach().requires_grad_(True)
-                ll = monotonic_hmm_log_likelihood(
-                    e, out.log_stay, out.log_move, text_lengths, mel_lengths
+            (post,) = torch.autograd.grad(ll.sum(), e)
+        return path, post.detach()
+    path = monotonic_alignment_search(
+        out.log_attn,
+        text_lengths,
+        mel_lengths,
+        skippable_mask=skippable_mask,
+        log_skip=log_skip,
+    )
+    return path, out.soft
+
+
+class AlignerEnsemble(nn.Module):
+    """Several trained aligners of one kind decoded as one: their per-frame evidence averaged.
+
+    Each member scores the same batch (same tokens, same features: the members must share the
+    phone inventory and the front end, which :func:`~speechattn.recipes.align.pipeline.load_aligners`
+    checks for saved aligners); the ensemble's output pools, at every token and frame,
+
+    * ``combine="log"`` (default): the mean of the members' log-probabilities, renormalised --
+      the token log-scores ``log_softmax_u(mean_i log_attn_i)`` and the stay probability
+      ``sigmoid(mean_i logit p_i)`` (a normalised geometric mean);
+    * ``combine="prob"``: the mean of the members' probabilities (a mixture),
+      ``log(mean_i exp(log_attn_i))`` and ``log(mean_i p_i)`` / ``log(mean_i (1 - p_i))``;
+
+    and :meth:`align` decodes that output exactly as :meth:`TextMelAligner.align` decodes one
+    model's (Viterbi over the stay/move HMM for ``kind="sma"``, MAS otherwise). One member gives
+    that member's alignment. ``loss`` is the members' mean loss. ``config`` is the first
+    member's (every member has the same ``kind``, ``num_symbols`` and ``n_mels``).
+
+    Args:
+        models: the members, a non-empty sequence of :class:`TextMelAligner`.
+        combine: one of :data:`ENSEMBLE_COMBINES`.
+
+    Raises:
+        TypeError: a member is not a :class:`TextMelAligner`.
+        ValueError: no member, members of different ``kind`` / ``num_symbols`` / ``n_mels``, or
+            an unknown ``combine``.
+
+    Example::
+
+        ens = AlignerEnsemble([model_a, model_b]).eval()
+        path, soft = ens.align(tokens, text_lengths, mels, mel_lengths)  # (B, U) durations
+    """
+
+    def __init__(self, models: Sequence[TextMelAligner], *, combine: str = "log") -> None:
+        super().__init__()
+        members = list(models)
+        if not members:
+            raise ValueError("Expected at least one aligner in the ensemble; found none.")
+        for i, m in enumerate(members):
+            if not isinstance(m, TextMelAligner):
+                raise TypeError(
+                    f"Expected TextMelAligner members; found {type(m).__name__} at index {i}."
                 )
-                (post,) = torch.autograd.grad(ll.sum(), e)
-            return path, post.detach()
+        if combine not in ENSEMBLE_COMBINES:
+            raise ValueError(f"Expected combine in {ENSEMBLE_COMBINES}; found {combine!r}.")
+        first = members[0].config
+        for i, m in enumerate(members[1:], start=1):
+            for name in ("kind", "num_symbols", "n_mels"):
+                a, b = getattr(first, name), getattr(m.config, name)
+                if a != b:
+                    raise ValueError(
+                        f"Expected every aligner of the ensemble to have {name}={a!r} (member "
+                        f"0); found {name}={b!r} at member {i}. Ensemble aligners trained with "
+                        "the same recipe on the same corpus."
+                    )
+        self.members = nn.ModuleList(members)
+        self.combine = combine
+
+    @property
+    def config(self) -> AlignerConfig:
+        """The first member's configuration."""
+        return cast(TextMelAligner, self.members[0]).config
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def forward(
+        self, tokens: Tensor, text_lengths: Tensor, mels: Tensor, mel_lengths: Tensor
+    ) -> AlignerOutput:
+        """The pooled :class:`AlignerOutput` (shapes as :meth:`TextMelAligner.forward`)."""
+        outs = [m(tokens, text_lengths, mels, mel_lengths) for m in self.members]
+        n = len(outs)
+        valid2 = lengths_to_valid_mask(text_lengths, tokens.shape[1]).unsqueeze(
+            -1
+        ) & lengths_to_valid_mask(mel_lengths, mels.shape[1]).unsqueeze(1)
+        la = torch.stack([o.log_attn for o in outs])
+        if self.combine == "log":
+            log_attn = torch.log_softmax(mask_token_logits(la.mean(0), text_lengths), dim=1)
         else:
-            path = monotonic_alignment_search(
-                out.log_attn,
-                text_lengths,
-                mel_lengths,
-                skippable_mask=skippable_mask,
-                log_skip=log_skip,
-            )
-        return path, out.soft
+            log_attn = torch.logsumexp(la, dim=0) - math.log(n)
+        log_attn = log_attn.masked_fill(~valid2, 0.0)
+        log_stay = log_move = None
+        if all(o.log_stay is not None and o.log_move is not None for o in outs):
+            ls = torch.stack([o.log_stay for o in outs])  # type: ignore[misc]
+            lm = torch.stack([o.log_move for o in outs])  # type: ignore[misc]
+            if self.combine == "log":
+                z = (ls - lm).mean(0)
+                log_stay, log_move = F.logsigmoid(z), F.logsigmoid(-z)
+            else:
+                log_stay = torch.logsumexp(ls, dim=0) - math.log(n)
+                log_move = torch.logsumexp(lm, dim=0) - math.log(n)
+        loss = torch.stack([o.loss for o in outs]).mean()
+        return AlignerOutput(loss, log_attn, log_attn.exp() * valid2, log_stay, log_move)
+
+    @torch.no_grad()
+    def align(
+        self,
+        tokens: Tensor,
+        text_lengths: Tensor,
+        mels: Tensor,
+        mel_lengths: Tensor,
+        skippable_mask: Tensor | None = None,
+        log_skip: float = 0.0,
+    ) -> tuple[AlignmentPath, Tensor]:
+        """Hard alignment and soft alignment of the pooled output (see :meth:`TextMelAligner.align`)."""
+        out = self.forward(tokens, text_lengths, mels, mel_lengths)
+        return _hard_alignment(out, text_lengths, mel_lengths, skippable_mask, log_skip)

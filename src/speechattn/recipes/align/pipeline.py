@@ -44,7 +44,13 @@ from speechattn.recipes.align.evaluate import (
     score,
     write_alignment,
 )
-from speechattn.recipes.align.model import KINDS, MHA_PRIORS, AlignerConfig, TextMelAligner
+from speechattn.recipes.align.model import (
+    KINDS,
+    MHA_PRIORS,
+    AlignerConfig,
+    AlignerEnsemble,
+    TextMelAligner,
+)
 from speechattn.recipes.align.outputs import (
     corpus_fingerprint,
     file_digest,
@@ -74,6 +80,7 @@ __all__ = [
     "held_out_speakers",
     "item_envelopes",
     "load_aligner",
+    "load_aligners",
     "phonemizer_voice",
     "run_align",
     "run_demo",
@@ -276,6 +283,51 @@ def load_aligner(path: Path | None = None) -> tuple[TextMelAligner, dict, Featur
     )
     model.eval()
     return model, dict(ck["symbols"]), FeatureConfig(**ck["features"]), dict(ck.get("info", {}))
+
+
+def load_aligners(
+    paths: Sequence[Path], *, combine: str = "log"
+) -> tuple[TextMelAligner | AlignerEnsemble, dict, FeatureConfig, dict]:
+    """Load one aligner (:func:`load_aligner`) or several as an :class:`AlignerEnsemble`.
+
+    Several aligners must share the phone inventory (the same symbol for every token id) and
+    the front end (the same :class:`FeatureConfig`): the ensemble feeds them the same tokens and
+    features. The symbols, features and info returned are the first aligner's.
+
+    Raises:
+        ValueError: no path, or an aligner whose symbols, front end or model kind differ from
+            the first one's (naming both files and what differs).
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("Expected at least one aligner checkpoint; found none.")
+    first = load_aligner(paths[0])
+    if len(paths) == 1:
+        return first
+    model0, symbols, feats, info = first
+    models = [model0]
+    for p in paths[1:]:
+        model, sym, fc, _ = load_aligner(p)
+        if sym != symbols:
+            diff = sorted(set(sym.items()) ^ set(symbols.items()))[:4]
+            raise ValueError(
+                f"{p}: expected the phone inventory of {paths[0]} (the same symbol for every "
+                f"token id); found other symbols (e.g. {diff}). Ensemble aligners trained on the "
+                "same corpus."
+            )
+        if fc != feats:
+            a, b = asdict(feats), asdict(fc)
+            what = ", ".join(f"{k}={b[k]!r} vs {a[k]!r}" for k in a if a[k] != b.get(k))
+            raise ValueError(
+                f"{p}: expected the front end of {paths[0]}; found {what}. Ensemble aligners "
+                "with the same front end."
+            )
+        models.append(model)
+    try:
+        ens = AlignerEnsemble(models, combine=combine)
+    except ValueError as exc:
+        raise ValueError(f"{', '.join(map(str, paths))}: {exc}") from None
+    return ens.eval(), symbols, feats, info
 
 
 @functools.lru_cache(maxsize=256)

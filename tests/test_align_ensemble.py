@@ -1,0 +1,166 @@
+"""Ensembles of aligners: several models' per-frame evidence pooled and decoded as one."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from align_toy import FEATURES, N_MELS, NUM_SYMBOLS, toy_items
+from speechattn.recipes.align.data import collate_items, new_symbol_table
+from speechattn.recipes.align.evaluate import align_items
+from speechattn.recipes.align.model import (
+    ENSEMBLE_COMBINES,
+    AlignerConfig,
+    AlignerEnsemble,
+    TextMelAligner,
+)
+from speechattn.recipes.align.pipeline import load_aligners, save_aligner
+
+
+def _model(seed: int, **kw) -> TextMelAligner:
+    torch.manual_seed(seed)
+    cfg = dict(kind="sma", num_symbols=NUM_SYMBOLS, n_mels=N_MELS, dim=16)
+    cfg.update(kw)
+    return TextMelAligner(AlignerConfig(**cfg)).eval()
+
+
+def _copy(model: TextMelAligner) -> TextMelAligner:
+    twin = TextMelAligner(model.config)
+    twin.load_state_dict(model.state_dict())
+    return twin.eval()
+
+
+def _batch(n: int = 5, seed: int = 3):
+    return collate_items(toy_items(n, seed))
+
+
+@pytest.mark.parametrize("combine", ENSEMBLE_COMBINES)
+@pytest.mark.parametrize("kind", ["sma", "fs"])
+def test_ensemble_of_identical_models_is_the_single_model(combine: str, kind: str) -> None:
+    model = _model(0, kind=kind)
+    tokens, tl, mels, ml = _batch()
+    ens = AlignerEnsemble([model, _copy(model)], combine=combine).eval()
+    with torch.no_grad():
+        one, two = model(tokens, tl, mels, ml), ens(tokens, tl, mels, ml)
+    torch.testing.assert_close(two.log_attn, one.log_attn, atol=1e-5, rtol=0)
+    torch.testing.assert_close(two.loss, one.loss)
+    if kind == "sma":
+        torch.testing.assert_close(two.log_stay, one.log_stay, atol=1e-5, rtol=0)
+        torch.testing.assert_close(two.log_move, one.log_move, atol=1e-5, rtol=0)
+    else:
+        assert two.log_stay is None and two.log_move is None
+    skip = torch.zeros(tokens.shape, dtype=torch.bool)
+    skip[:, 0] = True  # the leading silence may take no frame
+    for kw in ({}, {"skippable_mask": skip, "log_skip": -1.0}):
+        path1, soft1 = model.align(tokens, tl, mels, ml, **kw)
+        path2, soft2 = ens.align(tokens, tl, mels, ml, **kw)
+        assert torch.equal(path2.durations, path1.durations)
+        torch.testing.assert_close(soft2, soft1, atol=1e-4, rtol=0)
+
+
+def test_ensemble_of_identical_models_aligns_a_corpus_like_the_single_model() -> None:
+    # Through align_items with align's decoding: optional pauses, short-pause redecoding, the
+    # reverse pass.
+    model = _model(1)
+    items = toy_items(6, 7)
+    kw = dict(pauses="auto", min_pause_frames=2, reverse_pass=True)
+    one = align_items(model, items, FEATURES, **kw)
+    two = align_items(AlignerEnsemble([model, _copy(model), _copy(model)]), items, FEATURES, **kw)
+    for a, b in zip(one, two):
+        assert a.item.id == b.item.id
+        assert list(a.durations) == list(b.durations)
+        assert a.words == b.words and a.phones == b.phones
+
+
+@pytest.mark.parametrize("combine", ENSEMBLE_COMBINES)
+def test_ensemble_pools_the_members_probabilities(combine: str) -> None:
+    models = [_model(s) for s in (0, 1, 2)]
+    tokens, tl, mels, ml = _batch()
+    ens = AlignerEnsemble(models, combine=combine).eval()
+    with torch.no_grad():
+        outs = [m(tokens, tl, mels, ml) for m in models]
+        got = ens(tokens, tl, mels, ml)
+    # Reference in float64, one item at a time over its valid tokens and frames.
+    for b in range(tokens.shape[0]):
+        u, t = int(tl[b]), int(ml[b])
+        la = torch.stack([o.log_attn[b, :u, :t].double() for o in outs])
+        ps = torch.stack([o.log_stay[b, :u, :t].double().exp() for o in outs])
+        if combine == "log":
+            want_attn = torch.log_softmax(la.mean(0), dim=0)
+            logit = (ps.log() - (1 - ps).log()).mean(0)
+            want_stay = torch.sigmoid(logit)
+        else:
+            want_attn = la.exp().mean(0).log()
+            want_stay = ps.mean(0)
+        torch.testing.assert_close(got.log_attn[b, :u, :t].double(), want_attn, atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            got.log_stay[b, :u, :t].double().exp(), want_stay, atol=1e-5, rtol=0
+        )
+        torch.testing.assert_close(
+            got.log_move[b, :u, :t].double().exp(), 1 - want_stay, atol=1e-5, rtol=0
+        )
+        # Each valid frame's token scores are a distribution.
+        sums = got.log_attn[b, :u, :t].exp().sum(0)
+        torch.testing.assert_close(sums, torch.ones_like(sums), atol=1e-5, rtol=0)
+    # The pooled path differs from at least one member's (the members are different models).
+    path = ens.align(tokens, tl, mels, ml)[0].durations
+    assert any(not torch.equal(m.align(tokens, tl, mels, ml)[0].durations, path) for m in models)
+
+
+def test_ensemble_padding_does_not_change_an_item() -> None:
+    ens = AlignerEnsemble([_model(0), _model(1)]).eval()
+    items = toy_items(4, 11)
+    tokens, tl, mels, ml = collate_items(items)
+    batched = ens.align(tokens, tl, mels, ml)[0].durations
+    for j, it in enumerate(items):
+        alone = ens.align(*collate_items([it]))[0].durations
+        u = int(tl[j])
+        assert torch.equal(batched[j, :u], alone[0, :u])
+
+
+def test_ensemble_rejects_bad_members() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        AlignerEnsemble([])
+    with pytest.raises(TypeError, match="TextMelAligner"):
+        AlignerEnsemble([_model(0), torch.nn.Linear(2, 2)])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="combine"):
+        AlignerEnsemble([_model(0)], combine="median")
+    for field, value in (("kind", "fs"), ("num_symbols", NUM_SYMBOLS + 1), ("n_mels", N_MELS + 2)):
+        with pytest.raises(ValueError, match=f"{field}="):
+            AlignerEnsemble([_model(0), _model(1, **{field: value})])
+
+
+def _save(path: Path, model: TextMelAligner, symbols: dict, **features) -> Path:
+    save_aligner(path, model, symbols, dataclasses.replace(FEATURES, **features), {"k": 1})
+    return path
+
+
+def test_load_aligners_builds_an_ensemble_and_checks_front_ends(tmp_path: Path) -> None:
+    symbols = new_symbol_table()
+    a = _save(tmp_path / "a.pt", _model(0), symbols)
+    b = _save(tmp_path / "b.pt", _model(1), symbols)
+    single, sym1, feats1, _ = load_aligners([a])
+    assert isinstance(single, TextMelAligner)
+    ens, sym2, feats2, info2 = load_aligners([a, b], combine="prob")
+    assert isinstance(ens, AlignerEnsemble) and len(ens) == 2 and ens.combine == "prob"
+    assert sym1 == sym2 == symbols and feats1 == feats2 == FEATURES and info2 == {"k": 1}
+    tokens, tl, mels, ml = _batch()
+    want = AlignerEnsemble([_model(0), _model(1)], combine="prob")
+    assert torch.equal(
+        ens.align(tokens, tl, mels, ml)[0].durations, want.align(tokens, tl, mels, ml)[0].durations
+    )
+    # Another front end or another phone inventory: not the same features or token ids.
+    c = _save(tmp_path / "c.pt", _model(2), symbols, n_fft=FEATURES.n_fft // 2)
+    with pytest.raises(ValueError, match=r"c\.pt.*n_fft"):
+        load_aligners([a, c])
+    other = dict(symbols)
+    first, second = list(other)[-2:]
+    other[first], other[second] = other[second], other[first]
+    d = _save(tmp_path / "d.pt", _model(3), other)
+    with pytest.raises(ValueError, match=r"d\.pt.*phone"):
+        load_aligners([a, d])
+    with pytest.raises(ValueError, match="at least one"):
+        load_aligners([])
