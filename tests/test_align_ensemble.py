@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from tests.align_toy import FEATURES, N_MELS, NUM_SYMBOLS, tone_corpus, toy_items
 
-from align_toy import FEATURES, N_MELS, NUM_SYMBOLS, toy_items
 from speechattn.recipes.align.data import collate_items, new_symbol_table
 from speechattn.recipes.align.evaluate import align_items
 from speechattn.recipes.align.model import (
@@ -17,7 +19,12 @@ from speechattn.recipes.align.model import (
     AlignerEnsemble,
     TextMelAligner,
 )
-from speechattn.recipes.align.pipeline import load_aligners, save_aligner
+from speechattn.recipes.align.pipeline import (
+    DEFAULT_ASSET,
+    load_aligner,
+    load_aligners,
+    save_aligner,
+)
 
 
 def _model(seed: int, **kw) -> TextMelAligner:
@@ -164,3 +171,94 @@ def test_load_aligners_builds_an_ensemble_and_checks_front_ends(tmp_path: Path) 
         load_aligners([a, d])
     with pytest.raises(ValueError, match="at least one"):
         load_aligners([])
+
+
+def test_an_ensemble_saves_to_one_file_and_loads_back(tmp_path: Path) -> None:
+    ens = AlignerEnsemble([_model(0), _model(1, kernel_size=3)], combine="prob").eval()
+    save_aligner(tmp_path / "e.pt", ens, new_symbol_table(), FEATURES, {"k": 2})
+    back, _, feats, info = load_aligner(tmp_path / "e.pt")
+    assert isinstance(back, AlignerEnsemble) and back.combine == "prob" and len(back) == 2
+    assert feats == FEATURES and info == {"k": 2}
+    assert [m.config for m in back.members] == [m.config for m in ens.members]
+    tokens, tl, mels, ml = _batch()
+    torch.testing.assert_close(
+        back(tokens, tl, mels, ml).log_attn, ens(tokens, tl, mels, ml).log_attn
+    )
+    # A file holding an ensemble adds its members to the others given.
+    b = _save(tmp_path / "b.pt", _model(2), new_symbol_table())
+    three = load_aligners([tmp_path / "e.pt", b])[0]
+    assert isinstance(three, AlignerEnsemble) and len(three) == 3 and three.combine == "log"
+
+
+def _alignments(folder: Path) -> dict:
+    return {
+        f.name: {k: v for k, v in json.loads(f.read_text()).items() if k != "aligner"}
+        for f in sorted((folder / "alignments").glob("*.json"))
+    }
+
+
+def test_align_cli_with_two_checkpoints(tmp_path: Path) -> None:
+    from speechattn.cli import main
+
+    if not DEFAULT_ASSET.is_file():
+        pytest.skip("no shipped aligner")
+    data = tone_corpus(tmp_path / "corpus", {"u1": "the cat sat", "u2": "a dog"}, noise=0.005)
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    shutil.copy(DEFAULT_ASSET, a)
+    shutil.copy(DEFAULT_ASSET, b)
+    common = ["align", str(data), "--no-progress", "--threads", "1"]
+    assert main([*common, "--out", str(tmp_path / "one"), "--no-adapt"]) == 0
+    two = tmp_path / "two"
+    assert (
+        main(
+            [
+                *common,
+                "--out",
+                str(two),
+                "--no-adapt",
+                "--checkpoint",
+                str(a),
+                "--checkpoint",
+                str(b),
+            ]
+        )
+        == 0
+    )
+    # Two copies of one aligner align like that aligner; the output aligner holds both.
+    assert _alignments(two) == _alignments(tmp_path / "one")
+    saved = load_aligner(two / "aligner.pt")[0]
+    assert isinstance(saved, AlignerEnsemble) and len(saved) == 2
+    # Adaptation adapts each member in turn, each with its own training checkpoint.
+    adapted = tmp_path / "adapted"
+    args = [
+        *common,
+        "--out",
+        str(adapted),
+        "--steps",
+        "2",
+        "--checkpoint",
+        str(a),
+        "--checkpoint",
+        str(b),
+    ]
+    assert main(args) == 0
+    assert (adapted / "checkpoints" / "aligner.pt").is_file()
+    assert (adapted / "checkpoints" / "aligner-1.pt").is_file()
+    summary = json.loads((adapted / "summary.json").read_text())
+    assert summary["adaptation"].startswith("2+2 steps")
+    assert len(load_aligner(adapted / "aligner.pt")[0]) == 2  # type: ignore[arg-type]
+    # Missing file: a usage error naming it.
+    assert (
+        main(
+            [
+                *common,
+                "--out",
+                str(tmp_path / "x"),
+                "--checkpoint",
+                str(a),
+                "--checkpoint",
+                str(tmp_path / "nope.pt"),
+            ]
+        )
+        == 2
+    )

@@ -117,12 +117,14 @@ def _align(args: argparse.Namespace) -> int:
 
     if args.out is None:
         raise CliError("the following arguments are required: --out", status=2)
-    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
-        raise CliError(
-            f"--checkpoint {args.checkpoint}: no such file; pass an aligner written by "
-            "`speechattn align` (OUT/aligner.pt) or leave it out for the shipped one",
-            status=2,
-        )
+    checkpoints = [Path(c) for c in args.checkpoint or []]
+    for c in checkpoints:
+        if not c.is_file():
+            raise CliError(
+                f"--checkpoint {c}: no such file; pass an aligner written by "
+                "`speechattn align` (OUT/aligner.pt) or leave it out for the shipped one",
+                status=2,
+            )
     if args.no_adapt and args.steps is not None:
         raise CliError("--steps has no effect with --no-adapt (nothing is trained)", status=2)
     from speechattn.recipes.align.pipeline import ADAPT_MAX_SECONDS, AdaptStop
@@ -137,7 +139,7 @@ def _align(args: argparse.Namespace) -> int:
     res = run_align(
         Path(args.data),
         Path(args.out),
-        checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+        checkpoint=checkpoints or None,
         adapt=not args.no_adapt,
         from_scratch=args.from_scratch,
         steps=args.steps,
@@ -275,7 +277,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_hidden_alias(a, "--out-dir", "out")
     add_hidden_alias(a, "--output-dir", "out")
-    a.add_argument("--checkpoint", default=None, help="aligner to apply (default: the shipped one)")
+    a.add_argument(
+        "--checkpoint",
+        action="append",
+        default=None,
+        help="aligner to apply (default: the shipped one); give it several times for an ensemble "
+        "(aligners with the same phone inventory and front end; each adapts in turn, their "
+        "per-frame log-probabilities are averaged, OUT/aligner.pt holds them all)",
+    )
     g = a.add_mutually_exclusive_group()
     g.add_argument("--no-adapt", action="store_true", help="apply the aligner as is")
     g.add_argument("--from-scratch", action="store_true", help="train a new aligner on this corpus")

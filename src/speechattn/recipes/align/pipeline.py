@@ -234,16 +234,32 @@ class DemoConfig:
 
 
 def save_aligner(
-    path: Path, model: TextMelAligner, symbols: dict, features: FeatureConfig, info: dict
+    path: Path,
+    model: TextMelAligner | AlignerEnsemble,
+    symbols: dict,
+    features: FeatureConfig,
+    info: dict,
 ) -> None:
-    """Save a small standalone aligner (weights, config, symbols, front end)."""
-    state = model.state_dict()
+    """Save a small standalone aligner (weights, config, symbols, front end).
+
+    An :class:`AlignerEnsemble` is saved as one file holding every member's config and weights
+    (and how they are pooled); :func:`load_aligner` gives it back as an ensemble."""
+    if isinstance(model, AlignerEnsemble):
+        weights: dict[str, Any] = {
+            "members": [
+                {"model_config": m.config.to_dict(), "state_dict": m.state_dict()}
+                for m in model.members
+                if isinstance(m, TextMelAligner)
+            ],
+            "combine": model.combine,
+        }
+    else:
+        weights = {"model_config": model.config.to_dict(), "state_dict": model.state_dict()}
     save_checkpoint(
         path,
         {
             "format": "speechattn-aligner-1",
-            "model_config": model.config.to_dict(),
-            "state_dict": state,
+            **weights,
             "symbols": symbols,
             "features": features.to_dict(),
             "info": info,
@@ -251,8 +267,11 @@ def save_aligner(
     )
 
 
-def load_aligner(path: Path | None = None) -> tuple[TextMelAligner, dict, FeatureConfig, dict]:
-    """Load an aligner saved by :func:`save_aligner` (default: the shipped English aligner).
+def load_aligner(
+    path: Path | None = None,
+) -> tuple[TextMelAligner | AlignerEnsemble, dict, FeatureConfig, dict]:
+    """Load an aligner saved by :func:`save_aligner` (default: the shipped English aligner): a
+    :class:`TextMelAligner`, or an :class:`AlignerEnsemble` for a file that holds several.
 
     The file is read with ``torch.load(..., weights_only=True)``: a checkpoint that would need
     arbitrary unpickling (and could run code) is refused with a ``ValueError`` naming it.
@@ -264,9 +283,9 @@ def load_aligner(path: Path | None = None) -> tuple[TextMelAligner, dict, Featur
             "shipped one (see README, 'Rebuilding the shipped aligner')."
         )
     ck = load_checkpoint(p)
-    if "state_dict" not in ck and "model" not in ck:
+    if "state_dict" not in ck and "model" not in ck and "members" not in ck:
         raise ValueError(
-            f"{p}: not an aligner checkpoint (expected 'state_dict' or 'model'; found keys "
+            f"{p}: not an aligner checkpoint (expected 'state_dict', 'model' or 'members'; found keys "
             f"{sorted(ck)[:8]}). Pass a file written by `speechattn align` or `speechattn demo`."
         )
     if "state_dict" not in ck and "model" in ck:  # a training checkpoint
@@ -277,12 +296,25 @@ def load_aligner(path: Path | None = None) -> tuple[TextMelAligner, dict, Featur
             "features": ck["extra"]["features"],
             "info": {},
         }
-    model = TextMelAligner(AlignerConfig(**ck["model_config"]))
-    model.load_state_dict(
-        {k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
-    )
-    model.eval()
-    return model, dict(ck["symbols"]), FeatureConfig(**ck["features"]), dict(ck.get("info", {}))
+
+    def build(member: dict) -> TextMelAligner:
+        model = TextMelAligner(AlignerConfig(**member["model_config"]))
+        model.load_state_dict(
+            {k: v.float() if v.is_floating_point() else v for k, v in member["state_dict"].items()}
+        )
+        return model.eval()
+
+    loaded: TextMelAligner | AlignerEnsemble
+    if "members" in ck:
+        try:
+            loaded = AlignerEnsemble(
+                [build(m) for m in ck["members"]], combine=ck.get("combine", "log")
+            ).eval()
+        except ValueError as exc:
+            raise ValueError(f"{p}: {exc}") from None
+    else:
+        loaded = build(ck)
+    return loaded, dict(ck["symbols"]), FeatureConfig(**ck["features"]), dict(ck.get("info", {}))
 
 
 def load_aligners(
@@ -292,7 +324,8 @@ def load_aligners(
 
     Several aligners must share the phone inventory (the same symbol for every token id) and
     the front end (the same :class:`FeatureConfig`): the ensemble feeds them the same tokens and
-    features. The symbols, features and info returned are the first aligner's.
+    features. A file that holds an ensemble adds its members. The symbols, features and info
+    returned are the first aligner's.
 
     Raises:
         ValueError: no path, or an aligner whose symbols, front end or model kind differ from
@@ -305,7 +338,7 @@ def load_aligners(
     if len(paths) == 1:
         return first
     model0, symbols, feats, info = first
-    models = [model0]
+    models = _members(model0)
     for p in paths[1:]:
         model, sym, fc, _ = load_aligner(p)
         if sym != symbols:
@@ -322,12 +355,19 @@ def load_aligners(
                 f"{p}: expected the front end of {paths[0]}; found {what}. Ensemble aligners "
                 "with the same front end."
             )
-        models.append(model)
+        models.extend(_members(model))
     try:
         ens = AlignerEnsemble(models, combine=combine)
     except ValueError as exc:
         raise ValueError(f"{', '.join(map(str, paths))}: {exc}") from None
     return ens.eval(), symbols, feats, info
+
+
+def _members(model: TextMelAligner | AlignerEnsemble) -> list[TextMelAligner]:
+    """The aligners of ``model``: its members (an ensemble) or itself."""
+    if isinstance(model, AlignerEnsemble):
+        return [m for m in model.members if isinstance(m, TextMelAligner)]
+    return [model]
 
 
 @functools.lru_cache(maxsize=256)
@@ -842,7 +882,7 @@ def run_align(
     data: Path,
     out: Path,
     *,
-    checkpoint: Path | None = None,
+    checkpoint: Path | Sequence[Path] | None = None,
     adapt: bool = True,
     from_scratch: bool = False,
     steps: int | None = None,
@@ -955,14 +995,22 @@ def run_align(
             envelopes=silence_edge_db is not None,
         )
         mcfg = AlignerConfig(kind=kind, num_symbols=max(64, len(symbols)), n_mels=feats.n_mels)
-        init = None
+        inits: list[dict] | None = None
         shipped_offsets = None
         tables: dict[str, BoundaryOffsets | None] = {}
         n_steps = steps if steps is not None else 600
         mode = "from-scratch"
         init_id = None
     else:
-        model, symbols, feats, info = load_aligner(checkpoint)
+        paths = (
+            [DEFAULT_ASSET]
+            if checkpoint is None
+            else [Path(checkpoint)]
+            if isinstance(checkpoint, (str, Path))
+            else [Path(c) for c in checkpoint]
+        )
+        loaded, symbols, feats, info = load_aligners(paths)
+        members = _members(loaded)
         tables = {
             name: BoundaryOffsets.from_dict(info.get(key))
             for name, key in _CALIBRATION_KEYS.items()
@@ -981,11 +1029,12 @@ def run_align(
             voice=corpus_voice,
             envelopes=silence_edge_db is not None,
         )
-        mcfg = model.config
-        init = model.state_dict()
+        mcfg = loaded.config
+        inits = [m.state_dict() for m in members]
         n_steps = (steps if steps is not None else ADAPT_MAX_STEPS) if adapt else 0
         mode = "adapt" if adapt else "apply"
-        init_id = file_digest(DEFAULT_ASSET if checkpoint is None else Path(checkpoint))
+        init_id = ",".join(file_digest(p) for p in paths)
+        model: TextMelAligner | AlignerEnsemble = loaded
     if from_scratch and calibration == "auto":
         calibration = "none"
     if calibration != "none" and shipped_offsets is None:
@@ -995,7 +1044,7 @@ def run_align(
             + (
                 "a new aligner (--from-scratch has none)."
                 if from_scratch
-                else f"none in {checkpoint or DEFAULT_ASSET}."
+                else f"none in {', '.join(map(str, paths))}."
             )
             + " Drop --calibration, or use the shipped aligner (it has both tables)."
         )
@@ -1006,10 +1055,15 @@ def run_align(
                 f"Expected a plain-MHA aligner for prior={prior!r}; found kind={mcfg.kind!r}. "
                 "Use --from-scratch --kind mha, or a checkpoint of an MHA aligner."
             )
+        if inits is not None and len(inits) > 1:
+            raise ValueError(
+                f"Expected one MHA aligner for prior={prior!r}; found an ensemble of "
+                f"{len(inits)}. Pass one --checkpoint."
+            )
         mcfg = dataclasses.replace(mcfg, mha_prior=prior)
-        if init is not None:  # the loaded MHA aligner, now with this prior
+        if inits is not None:  # the loaded MHA aligner, now with this prior
             model = TextMelAligner(mcfg)
-            model.load_state_dict(init)
+            model.load_state_dict(inits[0])
             model.eval()
     skipped = len(corpus_problems) + len(utts) - len(items)
     if not items:
@@ -1021,6 +1075,7 @@ def run_align(
         "corpus": corpus_fingerprint(utts),
         "symbols": sorted(symbols, key=lambda k: symbols[k]),
         "model_config": mcfg.to_dict(),
+        **({"members": len(inits)} if inits is not None and len(inits) > 1 else {}),
         "features": feats.to_dict(),
         "seed": int(seed),
         "mode": mode,
@@ -1042,7 +1097,7 @@ def run_align(
     )
     adaptation: dict[str, Any] = {}
     if n_steps > 0:
-        adapting = init is not None
+        adapting = inits is not None
         if adapting:
             tcfg = TrainConfig(
                 steps=n_steps,
@@ -1056,34 +1111,50 @@ def run_align(
             tcfg = TrainConfig(steps=n_steps, seed=seed, lr=2e-3, warmup=10)
         if overrides:
             tcfg = dataclasses.replace(tcfg, **overrides)
-        res = train_aligner(
-            mcfg,
-            items,
-            tcfg,
-            checkpoint=out / "checkpoints" / "aligner.pt",
-            extra_state={"symbols": symbols, "features": feats.to_dict(), "run": record},
-            init_state=init,
-            progress=progress,
-            desc="adapt" if adapting else "train",
-            should_stop=stop_rule if adapting else None,
-        )
-        if res.resumed_from:
-            log(f"resumed from step {res.resumed_from} of {tcfg.steps}")
-        model = res.model
-        done = len(res.history)
+        # An ensemble adapts each member in turn, the same way (its own checkpoint, stop and caps).
+        starts: list[dict | None] = list(inits) if inits is not None else [None]
+        trained, done_steps, whys = [], [], []
+        for i, init in enumerate(starts):
+            tag = f" {i + 1}/{len(starts)}" if len(starts) > 1 else ""
+            res = train_aligner(
+                _members(model)[i].config if inits is not None else mcfg,
+                items,
+                tcfg,
+                checkpoint=out / "checkpoints" / ("aligner.pt" if i == 0 else f"aligner-{i}.pt"),
+                extra_state={"symbols": symbols, "features": feats.to_dict(), "run": record},
+                init_state=init,
+                progress=progress,
+                desc=("adapt" if adapting else "train") + tag,
+                should_stop=stop_rule if adapting else None,
+            )
+            if res.resumed_from:
+                log(f"resumed{tag} from step {res.resumed_from} of {tcfg.steps}")
+            trained.append(res.model)
+            done = len(res.history)
+            if adapting:
+                if done < tcfg.steps and stop_rule(res.history):
+                    best, _ = stop_rule.best_step(res.history)
+                    why = (
+                        f"objective flat since step {best} (patience {stop_rule.patience}, "
+                        f"smoothing {stop_rule.smoothing})"
+                    )
+                elif done < tcfg.steps:
+                    why = f"time cap ({tcfg.max_seconds:g} s, --set max_seconds)"
+                else:
+                    why = f"step cap ({tcfg.steps}, --steps)"
+                log(f"adaptation{tag}: {done} steps at lr {tcfg.lr:g}, stopped: {why}")
+                done_steps.append(done)
+                whys.append(why)
+        if len(trained) > 1 and isinstance(model, AlignerEnsemble):
+            model = AlignerEnsemble(trained, combine=model.combine).eval()
+        else:
+            model = trained[0]
         if adapting:
-            if done < tcfg.steps and stop_rule(res.history):
-                best, _ = stop_rule.best_step(res.history)
-                why = (
-                    f"objective flat since step {best} (patience {stop_rule.patience}, "
-                    f"smoothing {stop_rule.smoothing})"
-                )
-            elif done < tcfg.steps:
-                why = f"time cap ({tcfg.max_seconds:g} s, --set max_seconds)"
-            else:
-                why = f"step cap ({tcfg.steps}, --steps)"
-            adaptation = {"steps": done, "stopped": why, "lr": tcfg.lr}
-            log(f"adaptation: {done} steps at lr {tcfg.lr:g}, stopped: {why}")
+            adaptation = {
+                "steps": done_steps[0] if len(done_steps) == 1 else "+".join(map(str, done_steps)),
+                "stopped": "; ".join(dict.fromkeys(whys)),
+                "lr": tcfg.lr,
+            }
     if rank != 0:
         return {}
     # "auto": an optional pause token between every two words, adapted or not. (The espeak-only
