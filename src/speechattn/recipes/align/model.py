@@ -61,7 +61,7 @@ __all__ = [
 KINDS = ("sma", "fs", "mha")
 MHA_PRIORS = ("none", "diagonal", "beta-binomial")
 # How AlignerEnsemble pools its members' per-frame probabilities (see its docstring).
-ENSEMBLE_COMBINES = ("log", "prob")
+ENSEMBLE_COMBINES = ("log", "prob", "median")
 
 
 @dataclass
@@ -414,9 +414,13 @@ class AlignerEnsemble(nn.Module):
       ``log(mean_i exp(log_attn_i))`` and ``log(mean_i p_i)`` / ``log(mean_i (1 - p_i))``;
 
     and :meth:`align` decodes that output exactly as :meth:`TextMelAligner.align` decodes one
-    model's (Viterbi over the stay/move HMM for ``kind="sma"``, MAS otherwise). One member gives
-    that member's alignment. ``loss`` is the members' mean loss. ``config`` is the first
-    member's (every member has the same ``kind``, ``num_symbols`` and ``n_mels``).
+    model's (Viterbi over the stay/move HMM for ``kind="sma"``, MAS otherwise).
+    ``combine="median"`` decodes each member on its own instead and puts every token edge (the
+    frame where a token ends) at the members' median (the lower one for an even count), so a
+    token keeps >= 1 frame when every member gives it one; its :meth:`forward` pools as
+    ``"log"`` and its soft alignment is the members' mean. One member gives that member's
+    alignment. ``loss`` is the members' mean loss. ``config`` is the first member's (every
+    member has the same ``kind``, ``num_symbols`` and ``n_mels``).
 
     Args:
         models: the members, a non-empty sequence of :class:`TextMelAligner`.
@@ -476,7 +480,7 @@ class AlignerEnsemble(nn.Module):
             -1
         ) & lengths_to_valid_mask(mel_lengths, mels.shape[1]).unsqueeze(1)
         la = torch.stack([o.log_attn for o in outs])
-        if self.combine == "log":
+        if self.combine != "prob":
             log_attn = torch.log_softmax(mask_token_logits(la.mean(0), text_lengths), dim=1)
         else:
             log_attn = torch.logsumexp(la, dim=0) - math.log(n)
@@ -485,7 +489,7 @@ class AlignerEnsemble(nn.Module):
         if all(o.log_stay is not None and o.log_move is not None for o in outs):
             ls = torch.stack([o.log_stay for o in outs])  # type: ignore[misc]
             lm = torch.stack([o.log_move for o in outs])  # type: ignore[misc]
-            if self.combine == "log":
+            if self.combine != "prob":
                 z = (ls - lm).mean(0)
                 log_stay, log_move = F.logsigmoid(z), F.logsigmoid(-z)
             else:
@@ -504,6 +508,22 @@ class AlignerEnsemble(nn.Module):
         skippable_mask: Tensor | None = None,
         log_skip: float = 0.0,
     ) -> tuple[AlignmentPath, Tensor]:
-        """Hard alignment and soft alignment of the pooled output (see :meth:`TextMelAligner.align`)."""
-        out = self.forward(tokens, text_lengths, mels, mel_lengths)
-        return _hard_alignment(out, text_lengths, mel_lengths, skippable_mask, log_skip)
+        """Hard alignment and soft alignment of the pooled output (see :meth:`TextMelAligner.align`),
+        or with ``combine="median"`` the median of the members' alignments."""
+        if self.combine != "median":
+            out = self.forward(tokens, text_lengths, mels, mel_lengths)
+            return _hard_alignment(out, text_lengths, mel_lengths, skippable_mask, log_skip)
+        paths, softs = [], []
+        for m in self.members:
+            p, soft = cast(TextMelAligner, m).align(
+                tokens, text_lengths, mels, mel_lengths, skippable_mask, log_skip
+            )
+            paths.append(p.durations)
+            softs.append(soft)
+        ends = torch.stack(paths).cumsum(-1)  # (N, B, U): the frame each token ends before
+        end = ends.sort(dim=0).values[(len(paths) - 1) // 2]
+        start = end - torch.diff(end, dim=-1, prepend=torch.zeros_like(end[:, :1]))
+        t = torch.arange(mels.shape[1], device=end.device)
+        one_hot = (t >= start.unsqueeze(-1)) & (t < end.unsqueeze(-1))
+        soft = torch.stack(softs).mean(0)
+        return AlignmentPath(one_hot.to(soft.dtype), end - start), soft
