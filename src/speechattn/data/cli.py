@@ -11,6 +11,7 @@ from speechattn._cli import (
     add_hidden_alias,
     comma_choices,
     nonnegative_int,
+    out_dir,
     positive_int,
 )
 
@@ -182,7 +183,7 @@ def add_parser(sub: Any) -> None:
     s = dsub.add_parser(
         "synth", help="write a synthetic corpus with exact timings (wavs + manifest.jsonl)"
     )
-    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--out", type=out_dir, required=True, help="output directory")
     s.add_argument(
         "--utterances", type=positive_int, default=100, help="number of utterances (default 100)"
     )
@@ -236,7 +237,7 @@ def add_parser(sub: Any) -> None:
 
     tg = dsub.add_parser("textgrid", help="export a manifest's word/phone intervals as TextGrids")
     tg.add_argument("manifest", help="manifest.jsonl with intervals")
-    tg.add_argument("--out", required=True, help="output directory")
+    tg.add_argument("--out", type=out_dir, required=True, help="output directory")
     tg.set_defaults(func=_textgrid)
 
     def _help(args: argparse.Namespace) -> int:

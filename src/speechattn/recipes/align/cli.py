@@ -11,6 +11,7 @@ from speechattn._cli import (
     add_hidden_alias,
     comma_choices,
     nonnegative_int,
+    out_dir,
     parse_overrides,
     positive_float,
     positive_int,
@@ -189,10 +190,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(forward-sum + MAS, plain MHA, uniform). About 10 minutes on 2 CPU cores.",
     )
     p.add_argument(
-        "--out", default="speechattn-demo", help="output directory (default: %(default)s)"
+        "--out",
+        type=out_dir,
+        default="speechattn-demo",
+        help="output directory (default: %(default)s)",
     )
-    add_hidden_alias(p, "--out-dir", "out")
-    add_hidden_alias(p, "--output-dir", "out")
+    add_hidden_alias(p, "--out-dir", "out", type=out_dir)
+    add_hidden_alias(p, "--output-dir", "out", type=out_dir)
     p.add_argument(
         "--quick", action="store_true", help="a tiny run (about a minute) for smoke tests"
     )
@@ -269,12 +273,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("data", help="corpus directory, metadata.csv or manifest.jsonl")
     a.add_argument(
         "--out",
+        type=out_dir,
         default=None,
         help="output directory, required (one run per folder: the same run resumes, another is "
         "refused unless --overwrite)",
     )
-    add_hidden_alias(a, "--out-dir", "out")
-    add_hidden_alias(a, "--output-dir", "out")
+    add_hidden_alias(a, "--out-dir", "out", type=out_dir)
+    add_hidden_alias(a, "--output-dir", "out", type=out_dir)
     a.add_argument("--checkpoint", default=None, help="aligner to apply (default: the shipped one)")
     g = a.add_mutually_exclusive_group()
     g.add_argument("--no-adapt", action="store_true", help="apply the aligner as is")
