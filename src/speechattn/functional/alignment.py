@@ -81,6 +81,11 @@ def _check_scores(x: Tensor, name: str) -> tuple[int, int, int]:
             "Add a batch dimension with .unsqueeze(0) for a single item."
         )
     b, u, t = x.shape
+    if u == 0 or t == 0:  # (the compiled paths would index token -1 of an empty row)
+        raise ValueError(
+            f"Expected {name} with at least one token and one frame (U >= 1, T >= 1); found "
+            f"{tuple(x.shape)}. Drop items with empty text or audio before aligning."
+        )
     return b, u, t
 
 
@@ -514,12 +519,16 @@ def monotonic_hmm_log_likelihood(
             transition posteriors; CPU tensors), or ``"auto"`` (numba for CPU inputs when installed).
 
     Returns:
-        float ``(B,)`` log-likelihoods, differentiable w.r.t. all score inputs. The gradient w.r.t.
+        float ``(B,)`` log-likelihoods (float32 or float64; lower precisions are computed in
+        float32), differentiable w.r.t. all score inputs. The gradient w.r.t.
         ``log_emission`` is the posterior occupancy of each (token, frame).
     """
     b, u, t = _check_scores(log_emission, "log_emission")
     tl, ml = _check_pair(text_lengths, mel_lengths, b, u, t, log_emission.device)
     stay, move = _prep_transitions(log_stay, log_move, log_emission)
+    if log_emission.dtype not in (torch.float32, torch.float64):
+        # float16 cannot hold the "log 0" of -1e30 (nor long sums of log-scores): float32
+        log_emission, stay, move = log_emission.float(), stay.float(), move.float()
     name = kernels.resolve("hmm_forward_backward", impl, log_emission.device.type)
     dev, dt = log_emission.device, log_emission.dtype
     tok_valid = lengths_to_valid_mask(tl, u).unsqueeze(-1)
@@ -557,8 +566,38 @@ def monotonic_hmm_log_likelihood(
 def uniform_durations(
     text_lengths: Tensor, mel_lengths: Tensor, max_tokens: int | None = None
 ) -> Tensor:
-    """Integer durations splitting each item's frames as evenly as possible (the floor baseline)."""
-    u = int(text_lengths.max()) if max_tokens is None else max_tokens
+    """Integer durations splitting each item's frames as evenly as possible (the floor baseline).
+
+    Args:
+        text_lengths: int64 ``(B,)`` tokens per item, ``>= 1``.
+        mel_lengths: int64 ``(B,)`` frames per item, ``>= 1``; with fewer frames than tokens
+            some tokens get 0 frames.
+        max_tokens: padded token count ``U`` of the output (default ``max(text_lengths)``).
+
+    Returns:
+        int64 ``(B, U)``: each row sums to ``mel_lengths[b]``; padded tokens get 0.
+    """
+    for name, x in (("text_lengths", text_lengths), ("mel_lengths", mel_lengths)):
+        if not isinstance(x, Tensor) or x.dtype.is_floating_point or x.dtype == torch.bool:
+            raise TypeError(
+                f"Expected {name} to be an integer tensor (B,); found "
+                f"{getattr(x, 'dtype', type(x).__name__)}."
+            )
+    if text_lengths.dim() != 1 or text_lengths.shape != mel_lengths.shape:
+        raise ValueError(
+            "Expected text_lengths and mel_lengths of one shape (B,); found "
+            f"{tuple(text_lengths.shape)} and {tuple(mel_lengths.shape)}."
+        )
+    if max_tokens is None:
+        u = int(text_lengths.max()) if text_lengths.numel() else 0
+    else:
+        u = max_tokens
+    check_lengths(text_lengths, "text_lengths", batch=text_lengths.shape[0], max_len=u)
+    if bool((mel_lengths < 1).any()):
+        i = int((mel_lengths < 1).nonzero()[0, 0])
+        raise ValueError(
+            f"Expected mel_lengths[b] >= 1; found mel_lengths[{i}] = {int(mel_lengths[i])}."
+        )
     idx = torch.arange(u, device=text_lengths.device).unsqueeze(0)
     tlf = text_lengths.unsqueeze(1).double()
     mlf = mel_lengths.unsqueeze(1).double()

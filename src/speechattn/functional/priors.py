@@ -902,6 +902,8 @@ def prior_attention(
     lk = check_lengths(key_lengths, "key_lengths", batch=b, max_len=tk, device=dev, allow_zero=True)
     if impl not in _IMPLS:
         raise ValueError(f"Expected impl in {_IMPLS}; found impl = {impl!r}.")
+    if not 0.0 <= float(dropout_p) < 1.0:
+        raise ValueError(f"Expected 0 <= dropout_p < 1; found dropout_p = {dropout_p}.")
     dtype = query.dtype
     if bias is not None:
         if not isinstance(bias, Tensor) or not bias.dtype.is_floating_point:

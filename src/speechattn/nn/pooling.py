@@ -33,6 +33,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import cast
@@ -232,8 +233,8 @@ class ASP(nn.Module):
         )
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        if isinstance(x, Tensor) and x.dim() >= 3:
-            x = x.reshape(x.shape[0], -1, x.shape[-1])
+        if isinstance(x, Tensor) and x.dim() >= 3:  # (B, C, F, T) or deeper: channels flattened
+            x = x.reshape(x.shape[0], math.prod(x.shape[1:-1]), x.shape[-1])
         x, lengths, mask = prepare_pooling_input(x, lengths)
         _check_features("ASP", x, self.in_dim)
         conv1, _, bn_, conv2, _ = self.attention
