@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import speechattn.functional as SF
 from speechattn.cli import main
@@ -218,3 +220,135 @@ def test_out_onto_a_file_fails_in_one_line_where_not_checked_at_parse_time(
     assert main(["info"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "a file is in the way" in err[0] and "Errno" not in err[0], err
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"kind": "gaussian", "distance": "absolute"},
+        {"kind": "linear", "scale": 1e5},
+    ],
+    ids=["gaussian-absolute", "linear-steep"],
+)
+def test_diagonal_bias_in_half_precision_is_never_nan(dtype: torch.dtype, kw: dict) -> None:
+    # Before: penalties beyond float16's range became -inf, and padded rows (-inf * 0) NaN.
+    tl = torch.tensor([300, 200])
+    bias = SF.diagonal_bias(tl, tl, dtype=dtype, **kw)
+    assert bias.dtype == dtype and torch.isfinite(bias).all()
+    assert (bias[1, :, 200:] == 0).all()  # padded query rows stay 0
+    ref = SF.diagonal_bias(tl, tl, dtype=torch.float32, **kw)
+    torch.testing.assert_close(
+        bias.float(), ref.clamp_min(torch.finfo(dtype).min).to(dtype).float()
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# torch.compile reaches the numba kernels (graph breaks around them)
+# --------------------------------------------------------------------------------------------
+
+_COMPILE_SCRIPT = r"""
+import torch
+import speechattn.functional as F
+torch.manual_seed(0)
+tl, ml = torch.tensor([5, 3]), torch.tensor([30, 20])
+p = torch.rand(2, 5, 30, dtype=torch.float64, requires_grad=True)
+e = torch.randn(2, 5, 30, dtype=torch.float64, requires_grad=True)
+
+def work():
+    a = F.stepwise_monotonic_alignment(p, tl, ml)
+    ll = F.monotonic_hmm_log_likelihood(e, None, None, tl, ml)
+    path = F.monotonic_alignment_search(e, tl, ml).path
+    return a, ll, path
+
+# compiled first, in a fresh process: before, dynamo traced into numba and failed
+got = torch.compile(work, backend="eager")()
+(got[0].sum() + got[1].sum()).backward()
+gp, ge = p.grad.clone(), e.grad.clone()
+p.grad = e.grad = None
+ref = work()
+(ref[0].sum() + ref[1].sum()).backward()
+for g, r in zip(got, ref):
+    torch.testing.assert_close(g, r)
+torch.testing.assert_close(gp, p.grad)
+torch.testing.assert_close(ge, e.grad)
+print("compiled ok")
+"""
+
+
+def test_torch_compile_runs_the_numba_kernels_eagerly() -> None:
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("numba")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        [sys.executable, "-c", _COMPILE_SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert res.returncode == 0 and "compiled ok" in res.stdout, res.stderr[-3000:]
+
+
+# a property over the prior's whole parameter space, in every floating dtype
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    dtype=st.sampled_from([torch.float16, torch.bfloat16, torch.float32]),
+    kind=st.sampled_from(["linear", "gaussian", "band"]),
+    distance=st.sampled_from(["relative", "absolute"]),
+    scale=st.floats(0.0, 1e6),
+    sigma=st.floats(1e-3, 10.0),
+    width=st.floats(0.0, 5.0),
+    lengths=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40)), min_size=1, max_size=3),
+)
+def test_diagonal_bias_is_finite_and_masks_padding(
+    dtype, kind, distance, scale, sigma, width, lengths
+) -> None:
+    lq = torch.tensor([a for a, _ in lengths])
+    lk = torch.tensor([b for _, b in lengths])
+    tq, tk = int(lq.max()) + 1, int(lk.max()) + 1
+    bias = SF.diagonal_bias(
+        lq,
+        lk,
+        kind=kind,
+        distance=distance,
+        scale=scale,
+        sigma=sigma,
+        width=width,
+        max_query_len=tq,
+        max_key_len=tk,
+        dtype=dtype,
+    )
+    assert bias.shape == (len(lengths), 1, tq, tk) and bias.dtype == dtype
+    assert torch.isfinite(bias).all()
+    fill = torch.finfo(dtype).min
+    for b, (nq, nk) in enumerate(lengths):
+        if nk == 0:
+            assert (bias[b] == 0).all()
+            continue
+        assert (bias[b, :, nq:] == 0).all()  # padded query rows
+        assert (bias[b, :, :nq, nk:] == fill).all()  # padded keys
+        assert (bias[b, :, :nq, :nk] <= 0).all()
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["lr=-1", "lr=nan", "batch_size=0", "patience=0", "max_seconds=0", "schedule=foo"],
+)
+def test_align_set_values_out_of_range_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], setting: str
+) -> None:
+    # Before: the corpus was read first, then "Invalid learning rate: -1.0" or "max() arg is an
+    # empty sequence" (batch_size=0) with status 1.
+    missing = tmp_path / "never_read"
+    rc = main(["align", str(missing), "--out", str(tmp_path / "o"), "--set", setting])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    key = setting.split("=")[0]
+    assert err[0].startswith(f"speechattn align: error: --set {key}: expected"), err

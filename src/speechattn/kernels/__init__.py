@@ -45,10 +45,12 @@ the module must call :func:`register_sma_kernel`).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
+import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar, cast
 
 import torch
 
@@ -64,6 +66,34 @@ __all__ = [
     "sma_kernel_names",
     "warmup",
 ]
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _eager(fn: _F) -> _F:
+    """Mark a compiled-kernel entry point (numba), or a kernel import, to run eagerly under
+    ``torch.compile``: dynamo does not trace into it (numba's dispatch fails there on the first
+    call in a process, and tracing a first import walks numba's own set-up) but breaks the graph
+    around it; autograd is unchanged.
+
+    Lazy: ``torch.compiler.disable`` imports dynamo (seconds, and triton with it), so the
+    disabled twin is made only once dynamo is loaded, i.e. by a process that compiles.
+    """
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if "torch._dynamo" not in sys.modules:
+            return fn(*args, **kwargs)
+        twin = _DISABLED.get(fn)
+        if twin is None:
+            twin = _DISABLED[fn] = torch.compiler.disable(fn)
+        return twin(*args, **kwargs)
+
+    return cast(_F, call)
+
+
+_DISABLED: dict[Callable[..., Any], Callable[..., Any]] = {}
 
 
 class SMAKernel(NamedTuple):
@@ -124,6 +154,7 @@ def _sma_kernel_serves(name: str, device_type: str) -> bool:
     return lazy is not None and device_type in lazy[1]
 
 
+@_eager
 def get_sma_kernel(name: str) -> SMAKernel:
     """Return the SMA kernel ``name``, importing its module on first use.
 
@@ -408,6 +439,7 @@ def resolve(
     return impl
 
 
+@_eager
 def load(op: str, name: str) -> Any:
     """Import and return the module that implements ``op`` as ``name`` (first use only imports).
 

@@ -111,6 +111,45 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ``speechattn align --set KEY=VALUE``: the range each setting takes (checked before the corpus
+# is read, as a usage error; the optimiser or the batch sampler would fail much later).
+_ALIGN_SET_RANGES: dict[str, tuple[str, float, bool]] = {
+    # key: (what, lower bound, bound included)
+    "batch_size": ("an integer >= 1", 1, True),
+    "checkpoint_every": ("an integer >= 1", 1, True),
+    "smoothing": ("an integer >= 1", 1, True),
+    "patience": ("an integer >= 1", 1, True),
+    "min_steps": ("an integer >= 0", 0, True),
+    "warmup": ("an integer >= 0", 0, True),
+    "lr": ("a finite number > 0", 0.0, False),
+    "grad_clip": ("a finite number > 0", 0.0, False),
+    "max_seconds": ("a finite number > 0", 0.0, False),
+    "weight_decay": ("a finite number >= 0", 0.0, True),
+    "min_delta": ("a finite number >= 0", 0.0, True),
+}
+
+
+def _checked_align_overrides(overrides: dict[str, object]) -> dict[str, object]:
+    """``overrides`` unchanged, or a usage error naming the first value out of range."""
+    import math
+
+    for key, value in overrides.items():
+        if key == "schedule":
+            if value not in ("cosine", "constant"):
+                raise CliError(
+                    f"--set schedule: expected 'cosine' or 'constant'; found {value!r}", status=2
+                )
+            continue
+        rule = _ALIGN_SET_RANGES.get(key)
+        if rule is None or not isinstance(value, (int, float)):
+            continue
+        what, lo, closed = rule
+        ok = math.isfinite(value) and (value >= lo if closed else value > lo)
+        if not ok:
+            raise CliError(f"--set {key}: expected {what}; found {value!r}", status=2)
+    return overrides
+
+
 def _align(args: argparse.Namespace) -> int:
     from speechattn.recipes.align.pipeline import run_align
     from speechattn.recipes.align.report import metrics_table_text
@@ -151,7 +190,7 @@ def _align(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         overwrite=args.overwrite,
         formats=tuple(dict.fromkeys([*args.format, *(["ctm"] if args.ctm else [])])),
-        train_overrides=parse_overrides(args.set, tfields),
+        train_overrides=_checked_align_overrides(parse_overrides(args.set, tfields)),
         pauses=args.pauses,
         min_pause_s=args.min_pause_ms / 1000.0,
         max_pause_loudness=args.max_pause_loudness,
