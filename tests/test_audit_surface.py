@@ -352,3 +352,28 @@ def test_align_set_values_out_of_range_are_usage_errors(
     assert rc == 2 and len(err) == 1, err
     key = setting.split("=")[0]
     assert err[0].startswith(f"speechattn align: error: --set {key}: expected"), err
+
+
+@pytest.mark.parametrize(
+    ("make", "shown"),
+    [
+        (lambda: TAP(16), "in_dim=16"),
+        (lambda: ASTP(16, global_context_att=True), "in_dim=16, global_context_att=True"),
+        (lambda: ASP(2, 8), "in_dim=16"),
+        (lambda: MHASTP(16, head_num=2), "in_dim=16, layer_num=2, head_num=2, d_s=1"),
+        (lambda: MQMHASTP(16, query_num=3, head_num=2), "query_num=3, head_num=2"),
+    ],
+    ids=["TAP", "ASTP", "ASP", "MHASTP", "MQMHASTP"],
+)
+def test_pooling_repr_shows_its_settings_and_copies_round_trip(make, shown: str) -> None:
+    import copy
+    import pickle
+
+    layer = make().eval()
+    assert shown in repr(layer).splitlines()[1 if "\n" in repr(layer) else 0]
+    x, lengths = torch.randn(3, 16, 20), torch.tensor([20, 5, 1])
+    ref = layer(x, lengths)
+    fresh = make().eval()
+    fresh.load_state_dict(layer.state_dict(), strict=True)
+    for other in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer)), fresh):
+        torch.testing.assert_close(other(x, lengths), ref, rtol=0, atol=0)
