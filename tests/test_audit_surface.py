@@ -377,3 +377,26 @@ def test_pooling_repr_shows_its_settings_and_copies_round_trip(make, shown: str)
     fresh.load_state_dict(layer.state_dict(), strict=True)
     for other in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer)), fresh):
         torch.testing.assert_close(other(x, lengths), ref, rtol=0, atol=0)
+
+
+def test_contrastive_modules_pass_every_mask_and_check_direction_early() -> None:
+    from speechattn.nn import PooledContrastiveLoss, SequenceContrastiveLoss
+
+    torch.manual_seed(0)
+    a, t = torch.randn(3, 7, 16), torch.randn(3, 7, 16)
+    al = torch.tensor([7, 3, 2])
+    keep = torch.arange(7)[None] < al[:, None]
+    seq = SequenceContrastiveLoss()
+    ref = SF.sequence_contrastive_loss(a, t, temperature=0.15, audio_lengths=al)
+    torch.testing.assert_close(seq(a, t, audio_lengths=al), ref)
+    torch.testing.assert_close(seq(a, t, audio_valid_mask=keep), ref)
+    pooled = PooledContrastiveLoss()
+    ref = SF.pooled_contrastive_loss(a, t, temperature=0.07, audio_lengths=al)
+    torch.testing.assert_close(pooled(a, t, audio_valid_mask=keep), ref)
+    torch.testing.assert_close(
+        pooled(a, t, text_valid_mask=keep.flip(0)), pooled(a, t, text_lengths=al.flip(0))
+    )
+    assert "direction='both'" in repr(pooled) and "temperature=0.07" in repr(pooled)
+    for cls in (SequenceContrastiveLoss, PooledContrastiveLoss):
+        with pytest.raises(ValueError, match="direction"):
+            cls(direction="a2t")  # before: accepted, failed at the first forward
