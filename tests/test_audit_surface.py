@@ -400,3 +400,23 @@ def test_contrastive_modules_pass_every_mask_and_check_direction_early() -> None
     for cls in (SequenceContrastiveLoss, PooledContrastiveLoss):
         with pytest.raises(ValueError, match="direction"):
             cls(direction="a2t")  # before: accepted, failed at the first forward
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x, tl, ml: SF.forward_sum_loss(x, tl, ml),
+        lambda x, tl, ml: SF.monotonic_alignment_search(x, tl, ml),
+        lambda x, tl, ml: SF.monotonic_hmm_log_likelihood(x, None, None, tl, ml),
+        lambda x, tl, ml: SF.stepwise_monotonic_alignment(x.sigmoid(), tl, ml),
+        lambda x, tl, ml: SF.monotonic_viterbi(x.sigmoid(), tl, ml),
+    ],
+    ids=["forward-sum", "mas", "hmm-ll", "sma", "viterbi"],
+)
+def test_mel_major_scores_get_a_transpose_hint(fn) -> None:
+    # RAD-TTS / VITS keep attention as (B, T_mel, U) (as beta_binomial_prior returns its prior);
+    # here it is (B, U, T). The lengths error now says so.
+    tl, ml = torch.tensor([12, 8]), torch.tensor([90, 60])
+    with pytest.raises(ValueError, match=r"mel-major.*transpose\(-1, -2\)"):
+        fn(torch.randn(2, 90, 12), tl, ml)
+    fn(torch.randn(2, 12, 90), tl, ml)  # the right layout runs

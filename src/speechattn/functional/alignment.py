@@ -34,6 +34,7 @@ from torch import Tensor
 
 from speechattn import kernels
 from speechattn.functional.masks import (
+    _layout_hint,
     check_lengths,
     check_nonempty_batch,
     lengths_to_valid_mask,
@@ -96,10 +97,30 @@ def _check_pair(
     u: int,
     t: int,
     device: torch.device,
+    name: str = "log_attn",
 ) -> tuple[Tensor, Tensor]:
-    tl = check_lengths(text_lengths, "text_lengths", batch=b, max_len=u, device=device)
-    ml = check_lengths(mel_lengths, "mel_lengths", batch=b, max_len=t, device=device)
+    tl, ml = _check_lengths_pair(text_lengths, mel_lengths, b, u, t, device, name)
     _check_enough_frames(ml, tl)
+    return tl, ml
+
+
+def _check_lengths_pair(
+    text_lengths: Tensor | None,
+    mel_lengths: Tensor | None,
+    b: int,
+    u: int,
+    t: int,
+    device: torch.device,
+    name: str,
+) -> tuple[Tensor, Tensor]:
+    try:
+        tl = check_lengths(text_lengths, "text_lengths", batch=b, max_len=u, device=device)
+        ml = check_lengths(mel_lengths, "mel_lengths", batch=b, max_len=t, device=device)
+    except ValueError as exc:
+        hint = _layout_hint(text_lengths, mel_lengths, u, t, name)
+        if hint:
+            raise ValueError(f"{exc}{hint}") from None
+        raise
     return tl, ml
 
 
@@ -429,8 +450,7 @@ def monotonic_hmm_viterbi(
     """
     b, u, t = _check_scores(log_emission, "log_emission")
     device = log_emission.device
-    tl = check_lengths(text_lengths, "text_lengths", batch=b, max_len=u, device=device)
-    ml = check_lengths(mel_lengths, "mel_lengths", batch=b, max_len=t, device=device)
+    tl, ml = _check_lengths_pair(text_lengths, mel_lengths, b, u, t, device, "log_emission")
     skip = _check_skippable(skippable_mask, log_skip, tl, ml, b, u, device)
     if skip is None:
         _check_enough_frames(ml, tl)
@@ -524,7 +544,7 @@ def monotonic_hmm_log_likelihood(
         ``log_emission`` is the posterior occupancy of each (token, frame).
     """
     b, u, t = _check_scores(log_emission, "log_emission")
-    tl, ml = _check_pair(text_lengths, mel_lengths, b, u, t, log_emission.device)
+    tl, ml = _check_pair(text_lengths, mel_lengths, b, u, t, log_emission.device, "log_emission")
     stay, move = _prep_transitions(log_stay, log_move, log_emission)
     if log_emission.dtype not in (torch.float32, torch.float64):
         # float16 cannot hold the "log 0" of -1e30 (nor long sums of log-scores): float32
