@@ -420,3 +420,20 @@ def test_mel_major_scores_get_a_transpose_hint(fn) -> None:
     with pytest.raises(ValueError, match=r"mel-major.*transpose\(-1, -2\)"):
         fn(torch.randn(2, 90, 12), tl, ml)
     fn(torch.randn(2, 12, 90), tl, ml)  # the right layout runs
+
+
+def test_decoder_names_an_out_of_range_token_and_ignores_padding_ids() -> None:
+    from speechattn.nn import SpeechTransformerDecoder
+
+    torch.manual_seed(0)
+    dec = SpeechTransformerDecoder(vocab_size=10, embed_dim=32, num_layers=1).eval()
+    mem, ml = torch.randn(2, 11, 32), torch.tensor([11, 7])
+    tok, tl = torch.randint(0, 10, (2, 6)), torch.tensor([6, 4])
+    ref = dec(tok, mem, token_lengths=tl, memory_lengths=ml)
+    padded = tok.clone()
+    padded[1, 4:] = -100  # HF's ignore index as padding
+    torch.testing.assert_close(dec(padded, mem, token_lengths=tl, memory_lengths=ml), ref)
+    bad = tok.clone()
+    bad[1, 2] = 10
+    with pytest.raises(ValueError, match=r"tokens\[1, 2\] = 10"):
+        dec(bad, mem, token_lengths=tl, memory_lengths=ml)
