@@ -180,7 +180,7 @@ def _one_line(exc: BaseException, debug: bool) -> str:
         # a folder to create where a file is (``--out notes.txt``): say so, not "[Errno 17]"
         return (
             f"{exc.filename}: cannot create a folder there: a file is in the way "
-            f"({exc.strerror}); pass --out a folder path or move the file away"
+            f"({exc.strerror}); pick another --out path or move the file away"
         )
     if isinstance(exc, (CliError, ValueError, TypeError, OSError)):
         return text
