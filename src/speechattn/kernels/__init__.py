@@ -48,7 +48,6 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeVar, cast
 
@@ -77,13 +76,15 @@ def _eager(fn: _F) -> _F:
     call in a process, and tracing a first import walks numba's own set-up) but breaks the graph
     around it; autograd is unchanged.
 
-    Lazy: ``torch.compiler.disable`` imports dynamo (seconds, and triton with it), so the
-    disabled twin is made only once dynamo is loaded, i.e. by a process that compiles.
+    Lazy and cheap: ``torch.compiler.disable`` imports dynamo (seconds, and triton with it)
+    and costs microseconds per call, so the disabled twin is made and used only while dynamo
+    traces the caller (``torch.compiler.is_compiling()``: a flag read); eager calls go straight
+    to ``fn``.
     """
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
-        if "torch._dynamo" not in sys.modules:
+        if not torch.compiler.is_compiling():
             return fn(*args, **kwargs)
         twin = _DISABLED.get(fn)
         if twin is None:
