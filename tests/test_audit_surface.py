@@ -437,3 +437,14 @@ def test_decoder_names_an_out_of_range_token_and_ignores_padding_ids() -> None:
     bad[1, 2] = 10
     with pytest.raises(ValueError, match=r"tokens\[1, 2\] = 10"):
         dec(bad, mem, token_lengths=tl, memory_lengths=ml)
+
+
+def test_expected_stay_prob_takes_plain_lists() -> None:
+    # what a user has at hand when sizing the initial stay probability (before: AttributeError)
+    tl, ml = [5, 3], [30, 20]
+    assert SF.expected_stay_prob(tl, ml) == SF.expected_stay_prob(
+        torch.tensor(tl), torch.tensor(ml)
+    )
+    assert StepwiseMonotonicMultiheadAttention.expected_stay_prob(tl, ml) == pytest.approx(0.84)
+    with pytest.raises(TypeError, match="integer counts"):
+        SF.expected_stay_prob([0.5], [3.0])
