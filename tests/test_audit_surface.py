@@ -448,3 +448,21 @@ def test_expected_stay_prob_takes_plain_lists() -> None:
     assert StepwiseMonotonicMultiheadAttention.expected_stay_prob(tl, ml) == pytest.approx(0.84)
     with pytest.raises(TypeError, match="integer counts"):
         SF.expected_stay_prob([0.5], [3.0])
+
+
+def test_data_textgrid_on_a_corpus_without_intervals_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before: "wrote 0 TextGrids", status 0, and nothing said why.
+    import numpy as np
+    import soundfile as sf
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    t = np.arange(22050) / 22050
+    sf.write(corpus / "a.wav", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 22050)
+    (corpus / "a.txt").write_text("hello there\n")
+    rc = main(["data", "textgrid", str(corpus), "--out", str(tmp_path / "tg")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "word and phone intervals" in err[0], err
+    assert not (tmp_path / "tg").exists()
