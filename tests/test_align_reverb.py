@@ -13,6 +13,7 @@ import torch
 from speechattn.data import augment as A
 from speechattn.recipes.align.data import (
     DEREVERB_MIN_RT60_S,
+    LATE_REVERB_FLOOR,
     FeatureConfig,
     TrainingChannel,
     suppress_late_reverb,
@@ -194,14 +195,20 @@ def _suppress_reference(x: np.ndarray, rt60: float, frame_s: float, delay_s: flo
 def test_suppress_late_reverb_matches_the_loop(rt60: float) -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(40, 6, generator=g, dtype=torch.float64) - 2.0
-    got = suppress_late_reverb(x, rt60, 256 / 22050)
+    got = suppress_late_reverb(x, rt60, 256 / 22050, floor=0.1)
     want = _suppress_reference(x.numpy(), rt60, 256 / 22050, 0.05, 0.1)
+    default = suppress_late_reverb(x, rt60, 256 / 22050)
+    floor = LATE_REVERB_FLOOR
+    np.testing.assert_allclose(
+        default.numpy(), _suppress_reference(x.numpy(), rt60, 256 / 22050, 0.05, floor), atol=1e-12
+    )
     np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-12)
     assert got.dtype == torch.float64
     # only ever lowers a frame, by at most the floor; the first k frames are untouched
     assert (got <= x + 1e-12).all()
     assert (got >= x + 0.5 * math.log(0.1) - 1e-12).all()
     torch.testing.assert_close(got[:4], x[:4])
+    assert (default <= got + 1e-12).all()  # a lower floor removes as much or more
     assert suppress_late_reverb(x.float(), rt60, 256 / 22050).dtype == torch.float32
 
 
@@ -218,7 +225,9 @@ def test_suppress_late_reverb_removes_a_tail_not_an_onset() -> None:
     steady = 0.5 * math.log(1 - math.exp(-6 * math.log(10) * k * frame_s / rt60))
     torch.testing.assert_close(y[k:40] - x[k:40], torch.full((35, 3), steady, dtype=x.dtype))
     assert (y[45:] - x[45:] < steady - 0.5).all()  # the tail: cut by > 4 dB more
-    assert torch.allclose(y[45:] - x[45:], torch.tensor(0.5 * math.log(0.1), dtype=x.dtype))
+    # down to the floor share of its power, or the log-mel's own floor (1e-5) when that is higher
+    want = torch.clamp(x[45:] + 0.5 * math.log(LATE_REVERB_FLOOR), min=math.log(1e-5))
+    torch.testing.assert_close(y[45:], want)
     assert suppress_late_reverb(x, 0.0, frame_s) is x  # nothing estimated: unchanged
 
 

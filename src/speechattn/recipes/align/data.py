@@ -42,7 +42,7 @@ SP = "<sp>"
 # build_items(dereverb=True) removes it only from recordings whose estimated RT60 is at least
 # DEREVERB_MIN_RT60_S (shorter decays barely reach the next 11.6 ms frame).
 LATE_REVERB_DELAY_S = 0.05
-LATE_REVERB_FLOOR = 0.1
+LATE_REVERB_FLOOR = 0.001
 DEREVERB_MIN_RT60_S = 0.2
 PAD = "<pad>"
 UNK = "<unk>"

@@ -43,7 +43,6 @@ __all__ = [
     "DECAY_BOTTOM_DB",
     "DECAY_FLOOR_MARGIN_DB",
     "DECAY_MIN_SPAN_DB",
-    "DECAY_QUANTILE",
     "DECAY_SMOOTH_S",
     "DECAY_TOP_DB",
     "DEFAULT_SILENCE_EDGE_DB",
@@ -81,14 +80,13 @@ START_SEARCH_FRAMES = (0, 4)
 # The decay-time estimate (estimate_decay_time): the envelope smoothed over this many seconds
 # falls from DECAY_TOP_DB under its speech level to DECAY_BOTTOM_DB under it (or to
 # DECAY_FLOOR_MARGIN_DB above its quiet level when that is higher); fewer than DECAY_MIN_SPAN_DB
-# between the two levels (noise, or pauses filled) and nothing is estimated. DECAY_QUANTILE: the
-# percentile of the falls' durations taken (the faster falls: a room decays no faster than this).
+# between the two levels (noise, or pauses filled) and nothing is estimated. The fastest fall
+# gives the estimate: a room decays no faster than its RT60, speech can stop more slowly.
 DECAY_SMOOTH_S = 0.02
 DECAY_TOP_DB = 5.0
 DECAY_BOTTOM_DB = 35.0
 DECAY_FLOOR_MARGIN_DB = 5.0
 DECAY_MIN_SPAN_DB = 8.0
-DECAY_QUANTILE = 25.0
 
 
 class EnergyEnvelope(NamedTuple):
@@ -151,8 +149,8 @@ def estimate_decay_time(envelope: EnergyEnvelope) -> float:
     below :data:`DECAY_TOP_DB` under the speech level (the 90th percentile) to the moment it
     reaches the lower level (:data:`DECAY_BOTTOM_DB` under the speech level, or
     :data:`DECAY_FLOOR_MARGIN_DB` above the 5th percentile when that is higher) without rising
-    back first. The :data:`DECAY_QUANTILE`-th percentile of their durations, scaled from the
-    span between the two levels to 60 dB, is the estimate. No labels or alignment are used; a
+    back first. The shortest of them, scaled from the span between the two levels to 60 dB, is
+    the estimate (speech may fade more slowly than its room; it cannot stop faster). No labels or alignment are used; a
     recording whose two levels are less than :data:`DECAY_MIN_SPAN_DB` apart (steady noise, or
     pauses filled by a long tail) or that never completes a fall gives 0.0.
 
@@ -190,7 +188,7 @@ def estimate_decay_time(envelope: EnergyEnvelope) -> float:
             i += 1
     if not falls:
         return 0.0
-    return float(np.percentile(falls, DECAY_QUANTILE)) * 60.0 / (top - bottom)
+    return min(falls) * 60.0 / (top - bottom)
 
 
 def silence_edge_tokens(
