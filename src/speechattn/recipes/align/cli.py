@@ -398,7 +398,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="'auto': estimate each recording's reverberation time from how fast its level "
         "falls where speech stops, and where it is at least 0.2 s remove the late "
         "reverberation from the aligner's features (reverberant boundaries otherwise come "
-        "late); dry, telephone and noisy recordings are left as they are; 'off' never "
+        "late); steady noise gives no estimate, but natural speech that fades slowly can read "
+        "as a small room: use 'off' for dry real recordings; 'off' never removes it "
         "(default: %(default)s)",
     )
     _common(a)
