@@ -196,6 +196,7 @@ def _align(args: argparse.Namespace) -> int:
         max_pause_loudness=args.max_pause_loudness,
         reverse_pass=args.reverse_pass,
         silence_edge_db=args.silence_edge_db,
+        dereverb=args.dereverb == "auto",
     )
     if res:
         print(metrics_table_text(res["table"]))
@@ -433,6 +434,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "speech level (its 90th-percentile 5 ms level), within a few frames of the decoded edge; utterances without silence that "
         "far below the speech keep their edges; 'off' keeps the decoded edges (default: "
         "%(default)s)",
+    )
+    a.add_argument(
+        "--dereverb",
+        choices=("auto", "off"),
+        default="auto",
+        help="'auto': estimate each recording's reverberation time from how fast its level "
+        "falls where speech stops, and where it is at least 0.2 s remove the late "
+        "reverberation from the aligner's features (reverberant boundaries otherwise come "
+        "late); steady noise gives no estimate, but natural speech that fades slowly can read "
+        "as a small room: use 'off' for dry real recordings; 'off' never removes it "
+        "(default: %(default)s)",
     )
     _common(a)
     a.set_defaults(func=_align)
