@@ -391,10 +391,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--dereverb",
         choices=("auto", "off"),
-        default="auto",
+        default="off",
         help="late reverberation removed from the features of recordings with an estimated "
-        "RT60 >= 0.2 s (align's --dereverb, on by default as in align; 'off' as every command "
-        "recorded in RESULTS.md before 2026-12-07 10:00 UTC; default: %(default)s)",
+        "RT60 >= 0.2 s (align's --dereverb; off by default as in align; the `alignrev` "
+        "commands in RESULTS.md ran with 'auto' as their default; default: %(default)s)",
     )
     ap.add_argument(
         "--calibration",

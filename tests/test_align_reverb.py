@@ -291,9 +291,9 @@ def test_align_cli_dereverb_default_is_the_library_default() -> None:
     from speechattn.recipes.align.pipeline import run_align
 
     args = build_parser().parse_args(["align", "corpus.jsonl", "--out", "o"])
-    assert args.dereverb == "auto"
-    assert run_align.__kwdefaults__["dereverb"] is True
-    args = build_parser().parse_args(["align", "corpus.jsonl", "--out", "o", "--dereverb", "off"])
     assert args.dereverb == "off"
+    assert run_align.__kwdefaults__["dereverb"] is False
+    args = build_parser().parse_args(["align", "corpus.jsonl", "--out", "o", "--dereverb", "auto"])
+    assert args.dereverb == "auto"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["align", "c.jsonl", "--out", "o", "--dereverb", "on"])

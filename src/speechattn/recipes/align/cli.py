@@ -438,13 +438,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument(
         "--dereverb",
         choices=("auto", "off"),
-        default="auto",
-        help="'auto': estimate each recording's reverberation time from how fast its level "
-        "falls where speech stops, and where it is at least 0.2 s remove the late "
-        "reverberation from the aligner's features (reverberant boundaries otherwise come "
-        "late); steady noise gives no estimate, but natural speech that fades slowly can read "
-        "as a small room: use 'off' for dry real recordings; 'off' never removes it "
-        "(default: %(default)s)",
+        default="off",
+        help="'auto' (for recordings known to be reverberant): estimate each recording's "
+        "reverberation time from how fast its level falls where speech stops, and where it is "
+        "at least 0.2 s remove the late reverberation from the aligner's features (reverberant "
+        "boundaries otherwise come late); natural dry speech that fades slowly can read as a "
+        "small room, so it is not the default; 'off' never removes it (default: %(default)s)",
     )
     _common(a)
     a.set_defaults(func=_align)

@@ -810,7 +810,7 @@ def run_align(
     max_pause_loudness: float | None = DEFAULT_MAX_PAUSE_LOUDNESS,
     reverse_pass: bool = True,
     silence_edge_db: float | None = DEFAULT_SILENCE_EDGE_DB,
-    dereverb: bool = True,
+    dereverb: bool = False,
     log=print,
 ) -> dict:
     """Align a corpus: train from scratch, or apply (and by default adapt) a trained aligner.
@@ -840,12 +840,14 @@ def run_align(
     :data:`~speechattn.recipes.align.edges.DEFAULT_SILENCE_EDGE_DB`; None = off): each word start
     after silence and word end before silence goes to where the audio's 5 ms energy envelope
     crosses this many dB under the utterance's speech level, within a few frames of the decoded
-    edge (:mod:`~speechattn.recipes.align.edges`). ``dereverb`` (default on): a recording whose
+    edge (:mod:`~speechattn.recipes.align.edges`). ``dereverb`` (default off; opt-in): a recording whose
     reverberation time, estimated from its own level falls (no labels), is at least
     :data:`~speechattn.recipes.align.data.DEREVERB_MIN_RT60_S` has its late reverberation
     removed from the aligner's features, for adaptation and decoding alike
     (:func:`~speechattn.recipes.align.data.suppress_late_reverb`); ``False`` leaves every
-    recording's features as they are.
+    recording's features as they are. Off by default: the estimate reads natural dry speech,
+    which fades more slowly than synthetic speech, as a small room (2 of ALSA's 8 spoken
+    studio prompts read >= 0.2 s), so it is for recordings known to be reverberant.
 
     ``calibration``: apply one of the loaded aligner's boundary tables, all fitted on its
     training voices' labels (see :mod:`~speechattn.recipes.align.calibrate`):
