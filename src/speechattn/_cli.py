@@ -17,6 +17,7 @@ __all__ = [
     "add_hidden_alias",
     "comma_choices",
     "nonnegative_int",
+    "out_dir",
     "parse_overrides",
     "positive_float",
     "positive_int",
@@ -54,6 +55,28 @@ positive_float = _number(
     float, "a positive number", lambda v: v > 0 and v != float("inf") and v == v
 )
 probability = _number(float, "a number in [0, 1]", lambda v: 0.0 <= v <= 1.0)
+
+
+def out_dir(text: str) -> str:
+    """An argparse ``type`` for an output folder (``--out DIR``): a usage error when ``text`` is
+    empty, names an existing file, or lies below one (``notes.txt/run``), instead of an
+    ``OSError`` once the run has started. A folder that does not exist yet is fine."""
+    import os
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder path; found an empty string")
+    path = os.path.abspath(os.path.expanduser(text))
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        if path == os.path.abspath(os.path.expanduser(text)):
+            found = f"{text!r} is a file"
+        else:
+            found = f"{text!r} lies below the file {path!r}"
+        raise argparse.ArgumentTypeError(
+            f"expected a folder; {found} (pick another path or move the file away)"
+        )
+    return text
 
 
 def comma_choices(

@@ -176,6 +176,12 @@ def _one_line(exc: BaseException, debug: bool) -> str:
     from speechattn._cli import CliError
 
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, (FileExistsError, NotADirectoryError)) and exc.filename:
+        # a folder to create where a file is (``--out notes.txt``): say so, not "[Errno 17]"
+        return (
+            f"{exc.filename}: cannot create a folder there: a file is in the way "
+            f"({exc.strerror}); pick another --out path or move the file away"
+        )
     if isinstance(exc, (CliError, ValueError, TypeError, OSError)):
         return text
     hint = "" if debug else " (run with --debug for the traceback)"

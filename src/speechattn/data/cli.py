@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from typing import Any
 
 from speechattn._cli import (
@@ -11,6 +12,7 @@ from speechattn._cli import (
     add_hidden_alias,
     comma_choices,
     nonnegative_int,
+    out_dir,
     positive_int,
 )
 
@@ -162,7 +164,20 @@ def _textgrid(args: argparse.Namespace) -> int:
     from speechattn.data.corpus import load_corpus
     from speechattn.data.textgrid import write_textgrid
 
-    utts = [u for u in load_corpus(args.manifest) if u.words is not None and u.phones is not None]
+    corpus = load_corpus(args.manifest)
+    utts = [u for u in corpus if u.words is not None and u.phones is not None]
+    if not utts:
+        raise CliError(
+            f"{args.manifest}: none of its {len(corpus)} utterances has word and phone intervals, "
+            "so there is nothing to export; pass a manifest.jsonl written by `speechattn data "
+            "synth` (or align the corpus with `speechattn align`, which writes TextGrids)"
+        )
+    if len(utts) < len(corpus):
+        warnings.warn(
+            f"{len(corpus) - len(utts)} of {len(corpus)} utterances have no word/phone "
+            "intervals; no TextGrid for them",
+            stacklevel=1,
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for u, dur in zip(utts, audio_durations(utts)):
@@ -182,7 +197,7 @@ def add_parser(sub: Any) -> None:
     s = dsub.add_parser(
         "synth", help="write a synthetic corpus with exact timings (wavs + manifest.jsonl)"
     )
-    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--out", type=out_dir, required=True, help="output directory")
     s.add_argument(
         "--utterances", type=positive_int, default=100, help="number of utterances (default 100)"
     )
@@ -236,7 +251,7 @@ def add_parser(sub: Any) -> None:
 
     tg = dsub.add_parser("textgrid", help="export a manifest's word/phone intervals as TextGrids")
     tg.add_argument("manifest", help="manifest.jsonl with intervals")
-    tg.add_argument("--out", required=True, help="output directory")
+    tg.add_argument("--out", type=out_dir, required=True, help="output directory")
     tg.set_defaults(func=_textgrid)
 
     def _help(args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from speechattn import kernels
 from speechattn.functional.masks import (
+    _layout_hint,
     check_lengths,
     check_nonempty_batch,
     lengths_to_valid_mask,
@@ -81,6 +82,11 @@ def _check_scores(x: Tensor, name: str) -> tuple[int, int, int]:
             "Add a batch dimension with .unsqueeze(0) for a single item."
         )
     b, u, t = x.shape
+    if u == 0 or t == 0:  # (the compiled paths would index token -1 of an empty row)
+        raise ValueError(
+            f"Expected {name} with at least one token and one frame (U >= 1, T >= 1); found "
+            f"{tuple(x.shape)}. Drop items with empty text or audio before aligning."
+        )
     return b, u, t
 
 
@@ -91,10 +97,30 @@ def _check_pair(
     u: int,
     t: int,
     device: torch.device,
+    name: str = "log_attn",
 ) -> tuple[Tensor, Tensor]:
-    tl = check_lengths(text_lengths, "text_lengths", batch=b, max_len=u, device=device)
-    ml = check_lengths(mel_lengths, "mel_lengths", batch=b, max_len=t, device=device)
+    tl, ml = _check_lengths_pair(text_lengths, mel_lengths, b, u, t, device, name)
     _check_enough_frames(ml, tl)
+    return tl, ml
+
+
+def _check_lengths_pair(
+    text_lengths: Tensor | None,
+    mel_lengths: Tensor | None,
+    b: int,
+    u: int,
+    t: int,
+    device: torch.device,
+    name: str,
+) -> tuple[Tensor, Tensor]:
+    try:
+        tl = check_lengths(text_lengths, "text_lengths", batch=b, max_len=u, device=device)
+        ml = check_lengths(mel_lengths, "mel_lengths", batch=b, max_len=t, device=device)
+    except ValueError as exc:
+        hint = _layout_hint(text_lengths, mel_lengths, u, t, name)
+        if hint:
+            raise ValueError(f"{exc}{hint}") from None
+        raise
     return tl, ml
 
 
@@ -424,8 +450,7 @@ def monotonic_hmm_viterbi(
     """
     b, u, t = _check_scores(log_emission, "log_emission")
     device = log_emission.device
-    tl = check_lengths(text_lengths, "text_lengths", batch=b, max_len=u, device=device)
-    ml = check_lengths(mel_lengths, "mel_lengths", batch=b, max_len=t, device=device)
+    tl, ml = _check_lengths_pair(text_lengths, mel_lengths, b, u, t, device, "log_emission")
     skip = _check_skippable(skippable_mask, log_skip, tl, ml, b, u, device)
     if skip is None:
         _check_enough_frames(ml, tl)
@@ -514,12 +539,16 @@ def monotonic_hmm_log_likelihood(
             transition posteriors; CPU tensors), or ``"auto"`` (numba for CPU inputs when installed).
 
     Returns:
-        float ``(B,)`` log-likelihoods, differentiable w.r.t. all score inputs. The gradient w.r.t.
+        float ``(B,)`` log-likelihoods (float32 or float64; lower precisions are computed in
+        float32), differentiable w.r.t. all score inputs. The gradient w.r.t.
         ``log_emission`` is the posterior occupancy of each (token, frame).
     """
     b, u, t = _check_scores(log_emission, "log_emission")
-    tl, ml = _check_pair(text_lengths, mel_lengths, b, u, t, log_emission.device)
+    tl, ml = _check_pair(text_lengths, mel_lengths, b, u, t, log_emission.device, "log_emission")
     stay, move = _prep_transitions(log_stay, log_move, log_emission)
+    if log_emission.dtype not in (torch.float32, torch.float64):
+        # float16 cannot hold the "log 0" of -1e30 (nor long sums of log-scores): float32
+        log_emission, stay, move = log_emission.float(), stay.float(), move.float()
     name = kernels.resolve("hmm_forward_backward", impl, log_emission.device.type)
     dev, dt = log_emission.device, log_emission.dtype
     tok_valid = lengths_to_valid_mask(tl, u).unsqueeze(-1)
@@ -557,8 +586,38 @@ def monotonic_hmm_log_likelihood(
 def uniform_durations(
     text_lengths: Tensor, mel_lengths: Tensor, max_tokens: int | None = None
 ) -> Tensor:
-    """Integer durations splitting each item's frames as evenly as possible (the floor baseline)."""
-    u = int(text_lengths.max()) if max_tokens is None else max_tokens
+    """Integer durations splitting each item's frames as evenly as possible (the floor baseline).
+
+    Args:
+        text_lengths: int64 ``(B,)`` tokens per item, ``>= 1``.
+        mel_lengths: int64 ``(B,)`` frames per item, ``>= 1``; with fewer frames than tokens
+            some tokens get 0 frames.
+        max_tokens: padded token count ``U`` of the output (default ``max(text_lengths)``).
+
+    Returns:
+        int64 ``(B, U)``: each row sums to ``mel_lengths[b]``; padded tokens get 0.
+    """
+    for name, x in (("text_lengths", text_lengths), ("mel_lengths", mel_lengths)):
+        if not isinstance(x, Tensor) or x.dtype.is_floating_point or x.dtype == torch.bool:
+            raise TypeError(
+                f"Expected {name} to be an integer tensor (B,); found "
+                f"{getattr(x, 'dtype', type(x).__name__)}."
+            )
+    if text_lengths.dim() != 1 or text_lengths.shape != mel_lengths.shape:
+        raise ValueError(
+            "Expected text_lengths and mel_lengths of one shape (B,); found "
+            f"{tuple(text_lengths.shape)} and {tuple(mel_lengths.shape)}."
+        )
+    if max_tokens is None:
+        u = int(text_lengths.max()) if text_lengths.numel() else 0
+    else:
+        u = max_tokens
+    check_lengths(text_lengths, "text_lengths", batch=text_lengths.shape[0], max_len=u)
+    if bool((mel_lengths < 1).any()):
+        i = int((mel_lengths < 1).nonzero()[0, 0])
+        raise ValueError(
+            f"Expected mel_lengths[b] >= 1; found mel_lengths[{i}] = {int(mel_lengths[i])}."
+        )
     idx = torch.arange(u, device=text_lengths.device).unsqueeze(0)
     tlf = text_lengths.unsqueeze(1).double()
     mlf = mel_lengths.unsqueeze(1).double()

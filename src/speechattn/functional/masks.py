@@ -101,6 +101,25 @@ def check_nonempty_batch(x: Tensor, name: str, *, where: str) -> None:
         )
 
 
+def _layout_hint(text_lengths: object, mel_lengths: object, u: int, t: int, name: str) -> str:
+    """A sentence for a lengths error when the scores look mel-major: ``(B, T, U)`` (as RAD-TTS
+    and VITS keep attention, and :func:`~speechattn.functional.beta_binomial_prior` returns its
+    prior) where ``(B, U, T)`` is expected; else ``""``."""
+    if not isinstance(text_lengths, Tensor) or not isinstance(mel_lengths, Tensor):
+        return ""
+    if text_lengths.numel() == 0 or mel_lengths.numel() == 0:
+        return ""
+    if text_lengths.dtype.is_floating_point or mel_lengths.dtype.is_floating_point:
+        return ""
+    tmax, mmax = int(text_lengths.max()), int(mel_lengths.max())
+    if t < mmax <= u and tmax <= t:
+        return (
+            f" {name} looks mel-major, (B, T={u}, U={t}); it is tokens first, (B, U, T): pass "
+            f"{name}.transpose(-1, -2)."
+        )
+    return ""
+
+
 def lengths_to_valid_mask(lengths: Tensor, max_len: int) -> Tensor:
     """Bool keep-mask ``(B, max_len)``: True where ``t < lengths[b]``."""
     return torch.arange(max_len, device=lengths.device) < lengths.unsqueeze(-1)

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from speechattn import kernels
 from speechattn.functional.alignment import AlignmentPath, _viterbi
-from speechattn.functional.masks import check_lengths, lengths_to_valid_mask
+from speechattn.functional.masks import _layout_hint, check_lengths, lengths_to_valid_mask
 from speechattn.kernels import get_sma_kernel
 
 __all__ = [
@@ -121,6 +121,7 @@ def _prepare(
                 raise ValueError(
                     f"Expected 1 <= {lname}[b] <= {lim} (the padded size of {name}); "
                     f"found {lname}[{int(idx)}] = {int(val)}."
+                    + _layout_hint(text_lengths, mel_lengths, U, T, name)
                 )
         if need_mel_ge_text and vals[2][0]:
             b = int(vals[2][1])
@@ -149,7 +150,7 @@ def _check_host(
             i = int(bad.argmax())
             raise ValueError(
                 f"Expected 1 <= {lname}[b] <= {lim} (the padded size of {name}); "
-                f"found {lname}[{i}] = {int(vals[i])}."
+                f"found {lname}[{i}] = {int(vals[i])}." + _layout_hint(tl, ml, U, T, name)
             )
     if need_mel_ge_text:
         bad = mln < tln

@@ -120,6 +120,19 @@ def select_heads(x: Tensor, head_index: Tensor) -> Tensor:
     return x.gather(1, idx).squeeze(1)
 
 
+def _as_counts(x: object, name: str) -> Tensor:
+    try:
+        t = x if isinstance(x, Tensor) else torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError):
+        t = None
+    if t is None or t.dtype.is_floating_point or t.dtype == torch.bool or t.is_complex():
+        raise TypeError(
+            f"Expected {name} to be integer counts (a (n,) tensor or a list of ints); found "
+            f"{getattr(x, 'dtype', type(x).__name__)}."
+        )
+    return t
+
+
 def expected_stay_prob(text_lengths: Tensor, mel_lengths: Tensor) -> float:
     """Stay probability that walks ``U`` tokens in ``T`` frames on average: ``1 - sum U / sum T``.
 
@@ -128,9 +141,12 @@ def expected_stay_prob(text_lengths: Tensor, mel_lengths: Tensor) -> float:
     ``[0.05, 0.95]``.
 
     Args:
-        text_lengths: int ``(n,)`` token counts of (a sample of) the training set.
+        text_lengths: int ``(n,)`` token counts of (a sample of) the training set (a tensor or
+            a sequence of ints).
         mel_lengths: int ``(n,)`` frame counts of the same utterances.
     """
+    text_lengths = _as_counts(text_lengths, "text_lengths")
+    mel_lengths = _as_counts(mel_lengths, "mel_lengths")
     if text_lengths.shape != mel_lengths.shape or text_lengths.dim() != 1:
         raise ValueError(
             "Expected text_lengths and mel_lengths of the same shape (n,); found "

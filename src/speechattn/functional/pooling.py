@@ -216,6 +216,12 @@ def masked_softmax(scores: Tensor, valid_mask: Tensor | None = None) -> Tensor:
     """
     s = scores.to(_stat_dtype(scores))
     if valid_mask is not None:
+        if not isinstance(valid_mask, Tensor) or valid_mask.dtype != torch.bool:
+            raise TypeError(
+                "Expected valid_mask to be a bool keep-mask (True = valid frame); found "
+                f"{getattr(valid_mask, 'dtype', type(valid_mask).__name__)}. Convert a 0/1 "
+                "mask with mask.bool(); an additive -inf mask is not supported."
+            )
         s = torch.where(valid_mask, s, torch.finfo(s.dtype).min)
     return torch.softmax(s, dim=-1)
 
@@ -450,7 +456,7 @@ def _pool_traceable(
         if bi is not None:
             z = z + bi.to(z.dtype).unsqueeze(-1)
         if i == 0 and item_bias is not None:
-            z = z + item_bias.view(batch, heads, queries, -1, 1).to(z.dtype)
+            z = z + item_bias.view(batch, heads, queries, w0.shape[2], 1).to(z.dtype)
     mask = None if valid_mask is None else valid_mask.view(batch, 1, 1, 1, frames)
     alpha = masked_softmax(z, mask).to(x.dtype)
     xq = xv.unsqueeze(2)
@@ -508,7 +514,7 @@ def attentive_pool_mean_std(
         raise ValueError(f"Expected recompute in {_RECOMPUTE_MODES}; found {recompute!r}.")
     name = "torch" if impl == "auto" and _is_exporting() else impl
     name = kernels.resolve("attentive_pool", name, x.device.type, x.dtype)
-    if name == "torch":
+    if name == "torch" or x.shape[0] == 0:  # an empty batch: (0, H, Q, c), nothing to tile
         mean, var = _pool_traceable(x, valid_mask, weights, biases, item_bias)
     else:
         engine = kernels.load("attentive_pool", name)

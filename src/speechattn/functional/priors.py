@@ -316,8 +316,9 @@ def diagonal_bias(
         val = val * slope_t.to(work).view(1, -1, 1, 1)  # (B or 1, H, Tq, Tk)
         if val.shape[0] != b:
             val = val.expand(b, -1, -1, -1).contiguous()
-    if val.dtype != dtype:
-        val = val.to(dtype)
+    if val.dtype != dtype:  # float16 overflows: penalties past its range become finfo.min,
+        # not -inf (-inf * 0 on padded rows below would be NaN)
+        val = val.clamp_min(torch.finfo(dtype).min).to(dtype)
     # Padding by broadcast min / multiply (an order of magnitude faster on CPU than
     # masked_fill_ with a broadcast bool mask): padded keys -> min(val, finfo.min) = finfo.min;
     # padded rows -> val * 0 = 0. ``val`` is a fresh finite tensor, so in-place is safe, also
@@ -902,6 +903,8 @@ def prior_attention(
     lk = check_lengths(key_lengths, "key_lengths", batch=b, max_len=tk, device=dev, allow_zero=True)
     if impl not in _IMPLS:
         raise ValueError(f"Expected impl in {_IMPLS}; found impl = {impl!r}.")
+    if not 0.0 <= float(dropout_p) < 1.0:
+        raise ValueError(f"Expected 0 <= dropout_p < 1; found dropout_p = {dropout_p}.")
     dtype = query.dtype
     if bias is not None:
         if not isinstance(bias, Tensor) or not bias.dtype.is_floating_point:

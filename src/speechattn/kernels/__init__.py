@@ -45,10 +45,11 @@ the module must call :func:`register_sma_kernel`).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar, cast
 
 import torch
 
@@ -64,6 +65,36 @@ __all__ = [
     "sma_kernel_names",
     "warmup",
 ]
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _eager(fn: _F) -> _F:
+    """Mark a compiled-kernel entry point (numba), or a kernel import, to run eagerly under
+    ``torch.compile``: dynamo does not trace into it (numba's dispatch fails there on the first
+    call in a process, and tracing a first import walks numba's own set-up) but breaks the graph
+    around it; autograd is unchanged.
+
+    Lazy and cheap: ``torch.compiler.disable`` imports dynamo (seconds, and triton with it)
+    and costs microseconds per call, so the disabled twin is made and used only while dynamo
+    traces the caller (``torch.compiler.is_compiling()``: a flag read); eager calls go straight
+    to ``fn``.
+    """
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if not torch.compiler.is_compiling():
+            return fn(*args, **kwargs)
+        twin = _DISABLED.get(fn)
+        if twin is None:
+            twin = _DISABLED[fn] = torch.compiler.disable(fn)
+        return twin(*args, **kwargs)
+
+    return cast(_F, call)
+
+
+_DISABLED: dict[Callable[..., Any], Callable[..., Any]] = {}
 
 
 class SMAKernel(NamedTuple):
@@ -124,6 +155,7 @@ def _sma_kernel_serves(name: str, device_type: str) -> bool:
     return lazy is not None and device_type in lazy[1]
 
 
+@_eager
 def get_sma_kernel(name: str) -> SMAKernel:
     """Return the SMA kernel ``name``, importing its module on first use.
 
@@ -408,6 +440,7 @@ def resolve(
     return impl
 
 
+@_eager
 def load(op: str, name: str) -> Any:
     """Import and return the module that implements ``op`` as ``name`` (first use only imports).
 

@@ -27,6 +27,8 @@ import torch
 from numba import njit
 from torch import Tensor
 
+from speechattn.kernels import _eager
+
 __all__ = ["hmm_log_likelihood", "viterbi", "viterbi_skip", "warmup"]
 
 _NEG = -1e30
@@ -202,6 +204,7 @@ def _run(kernel: Any, args: tuple[Any, ...], n_items: int, cells: int) -> None:
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 
 
+@_eager
 def viterbi(value: Tensor, stay: Tensor, move: Tensor, tl: Tensor, ml: Tensor) -> Tensor:
     """Best monotonic path (float64 ``(N, U, T)`` one-hot) of sanitised scores.
 
@@ -220,6 +223,7 @@ def viterbi(value: Tensor, stay: Tensor, move: Tensor, tl: Tensor, ml: Tensor) -
     return torch.from_numpy(out)
 
 
+@_eager
 def viterbi_skip(
     value: Tensor, stay: Tensor, move: Tensor, skip: Tensor, tl: Tensor, ml: Tensor
 ) -> Tensor:
@@ -262,6 +266,7 @@ class _HMMForwardBackward(torch.autograd.Function):
         return g * ge, g * gs, g * gm, None, None
 
 
+@_eager
 def hmm_log_likelihood(emis: Tensor, stay: Tensor, move: Tensor, tl: Tensor, ml: Tensor) -> Tensor:
     """Per-item monotonic-HMM log-likelihood ``(N,)`` of sanitised scores; differentiable (first order).
 

@@ -54,7 +54,7 @@ import torch
 from numba import carray, cfunc, njit, types
 from torch import Tensor
 
-from speechattn.kernels import _omp, register_sma_kernel
+from speechattn.kernels import _eager, _omp, register_sma_kernel
 from speechattn.kernels._numba_ptr import fetch_add, int_to_ptr
 
 __all__ = ["backward", "forward", "forward_checked", "forward_focus", "warmup"]
@@ -621,6 +621,7 @@ def _run_forward(
     return out, ok, fr
 
 
+@_eager
 def forward_checked(
     p: Tensor, alpha0: Tensor, text_lengths: Tensor, mel_lengths: Tensor, preserve: bool
 ) -> tuple[Tensor, Tensor]:
@@ -637,6 +638,7 @@ def forward_checked(
     return out, ok
 
 
+@_eager
 def forward_focus(
     p: Tensor,
     alpha0: Tensor,
@@ -661,6 +663,7 @@ def forward_focus(
     return out, fr, ok
 
 
+@_eager
 def forward(
     p: Tensor, alpha0: Tensor, text_lengths: Tensor, mel_lengths: Tensor, preserve: bool
 ) -> Tensor:
@@ -679,6 +682,7 @@ def _grad_rows(grad_alpha: Tensor, dtype: torch.dtype) -> tuple[Tensor, int]:
     return grad_alpha.detach().to(dtype).contiguous().reshape(-1, T), 1
 
 
+@_eager
 def backward(
     grad_alpha: Tensor,
     p: Tensor,

@@ -127,6 +127,10 @@ class PriorMultiheadAttention(nn.Module):
         super().__init__()
         _check_positive_int(embed_dim, "embed_dim")
         _check_positive_int(num_heads, "num_heads")
+        if kdim is not None:
+            _check_positive_int(kdim, "kdim")
+        if vdim is not None:
+            _check_positive_int(vdim, "vdim")
         if embed_dim % num_heads:
             raise ValueError(
                 f"Expected embed_dim divisible by num_heads; found embed_dim={embed_dim}, "
@@ -202,6 +206,12 @@ class PriorMultiheadAttention(nn.Module):
                 raise ValueError(
                     f"Expected {name} (B, T, {feat}); found {tuple(t.shape)}. The public layout "
                     "is (batch, time, features)."
+                )
+            w = self.q_proj.weight
+            if t.dtype != w.dtype and not torch.is_autocast_enabled(t.device.type):
+                raise TypeError(
+                    f"Expected {name} of dtype {w.dtype} (the module's parameter dtype); found "
+                    f"{t.dtype}. Cast the input or the module (module.to({t.dtype}))."
                 )
         b, tq, _ = query.shape
         tk = key.shape[1]

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from speechattn.functional.contrastive import (
+    _DIRECTIONS,
     Direction,
     pooled_contrastive_loss,
     sequence_contrastive_loss,
@@ -38,6 +39,17 @@ class _TemperatureMixin(nn.Module):
         self.min_temperature = float(min_temperature)
         self.max_temperature = float(max_temperature)
 
+    def _init_direction(self, direction: str) -> None:
+        if direction not in _DIRECTIONS:  # at construction, not at the first forward
+            raise ValueError(f"Expected direction in {_DIRECTIONS}; found {direction!r}.")
+
+    def extra_repr(self) -> str:
+        learnable = isinstance(self.log_temperature, nn.Parameter)
+        return (
+            f"temperature={float(self.temperature.detach()):.4g}, learnable_temperature={learnable}, "
+            f"direction={getattr(self, 'direction', None)!r}"
+        )
+
     @property
     def temperature(self) -> Tensor:
         """Current temperature ``exp(log_temperature)`` clamped to ``[min, max]`` (scalar tensor)."""
@@ -58,8 +70,8 @@ class SequenceContrastiveLoss(_TemperatureMixin):
         direction: ``"audio_to_text"``, ``"text_to_audio"`` or ``"both"``.
         gather_distributed: negatives from every rank (see the functional).
 
-    Forward: ``(audio (B, L, D), text (B, L, D), *, text_lengths=None, text_valid_mask=None)`` ->
-    scalar loss.
+    Forward: ``(audio (B, L, D), text (B, L, D), *, text_lengths=None, text_valid_mask=None,
+    audio_lengths=None, audio_valid_mask=None)`` -> scalar loss.
     """
 
     def __init__(
@@ -74,6 +86,7 @@ class SequenceContrastiveLoss(_TemperatureMixin):
     ) -> None:
         super().__init__()
         self._init_temperature(temperature, learnable_temperature, min_temperature, max_temperature)
+        self._init_direction(direction)
         self.direction: Direction = direction
         self.gather_distributed = gather_distributed
 
@@ -84,6 +97,8 @@ class SequenceContrastiveLoss(_TemperatureMixin):
         *,
         text_lengths: Tensor | None = None,
         text_valid_mask: Tensor | None = None,
+        audio_lengths: Tensor | None = None,
+        audio_valid_mask: Tensor | None = None,
     ) -> Tensor:
         return sequence_contrastive_loss(
             audio,
@@ -91,6 +106,8 @@ class SequenceContrastiveLoss(_TemperatureMixin):
             temperature=self.temperature,
             text_lengths=text_lengths,
             text_valid_mask=text_valid_mask,
+            audio_lengths=audio_lengths,
+            audio_valid_mask=audio_valid_mask,
             direction=self.direction,
             gather_distributed=self.gather_distributed,
         )
@@ -103,7 +120,7 @@ class PooledContrastiveLoss(_TemperatureMixin):
     learnable, symmetric).
 
     Forward: ``(audio (B, T, D) | (B, D), text (B, U, D) | (B, D), *, audio_lengths=None,
-    text_lengths=None)`` -> scalar loss.
+    text_lengths=None, audio_valid_mask=None, text_valid_mask=None)`` -> scalar loss.
     """
 
     def __init__(
@@ -118,6 +135,7 @@ class PooledContrastiveLoss(_TemperatureMixin):
     ) -> None:
         super().__init__()
         self._init_temperature(temperature, learnable_temperature, min_temperature, max_temperature)
+        self._init_direction(direction)
         self.direction: Direction = direction
         self.gather_distributed = gather_distributed
 
@@ -128,6 +146,8 @@ class PooledContrastiveLoss(_TemperatureMixin):
         *,
         audio_lengths: Tensor | None = None,
         text_lengths: Tensor | None = None,
+        audio_valid_mask: Tensor | None = None,
+        text_valid_mask: Tensor | None = None,
     ) -> Tensor:
         return pooled_contrastive_loss(
             audio,
@@ -135,6 +155,8 @@ class PooledContrastiveLoss(_TemperatureMixin):
             temperature=self.temperature,
             audio_lengths=audio_lengths,
             text_lengths=text_lengths,
+            audio_valid_mask=audio_valid_mask,
+            text_valid_mask=text_valid_mask,
             direction=self.direction,
             gather_distributed=self.gather_distributed,
         )

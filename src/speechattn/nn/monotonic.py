@@ -269,6 +269,22 @@ def _zero_padded_rows(x: Tensor, lengths: Tensor | None) -> Tensor:
     return torch.where(lengths_to_valid_mask(lengths, x.shape[1])[..., None], x, 0)
 
 
+def _autocast_device(x: object) -> str | None:
+    """The device type of ``x`` when autocast is on there (mixed precision), else ``None``."""
+    if not isinstance(x, Tensor):
+        return None
+    dev = x.device.type
+    return dev if torch.is_autocast_enabled(dev) else None
+
+
+def _to_dtype(x: Any, dtype: torch.dtype) -> Any:
+    """``x`` cast to ``dtype`` when it is a floating tensor (anything else is left for the
+    input checks to report)."""
+    if isinstance(x, Tensor) and x.is_floating_point() and x.dtype != dtype:
+        return x.to(dtype)
+    return x
+
+
 def _rows_projectable(x: Tensor) -> bool:
     """Whether :func:`_linear_valid_rows` projects ``x``'s valid rows item by item (CPU,
     contiguous ``(b, t, d_in)``) rather than every row with one ``F.linear``."""
@@ -369,7 +385,8 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
             :func:`speechattn.functional.stepwise_monotonic_alignment`.
 
     Shapes, dtypes, devices: ``query (b, u, d)``, ``key (b, t, kdim)``, ``value (b, t, vdim)``,
-    all of the module's parameter dtype and device; lengths int64 ``(b,)``. Differentiable in
+    all of the module's parameter dtype and device (under autocast, any float dtype: the layer
+    runs in its parameters' dtype); lengths int64 ``(b,)``. Differentiable in
     soft mode (hard/Viterbi alignments pass gradients to the values only).
 
     Example:
@@ -402,8 +419,13 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
         impl: str = "auto",
     ) -> None:
         super().__init__()
-        for name, val in (("embed_dim", embed_dim), ("num_heads", num_heads)):
-            if not isinstance(val, int) or val <= 0:
+        for name, val in (
+            ("embed_dim", embed_dim),
+            ("num_heads", num_heads),
+            ("kdim", embed_dim if kdim is None else kdim),
+            ("vdim", embed_dim if vdim is None else vdim),
+        ):
+            if not isinstance(val, int) or isinstance(val, bool) or val <= 0:
                 raise ValueError(f"Expected {name} to be a positive int; found {val!r}.")
         if embed_dim % num_heads:
             raise ValueError(
@@ -554,6 +576,16 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
         Returns:
             ``(b, h, u, t)`` stay probabilities, 0 on padded tokens and frames.
         """
+        autocast_dev = _autocast_device(query)
+        if autocast_dev is not None:  # mixed precision: see forward
+            dt = self.q_proj.weight.dtype
+            with torch.autocast(device_type=autocast_dev, enabled=False):
+                return self.stay_probability(
+                    _to_dtype(query, dt),
+                    _to_dtype(key, dt),
+                    query_lengths=query_lengths,
+                    key_lengths=key_lengths,
+                )
         self._check_qk(query, key)
         b, u, t = query.shape[0], query.shape[1], key.shape[1]
         q_len = check_lengths(
@@ -602,7 +634,25 @@ class StepwiseMonotonicMultiheadAttention(nn.Module):
 
         Returns:
             :class:`SMAOutput`.
+
+        Under autocast (mixed precision) the layer runs in its parameters' dtype with autocast
+        off (the recurrence needs float32): inputs in the autocast dtype are cast to it, and the
+        outputs come back in it.
         """
+        autocast_dev = _autocast_device(query)
+        if autocast_dev is not None:
+            dt = self.q_proj.weight.dtype
+            with torch.autocast(device_type=autocast_dev, enabled=False):
+                return self.forward(
+                    _to_dtype(query, dt),
+                    _to_dtype(key, dt),
+                    _to_dtype(value, dt),
+                    query_lengths=query_lengths,
+                    key_lengths=key_lengths,
+                    mode=mode,
+                    initial_alignment=_to_dtype(initial_alignment, dt),
+                    need_weights=need_weights,
+                )
         b = self._check_qk(query, key)
         self._check("value", value, self.vdim, b)
         if key.shape[1] != value.shape[1]:

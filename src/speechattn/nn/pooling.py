@@ -33,6 +33,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import cast
@@ -109,6 +110,9 @@ class TAP(nn.Module):
         self.out_dim = self.in_dim
         return self.out_dim
 
+    def extra_repr(self) -> str:
+        return f"in_dim={self.in_dim}"
+
 
 class TSDP(nn.Module):
     """Temporal standard-deviation pooling: ``sqrt(var + 1e-7)`` over valid frames.
@@ -131,6 +135,9 @@ class TSDP(nn.Module):
         self.out_dim = self.in_dim
         return self.out_dim
 
+    def extra_repr(self) -> str:
+        return f"in_dim={self.in_dim}"
+
 
 class TSTP(nn.Module):
     """Temporal statistics pooling (x-vector): ``[mean, std]`` over valid frames, ``(B, 2F)``.
@@ -151,6 +158,9 @@ class TSTP(nn.Module):
     def get_out_dim(self) -> int:
         self.out_dim = self.in_dim * 2
         return self.out_dim
+
+    def extra_repr(self) -> str:
+        return f"in_dim={self.in_dim}"
 
 
 class ASTP(nn.Module):
@@ -197,6 +207,9 @@ class ASTP(nn.Module):
         self.out_dim = 2 * self.in_dim
         return self.out_dim
 
+    def extra_repr(self) -> str:
+        return f"in_dim={self.in_dim}, global_context_att={self.global_context_att}"
+
 
 class ASP(nn.Module):
     """Attentive statistics pooling as in the w2v-BERT / ResNet speaker recipes.
@@ -232,8 +245,8 @@ class ASP(nn.Module):
         )
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        if isinstance(x, Tensor) and x.dim() >= 3:
-            x = x.reshape(x.shape[0], -1, x.shape[-1])
+        if isinstance(x, Tensor) and x.dim() >= 3:  # (B, C, F, T) or deeper: channels flattened
+            x = x.reshape(x.shape[0], math.prod(x.shape[1:-1]), x.shape[-1])
         x, lengths, mask = prepare_pooling_input(x, lengths)
         _check_features("ASP", x, self.in_dim)
         conv1, _, bn_, conv2, _ = self.attention
@@ -261,6 +274,9 @@ class ASP(nn.Module):
 
     def get_out_dim(self) -> int:
         return self.out_dim
+
+    def extra_repr(self) -> str:
+        return f"in_dim={self.in_dim}"
 
 
 class MHASTP(nn.Module):
@@ -349,6 +365,12 @@ class MHASTP(nn.Module):
         self.out_dim = 2 * self.in_dim
         return self.out_dim
 
+    def extra_repr(self) -> str:
+        return (
+            f"in_dim={self.in_dim}, layer_num={self.layer_num}, head_num={self.head_num}, "
+            f"d_s={self.d_s}"
+        )
+
 
 def _check_mh_features(layer: str, x: Tensor, in_dim: int) -> None:
     if isinstance(x, Tensor) and x.dim() in (3, 4):
@@ -432,6 +454,12 @@ class MQMHASTP(nn.Module):
     def get_out_dim(self) -> int:
         self.out_dim = self.in_dim * 2 * self.query_num
         return self.out_dim
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_dim={self.in_dim}, layer_num={self.layer_num}, query_num={self.query_num}, "
+            f"head_num={self.head_num}"
+        )
 
 
 def export_pooling_onnx(

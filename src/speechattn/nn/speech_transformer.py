@@ -486,6 +486,15 @@ class SpeechTransformerDecoder(nn.Module):
         )
         valid = lengths_to_valid_mask(lt, u)
         safe = torch.where(valid, tokens, torch.zeros((), dtype=tokens.dtype, device=tokens.device))
+        vocab = self.embed.num_embeddings
+        bad = (safe < 0) | (safe >= vocab)
+        if bool(bad.any()):  # (an IndexError from the embedding, a device assert on CUDA)
+            i, j = (int(v) for v in bad.nonzero()[0])
+            raise ValueError(
+                f"Expected token ids in [0, vocab_size={vocab}) at valid positions; found "
+                f"tokens[{i}, {j}] = {int(tokens[i, j])}. Padding ids (e.g. -100) are fine "
+                "past token_lengths."
+            )
         x = self.embed(safe) * math.sqrt(self.embed_dim)
         x = x + sinusoidal_positions(u, self.embed_dim, device=x.device).to(x.dtype)
         for layer in self.layers:

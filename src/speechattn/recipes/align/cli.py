@@ -11,6 +11,7 @@ from speechattn._cli import (
     add_hidden_alias,
     comma_choices,
     nonnegative_int,
+    out_dir,
     parse_overrides,
     positive_float,
     positive_int,
@@ -110,6 +111,45 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ``speechattn align --set KEY=VALUE``: the range each setting takes (checked before the corpus
+# is read, as a usage error; the optimiser or the batch sampler would fail much later).
+_ALIGN_SET_RANGES: dict[str, tuple[str, float, bool]] = {
+    # key: (what, lower bound, bound included)
+    "batch_size": ("an integer >= 1", 1, True),
+    "checkpoint_every": ("an integer >= 1", 1, True),
+    "smoothing": ("an integer >= 1", 1, True),
+    "patience": ("an integer >= 1", 1, True),
+    "min_steps": ("an integer >= 0", 0, True),
+    "warmup": ("an integer >= 0", 0, True),
+    "lr": ("a finite number > 0", 0.0, False),
+    "grad_clip": ("a finite number > 0", 0.0, False),
+    "max_seconds": ("a finite number > 0", 0.0, False),
+    "weight_decay": ("a finite number >= 0", 0.0, True),
+    "min_delta": ("a finite number >= 0", 0.0, True),
+}
+
+
+def _checked_align_overrides(overrides: dict[str, object]) -> dict[str, object]:
+    """``overrides`` unchanged, or a usage error naming the first value out of range."""
+    import math
+
+    for key, value in overrides.items():
+        if key == "schedule":
+            if value not in ("cosine", "constant"):
+                raise CliError(
+                    f"--set schedule: expected 'cosine' or 'constant'; found {value!r}", status=2
+                )
+            continue
+        rule = _ALIGN_SET_RANGES.get(key)
+        if rule is None or not isinstance(value, (int, float)):
+            continue
+        what, lo, closed = rule
+        ok = math.isfinite(value) and (value >= lo if closed else value > lo)
+        if not ok:
+            raise CliError(f"--set {key}: expected {what}; found {value!r}", status=2)
+    return overrides
+
+
 def _align(args: argparse.Namespace) -> int:
     from speechattn.recipes.align.pipeline import run_align
     from speechattn.recipes.align.report import metrics_table_text
@@ -152,12 +192,13 @@ def _align(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         overwrite=args.overwrite,
         formats=tuple(dict.fromkeys([*args.format, *(["ctm"] if args.ctm else [])])),
-        train_overrides=parse_overrides(args.set, tfields),
+        train_overrides=_checked_align_overrides(parse_overrides(args.set, tfields)),
         pauses=args.pauses,
         min_pause_s=args.min_pause_ms / 1000.0,
         max_pause_loudness=args.max_pause_loudness,
         reverse_pass=args.reverse_pass,
         silence_edge_db=args.silence_edge_db,
+        dereverb=args.dereverb == "auto",
     )
     if res:
         print(metrics_table_text(res["table"]))
@@ -191,10 +232,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(forward-sum + MAS, plain MHA, uniform). About 10 minutes on 2 CPU cores.",
     )
     p.add_argument(
-        "--out", default="speechattn-demo", help="output directory (default: %(default)s)"
+        "--out",
+        type=out_dir,
+        default="speechattn-demo",
+        help="output directory (default: %(default)s)",
     )
-    add_hidden_alias(p, "--out-dir", "out")
-    add_hidden_alias(p, "--output-dir", "out")
+    add_hidden_alias(p, "--out-dir", "out", type=out_dir)
+    add_hidden_alias(p, "--output-dir", "out", type=out_dir)
     p.add_argument(
         "--quick", action="store_true", help="a tiny run (about a minute) for smoke tests"
     )
@@ -271,12 +315,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("data", help="corpus directory, metadata.csv or manifest.jsonl")
     a.add_argument(
         "--out",
+        type=out_dir,
         default=None,
         help="output directory, required (one run per folder: the same run resumes, another is "
         "refused unless --overwrite)",
     )
-    add_hidden_alias(a, "--out-dir", "out")
-    add_hidden_alias(a, "--output-dir", "out")
+    add_hidden_alias(a, "--out-dir", "out", type=out_dir)
+    add_hidden_alias(a, "--output-dir", "out", type=out_dir)
     a.add_argument(
         "--checkpoint",
         action="append",
@@ -398,6 +443,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "speech level (its 90th-percentile 5 ms level), within a few frames of the decoded edge; utterances without silence that "
         "far below the speech keep their edges; 'off' keeps the decoded edges (default: "
         "%(default)s)",
+    )
+    a.add_argument(
+        "--dereverb",
+        choices=("auto", "off"),
+        default="off",
+        help="'auto' (for recordings known to be reverberant): estimate each recording's "
+        "reverberation time from how fast its level falls where speech stops, and where it is "
+        "at least 0.2 s remove the late reverberation from the aligner's features (reverberant "
+        "boundaries otherwise come late); natural dry speech that fades slowly can read as a "
+        "small room, so it is not the default; 'off' never removes it (default: %(default)s)",
     )
     _common(a)
     a.set_defaults(func=_align)

@@ -18,6 +18,9 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "DEREVERB_MIN_RT60_S",
+    "LATE_REVERB_DELAY_S",
+    "LATE_REVERB_FLOOR",
     "SIL",
     "SP",
     "AlignItem",
@@ -28,11 +31,19 @@ __all__ = [
     "collate_items",
     "demo_engine_options",
     "new_symbol_table",
+    "suppress_late_reverb",
     "utterance_features",
 ]
 
 SIL = "<sil>"
 SP = "<sp>"
+# Late reverberation (suppress_late_reverb): the part of a frame's power that arrives more than
+# LATE_REVERB_DELAY_S after its sound, removed down to LATE_REVERB_FLOOR of the frame's power;
+# build_items(dereverb=True) removes it only from recordings whose estimated RT60 is at least
+# DEREVERB_MIN_RT60_S (shorter decays barely reach the next 11.6 ms frame).
+LATE_REVERB_DELAY_S = 0.05
+LATE_REVERB_FLOOR = 0.001
+DEREVERB_MIN_RT60_S = 0.2
 PAD = "<pad>"
 UNK = "<unk>"
 
@@ -171,6 +182,7 @@ def build_items(
     channel_seed: int = 0,
     id_suffix: str = "",
     envelopes: bool = False,
+    dereverb: bool = False,
 ) -> list[AlignItem]:
     """Load audio, compute log-mels, phonemize text and map to symbol ids.
 
@@ -195,6 +207,11 @@ def build_items(
             computed from (:func:`speechattn.recipes.align.edges.energy_envelope`) as
             ``item.extra["envelope"]``, for placing word edges next to silence without reading
             the file again.
+        dereverb: estimate each recording's reverberation time from its own energy envelope
+            (:func:`speechattn.recipes.align.edges.estimate_decay_time`; no labels) and, when it
+            is at least :data:`DEREVERB_MIN_RT60_S`, remove the late reverberation from its
+            log-mel before normalising (:func:`suppress_late_reverb`); the estimate is kept as
+            ``item.extra["rt60_s"]`` (0.0: left as it is).
     """
     import zlib
 
@@ -270,7 +287,16 @@ def build_items(
                 np.ascontiguousarray(channel(wav.numpy(), config.sample_rate, rng), np.float32)
             )
         native = _native_rate(utt.audio_path) if config.band_mask else None
-        mel = utterance_features(wav, config, mel_fn=mel_fn, native_sample_rate=native)
+        env = None
+        rt60 = 0.0
+        if envelopes or dereverb:
+            from speechattn.recipes.align.edges import energy_envelope, estimate_decay_time
+
+            env = energy_envelope(wav, config.sample_rate)
+            if dereverb:
+                rt60 = estimate_decay_time(env)
+                rt60 = rt60 if rt60 >= DEREVERB_MIN_RT60_S else 0.0
+        mel = utterance_features(wav, config, mel_fn=mel_fn, native_sample_rate=native, rt60_s=rt60)
         if mel.shape[0] < len(labels):
             warnings.warn(
                 f"{utt.id}: {mel.shape[0]} frames < {len(labels)} tokens; skipped.", stacklevel=2
@@ -279,9 +305,9 @@ def build_items(
             continue
         extra: dict[str, Any] = {"voice": v}
         if envelopes:
-            from speechattn.recipes.align.edges import energy_envelope
-
-            extra["envelope"] = energy_envelope(wav, config.sample_rate)
+            extra["envelope"] = env
+        if dereverb:
+            extra["rt60_s"] = rt60
         gt_phones = getattr(utt, "phones", None)
         if gt_phones is not None and len(gt_phones) != len(phones):
             gt_phones = None  # cannot be scored one-to-one
@@ -321,10 +347,12 @@ def utterance_features(
     *,
     mel_fn: Any = None,
     native_sample_rate: int | None = None,
+    rt60_s: float = 0.0,
 ) -> Tensor:
     """The aligner's input for one waveform ``(n,)`` at ``config.sample_rate``: ``(t, n_mels)``.
 
-    Log-mel (:class:`~speechattn.data.features.LogMelSpectrogram`), normalised per utterance
+    Log-mel (:class:`~speechattn.data.features.LogMelSpectrogram`), with its late reverberation
+    removed when ``rt60_s > 0`` (:func:`suppress_late_reverb`), normalised per utterance
     (``config.mel_norm``, :func:`~speechattn.data.features.normalize_log_mel`); with
     ``config.band_mask`` the bins above the audio's effective bandwidth
     (:func:`~speechattn.data.features.band_valid_mask`: the native rate's Nyquist frequency and
@@ -336,6 +364,9 @@ def utterance_features(
         mel_fn = config.mel_transform()
     with torch.no_grad():
         mel = mel_fn(wave.unsqueeze(0))[0]
+    if rt60_s > 0:
+        floor = float(getattr(mel_fn, "log_floor", 1e-5))
+        mel = suppress_late_reverb(mel, rt60_s, config.frame_s, log_floor=floor)
     keep = None
     if config.band_mask:
         keep = band_valid_mask(
@@ -347,6 +378,64 @@ def utterance_features(
     return normalize_log_mel(mel, norm=config.mel_norm, std_floor=config.std_floor, band_valid=keep)
 
 
+def suppress_late_reverb(
+    log_mel: Tensor,
+    rt60_s: float,
+    frame_s: float,
+    *,
+    delay_s: float = LATE_REVERB_DELAY_S,
+    floor: float = LATE_REVERB_FLOOR,
+    log_floor: float = 1e-5,
+) -> Tensor:
+    """Remove late reverberation from a log-mel (spectral subtraction of an exponential tail).
+
+    The late reverberation in frame ``t`` is taken as the power of the frame ``k`` frames earlier
+    (``k = round(delay_s / frame_s)``, at least 1) times the room's decay over that time,
+    ``exp(-6 ln(10) k frame_s / rt60_s)`` (60 dB in ``rt60_s``); it is subtracted from the
+    frame's power, keeping at least ``floor`` of it (Lebart, Boucher and Denbigh, "A new method
+    based on spectral subtraction for speech dereverberation", Acta Acustica 2001). The log-mel
+    is the natural log of mel magnitudes (:class:`~speechattn.data.features.LogMelSpectrogram`,
+    power 1), so power is ``exp(2 log_mel)``; the result stays at or above ``log(log_floor)``.
+
+    Args:
+        log_mel: ``(t, n_mels)`` log mel magnitudes of one utterance.
+        rt60_s: reverberation time in seconds (> 0; 0 returns ``log_mel`` unchanged).
+        frame_s: seconds between frames (> 0).
+        delay_s: where late reverberation starts, seconds after the sound (> 0).
+        floor: the least share of a frame's power kept, in (0, 1].
+        log_floor: the mel magnitude floor of the log (> 0).
+
+    Returns:
+        ``(t, n_mels)``, same dtype; equal to ``log_mel`` in the first ``k`` frames.
+
+    Example::
+
+        clean = suppress_late_reverb(log_mel, 0.6, 256 / 22050)
+        # naive: p = exp(2 x); late[t] = p[t - k] * exp(-13.8 k frame_s / rt60)
+        #        y = 0.5 log(max(p - late, floor p))
+    """
+    if not isinstance(log_mel, Tensor) or log_mel.ndim != 2:
+        found = tuple(log_mel.shape) if isinstance(log_mel, Tensor) else type(log_mel).__name__
+        raise ValueError(f"Expected log_mel as a (t, n_mels) tensor; found {found}.")
+    if not (rt60_s >= 0 and np.isfinite(rt60_s)):
+        raise ValueError(f"Expected rt60_s >= 0 (finite); found {rt60_s}.")
+    for name, value in (("frame_s", frame_s), ("delay_s", delay_s), ("log_floor", log_floor)):
+        if not (value > 0 and np.isfinite(value)):
+            raise ValueError(f"Expected {name} > 0 (finite); found {value}.")
+    if not 0 < floor <= 1:
+        raise ValueError(f"Expected floor in (0, 1]; found {floor}.")
+    k = max(1, round(delay_s / frame_s))
+    if rt60_s == 0 or log_mel.shape[0] <= k:
+        return log_mel
+    power = torch.exp(2.0 * log_mel.double())
+    decay = float(np.exp(-6.0 * np.log(10.0) * k * frame_s / rt60_s))
+    late = torch.zeros_like(power)
+    late[k:] = decay * power[:-k]
+    gain = torch.clamp(1.0 - late / power.clamp_min(1e-30), min=floor)
+    out = 0.5 * torch.log((power * gain).clamp_min(log_floor * log_floor))
+    return out.to(log_mel.dtype)
+
+
 @dataclass
 class TrainingChannel:
     """A random recording channel for training an aligner that copes with real audio.
@@ -356,6 +445,12 @@ class TrainingChannel:
     frequency, as telephone and 16 kHz recordings do), then through
     :class:`~speechattn.data.augment.ChannelAugment` at that rate (equaliser, reverberation,
     real rooms, telephone band with mu-law, noise), and back to the working rate.
+
+    Real rooms come from the ``real_rooms`` split of the packaged impulse responses
+    (:data:`~speechattn.data.augment.TRAIN_ROOMS` by default), so the test rooms
+    (:data:`~speechattn.data.augment.TEST_ROOMS`, the ``reverb_test`` condition of
+    ``benchmarks/eval_align_engines.py``) stay unheard. Aligners trained before the split (the
+    shipped ``aligner_en.pt`` among them) drew from all five rooms (``real_rooms="all"``).
     """
 
     p_resample: float = 0.5
@@ -363,6 +458,7 @@ class TrainingChannel:
     p_eq: float = 0.5
     p_reverb: float = 0.15
     p_real_room: float = 0.15
+    real_rooms: str = "train"
     p_telephone: float = 0.25
     p_mu_law: float = 0.5
     p_noise: float = 0.4
@@ -380,6 +476,7 @@ class TrainingChannel:
             p_noise=self.p_noise,
             snr_db=self.snr_db,
             p_real_room=self.p_real_room,
+            real_rooms=self.real_rooms,
         )
         x = np.asarray(wave, dtype=np.float32)
         rate = sample_rate

@@ -40,6 +40,11 @@ from torch import Tensor
 from speechattn.recipes.align.data import AlignItem
 
 __all__ = [
+    "DECAY_BOTTOM_DB",
+    "DECAY_FLOOR_MARGIN_DB",
+    "DECAY_MIN_SPAN_DB",
+    "DECAY_SMOOTH_S",
+    "DECAY_TOP_DB",
     "DEFAULT_SILENCE_EDGE_DB",
     "END_SEARCH_FRAMES",
     "ENVELOPE_HOP_S",
@@ -52,6 +57,7 @@ __all__ = [
     "EnergyEnvelope",
     "check_silence_edge_db",
     "energy_envelope",
+    "estimate_decay_time",
     "place_silence_edges",
     "silence_edge_tokens",
 ]
@@ -70,6 +76,17 @@ MIN_RUN_S = 0.010
 # Search windows in aligner frames: (into the word, into the silence).
 END_SEARCH_FRAMES = (4, 8)
 START_SEARCH_FRAMES = (0, 4)
+
+# The decay-time estimate (estimate_decay_time): the envelope smoothed over this many seconds
+# falls from DECAY_TOP_DB under its speech level to DECAY_BOTTOM_DB under it (or to
+# DECAY_FLOOR_MARGIN_DB above its quiet level when that is higher); fewer than DECAY_MIN_SPAN_DB
+# between the two levels (noise, or pauses filled) and nothing is estimated. The fastest fall
+# gives the estimate: a room decays no faster than its RT60, speech can stop more slowly.
+DECAY_SMOOTH_S = 0.02
+DECAY_TOP_DB = 5.0
+DECAY_BOTTOM_DB = 35.0
+DECAY_FLOOR_MARGIN_DB = 5.0
+DECAY_MIN_SPAN_DB = 8.0
 
 
 class EnergyEnvelope(NamedTuple):
@@ -120,6 +137,58 @@ def energy_envelope(
     starts = np.arange(0, x.size, h)
     power = np.maximum(c[starts + n] - c[starts], 0.0) / n
     return EnergyEnvelope(10.0 * np.log10(power + 1e-10), h / sample_rate)
+
+
+def estimate_decay_time(envelope: EnergyEnvelope) -> float:
+    """The recording's reverberation time (RT60, seconds) estimated from its own falls in level;
+    0.0 when it has none to measure.
+
+    Where speech stops, the level of a reverberant recording falls no faster than the room's
+    decay (60 dB in RT60), while a dry recording's falls within a few milliseconds. The envelope
+    (power-smoothed over :data:`DECAY_SMOOTH_S`) is cut into falls: from the moment it drops
+    below :data:`DECAY_TOP_DB` under the speech level (the 90th percentile) to the moment it
+    reaches the lower level (:data:`DECAY_BOTTOM_DB` under the speech level, or
+    :data:`DECAY_FLOOR_MARGIN_DB` above the 5th percentile when that is higher) without rising
+    back first. The shortest of them, scaled from the span between the two levels to 60 dB, is
+    the estimate (speech may fade more slowly than its room; it cannot stop faster). No labels or alignment are used; a
+    recording whose two levels are less than :data:`DECAY_MIN_SPAN_DB` apart (steady noise, or
+    pauses filled by a long tail) or that never completes a fall gives 0.0.
+
+    Args:
+        envelope: :func:`energy_envelope` of the recording.
+
+    Returns:
+        RT60 in seconds (>= 0).
+    """
+    v = np.asarray(envelope.level_db, dtype=np.float64)
+    hop = float(envelope.hop_s)
+    if v.ndim != 1 or v.size < 3 or not hop > 0:
+        return 0.0
+    n = max(1, round(DECAY_SMOOTH_S / hop))
+    power = np.convolve(10.0 ** (v / 10.0), np.ones(n) / n, mode="same")
+    s = 10.0 * np.log10(power + 1e-10)
+    speech, floor = np.percentile(s, [SPEECH_PERCENTILE, FLOOR_PERCENTILE])
+    top = float(speech) - DECAY_TOP_DB
+    bottom = max(float(speech) - DECAY_BOTTOM_DB, float(floor) + DECAY_FLOOR_MARGIN_DB)
+    if top - bottom < DECAY_MIN_SPAN_DB:
+        return 0.0
+    above = s >= top
+    below = s <= bottom
+    falls: list[float] = []
+    i, size = 1, s.size
+    while i < size:
+        if above[i - 1] and not above[i]:
+            j = i
+            while j < size and not above[j] and not below[j]:
+                j += 1
+            if j < size and below[j]:
+                falls.append((j - i + 1) * hop)
+            i = j + 1
+        else:
+            i += 1
+    if not falls:
+        return 0.0
+    return min(falls) * 60.0 / (top - bottom)
 
 
 def silence_edge_tokens(

@@ -23,6 +23,7 @@ from speechattn.recipes.align.calibrate import (
     fit_class_offsets,
 )
 from speechattn.recipes.align.data import (
+    DEREVERB_MIN_RT60_S,
     AlignItem,
     FeatureConfig,
     augmented_items,
@@ -901,6 +902,7 @@ def run_align(
     max_pause_loudness: float | None = DEFAULT_MAX_PAUSE_LOUDNESS,
     reverse_pass: bool = True,
     silence_edge_db: float | None = DEFAULT_SILENCE_EDGE_DB,
+    dereverb: bool = False,
     log=print,
 ) -> dict:
     """Align a corpus: train from scratch, or apply (and by default adapt) a trained aligner.
@@ -930,7 +932,14 @@ def run_align(
     :data:`~speechattn.recipes.align.edges.DEFAULT_SILENCE_EDGE_DB`; None = off): each word start
     after silence and word end before silence goes to where the audio's 5 ms energy envelope
     crosses this many dB under the utterance's speech level, within a few frames of the decoded
-    edge (:mod:`~speechattn.recipes.align.edges`).
+    edge (:mod:`~speechattn.recipes.align.edges`). ``dereverb`` (default off; opt-in): a recording whose
+    reverberation time, estimated from its own level falls (no labels), is at least
+    :data:`~speechattn.recipes.align.data.DEREVERB_MIN_RT60_S` has its late reverberation
+    removed from the aligner's features, for adaptation and decoding alike
+    (:func:`~speechattn.recipes.align.data.suppress_late_reverb`); ``False`` leaves every
+    recording's features as they are. Off by default: the estimate reads natural dry speech,
+    which fades more slowly than synthetic speech, as a small room (2 of ALSA's 8 spoken
+    studio prompts read >= 0.2 s), so it is for recordings known to be reverberant.
 
     ``calibration``: apply one of the loaded aligner's boundary tables, all fitted on its
     training voices' labels (see :mod:`~speechattn.recipes.align.calibrate`):
@@ -993,6 +1002,7 @@ def run_align(
             progress=progress and rank == 0,
             voice=corpus_voice,
             envelopes=silence_edge_db is not None,
+            dereverb=dereverb,
         )
         mcfg = AlignerConfig(kind=kind, num_symbols=max(64, len(symbols)), n_mels=feats.n_mels)
         inits: list[dict] | None = None
@@ -1028,6 +1038,7 @@ def run_align(
             progress=progress and rank == 0,
             voice=corpus_voice,
             envelopes=silence_edge_db is not None,
+            dereverb=dereverb,
         )
         mcfg = loaded.config
         inits = [m.state_dict() for m in members]
@@ -1222,6 +1233,13 @@ def run_align(
             f"energy envelope, {silence_edge_db:g} dB under the speech level"
             if silence_edge_db is not None
             else "as decoded"
+        ),
+        "late reverberation": (
+            f"removed from {sum(1 for it in items if it.extra.get('rt60_s', 0.0) > 0)} "
+            "recordings (estimated RT60 >= "
+            f"{DEREVERB_MIN_RT60_S:g} s)"
+            if dereverb
+            else "off"
         ),
     }
     if adaptation:

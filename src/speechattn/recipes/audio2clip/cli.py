@@ -10,6 +10,7 @@ from pathlib import Path
 from speechattn._cli import (
     CliError,
     add_hidden_alias,
+    out_dir,
     positive_float,
     positive_int,
 )
@@ -158,11 +159,13 @@ def _max_steps(text: str) -> int:
 
 def _out(p: argparse.ArgumentParser, default: str | None, help: str) -> None:
     if default is None:  # required, checked in the handler (an alias may give it)
-        p.add_argument("--out", default=None, help=help + " (required)")
+        p.add_argument("--out", type=out_dir, default=None, help=help + " (required)")
     else:
-        p.add_argument("--out", default=default, help=help + " (default: %(default)s)")
-    add_hidden_alias(p, "--output-dir", "out")
-    add_hidden_alias(p, "--out-dir", "out")
+        p.add_argument(
+            "--out", type=out_dir, default=default, help=help + " (default: %(default)s)"
+        )
+    add_hidden_alias(p, "--output-dir", "out", type=out_dir)
+    add_hidden_alias(p, "--out-dir", "out", type=out_dir)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
