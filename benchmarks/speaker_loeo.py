@@ -192,6 +192,43 @@ def _engine_of(manifest: Path) -> dict[str, str]:
     return out
 
 
+def encoder_path(folder: Path, held_out: str) -> Path:
+    """Where ``--save-encoders`` keeps the encoder trained without ``held_out``."""
+    return Path(folder) / f"held_out_{held_out}.pt"
+
+
+class Ensemble(torch.nn.Module):
+    """Several encoders as one: ``forward(feats (B, T, m), lengths (B,)) -> (B, E)``, the mean
+    of the members' L2-normalised embeddings (every member must have the same ``embed_dim``)."""
+
+    def __init__(self, members: list[torch.nn.Module]) -> None:
+        super().__init__()
+        dims = {int(m.embed_dim) for m in members}  # type: ignore[arg-type]
+        if not members or len(dims) != 1:
+            raise ValueError(f"Expected encoders with one embed_dim; found {sorted(dims)}.")
+        self.members = torch.nn.ModuleList(members)
+        self.embed_dim = dims.pop()
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        embs = [F.normalize(m(feats, lengths).float(), dim=-1) for m in self.members]
+        return torch.stack(embs).mean(0)
+
+
+def _load_member(path: Path, cfg: SpeakerConfig) -> torch.nn.Module:
+    """An encoder saved by ``--save-encoders``, checked against the features ``cfg`` makes."""
+    from speechattn.recipes.speaker.model import load_checkpoint
+
+    model, mcfg = load_checkpoint(path)
+    got = (mcfg.n_mels, mcfg.sample_rate, mcfg.feature_norm)
+    want = (cfg.n_mels, cfg.sample_rate, cfg.feature_norm)
+    if got != want:
+        raise ValueError(
+            f"{path}: expected an encoder for (n_mels, sample_rate, feature_norm) = {want}; "
+            f"found {got}. Pass the members' settings with --set."
+        )
+    return model
+
+
 def _score(emb: torch.Tensor, speakers: list[str]) -> dict[str, float]:
     s, lab = E.pair_trials(emb, speakers)
     return {"eer": E.compute_eer(s, lab), "min_dcf": E.compute_min_dcf(s, lab)}
@@ -327,6 +364,8 @@ def run_loeo(
     channel_seed: int | tuple[int, ...] = 0,
     mixtures: Path | None = None,
     feature_cache: Path | None = None,
+    save_encoders: Path | None = None,
+    ensemble: tuple[Path, ...] = (),
     log: Any = print,
 ) -> dict[str, Any]:
     """Train one encoder per held-out engine (and pooling); score every baseline on the same
@@ -336,10 +375,19 @@ def run_loeo(
     :func:`test_channel` (seeded by ``channel_seed`` and the clip), so target trials cross
     channels; clean rows have ``condition == "clean"``. Several ``channel_seed`` values give
     one channel row per seed (``row["channel_seed"]``), all with the same encoders.
-    ``feature_cache``: a folder where the training features are kept between runs."""
+    ``feature_cache``: a folder where the training features are kept between runs.
+    ``save_encoders``: a folder where each held-out engine's encoder (the first pooling's) is
+    saved as ``held_out_<engine>.pt``.
+    ``ensemble``: folders written by ``save_encoders`` (one per training seed of one recipe):
+    nothing is trained; each held-out engine is scored with the mean of the L2-normalised
+    embeddings of the folders' encoders for it (:class:`Ensemble`, ``"ensemble"``, the
+    ``ours`` columns) and with each encoder alone (``"member <k>"``: extra columns), on the
+    same trials and channels as the runs that saved them."""
     from speechattn.recipes.speaker.model import load_checkpoint, save_encoder
     from speechattn.recipes.speaker.train import train_encoder
 
+    if ensemble and (save_encoders is not None or save_checkpoint is not None):
+        raise ValueError("--ensemble scores saved encoders: it trains and saves nothing.")
     t0 = time.perf_counter()
     manifest = build_pool(cache, engines, espeak_voices, utterances, seed=pool_seed)
     engine_of = _engine_of(manifest)
@@ -347,6 +395,8 @@ def run_loeo(
     present = sorted({engine_of[u.id] for u in utts})
     log(f"pool: {len(utts)} utterances, engines {present} ({time.perf_counter() - t0:.0f} s)")
     names = tuple(poolings) if poolings else (pooling,)
+    if ensemble:
+        names = ("ensemble", *(f"member {k}" for k in range(len(ensemble))))
     trainable = {u.id for u in (D.commercial_filter(utts)[0] if cfg.commercial_only else utts)}
     dropped = sorted({u.voice or "" for u in utts if u.id not in trainable})
     if dropped:
@@ -358,12 +408,16 @@ def run_loeo(
         if cfg.commercial_only:
             extra = D.commercial_filter(extra)[0]
         log(f"derived training voices: {len({u.label for u in extra})}, {len(extra)} utterances")
-    train_all = _train_features(
-        [u for u in utts if u.id in trainable] + extra,
-        cfg,
-        {u.label for u in utts} | {u.label for u in extra},
-        feature_cache,
-        log,
+    train_all = (
+        D.FeatureSet([], [], [], [])
+        if ensemble
+        else _train_features(
+            [u for u in utts if u.id in trainable] + extra,
+            cfg,
+            {u.label for u in utts} | {u.label for u in extra},
+            feature_cache,
+            log,
+        )
     )
     clean = D.load_feature_set(utts, cfg)
     # the envelope statistics need log-mels that keep their band means
@@ -414,17 +468,24 @@ def run_loeo(
         classes = sorted({train_all.labels[i] for i in tr})
         index = {c: k for k, c in enumerate(classes)}
         t1 = time.perf_counter()
-        models = {
-            name: train_encoder(
-                name,
-                [train_all.feats[i] for i in tr],
-                [index[train_all.labels[i]] for i in tr],
-                cfg,
-                progress=False,
-            ).model
-            for name in names
-        }
+        if ensemble:
+            members = [_load_member(encoder_path(d, held), cfg) for d in ensemble]
+            models: dict[str, torch.nn.Module] = {"ensemble": Ensemble(members)}
+            models.update({f"member {k}": m for k, m in enumerate(members)})
+        else:
+            models = {
+                name: train_encoder(
+                    name,
+                    [train_all.feats[i] for i in tr],
+                    [index[train_all.labels[i]] for i in tr],
+                    cfg,
+                    progress=False,
+                ).model
+                for name in names
+            }
         train_s = time.perf_counter() - t1
+        if save_encoders is not None:
+            save_encoder(models[names[0]], names[0], cfg, encoder_path(save_encoders, held))
         conditions: list[tuple[str, list[np.ndarray] | None, int | None]] = [("clean", None, None)]
         if channel_test:
             seeds = (channel_seed,) if isinstance(channel_seed, int) else tuple(channel_seed)
@@ -484,6 +545,7 @@ def run_loeo(
         "pooling": names[0],
         "poolings": list(names),
         "not_trained_on": dropped,
+        "ensemble": [str(d) for d in ensemble],
     }
     if save_checkpoint is not None:
         classes = sorted(set(train_all.labels))
@@ -695,6 +757,18 @@ def main(argv: list[str] | None = None) -> int:
         "model or optimisation settings",
     )
     ap.add_argument(
+        "--save-encoders",
+        default=None,
+        help="save each held-out engine's encoder here (held_out_<engine>.pt), for --ensemble",
+    )
+    ap.add_argument(
+        "--ensemble",
+        nargs="+",
+        default=None,
+        help="train nothing: score the mean embedding of the encoders saved by --save-encoders "
+        "in these folders (one per training seed), and each alone",
+    )
+    ap.add_argument(
         "--kokoro-mixtures",
         type=int,
         default=0,
@@ -745,29 +819,39 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         return 0
+    missing = [d for d in args.ensemble or () if not Path(d).is_dir()]
+    if missing:
+        print(f"speaker_loeo: error: --ensemble: no folder {missing[0]}", file=sys.stderr)
+        return 2
     mixtures = None
     if args.kokoro_mixtures > 0:
         mixtures = build_mixture_pool(
             Path(args.cache), args.kokoro_mixtures, args.mixture_utterances, seed=args.mixture_seed
         )
-    result = run_loeo(
-        Path(args.cache),
-        cfg,
-        engines=engines,
-        espeak_voices=args.espeak_voices,
-        utterances=args.utterances,
-        poolings=tuple(args.poolings),
-        held_out=tuple(args.held_out) if args.held_out else None,
-        save_checkpoint=Path(args.save_checkpoint) if args.save_checkpoint else None,
-        resemblyzer=not args.no_resemblyzer,
-        pool_seed=args.pool_seed,
-        shipped_checkpoint=Path(args.shipped_checkpoint) if args.shipped_checkpoint else None,
-        channel_test=args.test_channel,
-        channel_seed=tuple(args.channel_seed),
-        mixtures=mixtures,
-        feature_cache=Path(args.cache) / "features" if args.feature_cache else None,
-        log=lambda s: print(s, flush=True),
-    )
+    try:
+        result = run_loeo(
+            Path(args.cache),
+            cfg,
+            engines=engines,
+            espeak_voices=args.espeak_voices,
+            utterances=args.utterances,
+            poolings=tuple(args.poolings),
+            held_out=tuple(args.held_out) if args.held_out else None,
+            save_checkpoint=Path(args.save_checkpoint) if args.save_checkpoint else None,
+            resemblyzer=not args.no_resemblyzer,
+            pool_seed=args.pool_seed,
+            shipped_checkpoint=Path(args.shipped_checkpoint) if args.shipped_checkpoint else None,
+            channel_test=args.test_channel,
+            channel_seed=tuple(args.channel_seed),
+            mixtures=mixtures,
+            feature_cache=Path(args.cache) / "features" if args.feature_cache else None,
+            save_encoders=Path(args.save_encoders) if args.save_encoders else None,
+            ensemble=tuple(Path(d) for d in args.ensemble or ()),
+            log=lambda s: print(s, flush=True),
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"speaker_loeo: error: {exc}", file=sys.stderr)
+        return 2
     md = table(result["rows"])
     print(md)
     print(f"wall {result['wall_s']:.0f} s")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from speechattn.data.augment import ChannelAugment
 from speechattn.recipes.speaker import data as D
@@ -386,3 +387,66 @@ def test_two_channel_seeds_and_the_feature_cache(
     # a setting that changes the features gets its own file
     run(SpeakerConfig(**{**cfg.to_dict(), "p_resample": 0.5}))
     assert len(sorted((tmp_path / "features").glob("train_features_*.pt"))) == 2
+
+
+def test_saved_encoders_score_as_a_seed_ensemble(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from speechattn.recipes.speaker.model import load_checkpoint
+
+    bench = _load_bench()
+    engines = {"espeak": 4, "festival": 3}
+    _fake_pool(tmp_path, engines, 3)
+    monkeypatch.setattr(bench, "_trainable_counts", lambda e: {"festival": 3})
+    cfg = SpeakerConfig.quick()
+    cfg.steps, cfg.augment_copies = 5, 0
+    common = dict(
+        engines=list(engines),
+        espeak_voices=4,
+        utterances=3,
+        held_out=("festival",),
+        resemblyzer=False,
+        channel_test=True,
+        log=lambda s: None,
+    )
+    dirs = [tmp_path / f"enc{s}" for s in (0, 1)]
+    for seed, d in zip((0, 1), dirs):
+        c = SpeakerConfig(**{**cfg.to_dict(), "seed": seed})
+        bench.run_loeo(tmp_path, c, save_encoders=d, **common)
+    paths = [bench.encoder_path(d, "festival") for d in dirs]
+    assert all(p.is_file() for p in paths) and not any(
+        bench.encoder_path(d, "espeak").exists() for d in dirs
+    )
+    m0, m1 = (load_checkpoint(p)[0] for p in paths)
+    assert any(
+        not torch.equal(a, b) for a, b in zip(m0.state_dict().values(), m1.state_dict().values())
+    )
+
+    # the ensemble is the mean of the members' L2-normalised embeddings; padding changes nothing
+    ens = bench.Ensemble([m0, m1]).eval()
+    x = torch.randn(2, 50, cfg.n_mels)
+    lengths = torch.tensor([50, 30])
+    with torch.no_grad():
+        want = (F.normalize(m0(x, lengths), dim=-1) + F.normalize(m1(x, lengths), dim=-1)) / 2
+        torch.testing.assert_close(ens(x, lengths), want)
+        torch.testing.assert_close(ens(x[1:, :30], lengths[1:]), want[1:])
+
+    rows = bench.run_loeo(tmp_path, cfg, ensemble=tuple(dirs), **common)["rows"]
+    assert [r["condition"] for r in rows] == ["clean", "channel"]
+    for r in rows:
+        assert set(r["poolings"]) == {"ensemble", "member 0", "member 1"}
+        assert r["ours"] == r["poolings"]["ensemble"] and 0.0 <= r["ours"]["eer"] <= 1.0
+    # one member twice: the ensemble scores exactly as that member alone
+    same = bench.run_loeo(tmp_path, cfg, ensemble=(dirs[0], dirs[0]), **common)["rows"]
+    for r, s in zip(rows, same):
+        assert s["ours"]["eer"] == pytest.approx(s["poolings"]["member 0"]["eer"], abs=1e-9)
+        assert s["poolings"]["member 0"] == r["poolings"]["member 0"]
+    # members must match the features the run makes; --ensemble trains and saves nothing
+    gain = SpeakerConfig(**{**cfg.to_dict(), "feature_norm": "gain"})
+    with pytest.raises(ValueError, match="feature_norm"):
+        bench.run_loeo(tmp_path, gain, ensemble=tuple(dirs), **common)
+    with pytest.raises(ValueError, match="ensemble"):
+        bench.run_loeo(tmp_path, cfg, ensemble=tuple(dirs), save_encoders=tmp_path / "x", **common)
+    cache = tmp_path / "cache"
+    assert bench.main(["--quick", "--cache", str(cache), "--ensemble", str(tmp_path / "no")]) == 2
+    assert not cache.exists()  # refused before anything is synthesised
