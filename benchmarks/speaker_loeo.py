@@ -63,7 +63,17 @@ from speechattn.recipes.speaker import data as D
 from speechattn.recipes.speaker import evaluate as E
 from speechattn.recipes.speaker.config import POOLINGS, SpeakerConfig
 
-__all__ = ["build_mixture_pool", "build_pool", "main", "run_loeo", "stats_table", "test_channel"]
+__all__ = [
+    "Ensemble",
+    "build_mixture_pool",
+    "build_pool",
+    "encoder_path",
+    "main",
+    "merge_copies",
+    "run_loeo",
+    "stats_table",
+    "test_channel",
+]
 
 DEFAULT_ENGINES = ("espeak", "festival", "rhvoice", "piper", "pico")
 
@@ -265,16 +275,76 @@ def test_channel() -> Any:
     return TrainingChannel(rates=(8000, 11025), **TEST_CHANNEL)
 
 
+def merge_copies(sets: list[D.FeatureSet], copies: int) -> D.FeatureSet:
+    """Training feature sets of the same items, each with ``copies`` channel copies per item
+    (drawn with different seeds), as one set with ``len(sets) * copies`` copies per item: each
+    item's clean features once, then every set's copies in turn.
+
+    Raises:
+        ValueError: the sets do not hold the same items in the same order, or their clean
+            features differ.
+    """
+    first = sets[0]
+    if any(len(fs.feats) != len(first.feats) for fs in sets):
+        raise ValueError(
+            f"Expected feature sets of one length; found {[len(fs.feats) for fs in sets]}."
+        )
+    feats: list[torch.Tensor] = []
+    labels: list[str] = []
+    ids: list[str] = []
+    step = copies + 1
+    for i in range(0, len(first.feats), step):
+        for fs in sets:
+            if (
+                fs.labels[i : i + step] != first.labels[i : i + step]
+                or fs.ids[i : i + step] != first.ids[i : i + step]
+            ):
+                raise ValueError(f"Expected the same items in every set; item {i} differs.")
+            if not torch.equal(fs.feats[i], first.feats[i]):
+                raise ValueError(f"Expected the same clean features; item {i} differs.")
+        feats.append(first.feats[i])
+        labels.append(first.labels[i])
+        ids.append(first.ids[i])
+        for fs in sets:
+            feats += fs.feats[i + 1 : i + step]
+            labels += fs.labels[i + 1 : i + step]
+            ids += fs.ids[i + 1 : i + step]
+    return D.FeatureSet(feats, labels, ids, [])
+
+
 def _train_features(
     utts: list[D.SpeakerUtterance],
     cfg: SpeakerConfig,
     train_labels: set[str],
     cache: Path | None,
     log: Any = print,
+    copy_seeds: tuple[int, ...] = (),
 ) -> D.FeatureSet:
     """:func:`~speechattn.recipes.speaker.data.load_feature_set` of the training items, kept in
     ``cache`` (a ``.pt`` named by a hash of the utterances and every setting that changes the
-    features) when given: runs that differ only in model or optimisation settings share it."""
+    features) when given: runs that differ only in model or optimisation settings share it.
+    ``copy_seeds``: the ``cfg.augment_copies`` channel copies are drawn as ``len(copy_seeds)``
+    feature sets of ``augment_copies / len(copy_seeds)`` copies with those seeds (each cached on
+    its own, so 12 copies can reuse two cached 6-copy sets), merged by :func:`merge_copies`."""
+    if copy_seeds:
+        n = len(copy_seeds)
+        if cfg.augment_copies % n:
+            raise ValueError(
+                f"Expected augment_copies divisible by the {n} copy seeds; "
+                f"found {cfg.augment_copies}."
+            )
+        per = cfg.augment_copies // n
+        subs = [
+            _train_features(
+                utts,
+                SpeakerConfig(**{**cfg.to_dict(), "seed": s, "augment_copies": per}),
+                train_labels,
+                cache,
+                log,
+            )
+            for s in copy_seeds
+        ]
+        return merge_copies(subs, per)
     if cache is None:
         return D.load_feature_set(utts, cfg, train_labels=train_labels)
     keys = (
@@ -366,6 +436,7 @@ def run_loeo(
     feature_cache: Path | None = None,
     save_encoders: Path | None = None,
     ensemble: tuple[Path, ...] = (),
+    copy_seeds: tuple[int, ...] = (),
     log: Any = print,
 ) -> dict[str, Any]:
     """Train one encoder per held-out engine (and pooling); score every baseline on the same
@@ -382,7 +453,8 @@ def run_loeo(
     nothing is trained; each held-out engine is scored with the mean of the L2-normalised
     embeddings of the folders' encoders for it (:class:`Ensemble`, ``"ensemble"``, the
     ``ours`` columns) and with each encoder alone (``"member <k>"``: extra columns), on the
-    same trials and channels as the runs that saved them."""
+    same trials and channels as the runs that saved them.
+    ``copy_seeds``: draw the training copies as several cached sets (:func:`_train_features`)."""
     from speechattn.recipes.speaker.model import load_checkpoint, save_encoder
     from speechattn.recipes.speaker.train import train_encoder
 
@@ -417,6 +489,7 @@ def run_loeo(
             {u.label for u in utts} | {u.label for u in extra},
             feature_cache,
             log,
+            copy_seeds,
         )
     )
     clean = D.load_feature_set(utts, cfg)
@@ -546,6 +619,7 @@ def run_loeo(
         "poolings": list(names),
         "not_trained_on": dropped,
         "ensemble": [str(d) for d in ensemble],
+        "copy_seeds": list(copy_seeds),
     }
     if save_checkpoint is not None:
         classes = sorted(set(train_all.labels))
@@ -769,6 +843,15 @@ def main(argv: list[str] | None = None) -> int:
         "in these folders (one per training seed), and each alone",
     )
     ap.add_argument(
+        "--copy-seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="draw the augment_copies channel copies as equal shares with these seeds (each "
+        "share kept in the feature cache on its own: 12 copies from two cached 6-copy sets); "
+        "--set seed=... still seeds training",
+    )
+    ap.add_argument(
         "--kokoro-mixtures",
         type=int,
         default=0,
@@ -847,6 +930,7 @@ def main(argv: list[str] | None = None) -> int:
             feature_cache=Path(args.cache) / "features" if args.feature_cache else None,
             save_encoders=Path(args.save_encoders) if args.save_encoders else None,
             ensemble=tuple(Path(d) for d in args.ensemble or ()),
+            copy_seeds=tuple(args.copy_seeds or ()),
             log=lambda s: print(s, flush=True),
         )
     except (FileNotFoundError, ValueError) as exc:

@@ -450,3 +450,40 @@ def test_saved_encoders_score_as_a_seed_ensemble(
     cache = tmp_path / "cache"
     assert bench.main(["--quick", "--cache", str(cache), "--ensemble", str(tmp_path / "no")]) == 2
     assert not cache.exists()  # refused before anything is synthesised
+
+
+def test_copies_drawn_as_cached_shares_with_several_seeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bench = _load_bench()
+    engines = {"espeak": 3, "festival": 3}
+    _fake_pool(tmp_path, engines, 2)
+    utts = D.load_speaker_corpus(tmp_path / "pool" / "manifest.jsonl")
+    labels = {u.label for u in utts}
+    cfg = SpeakerConfig.quick()
+    cfg.speed_perturb = [1.1]
+    cache = tmp_path / "features"
+
+    def share(seed: int, copies: int) -> D.FeatureSet:
+        c = SpeakerConfig(**{**cfg.to_dict(), "seed": seed, "augment_copies": copies})
+        return bench._train_features(utts, c, labels, cache, log=lambda s: None)
+
+    a, b = share(0, 2), share(1, 2)
+    four = SpeakerConfig(**{**cfg.to_dict(), "seed": 5, "augment_copies": 4})
+    logs: list[str] = []
+    merged = bench._train_features(utts, four, labels, cache, logs.append, copy_seeds=(0, 1))
+    assert sum("training features from" in s for s in logs) == 2  # both shares from the cache
+    # per item (2 per utterance: original and speed copy): clean once, 2 copies of each share
+    assert len(merged.feats) == len(utts) * 2 * 5 == len(a.feats) + len(b.feats) - len(utts) * 2
+    for k in range(len(utts) * 2):
+        block = merged.feats[5 * k : 5 * k + 5]
+        want = [a.feats[3 * k], a.feats[3 * k + 1], a.feats[3 * k + 2]]
+        want += [b.feats[3 * k + 1], b.feats[3 * k + 2]]
+        for x, y in zip(block, want):
+            assert torch.equal(x, y)
+        assert len(set(merged.labels[5 * k : 5 * k + 5])) == 1
+    assert not torch.equal(a.feats[1], b.feats[1])  # the shares' channels differ
+    with pytest.raises(ValueError, match="divisible"):
+        bench._train_features(utts, four, labels, cache, copy_seeds=(0, 1, 2))
+    with pytest.raises(ValueError, match="same items"):
+        bench.merge_copies([a, D.FeatureSet(a.feats, a.labels[::-1], a.ids, [])], 2)
