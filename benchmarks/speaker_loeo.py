@@ -62,13 +62,14 @@ from speechattn._cli import CliError, add_hidden_alias, parse_overrides
 from speechattn.recipes.speaker import data as D
 from speechattn.recipes.speaker import evaluate as E
 from speechattn.recipes.speaker.config import POOLINGS, SpeakerConfig
+from speechattn.recipes.speaker.model import SpeakerEnsemble
 
 __all__ = [
-    "Ensemble",
     "build_mixture_pool",
     "build_pool",
     "encoder_path",
     "main",
+    "merge_checkpoints",
     "merge_copies",
     "run_loeo",
     "stats_table",
@@ -207,24 +208,28 @@ def encoder_path(folder: Path, held_out: str) -> Path:
     return Path(folder) / f"held_out_{held_out}.pt"
 
 
-class Ensemble(torch.nn.Module):
-    """Several encoders as one: ``forward(feats (B, T, m), lengths (B,)) -> (B, E)``, the mean
-    of the members' L2-normalised embeddings (every member must have the same ``embed_dim``)."""
+def merge_checkpoints(paths: list[Path], out: Path) -> Path:
+    """Save the encoders of ``paths`` (one recipe, several training seeds) as one
+    :class:`~speechattn.recipes.speaker.model.SpeakerEnsemble` checkpoint at ``out``: its
+    config is the first file's, each member keeps its own (``member_configs``).
 
-    def __init__(self, members: list[torch.nn.Module]) -> None:
-        super().__init__()
-        dims = {int(m.embed_dim) for m in members}  # type: ignore[arg-type]
-        if not members or len(dims) != 1:
-            raise ValueError(f"Expected encoders with one embed_dim; found {sorted(dims)}.")
-        self.members = torch.nn.ModuleList(members)
-        self.embed_dim = dims.pop()
+    Raises:
+        ValueError: the files' front ends (``n_mels``, ``sample_rate``, ``feature_norm``) differ.
+    """
+    from speechattn.recipes.speaker.model import load_checkpoint, save_encoder
 
-    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        embs = [F.normalize(m(feats, lengths).float(), dim=-1) for m in self.members]
-        return torch.stack(embs).mean(0)
+    loaded = [load_checkpoint(p) for p in paths]
+    derived: set[str] = set()
+    for p in paths:
+        derived.update(torch.load(p, map_location="cpu", weights_only=True)["derived_voices"])
+    ens = SpeakerEnsemble([m for m, _ in loaded])
+    cfgs = [c for _, c in loaded]
+    return save_encoder(
+        ens, ens.pooling_name, cfgs[0], out, derived_voices=sorted(derived), member_configs=cfgs
+    )
 
 
-def _load_member(path: Path, cfg: SpeakerConfig) -> torch.nn.Module:
+def _load_member(path: Path, cfg: SpeakerConfig) -> Any:
     """An encoder saved by ``--save-encoders``, checked against the features ``cfg`` makes."""
     from speechattn.recipes.speaker.model import load_checkpoint
 
@@ -543,7 +548,7 @@ def run_loeo(
         t1 = time.perf_counter()
         if ensemble:
             members = [_load_member(encoder_path(d, held), cfg) for d in ensemble]
-            models: dict[str, torch.nn.Module] = {"ensemble": Ensemble(members)}
+            models: dict[str, Any] = {"ensemble": SpeakerEnsemble(members)}
             models.update({f"member {k}": m for k, m in enumerate(members)})
         else:
             models = {
@@ -843,6 +848,13 @@ def main(argv: list[str] | None = None) -> int:
         "in these folders (one per training seed), and each alone",
     )
     ap.add_argument(
+        "--merge-checkpoints",
+        nargs="+",
+        default=None,
+        help="train nothing: save these encoder files (one recipe, several seeds) as one "
+        "ensemble checkpoint at --save-checkpoint, then exit",
+    )
+    ap.add_argument(
         "--copy-seeds",
         type=int,
         nargs="+",
@@ -901,6 +913,21 @@ def main(argv: list[str] | None = None) -> int:
                 pool_seed=args.pool_seed,
             )
         )
+        return 0
+    if args.merge_checkpoints:
+        if not args.save_checkpoint:
+            print(
+                "speaker_loeo: error: --merge-checkpoints needs --save-checkpoint", file=sys.stderr
+            )
+            return 2
+        try:
+            path = merge_checkpoints(
+                [Path(p) for p in args.merge_checkpoints], Path(args.save_checkpoint)
+            )
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"speaker_loeo: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"saved an ensemble of {len(args.merge_checkpoints)} encoders to {path}")
         return 0
     missing = [d for d in args.ensemble or () if not Path(d).is_dir()]
     if missing:

@@ -392,7 +392,7 @@ def test_two_channel_seeds_and_the_feature_cache(
 def test_saved_encoders_score_as_a_seed_ensemble(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from speechattn.recipes.speaker.model import load_checkpoint
+    from speechattn.recipes.speaker.model import SpeakerEnsemble, load_checkpoint
 
     bench = _load_bench()
     engines = {"espeak": 4, "festival": 3}
@@ -423,7 +423,7 @@ def test_saved_encoders_score_as_a_seed_ensemble(
     )
 
     # the ensemble is the mean of the members' L2-normalised embeddings; padding changes nothing
-    ens = bench.Ensemble([m0, m1]).eval()
+    ens = SpeakerEnsemble([m0, m1]).eval()
     x = torch.randn(2, 50, cfg.n_mels)
     lengths = torch.tensor([50, 30])
     with torch.no_grad():
@@ -450,6 +450,14 @@ def test_saved_encoders_score_as_a_seed_ensemble(
     cache = tmp_path / "cache"
     assert bench.main(["--quick", "--cache", str(cache), "--ensemble", str(tmp_path / "no")]) == 2
     assert not cache.exists()  # refused before anything is synthesised
+    # the members as one ensemble checkpoint, which loads as the ensemble scored above
+    out = tmp_path / "ens.pt"
+    assert bench.main(["--merge-checkpoints", *map(str, paths), "--save-checkpoint", str(out)]) == 0
+    loaded, lcfg = load_checkpoint(out)
+    assert isinstance(loaded, SpeakerEnsemble) and lcfg.seed == 0
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, lengths), want)
+    assert bench.main(["--merge-checkpoints", *map(str, paths)]) == 2  # no --save-checkpoint
 
 
 def test_copies_drawn_as_cached_shares_with_several_seeds(
