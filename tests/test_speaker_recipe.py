@@ -232,12 +232,12 @@ def test_shipped_checkpoint_embeds(tmp_path: Path) -> None:
 
 
 def test_shipped_checkpoint_matches_the_documented_rebuild() -> None:
-    """The README rebuilds it with ``benchmarks/speaker_loeo.py --copy-seeds S S+1 --set
-    steps=1000 commercial_only=true feature_norm=cmn augment_copies=12 seed=S
-    --save-checkpoint ...`` for S = 0, 1, 2, then ``--merge-checkpoints``: a seed ensemble of
-    three encoders, each with that benchmark's base config and those settings (ASTP pooling,
-    TDNN trunk, commercial voices, per-band CMN, 12 channel copies of every training
-    utterance: the recipe whose ensemble won the LOEO table's test-channel column)."""
+    """The README rebuilds it with ``benchmarks/speaker_loeo.py --set steps=1000
+    commercial_only=true feature_norm=gain augment_copies=6 seed=S --save-checkpoint ...`` for
+    S = 0, 1, 2, then ``--merge-checkpoints``: a seed ensemble of three encoders, each with that
+    benchmark's base config and those settings (ASTP pooling, TDNN trunk, commercial voices,
+    level-only normalisation, 6 channel copies of every training utterance: the recipe that won
+    the LOEO table's test-channel column over three training seeds)."""
     from speechattn.recipes.speaker import SpeakerEnsemble, load_checkpoint
     from speechattn.recipes.speaker.model import DEFAULT_CHECKPOINT
 
@@ -251,8 +251,8 @@ def test_shipped_checkpoint_matches_the_documented_rebuild() -> None:
                 speed_perturb=[0.9, 1.1],
                 p_real_room=0.3,
                 commercial_only=True,
-                feature_norm="cmn",
-                augment_copies=12,
+                feature_norm="gain",
+                augment_copies=6,
                 p_resample=0.0,
                 seed=seed,
             )
