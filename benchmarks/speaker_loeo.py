@@ -62,8 +62,19 @@ from speechattn._cli import CliError, add_hidden_alias, parse_overrides
 from speechattn.recipes.speaker import data as D
 from speechattn.recipes.speaker import evaluate as E
 from speechattn.recipes.speaker.config import POOLINGS, SpeakerConfig
+from speechattn.recipes.speaker.model import SpeakerEnsemble
 
-__all__ = ["build_mixture_pool", "build_pool", "main", "run_loeo", "stats_table", "test_channel"]
+__all__ = [
+    "build_mixture_pool",
+    "build_pool",
+    "encoder_path",
+    "main",
+    "merge_checkpoints",
+    "merge_copies",
+    "run_loeo",
+    "stats_table",
+    "test_channel",
+]
 
 DEFAULT_ENGINES = ("espeak", "festival", "rhvoice", "piper", "pico")
 
@@ -192,6 +203,47 @@ def _engine_of(manifest: Path) -> dict[str, str]:
     return out
 
 
+def encoder_path(folder: Path, held_out: str) -> Path:
+    """Where ``--save-encoders`` keeps the encoder trained without ``held_out``."""
+    return Path(folder) / f"held_out_{held_out}.pt"
+
+
+def merge_checkpoints(paths: list[Path], out: Path) -> Path:
+    """Save the encoders of ``paths`` (one recipe, several training seeds) as one
+    :class:`~speechattn.recipes.speaker.model.SpeakerEnsemble` checkpoint at ``out``: its
+    config is the first file's, each member keeps its own (``member_configs``).
+
+    Raises:
+        ValueError: the files' front ends (``n_mels``, ``sample_rate``, ``feature_norm``) differ.
+    """
+    from speechattn.recipes.speaker.model import load_checkpoint, save_encoder
+
+    loaded = [load_checkpoint(p) for p in paths]
+    derived: set[str] = set()
+    for p in paths:
+        derived.update(torch.load(p, map_location="cpu", weights_only=True)["derived_voices"])
+    ens = SpeakerEnsemble([m for m, _ in loaded])
+    cfgs = [c for _, c in loaded]
+    return save_encoder(
+        ens, ens.pooling_name, cfgs[0], out, derived_voices=sorted(derived), member_configs=cfgs
+    )
+
+
+def _load_member(path: Path, cfg: SpeakerConfig) -> Any:
+    """An encoder saved by ``--save-encoders``, checked against the features ``cfg`` makes."""
+    from speechattn.recipes.speaker.model import load_checkpoint
+
+    model, mcfg = load_checkpoint(path)
+    got = (mcfg.n_mels, mcfg.sample_rate, mcfg.feature_norm)
+    want = (cfg.n_mels, cfg.sample_rate, cfg.feature_norm)
+    if got != want:
+        raise ValueError(
+            f"{path}: expected an encoder for (n_mels, sample_rate, feature_norm) = {want}; "
+            f"found {got}. Pass the members' settings with --set."
+        )
+    return model
+
+
 def _score(emb: torch.Tensor, speakers: list[str]) -> dict[str, float]:
     s, lab = E.pair_trials(emb, speakers)
     return {"eer": E.compute_eer(s, lab), "min_dcf": E.compute_min_dcf(s, lab)}
@@ -228,16 +280,76 @@ def test_channel() -> Any:
     return TrainingChannel(rates=(8000, 11025), **TEST_CHANNEL)
 
 
+def merge_copies(sets: list[D.FeatureSet], copies: int) -> D.FeatureSet:
+    """Training feature sets of the same items, each with ``copies`` channel copies per item
+    (drawn with different seeds), as one set with ``len(sets) * copies`` copies per item: each
+    item's clean features once, then every set's copies in turn.
+
+    Raises:
+        ValueError: the sets do not hold the same items in the same order, or their clean
+            features differ.
+    """
+    first = sets[0]
+    if any(len(fs.feats) != len(first.feats) for fs in sets):
+        raise ValueError(
+            f"Expected feature sets of one length; found {[len(fs.feats) for fs in sets]}."
+        )
+    feats: list[torch.Tensor] = []
+    labels: list[str] = []
+    ids: list[str] = []
+    step = copies + 1
+    for i in range(0, len(first.feats), step):
+        for fs in sets:
+            if (
+                fs.labels[i : i + step] != first.labels[i : i + step]
+                or fs.ids[i : i + step] != first.ids[i : i + step]
+            ):
+                raise ValueError(f"Expected the same items in every set; item {i} differs.")
+            if not torch.equal(fs.feats[i], first.feats[i]):
+                raise ValueError(f"Expected the same clean features; item {i} differs.")
+        feats.append(first.feats[i])
+        labels.append(first.labels[i])
+        ids.append(first.ids[i])
+        for fs in sets:
+            feats += fs.feats[i + 1 : i + step]
+            labels += fs.labels[i + 1 : i + step]
+            ids += fs.ids[i + 1 : i + step]
+    return D.FeatureSet(feats, labels, ids, [])
+
+
 def _train_features(
     utts: list[D.SpeakerUtterance],
     cfg: SpeakerConfig,
     train_labels: set[str],
     cache: Path | None,
     log: Any = print,
+    copy_seeds: tuple[int, ...] = (),
 ) -> D.FeatureSet:
     """:func:`~speechattn.recipes.speaker.data.load_feature_set` of the training items, kept in
     ``cache`` (a ``.pt`` named by a hash of the utterances and every setting that changes the
-    features) when given: runs that differ only in model or optimisation settings share it."""
+    features) when given: runs that differ only in model or optimisation settings share it.
+    ``copy_seeds``: the ``cfg.augment_copies`` channel copies are drawn as ``len(copy_seeds)``
+    feature sets of ``augment_copies / len(copy_seeds)`` copies with those seeds (each cached on
+    its own, so 12 copies can reuse two cached 6-copy sets), merged by :func:`merge_copies`."""
+    if copy_seeds:
+        n = len(copy_seeds)
+        if cfg.augment_copies % n:
+            raise ValueError(
+                f"Expected augment_copies divisible by the {n} copy seeds; "
+                f"found {cfg.augment_copies}."
+            )
+        per = cfg.augment_copies // n
+        subs = [
+            _train_features(
+                utts,
+                SpeakerConfig(**{**cfg.to_dict(), "seed": s, "augment_copies": per}),
+                train_labels,
+                cache,
+                log,
+            )
+            for s in copy_seeds
+        ]
+        return merge_copies(subs, per)
     if cache is None:
         return D.load_feature_set(utts, cfg, train_labels=train_labels)
     keys = (
@@ -327,6 +439,9 @@ def run_loeo(
     channel_seed: int | tuple[int, ...] = 0,
     mixtures: Path | None = None,
     feature_cache: Path | None = None,
+    save_encoders: Path | None = None,
+    ensemble: tuple[Path, ...] = (),
+    copy_seeds: tuple[int, ...] = (),
     log: Any = print,
 ) -> dict[str, Any]:
     """Train one encoder per held-out engine (and pooling); score every baseline on the same
@@ -336,10 +451,20 @@ def run_loeo(
     :func:`test_channel` (seeded by ``channel_seed`` and the clip), so target trials cross
     channels; clean rows have ``condition == "clean"``. Several ``channel_seed`` values give
     one channel row per seed (``row["channel_seed"]``), all with the same encoders.
-    ``feature_cache``: a folder where the training features are kept between runs."""
+    ``feature_cache``: a folder where the training features are kept between runs.
+    ``save_encoders``: a folder where each held-out engine's encoder (the first pooling's) is
+    saved as ``held_out_<engine>.pt``.
+    ``ensemble``: folders written by ``save_encoders`` (one per training seed of one recipe):
+    nothing is trained; each held-out engine is scored with the mean of the L2-normalised
+    embeddings of the folders' encoders for it (:class:`Ensemble`, ``"ensemble"``, the
+    ``ours`` columns) and with each encoder alone (``"member <k>"``: extra columns), on the
+    same trials and channels as the runs that saved them.
+    ``copy_seeds``: draw the training copies as several cached sets (:func:`_train_features`)."""
     from speechattn.recipes.speaker.model import load_checkpoint, save_encoder
     from speechattn.recipes.speaker.train import train_encoder
 
+    if ensemble and (save_encoders is not None or save_checkpoint is not None):
+        raise ValueError("--ensemble scores saved encoders: it trains and saves nothing.")
     t0 = time.perf_counter()
     manifest = build_pool(cache, engines, espeak_voices, utterances, seed=pool_seed)
     engine_of = _engine_of(manifest)
@@ -347,6 +472,8 @@ def run_loeo(
     present = sorted({engine_of[u.id] for u in utts})
     log(f"pool: {len(utts)} utterances, engines {present} ({time.perf_counter() - t0:.0f} s)")
     names = tuple(poolings) if poolings else (pooling,)
+    if ensemble:
+        names = ("ensemble", *(f"member {k}" for k in range(len(ensemble))))
     trainable = {u.id for u in (D.commercial_filter(utts)[0] if cfg.commercial_only else utts)}
     dropped = sorted({u.voice or "" for u in utts if u.id not in trainable})
     if dropped:
@@ -358,12 +485,17 @@ def run_loeo(
         if cfg.commercial_only:
             extra = D.commercial_filter(extra)[0]
         log(f"derived training voices: {len({u.label for u in extra})}, {len(extra)} utterances")
-    train_all = _train_features(
-        [u for u in utts if u.id in trainable] + extra,
-        cfg,
-        {u.label for u in utts} | {u.label for u in extra},
-        feature_cache,
-        log,
+    train_all = (
+        D.FeatureSet([], [], [], [])
+        if ensemble
+        else _train_features(
+            [u for u in utts if u.id in trainable] + extra,
+            cfg,
+            {u.label for u in utts} | {u.label for u in extra},
+            feature_cache,
+            log,
+            copy_seeds,
+        )
     )
     clean = D.load_feature_set(utts, cfg)
     # the envelope statistics need log-mels that keep their band means
@@ -414,17 +546,24 @@ def run_loeo(
         classes = sorted({train_all.labels[i] for i in tr})
         index = {c: k for k, c in enumerate(classes)}
         t1 = time.perf_counter()
-        models = {
-            name: train_encoder(
-                name,
-                [train_all.feats[i] for i in tr],
-                [index[train_all.labels[i]] for i in tr],
-                cfg,
-                progress=False,
-            ).model
-            for name in names
-        }
+        if ensemble:
+            members = [_load_member(encoder_path(d, held), cfg) for d in ensemble]
+            models: dict[str, Any] = {"ensemble": SpeakerEnsemble(members)}
+            models.update({f"member {k}": m for k, m in enumerate(members)})
+        else:
+            models = {
+                name: train_encoder(
+                    name,
+                    [train_all.feats[i] for i in tr],
+                    [index[train_all.labels[i]] for i in tr],
+                    cfg,
+                    progress=False,
+                ).model
+                for name in names
+            }
         train_s = time.perf_counter() - t1
+        if save_encoders is not None:
+            save_encoder(models[names[0]], names[0], cfg, encoder_path(save_encoders, held))
         conditions: list[tuple[str, list[np.ndarray] | None, int | None]] = [("clean", None, None)]
         if channel_test:
             seeds = (channel_seed,) if isinstance(channel_seed, int) else tuple(channel_seed)
@@ -484,6 +623,8 @@ def run_loeo(
         "pooling": names[0],
         "poolings": list(names),
         "not_trained_on": dropped,
+        "ensemble": [str(d) for d in ensemble],
+        "copy_seeds": list(copy_seeds),
     }
     if save_checkpoint is not None:
         classes = sorted(set(train_all.labels))
@@ -695,6 +836,34 @@ def main(argv: list[str] | None = None) -> int:
         "model or optimisation settings",
     )
     ap.add_argument(
+        "--save-encoders",
+        default=None,
+        help="save each held-out engine's encoder here (held_out_<engine>.pt), for --ensemble",
+    )
+    ap.add_argument(
+        "--ensemble",
+        nargs="+",
+        default=None,
+        help="train nothing: score the mean embedding of the encoders saved by --save-encoders "
+        "in these folders (one per training seed), and each alone",
+    )
+    ap.add_argument(
+        "--merge-checkpoints",
+        nargs="+",
+        default=None,
+        help="train nothing: save these encoder files (one recipe, several seeds) as one "
+        "ensemble checkpoint at --save-checkpoint, then exit",
+    )
+    ap.add_argument(
+        "--copy-seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="draw the augment_copies channel copies as equal shares with these seeds (each "
+        "share kept in the feature cache on its own: 12 copies from two cached 6-copy sets); "
+        "--set seed=... still seeds training",
+    )
+    ap.add_argument(
         "--kokoro-mixtures",
         type=int,
         default=0,
@@ -745,29 +914,55 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         return 0
+    if args.merge_checkpoints:
+        if not args.save_checkpoint:
+            print(
+                "speaker_loeo: error: --merge-checkpoints needs --save-checkpoint", file=sys.stderr
+            )
+            return 2
+        try:
+            path = merge_checkpoints(
+                [Path(p) for p in args.merge_checkpoints], Path(args.save_checkpoint)
+            )
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"speaker_loeo: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"saved an ensemble of {len(args.merge_checkpoints)} encoders to {path}")
+        return 0
+    missing = [d for d in args.ensemble or () if not Path(d).is_dir()]
+    if missing:
+        print(f"speaker_loeo: error: --ensemble: no folder {missing[0]}", file=sys.stderr)
+        return 2
     mixtures = None
     if args.kokoro_mixtures > 0:
         mixtures = build_mixture_pool(
             Path(args.cache), args.kokoro_mixtures, args.mixture_utterances, seed=args.mixture_seed
         )
-    result = run_loeo(
-        Path(args.cache),
-        cfg,
-        engines=engines,
-        espeak_voices=args.espeak_voices,
-        utterances=args.utterances,
-        poolings=tuple(args.poolings),
-        held_out=tuple(args.held_out) if args.held_out else None,
-        save_checkpoint=Path(args.save_checkpoint) if args.save_checkpoint else None,
-        resemblyzer=not args.no_resemblyzer,
-        pool_seed=args.pool_seed,
-        shipped_checkpoint=Path(args.shipped_checkpoint) if args.shipped_checkpoint else None,
-        channel_test=args.test_channel,
-        channel_seed=tuple(args.channel_seed),
-        mixtures=mixtures,
-        feature_cache=Path(args.cache) / "features" if args.feature_cache else None,
-        log=lambda s: print(s, flush=True),
-    )
+    try:
+        result = run_loeo(
+            Path(args.cache),
+            cfg,
+            engines=engines,
+            espeak_voices=args.espeak_voices,
+            utterances=args.utterances,
+            poolings=tuple(args.poolings),
+            held_out=tuple(args.held_out) if args.held_out else None,
+            save_checkpoint=Path(args.save_checkpoint) if args.save_checkpoint else None,
+            resemblyzer=not args.no_resemblyzer,
+            pool_seed=args.pool_seed,
+            shipped_checkpoint=Path(args.shipped_checkpoint) if args.shipped_checkpoint else None,
+            channel_test=args.test_channel,
+            channel_seed=tuple(args.channel_seed),
+            mixtures=mixtures,
+            feature_cache=Path(args.cache) / "features" if args.feature_cache else None,
+            save_encoders=Path(args.save_encoders) if args.save_encoders else None,
+            ensemble=tuple(Path(d) for d in args.ensemble or ()),
+            copy_seeds=tuple(args.copy_seeds or ()),
+            log=lambda s: print(s, flush=True),
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"speaker_loeo: error: {exc}", file=sys.stderr)
+        return 2
     md = table(result["rows"])
     print(md)
     print(f"wall {result['wall_s']:.0f} s")

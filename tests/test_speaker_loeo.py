@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from speechattn.data.augment import ChannelAugment
 from speechattn.recipes.speaker import data as D
@@ -386,3 +387,111 @@ def test_two_channel_seeds_and_the_feature_cache(
     # a setting that changes the features gets its own file
     run(SpeakerConfig(**{**cfg.to_dict(), "p_resample": 0.5}))
     assert len(sorted((tmp_path / "features").glob("train_features_*.pt"))) == 2
+
+
+def test_saved_encoders_score_as_a_seed_ensemble(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from speechattn.recipes.speaker.model import SpeakerEnsemble, load_checkpoint
+
+    bench = _load_bench()
+    engines = {"espeak": 4, "festival": 3}
+    _fake_pool(tmp_path, engines, 3)
+    monkeypatch.setattr(bench, "_trainable_counts", lambda e: {"festival": 3})
+    cfg = SpeakerConfig.quick()
+    cfg.steps, cfg.augment_copies = 5, 0
+    common = dict(
+        engines=list(engines),
+        espeak_voices=4,
+        utterances=3,
+        held_out=("festival",),
+        resemblyzer=False,
+        channel_test=True,
+        log=lambda s: None,
+    )
+    dirs = [tmp_path / f"enc{s}" for s in (0, 1)]
+    for seed, d in zip((0, 1), dirs):
+        c = SpeakerConfig(**{**cfg.to_dict(), "seed": seed})
+        bench.run_loeo(tmp_path, c, save_encoders=d, **common)
+    paths = [bench.encoder_path(d, "festival") for d in dirs]
+    assert all(p.is_file() for p in paths) and not any(
+        bench.encoder_path(d, "espeak").exists() for d in dirs
+    )
+    m0, m1 = (load_checkpoint(p)[0] for p in paths)
+    assert any(
+        not torch.equal(a, b) for a, b in zip(m0.state_dict().values(), m1.state_dict().values())
+    )
+
+    # the ensemble is the mean of the members' L2-normalised embeddings; padding changes nothing
+    ens = SpeakerEnsemble([m0, m1]).eval()
+    x = torch.randn(2, 50, cfg.n_mels)
+    lengths = torch.tensor([50, 30])
+    with torch.no_grad():
+        want = (F.normalize(m0(x, lengths), dim=-1) + F.normalize(m1(x, lengths), dim=-1)) / 2
+        torch.testing.assert_close(ens(x, lengths), want)
+        torch.testing.assert_close(ens(x[1:, :30], lengths[1:]), want[1:])
+
+    rows = bench.run_loeo(tmp_path, cfg, ensemble=tuple(dirs), **common)["rows"]
+    assert [r["condition"] for r in rows] == ["clean", "channel"]
+    for r in rows:
+        assert set(r["poolings"]) == {"ensemble", "member 0", "member 1"}
+        assert r["ours"] == r["poolings"]["ensemble"] and 0.0 <= r["ours"]["eer"] <= 1.0
+    # one member twice: the ensemble scores exactly as that member alone
+    same = bench.run_loeo(tmp_path, cfg, ensemble=(dirs[0], dirs[0]), **common)["rows"]
+    for r, s in zip(rows, same):
+        assert s["ours"]["eer"] == pytest.approx(s["poolings"]["member 0"]["eer"], abs=1e-9)
+        assert s["poolings"]["member 0"] == r["poolings"]["member 0"]
+    # members must match the features the run makes; --ensemble trains and saves nothing
+    gain = SpeakerConfig(**{**cfg.to_dict(), "feature_norm": "gain"})
+    with pytest.raises(ValueError, match="feature_norm"):
+        bench.run_loeo(tmp_path, gain, ensemble=tuple(dirs), **common)
+    with pytest.raises(ValueError, match="ensemble"):
+        bench.run_loeo(tmp_path, cfg, ensemble=tuple(dirs), save_encoders=tmp_path / "x", **common)
+    cache = tmp_path / "cache"
+    assert bench.main(["--quick", "--cache", str(cache), "--ensemble", str(tmp_path / "no")]) == 2
+    assert not cache.exists()  # refused before anything is synthesised
+    # the members as one ensemble checkpoint, which loads as the ensemble scored above
+    out = tmp_path / "ens.pt"
+    assert bench.main(["--merge-checkpoints", *map(str, paths), "--save-checkpoint", str(out)]) == 0
+    loaded, lcfg = load_checkpoint(out)
+    assert isinstance(loaded, SpeakerEnsemble) and lcfg.seed == 0
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, lengths), want)
+    assert bench.main(["--merge-checkpoints", *map(str, paths)]) == 2  # no --save-checkpoint
+
+
+def test_copies_drawn_as_cached_shares_with_several_seeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bench = _load_bench()
+    engines = {"espeak": 3, "festival": 3}
+    _fake_pool(tmp_path, engines, 2)
+    utts = D.load_speaker_corpus(tmp_path / "pool" / "manifest.jsonl")
+    labels = {u.label for u in utts}
+    cfg = SpeakerConfig.quick()
+    cfg.speed_perturb = [1.1]
+    cache = tmp_path / "features"
+
+    def share(seed: int, copies: int) -> D.FeatureSet:
+        c = SpeakerConfig(**{**cfg.to_dict(), "seed": seed, "augment_copies": copies})
+        return bench._train_features(utts, c, labels, cache, log=lambda s: None)
+
+    a, b = share(0, 2), share(1, 2)
+    four = SpeakerConfig(**{**cfg.to_dict(), "seed": 5, "augment_copies": 4})
+    logs: list[str] = []
+    merged = bench._train_features(utts, four, labels, cache, logs.append, copy_seeds=(0, 1))
+    assert sum("training features from" in s for s in logs) == 2  # both shares from the cache
+    # per item (2 per utterance: original and speed copy): clean once, 2 copies of each share
+    assert len(merged.feats) == len(utts) * 2 * 5 == len(a.feats) + len(b.feats) - len(utts) * 2
+    for k in range(len(utts) * 2):
+        block = merged.feats[5 * k : 5 * k + 5]
+        want = [a.feats[3 * k], a.feats[3 * k + 1], a.feats[3 * k + 2]]
+        want += [b.feats[3 * k + 1], b.feats[3 * k + 2]]
+        for x, y in zip(block, want):
+            assert torch.equal(x, y)
+        assert len(set(merged.labels[5 * k : 5 * k + 5])) == 1
+    assert not torch.equal(a.feats[1], b.feats[1])  # the shares' channels differ
+    with pytest.raises(ValueError, match="divisible"):
+        bench._train_features(utts, four, labels, cache, copy_seeds=(0, 1, 2))
+    with pytest.raises(ValueError, match="same items"):
+        bench.merge_copies([a, D.FeatureSet(a.feats, a.labels[::-1], a.ids, [])], 2)

@@ -233,24 +233,32 @@ def test_shipped_checkpoint_embeds(tmp_path: Path) -> None:
 
 def test_shipped_checkpoint_matches_the_documented_rebuild() -> None:
     """The README rebuilds it with ``benchmarks/speaker_loeo.py --set steps=1000
-    commercial_only=true feature_norm=cmn augment_copies=6 --save-checkpoint ...``: its config
-    must be that benchmark's base config with those settings (ASTP pooling, TDNN trunk,
-    commercial voices, per-band CMN, 6 channel copies of every training utterance: the recipe
-    that won the LOEO table's test-channel column)."""
-    from speechattn.recipes.speaker import load_checkpoint
+    commercial_only=true feature_norm=gain augment_copies=6 seed=S --save-checkpoint ...`` for
+    S = 0, 1, 2, then ``--merge-checkpoints``: a seed ensemble of three encoders, each with that
+    benchmark's base config and those settings (ASTP pooling, TDNN trunk, commercial voices,
+    level-only normalisation, 6 channel copies of every training utterance: the recipe that won
+    the LOEO table's test-channel column over three training seeds)."""
+    from speechattn.recipes.speaker import SpeakerEnsemble, load_checkpoint
+    from speechattn.recipes.speaker.model import DEFAULT_CHECKPOINT
 
     model, cfg = load_checkpoint()
-    expected = asdict(
-        SpeakerConfig(
-            steps=1000,
-            speed_perturb=[0.9, 1.1],
-            p_real_room=0.3,
-            commercial_only=True,
-            feature_norm="cmn",
-            augment_copies=6,
-            p_resample=0.0,
+    assert isinstance(model, SpeakerEnsemble) and len(model.members) == 3
+    raw = torch.load(DEFAULT_CHECKPOINT, map_location="cpu", weights_only=True)
+    for seed, member_cfg in enumerate(raw["member_configs"]):
+        expected = asdict(
+            SpeakerConfig(
+                steps=1000,
+                speed_perturb=[0.9, 1.1],
+                p_real_room=0.3,
+                commercial_only=True,
+                feature_norm="gain",
+                augment_copies=6,
+                p_resample=0.0,
+                seed=seed,
+            )
         )
-    )
-    assert asdict(cfg) == expected
+        assert asdict(SpeakerConfig.from_dict(dict(member_cfg))) == expected
+    assert asdict(cfg) == asdict(SpeakerConfig.from_dict(dict(raw["member_configs"][0])))
     assert model.pooling_name == "ASTP" and model.trunk_name == "tdnn"
+    assert all(m.pooling_name == "ASTP" and m.trunk_name == "tdnn" for m in model.members)
     assert cfg.commercial_only  # a shipped model learns from commercial-licence voices only

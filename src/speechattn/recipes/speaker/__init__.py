@@ -25,13 +25,19 @@ if TYPE_CHECKING:
         embed_directory,
         score_trials,
     )
-    from speechattn.recipes.speaker.model import SpeakerEncoder, load_checkpoint, save_encoder
+    from speechattn.recipes.speaker.model import (
+        SpeakerEncoder,
+        SpeakerEnsemble,
+        load_checkpoint,
+        save_encoder,
+    )
     from speechattn.recipes.speaker.train import run_speaker, train_encoder
 
 __all__ = [
     "POOLINGS",
     "SpeakerConfig",
     "SpeakerEncoder",
+    "SpeakerEnsemble",
     "add_parser",
     "compute_eer",
     "compute_min_dcf",
@@ -45,6 +51,7 @@ __all__ = [
 
 _LAZY = {
     "SpeakerEncoder": "model",
+    "SpeakerEnsemble": "model",
     "load_checkpoint": "model",
     "save_encoder": "model",
     "compute_eer": "evaluate",

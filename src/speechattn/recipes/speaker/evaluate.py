@@ -24,7 +24,7 @@ from torch import Tensor
 from speechattn.data.collate import pad_sequence_batch
 from speechattn.recipes.speaker.config import SpeakerConfig
 from speechattn.recipes.speaker.data import AUDIO_SUFFIXES, Trial
-from speechattn.recipes.speaker.model import SpeakerEncoder
+from speechattn.recipes.speaker.model import SpeakerEncoder, SpeakerEnsemble
 
 __all__ = [
     "EmbedResult",
@@ -91,7 +91,7 @@ def compute_min_dcf(
 
 @torch.no_grad()
 def embed_features(
-    model: SpeakerEncoder, feats: Sequence[Tensor], *, batch_size: int = 32
+    model: SpeakerEncoder | SpeakerEnsemble, feats: Sequence[Tensor], *, batch_size: int = 32
 ) -> Tensor:
     """L2-normalised embeddings ``(N, E)`` of full utterances, batched by length with lengths."""
     model.eval()
@@ -197,7 +197,7 @@ MIN_CENTRE_FILES = 10
 
 
 def score_trials(
-    model: SpeakerEncoder,
+    model: SpeakerEncoder | SpeakerEnsemble,
     cfg: SpeakerConfig,
     trials: Sequence[Trial],
     *,

@@ -6,7 +6,9 @@ are zeroed after every layer and every time reduction (SE squeeze, pooling) uses
 eval mode a padded item embeds exactly as the same item alone.
 
 Checkpoints (:func:`save_encoder`, :func:`load_checkpoint`) hold only a dict of strings, numbers,
-lists and fp16 tensors and are read with ``torch.load(..., weights_only=True)``.
+lists and fp16 tensors and are read with ``torch.load(..., weights_only=True)``. A
+:class:`SpeakerEnsemble` (encoders of one recipe trained with different seeds) is saved as one
+file holding every member's weights.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = [
     "AAMSoftmax",
     "EcapaTrunk",
     "SpeakerEncoder",
+    "SpeakerEnsemble",
     "TdnnTrunk",
     "build_encoder",
     "load_checkpoint",
@@ -36,6 +39,7 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "speechattn-speaker-v2"
+ENSEMBLE_FORMAT = "speechattn-speaker-ensemble-v1"
 _OLD_FORMAT = "speechattn-speaker-v1"  # TDNN only; trunk weights at top level (convs., norms.)
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "assets" / "speaker_default.pt"
 
@@ -218,6 +222,44 @@ class SpeakerEncoder(nn.Module):
         return self.embed_norm(self.embed(self.pool(x, lengths).to(self.embed.weight.dtype)))
 
 
+class SpeakerEnsemble(nn.Module):
+    """Encoders of one front end as one: the mean of the members' L2-normalised embeddings.
+
+    ``forward(feats (B, T, n_mels), lengths (B,)) -> (B, embed_dim)`` (not normalised: its norm
+    shrinks as the members disagree). Padding never changes an output, as for each member.
+
+    Args:
+        members: :class:`SpeakerEncoder` s with the same ``n_mels`` and ``embed_dim`` (e.g. one
+            recipe trained with several seeds).
+
+    Raises:
+        ValueError: no member, or members with different ``n_mels`` / ``embed_dim``.
+    """
+
+    def __init__(self, members: Sequence[SpeakerEncoder]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("Expected at least one member encoder; found none.")
+        shapes = sorted({(m.n_mels, m.embed_dim) for m in members})
+        if len(shapes) != 1:
+            raise ValueError(f"Expected members with one (n_mels, embed_dim); found {shapes}.")
+        self.members = nn.ModuleList(members)
+        self.n_mels = members[0].n_mels
+        self._embed_dim = members[0].embed_dim
+        names = sorted({m.pooling_name for m in members})
+        self.pooling_name = names[0] if len(names) == 1 else "+".join(names)
+        trunks = sorted({m.trunk_name for m in members})
+        self.trunk_name = trunks[0] if len(trunks) == 1 else "+".join(trunks)
+
+    @property
+    def embed_dim(self) -> int:
+        return self._embed_dim
+
+    def forward(self, feats: Tensor, lengths: Tensor) -> Tensor:
+        embs = [F.normalize(m(feats, lengths).float(), dim=-1) for m in self.members]
+        return torch.stack(embs).mean(0)
+
+
 def build_encoder(cfg: SpeakerConfig, pooling: str) -> SpeakerEncoder:
     """The encoder ``cfg`` describes, with pooling ``pooling``."""
     return SpeakerEncoder(
@@ -252,37 +294,65 @@ class AAMSoftmax(nn.Module):
         return F.cross_entropy(logits, labels)
 
 
+def _half_state(model: nn.Module) -> dict[str, Tensor]:
+    return {
+        k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu())
+        for k, v in model.state_dict().items()
+    }
+
+
 def save_encoder(
-    model: SpeakerEncoder,
+    model: SpeakerEncoder | SpeakerEnsemble,
     pooling: str,
     cfg: SpeakerConfig,
     path: str | os.PathLike[str],
     *,
     derived_voices: Sequence[str] = (),
+    member_configs: Sequence[SpeakerConfig] = (),
 ) -> Path:
     """Save an encoder (config, pooling name, fp16 weights: a few hundred kB) atomically.
 
     The file holds only strings, numbers, lists and tensors, so it loads with
     ``torch.load(..., weights_only=True)``. ``derived_voices`` records the derived training
     voices (registry keys of Kokoro style mixtures) the encoder learned from, beside the config.
+    A :class:`SpeakerEnsemble` is saved with every member's weights (``members``) and
+    ``member_configs`` (each member's training config, e.g. its seed; default ``cfg`` for
+    each); ``cfg`` is then the one whose front end the file's users compute.
+
+    Raises:
+        ValueError: ``member_configs`` is given with another length than the members, or with
+            another front end (``n_mels``, ``sample_rate``, ``feature_norm``) than ``cfg``.
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    state = {
-        k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu())
-        for k, v in model.state_dict().items()
+    ckpt: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "pooling": pooling,
+        "config": cfg.to_dict(),
+        "derived_voices": [str(v) for v in derived_voices],
     }
+    if isinstance(model, SpeakerEnsemble):
+        configs = list(member_configs) or [cfg] * len(model.members)
+        if len(configs) != len(model.members):
+            raise ValueError(
+                f"Expected one member config per member ({len(model.members)}); "
+                f"found {len(configs)}."
+            )
+        front = (cfg.n_mels, cfg.sample_rate, cfg.feature_norm)
+        for k, c in enumerate(configs):
+            if (c.n_mels, c.sample_rate, c.feature_norm) != front:
+                raise ValueError(
+                    f"Expected member {k}'s (n_mels, sample_rate, feature_norm) = {front}; "
+                    f"found {(c.n_mels, c.sample_rate, c.feature_norm)}."
+                )
+        ckpt["format"] = ENSEMBLE_FORMAT
+        ckpt["member_configs"] = [c.to_dict() for c in configs]
+        ckpt["member_poolings"] = [m.pooling_name for m in model.members]  # type: ignore[union-attr]
+        ckpt["members"] = [_half_state(m) for m in model.members]
+    else:
+        ckpt["state_dict"] = _half_state(model)
     tmp = p.with_name(p.name + ".tmp")
-    torch.save(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "pooling": pooling,
-            "config": cfg.to_dict(),
-            "derived_voices": [str(v) for v in derived_voices],
-            "state_dict": state,
-        },
-        tmp,
-    )
+    torch.save(ckpt, tmp)
     os.replace(tmp, p)
     return p
 
@@ -297,8 +367,11 @@ def _upgrade_v1(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def load_checkpoint(
     path: str | os.PathLike[str] | None = None,
-) -> tuple[SpeakerEncoder, SpeakerConfig]:
+) -> tuple[SpeakerEncoder | SpeakerEnsemble, SpeakerConfig]:
     """Load a speaker checkpoint (the shipped default when ``path`` is None), in eval mode.
+
+    A file saved from a :class:`SpeakerEnsemble` loads as one (its members in eval mode);
+    the config returned is the file's ``config`` (the front end every member uses).
 
     Read with ``weights_only=True``: a file holding anything but tensors and plain containers
     (a crafted pickle) is refused with a ``ValueError``.
@@ -323,12 +396,21 @@ def load_checkpoint(
             f"{p}: not a loadable speaker checkpoint (only tensors and plain data are read; {first})."
         ) from exc
     fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
-    if fmt not in (CHECKPOINT_FORMAT, _OLD_FORMAT):
+    if fmt not in (CHECKPOINT_FORMAT, ENSEMBLE_FORMAT, _OLD_FORMAT):
         raise ValueError(
             f"{p}: expected a speechattn speaker checkpoint (format {CHECKPOINT_FORMAT}); "
             f"found format {fmt!r}."
         )
     cfg = SpeakerConfig.from_dict(dict(ckpt["config"]))
+    if fmt == ENSEMBLE_FORMAT:
+        members = []
+        for c, pool, st in zip(ckpt["member_configs"], ckpt["member_poolings"], ckpt["members"]):
+            m = build_encoder(SpeakerConfig.from_dict(dict(c)), str(pool))
+            m.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in st.items()})
+            members.append(m)
+        ens = SpeakerEnsemble(members)
+        ens.eval()
+        return ens, cfg
     state = dict(ckpt["state_dict"])
     if fmt == _OLD_FORMAT:
         state = _upgrade_v1(state)
