@@ -54,6 +54,19 @@ def test_centring_rejects_bad_input() -> None:
         centre_embeddings(torch.randn(3, 8), torch.randn(4))
 
 
+def test_centring_takes_numpy_as_embed_writes_it() -> None:
+    emb = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    out = centre_embeddings(emb)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32
+    np.testing.assert_allclose(out, centre_embeddings(torch.from_numpy(emb)).numpy())
+    mean = emb[:2].mean(0)
+    np.testing.assert_allclose(
+        centre_embeddings(emb, mean), F.normalize(torch.from_numpy(emb - mean), dim=-1).numpy()
+    )
+    with pytest.raises(TypeError, match=r"emb as a torch\.Tensor or numpy\.ndarray; found list"):
+        centre_embeddings(emb.tolist())  # type: ignore[call-overload]
+
+
 def _voice(seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(SR) / SR

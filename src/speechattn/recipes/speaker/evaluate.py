@@ -14,7 +14,7 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 import torch
@@ -106,7 +106,13 @@ def embed_features(
     return out
 
 
-def centre_embeddings(emb: Tensor, mean: Tensor | None = None) -> Tensor:
+@overload
+def centre_embeddings(emb: Tensor, mean: Tensor | np.ndarray | None = None) -> Tensor: ...
+@overload
+def centre_embeddings(emb: np.ndarray, mean: Tensor | np.ndarray | None = None) -> np.ndarray: ...
+def centre_embeddings(
+    emb: Tensor | np.ndarray, mean: Tensor | np.ndarray | None = None
+) -> Tensor | np.ndarray:
     """Subtract a mean embedding and L2-normalise again: ``(N, E) -> (N, E)``.
 
     ``mean`` ``(E,)`` defaults to the mean of the rows themselves (set-mean centring, as the
@@ -114,22 +120,39 @@ def centre_embeddings(emb: Tensor, mean: Tensor | None = None) -> Tensor:
     of a set (its engine, channel or recording conditions) then stops counting in cosine scores.
     It needs a set of several speakers: centring the clips of one person removes that person.
     On the leave-one-engine-out table (``benchmarks/RESULTS.md``) it lowers the mean EER of
-    every encoder measured.
+    every encoder measured. Takes a tensor or a NumPy array (e.g. the ``embeddings`` and
+    ``mean`` of ``speechattn speaker embed``'s ``.npz``) and returns the same kind.
 
     Raises:
+        TypeError: ``emb`` or ``mean`` is neither a tensor nor a NumPy array.
         ValueError: ``emb`` is not 2-D, or no ``mean`` is given and ``emb`` has fewer than 2 rows.
     """
-    if emb.dim() != 2:
-        raise ValueError(f"Expected embeddings (N, E); found shape {tuple(emb.shape)}.")
+    as_numpy = isinstance(emb, np.ndarray)
+    x = _as_tensor(emb, "emb")
+    if x.dim() != 2:
+        raise ValueError(f"Expected embeddings (N, E); found shape {tuple(x.shape)}.")
     if mean is None:
-        if emb.shape[0] < 2:
+        if x.shape[0] < 2:
             raise ValueError(
-                f"Expected at least 2 embeddings to centre on their own mean; found {emb.shape[0]}."
+                f"Expected at least 2 embeddings to centre on their own mean; found {x.shape[0]}."
             )
-        mean = emb.mean(0)
-    if mean.shape != emb.shape[1:]:
-        raise ValueError(f"Expected mean (E={emb.shape[1]},); found {tuple(mean.shape)}.")
-    return F.normalize(emb - mean, dim=-1)
+        m = x.mean(0)
+    else:
+        m = _as_tensor(mean, "mean").to(dtype=x.dtype, device=x.device)
+    if m.shape != x.shape[1:]:
+        raise ValueError(f"Expected mean (E={x.shape[1]},); found {tuple(m.shape)}.")
+    out = F.normalize(x - m, dim=-1)
+    return out.numpy() if as_numpy else out
+
+
+def _as_tensor(value: object, name: str) -> Tensor:
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    raise TypeError(
+        f"Expected {name} as a torch.Tensor or numpy.ndarray; found {type(value).__name__}."
+    )
 
 
 def pair_trials(emb: Tensor, speakers: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
