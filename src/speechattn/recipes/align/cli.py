@@ -28,28 +28,28 @@ _kinds = comma_choices(_KINDS)
 _PRIORS = ("none", "diagonal", "beta-binomial")
 
 
-def loudness_or_off(text: str) -> float | None:
-    """argparse type of ``--max-pause-loudness``: a number >= 0, or ``off`` (None)."""
+def _number_or_off(text: str) -> float | None:
+    """``off``/``none`` -> None; otherwise the number (NaN when ``text`` is not one)."""
     if text.strip().lower() in ("off", "none"):
         return None
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        value = float("nan")
-    if not value >= 0 or value == float("inf"):
+        return float("nan")
+
+
+def loudness_or_off(text: str) -> float | None:
+    """argparse type of ``--max-pause-loudness``: a number >= 0, or ``off`` (None)."""
+    value = _number_or_off(text)
+    if value is not None and (not value >= 0 or value == float("inf")):
         raise argparse.ArgumentTypeError(f"expected a number >= 0 or 'off'; found {text!r}")
     return value
 
 
 def db_or_off(text: str) -> float | None:
     """argparse type of ``--silence-edge-db``: a finite number of dB > 0, or ``off`` (None)."""
-    if text.strip().lower() in ("off", "none"):
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):
+    value = _number_or_off(text)
+    if value is not None and not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a number of dB > 0 or 'off'; found {text!r}")
     return value
 
