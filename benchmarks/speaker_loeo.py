@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from speechattn._cli import CliError, add_hidden_alias, parse_overrides
 from speechattn.recipes.speaker import data as D
 from speechattn.recipes.speaker import evaluate as E
-from speechattn.recipes.speaker.config import POOLINGS, SpeakerConfig
+from speechattn.recipes.speaker.config import CHANNEL_PROBABILITIES, POOLINGS, SpeakerConfig
 from speechattn.recipes.speaker.model import SpeakerEnsemble
 
 __all__ = [
@@ -361,13 +361,7 @@ def _train_features(
         "speed_perturb",
         "pitch_perturb",
         "formant_shift",
-        "p_eq",
-        "p_reverb",
-        "p_real_room",
-        "p_telephone",
-        "p_mu_law",
-        "p_noise",
-        "p_resample",
+        *CHANNEL_PROBABILITIES,
         "resample_rates",
     )
     settings = {k: v for k, v in cfg.to_dict().items() if k in keys}

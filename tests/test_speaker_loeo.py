@@ -223,26 +223,31 @@ def test_test_channel_is_seeded_per_clip_and_changes_the_clip(tmp_path: Path) ->
     assert ch.rates == (8000, 11025)
 
 
-def test_channel_rows_score_the_same_trials(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _festival_held_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, steps: int, copies: int):  # type: ignore[no-untyped-def]
+    """The benchmark on a tiny fake pool (espeak 4 voices, festival 3, 3 clips each) with festival
+    held out and test channels on: ``(bench, cfg, run_loeo keyword arguments)``."""
     bench = _load_bench()
     engines = {"espeak": 4, "festival": 3}
     _fake_pool(tmp_path, engines, 3)
     monkeypatch.setattr(bench, "_trainable_counts", lambda e: {"festival": 3})
     cfg = SpeakerConfig.quick()
-    cfg.steps, cfg.augment_copies = 5, 0
-    result = bench.run_loeo(
-        tmp_path,
-        cfg,
+    cfg.steps, cfg.augment_copies = steps, copies
+    common = dict(
         engines=list(engines),
         espeak_voices=4,
         utterances=3,
         held_out=("festival",),
         resemblyzer=False,
         channel_test=True,
-        log=lambda s: None,
     )
+    return bench, cfg, common
+
+
+def test_channel_rows_score_the_same_trials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bench, cfg, common = _festival_held_out(tmp_path, monkeypatch, steps=5, copies=0)
+    result = bench.run_loeo(tmp_path, cfg, log=lambda s: None, **common)
     rows = result["rows"]
     assert [(r["held_out"], r["condition"]) for r in rows] == [
         ("festival", "clean"),
@@ -330,27 +335,17 @@ def test_mixtures_train_only_and_never_when_their_engine_is_held_out(
 def test_two_channel_seeds_and_the_feature_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bench = _load_bench()
-    engines = {"espeak": 4, "festival": 3}
-    _fake_pool(tmp_path, engines, 3)
-    monkeypatch.setattr(bench, "_trainable_counts", lambda e: {"festival": 3})
-    cfg = SpeakerConfig.quick()
-    cfg.steps, cfg.augment_copies = 5, 1
+    bench, cfg, common = _festival_held_out(tmp_path, monkeypatch, steps=5, copies=1)
     logs: list[str] = []
 
     def run(c: SpeakerConfig) -> dict:  # type: ignore[type-arg]
         return bench.run_loeo(  # type: ignore[no-any-return]
             tmp_path,
             c,
-            engines=list(engines),
-            espeak_voices=4,
-            utterances=3,
-            held_out=("festival",),
-            resemblyzer=False,
-            channel_test=True,
             channel_seed=(0, 1),
             feature_cache=tmp_path / "features",
             log=logs.append,
+            **common,
         )
 
     rows = run(cfg)["rows"]
@@ -394,21 +389,8 @@ def test_saved_encoders_score_as_a_seed_ensemble(
 ) -> None:
     from speechattn.recipes.speaker.model import SpeakerEnsemble, load_checkpoint
 
-    bench = _load_bench()
-    engines = {"espeak": 4, "festival": 3}
-    _fake_pool(tmp_path, engines, 3)
-    monkeypatch.setattr(bench, "_trainable_counts", lambda e: {"festival": 3})
-    cfg = SpeakerConfig.quick()
-    cfg.steps, cfg.augment_copies = 5, 0
-    common = dict(
-        engines=list(engines),
-        espeak_voices=4,
-        utterances=3,
-        held_out=("festival",),
-        resemblyzer=False,
-        channel_test=True,
-        log=lambda s: None,
-    )
+    bench, cfg, common = _festival_held_out(tmp_path, monkeypatch, steps=5, copies=0)
+    common["log"] = lambda s: None
     dirs = [tmp_path / f"enc{s}" for s in (0, 1)]
     for seed, d in zip((0, 1), dirs):
         c = SpeakerConfig(**{**cfg.to_dict(), "seed": seed})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-__all__ = ["FEATURE_NORMS", "POOLINGS", "TRUNKS", "SpeakerConfig"]
+__all__ = ["CHANNEL_PROBABILITIES", "FEATURE_NORMS", "POOLINGS", "TRUNKS", "SpeakerConfig"]
 
 #: Pooling layer names, in WeSpeaker's order (classes of :mod:`speechattn.nn.pooling`).
 POOLINGS: tuple[str, ...] = ("TAP", "TSDP", "TSTP", "ASTP", "MHASTP", "MQMHASTP", "ASP")
@@ -13,6 +13,16 @@ POOLINGS: tuple[str, ...] = ("TAP", "TSDP", "TSTP", "ASTP", "MHASTP", "MQMHASTP"
 TRUNKS: tuple[str, ...] = ("tdnn", "ecapa")
 #: Per-utterance normalisation of the log-mels: each band's mean (CMN), or the level only.
 FEATURE_NORMS: tuple[str, ...] = ("cmn", "gain")
+#: The training channel's probability settings (fields of :class:`SpeakerConfig`, each in [0, 1]).
+CHANNEL_PROBABILITIES: tuple[str, ...] = (
+    "p_eq",
+    "p_reverb",
+    "p_real_room",
+    "p_telephone",
+    "p_mu_law",
+    "p_noise",
+    "p_resample",
+)
 
 
 @dataclass
@@ -202,15 +212,7 @@ class SpeakerConfig:
                 f"Expected resample_rates: ints in [4000, sample_rate={self.sample_rate}) (at least "
                 f"one when p_resample > 0); found {self.resample_rates}."
             )
-        for name in (
-            "p_eq",
-            "p_reverb",
-            "p_real_room",
-            "p_telephone",
-            "p_mu_law",
-            "p_noise",
-            "p_resample",
-        ):
+        for name in CHANNEL_PROBABILITIES:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"Expected {name} a probability in [0, 1]; found {value!r}.")
