@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -81,6 +82,14 @@ def _compare(
 
 _PHASES = ("train", "eval-soft", "eval-hard", "eval-viterbi", "no-grad")
 _NORMS = ((False, False), (True, False), (False, True), (True, True))
+
+
+def _layer(**options: Any) -> StepwiseMonotonicMultiheadAttention:
+    """The layer under test, seeded: 8 dimensions, 2 heads, dropout 0.2 and noise 0.5 unless
+    ``options`` say otherwise."""
+    torch.manual_seed(0)
+    kw: dict[str, Any] = {"embed_dim": 8, "num_heads": 2, "dropout": 0.2, "noise_std": 0.5}
+    return StepwiseMonotonicMultiheadAttention(**(kw | options))
 
 
 def _layer_cases() -> list[tuple[str, bool, bool, str, bool, bool, str]]:
@@ -172,15 +181,10 @@ def test_layer_ignores_padding_content(
     layer_norm: bool,
     impl: str,
 ) -> None:
-    torch.manual_seed(0)
-    layer = StepwiseMonotonicMultiheadAttention(
-        embed_dim=8,
-        num_heads=2,
-        dropout=0.2,
-        noise_std=0.5,
+    layer = _layer(
         initial_stay_prob=0.7,
         tunable=tunable,
-        head_selection=head_selection,  # type: ignore[arg-type]
+        head_selection=head_selection,
         residual=residual,
         layer_norm=layer_norm,
         impl=impl,
@@ -202,16 +206,13 @@ def test_layer_other_sizes_ignore_padding_content(
     """Other key/value sizes (values projected before the attention when ``vdim`` is not a
     multiple of the heads), no biases, and two projections instead of the chained one
     (``b * u < 2 * embed_dim``)."""
-    torch.manual_seed(0)
-    layer = StepwiseMonotonicMultiheadAttention(
+    layer = _layer(
         embed_dim=16,
         num_heads=4,
         kdim=kdim,
         vdim=vdim,
-        dropout=0.2,
-        noise_std=0.5,
         tunable=tunable,
-        head_selection=head_selection,  # type: ignore[arg-type]
+        head_selection=head_selection,
         bias=bias,
         layer_norm=True,
         residual=True,
@@ -240,10 +241,7 @@ def test_layer_with_a_fast_path_switched_off_ignores_padding_content(
 ) -> None:
     """The A/B switches of the focus-rate training step, each one flipped."""
     monkeypatch.setattr(module, switch, not getattr(module, switch))
-    torch.manual_seed(0)
-    layer = StepwiseMonotonicMultiheadAttention(
-        embed_dim=8, num_heads=2, dropout=0.2, noise_std=0.5, layer_norm=True
-    )
+    layer = _layer(layer_norm=True)
     _compare(lambda fill: _run_layer(layer, "train", False, fill, 8, 8))
 
 
@@ -252,16 +250,7 @@ def test_layer_with_a_fast_path_switched_off_ignores_padding_content(
 )
 def test_layer_key_is_value_ignores_padding_content(head_selection: str, tunable: bool) -> None:
     """One tensor passed as key and value (zeroed once where projected)."""
-    torch.manual_seed(0)
-    layer = StepwiseMonotonicMultiheadAttention(
-        embed_dim=8,
-        num_heads=2,
-        dropout=0.2,
-        noise_std=0.5,
-        tunable=tunable,
-        head_selection=head_selection,  # type: ignore[arg-type]
-        layer_norm=True,
-    )
+    layer = _layer(tunable=tunable, head_selection=head_selection, layer_norm=True)
     _compare(lambda fill: _run_layer(layer, "train", True, fill, 8, 8, kv_same=True))
 
 
@@ -279,32 +268,14 @@ def test_layer_strided_inputs_ignore_padding_content(
 ) -> None:
     """Non-contiguous inputs: the projections that skip padded rows item by item fall back to
     one product over zeroed rows (as on a GPU)."""
-    torch.manual_seed(0)
-    layer = StepwiseMonotonicMultiheadAttention(
-        embed_dim=8,
-        num_heads=2,
-        dropout=0.2,
-        noise_std=0.5,
-        tunable=tunable,
-        head_selection=head_selection,  # type: ignore[arg-type]
-        layer_norm=True,
-    )
+    layer = _layer(tunable=tunable, head_selection=head_selection, layer_norm=True)
     _compare(lambda fill: _run_layer(layer, phase, True, fill, 8, 8, strided=True))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_layer_at_two_threads_ignores_padding_content(impl: str, two_threads: None) -> None:
     """Two intra-op threads: the parallel kernels and the dense context-gradient product."""
-    torch.manual_seed(0)
-    layer = StepwiseMonotonicMultiheadAttention(
-        embed_dim=8,
-        num_heads=2,
-        dropout=0.2,
-        noise_std=0.5,
-        residual=True,
-        layer_norm=True,
-        impl=impl,
-    )
+    layer = _layer(residual=True, layer_norm=True, impl=impl)
     _compare(lambda fill: _run_layer(layer, "train", True, fill, 8, 8))
 
 
