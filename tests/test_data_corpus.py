@@ -96,8 +96,9 @@ def test_folder_corpus_with_bad_entries(tmp_path) -> None:
     (spk / "silent.txt").write_text("   ")  # empty text
     with pytest.warns(UserWarning, match="skipped 4 bad entries") as rec:
         utts = load_corpus(tmp_path)
-    msg = str(rec[0].message)
-    assert "orphan.wav" in msg and "lonely.txt" in msg and "bad.wav" in msg and "silent.txt" in msg
+    msgs = [str(r.message) for r in rec]
+    for name in ("orphan.wav", "lonely.txt", "bad.wav", "silent.txt"):  # one warning each
+        assert sum(name in m for m in msgs) == 1
     assert [u.id for u in utts] == ["alice/u1", "alice/u2"]
     assert utts[1].text == "Second one." and utts[0].speaker == "alice"
     assert utts[0].words is None and utts[0].audio_path.is_absolute()
@@ -148,7 +149,7 @@ def test_manifest_corpus_and_errors(tmp_path) -> None:
     (tmp_path / "manifest.jsonl").write_text("\n".join(lines) + "\n")
     with pytest.warns(UserWarning, match="skipped 7") as rec:
         utts = load_corpus(tmp_path)
-    msg = str(rec[0].message)
+    msg = " ".join(str(r.message) for r in rec)
     assert "16000" in msg and "wrong file" in msg and "mismatched" in msg
     assert [u.id for u in utts] == ["a", "h"]
     u = utts[0]

@@ -134,8 +134,10 @@ def _stats(args: argparse.Namespace) -> int:
     problems: list[str] = []
     utts = load_corpus(args.path, problems=problems)
     if args.validate:  # decode every file: finite, one 25 ms analysis window, not silent
+        from tqdm.auto import tqdm
+
         kept = []
-        for u in utts:
+        for u in tqdm(utts, desc="validate", unit="utt", leave=False, disable=args.no_progress):
             try:
                 load_audio(u.audio_path, sample_rate=16000, validate=True, min_samples=400)
             except AudioError as exc:
@@ -172,6 +174,13 @@ def _textgrid(args: argparse.Namespace) -> int:
             "so there is nothing to export; pass a manifest.jsonl written by `speechattn data "
             "synth` (or align the corpus with `speechattn align`, which writes TextGrids)"
         )
+    for u in corpus:  # one warning per file left out, naming it
+        if u.words is None or u.phones is None:
+            warnings.warn(
+                f"skipped {u.audio_path}: no word/phone intervals in the manifest, so no "
+                "TextGrid for it",
+                stacklevel=1,
+            )
     if len(utts) < len(corpus):
         warnings.warn(
             f"{len(corpus) - len(utts)} of {len(corpus)} utterances have no word/phone "
@@ -234,7 +243,13 @@ def add_parser(sub: Any) -> None:
         "voices",
         help="list the voices of every speech engine: person, licence, installed, reserved",
     )
-    v.add_argument("--engines", type=_engine_list, default=None, metavar="E1,E2,...")
+    v.add_argument(
+        "--engines",
+        type=_engine_list,
+        default=None,
+        metavar="E1,E2,...",
+        help="only these engines, a comma list (default: every engine)",
+    )
     v.add_argument("--installed", action="store_true", help="only voices installed here")
     v.add_argument("--json", action="store_true", help="JSON instead of a table")
     v.set_defaults(func=_voices)
@@ -247,6 +262,7 @@ def add_parser(sub: Any) -> None:
         help="decode every file and skip (with a warning) corrupt, NaN, silent or shorter than "
         "one 25 ms window",
     )
+    st.add_argument("--no-progress", action="store_true", help="no progress bar (with --validate)")
     st.set_defaults(func=_stats)
 
     tg = dsub.add_parser("textgrid", help="export a manifest's word/phone intervals as TextGrids")

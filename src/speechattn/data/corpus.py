@@ -15,8 +15,9 @@ Formats (picked by :func:`load_corpus` from what it finds):
 
 Bad entries (missing or undecodable audio, empty text, audio without transcript and
 transcripts without audio; in manifests also a declared sample rate or duration that the file
-does not have, or intervals that run past the audio) are skipped with ONE warning giving the count and the first files,
-or raise a ``ValueError`` naming the file with ``on_error="raise"``. Nothing is silently paired
+does not have, or intervals that run past the audio) are skipped with one warning each naming
+the file and the reason (then a one-line count), or raise a
+``ValueError`` naming the file with ``on_error="raise"``. Nothing is silently paired
 with the wrong text: pairs are matched by exact id/stem only.
 """
 
@@ -77,50 +78,60 @@ class _Problems:
         self.on_error = on_error
         self.items: list[str] = []
 
-    def add(self, path: Path | str, message: str) -> None:
+    def add(self, path: Path | str, message: str, where: str | None = None) -> None:
+        """Record (or raise) a bad entry; ``where`` names the manifest line of an audio file."""
+        if where is not None:
+            message = f"{message} ({where})"
         if self.on_error == "raise":
             raise CorpusError(path, message)
         self.items.append(f"{path}: {message}")
 
     def report(self, source: Path | str) -> None:
-        if self.items and self.on_error == "warn":
-            head = "; ".join(self.items[:5])
-            more = f" (and {len(self.items) - 5} more)" if len(self.items) > 5 else ""
-            warnings.warn(
-                f"load_corpus({str(source)!r}) skipped {len(self.items)} bad entries: {head}{more}",
-                stacklevel=4,
-            )
+        """With ``on_error="warn"``: one warning per skipped entry naming its file and why, then
+        a one-line count."""
+        if not self.items or self.on_error != "warn":
+            return
+        for item in self.items:
+            warnings.warn(f"skipped {item}", stacklevel=4)
+        warnings.warn(
+            f"load_corpus({str(source)!r}) skipped {len(self.items)} bad entries (named above)",
+            stacklevel=4,
+        )
 
 
-def _intervals(raw: Any, where: str, problems: _Problems, path: Path) -> list[Interval] | None:
+def _intervals(
+    raw: Any, kind: str, problems: _Problems, path: Path, where: str
+) -> list[Interval] | None:
     if raw is None:
         return None
     try:
         out = [Interval(float(a), float(b), str(c)) for a, b, c in raw]
     except (TypeError, ValueError):
-        problems.add(path, f"malformed {where} intervals (expected [[start, end, label], ...])")
+        problems.add(
+            path, f"malformed {kind} intervals (expected [[start, end, label], ...])", where
+        )
         return None
     for i, iv in enumerate(out):
         if iv.end < iv.start or (i and iv.start < out[i - 1].start):
-            problems.add(path, f"{where} intervals are not time ordered at index {i}")
+            problems.add(path, f"{kind} intervals are not time ordered at index {i}", where)
             return None
     return out
 
 
-def _check_audio(path: Path, problems: _Problems) -> float | None:
+def _check_audio(path: Path, problems: _Problems, where: str | None = None) -> float | None:
     """Seconds of audio in ``path``, or None (and a problem recorded) when unusable."""
     if not path.is_file():
-        problems.add(path, "audio file not found")
+        problems.add(path, "audio file not found", where)
         return None
     import soundfile as sf
 
     try:
         info = sf.info(str(path))
     except Exception as exc:
-        problems.add(path, f"could not decode audio ({exc})")
+        problems.add(path, f"could not decode audio ({exc})", where)
         return None
     if info.frames <= 0 or info.samplerate <= 0:
-        problems.add(path, "audio file holds no samples")
+        problems.add(path, "audio file holds no samples", where)
         return None
     return float(info.frames) / float(info.samplerate)
 
@@ -132,6 +143,7 @@ def _check_manifest_consistency(
     phones: list[Interval] | None,
     audio: Path,
     problems: _Problems,
+    where: str,
 ) -> bool:
     """Catch a manifest line paired with the wrong audio: declared rate/duration, intervals."""
     import soundfile as sf
@@ -141,7 +153,9 @@ def _check_manifest_consistency(
         actual = sf.info(str(audio)).samplerate
         if int(declared_sr) != actual:
             problems.add(
-                audio, f"manifest says sample_rate={declared_sr} but the file is {actual} Hz"
+                audio,
+                f"manifest says sample_rate={declared_sr} but the file is {actual} Hz",
+                where,
             )
             return False
     declared = rec.get("duration")
@@ -149,6 +163,7 @@ def _check_manifest_consistency(
         problems.add(
             audio,
             f"manifest says duration={declared} s but the file holds {seconds:.3f} s (wrong file?)",
+            where,
         )
         return False
     for name, ivs in (("word", words), ("phone", phones)):
@@ -156,6 +171,7 @@ def _check_manifest_consistency(
             problems.add(
                 audio,
                 f"{name} intervals end at {ivs[-1].end:.3f} s, after the audio ({seconds:.3f} s): text and audio mismatched",
+                where,
             )
             return False
     return True
@@ -183,16 +199,16 @@ def _read_manifest(path: Path, problems: _Problems, check_audio: bool) -> list[U
             if not text:
                 problems.add(where, "empty text")
                 continue
-            seconds = _check_audio(audio, problems) if check_audio else None
+            seconds = _check_audio(audio, problems, where) if check_audio else None
             if check_audio and seconds is None:
                 continue
             n_bad = len(problems.items)
-            words = _intervals(rec.get("words"), "word", problems, audio)
-            phones = _intervals(rec.get("phones"), "phone", problems, audio)
+            words = _intervals(rec.get("words"), "word", problems, audio, where)
+            phones = _intervals(rec.get("phones"), "phone", problems, audio, where)
             if len(problems.items) > n_bad:
                 continue  # malformed intervals: never keep a half-described pair
             if seconds is not None and not _check_manifest_consistency(
-                rec, seconds, words, phones, audio, problems
+                rec, seconds, words, phones, audio, problems, where
             ):
                 continue
             out.append(
@@ -349,7 +365,8 @@ def load_corpus(
     Args:
         path: a ``*.jsonl`` manifest, a ``metadata.csv``, a folder holding either (manifest
             first), a folder of audio + same-stem ``.txt``, or the name ``"asterisk"``.
-        on_error: ``"warn"`` (skip bad entries, one warning with the count), ``"skip"``
+        on_error: ``"warn"`` (skip bad entries, one warning each naming the file and the
+            reason, then one with the count), ``"skip"``
             (skip silently) or ``"raise"`` (:class:`CorpusError`, a ``ValueError`` naming the
             file, at the first bad entry).
         check_audio: open each audio header (soundfile) to catch missing/corrupt files now

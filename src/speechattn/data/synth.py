@@ -684,9 +684,12 @@ def pick_voices(
     only within one engine; the same arguments always give the same list.
 
     Raises:
-        ValueError: unknown or repeated engine, or more voices than the engines have.
-        EngineUnavailable: an engine is not installed or not driven by this version (the
-            message names the install command).
+        ValueError: unknown or repeated engine, more voices than the engines have, or an
+            engine that cannot give these voices: all its voices are evaluation-only (without
+            ``include_reserved``; flite) or this version does not drive it (the message names
+            the installed engines to use instead).
+        EngineUnavailable: an engine or its voices are not installed (the message names the
+            install command).
     """
     from speechattn.data.engines import ENGINE_NAMES, EngineUnavailable, get_engine
     from speechattn.data.voices import list_voices, voice_installed
@@ -701,6 +704,7 @@ def pick_voices(
     pools: dict[str, list[str]] = {}
     for name in engines:
         eng = get_engine(name)  # ValueError for unknown names
+        _refuse_engine(name, eng, include_reserved)
         eng.check()
         if name == "espeak":
             continue
@@ -751,6 +755,50 @@ def pick_voices(
         taken[name] += 1
         out.append(f"espeak:{espeak[i]}" if name == "espeak" else pools[name][i])
     return out
+
+
+def _refuse_engine(name: str, engine: Any, include_reserved: bool) -> None:
+    """Raise a one-line ``ValueError`` for an engine no corpus may be drawn from here: every
+    voice of it is evaluation-only (without ``include_reserved``), or this version does not
+    drive it; the message names the engines to use instead."""
+    from speechattn.data.engines import ENGINE_NAMES, get_engine
+    from speechattn.data.voices import list_voices
+
+    registry = list_voices(engines=[name], include_reserved=True)
+    eval_only = bool(registry) and all(v.reserved for v in registry)
+    driven = getattr(engine, "driven", True)
+    if driven and not (eval_only and not include_reserved):
+        return
+
+    def usable(other: str) -> bool:
+        eng = get_engine(other)
+        return (
+            getattr(eng, "driven", True)
+            and bool(list_voices(engines=[other]))  # has trainable voices
+            and eng.missing() is None
+        )
+
+    alternatives = [n for n in ENGINE_NAMES if n != name and usable(n)]
+    instead = (
+        f"use {', '.join(alternatives)} (installed here)"
+        if alternatives
+        else "install a training engine (espeak: pip install speechattn[data])"
+    )
+    lead = ""
+    if eval_only and not include_reserved:
+        lead = "for a training corpus "
+        why = (
+            f"speech engine {name!r} is evaluation-only: all its voices are reserved for "
+            "evaluation (never trained on nor used to choose settings)"
+        )
+        why += (
+            ", and this version cannot synthesize with it"
+            if not driven
+            else "; for an evaluation set add --include-reserved"
+        )
+    else:
+        why = f"speech engine {name!r} is listed, but this version cannot synthesize with it"
+    raise ValueError(f"{why}; {lead}{instead}; `speechattn data voices` lists them")
 
 
 def _default_workers() -> int:
@@ -820,7 +868,6 @@ def synth_corpus(
         if isinstance(val, bool) or not isinstance(val, int) or val < 1:
             raise ValueError(f"Expected {name} to be an int >= 1; found {val!r}.")
     out = Path(out_dir)
-    (out / "wavs").mkdir(parents=True, exist_ok=True)
     if texts is None:
         sentences = generate_sentences(utterances, seed=seed)
     else:
@@ -862,6 +909,7 @@ def synth_corpus(
             commercial_only=commercial_only,
         )
         job_fn, block_fn = _mixed_job, _mixed_block
+    (out / "wavs").mkdir(parents=True, exist_ok=True)  # after the checks: no empty folder left
     rng = np.random.default_rng(seed)
     # Balanced assignment: every speaker gets floor/ceil(utterances / speakers) utterances.
     assign = rng.permutation(np.arange(utterances) % speakers)

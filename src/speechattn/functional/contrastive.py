@@ -6,7 +6,7 @@ Shape legend: ``b`` batch, ``l`` positions (the text encoder's sequence length, 
 The sequence-level loss is the one of the Wav2Vec2-BERT -> CLIP fine-tuning recipe (audio -> CLIP text states for Stable Diffusion):
 position ``l`` of audio item ``i`` is scored against position ``l`` of every text item ``j`` by
 cosine similarity over ``temperature``, and a cross-entropy over ``j`` picks the matching item. The
-seed computed it by broadcasting to a ``B x B x L x D`` tensor; here both sides are normalised once and
+original recipe computed it by broadcasting to a ``B x B x L x D`` tensor; here both sides are normalised once and
 one batched contraction gives the ``L x B x B`` logits, so memory is ``O(B^2 L + B L D)``.
 
 The pooled variant is the CLIP / CLAP InfoNCE loss (Radford et al. 2021, "Learning Transferable
@@ -52,11 +52,25 @@ def _check_float3(x: object, name: str) -> Tensor:
 
 
 def _check_temperature(temperature: float | Tensor) -> None:
+    """A Python number must be > 0. A tensor must hold one value, and is range-checked only
+    where reading it costs no device sync and no graph break: on the CPU and outside
+    ``torch.compile`` tracing. A tensor on an accelerator is not read (that would wait for the
+    device at every step); a learnable temperature must be kept positive by its
+    parametrisation, e.g. ``exp(log_temperature)`` as :class:`speechattn.nn.SequenceContrastiveLoss`
+    does."""
     if isinstance(temperature, Tensor):
         if temperature.numel() != 1:
             raise ValueError(
                 f"Expected temperature to be a scalar; found a tensor of shape {tuple(temperature.shape)}."
             )
+        if temperature.device.type == "cpu" and not torch.compiler.is_compiling():
+            value = temperature.detach().reshape(())
+            if not bool(value > 0):  # NaN fails too
+                raise ValueError(
+                    f"Expected temperature > 0; found a tensor holding {value.item():.6g}. Keep a "
+                    "learnable temperature positive by learning its log: "
+                    "temperature = log_temperature.exp() (as nn.SequenceContrastiveLoss does)."
+                )
         return
     if not isinstance(temperature, (int, float)) or isinstance(temperature, bool):
         raise TypeError(
@@ -335,13 +349,16 @@ def sequence_contrastive_loss(
     Args:
         audio: ``(B, L, D)`` audio-encoder states, already matched to the text length ``L``.
         text: ``(B, L, D)`` text-encoder states (usually frozen, precomputed).
-        temperature: positive float, or a scalar tensor (learnable: see
-            :class:`speechattn.nn.SequenceContrastiveLoss`).
+        temperature: positive float, or a one-element tensor (learnable: see
+            :class:`speechattn.nn.SequenceContrastiveLoss`). A tensor on the CPU is checked
+            to be positive (outside ``torch.compile`` tracing); one on an accelerator is not
+            read, to avoid a device sync per step, so a learnable temperature must be positive
+            by construction: learn ``log_temperature`` and pass ``log_temperature.exp()``.
         text_lengths: int64 ``(B,)`` number of real caption positions; positions ``>= len`` are
             neither anchors nor negatives. Or ``text_valid_mask`` ``(B, L)`` bool, True = keep.
         audio_lengths / audio_valid_mask: the same for the audio side (rarely needed; the audio
             encoder's length matcher usually fills all ``L`` positions).
-        direction: ``"audio_to_text"`` (seed), ``"text_to_audio"``, or ``"both"`` (mean of the two
+        direction: ``"audio_to_text"`` (the original recipe's), ``"text_to_audio"``, or ``"both"`` (mean of the two
             per anchor, CLIP-style symmetric).
         reduction: ``"mean"`` over valid anchors, ``"sum"``, or ``"none"`` (``(B, L)``, 0 at
             invalid anchors).
@@ -413,7 +430,9 @@ def pooled_contrastive_loss(
     Args:
         audio: ``(B, T, D)`` (masked mean over valid ``T``) or ``(B, D)`` already pooled.
         text: ``(B, U, D)`` or ``(B, D)``; the two may have different lengths but the same ``D``.
-        temperature: positive float or scalar tensor (CLIP initialises 0.07).
+        temperature: positive float or one-element tensor (CLIP initialises 0.07); a tensor
+            is checked as in :func:`sequence_contrastive_loss` (on the CPU only, so a learnable
+            one must be positive by construction, e.g. ``log_temperature.exp()``).
         audio_lengths / audio_valid_mask, text_lengths / text_valid_mask: which positions are pooled
             (int64 ``(B,)`` or bool ``(B, T)`` True = keep); padding never changes the loss.
         direction, reduction, gather_distributed, eps: as in :func:`sequence_contrastive_loss`.

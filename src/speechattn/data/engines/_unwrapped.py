@@ -24,6 +24,9 @@ _DETECT: dict[str, tuple[str, dict[str, str]]] = {
 
 
 class UnwrappedEngine(Engine):
+    #: this version cannot synthesize with it (:func:`speechattn.data.synth.pick_voices` refuses it)
+    driven = False
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.install, self._voices = _DETECT[name]

@@ -113,8 +113,10 @@ def build_app(
     width: int | None = None,
     device: str | None = None,
     max_upload_mb: float = MAX_UPLOAD_MB,
+    seed: int = 0,
 ) -> Any:
-    """The ``gradio.Blocks`` app (models loaded once, here)."""
+    """The ``gradio.Blocks`` app (models loaded once, here); every request draws its image
+    from the noise of ``seed`` (the same audio gives the same image)."""
     import gradio as gr
 
     from speechattn.recipes.audio2clip.generate import (
@@ -144,6 +146,7 @@ def build_app(
             guidance_scale=guidance_scale,
             height=height,
             width=width,
+            seed=seed,
         )[0]
 
     with gr.Blocks(title="speechattn: audio to image") as demo:
@@ -167,6 +170,7 @@ def _run(args: argparse.Namespace) -> int:
         width=args.width,
         device=args.device,
         max_upload_mb=args.max_upload_mb,
+        seed=args.seed,
     )
     demo.queue().launch(
         server_name=args.host,
@@ -186,8 +190,8 @@ def add_app_arguments(p: argparse.ArgumentParser) -> None:
         "--model", required=True, help="audio encoder folder written by audio2clip train"
     )
     p.add_argument("--pipeline", required=True, help=PIPELINE_HELP)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=positive_int, default=7860)
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
+    p.add_argument("--port", type=positive_int, default=7860, help="port (default: %(default)s)")
     p.add_argument(
         "--max-seconds",
         type=positive_float,
@@ -200,11 +204,27 @@ def add_app_arguments(p: argparse.ArgumentParser) -> None:
         default=MAX_UPLOAD_MB,
         help="largest upload accepted, checked before decoding (default: %(default)s)",
     )
-    p.add_argument("--steps", type=positive_int, default=25)
-    p.add_argument("--guidance-scale", type=positive_float, default=7.5)
-    p.add_argument("--height", type=positive_int, default=None)
-    p.add_argument("--width", type=positive_int, default=None)
-    p.add_argument("--device", default=None)
+    p.add_argument(
+        "--steps", type=positive_int, default=25, help="denoising steps (default: %(default)s)"
+    )
+    p.add_argument(
+        "--guidance-scale",
+        type=positive_float,
+        default=7.5,
+        help="classifier-free guidance scale (default: %(default)s)",
+    )
+    p.add_argument(
+        "--height", type=positive_int, default=None, help="image height (default: the pipeline's)"
+    )
+    p.add_argument(
+        "--width", type=positive_int, default=None, help="image width (default: the pipeline's)"
+    )
+    p.add_argument(
+        "--device", default=None, help="torch device (default: cuda when available, else cpu)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the image noise (default: %(default)s)"
+    )
     p.set_defaults(func=_run)
 
 

@@ -22,6 +22,11 @@ PIPELINE_HELP = (
     "stabilityai/stable-diffusion-2-1 (a hub id not in the local cache downloads several GB; "
     "offline, with HF_HUB_OFFLINE=1, it must be cached)"
 )
+MASK_HELP = (
+    "true: leave the caption's padding positions out of the loss; false: score them too "
+    "(default: true for BERT-like text encoders, false for CLIP, whose padded states Stable "
+    "Diffusion uses)"
+)
 
 
 def _require_out(args: argparse.Namespace) -> None:
@@ -50,6 +55,7 @@ def _train(args: argparse.Namespace) -> int:
         direction=args.direction,
         mask_text_padding=args.mask_text_padding,
         seed=args.seed,
+        progress=not args.no_progress,
     )
     if os.environ.get("RANK", "0") == "0":
         print(f"saved audio encoder to {out}")
@@ -109,6 +115,7 @@ def _generate(args: argparse.Namespace) -> int:
         height=args.height,
         width=args.width,
         seed=args.seed,
+        progress=not args.no_progress,
     )
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +139,13 @@ def _demo(args: argparse.Namespace) -> int:
             config = DemoConfig.from_overrides(args.set)
         except ValueError as exc:
             raise CliError(str(exc), status=2) from None
-    report = run_demo(output_dir=Path(args.out), quick=args.quick, seed=args.seed, config=config)
+    report = run_demo(
+        output_dir=Path(args.out),
+        quick=args.quick,
+        seed=args.seed,
+        config=config,
+        progress=not args.no_progress,
+    )
     print(json.dumps(report, indent=2))
     return 0
 
@@ -179,7 +192,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     s = p.add_subparsers(dest="audio2clip_command", metavar="ACTION", required=True)
 
     t = s.add_parser("train", help="fine-tune on a JSONL manifest of (audio, caption)")
-    t.add_argument("--manifest", required=True)
+    t.add_argument(
+        "--manifest", required=True, help="JSONL manifest, one {audio, caption} object per line"
+    )
     _out(t, None, "folder for the trained audio encoder")
     t.add_argument(
         "--audio-model",
@@ -191,46 +206,102 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--text-length",
         type=positive_int,
         default=None,
-        help="L (default: tokenizer max, 77 for CLIP)",
+        help="L, the number of output positions: the text encoder's sequence length "
+        "(default: the tokenizer's maximum, 77 for CLIP)",
     )
-    t.add_argument("--length-mode", choices=("resample", "pad_crop"), default="resample")
-    t.add_argument("--num-heads", type=positive_int, default=8)
-    t.add_argument("--epochs", type=positive_float, default=10.0)
+    t.add_argument(
+        "--length-mode",
+        choices=("resample", "pad_crop"),
+        default="resample",
+        help="how the audio states are matched to L positions: resample (cross-attention "
+        "from L learned queries, any duration) or pad_crop (frame l, learned padding past the "
+        "audio's end) (default: %(default)s)",
+    )
+    t.add_argument(
+        "--num-heads",
+        type=positive_int,
+        default=8,
+        help="attention heads of the resampler that matches the length (default: %(default)s)",
+    )
+    t.add_argument(
+        "--epochs", type=positive_float, default=10.0, help="passes over the manifest (default: 10)"
+    )
     t.add_argument(
         "--max-steps", type=_max_steps, default=-1, help="stop after this many steps (-1: epochs)"
     )
-    t.add_argument("--batch-size", type=positive_int, default=16)
-    t.add_argument("--lr", type=positive_float, default=1e-4)
-    t.add_argument("--temperature", type=positive_float, default=0.15)
-    t.add_argument("--learnable-temperature", action="store_true")
     t.add_argument(
-        "--direction", choices=("audio_to_text", "text_to_audio", "both"), default="audio_to_text"
+        "--batch-size", type=positive_int, default=16, help="items per step (default: %(default)s)"
     )
-    t.add_argument("--mask-text-padding", type=_bool, default=None)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--lr", type=positive_float, default=1e-4, help="learning rate (default: %(default)s)"
+    )
+    t.add_argument(
+        "--temperature",
+        type=positive_float,
+        default=0.15,
+        help="contrastive loss temperature (default: %(default)s)",
+    )
+    t.add_argument(
+        "--learnable-temperature",
+        action="store_true",
+        help="learn the temperature (as its log, so it stays positive)",
+    )
+    t.add_argument(
+        "--direction",
+        choices=("audio_to_text", "text_to_audio", "both"),
+        default="audio_to_text",
+        help="audio_to_text: each audio picks its caption among the batch's; text_to_audio: "
+        "each caption picks its audio; both: the mean of the two (default: %(default)s)",
+    )
+    t.add_argument("--mask-text-padding", type=_bool, default=None, help=MASK_HELP)
+    t.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    t.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no training log lines (loss, learning rate) while training",
+    )
     t.set_defaults(func=_train)
 
     e = s.add_parser(
         "eval", help="retrieval R@1/5/10 both ways and the matched/mismatched cosine gap"
     )
-    e.add_argument("--manifest", required=True)
+    e.add_argument(
+        "--manifest", required=True, help="JSONL manifest, one {audio, caption} object per line"
+    )
     e.add_argument("--model", required=True, help="folder written by train")
-    e.add_argument("--text-model", required=True)
-    e.add_argument("--mask-text-padding", type=_bool, default=None)
+    e.add_argument("--text-model", required=True, help="folder/id of the text encoder")
+    e.add_argument("--mask-text-padding", type=_bool, default=None, help=MASK_HELP)
     e.add_argument("--json", default=None, help="write the metrics here")
     e.set_defaults(func=_eval)
 
     g = s.add_parser("generate", help="audio files -> PNG images with a Stable Diffusion pipeline")
-    g.add_argument("audio", nargs="+")
+    g.add_argument("audio", nargs="+", help="audio files, one image each")
     g.add_argument("--model", required=True, help="audio encoder folder written by train")
     g.add_argument("--pipeline", required=True, help=PIPELINE_HELP)
     _out(g, "images", "folder for the PNG images")
     g.add_argument("--steps", type=positive_int, default=25, help="denoising steps")
-    g.add_argument("--guidance-scale", type=positive_float, default=7.5)
-    g.add_argument("--height", type=positive_int, default=None)
-    g.add_argument("--width", type=positive_int, default=None)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default=None)
+    g.add_argument(
+        "--guidance-scale",
+        type=positive_float,
+        default=7.5,
+        help="classifier-free guidance scale (default: %(default)s)",
+    )
+    g.add_argument(
+        "--height", type=positive_int, default=None, help="image height (default: the pipeline's)"
+    )
+    g.add_argument(
+        "--width", type=positive_int, default=None, help="image width (default: the pipeline's)"
+    )
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the image noise; file i uses seed + i (default: %(default)s)",
+    )
+    g.add_argument(
+        "--device", default=None, help="torch device (default: cuda when available, else cpu)"
+    )
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.set_defaults(func=_generate)
 
     d = s.add_parser(
@@ -238,7 +309,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     _out(d, "audio2clip_demo", "folder for the model and report.json")
     d.add_argument("--quick", action="store_true", help="tiny run (seconds), for tests")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    d.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no loss and per-epoch lines while training (the report is printed at the end)",
+    )
     d.add_argument(
         "--set",
         nargs="+",

@@ -246,9 +246,17 @@ def _embed(
 
 
 def run_demo(
-    *, output_dir: Path, quick: bool = False, seed: int = 0, config: DemoConfig | None = None
+    *,
+    output_dir: Path,
+    quick: bool = False,
+    seed: int = 0,
+    config: DemoConfig | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Synthesize, train, evaluate; save the model and a JSON report in ``output_dir``.
+
+    ``progress``: print a loss line every ``config.log_every`` steps and one JSON line per
+    epoch (the epochs are in the report's history either way).
 
     Returns the report (retrieval on held-out captions with seen and with held-out voices).
     """
@@ -405,7 +413,7 @@ def run_demo(
                 step += 1
                 n_steps += 1
                 ep_loss += float(loss.detach())
-                if cfg.log_every and step % cfg.log_every == 0:
+                if progress and cfg.log_every and step % cfg.log_every == 0:
                     print(
                         f"step {step}/{total} loss {float(loss.detach()):.3f} "
                         f"{time.time() - t0:.0f}s",
@@ -420,7 +428,8 @@ def run_demo(
         if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0:
             entry["heldout_seen_voices_a2t_r1"] = score(seen_f).a2t_r1
         history.append(entry)
-        print(json.dumps(entry), flush=True)
+        if progress:
+            print(json.dumps(entry), flush=True)
 
     seen_m, unseen_m = score(seen_f), score(unseen_f)
     model.save_pretrained(output_dir / "model")

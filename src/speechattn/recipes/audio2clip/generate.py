@@ -125,17 +125,20 @@ def generate_images(
     height: int | None = None,
     width: int | None = None,
     seed: int = 0,
+    progress: bool = False,
 ) -> list[Any]:
     """One PIL image per 16 kHz waveform; the audio embeddings replace the text encoder's states.
 
     The unconditional branch of classifier-free guidance uses the pipeline's own text encoder on
-    the empty prompt, as Stable Diffusion does.
+    the empty prompt, as Stable Diffusion does. ``progress``: a progress bar over the images.
     """
+    from tqdm.auto import tqdm
+
     embeds = encoder.embed_waveforms(waveforms)
     check_prompt_embeds(embeds, pipe)
     device = pipe.device
     images = []
-    for i in range(embeds.shape[0]):
+    for i in tqdm(range(embeds.shape[0]), desc="images", leave=False, disable=not progress):
         gen = torch.Generator(device="cpu").manual_seed(seed + i)
         out = pipe(
             prompt_embeds=embeds[i : i + 1].to(device=device, dtype=pipe.unet.dtype),

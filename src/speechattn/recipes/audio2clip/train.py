@@ -150,6 +150,7 @@ def train(
     seed: int = 0,
     logging_steps: int = 10,
     dataloader_workers: int = 0,
+    progress: bool = True,
 ) -> Path:
     """Fine-tune an audio encoder so its ``(L, D)`` output matches a frozen text encoder's states.
 
@@ -161,6 +162,8 @@ def train(
         text_length: ``L`` (default: the tokenizer's model_max_length, 77 for CLIP).
         mask_text_padding: exclude caption padding positions from the loss (default: True for
             BERT-like encoders, False for CLIP, whose padded states Stable Diffusion does use).
+        progress: print the training log (loss, learning rate) every ``logging_steps``
+            steps; the log is kept in the saved summary either way.
         Others: usual optimisation settings; ``direction``/``temperature`` go to the loss.
 
     Returns:
@@ -228,6 +231,10 @@ def train(
         train_dataset=AudioCaptionDataset(items, index),
         data_collator=AudioCaptionCollator(encoder.feature_extractor, text.states, text.lengths),
     )
+    if not progress:  # the log still lands in trainer.state.log_history (the summary)
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     result = trainer.train()
     if trainer.is_world_process_zero():
         encoder.save_pretrained(output_dir)

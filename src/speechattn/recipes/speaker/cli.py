@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,9 @@ _INT_FLAGS = (
 
 
 def _warn(path: str, reason: str) -> None:
-    print(f"speechattn speaker: warning: skipping {path}: {reason}", file=sys.stderr)
+    """One warning per skipped file (the top-level handler prints it as one line, prefixed with
+    the full command, e.g. ``speechattn speaker train: warning: skipping <file>: <why>``)."""
+    warnings.warn(f"skipping {path}: {reason}", stacklevel=2)
 
 
 def config_from_args(args: argparse.Namespace) -> SpeakerConfig:
@@ -180,6 +182,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
+    d = SpeakerConfig()  # the defaults the help texts quote (--quick: smaller sizes)
     p.add_argument(
         "--out", default="speaker_run", help="output folder (corpus, checkpoints, report.html)"
     )
@@ -194,15 +197,43 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help=f"poolings to train, from {' '.join(POOLINGS)} (default: all)",
     )
     p.add_argument("--trunk", choices=TRUNKS, default=None, help="frame-level encoder")
-    p.add_argument("--steps", type=positive_int, default=None)
-    p.add_argument("--train-speakers", dest="train_speakers", type=positive_int, default=None)
-    p.add_argument("--test-speakers", dest="test_speakers", type=positive_int, default=None)
     p.add_argument(
-        "--utterances-per-speaker", dest="utterances_per_speaker", type=positive_int, default=None
+        "--steps", type=positive_int, default=None, help=f"training steps (default {d.steps})"
     )
-    p.add_argument("--channels", type=positive_int, default=None)
-    p.add_argument("--batch-size", dest="batch_size", type=positive_int, default=None)
-    p.add_argument("--seed", type=nonnegative_int, default=None)
+    p.add_argument(
+        "--train-speakers",
+        dest="train_speakers",
+        type=positive_int,
+        default=None,
+        help=f"synthetic training voices (default {d.train_speakers})",
+    )
+    p.add_argument(
+        "--test-speakers",
+        dest="test_speakers",
+        type=positive_int,
+        default=None,
+        help=f"held-out voices or corpus speakers the encoder is scored on (default {d.test_speakers})",
+    )
+    p.add_argument(
+        "--utterances-per-speaker",
+        dest="utterances_per_speaker",
+        type=positive_int,
+        default=None,
+        help=f"utterances synthesised per voice (default {d.utterances_per_speaker})",
+    )
+    p.add_argument(
+        "--channels", type=positive_int, default=None, help=f"trunk width (default {d.channels})"
+    )
+    p.add_argument(
+        "--batch-size",
+        dest="batch_size",
+        type=positive_int,
+        default=None,
+        help=f"training crops per step (default {d.batch_size})",
+    )
+    p.add_argument(
+        "--seed", type=nonnegative_int, default=None, help=f"random seed (default {d.seed})"
+    )
     p.add_argument(
         "--augment-copies",
         dest="augment_copies",
@@ -223,7 +254,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="discard checkpoints of another run in --out"
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def add_parser(sub: Any) -> None:
@@ -231,7 +262,7 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "speaker",
         help="speaker encoders per pooling: train (synthetic voices or a corpus), score, embed",
-        description=__doc__,
+        description=(__doc__ or "").replace("``", "").replace("::", ":"),  # plain text
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_run_options(p)
@@ -271,7 +302,7 @@ def add_parser(sub: Any) -> None:
     e = ssub.add_parser(
         "embed", help="embed every audio file under a folder into one .npz (keys + matrix)"
     )
-    e.add_argument("audio_dir")
+    e.add_argument("audio_dir", help="folder searched recursively for audio files")
     e.add_argument("--out", required=True, help="output .npz (.npz is appended if missing)")
     e.add_argument(
         "--checkpoint", default=None, help="speaker checkpoint (default: the shipped one)"
@@ -282,5 +313,5 @@ def add_parser(sub: Any) -> None:
         help="centre the embeddings on the folder's mean (as score does; stored as 'mean'); "
         "only for folders of several speakers",
     )
-    e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.set_defaults(func=_cmd_embed)
