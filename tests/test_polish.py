@@ -305,3 +305,14 @@ def test_every_option_has_plain_help() -> None:
             assert "``" not in text and "::" not in text, f"{path}: markup in {text!r}"
             assert not re.search(r"\bissue \d+|\bseed \d{3}\b|#\d+", text), f"{path}: {text!r}"
     assert seen > 100
+
+
+def test_speaker_out_that_is_a_file_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a folder")
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["speaker", "synth", "--quick", "--out", str(notes)])
+    assert info.value.code == 2
+    assert "expected a folder" in capsys.readouterr().err

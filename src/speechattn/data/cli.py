@@ -227,7 +227,10 @@ def add_parser(sub: Any) -> None:
     )
     s.add_argument("--seed", type=int, default=0, help="seed for sentences, voices, assignment")
     s.add_argument(
-        "--workers", type=nonnegative_int, default=None, help="worker processes (default: CPUs)"
+        "--workers",
+        type=nonnegative_int,
+        default=None,
+        help="worker processes (default: one per CPU; 0 synthesizes in this process)",
     )
     s.add_argument(
         "--sample-rate", type=positive_int, default=22050, help="output rate (default 22050)"

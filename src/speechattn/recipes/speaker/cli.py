@@ -29,6 +29,7 @@ from speechattn._cli import (
     CliError,
     add_hidden_alias,
     nonnegative_int,
+    out_dir,
     parse_overrides,
     positive_int,
 )
@@ -184,9 +185,12 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     d = SpeakerConfig()  # the defaults the help texts quote (--quick: smaller sizes)
     p.add_argument(
-        "--out", default="speaker_run", help="output folder (corpus, checkpoints, report.html)"
+        "--out",
+        type=out_dir,
+        default="speaker_run",
+        help="output folder (corpus, checkpoints, report.html; default: %(default)s)",
     )
-    add_hidden_alias(p, "--out-dir", "out")
+    add_hidden_alias(p, "--out-dir", "out", type=out_dir)
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of seconds")
     p.add_argument(
         "--poolings",
