@@ -316,3 +316,13 @@ def test_speaker_out_that_is_a_file_is_a_usage_error(
         build_parser().parse_args(["speaker", "synth", "--quick", "--out", str(notes)])
     assert info.value.code == 2
     assert "expected a folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_audio2clip_demo_no_progress_prints_only_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["audio2clip", "demo", "--quick", "--out", str(tmp_path / "d"), "--no-progress"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)  # nothing but the report on stdout
+    assert report["history"]  # the epochs are still in the report
