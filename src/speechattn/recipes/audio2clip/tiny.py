@@ -26,7 +26,7 @@ def tiny_w2v_bert(
     feature_stride: int = 2,
     seed: int = 0,
 ) -> Path:
-    """Save a tiny ``Wav2Vec2BertModel`` (seed adapter settings) + feature extractor to ``folder``.
+    """Save a tiny ``Wav2Vec2BertModel`` (the original recipe's adapter settings) + feature extractor to ``folder``.
 
     ``feature_stride`` fbank frames (10 ms each) are stacked per input vector (w2v-BERT 2.0: 2).
     """
