@@ -239,6 +239,9 @@ def _aligner_rows(
                 max_pause_loudness=args.max_pause_loudness,
                 reverse_pass=args.reverse_pass,
                 silence_edge_db=args.silence_edge_db,
+                refine_radius_s=(
+                    None if args.refine_boundaries is None else args.refine_boundaries / 1000.0
+                ),
                 dereverb=args.dereverb == "auto",
             )
             if row in ("unsupervised", "candidate", "adapted"):
@@ -389,6 +392,13 @@ def main(argv: list[str] | None = None) -> int:
         "default: %(default)s)",
     )
     ap.add_argument(
+        "--refine-boundaries",
+        default="off",
+        metavar="MS|off",
+        help="boundaries between two sounds moved to the audio's spectral change within this "
+        "many ms (align's --refine-boundaries; off by default as in align)",
+    )
+    ap.add_argument(
         "--dereverb",
         choices=("auto", "off"),
         default="off",
@@ -421,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         "engine, or ENGINE=PATH (repeatable) for a model that held that engine out",
     )
     args = ap.parse_args(argv)
-    from speechattn.recipes.align.cli import db_or_off, loudness_or_off
+    from speechattn.recipes.align.cli import db_or_off, loudness_or_off, radius_ms_or_off
 
     try:
         args.max_pause_loudness = loudness_or_off(args.max_pause_loudness)
@@ -431,6 +441,10 @@ def main(argv: list[str] | None = None) -> int:
         args.silence_edge_db = db_or_off(args.silence_edge_db)
     except argparse.ArgumentTypeError as exc:
         ap.error(f"--silence-edge-db: {exc}")
+    try:
+        args.refine_boundaries = radius_ms_or_off(args.refine_boundaries)
+    except argparse.ArgumentTypeError as exc:
+        ap.error(f"--refine-boundaries: {exc}")
     if args.adapt_checkpoint:
         ROW_NAMES["adapted"] = "--checkpoint aligner for the engine, adapted (default align)"
     checkpoints: dict[str, Path] = {}

@@ -54,6 +54,16 @@ def db_or_off(text: str) -> float | None:
     return value
 
 
+def radius_ms_or_off(text: str) -> float | None:
+    """argparse type of ``--refine-boundaries``: a radius in ms in (0, 100], or ``off`` (None)."""
+    value = _number_or_off(text)
+    if value is not None and not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(
+            f"expected a radius in ms in (0, 100] or 'off'; found {text!r}"
+        )
+    return value
+
+
 def _demo(args: argparse.Namespace) -> int:
     from speechattn.recipes.align.pipeline import DemoConfig, run_demo
     from speechattn.recipes.align.report import WORD_COLUMNS, metrics_table_text
@@ -198,6 +208,7 @@ def _align(args: argparse.Namespace) -> int:
         max_pause_loudness=args.max_pause_loudness,
         reverse_pass=args.reverse_pass,
         silence_edge_db=args.silence_edge_db,
+        refine_radius_s=None if args.refine_boundaries is None else args.refine_boundaries / 1000,
         dereverb=args.dereverb == "auto",
     )
     if res:
@@ -443,6 +454,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "speech level (its 90th-percentile 5 ms level), within a few frames of the decoded edge; utterances without silence that "
         "far below the speech keep their edges; 'off' keeps the decoded edges (default: "
         "%(default)s)",
+    )
+    a.add_argument(
+        "--refine-boundaries",
+        type=radius_ms_or_off,
+        default=None,
+        metavar="MS|off",
+        help="move each word boundary where two words meet, and each phone boundary inside a "
+        "word, to the strongest clear peak of the audio's own spectral change (5 ms log-mel "
+        "slopes) within this many ms (30 was best on the synthetic engines tested); it helps "
+        "where the reference puts boundaries on spectral changes, not elsewhere, so it is off "
+        "by default, see benchmarks/RESULTS.md (default: off)",
     )
     a.add_argument(
         "--dereverb",

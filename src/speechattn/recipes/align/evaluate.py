@@ -22,7 +22,7 @@ from speechattn.recipes.align.calibrate import BoundaryOffsets, shift_edges
 from speechattn.recipes.align.data import SIL, SP, AlignItem, FeatureConfig, collate_items
 
 if TYPE_CHECKING:
-    from speechattn.recipes.align.edges import EnergyEnvelope
+    from speechattn.recipes.align.edges import EnergyEnvelope, SpectralTransition
 
 __all__ = [
     "ALIGNMENT_FORMATS",
@@ -168,6 +168,8 @@ def align_items(
     reverse_pass: bool = False,
     silence_edge_db: float | None = None,
     envelopes: Sequence[EnergyEnvelope] | None = None,
+    refine_radius_s: float | None = None,
+    transitions: Sequence[SpectralTransition] | None = None,
 ) -> list[AlignmentResult]:
     """Hard-align items with a trained :class:`TextMelAligner`, or ``model="uniform"``.
 
@@ -197,8 +199,19 @@ def align_items(
     this many dB under the utterance's speech level
     (:func:`~speechattn.recipes.align.edges.place_silence_edges`); the intervals move, the
     durations stay the path's.
+    ``refine_radius_s`` (None = off): last, each word boundary where two words meet and each
+    phone boundary inside a word moves to the strongest clear peak of the audio's spectral
+    transition measure (``transitions[i]``, one
+    :func:`~speechattn.recipes.align.edges.spectral_transition` per item, required then) within
+    this many seconds (:func:`~speechattn.recipes.align.edges.refine_boundaries`); the
+    intervals move, the durations stay the path's.
     Each result's ``item`` is the item as decoded (with any inserted pause tokens)."""
-    from speechattn.recipes.align.edges import check_silence_edge_db, place_silence_edges
+    from speechattn.recipes.align.edges import (
+        check_refine_radius_s,
+        check_silence_edge_db,
+        place_silence_edges,
+        refine_boundaries,
+    )
     from speechattn.recipes.align.pauses import (
         check_pause_mode,
         loud_word_pauses,
@@ -216,6 +229,15 @@ def align_items(
                 f"found {'none' if envelopes is None else len(envelopes)}. Pass "
                 "envelopes=[energy_envelope(wave, config.sample_rate), ...] or "
                 "silence_edge_db=None."
+            )
+    refine_radius_s = check_refine_radius_s(refine_radius_s)
+    if refine_radius_s is not None and model != "uniform":
+        if transitions is None or len(transitions) != len(items):
+            raise ValueError(
+                f"Expected one spectral transition measure per item ({len(items)}) with "
+                f"refine_radius_s; found {'none' if transitions is None else len(transitions)}. "
+                "Pass transitions=[spectral_transition(wave, config.sample_rate), ...] or "
+                "refine_radius_s=None."
             )
     if min_pause_frames < 0:
         raise ValueError(f"Expected min_pause_frames >= 0; found {min_pause_frames}.")
@@ -281,16 +303,24 @@ def align_items(
                 out[i] = _with_durations(
                     r, split_word_pauses(r.item, r.durations, loud), config, offsets
                 )
-    if silence_edge_db is not None and model != "uniform" and envelopes is not None:
+    place = silence_edge_db is not None and envelopes is not None
+    refine = refine_radius_s is not None and transitions is not None
+    if model != "uniform" and (place or refine):
         for i, r in out.items():
-            edges = place_silence_edges(
-                r.item,
-                r.durations,
-                token_edges(r.item, r.durations, config, offsets),
-                envelopes[i],
-                config.frame_s,
-                silence_edge_db,
-            )
+            edges = token_edges(r.item, r.durations, config, offsets)
+            if place and silence_edge_db is not None and envelopes is not None:
+                edges = place_silence_edges(
+                    r.item,
+                    r.durations,
+                    edges,
+                    envelopes[i],
+                    config.frame_s,
+                    silence_edge_db,
+                )
+            if refine and refine_radius_s is not None and transitions is not None:
+                edges = refine_boundaries(
+                    r.item, edges, transitions[i], config.frame_s, refine_radius_s
+                )
             ph, wd = intervals_from_edges(r.item, edges)
             pz = pause_intervals(r.item, edges, r.durations)
             out[i] = dataclasses.replace(r, phones=ph, words=wd, pauses=pz)

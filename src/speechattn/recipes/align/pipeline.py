@@ -34,8 +34,10 @@ from speechattn.recipes.align.data import (
 from speechattn.recipes.align.edges import (
     DEFAULT_SILENCE_EDGE_DB,
     EnergyEnvelope,
+    check_refine_radius_s,
     check_silence_edge_db,
     energy_envelope,
+    item_transitions,
 )
 from speechattn.recipes.align.evaluate import (
     AlignmentResult,
@@ -903,6 +905,7 @@ def run_align(
     reverse_pass: bool = True,
     silence_edge_db: float | None = DEFAULT_SILENCE_EDGE_DB,
     dereverb: bool = False,
+    refine_radius_s: float | None = None,
     log=print,
 ) -> dict:
     """Align a corpus: train from scratch, or apply (and by default adapt) a trained aligner.
@@ -932,7 +935,10 @@ def run_align(
     :data:`~speechattn.recipes.align.edges.DEFAULT_SILENCE_EDGE_DB`; None = off): each word start
     after silence and word end before silence goes to where the audio's 5 ms energy envelope
     crosses this many dB under the utterance's speech level, within a few frames of the decoded
-    edge (:mod:`~speechattn.recipes.align.edges`). ``dereverb`` (default off; opt-in): a recording whose
+    edge (:mod:`~speechattn.recipes.align.edges`). ``refine_radius_s`` (default None = off):
+    each word boundary where two words meet and each phone boundary inside a word goes to the
+    strongest clear peak of the audio's spectral transition measure within this many seconds
+    (:func:`~speechattn.recipes.align.edges.refine_boundaries`). ``dereverb`` (default off; opt-in): a recording whose
     reverberation time, estimated from its own level falls (no labels), is at least
     :data:`~speechattn.recipes.align.data.DEREVERB_MIN_RT60_S` has its late reverberation
     removed from the aligner's features, for adaptation and decoding alike
@@ -982,6 +988,7 @@ def run_align(
             f"Expected max_pause_loudness >= 0 (finite) or None; found {max_pause_loudness}."
         )
     silence_edge_db = check_silence_edge_db(silence_edge_db)
+    refine_radius_s = check_refine_radius_s(refine_radius_s)
     overrides = dict(train_overrides or {})
     stop_fields = {f.name for f in dataclasses.fields(AdaptStop)}
     stop_rule = AdaptStop(**{k: overrides.pop(k) for k in list(overrides) if k in stop_fields})
@@ -1185,6 +1192,12 @@ def run_align(
         reverse_pass=reverse_pass,
         silence_edge_db=silence_edge_db,
         envelopes=item_envelopes(items, utts, feats) if silence_edge_db is not None else None,
+        refine_radius_s=refine_radius_s,
+        transitions=(
+            item_transitions(items, utts, feats.sample_rate)
+            if refine_radius_s is not None
+            else None
+        ),
     )
     if offs is not None:
         what = (
@@ -1232,6 +1245,11 @@ def run_align(
         "silence edges": (
             f"energy envelope, {silence_edge_db:g} dB under the speech level"
             if silence_edge_db is not None
+            else "as decoded"
+        ),
+        "boundaries inside speech": (
+            f"spectral change within {refine_radius_s * 1000:g} ms"
+            if refine_radius_s is not None
             else "as decoded"
         ),
         "late reverberation": (
