@@ -51,6 +51,13 @@ def test_default_channel_is_unchanged_without_resampling() -> None:
     )
 
 
+def test_training_channel_draws_from_every_room_with_or_without_resampling() -> None:
+    # the aligner's TrainingChannel defaults to its training rooms; the speaker recipe's channel
+    # keeps all packaged rooms on both paths, as its feature caches and LOEO tables assume
+    assert D.channel_augment(_cfg()).real_rooms == "all"
+    assert D.channel_augment(_cfg("p_resample=0.5")).real_rooms == "all"
+
+
 @pytest.mark.parametrize(("rate", "edge"), [(8000, 4000.0), (11025, 5512.5)])
 def test_resampling_band_limits_the_copy(rate: int, edge: float) -> None:
     x = 0.1 * np.random.default_rng(1).standard_normal(SR).astype(np.float32)

@@ -221,6 +221,7 @@ def test_test_channel_is_seeded_per_clip_and_changes_the_clip(tmp_path: Path) ->
         0.5,
     )
     assert ch.rates == (8000, 11025)
+    assert ch.real_rooms == "all"  # every packaged room, whatever the aligner's default split
 
 
 def _festival_held_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, steps: int, copies: int):  # type: ignore[no-untyped-def]

@@ -398,7 +398,8 @@ def channel_augment(cfg: SpeakerConfig) -> ChannelAugment | Channel:
     """The training channel of ``cfg``'s ``p_*`` settings: a
     :class:`~speechattn.data.augment.ChannelAugment`, or with ``cfg.p_resample > 0`` the same
     channel behind a random lower sample rate of ``cfg.resample_rates``
-    (:class:`~speechattn.recipes.align.data.TrainingChannel`, same noise SNR range)."""
+    (:class:`~speechattn.recipes.align.data.TrainingChannel`, same noise SNR range). Both draw
+    real rooms from every packaged room (``real_rooms="all"``), whatever the aligner's default."""
     from speechattn.data.augment import ChannelAugment
 
     aug = ChannelAugment(
@@ -408,6 +409,7 @@ def channel_augment(cfg: SpeakerConfig) -> ChannelAugment | Channel:
         p_mu_law=cfg.p_mu_law,
         p_noise=cfg.p_noise,
         p_real_room=cfg.p_real_room,
+        real_rooms="all",
     )
     if cfg.p_resample <= 0:
         return aug
@@ -423,6 +425,7 @@ def channel_augment(cfg: SpeakerConfig) -> ChannelAugment | Channel:
         p_mu_law=cfg.p_mu_law,
         p_noise=cfg.p_noise,
         snr_db=aug.snr_db,
+        real_rooms=aug.real_rooms,
     )
 
 
