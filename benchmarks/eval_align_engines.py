@@ -242,6 +242,7 @@ def _aligner_rows(
                 refine_radius_s=(
                     None if args.refine_boundaries is None else args.refine_boundaries / 1000.0
                 ),
+                refine_fraction=args.refine_fraction,
                 dereverb=args.dereverb == "auto",
             )
             if row in ("unsupervised", "candidate", "adapted"):
@@ -399,6 +400,13 @@ def main(argv: list[str] | None = None) -> int:
         "many ms (align's --refine-boundaries; off by default as in align)",
     )
     ap.add_argument(
+        "--refine-fraction",
+        default="1",
+        metavar="F",
+        help="with --refine-boundaries, the share of the way to the peak a boundary moves, in "
+        "(0, 1] (align's --refine-fraction; default: %(default)s)",
+    )
+    ap.add_argument(
         "--dereverb",
         choices=("auto", "off"),
         default="off",
@@ -431,7 +439,12 @@ def main(argv: list[str] | None = None) -> int:
         "engine, or ENGINE=PATH (repeatable) for a model that held that engine out",
     )
     args = ap.parse_args(argv)
-    from speechattn.recipes.align.cli import db_or_off, loudness_or_off, radius_ms_or_off
+    from speechattn.recipes.align.cli import (
+        db_or_off,
+        loudness_or_off,
+        radius_ms_or_off,
+        refine_fraction,
+    )
 
     try:
         args.max_pause_loudness = loudness_or_off(args.max_pause_loudness)
@@ -445,6 +458,10 @@ def main(argv: list[str] | None = None) -> int:
         args.refine_boundaries = radius_ms_or_off(args.refine_boundaries)
     except argparse.ArgumentTypeError as exc:
         ap.error(f"--refine-boundaries: {exc}")
+    try:
+        args.refine_fraction = refine_fraction(args.refine_fraction)
+    except argparse.ArgumentTypeError as exc:
+        ap.error(f"--refine-fraction: {exc}")
     if args.adapt_checkpoint:
         ROW_NAMES["adapted"] = "--checkpoint aligner for the engine, adapted (default align)"
     checkpoints: dict[str, Path] = {}

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from speechattn.recipes.align.cli import radius_ms_or_off
+from speechattn.recipes.align.cli import radius_ms_or_off, refine_fraction
 from speechattn.recipes.align.data import AlignItem
 from speechattn.recipes.align.edges import (
     DEFAULT_REFINE_RADIUS_S,
     SpectralTransition,
+    check_refine_fraction,
     refine_boundaries,
     refine_boundary_groups,
     spectral_transition,
@@ -246,3 +247,100 @@ def test_cli_option_is_off_by_default_and_range_checked(tmp_path) -> None:
     for bad, exc in ((0.0, ValueError), (0.5, ValueError), ("0.03", TypeError)):
         with pytest.raises(exc, match="radius"):
             run_align(tmp_path / "no-corpus", tmp_path / "out", refine_radius_s=bad, progress=False)
+
+
+def test_fraction_moves_that_share_of_the_way() -> None:
+    tr = _measure([(0.4923, 1.0), (0.36, 0.5)])
+    full = refine_boundaries(TWO_WORDS, EDGES, tr, FRAME_S)
+    assert np.array_equal(refine_boundaries(TWO_WORDS, EDGES, tr, FRAME_S, fraction=1.0), full)
+    assert full[3] == pytest.approx(0.4923, abs=0.001) and full[2] == pytest.approx(0.36, abs=0.001)
+    for f in (0.25, 0.5, 0.75):
+        e = refine_boundaries(TWO_WORDS, EDGES, tr, FRAME_S, fraction=f)
+        moved = full != EDGES
+        assert moved.sum() == 2
+        np.testing.assert_allclose(e - EDGES, f * (full - EDGES), rtol=0, atol=1e-12)
+        assert e[3] == pytest.approx(0.48 + f * (0.4923 - 0.48), abs=0.001)
+    # random measures with isolated boundaries (no neighbour within reach): the same relation
+    rng = np.random.default_rng(2)
+    item = _item([3, 2, 4])
+    edges = np.linspace(0.0, 1.0, 12)  # 91 ms apart: no neighbour within reach of a 30 ms move
+    for _ in range(10):
+        tr = SpectralTransition(rng.uniform(0.0, 1.0, 201), HOP)
+        full = refine_boundaries(item, edges, tr, FRAME_S, 0.03, percentile=0.0)
+        assert np.any(full != edges)
+        for f in (0.3, 0.6):
+            e = refine_boundaries(item, edges, tr, FRAME_S, 0.03, percentile=0.0, fraction=f)
+            np.testing.assert_allclose(e - edges, f * (full - edges), rtol=0, atol=1e-12)
+
+
+def test_fraction_keeps_order_and_gaps() -> None:
+    rng = np.random.default_rng(3)
+    item = _item([3, 2, 4])
+    for _ in range(20):
+        inner = np.sort(rng.uniform(0.15, 0.85, 10))
+        edges = np.concatenate([[0.0], inner, [1.0]])
+        if np.any(np.diff(edges) < FRAME_S):
+            continue
+        tr = SpectralTransition(rng.uniform(0.0, 1.0, 201), HOP)
+        for f in (0.2, 0.5, 0.9):
+            e = refine_boundaries(item, edges, tr, FRAME_S, 0.04, percentile=0.0, fraction=f)
+            assert np.all(np.diff(e[1:-1]) >= FRAME_S / 2 - 1e-12)
+            assert np.all(np.abs(e - edges) <= f * 0.04 + 1e-9)
+
+
+def test_fraction_bad_values() -> None:
+    tr = _measure([(0.5, 1.0)])
+    for bad in (0.0, -0.5, 1.01, 2.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="fraction"):
+            refine_boundaries(TWO_WORDS, EDGES, tr, FRAME_S, fraction=bad)
+    for bad in ("0.5", True, None):
+        with pytest.raises(TypeError, match="fraction"):
+            refine_boundaries(TWO_WORDS, EDGES, tr, FRAME_S, fraction=bad)  # type: ignore[arg-type]
+    assert check_refine_fraction(1) == 1.0 and isinstance(check_refine_fraction(1), float)
+
+
+def test_fraction_through_align_items_and_the_cli(tmp_path) -> None:
+    from tests.align_toy import FEATURES
+    from tests.test_align_edges import Oracle, _toy
+
+    from speechattn.cli import build_parser
+    from speechattn.recipes.align.evaluate import align_items
+    from speechattn.recipes.align.pipeline import run_align
+
+    item, _ = _toy(20, 30, 25, 0)
+    plain = align_items(Oracle(), [item], FEATURES, pauses="auto")[0]
+    b1 = plain.phones[1][0]
+    tr = _measure([(b1 + 0.012, 1.0)], item.num_samples / FEATURES.sample_rate)
+    kw = dict(pauses="auto", refine_radius_s=DEFAULT_REFINE_RADIUS_S, transitions=[tr])
+    full = align_items(Oracle(), [item], FEATURES, **kw)[0]  # type: ignore[arg-type]
+    half = align_items(Oracle(), [item], FEATURES, refine_fraction=0.5, **kw)[0]  # type: ignore[arg-type]
+    assert full.phones[1][0] - b1 == pytest.approx(2 * (half.phones[1][0] - b1), abs=1e-9)
+    assert half.phones[1][0] - b1 == pytest.approx(0.006, abs=0.001)
+    with pytest.raises(ValueError, match="fraction"):
+        align_items(Oracle(), [item], FEATURES, refine_fraction=0.0, **kw)  # type: ignore[arg-type]
+
+    args = build_parser().parse_args(["align", "corpus.jsonl", "--out", "o"])
+    assert args.refine_fraction == 1.0
+    assert run_align.__kwdefaults__["refine_fraction"] == 1.0
+    args = build_parser().parse_args(
+        [
+            "align",
+            "corpus.jsonl",
+            "--out",
+            "o",
+            "--refine-boundaries",
+            "40",
+            "--refine-fraction",
+            "0.75",
+        ]
+    )
+    assert args.refine_fraction == 0.75 and args.refine_boundaries == 40.0
+    assert refine_fraction("1") == 1.0
+    for bad in ("0", "-0.5", "1.5", "nan", "half"):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"\(0, 1\]"):
+            refine_fraction(bad)
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["align", "c.jsonl", "--out", "o", "--refine-fraction", "0"])
+    assert exc.value.code == 2
+    with pytest.raises(ValueError, match="fraction"):
+        run_align(tmp_path / "no-corpus", tmp_path / "out", refine_fraction=1.5, progress=False)

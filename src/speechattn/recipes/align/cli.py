@@ -64,6 +64,17 @@ def radius_ms_or_off(text: str) -> float | None:
     return value
 
 
+def refine_fraction(text: str) -> float:
+    """argparse type of ``--refine-fraction``: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1]; found {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1]; found {text!r}")
+    return value
+
+
 def _demo(args: argparse.Namespace) -> int:
     from speechattn.recipes.align.pipeline import DemoConfig, run_demo
     from speechattn.recipes.align.report import WORD_COLUMNS, metrics_table_text
@@ -209,6 +220,7 @@ def _align(args: argparse.Namespace) -> int:
         reverse_pass=args.reverse_pass,
         silence_edge_db=args.silence_edge_db,
         refine_radius_s=None if args.refine_boundaries is None else args.refine_boundaries / 1000,
+        refine_fraction=args.refine_fraction,
         dereverb=args.dereverb == "auto",
     )
     if res:
@@ -465,6 +477,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "slopes) within this many ms (30 was best on the synthetic engines tested); it helps "
         "where the reference puts boundaries on spectral changes, not elsewhere, so it is off "
         "by default, see benchmarks/RESULTS.md (default: off)",
+    )
+    a.add_argument(
+        "--refine-fraction",
+        type=refine_fraction,
+        default=1.0,
+        metavar="F",
+        help="with --refine-boundaries, move each boundary only this share of the way to the "
+        "peak, in (0, 1] (default: %(default)s, all the way)",
     )
     a.add_argument(
         "--dereverb",

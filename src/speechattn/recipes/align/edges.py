@@ -55,6 +55,7 @@ __all__ = [
     "DECAY_MIN_SPAN_DB",
     "DECAY_SMOOTH_S",
     "DECAY_TOP_DB",
+    "DEFAULT_REFINE_FRACTION",
     "DEFAULT_REFINE_RADIUS_S",
     "DEFAULT_SILENCE_EDGE_DB",
     "END_SEARCH_FRAMES",
@@ -74,6 +75,7 @@ __all__ = [
     "TRANSITION_WINDOW_S",
     "EnergyEnvelope",
     "SpectralTransition",
+    "check_refine_fraction",
     "check_refine_radius_s",
     "check_silence_edge_db",
     "energy_envelope",
@@ -125,6 +127,8 @@ TRANSITION_FLOOR_DB = 60.0
 DEFAULT_REFINE_RADIUS_S = 0.030
 MAX_REFINE_RADIUS_S = 0.100
 REFINE_PERCENTILE = 50.0
+# The share of the way from the decoded boundary to the peak that a boundary moves (1: all of it).
+DEFAULT_REFINE_FRACTION = 1.0
 
 
 class SpectralTransition(NamedTuple):
@@ -362,6 +366,16 @@ def check_refine_radius_s(radius_s: float | None) -> float | None:
     return float(radius_s)
 
 
+def check_refine_fraction(fraction: float) -> float:
+    """``fraction`` as a float when it is a number in ``(0, 1]``, else ``ValueError``
+    (``TypeError`` for a non-number)."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        raise TypeError(f"Expected refine fraction as a number in (0, 1]; found {fraction!r}.")
+    if not (0.0 < float(fraction) <= 1.0):
+        raise ValueError(f"Expected refine fraction in (0, 1]; found {fraction}.")
+    return float(fraction)
+
+
 def spectral_transition(
     wave: Tensor | np.ndarray,
     sample_rate: int,
@@ -483,6 +497,7 @@ def refine_boundaries(
     *,
     percentile: float = REFINE_PERCENTILE,
     phones: bool = True,
+    fraction: float = DEFAULT_REFINE_FRACTION,
 ) -> np.ndarray:
     """Token edges ``(U + 1,)`` (seconds) with each boundary between two sounds moved to the
     clearest nearby spectral change.
@@ -491,7 +506,8 @@ def refine_boundaries(
     ``phones``, phone boundaries inside words), in time order, goes to the strongest local maximum
     of ``transition`` within ``radius_s`` of it (refined between frames by a parabola through the
     peak and its neighbours) whose value is at least the ``percentile``-th percentile of the
-    utterance's transition values; with no such peak it stays. A moved boundary stays at least
+    utterance's transition values; with no such peak it stays. With ``fraction`` below 1 it moves
+    only that share of the way from where it was to the peak. A moved boundary stays at least
     half a frame (``frame_s / 2``) after the boundary before it (as already moved) and before the
     boundary after it, so boundaries keep their order and no phone vanishes. Edges next to
     silence, pauses, and the utterance's ends are returned as given.
@@ -504,6 +520,7 @@ def refine_boundaries(
         radius_s: how far a boundary may move, in ``(0, MAX_REFINE_RADIUS_S]`` seconds.
         percentile: in ``[0, 100]``; the peak must reach this percentile of the utterance's values.
         phones: also move phone boundaries inside words (else word boundaries only).
+        fraction: in ``(0, 1]``, the share of the way to the peak a boundary moves (1: to it).
 
     Returns:
         ``(U + 1,)`` float64 edges.
@@ -515,6 +532,7 @@ def refine_boundaries(
         raise ValueError(f"Expected percentile in [0, 100]; found {percentile}.")
     if not frame_s > 0:
         raise ValueError(f"Expected frame_s > 0; found {frame_s}.")
+    frac = check_refine_fraction(fraction)
     e = np.asarray(edges, dtype=np.float64).copy()
     n_tok = int(item.tokens.shape[0])
     if e.shape != (n_tok + 1,):
@@ -547,6 +565,8 @@ def refine_boundaries(
         j = int(cand[np.argmax(s[cand])])
         curve = s[j - 1] - 2.0 * s[j] + s[j + 1]
         shift = 0.5 * (s[j - 1] - s[j + 1]) / curve if curve < 0 else 0.0
-        y = (j + min(max(shift, -0.5), 0.5)) * hop
-        e[k0 : k1 + 1] = min(max(y, lo), hi)
+        y = min(max((j + min(max(shift, -0.5), 0.5)) * hop, lo), hi)
+        if frac < 1.0:
+            y = min(max(x + frac * (y - x), lo), hi)
+        e[k0 : k1 + 1] = y
     return e

@@ -170,6 +170,7 @@ def align_items(
     envelopes: Sequence[EnergyEnvelope] | None = None,
     refine_radius_s: float | None = None,
     transitions: Sequence[SpectralTransition] | None = None,
+    refine_fraction: float = 1.0,
 ) -> list[AlignmentResult]:
     """Hard-align items with a trained :class:`TextMelAligner`, or ``model="uniform"``.
 
@@ -203,10 +204,12 @@ def align_items(
     phone boundary inside a word moves to the strongest clear peak of the audio's spectral
     transition measure (``transitions[i]``, one
     :func:`~speechattn.recipes.align.edges.spectral_transition` per item, required then) within
-    this many seconds (:func:`~speechattn.recipes.align.edges.refine_boundaries`); the
-    intervals move, the durations stay the path's.
+    this many seconds (:func:`~speechattn.recipes.align.edges.refine_boundaries`), or
+    ``refine_fraction`` (in ``(0, 1]``, default 1) of the way to it; the intervals move, the
+    durations stay the path's.
     Each result's ``item`` is the item as decoded (with any inserted pause tokens)."""
     from speechattn.recipes.align.edges import (
+        check_refine_fraction,
         check_refine_radius_s,
         check_silence_edge_db,
         place_silence_edges,
@@ -231,6 +234,7 @@ def align_items(
                 "silence_edge_db=None."
             )
     refine_radius_s = check_refine_radius_s(refine_radius_s)
+    refine_fraction = check_refine_fraction(refine_fraction)
     if refine_radius_s is not None and model != "uniform":
         if transitions is None or len(transitions) != len(items):
             raise ValueError(
@@ -319,7 +323,12 @@ def align_items(
                 )
             if refine and refine_radius_s is not None and transitions is not None:
                 edges = refine_boundaries(
-                    r.item, edges, transitions[i], config.frame_s, refine_radius_s
+                    r.item,
+                    edges,
+                    transitions[i],
+                    config.frame_s,
+                    refine_radius_s,
+                    fraction=refine_fraction,
                 )
             ph, wd = intervals_from_edges(r.item, edges)
             pz = pause_intervals(r.item, edges, r.durations)

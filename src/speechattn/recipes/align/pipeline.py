@@ -32,8 +32,10 @@ from speechattn.recipes.align.data import (
     new_symbol_table,
 )
 from speechattn.recipes.align.edges import (
+    DEFAULT_REFINE_FRACTION,
     DEFAULT_SILENCE_EDGE_DB,
     EnergyEnvelope,
+    check_refine_fraction,
     check_refine_radius_s,
     check_silence_edge_db,
     energy_envelope,
@@ -906,6 +908,7 @@ def run_align(
     silence_edge_db: float | None = DEFAULT_SILENCE_EDGE_DB,
     dereverb: bool = False,
     refine_radius_s: float | None = None,
+    refine_fraction: float = DEFAULT_REFINE_FRACTION,
     log=print,
 ) -> dict:
     """Align a corpus: train from scratch, or apply (and by default adapt) a trained aligner.
@@ -938,7 +941,8 @@ def run_align(
     edge (:mod:`~speechattn.recipes.align.edges`). ``refine_radius_s`` (default None = off):
     each word boundary where two words meet and each phone boundary inside a word goes to the
     strongest clear peak of the audio's spectral transition measure within this many seconds
-    (:func:`~speechattn.recipes.align.edges.refine_boundaries`). ``dereverb`` (default off; opt-in): a recording whose
+    (:func:`~speechattn.recipes.align.edges.refine_boundaries`), or ``refine_fraction`` (in
+    ``(0, 1]``, default 1) of the way to it. ``dereverb`` (default off; opt-in): a recording whose
     reverberation time, estimated from its own level falls (no labels), is at least
     :data:`~speechattn.recipes.align.data.DEREVERB_MIN_RT60_S` has its late reverberation
     removed from the aligner's features, for adaptation and decoding alike
@@ -989,6 +993,7 @@ def run_align(
         )
     silence_edge_db = check_silence_edge_db(silence_edge_db)
     refine_radius_s = check_refine_radius_s(refine_radius_s)
+    refine_fraction = check_refine_fraction(refine_fraction)
     overrides = dict(train_overrides or {})
     stop_fields = {f.name for f in dataclasses.fields(AdaptStop)}
     stop_rule = AdaptStop(**{k: overrides.pop(k) for k in list(overrides) if k in stop_fields})
@@ -1193,6 +1198,7 @@ def run_align(
         silence_edge_db=silence_edge_db,
         envelopes=item_envelopes(items, utts, feats) if silence_edge_db is not None else None,
         refine_radius_s=refine_radius_s,
+        refine_fraction=refine_fraction,
         transitions=(
             item_transitions(items, utts, feats.sample_rate)
             if refine_radius_s is not None
@@ -1249,6 +1255,7 @@ def run_align(
         ),
         "boundaries inside speech": (
             f"spectral change within {refine_radius_s * 1000:g} ms"
+            + (f", {refine_fraction:g} of the way" if refine_fraction < 1.0 else "")
             if refine_radius_s is not None
             else "as decoded"
         ),
