@@ -299,7 +299,7 @@ def test_fraction_bad_values() -> None:
     assert check_refine_fraction(1) == 1.0 and isinstance(check_refine_fraction(1), float)
 
 
-def test_fraction_through_align_items_and_the_cli(tmp_path) -> None:
+def test_fraction_through_align_items_and_the_cli(tmp_path, capsys) -> None:
     from tests.align_toy import FEATURES
     from tests.test_align_edges import Oracle, _toy
 
@@ -344,3 +344,18 @@ def test_fraction_through_align_items_and_the_cli(tmp_path) -> None:
     assert exc.value.code == 2
     with pytest.raises(ValueError, match="fraction"):
         run_align(tmp_path / "no-corpus", tmp_path / "out", refine_fraction=1.5, progress=False)
+
+    from speechattn.cli import main
+
+    status = main(
+        [
+            "align",
+            str(tmp_path / "c.jsonl"),
+            "--out",
+            str(tmp_path / "o"),
+            "--refine-fraction",
+            "0.5",
+        ]
+    )
+    assert status == 2
+    assert "--refine-boundaries" in capsys.readouterr().err

@@ -188,6 +188,11 @@ def _align(args: argparse.Namespace) -> int:
             )
     if args.no_adapt and args.steps is not None:
         raise CliError("--steps has no effect with --no-adapt (nothing is trained)", status=2)
+    if args.refine_fraction != 1.0 and args.refine_boundaries is None:
+        raise CliError(
+            "--refine-fraction has no effect without --refine-boundaries MS (refinement is off)",
+            status=2,
+        )
     from speechattn.recipes.align.pipeline import ADAPT_MAX_SECONDS, AdaptStop
 
     tfields = {
