@@ -462,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
         args.refine_fraction = refine_fraction(args.refine_fraction)
     except argparse.ArgumentTypeError as exc:
         ap.error(f"--refine-fraction: {exc}")
+    if args.refine_fraction != 1.0 and args.refine_boundaries is None:
+        ap.error("--refine-fraction has no effect without --refine-boundaries MS")
     if args.adapt_checkpoint:
         ROW_NAMES["adapted"] = "--checkpoint aligner for the engine, adapted (default align)"
     checkpoints: dict[str, Path] = {}
