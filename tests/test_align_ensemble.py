@@ -260,6 +260,22 @@ def test_combine_aligners_writes_one_ensemble_file(tmp_path: Path) -> None:
         combine_aligners([bare, paths[0]], tmp_path / "x.pt", corpus=tmp_path / "m.jsonl")
 
 
+def test_combine_aligners_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from speechattn.cli import main
+
+    symbols = new_symbol_table()
+    a = _save(tmp_path / "a.pt", _model(0), symbols)
+    b = _save(tmp_path / "b.pt", _model(1), symbols)
+    out = tmp_path / "e.pt"
+    assert main(["combine-aligners", str(a), str(b), "--out", str(out), "--combine", "prob"]) == 0
+    ens = load_aligner(out)[0]
+    assert isinstance(ens, AlignerEnsemble) and len(ens) == 2 and ens.combine == "prob"
+    assert main(["combine-aligners", str(a), str(tmp_path / "nope.pt"), "--out", str(out)]) == 2
+    assert "nope.pt: no such file" in capsys.readouterr().err
+    assert main(["combine-aligners", str(a), "--out", str(out)]) != 0  # one aligner: no ensemble
+    assert "two or more" in capsys.readouterr().err
+
+
 def _alignments(folder: Path) -> dict:
     return {
         f.name: {k: v for k, v in json.loads(f.read_text()).items() if k != "aligner"}
