@@ -122,7 +122,14 @@ def run_set(
     from speechattn.recipes.align.data import build_items
     from speechattn.recipes.align.train import TrainConfig, train_aligner
 
-    model0, symbols, feats, _ = P.load_aligner(None)
+    shipped, symbols, feats, _ = P.load_aligner(None)
+    # One aligner's adaptation: the shipped file's first member when it holds an ensemble
+    # (`speechattn align` adapts each member the same way, in turn).
+    model0 = P._members(shipped)[0]
+    if model0 is not shipped:
+        print(
+            f"    the shipped aligner is an ensemble of {len(P._members(shipped))}: studying its first member"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         items = build_items(load_corpus(manifest), symbols, feats, voice=P.corpus_voice)

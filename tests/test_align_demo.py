@@ -130,6 +130,39 @@ def test_align_command_trains_resumes_and_applies(
     assert (out2 / "alignments" / tgs[0].name).read_text() == before
 
 
+def test_combined_aligners_refit_the_calibration_tables(demo_out: Path, tmp_path: Path) -> None:
+    """With the training corpus, combine_aligners fits the ensemble's tables as the demo fits a
+    single aligner's: an ensemble of two copies of the exported aligner decodes like it, so its
+    refitted tables are the export's (same training split, same decoding)."""
+    import shutil
+
+    from speechattn.recipes.align.pipeline import combine_aligners, load_aligner
+
+    twin = tmp_path / "twin.pt"
+    shutil.copy(demo_out / "exported.pt", twin)
+    out = combine_aligners(
+        [demo_out / "exported.pt", twin],
+        tmp_path / "ens.pt",
+        corpus=demo_out / "corpus" / "manifest.jsonl",
+        log=lambda _: None,
+    )
+    single = load_aligner(demo_out / "exported.pt")[3]
+    ens, _, _, info = load_aligner(out)
+    assert len(ens) == 2  # type: ignore[arg-type]
+    for key in ("boundary_offsets", "engine_offsets", "consensus_offsets"):
+        assert info[key]["boundaries"] == single[key]["boundaries"] > 100, key
+        assert info[key]["classes"] == pytest.approx(single[key]["classes"], abs=1e-9), key
+        assert info[key]["default"] == pytest.approx(single[key]["default"], abs=1e-9), key
+    # Another corpus (another phone inventory) is refused.
+    other = tmp_path / "other.jsonl"
+    first = (demo_out / "corpus" / "manifest.jsonl").read_text().splitlines()[0]
+    d = json.loads(first)
+    d.update(path=str(demo_out / "corpus" / d["path"]), text="zebra")
+    other.write_text(json.dumps(d) + "\n")
+    with pytest.raises(ValueError, match="phone inventory"):
+        combine_aligners([demo_out / "exported.pt", twin], tmp_path / "x.pt", corpus=other)
+
+
 def test_shipped_aligner_applies_out_of_the_box(demo_out: Path, tmp_path: Path) -> None:
     from speechattn.recipes.align.pipeline import DEFAULT_ASSET, load_aligner
 

@@ -22,6 +22,8 @@ from speechattn.recipes.align.model import (
 )
 from speechattn.recipes.align.pipeline import (
     DEFAULT_ASSET,
+    _members,
+    combine_aligners,
     load_aligner,
     load_aligners,
     save_aligner,
@@ -221,6 +223,59 @@ def test_an_ensemble_saves_to_one_file_and_loads_back(tmp_path: Path) -> None:
     assert isinstance(three, AlignerEnsemble) and len(three) == 3 and three.combine == "log"
 
 
+def test_combine_aligners_writes_one_ensemble_file(tmp_path: Path) -> None:
+    symbols = new_symbol_table()
+    tables = {"pair": {}, "next": {}, "default": -0.01, "boundaries": 3}
+    paths = []
+    for seed, train_seed in ((0, None), (1, 1), (2, 2)):
+        info = {
+            "trained_by": "speechattn demo",
+            "kind": "sma",
+            "demo_config": {"seed": 0, "train_seed": train_seed, "engines": ("espeak",)},
+            "consensus_offsets": tables,
+        }
+        paths.append(tmp_path / f"s{seed}.pt")
+        save_aligner(paths[-1], _model(seed), symbols, FEATURES, info)
+    out = combine_aligners(paths, tmp_path / "ens" / "e.pt", log=lambda _: None)
+    ens, sym, feats, info = load_aligner(out)
+    assert isinstance(ens, AlignerEnsemble) and len(ens) == 3 and ens.combine == "log"
+    assert sym == symbols and feats == FEATURES and info["kind"] == "sma"
+    assert [m["train_seed"] for m in info["members"]] == [0, 1, 2]
+    assert info["demo_config"]["train_seed"] is None  # the first member's run
+    # A member's table fitted that member's boundaries: none is carried without a corpus.
+    assert info["consensus_offsets"] is None and info["boundary_offsets"] is None
+    tokens, tl, mels, ml = _batch()
+    want = AlignerEnsemble([_model(0), _model(1), _model(2)])
+    torch.testing.assert_close(
+        ens(tokens, tl, mels, ml).log_attn, want(tokens, tl, mels, ml).log_attn
+    )
+    # A file holding an ensemble adds its members (each keeps its record).
+    four = combine_aligners([out, paths[0]], tmp_path / "four.pt", log=lambda _: None)
+    assert [m["train_seed"] for m in load_aligner(four)[3]["members"]] == [0, 1, 2, 0]
+    with pytest.raises(ValueError, match="two or more"):
+        combine_aligners(paths[:1], tmp_path / "one.pt", log=lambda _: None)
+    bare = tmp_path / "bare.pt"
+    save_aligner(bare, _model(3), symbols, FEATURES, {})
+    with pytest.raises(ValueError, match="demo_config"):
+        combine_aligners([bare, paths[0]], tmp_path / "x.pt", corpus=tmp_path / "m.jsonl")
+
+
+def test_combine_aligners_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from speechattn.cli import main
+
+    symbols = new_symbol_table()
+    a = _save(tmp_path / "a.pt", _model(0), symbols)
+    b = _save(tmp_path / "b.pt", _model(1), symbols)
+    out = tmp_path / "e.pt"
+    assert main(["combine-aligners", str(a), str(b), "--out", str(out), "--combine", "prob"]) == 0
+    ens = load_aligner(out)[0]
+    assert isinstance(ens, AlignerEnsemble) and len(ens) == 2 and ens.combine == "prob"
+    assert main(["combine-aligners", str(a), str(tmp_path / "nope.pt"), "--out", str(out)]) == 2
+    assert "nope.pt: no such file" in capsys.readouterr().err
+    assert main(["combine-aligners", str(a), "--out", str(out)]) != 0  # one aligner: no ensemble
+    assert "two or more" in capsys.readouterr().err
+
+
 def _alignments(folder: Path) -> dict:
     return {
         f.name: {k: v for k, v in json.loads(f.read_text()).items() if k != "aligner"}
@@ -234,11 +289,15 @@ def test_align_cli_with_two_checkpoints(tmp_path: Path) -> None:
     if not DEFAULT_ASSET.is_file():
         pytest.skip("no shipped aligner")
     data = tone_corpus(tmp_path / "corpus", {"u1": "the cat sat", "u2": "a dog"}, noise=0.005)
+    # One aligner (the shipped file's first member: the shipped file is an ensemble itself).
+    shipped, symbols, feats, info = load_aligner()
     a, b = tmp_path / "a.pt", tmp_path / "b.pt"
-    shutil.copy(DEFAULT_ASSET, a)
-    shutil.copy(DEFAULT_ASSET, b)
+    save_aligner(a, _members(shipped)[0], symbols, feats, info)
+    shutil.copy(a, b)
     common = ["align", str(data), "--no-progress", "--threads", "1"]
-    assert main([*common, "--out", str(tmp_path / "one"), "--no-adapt"]) == 0
+    assert (
+        main([*common, "--out", str(tmp_path / "one"), "--no-adapt", "--checkpoint", str(a)]) == 0
+    )
     two = tmp_path / "two"
     assert (
         main(

@@ -251,7 +251,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``demo`` and ``align``."""
+    """Register ``demo``, ``align`` and ``combine-aligners``."""
     p = sub.add_parser(
         "demo",
         help="synthesize a corpus, train the SMA aligner and baselines, write OUT/report.html",
@@ -503,3 +503,57 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     _common(a)
     a.set_defaults(func=_align)
+    _add_combine_parser(sub)
+
+
+def _combine(args: argparse.Namespace) -> int:
+    from speechattn.recipes.align.pipeline import combine_aligners
+
+    for c in args.aligners:
+        if not Path(c).is_file():
+            raise CliError(
+                f"{c}: no such file; pass aligners written by `speechattn demo --export` or "
+                "`speechattn align` (OUT/aligner.pt)",
+                status=2,
+            )
+    if args.corpus is not None and not Path(args.corpus).is_file():
+        raise CliError(f"--corpus {args.corpus}: no such manifest", status=2)
+    combine_aligners(
+        [Path(c) for c in args.aligners],
+        Path(args.out),
+        corpus=Path(args.corpus) if args.corpus else None,
+        combine=args.combine,
+        progress=not args.no_progress,
+    )
+    return 0
+
+
+def _add_combine_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``combine-aligners`` (one ensemble file from several aligners)."""
+    c = sub.add_parser(
+        "combine-aligners",
+        help="save several aligners as one ensemble file (how the shipped aligner is built)",
+        description="Combine aligners trained with one recipe on one corpus (the same phone "
+        "inventory and front end, e.g. `speechattn demo --export` runs with --set train_seed=N) "
+        "into one file that `speechattn align --checkpoint` applies as an ensemble: their "
+        "per-frame evidence pooled, then one decoding; adaptation and decoding cost one "
+        "aligner's times the number of members.",
+    )
+    c.add_argument("aligners", nargs="+", help="aligner files, two or more")
+    c.add_argument("--out", required=True, help="the ensemble file to write")
+    c.add_argument(
+        "--corpus",
+        default=None,
+        help="manifest of the demo corpus the first aligner was trained on (its run's "
+        "OUT/corpus/manifest.jsonl): the boundary calibration tables are fitted again with the "
+        "ensemble's decoding on that run's training utterances; without it the file has no "
+        "tables (a member's tables fit that member's boundaries only)",
+    )
+    c.add_argument(
+        "--combine",
+        choices=("log", "prob", "median"),
+        default="log",
+        help="how the members' evidence is pooled (default: %(default)s)",
+    )
+    c.add_argument("--no-progress", action="store_true", help="no progress bars")
+    c.set_defaults(func=_combine)

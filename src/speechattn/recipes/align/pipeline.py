@@ -80,6 +80,7 @@ __all__ = [
     "DEFAULT_ASSET",
     "AdaptStop",
     "DemoConfig",
+    "combine_aligners",
     "corpus_voice",
     "demo_features",
     "held_out_speakers",
@@ -373,6 +374,130 @@ def _members(model: TextMelAligner | AlignerEnsemble) -> list[TextMelAligner]:
     if isinstance(model, AlignerEnsemble):
         return [m for m in model.members if isinstance(m, TextMelAligner)]
     return [model]
+
+
+def _member_record(info: dict) -> dict:
+    """What an ensemble file keeps of one member's info: who trained it and with which seeds
+    (its calibration tables fitted that member's boundaries, not the ensemble's)."""
+    cfg = info.get("demo_config") or {}
+    rec: dict[str, Any] = {"trained_by": info.get("trained_by")}
+    if cfg:
+        seed = cfg.get("seed", 0)
+        rec["seed"] = seed
+        rec["train_seed"] = seed if cfg.get("train_seed") is None else cfg["train_seed"]
+    return rec
+
+
+def combine_aligners(
+    paths: Sequence[Path],
+    out: Path,
+    *,
+    corpus: Path | None = None,
+    combine: str = "log",
+    progress: bool = False,
+    log: Callable[[str], Any] = print,
+) -> Path:
+    """Save several aligners as one ensemble file (how the shipped aligner is built).
+
+    The aligners (``paths``; a file holding an ensemble adds its members) must share the phone
+    inventory and the front end (:func:`load_aligners` checks both). The file keeps the first
+    aligner's ``demo_config`` and ``kind`` (the training corpus and recipe the members share),
+    and under ``"members"`` each aligner's ``trained_by`` and training seeds. A member's boundary
+    calibration tables fitted that member's boundaries, not the ensemble's, so none is copied:
+    with ``corpus`` (the manifest of the demo corpus the first aligner was trained on, e.g.
+    ``OUT/corpus/manifest.jsonl`` of its ``speechattn demo`` run) the three tables are fitted
+    again with the ensemble's own decoding, on the first aligner's training utterances, exactly
+    as ``speechattn demo --export`` fits a single aligner's; without it the file has no tables
+    (``--calibration auto`` then applies none).
+
+    Args:
+        paths: two or more aligner files written by ``speechattn demo --export`` or
+            ``speechattn align``.
+        out: the ensemble file to write.
+        corpus: the training corpus manifest (optional; see above).
+        combine: how the members' evidence is pooled (see :class:`AlignerEnsemble`).
+        progress: progress bars while the corpus's features are computed.
+        log: where progress lines go.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        ValueError: fewer than two aligners, members that differ in phone inventory, front end
+            or kind, a first aligner without a demo run's ``demo_config`` when ``corpus`` is
+            given, or a corpus whose phone inventory is not the aligners'.
+    """
+    from speechattn.data.corpus import load_corpus
+
+    paths = [Path(p) for p in paths]
+    model, symbols, feats, info = load_aligners(paths, combine=combine)
+    if not isinstance(model, AlignerEnsemble) or len(model) < 2:
+        raise ValueError(
+            f"Expected two or more aligners to combine; found one in {', '.join(map(str, paths))}."
+        )
+    members: list[dict] = []
+    for p in paths:
+        loaded, _, _, one = load_aligner(p)
+        n = len(_members(loaded))
+        kept = one.get("members")
+        members.extend(
+            kept if isinstance(kept, list) and len(kept) == n else [_member_record(one)] * n
+        )
+    record: dict[str, Any] = {
+        "trained_by": f"{len(model)} aligners combined (combine_aligners, {combine} pooling)",
+        "kind": model.config.kind,
+        "demo_config": info.get("demo_config"),
+        "members": members,
+        **{key: None for key in _CALIBRATION_KEYS.values()},
+    }
+    if corpus is not None:
+        cfg_dict = info.get("demo_config")
+        if not cfg_dict:
+            raise ValueError(
+                f"{paths[0]}: expected an aligner exported by `speechattn demo` (its info names "
+                "the training split); found no demo_config. Combine without a corpus."
+            )
+        known = {f.name for f in dataclasses.fields(DemoConfig)}
+        config = DemoConfig(**{k: v for k, v in cfg_dict.items() if k in known})
+        utts = load_corpus(Path(corpus))
+        table = new_symbol_table()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            items = build_items(
+                utts, table, feats, grow_symbols=True, progress=progress, voice=corpus_voice
+            )
+        if dict(table) != symbols:
+            raise ValueError(
+                f"{corpus}: expected the corpus the aligners were trained on (their phone "
+                f"inventory, {len(symbols)} symbols); found {len(table)} other symbols."
+            )
+        train_seed = config.seed if config.train_seed is None else config.train_seed
+        train, _, _, _ = _split(
+            items, config.held_out_voices, config.held_out_utterances, train_seed
+        )
+        plain_train = list(train)
+        if config.augment:
+            train = train + augmented_items(utts, train, symbols, feats, seed=train_seed)
+        log(f"fitting the ensemble's calibration tables on {len(train)} training utterances")
+        contexts = fit_boundary_offsets(align_items(model, train, feats))
+        dec = align_items(
+            model,
+            plain_train,
+            feats,
+            pauses="auto",
+            min_pause_frames=min_pause_frames(DEFAULT_MIN_PAUSE_S, feats.frame_s),
+        )
+        engines_of = [speaker_engine(it.speaker) for it in plain_train]
+        record["boundary_offsets"] = contexts.to_dict()
+        record["engine_offsets"] = fit_class_offsets(dec, engines_of).to_dict()
+        record["consensus_offsets"] = fit_class_offsets(
+            dec, engines_of, combine="consensus"
+        ).to_dict()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_aligner(out, model, symbols, feats, record)
+    log(f"saved an ensemble of {len(model)} aligners -> {out}")
+    return out
 
 
 @functools.lru_cache(maxsize=256)
