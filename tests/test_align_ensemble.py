@@ -186,7 +186,7 @@ def test_load_aligners_builds_an_ensemble_and_checks_front_ends(tmp_path: Path) 
     assert isinstance(single, TextMelAligner)
     ens, sym2, feats2, info2 = load_aligners([a, b], combine="prob")
     assert isinstance(ens, AlignerEnsemble) and len(ens) == 2 and ens.combine == "prob"
-    assert sym1 == sym2 == symbols and feats1 == feats2 == FEATURES and info2 == {"k": 1}
+    assert sym1 == sym2 == symbols and feats1 == feats2 == FEATURES and info2["k"] == 1
     tokens, tl, mels, ml = _batch()
     want = AlignerEnsemble([_model(0), _model(1)], combine="prob")
     assert torch.equal(
@@ -204,6 +204,21 @@ def test_load_aligners_builds_an_ensemble_and_checks_front_ends(tmp_path: Path) 
         load_aligners([a, d])
     with pytest.raises(ValueError, match="at least one"):
         load_aligners([])
+
+
+def test_several_files_carry_no_members_calibration_table(tmp_path: Path) -> None:
+    # A member's tables were fitted on its own decoding: an ensemble built at load time must not
+    # apply the first file's table to the pooled decoding (combine_aligners refits them).
+    symbols = new_symbol_table()
+    table = {"pair": {}, "next": {}, "default": -0.01, "boundaries": 3}
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    for path, seed in ((a, 0), (b, 1)):
+        save_aligner(path, _model(seed), symbols, FEATURES, {"k": 1, "consensus_offsets": table})
+    assert load_aligners([a])[3]["consensus_offsets"] == table
+    info = load_aligners([a, b])[3]
+    assert info["k"] == 1
+    assert info["consensus_offsets"] is None and info["engine_offsets"] is None
+    assert info["boundary_offsets"] is None
 
 
 def test_an_ensemble_saves_to_one_file_and_loads_back(tmp_path: Path) -> None:

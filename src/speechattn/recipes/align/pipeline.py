@@ -331,7 +331,9 @@ def load_aligners(
     Several aligners must share the phone inventory (the same symbol for every token id) and
     the front end (the same :class:`FeatureConfig`): the ensemble feeds them the same tokens and
     features. A file that holds an ensemble adds its members. The symbols, features and info
-    returned are the first aligner's.
+    returned are the first aligner's, except that with several files the info carries no
+    boundary calibration table: a member's tables were fitted on that member's decoding, not the
+    ensemble's (:func:`combine_aligners` with a corpus fits the ensemble's own).
 
     Raises:
         ValueError: no path, or an aligner whose symbols, front end or model kind differ from
@@ -366,6 +368,7 @@ def load_aligners(
         ens = AlignerEnsemble(models, combine=combine)
     except ValueError as exc:
         raise ValueError(f"{', '.join(map(str, paths))}: {exc}") from None
+    info = {**info, **{key: None for key in _CALIBRATION_KEYS.values()}}
     return ens.eval(), symbols, feats, info
 
 
