@@ -184,7 +184,7 @@ def _run(args: argparse.Namespace) -> int:
 def add_app_arguments(p: argparse.ArgumentParser) -> None:
     """The app's options (``speechattn audio2clip app`` and the hidden ``speechattn app``)."""
     from speechattn._cli import positive_float, positive_int
-    from speechattn.recipes.audio2clip.cli import PIPELINE_HELP
+    from speechattn.recipes.audio2clip.cli import PIPELINE_HELP, add_image_arguments
 
     p.add_argument(
         "--model", required=True, help="audio encoder folder written by audio2clip train"
@@ -204,21 +204,7 @@ def add_app_arguments(p: argparse.ArgumentParser) -> None:
         default=MAX_UPLOAD_MB,
         help="largest upload accepted, checked before decoding (default: %(default)s)",
     )
-    p.add_argument(
-        "--steps", type=positive_int, default=25, help="denoising steps (default: %(default)s)"
-    )
-    p.add_argument(
-        "--guidance-scale",
-        type=positive_float,
-        default=7.5,
-        help="classifier-free guidance scale (default: %(default)s)",
-    )
-    p.add_argument(
-        "--height", type=positive_int, default=None, help="image height (default: the pipeline's)"
-    )
-    p.add_argument(
-        "--width", type=positive_int, default=None, help="image width (default: the pipeline's)"
-    )
+    add_image_arguments(p)
     p.add_argument(
         "--device", default=None, help="torch device (default: cuda when available, else cpu)"
     )

@@ -170,6 +170,25 @@ def _max_steps(text: str) -> int:
     return value
 
 
+def add_image_arguments(p: argparse.ArgumentParser) -> None:
+    """The image options ``generate`` and ``app`` share: denoising steps, guidance, size."""
+    p.add_argument(
+        "--steps", type=positive_int, default=25, help="denoising steps (default: %(default)s)"
+    )
+    p.add_argument(
+        "--guidance-scale",
+        type=positive_float,
+        default=7.5,
+        help="classifier-free guidance scale (default: %(default)s)",
+    )
+    p.add_argument(
+        "--height", type=positive_int, default=None, help="image height (default: the pipeline's)"
+    )
+    p.add_argument(
+        "--width", type=positive_int, default=None, help="image width (default: the pipeline's)"
+    )
+
+
 def _out(p: argparse.ArgumentParser, default: str | None, help: str) -> None:
     if default is None:  # required, checked in the handler (an alias may give it)
         p.add_argument("--out", type=out_dir, default=None, help=help + " (required)")
@@ -279,19 +298,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     g.add_argument("--model", required=True, help="audio encoder folder written by train")
     g.add_argument("--pipeline", required=True, help=PIPELINE_HELP)
     _out(g, "images", "folder for the PNG images")
-    g.add_argument("--steps", type=positive_int, default=25, help="denoising steps")
-    g.add_argument(
-        "--guidance-scale",
-        type=positive_float,
-        default=7.5,
-        help="classifier-free guidance scale (default: %(default)s)",
-    )
-    g.add_argument(
-        "--height", type=positive_int, default=None, help="image height (default: the pipeline's)"
-    )
-    g.add_argument(
-        "--width", type=positive_int, default=None, help="image width (default: the pipeline's)"
-    )
+    add_image_arguments(g)
     g.add_argument(
         "--seed",
         type=int,
