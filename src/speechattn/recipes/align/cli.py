@@ -479,7 +479,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="MS|off",
         help="move each word boundary where two words meet, and each phone boundary inside a "
         "word, to the strongest clear peak of the audio's own spectral change (5 ms log-mel "
-        "slopes) within this many ms (30 was best on the synthetic engines tested); it helps "
+        "slopes) within this many ms (30-40 with --refine-fraction 0.75-1 did best on the "
+        "synthetic engines tested); it helps "
         "where the reference puts boundaries on spectral changes, not elsewhere, so it is off "
         "by default, see benchmarks/RESULTS.md (default: off)",
     )
