@@ -15,6 +15,7 @@ Visual Models From Natural Language Supervision"; Elizalde et al. 2023, "CLAP") 
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -51,11 +52,12 @@ def _check_float3(x: object, name: str) -> Tensor:
     return x
 
 
-def _check_temperature(temperature: float | Tensor) -> None:
-    """A Python number must be > 0. A tensor must hold one value, and is range-checked only
-    where reading it costs no device sync and no graph break: on the CPU and outside
-    ``torch.compile`` tracing. A tensor on an accelerator is not read (that would wait for the
-    device at every step); a learnable temperature must be kept positive by its
+def _check_temperature(temperature: float | Tensor, device: torch.device) -> None:
+    """A Python number must be finite and > 0. A tensor must hold one real (integer or
+    floating) value, live on ``device`` (the inputs' device) unless it is a 0-d CPU tensor, and
+    is range-checked only where reading it costs no device sync and no graph break: on the CPU
+    and outside ``torch.compile`` tracing. A tensor on an accelerator is not read (that would
+    wait for the device at every step); a learnable temperature must be kept positive by its
     parametrisation, e.g. ``exp(log_temperature)`` as :class:`speechattn.nn.SequenceContrastiveLoss`
     does."""
     if isinstance(temperature, Tensor):
@@ -63,12 +65,23 @@ def _check_temperature(temperature: float | Tensor) -> None:
             raise ValueError(
                 f"Expected temperature to be a scalar; found a tensor of shape {tuple(temperature.shape)}."
             )
+        if temperature.dtype == torch.bool or temperature.is_complex():
+            raise TypeError(
+                f"Expected a real (integer or floating) temperature tensor; found {temperature.dtype}."
+            )
+        if temperature.device != device and not (
+            temperature.device.type == "cpu" and temperature.dim() == 0
+        ):
+            raise ValueError(
+                f"Expected temperature on the inputs' device {device} (or a 0-d CPU tensor); "
+                f"found a tensor of shape {tuple(temperature.shape)} on {temperature.device}."
+            )
         if temperature.device.type == "cpu" and not torch.compiler.is_compiling():
             value = temperature.detach().reshape(())
-            if not bool(value > 0):  # NaN fails too
+            if not bool((value > 0) & value.isfinite()):  # NaN fails too
                 raise ValueError(
-                    f"Expected temperature > 0; found a tensor holding {value.item():.6g}. Keep a "
-                    "learnable temperature positive by learning its log: "
+                    f"Expected a finite temperature > 0; found a tensor holding {value.item():.6g}. "
+                    "Keep a learnable temperature positive by learning its log: "
                     "temperature = log_temperature.exp() (as nn.SequenceContrastiveLoss does)."
                 )
         return
@@ -76,8 +89,8 @@ def _check_temperature(temperature: float | Tensor) -> None:
         raise TypeError(
             f"Expected temperature to be a float or a scalar tensor; found {temperature!r}."
         )
-    if not temperature > 0:
-        raise ValueError(f"Expected temperature > 0; found {temperature}.")
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"Expected a finite temperature > 0; found {temperature}.")
 
 
 def _resolve_valid(
@@ -234,7 +247,7 @@ def _contrastive(
         raise ValueError(f"Expected direction in {_DIRECTIONS}; found {direction!r}.")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"Expected reduction in {_REDUCTIONS}; found {reduction!r}.")
-    _check_temperature(temperature)
+    _check_temperature(temperature, audio.device)
     rank, world = _dist_state(gather_distributed)
     if world > 1 and reduction == "none":
         raise ValueError(
