@@ -3,12 +3,18 @@ losses' temperature: bad input gives a clear ValueError/TypeError or a one-line 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from tests.test_align_refine import EDGES, FRAME_S, TWO_WORDS, _measure
 
 from speechattn.functional.contrastive import (
     pooled_contrastive_loss,
     sequence_contrastive_loss,
+)
+from speechattn.recipes.align.edges import (
+    SpectralTransition,
+    refine_boundaries,
 )
 
 SR = 16000
@@ -60,3 +66,33 @@ def test_temperature_on_another_device_is_named() -> None:
         a.to("meta"), t.to("meta"), temperature=torch.tensor([0.07], device="meta")
     )
     assert out.device.type == "meta" and out.shape == ()
+
+
+# --- refine_boundaries / spectral_transition -----------------------------------------------
+
+
+def test_refine_boundaries_refuses_unordered_or_nonfinite_edges() -> None:
+    tr = _measure([(0.5, 1.0), (0.36, 1.0)])
+    swapped = EDGES.copy()
+    swapped[3], swapped[4] = swapped[4], swapped[3]
+    with pytest.raises(ValueError, match=r"non-decreasing edges.*edge 4"):
+        refine_boundaries(TWO_WORDS, swapped, tr, FRAME_S)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        refine_boundaries(TWO_WORDS, EDGES[::-1], tr, FRAME_S)
+    for k in (2, 3):  # a NaN next to a moved boundary used to fail inside math.ceil
+        bad = EDGES.copy()
+        bad[k] = np.nan
+        with pytest.raises(ValueError, match=rf"finite edges.*index {k}"):
+            refine_boundaries(TWO_WORDS, bad, tr, FRAME_S)
+    # well-formed edges still move (the guard does not change the result)
+    moved = refine_boundaries(TWO_WORDS, EDGES, tr, FRAME_S)
+    assert moved[3] == pytest.approx(0.5, abs=1e-6) and moved[2] == pytest.approx(0.36, abs=1e-6)
+
+
+def test_refine_boundaries_refuses_a_nonfinite_measure() -> None:
+    # It used to return the edges unmoved, silently, for the whole utterance.
+    tr = _measure([(0.5, 1.0)])
+    v = tr.value.copy()
+    v[10] = np.nan
+    with pytest.raises(ValueError, match=r"finite transition measure.*frame 10"):
+        refine_boundaries(TWO_WORDS, EDGES, SpectralTransition(v, tr.hop_s), FRAME_S)

@@ -176,7 +176,7 @@ def energy_envelope(
         raise ValueError(f"Expected a mono waveform of shape (n,), n > 0; found {x.shape}.")
     if not np.isfinite(x).all():
         raise ValueError("Expected a finite waveform; found NaN or inf samples.")
-    if not (isinstance(sample_rate, int) and sample_rate > 0):
+    if not (isinstance(sample_rate, int) and not isinstance(sample_rate, bool) and sample_rate > 0):
         raise ValueError(f"Expected sample_rate as an int > 0; found {sample_rate!r}.")
     if not (window_s > 0 and hop_s > 0):
         raise ValueError(f"Expected window_s > 0 and hop_s > 0; found {window_s}, {hop_s}.")
@@ -413,7 +413,7 @@ def spectral_transition(
         raise ValueError(f"Expected a mono waveform of shape (n,), n > 0; found {x.shape}.")
     if not np.isfinite(x).all():
         raise ValueError("Expected a finite waveform; found NaN or inf samples.")
-    if not (isinstance(sample_rate, int) and sample_rate > 0):
+    if not (isinstance(sample_rate, int) and not isinstance(sample_rate, bool) and sample_rate > 0):
         raise ValueError(f"Expected sample_rate as an int > 0; found {sample_rate!r}.")
     if not (hop_s > 0 and window_s >= hop_s):
         raise ValueError(
@@ -524,6 +524,10 @@ def refine_boundaries(
 
     Returns:
         ``(U + 1,)`` float64 edges.
+
+    Raises:
+        ValueError: bad settings, edges that are not finite or not in time order, or a
+            transition measure that is not 1-D or holds NaN or inf.
     """
     radius = check_refine_radius_s(radius_s)
     if radius is None:
@@ -537,13 +541,28 @@ def refine_boundaries(
     n_tok = int(item.tokens.shape[0])
     if e.shape != (n_tok + 1,):
         raise ValueError(f"Expected edges of shape ({n_tok + 1},) (tokens + 1); found {e.shape}.")
+    if not np.isfinite(e).all():
+        raise ValueError(
+            f"Expected finite edges; found NaN or inf at index {int(np.flatnonzero(~np.isfinite(e))[0])}."
+        )
+    if np.any(np.diff(e) < 0):
+        k = int(np.flatnonzero(np.diff(e) < 0)[0])
+        raise ValueError(
+            f"Expected non-decreasing edges (seconds, in time order); found edge {k + 1} at "
+            f"{e[k + 1]:g} s before edge {k} at {e[k]:g} s."
+        )
     s = np.asarray(transition.value, dtype=np.float64)
     hop = float(transition.hop_s)
     if s.ndim != 1 or not hop > 0:
         raise ValueError(
             f"Expected a transition measure of shape (t,) with hop_s > 0; found {s.shape}, {hop}."
         )
-    if s.size < 3 or not np.isfinite(s).all():
+    if not np.isfinite(s).all():
+        raise ValueError(
+            "Expected a finite transition measure; found NaN or inf at frame "
+            f"{int(np.flatnonzero(~np.isfinite(s))[0])}."
+        )
+    if s.size < 3:
         return e
     level = float(np.percentile(s, percentile))
     peak = np.zeros(s.size, dtype=bool)
