@@ -14,7 +14,9 @@ from speechattn.functional.contrastive import (
 )
 from speechattn.recipes.align.edges import (
     SpectralTransition,
+    energy_envelope,
     refine_boundaries,
+    spectral_transition,
 )
 
 SR = 16000
@@ -96,3 +98,36 @@ def test_refine_boundaries_refuses_a_nonfinite_measure() -> None:
     v[10] = np.nan
     with pytest.raises(ValueError, match=r"finite transition measure.*frame 10"):
         refine_boundaries(TWO_WORDS, EDGES, SpectralTransition(v, tr.hop_s), FRAME_S)
+
+
+def _speechlike(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / SR
+    f = np.where(t < t[-1] / 2, 300.0, 1200.0)
+    return (0.3 * np.sin(2 * np.pi * f * t) + 0.01 * rng.standard_normal(n)).astype(np.float32)
+
+
+def test_spectral_transition_input_types() -> None:
+    x = _speechlike(8000)
+    want = spectral_transition(x, SR).value
+    # a numpy integer rate (e.g. from soundfile/np arrays) is a rate
+    np.testing.assert_array_equal(spectral_transition(x, np.int64(SR)).value, want)
+    # float64 tensor and int16 samples: the same measure (it ignores the gain)
+    got = spectral_transition(torch.from_numpy(x).double(), SR).value
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+    pcm = np.round(x * 30000).astype(np.int16)
+    np.testing.assert_allclose(spectral_transition(pcm, SR).value, want, rtol=0.02, atol=1e-4)
+    for bad in (x.astype(np.complex64), x > 0):
+        with pytest.raises(TypeError, match="real waveform"):
+            spectral_transition(bad, SR)
+    for rate in (16000.0, True, 0):
+        with pytest.raises(ValueError, match="sample_rate"):
+            spectral_transition(x, rate)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"mono waveform of shape \(n,\)"):
+        spectral_transition(torch.from_numpy(x)[None], SR)
+    # the energy envelope (silence edges) shares the input checks
+    np.testing.assert_array_equal(
+        energy_envelope(x, np.int64(SR)).level_db, energy_envelope(x, SR).level_db
+    )
+    with pytest.raises(TypeError, match="real waveform"):
+        energy_envelope(x.astype(np.complex64), SR)

@@ -169,13 +169,20 @@ def energy_envelope(
     every ``hop_s`` (both rounded to whole samples), in dB (``10 log10(power + 1e-10)``).
 
     Zero padding beyond the waveform's ends counts as silence. ``ValueError`` for a waveform that
-    is not 1-D, empty, or not finite, or a bad rate or window.
+    is not 1-D, empty, or not finite, or a bad rate or window; ``TypeError`` for one whose
+    samples are not real numbers (bool, complex).
     """
     x = np.asarray(wave.detach().cpu().numpy() if isinstance(wave, Tensor) else wave)
+    if x.dtype.kind not in "iuf":
+        raise TypeError(
+            f"Expected a real waveform (integer or floating samples); found dtype {x.dtype}."
+        )
     if x.ndim != 1 or x.size == 0:
         raise ValueError(f"Expected a mono waveform of shape (n,), n > 0; found {x.shape}.")
     if not np.isfinite(x).all():
         raise ValueError("Expected a finite waveform; found NaN or inf samples.")
+    if isinstance(sample_rate, np.integer):
+        sample_rate = int(sample_rate)
     if not (isinstance(sample_rate, int) and not isinstance(sample_rate, bool) and sample_rate > 0):
         raise ValueError(f"Expected sample_rate as an int > 0; found {sample_rate!r}.")
     if not (window_s > 0 and hop_s > 0):
@@ -399,7 +406,8 @@ def spectral_transition(
 
     Peaks of ``value`` mark where the spectrum changes fastest. No labels are used; a gain change
     of the recording does not change it. ``ValueError`` for a waveform that is not 1-D, empty,
-    not finite, or bad settings.
+    not finite, or bad settings; ``TypeError`` for one whose samples are not real numbers (bool,
+    complex).
 
     Returns:
         :class:`SpectralTransition` with ``value`` of shape ``(1 + n // hop,)`` (float64).
@@ -409,10 +417,16 @@ def spectral_transition(
     from speechattn.data.features import LogMelSpectrogram
 
     x = np.asarray(wave.detach().cpu().numpy() if isinstance(wave, Tensor) else wave)
+    if x.dtype.kind not in "iuf":
+        raise TypeError(
+            f"Expected a real waveform (integer or floating samples); found dtype {x.dtype}."
+        )
     if x.ndim != 1 or x.size == 0:
         raise ValueError(f"Expected a mono waveform of shape (n,), n > 0; found {x.shape}.")
     if not np.isfinite(x).all():
         raise ValueError("Expected a finite waveform; found NaN or inf samples.")
+    if isinstance(sample_rate, np.integer):
+        sample_rate = int(sample_rate)
     if not (isinstance(sample_rate, int) and not isinstance(sample_rate, bool) and sample_rate > 0):
         raise ValueError(f"Expected sample_rate as an int > 0; found {sample_rate!r}.")
     if not (hop_s > 0 and window_s >= hop_s):
