@@ -3,21 +3,27 @@ losses' temperature: bad input gives a clear ValueError/TypeError or a one-line 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from tests.test_align_ensemble import _model, _save
 from tests.test_align_refine import EDGES, FRAME_S, TWO_WORDS, _measure
 
 from speechattn.functional.contrastive import (
     pooled_contrastive_loss,
     sequence_contrastive_loss,
 )
+from speechattn.recipes.align.data import new_symbol_table
 from speechattn.recipes.align.edges import (
     SpectralTransition,
     energy_envelope,
     refine_boundaries,
     spectral_transition,
 )
+from speechattn.recipes.align.model import AlignerEnsemble
+from speechattn.recipes.align.pipeline import combine_aligners, load_aligner
 
 SR = 16000
 
@@ -131,3 +137,46 @@ def test_spectral_transition_input_types() -> None:
     )
     with pytest.raises(TypeError, match="real waveform"):
         energy_envelope(x.astype(np.complex64), SR)
+
+
+# --- combine-aligners ----------------------------------------------------------------------
+
+
+def _two(tmp_path: Path) -> tuple[Path, Path]:
+    symbols = new_symbol_table()
+    return _save(tmp_path / "a.pt", _model(0), symbols), _save(
+        tmp_path / "b.pt", _model(1), symbols
+    )
+
+
+def test_combine_aligners_out_folder_is_refused_before_work(tmp_path: Path) -> None:
+    a, _ = _two(tmp_path)
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(ValueError, match="file path to write; found the folder"):
+        # the aligners are not even read: a missing one would be named otherwise
+        combine_aligners([a, tmp_path / "missing.pt"], tmp_path / "dir", log=lambda _: None)
+    assert not (tmp_path / "dir.tmp").exists()
+
+
+def test_combine_aligners_cli_usage_errors(tmp_path: Path, capsys) -> None:
+    from speechattn.cli import main
+
+    a, b = _two(tmp_path)
+    (tmp_path / "dir").mkdir()
+    assert main(["combine-aligners", str(a), str(b), "--out", str(tmp_path / "dir")]) == 2
+    err = capsys.readouterr().err
+    assert "found a folder" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "dir.tmp").exists()
+    assert main(["combine-aligners", str(a), str(b), "--out", str(a / "e.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "below the file" in err and len(err.strip().splitlines()) == 1
+    assert main(["combine-aligners", str(a), "--out", str(tmp_path / "one.pt")]) == 2
+    assert "two or more" in capsys.readouterr().err
+    assert not (tmp_path / "one.pt").exists()
+    # A missing folder is made; one file already holding an ensemble is re-saved.
+    ens = tmp_path / "new" / "sub" / "e.pt"
+    assert main(["combine-aligners", str(a), str(b), "--out", str(ens)]) == 0
+    again = tmp_path / "again.pt"
+    assert main(["combine-aligners", str(ens), "--out", str(again), "--no-progress"]) == 0
+    model = load_aligner(again)[0]
+    assert isinstance(model, AlignerEnsemble) and len(model) == 2

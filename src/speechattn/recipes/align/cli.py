@@ -519,6 +519,28 @@ def _combine(args: argparse.Namespace) -> int:
             )
     if args.corpus is not None and not Path(args.corpus).is_file():
         raise CliError(f"--corpus {args.corpus}: no such manifest", status=2)
+    if len(args.aligners) == 1:  # one file is enough only when it already holds an ensemble
+        from speechattn.recipes.align.model import AlignerEnsemble
+        from speechattn.recipes.align.pipeline import load_aligner
+
+        if not isinstance(load_aligner(Path(args.aligners[0]))[0], AlignerEnsemble):
+            raise CliError(
+                f"expected two or more aligners to combine; found one in {args.aligners[0]}",
+                status=2,
+            )
+    out = Path(args.out)
+    if out.is_dir():
+        raise CliError(
+            f"--out {args.out}: expected the ensemble file to write; found a folder "
+            "(name a file, e.g. DIR/aligner.pt)",
+            status=2,
+        )
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise CliError(
+            f"--out {args.out}: expected a file path; found it below the file {blocking}",
+            status=2,
+        )
     combine_aligners(
         [Path(c) for c in args.aligners],
         Path(args.out),

@@ -426,13 +426,16 @@ def combine_aligners(
         ``out``.
 
     Raises:
-        ValueError: fewer than two aligners, members that differ in phone inventory, front end
-            or kind, a first aligner without a demo run's ``demo_config`` when ``corpus`` is
+        ValueError: ``out`` an existing folder, fewer than two aligners, members that differ in
+            phone inventory, front end or kind, a first aligner without a demo run's ``demo_config`` when ``corpus`` is
             given, or a corpus whose phone inventory is not the aligners'.
     """
     from speechattn.data.corpus import load_corpus
 
     paths = [Path(p) for p in paths]
+    out = Path(out)
+    if out.is_dir():  # checked before the (possibly long) calibration fit
+        raise ValueError(f"Expected out to be a file path to write; found the folder {out}.")
     model, symbols, feats, info = load_aligners(paths, combine=combine)
     if not isinstance(model, AlignerEnsemble) or len(model) < 2:
         raise ValueError(
@@ -496,7 +499,6 @@ def combine_aligners(
         record["consensus_offsets"] = fit_class_offsets(
             dec, engines_of, combine="consensus"
         ).to_dict()
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_aligner(out, model, symbols, feats, record)
     log(f"saved an ensemble of {len(model)} aligners -> {out}")
