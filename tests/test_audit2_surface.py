@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.align_toy import FEATURES, tone_corpus
 from tests.test_align_ensemble import _model, _save
 from tests.test_align_refine import EDGES, FRAME_S, TWO_WORDS, _measure
 
@@ -23,7 +24,7 @@ from speechattn.recipes.align.edges import (
     spectral_transition,
 )
 from speechattn.recipes.align.model import AlignerEnsemble
-from speechattn.recipes.align.pipeline import combine_aligners, load_aligner
+from speechattn.recipes.align.pipeline import combine_aligners, load_aligner, save_aligner
 
 SR = 16000
 
@@ -180,3 +181,15 @@ def test_combine_aligners_cli_usage_errors(tmp_path: Path, capsys) -> None:
     assert main(["combine-aligners", str(ens), "--out", str(again), "--no-progress"]) == 0
     model = load_aligner(again)[0]
     assert isinstance(model, AlignerEnsemble) and len(model) == 2
+
+
+def test_combine_aligners_names_how_a_corpus_inventory_differs(tmp_path: Path) -> None:
+    symbols = new_symbol_table()
+    info = {"trained_by": "speechattn demo", "kind": "sma", "demo_config": {"seed": 0}}
+    paths = [tmp_path / "a.pt", tmp_path / "b.pt"]
+    for seed, path in enumerate(paths):
+        save_aligner(path, _model(seed), symbols, FEATURES, info)
+    corpus = tone_corpus(tmp_path / "corpus", {"u0": "hello there"}, noise=0.01)
+    with pytest.raises(ValueError, match=r"0 of theirs missing and \d+ unknown to them \(e\.g\."):
+        combine_aligners(paths, tmp_path / "e.pt", corpus=corpus, log=lambda _: None)
+    assert not (tmp_path / "e.pt").exists()

@@ -473,9 +473,16 @@ def combine_aligners(
                 utts, table, feats, grow_symbols=True, progress=progress, voice=corpus_voice
             )
         if dict(table) != symbols:
+            missing = len(set(symbols) - set(table))
+            unknown = sorted(set(table) - set(symbols))
+            what = f"{missing} of theirs missing and {len(unknown)} unknown to them"
+            if unknown:
+                what += f" (e.g. {', '.join(map(repr, unknown[:3]))})"
+            if not missing and not unknown:
+                what = "the same symbols numbered in another order"
             raise ValueError(
                 f"{corpus}: expected the corpus the aligners were trained on (their phone "
-                f"inventory, {len(symbols)} symbols); found {len(table)} other symbols."
+                f"inventory, {len(symbols)} symbols); found {len(table)} symbols: {what}."
             )
         train_seed = config.seed if config.train_seed is None else config.train_seed
         train, _, _, _ = _split(
