@@ -193,3 +193,20 @@ def test_combine_aligners_names_how_a_corpus_inventory_differs(tmp_path: Path) -
     with pytest.raises(ValueError, match=r"0 of theirs missing and \d+ unknown to them \(e\.g\."):
         combine_aligners(paths, tmp_path / "e.pt", corpus=corpus, log=lambda _: None)
     assert not (tmp_path / "e.pt").exists()
+
+
+def test_an_aligner_given_twice_is_refused(tmp_path: Path, capsys) -> None:
+    from speechattn.cli import main
+    from speechattn.recipes.align.pipeline import load_aligners
+
+    a, b = _two(tmp_path)
+    # An ensemble of a model with itself is that model at twice the cost: a slip, said so.
+    link = tmp_path / "link.pt"
+    link.symlink_to(a)
+    for paths in ([a, a], [a, b, link]):
+        with pytest.raises(ValueError, match=r"each aligner once.*\.pt given twice"):
+            load_aligners(paths)
+    assert main(["combine-aligners", str(a), str(a), "--out", str(tmp_path / "e.pt")]) == 1
+    err = capsys.readouterr().err
+    assert "given twice" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "e.pt").exists()

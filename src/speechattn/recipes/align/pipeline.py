@@ -336,12 +336,20 @@ def load_aligners(
     ensemble's (:func:`combine_aligners` with a corpus fits the ensemble's own).
 
     Raises:
-        ValueError: no path, or an aligner whose symbols, front end or model kind differ from
-            the first one's (naming both files and what differs).
+        ValueError: no path, a file given twice, or an aligner whose symbols, front end or
+            model kind differ from the first one's (naming both files and what differs).
     """
     paths = [Path(p) for p in paths]
     if not paths:
         raise ValueError("Expected at least one aligner checkpoint; found none.")
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        if p.resolve() in seen:
+            raise ValueError(
+                f"Expected each aligner once; found {p} given twice (as {seen[p.resolve()]} "
+                "too): an ensemble of a model with itself is that model at twice the cost."
+            )
+        seen[p.resolve()] = p
     first = load_aligner(paths[0])
     if len(paths) == 1:
         return first
