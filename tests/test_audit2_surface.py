@@ -210,3 +210,25 @@ def test_an_aligner_given_twice_is_refused(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert "given twice" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "e.pt").exists()
+
+
+def test_calibration_error_with_several_files_names_why(tmp_path: Path) -> None:
+    from speechattn.recipes.align.pipeline import DEFAULT_ASSET, _members, run_align
+
+    if not DEFAULT_ASSET.is_file():
+        pytest.skip("no shipped aligner")
+    shipped, symbols, feats, info = load_aligner()
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    for path, member in zip((a, b), _members(shipped)):
+        save_aligner(path, member, symbols, feats, info)  # each file keeps the shipped tables
+    data = tone_corpus(tmp_path / "corpus", {"u1": "a dog"}, noise=0.005)
+    with pytest.raises(ValueError, match=r"several files: no member's table.*combine-aligners"):
+        run_align(
+            data,
+            tmp_path / "out",
+            checkpoint=[a, b],
+            adapt=False,
+            calibration="consensus",
+            progress=False,
+            log=lambda _: None,
+        )

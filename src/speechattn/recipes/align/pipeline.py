@@ -1212,9 +1212,15 @@ def run_align(
             + (
                 "a new aligner (--from-scratch has none)."
                 if from_scratch
-                else f"none in {', '.join(map(str, paths))}."
+                else f"none in {', '.join(map(str, paths))}"
+                + (
+                    " (several files: no member's table fits the pooled decoding; "
+                    "`speechattn combine-aligners ... --corpus` fits the ensemble's own)."
+                    if len(paths) > 1
+                    else "."
+                )
             )
-            + " Drop --calibration, or use the shipped aligner (it has both tables)."
+            + " Drop --calibration, or use the shipped aligner alone (it has both tables)."
         )
     offs = shipped_offsets if calibration != "none" else None
     if prior is not None:
