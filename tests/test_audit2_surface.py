@@ -232,3 +232,16 @@ def test_calibration_error_with_several_files_names_why(tmp_path: Path) -> None:
             progress=False,
             log=lambda _: None,
         )
+
+
+def test_combine_aligners_never_overwrites_an_input(tmp_path: Path, capsys) -> None:
+    from speechattn.cli import main
+
+    a, b = _two(tmp_path)
+    before = a.read_bytes()
+    with pytest.raises(ValueError, match="one of the aligners to combine"):
+        combine_aligners([a, b], tmp_path / "." / "a.pt", log=lambda _: None)
+    assert main(["combine-aligners", str(a), str(b), "--out", str(a)]) == 2
+    err = capsys.readouterr().err
+    assert "replace that aligner" in err and len(err.strip().splitlines()) == 1
+    assert a.read_bytes() == before

@@ -535,6 +535,12 @@ def _combine(args: argparse.Namespace) -> int:
             "(name a file, e.g. DIR/aligner.pt)",
             status=2,
         )
+    if any(out.resolve() == Path(c).resolve() for c in args.aligners):
+        raise CliError(
+            f"--out {args.out}: expected a new file; found one of the aligners to combine "
+            "(writing it would replace that aligner); pick another path",
+            status=2,
+        )
     blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise CliError(

@@ -434,9 +434,10 @@ def combine_aligners(
         ``out``.
 
     Raises:
-        ValueError: ``out`` an existing folder, fewer than two aligners, members that differ in
-            phone inventory, front end or kind, a first aligner without a demo run's ``demo_config`` when ``corpus`` is
-            given, or a corpus whose phone inventory is not the aligners'.
+        ValueError: ``out`` an existing folder or one of ``paths``, fewer than two aligners,
+            members that differ in phone inventory, front end or kind, a first aligner without
+            a demo run's ``demo_config`` when ``corpus`` is given, or a corpus whose phone
+            inventory is not the aligners'.
     """
     from speechattn.data.corpus import load_corpus
 
@@ -444,6 +445,11 @@ def combine_aligners(
     out = Path(out)
     if out.is_dir():  # checked before the (possibly long) calibration fit
         raise ValueError(f"Expected out to be a file path to write; found the folder {out}.")
+    if any(out.resolve() == p.resolve() for p in paths):
+        raise ValueError(
+            f"Expected out to be a new file; found {out}, one of the aligners to combine "
+            "(writing it would replace that aligner). Pick another path."
+        )
     model, symbols, feats, info = load_aligners(paths, combine=combine)
     if not isinstance(model, AlignerEnsemble) or len(model) < 2:
         raise ValueError(
