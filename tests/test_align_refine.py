@@ -320,7 +320,7 @@ def test_fraction_through_align_items_and_the_cli(tmp_path, capsys) -> None:
         align_items(Oracle(), [item], FEATURES, refine_fraction=0.0, **kw)  # type: ignore[arg-type]
 
     args = build_parser().parse_args(["align", "corpus.jsonl", "--out", "o"])
-    assert args.refine_fraction == 1.0
+    assert args.refine_fraction is None  # not given: the full move (1) when refinement is on
     assert run_align.__kwdefaults__["refine_fraction"] == 1.0
     args = build_parser().parse_args(
         [

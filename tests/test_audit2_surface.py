@@ -245,3 +245,33 @@ def test_combine_aligners_never_overwrites_an_input(tmp_path: Path, capsys) -> N
     err = capsys.readouterr().err
     assert "replace that aligner" in err and len(err.strip().splitlines()) == 1
     assert a.read_bytes() == before
+
+
+def test_refine_and_edge_checks_take_numpy_floats() -> None:
+    import numpy as np
+
+    from speechattn.recipes.align.edges import (
+        check_refine_fraction,
+        check_refine_radius_s,
+        check_silence_edge_db,
+    )
+
+    assert check_refine_fraction(np.float32(0.75)) == 0.75
+    assert check_refine_radius_s(np.float32(0.03)) == pytest.approx(0.03)
+    assert check_silence_edge_db(np.float32(35.0)) == 35.0
+    for check in (check_refine_fraction, check_refine_radius_s, check_silence_edge_db):
+        with pytest.raises(TypeError):
+            check(np.bool_(True))
+        with pytest.raises(TypeError):
+            check("0.5")
+
+
+def test_refine_fraction_given_without_refinement_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from speechattn.cli import main
+
+    # Even the default value, given explicitly, does nothing without --refine-boundaries.
+    assert main(["align", "corpus.jsonl", "--out", "o", "--refine-fraction", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--refine-fraction" in err and len(err.strip().splitlines()) == 1

@@ -18,7 +18,13 @@ from speechattn._cli import (
 )
 from speechattn.data.cli import engine_names
 
-__all__ = ["add_parser"]
+__all__ = [
+    "add_parser",
+    "db_or_off",
+    "loudness_or_off",
+    "radius_ms_or_off",
+    "refine_fraction",
+]
 
 _FORMATS = ("textgrid", "json", "ctm")
 _KINDS = ("sma", "fs", "mha")
@@ -188,7 +194,7 @@ def _align(args: argparse.Namespace) -> int:
             )
     if args.no_adapt and args.steps is not None:
         raise CliError("--steps has no effect with --no-adapt (nothing is trained)", status=2)
-    if args.refine_fraction != 1.0 and args.refine_boundaries is None:
+    if args.refine_fraction is not None and args.refine_boundaries is None:
         raise CliError(
             "--refine-fraction has no effect without --refine-boundaries MS (refinement is off)",
             status=2,
@@ -225,7 +231,7 @@ def _align(args: argparse.Namespace) -> int:
         reverse_pass=args.reverse_pass,
         silence_edge_db=args.silence_edge_db,
         refine_radius_s=None if args.refine_boundaries is None else args.refine_boundaries / 1000,
-        refine_fraction=args.refine_fraction,
+        refine_fraction=1.0 if args.refine_fraction is None else args.refine_fraction,
         dereverb=args.dereverb == "auto",
     )
     if res:
@@ -487,10 +493,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument(
         "--refine-fraction",
         type=refine_fraction,
-        default=1.0,
+        default=None,
         metavar="F",
         help="with --refine-boundaries, move each boundary only this share of the way to the "
-        "peak, in (0, 1] (default: %(default)s, all the way)",
+        "peak, in (0, 1] (default: 1, all the way)",
     )
     a.add_argument(
         "--dereverb",

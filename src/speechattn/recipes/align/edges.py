@@ -41,6 +41,7 @@ engines; it helps an engine whose labels sit on spectral changes and not one who
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -151,7 +152,7 @@ def check_silence_edge_db(level_db: float | None) -> float | None:
     """``level_db`` when it is None (off) or a finite number > 0, else ``ValueError``."""
     if level_db is None:
         return None
-    if isinstance(level_db, bool) or not isinstance(level_db, (int, float)):
+    if isinstance(level_db, (bool, np.bool_)) or not isinstance(level_db, numbers.Real):
         raise TypeError(f"Expected silence_edge_db as a number or None; found {level_db!r}.")
     if not (0 < float(level_db) < math.inf):
         raise ValueError(f"Expected silence_edge_db > 0 dB (finite) or None; found {level_db}.")
@@ -362,7 +363,7 @@ def check_refine_radius_s(radius_s: float | None) -> float | None:
     else ``ValueError`` (``TypeError`` for a non-number)."""
     if radius_s is None:
         return None
-    if isinstance(radius_s, bool) or not isinstance(radius_s, (int, float)):
+    if isinstance(radius_s, (bool, np.bool_)) or not isinstance(radius_s, numbers.Real):
         raise TypeError(
             f"Expected refine radius as a number of seconds or None; found {radius_s!r}."
         )
@@ -376,7 +377,7 @@ def check_refine_radius_s(radius_s: float | None) -> float | None:
 def check_refine_fraction(fraction: float) -> float:
     """``fraction`` as a float when it is a number in ``(0, 1]``, else ``ValueError``
     (``TypeError`` for a non-number)."""
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+    if isinstance(fraction, (bool, np.bool_)) or not isinstance(fraction, numbers.Real):
         raise TypeError(f"Expected refine fraction as a number in (0, 1]; found {fraction!r}.")
     if not (0.0 < float(fraction) <= 1.0):
         raise ValueError(f"Expected refine fraction in (0, 1]; found {fraction}.")

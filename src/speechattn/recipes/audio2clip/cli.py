@@ -15,7 +15,7 @@ from speechattn._cli import (
     positive_int,
 )
 
-__all__ = ["add_parser"]
+__all__ = ["PIPELINE_HELP", "add_image_arguments", "add_parser"]
 
 PIPELINE_HELP = (
     "Stable Diffusion pipeline: a local diffusers folder, or a Hugging Face Hub id such as "
