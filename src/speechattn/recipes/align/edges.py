@@ -159,6 +159,26 @@ def check_silence_edge_db(level_db: float | None) -> float | None:
     return float(level_db)
 
 
+def _mono_wave(wave: Tensor | np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
+    """``wave`` ``(n,)`` as a NumPy array and ``sample_rate`` as an int, checked: ``TypeError``
+    for samples that are not real numbers (bool, complex); ``ValueError`` for a waveform that is
+    not 1-D, empty or not finite, or a rate that is not an int > 0 (NumPy integers accepted)."""
+    x = np.asarray(wave.detach().cpu().numpy() if isinstance(wave, Tensor) else wave)
+    if x.dtype.kind not in "iuf":
+        raise TypeError(
+            f"Expected a real waveform (integer or floating samples); found dtype {x.dtype}."
+        )
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError(f"Expected a mono waveform of shape (n,), n > 0; found {x.shape}.")
+    if not np.isfinite(x).all():
+        raise ValueError("Expected a finite waveform; found NaN or inf samples.")
+    if isinstance(sample_rate, np.integer):
+        sample_rate = int(sample_rate)
+    if not (isinstance(sample_rate, int) and not isinstance(sample_rate, bool) and sample_rate > 0):
+        raise ValueError(f"Expected sample_rate as an int > 0; found {sample_rate!r}.")
+    return x, sample_rate
+
+
 def energy_envelope(
     wave: Tensor | np.ndarray,
     sample_rate: int,
@@ -173,19 +193,7 @@ def energy_envelope(
     is not 1-D, empty, or not finite, or a bad rate or window; ``TypeError`` for one whose
     samples are not real numbers (bool, complex).
     """
-    x = np.asarray(wave.detach().cpu().numpy() if isinstance(wave, Tensor) else wave)
-    if x.dtype.kind not in "iuf":
-        raise TypeError(
-            f"Expected a real waveform (integer or floating samples); found dtype {x.dtype}."
-        )
-    if x.ndim != 1 or x.size == 0:
-        raise ValueError(f"Expected a mono waveform of shape (n,), n > 0; found {x.shape}.")
-    if not np.isfinite(x).all():
-        raise ValueError("Expected a finite waveform; found NaN or inf samples.")
-    if isinstance(sample_rate, np.integer):
-        sample_rate = int(sample_rate)
-    if not (isinstance(sample_rate, int) and not isinstance(sample_rate, bool) and sample_rate > 0):
-        raise ValueError(f"Expected sample_rate as an int > 0; found {sample_rate!r}.")
+    x, sample_rate = _mono_wave(wave, sample_rate)
     if not (window_s > 0 and hop_s > 0):
         raise ValueError(f"Expected window_s > 0 and hop_s > 0; found {window_s}, {hop_s}.")
     n = max(1, round(sample_rate * window_s))
@@ -417,19 +425,7 @@ def spectral_transition(
 
     from speechattn.data.features import LogMelSpectrogram
 
-    x = np.asarray(wave.detach().cpu().numpy() if isinstance(wave, Tensor) else wave)
-    if x.dtype.kind not in "iuf":
-        raise TypeError(
-            f"Expected a real waveform (integer or floating samples); found dtype {x.dtype}."
-        )
-    if x.ndim != 1 or x.size == 0:
-        raise ValueError(f"Expected a mono waveform of shape (n,), n > 0; found {x.shape}.")
-    if not np.isfinite(x).all():
-        raise ValueError("Expected a finite waveform; found NaN or inf samples.")
-    if isinstance(sample_rate, np.integer):
-        sample_rate = int(sample_rate)
-    if not (isinstance(sample_rate, int) and not isinstance(sample_rate, bool) and sample_rate > 0):
-        raise ValueError(f"Expected sample_rate as an int > 0; found {sample_rate!r}.")
+    x, sample_rate = _mono_wave(wave, sample_rate)
     if not (hop_s > 0 and window_s >= hop_s):
         raise ValueError(
             f"Expected 0 < hop_s <= window_s; found hop_s={hop_s}, window_s={window_s}."
