@@ -153,6 +153,19 @@ def _focus(soft: Tensor, u: int, t: int) -> float:
 
 
 @torch.no_grad()
+def _check_one_per_item(
+    values: Sequence[Any] | None, n: int, what: str, option: str, pass_as: str
+) -> None:
+    """``ValueError`` unless ``values`` holds one ``what`` per item (``n``), as ``option`` needs;
+    ``pass_as`` starts the call that makes them (``"envelopes=[energy_envelope"``)."""
+    if values is None or len(values) != n:
+        raise ValueError(
+            f"Expected one {what} per item ({n}) with {option}; found "
+            f"{'none' if values is None else len(values)}. Pass "
+            f"{pass_as}(wave, config.sample_rate), ...] or {option}=None."
+        )
+
+
 def align_items(
     model: Any,
     items: Sequence[AlignItem],
@@ -226,23 +239,23 @@ def align_items(
     check_pause_mode(pauses)
     silence_edge_db = check_silence_edge_db(silence_edge_db)
     if silence_edge_db is not None and model != "uniform":
-        if envelopes is None or len(envelopes) != len(items):
-            raise ValueError(
-                f"Expected one energy envelope per item ({len(items)}) with silence_edge_db; "
-                f"found {'none' if envelopes is None else len(envelopes)}. Pass "
-                "envelopes=[energy_envelope(wave, config.sample_rate), ...] or "
-                "silence_edge_db=None."
-            )
+        _check_one_per_item(
+            envelopes,
+            len(items),
+            "energy envelope",
+            "silence_edge_db",
+            "envelopes=[energy_envelope",
+        )
     refine_radius_s = check_refine_radius_s(refine_radius_s)
     refine_fraction = check_refine_fraction(refine_fraction)
     if refine_radius_s is not None and model != "uniform":
-        if transitions is None or len(transitions) != len(items):
-            raise ValueError(
-                f"Expected one spectral transition measure per item ({len(items)}) with "
-                f"refine_radius_s; found {'none' if transitions is None else len(transitions)}. "
-                "Pass transitions=[spectral_transition(wave, config.sample_rate), ...] or "
-                "refine_radius_s=None."
-            )
+        _check_one_per_item(
+            transitions,
+            len(items),
+            "spectral transition measure",
+            "refine_radius_s",
+            "transitions=[spectral_transition",
+        )
     if min_pause_frames < 0:
         raise ValueError(f"Expected min_pause_frames >= 0; found {min_pause_frames}.")
     if max_pause_loudness is not None and not max_pause_loudness >= 0:
