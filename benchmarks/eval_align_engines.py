@@ -446,22 +446,16 @@ def main(argv: list[str] | None = None) -> int:
         refine_fraction,
     )
 
-    try:
-        args.max_pause_loudness = loudness_or_off(args.max_pause_loudness)
-    except argparse.ArgumentTypeError as exc:
-        ap.error(f"--max-pause-loudness: {exc}")
-    try:
-        args.silence_edge_db = db_or_off(args.silence_edge_db)
-    except argparse.ArgumentTypeError as exc:
-        ap.error(f"--silence-edge-db: {exc}")
-    try:
-        args.refine_boundaries = radius_ms_or_off(args.refine_boundaries)
-    except argparse.ArgumentTypeError as exc:
-        ap.error(f"--refine-boundaries: {exc}")
-    try:
-        args.refine_fraction = refine_fraction(args.refine_fraction)
-    except argparse.ArgumentTypeError as exc:
-        ap.error(f"--refine-fraction: {exc}")
+    for dest, parse in (
+        ("max_pause_loudness", loudness_or_off),
+        ("silence_edge_db", db_or_off),
+        ("refine_boundaries", radius_ms_or_off),
+        ("refine_fraction", refine_fraction),
+    ):
+        try:
+            setattr(args, dest, parse(getattr(args, dest)))
+        except argparse.ArgumentTypeError as exc:
+            ap.error(f"--{dest.replace('_', '-')}: {exc}")
     if args.refine_fraction != 1.0 and args.refine_boundaries is None:
         ap.error("--refine-fraction has no effect without --refine-boundaries MS")
     if args.adapt_checkpoint:
