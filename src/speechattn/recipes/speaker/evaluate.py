@@ -27,18 +27,24 @@ from speechattn.recipes.speaker.data import AUDIO_SUFFIXES, Trial
 from speechattn.recipes.speaker.model import SpeakerEncoder, SpeakerEnsemble
 
 __all__ = [
+    "SCORE_NORMS",
     "EmbedResult",
     "TrialSet",
+    "asnorm",
     "centre_embeddings",
+    "cohort_stats",
     "compute_eer",
     "compute_min_dcf",
     "embed_directory",
     "embed_features",
     "envelope_baseline",
     "error_rates",
+    "list_cohort_stats",
+    "normalise_scores",
     "npz_path",
     "pair_trials",
     "score_trials",
+    "snorm",
     "stats_baseline",
     "trial_features",
     "write_report",
@@ -153,6 +159,253 @@ def _as_tensor(value: object, name: str) -> Tensor:
     raise TypeError(
         f"Expected {name} as a torch.Tensor or numpy.ndarray; found {type(value).__name__}."
     )
+
+
+SCORE_NORMS = ("none", "snorm", "asnorm")
+"""Score normalisations of :func:`normalise_scores` (``none``: the cosine as it is)."""
+
+
+def _check_rows(x: object, name: str, dim: int | None = None) -> Tensor:
+    t = _as_tensor(x, name)
+    if t.dim() != 2:
+        raise ValueError(f"Expected {name} (N, E); found shape {tuple(t.shape)}.")
+    if dim is not None and t.shape[1] != dim:
+        raise ValueError(f"Expected {name} with E={dim} columns; found {t.shape[1]}.")
+    if not t.is_floating_point():
+        raise TypeError(f"Expected {name} as floating point; found {t.dtype}.")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"Expected finite {name}; found NaN or inf.")
+    return F.normalize(t.double(), dim=-1)
+
+
+def _check_top_k(top_k: int | None, need: bool) -> None:
+    if top_k is None:
+        if need:
+            raise ValueError("Expected top_k (an int >= 2) for AS-norm; found None.")
+        return
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 2:
+        raise ValueError(
+            f"Expected top_k as an int >= 2 (a spread needs two scores); found {top_k!r}."
+        )
+
+
+def _mean_std(sum_: Tensor, sq: Tensor, n: Tensor | float) -> tuple[Tensor, Tensor]:
+    mean = sum_ / n
+    var = (sq / n - mean * mean).clamp_min(0.0)
+    return mean, var.sqrt()
+
+
+def cohort_stats(
+    emb: Tensor | np.ndarray,
+    cohort: Tensor | np.ndarray,
+    *,
+    top_k: int | None = None,
+    chunk: int = 1024,
+) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation (population, as WeSpeaker's ``np.std``) of each row's cosine
+    scores against a cohort: ``(N, E), (C, E) -> (N,), (N,)`` float64.
+
+    With ``top_k`` only each row's ``min(top_k, C)`` highest cohort scores count (AS-norm's
+    adaptive cohort); None uses the whole cohort (S-norm). Rows are L2-normalised here.
+    """
+    e = _check_rows(emb, "emb")
+    c = _check_rows(cohort, "cohort", e.shape[1])
+    if c.shape[0] < 2:
+        raise ValueError(f"Expected a cohort of at least 2 rows; found {c.shape[0]}.")
+    _check_top_k(top_k, need=False)
+    k = c.shape[0] if top_k is None else min(top_k, c.shape[0])
+    means, stds = [], []
+    for s in range(0, e.shape[0], chunk):
+        sc = e[s : s + chunk] @ c.T
+        if k < c.shape[0]:
+            sc = sc.topk(k, dim=1).values
+        means.append(sc.mean(1))
+        stds.append(sc.std(1, unbiased=False))
+    if not means:
+        return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
+    return torch.cat(means), torch.cat(stds)
+
+
+def _symmetric(
+    score: Tensor, e_mean: Tensor, e_std: Tensor, t_mean: Tensor, t_std: Tensor, eps: float
+) -> Tensor:
+    return 0.5 * ((score - e_mean) / e_std.clamp_min(eps) + (score - t_mean) / t_std.clamp_min(eps))
+
+
+def snorm(
+    enroll: Tensor | np.ndarray,
+    test: Tensor | np.ndarray,
+    cohort: Tensor | np.ndarray,
+    *,
+    eps: float = 1e-6,
+) -> Tensor:
+    """Symmetric score normalisation (S-norm) of cosine trials: ``(K, E), (K, E), (C, E) -> (K,)``.
+
+    Trial ``k`` scores ``s = cos(enroll[k], test[k])`` and becomes
+    ``((s - mu_e) / sd_e + (s - mu_t) / sd_t) / 2``, where ``mu_e, sd_e`` are the mean and
+    (population) standard deviation of ``cos(enroll[k], c)`` over every cohort row ``c``, and
+    ``mu_t, sd_t`` the same for ``test[k]`` (Kenny 2010; the ``snorm`` of WeSpeaker's
+    ``score_norm.py``). Every row is L2-normalised first; the caller centres them if wanted
+    (all with one mean). The cohort should hold no speaker of the trials: typically the
+    training speakers' mean embeddings. Float64 out; not meant for gradients.
+
+    Naive equivalent, per trial::
+
+        ce, ct = cohort @ e, cohort @ t
+        0.5 * ((e @ t - ce.mean()) / ce.std(unbiased=False) + (e @ t - ct.mean()) / ct.std(unbiased=False))
+
+    Raises:
+        TypeError: an input is neither a tensor nor a NumPy array, or not floating point.
+        ValueError: shapes differ from ``(K, E)``, ``(K, E)``, ``(C, E)``, ``C < 2``, or a value
+            is not finite.
+    """
+    return asnorm(enroll, test, cohort, top_k=None, eps=eps)
+
+
+def asnorm(
+    enroll: Tensor | np.ndarray,
+    test: Tensor | np.ndarray,
+    cohort: Tensor | np.ndarray,
+    *,
+    top_k: int | None,
+    eps: float = 1e-6,
+) -> Tensor:
+    """Adaptive symmetric score normalisation (AS-norm, Matejka et al. 2017): :func:`snorm`
+    where each side's mean and standard deviation use only its ``top_k`` highest cohort scores
+    (the cohort rows closest to that side). ``(K, E), (K, E), (C, E) -> (K,)`` float64.
+
+    ``top_k`` at least ``C`` (or None) is S-norm. WeSpeaker's default is ``top_n=300`` of the
+    training speakers' mean embeddings.
+
+    Raises:
+        TypeError: as :func:`snorm`.
+        ValueError: as :func:`snorm`; ``top_k`` not an int >= 2.
+    """
+    e = _check_rows(enroll, "enroll")
+    t = _check_rows(test, "test", e.shape[1])
+    if t.shape[0] != e.shape[0]:
+        raise ValueError(
+            f"Expected enroll and test with the same number of trials; "
+            f"found {e.shape[0]} and {t.shape[0]}."
+        )
+    _check_top_k(top_k, need=False)
+    e_mean, e_std = cohort_stats(e, cohort, top_k=top_k)
+    t_mean, t_std = cohort_stats(t, cohort, top_k=top_k)
+    return _symmetric((e * t).sum(-1), e_mean, e_std, t_mean, t_std, eps)
+
+
+def _check_index(idx: object, name: str, n: int) -> Tensor:
+    t = _as_tensor(idx, name)
+    if t.dim() != 1 or t.dtype not in (torch.int32, torch.int64):
+        raise ValueError(
+            f"Expected {name} as 1-D integer indices; found {t.dtype} {tuple(t.shape)}."
+        )
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= n):
+        raise ValueError(
+            f"Expected {name} indices in [0, {n}); found {int(t.min())}..{int(t.max())}."
+        )
+    return t.long()
+
+
+def list_cohort_stats(
+    emb: Tensor, enroll: Tensor, test: Tensor, *, top_k: int | None = None, chunk: int = 1024
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Cohort statistics of trial ``k`` when the cohort is the trial list's own files: every
+    row of ``emb (N, E)`` except ``enroll[k]`` and ``test[k]``. Returns the enrolment side's
+    mean and std, then the test side's, each ``(K,)`` float64 (population std; with ``top_k``,
+    over the ``min(top_k, N - 2)`` highest scores). Memory ``O(chunk N + N top_k)``."""
+    x = _check_rows(emb, "emb")
+    n = x.shape[0]
+    if n < 4:
+        raise ValueError(
+            f"Expected at least 4 files for a cohort of the list's own files; found {n}."
+        )
+    enroll = _check_index(enroll, "enroll", n)
+    test = _check_index(test, "test", n)
+    if enroll.shape != test.shape:
+        raise ValueError(
+            f"Expected enroll and test of one shape; found {tuple(enroll.shape)} and {tuple(test.shape)}."
+        )
+    if bool((enroll == test).any()):
+        k = int(torch.nonzero(enroll == test)[0, 0])
+        raise ValueError(
+            f"Expected two different files per trial; trial {k} compares file {int(enroll[k])} with itself."
+        )
+    _check_top_k(top_k, need=False)
+    k_eff = n - 2 if top_k is None else min(top_k, n - 2)
+    full = k_eff == n - 2
+    sums, sqs, topv, topi = [], [], [], []
+    for s in range(0, n, chunk):
+        sc = x[s : s + chunk] @ x.T
+        rows = torch.arange(s, s + sc.shape[0])
+        if full:
+            sc[torch.arange(sc.shape[0]), rows] = 0.0
+            sums.append(sc.sum(1))
+            sqs.append((sc * sc).sum(1))
+        else:
+            sc[torch.arange(sc.shape[0]), rows] = -torch.inf
+            v, i = sc.topk(k_eff + 1, dim=1)
+            topv.append(v)
+            topi.append(i)
+    pair = (x[enroll] * x[test]).sum(-1)
+
+    def side(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+        if full:
+            s_all, q_all = torch.cat(sums), torch.cat(sqs)
+            return _mean_std(s_all[a] - pair, q_all[a] - pair * pair, float(n - 2))
+        v, i = torch.cat(topv)[a], torch.cat(topi)[a]  # (K, k + 1)
+        keep = i != b[:, None]
+        miss = keep.all(1)  # the partner is not among the k + 1: drop the (k + 1)-th
+        keep[miss, -1] = False
+        v = torch.where(keep, v, torch.zeros_like(v))
+        return _mean_std(v.sum(1), (v * v).sum(1), float(k_eff))
+
+    e_mean, e_std = side(enroll, test)
+    t_mean, t_std = side(test, enroll)
+    return e_mean, e_std, t_mean, t_std
+
+
+def normalise_scores(
+    emb: Tensor | np.ndarray,
+    enroll: Tensor | np.ndarray,
+    test: Tensor | np.ndarray,
+    *,
+    method: str = "none",
+    cohort: Tensor | np.ndarray | None = None,
+    top_k: int | None = None,
+    eps: float = 1e-6,
+) -> np.ndarray:
+    """Scores ``(K,)`` of the trials ``(emb[enroll[k]], emb[test[k]])``, ``emb (N, E)``: the
+    cosine (``method="none"``), :func:`snorm` or :func:`asnorm` (``top_k``) against ``cohort
+    (C, E)``, or, with ``cohort=None``, against the trial list's own files: every file except
+    the two a trial compares (:func:`list_cohort_stats`; needs no training data and adapts to
+    the list's recordings, but files of the trial's own speakers enter the cohort). Each file's
+    cohort statistics are computed once. Rows are L2-normalised here; centre ``emb`` and
+    ``cohort`` with one mean first when wanted (:func:`centre_embeddings`).
+
+    Raises:
+        TypeError, ValueError: as :func:`snorm`; an unknown ``method``; indices out of range.
+    """
+    if method not in SCORE_NORMS:
+        raise ValueError(f"Expected method in {SCORE_NORMS}; found {method!r}.")
+    x = _check_rows(emb, "emb")
+    enroll = _check_index(enroll, "enroll", x.shape[0])
+    test = _check_index(test, "test", x.shape[0])
+    if enroll.shape != test.shape:
+        raise ValueError(
+            f"Expected enroll and test of one shape; found {tuple(enroll.shape)} and {tuple(test.shape)}."
+        )
+    _check_top_k(top_k, need=method == "asnorm")
+    score = (x[enroll] * x[test]).sum(-1)
+    if method == "none":
+        return score.numpy()
+    k = top_k if method == "asnorm" else None
+    if cohort is None:
+        e_mean, e_std, t_mean, t_std = list_cohort_stats(x, enroll, test, top_k=k)
+    else:
+        mean, std = cohort_stats(x, cohort, top_k=k)
+        e_mean, e_std, t_mean, t_std = mean[enroll], std[enroll], mean[test], std[test]
+    return _symmetric(score, e_mean, e_std, t_mean, t_std, eps).numpy()
 
 
 def pair_trials(emb: Tensor, speakers: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
