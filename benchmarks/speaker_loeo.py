@@ -71,6 +71,7 @@ __all__ = [
     "main",
     "merge_checkpoints",
     "merge_copies",
+    "norm_grid",
     "run_loeo",
     "stats_table",
     "test_channel",
@@ -253,6 +254,47 @@ def _score2(emb: torch.Tensor, speakers: list[str]) -> tuple[dict[str, float], d
     """Scores of embeddings centred on the test set's mean (what ``speechattn speaker score``
     does) and of the raw cosines."""
     return _score(E.centre_embeddings(emb), speakers), _score(emb, speakers)
+
+
+#: AS-norm's top-k values of ``--score-norm-grid`` (a k at least the cohort's size is S-norm).
+NORM_TOP_K = (5, 10, 20, 50)
+
+
+def norm_grid(
+    rows: torch.Tensor, speakers: list[str], cohort: torch.Tensor | None, cohort_labels: list[str]
+) -> dict[str, dict[str, float]]:
+    """EER / minDCF of every unordered pair of ``rows (N, E)`` (raw embeddings or log-mel
+    statistics) under each score normalisation: ``centred`` (cosine of rows centred on their
+    own mean, as ``speechattn speaker score`` does), ``snorm/<cohort>`` and
+    ``asnorm<k>/<cohort>`` for k in :data:`NORM_TOP_K`. Cohorts: ``list`` (the test files
+    themselves, minus the two of each trial), and with ``cohort (C, E)``: ``train-utt`` (its
+    rows) and ``train-spk`` (the mean row of each of ``cohort_labels``' speakers); every cohort
+    row is centred on the test rows' mean, as the test rows are."""
+    mean = rows.mean(0)
+    x = E.centre_embeddings(rows, mean)
+    iu = np.triu_indices(len(speakers), k=1)
+    enroll, test = torch.from_numpy(iu[0]), torch.from_numpy(iu[1])
+    spk = np.asarray(speakers)
+    labels = (spk[iu[0]] == spk[iu[1]]).astype(np.int64)
+    out: dict[str, dict[str, float]] = {}
+
+    def add(name: str, s: np.ndarray) -> None:
+        out[name] = {"eer": E.compute_eer(s, labels), "min_dcf": E.compute_min_dcf(s, labels)}
+
+    add("centred", E.normalise_scores(x, enroll, test))
+    cohorts: dict[str, torch.Tensor | None] = {"list": None}
+    if cohort is not None:
+        cohorts["train-utt"] = E.centre_embeddings(cohort, mean)
+        names = sorted(set(cohort_labels))
+        lab = np.asarray(cohort_labels)
+        spk_mean = torch.stack([cohort[torch.from_numpy(lab == n)].mean(0) for n in names])
+        cohorts["train-spk"] = E.centre_embeddings(spk_mean, mean)
+    for cname, c in cohorts.items():
+        add(f"snorm/{cname}", E.normalise_scores(x, enroll, test, method="snorm", cohort=c))
+        for k in NORM_TOP_K:
+            s = E.normalise_scores(x, enroll, test, method="asnorm", cohort=c, top_k=k)
+            add(f"asnorm{k}/{cname}", s)
+    return out
 
 
 #: The test clips' channel probabilities: fixed (what every ``--test-channel`` table used), so
@@ -441,6 +483,7 @@ def run_loeo(
     save_encoders: Path | None = None,
     ensemble: tuple[Path, ...] = (),
     copy_seeds: tuple[int, ...] = (),
+    score_norm_grid: bool = False,
     log: Any = print,
 ) -> dict[str, Any]:
     """Train one encoder per held-out engine (and pooling); score every baseline on the same
@@ -458,7 +501,10 @@ def run_loeo(
     embeddings of the folders' encoders for it (:class:`Ensemble`, ``"ensemble"``, the
     ``ours`` columns) and with each encoder alone (``"member <k>"``: extra columns), on the
     same trials and channels as the runs that saved them.
-    ``copy_seeds``: draw the training copies as several cached sets (:func:`_train_features`)."""
+    ``copy_seeds``: draw the training copies as several cached sets (:func:`_train_features`).
+    ``score_norm_grid``: each row also gets ``row["norm"][name]`` (every encoder and
+    ``"logmel"``): :func:`norm_grid` with the clean utterances of the encoder's training voices
+    (commercial ones with ``commercial_only``, other engines, no test person) as the cohort."""
     from speechattn.recipes.speaker.model import load_checkpoint, save_encoder
     from speechattn.recipes.speaker.train import train_encoder
 
@@ -544,6 +590,15 @@ def run_loeo(
         ]
         classes = sorted({train_all.labels[i] for i in tr})
         index = {c: k for k, c in enumerate(classes)}
+        cohort_ids = [
+            i
+            for i, g in enumerate(clean_eng)
+            if g != held
+            and clean.ids[i] in trainable
+            and clean.labels[i].split("@", 1)[0] not in test_persons
+        ]
+        cohort_feats = [clean.feats[i] for i in cohort_ids]
+        cohort_labels = [clean.labels[i] for i in cohort_ids]
         t1 = time.perf_counter()
         if ensemble:
             members = [_load_member(encoder_path(d, held), cfg) for d in ensemble]
@@ -569,6 +624,7 @@ def run_loeo(
             for ch_seed in seeds:
                 waves = _test_waves(te_src, cfg.sample_rate, test_channel(), ch_seed)
                 conditions.append(("channel", waves, ch_seed if len(seeds) > 1 else None))
+        cohort_emb: dict[str, torch.Tensor] = {}
         for condition, ch_waves, ch_seed in conditions:
             if ch_waves is not None:
                 ext = D.feature_extractor(cfg)
@@ -576,8 +632,20 @@ def run_loeo(
                 te_feats = [D.features(torch.from_numpy(x), ext) for x in ch_waves]
                 te_env = [D.features(torch.from_numpy(x), env_ext) for x in ch_waves]
             scores: dict[str, dict[str, float]] = {}
+            grids: dict[str, dict[str, dict[str, float]]] = {}
+            if score_norm_grid:
+                grids["logmel"] = norm_grid(
+                    E.stats_baseline(te_feats, centre=False),
+                    te_spk,
+                    E.stats_baseline(cohort_feats, centre=False),
+                    cohort_labels,
+                )
             for name, model in models.items():
                 emb = E.embed_features(model, te_feats)
+                if score_norm_grid:
+                    if name not in cohort_emb:
+                        cohort_emb[name] = E.embed_features(model, cohort_feats)
+                    grids[name] = norm_grid(emb, te_spk, cohort_emb[name], cohort_labels)
                 scores[name], scores[f"{name} raw"] = _score2(emb, te_spk)
                 # fusion: the centred embedding next to the envelope statistics, equal weights
                 fused = torch.cat([E.centre_embeddings(emb), E.envelope_baseline(te_env)], 1)
@@ -599,6 +667,10 @@ def run_loeo(
                 "poolings_raw": {n: scores[f"{n} raw"] for n in names},
                 "ours_fused": scores[f"{names[0]} fused"],
             }
+            if score_norm_grid:
+                row["norm"] = grids
+                row["cohort_voices"] = len(set(cohort_labels))
+                row["cohort_items"] = len(cohort_labels)
             if (ship_cfg.n_mels, ship_cfg.sample_rate) == (cfg.n_mels, cfg.sample_rate):
                 ship_feats = [D.normalise_features(f, ship_cfg.feature_norm) for f in te_env]
                 row["shipped"], row["shipped_raw"] = _score2(
@@ -880,6 +952,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="no training: EER of untrained log-mel statistics per engine, then exit",
     )
+    ap.add_argument(
+        "--score-norm-grid",
+        action="store_true",
+        help="also score every encoder and the log-mel statistics with S-norm and AS-norm "
+        "(top-k 5/10/20/50) against the test list's own files and the training voices "
+        "(result.json rows' 'norm')",
+    )
     ap.add_argument("--set", nargs="*", default=[], help="SpeakerConfig overrides KEY=VALUE")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -957,6 +1036,7 @@ def main(argv: list[str] | None = None) -> int:
             save_encoders=Path(args.save_encoders) if args.save_encoders else None,
             ensemble=tuple(Path(d) for d in args.ensemble or ()),
             copy_seeds=tuple(args.copy_seeds or ()),
+            score_norm_grid=args.score_norm_grid,
             log=lambda s: print(s, flush=True),
         )
     except (FileNotFoundError, ValueError) as exc:

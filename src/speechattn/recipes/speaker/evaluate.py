@@ -510,15 +510,19 @@ def score_trials(
     }
 
 
-def stats_baseline(feats: Sequence[Tensor]) -> Tensor:
+def stats_baseline(feats: Sequence[Tensor], *, centre: bool = True) -> Tensor:
     """No training: log-mel std / mean-magnitude statistics, centred over the set, L2-normalised:
     ``(N, 2 n_mels)``. Computed on the band-mean-normalised (CMN) log-mels whatever
-    normalisation ``feats (T_i, n_mels)`` had, so the baseline is the same for every front end."""
+    normalisation ``feats (T_i, n_mels)`` had, so the baseline is the same for every front end.
+    ``centre=False`` returns the statistics as they are (neither centred nor normalised), e.g. to
+    centre a cohort's on a trial list's mean with :func:`centre_embeddings`."""
     rows = []
     for f in feats:
         f = f - f.mean(0, keepdim=True)
         rows.append(torch.cat([f.std(0, unbiased=False), f.abs().mean(0)]))
     base = torch.stack(rows)
+    if not centre:
+        return base
     return F.normalize(base - base.mean(0, keepdim=True), dim=-1)
 
 
