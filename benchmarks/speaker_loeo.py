@@ -289,6 +289,27 @@ def norm_grid(
         lab = np.asarray(cohort_labels)
         spk_mean = torch.stack([cohort[torch.from_numpy(lab == n)].mean(0) for n in names])
         cohorts["train-spk"] = E.centre_embeddings(spk_mean, mean)
+    # what the list cohort's same-speaker files cost: the list minus every file of the trial's
+    # speaker(s) (needs the labels, so an oracle, never a user's option)
+    _, spk_id = np.unique(spk, return_inverse=True)
+    sid = torch.from_numpy(spk_id)
+    xx = x.double() @ x.double().T
+    other = (sid[None, :] != sid[enroll][:, None]) & (sid[None, :] != sid[test][:, None])
+    pair = xx[enroll, test]
+    for k in (None, *NORM_TOP_K):
+        stats = []
+        for side in (enroll, test):
+            if k is None:  # every other speaker's file: a masked mean and population std
+                w = other.double()
+                mu = (xx[side] * w).sum(1) / w.sum(1)
+                var = (((xx[side] - mu[:, None]) ** 2) * w).sum(1) / w.sum(1)
+                stats += [mu, var.sqrt()]
+                continue
+            sc = xx[side].masked_fill(~other, -torch.inf)
+            v = sc.topk(min(k, int(other.sum(1).min())), dim=1).values
+            stats += [v.mean(1), v.std(1, unbiased=False)]
+        s = 0.5 * ((pair - stats[0]) / stats[1] + (pair - stats[2]) / stats[3])
+        add(f"{'snorm' if k is None else f'asnorm{k}'}/list-other-speakers", s.numpy())
     for cname, c in cohorts.items():
         add(f"snorm/{cname}", E.normalise_scores(x, enroll, test, method="snorm", cohort=c))
         for k in NORM_TOP_K:

@@ -6,6 +6,7 @@ Commands::
     speechattn speaker [synth] [--quick] [--poolings ASTP ...] [--out DIR]   # espeak voices
     speechattn speaker train DATA [--trials LIST] [--out DIR]               # a real corpus
     speechattn speaker score LIST [--root DIR] [--checkpoint CKPT]          # EER / minDCF
+        [--score-norm snorm|asnorm] [--cohort list|FILE.npz] [--top-k K]
     speechattn speaker embed AUDIO_DIR --out FILE.npz [--checkpoint CKPT] [--centre]
 
 ``DATA`` is a VoxCeleb-layout folder (``id*/video/*.wav``), a Kaldi data dir (``wav.scp``,
@@ -34,6 +35,7 @@ from speechattn._cli import (
     positive_int,
 )
 from speechattn.recipes.speaker.config import POOLINGS, TRUNKS, SpeakerConfig
+from speechattn.recipes.speaker.evaluate import DEFAULT_TOP_K, SCORE_NORMS
 
 __all__ = ["add_parser", "config_from_args"]
 
@@ -47,6 +49,19 @@ _INT_FLAGS = (
     "seed",
     "augment_copies",
 )
+
+
+def _top_k(text: str) -> int:
+    """argparse type of ``--top-k``: an int >= 2 (a spread needs two scores)."""
+    try:
+        k = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2; found {text!r}") from None
+    if k < 2:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= 2 (a spread needs two scores); found {k}"
+        )
+    return k
 
 
 def _warn(path: str, reason: str) -> None:
@@ -136,22 +151,50 @@ def _cmd_score(args: argparse.Namespace) -> int:
     import json
 
     from speechattn.recipes.speaker.data import read_trials
-    from speechattn.recipes.speaker.evaluate import score_trials
+    from speechattn.recipes.speaker.evaluate import load_cohort, score_trials
     from speechattn.recipes.speaker.model import load_checkpoint
 
+    if args.score_norm == "none" and (args.cohort != "list" or args.top_k is not None):
+        flag = "--top-k" if args.top_k is not None else "--cohort"
+        raise CliError(
+            f"{flag} applies to score normalisation; add --score-norm snorm or asnorm", status=2
+        )
+    if args.score_norm == "snorm" and args.top_k is not None:
+        raise CliError("--top-k is for --score-norm asnorm (snorm uses the whole cohort)", status=2)
+    cohort = None
+    if args.cohort != "list":
+        try:
+            cohort = load_cohort(args.cohort)
+        except (ValueError, FileNotFoundError) as exc:
+            raise CliError(f"--cohort: {exc}") from None
     try:
         model, cfg = load_checkpoint(args.checkpoint)
         root = args.root if args.root is not None else Path(args.trials).parent
         res = score_trials(
-            model, cfg, read_trials(args.trials, root), on_skip=_warn, centre=not args.no_centre
+            model,
+            cfg,
+            read_trials(args.trials, root),
+            on_skip=_warn,
+            centre=not args.no_centre,
+            score_norm=args.score_norm,
+            cohort=cohort,
+            top_k=args.top_k,
         )
-    except (ValueError, FileNotFoundError) as exc:
-        raise CliError(str(exc)) from None
+    except (ValueError, FileNotFoundError, TypeError) as exc:
+        msg = str(exc)
+        if cohort is not None and "cohort" in msg:
+            msg = f"--cohort {args.cohort}: {msg}"
+        raise CliError(msg) from None
     how = "centred on the list's mean" if res["centred"] else "not centred"
+    if res["score_norm"] != "none":
+        k = f" top-{res['top_k']}" if res["top_k"] else ""
+        src = "the list's files" if res["cohort"] == "list" else f"{res['cohort_size']} cohort rows"
+        how += f", {res['score_norm']}{k} against {src}"
+    base = "" if res["baseline_score_norm"] == "none" else f"  ({res['baseline_score_norm']})"
     print(
         f"encoder             EER {100 * res['eer']:6.2f}%  minDCF {res['min_dcf']:.3f}  ({how})\n"
         f"log-mel statistics  EER {100 * res['baseline_eer']:6.2f}%  "
-        f"minDCF {res['baseline_min_dcf']:.3f}\n"
+        f"minDCF {res['baseline_min_dcf']:.3f}{base}\n"
         f"{res['num_trials']} trials ({res['num_targets']} target), "
         f"{res['skipped_trials']} left out for unusable audio"
     )
@@ -300,6 +343,28 @@ def add_parser(sub: Any) -> None:
         "--no-centre",
         action="store_true",
         help="score raw cosines (default: embeddings centred on the mean of the list's files)",
+    )
+    sc.add_argument(
+        "--score-norm",
+        choices=SCORE_NORMS,
+        default="none",
+        help="score normalisation: snorm (S-norm) or asnorm (adaptive S-norm, top-k cohort) "
+        "against --cohort (default: %(default)s, centred cosine)",
+    )
+    sc.add_argument(
+        "--cohort",
+        default="list",
+        metavar="list|FILE.npz",
+        help="cohort of --score-norm: 'list' (default), the list's own files minus the two of "
+        "each trial, or a .npz of other speakers' embeddings written by 'speaker embed' "
+        "(same checkpoint, without --centre)",
+    )
+    sc.add_argument(
+        "--top-k",
+        type=_top_k,
+        default=None,
+        metavar="K",
+        help=f"cohort scores per side for --score-norm asnorm (default {DEFAULT_TOP_K})",
     )
     sc.set_defaults(func=_cmd_score)
 

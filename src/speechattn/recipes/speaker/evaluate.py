@@ -12,6 +12,7 @@ import io
 import json
 import os
 import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, overload
@@ -27,11 +28,13 @@ from speechattn.recipes.speaker.data import AUDIO_SUFFIXES, Trial
 from speechattn.recipes.speaker.model import SpeakerEncoder, SpeakerEnsemble
 
 __all__ = [
+    "DEFAULT_TOP_K",
     "SCORE_NORMS",
     "EmbedResult",
     "TrialSet",
     "asnorm",
     "centre_embeddings",
+    "check_cohort",
     "cohort_stats",
     "compute_eer",
     "compute_min_dcf",
@@ -40,6 +43,7 @@ __all__ = [
     "envelope_baseline",
     "error_rates",
     "list_cohort_stats",
+    "load_cohort",
     "normalise_scores",
     "npz_path",
     "pair_trials",
@@ -472,6 +476,34 @@ MIN_CENTRE_FILES = 10
 """Fewest files of a trial list that :func:`score_trials` centres on their own mean."""
 
 
+DEFAULT_TOP_K = 50
+"""AS-norm's default top-k: the k chosen on the leave-one-engine-out test (``benchmarks/
+RESULTS.md``, trial lists of 40-70 files); WeSpeaker uses 300 with a cohort of 5,994 speakers."""
+
+
+def check_cohort(cohort: object, embed_dim: int, name: str = "cohort") -> Tensor:
+    """A cohort matrix ``(C, E)`` checked against the encoder's ``embed_dim``: float, finite,
+    at least 2 rows.
+
+    Raises:
+        TypeError: not a tensor or NumPy array, or not floating point.
+        ValueError: not ``(C, E=embed_dim)``, fewer than 2 rows, or not finite.
+    """
+    c = _as_tensor(cohort, name)
+    if c.dim() != 2 or c.shape[1] != embed_dim:
+        raise ValueError(
+            f"Expected {name} (C, E={embed_dim}) embeddings of this encoder; "
+            f"found shape {tuple(c.shape)}."
+        )
+    if not c.is_floating_point():
+        raise TypeError(f"Expected {name} as floating point; found {c.dtype}.")
+    if c.shape[0] < 2:
+        raise ValueError(f"Expected a {name} of at least 2 embeddings; found {c.shape[0]}.")
+    if not bool(torch.isfinite(c).all()):
+        raise ValueError(f"Expected finite {name} embeddings; found NaN or inf.")
+    return c.float()
+
+
 def score_trials(
     model: SpeakerEncoder | SpeakerEnsemble,
     cfg: SpeakerConfig,
@@ -479,6 +511,9 @@ def score_trials(
     *,
     on_skip: Callable[[str, str], None] | None = None,
     centre: bool = True,
+    score_norm: str = "none",
+    cohort: Tensor | np.ndarray | None = None,
+    top_k: int | None = None,
 ) -> dict[str, Any]:
     """Embed every file of ``trials`` once and score each trial by cosine similarity.
 
@@ -488,16 +523,48 @@ def score_trials(
     is mostly their speakers, and centring on it would push those speakers apart (two files
     centred on their own mean always score -1). Fewer files are scored raw (``centred`` False).
 
-    Returns ``eer``, ``min_dcf``, ``num_trials``, ``skipped_trials``, ``centred``, and the same
-    for the log-mel statistics baseline under ``baseline_eer`` / ``baseline_min_dcf``.
+    ``score_norm`` (``"none"``, ``"snorm"``, ``"asnorm"`` with ``top_k``, default
+    :data:`DEFAULT_TOP_K`) normalises the scores (:func:`normalise_scores`) against ``cohort``
+    ``(C, E)`` (uncentred embeddings of this encoder, e.g. ``speechattn speaker embed``'s
+    ``.npz``; centred with the list's mean like the list's files) or, when None, against the
+    list's own files (every file but the two of a trial; at least ``MIN_CENTRE_FILES`` usable
+    files). The log-mel statistics baseline gets the same normalisation when the cohort is the
+    list (``baseline_score_norm``), none otherwise.
+
+    Returns ``eer``, ``min_dcf``, ``num_trials``, ``skipped_trials``, ``centred``,
+    ``score_norm``, ``cohort`` (``"list"``, ``"given"`` or None), ``top_k``, and the same for the
+    log-mel statistics baseline under ``baseline_eer`` / ``baseline_min_dcf``.
+
+    Raises:
+        ValueError: as :func:`trial_features`; an unknown ``score_norm``; a list cohort of too
+            few files; a ``cohort`` that is not ``(C, E)`` of this encoder's size.
     """
+    if score_norm not in SCORE_NORMS:
+        raise ValueError(f"Expected score_norm in {SCORE_NORMS}; found {score_norm!r}.")
+    if score_norm == "asnorm" and top_k is None:
+        top_k = DEFAULT_TOP_K
+    _check_top_k(top_k, need=False)
+    k = top_k if score_norm == "asnorm" else None
+    cohort_t = None if cohort is None else check_cohort(cohort, model.embed_dim)
     ts = trial_features(trials, cfg, on_skip=on_skip)
     emb = embed_features(model, ts.feats)
-    centre = centre and emb.shape[0] >= MIN_CENTRE_FILES
+    n = emb.shape[0]
+    if score_norm != "none" and cohort_t is None and n < MIN_CENTRE_FILES:
+        raise ValueError(
+            f"Expected at least {MIN_CENTRE_FILES} usable files to normalise scores against the "
+            f"list's own files; found {n}. Give a cohort of other speakers' embeddings or no "
+            "score normalisation."
+        )
+    centre = centre and n >= MIN_CENTRE_FILES
+    base = stats_baseline(ts.feats, centre=False)
+    mean = emb.mean(0)
     if centre:
-        emb = centre_embeddings(emb)
-    s = ts.scores(emb)
-    b = ts.scores(stats_baseline(ts.feats))
+        emb = centre_embeddings(emb, mean)
+        if cohort_t is not None:
+            cohort_t = centre_embeddings(cohort_t, mean)
+    base_norm = score_norm if cohort_t is None else "none"
+    s = normalise_scores(emb, ts.enroll, ts.test, method=score_norm, cohort=cohort_t, top_k=k)
+    b = normalise_scores(centre_embeddings(base), ts.enroll, ts.test, method=base_norm, top_k=k)
     return {
         "eer": compute_eer(s, ts.labels),
         "min_dcf": compute_min_dcf(s, ts.labels),
@@ -506,8 +573,45 @@ def score_trials(
         "num_trials": len(s),
         "num_targets": int(ts.labels.sum()),
         "centred": centre,
+        "score_norm": score_norm,
+        "cohort": None if score_norm == "none" else ("list" if cohort_t is None else "given"),
+        "cohort_size": None if cohort_t is None else int(cohort_t.shape[0]),
+        "top_k": k,
+        "baseline_score_norm": base_norm,
         "skipped_trials": ts.skipped_trials,
     }
+
+
+def load_cohort(path: str | os.PathLike[str]) -> np.ndarray:
+    """The ``embeddings`` ``(C, E)`` of an ``.npz`` written by ``speechattn speaker embed``
+    (read without pickle), as a score-normalisation cohort.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a readable ``.npz``, no ``embeddings`` array, or written with
+            ``--centre`` (those rows are centred on their own folder's mean, and scoring centres
+            the cohort on the trial list's mean).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"No cohort file {p} (write one with 'speechattn speaker embed').")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            files = set(z.files)
+            if "embeddings" not in files:
+                raise ValueError(
+                    f"Expected {p} to hold an 'embeddings' array (speechattn speaker embed's "
+                    f".npz); found {sorted(files) or 'no arrays'}."
+                )
+            if "mean" in files:
+                raise ValueError(
+                    f"{p} was written with --centre (its rows are centred on their own folder's "
+                    "mean); write the cohort without --centre: scoring centres it on the trial "
+                    "list's mean."
+                )
+            return np.asarray(z["embeddings"])
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"Could not read {p} as an .npz of embeddings ({exc}).") from None
 
 
 def stats_baseline(feats: Sequence[Tensor], *, centre: bool = True) -> Tensor:
