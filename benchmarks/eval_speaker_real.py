@@ -21,7 +21,9 @@ files of each folder (longest prompts) are used. Seven or nine real speakers, ev
 is a trial. Reported: EER and mean target / non-target cosine over all trials, and the EER with
 non-target trials restricted to the same language (so that the language cannot give the answer),
 for the trained encoder (raw cosines, and centred on the set's mean embedding as ``speechattn
-speaker score`` does) and for log-mel mean/std statistics with the global mean removed.
+speaker score`` does, and centred then S-norm / AS-norm against the set's own files as
+``speechattn speaker score --score-norm`` does) and for log-mel mean/std statistics with the
+global mean removed (also with S-norm).
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ def main() -> None:
     from speechattn.recipes.speaker.data import features as _features
     from speechattn.recipes.speaker.data import normalise_features as _normalise
     from speechattn.recipes.speaker.evaluate import centre_embeddings, compute_eer, embed_features
+    from speechattn.recipes.speaker.evaluate import normalise_scores as _norm
     from speechattn.recipes.speaker.evaluate import pair_trials as _trials
     from speechattn.recipes.speaker.model import load_checkpoint
 
@@ -124,12 +127,18 @@ def main() -> None:
     base = torch.stack([torch.cat([f.mean(0), f.std(0)]) for f in cmn])
     base = torch.nn.functional.normalize(base - base.mean(0, keepdim=True), dim=-1)
     rows = {}
-    for name, e in (
-        ("trained encoder", emb),
-        ("trained encoder, centred (as `speaker score`)", centre_embeddings(emb)),
-        ("log-mel mean/std, no training", base),
+    _, lab = _trials(emb, labels)
+    pairs = torch.from_numpy(iu[0]), torch.from_numpy(iu[1])
+    centred = centre_embeddings(emb)
+    for name, sc in (
+        ("trained encoder", _trials(emb, labels)[0]),
+        ("trained encoder, centred (as `speaker score`)", _trials(centred, labels)[0]),
+        # `speaker score --score-norm snorm|asnorm`: against the set's own files
+        ("centred + S-norm, the set's files as cohort", _norm(centred, *pairs, method="snorm")),
+        ("centred + AS-norm k=50, same", _norm(centred, *pairs, method="asnorm", top_k=50)),
+        ("log-mel mean/std, no training", _trials(base, labels)[0]),
+        ("log-mel + S-norm, the set's files as cohort", _norm(base, *pairs, method="snorm")),
     ):
-        sc, lab = _trials(e, labels)
         keep = (lab == 1) | same_lang[iu]  # targets + same-language non-targets
         rows[name] = {
             "eer_percent": 100 * compute_eer(sc, lab),
