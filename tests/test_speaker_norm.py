@@ -169,3 +169,66 @@ def test_bad_input_is_named() -> None:
         normalise_scores(e, torch.tensor([0, 2]), torch.tensor([1, 2]), method="snorm")
     with pytest.raises(ValueError, match=r"at least 4 files .* found 3"):
         normalise_scores(e[:3], *idx, method="snorm")
+
+
+def _load_bench():  # type: ignore[no-untyped-def]
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "speaker_loeo.py"
+    spec = importlib.util.spec_from_file_location("speaker_loeo", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["speaker_loeo"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_loeo_norm_grid_scores_each_variant_as_defined() -> None:
+    """``speaker_loeo.py --score-norm-grid``: every cell is the EER of the variant's definition,
+    the labelled "other speakers" cohort included (checked against a loop)."""
+    from speechattn.recipes.speaker.evaluate import centre_embeddings
+
+    bench = _load_bench()
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(4, 6))
+    spk = [f"s{i % 4}" for i in range(16)]
+    rows = torch.from_numpy(
+        np.stack([centres[i % 4] + 0.9 * rng.normal(size=6) for i in range(16)])
+    )
+    cohort = torch.from_numpy(rng.normal(size=(10, 6)))
+    clab = [f"c{i % 5}" for i in range(10)]
+    grid = bench.norm_grid(rows, spk, cohort, clab)
+    mean = rows.mean(0)
+    x = centre_embeddings(rows, mean)
+    iu = np.triu_indices(16, k=1)
+    enroll, test = torch.from_numpy(iu[0]), torch.from_numpy(iu[1])
+    labels = (np.asarray(spk)[iu[0]] == np.asarray(spk)[iu[1]]).astype(int)
+
+    def eer(s: np.ndarray) -> float:
+        return compute_eer(s, labels)
+
+    assert grid["centred"]["eer"] == pytest.approx(eer(normalise_scores(x, enroll, test)))
+    assert grid["asnorm10/list"]["eer"] == pytest.approx(
+        eer(normalise_scores(x, enroll, test, method="asnorm", top_k=10))
+    )
+    spk_mean = torch.stack(
+        [cohort[[j for j in range(10) if clab[j] == c]].mean(0) for c in sorted(set(clab))]
+    )
+    want = normalise_scores(
+        x, enroll, test, method="snorm", cohort=centre_embeddings(spk_mean, mean)
+    )
+    assert grid["snorm/train-spk"]["eer"] == pytest.approx(eer(want))
+    want = normalise_scores(
+        x, enroll, test, method="asnorm", cohort=centre_embeddings(cohort, mean), top_k=5
+    )
+    assert grid["asnorm5/train-utt"]["eer"] == pytest.approx(eer(want))
+    xs = x.numpy()
+    for key, k in (("snorm", None), ("asnorm5", 5)):
+        ref = []
+        for a, b in zip(iu[0], iu[1]):
+            others = xs[[j for j in range(16) if spk[j] not in (spk[a], spk[b])]]
+            kk = None if k is None else min(k, 8)  # 8: the fewest other files of any trial
+            ref.append(_ref_norm(xs[a], xs[b], others, others, kk))
+        assert grid[f"{key}/list-other-speakers"]["eer"] == pytest.approx(eer(np.asarray(ref)))
