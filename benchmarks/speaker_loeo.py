@@ -261,15 +261,18 @@ NORM_TOP_K = (5, 10, 20, 50)
 
 
 def norm_grid(
-    rows: torch.Tensor, speakers: list[str], cohort: torch.Tensor | None, cohort_labels: list[str]
+    rows: torch.Tensor,
+    speakers: list[str],
+    cohorts: dict[str, tuple[torch.Tensor, list[str]]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """EER / minDCF of every unordered pair of ``rows (N, E)`` (raw embeddings or log-mel
     statistics) under each score normalisation: ``centred`` (cosine of rows centred on their
     own mean, as ``speechattn speaker score`` does), ``snorm/<cohort>`` and
     ``asnorm<k>/<cohort>`` for k in :data:`NORM_TOP_K`. Cohorts: ``list`` (the test files
-    themselves, minus the two of each trial), and with ``cohort (C, E)``: ``train-utt`` (its
-    rows) and ``train-spk`` (the mean row of each of ``cohort_labels``' speakers); every cohort
-    row is centred on the test rows' mean, as the test rows are."""
+    themselves, minus the two of each trial), ``list-other-speakers`` (minus every file of the
+    trial's speakers: an oracle that needs the labels), and for each ``name: (C, E) rows,
+    speaker labels`` of ``cohorts``: ``<name>-utt`` (its rows) and ``<name>-spk`` (the mean row
+    of each speaker); every cohort row is centred on the test rows' mean, as the test rows are."""
     mean = rows.mean(0)
     x = E.centre_embeddings(rows, mean)
     iu = np.triu_indices(len(speakers), k=1)
@@ -282,13 +285,14 @@ def norm_grid(
         out[name] = {"eer": E.compute_eer(s, labels), "min_dcf": E.compute_min_dcf(s, labels)}
 
     add("centred", E.normalise_scores(x, enroll, test))
-    cohorts: dict[str, torch.Tensor | None] = {"list": None}
-    if cohort is not None:
-        cohorts["train-utt"] = E.centre_embeddings(cohort, mean)
-        names = sorted(set(cohort_labels))
+    used: dict[str, torch.Tensor | None] = {"list": None}
+    for name, (cohort, cohort_labels) in (cohorts or {}).items():
+        used[f"{name}-utt"] = E.centre_embeddings(cohort, mean)
         lab = np.asarray(cohort_labels)
-        spk_mean = torch.stack([cohort[torch.from_numpy(lab == n)].mean(0) for n in names])
-        cohorts["train-spk"] = E.centre_embeddings(spk_mean, mean)
+        spk_mean = torch.stack(
+            [cohort[torch.from_numpy(lab == n)].mean(0) for n in sorted(set(cohort_labels))]
+        )
+        used[f"{name}-spk"] = E.centre_embeddings(spk_mean, mean)
     # what the list cohort's same-speaker files cost: the list minus every file of the trial's
     # speaker(s) (needs the labels, so an oracle, never a user's option)
     _, spk_id = np.unique(spk, return_inverse=True)
@@ -310,7 +314,7 @@ def norm_grid(
             stats += [v.mean(1), v.std(1, unbiased=False)]
         s = 0.5 * ((pair - stats[0]) / stats[1] + (pair - stats[2]) / stats[3])
         add(f"{'snorm' if k is None else f'asnorm{k}'}/list-other-speakers", s.numpy())
-    for cname, c in cohorts.items():
+    for cname, c in used.items():
         add(f"snorm/{cname}", E.normalise_scores(x, enroll, test, method="snorm", cohort=c))
         for k in NORM_TOP_K:
             s = E.normalise_scores(x, enroll, test, method="asnorm", cohort=c, top_k=k)
@@ -525,7 +529,9 @@ def run_loeo(
     ``copy_seeds``: draw the training copies as several cached sets (:func:`_train_features`).
     ``score_norm_grid``: each row also gets ``row["norm"][name]`` (every encoder and
     ``"logmel"``): :func:`norm_grid` with the clean utterances of the encoder's training voices
-    (commercial ones with ``commercial_only``, other engines, no test person) as the cohort."""
+    (commercial ones with ``commercial_only``, other engines, no test person) as the ``train``
+    cohort and, with ``feature_cache``, the same voices' training items with their channel
+    copies (``train-aug``; in ``ensemble`` mode the cached set of ``cfg.seed``'s draw)."""
     from speechattn.recipes.speaker.model import load_checkpoint, save_encoder
     from speechattn.recipes.speaker.train import train_encoder
 
@@ -563,6 +569,22 @@ def run_loeo(
             copy_seeds,
         )
     )
+    aug_cohort = None
+    if score_norm_grid and feature_cache is not None:
+        # the training items with their channel copies (the cached set of cfg.seed's draw)
+        aug_cohort = (
+            train_all
+            if train_all.feats
+            else _train_features(
+                [u for u in utts if u.id in trainable] + extra,
+                cfg,
+                {u.label for u in utts} | {u.label for u in extra},
+                feature_cache,
+                log,
+                copy_seeds,
+            )
+        )
+    engine_of_aug = [engine_of[i] for i in aug_cohort.ids] if aug_cohort is not None else []
     clean = D.load_feature_set(utts, cfg)
     # the envelope statistics need log-mels that keep their band means
     env_cfg = SpeakerConfig(**{**cfg.to_dict(), "feature_norm": "gain"})
@@ -645,7 +667,19 @@ def run_loeo(
             for ch_seed in seeds:
                 waves = _test_waves(te_src, cfg.sample_rate, test_channel(), ch_seed)
                 conditions.append(("channel", waves, ch_seed if len(seeds) > 1 else None))
-        cohort_emb: dict[str, torch.Tensor] = {}
+        cohort_emb: dict[str, dict[str, tuple[torch.Tensor, list[str]]]] = {}
+        cohort_sets = {"train": (cohort_feats, cohort_labels)}
+        if aug_cohort is not None:  # the same voices' items with their channel copies
+            voices = set(cohort_labels)
+            keep = [
+                i
+                for i, (g, lab) in enumerate(zip(engine_of_aug, aug_cohort.labels))
+                if g != held and lab in voices
+            ]
+            cohort_sets["train-aug"] = (
+                [aug_cohort.feats[i] for i in keep],
+                [aug_cohort.labels[i] for i in keep],
+            )
         for condition, ch_waves, ch_seed in conditions:
             if ch_waves is not None:
                 ext = D.feature_extractor(cfg)
@@ -658,15 +692,20 @@ def run_loeo(
                 grids["logmel"] = norm_grid(
                     E.stats_baseline(te_feats, centre=False),
                     te_spk,
-                    E.stats_baseline(cohort_feats, centre=False),
-                    cohort_labels,
+                    {
+                        c: (E.stats_baseline(f, centre=False), lab)
+                        for c, (f, lab) in cohort_sets.items()
+                    },
                 )
             for name, model in models.items():
                 emb = E.embed_features(model, te_feats)
                 if score_norm_grid:
                     if name not in cohort_emb:
-                        cohort_emb[name] = E.embed_features(model, cohort_feats)
-                    grids[name] = norm_grid(emb, te_spk, cohort_emb[name], cohort_labels)
+                        cohort_emb[name] = {
+                            c: (E.embed_features(model, f), lab)
+                            for c, (f, lab) in cohort_sets.items()
+                        }
+                    grids[name] = norm_grid(emb, te_spk, cohort_emb[name])
                 scores[name], scores[f"{name} raw"] = _score2(emb, te_spk)
                 # fusion: the centred embedding next to the envelope statistics, equal weights
                 fused = torch.cat([E.centre_embeddings(emb), E.envelope_baseline(te_env)], 1)
@@ -691,7 +730,7 @@ def run_loeo(
             if score_norm_grid:
                 row["norm"] = grids
                 row["cohort_voices"] = len(set(cohort_labels))
-                row["cohort_items"] = len(cohort_labels)
+                row["cohort_items"] = {c: len(lab) for c, (_, lab) in cohort_sets.items()}
             if (ship_cfg.n_mels, ship_cfg.sample_rate) == (cfg.n_mels, cfg.sample_rate):
                 ship_feats = [D.normalise_features(f, ship_cfg.feature_norm) for f in te_env]
                 row["shipped"], row["shipped_raw"] = _score2(

@@ -199,7 +199,7 @@ def test_loeo_norm_grid_scores_each_variant_as_defined() -> None:
     )
     cohort = torch.from_numpy(rng.normal(size=(10, 6)))
     clab = [f"c{i % 5}" for i in range(10)]
-    grid = bench.norm_grid(rows, spk, cohort, clab)
+    grid = bench.norm_grid(rows, spk, {"train": (cohort, clab)})
     mean = rows.mean(0)
     x = centre_embeddings(rows, mean)
     iu = np.triu_indices(16, k=1)
