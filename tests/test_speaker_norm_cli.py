@@ -123,6 +123,10 @@ def test_cli_errors_are_one_line(
     assert _main([*base, "--score-norm", "asnorm", "--cohort", str(wrong)]) == 1
     out = _said(capsys)
     assert "--cohort" in out and "found shape (3, 5)" in out and len(out.strip().splitlines()) == 1
+    ints = tmp_path / "ints.npz"
+    np.savez(ints, keys=np.array(["a", "b"]), embeddings=np.ones((2, 4), dtype=np.int64))
+    assert _main([*base, "--score-norm", "snorm", "--cohort", str(ints)]) == 1
+    assert "'embeddings' as floating point; found int64" in _said(capsys)
     notnpz = tmp_path / "x.npz"
     notnpz.write_text("hello")
     assert _main([*base, "--score-norm", "snorm", "--cohort", str(notnpz)]) == 1

@@ -180,7 +180,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
             cohort=cohort,
             top_k=args.top_k,
         )
-    except (ValueError, FileNotFoundError, TypeError) as exc:
+    except (ValueError, FileNotFoundError) as exc:
         msg = str(exc)
         if cohort is not None and "cohort" in msg:
             msg = f"--cohort {args.cohort}: {msg}"

@@ -250,13 +250,15 @@ def snorm(
     (population) standard deviation of ``cos(enroll[k], c)`` over every cohort row ``c``, and
     ``mu_t, sd_t`` the same for ``test[k]`` (Kenny 2010; the ``snorm`` of WeSpeaker's
     ``score_norm.py``). Every row is L2-normalised first; the caller centres them if wanted
-    (all with one mean). The cohort should hold no speaker of the trials: typically the
-    training speakers' mean embeddings. Float64 out; not meant for gradients.
+    (all with one mean). WeSpeaker's cohort is the training speakers' mean embeddings;
+    :func:`normalise_scores` also takes the trial list's own files (which did better on the
+    leave-one-engine-out test, ``benchmarks/RESULTS.md``). Float64 out; not meant for gradients.
 
     Naive equivalent, per trial::
 
         ce, ct = cohort @ e, cohort @ t
-        0.5 * ((e @ t - ce.mean()) / ce.std(unbiased=False) + (e @ t - ct.mean()) / ct.std(unbiased=False))
+        s = e @ t
+        0.5 * ((s - ce.mean()) / ce.std(unbiased=False) + (s - ct.mean()) / ct.std(unbiased=False))
 
     Raises:
         TypeError: an input is neither a tensor nor a NumPy array, or not floating point.
@@ -328,12 +330,14 @@ def list_cohort_stats(
     test = _check_index(test, "test", n)
     if enroll.shape != test.shape:
         raise ValueError(
-            f"Expected enroll and test of one shape; found {tuple(enroll.shape)} and {tuple(test.shape)}."
+            f"Expected enroll and test of one shape; found {tuple(enroll.shape)} and "
+            f"{tuple(test.shape)}."
         )
     if bool((enroll == test).any()):
         k = int(torch.nonzero(enroll == test)[0, 0])
         raise ValueError(
-            f"Expected two different files per trial; trial {k} compares file {int(enroll[k])} with itself."
+            f"Expected two different files per trial; trial {k} compares file "
+            f"{int(enroll[k])} with itself."
         )
     _check_top_k(top_k, need=False)
     k_eff = n - 2 if top_k is None else min(top_k, n - 2)
@@ -397,7 +401,8 @@ def normalise_scores(
     test = _check_index(test, "test", x.shape[0])
     if enroll.shape != test.shape:
         raise ValueError(
-            f"Expected enroll and test of one shape; found {tuple(enroll.shape)} and {tuple(test.shape)}."
+            f"Expected enroll and test of one shape; found {tuple(enroll.shape)} and "
+            f"{tuple(test.shape)}."
         )
     _check_top_k(top_k, need=method == "asnorm")
     score = (x[enroll] * x[test]).sum(-1)
@@ -588,7 +593,7 @@ def load_cohort(path: str | os.PathLike[str]) -> np.ndarray:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a readable ``.npz``, no ``embeddings`` array, or written with
+        ValueError: not a readable ``.npz``, no floating-point ``embeddings`` array, or written with
             ``--centre`` (those rows are centred on their own folder's mean, and scoring centres
             the cohort on the trial list's mean).
     """
@@ -609,9 +614,12 @@ def load_cohort(path: str | os.PathLike[str]) -> np.ndarray:
                     "mean); write the cohort without --centre: scoring centres it on the trial "
                     "list's mean."
                 )
-            return np.asarray(z["embeddings"])
+            emb = np.asarray(z["embeddings"])
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"Could not read {p} as an .npz of embeddings ({exc}).") from None
+    if not np.issubdtype(emb.dtype, np.floating):
+        raise ValueError(f"Expected {p}'s 'embeddings' as floating point; found {emb.dtype}.")
+    return emb
 
 
 def stats_baseline(feats: Sequence[Tensor], *, centre: bool = True) -> Tensor:
