@@ -142,18 +142,21 @@ def _cmd_score(args: argparse.Namespace) -> int:
     try:
         model, cfg = load_checkpoint(args.checkpoint)
         root = args.root if args.root is not None else Path(args.trials).parent
-        res = score_trials(
-            model, cfg, read_trials(args.trials, root), on_skip=_warn, centre=not args.no_centre
-        )
+        malformed: list[str] = []
+        trials = read_trials(args.trials, root, problems=malformed)
+        res = score_trials(model, cfg, trials, on_skip=_warn, centre=not args.no_centre)
     except (ValueError, FileNotFoundError) as exc:
         raise CliError(str(exc)) from None
+    res["malformed_lines"] = len(malformed)
+    res["skipped_trials"] += len(malformed)  # a malformed line is a trial left out too
     how = "centred on the list's mean" if res["centred"] else "not centred"
     print(
         f"encoder             EER {100 * res['eer']:6.2f}%  minDCF {res['min_dcf']:.3f}  ({how})\n"
         f"log-mel statistics  EER {100 * res['baseline_eer']:6.2f}%  "
         f"minDCF {res['baseline_min_dcf']:.3f}\n"
         f"{res['num_trials']} trials ({res['num_targets']} target), "
-        f"{res['skipped_trials']} left out for unusable audio"
+        f"{res['skipped_trials']} left out ({len(malformed)} malformed lines, "
+        f"{res['skipped_trials'] - len(malformed)} for unusable audio)"
     )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
