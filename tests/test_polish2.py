@@ -174,3 +174,44 @@ def test_score_counts_malformed_trials_and_warns_once(
     res = json.loads(out.read_text())
     assert res["num_trials"] == 4 and res["malformed_lines"] == 1
     assert res["skipped_trials"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# combine_aligners
+
+
+def test_combine_aligners_reads_each_file_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+    from tests.align_toy import FEATURES, N_MELS, NUM_SYMBOLS
+
+    from speechattn.recipes.align import pipeline
+    from speechattn.recipes.align.data import new_symbol_table
+    from speechattn.recipes.align.model import AlignerConfig, TextMelAligner
+
+    symbols = new_symbol_table()
+    paths = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = TextMelAligner(
+            AlignerConfig(kind="sma", num_symbols=NUM_SYMBOLS, n_mels=N_MELS, dim=16)
+        )
+        info = {"trained_by": "speechattn demo", "demo_config": {"seed": 0, "train_seed": seed}}
+        paths.append(tmp_path / f"s{seed}.pt")
+        pipeline.save_aligner(paths[-1], model.eval(), symbols, FEATURES, info)
+    pair = pipeline.combine_aligners(paths[:2], tmp_path / "pair.pt", log=lambda _: None)
+    reads: list[Path] = []
+    real = pipeline.load_checkpoint
+
+    def counting(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        reads.append(Path(path).resolve())
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "load_checkpoint", counting)
+    out = pipeline.combine_aligners([pair, paths[2]], tmp_path / "e.pt", log=lambda _: None)
+    assert sorted(reads) == sorted(p.resolve() for p in (pair, paths[2]))
+    # the file holding an ensemble keeps its members' records; the single file adds its own
+    monkeypatch.undo()
+    info = pipeline.load_aligner(out)[3]
+    assert [m["train_seed"] for m in info["members"]] == [0, 1, 2]

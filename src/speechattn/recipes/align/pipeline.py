@@ -324,7 +324,10 @@ def load_aligner(
 
 
 def load_aligners(
-    paths: Sequence[Path], *, combine: str = "log"
+    paths: Sequence[Path],
+    *,
+    combine: str = "log",
+    per_file: list[tuple[int, dict]] | None = None,
 ) -> tuple[TextMelAligner | AlignerEnsemble, dict, FeatureConfig, dict]:
     """Load one aligner (:func:`load_aligner`) or several as an :class:`AlignerEnsemble`.
 
@@ -334,6 +337,7 @@ def load_aligners(
     returned are the first aligner's, except that with several files the info carries no
     boundary calibration table: a member's tables were fitted on that member's decoding, not the
     ensemble's (:func:`combine_aligners` with a corpus fits the ensemble's own).
+    ``per_file``, when given, receives ``(number of aligners, info)`` of each file in order.
 
     Raises:
         ValueError: no path, a file given twice, or an aligner whose symbols, front end or
@@ -351,12 +355,16 @@ def load_aligners(
             )
         seen[p.resolve()] = p
     first = load_aligner(paths[0])
+    if per_file is not None:
+        per_file.append((len(_members(first[0])), first[3]))
     if len(paths) == 1:
         return first
     model0, symbols, feats, info = first
     models = _members(model0)
     for p in paths[1:]:
-        model, sym, fc, _ = load_aligner(p)
+        model, sym, fc, one = load_aligner(p)
+        if per_file is not None:
+            per_file.append((len(_members(model)), one))
         if sym != symbols:
             diff = sorted(set(sym.items()) ^ set(symbols.items()))[:4]
             raise ValueError(
@@ -450,15 +458,14 @@ def combine_aligners(
             f"Expected out to be a new file; found {out}, one of the aligners to combine "
             "(writing it would replace that aligner). Pick another path."
         )
-    model, symbols, feats, info = load_aligners(paths, combine=combine)
+    per_file: list[tuple[int, dict]] = []  # each file is read once, by load_aligners
+    model, symbols, feats, info = load_aligners(paths, combine=combine, per_file=per_file)
     if not isinstance(model, AlignerEnsemble) or len(model) < 2:
         raise ValueError(
             f"Expected two or more aligners to combine; found one in {', '.join(map(str, paths))}."
         )
     members: list[dict] = []
-    for p in paths:
-        loaded, _, _, one = load_aligner(p)
-        n = len(_members(loaded))
+    for n, one in per_file:
         kept = one.get("members")
         members.extend(
             kept if isinstance(kept, list) and len(kept) == n else [_member_record(one)] * n
