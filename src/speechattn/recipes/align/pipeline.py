@@ -707,6 +707,7 @@ def run_demo(
     export: Path | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    corpus_from: Path | None = None,
     log=print,
 ) -> dict:
     """Synthesize a corpus, train the SMA aligner and baselines, evaluate, write the report.
@@ -716,10 +717,45 @@ def run_demo(
     raise :class:`~speechattn.recipes.align.outputs.OutputFolderError` naming what differs,
     and ``overwrite`` first deletes the earlier run's outputs, its corpus included.
 
+    ``corpus_from``: the folder of another demo run whose corpus (``corpus_from/corpus``) this
+    run trains on instead of synthesizing its own (another training seed on one corpus). Its
+    ``run.json`` must show this run's corpus settings (``utterances``, ``speakers``, ``seed``,
+    ``engines``, ``commercial_only``); otherwise a ``ValueError`` names the first that differs.
+
     Returns a dict with the report path, the metrics table and timings.
     """
     from speechattn.data.corpus import load_corpus
     from speechattn.data.synth import synth_corpus
+    from speechattn.recipes.align.outputs import RUN_RECORD
+
+    reused: Path | None = None
+    if corpus_from is not None and Path(corpus_from).resolve() != Path(out).resolve():
+        src = Path(corpus_from)
+        fresh = "drop --corpus-from to synthesize this run's own corpus"
+        try:
+            theirs = json.loads((src / RUN_RECORD).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            why = "not found" if isinstance(exc, FileNotFoundError) else f"unreadable ({exc})"
+            raise ValueError(
+                f"--corpus-from {src}: expected the folder of a `speechattn demo` run with its "
+                f"{RUN_RECORD}; found {src / RUN_RECORD} {why}; {fresh}."
+            ) from None
+        mine, default = asdict(config), asdict(DemoConfig())
+        for key in ("utterances", "speakers", "seed", "engines", "commercial_only"):
+            want = json.loads(json.dumps(mine[key]))
+            found = theirs.get(key, json.loads(json.dumps(default[key])))
+            if found != want:
+                raise ValueError(
+                    f"--corpus-from {src}: expected a corpus made with {key}={want!r} (this "
+                    f"run's); found {key}={found!r} in {src / RUN_RECORD}: a different corpus. "
+                    f"Use the same corpus settings or {fresh}."
+                )
+        reused = src / "corpus" / "manifest.jsonl"
+        if not reused.is_file():
+            raise ValueError(
+                f"--corpus-from {src}: expected its corpus at {reused}; found none (let that "
+                f"run finish synthesizing first, or {fresh})."
+            )
 
     torch.set_num_threads(max(1, config.threads))
     t_start = time.perf_counter()
@@ -735,7 +771,10 @@ def run_demo(
     feats = demo_features(config)
     corpus_dir = out / "corpus"
     manifest = corpus_dir / "manifest.jsonl"
-    if not manifest.exists():
+    if reused is not None:
+        log(f"reusing the corpus of {corpus_from}: {reused}")
+        manifest = reused
+    elif not manifest.exists():
         log(
             f"synthesizing {config.utterances} utterances, {config.speakers} voices -> {corpus_dir}"
         )
