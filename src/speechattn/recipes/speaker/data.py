@@ -8,7 +8,8 @@ Corpora (:func:`load_speaker_corpus` picks the layout from what it finds):
   the speaker is the first folder, the id the path relative to ``ROOT``.
 - **Kaldi data dir**: ``wav.scp`` (``<utt> <path>``) and ``utt2spk`` (``<utt> <speaker>``);
   paths relative to the data dir (or the working directory). Piped commands and ``segments``
-  are not supported (they are rejected with a message saying so).
+  are not supported (a piped line is skipped with a warning saying so; a ``segments`` file is
+  refused).
 - **manifest** ``*.jsonl``: one object per line with ``audio`` (or ``path``) relative to the
   manifest's folder, ``speaker``, and optionally ``id``, ``person`` and ``engine``; what
   :func:`speechattn.data.synth.synth_corpus` writes is such a manifest.
