@@ -70,7 +70,7 @@ def read_manifest(path: str | Path, *, problems: list[str] | None = None) -> lis
         )
     items = []
     bad: list[str] = []
-    expected = f"an object with 'audio' (or {_AUDIO_KEYS[1:]}) and 'caption' (or 'text')"
+    expected = "an object with 'audio' (or 'audio_path', 'path') and 'caption' (or 'text')"
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
