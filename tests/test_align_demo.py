@@ -221,3 +221,37 @@ def test_shipped_aligner_applies_out_of_the_box(demo_out: Path, tmp_path: Path) 
     m_cal = json.loads((cal / "metrics.json").read_text())["metrics"]["corpus"][name]
     metrics = json.loads((raw_out / "metrics.json").read_text())["metrics"]["corpus"]
     assert m_cal["phone_mean_abs_ms"] < metrics[name]["phone_mean_abs_ms"]
+
+
+def test_corpus_from_trains_on_another_runs_corpus(
+    demo_out: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from speechattn.data import synth
+
+    def no_synthesis(*args: object, **kwargs: object) -> Path:
+        raise AssertionError("synthesized the corpus again")
+
+    monkeypatch.setattr(synth, "synth_corpus", no_synthesis)
+    args = ["demo", "--quick", "--no-progress", "--threads", "1", "--kinds", "sma"]
+    args += ["--steps", "2", "--set", "dim=16", "--corpus-from", str(demo_out)]
+    out = tmp_path / "seed1"
+    capfd.readouterr()
+    assert main([*args, "--set", "train_seed=1", "--out", str(out)]) == 0
+    assert f"reusing the corpus of {demo_out}" in capfd.readouterr().out
+    assert not (out / "corpus").exists() and (out / "report.html").is_file()
+    theirs = json.loads((demo_out / "metrics.json").read_text())["metrics"]
+    ours = json.loads((out / "metrics.json").read_text())["metrics"]
+    for split in ("held-out utterances", "held-out voices"):  # the same corpus, split in two
+        assert ours[split]["uniform"]["utterances"] == theirs[split]["uniform"]["utterances"] > 0
+    # another corpus setting: one line naming it, nothing written
+    other = tmp_path / "other"
+    assert main([*args, "--utterances", "100", "--out", str(other)]) == 1
+    (line,) = capfd.readouterr().err.strip().splitlines()
+    assert line.startswith("speechattn demo: error: --corpus-from ")
+    assert "utterances=100" in line and "utterances=160" in line
+    assert not other.exists()
+    assert main([*args, "--out", str(other), "--corpus-from", str(tmp_path)]) == 1
+    assert "run.json not found" in capfd.readouterr().err

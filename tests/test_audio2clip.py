@@ -306,8 +306,17 @@ def test_generate_checks_prompt_shape(assets: dict[str, Path]) -> None:
 def test_manifest_errors(tmp_path: Path) -> None:
     bad = tmp_path / "m.jsonl"
     bad.write_text('{"audio": "x.wav"}\n')
-    with pytest.raises(ValueError, match=r"m.jsonl:1: expected keys 'audio'.*'caption'"):
-        read_manifest(bad)
+    with pytest.warns(UserWarning) as record:
+        with pytest.raises(
+            ValueError, match=r"m.jsonl:1: expected an object with 'audio'.*'caption'"
+        ):
+            read_manifest(bad)
+    msgs = [str(w.message) for w in record]
+    assert (
+        len(msgs) == 2
+        and "m.jsonl:1: expected an object" in msgs[0]
+        and "skipped 1 malformed" in msgs[1]
+    )
 
 
 @pytest.mark.slow

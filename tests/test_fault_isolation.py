@@ -112,8 +112,11 @@ def test_silence_with_text_is_not_aligned_confidently(tmp_path: Path) -> None:
     wav = tmp_path / "quiet.wav"
     sf.write(wav, np.full(22050, 1e-6, np.float32), 22050)
     utts = [Utterance("quiet", wav, "hello there", "s", None, None)]
-    with pytest.warns(UserWarning, match=r"quiet.*silent"):
+    with pytest.warns(UserWarning) as rec:
         items = build_items(utts, new_symbol_table(), FeatureConfig(), grow_symbols=True)
+    msgs = [str(w.message) for w in rec]
+    assert len(msgs) == 2 and re.search(r"quiet.*silent", msgs[0])
+    assert "1 utterance(s) skipped" in msgs[1]
     assert items == []
 
 

@@ -108,19 +108,36 @@ def test_layout_errors_name_the_file(tmp_path: Path, corpus: dict[str, Path]) ->
     k.mkdir()
     (k / "wav.scp").write_text("u1 sox a.wav -t wav - |\n")
     (k / "utt2spk").write_text("u1 s1\n")
-    with pytest.raises(ValueError, match="piped command"):
-        load_speaker_corpus(k)
+    with pytest.warns(UserWarning) as record:
+        with pytest.raises(ValueError, match="piped command"):
+            load_speaker_corpus(k)
+    msgs = [str(w.message) for w in record]
+    assert len(msgs) == 2 and "piped command" in msgs[0] and "skipped 1 malformed" in msgs[1]
     (k / "utt2spk").unlink()
     with pytest.raises(ValueError, match="utt2spk"):
         load_speaker_corpus(k)
     bad = tmp_path / "m.jsonl"
     bad.write_text('{"audio": "a.wav"}\n')
-    with pytest.raises(ValueError, match=r"m.jsonl:1: expected an object with 'audio'"):
-        load_speaker_corpus(bad)
+    with pytest.warns(UserWarning) as record:
+        with pytest.raises(ValueError, match=r"m.jsonl:1: expected an object with 'audio'"):
+            load_speaker_corpus(bad)
+    msgs = [str(w.message) for w in record]
+    assert (
+        len(msgs) == 2
+        and "m.jsonl:1: expected an object" in msgs[0]
+        and "skipped 1 malformed" in msgs[1]
+    )
     t = tmp_path / "t.txt"
     t.write_text("1 a.wav\n")
-    with pytest.raises(ValueError, match=r"t.txt:1: expected '<1\|0>"):
-        read_trials(t, tmp_path)
+    with pytest.warns(UserWarning) as record:
+        with pytest.raises(ValueError, match=r"t.txt:1: expected '<1\|0>"):
+            read_trials(t, tmp_path)
+    msgs = [str(w.message) for w in record]
+    assert (
+        len(msgs) == 2
+        and "t.txt:1: expected '<1|0>" in msgs[0]
+        and "skipped 1 malformed" in msgs[1]
+    )
     t.write_text("1 a.wav b.wav\n")
     with pytest.raises(ValueError, match="non-target"):
         read_trials(t, tmp_path)

@@ -125,6 +125,7 @@ def _demo(args: argparse.Namespace) -> int:
         export=Path(args.export) if args.export else None,
         progress=not args.no_progress,
         overwrite=args.overwrite,
+        corpus_from=Path(args.corpus_from) if args.corpus_from else None,
     )
     print()
     print(metrics_table_text(res["table"]))
@@ -327,6 +328,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--export", default=None, help="save the best aligner here (how the shipped one is built)"
+    )
+    p.add_argument(
+        "--corpus-from",
+        default=None,
+        metavar="DIR",
+        help="train on the corpus of an earlier demo run in DIR (DIR/corpus) instead of "
+        "synthesizing it again; refused unless DIR's run.json shows the same corpus settings "
+        "(utterances, speakers, seed, engines, commercial-only)",
     )
     p.add_argument(
         "--prior",

@@ -324,7 +324,10 @@ def load_aligner(
 
 
 def load_aligners(
-    paths: Sequence[Path], *, combine: str = "log"
+    paths: Sequence[Path],
+    *,
+    combine: str = "log",
+    per_file: list[tuple[int, dict]] | None = None,
 ) -> tuple[TextMelAligner | AlignerEnsemble, dict, FeatureConfig, dict]:
     """Load one aligner (:func:`load_aligner`) or several as an :class:`AlignerEnsemble`.
 
@@ -334,6 +337,7 @@ def load_aligners(
     returned are the first aligner's, except that with several files the info carries no
     boundary calibration table: a member's tables were fitted on that member's decoding, not the
     ensemble's (:func:`combine_aligners` with a corpus fits the ensemble's own).
+    ``per_file``, when given, receives ``(number of aligners, info)`` of each file in order.
 
     Raises:
         ValueError: no path, a file given twice, or an aligner whose symbols, front end or
@@ -351,12 +355,16 @@ def load_aligners(
             )
         seen[p.resolve()] = p
     first = load_aligner(paths[0])
+    if per_file is not None:
+        per_file.append((len(_members(first[0])), first[3]))
     if len(paths) == 1:
         return first
     model0, symbols, feats, info = first
     models = _members(model0)
     for p in paths[1:]:
-        model, sym, fc, _ = load_aligner(p)
+        model, sym, fc, one = load_aligner(p)
+        if per_file is not None:
+            per_file.append((len(_members(model)), one))
         if sym != symbols:
             diff = sorted(set(sym.items()) ^ set(symbols.items()))[:4]
             raise ValueError(
@@ -450,15 +458,14 @@ def combine_aligners(
             f"Expected out to be a new file; found {out}, one of the aligners to combine "
             "(writing it would replace that aligner). Pick another path."
         )
-    model, symbols, feats, info = load_aligners(paths, combine=combine)
+    per_file: list[tuple[int, dict]] = []  # each file is read once, by load_aligners
+    model, symbols, feats, info = load_aligners(paths, combine=combine, per_file=per_file)
     if not isinstance(model, AlignerEnsemble) or len(model) < 2:
         raise ValueError(
             f"Expected two or more aligners to combine; found one in {', '.join(map(str, paths))}."
         )
     members: list[dict] = []
-    for p in paths:
-        loaded, _, _, one = load_aligner(p)
-        n = len(_members(loaded))
+    for n, one in per_file:
         kept = one.get("members")
         members.extend(
             kept if isinstance(kept, list) and len(kept) == n else [_member_record(one)] * n
@@ -700,6 +707,7 @@ def run_demo(
     export: Path | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    corpus_from: Path | None = None,
     log=print,
 ) -> dict:
     """Synthesize a corpus, train the SMA aligner and baselines, evaluate, write the report.
@@ -709,10 +717,45 @@ def run_demo(
     raise :class:`~speechattn.recipes.align.outputs.OutputFolderError` naming what differs,
     and ``overwrite`` first deletes the earlier run's outputs, its corpus included.
 
+    ``corpus_from``: the folder of another demo run whose corpus (``corpus_from/corpus``) this
+    run trains on instead of synthesizing its own (another training seed on one corpus). Its
+    ``run.json`` must show this run's corpus settings (``utterances``, ``speakers``, ``seed``,
+    ``engines``, ``commercial_only``); otherwise a ``ValueError`` names the first that differs.
+
     Returns a dict with the report path, the metrics table and timings.
     """
     from speechattn.data.corpus import load_corpus
     from speechattn.data.synth import synth_corpus
+    from speechattn.recipes.align.outputs import RUN_RECORD
+
+    reused: Path | None = None
+    if corpus_from is not None and Path(corpus_from).resolve() != Path(out).resolve():
+        src = Path(corpus_from)
+        fresh = "drop --corpus-from to synthesize this run's own corpus"
+        try:
+            theirs = json.loads((src / RUN_RECORD).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            why = "not found" if isinstance(exc, FileNotFoundError) else f"unreadable ({exc})"
+            raise ValueError(
+                f"--corpus-from {src}: expected the folder of a `speechattn demo` run with its "
+                f"{RUN_RECORD}; found {src / RUN_RECORD} {why}; {fresh}."
+            ) from None
+        mine, default = asdict(config), asdict(DemoConfig())
+        for key in ("utterances", "speakers", "seed", "engines", "commercial_only"):
+            want = json.loads(json.dumps(mine[key]))
+            found = theirs.get(key, json.loads(json.dumps(default[key])))
+            if found != want:
+                raise ValueError(
+                    f"--corpus-from {src}: expected a corpus made with {key}={want!r} (this "
+                    f"run's); found {key}={found!r} in {src / RUN_RECORD}: a different corpus. "
+                    f"Use the same corpus settings or {fresh}."
+                )
+        reused = src / "corpus" / "manifest.jsonl"
+        if not reused.is_file():
+            raise ValueError(
+                f"--corpus-from {src}: expected its corpus at {reused}; found none (let that "
+                f"run finish synthesizing first, or {fresh})."
+            )
 
     torch.set_num_threads(max(1, config.threads))
     t_start = time.perf_counter()
@@ -728,7 +771,10 @@ def run_demo(
     feats = demo_features(config)
     corpus_dir = out / "corpus"
     manifest = corpus_dir / "manifest.jsonl"
-    if not manifest.exists():
+    if reused is not None:
+        log(f"reusing the corpus of {corpus_from}: {reused}")
+        manifest = reused
+    elif not manifest.exists():
         log(
             f"synthesizing {config.utterances} utterances, {config.speakers} voices -> {corpus_dir}"
         )

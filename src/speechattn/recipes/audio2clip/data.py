@@ -42,35 +42,68 @@ class ManifestItem:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def read_manifest(path: str | Path) -> list[ManifestItem]:
-    """Read a JSONL manifest; raises ValueError naming the line for missing keys."""
+def read_manifest(path: str | Path, *, problems: list[str] | None = None) -> list[ManifestItem]:
+    """Read a JSONL manifest of (audio, caption).
+
+    A malformed line (not JSON, not an object, no audio key or no caption key) is skipped with
+    one warning naming ``<file>:<line>``, what was expected and what was found, then one warning
+    with the count; the other lines are read.
+
+    Args:
+        path: the ``.jsonl`` manifest.
+        problems: a list that receives one ``"<file>:<line>: <reason>"`` per skipped line (for
+            the caller's summary counts).
+
+    Returns:
+        The items in file order.
+
+    Raises:
+        ValueError: the file does not exist, or no line of it is a usable item (the message
+            names the first malformed line).
+    """
+    import warnings
+
     path = Path(path)
     if not path.is_file():
         raise ValueError(
             f"Manifest {path} does not exist; expected a JSONL file of (audio, caption)."
         )
     items = []
+    bad: list[str] = []
+    expected = "an object with 'audio' (or 'audio_path', 'path') and 'caption' (or 'text')"
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg}).") from exc
+            bad.append(f"{path}:{n}: expected {expected}; found invalid JSON ({exc.msg})")
+            continue
+        if not isinstance(rec, dict):
+            bad.append(f"{path}:{n}: expected {expected}; found a JSON {type(rec).__name__}")
+            continue
         audio = next((rec[k] for k in _AUDIO_KEYS if k in rec), None)
         caption = next((rec[k] for k in _TEXT_KEYS if k in rec), None)
         if audio is None or caption is None:
-            raise ValueError(
-                f"{path}:{n}: expected keys 'audio' (or {_AUDIO_KEYS[1:]}) and 'caption' (or 'text'); "
-                f"found {sorted(rec)}."
-            )
+            bad.append(f"{path}:{n}: expected {expected}; found keys {sorted(rec)}")
+            continue
         audio_path = Path(audio)
         if not audio_path.is_absolute():
             audio_path = path.parent / audio_path
         extra = {k: v for k, v in rec.items() if k not in _AUDIO_KEYS + _TEXT_KEYS}
         items.append(ManifestItem(audio_path, str(caption), extra))
+    if problems is not None:
+        problems.extend(bad)
+    for b in bad:
+        warnings.warn(f"skipped {b}", stacklevel=2)
+    if bad:
+        warnings.warn(
+            f"read_manifest({str(path)!r}) skipped {len(bad)} malformed lines (named above)",
+            stacklevel=2,
+        )
     if not items:
-        raise ValueError(f"Manifest {path} has no items.")
+        first = f" ({len(bad)} malformed lines; the first: {bad[0]})" if bad else ""
+        raise ValueError(f"Manifest {path} has no usable items{first}.")
     return items
 
 

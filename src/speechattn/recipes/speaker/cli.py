@@ -170,10 +170,12 @@ def _cmd_score(args: argparse.Namespace) -> int:
     try:
         model, cfg = load_checkpoint(args.checkpoint)
         root = args.root if args.root is not None else Path(args.trials).parent
+        malformed: list[str] = []
+        trials = read_trials(args.trials, root, problems=malformed)
         res = score_trials(
             model,
             cfg,
-            read_trials(args.trials, root),
+            trials,
             on_skip=_warn,
             centre=not args.no_centre,
             score_norm=args.score_norm,
@@ -185,6 +187,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
         if cohort is not None and "cohort" in msg:
             msg = f"--cohort {args.cohort}: {msg}"
         raise CliError(msg) from None
+    res["malformed_lines"] = len(malformed)
+    res["skipped_trials"] += len(malformed)  # a malformed line is a trial left out too
     how = "centred on the list's mean" if res["centred"] else "not centred"
     if res["score_norm"] != "none":
         k = f" top-{res['top_k']}" if res["top_k"] else ""
@@ -196,7 +200,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
         f"log-mel statistics  EER {100 * res['baseline_eer']:6.2f}%  "
         f"minDCF {res['baseline_min_dcf']:.3f}{base}\n"
         f"{res['num_trials']} trials ({res['num_targets']} target), "
-        f"{res['skipped_trials']} left out for unusable audio"
+        f"{res['skipped_trials']} left out ({len(malformed)} malformed lines, "
+        f"{res['skipped_trials'] - len(malformed)} for unusable audio)"
     )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,8 @@ Corpora (:func:`load_speaker_corpus` picks the layout from what it finds):
   the speaker is the first folder, the id the path relative to ``ROOT``.
 - **Kaldi data dir**: ``wav.scp`` (``<utt> <path>``) and ``utt2spk`` (``<utt> <speaker>``);
   paths relative to the data dir (or the working directory). Piped commands and ``segments``
-  are not supported (they are rejected with a message saying so).
+  are not supported (a piped line is skipped with a warning saying so; a ``segments`` file is
+  refused).
 - **manifest** ``*.jsonl``: one object per line with ``audio`` (or ``path``) relative to the
   manifest's folder, ``speaker``, and optionally ``id``, ``person`` and ``engine``; what
   :func:`speechattn.data.synth.synth_corpus` writes is such a manifest.
@@ -100,63 +101,105 @@ def _read_voxceleb(root: Path) -> list[SpeakerUtterance]:
     return out
 
 
-def _kaldi_table(path: Path) -> dict[str, str]:
-    table: dict[str, str] = {}
+def _report_skipped(source: Path, bad: list[str], problems: list[str] | None) -> None:
+    """One warning per skipped line (``"skipped <file>:<line>: expected ...; found ..."``), then
+    one with the count; the lines also go to ``problems`` when given."""
+    if problems is not None:
+        problems.extend(bad)
+    for b in bad:
+        warnings.warn(f"skipped {b}", stacklevel=3)
+    if bad:
+        warnings.warn(f"{source}: skipped {len(bad)} malformed lines (named above)", stacklevel=3)
+
+
+def _nothing_usable(bad: list[str]) -> str:
+    """The tail of a "nothing usable" error: how many lines were skipped and the first one."""
+    return f" ({len(bad)} malformed lines; the first: {bad[0]})" if bad else ""
+
+
+def _kaldi_table(path: Path, bad: list[str]) -> dict[str, tuple[int, str]]:
+    """``key -> (line number, value)`` of a Kaldi table; malformed lines and repeated keys go to
+    ``bad`` (the first entry of a key is kept)."""
+    table: dict[str, tuple[int, str]] = {}
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         key, _, value = line.strip().partition(" ")
         if not value.strip():
-            raise ValueError(f"{path}:{lineno}: expected '<key> <value>'; found {line!r}.")
-        table[key] = value.strip()
+            bad.append(f"{path}:{lineno}: expected '<key> <value>'; found {line.strip()!r}")
+            continue
+        if key in table:
+            bad.append(
+                f"{path}:{lineno}: expected each key once; found {key!r} again (first on line "
+                f"{table[key][0]}, which is kept)"
+            )
+            continue
+        table[key] = (lineno, value.strip())
     return table
 
 
-def _read_kaldi(root: Path) -> list[SpeakerUtterance]:
+def _read_kaldi(root: Path, bad: list[str]) -> list[SpeakerUtterance]:
     if (root / "segments").is_file():
         raise ValueError(
             f"{root / 'segments'}: Kaldi segments are not supported; cut the segments into "
             "files (e.g. with `extract-segments`) and list those in wav.scp."
         )
-    wavs = _kaldi_table(root / "wav.scp")
-    spk = _kaldi_table(root / "utt2spk")
+    scp, u2s = root / "wav.scp", root / "utt2spk"
+    wavs = _kaldi_table(scp, bad)
+    spk = _kaldi_table(u2s, bad)
     out = []
-    for utt, where in sorted(wavs.items()):
+    for utt, (lineno, where) in sorted(wavs.items()):
         if where.endswith("|"):
-            raise ValueError(
-                f"{root / 'wav.scp'}: utterance {utt!r} is a piped command; only file paths are "
-                "supported (write the audio to files first)."
+            bad.append(
+                f"{scp}:{lineno}: expected a file path for utterance {utt!r}; found a piped "
+                "command (only file paths are supported: write the audio to files first)"
             )
+            continue
         if utt not in spk:
-            raise ValueError(f"{root / 'utt2spk'}: no speaker for utterance {utt!r}.")
+            bad.append(f"{scp}:{lineno}: expected a speaker for {utt!r} in {u2s}; found none")
+            continue
         p = Path(where)
         if not p.is_absolute():
             p = root / p if (root / p).exists() else Path.cwd() / p
-        out.append(SpeakerUtterance(utt, p.resolve(), spk[utt]))
+        out.append(SpeakerUtterance(utt, p.resolve(), spk[utt][1]))
     return out
 
 
-def _read_manifest(path: Path) -> list[SpeakerUtterance]:
+def _read_manifest(path: Path, bad: list[str]) -> list[SpeakerUtterance]:
     out = []
+    first_line: dict[str, int] = {}
+    expected = "an object with 'audio' (or 'path') and 'speaker'"
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
+        where = f"{path}:{lineno}"
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg}).") from None
-        audio = rec.get("audio", rec.get("path")) if isinstance(rec, dict) else None
+            bad.append(f"{where}: expected {expected}; found invalid JSON ({exc.msg})")
+            continue
+        if not isinstance(rec, dict):
+            bad.append(f"{where}: expected {expected}; found a JSON {type(rec).__name__}")
+            continue
+        audio = rec.get("audio", rec.get("path"))
         if audio is None or "speaker" not in rec:
-            raise ValueError(
-                f"{path}:{lineno}: expected an object with 'audio' (or 'path') and 'speaker'."
-            )
+            bad.append(f"{where}: expected {expected}; found keys {sorted(rec)}")
+            continue
         p = Path(str(audio))
         p = p if p.is_absolute() else path.parent / p
         person = rec.get("person")
         voice = rec.get("voice")
+        uid = str(rec.get("id", Path(str(audio)).with_suffix("").as_posix()))
+        if uid in first_line:
+            bad.append(
+                f"{where}: expected a new utterance id; found {uid!r} again (first on line "
+                f"{first_line[uid]}, which is kept)"
+            )
+            continue
+        first_line[uid] = lineno
         out.append(
             SpeakerUtterance(
-                str(rec.get("id", Path(str(audio)).with_suffix("").as_posix())),
+                uid,
                 p.resolve(),
                 str(rec["speaker"]),
                 str(person) if person not in (None, "") else None,
@@ -200,25 +243,38 @@ def commercial_filter(
     return kept, sorted(k for k, ok in verdict.items() if not ok)
 
 
-def load_speaker_corpus(path: str | os.PathLike[str]) -> list[SpeakerUtterance]:
+def load_speaker_corpus(
+    path: str | os.PathLike[str], *, problems: list[str] | None = None
+) -> list[SpeakerUtterance]:
     """Read a speaker corpus (layouts in the module docstring); utterances sorted by id.
 
     Audio is not decoded here; :func:`load_feature_set` checks each file and skips bad ones.
+    A malformed line of a manifest or Kaldi table (not ``<key> <value>``, invalid JSON, missing
+    keys, a piped command, an utterance without a speaker, a repeated id) is skipped with one
+    warning naming ``<file>:<line>``, what was expected and what was found (then one warning
+    with the count), as :func:`speechattn.data.corpus.load_corpus` skips bad entries.
+
+    Args:
+        path: a VoxCeleb-layout folder, a Kaldi data dir, a manifest ``.jsonl`` (or a folder
+            holding ``manifest.jsonl``), or anything ``load_corpus`` reads.
+        problems: a list that receives one ``"<file>:<line>: <reason>"`` per skipped line.
 
     Raises:
-        ValueError: nothing usable, a malformed line (named by file and line), duplicate ids.
+        ValueError: the path does not exist, a Kaldi dir without ``utt2spk`` or with
+            ``segments``, or nothing usable (naming the first malformed line, if any).
     """
     p = Path(path)
     if not p.exists() and str(path) != "asterisk":
         raise ValueError(f"{p}: corpus path does not exist.")
+    bad: list[str] = []
     if p.is_dir() and (p / "wav.scp").is_file():
         if not (p / "utt2spk").is_file():
             raise ValueError(f"{p}: a Kaldi data dir needs utt2spk beside wav.scp.")
-        utts = _read_kaldi(p)
+        utts = _read_kaldi(p, bad)
     elif p.is_file() and p.suffix == ".jsonl":
-        utts = _read_manifest(p)
+        utts = _read_manifest(p, bad)
     elif p.is_dir() and (p / "manifest.jsonl").is_file():
-        utts = _read_manifest(p / "manifest.jsonl")
+        utts = _read_manifest(p / "manifest.jsonl", bad)
     elif p.is_dir() and not (p / "metadata.csv").is_file() and _is_voxceleb(p):
         utts = _read_voxceleb(p)
     else:
@@ -226,17 +282,13 @@ def load_speaker_corpus(path: str | os.PathLike[str]) -> list[SpeakerUtterance]:
 
         utts = [
             SpeakerUtterance(u.id, u.audio_path, u.speaker, getattr(u, "person", None))
-            for u in load_corpus(path)
+            for u in load_corpus(path, problems=problems)
         ]
-    seen: set[str] = set()
-    for u in utts:
-        if u.id in seen:
-            raise ValueError(f"{p}: duplicate utterance id {u.id!r}.")
-        seen.add(u.id)
+    _report_skipped(p, bad, problems)
     if not utts:
         raise ValueError(
-            f"{p}: no utterances found (expected id*/video/*.wav, a Kaldi data dir with wav.scp "
-            "and utt2spk, or a manifest .jsonl with audio and speaker)."
+            f"{p}: no usable utterances found{_nothing_usable(bad)} (expected id*/video/*.wav, a "
+            "Kaldi data dir with wav.scp and utt2spk, or a manifest .jsonl with audio and speaker)."
         )
     return sorted(utts, key=lambda u: u.id)
 
@@ -565,24 +617,36 @@ class Trial(NamedTuple):
     test: Path
 
 
-def read_trials(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> list[Trial]:
+def read_trials(
+    path: str | os.PathLike[str],
+    root: str | os.PathLike[str],
+    *,
+    problems: list[str] | None = None,
+) -> list[Trial]:
     """Read a VoxCeleb trial list (``1 id10270/x6uYqmx31kE/00001.wav id10270/8jEAjG6SegY/00008.wav``).
 
-    Paths are relative to ``root`` (or absolute). Raises ``ValueError`` naming the file and line
-    on a malformed line, and when the list lacks target or non-target trials.
+    Paths are relative to ``root`` (or absolute). A malformed line is skipped with one warning
+    naming ``<file>:<line>``, what was expected and what was found (then one warning with the
+    count); ``problems`` receives one ``"<file>:<line>: <reason>"`` per skipped line (the
+    ``speechattn speaker score`` output counts them among the trials left out).
+
+    Raises:
+        ValueError: the file is missing, or the trials read lack target or non-target trials.
     """
     p, base = Path(path), Path(root)
     if not p.is_file():
         raise ValueError(f"{p}: trial list not found.")
     out: list[Trial] = []
+    bad: list[str] = []
     for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
         if len(parts) != 3 or parts[0] not in ("0", "1"):
-            raise ValueError(
-                f"{p}:{lineno}: expected '<1|0> <enroll.wav> <test.wav>'; found {line.strip()!r}."
+            bad.append(
+                f"{p}:{lineno}: expected '<1|0> <enroll.wav> <test.wav>'; found {line.strip()!r}"
             )
+            continue
         a, b = Path(parts[1]), Path(parts[2])
         out.append(
             Trial(
@@ -591,9 +655,11 @@ def read_trials(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> l
                 b if b.is_absolute() else base / b,
             )
         )
+    _report_skipped(p, bad, problems)
     kinds = {t.target for t in out}
     if kinds != {0, 1}:
         raise ValueError(
-            f"{p}: expected both target (1) and non-target (0) trials; found {sorted(kinds)}."
+            f"{p}: expected both target (1) and non-target (0) trials; found "
+            f"{sorted(kinds)}{_nothing_usable(bad)}."
         )
     return out
