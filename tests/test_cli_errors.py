@@ -101,6 +101,20 @@ def test_usage_error_from_a_subcommand_exits_2(
     assert "--checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("item", "option"), [("seed=3", "--seed"), ("mha_prior=diagonal", "--prior")]
+)
+def test_demo_set_refuses_settings_that_have_their_own_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], item: str, option: str
+) -> None:
+    # Before, --seed / --prior (defaults 0 / none) silently replaced what --set asked for.
+    rc = main(["demo", "--quick", "--out", str(tmp_path / "d"), "--no-progress", "--set", item])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert f"use {option} instead" in err and len(_err_lines(err)) == 1
+    assert not (tmp_path / "d").exists()
+
+
 def test_ctrl_c_prints_where_and_how_to_resume(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

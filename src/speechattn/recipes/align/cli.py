@@ -86,7 +86,15 @@ def _demo(args: argparse.Namespace) -> int:
     from speechattn.recipes.align.report import WORD_COLUMNS, metrics_table_text
 
     cfg = DemoConfig.quick() if args.quick else DemoConfig()
-    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    # Settings with their own option are not --set keys (the option would silently win).
+    own_option = {"seed": "--seed", "mha_prior": "--prior"}
+    for item in args.set or []:
+        key = item.split("=", 1)[0].strip()
+        if key in own_option:
+            raise CliError(f"--set {key}: use {own_option[key]} instead", status=2)
+    fields = {
+        f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in own_option
+    }
     try:
         cfg = dataclasses.replace(cfg, **parse_overrides(args.set, fields))
     except ValueError as exc:  # a value out of range (DemoConfig checks its fields)
