@@ -169,7 +169,7 @@ def train(
     Returns:
         ``output_dir``.
     """
-    from transformers import TrainingArguments
+    from transformers import TrainingArguments, set_seed
 
     output_dir = Path(output_dir)
     items, skipped = usable_items(read_manifest(manifest))
@@ -182,6 +182,9 @@ def train(
     if mask_text_padding is None:
         mask_text_padding = text_encoder.use_attention_mask
     text, index = encode_captions(text_encoder, [it.caption for it in items])
+    # The new head (and a w2v-BERT checkpoint's new adapter) is initialised here, before the
+    # Trainer seeds anything: seed now so that the same --seed gives the same model.
+    set_seed(seed)
     encoder = AudioToTextEncoder.from_pretrained(
         audio_model,
         text_length=text_encoder.max_length,
