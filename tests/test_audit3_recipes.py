@@ -85,3 +85,54 @@ def test_audio2clip_same_seed_same_model_other_seed_another(
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+# ---------------------------------------------------------------------------------------------
+# audio2clip: a broken model folder names the file
+
+
+@pytest.fixture(scope="module")
+def a2c_saved(a2c: dict[str, Path]) -> Path:
+    from speechattn.recipes.audio2clip.model import AudioToTextEncoder
+
+    enc = AudioToTextEncoder.from_pretrained(a2c["w2v"], text_length=8, text_dim=32, num_heads=4)
+    return enc.save_pretrained(a2c["root"] / "saved")
+
+
+@pytest.mark.parametrize("kind", ["truncated", "garbage", "list", "not_tensors", "config"])
+def test_audio2clip_broken_model_folder_is_one_line_naming_the_file(
+    a2c: dict[str, Path],
+    a2c_saved: Path,
+    tmp_path: Path,
+    kind: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import shutil
+
+    from speechattn.recipes.audio2clip.model import (
+        CONFIG_NAME,
+        HEAD_WEIGHTS_NAME,
+        AudioToTextEncoder,
+    )
+
+    folder = tmp_path / "model"
+    shutil.copytree(a2c_saved, folder)
+    head, config = folder / HEAD_WEIGHTS_NAME, folder / CONFIG_NAME
+    if kind == "truncated":  # a save cut short
+        head.write_bytes(head.read_bytes()[:300])
+    elif kind == "garbage":
+        head.write_text("not a checkpoint\n")
+    elif kind == "list":  # another program's file
+        torch.save([torch.zeros(2)], head)
+    elif kind == "not_tensors":
+        torch.save({"matcher.queries": [1.0, 2.0]}, head)
+    else:
+        config.write_text('{"text_length": 8,')
+    bad = config if kind == "config" else head
+    with pytest.raises(ValueError, match="^" + str(bad).replace("\\", "\\\\")):
+        AudioToTextEncoder.from_pretrained(folder)
+    argv = ["audio2clip", "eval", "--manifest", str(a2c["manifest"]), "--model", str(folder)]
+    assert main([*argv, "--text-model", str(a2c["text"])]) == 1
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
+    assert len(err) == 1 and err[0].startswith(f"speechattn audio2clip eval: error: {bad}: ")
+    assert "Traceback" not in err[0] and "--debug" not in err[0]
