@@ -136,3 +136,50 @@ def test_audio2clip_broken_model_folder_is_one_line_naming_the_file(
     err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
     assert len(err) == 1 and err[0].startswith(f"speechattn audio2clip eval: error: {bad}: ")
     assert "Traceback" not in err[0] and "--debug" not in err[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# align: a resumed checkpoint must share the optimisation settings and the number of processes
+
+
+def test_align_resume_refuses_other_optimisation_settings(tmp_path: Path) -> None:
+    from speechattn.recipes.align.model import AlignerConfig
+    from speechattn.recipes.align.train import CheckpointMismatch, TrainConfig, train_aligner
+
+    items = toy_items(8, 0)
+    cfg = AlignerConfig(kind="sma", num_symbols=NUM_SYMBOLS, n_mels=N_MELS, dim=16)
+    ck = tmp_path / "ck.pt"
+    tc = TrainConfig(steps=2, batch_size=4)
+    train_aligner(cfg, items, tc, checkpoint=ck, progress=False)
+    assert torch.load(ck, weights_only=True)["world"] == 1
+    for change, words in [
+        ({"lr": 0.05}, r"lr \(0.002 there, 0.05 now\)"),
+        ({"batch_size": 2}, r"batch_size \(4 there, 2 now\)"),
+        ({"schedule": "constant"}, r"schedule \('cosine' there, 'constant' now\)"),
+        ({"warmup": 5, "weight_decay": 0.1}, r"weight_decay .*warmup|warmup .*weight_decay"),
+    ]:
+        other = TrainConfig(**{**tc.__dict__, "steps": 4, **change})
+        with pytest.raises(CheckpointMismatch, match=words):
+            train_aligner(cfg, items, other, checkpoint=ck, progress=False)
+    # Settings that only say when to save or stop, and more steps, still resume.
+    more = TrainConfig(steps=3, batch_size=4, checkpoint_every=7, max_seconds=600.0)
+    assert train_aligner(cfg, items, more, checkpoint=ck, progress=False).resumed_from == 2
+
+
+def test_align_resume_refuses_another_number_of_processes(tmp_path: Path) -> None:
+    from speechattn.recipes.align.model import AlignerConfig
+    from speechattn.recipes.align.train import CheckpointMismatch, TrainConfig, train_aligner
+
+    items = toy_items(8, 0)
+    cfg = AlignerConfig(kind="sma", num_symbols=NUM_SYMBOLS, n_mels=N_MELS, dim=16)
+    ck = tmp_path / "ck.pt"
+    tc = TrainConfig(steps=2, batch_size=4)
+    train_aligner(cfg, items, tc, checkpoint=ck, progress=False)
+    saved = torch.load(ck, weights_only=True)
+    torch.save({**saved, "world": 2}, ck)  # as a 2-process torchrun run writes it
+    with pytest.raises(CheckpointMismatch, match=r"number of processes \(2 there, 1 now\)"):
+        train_aligner(cfg, items, TrainConfig(steps=3, batch_size=4), checkpoint=ck)
+    del saved["world"]  # a checkpoint of an earlier version: resumed as before
+    torch.save(saved, ck)
+    res = train_aligner(cfg, items, TrainConfig(steps=3, batch_size=4), checkpoint=ck)
+    assert res.resumed_from == 2

@@ -4,7 +4,8 @@ Resuming: every ``checkpoint_every`` steps, at the end, and on Ctrl-C the model,
 history and RNG state go to ``<out>/<name>.pt`` through a temporary file and ``os.replace`` (atomic
 on POSIX), so an interrupted run that is started again continues from the last checkpoint and loses
 at most ``checkpoint_every`` steps. A checkpoint is resumed only when it belongs to the same run
-(model config, seed and every entry of ``extra_state``: symbols, front end, corpus fingerprint);
+(model config, seed, optimisation settings but for ``steps``, number of processes, and every
+entry of ``extra_state``: symbols, front end, corpus fingerprint);
 otherwise :class:`CheckpointMismatch` says what differs. Checkpoints hold only tensors, dicts,
 lists, numbers and strings, and are read with ``torch.load(..., weights_only=True)``: a file that
 needs arbitrary unpickling is refused, never executed. Batches are drawn from a generator seeded by ``(seed, step)``, so a resumed
@@ -121,16 +122,41 @@ def _plain(x: Any) -> Any:
     return x
 
 
+# Optimisation settings a resumed run must share with its checkpoint: another value would
+# continue the saved optimiser state under other rules. ``steps`` may grow (training goes on
+# under the schedule of the new length), and ``checkpoint_every`` / ``max_seconds`` only say
+# when to save or stop.
+_RESUME_MUST_MATCH = ("batch_size", "lr", "weight_decay", "warmup", "grad_clip", "schedule")
+
+
 def checkpoint_differences(
-    ck: dict, model_config: dict, seed: int, extra_state: dict | None
+    ck: dict,
+    model_config: dict,
+    seed: int,
+    extra_state: dict | None,
+    train_config: dict | None = None,
+    world: int | None = None,
 ) -> list[str]:
-    """What differs between a saved checkpoint and the run about to use it (empty: same run)."""
+    """What differs between a saved checkpoint and the run about to use it (empty: same run).
+
+    ``train_config`` (a :class:`TrainConfig` as a dict) and ``world`` (the number of processes:
+    each step's global batch is ``batch_size * world``) are compared where the checkpoint
+    records them (older checkpoints do not record ``world``).
+    """
     diff = []
     if _plain(ck.get("model_config")) != _plain(model_config):
         diff.append("model config")
-    saved_seed = (ck.get("train_config") or {}).get("seed")
+    saved_tc = ck.get("train_config") or {}
+    saved_seed = saved_tc.get("seed")
     if saved_seed != seed:
         diff.append(f"seed ({saved_seed} there, {seed} now)")
+    now = train_config or {}
+    for key in _RESUME_MUST_MATCH if train_config is not None else ():
+        if key in saved_tc and _plain(saved_tc[key]) != _plain(now.get(key)):
+            diff.append(f"{key} ({saved_tc[key]!r} there, {now.get(key)!r} now)")
+    saved_world = ck.get("world")
+    if world is not None and saved_world is not None and int(saved_world) != world:
+        diff.append(f"number of processes ({saved_world} there, {world} now)")
     saved_extra = ck.get("extra") or {}
     for key, value in (extra_state or {}).items():
         if _plain(saved_extra.get(key)) != _plain(value):
@@ -200,7 +226,14 @@ def train_aligner(
     step0 = 0
     if checkpoint is not None and checkpoint.exists():
         ck = load_checkpoint(checkpoint)
-        diff = checkpoint_differences(ck, model_config.to_dict(), train_config.seed, extra_state)
+        diff = checkpoint_differences(
+            ck,
+            model_config.to_dict(),
+            train_config.seed,
+            extra_state,
+            asdict(train_config),
+            world,
+        )
         if diff:
             raise CheckpointMismatch(
                 f"{checkpoint} belongs to another run ({', '.join(diff)} differ); refusing to "
@@ -245,6 +278,7 @@ def train_aligner(
                 "rng": torch.get_rng_state() if rng is None else rng,
                 "model_config": model_config.to_dict(),
                 "train_config": asdict(train_config),
+                "world": world,
                 "extra": extra_state or {},
             },
         )
