@@ -183,3 +183,61 @@ def test_align_resume_refuses_another_number_of_processes(tmp_path: Path) -> Non
     torch.save(saved, ck)
     res = train_aligner(cfg, items, TrainConfig(steps=3, batch_size=4), checkpoint=ck)
     assert res.resumed_from == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Under torchrun: one Ctrl-C line (rank 0) whose resume command is a torchrun command
+
+
+def _torchrun_env(monkeypatch: pytest.MonkeyPatch, rank: int) -> None:
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("LOCAL_RANK", str(rank))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_ctrl_c_under_torchrun_one_line_from_rank_0(
+    tmp_path: Path,
+    rank: int,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import speechattn.recipes.align.pipeline as pipeline
+
+    def interrupted(*a: object, **k: object) -> dict:
+        raise KeyboardInterrupt("stopped at step 3 of 10")
+
+    monkeypatch.setattr(pipeline, "run_align", interrupted)
+    _torchrun_env(monkeypatch, rank)
+    argv = ["align", "corpus", "--out", str(tmp_path), "--from-scratch", "--no-progress"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err.strip()
+    if rank:
+        assert err == ""
+    else:
+        assert len(err.splitlines()) == 1
+        cmd = f"torchrun --nproc_per_node 2 -m speechattn align corpus --out {tmp_path}"
+        assert f"resume: {cmd} --from-scratch --no-progress" in err
+
+
+def test_speaker_results_printed_by_rank_0_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from speechattn.recipes.speaker import train as T
+
+    def finished(*args: object, **kwargs: object) -> dict:
+        row = {"pooling": "TSTP", "eer": 0.1, "min_dcf": 0.5}
+        return {"rows": [row], "dropped_voices": [], "skipped_files": []}
+
+    monkeypatch.setattr(T, "run_speaker", finished)
+    # RANK without WORLD_SIZE: _run makes no process group here; under torchrun the group is
+    # destroyed before the results are printed, which is why the rank comes from the env.
+    monkeypatch.setenv("RANK", "1")
+    argv = ["speaker", "train", str(tmp_path), "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv("RANK", "0")
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "TSTP" in out and "report:" in out

@@ -121,9 +121,26 @@ def _debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
     return env or len(rest) != len(argv), rest
 
 
+def _launcher() -> list[str]:
+    """How this process was started: ``speechattn``, or under torchrun (``WORLD_SIZE > 1``)
+    ``torchrun --nproc_per_node N -m speechattn`` (a run resumed with another number of
+    processes would be refused: its checkpoints record the world size)."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return ["speechattn"]
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)) or world)
+    nodes = [] if local >= world else ["--nnodes", str(world // max(1, local))]
+    return ["torchrun", *nodes, "--nproc_per_node", str(local), "-m", "speechattn"]
+
+
 def _resume_command(argv: Sequence[str]) -> str:
     kept = [a for a in argv if a not in _NOT_ON_RESUME and a != "--debug"]
-    return shlex.join(["speechattn", *kept])
+    return shlex.join([*_launcher(), *kept])
+
+
+def _is_main_rank() -> bool:
+    """False on the other processes of a torchrun launch (``RANK`` > 0)."""
+    return os.environ.get("RANK", "0").strip() in ("", "0")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -156,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             hint = f"run the same command to resume: {_resume_command(raw)}"
         else:
             hint = "this command does not resume; run it again to start over"
-        print(f"{name}: interrupted: {where}; {hint}", file=sys.stderr)
+        if _is_main_rank():  # every torchrun process gets the SIGINT: one line, from rank 0
+            print(f"{name}: interrupted: {where}; {hint}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `speechattn data voices | head`: the reader left; stop quietly
         # as a program killed by SIGPIPE would (status 128 + 13), without a second error when
