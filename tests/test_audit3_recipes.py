@@ -241,3 +241,117 @@ def test_speaker_results_printed_by_rank_0_only(
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "TSTP" in out and "report:" in out
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_align_log_and_warnings_from_rank_0_only(
+    tmp_path: Path,
+    rank: int,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import warnings
+
+    import speechattn.recipes.align.pipeline as pipeline
+
+    def run(*a: object, **k: object) -> dict:
+        log = k.get("log", print)
+        assert callable(log)
+        log("4 utterances from corpus")
+        warnings.warn("skipped corpus/x.wav: could not decode audio", stacklevel=1)
+        return {}  # what every rank but 0 returns
+
+    monkeypatch.setattr(pipeline, "run_align", run)
+    _torchrun_env(monkeypatch, rank)
+    argv = ["align", "corpus", "--out", str(tmp_path), "--from-scratch", "--no-progress"]
+    assert main(argv) == 0
+    io = capsys.readouterr()
+    if rank:
+        assert io.out == "" and io.err == ""
+    else:
+        assert io.out == "4 utterances from corpus\n"
+        assert io.err == "speechattn align: warning: skipped corpus/x.wav: could not decode audio\n"
+
+
+def test_error_of_a_peer_rank_is_named_as_such(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import speechattn.recipes.align.pipeline as pipeline
+
+    def broken(*a: object, **k: object) -> dict:  # what gloo raises when the peer has exited
+        raise RuntimeError(
+            "[../gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:35025. "
+            "This is typically caused by a remote worker crashing."
+        )
+
+    monkeypatch.setattr(pipeline, "run_align", broken)
+    argv = ["align", "corpus", "--out", str(tmp_path), "--from-scratch", "--no-progress"]
+    _torchrun_env(monkeypatch, 0)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err == "speechattn align: error: " + _peer_failed_text() + "\n"
+    monkeypatch.setenv("WORLD_SIZE", "1")  # not under torchrun: the error as it is
+    assert main(argv) == 1
+    assert "RuntimeError: [../gloo" in capsys.readouterr().err
+
+
+def _peer_failed_text() -> str:
+    from speechattn import cli
+
+    return cli._PEER_FAILED
+
+
+_INJECT = """
+import os
+if os.environ.get("RANK") == os.environ.get("FAIL_RANK"):
+    import speechattn.recipes.align.train as T
+    real, calls = T.collate_items, [0]
+    def bad(*a, **k):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise ValueError("injected: a bad batch on this rank")
+        return real(*a, **k)
+    T.collate_items = bad
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fail_rank", ["0", "1"])
+def test_torchrun_align_one_failing_rank_stops_both_with_its_line(
+    tmp_path: Path, fail_rank: str
+) -> None:
+    """A real 2-process torchrun run where one rank fails mid-training: no hang, the cause in
+    one line, the other rank says it stopped with it, only rank 0 logs."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("espeakng_loader")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rng = np.random.default_rng(0)
+    for i, text in enumerate(["the cat sat", "a dog ran home", "quick brown fox", "it is"]):
+        t = np.arange(int(22050 * 1.2)) / 22050
+        wav = 0.2 * np.sin(2 * np.pi * (140 + 40 * rng.random()) * t) * (1 + np.sin(7 * t))
+        sf.write(corpus / f"u{i}.wav", (wav + 0.01 * rng.standard_normal(t.size)), 22050)
+        (corpus / f"u{i}.txt").write_text(text)
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(_INJECT)
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = dict(os.environ, OMP_NUM_THREADS="1", FAIL_RANK=fail_rank)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "inject"), src, env.get("PYTHONPATH", "")])
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "speechattn", "align", str(corpus), "--out", str(tmp_path / "out"),
+        "--from-scratch", "--steps", "6", "--threads", "1", "--no-progress",
+    ]  # fmt: skip
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode != 0
+    lines = (res.stdout + res.stderr).splitlines()
+    mine = [ln for ln in lines if ln.startswith("speechattn align: error: ")]
+    assert sorted(mine) == sorted(
+        [
+            "speechattn align: error: injected: a bad batch on this rank",
+            "speechattn align: error: " + _peer_failed_text(),
+        ]
+    ), res.stderr[-3000:]
+    assert sum("utterances from" in ln for ln in lines) == 1

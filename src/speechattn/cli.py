@@ -161,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not debug:  # one line per warning: "speechattn align: warning: <file>: <why>"
 
                 def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
-                    print(f"{name}: warning: {message}", file=file or sys.stderr)
+                    if _is_main_rank():  # under torchrun every rank reads the same data
+                        print(f"{name}: warning: {message}", file=file or sys.stderr)
 
                 warnings.showwarning = show
             return int(args.func(args) or 0)
@@ -186,8 +187,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         status = exc.status if isinstance(exc, CliError) else 1
-        print(f"{name}: error: {_one_line(exc, debug)}", file=sys.stderr)
+        text = _one_line(exc, debug) if debug or not _peer_failed(exc) else _PEER_FAILED
+        print(f"{name}: error: {text}", file=sys.stderr)
         return status
+
+
+_PEER_FAILED = (
+    "another process of this torchrun launch failed (its error line says why); this one "
+    "stopped with it"
+)
+
+
+def _peer_failed(exc: BaseException) -> bool:
+    """Under torchrun: ``exc`` is a collective that broke because another rank exited."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 or not isinstance(exc, RuntimeError):
+        return False
+    text = str(exc)
+    return any(
+        s in text
+        for s in ("Connection closed by peer", "Connection reset by peer", "remote worker crash")
+    )
 
 
 def _one_line(exc: BaseException, debug: bool) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from pathlib import Path
 
 from speechattn._cli import (
@@ -233,6 +234,7 @@ def _align(args: argparse.Namespace) -> int:
         refine_radius_s=None if args.refine_boundaries is None else args.refine_boundaries / 1000,
         refine_fraction=1.0 if args.refine_fraction is None else args.refine_fraction,
         dereverb=args.dereverb == "auto",
+        log=print if os.environ.get("RANK", "0") == "0" else (lambda *a: None),  # torchrun
     )
     if res:
         print(metrics_table_text(res["table"]))
