@@ -355,3 +355,59 @@ def test_torchrun_align_one_failing_rank_stops_both_with_its_line(
         ]
     ), res.stderr[-3000:]
     assert sum("utterances from" in ln for ln in lines) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# align under torchrun: a stop on one rank stops every rank at the same step
+
+_STOP_WORKER = """
+import json, sys
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, sys.argv[2])
+from tests.align_toy import N_MELS, NUM_SYMBOLS, toy_items
+
+from speechattn.recipes.align.model import AlignerConfig
+from speechattn.recipes.align.train import TrainConfig, train_aligner
+
+torch.set_num_threads(1)
+dist.init_process_group("gloo", timeout=timedelta(seconds=60))  # a hang fails in a minute
+rank = dist.get_rank()
+cfg = AlignerConfig(kind="sma", num_symbols=NUM_SYMBOLS, n_mels=N_MELS, dim=16, dropout=0.0)
+res = train_aligner(
+    cfg,
+    toy_items(16, 0),
+    TrainConfig(steps=8, batch_size=2, checkpoint_every=100),
+    progress=False,
+    # rank 0 alone wants to stop after 3 steps (as the adaptation rule, reading each rank's own
+    # losses, or the time cap, could decide)
+    should_stop=lambda history: rank == 0 and len(history) >= 3,
+)
+Path(sys.argv[1], f"rank{rank}.json").write_text(json.dumps(res.history))
+dist.destroy_process_group()
+"""
+
+
+def test_torchrun_align_stop_on_one_rank_stops_all(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    worker = tmp_path / "worker.py"
+    worker.write_text(_STOP_WORKER)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root), env.get("PYTHONPATH", "")])
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(worker), str(tmp_path), str(root),
+    ]  # fmt: skip
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    h0, h1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert len(h0) == len(h1) == 3
+    # the history holds the global batch's loss: the same on every rank
+    assert [h["loss"] for h in h0] == [h["loss"] for h in h1]

@@ -11,9 +11,12 @@ lists, numbers and strings, and are read with ``torch.load(..., weights_only=Tru
 needs arbitrary unpickling is refused, never executed. Batches are drawn from a generator seeded by ``(seed, step)``, so a resumed
 run sees the same batches as an uninterrupted one.
 
-Multi-process: under ``torchrun`` (``WORLD_SIZE > 1``) the process group is initialised on gloo (CPU)
-or nccl (CUDA); each rank takes a strided shard of every global batch and gradients are averaged by
-:class:`torch.nn.parallel.DistributedDataParallel`; only rank 0 writes checkpoints.
+Multi-process: under ``torchrun`` (``WORLD_SIZE > 1``) the process group is initialised on gloo (the
+aligners train on the CPU); each rank takes a strided shard of every global batch of
+``batch_size * world`` items and gradients are averaged by
+:class:`torch.nn.parallel.DistributedDataParallel`; only rank 0 writes checkpoints. The history
+records the loss of the global batch (the mean over ranks), so every rank sees the same history,
+and a stop (``should_stop``, ``max_seconds``) on any rank stops all of them at the same step.
 """
 
 from __future__ import annotations
@@ -76,8 +79,30 @@ def dist_info() -> tuple[int, int]:
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("gloo")  # the aligners train on the CPU
     return dist.get_rank(), dist.get_world_size()
+
+
+def _any_rank(flag: bool, world: int) -> bool:
+    """True on every rank when ``flag`` is True on any (one process: ``flag``)."""
+    if world <= 1:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def _mean_over_ranks(loss: torch.Tensor, world: int) -> float:
+    """``loss`` averaged over the ranks (one process: ``loss``), as a float."""
+    t = loss.detach().reshape(1).float().cpu()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(t)
+        t /= world
+    return float(t)
 
 
 class CheckpointMismatch(ValueError):
@@ -292,12 +317,11 @@ def train_aligner(
 
     def _loop() -> None:
         for step in range(step0, train_config.steps):
-            if (
+            stop = (
                 train_config.max_seconds is not None
                 and time.perf_counter() - t0 > train_config.max_seconds
-            ):
-                break
-            if should_stop is not None and history and should_stop(history):
+            ) or (should_stop is not None and bool(history) and should_stop(history))
+            if _any_rank(stop, world):  # every rank stops at the same step (else DDP hangs)
                 break
             idx = _batches_for_step(
                 lengths, train_config.batch_size * world, train_config.seed, step
@@ -314,7 +338,8 @@ def train_aligner(
             gn = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
             state[1] = True
             opt.step()
-            rec = {"step": step + 1, "loss": float(loss.detach()), "grad_norm": float(gn)}
+            # the loss of the global batch (mean over ranks): the same history on every rank
+            rec = {"step": step + 1, "loss": _mean_over_ranks(loss, world), "grad_norm": float(gn)}
             history.append(rec)
             state[0] = step + 1
             state[1] = False
