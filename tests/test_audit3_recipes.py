@@ -301,6 +301,18 @@ def _peer_failed_text() -> str:
     return cli._PEER_FAILED
 
 
+def _align_corpus(corpus: Path) -> Path:
+    """Four 1.2 s clips with transcripts (an align corpus folder)."""
+    corpus.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i, text in enumerate(["the cat sat", "a dog ran home", "quick brown fox", "it is"]):
+        t = np.arange(int(22050 * 1.2)) / 22050
+        wav = 0.2 * np.sin(2 * np.pi * (140 + 40 * rng.random()) * t) * (1 + np.sin(7 * t))
+        sf.write(corpus / f"u{i}.wav", (wav + 0.01 * rng.standard_normal(t.size)), 22050)
+        (corpus / f"u{i}.txt").write_text(text)
+    return corpus
+
+
 _INJECT = """
 import os
 if os.environ.get("RANK") == os.environ.get("FAIL_RANK"):
@@ -326,14 +338,7 @@ def test_torchrun_align_one_failing_rank_stops_both_with_its_line(
     import sys
 
     pytest.importorskip("espeakng_loader")
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    rng = np.random.default_rng(0)
-    for i, text in enumerate(["the cat sat", "a dog ran home", "quick brown fox", "it is"]):
-        t = np.arange(int(22050 * 1.2)) / 22050
-        wav = 0.2 * np.sin(2 * np.pi * (140 + 40 * rng.random()) * t) * (1 + np.sin(7 * t))
-        sf.write(corpus / f"u{i}.wav", (wav + 0.01 * rng.standard_normal(t.size)), 22050)
-        (corpus / f"u{i}.txt").write_text(text)
+    corpus = _align_corpus(tmp_path / "corpus")
     (tmp_path / "inject").mkdir()
     (tmp_path / "inject" / "sitecustomize.py").write_text(_INJECT)
     src = str(Path(__file__).resolve().parents[1] / "src")
@@ -411,3 +416,52 @@ def test_torchrun_align_stop_on_one_rank_stops_all(tmp_path: Path) -> None:
     assert len(h0) == len(h1) == 3
     # the history holds the global batch's loss: the same on every rank
     assert [h["loss"] for h in h0] == [h["loss"] for h in h1]
+
+
+# ---------------------------------------------------------------------------------------------
+# align: another recipe's checkpoint (or a truncated one) is one line naming the file
+
+
+def _speaker_like_checkpoints(folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    train_ck, export = folder / "TSTP.pt", folder / "encoder.pt"
+    weights = {"trunk.weight": torch.zeros(2, 2)}
+    torch.save(
+        {"format": "speechattn-speaker-train-v1", "model": weights, "step": 4, "optimizer": {}},
+        train_ck,
+    )
+    torch.save({"format": "speechattn-speaker-v2", "state_dict": weights}, export)
+    return [train_ck, export]
+
+
+def test_align_checkpoint_of_another_recipe_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from speechattn.recipes.align.pipeline import load_aligner
+
+    pytest.importorskip("espeakng_loader")
+    corpus = _align_corpus(tmp_path / "corpus")
+    for ck in _speaker_like_checkpoints(tmp_path / "spk"):
+        with pytest.raises(ValueError, match=rf"^{ck}: not an aligner checkpoint \(speechattn-"):
+            load_aligner(ck)
+        argv = ["align", str(corpus), "--out", str(tmp_path / "o"), "--checkpoint", str(ck)]
+        assert main([*argv, "--no-progress"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"speechattn align: error: {ck}: not an aligner checkpoint")
+        assert len(err.splitlines()) == 1 and "KeyError" in err and "--debug" not in err
+
+
+def test_align_resume_from_another_recipe_or_a_truncated_file(tmp_path: Path) -> None:
+    from speechattn.recipes.align.model import AlignerConfig
+    from speechattn.recipes.align.train import CheckpointMismatch, TrainConfig, train_aligner
+
+    items = toy_items(8, 0)
+    cfg = AlignerConfig(kind="sma", num_symbols=NUM_SYMBOLS, n_mels=N_MELS, dim=16)
+    train_ck, _ = _speaker_like_checkpoints(tmp_path)
+    with pytest.raises(CheckpointMismatch, match="not an aligner training checkpoint"):
+        train_aligner(cfg, items, TrainConfig(steps=2), checkpoint=train_ck, progress=False)
+    ck = tmp_path / "ck.pt"
+    train_aligner(cfg, items, TrainConfig(steps=2), checkpoint=ck, progress=False)
+    ck.write_bytes(ck.read_bytes()[:500])  # a copy cut short
+    with pytest.raises(ValueError, match=rf"^{ck}: .*weights_only=True.*central directory\)\. "):
+        train_aligner(cfg, items, TrainConfig(steps=2), checkpoint=ck, progress=False)

@@ -127,7 +127,7 @@ def load_checkpoint(path: Path) -> dict:
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = " ".join(str(exc).split())[:300]
+        first = " ".join(str(exc).split()).split(". ")[0][:200]  # torch's first sentence
         raise ValueError(
             f"{path}: not a speechattn checkpoint that loads safely (torch.load with "
             f"weights_only=True refused it: {first}). Only load checkpoints you trust; "
@@ -251,6 +251,12 @@ def train_aligner(
     step0 = 0
     if checkpoint is not None and checkpoint.exists():
         ck = load_checkpoint(checkpoint)
+        if not all(k in ck for k in ("model", "optimizer", "step", "model_config")):
+            raise CheckpointMismatch(
+                f"{checkpoint}: not an aligner training checkpoint (format "
+                f"{ck.get('format', 'none')!r}); refusing to resume from it. Start fresh with "
+                "--overwrite (deletes that run's outputs) or choose another --out."
+            )
         diff = checkpoint_differences(
             ck,
             model_config.to_dict(),
