@@ -465,3 +465,32 @@ def test_align_resume_from_another_recipe_or_a_truncated_file(tmp_path: Path) ->
     ck.write_bytes(ck.read_bytes()[:500])  # a copy cut short
     with pytest.raises(ValueError, match=rf"^{ck}: .*weights_only=True.*central directory\)\. "):
         train_aligner(cfg, items, TrainConfig(steps=2), checkpoint=ck, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# audio2clip: a save cut short never leaves a folder that loads as a mix of two models
+
+
+def test_audio2clip_save_cut_short_is_refused_not_mixed(
+    a2c: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import speechattn.recipes.audio2clip.model as M
+
+    old = M.AudioToTextEncoder.from_pretrained(a2c["w2v"], text_length=8, text_dim=32, num_heads=4)
+    folder = old.save_pretrained(tmp_path / "model")
+    torch.manual_seed(1)
+    new = M.AudioToTextEncoder.from_pretrained(a2c["w2v"], text_length=8, text_dim=32, num_heads=2)
+
+    def interrupted(*a: object, **k: object) -> None:  # Ctrl-C while the head is written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(M.torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        new.save_pretrained(folder)
+    monkeypatch.undo()
+    # before: the old config and head beside the new encoder loaded without a word
+    with pytest.raises(ValueError, match=rf"^{folder}: .*save was cut short"):
+        M.AudioToTextEncoder.from_pretrained(folder)
+    new.save_pretrained(folder)  # the next save completes it
+    assert M.AudioToTextEncoder.from_pretrained(folder).num_heads == 2
+    assert not list(folder.glob("*.tmp"))

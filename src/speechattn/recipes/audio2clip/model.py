@@ -411,15 +411,27 @@ class AudioToTextEncoder(nn.Module):
         }
 
     def save_pretrained(self, path: str | Path) -> Path:
-        """Write ``encoder/`` (HF model + feature extractor), the head weights and its config."""
+        """Write ``encoder/`` (HF model + feature extractor), the head weights and its config.
+
+        The config, which marks a saved folder, goes first out and last in (through a temporary
+        file and ``os.replace``): a save cut short (Ctrl-C, a full disk) over an earlier model
+        leaves a folder that :meth:`from_pretrained` refuses, never a mix of the two models.
+        """
+        import os
+
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        (path / CONFIG_NAME).unlink(missing_ok=True)
         self.encoder.save_pretrained(path / ENCODER_SUBFOLDER)
         if self.feature_extractor is not None:
             self.feature_extractor.save_pretrained(path / ENCODER_SUBFOLDER)
         head = {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}
-        torch.save(head, path / HEAD_WEIGHTS_NAME)
-        (path / CONFIG_NAME).write_text(json.dumps(self.head_config(), indent=2))
+        tmp = path / (HEAD_WEIGHTS_NAME + ".tmp")
+        torch.save(head, tmp)
+        os.replace(tmp, path / HEAD_WEIGHTS_NAME)
+        tmp = path / (CONFIG_NAME + ".tmp")
+        tmp.write_text(json.dumps(self.head_config(), indent=2))
+        os.replace(tmp, path / CONFIG_NAME)
         return path
 
     @classmethod
@@ -482,6 +494,11 @@ class AudioToTextEncoder(nn.Module):
             if bad:
                 raise ValueError(f"Head weights in {local} do not match the config: {bad[:5]}.")
             return model
+        if (local / HEAD_WEIGHTS_NAME).is_file() or (local / (CONFIG_NAME + ".tmp")).is_file():
+            raise ValueError(
+                f"{local}: an audio2clip model folder whose save was cut short ({HEAD_WEIGHTS_NAME} "
+                f"but no {CONFIG_NAME}); train again into it or restore it."
+            )
         if text_dim is None:
             raise ValueError(
                 f"{path_or_id!s} is not a saved AudioToTextEncoder folder (no {CONFIG_NAME}); to start "
