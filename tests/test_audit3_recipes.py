@@ -494,3 +494,37 @@ def test_audio2clip_save_cut_short_is_refused_not_mixed(
     new.save_pretrained(folder)  # the next save completes it
     assert M.AudioToTextEncoder.from_pretrained(folder).num_heads == 2
     assert not list(folder.glob("*.tmp"))
+
+
+# ---------------------------------------------------------------------------------------------
+# audio2clip: transformers' own progress bars follow --no-progress and come from rank 0 only
+
+
+@pytest.mark.parametrize("rank, progress", [("0", False), ("1", True)])
+def test_audio2clip_train_bars_from_rank_0_only(
+    a2c: dict[str, Path],
+    tmp_path: Path,
+    rank: str,
+    progress: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    from transformers.utils import logging as hf_logging
+
+    from speechattn.recipes.audio2clip.train import train
+
+    monkeypatch.setenv("RANK", rank)  # (WORLD_SIZE stays 1: no process group)
+    before = hf_logging.is_progress_bar_enabled()
+    capfd.readouterr()
+    train(
+        manifest=a2c["manifest"],
+        output_dir=tmp_path / "m",
+        audio_model=a2c["w2v"],
+        text_model=a2c["text"],
+        max_steps=1,
+        batch_size=4,
+        progress=progress,
+    )
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "Writing model shards" not in err, err[-500:]
+    assert hf_logging.is_progress_bar_enabled() == before  # restored
