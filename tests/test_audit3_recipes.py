@@ -528,3 +528,26 @@ def test_audio2clip_train_bars_from_rank_0_only(
     err = capfd.readouterr().err
     assert "Loading weights" not in err and "Writing model shards" not in err, err[-500:]
     assert hf_logging.is_progress_bar_enabled() == before  # restored
+
+
+# ---------------------------------------------------------------------------------------------
+# demo under torchrun: refused in one line (every rank synthesised the same corpus into the same
+# folder, evaluated and wrote the report)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_demo_under_torchrun_is_a_usage_error_from_rank_0(
+    tmp_path: Path,
+    rank: int,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _torchrun_env(monkeypatch, rank)
+    assert main(["demo", "--quick", "--out", str(tmp_path / "d"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    if rank:
+        assert err == ""
+    else:
+        assert err.startswith("speechattn demo: error: demo runs in one process")
+        assert len(err.splitlines()) == 1 and "torchrun --nproc_per_node N" in err
+    assert not (tmp_path / "d" / "corpus").exists()

@@ -188,7 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         status = exc.status if isinstance(exc, CliError) else 1
         text = _one_line(exc, debug) if debug or not _peer_failed(exc) else _PEER_FAILED
-        print(f"{name}: error: {text}", file=sys.stderr)
+        if status != 2 or _is_main_rank():  # a usage error is the same on every torchrun rank
+            print(f"{name}: error: {text}", file=sys.stderr)
         return status
 
 

@@ -86,6 +86,14 @@ def _demo(args: argparse.Namespace) -> int:
     from speechattn.recipes.align.pipeline import DemoConfig, run_demo
     from speechattn.recipes.align.report import WORD_COLUMNS, metrics_table_text
 
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        # every rank would synthesise the same corpus into the same folder and write the report
+        raise CliError(
+            "demo runs in one process (its corpus synthesis, evaluation and report are not split "
+            "across ranks); run `speechattn demo` without torchrun, or train on several processes "
+            "with `torchrun --nproc_per_node N -m speechattn align DATA --from-scratch`",
+            status=2,
+        )
     cfg = DemoConfig.quick() if args.quick else DemoConfig()
     fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     try:
