@@ -551,3 +551,47 @@ def test_demo_under_torchrun_is_a_usage_error_from_rank_0(
         assert err.startswith("speechattn demo: error: demo runs in one process")
         assert len(err.splitlines()) == 1 and "torchrun --nproc_per_node N" in err
     assert not (tmp_path / "d" / "corpus").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# speaker: Ctrl-C in one process keeps the steps done since the last periodic checkpoint
+
+
+def test_speaker_ctrl_c_saves_the_steps_done_and_resumes_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from speechattn.recipes.speaker import train as T
+    from speechattn.recipes.speaker.config import SpeakerConfig
+
+    cfg = SpeakerConfig(
+        channels=8, embed_dim=8, steps=7, batch_size=4, min_frames=20, max_frames=40,
+        augment_copies=0, checkpoint_every=100, seed=2,
+    )  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    feats = [torch.randn(int(40 + 5 * (i % 5)), cfg.n_mels, generator=g) for i in range(12)]
+    labels = [i % 3 for i in range(12)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        whole = T.train_encoder("TSTP", feats, labels, cfg, progress=False)
+        ck = tmp_path / "TSTP.pt"
+        real, calls = T.random_crops, [0]
+
+        def interrupted(*args: object, **kwargs: object) -> object:
+            calls[0] += 1
+            if calls[0] == 6:  # the probe batch, then steps 1-4: Ctrl-C in step 5
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(T, "random_crops", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            T.train_encoder("TSTP", feats, labels, cfg, progress=False, checkpoint=ck)
+        monkeypatch.setattr(T, "random_crops", real)
+        # no periodic checkpoint was due: before, nothing was saved and 4 steps were lost
+        assert torch.load(ck, weights_only=True)["step"] == 4
+        resumed = T.train_encoder("TSTP", feats, labels, cfg, progress=False, checkpoint=ck)
+    finally:
+        torch.set_num_threads(threads)
+    assert resumed.resumed_from == 4 and resumed.losses == whole.losses
+    for k, v in whole.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
