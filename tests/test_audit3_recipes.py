@@ -393,11 +393,24 @@ res = train_aligner(
     should_stop=lambda history: rank == 0 and len(history) >= 3,
 )
 Path(sys.argv[1], f"rank{rank}.json").write_text(json.dumps(res.history))
+
+# A 2-process run stopped after 5 of 10 steps, then resumed, against an uninterrupted one
+# (dropout on: each rank's RNG state must come back, not rank 0's on every rank).
+cfg = AlignerConfig(kind="sma", num_symbols=NUM_SYMBOLS, n_mels=N_MELS, dim=16, dropout=0.1)
+tc = TrainConfig(steps=10, batch_size=3, checkpoint_every=100)
+items = toy_items(20, 0)
+out = Path(sys.argv[1])
+whole = train_aligner(cfg, items, tc, checkpoint=out / "whole.pt", progress=False)
+part = out / "part.pt"
+train_aligner(cfg, items, tc, checkpoint=part, progress=False, should_stop=lambda h: len(h) >= 5)
+resumed = train_aligner(cfg, items, tc, checkpoint=part, progress=False)
+same = all(torch.equal(v, resumed.model.state_dict()[k]) for k, v in whole.model.state_dict().items())
+Path(sys.argv[1], f"resume{rank}.json").write_text(json.dumps([resumed.resumed_from, same]))
 dist.destroy_process_group()
 """
 
 
-def test_torchrun_align_stop_on_one_rank_stops_all(tmp_path: Path) -> None:
+def test_torchrun_align_stop_on_one_rank_stops_all_and_resume_is_exact(tmp_path: Path) -> None:
     import subprocess
     import sys
 
@@ -416,6 +429,9 @@ def test_torchrun_align_stop_on_one_rank_stops_all(tmp_path: Path) -> None:
     assert len(h0) == len(h1) == 3
     # the history holds the global batch's loss: the same on every rank
     assert [h["loss"] for h in h0] == [h["loss"] for h in h1]
+    # stopped and resumed equals uninterrupted, on every rank
+    for r in (0, 1):
+        assert json.loads((tmp_path / f"resume{r}.json").read_text()) == [5, True]
 
 
 # ---------------------------------------------------------------------------------------------

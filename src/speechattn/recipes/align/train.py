@@ -1,9 +1,9 @@
 """Training loop for the aligners: resumable (atomic checkpoints), seeded, DDP-ready, with progress bars.
 
-Resuming: every ``checkpoint_every`` steps, at the end, and on Ctrl-C the model, optimiser, step,
-history and RNG state go to ``<out>/<name>.pt`` through a temporary file and ``os.replace`` (atomic
-on POSIX), so an interrupted run that is started again continues from the last checkpoint and loses
-at most ``checkpoint_every`` steps. A checkpoint is resumed only when it belongs to the same run
+Resuming: every ``checkpoint_every`` steps, at the end, and (in one process) on Ctrl-C the model,
+optimiser, step, history and RNG state (every rank's) go to ``<out>/<name>.pt`` through a
+temporary file and ``os.replace`` (atomic on POSIX), so an interrupted run that is started again
+continues from the last checkpoint and loses at most ``checkpoint_every`` steps. A checkpoint is resumed only when it belongs to the same run
 (model config, seed, optimisation settings but for ``steps``, number of processes, and every
 entry of ``extra_state``: symbols, front end, corpus fingerprint);
 otherwise :class:`CheckpointMismatch` says what differs. Checkpoints hold only tensors, dicts,
@@ -275,7 +275,8 @@ def train_aligner(
         opt.load_state_dict(ck["optimizer"])
         step0 = int(ck["step"])
         history = list(ck.get("history", []))
-        torch.set_rng_state(ck["rng"])
+        ranks = ck.get("rng_ranks") or []
+        torch.set_rng_state(ranks[rank] if len(ranks) == world else ck["rng"])
     ddp_model: Any = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -297,16 +298,32 @@ def train_aligner(
         )
 
     def _save(step: int, rng: torch.Tensor | None = None) -> None:
-        if checkpoint is None or rank != 0:
+        """Rank 0 writes; under torchrun every rank calls it at the same step (the RNG states of
+        all ranks are gathered: dropout draws differ per rank, and a resume restores each)."""
+        if checkpoint is None:
             return
+        mine = torch.get_rng_state() if rng is None else rng
+        ranks: list[torch.Tensor] = [mine]
+        if world > 1:
+            import torch.distributed as dist
+
+            ranks = [torch.empty_like(mine) for _ in range(world)]
+            dist.all_gather(ranks, mine)
+        if rank == 0:
+            _write(checkpoint, step, mine, ranks)
+        if world > 1:
+            dist.barrier()  # the file is complete before any rank goes on (and may read it)
+
+    def _write(path: Path, step: int, mine: torch.Tensor, ranks: list[torch.Tensor]) -> None:
         save_checkpoint(
-            checkpoint,
+            path,
             {
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
                 "step": step,
                 "history": history,
-                "rng": torch.get_rng_state() if rng is None else rng,
+                "rng": mine,
+                "rng_ranks": ranks,
                 "model_config": model_config.to_dict(),
                 "train_config": asdict(train_config),
                 "world": world,
@@ -368,7 +385,9 @@ def train_aligner(
             bar.close()
         where = f"stopped at step {state[0]} of {train_config.steps}"
         if checkpoint is not None and rank == 0:
-            if not state[1]:
+            # Under torchrun the ranks stop at different points and a save needs every rank's
+            # RNG state: the last periodic checkpoint stands (a resume then repeats the run).
+            if not state[1] and world == 1:
                 _save(state[0], state[2])
                 last_saved[0] = state[0]
             if last_saved[0] is not None:
