@@ -164,6 +164,9 @@ def test_align_resume_refuses_other_optimisation_settings(tmp_path: Path) -> Non
     # Settings that only say when to save or stop, and more steps, still resume.
     more = TrainConfig(steps=3, batch_size=4, checkpoint_every=7, max_seconds=600.0)
     assert train_aligner(cfg, items, more, checkpoint=ck, progress=False).resumed_from == 2
+    # Fewer steps than the checkpoint has done cannot be honoured (it returned the longer run).
+    with pytest.raises(CheckpointMismatch, match=r"at step 3, past the 2 steps asked for now"):
+        train_aligner(cfg, items, tc, checkpoint=ck, progress=False)
 
 
 def test_align_resume_refuses_another_number_of_processes(tmp_path: Path) -> None:

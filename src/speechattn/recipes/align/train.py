@@ -271,6 +271,12 @@ def train_aligner(
                 "resume from it. Start fresh with --overwrite (deletes that run's outputs) or "
                 "choose another --out."
             )
+        if int(ck["step"]) > train_config.steps:
+            raise CheckpointMismatch(
+                f"{checkpoint} is at step {int(ck['step'])}, past the {train_config.steps} steps "
+                "asked for now; refusing to resume from it. Ask for at least that many steps, "
+                "start fresh with --overwrite (deletes that run's outputs) or choose another --out."
+            )
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         step0 = int(ck["step"])
