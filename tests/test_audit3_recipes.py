@@ -409,6 +409,12 @@ train_aligner(cfg, items, tc, checkpoint=part, progress=False, should_stop=lambd
 resumed = train_aligner(cfg, items, tc, checkpoint=part, progress=False)
 same = all(torch.equal(v, resumed.model.state_dict()[k]) for k, v in whole.model.state_dict().items())
 Path(sys.argv[1], f"resume{rank}.json").write_text(json.dumps([resumed.resumed_from, same]))
+
+# 2 processes x batch_size 2, dropout off: compared in the test with 1 process x batch_size 4
+cfg = AlignerConfig(kind="sma", num_symbols=NUM_SYMBOLS, n_mels=N_MELS, dim=16, dropout=0.0)
+res = train_aligner(cfg, items, TrainConfig(steps=6, batch_size=2), progress=False)
+if rank == 0:
+    torch.save(res.model.state_dict(), out / "ddp_weights.pt")
 dist.destroy_process_group()
 """
 
@@ -435,6 +441,22 @@ def test_torchrun_align_stop_on_one_rank_stops_all_and_resume_is_exact(tmp_path:
     # stopped and resumed equals uninterrupted, on every rank
     for r in (0, 1):
         assert json.loads((tmp_path / f"resume{r}.json").read_text()) == [5, True]
+    # the same global batch in one process gives the same weights (to float rounding)
+    from speechattn.recipes.align.model import AlignerConfig
+    from speechattn.recipes.align.train import TrainConfig, train_aligner
+
+    cfg = AlignerConfig(kind="sma", num_symbols=NUM_SYMBOLS, n_mels=N_MELS, dim=16, dropout=0.0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = train_aligner(
+            cfg, toy_items(20, 0), TrainConfig(steps=6, batch_size=4), progress=False
+        )
+    finally:
+        torch.set_num_threads(threads)
+    ddp = torch.load(tmp_path / "ddp_weights.pt", weights_only=True)
+    for k, v in one.model.state_dict().items():
+        torch.testing.assert_close(ddp[k], v, rtol=1e-5, atol=1e-5, msg=k)
 
 
 # ---------------------------------------------------------------------------------------------
