@@ -1,10 +1,14 @@
 """The training recipes as a user runs them: seeds, resuming, checkpoints, torchrun, Ctrl-C.
 
-Each test here failed before the fix it names: the same ``--seed`` gave another audio2clip model,
-a broken audio2clip head file surfaced as a raw torch error naming no file, an align checkpoint
-resumed under other optimisation settings or another number of processes, and under torchrun
-every rank printed the Ctrl-C line (with a resume command that dropped torchrun) and the speaker
-results.
+Each test here failed before the fix it names: the same ``--seed`` gave another audio2clip model;
+a broken audio2clip head file surfaced as a raw torch error naming no file, and a save cut short
+loaded as a mix of two models; an align checkpoint resumed under other optimisation settings,
+another number of processes or fewer steps, and another recipe's checkpoint gave a KeyError; under
+torchrun a stop on one rank hung the others, a resumed run differed from an uninterrupted one,
+every rank printed (Ctrl-C line with a resume command that dropped torchrun, log lines, warnings,
+speaker results, transformers' bars), a rank stopped by its failed peer printed gloo's error, and
+``demo`` ran on every rank into one folder; a speaker Ctrl-C lost the steps since the last
+periodic checkpoint.
 """
 
 from __future__ import annotations
