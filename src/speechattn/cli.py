@@ -121,9 +121,26 @@ def _debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
     return env or len(rest) != len(argv), rest
 
 
+def _launcher() -> list[str]:
+    """How this process was started: ``speechattn``, or under torchrun (``WORLD_SIZE > 1``)
+    ``torchrun --nproc_per_node N -m speechattn`` (a run resumed with another number of
+    processes would be refused: its checkpoints record the world size)."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return ["speechattn"]
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)) or world)
+    nodes = [] if local >= world else ["--nnodes", str(world // max(1, local))]
+    return ["torchrun", *nodes, "--nproc_per_node", str(local), "-m", "speechattn"]
+
+
 def _resume_command(argv: Sequence[str]) -> str:
     kept = [a for a in argv if a not in _NOT_ON_RESUME and a != "--debug"]
-    return shlex.join(["speechattn", *kept])
+    return shlex.join([*_launcher(), *kept])
+
+
+def _is_main_rank() -> bool:
+    """False on the other processes of a torchrun launch (``RANK`` > 0)."""
+    return os.environ.get("RANK", "0").strip() in ("", "0")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -144,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not debug:  # one line per warning: "speechattn align: warning: <file>: <why>"
 
                 def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
-                    print(f"{name}: warning: {message}", file=file or sys.stderr)
+                    if _is_main_rank():  # under torchrun every rank reads the same data
+                        print(f"{name}: warning: {message}", file=file or sys.stderr)
 
                 warnings.showwarning = show
             return int(args.func(args) or 0)
@@ -156,7 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             hint = f"run the same command to resume: {_resume_command(raw)}"
         else:
             hint = "this command does not resume; run it again to start over"
-        print(f"{name}: interrupted: {where}; {hint}", file=sys.stderr)
+        if _is_main_rank():  # every torchrun process gets the SIGINT: one line, from rank 0
+            print(f"{name}: interrupted: {where}; {hint}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `speechattn data voices | head`: the reader left; stop quietly
         # as a program killed by SIGPIPE would (status 128 + 13), without a second error when
@@ -168,8 +187,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         status = exc.status if isinstance(exc, CliError) else 1
-        print(f"{name}: error: {_one_line(exc, debug)}", file=sys.stderr)
+        text = _one_line(exc, debug) if debug or not _peer_failed(exc) else _PEER_FAILED
+        if status != 2 or _is_main_rank():  # a usage error is the same on every torchrun rank
+            print(f"{name}: error: {text}", file=sys.stderr)
         return status
+
+
+_PEER_FAILED = (
+    "another process of this torchrun launch failed (its error line says why); this one "
+    "stopped with it"
+)
+
+
+def _peer_failed(exc: BaseException) -> bool:
+    """Under torchrun: ``exc`` is a collective that broke because another rank exited."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 or not isinstance(exc, RuntimeError):
+        return False
+    text = str(exc)
+    return any(
+        s in text
+        for s in ("Connection closed by peer", "Connection reset by peer", "remote worker crash")
+    )
 
 
 def _one_line(exc: BaseException, debug: bool) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from pathlib import Path
 
 from speechattn._cli import (
@@ -85,6 +86,14 @@ def _demo(args: argparse.Namespace) -> int:
     from speechattn.recipes.align.pipeline import DemoConfig, run_demo
     from speechattn.recipes.align.report import WORD_COLUMNS, metrics_table_text
 
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        # every rank would synthesise the same corpus into the same folder and write the report
+        raise CliError(
+            "demo runs in one process (its corpus synthesis, evaluation and report are not split "
+            "across ranks); run `speechattn demo` without torchrun, or train on several processes "
+            "with `torchrun --nproc_per_node N -m speechattn align DATA --from-scratch`",
+            status=2,
+        )
     cfg = DemoConfig.quick() if args.quick else DemoConfig()
     # Settings with their own option are not --set keys (the option would silently win).
     own_option = {"seed": "--seed", "mha_prior": "--prior"}
@@ -242,6 +251,7 @@ def _align(args: argparse.Namespace) -> int:
         refine_radius_s=None if args.refine_boundaries is None else args.refine_boundaries / 1000,
         refine_fraction=1.0 if args.refine_fraction is None else args.refine_fraction,
         dereverb=args.dereverb == "auto",
+        log=print if os.environ.get("RANK", "0") == "0" else (lambda *a: None),  # torchrun
     )
     if res:
         print(metrics_table_text(res["table"]))

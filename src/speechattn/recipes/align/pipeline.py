@@ -294,6 +294,23 @@ def load_aligner(
             f"{p}: not an aligner checkpoint (expected 'state_dict', 'model' or 'members'; found keys "
             f"{sorted(ck)[:8]}). Pass a file written by `speechattn align` or `speechattn demo`."
         )
+    try:
+        return _aligner_from_checkpoint(ck)
+    except ValueError as exc:
+        raise ValueError(f"{p}: {exc}") from None
+    except (KeyError, TypeError, AttributeError, RuntimeError) as exc:  # another recipe's file
+        what = ck.get("format") or "no 'format'"
+        raise ValueError(
+            f"{p}: not an aligner checkpoint ({what}; {type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:120]}). Pass a file written by `speechattn align` or "
+            "`speechattn demo`."
+        ) from None
+
+
+def _aligner_from_checkpoint(
+    ck: dict,
+) -> tuple[TextMelAligner | AlignerEnsemble, dict, FeatureConfig, dict]:
+    """:func:`load_aligner`'s work once the file is read (KeyError etc.: not an aligner's)."""
     if "state_dict" not in ck and "model" in ck:  # a training checkpoint
         ck = {
             "model_config": ck["model_config"],
@@ -312,12 +329,9 @@ def load_aligner(
 
     loaded: TextMelAligner | AlignerEnsemble
     if "members" in ck:
-        try:
-            loaded = AlignerEnsemble(
-                [build(m) for m in ck["members"]], combine=ck.get("combine", "log")
-            ).eval()
-        except ValueError as exc:
-            raise ValueError(f"{p}: {exc}") from None
+        loaded = AlignerEnsemble(
+            [build(m) for m in ck["members"]], combine=ck.get("combine", "log")
+        ).eval()
     else:
         loaded = build(ck)
     return loaded, dict(ck["symbols"]), FeatureConfig(**ck["features"]), dict(ck.get("info", {}))

@@ -1,18 +1,22 @@
 """Training loop for the aligners: resumable (atomic checkpoints), seeded, DDP-ready, with progress bars.
 
-Resuming: every ``checkpoint_every`` steps, at the end, and on Ctrl-C the model, optimiser, step,
-history and RNG state go to ``<out>/<name>.pt`` through a temporary file and ``os.replace`` (atomic
-on POSIX), so an interrupted run that is started again continues from the last checkpoint and loses
-at most ``checkpoint_every`` steps. A checkpoint is resumed only when it belongs to the same run
-(model config, seed and every entry of ``extra_state``: symbols, front end, corpus fingerprint);
+Resuming: every ``checkpoint_every`` steps, at the end, and (in one process) on Ctrl-C the model,
+optimiser, step, history and RNG state (every rank's) go to ``<out>/<name>.pt`` through a
+temporary file and ``os.replace`` (atomic on POSIX), so an interrupted run that is started again
+continues from the last checkpoint and loses at most ``checkpoint_every`` steps. A checkpoint is resumed only when it belongs to the same run
+(model config, seed, optimisation settings but for ``steps``, number of processes, and every
+entry of ``extra_state``: symbols, front end, corpus fingerprint);
 otherwise :class:`CheckpointMismatch` says what differs. Checkpoints hold only tensors, dicts,
 lists, numbers and strings, and are read with ``torch.load(..., weights_only=True)``: a file that
 needs arbitrary unpickling is refused, never executed. Batches are drawn from a generator seeded by ``(seed, step)``, so a resumed
 run sees the same batches as an uninterrupted one.
 
-Multi-process: under ``torchrun`` (``WORLD_SIZE > 1``) the process group is initialised on gloo (CPU)
-or nccl (CUDA); each rank takes a strided shard of every global batch and gradients are averaged by
-:class:`torch.nn.parallel.DistributedDataParallel`; only rank 0 writes checkpoints.
+Multi-process: under ``torchrun`` (``WORLD_SIZE > 1``) the process group is initialised on gloo (the
+aligners train on the CPU); each rank takes a strided shard of every global batch of
+``batch_size * world`` items and gradients are averaged by
+:class:`torch.nn.parallel.DistributedDataParallel`; only rank 0 writes checkpoints. The history
+records the loss of the global batch (the mean over ranks), so every rank sees the same history,
+and a stop (``should_stop``, ``max_seconds``) on any rank stops all of them at the same step.
 """
 
 from __future__ import annotations
@@ -75,8 +79,30 @@ def dist_info() -> tuple[int, int]:
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("gloo")  # the aligners train on the CPU
     return dist.get_rank(), dist.get_world_size()
+
+
+def _any_rank(flag: bool, world: int) -> bool:
+    """True on every rank when ``flag`` is True on any (one process: ``flag``)."""
+    if world <= 1:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def _mean_over_ranks(loss: torch.Tensor, world: int) -> float:
+    """``loss`` averaged over the ranks (one process: ``loss``), as a float."""
+    t = loss.detach().reshape(1).float().cpu()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(t)
+        t /= world
+    return float(t)
 
 
 class CheckpointMismatch(ValueError):
@@ -101,7 +127,7 @@ def load_checkpoint(path: Path) -> dict:
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = " ".join(str(exc).split())[:300]
+        first = " ".join(str(exc).split()).split(". ")[0][:200]  # torch's first sentence
         raise ValueError(
             f"{path}: not a speechattn checkpoint that loads safely (torch.load with "
             f"weights_only=True refused it: {first}). Only load checkpoints you trust; "
@@ -121,16 +147,41 @@ def _plain(x: Any) -> Any:
     return x
 
 
+# Optimisation settings a resumed run must share with its checkpoint: another value would
+# continue the saved optimiser state under other rules. ``steps`` may grow (training goes on
+# under the schedule of the new length), and ``checkpoint_every`` / ``max_seconds`` only say
+# when to save or stop.
+_RESUME_MUST_MATCH = ("batch_size", "lr", "weight_decay", "warmup", "grad_clip", "schedule")
+
+
 def checkpoint_differences(
-    ck: dict, model_config: dict, seed: int, extra_state: dict | None
+    ck: dict,
+    model_config: dict,
+    seed: int,
+    extra_state: dict | None,
+    train_config: dict | None = None,
+    world: int | None = None,
 ) -> list[str]:
-    """What differs between a saved checkpoint and the run about to use it (empty: same run)."""
+    """What differs between a saved checkpoint and the run about to use it (empty: same run).
+
+    ``train_config`` (a :class:`TrainConfig` as a dict) and ``world`` (the number of processes:
+    each step's global batch is ``batch_size * world``) are compared where the checkpoint
+    records them (older checkpoints do not record ``world``).
+    """
     diff = []
     if _plain(ck.get("model_config")) != _plain(model_config):
         diff.append("model config")
-    saved_seed = (ck.get("train_config") or {}).get("seed")
+    saved_tc = ck.get("train_config") or {}
+    saved_seed = saved_tc.get("seed")
     if saved_seed != seed:
         diff.append(f"seed ({saved_seed} there, {seed} now)")
+    now = train_config or {}
+    for key in _RESUME_MUST_MATCH if train_config is not None else ():
+        if key in saved_tc and _plain(saved_tc[key]) != _plain(now.get(key)):
+            diff.append(f"{key} ({saved_tc[key]!r} there, {now.get(key)!r} now)")
+    saved_world = ck.get("world")
+    if world is not None and saved_world is not None and int(saved_world) != world:
+        diff.append(f"number of processes ({saved_world} there, {world} now)")
     saved_extra = ck.get("extra") or {}
     for key, value in (extra_state or {}).items():
         if _plain(saved_extra.get(key)) != _plain(value):
@@ -200,18 +251,38 @@ def train_aligner(
     step0 = 0
     if checkpoint is not None and checkpoint.exists():
         ck = load_checkpoint(checkpoint)
-        diff = checkpoint_differences(ck, model_config.to_dict(), train_config.seed, extra_state)
+        if not all(k in ck for k in ("model", "optimizer", "step", "model_config")):
+            raise CheckpointMismatch(
+                f"{checkpoint}: not an aligner training checkpoint (format "
+                f"{ck.get('format', 'none')!r}); refusing to resume from it. Start fresh with "
+                "--overwrite (deletes that run's outputs) or choose another --out."
+            )
+        diff = checkpoint_differences(
+            ck,
+            model_config.to_dict(),
+            train_config.seed,
+            extra_state,
+            asdict(train_config),
+            world,
+        )
         if diff:
             raise CheckpointMismatch(
                 f"{checkpoint} belongs to another run ({', '.join(diff)} differ); refusing to "
                 "resume from it. Start fresh with --overwrite (deletes that run's outputs) or "
                 "choose another --out."
             )
+        if int(ck["step"]) > train_config.steps:
+            raise CheckpointMismatch(
+                f"{checkpoint} is at step {int(ck['step'])}, past the {train_config.steps} steps "
+                "asked for now; refusing to resume from it. Ask for at least that many steps, "
+                "start fresh with --overwrite (deletes that run's outputs) or choose another --out."
+            )
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         step0 = int(ck["step"])
         history = list(ck.get("history", []))
-        torch.set_rng_state(ck["rng"])
+        ranks = ck.get("rng_ranks") or []
+        torch.set_rng_state(ranks[rank] if len(ranks) == world else ck["rng"])
     ddp_model: Any = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -233,18 +304,35 @@ def train_aligner(
         )
 
     def _save(step: int, rng: torch.Tensor | None = None) -> None:
-        if checkpoint is None or rank != 0:
+        """Rank 0 writes; under torchrun every rank calls it at the same step (the RNG states of
+        all ranks are gathered: dropout draws differ per rank, and a resume restores each)."""
+        if checkpoint is None:
             return
+        mine = torch.get_rng_state() if rng is None else rng
+        ranks: list[torch.Tensor] = [mine]
+        if world > 1:
+            import torch.distributed as dist
+
+            ranks = [torch.empty_like(mine) for _ in range(world)]
+            dist.all_gather(ranks, mine)
+        if rank == 0:
+            _write(checkpoint, step, mine, ranks)
+        if world > 1:
+            dist.barrier()  # the file is complete before any rank goes on (and may read it)
+
+    def _write(path: Path, step: int, mine: torch.Tensor, ranks: list[torch.Tensor]) -> None:
         save_checkpoint(
-            checkpoint,
+            path,
             {
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
                 "step": step,
                 "history": history,
-                "rng": torch.get_rng_state() if rng is None else rng,
+                "rng": mine,
+                "rng_ranks": ranks,
                 "model_config": model_config.to_dict(),
                 "train_config": asdict(train_config),
+                "world": world,
                 "extra": extra_state or {},
             },
         )
@@ -258,12 +346,11 @@ def train_aligner(
 
     def _loop() -> None:
         for step in range(step0, train_config.steps):
-            if (
+            stop = (
                 train_config.max_seconds is not None
                 and time.perf_counter() - t0 > train_config.max_seconds
-            ):
-                break
-            if should_stop is not None and history and should_stop(history):
+            ) or (should_stop is not None and bool(history) and should_stop(history))
+            if _any_rank(stop, world):  # every rank stops at the same step (else DDP hangs)
                 break
             idx = _batches_for_step(
                 lengths, train_config.batch_size * world, train_config.seed, step
@@ -280,7 +367,8 @@ def train_aligner(
             gn = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
             state[1] = True
             opt.step()
-            rec = {"step": step + 1, "loss": float(loss.detach()), "grad_norm": float(gn)}
+            # the loss of the global batch (mean over ranks): the same history on every rank
+            rec = {"step": step + 1, "loss": _mean_over_ranks(loss, world), "grad_norm": float(gn)}
             history.append(rec)
             state[0] = step + 1
             state[1] = False
@@ -303,7 +391,9 @@ def train_aligner(
             bar.close()
         where = f"stopped at step {state[0]} of {train_config.steps}"
         if checkpoint is not None and rank == 0:
-            if not state[1]:
+            # Under torchrun the ranks stop at different points and a save needs every rank's
+            # RNG state: the last periodic checkpoint stands (a resume then repeats the run).
+            if not state[1] and world == 1:
                 _save(state[0], state[2])
                 last_saved[0] = state[0]
             if last_saved[0] is not None:

@@ -95,6 +95,48 @@ def pad_features(features: list[Tensor]) -> dict[str, Tensor]:
     return {"input_features": x, "attention_mask": mask}
 
 
+def _read_head_config(path: Path) -> dict[str, Any]:
+    """The head settings saved by :meth:`AudioToTextEncoder.save_pretrained` (a JSON object)."""
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(
+            f"{path}: not a readable audio2clip head config ({' '.join(str(exc).split())}); "
+            "the folder was not fully written (an interrupted save?): train again or restore it."
+        ) from None
+    if not isinstance(cfg, dict):
+        raise ValueError(
+            f"{path}: expected a JSON object of head settings; found {type(cfg).__name__}."
+        )
+    return cfg
+
+
+def _read_head_weights(path: Path) -> dict[str, Tensor]:
+    """The head's tensors, read with ``torch.load(weights_only=True)`` (no code runs from the file).
+
+    Raises:
+        ValueError: missing, truncated or corrupt file, one that asks for arbitrary unpickling,
+            or one that is not a dict of tensors (another program's file); the message names it.
+    """
+    try:
+        head = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # zip errors (RuntimeError), UnpicklingError, EOFError, OSError
+        first = " ".join(str(exc).split()).split(". ")[0][:160]
+        raise ValueError(
+            f"{path}: not audio2clip head weights that load safely with torch.load(weights_only="
+            f"True) ({type(exc).__name__}: {first}); the folder was not fully written or the "
+            "file is not from `speechattn audio2clip train`."
+        ) from None
+    if not isinstance(head, dict) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in head.items()
+    ):
+        raise ValueError(
+            f"{path}: expected a dict of head tensors (written by `speechattn audio2clip "
+            f"train`); found {type(head).__name__}."
+        )
+    return head
+
+
 def _sinusoid(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     pos = torch.arange(length, device=device, dtype=torch.float32)[:, None]
     i = torch.arange(0, dim, 2, device=device, dtype=torch.float32)
@@ -369,15 +411,27 @@ class AudioToTextEncoder(nn.Module):
         }
 
     def save_pretrained(self, path: str | Path) -> Path:
-        """Write ``encoder/`` (HF model + feature extractor), the head weights and its config."""
+        """Write ``encoder/`` (HF model + feature extractor), the head weights and its config.
+
+        The config, which marks a saved folder, goes first out and last in (through a temporary
+        file and ``os.replace``): a save cut short (Ctrl-C, a full disk) over an earlier model
+        leaves a folder that :meth:`from_pretrained` refuses, never a mix of the two models.
+        """
+        import os
+
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        (path / CONFIG_NAME).unlink(missing_ok=True)
         self.encoder.save_pretrained(path / ENCODER_SUBFOLDER)
         if self.feature_extractor is not None:
             self.feature_extractor.save_pretrained(path / ENCODER_SUBFOLDER)
         head = {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}
-        torch.save(head, path / HEAD_WEIGHTS_NAME)
-        (path / CONFIG_NAME).write_text(json.dumps(self.head_config(), indent=2))
+        tmp = path / (HEAD_WEIGHTS_NAME + ".tmp")
+        torch.save(head, tmp)
+        os.replace(tmp, path / HEAD_WEIGHTS_NAME)
+        tmp = path / (CONFIG_NAME + ".tmp")
+        tmp.write_text(json.dumps(self.head_config(), indent=2))
+        os.replace(tmp, path / CONFIG_NAME)
         return path
 
     @classmethod
@@ -407,7 +461,7 @@ class AudioToTextEncoder(nn.Module):
 
         local = Path(path_or_id)
         if (local / CONFIG_NAME).is_file():
-            cfg = json.loads((local / CONFIG_NAME).read_text())
+            cfg = _read_head_config(local / CONFIG_NAME)
             asked = {
                 "text_length": text_length,
                 "text_dim": text_dim,
@@ -434,12 +488,17 @@ class AudioToTextEncoder(nn.Module):
                 else None
             )
             model = cls(encoder=encoder, feature_extractor=fe, **cfg)
-            head = torch.load(local / HEAD_WEIGHTS_NAME, map_location="cpu", weights_only=True)
+            head = _read_head_weights(local / HEAD_WEIGHTS_NAME)
             missing, unexpected = model.load_state_dict(head, strict=False)
             bad = [k for k in missing if not k.startswith("encoder.")] + list(unexpected)
             if bad:
                 raise ValueError(f"Head weights in {local} do not match the config: {bad[:5]}.")
             return model
+        if (local / HEAD_WEIGHTS_NAME).is_file() or (local / (CONFIG_NAME + ".tmp")).is_file():
+            raise ValueError(
+                f"{local}: an audio2clip model folder whose save was cut short ({HEAD_WEIGHTS_NAME} "
+                f"but no {CONFIG_NAME}); train again into it or restore it."
+            )
         if text_dim is None:
             raise ValueError(
                 f"{path_or_id!s} is not a saved AudioToTextEncoder folder (no {CONFIG_NAME}); to start "

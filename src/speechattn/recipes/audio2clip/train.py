@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +130,19 @@ def encode_captions(
     return text_encoder.encode(unique), {c: i for i, c in enumerate(unique)}
 
 
+@contextmanager
+def _hf_progress_bars(show: bool) -> Iterator[None]:
+    """transformers' own progress bars (loading and writing weights) on or off for a block."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if show else hf_logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()
+
+
 def train(
     *,
     manifest: str | Path,
@@ -169,86 +184,93 @@ def train(
     Returns:
         ``output_dir``.
     """
-    from transformers import TrainingArguments
+    # transformers' own bars (loading and writing weights): rank 0 only, none without progress
+    with _hf_progress_bars(progress and os.environ.get("RANK", "0") == "0"):
+        from transformers import TrainingArguments, set_seed
 
-    output_dir = Path(output_dir)
-    items, skipped = usable_items(read_manifest(manifest))
-    if not items:
-        raise ValueError(
-            f"No usable audio in {manifest}: all {len(skipped)} file(s) were skipped (see the "
-            "warnings); fix or remove them."
+        output_dir = Path(output_dir)
+        items, skipped = usable_items(read_manifest(manifest))
+        if not items:
+            raise ValueError(
+                f"No usable audio in {manifest}: all {len(skipped)} file(s) were skipped (see the "
+                "warnings); fix or remove them."
+            )
+        text_encoder = TextEncoder.from_pretrained(text_model, max_length=text_length)
+        if mask_text_padding is None:
+            mask_text_padding = text_encoder.use_attention_mask
+        text, index = encode_captions(text_encoder, [it.caption for it in items])
+        # The new head (and a w2v-BERT checkpoint's new adapter) is initialised here, before the
+        # Trainer seeds anything: seed now so that the same --seed gives the same model.
+        set_seed(seed)
+        encoder = AudioToTextEncoder.from_pretrained(
+            audio_model,
+            text_length=text_encoder.max_length,
+            text_dim=text_encoder.width,
+            length_mode=length_mode,
+            num_heads=num_heads,
         )
-    text_encoder = TextEncoder.from_pretrained(text_model, max_length=text_length)
-    if mask_text_padding is None:
-        mask_text_padding = text_encoder.use_attention_mask
-    text, index = encode_captions(text_encoder, [it.caption for it in items])
-    encoder = AudioToTextEncoder.from_pretrained(
-        audio_model,
-        text_length=text_encoder.max_length,
-        text_dim=text_encoder.width,
-        length_mode=length_mode,
-        num_heads=num_heads,
-    )
-    if encoder.text_length != text_encoder.max_length or encoder.text_dim != text_encoder.width:
-        raise ValueError(
-            f"Audio encoder {audio_model} outputs ({encoder.text_length}, {encoder.text_dim}) but the text "
-            f"encoder gives ({text_encoder.max_length}, {text_encoder.width}); pass a matching --text-length."
+        if encoder.text_length != text_encoder.max_length or encoder.text_dim != text_encoder.width:
+            raise ValueError(
+                f"Audio encoder {audio_model} outputs ({encoder.text_length}, {encoder.text_dim}) but the text "
+                f"encoder gives ({text_encoder.max_length}, {text_encoder.width}); pass a matching --text-length."
+            )
+        world = _world_size()
+        loss = SequenceContrastiveLoss(
+            temperature=temperature,
+            learnable_temperature=learnable_temperature,
+            direction=direction,  # type: ignore[arg-type]
+            gather_distributed=world > 1,
         )
-    world = _world_size()
-    loss = SequenceContrastiveLoss(
-        temperature=temperature,
-        learnable_temperature=learnable_temperature,
-        direction=direction,  # type: ignore[arg-type]
-        gather_distributed=world > 1,
-    )
-    module = Audio2ClipTrainModule(encoder, loss, mask_text_padding=mask_text_padding)
-    args = TrainingArguments(
-        output_dir=str(output_dir / "trainer"),
-        per_device_train_batch_size=batch_size,
-        num_train_epochs=epochs,
-        max_steps=max_steps,
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
-        **warmup_arguments(warmup_ratio),
-        lr_scheduler_type="cosine",
-        logging_steps=logging_steps,
-        save_strategy="no",
-        report_to="none",
-        remove_unused_columns=False,
-        dataloader_drop_last=world > 1,  # equal local batches for the all-gather
-        dataloader_num_workers=dataloader_workers,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        ddp_find_unused_parameters=True,
-        ddp_backend="gloo" if world > 1 and not torch.cuda.is_available() else None,
-        use_cpu=not torch.cuda.is_available(),
-        seed=seed,
-        disable_tqdm=True,
-    )
-    trainer_cls = make_trainer_class()
-    trainer = trainer_cls(
-        model=module,
-        args=args,
-        train_dataset=AudioCaptionDataset(items, index),
-        data_collator=AudioCaptionCollator(encoder.feature_extractor, text.states, text.lengths),
-    )
-    if not progress:  # the log still lands in trainer.state.log_history (the summary)
-        from transformers.trainer_callback import PrinterCallback
+        module = Audio2ClipTrainModule(encoder, loss, mask_text_padding=mask_text_padding)
+        args = TrainingArguments(
+            output_dir=str(output_dir / "trainer"),
+            per_device_train_batch_size=batch_size,
+            num_train_epochs=epochs,
+            max_steps=max_steps,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            **warmup_arguments(warmup_ratio),
+            lr_scheduler_type="cosine",
+            logging_steps=logging_steps,
+            save_strategy="no",
+            report_to="none",
+            remove_unused_columns=False,
+            dataloader_drop_last=world > 1,  # equal local batches for the all-gather
+            dataloader_num_workers=dataloader_workers,
+            dataloader_pin_memory=torch.cuda.is_available(),
+            ddp_find_unused_parameters=True,
+            ddp_backend="gloo" if world > 1 and not torch.cuda.is_available() else None,
+            use_cpu=not torch.cuda.is_available(),
+            seed=seed,
+            disable_tqdm=True,
+        )
+        trainer_cls = make_trainer_class()
+        trainer = trainer_cls(
+            model=module,
+            args=args,
+            train_dataset=AudioCaptionDataset(items, index),
+            data_collator=AudioCaptionCollator(
+                encoder.feature_extractor, text.states, text.lengths
+            ),
+        )
+        if not progress:  # the log still lands in trainer.state.log_history (the summary)
+            from transformers.trainer_callback import PrinterCallback
 
-        trainer.remove_callback(PrinterCallback)
-    result = trainer.train()
-    if trainer.is_world_process_zero():
-        encoder.save_pretrained(output_dir)
-        summary = {
-            "train_loss": result.training_loss,
-            "steps": result.global_step,
-            "world_size": world,
-            "skipped": len(skipped),
-            "temperature": float(loss.temperature.detach()),
-            "mask_text_padding": mask_text_padding,
-            "log_history": trainer.state.log_history,
-        }
-        (output_dir / TRAIN_SUMMARY).write_text(json.dumps(summary, indent=2))
-    return output_dir
+            trainer.remove_callback(PrinterCallback)
+        result = trainer.train()
+        if trainer.is_world_process_zero():
+            encoder.save_pretrained(output_dir)
+            summary = {
+                "train_loss": result.training_loss,
+                "steps": result.global_step,
+                "world_size": world,
+                "skipped": len(skipped),
+                "temperature": float(loss.temperature.detach()),
+                "mask_text_padding": mask_text_padding,
+                "log_history": trainer.state.log_history,
+            }
+            (output_dir / TRAIN_SUMMARY).write_text(json.dumps(summary, indent=2))
+        return output_dir
 
 
 def evaluate(

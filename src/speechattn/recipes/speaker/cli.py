@@ -94,7 +94,7 @@ def config_from_args(args: argparse.Namespace) -> SpeakerConfig:
 
 
 def _run(args: argparse.Namespace, data: str | None) -> int:
-    from speechattn.recipes.speaker.train import ResumeMismatch, dist_info, run_speaker
+    from speechattn.recipes.speaker.train import ResumeMismatch, run_speaker
 
     cfg = config_from_args(args)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -128,7 +128,7 @@ def _run(args: argparse.Namespace, data: str | None) -> int:
 
             if dist.is_initialized():
                 dist.destroy_process_group()
-    if dist_info()[0] == 0:
+    if os.environ.get("RANK", "0") == "0":  # (the process group is gone by now)
         for r in res["rows"]:
             print(f"{r['pooling']:<30} EER {100 * r['eer']:6.2f}%  minDCF {r['min_dcf']:.3f}")
         if res["dropped_voices"]:

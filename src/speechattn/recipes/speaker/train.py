@@ -4,9 +4,10 @@
 :func:`run_speaker` is the whole recipe: corpus (synthesised, or a real one), held-out speakers or
 a trial list, one encoder per pooling, the baseline, ``report.html`` and ``results.json``.
 
-Resuming: every ``checkpoint_every`` steps (and at the end) the encoder, head, optimiser,
-scheduler, batch RNG and losses of a pooling go to ``OUT/checkpoints/<pooling>.pt`` (atomic
-replace; only tensors and plain data, read back with ``weights_only=True``). Running the same
+Resuming: every ``checkpoint_every`` steps, at the end and (in one process) on Ctrl-C the
+encoder, head, optimiser, scheduler, batch RNG and losses of a pooling go to
+``OUT/checkpoints/<pooling>.pt`` (atomic replace; only tensors and plain data, read back with
+``weights_only=True``). Running the same
 command again continues from there and draws the same batches as an uninterrupted run. A
 checkpoint of another run (config, corpus, pooling or number of processes differ) is never
 resumed: :class:`ResumeMismatch` says what differs; ``overwrite=True`` starts afresh.
@@ -226,10 +227,10 @@ def train_encoder(
         train_mod = nn.parallel.DistributedDataParallel(train_mod)
     use_amp = cfg.amp and device.type == "cuda"
 
-    def save(step: int) -> None:
+    def save(step: int, rng_state: Any = None) -> None:
         if checkpoint is None:
             return
-        states: list[Any] = [rng.getstate()]
+        states: list[Any] = [rng.getstate() if rng_state is None else rng_state]
         if world > 1:
             import torch.distributed as dist
 
@@ -267,23 +268,37 @@ def train_encoder(
         leave=False,
     )
     model.train()
-    for step in range(step0, cfg.steps):
-        idx = [rng.randrange(len(feats)) for _ in range(cfg.batch_size)]
-        x, lengths = random_crops(feats, idx, rng, cfg)
-        y = torch.tensor([labels[i] for i in idx], device=device)
-        margin = cfg.margin * min(1.0, step / max(1, cfg.steps // 3))  # margin warm-up
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss = train_mod(x.to(device), lengths.to(device), y, margin)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-            save(step + 1)
+    # Steps done, the batch RNG's state after them, and whether an update is being applied (a
+    # Ctrl-C there would leave a half-applied step: the last periodic checkpoint stands).
+    done: dict[str, Any] = {"step": step0, "rng": rng.getstate(), "updating": False}
+    try:
+        for step in range(step0, cfg.steps):
+            idx = [rng.randrange(len(feats)) for _ in range(cfg.batch_size)]
+            x, lengths = random_crops(feats, idx, rng, cfg)
+            y = torch.tensor([labels[i] for i in idx], device=device)
+            margin = cfg.margin * min(1.0, step / max(1, cfg.steps // 3))  # margin warm-up
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = train_mod(x.to(device), lengths.to(device), y, margin)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            done["updating"] = True
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            done["rng"], done["step"] = rng.getstate(), step + 1
+            done["updating"] = False
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+                save(step + 1)
+    except KeyboardInterrupt:
+        bar.close()
+        # One process: keep the steps done since the last checkpoint (under torchrun the ranks
+        # stop at different points, and saving needs every rank: the last checkpoint stands).
+        if world == 1 and not done["updating"] and done["step"] > step0:
+            save(done["step"], done["rng"])
+        raise
     bar.close()
     if step0 < cfg.steps or not (checkpoint is not None and checkpoint.is_file()):
         save(cfg.steps)
