@@ -274,6 +274,16 @@ def test_cli_train_eval_generate(
     assert "audio->text R@1" in printed and "gap" in printed
     m = json.loads(metrics_json.read_text())
     assert m["num_items"] == 8 and 0.0 <= m["a2t_r1"] <= 1.0 and m["a2t_r10"] == 1.0
+    # a malformed manifest line is skipped with its warning and counted among the skipped
+    bad = assets["manifest"].with_name("with_bad_line.jsonl")
+    bad.write_text(assets["manifest"].read_text() + "not json\n")
+    argv = ["audio2clip", "eval", "--manifest", str(bad), "--model", str(out)]
+    rc = main([*argv, "--text-model", str(assets["text"]), "--json", str(metrics_json)])
+    cap = capsys.readouterr()  # the CLI prints each warning as one line
+    assert rc == 0 and cap.err.count("with_bad_line.jsonl:9: expected") == 1
+    m = json.loads(metrics_json.read_text())
+    assert m["num_items"] == 8 and m["skipped"] == 1
+    assert "skipped: 1 manifest line(s) or file(s)" in cap.out
 
     items = read_manifest(assets["manifest"])
     img_dir = tmp_path / "img"

@@ -163,6 +163,23 @@ def test_train_on_each_layout_with_trials(
     assert (out / "checkpoints" / "TSTP.pt").is_file()
 
 
+def test_train_counts_malformed_trial_lines(
+    corpus: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("matplotlib")
+    trials = tmp_path / "trials.txt"
+    good = corpus["trials"].read_text().splitlines()
+    trials.write_text("\n".join([*good, "2 a.wav"]) + "\n")
+    out = tmp_path / "run"
+    argv = ["speaker", "train", str(corpus["vox"]), "--out", str(out), *TINY]
+    rc = _main([*argv, "--trials", str(trials), "--trials-root", str(corpus["vox"])])
+    err = capsys.readouterr().err  # the CLI prints each warning as one line
+    assert rc == 0 and err.count(f"trials.txt:{len(good) + 1}: expected") == 1
+    res = json.loads((out / "results.json").read_text())
+    assert res["num_trials"] == len(good)
+    assert res["malformed_trial_lines"] == 1 and res["skipped_trials"] == 1
+
+
 def test_score_command(corpus: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "s.json"
     argv = ["speaker", "score", str(corpus["trials"]), "--root", str(corpus["vox"])]

@@ -75,7 +75,7 @@ def _eval(args: argparse.Namespace) -> int:
     )
     print(format_metrics(m))
     if skipped:
-        print(f"skipped: {len(skipped)} file(s) (see the warnings above)")
+        print(f"skipped: {len(skipped)} manifest line(s) or file(s) (see the warnings above)")
     if args.json:
         Path(args.json).write_text(json.dumps({**m._asdict(), "skipped": len(skipped)}, indent=2))
     return 0

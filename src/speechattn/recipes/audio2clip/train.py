@@ -189,7 +189,9 @@ def train(
         from transformers import TrainingArguments, set_seed
 
         output_dir = Path(output_dir)
-        items, skipped = usable_items(read_manifest(manifest))
+        malformed: list[str] = []
+        items, skipped = usable_items(read_manifest(manifest, problems=malformed))
+        skipped = [*malformed, *skipped]  # malformed manifest lines, then unusable audio files
         if not items:
             raise ValueError(
                 f"No usable audio in {manifest}: all {len(skipped)} file(s) were skipped (see the "
@@ -285,10 +287,13 @@ def evaluate(
     """Retrieval among the manifest's items: R@1/5/10 both ways and the cosine gap.
 
     Items sharing a caption are scored as distinct items (each audio's own caption is its target).
-    Unusable audio files are skipped with one warning each (listed in ``skipped`` when given).
+    Malformed manifest lines and unusable audio files are skipped with one warning each (listed in
+    ``skipped`` when given).
     """
-    items, bad = usable_items(read_manifest(manifest))
+    malformed: list[str] = []
+    items, bad = usable_items(read_manifest(manifest, problems=malformed))
     if skipped is not None:
+        skipped.extend(malformed)  # malformed manifest lines, then unusable audio files
         skipped.extend(bad)
     if not items:
         raise ValueError(

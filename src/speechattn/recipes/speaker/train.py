@@ -456,9 +456,10 @@ def run_speaker(
             if trials_root is not None
             else (source if source.is_dir() else source.parent)
         )
-        ts = trial_features(
-            read_trials(trials, root), cfg, on_skip=on_skip if rank == 0 else (lambda p, r: None)
-        )
+        malformed: list[str] = []
+        trial_list = read_trials(trials, root, problems=malformed)
+        ts = trial_features(trial_list, cfg, on_skip=on_skip if rank == 0 else (lambda p, r: None))
+        skipped_trials: int | None = ts.skipped_trials + len(malformed)
         test_feats = ts.feats
 
         def score(emb: Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -474,6 +475,7 @@ def run_speaker(
 
         n_test_utts = len(test_feats)
         n_trials = n_test_utts * (n_test_utts - 1) // 2
+        skipped_trials, malformed = None, []
 
     fingerprint = {
         "corpus": corpus_fingerprint(utts),
@@ -543,6 +545,8 @@ def run_speaker(
         "num_training_classes": len(classes),
         "num_test_utterances": n_test_utts,
         "num_trials": n_trials,
+        "skipped_trials": skipped_trials,  # malformed lines + trials with unusable audio
+        "malformed_trial_lines": len(malformed),
         "skipped_files": [list(x) for x in fs.skipped],
         "dropped_voices": dropped,
         "rows": rows,
