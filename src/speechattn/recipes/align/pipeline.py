@@ -80,6 +80,7 @@ __all__ = [
     "DEFAULT_ASSET",
     "AdaptStop",
     "DemoConfig",
+    "check_adapt_members",
     "combine_aligners",
     "corpus_voice",
     "demo_features",
@@ -1034,6 +1035,25 @@ def item_envelopes(
     return out
 
 
+def check_adapt_members(value: int | str) -> int | str:
+    """``"all"`` or an integer >= 1 (a digit string is read as one); ``ValueError`` otherwise."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ValueError(f"Expected adapt_members 'all' or an integer >= 1; found {value!r}.")
+
+
+def _adapted_members_text(adapted: int, members: int) -> str:
+    """How an ensemble adapted, for the run's summary ('' for a single aligner)."""
+    if members == 1:
+        return ""
+    if adapted == members:
+        return f"all {members} members adapted in turn"
+    which = "member 1" if adapted == 1 else f"members 1-{adapted}"
+    return f"{which} of {members} adapted, the others as loaded"
+
+
 def run_align(
     data: Path,
     out: Path,
@@ -1060,6 +1080,7 @@ def run_align(
     dereverb: bool = False,
     refine_radius_s: float | None = None,
     refine_fraction: float = DEFAULT_REFINE_FRACTION,
+    adapt_members: int | str = "all",
     log=print,
 ) -> dict:
     """Align a corpus: train from scratch, or apply (and by default adapt) a trained aligner.
@@ -1070,7 +1091,10 @@ def run_align(
     :data:`ADAPT_MAX_SECONDS` of training, whichever comes first. ``train_overrides`` sets any
     :class:`~speechattn.recipes.align.train.TrainConfig` field (``lr``, ``max_seconds``,
     ``schedule``, ...) or :class:`AdaptStop` field (``patience``, ``smoothing``, ``min_delta``,
-    ``min_steps``). ``pauses``: ``"auto"``, ``"none"`` or ``"forced"`` (see
+    ``min_steps``). ``adapt_members`` (an ensemble, e.g. the shipped aligner): ``"all"`` (the
+    default) adapts every member in turn, each with its own stop and caps; an integer ``N >= 1``
+    adapts the first ``N`` members only and keeps the others as loaded (``ValueError`` when
+    ``N`` exceeds the number of members). ``pauses``: ``"auto"``, ``"none"`` or ``"forced"`` (see
     :mod:`~speechattn.recipes.align.pauses`); ``"auto"`` (the default) inserts an optional pause
     between every two words, with or without adaptation.
 
@@ -1145,6 +1169,7 @@ def run_align(
     silence_edge_db = check_silence_edge_db(silence_edge_db)
     refine_radius_s = check_refine_radius_s(refine_radius_s)
     refine_fraction = check_refine_fraction(refine_fraction)
+    adapt_members = check_adapt_members(adapt_members)
     overrides = dict(train_overrides or {})
     stop_fields = {f.name for f in dataclasses.fields(AdaptStop)}
     stop_rule = AdaptStop(**{k: overrides.pop(k) for k in list(overrides) if k in stop_fields})
@@ -1205,6 +1230,11 @@ def run_align(
         )
         mcfg = loaded.config
         inits = [m.state_dict() for m in members]
+        if adapt and adapt_members != "all" and adapt_members > len(members):
+            raise ValueError(
+                f"Expected adapt_members <= {len(members)} (the members of the aligner); found "
+                f"{adapt_members}."
+            )
         n_steps = (steps if steps is not None else ADAPT_MAX_STEPS) if adapt else 0
         mode = "adapt" if adapt else "apply"
         init_id = ",".join(file_digest(p) for p in paths)
@@ -1256,6 +1286,11 @@ def run_align(
         "symbols": sorted(symbols, key=lambda k: symbols[k]),
         "model_config": mcfg.to_dict(),
         **({"members": len(inits)} if inits is not None and len(inits) > 1 else {}),
+        **(
+            {"adapt_members": adapt_members}
+            if adapt and inits is not None and adapt_members != "all"
+            else {}
+        ),
         "features": feats.to_dict(),
         "seed": int(seed),
         "mode": mode,
@@ -1291,10 +1326,15 @@ def run_align(
             tcfg = TrainConfig(steps=n_steps, seed=seed, lr=2e-3, warmup=10)
         if overrides:
             tcfg = dataclasses.replace(tcfg, **overrides)
-        # An ensemble adapts each member in turn, the same way (its own checkpoint, stop and caps).
+        # An ensemble adapts each member in turn, the same way (its own checkpoint, stop and caps);
+        # with adapt_members=N only the first N, the others are kept as loaded.
         starts: list[dict | None] = list(inits) if inits is not None else [None]
+        n_adapt = len(starts) if adapt_members == "all" or not adapting else adapt_members
         trained, done_steps, whys = [], [], []
         for i, init in enumerate(starts):
+            if i >= n_adapt:
+                trained.append(_members(model)[i])
+                continue
             tag = f" {i + 1}/{len(starts)}" if len(starts) > 1 else ""
             res = train_aligner(
                 _members(model)[i].config if inits is not None else mcfg,
@@ -1334,6 +1374,7 @@ def run_align(
                 "steps": done_steps[0] if len(done_steps) == 1 else "+".join(map(str, done_steps)),
                 "stopped": "; ".join(dict.fromkeys(whys)),
                 "lr": tcfg.lr,
+                "members": _adapted_members_text(n_adapt, len(starts)),
             }
     if rank != 0:
         return {}
@@ -1426,7 +1467,8 @@ def run_align(
     }
     if adaptation:
         summary["adaptation"] = (
-            f"{adaptation['steps']} steps, lr {adaptation['lr']:g}, stopped: {adaptation['stopped']}"
+            (f"{adaptation['members']}; " if adaptation["members"] else "")
+            + f"{adaptation['steps']} steps, lr {adaptation['lr']:g}, stopped: {adaptation['stopped']}"
         )
     ex = {"aligner": results[0]} if results else {}
     notes = (
