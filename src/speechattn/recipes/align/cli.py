@@ -81,6 +81,19 @@ def refine_fraction(text: str) -> float:
     return value
 
 
+def _adapt_members(text: str) -> int | str:
+    """``--adapt-members``: 'all' or an integer >= 1."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected 'all' or an integer >= 1; found {text!r}")
+    return n
+
+
 def _demo(args: argparse.Namespace) -> int:
     from speechattn.recipes.align.pipeline import DemoConfig, run_demo
     from speechattn.recipes.align.report import WORD_COLUMNS, metrics_table_text
@@ -194,6 +207,13 @@ def _align(args: argparse.Namespace) -> int:
             )
     if args.no_adapt and args.steps is not None:
         raise CliError("--steps has no effect with --no-adapt (nothing is trained)", status=2)
+    if args.adapt_members is not None and (args.no_adapt or args.from_scratch):
+        raise CliError(
+            "--adapt-members has no effect with "
+            + ("--no-adapt (nothing is trained)" if args.no_adapt else "--from-scratch")
+            + "; it picks which members of a loaded ensemble adapt",
+            status=2,
+        )
     if args.refine_fraction is not None and args.refine_boundaries is None:
         raise CliError(
             "--refine-fraction has no effect without --refine-boundaries MS (refinement is off)",
@@ -233,6 +253,7 @@ def _align(args: argparse.Namespace) -> int:
         refine_radius_s=None if args.refine_boundaries is None else args.refine_boundaries / 1000,
         refine_fraction=1.0 if args.refine_fraction is None else args.refine_fraction,
         dereverb=args.dereverb == "auto",
+        **({} if args.adapt_members is None else {"adapt_members": args.adapt_members}),
     )
     if res:
         print(metrics_table_text(res["table"]))
@@ -374,6 +395,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="most adaptation steps (default: 600; adaptation stops earlier when its objective "
         "stops improving, or after --set max_seconds=900), or training steps with --from-scratch "
         "(default: 600)",
+    )
+    a.add_argument(
+        "--adapt-members",
+        type=_adapt_members,
+        default=None,
+        metavar="all|N",
+        help="which members of an ensemble aligner (the shipped one has 3) adapt: all (each "
+        "in turn, the default) or N (the first N; the others are used as loaded, each one "
+        "left out saves one member's adaptation time)",
     )
     a.add_argument(
         "--threads", type=positive_int, default=2, help="torch threads (default: %(default)s)"

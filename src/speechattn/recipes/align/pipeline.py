@@ -1169,7 +1169,8 @@ def run_align(
     silence_edge_db = check_silence_edge_db(silence_edge_db)
     refine_radius_s = check_refine_radius_s(refine_radius_s)
     refine_fraction = check_refine_fraction(refine_fraction)
-    adapt_members = check_adapt_members(adapt_members)
+    checked = check_adapt_members(adapt_members)
+    adapt_first: int | None = None if checked == "all" else int(checked)  # None: every member
     overrides = dict(train_overrides or {})
     stop_fields = {f.name for f in dataclasses.fields(AdaptStop)}
     stop_rule = AdaptStop(**{k: overrides.pop(k) for k in list(overrides) if k in stop_fields})
@@ -1230,10 +1231,10 @@ def run_align(
         )
         mcfg = loaded.config
         inits = [m.state_dict() for m in members]
-        if adapt and adapt_members != "all" and adapt_members > len(members):
+        if adapt and adapt_first is not None and adapt_first > len(members):
             raise ValueError(
                 f"Expected adapt_members <= {len(members)} (the members of the aligner); found "
-                f"{adapt_members}."
+                f"{adapt_first}."
             )
         n_steps = (steps if steps is not None else ADAPT_MAX_STEPS) if adapt else 0
         mode = "adapt" if adapt else "apply"
@@ -1287,8 +1288,8 @@ def run_align(
         "model_config": mcfg.to_dict(),
         **({"members": len(inits)} if inits is not None and len(inits) > 1 else {}),
         **(
-            {"adapt_members": adapt_members}
-            if adapt and inits is not None and adapt_members != "all"
+            {"adapt_members": adapt_first}
+            if adapt and inits is not None and adapt_first is not None
             else {}
         ),
         "features": feats.to_dict(),
@@ -1329,7 +1330,7 @@ def run_align(
         # An ensemble adapts each member in turn, the same way (its own checkpoint, stop and caps);
         # with adapt_members=N only the first N, the others are kept as loaded.
         starts: list[dict | None] = list(inits) if inits is not None else [None]
-        n_adapt = len(starts) if adapt_members == "all" or not adapting else adapt_members
+        n_adapt = len(starts) if adapt_first is None or not adapting else adapt_first
         trained, done_steps, whys = [], [], []
         for i, init in enumerate(starts):
             if i >= n_adapt:
@@ -1365,6 +1366,8 @@ def run_align(
                 log(f"adaptation{tag}: {done} steps at lr {tcfg.lr:g}, stopped: {why}")
                 done_steps.append(done)
                 whys.append(why)
+        if adapting and n_adapt < len(starts):
+            log(f"{_adapted_members_text(n_adapt, len(starts))} (adapt_members={n_adapt})")
         if len(trained) > 1 and isinstance(model, AlignerEnsemble):
             model = AlignerEnsemble(trained, combine=model.combine).eval()
         else:
@@ -1467,8 +1470,8 @@ def run_align(
     }
     if adaptation:
         summary["adaptation"] = (
-            (f"{adaptation['members']}; " if adaptation["members"] else "")
-            + f"{adaptation['steps']} steps, lr {adaptation['lr']:g}, stopped: {adaptation['stopped']}"
+            f"{adaptation['steps']} steps, lr {adaptation['lr']:g}, stopped: {adaptation['stopped']}"
+            + (f"; {adaptation['members']}" if adaptation["members"] else "")
         )
     ex = {"aligner": results[0]} if results else {}
     notes = (
