@@ -117,3 +117,54 @@ def test_adapt_members_errors(tmp_path: Path, shipped, capsys) -> None:
             progress=False,
             log=lambda *a: None,
         )
+
+
+def _fake_training(calls: list):
+    """A stand-in for train_aligner: records the step budget, returns the start unchanged."""
+    from speechattn.recipes.align.model import TextMelAligner
+    from speechattn.recipes.align.train import TrainResult
+
+    def fake(config, items, tcfg, *, init_state=None, should_stop=None, **kw):
+        calls.append(tcfg.steps)
+        model = TextMelAligner(config)
+        model.load_state_dict(init_state)
+        history = []
+        for step in range(tcfg.steps):
+            if should_stop is not None and history and should_stop(history):
+                break
+            history.append({"step": step + 1, "loss": 1.0})
+        return TrainResult(model=model, history=history)
+
+    return fake
+
+
+def test_ensemble_members_adapt_a_fixed_budget_by_default(
+    tmp_path: Path, shipped, monkeypatch
+) -> None:
+    import speechattn.recipes.align.pipeline as P
+    from speechattn.recipes.align.pipeline import save_aligner
+
+    data = tone_corpus(tmp_path / "corpus", {"u1": "a dog"}, noise=0.005)
+    kw = dict(threads=1, progress=False, log=lambda *a: None)
+    calls: list[int] = []
+    monkeypatch.setattr(P, "train_aligner", _fake_training(calls))
+    # The shipped ensemble: every member ENSEMBLE_ADAPT_STEPS steps, said so in the summary.
+    res = run_align(data, tmp_path / "ens", **kw)
+    n = len(shipped)
+    assert calls == [P.ENSEMBLE_ADAPT_STEPS] * n
+    text = res["summary"]["adaptation"]
+    assert text.startswith("+".join([str(P.ENSEMBLE_ADAPT_STEPS)] * n) + " steps")
+    assert f"step cap ({P.ENSEMBLE_ADAPT_STEPS} per member of an ensemble" in text
+    # --steps still sets every member's cap.
+    calls.clear()
+    run_align(data, tmp_path / "ens7", steps=7, **kw)
+    assert calls == [7] * n
+    # One aligner keeps the long cap, and its stop rule ends it (the fake loss is flat).
+    _, symbols, feats, info = load_aligner()
+    single = tmp_path / "single.pt"
+    save_aligner(single, shipped[0], symbols, feats, info)
+    calls.clear()
+    res = run_align(data, tmp_path / "one", checkpoint=single, **kw)
+    assert calls == [P.ADAPT_MAX_STEPS]
+    assert "objective flat" in res["summary"]["adaptation"]
+    assert "member" not in res["summary"]["adaptation"]

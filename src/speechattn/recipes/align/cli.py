@@ -392,9 +392,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--steps",
         type=positive_int,
         default=None,
-        help="most adaptation steps (default: 600; adaptation stops earlier when its objective "
-        "stops improving, or after --set max_seconds=900), or training steps with --from-scratch "
-        "(default: 600)",
+        help="most adaptation steps (default: 600 for one aligner, which stops earlier when its "
+        "objective stops improving, or after --set max_seconds=900; 50 for each member of an "
+        "ensemble such as the shipped aligner, about one aligner's time for three), or "
+        "training steps with --from-scratch (default: 600)",
     )
     a.add_argument(
         "--adapt-members",

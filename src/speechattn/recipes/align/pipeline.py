@@ -78,6 +78,7 @@ from speechattn.recipes.align.train import (
 __all__ = [
     "CALIBRATIONS",
     "DEFAULT_ASSET",
+    "ENSEMBLE_ADAPT_STEPS",
     "AdaptStop",
     "DemoConfig",
     "check_adapt_members",
@@ -115,6 +116,11 @@ _CALIBRATION_KEYS = {
 # and telephone) in benchmarks/RESULTS.md, "Aligner pauses and adaptation".
 ADAPT_LR = 1e-3
 ADAPT_MAX_STEPS = 600
+# Each member of an ensemble (e.g. the shipped aligner) adapts this many steps by default: a third
+# of the ~150 one member's stop rule takes (the rule's min_steps is 50, so this is a fixed
+# budget). Three members then cost about one aligner's adaptation at the same accuracy on
+# engines held out of training (benchmarks/RESULTS.md, "A cheaper adapted ensemble").
+ENSEMBLE_ADAPT_STEPS = 50
 ADAPT_MAX_SECONDS = 900.0
 
 
@@ -1087,7 +1093,8 @@ def run_align(
 
     Adaptation (the default with a trained aligner) trains on the corpus without labels at a
     constant learning rate after a short warm-up and stops when its objective stops improving
-    (:class:`AdaptStop`), after ``steps`` steps (default :data:`ADAPT_MAX_STEPS`), or after
+    (:class:`AdaptStop`), after ``steps`` steps (default :data:`ADAPT_MAX_STEPS`; for each member
+    of an ensemble :data:`ENSEMBLE_ADAPT_STEPS`, before the rule can stop it), or after
     :data:`ADAPT_MAX_SECONDS` of training, whichever comes first. ``train_overrides`` sets any
     :class:`~speechattn.recipes.align.train.TrainConfig` field (``lr``, ``max_seconds``,
     ``schedule``, ...) or :class:`AdaptStop` field (``patience``, ``smoothing``, ``min_delta``,
@@ -1236,7 +1243,8 @@ def run_align(
                 f"Expected adapt_members <= {len(members)} (the members of the aligner); found "
                 f"{adapt_first}."
             )
-        n_steps = (steps if steps is not None else ADAPT_MAX_STEPS) if adapt else 0
+        default_steps = ENSEMBLE_ADAPT_STEPS if len(members) > 1 else ADAPT_MAX_STEPS
+        n_steps = (steps if steps is not None else default_steps) if adapt else 0
         mode = "adapt" if adapt else "apply"
         init_id = ",".join(file_digest(p) for p in paths)
         model: TextMelAligner | AlignerEnsemble = loaded
@@ -1361,6 +1369,8 @@ def run_align(
                     )
                 elif done < tcfg.steps:
                     why = f"time cap ({tcfg.max_seconds:g} s, --set max_seconds)"
+                elif steps is None and len(starts) > 1:
+                    why = f"step cap ({tcfg.steps} per member of an ensemble, --steps)"
                 else:
                     why = f"step cap ({tcfg.steps}, --steps)"
                 log(f"adaptation{tag}: {done} steps at lr {tcfg.lr:g}, stopped: {why}")
