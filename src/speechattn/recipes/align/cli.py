@@ -382,7 +382,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=None,
         help="aligner to apply (default: the shipped one); give it several times for an ensemble "
-        "(aligners with the same phone inventory and front end; each adapts in turn, their "
+        "(aligners with the same phone inventory and front end; each adapts in turn, 50 steps "
+        "by default, their "
         "per-frame log-probabilities are averaged, OUT/aligner.pt holds them all)",
     )
     g = a.add_mutually_exclusive_group()
