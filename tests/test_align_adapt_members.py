@@ -168,3 +168,46 @@ def test_ensemble_members_adapt_a_fixed_budget_by_default(
     assert calls == [P.ADAPT_MAX_STEPS]
     assert "objective flat" in res["summary"]["adaptation"]
     assert "member" not in res["summary"]["adaptation"]
+
+
+def test_half_precision_file_loads_as_float32(tmp_path: Path, shipped) -> None:
+    from speechattn.recipes.align.model import AlignerEnsemble
+    from speechattn.recipes.align.pipeline import save_aligner
+    from speechattn.recipes.align.train import load_checkpoint
+
+    _, symbols, feats, info = load_aligner()
+    ens = AlignerEnsemble(shipped[:2]).eval()
+    full, half = tmp_path / "full.pt", tmp_path / "half.pt"
+    save_aligner(full, ens, symbols, feats, info)
+    save_aligner(half, ens, symbols, feats, info, half=True)
+    stored = load_checkpoint(half)["members"][0]["state_dict"]
+    floats = [v for v in stored.values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float16 for v in floats)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    back = _members(load_aligner(half)[0])
+    for got, ref in zip(back, shipped[:2]):
+        assert all(p.dtype == torch.float32 for p in got.parameters())
+        for (k, a), b in zip(got.state_dict().items(), ref.state_dict().values()):
+            want = b.half().float() if b.is_floating_point() else b
+            assert torch.equal(a, want), k
+    # The shipped aligner loads as float32 modules, whatever its file stores.
+    assert all(p.dtype == torch.float32 for m in shipped for p in m.parameters())
+
+
+def test_combine_aligners_fp16(tmp_path: Path, shipped) -> None:
+    from speechattn.cli import main
+    from speechattn.recipes.align.pipeline import save_aligner
+    from speechattn.recipes.align.train import load_checkpoint
+
+    _, symbols, feats, info = load_aligner()
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    save_aligner(a, shipped[0], symbols, feats, info)
+    save_aligner(b, shipped[1], symbols, feats, info)
+    out = tmp_path / "ens.pt"
+    assert (
+        main(["combine-aligners", str(a), str(b), "--out", str(out), "--fp16", "--no-progress"])
+        == 0
+    )
+    stored = load_checkpoint(out)["members"][1]["state_dict"]
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    assert all(p.dtype == torch.float32 for p in load_aligner(out)[0].parameters())

@@ -590,6 +590,7 @@ def _combine(args: argparse.Namespace) -> int:
         Path(args.out),
         corpus=Path(args.corpus) if args.corpus else None,
         combine=args.combine,
+        half=args.fp16,
         progress=not args.no_progress,
     )
     return 0
@@ -603,8 +604,8 @@ def _add_combine_parser(sub: argparse._SubParsersAction) -> None:
         description="Combine aligners trained with one recipe on one corpus (the same phone "
         "inventory and front end, e.g. `speechattn demo --export` runs with --set train_seed=N) "
         "into one file that `speechattn align --checkpoint` applies as an ensemble: their "
-        "per-frame evidence pooled, then one decoding; adaptation and decoding cost one "
-        "aligner's times the number of members.",
+        "per-frame evidence pooled, then one decoding; decoding costs one aligner's times the "
+        "number of members, adaptation 50 steps per member.",
     )
     c.add_argument("aligners", nargs="+", help="aligner files, two or more")
     c.add_argument("--out", required=True, help="the ensemble file to write")
@@ -621,6 +622,12 @@ def _add_combine_parser(sub: argparse._SubParsersAction) -> None:
         choices=("log", "prob", "median"),
         default="log",
         help="how the members' evidence is pooled (default: %(default)s)",
+    )
+    c.add_argument(
+        "--fp16",
+        action="store_true",
+        help="store the weights as float16: half the file, loaded back as float32 (the shipped "
+        "aligner is stored so; word boundaries within 0.13 ms of float32's on its check set)",
     )
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
     c.set_defaults(func=_combine)

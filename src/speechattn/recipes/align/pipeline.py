@@ -252,22 +252,29 @@ def save_aligner(
     symbols: dict,
     features: FeatureConfig,
     info: dict,
+    *,
+    half: bool = False,
 ) -> None:
     """Save a small standalone aligner (weights, config, symbols, front end).
 
     An :class:`AlignerEnsemble` is saved as one file holding every member's config and weights
-    (and how they are pooled); :func:`load_aligner` gives it back as an ensemble."""
+    (and how they are pooled); :func:`load_aligner` gives it back as an ensemble. ``half``
+    stores the floating-point weights as float16 (half the file; :func:`load_aligner` gives
+    float32 modules back, as the shipped aligner is stored)."""
+
+    def weights_of(m: TextMelAligner) -> dict[str, Any]:
+        sd = m.state_dict()
+        if half:
+            sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+        return {"model_config": m.config.to_dict(), "state_dict": sd}
+
     if isinstance(model, AlignerEnsemble):
         weights: dict[str, Any] = {
-            "members": [
-                {"model_config": m.config.to_dict(), "state_dict": m.state_dict()}
-                for m in model.members
-                if isinstance(m, TextMelAligner)
-            ],
+            "members": [weights_of(m) for m in model.members if isinstance(m, TextMelAligner)],
             "combine": model.combine,
         }
     else:
-        weights = {"model_config": model.config.to_dict(), "state_dict": model.state_dict()}
+        weights = weights_of(model)
     save_checkpoint(
         path,
         {
@@ -412,6 +419,7 @@ def combine_aligners(
     *,
     corpus: Path | None = None,
     combine: str = "log",
+    half: bool = False,
     progress: bool = False,
     log: Callable[[str], Any] = print,
 ) -> Path:
@@ -434,6 +442,8 @@ def combine_aligners(
         out: the ensemble file to write.
         corpus: the training corpus manifest (optional; see above).
         combine: how the members' evidence is pooled (see :class:`AlignerEnsemble`).
+        half: store the weights as float16 (see :func:`save_aligner`); the tables are fitted
+            with the float32 members either way.
         progress: progress bars while the corpus's features are computed.
         log: where progress lines go.
 
@@ -528,7 +538,7 @@ def combine_aligners(
             dec, engines_of, combine="consensus"
         ).to_dict()
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_aligner(out, model, symbols, feats, record)
+    save_aligner(out, model, symbols, feats, record, half=half)
     log(f"saved an ensemble of {len(model)} aligners -> {out}")
     return out
 
