@@ -78,8 +78,10 @@ from speechattn.recipes.align.train import (
 __all__ = [
     "CALIBRATIONS",
     "DEFAULT_ASSET",
+    "ENSEMBLE_ADAPT_STEPS",
     "AdaptStop",
     "DemoConfig",
+    "check_adapt_members",
     "combine_aligners",
     "corpus_voice",
     "demo_features",
@@ -114,6 +116,11 @@ _CALIBRATION_KEYS = {
 # and telephone) in benchmarks/RESULTS.md, "Aligner pauses and adaptation".
 ADAPT_LR = 1e-3
 ADAPT_MAX_STEPS = 600
+# Each member of an ensemble (e.g. the shipped aligner) adapts this many steps by default: a third
+# of the ~150 one member's stop rule takes (the rule's min_steps is 50, so this is a fixed
+# budget). Three members then cost about one aligner's adaptation at the same accuracy on
+# engines held out of training (benchmarks/RESULTS.md, "A cheaper adapted ensemble").
+ENSEMBLE_ADAPT_STEPS = 50
 ADAPT_MAX_SECONDS = 900.0
 
 
@@ -245,22 +252,29 @@ def save_aligner(
     symbols: dict,
     features: FeatureConfig,
     info: dict,
+    *,
+    half: bool = False,
 ) -> None:
     """Save a small standalone aligner (weights, config, symbols, front end).
 
     An :class:`AlignerEnsemble` is saved as one file holding every member's config and weights
-    (and how they are pooled); :func:`load_aligner` gives it back as an ensemble."""
+    (and how they are pooled); :func:`load_aligner` gives it back as an ensemble. ``half``
+    stores the floating-point weights as float16 (half the file; :func:`load_aligner` gives
+    float32 modules back, as the shipped aligner is stored)."""
+
+    def weights_of(m: TextMelAligner) -> dict[str, Any]:
+        sd = m.state_dict()
+        if half:
+            sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+        return {"model_config": m.config.to_dict(), "state_dict": sd}
+
     if isinstance(model, AlignerEnsemble):
         weights: dict[str, Any] = {
-            "members": [
-                {"model_config": m.config.to_dict(), "state_dict": m.state_dict()}
-                for m in model.members
-                if isinstance(m, TextMelAligner)
-            ],
+            "members": [weights_of(m) for m in model.members if isinstance(m, TextMelAligner)],
             "combine": model.combine,
         }
     else:
-        weights = {"model_config": model.config.to_dict(), "state_dict": model.state_dict()}
+        weights = weights_of(model)
     save_checkpoint(
         path,
         {
@@ -427,6 +441,7 @@ def combine_aligners(
     *,
     corpus: Path | None = None,
     combine: str = "log",
+    half: bool = False,
     progress: bool = False,
     log: Callable[[str], Any] = print,
 ) -> Path:
@@ -449,6 +464,8 @@ def combine_aligners(
         out: the ensemble file to write.
         corpus: the training corpus manifest (optional; see above).
         combine: how the members' evidence is pooled (see :class:`AlignerEnsemble`).
+        half: store the weights as float16 (see :func:`save_aligner`); the tables are fitted
+            with the float32 members either way.
         progress: progress bars while the corpus's features are computed.
         log: where progress lines go.
 
@@ -542,7 +559,7 @@ def combine_aligners(
             dec, engines_of, combine="consensus"
         ).to_dict()
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_aligner(out, model, symbols, feats, record)
+    save_aligner(out, model, symbols, feats, record, half=half)
     log(f"saved an ensemble of {len(model)} aligners -> {out}")
     return out
 
@@ -1094,6 +1111,25 @@ def item_envelopes(
     return out
 
 
+def check_adapt_members(value: int | str) -> int | str:
+    """``"all"`` or an integer >= 1 (a digit string is read as one); ``ValueError`` otherwise."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ValueError(f"Expected adapt_members 'all' or an integer >= 1; found {value!r}.")
+
+
+def _adapted_members_text(adapted: int, members: int) -> str:
+    """How an ensemble adapted, for the run's summary ('' for a single aligner)."""
+    if members == 1:
+        return ""
+    if adapted == members:
+        return f"all {members} members adapted in turn"
+    which = "member 1" if adapted == 1 else f"members 1-{adapted}"
+    return f"{which} of {members} adapted, the others as loaded"
+
+
 def run_align(
     data: Path,
     out: Path,
@@ -1120,17 +1156,22 @@ def run_align(
     dereverb: bool = False,
     refine_radius_s: float | None = None,
     refine_fraction: float = DEFAULT_REFINE_FRACTION,
+    adapt_members: int | str = "all",
     log=print,
 ) -> dict:
     """Align a corpus: train from scratch, or apply (and by default adapt) a trained aligner.
 
     Adaptation (the default with a trained aligner) trains on the corpus without labels at a
     constant learning rate after a short warm-up and stops when its objective stops improving
-    (:class:`AdaptStop`), after ``steps`` steps (default :data:`ADAPT_MAX_STEPS`), or after
+    (:class:`AdaptStop`), after ``steps`` steps (default :data:`ADAPT_MAX_STEPS`; for each member
+    of an ensemble :data:`ENSEMBLE_ADAPT_STEPS`, before the rule can stop it), or after
     :data:`ADAPT_MAX_SECONDS` of training, whichever comes first. ``train_overrides`` sets any
     :class:`~speechattn.recipes.align.train.TrainConfig` field (``lr``, ``max_seconds``,
     ``schedule``, ...) or :class:`AdaptStop` field (``patience``, ``smoothing``, ``min_delta``,
-    ``min_steps``). ``pauses``: ``"auto"``, ``"none"`` or ``"forced"`` (see
+    ``min_steps``). ``adapt_members`` (an ensemble, e.g. the shipped aligner): ``"all"`` (the
+    default) adapts every member in turn, each with its own stop and caps; an integer ``N >= 1``
+    adapts the first ``N`` members only and keeps the others as loaded (``ValueError`` when
+    ``N`` exceeds the number of members). ``pauses``: ``"auto"``, ``"none"`` or ``"forced"`` (see
     :mod:`~speechattn.recipes.align.pauses`); ``"auto"`` (the default) inserts an optional pause
     between every two words, with or without adaptation.
 
@@ -1205,6 +1246,8 @@ def run_align(
     silence_edge_db = check_silence_edge_db(silence_edge_db)
     refine_radius_s = check_refine_radius_s(refine_radius_s)
     refine_fraction = check_refine_fraction(refine_fraction)
+    checked = check_adapt_members(adapt_members)
+    adapt_first: int | None = None if checked == "all" else int(checked)  # None: every member
     overrides = dict(train_overrides or {})
     stop_fields = {f.name for f in dataclasses.fields(AdaptStop)}
     stop_rule = AdaptStop(**{k: overrides.pop(k) for k in list(overrides) if k in stop_fields})
@@ -1265,7 +1308,13 @@ def run_align(
         )
         mcfg = loaded.config
         inits = [m.state_dict() for m in members]
-        n_steps = (steps if steps is not None else ADAPT_MAX_STEPS) if adapt else 0
+        if adapt and adapt_first is not None and adapt_first > len(members):
+            raise ValueError(
+                f"Expected adapt_members <= {len(members)} (the members of the aligner); found "
+                f"{adapt_first}."
+            )
+        default_steps = ENSEMBLE_ADAPT_STEPS if len(members) > 1 else ADAPT_MAX_STEPS
+        n_steps = (steps if steps is not None else default_steps) if adapt else 0
         mode = "adapt" if adapt else "apply"
         init_id = ",".join(file_digest(p) for p in paths)
         model: TextMelAligner | AlignerEnsemble = loaded
@@ -1316,6 +1365,11 @@ def run_align(
         "symbols": sorted(symbols, key=lambda k: symbols[k]),
         "model_config": mcfg.to_dict(),
         **({"members": len(inits)} if inits is not None and len(inits) > 1 else {}),
+        **(
+            {"adapt_members": adapt_first}
+            if adapt and inits is not None and adapt_first is not None
+            else {}
+        ),
         "features": feats.to_dict(),
         "seed": int(seed),
         "mode": mode,
@@ -1351,10 +1405,15 @@ def run_align(
             tcfg = TrainConfig(steps=n_steps, seed=seed, lr=2e-3, warmup=10)
         if overrides:
             tcfg = dataclasses.replace(tcfg, **overrides)
-        # An ensemble adapts each member in turn, the same way (its own checkpoint, stop and caps).
+        # An ensemble adapts each member in turn, the same way (its own checkpoint, stop and caps);
+        # with adapt_members=N only the first N, the others are kept as loaded.
         starts: list[dict | None] = list(inits) if inits is not None else [None]
+        n_adapt = len(starts) if adapt_first is None or not adapting else adapt_first
         trained, done_steps, whys = [], [], []
         for i, init in enumerate(starts):
+            if i >= n_adapt:
+                trained.append(_members(model)[i])
+                continue
             tag = f" {i + 1}/{len(starts)}" if len(starts) > 1 else ""
             res = train_aligner(
                 _members(model)[i].config if inits is not None else mcfg,
@@ -1380,11 +1439,15 @@ def run_align(
                     )
                 elif done < tcfg.steps:
                     why = f"time cap ({tcfg.max_seconds:g} s, --set max_seconds)"
+                elif steps is None and len(starts) > 1:
+                    why = f"step cap ({tcfg.steps} per member of an ensemble, --steps)"
                 else:
                     why = f"step cap ({tcfg.steps}, --steps)"
                 log(f"adaptation{tag}: {done} steps at lr {tcfg.lr:g}, stopped: {why}")
                 done_steps.append(done)
                 whys.append(why)
+        if adapting and n_adapt < len(starts):
+            log(f"{_adapted_members_text(n_adapt, len(starts))} (adapt_members={n_adapt})")
         if len(trained) > 1 and isinstance(model, AlignerEnsemble):
             model = AlignerEnsemble(trained, combine=model.combine).eval()
         else:
@@ -1394,6 +1457,7 @@ def run_align(
                 "steps": done_steps[0] if len(done_steps) == 1 else "+".join(map(str, done_steps)),
                 "stopped": "; ".join(dict.fromkeys(whys)),
                 "lr": tcfg.lr,
+                "members": _adapted_members_text(n_adapt, len(starts)),
             }
     if rank != 0:
         return {}
@@ -1487,6 +1551,7 @@ def run_align(
     if adaptation:
         summary["adaptation"] = (
             f"{adaptation['steps']} steps, lr {adaptation['lr']:g}, stopped: {adaptation['stopped']}"
+            + (f"; {adaptation['members']}" if adaptation["members"] else "")
         )
     ex = {"aligner": results[0]} if results else {}
     notes = (
