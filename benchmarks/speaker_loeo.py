@@ -557,10 +557,9 @@ def run_loeo(
         if cfg.commercial_only:
             extra = D.commercial_filter(extra)[0]
         log(f"derived training voices: {len({u.label for u in extra})}, {len(extra)} utterances")
-    train_all = (
-        D.FeatureSet([], [], [], [])
-        if ensemble
-        else _train_features(
+
+    def train_features() -> D.FeatureSet:
+        return _train_features(
             [u for u in utts if u.id in trainable] + extra,
             cfg,
             {u.label for u in utts} | {u.label for u in extra},
@@ -568,22 +567,12 @@ def run_loeo(
             log,
             copy_seeds,
         )
-    )
+
+    train_all = D.FeatureSet([], [], [], []) if ensemble else train_features()
     aug_cohort = None
     if score_norm_grid and feature_cache is not None:
         # the training items with their channel copies (the cached set of cfg.seed's draw)
-        aug_cohort = (
-            train_all
-            if train_all.feats
-            else _train_features(
-                [u for u in utts if u.id in trainable] + extra,
-                cfg,
-                {u.label for u in utts} | {u.label for u in extra},
-                feature_cache,
-                log,
-                copy_seeds,
-            )
-        )
+        aug_cohort = train_all if train_all.feats else train_features()
     engine_of_aug = [engine_of[i] for i in aug_cohort.ids] if aug_cohort is not None else []
     clean = D.load_feature_set(utts, cfg)
     # the envelope statistics need log-mels that keep their band means
