@@ -10,16 +10,8 @@ import numpy as np
 import pytest
 import torch
 from tests.cli_run import run_cli as _main
-
-SR = 16000
-
-
-def _voice(seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(SR) / SR
-    f0 = 100.0 + 35 * (seed % 4)
-    wave = 0.3 * np.sin(2 * np.pi * f0 * t * (1 + 0.05 * np.sin((5 + seed) * t)))
-    return (wave + 0.01 * rng.normal(size=t.size)).astype(np.float32)
+from tests.speaker_toy import SR
+from tests.speaker_toy import toy_voice as _voice
 
 
 @pytest.fixture(scope="module")

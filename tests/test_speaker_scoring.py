@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from tests.cli_run import run_cli as _main
+from tests.speaker_toy import SR
+from tests.speaker_toy import toy_voice as _voice
 
 from speechattn.recipes.speaker.evaluate import centre_embeddings, pair_trials
-
-SR = 16000
 
 
 def test_centring_removes_a_shared_direction() -> None:
@@ -65,14 +65,6 @@ def test_centring_takes_numpy_as_embed_writes_it() -> None:
     )
     with pytest.raises(TypeError, match=r"emb as a torch\.Tensor or numpy\.ndarray; found list"):
         centre_embeddings(emb.tolist())  # type: ignore[call-overload]
-
-
-def _voice(seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(SR) / SR
-    f0 = 100.0 + 35 * (seed % 4)
-    wave = 0.3 * np.sin(2 * np.pi * f0 * t * (1 + 0.05 * np.sin((5 + seed) * t)))
-    return (wave + 0.01 * rng.normal(size=t.size)).astype(np.float32)
 
 
 @pytest.fixture()
