@@ -39,10 +39,31 @@ __all__ = [
     "Utterance",
     "asterisk_available",
     "load_corpus",
+    "skipped_lines_note",
+    "warn_skipped_lines",
 ]
 
 _AUDIO_EXTS = (".wav", ".flac")
 ASTERISK_DIRS = (Path("/usr/share/asterisk/sounds/en"), Path("/usr/share/asterisk/sounds/en_US"))
+
+
+def warn_skipped_lines(
+    source: str | os.PathLike[str], bad: list[str], problems: list[str] | None
+) -> None:
+    """For a list reader that skips malformed lines: one warning per skipped line (``bad`` holds
+    ``"<file>:<line>: expected ...; found ..."``), then one with the count, both attributed to
+    the reader's caller; the lines also go to ``problems`` when given."""
+    if problems is not None:
+        problems.extend(bad)
+    for b in bad:
+        warnings.warn(f"skipped {b}", stacklevel=3)
+    if bad:
+        warnings.warn(f"{source}: skipped {len(bad)} malformed lines (named above)", stacklevel=3)
+
+
+def skipped_lines_note(bad: list[str]) -> str:
+    """The tail of a "nothing usable" error: how many lines were skipped and the first one."""
+    return f" ({len(bad)} malformed lines; the first: {bad[0]})" if bad else ""
 
 
 class CorpusError(ValueError):

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from speechattn.data.corpus import skipped_lines_note, warn_skipped_lines
 from speechattn.recipes.audio2clip.model import extract_features, pad_features
 
 __all__ = [
@@ -61,7 +62,6 @@ def read_manifest(path: str | Path, *, problems: list[str] | None = None) -> lis
         ValueError: the file does not exist, or no line of it is a usable item (the message
             names the first malformed line).
     """
-    import warnings
 
     path = Path(path)
     if not path.is_file():
@@ -92,18 +92,9 @@ def read_manifest(path: str | Path, *, problems: list[str] | None = None) -> lis
             audio_path = path.parent / audio_path
         extra = {k: v for k, v in rec.items() if k not in _AUDIO_KEYS + _TEXT_KEYS}
         items.append(ManifestItem(audio_path, str(caption), extra))
-    if problems is not None:
-        problems.extend(bad)
-    for b in bad:
-        warnings.warn(f"skipped {b}", stacklevel=2)
-    if bad:
-        warnings.warn(
-            f"read_manifest({str(path)!r}) skipped {len(bad)} malformed lines (named above)",
-            stacklevel=2,
-        )
+    warn_skipped_lines(path, bad, problems)
     if not items:
-        first = f" ({len(bad)} malformed lines; the first: {bad[0]})" if bad else ""
-        raise ValueError(f"Manifest {path} has no usable items{first}.")
+        raise ValueError(f"Manifest {path} has no usable items{skipped_lines_note(bad)}.")
     return items
 
 

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from speechattn.data.collate import pad_sequence_batch
+from speechattn.data.corpus import skipped_lines_note, warn_skipped_lines
 from speechattn.recipes.speaker.config import SpeakerConfig
 
 if TYPE_CHECKING:
@@ -99,22 +100,6 @@ def _read_voxceleb(root: Path) -> list[SpeakerUtterance]:
             rel = p.relative_to(root).as_posix()
             out.append(SpeakerUtterance(rel, p.resolve(), p.relative_to(root).parts[0]))
     return out
-
-
-def _report_skipped(source: Path, bad: list[str], problems: list[str] | None) -> None:
-    """One warning per skipped line (``"skipped <file>:<line>: expected ...; found ..."``), then
-    one with the count; the lines also go to ``problems`` when given."""
-    if problems is not None:
-        problems.extend(bad)
-    for b in bad:
-        warnings.warn(f"skipped {b}", stacklevel=3)
-    if bad:
-        warnings.warn(f"{source}: skipped {len(bad)} malformed lines (named above)", stacklevel=3)
-
-
-def _nothing_usable(bad: list[str]) -> str:
-    """The tail of a "nothing usable" error: how many lines were skipped and the first one."""
-    return f" ({len(bad)} malformed lines; the first: {bad[0]})" if bad else ""
 
 
 def _kaldi_table(path: Path, bad: list[str]) -> dict[str, tuple[int, str]]:
@@ -284,10 +269,10 @@ def load_speaker_corpus(
             SpeakerUtterance(u.id, u.audio_path, u.speaker, getattr(u, "person", None))
             for u in load_corpus(path, problems=problems)
         ]
-    _report_skipped(p, bad, problems)
+    warn_skipped_lines(p, bad, problems)
     if not utts:
         raise ValueError(
-            f"{p}: no usable utterances found{_nothing_usable(bad)} (expected id*/video/*.wav, a "
+            f"{p}: no usable utterances found{skipped_lines_note(bad)} (expected id*/video/*.wav, a "
             "Kaldi data dir with wav.scp and utt2spk, or a manifest .jsonl with audio and speaker)."
         )
     return sorted(utts, key=lambda u: u.id)
@@ -655,11 +640,11 @@ def read_trials(
                 b if b.is_absolute() else base / b,
             )
         )
-    _report_skipped(p, bad, problems)
+    warn_skipped_lines(p, bad, problems)
     kinds = {t.target for t in out}
     if kinds != {0, 1}:
         raise ValueError(
             f"{p}: expected both target (1) and non-target (0) trials; found "
-            f"{sorted(kinds)}{_nothing_usable(bad)}."
+            f"{sorted(kinds)}{skipped_lines_note(bad)}."
         )
     return out
