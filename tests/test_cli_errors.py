@@ -76,6 +76,30 @@ def test_numeric_and_named_options_checked_at_parse_time(
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "error:" in err and "Traceback" not in err
+    # one line, as every other error (argparse used to print its usage block first)
+    assert len(_err_lines(err)) == 1, err
+    assert err.startswith(f"speechattn {argv[0]}") and "--help`)" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["nosuch"], ["align"], ["speaker", "score"], ["data", "synth"], ["align", "c", "--nope"]],
+)
+def test_argparse_usage_errors_are_one_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Missing arguments, unknown commands and unknown options: one line naming the command
+    and pointing to its --help, exit status 2 (no usage block)."""
+    if not argv:  # no command at all prints the help (status 2), not an error
+        assert main(argv) == 2
+        assert "COMMAND" in capsys.readouterr().out
+        return
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    lines = _err_lines(capsys.readouterr().err)
+    assert len(lines) == 1, lines
+    assert re.match(r"speechattn( \w+)*: error: .+ \(see `speechattn.* --help`\)$", lines[0])
 
 
 def test_comma_lists_keep_order_drop_repeats_and_name_the_choices() -> None:
