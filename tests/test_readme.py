@@ -362,3 +362,30 @@ def test_demo_defaults_in_help_and_readme_are_the_config_defaults(
         f"synthesizes {cfg.utterances} utterances and trains {kinds} aligners for {cfg.steps} "
         "steps each" in readme
     )
+
+
+def test_dotted_speechattn_names_in_the_docs_exist() -> None:
+    """``speechattn.data.augment.TRAIN_ROOMS``, ``speechattn.recipes.align.calibrate``, ...: every
+    dotted name the docs give imports (a module) or resolves (an attribute of one)."""
+    import importlib
+
+    names: set[str] = set()
+    for path in DOCS:
+        text = path.read_text(encoding="utf-8")
+        names |= set(re.findall(r"(?<![\w./-])speechattn(?:\.[A-Za-z_]\w*)+", text))
+    assert len(names) > 20
+    missing = []
+    for name in sorted(names):
+        parts = name.split(".")
+        for i in range(len(parts), 0, -1):
+            try:
+                obj: Any = importlib.import_module(".".join(parts[:i]))
+            except ImportError:
+                continue
+            try:
+                for attr in parts[i:]:
+                    obj = getattr(obj, attr)
+            except AttributeError:
+                missing.append(name)
+            break
+    assert not missing, missing
