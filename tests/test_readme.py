@@ -389,3 +389,17 @@ def test_dotted_speechattn_names_in_the_docs_exist() -> None:
                 missing.append(name)
             break
     assert not missing, missing
+
+
+def test_extras_the_docs_install_exist() -> None:
+    """``pip install -e ".[voices]"``, ``speechattn[peers]``: each extra is in pyproject.toml."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "optional-dependencies"
+    ]
+    named = set()
+    for path in DOCS:
+        named |= set(re.findall(r"(?:\.|speechattn)\[(\w+)\]", path.read_text(encoding="utf-8")))
+    assert {"demo", "dev"} <= named
+    assert named <= set(extras), sorted(named - set(extras))

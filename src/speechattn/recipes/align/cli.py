@@ -149,6 +149,10 @@ def _demo(args: argparse.Namespace) -> int:
     cfg.seed = args.seed
     if args.minutes_per_aligner is not None:
         cfg.max_seconds_per_aligner = 60.0 * args.minutes_per_aligner
+    try:  # the options above set fields one by one: check the whole config once more
+        cfg = dataclasses.replace(cfg)
+    except ValueError as exc:
+        raise CliError(str(exc), status=2) from None
     res = run_demo(
         Path(args.out),
         cfg,
