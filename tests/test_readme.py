@@ -403,3 +403,56 @@ def test_extras_the_docs_install_exist() -> None:
         named |= set(re.findall(r"(?:\.|speechattn)\[(\w+)\]", path.read_text(encoding="utf-8")))
     assert {"demo", "dev"} <= named
     assert named <= set(extras), sorted(named - set(extras))
+
+
+def _set_keys() -> dict[str, set[str]]:
+    """The ``--set KEY=VALUE`` keys of each command (and of the scripts that take a config)."""
+    import dataclasses
+
+    from speechattn.recipes.align.cli import _ALIGN_SET_RANGES
+    from speechattn.recipes.align.pipeline import DemoConfig
+    from speechattn.recipes.audio2clip.demo import DemoConfig as ClipDemoConfig
+    from speechattn.recipes.speaker.config import SpeakerConfig
+
+    def names(cls: Any) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+    speaker = names(SpeakerConfig)
+    return {
+        "demo": names(DemoConfig),
+        "align": set(_ALIGN_SET_RANGES) | {"schedule"},
+        "speaker": speaker,
+        "audio2clip": names(ClipDemoConfig),
+        "benchmarks/speaker_loeo.py": speaker,
+    }
+
+
+def test_set_keys_in_the_docs_exist() -> None:
+    """``--set held_out_voices=0``, ``--set steps=1000 commercial_only=true ...``: every key is a
+    setting of that command's config (a key named alone must be some command's)."""
+    keys = _set_keys()
+    union = set().union(*keys.values())
+    checked, missing = 0, []
+    for where, line in _doc_commands():
+        for words in _segments(line):
+            if "--set" not in words:
+                continue
+            owner = next((w for w in words if w in keys), None)
+            if "speechattn" in words:
+                i = words.index("speechattn") + 1
+                owner = words[i] if i < len(words) and words[i] in keys else None
+            valid = keys[owner] if owner else union
+            for i, word in enumerate(words):
+                if word != "--set":
+                    continue
+                for item in words[i + 1 :]:
+                    if item.startswith("-") or "=" not in item:
+                        break
+                    key = item.split("=", 1)[0].replace("-", "_")
+                    if key.isupper():  # a placeholder: --set KEY=VALUE
+                        continue
+                    checked += 1
+                    if key not in valid:
+                        missing.append(f"{where}: --set {key} ({owner or 'any command'})")
+    assert checked > 20
+    assert not missing, "\n".join(missing)

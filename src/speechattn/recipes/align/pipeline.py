@@ -1348,7 +1348,8 @@ def run_align(
                     else "."
                 )
             )
-            + " Drop --calibration, or use the shipped aligner alone (it has both tables)."
+            + " Drop --calibration, or use the shipped aligner alone (it has all three tables:"
+            " contexts, engines, consensus)."
         )
     offs = shipped_offsets if calibration != "none" else None
     if prior is not None:
