@@ -119,3 +119,32 @@ def test_app_rejects_large_or_long_uploads_before_decoding(
     sf.write(long, np.zeros(16000 * 5, np.int16), 16000, subtype="PCM_16")
     with pytest.raises(AudioRejected, match=r"5\.0 s long; the limit is 3 s"):
         read_upload(long, max_seconds=3.0)
+
+
+@pytest.mark.parametrize("action", ["eval", "generate", "app"])
+def test_model_that_is_not_a_trained_folder_is_one_clear_line(
+    action: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--model a2c`` before training (the README's commands in order): the error says which
+    folder to pass, not a library argument (``text_dim=``) or a Hub id rule."""
+    from tests.cli_run import run_cli
+
+    wav = tmp_path / "x.wav"
+    sf.write(wav, np.zeros(16000, np.float32), 16000)
+    model = str(tmp_path / "a2c")
+    argv = {
+        "eval": ["--manifest", str(tmp_path / "m.jsonl"), "--model", model, "--text-model", "t"],
+        "generate": [str(wav), "--model", model, "--pipeline", "/no/sd21"],
+        "app": ["--model", model, "--pipeline", "/no/sd21"],
+    }[action]
+    assert run_cli(["audio2clip", action, *argv]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--model {model}: not a model folder" in err[0], err
+    assert "no such folder" in err[0] and "--out folder" in err[0]
+
+
+def test_text_model_path_that_does_not_exist_says_so(tmp_path: Path) -> None:
+    from speechattn.recipes.audio2clip.text import TextEncoder
+
+    with pytest.raises(ValueError, match=r"text model .*sd21: no such folder"):
+        TextEncoder.from_pretrained(tmp_path / "path" / "to" / "sd21")

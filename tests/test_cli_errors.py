@@ -76,6 +76,30 @@ def test_numeric_and_named_options_checked_at_parse_time(
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "error:" in err and "Traceback" not in err
+    # one line, as every other error (argparse used to print its usage block first)
+    assert len(_err_lines(err)) == 1, err
+    assert err.startswith(f"speechattn {argv[0]}") and "--help`)" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["nosuch"], ["align"], ["speaker", "score"], ["data", "synth"], ["align", "c", "--nope"]],
+)
+def test_argparse_usage_errors_are_one_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Missing arguments, unknown commands and unknown options: one line naming the command
+    and pointing to its --help, exit status 2 (no usage block)."""
+    if not argv:  # no command at all prints the help (status 2), not an error
+        assert main(argv) == 2
+        assert "COMMAND" in capsys.readouterr().out
+        return
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    lines = _err_lines(capsys.readouterr().err)
+    assert len(lines) == 1, lines
+    assert re.match(r"speechattn( \w+)*: error: .+ \(see `speechattn.* --help`\)$", lines[0])
 
 
 def test_comma_lists_keep_order_drop_repeats_and_name_the_choices() -> None:
@@ -247,3 +271,27 @@ def test_closed_pipe_stops_quietly() -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141
     assert "Broken pipe" not in err and "error" not in err, err
+
+
+def test_demo_with_fewer_utterances_than_it_holds_out_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``demo --utterances 40`` held out all 40 (60 held-out utterances by default) and then
+    crashed with ``max() arg is an empty sequence`` after synthesizing; now it is refused at once."""
+    out = tmp_path / "d"
+    assert main(["demo", "--utterances", "40", "--out", str(out), "--no-progress"]) == 2
+    lines = _err_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "held_out_utterances=60, utterances=40" in lines[0], lines
+    assert not out.exists()
+
+
+def test_a_split_with_nothing_left_to_train_on_says_so() -> None:
+    from types import SimpleNamespace
+
+    from speechattn.recipes.align.pipeline import _split
+
+    items = [SimpleNamespace(speaker=f"v{i % 3}", text=f"t{i}") for i in range(12)]
+    train, dev, _, _ = _split(items, 1, 4, 0)
+    assert train and len(dev) == 4
+    with pytest.raises(ValueError, match="found none: 12 utterances"):
+        _split(items, 1, 8, 0)

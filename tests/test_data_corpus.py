@@ -191,7 +191,8 @@ def test_synth_corpus_roundtrip(tmp_path) -> None:
 
 
 @pytest.mark.skipif(
-    not asterisk_available(), reason="Debian asterisk-core-sounds-en-wav not installed"
+    not asterisk_available(),
+    reason="Debian asterisk-core-sounds-en-wav + asterisk-core-sounds-en not installed",
 )
 def test_asterisk_corpus() -> None:
     utts = load_corpus("asterisk", check_audio=False)
@@ -240,3 +241,21 @@ def test_asterisk_absent_error(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(corpus, "ASTERISK_DIRS", (tmp_path / "none",))
     with pytest.raises(CorpusError, match="asterisk-core-sounds-en-wav"):
         load_corpus("asterisk")
+
+
+def test_asterisk_recordings_without_transcripts_name_the_missing_package(
+    monkeypatch, tmp_path
+) -> None:
+    """The -wav package alone (its Recommends left out) gives recordings but no transcripts:
+    the error names the package that is missing and the install line that gives both."""
+    from speechattn.data import corpus
+
+    (tmp_path / "vm-goodbye.wav").write_bytes(b"")
+    monkeypatch.setattr(corpus, "ASTERISK_DIRS", (tmp_path,))
+    monkeypatch.setattr(corpus, "_asterisk_transcripts", lambda: None)
+    with pytest.raises(CorpusError) as exc:
+        load_corpus("asterisk")
+    text = str(exc.value)
+    assert "the prompt transcripts (asterisk-core-sounds-en)" in text
+    assert "prompt recordings" not in text
+    assert "apt-get install asterisk-core-sounds-en-wav asterisk-core-sounds-en" in text

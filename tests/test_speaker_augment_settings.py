@@ -199,3 +199,13 @@ def test_test_speakers_zero_trains_on_every_speaker(tmp_path: Path) -> None:
     assert [r["pooling"] for r in res["rows"]] == ["TSTP"] and np.isnan(res["rows"][0]["eer"])
     _, saved = load_checkpoint(ck)
     assert saved.test_speakers == 0 and saved.poolings == ["TSTP"]
+
+
+def test_an_unscored_pooling_says_so_instead_of_nan() -> None:
+    """``test_speakers=0`` scores nothing: the summary line says so (it printed ``EER nan%``)."""
+    from speechattn.recipes.speaker.cli import row_line
+
+    line = row_line({"pooling": "ASTP", "eer": float("nan"), "min_dcf": float("nan")})
+    assert "nan" not in line.lower() and "not scored" in line and "test_speakers=0" in line
+    line = row_line({"pooling": "ASTP", "eer": 0.125, "min_dcf": 0.5})
+    assert line.split() == ["ASTP", "EER", "12.50%", "minDCF", "0.500"]

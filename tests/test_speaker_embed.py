@@ -116,3 +116,26 @@ def test_checkpoints_are_never_unpickled(tmp_path: Path, folder: Path) -> None:
     with pytest.raises(ResumeMismatch, match="not a loadable training checkpoint"):
         _load_train_checkpoint(evil)
     assert not marker.exists()
+
+
+def test_a_training_resume_file_is_refused_with_what_to_pass_instead(
+    tmp_path: Path, folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``OUT/checkpoints/<pooling>.pt`` (the README lists it among a run's outputs) is the resume
+    state, not an encoder: ``score`` / ``embed`` say which file to pass instead, in one line."""
+    from speechattn.recipes.speaker import load_checkpoint
+    from speechattn.recipes.speaker.train import _TRAIN_FORMAT
+
+    resume = tmp_path / "out" / "checkpoints" / "ASTP.pt"
+    resume.parent.mkdir(parents=True)
+    torch.save({"format": _TRAIN_FORMAT, "step": 3, "model": {"w": torch.zeros(2)}}, resume)
+    with pytest.raises(ValueError, match=r"resume state.*--save-checkpoint"):
+        load_checkpoint(resume)
+    capsys.readouterr()
+    trials = tmp_path / "t.txt"
+    trials.write_text("1 file.wav allow_pickle.wav\n0 file.wav a/x.wav\n")
+    argv = ["speaker", "score", str(trials), "--root", str(folder), "--checkpoint", str(resume)]
+    assert _main(argv) == 1
+    out = capsys.readouterr()
+    lines = [ln for ln in (out.out + out.err).splitlines() if ln.strip()]
+    assert len(lines) == 1 and "--save-checkpoint FILE" in lines[0], lines

@@ -21,6 +21,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 __all__ = ["build_parser", "main"]
 
@@ -74,11 +75,25 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose usage errors are one line, as every other error of the
+    command line: ``speechattn <cmd>: error: <what> (see `speechattn <cmd> --help`)``, exit
+    status 2. Subcommand parsers inherit the class (``add_subparsers`` uses the parent's)."""
+
+    def error(self, message: str) -> NoReturn:
+        text = " ".join(message.split())
+        if _is_main_rank():  # under torchrun every process parses the same line
+            self._print_message(
+                f"{self.prog}: error: {text} (see `{self.prog} --help`)\n", sys.stderr
+            )
+        self.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser with every registered subcommand."""
     from speechattn import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="speechattn",
         description="Attention mechanisms for speech, and the jobs that show them working.",
     )
@@ -150,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     debug, rest = _debug_requested(raw)
     parser = build_parser()
-    args = parser.parse_args(rest)  # usage errors: argparse prints them and exits with 2
+    args = parser.parse_args(rest)  # usage errors: one line (_Parser.error), exit status 2
     args.debug = debug
     if getattr(args, "func", None) is None:
         parser.print_help()

@@ -44,7 +44,13 @@ __all__ = [
 ]
 
 _AUDIO_EXTS = (".wav", ".flac")
-ASTERISK_DIRS = (Path("/usr/share/asterisk/sounds/en"), Path("/usr/share/asterisk/sounds/en_US"))
+# ``en`` is the link asterisk-core-sounds-en adds; the -wav package alone installs the
+# recordings under en_US_f_Allison.
+ASTERISK_DIRS = (
+    Path("/usr/share/asterisk/sounds/en"),
+    Path("/usr/share/asterisk/sounds/en_US"),
+    Path("/usr/share/asterisk/sounds/en_US_f_Allison"),
+)
 
 
 def warn_skipped_lines(
@@ -339,10 +345,18 @@ def _read_asterisk(problems: _Problems, check_audio: bool) -> list[Utterance]:
     root = _asterisk_dir()
     listing = _asterisk_transcripts()
     if root is None or listing is None:
+        missing = " and ".join(
+            what
+            for what, absent in (
+                ("the prompt recordings (asterisk-core-sounds-en-wav)", root is None),
+                ("the prompt transcripts (asterisk-core-sounds-en)", listing is None),
+            )
+            if absent
+        )
         raise CorpusError(
             ASTERISK_DIRS[0],
-            "the 'asterisk' corpus needs the Debian packages asterisk-core-sounds-en-wav and "
-            "asterisk-core-sounds-en (apt-get install asterisk-core-sounds-en-wav)",
+            f"the 'asterisk' corpus needs {missing}, not found: apt-get install "
+            "asterisk-core-sounds-en-wav asterisk-core-sounds-en",
         )
     if listing.suffix == ".gz":
         import gzip

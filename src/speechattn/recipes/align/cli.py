@@ -149,6 +149,10 @@ def _demo(args: argparse.Namespace) -> int:
     cfg.seed = args.seed
     if args.minutes_per_aligner is not None:
         cfg.max_seconds_per_aligner = 60.0 * args.minutes_per_aligner
+    try:  # the options above set fields one by one: check the whole config once more
+        cfg = dataclasses.replace(cfg)
+    except ValueError as exc:
+        raise CliError(str(exc), status=2) from None
     res = run_demo(
         Path(args.out),
         cfg,
@@ -303,7 +307,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="synthesize a corpus, train the SMA aligner and baselines, write OUT/report.html",
         description="The main job: unsupervised phoneme alignment with stepwise monotonic attention "
         "on a synthetic multi-voice corpus, scored against ground truth and against baselines "
-        "(forward-sum + MAS, plain MHA, uniform). About 10 minutes on 2 CPU cores.",
+        "(forward-sum + MAS, plain MHA, uniform). About 3 minutes on 2 free CPU cores (longer on a "
+        "busy machine); --quick is a one-minute smoke run.",
     )
     p.add_argument(
         "--out",
@@ -316,14 +321,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--quick", action="store_true", help="a tiny run (about a minute) for smoke tests"
     )
-    p.add_argument("--utterances", type=positive_int, default=None, help="corpus size")
-    p.add_argument("--speakers", type=positive_int, default=None, help="number of synthetic voices")
-    p.add_argument("--steps", type=positive_int, default=None, help="training steps per aligner")
     p.add_argument(
-        "--threads", type=positive_int, default=None, help="torch threads and synthesis workers"
+        "--utterances", type=positive_int, default=None, help="corpus size (default: 600)"
     )
     p.add_argument(
-        "--kinds", type=_kinds, default=None, help="comma list of aligners from sma,fs,mha"
+        "--speakers",
+        type=positive_int,
+        default=None,
+        help="number of synthetic voices (default: 8)",
+    )
+    p.add_argument(
+        "--steps", type=positive_int, default=None, help="training steps per aligner (default: 400)"
+    )
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="torch threads and synthesis workers (default: 2)",
+    )
+    p.add_argument(
+        "--kinds",
+        type=_kinds,
+        default=None,
+        help="comma list of aligners from sma,fs,mha (default: sma,fs,mha)",
     )
     p.add_argument(
         "--engines",
@@ -363,7 +383,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--minutes-per-aligner",
         type=positive_float,
         default=None,
-        help="stop each aligner's training after this",
+        help="stop each aligner's training after this many minutes (default: no cap)",
     )
     p.add_argument(
         "--export", default=None, help="save the best aligner here (how the shipped one is built)"

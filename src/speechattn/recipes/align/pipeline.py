@@ -226,6 +226,12 @@ class DemoConfig:
             nonnegative_floats=("fs_weight",),
             choices={"kinds": KINDS, "mha_prior": MHA_PRIORS},
         )
+        if self.held_out_utterances >= self.utterances:
+            raise ValueError(
+                f"Expected held_out_utterances < utterances (some left to train on); found "
+                f"held_out_utterances={self.held_out_utterances}, utterances={self.utterances}. "
+                "Raise --utterances or lower --set held_out_utterances=N."
+            )
         if self.hop_length > self.n_fft:
             raise ValueError(
                 f"Expected hop_length <= n_fft (frames that overlap or touch); found "
@@ -668,6 +674,13 @@ def _split(items: Sequence[AlignItem], held_voices: int, held_utts: int, seed: i
     dev_idx = set(idx[:held_utts])
     dev = [seen[i] for i in sorted(dev_idx)]
     train = [seen[i] for i in range(len(seen)) if i not in dev_idx]
+    if not train:
+        raise ValueError(
+            f"Expected training utterances after the held-out split; found none: {len(items)} "
+            f"utterances, {len(unseen)} of them by the {len(held)} held-out voices, "
+            f"held_out_utterances={held_utts} of the other {len(seen)}. Raise --utterances or "
+            "lower --set held_out_utterances=N (or --set held_out_voices=N)."
+        )
     # Held-out utterances: sentences unseen in training (drop dev items whose text is in train).
     train_texts = {it.text for it in train}
     dev = [it for it in dev if it.text not in train_texts] or dev
@@ -1335,7 +1348,8 @@ def run_align(
                     else "."
                 )
             )
-            + " Drop --calibration, or use the shipped aligner alone (it has both tables)."
+            + " Drop --calibration, or use the shipped aligner alone (it has all three tables:"
+            " contexts, engines, consensus)."
         )
     offs = shipped_offsets if calibration != "none" else None
     if prior is not None:

@@ -124,8 +124,9 @@ def build_app(
         generate_images,
         load_pipeline,
     )
-    from speechattn.recipes.audio2clip.model import AudioToTextEncoder
+    from speechattn.recipes.audio2clip.model import AudioToTextEncoder, check_model_folder
 
+    check_model_folder(model)
     check_pipeline_source(pipeline)
     max_bytes = int(max_upload_mb * 2**20)
     encoder = AudioToTextEncoder.from_pretrained(model)

@@ -63,8 +63,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from speechattn.recipes.audio2clip.model import check_model_folder
     from speechattn.recipes.audio2clip.train import evaluate, format_metrics
 
+    check_model_folder(args.model)
     skipped: list[str] = []
     m = evaluate(
         manifest=args.manifest,
@@ -91,8 +93,9 @@ def _generate(args: argparse.Namespace) -> int:
         generate_images,
         load_pipeline,
     )
-    from speechattn.recipes.audio2clip.model import AudioToTextEncoder
+    from speechattn.recipes.audio2clip.model import AudioToTextEncoder, check_model_folder
 
+    check_model_folder(args.model)
     check_pipeline_source(args.pipeline)
     paths, waves = [], []
     for p in args.audio:

@@ -32,9 +32,26 @@ __all__ = [
     "AudioEncoderOutput",
     "AudioToTextEncoder",
     "LengthMatcher",
+    "check_model_folder",
     "extract_features",
     "pad_features",
 ]
+
+
+def check_model_folder(path: str | Path, *, option: str = "--model") -> Path:
+    """Fail fast when ``path`` is not a folder written by ``speechattn audio2clip train``.
+
+    Returns the folder. Raises ``ValueError`` naming the option, the path and what to pass.
+    """
+    folder = Path(path).expanduser()
+    if not (folder / CONFIG_NAME).is_file():
+        what = "no such folder" if not folder.exists() else f"no {CONFIG_NAME} in it"
+        raise ValueError(
+            f"{option} {path}: not a model folder written by `speechattn audio2clip train` "
+            f"({what}); pass the --out folder of a training run."
+        )
+    return folder
+
 
 #: The conv adapter added to facebook/w2v-bert-2.0 (about 4x fewer frames than features).
 SEED_ADAPTER_SETTINGS: dict[str, Any] = {

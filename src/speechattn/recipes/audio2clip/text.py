@@ -67,7 +67,14 @@ class TextEncoder:
 
         path = str(path_or_id)
         tok_path, model_path = path, path
-        root = Path(path)
+        root = Path(path).expanduser()
+        if not root.exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
+            # a path, not a Hub id ('org/name'): say so rather than huggingface_hub's id error
+            raise ValueError(
+                f"text model {path}: no such folder; pass a folder holding a tokenizer and a "
+                "text encoder (or a Stable Diffusion pipeline folder), or a Hugging Face Hub id "
+                "such as 'org/name'."
+            )
         if (root / "text_encoder").is_dir() and (root / "tokenizer").is_dir():
             # A diffusers pipeline folder (Stable Diffusion): use its own text tower.
             tok_path, model_path = str(root / "tokenizer"), str(root / "text_encoder")

@@ -21,6 +21,7 @@ N -m speechattn speaker train DATA ...`` (gloo on CPU, NCCL on GPU; bfloat16 aut
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import warnings
 from pathlib import Path
@@ -37,7 +38,7 @@ from speechattn._cli import (
 from speechattn.recipes.speaker.config import POOLINGS, TRUNKS, SpeakerConfig
 from speechattn.recipes.speaker.evaluate import DEFAULT_TOP_K, SCORE_NORMS
 
-__all__ = ["add_parser", "config_from_args"]
+__all__ = ["add_parser", "config_from_args", "row_line"]
 
 _INT_FLAGS = (
     "steps",
@@ -130,13 +131,21 @@ def _run(args: argparse.Namespace, data: str | None) -> int:
                 dist.destroy_process_group()
     if os.environ.get("RANK", "0") == "0":  # (the process group is gone by now)
         for r in res["rows"]:
-            print(f"{r['pooling']:<30} EER {100 * r['eer']:6.2f}%  minDCF {r['min_dcf']:.3f}")
+            print(row_line(r))
         if res["dropped_voices"]:
             print(f"commercial_only: left out {', '.join(res['dropped_voices'])}")
         if res["skipped_files"]:
             print(f"skipped {len(res['skipped_files'])} unusable audio files")
         print(f"report: {out / 'report.html'}")
     return 0
+
+
+def row_line(row: dict[str, Any]) -> str:
+    """One pooling's line of a training run's summary: its EER and minDCF, or, when the run
+    held out no speakers (``test_speakers=0`` without trials), that it was not scored."""
+    if not math.isfinite(float(row["eer"])):
+        return f"{row['pooling']:<30} not scored (no held-out speakers: test_speakers=0)"
+    return f"{row['pooling']:<30} EER {100 * row['eer']:6.2f}%  minDCF {row['min_dcf']:.3f}"
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:

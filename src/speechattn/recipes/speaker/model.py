@@ -396,6 +396,12 @@ def load_checkpoint(
             f"{p}: not a loadable speaker checkpoint (only tensors and plain data are read; {first})."
         ) from exc
     fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
+    if fmt == "speechattn-speaker-train-v1":  # recipes.speaker.train's resume state
+        raise ValueError(
+            f"{p}: a training run's resume state (OUT/checkpoints/<pooling>.pt), not an encoder; "
+            "score or embed the file that --save-checkpoint FILE writes (the same training "
+            "command with --save-checkpoint added resumes, trains no further and saves it)."
+        )
     if fmt not in (CHECKPOINT_FORMAT, ENSEMBLE_FORMAT, _OLD_FORMAT):
         raise ValueError(
             f"{p}: expected a speechattn speaker checkpoint (format {CHECKPOINT_FORMAT}); "
