@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from speechattn._config import check_fields
+from speechattn._io import write_text_atomic
 from speechattn.recipes.align.calibrate import (
     BoundaryOffsets,
     fit_boundary_offsets,
@@ -1563,5 +1564,5 @@ def run_align(
         else []
     )
     report = write_report_safe(out, table, ex, {}, feats, summary, notes)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     return {"report": report, "table": table, "summary": summary}

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from speechattn._io import atomic_write
 from speechattn.recipes.align.data import AlignItem, collate_items
 from speechattn.recipes.align.model import AlignerConfig, TextMelAligner
 
@@ -110,11 +111,9 @@ class CheckpointMismatch(ValueError):
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
-    """Atomic save: write ``path.tmp`` then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    """Atomic save (:func:`speechattn._io.atomic_write`: a temporary file, then ``os.replace``)."""
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: Path) -> dict:

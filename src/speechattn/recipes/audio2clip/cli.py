@@ -14,6 +14,7 @@ from speechattn._cli import (
     positive_float,
     positive_int,
 )
+from speechattn._io import atomic_write, write_text_atomic
 
 __all__ = ["PIPELINE_HELP", "add_image_arguments", "add_parser"]
 
@@ -77,7 +78,7 @@ def _eval(args: argparse.Namespace) -> int:
     if skipped:
         print(f"skipped: {len(skipped)} manifest line(s) or file(s) (see the warnings above)")
     if args.json:
-        Path(args.json).write_text(json.dumps({**m._asdict(), "skipped": len(skipped)}, indent=2))
+        write_text_atomic(args.json, json.dumps({**m._asdict(), "skipped": len(skipped)}, indent=2))
     return 0
 
 
@@ -121,7 +122,8 @@ def _generate(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     for path, img in zip(paths, images):
         dest = out_dir / f"{Path(path).stem}.png"
-        img.save(dest)
+        with atomic_write(dest) as tmp:
+            img.save(tmp, format="PNG")
         print(dest)
     if len(paths) < len(args.audio):
         print(f"skipped: {len(args.audio) - len(paths)} file(s) (see the warnings above)")

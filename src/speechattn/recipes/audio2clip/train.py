@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from speechattn._io import write_text_atomic
 from speechattn.nn.contrastive import SequenceContrastiveLoss
 from speechattn.recipes.audio2clip.data import (
     AudioCaptionCollator,
@@ -271,7 +272,7 @@ def train(
                 "mask_text_padding": mask_text_padding,
                 "log_history": trainer.state.log_history,
             }
-            (output_dir / TRAIN_SUMMARY).write_text(json.dumps(summary, indent=2))
+            write_text_atomic(output_dir / TRAIN_SUMMARY, json.dumps(summary, indent=2))
         return output_dir
 
 

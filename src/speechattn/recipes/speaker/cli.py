@@ -34,6 +34,7 @@ from speechattn._cli import (
     parse_overrides,
     positive_int,
 )
+from speechattn._io import write_text_atomic
 from speechattn.recipes.speaker.config import POOLINGS, TRUNKS, SpeakerConfig
 from speechattn.recipes.speaker.evaluate import DEFAULT_TOP_K, SCORE_NORMS
 
@@ -204,8 +205,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         f"{res['skipped_trials'] - len(malformed)} for unusable audio)"
     )
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(res, indent=2))
+        write_text_atomic(args.out, json.dumps(res, indent=2))
         print(f"wrote {args.out}")
     return 0
 

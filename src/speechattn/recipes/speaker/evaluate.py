@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from speechattn._io import atomic_write, write_text_atomic
 from speechattn.data.collate import pad_sequence_batch
 from speechattn.recipes.speaker.config import SpeakerConfig
 from speechattn.recipes.speaker.data import AUDIO_SUFFIXES, Trial
@@ -713,7 +714,7 @@ td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}</style></head><
 <h2>DET curve</h2><img alt="DET curve" src="data:image/png;base64,{png}">
 <h2>Configuration</h2><pre>{html.escape(json.dumps(cfg.to_dict(), indent=2))}</pre>
 </body></html>"""
-    path.write_text(doc, encoding="utf-8")
+    write_text_atomic(path, doc)
 
 
 class EmbedResult(NamedTuple):
@@ -816,8 +817,6 @@ def embed_directory(
         arrays["mean"] = mean
     arrays["embeddings"] = emb
     path = npz_path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)  # type: ignore[arg-type]
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp, tmp.open("wb") as f:  # a file object: savez adds no suffix
+        np.savez(f, **arrays)  # type: ignore[arg-type]
     return EmbedResult(keys, emb, skipped, path, mean)

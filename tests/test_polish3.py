@@ -1,0 +1,194 @@
+"""Defects fixed in the polish3 round (each test failed before its fix).
+
+* Atomic outputs: a write cut short (Ctrl-C, a crash) left a truncated TextGrid / CTM / JSON /
+  report / results file that a later run or reader took as valid; every writer in the recipes
+  and the CLI now goes through one helper (a temporary file beside the target, then
+  ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from speechattn._io import atomic_write, write_text_atomic
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "speechattn"
+
+# ---------------------------------------------------------------------------------------------
+# Atomic outputs
+
+
+def test_atomic_write_replaces_on_success_and_keeps_the_old_file_on_failure(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "sub" / "results.json"
+    write_text_atomic(target, '{"a": 1}')  # the folder is created
+    assert json.loads(target.read_text()) == {"a": 1}
+    with pytest.raises(KeyboardInterrupt), atomic_write(target) as tmp:
+        tmp.write_text('{"a": ')
+        raise KeyboardInterrupt
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert sorted(p.name for p in target.parent.iterdir()) == ["results.json"]
+    # the temporary name is hidden and ends in .tmp: no *.json reader picks it up
+    with atomic_write(target) as tmp:
+        assert tmp.parent == target.parent
+        assert tmp.name.startswith(".") and tmp.name.endswith(".tmp")
+        tmp.write_text("{}")
+
+
+def _cut_short(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ``Path.write_text`` writes half its text, then the user presses Ctrl-C."""
+    real = Path.write_text
+
+    def half(self: Path, data: str, *a: object, **k: object) -> int:
+        real(self, data[: len(data) // 2], *a, **k)  # type: ignore[arg-type]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", half)
+
+
+def _iv() -> list[tuple[float, float, str]]:
+    return [(0.0, 0.5, "hello"), (0.5, 1.0, "world")]
+
+
+def _ctm(path: Path) -> None:
+    from speechattn.data.textgrid import write_ctm
+
+    write_ctm(path, _iv(), utterance_id="u1")
+
+
+def _alignment_json(path: Path) -> None:
+    from speechattn.data.textgrid import write_alignment_json
+
+    write_alignment_json(path, words=_iv(), phones=_iv(), duration=1.0, text="hello world")
+
+
+def _speaker_report(path: Path) -> None:
+    from speechattn.recipes.speaker.config import SpeakerConfig
+    from speechattn.recipes.speaker.evaluate import write_report
+
+    row = {"pooling": "TSTP", "eer": 0.1, "min_dcf": 0.5}
+    write_report(path, [row], "", SpeakerConfig(), "notes")
+
+
+def _run_record(path: Path) -> None:
+    from speechattn.recipes.align.outputs import prepare_output
+
+    prepare_output(path.parent, {"seed": 1, "corpus": "x" * 200}, overwrite=False)
+
+
+def _manifest(path: Path) -> None:
+    from speechattn.recipes.audio2clip.data import ManifestItem, write_manifest
+
+    items = [ManifestItem(path.parent / f"u{i}.wav", f"caption {i}", {}) for i in range(4)]
+    write_manifest(path, items)
+
+
+@pytest.mark.parametrize(
+    ("name", "write"),
+    [
+        ("u1.ctm", _ctm),
+        ("u1.json", _alignment_json),
+        ("report.html", _speaker_report),
+        ("run.json", _run_record),
+        ("manifest.jsonl", _manifest),
+    ],
+)
+def test_text_writer_cut_short_leaves_the_earlier_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, write: Callable[[Path], None]
+) -> None:
+    path = tmp_path / name
+    write(path)
+    before = path.read_bytes()
+    _cut_short(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        write(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before  # before: half a file
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_textgrid_cut_short_leaves_the_earlier_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("praatio")
+    from praatio import textgrid as ptg
+
+    from speechattn.data.textgrid import read_textgrid, write_textgrid
+
+    path = tmp_path / "u1.TextGrid"
+    write_textgrid(path, words=_iv(), phones=_iv(), duration=1.0)
+    before = path.read_bytes()
+    real = ptg.Textgrid.save
+
+    def half(self: object, fn: str, *a: object, **k: object) -> None:
+        real(self, fn, *a, **k)  # type: ignore[arg-type]
+        text = Path(fn).read_text()
+        Path(fn).write_text(text[: len(text) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ptg.Textgrid, "save", half)
+    with pytest.raises(KeyboardInterrupt):
+        write_textgrid(path, words=_iv()[:1], phones=_iv()[:1], duration=1.0)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert [iv.label for iv in read_textgrid(path)[0]] == ["hello", "world"]
+
+
+# Calls that write a file; the file they write must be the helper's temporary path (a name
+# ``tmp``, ``str(tmp)``, or ``f``: an open file of it; ``buf``: an in-memory buffer).
+_WRITERS = ("write_text", "write_bytes", "save", "savez", "savez_compressed", "savefig")
+
+
+def _is_tmp(node: ast.expr | None) -> bool:
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "str":
+        return bool(node.args) and _is_tmp(node.args[0])
+    return isinstance(node, ast.Name) and node.id in ("tmp", "f", "buf")
+
+
+def _written(node: ast.Call) -> ast.expr | None:
+    """The file argument of a writing call (``torch.save(obj, FILE)``, ``FILE.write_text(...)``,
+    ``x.save(FILE)``, ``np.savez(FILE, ...)``, ``fig.savefig(FILE)``)."""
+    func = node.func
+    assert isinstance(func, ast.Attribute)
+    if func.attr in ("write_text", "write_bytes"):
+        return func.value
+    k = (
+        1
+        if func.attr == "save" and isinstance(func.value, ast.Name) and func.value.id == "torch"
+        else 0
+    )
+    return node.args[k] if len(node.args) > k else None
+
+
+def _direct_writes(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.Call):
+            continue
+        where = f"{path.relative_to(SRC)}:{node.lineno}"
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr in _WRITERS:
+            if not _is_tmp(_written(node)):
+                found.append(f"{where} .{func.attr}(...)")
+        elif (isinstance(func, ast.Name) and func.id == "open") or (
+            isinstance(func, ast.Attribute) and func.attr == "open"
+        ):
+            modes = [a.value for a in node.args if isinstance(a, ast.Constant)]
+            modes += [k.value.value for k in node.keywords if isinstance(k.value, ast.Constant)]
+            opened = node.args[0] if isinstance(func, ast.Name) and node.args else func.value
+            if any(isinstance(m, str) and set(m) & set("wax") for m in modes) and not _is_tmp(
+                opened
+            ):
+                found.append(f"{where} open(...)")
+    return found
+
+
+def test_recipes_and_cli_write_files_only_through_the_atomic_helper() -> None:
+    files = [SRC / "cli.py", SRC / "data" / "textgrid.py", *sorted((SRC / "recipes").rglob("*.py"))]
+    assert [w for f in files for w in _direct_writes(f)] == []
