@@ -192,3 +192,77 @@ def _direct_writes(path: Path) -> list[str]:
 def test_recipes_and_cli_write_files_only_through_the_atomic_helper() -> None:
     files = [SRC / "cli.py", SRC / "data" / "textgrid.py", *sorted((SRC / "recipes").rglob("*.py"))]
     assert [w for f in files for w in _direct_writes(f)] == []
+
+# ---------------------------------------------------------------------------------------------
+# Speaker score-normalisation cohort (.npz): every array check names the file, expected, found
+
+
+def _cohort_files(folder: Path) -> dict[str, tuple[Path, str]]:
+    import pickle
+
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out: dict[str, tuple[Path, str]] = {}
+
+    def npz(name: str, want: str, **arrays: object) -> None:
+        np.savez(folder / name, **arrays)  # type: ignore[arg-type]
+        out[name] = (folder / name, want)
+
+    npz("flat.npz", r"of shape \(C, E=8\); found shape \(8,\)", embeddings=np.ones(8))
+    npz("cube.npz", r"of shape \(C, E=8\); found shape \(2, 2, 8\)", embeddings=np.ones((2, 2, 8)))
+    npz("dim.npz", r"of shape \(C, E=8\); found shape \(3, 5\)", embeddings=np.ones((3, 5)))
+    npz("one.npz", "at least 2 rows; found 1", embeddings=np.ones((1, 8)))
+    nan = np.ones((4, 8))
+    nan[2, 3] = np.nan
+    npz("nan.npz", r"found NaN or inf in 1 of 4 rows \(first: row 2\)", embeddings=nan)
+    npz("bool.npz", "as floating point; found bool", embeddings=np.ones((3, 8), dtype=bool))
+    obj = np.empty((2,), dtype=object)
+    obj[:] = [np.ones(8), np.ones(8)]
+    npz("obj.npz", "Could not read .*'embeddings' array", embeddings=obj)
+    np.save(folder / "single.npy", np.ones((3, 8)))
+    out["single.npy"] = (folder / "single.npy", r"found a single \.npy array of shape \(3, 8\)")
+    (folder / "pickled.npz").write_bytes(pickle.dumps([1, 2]))
+    out["pickled.npz"] = (folder / "pickled.npz", "Could not read .* as an .npz")
+    return out
+
+
+def test_load_cohort_checks_the_arrays_naming_the_file(tmp_path: Path) -> None:
+    import re
+
+    import numpy as np
+
+    from speechattn.recipes.speaker.evaluate import load_cohort
+
+    for name, (path, want) in _cohort_files(tmp_path).items():
+        with pytest.raises(ValueError) as exc:
+            load_cohort(path, embed_dim=8)
+        msg = str(exc.value)
+        assert str(path) in msg and re.search(want, msg), (name, msg)
+        assert "\n" not in msg
+    good = tmp_path / "good.npz"
+    rows = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
+    np.savez(good, keys=np.array(["a", "b", "c"]), embeddings=rows)
+    np.testing.assert_array_equal(load_cohort(good, embed_dim=8), rows)
+    np.testing.assert_array_equal(load_cohort(good), rows)  # E unchecked without embed_dim
+
+
+def test_speaker_score_cohort_errors_are_one_line_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import soundfile as sf
+    from tests.cli_run import run_cli
+    from tests.speaker_toy import SR, toy_voice
+
+    (tmp_path / "a").mkdir()
+    for i in range(4):
+        sf.write(tmp_path / "a" / f"v{i}.wav", toy_voice(i), SR)
+    trials = tmp_path / "a" / "trials.txt"
+    trials.write_text("1 v0.wav v1.wav\n0 v2.wav v3.wav\n")
+    for name, (path, _) in _cohort_files(tmp_path / "c").items():
+        argv = ["speaker", "score", str(trials), "--score-norm", "snorm", "--cohort", str(path)]
+        assert run_cli(argv) == 1, name
+        cap = capsys.readouterr()
+        err = (cap.out + cap.err).strip()
+        assert len(err.splitlines()) == 1 and str(path) in err and "--cohort" in err, (name, err)
+

@@ -162,14 +162,17 @@ def _cmd_score(args: argparse.Namespace) -> int:
         )
     if args.score_norm == "snorm" and args.top_k is not None:
         raise CliError("--top-k is for --score-norm asnorm (snorm uses the whole cohort)", status=2)
+    try:
+        model, cfg = load_checkpoint(args.checkpoint)
+    except (ValueError, FileNotFoundError) as exc:
+        raise CliError(str(exc)) from None
     cohort = None
-    if args.cohort != "list":
+    if args.cohort != "list":  # checked whole, against this encoder's embedding size
         try:
-            cohort = load_cohort(args.cohort)
+            cohort = load_cohort(args.cohort, embed_dim=model.embed_dim)
         except (ValueError, FileNotFoundError) as exc:
             raise CliError(f"--cohort: {exc}") from None
     try:
-        model, cfg = load_checkpoint(args.checkpoint)
         root = args.root if args.root is not None else Path(args.trials).parent
         malformed: list[str] = []
         trials = read_trials(args.trials, root, problems=malformed)
