@@ -266,3 +266,136 @@ def test_speaker_score_cohort_errors_are_one_line_naming_the_file(
         err = (cap.out + cap.err).strip()
         assert len(err.splitlines()) == 1 and str(path) in err and "--cohort" in err, (name, err)
 
+# ---------------------------------------------------------------------------------------------
+# DDP: no "find_unused_parameters=True ... did not find any unused parameters" warning. The
+# align recipe asked DDP to search for unused parameters for every kind (only SMA has any: its
+# layer's value and output projections, now frozen), audio2clip always (none is unused unless
+# the encoder drops layers at random).
+
+_DDP_WORKER = """
+import json, sys
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, sys.argv[2])
+from tests.align_toy import N_MELS, NUM_SYMBOLS, toy_items
+
+from speechattn.recipes.align.model import AlignerConfig
+from speechattn.recipes.align.train import TrainConfig, train_aligner
+
+torch.set_num_threads(1)
+dist.init_process_group("gloo", timeout=timedelta(seconds=60))
+rank = dist.get_rank()
+out = Path(sys.argv[1])
+for kind in ("fs", "mha", "sma"):
+    cfg = AlignerConfig(kind=kind, num_symbols=NUM_SYMBOLS, n_mels=N_MELS, dim=16, dropout=0.0)
+    res = train_aligner(cfg, toy_items(8, 0), TrainConfig(steps=2, batch_size=2), progress=False)
+    if rank == 0:
+        torch.save(res.model.state_dict(), out / f"{kind}.pt")
+from speechattn.recipes.audio2clip.train import train
+
+a2c = Path(sys.argv[3])
+train(manifest=a2c / "manifest.jsonl", output_dir=out / "a2c", audio_model=a2c / "w2v",
+      text_model=a2c / "clip_text", max_steps=1, batch_size=2, seed=0, progress=False)
+dist.barrier()
+"""
+
+
+@pytest.fixture(scope="module")
+def a2c(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("transformers")
+    import numpy as np
+    import soundfile as sf
+
+    from speechattn.recipes.audio2clip.tiny import tiny_clip_text_encoder, tiny_w2v_bert
+
+    root = tmp_path_factory.mktemp("a2c")
+    tiny_w2v_bert(root / "w2v", hidden_size=32)
+    tiny_clip_text_encoder(root / "clip_text", width=32)
+    (root / "wavs").mkdir()
+    lines = []
+    for i, cap in enumerate(["a red cat", "a blue dog", "green trees", "the sea at night"]):
+        t = np.arange(int(16000 * (0.5 + 0.1 * i))) / 16000
+        wav = 0.3 * np.sin(2 * np.pi * (200 + 150 * i) * t)
+        sf.write(root / "wavs" / f"u{i}.wav", wav.astype(np.float32), 16000)
+        lines.append(json.dumps({"audio": f"wavs/u{i}.wav", "caption": cap}))
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_torchrun_recipes_print_no_unused_parameter_warning(tmp_path: Path, a2c: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import torch
+    from tests.align_toy import N_MELS, NUM_SYMBOLS, toy_items
+
+    from speechattn.recipes.align.model import AlignerConfig
+    from speechattn.recipes.align.train import TrainConfig, train_aligner
+
+    root = Path(__file__).resolve().parents[1]
+    worker = tmp_path / "worker.py"
+    worker.write_text(_DDP_WORKER)
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root), env.get("PYTHONPATH", "")])
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(worker), str(tmp_path), str(root), str(a2c),
+    ]  # fmt: skip
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "find_unused_parameters" not in res.stderr + res.stdout  # before: once per rank
+    # the same weights as one process with the global batch (the frozen projections included;
+    # mha's loss is a mean over the batch's frames, not over its items, so not comparable)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for kind in ("fs", "sma"):
+            cfg = AlignerConfig(
+                kind=kind, num_symbols=NUM_SYMBOLS, n_mels=N_MELS, dim=16, dropout=0.0
+            )
+            one = train_aligner(
+                cfg, toy_items(8, 0), TrainConfig(steps=2, batch_size=4), progress=False
+            )
+            ddp = torch.load(tmp_path / f"{kind}.pt", weights_only=True)
+            for k, v in one.model.state_dict().items():
+                torch.testing.assert_close(ddp[k], v, rtol=1e-5, atol=1e-5, msg=f"{kind} {k}")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_sma_aligner_unused_projections_are_frozen_and_stay_put() -> None:
+    from tests.align_toy import N_MELS, NUM_SYMBOLS, toy_items
+
+    from speechattn.recipes.align.data import collate_items
+    from speechattn.recipes.align.model import AlignerConfig, TextMelAligner
+
+    for kind in ("sma", "fs", "mha"):
+        m = TextMelAligner(AlignerConfig(kind=kind, num_symbols=NUM_SYMBOLS, n_mels=N_MELS, dim=16))
+        m(*collate_items(toy_items(4, 0))).loss.backward()
+        # every trainable parameter gets a gradient: DDP needs no search for unused ones
+        assert [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None] == []
+    frozen = [n for n, p in m.named_parameters() if not p.requires_grad]
+    assert frozen == []  # mha: nothing frozen
+    sma = TextMelAligner(AlignerConfig(kind="sma", num_symbols=NUM_SYMBOLS, n_mels=N_MELS, dim=16))
+    assert sorted(n for n, p in sma.named_parameters() if not p.requires_grad) == [
+        "sma.out_proj.bias", "sma.out_proj.weight", "sma.v_proj.bias", "sma.v_proj.weight",
+    ]  # fmt: skip
+
+
+def test_audio2clip_searches_for_unused_parameters_only_when_layers_drop(a2c: Path) -> None:
+    from speechattn.recipes.audio2clip.model import AudioToTextEncoder
+    from speechattn.recipes.audio2clip.train import _drops_layers
+
+    enc = AudioToTextEncoder.from_pretrained(a2c / "w2v", text_length=8, text_dim=32, num_heads=4)
+    assert not _drops_layers(enc)
+    enc = AudioToTextEncoder.from_pretrained(
+        a2c / "w2v", text_length=8, text_dim=32, num_heads=4, layerdrop=0.1
+    )
+    assert _drops_layers(enc)

@@ -286,8 +286,9 @@ def train_aligner(
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        # The SMA layer's value/output projections are unused by the aligner objective.
-        ddp_model = DistributedDataParallel(model, find_unused_parameters=True)
+        # Every trainable parameter gets a gradient each step (the SMA layer's unused value and
+        # output projections are frozen): no search for unused ones, and no warning about it.
+        ddp_model = DistributedDataParallel(model)
     lengths = [int(it.mel.shape[0]) for it in items]
     t0 = time.perf_counter()
     bar = None

@@ -73,6 +73,13 @@ class Audio2ClipTrainModule(nn.Module):
         return result
 
 
+def _drops_layers(encoder: AudioToTextEncoder) -> bool:
+    """True when the audio encoder skips layers at random in training (``layerdrop`` > 0, for
+    the encoder's or the adapter's layers), so some parameters go unused in some steps."""
+    config = getattr(encoder.encoder, "config", None)
+    return float(getattr(config, "layerdrop", 0.0) or 0.0) > 0.0
+
+
 def make_trainer_class() -> type:
     """The ``Trainer`` subclass (built lazily so importing this module does not import transformers)."""
     from transformers import Trainer
@@ -241,7 +248,10 @@ def train(
             dataloader_drop_last=world > 1,  # equal local batches for the all-gather
             dataloader_num_workers=dataloader_workers,
             dataloader_pin_memory=torch.cuda.is_available(),
-            ddp_find_unused_parameters=True,
+            # Every parameter gets a gradient each step unless the encoder drops layers at
+            # random (layerdrop; 0 with SEED_ADAPTER_SETTINGS): only then must DDP search for
+            # unused ones (searching when none is unused costs a graph walk and a warning).
+            ddp_find_unused_parameters=_drops_layers(encoder),
             ddp_backend="gloo" if world > 1 and not torch.cuda.is_available() else None,
             use_cpu=not torch.cuda.is_available(),
             seed=seed,
