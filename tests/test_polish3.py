@@ -193,6 +193,7 @@ def test_recipes_and_cli_write_files_only_through_the_atomic_helper() -> None:
     files = [SRC / "cli.py", SRC / "data" / "textgrid.py", *sorted((SRC / "recipes").rglob("*.py"))]
     assert [w for f in files for w in _direct_writes(f)] == []
 
+
 # ---------------------------------------------------------------------------------------------
 # Speaker score-normalisation cohort (.npz): every array check names the file, expected, found
 
@@ -265,6 +266,7 @@ def test_speaker_score_cohort_errors_are_one_line_naming_the_file(
         cap = capsys.readouterr()
         err = (cap.out + cap.err).strip()
         assert len(err.splitlines()) == 1 and str(path) in err and "--cohort" in err, (name, err)
+
 
 # ---------------------------------------------------------------------------------------------
 # DDP: no "find_unused_parameters=True ... did not find any unused parameters" warning. The
@@ -399,3 +401,124 @@ def test_audio2clip_searches_for_unused_parameters_only_when_layers_drop(a2c: Pa
         a2c / "w2v", text_length=8, text_dim=32, num_heads=4, layerdrop=0.1
     )
     assert _drops_layers(enc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Process-group teardown: every recipe ends its group the same way (barrier, then destroy; after
+# a failure, neither). speaker destroyed without a barrier (gloo once aborted a rank in that
+# teardown), align and audio2clip never ended theirs.
+
+
+class _FakeDist:
+    """Stands in for torch.distributed under a 2-process torchrun: records the calls."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, rank: int = 1) -> None:
+        import torch.distributed as dist
+
+        from speechattn.recipes import _distributed
+
+        self.calls: list[str] = []
+        self.up = False
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setattr(_distributed, "_started", [False])
+        for name, fn in {
+            "is_available": lambda: True,
+            "is_initialized": lambda: self.up,
+            "init_process_group": self._init,
+            "get_rank": lambda *a, **k: rank,
+            "get_world_size": lambda *a, **k: 2,
+            "get_backend": lambda *a, **k: "gloo",
+            "barrier": lambda *a, **k: self.calls.append("barrier"),
+            "destroy_process_group": self._destroy,
+        }.items():
+            monkeypatch.setattr(dist, name, fn)
+
+    def _init(self, *a: object, **k: object) -> None:
+        self.calls.append("init")
+        self.up = True
+
+    def _destroy(self, *a: object, **k: object) -> None:
+        self.calls.append("destroy")
+        self.up = False
+
+
+def test_end_process_group_barrier_then_destroy_only_after_success(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from speechattn.recipes._distributed import end_process_group, start_process_group
+
+    fake = _FakeDist(monkeypatch)
+    assert start_process_group("gloo") == (1, 2)
+    end_process_group(ok=False)  # a failure: the group is left to the process exit
+    assert fake.calls == ["init"]
+    end_process_group(ok=True)
+    end_process_group(ok=True)  # ended once
+    assert fake.calls == ["init", "barrier", "destroy"]
+    fake.calls.clear()
+    fake.up = True  # a group the caller started is theirs to end
+    assert start_process_group() == (1, 2)
+    end_process_group(ok=True)
+    assert fake.calls == []
+
+
+def _speaker_cmd(monkeypatch: pytest.MonkeyPatch, fail: bool) -> Callable[[], object]:
+    import argparse
+
+    import speechattn.recipes.speaker.train as T
+    from speechattn.recipes.speaker.cli import _run
+
+    def run_speaker(*a: object, **k: object) -> dict:
+        if fail:
+            raise ValueError("bad corpus")
+        return {"rows": [], "dropped_voices": [], "skipped_files": []}
+
+    monkeypatch.setattr(T, "run_speaker", run_speaker)
+    monkeypatch.setattr("speechattn.recipes.speaker.cli.config_from_args", lambda args: None)
+    return lambda: _run(argparse.Namespace(out="o", save_checkpoint=None, no_progress=True,
+                                           overwrite=False), None)  # fmt: skip
+
+
+def _align_cmd(monkeypatch: pytest.MonkeyPatch, fail: bool) -> Callable[[], object]:
+    import speechattn.recipes.align.pipeline as P
+    from speechattn.cli import build_parser
+
+    def run_align(*a: object, **k: object) -> dict:
+        from speechattn.recipes.align.train import dist_info
+
+        dist_info()  # as the pipeline does: starts the group
+        if fail:
+            raise ValueError("bad corpus")
+        return {}
+
+    monkeypatch.setattr(P, "run_align", run_align)
+    args = build_parser().parse_args(["align", "corpus", "--out", "o"])
+    return lambda: args.func(args)
+
+
+def _audio2clip_cmd(monkeypatch: pytest.MonkeyPatch, fail: bool) -> Callable[[], object]:
+    import speechattn.recipes.audio2clip.train as T
+    from speechattn.cli import build_parser
+
+    def train(*a: object, **k: object) -> str:
+        if fail:
+            raise ValueError("bad manifest")
+        return "o"
+
+    monkeypatch.setattr(T, "train", train)
+    argv = ["audio2clip", "train", "--manifest", "m", "--text-model", "t", "--out", "o"]
+    args = build_parser().parse_args(argv)
+    return lambda: args.func(args)
+
+
+@pytest.mark.parametrize("command", [_speaker_cmd, _align_cmd, _audio2clip_cmd])
+def test_every_recipe_ends_its_group_the_same_safe_way(
+    monkeypatch: pytest.MonkeyPatch, command: Callable[..., Callable[[], object]]
+) -> None:
+    fake = _FakeDist(monkeypatch)
+    command(monkeypatch, False)()
+    assert fake.calls == ["init", "barrier", "destroy"]  # before: no barrier, or no teardown
+    fake = _FakeDist(monkeypatch)
+    with pytest.raises(Exception, match="bad"):
+        command(monkeypatch, True)()
+    assert fake.calls == ["init"]  # after a failure: no barrier (peers may never come)

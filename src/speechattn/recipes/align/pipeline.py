@@ -18,6 +18,7 @@ import torch
 
 from speechattn._config import check_fields
 from speechattn._io import write_text_atomic
+from speechattn.recipes._distributed import end_process_group
 from speechattn.recipes.align.calibrate import (
     BoundaryOffsets,
     fit_boundary_offsets,
@@ -1460,6 +1461,10 @@ def run_align(
                 "lr": tcfg.lr,
                 "members": _adapted_members_text(n_adapt, len(starts)),
             }
+    if world > 1:
+        # The ranks' shared work ends here: rank 0 aligns the corpus and writes the outputs
+        # alone, without the group (ended the safe way, so no rank waits on it meanwhile).
+        end_process_group(ok=True)
     if rank != 0:
         return {}
     # "auto": an optional pause token between every two words, adapted or not. (The espeak-only

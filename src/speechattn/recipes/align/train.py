@@ -22,7 +22,6 @@ and a stop (``should_stop``, ``max_seconds``) on any rank stops all of them at t
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,7 @@ from typing import Any
 import torch
 
 from speechattn._io import atomic_write
+from speechattn.recipes._distributed import start_process_group
 from speechattn.recipes.align.data import AlignItem, collate_items
 from speechattn.recipes.align.model import AlignerConfig, TextMelAligner
 
@@ -73,15 +73,9 @@ class TrainResult:
 
 
 def dist_info() -> tuple[int, int]:
-    """(rank, world size); initialises the default process group under torchrun if needed."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")  # the aligners train on the CPU
-    return dist.get_rank(), dist.get_world_size()
+    """(rank, world size); starts the default process group under torchrun if needed
+    (:func:`speechattn.recipes._distributed.start_process_group`)."""
+    return start_process_group("gloo")  # the aligners train on the CPU
 
 
 def _any_rank(flag: bool, world: int) -> bool:

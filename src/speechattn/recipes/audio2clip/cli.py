@@ -36,28 +36,35 @@ def _require_out(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from speechattn.recipes._distributed import end_process_group, start_process_group
     from speechattn.recipes.audio2clip.train import train
 
     _require_out(args)
-    out = train(
-        manifest=args.manifest,
-        output_dir=args.out,
-        audio_model=args.audio_model,
-        text_model=args.text_model,
-        text_length=args.text_length,
-        length_mode=args.length_mode,
-        num_heads=args.num_heads,
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        temperature=args.temperature,
-        learnable_temperature=args.learnable_temperature,
-        direction=args.direction,
-        mask_text_padding=args.mask_text_padding,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
+    start_process_group()  # under torchrun (the Trainer takes it up): nccl with CUDA, else gloo
+    ok = False
+    try:
+        out = train(
+            manifest=args.manifest,
+            output_dir=args.out,
+            audio_model=args.audio_model,
+            text_model=args.text_model,
+            text_length=args.text_length,
+            length_mode=args.length_mode,
+            num_heads=args.num_heads,
+            epochs=args.epochs,
+            max_steps=args.max_steps,
+            batch_size=args.batch_size,
+            learning_rate=args.lr,
+            temperature=args.temperature,
+            learnable_temperature=args.learnable_temperature,
+            direction=args.direction,
+            mask_text_padding=args.mask_text_padding,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
+        ok = True
+    finally:
+        end_process_group(ok=ok)
     if os.environ.get("RANK", "0") == "0":
         print(f"saved audio encoder to {out}")
     return 0

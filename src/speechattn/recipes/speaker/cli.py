@@ -95,16 +95,13 @@ def config_from_args(args: argparse.Namespace) -> SpeakerConfig:
 
 
 def _run(args: argparse.Namespace, data: str | None) -> int:
+    from speechattn.recipes._distributed import end_process_group, start_process_group
     from speechattn.recipes.speaker.train import ResumeMismatch, run_speaker
 
     cfg = config_from_args(args)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        import torch
-        import torch.distributed as dist
-
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    start_process_group()  # under torchrun: nccl with CUDA, else gloo
     out = Path(args.out)
+    ok = False
     try:
         res = run_speaker(
             cfg,
@@ -117,6 +114,7 @@ def _run(args: argparse.Namespace, data: str | None) -> int:
             overwrite=args.overwrite,
             on_skip=_warn,
         )
+        ok = True
     except ResumeMismatch as exc:
         raise CliError(str(exc)) from None
     except KeyboardInterrupt:  # the top-level handler prints it with the resume command
@@ -124,11 +122,7 @@ def _run(args: argparse.Namespace, data: str | None) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     finally:
-        if world > 1:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
+        end_process_group(ok=ok)  # a barrier first: no rank tears down while rank 0 writes
     if os.environ.get("RANK", "0") == "0":  # (the process group is gone by now)
         for r in res["rows"]:
             print(f"{r['pooling']:<30} EER {100 * r['eer']:6.2f}%  minDCF {r['min_dcf']:.3f}")
