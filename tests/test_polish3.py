@@ -522,3 +522,119 @@ def test_every_recipe_ends_its_group_the_same_safe_way(
     with pytest.raises(Exception, match="bad"):
         command(monkeypatch, True)()
     assert fake.calls == ["init"]  # after a failure: no barrier (peers may never come)
+
+
+# ---------------------------------------------------------------------------------------------
+# audio2clip train --resume: transformers (this version) reads a checkpoint with
+# torch.load(weights_only=True), JSON and safetensors only, never training_args.bin (a pickle,
+# which the recipe deletes from its checkpoints): a resume is safe, and exact.
+
+
+def _a2c_run(a2c: Path, out: Path, **kw: object) -> dict[str, object]:
+    import torch
+
+    from speechattn.recipes.audio2clip.model import AudioToTextEncoder
+    from speechattn.recipes.audio2clip.train import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(manifest=a2c / "manifest.jsonl", output_dir=out, audio_model=a2c / "w2v",
+              text_model=a2c / "clip_text", max_steps=4, batch_size=2, seed=0, progress=False,
+              learnable_temperature=True, **kw)  # type: ignore[arg-type]  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    return dict(AudioToTextEncoder.from_pretrained(out).state_dict())
+
+
+def test_audio2clip_resumed_run_equals_an_uninterrupted_one(
+    a2c: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+    from transformers import Trainer
+
+    whole = _a2c_run(a2c, tmp_path / "whole", checkpoint_every=2)
+    real_step = Trainer.training_step
+
+    def ctrl_c_at_step_3(self: Trainer, *a: object, **k: object) -> object:
+        if self.state.global_step == 3:
+            raise KeyboardInterrupt
+        return real_step(self, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Trainer, "training_step", ctrl_c_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        _a2c_run(a2c, tmp_path / "part", checkpoint_every=2)
+    monkeypatch.undo()
+    ck = tmp_path / "part" / "trainer" / "checkpoint-2"
+    assert (ck / "trainer_state.json").is_file()
+    assert not list((tmp_path / "part").rglob("training_args.bin"))  # no pickle is kept
+    loads: list[tuple[str, object]] = []
+    real_load = torch.load
+
+    def watched(f: object, *a: object, **k: object) -> object:
+        loads.append((Path(str(f)).name, k.get("weights_only")))
+        return real_load(f, *a, **k)  # type: ignore[arg-type]
+
+    steps: list[int] = []
+
+    def counted(self: Trainer, *a: object, **k: object) -> object:
+        steps.append(self.state.global_step)
+        return real_step(self, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch, "load", watched)
+    monkeypatch.setattr(Trainer, "training_step", counted)
+    resumed = _a2c_run(a2c, tmp_path / "part", checkpoint_every=2, resume=True)
+    monkeypatch.undo()
+    assert steps == [2, 3]  # it went on from step 2 (not from scratch)
+    names = {n for n, _ in loads}
+    assert {"optimizer.pt", "scheduler.pt", "rng_state.pth"} <= names
+    assert all(w is True for _, w in loads), loads
+    summary = json.loads((tmp_path / "part" / "audio2clip_train.json").read_text())
+    assert summary["steps"] == 4
+    assert whole.keys() == resumed.keys()
+    for k, v in whole.items():
+        assert torch.equal(v, resumed[k]), k  # before: no resume at all
+
+
+def test_audio2clip_resume_without_a_usable_checkpoint_is_one_line(
+    a2c: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.cli_run import run_cli
+
+    base = ["audio2clip", "train", "--manifest", str(a2c / "manifest.jsonl"), "--text-model",
+            str(a2c / "clip_text"), "--audio-model", str(a2c / "w2v"), "--max-steps", "2",
+            "--batch-size", "2", "--no-progress", "--out", str(tmp_path / "o")]  # fmt: skip
+    assert run_cli([*base, "--resume"]) == 1
+    err = capsys.readouterr()
+    said = (err.out + err.err).strip()
+    assert (
+        len(said.splitlines()) == 1 and "no checkpoint in" in said and "--checkpoint-every" in said
+    )
+    # a checkpoint cut short (no trainer_state.json: written last) is passed over by name
+    (tmp_path / "o" / "trainer" / "checkpoint-2").mkdir(parents=True)
+    assert run_cli([*base, "--resume"]) == 1
+    cap = capsys.readouterr()
+    assert "warning: " in cap.err and "checkpoint-2: trainer_state.json is missing" in cap.err
+    assert "no usable checkpoint" in cap.err + cap.out
+
+
+def test_audio2clip_ctrl_c_prints_the_resume_command(
+    a2c: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import speechattn.recipes.audio2clip.train as T
+    from speechattn.cli import main
+
+    def interrupted(**k: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "train", interrupted)
+    monkeypatch.chdir(tmp_path)
+    argv = ["audio2clip", "train", "--manifest", "m.jsonl", "--text-model", "t", "--out", "o"]
+    assert main([*argv, "--checkpoint-every", "5"]) == 130
+    err = capsys.readouterr().err  # no checkpoint written yet: nothing to resume from
+    assert "before the first checkpoint" in err and "this command does not resume" in err
+    (tmp_path / "o" / "trainer" / "checkpoint-5").mkdir(parents=True)
+    assert main([*argv, "--checkpoint-every", "5"]) == 130
+    err = capsys.readouterr().err
+    assert "checkpoint at step 5 in o/trainer/checkpoint-5" in err and len(err.splitlines()) == 1
+    assert "run the same command to resume:" in err and err.strip().endswith("--resume")

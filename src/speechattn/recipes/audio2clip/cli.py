@@ -10,6 +10,7 @@ from pathlib import Path
 from speechattn._cli import (
     CliError,
     add_hidden_alias,
+    nonnegative_int,
     out_dir,
     positive_float,
     positive_int,
@@ -37,7 +38,7 @@ def _require_out(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from speechattn.recipes._distributed import end_process_group, start_process_group
-    from speechattn.recipes.audio2clip.train import train
+    from speechattn.recipes.audio2clip.train import CHECKPOINT_FOLDER, _checkpoint_steps, train
 
     _require_out(args)
     start_process_group()  # under torchrun (the Trainer takes it up): nccl with CUDA, else gloo
@@ -61,8 +62,22 @@ def _train(args: argparse.Namespace) -> int:
             mask_text_padding=args.mask_text_padding,
             seed=args.seed,
             progress=not args.no_progress,
+            checkpoint_every=args.checkpoint_every,
+            resume=args.resume,
         )
         ok = True
+    except KeyboardInterrupt:
+        # the top-level handler adds the command that resumes (with --resume) when there is a
+        # checkpoint to resume from
+        found = _checkpoint_steps(Path(args.out) / CHECKPOINT_FOLDER)
+        args.resumable = bool(found)
+        if found:
+            raise KeyboardInterrupt(f"checkpoint at step {found[0][0]} in {found[0][1]}") from None
+        if args.checkpoint_every:
+            raise KeyboardInterrupt(
+                f"before the first checkpoint (every {args.checkpoint_every} steps)"
+            ) from None
+        raise
     finally:
         end_process_group(ok=ok)
     if os.environ.get("RANK", "0") == "0":
@@ -288,7 +303,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         action="store_true",
         help="no training log lines (loss, learning rate) while training",
     )
-    t.set_defaults(func=_train)
+    t.add_argument(
+        "--checkpoint-every",
+        type=nonnegative_int,
+        default=0,
+        metavar="STEPS",
+        help="write a resumable checkpoint to OUT/trainer every STEPS steps, keeping the latest "
+        "(default: %(default)s, none)",
+    )
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the latest checkpoint in OUT/trainer; pass the same other "
+        "arguments as the interrupted run (the result equals an uninterrupted run)",
+    )
+    t.set_defaults(func=_train, resume_args=("--resume",))
 
     e = s.add_parser(
         "eval", help="retrieval R@1/5/10 both ways and the matched/mismatched cosine gap"
