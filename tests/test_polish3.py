@@ -4,6 +4,13 @@
   report / results file that a later run or reader took as valid; every writer in the recipes
   and the CLI now goes through one helper (a temporary file beside the target, then
   ``os.replace``).
+* speaker score --cohort: a .npy, a pickle or an object array gave an error naming no file; the
+  array checks now all name the file, what was expected and what was found.
+* DDP: torch's "find_unused_parameters=True ... did not find any unused parameters" warning,
+  once per rank, from align (fs, mha) and audio2clip.
+* Process-group teardown: speaker destroyed its group without a barrier, align and audio2clip
+  never ended theirs; one helper now does it the same way for all three.
+* audio2clip train could not resume; --checkpoint-every / --resume, exact and pickle-free.
 """
 
 from __future__ import annotations
