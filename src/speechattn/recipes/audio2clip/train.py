@@ -34,6 +34,7 @@ __all__ = [
     "Audio2ClipTrainModule",
     "evaluate",
     "format_metrics",
+    "last_checkpoint",
     "make_trainer_class",
     "train",
 ]
@@ -276,7 +277,8 @@ def train(
         progress: print the training log (loss, learning rate) every ``logging_steps``
             steps; the log is kept in the saved summary either way.
         checkpoint_every: write a resumable Trainer checkpoint to ``output_dir/trainer`` every
-            this many steps (the latest one is kept; 0: none).
+            this many steps (the latest one is kept; 0: none). A run that does not resume
+            removes the checkpoints of an earlier run there first.
         resume: continue from the latest checkpoint there (:func:`last_checkpoint`), with the
             same arguments as the run that wrote it: the result equals an uninterrupted run.
         Others: usual optimisation settings; ``direction``/``temperature`` go to the loss.
@@ -292,6 +294,13 @@ def train(
         if checkpoint_every < 0:
             raise ValueError(f"Expected checkpoint_every >= 0; found {checkpoint_every}.")
         start = last_checkpoint(output_dir, world_size=_world_size()) if resume else None
+        if start is None and checkpoint_every and os.environ.get("RANK", "0") == "0":
+            # Starting over: an earlier run's checkpoints would outrank this run's (the Trainer
+            # keeps the highest step) and be what a later --resume picks up.
+            import shutil
+
+            for _, old in _checkpoint_steps(output_dir / CHECKPOINT_FOLDER):
+                shutil.rmtree(old)
         malformed: list[str] = []
         items, skipped = usable_items(read_manifest(manifest, problems=malformed))
         skipped = [*malformed, *skipped]  # malformed manifest lines, then unusable audio files
