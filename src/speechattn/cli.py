@@ -148,8 +148,11 @@ def _launcher() -> list[str]:
     return ["torchrun", *nodes, "--nproc_per_node", str(local), "-m", "speechattn"]
 
 
-def _resume_command(argv: Sequence[str]) -> str:
+def _resume_command(argv: Sequence[str], extra: Sequence[str] = ()) -> str:
+    """The command that resumes ``argv``: without ``--overwrite``, with ``extra`` (options a
+    command resumes with, e.g. ``--resume``) added when missing."""
     kept = [a for a in argv if a not in _NOT_ON_RESUME and a != "--debug"]
+    kept += [a for a in extra if a not in kept]
     return shlex.join([*_launcher(), *kept])
 
 
@@ -186,7 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         if args.command in _RESUMABLE or getattr(args, "resumable", False):
-            hint = f"run the same command to resume: {_resume_command(raw)}"
+            extra = getattr(args, "resume_args", ())
+            hint = f"run the same command to resume: {_resume_command(raw, extra)}"
         else:
             hint = "this command does not resume; run it again to start over"
         if _is_main_rank():  # every torchrun process gets the SIGINT: one line, from rank 0

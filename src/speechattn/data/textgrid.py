@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from speechattn._io import atomic_write, write_text_atomic
 from speechattn.data.synth import Interval
 
 __all__ = [
@@ -110,7 +111,8 @@ def write_textgrid(
     for name, ivs in (("words", w), ("phones", p)):
         tg.addTier(textgrid.IntervalTier(name, [tuple(iv) for iv in ivs], 0.0, duration))
     out = Path(path)
-    tg.save(str(out), format="long_textgrid", includeBlankSpaces=True, reportingMode="error")
+    with atomic_write(out) as tmp:  # a write cut short leaves the earlier file, never half a grid
+        tg.save(str(tmp), format="long_textgrid", includeBlankSpaces=True, reportingMode="error")
     return out
 
 
@@ -179,9 +181,7 @@ def write_ctm(
     for iv in ivs:
         label = "_".join(iv.label.split()) or "<unk>"
         lines.append(f"{uid} {int(channel)} {iv.start:.3f} {iv.end - iv.start:.3f} {label}")
-    out = Path(path)
-    out.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
-    return out
+    return write_text_atomic(path, "\n".join(lines) + ("\n" if lines else ""))
 
 
 def read_ctm(path: str | os.PathLike[str]) -> dict[str, list[Interval]]:
@@ -222,9 +222,7 @@ def write_alignment_json(
     }
     if extra:
         rec.update(extra)
-    out = Path(path)
-    out.write_text(json.dumps(rec, ensure_ascii=False, indent=1), encoding="utf-8")
-    return out
+    return write_text_atomic(path, json.dumps(rec, ensure_ascii=False, indent=1))
 
 
 def read_alignment_json(path: str | os.PathLike[str]) -> tuple[list[Interval], list[Interval]]:

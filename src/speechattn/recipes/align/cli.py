@@ -213,6 +213,7 @@ def _checked_align_overrides(overrides: dict[str, object]) -> dict[str, object]:
 
 
 def _align(args: argparse.Namespace) -> int:
+    from speechattn.recipes._distributed import end_process_group
     from speechattn.recipes.align.pipeline import run_align
     from speechattn.recipes.align.report import metrics_table_text
     from speechattn.recipes.align.train import TrainConfig
@@ -250,34 +251,41 @@ def _align(args: argparse.Namespace) -> int:
     }
     tfields["max_seconds"] = ADAPT_MAX_SECONDS  # a float (None: no cap, not settable here)
     tfields.update({f.name: getattr(AdaptStop(), f.name) for f in dataclasses.fields(AdaptStop)})
-    res = run_align(
-        Path(args.data),
-        Path(args.out),
-        checkpoint=checkpoints or None,
-        adapt=not args.no_adapt,
-        from_scratch=args.from_scratch,
-        steps=args.steps,
-        seed=args.seed,
-        threads=args.threads,
-        word_silences=args.word_silences,
-        kind=args.kind,
-        prior=args.prior,
-        calibration=args.calibration,
-        progress=not args.no_progress,
-        overwrite=args.overwrite,
-        formats=tuple(dict.fromkeys([*args.format, *(["ctm"] if args.ctm else [])])),
-        train_overrides=_checked_align_overrides(parse_overrides(args.set, tfields)),
-        pauses=args.pauses,
-        min_pause_s=args.min_pause_ms / 1000.0,
-        max_pause_loudness=args.max_pause_loudness,
-        reverse_pass=args.reverse_pass,
-        silence_edge_db=args.silence_edge_db,
-        refine_radius_s=None if args.refine_boundaries is None else args.refine_boundaries / 1000,
-        refine_fraction=1.0 if args.refine_fraction is None else args.refine_fraction,
-        dereverb=args.dereverb == "auto",
-        log=print if os.environ.get("RANK", "0") == "0" else (lambda *a: None),  # torchrun
-        **({} if args.adapt_members is None else {"adapt_members": args.adapt_members}),
-    )
+    ok = False
+    try:
+        res = run_align(
+            Path(args.data),
+            Path(args.out),
+            checkpoint=checkpoints or None,
+            adapt=not args.no_adapt,
+            from_scratch=args.from_scratch,
+            steps=args.steps,
+            seed=args.seed,
+            threads=args.threads,
+            word_silences=args.word_silences,
+            kind=args.kind,
+            prior=args.prior,
+            calibration=args.calibration,
+            progress=not args.no_progress,
+            overwrite=args.overwrite,
+            formats=tuple(dict.fromkeys([*args.format, *(["ctm"] if args.ctm else [])])),
+            train_overrides=_checked_align_overrides(parse_overrides(args.set, tfields)),
+            pauses=args.pauses,
+            min_pause_s=args.min_pause_ms / 1000.0,
+            max_pause_loudness=args.max_pause_loudness,
+            reverse_pass=args.reverse_pass,
+            silence_edge_db=args.silence_edge_db,
+            refine_radius_s=None
+            if args.refine_boundaries is None
+            else args.refine_boundaries / 1000,
+            refine_fraction=1.0 if args.refine_fraction is None else args.refine_fraction,
+            dereverb=args.dereverb == "auto",
+            log=print if os.environ.get("RANK", "0") == "0" else (lambda *a: None),  # torchrun
+            **({} if args.adapt_members is None else {"adapt_members": args.adapt_members}),
+        )
+        ok = True
+    finally:
+        end_process_group(ok=ok)
     if res:
         print(metrics_table_text(res["table"]))
         skipped = res["summary"].get("skipped", 0)

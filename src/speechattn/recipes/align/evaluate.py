@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from speechattn._io import atomic_write, write_text_atomic
 from speechattn.recipes.align.calibrate import BoundaryOffsets, shift_edges
 from speechattn.recipes.align.data import SIL, SP, AlignItem, FeatureConfig, collate_items
 
@@ -581,9 +582,7 @@ def _write_json(js: Path, result: AlignmentResult, config: FeatureConfig) -> Non
         "phones": [{"start": a, "end": b, "label": p} for a, b, p in result.phones],
         "pauses": [{"start": a, "end": b, "label": p} for a, b, p in result.pauses],
     }
-    tmp = js.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False))
-    tmp.replace(js)
+    write_text_atomic(js, json.dumps(payload, indent=1, ensure_ascii=False))
 
 
 def _token_labels(item: AlignItem) -> list[str]:
@@ -602,4 +601,5 @@ def _write_textgrid_praatio(path: Path, words: list, phones: list, xmax: float) 
     for name, ivs in (("words", words), ("phones", phones)):
         entries = [(float(a), float(b), str(lab)) for a, b, lab in ivs if b > a]
         grid.addTier(ptg.IntervalTier(name, entries, 0.0, xmax))
-    grid.save(str(path), format="long_textgrid", includeBlankSpaces=True)
+    with atomic_write(path) as tmp:
+        grid.save(str(tmp), format="long_textgrid", includeBlankSpaces=True)

@@ -203,7 +203,9 @@ class TextMelAligner(nn.Module):
 
             # The SMA layer's stay step gives p_t(u): text queries, mel keys, energy + learnable
             # bias (initial stay probability 0.5, then shifted per item to 1 - U/T). Its value
-            # and output projections are kept (unused) so saved aligners load unchanged.
+            # and output projections are kept (unused) so saved aligners load unchanged, and
+            # frozen: no step ever gives them a gradient, so DDP needs no search for unused
+            # parameters (which warned for the other kinds, where none is unused).
             self.sma = StepwiseMonotonicMultiheadAttention(
                 embed_dim=d,
                 num_heads=1,
@@ -212,6 +214,8 @@ class TextMelAligner(nn.Module):
                 initial_stay_prob=0.5,
                 mass="preserve",
             )
+            self.sma.v_proj.requires_grad_(False)
+            self.sma.out_proj.requires_grad_(False)
         if config.kind == "mha":
             h = config.num_heads
             if d % h:

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from speechattn._io import write_text_atomic
+
 __all__ = [
     "RUN_RECORD",
     "OutputFolderError",
@@ -157,7 +159,7 @@ def prepare_output(
                 f"Start fresh with {fresh}."
             )
         state = "resume"
-    (out / RUN_RECORD).write_text(json.dumps(record, indent=1, ensure_ascii=False))
+    write_text_atomic(out / RUN_RECORD, json.dumps(record, indent=1, ensure_ascii=False))
     return state
 
 

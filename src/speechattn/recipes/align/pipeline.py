@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from speechattn._config import check_fields
+from speechattn._io import write_text_atomic
+from speechattn.recipes._distributed import end_process_group
 from speechattn.recipes.align.calibrate import (
     BoundaryOffsets,
     fit_boundary_offsets,
@@ -1473,6 +1475,10 @@ def run_align(
                 "lr": tcfg.lr,
                 "members": _adapted_members_text(n_adapt, len(starts)),
             }
+    if world > 1:
+        # The ranks' shared work ends here: rank 0 aligns the corpus and writes the outputs
+        # alone, without the group (ended the safe way, so no rank waits on it meanwhile).
+        end_process_group(ok=True)
     if rank != 0:
         return {}
     # "auto": an optional pause token between every two words, adapted or not. (The espeak-only
@@ -1577,5 +1583,5 @@ def run_align(
         else []
     )
     report = write_report_safe(out, table, ex, {}, feats, summary, notes)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     return {"report": report, "table": table, "summary": summary}

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from speechattn._io import atomic_write, write_text_atomic
 from speechattn.recipes.align.data import FeatureConfig
 from speechattn.recipes.align.evaluate import AlignmentResult, Metrics
 
@@ -119,7 +120,8 @@ def _plot_alignments(
         ax.set_ylabel("token")
     axes[0][0].legend(loc="upper left", fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
 
 
@@ -145,7 +147,8 @@ def _plot_durations(path: Path, res: AlignmentResult, cfg: FeatureConfig, title:
     ax.set_xlabel("frame")
     ax.set_ylabel("mel bin")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
 
 
@@ -176,7 +179,8 @@ def _plot_curves(path: Path, histories: Mapping[str, Sequence[Mapping[str, float
             ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
 
 
@@ -215,7 +219,8 @@ def write_report(
     if histories:
         _plot_curves(out_dir / "curves.png", histories)
         figs.append(("curves.png", "Training curves"))
-    (out_dir / "metrics.json").write_text(
+    write_text_atomic(
+        out_dir / "metrics.json",
         json.dumps(
             {
                 "summary": dict(summary),
@@ -232,7 +237,7 @@ def write_report(
                 ),
             },
             indent=1,
-        )
+        ),
     )
     summ = "".join(
         f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in summary.items()
@@ -263,5 +268,4 @@ def write_report(
         )
     body.append("</body></html>")
     path = out_dir / "report.html"
-    path.write_text("\n".join(body), encoding="utf-8")
-    return path
+    return write_text_atomic(path, "\n".join(body))

@@ -22,7 +22,6 @@ and a stop (``should_stop``, ``max_seconds``) on any rank stops all of them at t
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,6 +30,8 @@ from typing import Any
 
 import torch
 
+from speechattn._io import atomic_write
+from speechattn.recipes._distributed import start_process_group
 from speechattn.recipes.align.data import AlignItem, collate_items
 from speechattn.recipes.align.model import AlignerConfig, TextMelAligner
 
@@ -72,15 +73,9 @@ class TrainResult:
 
 
 def dist_info() -> tuple[int, int]:
-    """(rank, world size); initialises the default process group under torchrun if needed."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")  # the aligners train on the CPU
-    return dist.get_rank(), dist.get_world_size()
+    """(rank, world size); starts the default process group under torchrun if needed
+    (:func:`speechattn.recipes._distributed.start_process_group`)."""
+    return start_process_group("gloo")  # the aligners train on the CPU
 
 
 def _any_rank(flag: bool, world: int) -> bool:
@@ -110,11 +105,9 @@ class CheckpointMismatch(ValueError):
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
-    """Atomic save: write ``path.tmp`` then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    """Atomic save (:func:`speechattn._io.atomic_write`: a temporary file, then ``os.replace``)."""
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -287,8 +280,9 @@ def train_aligner(
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        # The SMA layer's value/output projections are unused by the aligner objective.
-        ddp_model = DistributedDataParallel(model, find_unused_parameters=True)
+        # Every trainable parameter gets a gradient each step (the SMA layer's unused value and
+        # output projections are frozen): no search for unused ones, and no warning about it.
+        ddp_model = DistributedDataParallel(model)
     lengths = [int(it.mel.shape[0]) for it in items]
     t0 = time.perf_counter()
     bar = None

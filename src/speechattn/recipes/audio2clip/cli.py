@@ -10,10 +10,12 @@ from pathlib import Path
 from speechattn._cli import (
     CliError,
     add_hidden_alias,
+    nonnegative_int,
     out_dir,
     positive_float,
     positive_int,
 )
+from speechattn._io import atomic_write, write_text_atomic
 
 __all__ = ["PIPELINE_HELP", "add_image_arguments", "add_parser"]
 
@@ -35,28 +37,49 @@ def _require_out(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from speechattn.recipes.audio2clip.train import train
+    from speechattn.recipes._distributed import end_process_group, start_process_group
+    from speechattn.recipes.audio2clip.train import CHECKPOINT_FOLDER, _checkpoint_steps, train
 
     _require_out(args)
-    out = train(
-        manifest=args.manifest,
-        output_dir=args.out,
-        audio_model=args.audio_model,
-        text_model=args.text_model,
-        text_length=args.text_length,
-        length_mode=args.length_mode,
-        num_heads=args.num_heads,
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        temperature=args.temperature,
-        learnable_temperature=args.learnable_temperature,
-        direction=args.direction,
-        mask_text_padding=args.mask_text_padding,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
+    start_process_group()  # under torchrun (the Trainer takes it up): nccl with CUDA, else gloo
+    ok = False
+    try:
+        out = train(
+            manifest=args.manifest,
+            output_dir=args.out,
+            audio_model=args.audio_model,
+            text_model=args.text_model,
+            text_length=args.text_length,
+            length_mode=args.length_mode,
+            num_heads=args.num_heads,
+            epochs=args.epochs,
+            max_steps=args.max_steps,
+            batch_size=args.batch_size,
+            learning_rate=args.lr,
+            temperature=args.temperature,
+            learnable_temperature=args.learnable_temperature,
+            direction=args.direction,
+            mask_text_padding=args.mask_text_padding,
+            seed=args.seed,
+            progress=not args.no_progress,
+            checkpoint_every=args.checkpoint_every,
+            resume=args.resume,
+        )
+        ok = True
+    except KeyboardInterrupt:
+        # the top-level handler adds the command that resumes (with --resume) when there is a
+        # checkpoint to resume from
+        found = _checkpoint_steps(Path(args.out) / CHECKPOINT_FOLDER)
+        args.resumable = bool(found)
+        if found:
+            raise KeyboardInterrupt(f"checkpoint at step {found[0][0]} in {found[0][1]}") from None
+        if args.checkpoint_every:
+            raise KeyboardInterrupt(
+                f"before the first checkpoint (every {args.checkpoint_every} steps)"
+            ) from None
+        raise
+    finally:
+        end_process_group(ok=ok)
     if os.environ.get("RANK", "0") == "0":
         print(f"saved audio encoder to {out}")
     return 0
@@ -79,7 +102,7 @@ def _eval(args: argparse.Namespace) -> int:
     if skipped:
         print(f"skipped: {len(skipped)} manifest line(s) or file(s) (see the warnings above)")
     if args.json:
-        Path(args.json).write_text(json.dumps({**m._asdict(), "skipped": len(skipped)}, indent=2))
+        write_text_atomic(args.json, json.dumps({**m._asdict(), "skipped": len(skipped)}, indent=2))
     return 0
 
 
@@ -124,7 +147,8 @@ def _generate(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     for path, img in zip(paths, images):
         dest = out_dir / f"{Path(path).stem}.png"
-        img.save(dest)
+        with atomic_write(dest) as tmp:
+            img.save(tmp, format="PNG")
         print(dest)
     if len(paths) < len(args.audio):
         print(f"skipped: {len(args.audio) - len(paths)} file(s) (see the warnings above)")
@@ -282,7 +306,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         action="store_true",
         help="no training log lines (loss, learning rate) while training",
     )
-    t.set_defaults(func=_train)
+    t.add_argument(
+        "--checkpoint-every",
+        type=nonnegative_int,
+        default=0,
+        metavar="STEPS",
+        help="write a resumable checkpoint to OUT/trainer every STEPS steps, keeping the latest "
+        "(default: %(default)s, none)",
+    )
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the latest checkpoint in OUT/trainer; pass the same other "
+        "arguments as the interrupted run (the result equals an uninterrupted run)",
+    )
+    t.set_defaults(func=_train, resume_args=("--resume",))
 
     e = s.add_parser(
         "eval", help="retrieval R@1/5/10 both ways and the matched/mismatched cosine gap"

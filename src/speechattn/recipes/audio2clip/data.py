@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from speechattn._io import write_text_atomic
 from speechattn.data.corpus import skipped_lines_note, warn_skipped_lines
 from speechattn.recipes.audio2clip.model import extract_features, pad_features
 
@@ -101,15 +102,14 @@ def read_manifest(path: str | Path, *, problems: list[str] | None = None) -> lis
 def write_manifest(path: str | Path, items: list[ManifestItem]) -> Path:
     """Write items as JSONL with paths relative to the manifest folder when possible."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for it in items:
-            try:
-                audio = str(it.audio_path.resolve().relative_to(path.parent.resolve()))
-            except ValueError:
-                audio = str(it.audio_path)
-            f.write(json.dumps({"audio": audio, "caption": it.caption, **it.extra}) + "\n")
-    return path
+    lines = []
+    for it in items:
+        try:
+            audio = str(it.audio_path.resolve().relative_to(path.parent.resolve()))
+        except ValueError:
+            audio = str(it.audio_path)
+        lines.append(json.dumps({"audio": audio, "caption": it.caption, **it.extra}) + "\n")
+    return write_text_atomic(path, "".join(lines))
 
 
 #: Shortest usable clip: one 25 ms fbank window at 16 kHz.

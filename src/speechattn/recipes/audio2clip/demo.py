@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from speechattn._config import check_fields
+from speechattn._io import write_text_atomic
 from speechattn.data.synth import generate_sentences
 from speechattn.functional.contrastive import pooled_contrastive_loss
 from speechattn.functional.masks import lengths_to_valid_mask
@@ -448,5 +449,5 @@ def run_demo(
         "data_seconds": data_seconds,
         "total_seconds": time.time() - t0,
     }
-    (output_dir / "report.json").write_text(json.dumps(report, indent=2))
+    write_text_atomic(output_dir / "report.json", json.dumps(report, indent=2))
     return report

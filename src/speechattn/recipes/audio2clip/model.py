@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from speechattn._io import atomic_write, write_text_atomic
 from speechattn.data.collate import pad_sequence_batch
 from speechattn.functional.masks import lengths_to_valid_mask
 
@@ -434,8 +435,6 @@ class AudioToTextEncoder(nn.Module):
         file and ``os.replace``): a save cut short (Ctrl-C, a full disk) over an earlier model
         leaves a folder that :meth:`from_pretrained` refuses, never a mix of the two models.
         """
-        import os
-
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         (path / CONFIG_NAME).unlink(missing_ok=True)
@@ -443,12 +442,9 @@ class AudioToTextEncoder(nn.Module):
         if self.feature_extractor is not None:
             self.feature_extractor.save_pretrained(path / ENCODER_SUBFOLDER)
         head = {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}
-        tmp = path / (HEAD_WEIGHTS_NAME + ".tmp")
-        torch.save(head, tmp)
-        os.replace(tmp, path / HEAD_WEIGHTS_NAME)
-        tmp = path / (CONFIG_NAME + ".tmp")
-        tmp.write_text(json.dumps(self.head_config(), indent=2))
-        os.replace(tmp, path / CONFIG_NAME)
+        with atomic_write(path / HEAD_WEIGHTS_NAME) as tmp:
+            torch.save(head, tmp)
+        write_text_atomic(path / CONFIG_NAME, json.dumps(self.head_config(), indent=2))
         return path
 
     @classmethod

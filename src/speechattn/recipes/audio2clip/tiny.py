@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from speechattn._io import write_text_atomic
+
 __all__ = ["tiny_clip_text_encoder", "tiny_sd_pipeline", "tiny_w2v_bert"]
 
 
@@ -70,8 +72,8 @@ def _tiny_clip_tokenizer(folder: Path, max_length: int) -> None:
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
+    write_text_atomic(folder / "vocab.json", json.dumps(vocab))
+    write_text_atomic(folder / "merges.txt", "#version: 0.2\n")
     from transformers import CLIPTokenizer
 
     # transformers 5: build from the folder (constructor file arguments are ignored).

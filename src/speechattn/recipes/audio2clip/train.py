@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from speechattn._io import write_text_atomic
 from speechattn.nn.contrastive import SequenceContrastiveLoss
 from speechattn.recipes.audio2clip.data import (
     AudioCaptionCollator,
@@ -33,11 +34,19 @@ __all__ = [
     "Audio2ClipTrainModule",
     "evaluate",
     "format_metrics",
+    "last_checkpoint",
     "make_trainer_class",
     "train",
 ]
 
 TRAIN_SUMMARY = "audio2clip_train.json"
+#: Where the Trainer's periodic checkpoints go, below ``output_dir``.
+CHECKPOINT_FOLDER = "trainer"
+# What a checkpoint needs for an exact resume (beside ``rng_state[_<rank>].pth``), each read by
+# transformers with torch.load(weights_only=True) or as JSON / safetensors. trainer_state.json
+# is written last: a folder without it is a save cut short.
+_CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+_PICKLED_ARGS = "training_args.bin"
 
 
 class Audio2ClipTrainModule(nn.Module):
@@ -72,12 +81,98 @@ class Audio2ClipTrainModule(nn.Module):
         return result
 
 
+def _drops_layers(encoder: AudioToTextEncoder) -> bool:
+    """True when the audio encoder skips layers at random in training (``layerdrop`` > 0, for
+    the encoder's or the adapter's layers), so some parameters go unused in some steps."""
+    config = getattr(encoder.encoder, "config", None)
+    return float(getattr(config, "layerdrop", 0.0) or 0.0) > 0.0
+
+
+def _checkpoint_steps(folder: Path) -> list[tuple[int, Path]]:
+    """``checkpoint-<step>`` folders under ``folder``, latest first."""
+    found = []
+    for p in folder.glob("checkpoint-*") if folder.is_dir() else []:
+        step = p.name.removeprefix("checkpoint-")
+        if p.is_dir() and step.isdigit():
+            found.append((int(step), p))
+    return sorted(found, reverse=True)
+
+
+def last_checkpoint(output_dir: str | Path, *, world_size: int = 1) -> Path:
+    """The latest complete, safely loadable Trainer checkpoint of an ``audio2clip train`` run.
+
+    Everything transformers reads on ``resume_from_checkpoint`` is checked here first, the way
+    it reads it: ``trainer_state.json`` (JSON), ``model.safetensors`` (safetensors), and
+    ``optimizer.pt``, ``scheduler.pt``, ``rng_state[_<rank>].pth`` with
+    ``torch.load(weights_only=True)`` (NumPy arrays allowed in the RNG state, as transformers
+    allows them). ``training_args.bin``, a pickle, is never read on resume; the recipe deletes
+    it from its checkpoints. A folder that fails (a save cut short, a truncated file) is passed
+    over with a warning naming it.
+
+    Raises:
+        ValueError: no usable checkpoint under ``output_dir/trainer``.
+    """
+    import warnings
+
+    folder = Path(output_dir) / CHECKPOINT_FOLDER
+    steps = _checkpoint_steps(folder)
+    if not steps:
+        raise ValueError(
+            f"--resume: no checkpoint in {folder}; train with --checkpoint-every N to write them "
+            "(or leave out --resume to start over)."
+        )
+    from transformers.trainer_pt_utils import safe_globals  # transformers' own allowlist
+
+    rng = (
+        ["rng_state.pth"] if world_size <= 1 else [f"rng_state_{r}.pth" for r in range(world_size)]
+    )
+    for _, ck in steps:
+        problem = None
+        for name in (*_CHECKPOINT_FILES, "model.safetensors", *rng):
+            f = ck / name
+            if not f.is_file():
+                problem = f"{name} is missing"
+                break
+            try:
+                if name.endswith(".json"):
+                    json.loads(f.read_text(encoding="utf-8"))
+                elif name.endswith(".safetensors"):
+                    from safetensors import safe_open
+
+                    with safe_open(str(f), framework="pt") as sf:
+                        list(sf.keys())
+                else:
+                    with safe_globals():
+                        torch.load(f, map_location="cpu", weights_only=True)
+            except Exception as exc:
+                problem = f"{name} is unreadable ({' '.join(str(exc).split())[:200]})"
+                break
+        if problem is None:
+            return ck
+        warnings.warn(f"{ck}: {problem}; passing over this checkpoint", stacklevel=2)
+    raise ValueError(
+        f"--resume: no usable checkpoint in {folder} (see the warnings); start over without "
+        "--resume."
+    )
+
+
 def make_trainer_class() -> type:
     """The ``Trainer`` subclass (built lazily so importing this module does not import transformers)."""
     from transformers import Trainer
 
     class Audio2ClipTrainer(Trainer):
-        """The original recipe's ``TrainBert`` Trainer done with masks, learnable temperature and distributed negatives."""
+        """The original recipe's ``TrainBert`` Trainer done with masks, learnable temperature and distributed negatives.
+
+        Its checkpoints hold no pickle: ``training_args.bin`` (never read on resume) is deleted
+        as soon as a checkpoint is written.
+        """
+
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            super()._save_checkpoint(model, trial)
+            if self.args.should_save:
+                folder = Path(str(self.args.output_dir))
+                for p in folder.glob(f"checkpoint-*/{_PICKLED_ARGS}"):
+                    p.unlink(missing_ok=True)
 
         def compute_loss(  # type: ignore[override]
             self,
@@ -166,6 +261,8 @@ def train(
     logging_steps: int = 10,
     dataloader_workers: int = 0,
     progress: bool = True,
+    checkpoint_every: int = 0,
+    resume: bool = False,
 ) -> Path:
     """Fine-tune an audio encoder so its ``(L, D)`` output matches a frozen text encoder's states.
 
@@ -179,6 +276,11 @@ def train(
             BERT-like encoders, False for CLIP, whose padded states Stable Diffusion does use).
         progress: print the training log (loss, learning rate) every ``logging_steps``
             steps; the log is kept in the saved summary either way.
+        checkpoint_every: write a resumable Trainer checkpoint to ``output_dir/trainer`` every
+            this many steps (the latest one is kept; 0: none). A run that does not resume
+            removes the checkpoints of an earlier run there first.
+        resume: continue from the latest checkpoint there (:func:`last_checkpoint`), with the
+            same arguments as the run that wrote it: the result equals an uninterrupted run.
         Others: usual optimisation settings; ``direction``/``temperature`` go to the loss.
 
     Returns:
@@ -189,6 +291,16 @@ def train(
         from transformers import TrainingArguments, set_seed
 
         output_dir = Path(output_dir)
+        if checkpoint_every < 0:
+            raise ValueError(f"Expected checkpoint_every >= 0; found {checkpoint_every}.")
+        start = last_checkpoint(output_dir, world_size=_world_size()) if resume else None
+        if start is None and checkpoint_every and os.environ.get("RANK", "0") == "0":
+            # Starting over: an earlier run's checkpoints would outrank this run's (the Trainer
+            # keeps the highest step) and be what a later --resume picks up.
+            import shutil
+
+            for _, old in _checkpoint_steps(output_dir / CHECKPOINT_FOLDER):
+                shutil.rmtree(old)
         malformed: list[str] = []
         items, skipped = usable_items(read_manifest(manifest, problems=malformed))
         skipped = [*malformed, *skipped]  # malformed manifest lines, then unusable audio files
@@ -225,7 +337,7 @@ def train(
         )
         module = Audio2ClipTrainModule(encoder, loss, mask_text_padding=mask_text_padding)
         args = TrainingArguments(
-            output_dir=str(output_dir / "trainer"),
+            output_dir=str(output_dir / CHECKPOINT_FOLDER),
             per_device_train_batch_size=batch_size,
             num_train_epochs=epochs,
             max_steps=max_steps,
@@ -234,13 +346,20 @@ def train(
             **warmup_arguments(warmup_ratio),
             lr_scheduler_type="cosine",
             logging_steps=logging_steps,
-            save_strategy="no",
+            **(
+                {"save_strategy": "steps", "save_steps": checkpoint_every, "save_total_limit": 1}
+                if checkpoint_every
+                else {"save_strategy": "no"}
+            ),
             report_to="none",
             remove_unused_columns=False,
             dataloader_drop_last=world > 1,  # equal local batches for the all-gather
             dataloader_num_workers=dataloader_workers,
             dataloader_pin_memory=torch.cuda.is_available(),
-            ddp_find_unused_parameters=True,
+            # Every parameter gets a gradient each step unless the encoder drops layers at
+            # random (layerdrop; 0 with SEED_ADAPTER_SETTINGS): only then must DDP search for
+            # unused ones (searching when none is unused costs a graph walk and a warning).
+            ddp_find_unused_parameters=_drops_layers(encoder),
             ddp_backend="gloo" if world > 1 and not torch.cuda.is_available() else None,
             use_cpu=not torch.cuda.is_available(),
             seed=seed,
@@ -259,7 +378,7 @@ def train(
             from transformers.trainer_callback import PrinterCallback
 
             trainer.remove_callback(PrinterCallback)
-        result = trainer.train()
+        result = trainer.train(resume_from_checkpoint=None if start is None else str(start))
         if trainer.is_world_process_zero():
             encoder.save_pretrained(output_dir)
             summary = {
@@ -271,7 +390,7 @@ def train(
                 "mask_text_padding": mask_text_padding,
                 "log_history": trainer.state.log_history,
             }
-            (output_dir / TRAIN_SUMMARY).write_text(json.dumps(summary, indent=2))
+            write_text_atomic(output_dir / TRAIN_SUMMARY, json.dumps(summary, indent=2))
         return output_dir
 
 

@@ -35,6 +35,7 @@ from speechattn._cli import (
     parse_overrides,
     positive_int,
 )
+from speechattn._io import write_text_atomic
 from speechattn.recipes.speaker.config import POOLINGS, TRUNKS, SpeakerConfig
 from speechattn.recipes.speaker.evaluate import DEFAULT_TOP_K, SCORE_NORMS
 
@@ -95,16 +96,13 @@ def config_from_args(args: argparse.Namespace) -> SpeakerConfig:
 
 
 def _run(args: argparse.Namespace, data: str | None) -> int:
+    from speechattn.recipes._distributed import end_process_group, start_process_group
     from speechattn.recipes.speaker.train import ResumeMismatch, run_speaker
 
     cfg = config_from_args(args)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        import torch
-        import torch.distributed as dist
-
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    start_process_group()  # under torchrun: nccl with CUDA, else gloo
     out = Path(args.out)
+    ok = False
     try:
         res = run_speaker(
             cfg,
@@ -117,6 +115,7 @@ def _run(args: argparse.Namespace, data: str | None) -> int:
             overwrite=args.overwrite,
             on_skip=_warn,
         )
+        ok = True
     except ResumeMismatch as exc:
         raise CliError(str(exc)) from None
     except KeyboardInterrupt:  # the top-level handler prints it with the resume command
@@ -124,11 +123,7 @@ def _run(args: argparse.Namespace, data: str | None) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     finally:
-        if world > 1:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
+        end_process_group(ok=ok)  # a barrier first: no rank tears down while rank 0 writes
     if os.environ.get("RANK", "0") == "0":  # (the process group is gone by now)
         for r in res["rows"]:
             print(row_line(r))
@@ -170,14 +165,17 @@ def _cmd_score(args: argparse.Namespace) -> int:
         )
     if args.score_norm == "snorm" and args.top_k is not None:
         raise CliError("--top-k is for --score-norm asnorm (snorm uses the whole cohort)", status=2)
+    try:
+        model, cfg = load_checkpoint(args.checkpoint)
+    except (ValueError, FileNotFoundError) as exc:
+        raise CliError(str(exc)) from None
     cohort = None
-    if args.cohort != "list":
+    if args.cohort != "list":  # checked whole, against this encoder's embedding size
         try:
-            cohort = load_cohort(args.cohort)
+            cohort = load_cohort(args.cohort, embed_dim=model.embed_dim)
         except (ValueError, FileNotFoundError) as exc:
             raise CliError(f"--cohort: {exc}") from None
     try:
-        model, cfg = load_checkpoint(args.checkpoint)
         root = args.root if args.root is not None else Path(args.trials).parent
         malformed: list[str] = []
         trials = read_trials(args.trials, root, problems=malformed)
@@ -213,8 +211,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         f"{res['skipped_trials'] - len(malformed)} for unusable audio)"
     )
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(res, indent=2))
+        write_text_atomic(args.out, json.dumps(res, indent=2))
         print(f"wrote {args.out}")
     return 0
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from speechattn._io import atomic_write, write_text_atomic
 from speechattn.data.collate import pad_sequence_batch
 from speechattn.recipes.speaker.config import SpeakerConfig
 from speechattn.recipes.speaker.data import AUDIO_SUFFIXES, Trial
@@ -587,21 +588,39 @@ def score_trials(
     }
 
 
-def load_cohort(path: str | os.PathLike[str]) -> np.ndarray:
+def load_cohort(path: str | os.PathLike[str], *, embed_dim: int | None = None) -> np.ndarray:
     """The ``embeddings`` ``(C, E)`` of an ``.npz`` written by ``speechattn speaker embed``
     (read without pickle), as a score-normalisation cohort.
 
+    Args:
+        path: the ``.npz`` file.
+        embed_dim: the encoder's embedding size ``E`` the rows must have (None: not checked
+            here; :func:`score_trials` checks it against its encoder).
+
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a readable ``.npz``, no floating-point ``embeddings`` array, or written with
+        ValueError: not a readable ``.npz`` (a ``.npy``, a pickle, a truncated file), no
+            ``embeddings`` array, one that is not floating point, not 2-D ``(C, E)``, of fewer
+            than 2 rows, of another ``E`` than ``embed_dim`` or not finite, or written with
             ``--centre`` (those rows are centred on their own folder's mean, and scoring centres
-            the cohort on the trial list's mean).
+            the cohort on the trial list's mean). Each message names the file, what was expected
+            and what was found.
     """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"No cohort file {p} (write one with 'speechattn speaker embed').")
     try:
-        with np.load(p, allow_pickle=False) as z:
+        z = np.load(p, allow_pickle=False)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"Could not read {p} as an .npz of embeddings ({exc}).") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError(
+            f"Expected {p} to be an .npz of embeddings (speechattn speaker embed's); found a "
+            f"single .npy array of shape {getattr(z, 'shape', '?')}. Write the cohort with "
+            "'speechattn speaker embed'."
+        )
+    try:
+        with z:
             files = set(z.files)
             if "embeddings" not in files:
                 raise ValueError(
@@ -614,11 +633,29 @@ def load_cohort(path: str | os.PathLike[str]) -> np.ndarray:
                     "mean); write the cohort without --centre: scoring centres it on the trial "
                     "list's mean."
                 )
-            emb = np.asarray(z["embeddings"])
+            try:
+                emb = np.asarray(z["embeddings"])
+            except ValueError as exc:  # an object array (needs pickle), a damaged header
+                raise ValueError(f"Could not read {p}'s 'embeddings' array ({exc}).") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"Could not read {p} as an .npz of embeddings ({exc}).") from None
     if not np.issubdtype(emb.dtype, np.floating):
         raise ValueError(f"Expected {p}'s 'embeddings' as floating point; found {emb.dtype}.")
+    want = "E" if embed_dim is None else f"E={embed_dim}"
+    if emb.ndim != 2 or (embed_dim is not None and emb.shape[1] != embed_dim):
+        raise ValueError(
+            f"Expected {p}'s 'embeddings' of shape (C, {want}); found shape {emb.shape}."
+        )
+    if emb.shape[0] < 2:
+        raise ValueError(
+            f"Expected {p}'s 'embeddings' to hold at least 2 rows; found {emb.shape[0]}."
+        )
+    bad = ~np.isfinite(emb).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"Expected finite values in {p}'s 'embeddings'; found NaN or inf in "
+            f"{int(bad.sum())} of {emb.shape[0]} rows (first: row {int(np.argmax(bad))})."
+        )
     return emb
 
 
@@ -713,7 +750,7 @@ td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}</style></head><
 <h2>DET curve</h2><img alt="DET curve" src="data:image/png;base64,{png}">
 <h2>Configuration</h2><pre>{html.escape(json.dumps(cfg.to_dict(), indent=2))}</pre>
 </body></html>"""
-    path.write_text(doc, encoding="utf-8")
+    write_text_atomic(path, doc)
 
 
 class EmbedResult(NamedTuple):
@@ -816,8 +853,6 @@ def embed_directory(
         arrays["mean"] = mean
     arrays["embeddings"] = emb
     path = npz_path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)  # type: ignore[arg-type]
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp, tmp.open("wb") as f:  # a file object: savez adds no suffix
+        np.savez(f, **arrays)  # type: ignore[arg-type]
     return EmbedResult(keys, emb, skipped, path, mean)

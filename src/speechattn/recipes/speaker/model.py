@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from speechattn._io import atomic_write
 from speechattn.functional.masks import lengths_to_valid_mask
 from speechattn.nn import pooling as P
 from speechattn.recipes.speaker.config import POOLINGS, SpeakerConfig
@@ -351,9 +352,8 @@ def save_encoder(
         ckpt["members"] = [_half_state(m) for m in model.members]
     else:
         ckpt["state_dict"] = _half_state(model)
-    tmp = p.with_name(p.name + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, p)
+    with atomic_write(p) as tmp:
+        torch.save(ckpt, tmp)
     return p
 
 

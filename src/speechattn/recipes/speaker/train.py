@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from speechattn._io import atomic_write, write_text_atomic
 from speechattn.recipes.speaker.config import SpeakerConfig
 from speechattn.recipes.speaker.data import (
     SpeakerUtterance,
@@ -239,24 +240,22 @@ def train_encoder(
             states = gathered
         if rank != 0:
             return
-        checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        tmp = checkpoint.with_name(checkpoint.name + ".tmp")
-        torch.save(
-            {
-                "format": _TRAIN_FORMAT,
-                "fingerprint": fp,
-                "step": step,
-                "model": model.state_dict(),
-                "head": head.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "rng": states,
-                "losses": losses,
-                "probe_start": probe_start,
-            },
-            tmp,
-        )
-        os.replace(tmp, checkpoint)
+        with atomic_write(checkpoint) as tmp:
+            torch.save(
+                {
+                    "format": _TRAIN_FORMAT,
+                    "fingerprint": fp,
+                    "step": step,
+                    "model": model.state_dict(),
+                    "head": head.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "rng": states,
+                    "losses": losses,
+                    "probe_start": probe_start,
+                },
+                tmp,
+            )
 
     from tqdm import tqdm
 
@@ -347,7 +346,7 @@ def _synthesise(out: Path, cfg: SpeakerConfig, *, overwrite: bool, progress: boo
         sample_rate=cfg.sample_rate,
         progress=progress,
     )
-    stamp.write_text(json.dumps(want))
+    write_text_atomic(stamp, json.dumps(want))
     return corpus / "manifest.jsonl"
 
 
@@ -573,7 +572,7 @@ def run_speaker(
             else "Speaker verification on held-out voices"
         )
         write_report(out / "report.html", rows, det_png(curves, title), cfg, notes, title=title)
-        (out / "results.json").write_text(json.dumps(results, indent=2))
+        write_text_atomic(out / "results.json", json.dumps(results, indent=2))
         if save_checkpoint is not None and best[1] is not None:
             save_encoder(best[1], best[2], cfg, save_checkpoint)
     return results
