@@ -2,6 +2,7 @@
 on synthetic voices separate real speakers better than log-mel mean/std statistics?
 
     python benchmarks/eval_speaker_real.py [--checkpoint CKPT] [--per-voice 20] [--json OUT]
+        [--vad auto|on|off]
 
 Recordings (none is shipped by speechattn; a source that is not installed is skipped). Debian's
 Asterisk prompt packages, telephone-quality studio speech at 8 kHz, one professional voice each:
@@ -23,7 +24,9 @@ non-target trials restricted to the same language (so that the language cannot g
 for the trained encoder (raw cosines, and centred on the set's mean embedding as ``speechattn
 speaker score`` does, and centred then S-norm / AS-norm against the set's own files as
 ``speechattn speaker score --score-norm`` does) and for log-mel mean/std statistics with the
-global mean removed (also with S-norm).
+global mean removed (also with S-norm). ``--vad`` drops each recording's non-speech frames (energy
+VAD) before the encoder (``auto``: what the checkpoint was trained with); never before the log-mel
+statistics.
 """
 
 from __future__ import annotations
@@ -94,7 +97,12 @@ def main() -> None:
     from speechattn.recipes.speaker.data import feature_extractor as _feature_extractor
     from speechattn.recipes.speaker.data import features as _features
     from speechattn.recipes.speaker.data import normalise_features as _normalise
-    from speechattn.recipes.speaker.evaluate import centre_embeddings, compute_eer, embed_features
+    from speechattn.recipes.speaker.evaluate import (
+        centre_embeddings,
+        compute_eer,
+        embed_features,
+        resolve_vad,
+    )
     from speechattn.recipes.speaker.evaluate import normalise_scores as _norm
     from speechattn.recipes.speaker.evaluate import pair_trials as _trials
     from speechattn.recipes.speaker.model import load_checkpoint
@@ -103,6 +111,12 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None, help="speaker checkpoint (default: shipped)")
     ap.add_argument("--per-voice", type=int, default=20, help="prompts per Asterisk folder")
     ap.add_argument("--json", default=None)
+    ap.add_argument(
+        "--vad",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="energy VAD before the encoder (auto: the checkpoint's setting)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     segs = _segments(args.per_voice)
@@ -121,7 +135,8 @@ def main() -> None:
     langs = np.array([lang for _, lang, *_ in segs])
     same_lang = langs[:, None] == langs[None, :]
     iu = np.triu_indices(len(segs), k=1)
-    emb = embed_features(model, feats)
+    use_vad = resolve_vad(args.vad, cfg)
+    emb = embed_features(model, feats, vad=use_vad, vad_range_db=cfg.vad_range_db)
     # the baseline on band-mean-normalised log-mels whatever the encoder's front end
     cmn = [_normalise(f, "cmn") for f in feats]
     base = torch.stack([torch.cat([f.mean(0), f.std(0)]) for f in cmn])
@@ -150,7 +165,7 @@ def main() -> None:
             "nontargets_same_language": int(((lab == 0) & keep).sum()),
         }
     counts = {s: labels.count(s) for s in speakers}
-    print(f"segments per speaker: {counts}")
+    print(f"segments per speaker: {counts}; energy VAD before the encoder: {use_vad}")
     print(
         "| embedding | EER (%) | EER, same-language non-targets (%) | mean target cos | "
         "mean non-target cos | trials (target / non-target / same-language non-target) |"
@@ -163,7 +178,9 @@ def main() -> None:
             f"{r['nontargets']} / {r['nontargets_same_language']} |"
         )
     if args.json:
-        Path(args.json).write_text(json.dumps({"segments": counts, "rows": rows}, indent=1))
+        Path(args.json).write_text(
+            json.dumps({"segments": counts, "vad": use_vad, "rows": rows}, indent=1)
+        )
 
 
 if __name__ == "__main__":

@@ -509,6 +509,7 @@ def run_loeo(
     ensemble: tuple[Path, ...] = (),
     copy_seeds: tuple[int, ...] = (),
     score_norm_grid: bool = False,
+    score_vad: str = "auto",
     log: Any = print,
 ) -> dict[str, Any]:
     """Train one encoder per held-out engine (and pooling); score every baseline on the same
@@ -531,12 +532,18 @@ def run_loeo(
     ``"logmel"``): :func:`norm_grid` with the clean utterances of the encoder's training voices
     (commercial ones with ``commercial_only``, other engines, no test person) as the ``train``
     cohort and, with ``feature_cache``, the same voices' training items with their channel
-    copies (``train-aug``; in ``ensemble`` mode the cached set of ``cfg.seed``'s draw)."""
+    copies (``train-aug``; in ``ensemble`` mode the cached set of ``cfg.seed``'s draw).
+    ``score_vad``: the energy VAD when embedding test clips and cohorts (``"auto"`` follows
+    ``cfg.vad``, which also trains with it; ``"on"`` with encoders trained without it is VAD at
+    scoring only); the "shipped" column follows its own config under ``"auto"``. The log-mel
+    statistics never get it."""
     from speechattn.recipes.speaker.model import load_checkpoint, save_encoder
     from speechattn.recipes.speaker.train import train_encoder
 
     if ensemble and (save_encoders is not None or save_checkpoint is not None):
         raise ValueError("--ensemble scores saved encoders: it trains and saves nothing.")
+    use_vad = E.resolve_vad(score_vad, cfg)
+    vad_db = cfg.vad_range_db
     t0 = time.perf_counter()
     manifest = build_pool(cache, engines, espeak_voices, utterances, seed=pool_seed)
     engine_of = _engine_of(manifest)
@@ -687,11 +694,11 @@ def run_loeo(
                     },
                 )
             for name, model in models.items():
-                emb = E.embed_features(model, te_feats)
+                emb = E.embed_features(model, te_feats, vad=use_vad, vad_range_db=vad_db)
                 if score_norm_grid:
                     if name not in cohort_emb:
                         cohort_emb[name] = {
-                            c: (E.embed_features(model, f), lab)
+                            c: (E.embed_features(model, f, vad=use_vad, vad_range_db=vad_db), lab)
                             for c, (f, lab) in cohort_sets.items()
                         }
                     grids[name] = norm_grid(emb, te_spk, cohort_emb[name])
@@ -722,8 +729,12 @@ def run_loeo(
                 row["cohort_items"] = {c: len(lab) for c, (_, lab) in cohort_sets.items()}
             if (ship_cfg.n_mels, ship_cfg.sample_rate) == (cfg.n_mels, cfg.sample_rate):
                 ship_feats = [D.normalise_features(f, ship_cfg.feature_norm) for f in te_env]
+                ship_vad = E.resolve_vad(score_vad, ship_cfg)
                 row["shipped"], row["shipped_raw"] = _score2(
-                    E.embed_features(shipped, ship_feats), te_spk
+                    E.embed_features(
+                        shipped, ship_feats, vad=ship_vad, vad_range_db=ship_cfg.vad_range_db
+                    ),
+                    te_spk,
                 )
             row["logmel"] = _score(E.stats_baseline(te_feats), te_spk)
             row["envelope"] = _score(E.envelope_baseline(te_env), te_spk)
@@ -745,6 +756,7 @@ def run_loeo(
         "not_trained_on": dropped,
         "ensemble": [str(d) for d in ensemble],
         "copy_seeds": list(copy_seeds),
+        "score_vad": use_vad,
     }
     if save_checkpoint is not None:
         classes = sorted(set(train_all.labels))
@@ -1008,6 +1020,13 @@ def main(argv: list[str] | None = None) -> int:
         "(top-k 5/10/20/50) against the test list's own files and the training voices "
         "(result.json rows' 'norm')",
     )
+    ap.add_argument(
+        "--score-vad",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="energy VAD on the test clips before the encoders: on, off, or auto (the config's "
+        "vad, which --set vad=true also trains with); on with vad off = VAD at scoring only",
+    )
     ap.add_argument("--set", nargs="*", default=[], help="SpeakerConfig overrides KEY=VALUE")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -1086,6 +1105,7 @@ def main(argv: list[str] | None = None) -> int:
             ensemble=tuple(Path(d) for d in args.ensemble or ()),
             copy_seeds=tuple(args.copy_seeds or ()),
             score_norm_grid=args.score_norm_grid,
+            score_vad=args.score_vad,
             log=lambda s: print(s, flush=True),
         )
     except (FileNotFoundError, ValueError) as exc:

@@ -478,3 +478,29 @@ def test_copies_drawn_as_cached_shares_with_several_seeds(
         bench._train_features(utts, four, labels, cache, copy_seeds=(0, 1, 2))
     with pytest.raises(ValueError, match="same items"):
         bench.merge_copies([a, D.FeatureSet(a.feats, a.labels[::-1], a.ids, [])], 2)
+
+
+def test_vad_at_scoring_only_and_in_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--set vad=true`` trains and scores with the VAD (saved in the encoders' config);
+    ``score_vad="on"`` rescores encoders trained without it; ``"auto"`` follows the config."""
+    from speechattn.recipes.speaker.model import load_checkpoint
+
+    bench, cfg, common = _festival_held_out(tmp_path, monkeypatch, steps=5, copies=0)
+    common["log"] = lambda s: None
+    off, on = tmp_path / "off", tmp_path / "on"
+    cache = tmp_path / "features"
+    res_off = bench.run_loeo(tmp_path, cfg, save_encoders=off, feature_cache=cache, **common)
+    cached = sorted(cache.glob("train_features_*.pt"))
+    vad_cfg = SpeakerConfig(**{**cfg.to_dict(), "vad": True})
+    res_on = bench.run_loeo(tmp_path, vad_cfg, save_encoders=on, feature_cache=cache, **common)
+    assert res_off["score_vad"] is False and res_on["score_vad"] is True
+    assert res_on["config"]["vad"] is True
+    assert load_checkpoint(bench.encoder_path(on, "festival"))[1].vad is True
+    assert load_checkpoint(bench.encoder_path(off, "festival"))[1].vad is False
+    # both runs share the cached training features: the VAD is applied after the cache
+    assert cached and sorted(cache.glob("train_features_*.pt")) == cached
+    scored = bench.run_loeo(tmp_path, cfg, ensemble=(off,), score_vad="on", **common)
+    assert scored["score_vad"] is True
+    assert bench.run_loeo(tmp_path, vad_cfg, ensemble=(on,), **common)["score_vad"] is True

@@ -6,8 +6,8 @@ Commands::
     speechattn speaker [synth] [--quick] [--poolings ASTP ...] [--out DIR]   # espeak voices
     speechattn speaker train DATA [--trials LIST] [--out DIR]               # a real corpus
     speechattn speaker score LIST [--root DIR] [--checkpoint CKPT]          # EER / minDCF
-        [--score-norm snorm|asnorm] [--cohort list|FILE.npz] [--top-k K]
-    speechattn speaker embed AUDIO_DIR --out FILE.npz [--checkpoint CKPT] [--centre]
+        [--score-norm snorm|asnorm] [--cohort list|FILE.npz] [--top-k K] [--vad auto|on|off]
+    speechattn speaker embed AUDIO_DIR --out FILE.npz [--checkpoint CKPT] [--centre] [--vad ...]
 
 ``DATA`` is a VoxCeleb-layout folder (``id*/video/*.wav``), a Kaldi data dir (``wav.scp``,
 ``utt2spk``) or a manifest (``.jsonl`` with ``audio`` and ``speaker``, optionally ``person``:
@@ -37,7 +37,7 @@ from speechattn._cli import (
 )
 from speechattn._io import write_text_atomic
 from speechattn.recipes.speaker.config import POOLINGS, TRUNKS, SpeakerConfig
-from speechattn.recipes.speaker.evaluate import DEFAULT_TOP_K, SCORE_NORMS
+from speechattn.recipes.speaker.evaluate import DEFAULT_TOP_K, SCORE_NORMS, VAD_MODES
 
 __all__ = ["add_parser", "config_from_args", "row_line"]
 
@@ -188,6 +188,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
             score_norm=args.score_norm,
             cohort=cohort,
             top_k=args.top_k,
+            vad=args.vad,
         )
     except (ValueError, FileNotFoundError) as exc:
         msg = str(exc)
@@ -201,6 +202,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
         k = f" top-{res['top_k']}" if res["top_k"] else ""
         src = "the list's files" if res["cohort"] == "list" else f"{res['cohort_size']} cohort rows"
         how += f", {res['score_norm']}{k} against {src}"
+    if res["vad"]:
+        how += ", energy VAD"
     base = "" if res["baseline_score_norm"] == "none" else f"  ({res['baseline_score_norm']})"
     print(
         f"encoder             EER {100 * res['eer']:6.2f}%  minDCF {res['min_dcf']:.3f}  ({how})\n"
@@ -227,6 +230,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
             on_skip=_warn,
             progress=not args.no_progress,
             centre=args.centre,
+            vad=args.vad,
         )
     except (ValueError, FileNotFoundError) as exc:
         raise CliError(str(exc)) from None
@@ -377,6 +381,13 @@ def add_parser(sub: Any) -> None:
         metavar="K",
         help=f"cohort scores per side for --score-norm asnorm (default {DEFAULT_TOP_K})",
     )
+    sc.add_argument(
+        "--vad",
+        choices=VAD_MODES,
+        default="auto",
+        help="drop each file's non-speech frames (energy VAD) before the encoder: on, off, or "
+        "auto, what the checkpoint was trained with (default: %(default)s)",
+    )
     sc.set_defaults(func=_cmd_score)
 
     e = ssub.add_parser(
@@ -392,6 +403,13 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="centre the embeddings on the folder's mean (as score does; stored as 'mean'); "
         "only for folders of several speakers",
+    )
+    e.add_argument(
+        "--vad",
+        choices=VAD_MODES,
+        default="auto",
+        help="drop each file's non-speech frames (energy VAD) before the encoder: on, off, or "
+        "auto, what the checkpoint was trained with (default: %(default)s)",
     )
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.set_defaults(func=_cmd_embed)

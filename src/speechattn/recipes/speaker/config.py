@@ -74,6 +74,12 @@ class SpeakerConfig:
     registry does not know, are left out of training and testing (entries without a ``voice``
     field, i.e. a user's own recordings, are kept). Models the project ships are trained so.
 
+    Voice activity: with ``vad``, an energy VAD drops the non-speech frames of every utterance's
+    features before the encoder, in training (before the random crops) and when embedding
+    (:func:`speechattn.functional.vad.energy_vad`: frames within ``vad_range_db`` dB of the
+    utterance's speech level, Kaldi's defaults translated to level-normalised log-mels). Off by
+    default; checkpoints written before the field existed load with it off.
+
     Training: ``checkpoint_every`` steps a resumable checkpoint goes to ``OUT/checkpoints``;
     ``amp`` uses bfloat16 autocast on CUDA (ignored on CPU).
     """
@@ -114,6 +120,8 @@ class SpeakerConfig:
     commercial_only: bool = False
     checkpoint_every: int = 200
     amp: bool = True
+    vad: bool = False
+    vad_range_db: float = 30.0
 
     @classmethod
     def quick(cls) -> SpeakerConfig:
@@ -223,6 +231,17 @@ class SpeakerConfig:
             raise ValueError(
                 f"Expected commercial_only true or false; found {self.commercial_only!r}."
             )
+        if not isinstance(self.vad, bool):
+            raise ValueError(f"Expected vad true or false; found {self.vad!r}.")
+        if (
+            isinstance(self.vad_range_db, bool)
+            or not isinstance(self.vad_range_db, (int, float))
+            or not 0.0 < self.vad_range_db <= 120.0
+        ):
+            raise ValueError(
+                f"Expected vad_range_db in (0, 120] (dB); found {self.vad_range_db!r}."
+            )
+        self.vad_range_db = float(self.vad_range_db)
         if self.trunk == "ecapa" and self.channels % self.res2net_scale:
             raise ValueError(
                 f"Expected channels divisible by res2net_scale for the ecapa trunk; found "

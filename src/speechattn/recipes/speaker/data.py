@@ -62,6 +62,7 @@ __all__ = [
     "pitch_shift",
     "random_crops",
     "read_trials",
+    "speech_frames",
     "speed_perturb",
 ]
 
@@ -325,6 +326,20 @@ def normalise_features(feats: Tensor, feature_norm: str = "cmn") -> Tensor:
     if feature_norm == "gain":
         return feats - feats.mean()
     raise ValueError(f"Expected feature_norm 'cmn' or 'gain'; found {feature_norm!r}.")
+
+
+def speech_frames(feats: Tensor, cfg: SpeakerConfig) -> Tensor:
+    """The frames of one utterance's log-mels ``(T, n_mels)`` that the energy VAD keeps
+    (``(T', n_mels)``, ``T' <= T``) when ``cfg.vad`` is on, else ``feats`` itself
+    (:func:`speechattn.functional.vad.energy_vad` with ``range_db=cfg.vad_range_db``)."""
+    if not cfg.vad:
+        return feats
+    from speechattn.functional.vad import energy_vad
+
+    if feats.dim() != 2:
+        raise ValueError(f"Expected feats (T, n_mels); found shape {tuple(feats.shape)}.")
+    out = energy_vad(feats[None], range_db=cfg.vad_range_db)
+    return out.feats[0, : int(out.feats_lengths[0])]
 
 
 def feature_extractor(cfg: SpeakerConfig) -> nn.Module:

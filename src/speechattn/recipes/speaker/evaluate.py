@@ -24,6 +24,7 @@ from torch import Tensor
 
 from speechattn._io import atomic_write, write_text_atomic
 from speechattn.data.collate import pad_sequence_batch
+from speechattn.functional.vad import VAD_RANGE_DB, energy_vad
 from speechattn.recipes.speaker.config import SpeakerConfig
 from speechattn.recipes.speaker.data import AUDIO_SUFFIXES, Trial
 from speechattn.recipes.speaker.model import SpeakerEncoder, SpeakerEnsemble
@@ -31,6 +32,7 @@ from speechattn.recipes.speaker.model import SpeakerEncoder, SpeakerEnsemble
 __all__ = [
     "DEFAULT_TOP_K",
     "SCORE_NORMS",
+    "VAD_MODES",
     "EmbedResult",
     "TrialSet",
     "asnorm",
@@ -48,6 +50,7 @@ __all__ = [
     "normalise_scores",
     "npz_path",
     "pair_trials",
+    "resolve_vad",
     "score_trials",
     "snorm",
     "stats_baseline",
@@ -100,11 +103,37 @@ def compute_min_dcf(
     return float(dcf.min() / min(c_miss * p_target, c_fa * (1 - p_target)))
 
 
+VAD_MODES: tuple[str, ...] = ("auto", "on", "off")
+"""``--vad`` choices: ``auto`` does what the checkpoint's config says (``vad``; off for
+checkpoints that predate the field)."""
+
+
+def resolve_vad(vad: str | bool, cfg: SpeakerConfig) -> bool:
+    """Whether to apply the energy VAD when embedding with a checkpoint of config ``cfg``:
+    ``"on"`` / True, ``"off"`` / False, or ``"auto"`` (``cfg.vad``).
+
+    Raises:
+        ValueError: ``vad`` not one of :data:`VAD_MODES` or a bool.
+    """
+    if isinstance(vad, bool):
+        return vad
+    if vad not in VAD_MODES:
+        raise ValueError(f"Expected vad in {VAD_MODES}; found {vad!r}.")
+    return cfg.vad if vad == "auto" else vad == "on"
+
+
 @torch.no_grad()
 def embed_features(
-    model: SpeakerEncoder | SpeakerEnsemble, feats: Sequence[Tensor], *, batch_size: int = 32
+    model: SpeakerEncoder | SpeakerEnsemble,
+    feats: Sequence[Tensor],
+    *,
+    batch_size: int = 32,
+    vad: bool = False,
+    vad_range_db: float = VAD_RANGE_DB,
 ) -> Tensor:
-    """L2-normalised embeddings ``(N, E)`` of full utterances, batched by length with lengths."""
+    """L2-normalised embeddings ``(N, E)`` of full utterances ``(T_i, n_mels)``, batched by
+    length with lengths. With ``vad``, each utterance's non-speech frames are dropped first
+    (:func:`speechattn.functional.vad.energy_vad` with ``range_db=vad_range_db``)."""
     model.eval()
     device = next(model.parameters()).device
     order = sorted(range(len(feats)), key=lambda i: len(feats[i]))
@@ -112,6 +141,8 @@ def embed_features(
     for s in range(0, len(order), batch_size):
         ids = order[s : s + batch_size]
         x, lengths = pad_sequence_batch([feats[i] for i in ids])
+        if vad:
+            x, lengths, _ = energy_vad(x, lengths, range_db=vad_range_db)
         emb = model(x.to(device), lengths.to(device)).float().cpu()
         out[ids] = F.normalize(emb, dim=-1)
     return out
@@ -520,8 +551,12 @@ def score_trials(
     score_norm: str = "none",
     cohort: Tensor | np.ndarray | None = None,
     top_k: int | None = None,
+    vad: str | bool = "auto",
 ) -> dict[str, Any]:
     """Embed every file of ``trials`` once and score each trial by cosine similarity.
+
+    ``vad`` (:func:`resolve_vad`: ``"auto"`` follows ``cfg.vad``) drops each file's non-speech
+    frames before the encoder (not before the log-mel statistics baseline).
 
     With ``centre`` (default) the embeddings are centred on the mean embedding of the trial
     list's files first (:func:`centre_embeddings`), as the log-mel statistics baseline always is,
@@ -552,8 +587,9 @@ def score_trials(
     _check_top_k(top_k, need=False)
     k = top_k if score_norm == "asnorm" else None
     cohort_t = None if cohort is None else check_cohort(cohort, model.embed_dim)
+    use_vad = resolve_vad(vad, cfg)
     ts = trial_features(trials, cfg, on_skip=on_skip)
-    emb = embed_features(model, ts.feats)
+    emb = embed_features(model, ts.feats, vad=use_vad, vad_range_db=cfg.vad_range_db)
     n = emb.shape[0]
     if score_norm != "none" and cohort_t is None and n < MIN_CENTRE_FILES:
         raise ValueError(
@@ -585,6 +621,7 @@ def score_trials(
         "top_k": k,
         "baseline_score_norm": base_norm,
         "skipped_trials": ts.skipped_trials,
+        "vad": use_vad,
     }
 
 
@@ -786,6 +823,7 @@ def embed_directory(
     on_skip: Callable[[str, str], None] | None = None,
     progress: bool = False,
     centre: bool = False,
+    vad: str | bool = "auto",
 ) -> EmbedResult:
     """Embed every audio file under ``audio_dir`` (any rate: resampled) into one ``.npz``.
 
@@ -801,6 +839,9 @@ def embed_directory(
     uncentred embedding) with ``normalize(x - mean)``. Only for folders of several speakers:
     centring one person's clips removes what they share, the person.
 
+    ``vad`` (:func:`resolve_vad`: ``"auto"`` follows the checkpoint's ``vad``) drops each file's
+    non-speech frames before the encoder.
+
     Raises:
         ValueError: ``audio_dir`` is not a folder, holds no audio file, or no file is usable
             (nothing is written then); ``centre`` with fewer than 2 usable files.
@@ -815,6 +856,7 @@ def embed_directory(
     if not files:
         raise ValueError(f"Found no audio files ({', '.join(AUDIO_SUFFIXES)}) under {root}.")
     model, cfg = load_checkpoint(checkpoint)
+    use_vad = resolve_vad(vad, cfg)
     rel = {p: p.relative_to(root).as_posix() for p in files}
     skipped: list[tuple[str, str]] = []
 
@@ -828,7 +870,11 @@ def embed_directory(
 
     utts = [SpeakerUtterance(rel[p], p, "?") for p in files]
     fs = load_feature_set(utts, cfg, on_skip=skip, progress=progress)
-    emb = embed_features(model, fs.feats).numpy().astype(np.float32)
+    emb = (
+        embed_features(model, fs.feats, vad=use_vad, vad_range_db=cfg.vad_range_db)
+        .numpy()
+        .astype(np.float32)
+    )
     keep = [bool(np.isfinite(row).all()) for row in emb]
     for fid, ok in zip(fs.ids, keep):
         if not ok:

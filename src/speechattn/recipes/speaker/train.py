@@ -43,6 +43,7 @@ from speechattn.recipes.speaker.data import (
     load_speaker_corpus,
     random_crops,
     read_trials,
+    speech_frames,
 )
 from speechattn.recipes.speaker.evaluate import (
     centre_embeddings,
@@ -162,7 +163,8 @@ def train_encoder(
 
     Args:
         pooling: a name of :data:`~speechattn.nn.pooling.POOLINGS`.
-        feats: training features ``(T_i, n_mels)``.
+        feats: training features ``(T_i, n_mels)`` (with ``cfg.vad``, each item's non-speech
+            frames are dropped first, :func:`~speechattn.recipes.speaker.data.speech_frames`).
         labels: class index of each item, ``0 <= label < num_classes``.
         cfg: model and optimisation settings (``seed`` fixes weights and batches).
         progress: a progress bar on rank 0.
@@ -176,6 +178,8 @@ def train_encoder(
     """
     rank, world = dist_info()
     device = _device()
+    if cfg.vad:
+        feats = [speech_frames(f, cfg) for f in feats]
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     num_classes = max(labels) + 1
     model = build_encoder(cfg, pooling).to(device)
@@ -513,7 +517,8 @@ def run_speaker(
         eer = dcf = math.nan
         if evaluate:
             # centred on the test set's mean embedding, as `speechattn speaker score` scores
-            s, lab = score(centre_embeddings(embed_features(model, test_feats)))
+            emb = embed_features(model, test_feats, vad=cfg.vad, vad_range_db=cfg.vad_range_db)
+            s, lab = score(centre_embeddings(emb))
             eer, dcf = compute_eer(s, lab), compute_min_dcf(s, lab)
             pm, pf, _ = error_rates(s, lab)
             curves[name] = (pm, pf)
