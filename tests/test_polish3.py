@@ -361,11 +361,11 @@ def test_torchrun_recipes_print_no_unused_parameter_warning(tmp_path: Path, a2c:
     assert res.returncode == 0, res.stderr[-3000:]
     assert "find_unused_parameters" not in res.stderr + res.stdout  # before: once per rank
     # the same weights as one process with the global batch (the frozen projections included;
-    # mha's loss is a mean over the batch's frames, not over its items, so not comparable)
+    # mha's frame-mean loss too, since polish4 weights each rank's by its share of the frames)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for kind in ("fs", "sma"):
+        for kind in ("fs", "mha", "sma"):
             cfg = AlignerConfig(
                 kind=kind, num_symbols=NUM_SYMBOLS, n_mels=N_MELS, dim=16, dropout=0.0
             )
