@@ -3,6 +3,10 @@
 * ``mha`` aligner under torchrun: its loss is a mean over the batch's frames, so the ranks'
   averaged gradients were not the global batch's; 2 processes x batch 4 trained other weights
   than 1 process x batch 8 (``fs`` and ``sma``, per-item means, matched).
+* ``align`` in an output folder that holds another run (``--no-adapt`` after an adapted run,
+  another seed): refused only after every file's features were computed; also a prior or
+  calibration the aligner cannot take, and (Python API) an unknown alignment format, the last
+  after training.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
-from tests.align_toy import N_MELS, NUM_SYMBOLS, toy_items
+from tests.align_toy import N_MELS, NUM_SYMBOLS, tone_corpus, toy_items
 
+from speechattn.cli import main
 from speechattn.recipes.align.model import AlignerConfig
 from speechattn.recipes.align.train import TrainConfig, train_aligner
 
@@ -81,3 +87,83 @@ def test_torchrun_mha_matches_one_process_with_the_global_batch(tmp_path: Path) 
     assert [h["loss"] for h in h0] == [h["loss"] for h in h1]
     for a, b in zip(h0, one.history, strict=True):
         assert abs(a["loss"] - b["loss"]) <= 1e-5 * max(1.0, abs(b["loss"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# align: refusals before the features are computed
+
+
+@pytest.fixture()
+def no_features(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts build_items calls from here on, and fails any (no heavy work expected)."""
+    import speechattn.recipes.align.pipeline as pipeline
+
+    calls: list[int] = []
+
+    def refuse(*a: object, **k: object) -> None:
+        calls.append(1)
+        raise RuntimeError("features computed before the refusal")
+
+    monkeypatch.setattr(pipeline, "build_items", refuse)
+    return calls
+
+
+def _align(*argv: str) -> int:
+    return main(["align", *argv, "--no-progress", "--threads", "1"])
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "named"),
+    [
+        (("--steps", "1"), ("--no-adapt",), "mode (--from-scratch / adapt / --no-adapt)"),
+        (("--from-scratch", "--steps", "1"), ("--from-scratch", "--seed", "1"), "seed (0 there"),
+    ],
+)
+def test_align_used_folder_is_refused_before_the_features(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    first: tuple[str, ...],
+    second: tuple[str, ...],
+    named: str,
+) -> None:
+    pytest.importorskip("espeakng_loader")
+    data = tone_corpus(tmp_path / "corpus", {"a": "the cat sat", "b": "a dog"}, noise=0.01)
+    out = tmp_path / "O"
+    assert _align(str(data), "--out", str(out), *first) == 0
+    record = (out / "run.json").read_text()
+    capsys.readouterr()
+    import speechattn.recipes.align.pipeline as pipeline
+
+    calls: list[int] = []
+
+    def refuse(*a: object, **k: object) -> None:
+        calls.append(1)
+        raise RuntimeError("features computed before the refusal")
+
+    monkeypatch.setattr(pipeline, "build_items", refuse)
+    assert _align(str(data), "--out", str(out), *second) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("speechattn align: error: "), err
+    assert named in err and "--overwrite" in err
+    assert calls == []  # refused before any feature was computed
+    assert (out / "run.json").read_text() == record  # the earlier run's record untouched
+
+
+def test_align_refusals_of_settings_come_before_the_features(
+    tmp_path: Path, no_features: list[int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from speechattn.recipes.align.pipeline import run_align
+
+    data = tone_corpus(tmp_path / "corpus", {"a": "the cat sat"}, noise=0.01)
+    # the shipped aligner is not a plain-MHA one
+    assert _align(str(data), "--out", str(tmp_path / "O1"), "--prior", "diagonal") == 1
+    assert "Expected a plain-MHA aligner" in capsys.readouterr().err
+    # a new aligner has no calibration table
+    argv = ("--out", str(tmp_path / "O2"), "--from-scratch", "--calibration", "contexts")
+    assert _align(str(data), *argv) == 1
+    assert "--from-scratch has none" in capsys.readouterr().err
+    # Python API: an unknown format was refused only when the alignments were written
+    with pytest.raises(ValueError, match=r"Expected formats from .*found \('xml',\)"):
+        run_align(data, tmp_path / "O3", formats=("xml",), progress=False)
+    assert no_features == []

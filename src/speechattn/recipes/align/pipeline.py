@@ -59,6 +59,7 @@ from speechattn.recipes.align.model import (
     TextMelAligner,
 )
 from speechattn.recipes.align.outputs import (
+    check_output,
     corpus_fingerprint,
     file_digest,
     prepare_output,
@@ -1267,6 +1268,10 @@ def run_align(
     stop_fields = {f.name for f in dataclasses.fields(AdaptStop)}
     stop_rule = AdaptStop(**{k: overrides.pop(k) for k in list(overrides) if k in stop_fields})
     torch.set_num_threads(max(1, threads))
+    from speechattn.recipes.align.evaluate import ALIGNMENT_FORMATS
+
+    if not formats or any(f not in ALIGNMENT_FORMATS for f in formats):  # before any work
+        raise ValueError(f"Expected formats from {ALIGNMENT_FORMATS}; found {tuple(formats)!r}.")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     corpus_problems: list[str] = []
@@ -1275,17 +1280,7 @@ def run_align(
     if from_scratch:
         feats = FeatureConfig(word_silences=word_silences)
         symbols = new_symbol_table()
-        items = build_items(
-            utts,
-            symbols,
-            feats,
-            grow_symbols=True,
-            progress=progress and rank == 0,
-            voice=corpus_voice,
-            envelopes=silence_edge_db is not None,
-            dereverb=dereverb,
-        )
-        mcfg = AlignerConfig(kind=kind, num_symbols=max(64, len(symbols)), n_mels=feats.n_mels)
+        mcfg = AlignerConfig(kind=kind, num_symbols=64, n_mels=feats.n_mels)  # symbols: below
         inits: list[dict] | None = None
         shipped_offsets = None
         tables: dict[str, BoundaryOffsets | None] = {}
@@ -1311,16 +1306,6 @@ def run_align(
             usable = tables["consensus"] is not None and not reverse_pass
             calibration = "consensus" if usable else "none"
         shipped_offsets = tables.get(calibration if calibration != "none" else "contexts")
-        items = build_items(
-            utts,
-            symbols,
-            feats,
-            grow_symbols=False,
-            progress=progress and rank == 0,
-            voice=corpus_voice,
-            envelopes=silence_edge_db is not None,
-            dereverb=dereverb,
-        )
         mcfg = loaded.config
         inits = [m.state_dict() for m in members]
         if adapt and adapt_first is not None and adapt_first > len(members):
@@ -1370,27 +1355,48 @@ def run_align(
             model = TextMelAligner(mcfg)
             model.load_state_dict(inits[0])
             model.eval()
+
+    def run_record() -> dict[str, Any]:
+        return {
+            "corpus": corpus_fingerprint(utts),
+            "symbols": sorted(symbols, key=lambda k: symbols[k]),
+            "model_config": mcfg.to_dict(),
+            **({"members": len(inits)} if inits is not None and len(inits) > 1 else {}),
+            **(
+                {"adapt_members": adapt_first}
+                if adapt and inits is not None and adapt_first is not None
+                else {}
+            ),
+            "features": feats.to_dict(),
+            "seed": int(seed),
+            "mode": mode,
+            "init": init_id,
+        }
+
+    # A folder that holds another run is refused before the features are computed (read only,
+    # on every rank); a new symbol table (--from-scratch) and the model config that depends on it
+    # are known only after that, and prepare_output below compares them too.
+    unknown = ("symbols", "model_config") if from_scratch else ()
+    check_output(out, run_record(), overwrite=overwrite, unknown=unknown)
+    items = build_items(
+        utts,
+        symbols,
+        feats,
+        grow_symbols=from_scratch,
+        progress=progress and rank == 0,
+        voice=corpus_voice,
+        envelopes=silence_edge_db is not None,
+        dereverb=dereverb,
+    )
+    if from_scratch:
+        mcfg = dataclasses.replace(mcfg, num_symbols=max(64, len(symbols)))
     skipped = len(corpus_problems) + len(utts) - len(items)
     if not items:
         raise ValueError(
             f"No usable utterance in {data}: all {skipped} were skipped (see the warnings "
             "above); fix or remove those files."
         )
-    record = {
-        "corpus": corpus_fingerprint(utts),
-        "symbols": sorted(symbols, key=lambda k: symbols[k]),
-        "model_config": mcfg.to_dict(),
-        **({"members": len(inits)} if inits is not None and len(inits) > 1 else {}),
-        **(
-            {"adapt_members": adapt_first}
-            if adapt and inits is not None and adapt_first is not None
-            else {}
-        ),
-        "features": feats.to_dict(),
-        "seed": int(seed),
-        "mode": mode,
-        "init": init_id,
-    }
+    record = run_record()
     if rank == 0:
         state = prepare_output(out, record, overwrite=overwrite)
         if state == "resume":
