@@ -7,12 +7,15 @@
   another seed): refused only after every file's features were computed; also a prior or
   calibration the aligner cannot take, and (Python API) an unknown alignment format, the last
   after training.
+* ``demo --augment`` logged "10 train" for 5 training utterances and their 5 channel copies, and
+  "4 held-out voices" for 4 utterances of one held-out voice.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -167,3 +170,27 @@ def test_align_refusals_of_settings_come_before_the_features(
     with pytest.raises(ValueError, match=r"Expected formats from .*found \('xml',\)"):
         run_align(data, tmp_path / "O3", formats=("xml",), progress=False)
     assert no_features == []
+
+
+# ---------------------------------------------------------------------------------------------
+# demo: the split line counts utterances, channel copies apart
+
+
+def test_demo_split_line_counts_utterances_and_channel_copies_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("espeakng_loader")
+    pytest.importorskip("matplotlib")
+    args = ["demo", "--quick", "--utterances", "12", "--speakers", "3", "--steps", "1"]
+    args += ["--set", "held_out_utterances=3", "--set", "dim=16", "--kinds", "sma", "--augment"]
+    assert main([*args, "--no-progress", "--threads", "1", "--out", str(tmp_path / "d")]) == 0
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if " held-out utterances, " in ln]
+    m = re.match(
+        r"(\d+) utterances: (\d+) train utterances \(\+(\d+) channel copies\), (\d+) held-out "
+        r"utterances, (\d+) utterances of (\d+) held-out voices? \[",
+        line,
+    )
+    assert m is not None, line
+    total, train, copies, dev, unseen, voices = map(int, m.groups())
+    assert 0 < copies <= train and voices == 1  # quick(): one held-out voice
+    assert train + dev + unseen <= total == 12

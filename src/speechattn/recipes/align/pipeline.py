@@ -851,9 +851,12 @@ def run_demo(
     if config.augment:  # one copy of each training utterance through a random channel
         train = train + augmented_items(utts, train, symbols, feats, seed=train_seed)
     t_data = time.perf_counter() - t_start
+    copies = len(train) - len(plain_train)  # the channel copies (augment) train beside them
     log(
-        f"{len(items)} utterances: {len(train)} train, {len(dev)} held-out utterances, "
-        f"{len(unseen)} held-out voices {held}; {len(symbols)} symbols; data {t_data:.0f}s"
+        f"{len(items)} utterances: {len(plain_train)} train utterances"
+        + (f" (+{copies} channel copies)" if copies else "")
+        + f", {len(dev)} held-out utterances, {len(unseen)} utterances of {len(held)} held-out "
+        f"voice{'' if len(held) == 1 else 's'} {held}; {len(symbols)} symbols; data {t_data:.0f}s"
     )
     splits = {"held-out utterances": dev, "held-out voices": unseen}
     results: dict[str, dict[str, list[AlignmentResult]]] = {s: {} for s in splits}
