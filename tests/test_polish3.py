@@ -565,7 +565,11 @@ def test_audio2clip_resumed_run_equals_an_uninterrupted_one(
     whole = _a2c_run(a2c, tmp_path / "whole", checkpoint_every=2)
     # a run that does not resume starts over: the earlier run's checkpoint (a higher step, which
     # the Trainer's rotation would have kept and --resume picked) is gone
-    assert [p.name for p in (tmp_path / "whole" / "trainer").iterdir()] == ["checkpoint-4"]
+    # (beside it, the run's settings for a later --resume to compare: polish4)
+    assert sorted(p.name for p in (tmp_path / "whole" / "trainer").iterdir()) == [
+        "checkpoint-4",
+        "run.json",
+    ]
     real_step = Trainer.training_step
 
     def ctrl_c_at_step_3(self: Trainer, *a: object, **k: object) -> object:

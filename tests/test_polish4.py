@@ -9,6 +9,8 @@
   after training.
 * ``demo --augment`` logged "10 train" for 5 training utterances and their 5 channel copies, and
   "4 held-out voices" for 4 utterances of one held-out voice.
+* ``audio2clip train --resume`` went on from another run's checkpoints under other settings
+  (another learning rate, manifest, seed...) without a word.
 """
 
 from __future__ import annotations
@@ -194,3 +196,84 @@ def test_demo_split_line_counts_utterances_and_channel_copies_apart(
     total, train, copies, dev, unseen, voices = map(int, m.groups())
     assert 0 < copies <= train and voices == 1  # quick(): one held-out voice
     assert train + dev + unseen <= total == 12
+
+
+# ---------------------------------------------------------------------------------------------
+# audio2clip train --resume: refused under other settings, naming them
+
+
+@pytest.fixture(scope="module")
+def a2c(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("transformers")
+    import numpy as np
+    import soundfile as sf
+
+    from speechattn.recipes.audio2clip.tiny import tiny_clip_text_encoder, tiny_w2v_bert
+
+    root = tmp_path_factory.mktemp("a2c")
+    tiny_w2v_bert(root / "w2v", hidden_size=32)
+    tiny_clip_text_encoder(root / "clip_text", width=32)
+    (root / "wavs").mkdir()
+    lines = []
+    for i, cap in enumerate(["a red cat", "a blue dog", "green trees", "the sea at night"]):
+        t = np.arange(int(16000 * (0.5 + 0.1 * i))) / 16000
+        wav = 0.3 * np.sin(2 * np.pi * (200 + 150 * i) * t)
+        sf.write(root / "wavs" / f"u{i}.wav", wav.astype(np.float32), 16000)
+        lines.append(json.dumps({"audio": f"wavs/u{i}.wav", "caption": cap}))
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_audio2clip_resume_under_other_settings_is_refused_naming_them(
+    a2c: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from tests.cli_run import run_cli
+
+    from speechattn.recipes.audio2clip import model as a2c_model
+
+    manifest = tmp_path / "manifest.jsonl"
+    shutil.copy(a2c / "manifest.jsonl", manifest)
+    (tmp_path / "wavs").symlink_to(a2c / "wavs")
+    out = tmp_path / "o"
+    base = ["audio2clip", "train", "--manifest", str(manifest), "--text-model",
+            str(a2c / "clip_text"), "--audio-model", str(a2c / "w2v"), "--max-steps", "2",
+            "--batch-size", "2", "--no-progress", "--out", str(out)]  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert run_cli([*base, "--checkpoint-every", "1"]) == 0
+        capsys.readouterr()
+        loaded: list[int] = []
+        real = a2c_model.AudioToTextEncoder.from_pretrained
+
+        def watched(*a: object, **k: object) -> object:
+            loaded.append(1)
+            return real(*a, **k)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(a2c_model.AudioToTextEncoder, "from_pretrained", watched)
+        for extra, named in (
+            (["--lr", "0.001"], "--lr (0.0001 there, 0.001 now)"),
+            (
+                ["--seed", "3", "--temperature", "0.2"],
+                "--temperature (0.15 there, 0.2 now); --seed",
+            ),
+        ):
+            assert run_cli([*base, "--resume", *extra]) == 1
+            said = capsys.readouterr()
+            text = (said.out + said.err).strip()
+            assert len(text.splitlines()) == 1, text
+            assert "--resume: the checkpoints in" in text and named in text, text
+        with manifest.open("a") as f:  # the same file, another corpus
+            f.write(json.dumps({"audio": "wavs/u0.wav", "caption": "one more"}) + "\n")
+        assert run_cli([*base, "--resume"]) == 1
+        said = capsys.readouterr()
+        assert "(the --manifest file's contents)" in said.out + said.err
+        assert loaded == []  # refused before any model was loaded
+        shutil.copy(a2c / "manifest.jsonl", manifest)
+        # the same settings resume (how often to save and the log may change)
+        assert run_cli([*base, "--resume", "--checkpoint-every", "5"]) == 0
+        assert loaded
+    finally:
+        torch.set_num_threads(threads)
