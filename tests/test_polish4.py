@@ -277,3 +277,81 @@ def test_audio2clip_resume_under_other_settings_is_refused_naming_them(
         assert loaded
     finally:
         torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------------------------------
+# demo and speaker: refusals before the heavy work
+
+
+def test_demo_export_to_a_folder_is_refused_before_synthesis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from speechattn.data import synth
+
+    def no_synthesis(*a: object, **k: object) -> Path:
+        raise AssertionError("synthesized before the refusal")
+
+    monkeypatch.setattr(synth, "synth_corpus", no_synthesis)
+    (tmp_path / "models").mkdir()
+    argv = ["demo", "--quick", "--no-progress", "--out", str(tmp_path / "d")]
+    assert main([*argv, "--export", str(tmp_path / "models")]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--export" in line and "found the folder" in line and "synthesized" not in line
+    assert not (tmp_path / "d").exists()
+
+
+def test_speaker_score_out_folder_is_refused_before_scoring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from speechattn.recipes.speaker import data as spk_data
+
+    calls: list[int] = []
+
+    def no_trials(*a: object, **k: object) -> None:
+        calls.append(1)
+        raise AssertionError("trials read before the refusal")
+
+    monkeypatch.setattr(spk_data, "read_trials", no_trials)
+    (tmp_path / "trials.txt").write_text("1 a.wav b.wav\n")
+    (tmp_path / "res").mkdir()
+    argv = ["speaker", "score", str(tmp_path / "trials.txt"), "--out", str(tmp_path / "res")]
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--out" in line and "found a folder" in line
+    assert calls == []
+
+
+def test_speaker_train_other_runs_checkpoints_refused_before_the_features(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("espeakng_loader")
+    pytest.importorskip("matplotlib")
+    from speechattn.data.synth import synth_corpus
+    from speechattn.recipes.speaker import train as spk_train
+
+    manifest = synth_corpus(
+        tmp_path / "synth", utterances=12, speakers=3, seed=3, sample_rate=16000, progress=False
+    )
+    out = tmp_path / "run"
+    tiny = ["--steps", "2", "--poolings", "TSTP", "--augment-copies", "0", "--no-progress",
+            "--set", "channels=16", "embed_dim=16", "min_frames=20", "max_frames=60",
+            "batch_size=8", "checkpoint_every=2", "test_speakers=0"]  # fmt: skip
+    base = ["speaker", "train", str(manifest), "--out", str(out), *tiny]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(base) == 0
+        capsys.readouterr()
+        calls: list[int] = []
+
+        def no_features(*a: object, **k: object) -> None:
+            calls.append(1)
+            raise AssertionError("features computed before the refusal")
+
+        monkeypatch.setattr(spk_train, "load_feature_set", no_features)
+        assert main([*base, "--seed", "5"]) == 1
+    finally:
+        torch.set_num_threads(threads)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "belongs to another run" in line and "config.seed 0 -> 5" in line, line
+    assert calls == []

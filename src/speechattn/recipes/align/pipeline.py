@@ -775,6 +775,11 @@ def run_demo(
     from speechattn.data.synth import synth_corpus
     from speechattn.recipes.align.outputs import RUN_RECORD
 
+    if export is not None and Path(export).is_dir():  # else refused only when it is written
+        raise ValueError(
+            f"Expected --export to be a file path to write; found the folder {export}. Name a "
+            f"file, e.g. {export}/aligner.pt."
+        )
     reused: Path | None = None
     if corpus_from is not None and Path(corpus_from).resolve() != Path(out).resolve():
         src = Path(corpus_from)
