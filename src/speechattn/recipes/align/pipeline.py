@@ -1381,11 +1381,13 @@ def run_align(
             "init": init_id,
         }
 
-    # A folder that holds another run is refused before the features are computed (read only,
-    # on every rank); a new symbol table (--from-scratch) and the model config that depends on it
-    # are known only after that, and prepare_output below compares them too.
-    unknown = ("symbols", "model_config") if from_scratch else ()
-    check_output(out, run_record(), overwrite=overwrite, unknown=unknown)
+    # A folder that holds another run is refused before the features are computed (read only;
+    # rank 0, as prepare_output below: one error line, and torchrun then stops the other ranks);
+    # a new symbol table (--from-scratch) and the model config that depends on it are known only
+    # after that, and prepare_output compares them too.
+    if rank == 0:
+        unknown = ("symbols", "model_config") if from_scratch else ()
+        check_output(out, run_record(), overwrite=overwrite, unknown=unknown)
     items = build_items(
         utts,
         symbols,
