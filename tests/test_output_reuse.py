@@ -57,7 +57,9 @@ def test_other_corpus_in_same_out_is_refused_then_overwritten(
     assert _align(b, out) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("speechattn align: error: ")
-    assert "corpus" in err and "symbol table" in err and "--overwrite" in err and "--out" in err
+    # refused before the features are computed (polish4), so before B's symbol table exists:
+    # the corpus is named, the symbol table is not compared yet
+    assert "corpus" in err and "--overwrite" in err and "--out" in err
     assert sorted(p.name for p in (out / "alignments").iterdir()) == first  # untouched
     # A different seed on the same corpus is another run too.
     assert _align(a, out, "--seed", "1") == 1

@@ -361,11 +361,11 @@ def test_torchrun_recipes_print_no_unused_parameter_warning(tmp_path: Path, a2c:
     assert res.returncode == 0, res.stderr[-3000:]
     assert "find_unused_parameters" not in res.stderr + res.stdout  # before: once per rank
     # the same weights as one process with the global batch (the frozen projections included;
-    # mha's loss is a mean over the batch's frames, not over its items, so not comparable)
+    # mha's frame-mean loss too, since polish4 weights each rank's by its share of the frames)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for kind in ("fs", "sma"):
+        for kind in ("fs", "mha", "sma"):
             cfg = AlignerConfig(
                 kind=kind, num_symbols=NUM_SYMBOLS, n_mels=N_MELS, dim=16, dropout=0.0
             )
@@ -565,7 +565,11 @@ def test_audio2clip_resumed_run_equals_an_uninterrupted_one(
     whole = _a2c_run(a2c, tmp_path / "whole", checkpoint_every=2)
     # a run that does not resume starts over: the earlier run's checkpoint (a higher step, which
     # the Trainer's rotation would have kept and --resume picked) is gone
-    assert [p.name for p in (tmp_path / "whole" / "trainer").iterdir()] == ["checkpoint-4"]
+    # (beside it, the run's settings for a later --resume to compare: polish4)
+    assert sorted(p.name for p in (tmp_path / "whole" / "trainer").iterdir()) == [
+        "checkpoint-4",
+        "run.json",
+    ]
     real_step = Trainer.training_step
 
     def ctrl_c_at_step_3(self: Trainer, *a: object, **k: object) -> object:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from speechattn._io import write_text_atomic
 __all__ = [
     "RUN_RECORD",
     "OutputFolderError",
+    "check_output",
     "clear_outputs",
     "corpus_fingerprint",
     "file_digest",
@@ -118,6 +119,58 @@ def clear_outputs(out: Path, extra_dirs: Sequence[str] = ()) -> list[Path]:
     return removed
 
 
+def check_output(
+    out: Path,
+    record: dict[str, Any],
+    *,
+    overwrite: bool,
+    extra_dirs: Sequence[str] = (),
+    unknown: Collection[str] = (),
+) -> str:
+    """The refusal of :func:`prepare_output`, reading ``out`` only (nothing is written or
+    removed), so a command can refuse before its heavy work. Returns ``"new"``, ``"resume"`` or
+    ``"overwrite"`` (what :func:`prepare_output` will do).
+
+    ``unknown``: fields of the record not known yet (e.g. a symbol table grown while the
+    features are computed), left out of the comparison here; :func:`prepare_output` compares
+    the whole record later.
+
+    Raises:
+        OutputFolderError: ``out`` holds a different run (or outputs without a run record) and
+            ``overwrite`` is False.
+    """
+    out = Path(out)
+    existing = _existing_outputs(out, extra_dirs) if out.is_dir() else []
+    if not existing:
+        return "new"
+    if overwrite:
+        return "overwrite"
+    fresh = "--overwrite (deletes that run's outputs) or choose another --out"
+    path = out / RUN_RECORD
+    if not path.is_file():
+        names = ", ".join(p.name for p in existing[:4])
+        raise OutputFolderError(
+            f"{out} already holds outputs ({names}) without a {RUN_RECORD} "
+            f"saying which run wrote them; start fresh with {fresh}."
+        )
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise OutputFolderError(f"{path} is unreadable ({exc}); start fresh with {fresh}.") from exc
+    previous = previous if isinstance(previous, dict) else {}
+    record = json.loads(json.dumps(record))
+    diff = run_differences(
+        {k: v for k, v in previous.items() if k not in unknown},
+        {k: v for k, v in record.items() if k not in unknown},
+    )
+    if diff:
+        raise OutputFolderError(
+            f"{out} holds another run ({', '.join(diff)} differ); refusing to mix the two. "
+            f"Start fresh with {fresh}."
+        )
+    return "resume"
+
+
 def prepare_output(
     out: Path, record: dict[str, Any], *, overwrite: bool, extra_dirs: Sequence[str] = ()
 ) -> str:
@@ -127,38 +180,14 @@ def prepare_output(
 
     Raises:
         OutputFolderError: ``out`` holds a different run (or outputs without a run record) and
-            ``overwrite`` is False.
+            ``overwrite`` is False (:func:`check_output`).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     record = json.loads(json.dumps(record))
-    existing = _existing_outputs(out, extra_dirs)
-    fresh = "--overwrite (deletes that run's outputs) or choose another --out"
-    state = "new"
-    if overwrite and existing:
+    state = check_output(out, record, overwrite=overwrite, extra_dirs=extra_dirs)
+    if state == "overwrite":
         clear_outputs(out, extra_dirs)
-        state = "overwrite"
-    elif existing:
-        path = out / RUN_RECORD
-        if not path.is_file():
-            names = ", ".join(p.name for p in existing[:4])
-            raise OutputFolderError(
-                f"{out} already holds outputs ({names}) without a {RUN_RECORD} "
-                f"saying which run wrote them; start fresh with {fresh}."
-            )
-        try:
-            previous = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise OutputFolderError(
-                f"{path} is unreadable ({exc}); start fresh with {fresh}."
-            ) from exc
-        diff = run_differences(previous if isinstance(previous, dict) else {}, record)
-        if diff:
-            raise OutputFolderError(
-                f"{out} holds another run ({', '.join(diff)} differ); refusing to mix the two. "
-                f"Start fresh with {fresh}."
-            )
-        state = "resume"
     write_text_atomic(out / RUN_RECORD, json.dumps(record, indent=1, ensure_ascii=False))
     return state
 

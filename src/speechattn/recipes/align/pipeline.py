@@ -59,6 +59,7 @@ from speechattn.recipes.align.model import (
     TextMelAligner,
 )
 from speechattn.recipes.align.outputs import (
+    check_output,
     corpus_fingerprint,
     file_digest,
     prepare_output,
@@ -774,6 +775,11 @@ def run_demo(
     from speechattn.data.synth import synth_corpus
     from speechattn.recipes.align.outputs import RUN_RECORD
 
+    if export is not None and Path(export).is_dir():  # else refused only when it is written
+        raise ValueError(
+            f"Expected --export to be a file path to write; found the folder {export}. Name a "
+            f"file, e.g. {export}/aligner.pt."
+        )
     reused: Path | None = None
     if corpus_from is not None and Path(corpus_from).resolve() != Path(out).resolve():
         src = Path(corpus_from)
@@ -850,9 +856,12 @@ def run_demo(
     if config.augment:  # one copy of each training utterance through a random channel
         train = train + augmented_items(utts, train, symbols, feats, seed=train_seed)
     t_data = time.perf_counter() - t_start
+    copies = len(train) - len(plain_train)  # the channel copies (augment) train beside them
     log(
-        f"{len(items)} utterances: {len(train)} train, {len(dev)} held-out utterances, "
-        f"{len(unseen)} held-out voices {held}; {len(symbols)} symbols; data {t_data:.0f}s"
+        f"{len(items)} utterances: {len(plain_train)} train utterances"
+        + (f" (+{copies} channel copies)" if copies else "")
+        + f", {len(dev)} held-out utterances, {len(unseen)} utterances of {len(held)} held-out "
+        f"voice{'' if len(held) == 1 else 's'} {held}; {len(symbols)} symbols; data {t_data:.0f}s"
     )
     splits = {"held-out utterances": dev, "held-out voices": unseen}
     results: dict[str, dict[str, list[AlignmentResult]]] = {s: {} for s in splits}
@@ -1267,6 +1276,10 @@ def run_align(
     stop_fields = {f.name for f in dataclasses.fields(AdaptStop)}
     stop_rule = AdaptStop(**{k: overrides.pop(k) for k in list(overrides) if k in stop_fields})
     torch.set_num_threads(max(1, threads))
+    from speechattn.recipes.align.evaluate import ALIGNMENT_FORMATS
+
+    if not formats or any(f not in ALIGNMENT_FORMATS for f in formats):  # before any work
+        raise ValueError(f"Expected formats from {ALIGNMENT_FORMATS}; found {tuple(formats)!r}.")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     corpus_problems: list[str] = []
@@ -1275,17 +1288,7 @@ def run_align(
     if from_scratch:
         feats = FeatureConfig(word_silences=word_silences)
         symbols = new_symbol_table()
-        items = build_items(
-            utts,
-            symbols,
-            feats,
-            grow_symbols=True,
-            progress=progress and rank == 0,
-            voice=corpus_voice,
-            envelopes=silence_edge_db is not None,
-            dereverb=dereverb,
-        )
-        mcfg = AlignerConfig(kind=kind, num_symbols=max(64, len(symbols)), n_mels=feats.n_mels)
+        mcfg = AlignerConfig(kind=kind, num_symbols=64, n_mels=feats.n_mels)  # symbols: below
         inits: list[dict] | None = None
         shipped_offsets = None
         tables: dict[str, BoundaryOffsets | None] = {}
@@ -1311,16 +1314,6 @@ def run_align(
             usable = tables["consensus"] is not None and not reverse_pass
             calibration = "consensus" if usable else "none"
         shipped_offsets = tables.get(calibration if calibration != "none" else "contexts")
-        items = build_items(
-            utts,
-            symbols,
-            feats,
-            grow_symbols=False,
-            progress=progress and rank == 0,
-            voice=corpus_voice,
-            envelopes=silence_edge_db is not None,
-            dereverb=dereverb,
-        )
         mcfg = loaded.config
         inits = [m.state_dict() for m in members]
         if adapt and adapt_first is not None and adapt_first > len(members):
@@ -1370,27 +1363,50 @@ def run_align(
             model = TextMelAligner(mcfg)
             model.load_state_dict(inits[0])
             model.eval()
+
+    def run_record() -> dict[str, Any]:
+        return {
+            "corpus": corpus_fingerprint(utts),
+            "symbols": sorted(symbols, key=lambda k: symbols[k]),
+            "model_config": mcfg.to_dict(),
+            **({"members": len(inits)} if inits is not None and len(inits) > 1 else {}),
+            **(
+                {"adapt_members": adapt_first}
+                if adapt and inits is not None and adapt_first is not None
+                else {}
+            ),
+            "features": feats.to_dict(),
+            "seed": int(seed),
+            "mode": mode,
+            "init": init_id,
+        }
+
+    # A folder that holds another run is refused before the features are computed (read only;
+    # rank 0, as prepare_output below: one error line, and torchrun then stops the other ranks);
+    # a new symbol table (--from-scratch) and the model config that depends on it are known only
+    # after that, and prepare_output compares them too.
+    if rank == 0:
+        unknown = ("symbols", "model_config") if from_scratch else ()
+        check_output(out, run_record(), overwrite=overwrite, unknown=unknown)
+    items = build_items(
+        utts,
+        symbols,
+        feats,
+        grow_symbols=from_scratch,
+        progress=progress and rank == 0,
+        voice=corpus_voice,
+        envelopes=silence_edge_db is not None,
+        dereverb=dereverb,
+    )
+    if from_scratch:
+        mcfg = dataclasses.replace(mcfg, num_symbols=max(64, len(symbols)))
     skipped = len(corpus_problems) + len(utts) - len(items)
     if not items:
         raise ValueError(
             f"No usable utterance in {data}: all {skipped} were skipped (see the warnings "
             "above); fix or remove those files."
         )
-    record = {
-        "corpus": corpus_fingerprint(utts),
-        "symbols": sorted(symbols, key=lambda k: symbols[k]),
-        "model_config": mcfg.to_dict(),
-        **({"members": len(inits)} if inits is not None and len(inits) > 1 else {}),
-        **(
-            {"adapt_members": adapt_first}
-            if adapt and inits is not None and adapt_first is not None
-            else {}
-        ),
-        "features": feats.to_dict(),
-        "seed": int(seed),
-        "mode": mode,
-        "init": init_id,
-    }
+    record = run_record()
     if rank == 0:
         state = prepare_output(out, record, overwrite=overwrite)
         if state == "resume":

@@ -14,7 +14,10 @@ run sees the same batches as an uninterrupted one.
 Multi-process: under ``torchrun`` (``WORLD_SIZE > 1``) the process group is initialised on gloo (the
 aligners train on the CPU); each rank takes a strided shard of every global batch of
 ``batch_size * world`` items and gradients are averaged by
-:class:`torch.nn.parallel.DistributedDataParallel`; only rank 0 writes checkpoints. The history
+:class:`torch.nn.parallel.DistributedDataParallel` (the ``mha`` kind's loss, a mean over the
+batch's frames, is weighted on each rank by its share of the global batch's frames, so the
+average is the global batch's gradient, as for the per-item means of ``sma`` and ``fs``); only
+rank 0 writes checkpoints. The history
 records the loss of the global batch (the mean over ranks), so every rank sees the same history,
 and a stop (``should_stop``, ``max_seconds``) on any rank stops all of them at the same step.
 """
@@ -87,6 +90,22 @@ def _any_rank(flag: bool, world: int) -> bool:
     t = torch.tensor([1.0 if flag else 0.0])
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def _frame_share(mel_lengths: torch.Tensor, world: int) -> torch.Tensor:
+    """``world * n / N``: this rank's weight for a loss that is a mean over its ``n`` frames
+    when the global batch (every rank's) has ``N`` frames (the all-reduced sum).
+
+    DDP averages the ranks' gradients, so a rank's loss scaled by this weight makes that average
+    the gradient of the global batch's frame mean (and the mean over ranks of the scaled losses
+    that loss itself). Only for ``world > 1`` (one process needs no weight).
+    """
+    import torch.distributed as dist
+
+    n = mel_lengths.detach().sum().reshape(1).to(torch.float64).cpu()
+    total = n.clone()
+    dist.all_reduce(total)
+    return (world * n / total).squeeze(0)
 
 
 def _mean_over_ranks(loss: torch.Tensor, world: int) -> float:
@@ -356,6 +375,10 @@ def train_aligner(
                 gparam["lr"] = _lr(step, train_config)
             out = ddp_model(tokens, tl, mels, ml)
             loss = out.loss
+            if world > 1 and model_config.kind == "mha":
+                # mha's loss is a mean over the batch's frames, not its items: weight each rank's
+                # by its share of the global batch's frames (one process: unchanged)
+                loss = loss * _frame_share(ml, world).to(loss.dtype)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gn = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)

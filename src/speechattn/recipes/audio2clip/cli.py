@@ -318,7 +318,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--resume",
         action="store_true",
         help="continue from the latest checkpoint in OUT/trainer; pass the same other "
-        "arguments as the interrupted run (the result equals an uninterrupted run)",
+        "arguments as the interrupted run (the result equals an uninterrupted run; other "
+        "settings than those recorded in OUT/trainer/run.json are refused)",
     )
     t.set_defaults(func=_train, resume_args=("--resume",))
 

@@ -36,6 +36,8 @@ __all__ = [
     "format_metrics",
     "last_checkpoint",
     "make_trainer_class",
+    "resume_differences",
+    "run_settings",
     "train",
 ]
 
@@ -47,6 +49,30 @@ CHECKPOINT_FOLDER = "trainer"
 # is written last: a folder without it is a save cut short.
 _CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
 _PICKLED_ARGS = "training_args.bin"
+#: The settings of the run that writes checkpoints, in ``output_dir/trainer`` beside them: a
+#: ``--resume`` under other settings is refused (:func:`resume_differences`).
+RUN_SETTINGS = "run.json"
+# Each recorded setting and the option that sets it (the message names both).
+_SETTING_OPTIONS = {
+    "manifest": "the --manifest file's contents",
+    "audio_model": "--audio-model",
+    "text_model": "--text-model",
+    "text_length": "--text-length",
+    "length_mode": "--length-mode",
+    "num_heads": "--num-heads",
+    "epochs": "--epochs",
+    "max_steps": "--max-steps",
+    "batch_size": "--batch-size",
+    "learning_rate": "--lr",
+    "weight_decay": "weight_decay",
+    "warmup_ratio": "warmup_ratio",
+    "temperature": "--temperature",
+    "learnable_temperature": "--learnable-temperature",
+    "direction": "--direction",
+    "mask_text_padding": "--mask-text-padding",
+    "seed": "--seed",
+    "processes": "number of processes",
+}
 
 
 class Audio2ClipTrainModule(nn.Module):
@@ -154,6 +180,74 @@ def last_checkpoint(output_dir: str | Path, *, world_size: int = 1) -> Path:
         f"--resume: no usable checkpoint in {folder} (see the warnings); start over without "
         "--resume."
     )
+
+
+def _model_id(model: str | Path) -> str:
+    """A model argument as recorded: a local folder by its absolute path, else the id as given."""
+    p = Path(model)
+    return str(p.resolve()) if p.exists() else str(model)
+
+
+def run_settings(*, manifest: str | Path, world_size: int, **settings: Any) -> dict[str, Any]:
+    """What a resumed run must share with the run that wrote its checkpoints (JSON-like).
+
+    ``manifest`` is recorded by the sha256 of its bytes (another manifest, or the same file
+    edited, is another run; the same one moved is not), the models by :func:`_model_id`.
+    ``settings``: the other keys of ``_SETTING_OPTIONS``, as :func:`train` received them.
+    """
+    from speechattn.recipes.align.outputs import file_digest
+
+    unknown = sorted(set(settings) - set(_SETTING_OPTIONS))
+    if unknown:
+        raise TypeError(f"Expected settings among {sorted(_SETTING_OPTIONS)}; found {unknown}.")
+    found = Path(manifest).is_file()  # (a missing one is named by read_manifest)
+    out: dict[str, Any] = {"manifest": file_digest(Path(manifest)) if found else str(manifest)}
+    for key, value in settings.items():
+        out[key] = _model_id(value) if key in ("audio_model", "text_model") else value
+    out["processes"] = int(world_size)
+    return json.loads(json.dumps(out))
+
+
+def resume_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The settings that differ between the run that wrote the checkpoints and this one, each
+    as ``"OPTION (SAVED there, NOW now)"`` (empty: the same run)."""
+    diff = []
+    for key in _SETTING_OPTIONS:
+        if key in saved or key in now:
+            a, b = saved.get(key), now.get(key)
+            if a != b:
+                if key == "manifest":
+                    diff.append(_SETTING_OPTIONS[key])
+                else:
+                    diff.append(f"{_SETTING_OPTIONS[key]} ({a!r} there, {b!r} now)")
+    return diff
+
+
+def _check_resume_settings(output_dir: Path, settings: dict[str, Any]) -> None:
+    """Refuse (``ValueError``, one line) a resume whose settings differ from the recorded ones.
+
+    Checkpoints written before the settings were recorded (no ``run.json``) are not checked.
+    """
+    folder = output_dir / CHECKPOINT_FOLDER
+    path = folder / RUN_SETTINGS
+    if not _checkpoint_steps(folder) or not path.is_file():
+        return  # last_checkpoint says there is nothing to resume; an older run: unchecked
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(saved, dict):
+            raise ValueError(f"expected a JSON object; found {type(saved).__name__}")
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"--resume: {path} is unreadable ({' '.join(str(exc).split())[:200]}); start over "
+            "without --resume."
+        ) from None
+    diff = resume_differences(saved, settings)
+    if diff:
+        raise ValueError(
+            f"--resume: the checkpoints in {folder} belong to a run with other settings "
+            f"({'; '.join(diff)}); resume with that run's arguments, or start over without "
+            "--resume."
+        )
 
 
 def make_trainer_class() -> type:
@@ -281,6 +375,11 @@ def train(
             removes the checkpoints of an earlier run there first.
         resume: continue from the latest checkpoint there (:func:`last_checkpoint`), with the
             same arguments as the run that wrote it: the result equals an uninterrupted run.
+            A run that writes checkpoints records its settings beside them
+            (``trainer/run.json``: the manifest's contents, models, every optimisation and loss
+            setting, seed, number of processes); a resume whose settings differ is refused with
+            a ``ValueError`` naming each, before any model is loaded. ``logging_steps``,
+            ``dataloader_workers``, ``progress`` and ``checkpoint_every`` may change.
         Others: usual optimisation settings; ``direction``/``temperature`` go to the loss.
 
     Returns:
@@ -293,6 +392,28 @@ def train(
         output_dir = Path(output_dir)
         if checkpoint_every < 0:
             raise ValueError(f"Expected checkpoint_every >= 0; found {checkpoint_every}.")
+        settings = run_settings(
+            manifest=manifest,
+            world_size=_world_size(),
+            audio_model=audio_model,
+            text_model=text_model,
+            text_length=text_length,
+            length_mode=length_mode,
+            num_heads=num_heads,
+            epochs=epochs,
+            max_steps=max_steps,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            warmup_ratio=warmup_ratio,
+            temperature=temperature,
+            learnable_temperature=learnable_temperature,
+            direction=direction,
+            mask_text_padding=mask_text_padding,
+            seed=seed,
+        )
+        if resume:  # before any model is loaded
+            _check_resume_settings(output_dir, settings)
         start = last_checkpoint(output_dir, world_size=_world_size()) if resume else None
         if start is None and checkpoint_every and os.environ.get("RANK", "0") == "0":
             # Starting over: an earlier run's checkpoints would outrank this run's (the Trainer
@@ -301,6 +422,10 @@ def train(
 
             for _, old in _checkpoint_steps(output_dir / CHECKPOINT_FOLDER):
                 shutil.rmtree(old)
+            # this run's settings beside its checkpoints, for a later --resume to compare
+            write_text_atomic(
+                output_dir / CHECKPOINT_FOLDER / RUN_SETTINGS, json.dumps(settings, indent=1)
+            )
         malformed: list[str] = []
         items, skipped = usable_items(read_manifest(manifest, problems=malformed))
         skipped = [*malformed, *skipped]  # malformed manifest lines, then unusable audio files

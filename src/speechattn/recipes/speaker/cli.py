@@ -165,6 +165,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
         )
     if args.score_norm == "snorm" and args.top_k is not None:
         raise CliError("--top-k is for --score-norm asnorm (snorm uses the whole cohort)", status=2)
+    if args.out and Path(args.out).is_dir():  # else refused only after every trial is scored
+        raise CliError(f"--out {args.out}: expected a file path to write; found a folder", status=2)
     try:
         model, cfg = load_checkpoint(args.checkpoint)
     except (ValueError, FileNotFoundError) as exc:

@@ -132,6 +132,32 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
     return out
 
 
+def _run_fingerprint(
+    cfg: SpeakerConfig, pooling: str, fingerprint: dict[str, Any] | None, world: int
+) -> dict[str, Any]:
+    """What identifies one encoder's training run, but for its number of classes (known once
+    the features are computed)."""
+    return {
+        **(fingerprint or {}),
+        "config": {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_FINGERPRINT},
+        "pooling": pooling,
+        "world": world,
+    }
+
+
+def _refuse_other_run(
+    path: Path, saved: dict[str, Any], now: dict[str, Any], *, known_only: bool = False
+) -> None:
+    """:class:`ResumeMismatch` when ``now`` differs from the checkpoint's fingerprint (with
+    ``known_only``: in the fields ``now`` has, the others not being known yet)."""
+    diff = _differences({k: v for k, v in saved.items() if k in now or not known_only}, now)
+    if diff:
+        raise ResumeMismatch(
+            f"{path} belongs to another run ({'; '.join(diff[:4])}); pass --overwrite "
+            "to start afresh or choose another --out."
+        )
+
+
 def _load_train_checkpoint(path: Path) -> dict[str, Any]:
     import pickle
 
@@ -204,21 +230,10 @@ def train_encoder(
     rng = random.Random(cfg.seed * 1000 + rank)
     losses: list[float] = []
     step0 = 0
-    fp = {
-        **(fingerprint or {}),
-        "config": {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_FINGERPRINT},
-        "pooling": pooling,
-        "world": world,
-        "classes": num_classes,
-    }
+    fp = {**_run_fingerprint(cfg, pooling, fingerprint, world), "classes": num_classes}
     if checkpoint is not None and checkpoint.is_file():
         ck = _load_train_checkpoint(checkpoint)
-        diff = _differences(ck.get("fingerprint", {}), fp)
-        if diff:
-            raise ResumeMismatch(
-                f"{checkpoint} belongs to another run ({'; '.join(diff[:4])}); pass --overwrite "
-                "to start afresh or choose another --out."
-            )
+        _refuse_other_run(checkpoint, ck.get("fingerprint", {}), fp)
         model.load_state_dict(ck["model"])
         head.load_state_dict(ck["head"])
         opt.load_state_dict(ck["optimizer"])
@@ -437,6 +452,17 @@ def run_speaker(
                 f"{source}: no entry is left with commercial_only=true (dropped voices: "
                 f"{', '.join(dropped)}); train on voices whose licence allows commercial use."
             )
+    fingerprint = {
+        "corpus": corpus_fingerprint(utts),
+        "trials": None if trials is None else str(trials),
+    }
+    if not overwrite:  # another run's checkpoint is refused before the features are computed
+        for name in cfg.poolings:
+            path = ck_dir / f"{name}.pt"
+            if path.is_file():
+                saved = _load_train_checkpoint(path).get("fingerprint", {})
+                now = _run_fingerprint(cfg, name, fingerprint, world)
+                _refuse_other_run(path, saved, now, known_only=True)
     evaluate = trials is not None or cfg.test_speakers > 0
     train_ids, test_ids = _split(utts, cfg, held_out=trials is None and evaluate)
     fs = load_feature_set(
@@ -480,10 +506,6 @@ def run_speaker(
         n_trials = n_test_utts * (n_test_utts - 1) // 2
         skipped_trials, malformed = None, []
 
-    fingerprint = {
-        "corpus": corpus_fingerprint(utts),
-        "trials": None if trials is None else str(trials),
-    }
     rows: list[dict[str, Any]] = []
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if evaluate:
