@@ -205,23 +205,9 @@ def test_demo_split_line_counts_utterances_and_channel_copies_apart(
 @pytest.fixture(scope="module")
 def a2c(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("transformers")
-    import numpy as np
-    import soundfile as sf
+    from tests.a2c_toy import tiny_a2c_setup
 
-    from speechattn.recipes.audio2clip.tiny import tiny_clip_text_encoder, tiny_w2v_bert
-
-    root = tmp_path_factory.mktemp("a2c")
-    tiny_w2v_bert(root / "w2v", hidden_size=32)
-    tiny_clip_text_encoder(root / "clip_text", width=32)
-    (root / "wavs").mkdir()
-    lines = []
-    for i, cap in enumerate(["a red cat", "a blue dog", "green trees", "the sea at night"]):
-        t = np.arange(int(16000 * (0.5 + 0.1 * i))) / 16000
-        wav = 0.3 * np.sin(2 * np.pi * (200 + 150 * i) * t)
-        sf.write(root / "wavs" / f"u{i}.wav", wav.astype(np.float32), 16000)
-        lines.append(json.dumps({"audio": f"wavs/u{i}.wav", "caption": cap}))
-    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
-    return root
+    return tiny_a2c_setup(tmp_path_factory.mktemp("a2c"))
 
 
 def test_audio2clip_resume_under_other_settings_is_refused_naming_them(
