@@ -15,6 +15,11 @@ sentences), written to ``--out/<engine>/aligner.pt``. Learning uses (audio, text
 engines' timings score, never train. ``--augment`` / ``--band-mask`` as in ``speechattn demo``.
 About 10 minutes per model on 2 shared CPU cores (1000 steps).
 
+``--train-seed N`` trains another seed on the same corpus (``DemoConfig.train_seed``: the held-out
+split, the channel copies and training). ``--add MANIFEST`` (repeatable) appends another corpus's
+utterances (e.g. ``speechattn data synth --engines kokoro``) to every model's training corpus, as
+one more engine: ids prefixed with that corpus's folder name, wavs linked into the run's corpus.
+
 Each exported aligner carries its boundary calibration tables (``speechattn align --calibration``),
 fitted on its own training utterances' labels (never on the held-out engine). ``--refit
 ENGINE=PATH`` instead refits the class tables (``--calibration engines`` and ``consensus``) of an aligner
@@ -45,6 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--voices", type=int, default=12)
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--train-seed", type=int, default=None, help="DemoConfig.train_seed (default: seed 0)"
+    )
+    ap.add_argument(
+        "--add",
+        action="append",
+        default=[],
+        metavar="MANIFEST",
+        help="another corpus whose utterances every model also trains on (repeatable)",
+    )
     ap.add_argument("--no-augment", action="store_true", help="no channel-augmented copies")
     ap.add_argument("--no-band-mask", action="store_true", help="the old front end")
     ap.add_argument(
@@ -89,6 +104,17 @@ def main(argv: list[str] | None = None) -> int:
             workers=max(1, args.threads),
         )
     lines = [json.loads(x) for x in manifest.read_text().splitlines()]
+    extra: list[tuple[Path, str]] = []  # (wavs folder, its name in the run's corpus)
+    for spec in args.add:
+        try:
+            more, wavs, name = added_utterances(Path(spec))
+        except ValueError as exc:
+            ap.error(f"--add {spec}: {exc}")
+        clash = {x["id"] for x in lines} & {x["id"] for x in more}
+        if clash:
+            ap.error(f"--add {spec}: expected new utterance ids; found {sorted(clash)[:3]} again")
+        lines += more
+        extra.append((wavs, name))
     peers.pocketsphinx_available = lambda: False  # its row is not needed to train
     for held in [e for e in args.hold_out.split(",") if e]:
         keep = [x for x in lines if x["engine"] != held]
@@ -105,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             commercial_only=True,
             augment=not args.no_augment,
             band_mask=not args.no_band_mask,
+            train_seed=args.train_seed,
         )
         run = out / held
         if not (run / RUN_RECORD).exists():  # the run's corpus: the cached files minus `held`
@@ -116,12 +143,52 @@ def main(argv: list[str] | None = None) -> int:
             prepare_output(run, record, overwrite=False, extra_dirs=("corpus",))
             (run / "corpus").mkdir(parents=True, exist_ok=True)
             os.symlink((corpus / "wavs").resolve(), run / "corpus" / "wavs")
+            for wavs, name in extra:
+                os.symlink(wavs, run / "corpus" / name)
             (run / "corpus" / "manifest.jsonl").write_text(
                 "".join(json.dumps(x) + "\n" for x in keep)
             )
         res = run_demo(run, cfg, export=run / "aligner.pt", progress=False)
         print(f"{held} held out: {res['summary']}")
     return 0
+
+
+def added_utterances(manifest: Path) -> tuple[list[dict], Path, str]:
+    """The lines of another corpus's ``manifest`` made to live in a run's corpus folder.
+
+    Each id gets the corpus folder's name as a prefix (``<tag>-<id>``) and each ``wavs/X`` path
+    becomes ``wavs_<tag>/X``, the name under which the run's corpus links that corpus's wavs.
+
+    Returns:
+        (lines, the corpus's wavs folder resolved, the link's name ``wavs_<tag>``).
+
+    Raises:
+        ValueError: no such file, a line that is not JSON or lacks ``id`` / ``path``, a path not
+            under ``wavs/``, or no utterances.
+    """
+    if not manifest.is_file():
+        raise ValueError(f"expected a corpus manifest.jsonl; found no file {manifest}")
+    tag = manifest.resolve().parent.name
+    name = f"wavs_{tag}"
+    out = []
+    for n, raw in enumerate(manifest.read_text(encoding="utf-8").splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            x = json.loads(raw)
+            path = Path(x["path"])
+            x["id"] = f"{tag}-{x['id']}"
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(
+                f"expected JSON lines with 'id' and 'path'; found line {n}: {raw[:60]!r} ({exc!r})"
+            ) from None
+        if len(path.parts) < 2 or path.parts[0] != "wavs":
+            raise ValueError(f"expected paths under wavs/; found {x['path']!r} on line {n}")
+        x["path"] = str(Path(name, *path.parts[1:]))
+        out.append(x)
+    if not out:
+        raise ValueError(f"expected utterances; found an empty manifest {manifest}")
+    return out, (manifest.parent / "wavs").resolve(), name
 
 
 def refit_engine_offsets(

@@ -1,0 +1,78 @@
+"""benchmarks/train_align_loeo.py: another corpus appended to the training corpus (``--add``)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "train_align_loeo", ROOT / "benchmarks" / "train_align_loeo.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["train_align_loeo"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _manifest(folder: Path, lines: list[object]) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "wavs").mkdir()
+    path = folder / "manifest.jsonl"
+    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+    return path
+
+
+def test_added_utterances_renames_ids_and_paths(tmp_path: Path) -> None:
+    mod = _load_bench()
+    rows = [
+        {"id": "utt000000", "path": "wavs/utt000000.wav", "engine": "kokoro", "text": "A cat."},
+        {"id": "utt000001", "path": "wavs/sub/utt000001.wav", "engine": "kokoro", "text": "B."},
+    ]
+    manifest = _manifest(tmp_path / "corpus_kokoro", [rows[0], "", rows[1]])
+    lines, wavs, name = mod.added_utterances(manifest)
+    assert name == "wavs_corpus_kokoro"
+    assert wavs == (tmp_path / "corpus_kokoro" / "wavs").resolve()
+    assert [x["id"] for x in lines] == ["corpus_kokoro-utt000000", "corpus_kokoro-utt000001"]
+    assert [x["path"] for x in lines] == [
+        "wavs_corpus_kokoro/utt000000.wav",
+        "wavs_corpus_kokoro/sub/utt000001.wav",
+    ]
+    # everything else is kept as it was
+    assert [(x["engine"], x["text"]) for x in lines] == [("kokoro", "A cat."), ("kokoro", "B.")]
+
+
+@pytest.mark.parametrize(
+    ("lines", "match"),
+    [
+        ([{"id": "u", "path": "audio/u.wav"}], "expected paths under wavs/; found 'audio/u.wav'"),
+        ([{"id": "u", "path": "wavs"}], "expected paths under wavs/"),
+        ([{"path": "wavs/u.wav"}], "expected JSON lines with 'id' and 'path'; found line 1"),
+        (["{not json"], "found line 1"),
+        ([""], "expected utterances; found an empty manifest"),
+    ],
+)
+def test_added_utterances_refuses_bad_manifests(
+    tmp_path: Path, lines: list[object], match: str
+) -> None:
+    mod = _load_bench()
+    with pytest.raises(ValueError, match=re.escape(match)):
+        mod.added_utterances(_manifest(tmp_path / "c", lines))
+
+
+def test_added_utterances_needs_a_file(tmp_path: Path) -> None:
+    mod = _load_bench()
+    with pytest.raises(
+        ValueError, match=re.escape("expected a corpus manifest.jsonl; found no file")
+    ):
+        mod.added_utterances(tmp_path / "nope" / "manifest.jsonl")
