@@ -427,19 +427,9 @@ dist.barrier()
 
 
 def test_torchrun_align_stop_on_one_rank_stops_all_and_resume_is_exact(tmp_path: Path) -> None:
-    import subprocess
-    import sys
+    from tests.torchrun_worker import run_two_processes
 
-    root = Path(__file__).resolve().parents[1]
-    worker = tmp_path / "worker.py"
-    worker.write_text(_STOP_WORKER)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root), env.get("PYTHONPATH", "")])
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(worker), str(tmp_path), str(root),
-    ]  # fmt: skip
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False)
+    res = run_two_processes(_STOP_WORKER, tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     h0, h1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert len(h0) == len(h1) == 3

@@ -324,26 +324,15 @@ def a2c(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_torchrun_recipes_print_no_unused_parameter_warning(tmp_path: Path, a2c: Path) -> None:
-    import os
-    import subprocess
-    import sys
 
     import torch
     from tests.align_toy import N_MELS, NUM_SYMBOLS, toy_items
+    from tests.torchrun_worker import run_two_processes
 
     from speechattn.recipes.align.model import AlignerConfig
     from speechattn.recipes.align.train import TrainConfig, train_aligner
 
-    root = Path(__file__).resolve().parents[1]
-    worker = tmp_path / "worker.py"
-    worker.write_text(_DDP_WORKER)
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root), env.get("PYTHONPATH", "")])
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(worker), str(tmp_path), str(root), str(a2c),
-    ]  # fmt: skip
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    res = run_two_processes(_DDP_WORKER, tmp_path, str(a2c), timeout=300, HF_HUB_OFFLINE="1")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "find_unused_parameters" not in res.stderr + res.stdout  # before: once per rank
     # the same weights as one process with the global batch (the frozen projections included;

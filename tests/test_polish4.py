@@ -16,15 +16,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from tests.align_toy import N_MELS, NUM_SYMBOLS, tone_corpus, toy_items
+from tests.torchrun_worker import run_two_processes
 
 from speechattn.cli import main
 from speechattn.recipes.align.model import AlignerConfig
@@ -72,16 +70,7 @@ def _one_process(kind: str, batch_size: int, steps: int, dropout: float = 0.0) -
 
 
 def test_torchrun_mha_matches_one_process_with_the_global_batch(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parents[1]
-    worker = tmp_path / "worker.py"
-    worker.write_text(_MHA_WORKER)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root), env.get("PYTHONPATH", "")])
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(worker), str(tmp_path), str(root),
-    ]  # fmt: skip
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False)
+    res = run_two_processes(_MHA_WORKER, tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     one = _one_process("mha", 8, 3)
     ddp = torch.load(tmp_path / "mha.pt", weights_only=True)
