@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from speechattn._io import atomic_write
+
 __all__: list[str] = []
 
 # espeak_EVENT_TYPE
@@ -341,9 +343,8 @@ def private_library_path() -> Path:
     src = Path(_loader().get_library_path())
     dst = data / f"libespeak-ng-private{src.suffix}"
     if not dst.exists() or dst.stat().st_size != src.stat().st_size:
-        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-        shutil.copy2(src, tmp)
-        tmp.replace(dst)
+        with atomic_write(dst) as tmp:
+            shutil.copy2(src, tmp)
     return dst
 
 

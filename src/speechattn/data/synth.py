@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from speechattn._io import atomic_write, write_text_atomic
 from speechattn.data import _espeak
 
 __all__ = [
@@ -161,9 +162,7 @@ def _write_variant(name: str) -> None:
     text += "flutter 0\necho 0 0\n"  # see _espeak._make_deterministic
     if path.exists() and path.read_text() == text:
         return
-    tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_text_atomic(path, text)
 
 
 def _make_room(keep_seed: int, needed: int) -> None:
@@ -963,9 +962,7 @@ def synth_corpus(
                 f"{len(skipped)} failed (first: {skipped[0]['skipped']})."
             )
     manifest = out / "manifest.jsonl"
-    tmp = manifest.with_suffix(".jsonl.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_write(manifest) as tmp, tmp.open("w", encoding="utf-8") as f:
         for rec in records:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    tmp.replace(manifest)
     return manifest

