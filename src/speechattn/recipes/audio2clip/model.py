@@ -507,7 +507,7 @@ class AudioToTextEncoder(nn.Module):
             if bad:
                 raise ValueError(f"Head weights in {local} do not match the config: {bad[:5]}.")
             return model
-        if (local / HEAD_WEIGHTS_NAME).is_file() or (local / (CONFIG_NAME + ".tmp")).is_file():
+        if (local / HEAD_WEIGHTS_NAME).is_file():
             raise ValueError(
                 f"{local}: an audio2clip model folder whose save was cut short ({HEAD_WEIGHTS_NAME} "
                 f"but no {CONFIG_NAME}); train again into it or restore it."
