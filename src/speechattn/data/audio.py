@@ -6,12 +6,20 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["AudioError", "check_waveform", "decode_with_ffmpeg", "load_audio", "resample"]
+__all__ = [
+    "AudioError",
+    "check_waveform",
+    "decode_with_ffmpeg",
+    "load_audio",
+    "multichannel_files",
+    "resample",
+]
 
 # Peak amplitude below which a recording counts as silent (about -80 dBFS).
 SILENCE_PEAK = 1e-4
@@ -135,6 +143,22 @@ def load_audio(
     if validate:
         check_waveform(mono, p, min_samples=min_samples, allow_silence=allow_silence)
     return torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
+
+
+def multichannel_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """The files among ``paths`` whose header says 2 or more channels (soundfile; files it
+    cannot read are left out): :func:`load_audio` averages their channels to mono, which a
+    command says once rather than per file."""
+    import soundfile as sf
+
+    out = []
+    for p in paths:
+        try:
+            if sf.info(str(p)).channels > 1:
+                out.append(Path(p))
+        except Exception:  # unreadable files are reported where they are decoded
+            continue
+    return out
 
 
 def check_waveform(

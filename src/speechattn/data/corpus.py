@@ -7,8 +7,23 @@ Formats (picked by :func:`load_corpus` from what it finds):
   optional ``id``, ``speaker`` and ``words``/``phones`` as ``[[start_s, end_s, label], ...]``.
 - **LJSpeech** ``metadata.csv``: ``id|transcription|normalized transcription`` lines (``|``
   separated, no header), audio in ``wavs/<id>.wav`` beside it; speaker is the folder name.
-- **folder** of ``*.wav`` / ``*.flac`` (searched recursively) each with a same-stem ``*.txt``
-  transcript; speaker is the audio file's parent folder name.
+- **Kaldi data dir** ``wav.scp`` (``<utt> <path>``) + ``text`` (``<utt> <transcript>``),
+  optional ``utt2spk``; paths relative to the data dir (or the working directory). A piped
+  command in ``wav.scp`` is skipped with a warning; a ``segments`` file is refused (cut the
+  segments into files first).
+- **LibriSpeech** ``<spk>/<chapter>/<spk>-<chapter>.trans.txt`` (``<utt-id> <TEXT>`` lines) with
+  ``<utt-id>.flac`` beside it, found anywhere under the folder; speaker is the id's first part.
+- **folder** (the Montreal Forced Aligner's layout) of audio (``.wav``, ``.flac``, ``.ogg``,
+  ``.mp3``; searched recursively) each with a same-stem transcript, ``.lab`` (MFA's) or
+  ``.txt``; speaker is the audio file's parent folder name. When a file has both, and the two
+  say the same (whitespace aside) that text is used; when they differ the file is skipped with a
+  warning naming both (no guess which one is right).
+
+The ids of folder and LibriSpeech entries are their paths relative to the corpus folder
+without the extension (``spk1/utt1``), so ``speechattn align`` writes
+``OUT/alignments/spk1/utt1.TextGrid``, mirroring the input layout as MFA does.
+Transcripts are read as UTF-8 (a byte-order mark is dropped); a file that is not UTF-8 is
+skipped with a warning saying so, rather than read with its letters replaced.
 - **named corpora**: ``"asterisk"`` = Debian's ``asterisk-core-sounds-en-wav`` prompts with the
   transcripts of ``asterisk-core-sounds-en`` (``/usr/share/asterisk/sounds/en``); see
   :func:`asterisk_available`.
@@ -28,6 +43,7 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -38,12 +54,15 @@ __all__ = [
     "CorpusError",
     "Utterance",
     "asterisk_available",
+    "kaldi_audio_paths",
+    "kaldi_table",
     "load_corpus",
     "skipped_lines_note",
     "warn_skipped_lines",
 ]
 
-_AUDIO_EXTS = (".wav", ".flac")
+_AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3")
+_TRANSCRIPT_EXTS = (".lab", ".txt")
 # ``en`` is the link asterisk-core-sounds-en adds; the -wav package alone installs the
 # recordings under en_US_f_Allison.
 ASTERISK_DIRS = (
@@ -278,32 +297,185 @@ def _read_ljspeech(path: Path, problems: _Problems, check_audio: bool) -> list[U
     return out
 
 
+def _read_utf8(path: Path, problems: _Problems) -> str | None:
+    """A text file's contents (UTF-8, BOM dropped), or None (and a problem recorded) when it is
+    not UTF-8."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        problems.add(
+            path,
+            f"transcript is not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "re-save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
+        )
+        return None
+
+
 def _read_folder(root: Path, problems: _Problems, check_audio: bool) -> list[Utterance]:
     audio_files = sorted(
         p for p in root.rglob("*") if p.suffix.lower() in _AUDIO_EXTS and p.is_file()
     )
-    txt_files = {p.with_suffix(""): p for p in root.rglob("*.txt") if p.is_file()}
+    transcripts: dict[Path, list[Path]] = {}
+    for p in sorted(root.rglob("*")):
+        if p.suffix.lower() in _TRANSCRIPT_EXTS and p.is_file():
+            transcripts.setdefault(p.with_suffix(""), []).append(p)
     out: list[Utterance] = []
     used: set[Path] = set()
     for audio in audio_files:
         stem = audio.with_suffix("")
-        txt = txt_files.get(stem)
-        if txt is None:
-            problems.add(audio, f"no transcript {stem.name}.txt beside it")
+        found = transcripts.get(stem, [])
+        if not found:
+            problems.add(audio, f"no transcript {stem.name}.lab or {stem.name}.txt beside it")
             continue
         used.add(stem)
-        text = txt.read_text(encoding="utf-8", errors="replace").strip()
+        read = [_read_utf8(t, problems) for t in found]
+        texts = [" ".join(t.split()) for t in read if t is not None]
+        if len(texts) < len(read):
+            continue
+        if len(set(texts)) > 1:
+            problems.add(
+                audio,
+                f"two transcripts that differ: {' and '.join(map(str, found))}; keep one",
+            )
+            continue
+        text = texts[0]
         if not text:
-            problems.add(txt, "empty transcript")
+            problems.add(found[0], "empty transcript")
             continue
         if check_audio and _check_audio(audio, problems) is None:
             continue
         rel = stem.relative_to(root).as_posix()
         speaker = audio.parent.name if audio.parent != root else (root.name or "unknown")
-        out.append(Utterance(rel, audio.resolve(), " ".join(text.split()), speaker, None, None))
-    for stem, txt in sorted(txt_files.items()):
-        if stem not in used and txt.name not in ("README.txt", "LICENSE.txt"):
-            problems.add(txt, "transcript without a matching .wav/.flac")
+        out.append(Utterance(rel, audio.resolve(), text, speaker, None, None))
+    for stem, files in sorted(transcripts.items()):
+        for txt in files:
+            if stem not in used and txt.name not in ("README.txt", "LICENSE.txt"):
+                problems.add(txt, f"transcript without a matching {'/'.join(_AUDIO_EXTS)}")
+    return out
+
+
+def _read_librispeech(
+    root: Path, listings: list[Path], problems: _Problems, check_audio: bool
+) -> list[Utterance]:
+    out: list[Utterance] = []
+    listed: set[Path] = set()
+    for listing in listings:
+        contents = _read_utf8(listing, problems)
+        if contents is None:
+            continue
+        for lineno, line in enumerate(contents.splitlines(), 1):
+            if not line.strip():
+                continue
+            where = f"{listing}:{lineno}"
+            utt_id, _, text = line.strip().partition(" ")
+            text = " ".join(text.split())
+            if not text:
+                problems.add(where, f"expected '<utterance-id> <TEXT>'; found {line.strip()!r}")
+                continue
+            audio = next(
+                (a for ext in _AUDIO_EXTS if (a := listing.parent / f"{utt_id}{ext}").is_file()),
+                None,
+            )
+            if audio is None:
+                problems.add(where, f"no audio {utt_id}.flac beside {listing.name}")
+                continue
+            listed.add(audio)
+            if check_audio and _check_audio(audio, problems, where) is None:
+                continue
+            rel = audio.with_suffix("").relative_to(root).as_posix()
+            speaker = utt_id.split("-", 1)[0]
+            out.append(Utterance(rel, audio.resolve(), text, speaker, None, None))
+    for audio in sorted(root.rglob("*.flac")):
+        if audio not in listed:
+            problems.add(audio, "not listed in a *.trans.txt beside it (no transcript)")
+    return out
+
+
+def kaldi_table(path: Path, report: Callable[[str, str], None]) -> dict[str, tuple[int, str]]:
+    """``key -> (line number, value)`` of a Kaldi table (``<key> <value>`` lines).
+
+    Malformed lines and repeated keys are passed to ``report(where, message)`` (``where`` is
+    ``"<file>:<line>"``) and left out; the first entry of a key is kept. Read as UTF-8.
+    """
+    table: dict[str, tuple[int, str]] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+        if not line.strip():
+            continue
+        key, _, value = line.strip().partition(" ")
+        where = f"{path}:{lineno}"
+        if not value.strip():
+            report(where, f"expected '<key> <value>'; found {line.strip()!r}")
+            continue
+        if key in table:
+            report(
+                where,
+                f"expected each key once; found {key!r} again (first on line "
+                f"{table[key][0]}, which is kept)",
+            )
+            continue
+        table[key] = (lineno, value.strip())
+    return table
+
+
+def kaldi_audio_paths(
+    root: Path, report: Callable[[str, str], None]
+) -> dict[str, tuple[int, Path]]:
+    """The audio files of a Kaldi data dir: ``utt -> (line of wav.scp, absolute path)``.
+
+    Paths are relative to the data dir when a file is there, else to the working directory. A
+    piped command (``... |``) is passed to ``report(where, message)`` and left out (only file
+    paths are read).
+
+    Raises:
+        CorpusError: the data dir has a ``segments`` file (not supported: cut the segments
+            into files and list those in ``wav.scp``).
+    """
+    if (root / "segments").is_file():
+        raise CorpusError(
+            root / "segments",
+            "Kaldi segments are not supported; cut the segments into files (e.g. with "
+            "`extract-segments`) and list those in wav.scp.",
+        )
+    scp = root / "wav.scp"
+    out: dict[str, tuple[int, Path]] = {}
+    for utt, (lineno, where) in sorted(kaldi_table(scp, report).items()):
+        if where.endswith("|"):
+            report(
+                f"{scp}:{lineno}",
+                f"expected a file path for utterance {utt!r}; found a piped command (only "
+                "file paths are supported: write the audio to files first)",
+            )
+            continue
+        p = Path(where)
+        if not p.is_absolute():
+            p = root / p if (root / p).exists() else Path.cwd() / p
+        out[utt] = (lineno, p.resolve())
+    return out
+
+
+def _read_kaldi(root: Path, problems: _Problems, check_audio: bool) -> list[Utterance]:
+    if not (root / "text").is_file():
+        raise CorpusError(
+            root,
+            "a Kaldi data dir needs 'text' (<utt> <transcript> lines) beside wav.scp for alignment",
+        )
+    audio = kaldi_audio_paths(root, problems.add)
+    texts = kaldi_table(root / "text", problems.add)
+    u2s = kaldi_table(root / "utt2spk", problems.add) if (root / "utt2spk").is_file() else {}
+    out: list[Utterance] = []
+    for utt, (lineno, path) in audio.items():
+        where = f"{root / 'wav.scp'}:{lineno}"
+        if utt not in texts:
+            problems.add(where, f"no transcript for {utt!r} in {root / 'text'}")
+            continue
+        if check_audio and _check_audio(path, problems, where) is None:
+            continue
+        speaker = u2s[utt][1] if utt in u2s else utt  # Kaldi's own default: one per utterance
+        out.append(Utterance(utt, path, " ".join(texts[utt][1].split()), speaker, None, None))
+    for utt, (lineno, _) in sorted(texts.items()):
+        if utt not in audio:
+            problems.add(f"{root / 'text'}:{lineno}", f"no audio for {utt!r} in wav.scp")
     return out
 
 
@@ -395,11 +567,14 @@ def load_corpus(
     check_audio: bool = True,
     problems: list[str] | None = None,
 ) -> list[Utterance]:
-    """Read a corpus: a manifest.jsonl, an LJSpeech metadata.csv, a folder, or ``"asterisk"``.
+    """Read a corpus: a manifest.jsonl, an LJSpeech metadata.csv, a Kaldi data dir, a
+    LibriSpeech folder, a folder of audio + transcripts, or ``"asterisk"`` (module docstring).
 
     Args:
         path: a ``*.jsonl`` manifest, a ``metadata.csv``, a folder holding either (manifest
-            first), a folder of audio + same-stem ``.txt``, or the name ``"asterisk"``.
+            first), a Kaldi data dir (``wav.scp`` + ``text``), a folder with LibriSpeech
+            ``*.trans.txt`` listings, a folder of audio + same-stem ``.lab``/``.txt``, or the
+            name ``"asterisk"``.
         on_error: ``"warn"`` (skip bad entries, one warning each naming the file and the
             reason, then one with the count), ``"skip"``
             (skip silently) or ``"raise"`` (:class:`CorpusError`, a ``ValueError`` naming the
@@ -447,11 +622,17 @@ def _load_corpus(
         utts = _read_manifest(p, problems, check_audio)
     elif p.is_file() and p.suffix == ".csv":
         utts = _read_ljspeech(p, problems, check_audio)
+    elif p.is_dir() and (p / "wav.scp").is_file():
+        utts = _read_kaldi(p, problems, check_audio)
+    elif p.is_dir() and (listings := sorted(p.rglob("*.trans.txt"))):
+        utts = _read_librispeech(p, listings, problems, check_audio)
     elif p.is_dir():
         utts = _read_folder(p, problems, check_audio)
     else:
         raise CorpusError(
-            p, "expected a manifest .jsonl, a metadata.csv or a folder of audio + .txt"
+            p,
+            "expected a manifest .jsonl, a metadata.csv, a Kaldi data dir, a LibriSpeech folder "
+            "or a folder of audio + same-stem .lab/.txt",
         )
     seen: set[str] = set()
     unique: list[Utterance] = []

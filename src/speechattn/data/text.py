@@ -31,6 +31,7 @@ __all__ = [
     "number_to_words",
     "phonemize",
     "words_of",
+    "written_words",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -223,6 +224,40 @@ def normalize_text(text: str, *, lowercase: bool = False) -> str:
 def words_of(text: str) -> list[str]:
     """The words of a normalised text (split on spaces, outer punctuation removed)."""
     return [w for w in (t.strip(",.?!;:'") for t in text.split()) if w]
+
+
+# Stripped from the ends of a written word (as MFA strips punctuation): ASCII and curly quotes,
+# brackets, sentence punctuation, dashes and ellipses; "$5", "10%", "don't" and "well-known" keep
+# what is inside.
+_WORD_EDGE_PUNCT = ",.?!;:'\"()[]{}<>\u2018\u2019\u201c\u201d\u00ab\u00bb\u2013\u2014\u2026-*_"
+
+
+def written_words(text: str) -> list[tuple[str, list[str]]]:
+    """The transcript's own words, each with the spoken words :func:`normalize_text` makes of it.
+
+    A written word is a whitespace-separated token with the punctuation at its ends removed
+    (``"Dr."`` -> ``Dr``, ``\u201cHello,\u201d`` -> ``Hello``); it keeps its spelling and
+    case. Its spoken words are the normalised text of the token alone (``"$5"`` -> ``five
+    dollars``, ``"10%"`` -> ``ten percent``, ``"well-known"`` -> ``well known``), lower-cased
+    where the whole text is in capitals (as :func:`normalize_text` does). A token that says
+    nothing (a lone dash or symbol) is left out.
+
+    ``[w for _, ws in written_words(t) for w in ws]`` equals ``words_of(normalize_text(t))``
+    unless a number or symbol is split from its unit by a space (``"$ 5"``).
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"Expected text to be a str; found {type(text).__name__}.")
+    text = unicodedata.normalize("NFKC", text)
+    letters = [c for c in text if c.isalpha()]
+    capitals = len(text.split()) > 1 and bool(letters) and not any(c.islower() for c in letters)
+    out: list[tuple[str, list[str]]] = []
+    with warnings.catch_warnings():  # normalize_text of the whole text warns once already
+        warnings.simplefilter("ignore")
+        for token in text.split():
+            spoken = words_of(normalize_text(token, lowercase=capitals))
+            if spoken:
+                out.append((token.strip(_WORD_EDGE_PUNCT) or token, spoken))
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -150,18 +150,27 @@ class AlignItem:
 
 
 def _phonemize_words(text: str, voice: str) -> list[tuple[str, list[str]]]:
-    """(word, phones) pairs. Whole-sentence phonemes when they line up with the words; otherwise
-    each word on its own, so a word the front end cannot pronounce shows up with no phones."""
-    from speechattn.data.text import normalize_text, phonemize, words_of
+    """(word, phones) pairs, one per word of the transcript as written
+    (:func:`~speechattn.data.text.written_words`: ``$5`` stays one word with the phones of
+    "five dollars"). Phones come from the whole sentence when its spoken words line up with
+    the written words' ones; otherwise from each spoken word on its own, so a word the front end
+    cannot pronounce shows up with no phones."""
+    from speechattn.data.text import normalize_text, phonemize, words_of, written_words
 
-    phon = phonemize(text, voice=voice)
-    words = words_of(normalize_text(text))
-    if len(words) == len(phon):
-        return list(zip(words, phon))
+    written = written_words(text)
+    spoken = [w for _, ws in written for w in ws]
+    phon = phonemize(text, voice=voice)  # warns once about characters it cannot say
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        same = spoken == words_of(normalize_text(text))
+    if len(spoken) != len(phon) or not same:
+        phon = [
+            [p for part in phonemize(w, voice=voice, normalize=False) for p in part] for w in spoken
+        ]
     out: list[tuple[str, list[str]]] = []
-    for w in words:
-        ph = [p for part in phonemize(w, voice=voice, normalize=False) for p in part]
-        out.append((w, ph))
+    for word, ws in written:
+        out.append((word, [p for ph in phon[: len(ws)] for p in ph]))
+        phon = phon[len(ws) :]
     return out
 
 

@@ -516,24 +516,32 @@ def write_alignment(
     config: FeatureConfig,
     *,
     formats: Sequence[str] = ("textgrid", "json"),
+    name: str | None = None,
 ) -> tuple[Path, ...]:
     """Write one utterance's alignment in each of ``formats`` (paths returned in that order).
 
-    ``textgrid``: ``<id>.TextGrid`` with ``words`` and ``phones`` tiers (the Montreal Forced
-    Aligner's names); ``json``: ``<id>.json``; ``ctm``: ``<id>.ctm`` (words) and
-    ``<id>.phones.ctm`` (phones), lines ``<id> 1 <start> <duration> <label>``.
+    ``textgrid``: ``<name>.TextGrid`` with ``words`` and ``phones`` tiers (the Montreal Forced
+    Aligner's names); ``json``: ``<name>.json``; ``ctm``: ``<name>.ctm`` (words) and
+    ``<name>.phones.ctm`` (phones), lines ``<id> 1 <start> <duration> <label>``.
+
+    ``name``: the file name relative to ``out_dir`` without suffix, ``/`` making subfolders
+    (default: :func:`~speechattn.recipes.align.outputs.alignment_names` of the item's id, so
+    the id ``spk1/utt1`` of a folder corpus is written as ``spk1/utt1.TextGrid``).
     """
     unknown = [f for f in formats if f not in ALIGNMENT_FORMATS]
     if unknown or not formats:
         raise ValueError(f"Expected formats from {ALIGNMENT_FORMATS}; found {tuple(formats)!r}.")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from speechattn.recipes.align.outputs import alignment_names
+
     item = result.item
+    rel = name if name is not None else alignment_names([item.id])[0]
+    base = out_dir / rel
+    base.parent.mkdir(parents=True, exist_ok=True)
     duration = item.num_samples / config.sample_rate
     total = float(np.sum(result.durations)) * config.frame_s
     xmax = max(duration, total)
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in item.id)
-    tg = out_dir / f"{safe}.TextGrid"
-    js = out_dir / f"{safe}.json"
+    tg = base.with_name(f"{base.name}.TextGrid")
+    js = base.with_name(f"{base.name}.json")
     words = [(a, min(b, xmax), w) for a, b, w in result.words]
     phones = [(a, min(b, xmax), p) for a, b, p in result.phones]
     # The TextGrid's phones tier also shows the pauses (sil / sp, as MFA writes them); the words
@@ -549,8 +557,11 @@ def write_alignment(
     if "ctm" in formats:
         from speechattn.data.textgrid import write_ctm
 
-        written.append(write_ctm(out_dir / f"{safe}.ctm", words, utterance_id=safe))
-        written.append(write_ctm(out_dir / f"{safe}.phones.ctm", phones, utterance_id=safe))
+        uid = rel.replace("/", "_")  # a CTM utterance id is one token
+        written.append(write_ctm(base.with_name(f"{base.name}.ctm"), words, utterance_id=uid))
+        written.append(
+            write_ctm(base.with_name(f"{base.name}.phones.ctm"), phones, utterance_id=uid)
+        )
     return tuple(written)
 
 

@@ -21,6 +21,7 @@ from speechattn._io import write_text_atomic
 __all__ = [
     "RUN_RECORD",
     "OutputFolderError",
+    "alignment_names",
     "check_output",
     "clear_outputs",
     "corpus_fingerprint",
@@ -44,6 +45,39 @@ _OUTPUT_FILES = (
 )
 _OUTPUT_DIRS = ("alignments", "checkpoints")
 ALIGNMENT_SUFFIXES = (".TextGrid", ".json", ".ctm")
+
+
+def _safe_part(part: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in part)
+    return "_" if safe in ("", ".", "..") else safe
+
+
+def alignment_names(ids: Sequence[str]) -> list[str]:
+    """The file name (without suffix) of each utterance's alignment, relative to the
+    alignments folder: the id with ``/`` kept as a folder (``spk1/utt1`` ->
+    ``spk1/utt1.TextGrid``, the input's layout, as the Montreal Forced Aligner writes it) and
+    other characters than letters, digits, ``-_.`` replaced by ``_``. Names are unique: when two
+    ids come out the same (``a b`` and ``a_b``), or the same but for case (one file on a
+    case-insensitive disk), the later one gets ``~2``, ``~3``, ... with a warning naming both."""
+    import warnings
+
+    out: list[str] = []
+    taken: dict[str, str] = {}
+    for uid in ids:
+        base = "/".join(_safe_part(part) for part in str(uid).split("/"))
+        name, n = base, 1
+        while name.casefold() in taken:
+            n += 1
+            name = f"{base}~{n}"
+        if n > 1:
+            warnings.warn(
+                f"utterances {taken[base.casefold()]!r} and {uid!r} map to the same alignment "
+                f"file name {base!r}; the second is written as {name!r}",
+                stacklevel=2,
+            )
+        taken[name.casefold()] = str(uid)
+        out.append(name)
+    return out
 
 
 class OutputFolderError(ValueError):
@@ -193,13 +227,18 @@ def prepare_output(
 
 
 def remove_stale_alignments(folder: Path, written: Sequence[Path]) -> list[Path]:
-    """Delete alignment files in ``folder`` that this run did not write (an earlier run's, or a
-    format no longer asked for) so none sits beside the new ones; returns what was removed."""
+    """Delete alignment files in ``folder`` and its subfolders that this run did not write (an
+    earlier run's, or a format no longer asked for) so none sits beside the new ones, then the
+    subfolders left empty; returns the files removed."""
     keep = {Path(p).resolve() for p in written}
     stale = []
-    if Path(folder).is_dir():
-        for p in sorted(Path(folder).iterdir()):
-            if p.suffix in ALIGNMENT_SUFFIXES and p.resolve() not in keep:
+    root = Path(folder)
+    if root.is_dir():
+        for p in sorted(root.rglob("*")):
+            if p.is_file() and p.suffix in ALIGNMENT_SUFFIXES and p.resolve() not in keep:
                 p.unlink()
                 stale.append(p)
+        for d in sorted((d for d in root.rglob("*") if d.is_dir()), reverse=True):
+            if not any(d.iterdir()):
+                d.rmdir()
     return stale

@@ -59,6 +59,7 @@ from speechattn.recipes.align.model import (
     TextMelAligner,
 )
 from speechattn.recipes.align.outputs import (
+    alignment_names,
     check_output,
     corpus_fingerprint,
     file_digest,
@@ -1247,6 +1248,7 @@ def run_align(
     text) are skipped with one warning each and counted in the summary; a ``ValueError`` only
     when nothing usable is left. ``formats``: any of ``textgrid``, ``json``, ``ctm``.
     """
+    from speechattn.data.audio import multichannel_files
     from speechattn.data.corpus import load_corpus
     from speechattn.recipes.align.pauses import (
         DEFAULT_PAUSE_SKIP,
@@ -1285,6 +1287,11 @@ def run_align(
     corpus_problems: list[str] = []
     utts = load_corpus(data, problems=corpus_problems)
     rank, world = dist_info()
+    if rank == 0 and (multi := multichannel_files(u.audio_path for u in utts)):
+        log(
+            f"{len(multi)} of {len(utts)} recordings have 2 or more channels (e.g. {multi[0]}): "
+            "each is mixed down to mono (channels averaged)"
+        )
     if from_scratch:
         feats = FeatureConfig(word_silences=word_silences)
         symbols = new_symbol_table()
@@ -1532,8 +1539,9 @@ def run_align(
             f"boundary calibration ({calibration}): {what} (fitted on the aligner's training labels)"
         )
     written: list[Path] = []
-    for r in results:
-        written.extend(write_alignment(r, out / "alignments", feats, formats=formats))
+    names = alignment_names([r.item.id for r in results])
+    for r, name in zip(results, names):
+        written.extend(write_alignment(r, out / "alignments", feats, formats=formats, name=name))
     stale = remove_stale_alignments(out / "alignments", written)
     if stale:
         warnings.warn(

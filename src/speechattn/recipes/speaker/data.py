@@ -36,7 +36,12 @@ import torch
 from torch import Tensor, nn
 
 from speechattn.data.collate import pad_sequence_batch
-from speechattn.data.corpus import skipped_lines_note, warn_skipped_lines
+from speechattn.data.corpus import (
+    kaldi_audio_paths,
+    kaldi_table,
+    skipped_lines_note,
+    warn_skipped_lines,
+)
 from speechattn.recipes.speaker.config import SpeakerConfig
 
 if TYPE_CHECKING:
@@ -103,51 +108,19 @@ def _read_voxceleb(root: Path) -> list[SpeakerUtterance]:
     return out
 
 
-def _kaldi_table(path: Path, bad: list[str]) -> dict[str, tuple[int, str]]:
-    """``key -> (line number, value)`` of a Kaldi table; malformed lines and repeated keys go to
-    ``bad`` (the first entry of a key is kept)."""
-    table: dict[str, tuple[int, str]] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        key, _, value = line.strip().partition(" ")
-        if not value.strip():
-            bad.append(f"{path}:{lineno}: expected '<key> <value>'; found {line.strip()!r}")
-            continue
-        if key in table:
-            bad.append(
-                f"{path}:{lineno}: expected each key once; found {key!r} again (first on line "
-                f"{table[key][0]}, which is kept)"
-            )
-            continue
-        table[key] = (lineno, value.strip())
-    return table
-
-
 def _read_kaldi(root: Path, bad: list[str]) -> list[SpeakerUtterance]:
-    if (root / "segments").is_file():
-        raise ValueError(
-            f"{root / 'segments'}: Kaldi segments are not supported; cut the segments into "
-            "files (e.g. with `extract-segments`) and list those in wav.scp."
-        )
+    def report(where: str, message: str) -> None:
+        bad.append(f"{where}: {message}")
+
     scp, u2s = root / "wav.scp", root / "utt2spk"
-    wavs = _kaldi_table(scp, bad)
-    spk = _kaldi_table(u2s, bad)
+    wavs = kaldi_audio_paths(root, report)
+    spk = kaldi_table(u2s, report)
     out = []
-    for utt, (lineno, where) in sorted(wavs.items()):
-        if where.endswith("|"):
-            bad.append(
-                f"{scp}:{lineno}: expected a file path for utterance {utt!r}; found a piped "
-                "command (only file paths are supported: write the audio to files first)"
-            )
-            continue
+    for utt, (lineno, p) in wavs.items():
         if utt not in spk:
             bad.append(f"{scp}:{lineno}: expected a speaker for {utt!r} in {u2s}; found none")
             continue
-        p = Path(where)
-        if not p.is_absolute():
-            p = root / p if (root / p).exists() else Path.cwd() / p
-        out.append(SpeakerUtterance(utt, p.resolve(), spk[utt][1]))
+        out.append(SpeakerUtterance(utt, p, spk[utt][1]))
     return out
 
 
