@@ -258,7 +258,11 @@ def add_parser(sub: Any) -> None:
     v.set_defaults(func=_voices)
 
     st = dsub.add_parser("stats", help="count utterances, speakers, hours of a corpus")
-    st.add_argument("path", help="manifest.jsonl, metadata.csv, folder, or 'asterisk'")
+    st.add_argument(
+        "path",
+        help="manifest.jsonl, metadata.csv, Kaldi data dir, LibriSpeech folder, folder of audio + "
+        ".lab/.txt, or 'asterisk'",
+    )
     st.add_argument(
         "--validate",
         action="store_true",

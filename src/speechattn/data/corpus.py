@@ -613,6 +613,8 @@ def _load_corpus(
     p = Path(path)
     if not p.exists():
         raise CorpusError(p, "corpus path does not exist")
+    if p.is_file() and p.name in ("wav.scp", "text") and (p.parent / "wav.scp").is_file():
+        p = p.parent  # a Kaldi data dir named by one of its files
     if p.is_dir():
         if (p / "manifest.jsonl").is_file():
             p = p / "manifest.jsonl"
