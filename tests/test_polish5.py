@@ -283,3 +283,14 @@ def test_align_mfa_corpus_mirrors_layout_with_the_users_words(
         "a/x.TextGrid",
         "b/x.TextGrid",
     ]
+
+
+def test_lab_of_time_stamped_labels_is_not_read_as_a_transcript(tmp_path: Path) -> None:
+    _tone(tmp_path / "htk.wav")
+    (tmp_path / "htk.lab").write_text("0 1200000 sil\n1200000 2500000 hh\n", encoding="utf-8")
+    _tone(tmp_path / "nums.wav")
+    (tmp_path / "nums.lab").write_text("10 20 people came", encoding="utf-8")
+    utts, msgs = _load(tmp_path)
+    assert [u.id for u in utts] == ["nums"]
+    bad = [m for m in msgs if "htk.lab" in m]
+    assert len(bad) == 1 and "time-stamped labels" in bad[0]

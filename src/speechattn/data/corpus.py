@@ -18,15 +18,15 @@ Formats (picked by :func:`load_corpus` from what it finds):
   ``.txt``; speaker is the audio file's parent folder name. When a file has both, and the two
   say the same (whitespace aside) that text is used; when they differ the file is skipped with a
   warning naming both (no guess which one is right).
+- **named corpora**: ``"asterisk"`` = Debian's ``asterisk-core-sounds-en-wav`` prompts with the
+  transcripts of ``asterisk-core-sounds-en`` (``/usr/share/asterisk/sounds/en``); see
+  :func:`asterisk_available`.
 
 The ids of folder and LibriSpeech entries are their paths relative to the corpus folder
 without the extension (``spk1/utt1``), so ``speechattn align`` writes
 ``OUT/alignments/spk1/utt1.TextGrid``, mirroring the input layout as MFA does.
 Transcripts are read as UTF-8 (a byte-order mark is dropped); a file that is not UTF-8 is
 skipped with a warning saying so, rather than read with its letters replaced.
-- **named corpora**: ``"asterisk"`` = Debian's ``asterisk-core-sounds-en-wav`` prompts with the
-  transcripts of ``asterisk-core-sounds-en`` (``/usr/share/asterisk/sounds/en``); see
-  :func:`asterisk_available`.
 
 Bad entries (missing or undecodable audio, empty text, audio without transcript and
 transcripts without audio; in manifests also a declared sample rate or duration that the file
@@ -63,6 +63,8 @@ __all__ = [
 
 _AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3")
 _TRANSCRIPT_EXTS = (".lab", ".txt")
+# A line of HTK / Festival labels ("<start> <end> <label>"); a .lab of such lines is no transcript.
+_HTK_LINE = re.compile(r"\d+(\.\d+)?\s+\d+(\.\d+)?\s+\S+")
 # ``en`` is the link asterisk-core-sounds-en adds; the -wav package alone installs the
 # recordings under en_US_f_Allison.
 ASTERISK_DIRS = (
@@ -297,28 +299,28 @@ def _read_ljspeech(path: Path, problems: _Problems, check_audio: bool) -> list[U
     return out
 
 
-def _read_utf8(path: Path, problems: _Problems) -> str | None:
-    """A text file's contents (UTF-8, BOM dropped), or None (and a problem recorded) when it is
-    not UTF-8."""
+def _read_utf8(path: Path, report: Callable[[str, str], None]) -> str | None:
+    """A text file's contents (UTF-8, BOM dropped), or None (and ``report(file, why)``) when it
+    is not UTF-8: a transcript in another encoding is skipped, never read with its letters
+    replaced."""
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        problems.add(
-            path,
-            f"transcript is not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
-            "re-save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
+        report(
+            str(path),
+            f"not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); re-save it as "
+            "UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
         )
         return None
 
 
 def _read_folder(root: Path, problems: _Problems, check_audio: bool) -> list[Utterance]:
-    audio_files = sorted(
-        p for p in root.rglob("*") if p.suffix.lower() in _AUDIO_EXTS and p.is_file()
-    )
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    audio_files = [p for p in files if p.suffix.lower() in _AUDIO_EXTS]
     transcripts: dict[Path, list[Path]] = {}
-    for p in sorted(root.rglob("*")):
-        if p.suffix.lower() in _TRANSCRIPT_EXTS and p.is_file():
+    for p in files:
+        if p.suffix.lower() in _TRANSCRIPT_EXTS:
             transcripts.setdefault(p.with_suffix(""), []).append(p)
     out: list[Utterance] = []
     used: set[Path] = set()
@@ -329,7 +331,7 @@ def _read_folder(root: Path, problems: _Problems, check_audio: bool) -> list[Utt
             problems.add(audio, f"no transcript {stem.name}.lab or {stem.name}.txt beside it")
             continue
         used.add(stem)
-        read = [_read_utf8(t, problems) for t in found]
+        read = [_read_utf8(t, problems.add) for t in found]
         texts = [" ".join(t.split()) for t in read if t is not None]
         if len(texts) < len(read):
             continue
@@ -342,6 +344,14 @@ def _read_folder(root: Path, problems: _Problems, check_audio: bool) -> list[Utt
         text = texts[0]
         if not text:
             problems.add(found[0], "empty transcript")
+            continue
+        lines = [line for line in (read[0] or "").splitlines() if line.strip()]
+        if len(lines) > 1 and all(_HTK_LINE.fullmatch(line.strip()) for line in lines):
+            problems.add(
+                found[0],
+                "holds time-stamped labels ('<start> <end> <label>' lines, HTK/Festival "
+                "style), not a transcript; put the words of the recording in it",
+            )
             continue
         if check_audio and _check_audio(audio, problems) is None:
             continue
@@ -361,18 +371,8 @@ def _read_librispeech(
     out: list[Utterance] = []
     listed: set[Path] = set()
     for listing in listings:
-        contents = _read_utf8(listing, problems)
-        if contents is None:
-            continue
-        for lineno, line in enumerate(contents.splitlines(), 1):
-            if not line.strip():
-                continue
+        for utt_id, (lineno, text) in kaldi_table(listing, problems.add).items():
             where = f"{listing}:{lineno}"
-            utt_id, _, text = line.strip().partition(" ")
-            text = " ".join(text.split())
-            if not text:
-                problems.add(where, f"expected '<utterance-id> <TEXT>'; found {line.strip()!r}")
-                continue
             audio = next(
                 (a for ext in _AUDIO_EXTS if (a := listing.parent / f"{utt_id}{ext}").is_file()),
                 None,
@@ -385,7 +385,7 @@ def _read_librispeech(
                 continue
             rel = audio.with_suffix("").relative_to(root).as_posix()
             speaker = utt_id.split("-", 1)[0]
-            out.append(Utterance(rel, audio.resolve(), text, speaker, None, None))
+            out.append(Utterance(rel, audio.resolve(), " ".join(text.split()), speaker, None, None))
     for audio in sorted(root.rglob("*.flac")):
         if audio not in listed:
             problems.add(audio, "not listed in a *.trans.txt beside it (no transcript)")
@@ -396,10 +396,12 @@ def kaldi_table(path: Path, report: Callable[[str, str], None]) -> dict[str, tup
     """``key -> (line number, value)`` of a Kaldi table (``<key> <value>`` lines).
 
     Malformed lines and repeated keys are passed to ``report(where, message)`` (``where`` is
-    ``"<file>:<line>"``) and left out; the first entry of a key is kept. Read as UTF-8.
+    ``"<file>:<line>"``) and left out; the first entry of a key is kept. A file that is not
+    UTF-8 is reported (``where`` is the file) and gives an empty table.
     """
     table: dict[str, tuple[int, str]] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+    contents = _read_utf8(path, report)
+    for lineno, line in enumerate((contents or "").splitlines(), 1):
         if not line.strip():
             continue
         key, _, value = line.strip().partition(" ")
