@@ -294,3 +294,28 @@ def test_lab_of_time_stamped_labels_is_not_read_as_a_transcript(tmp_path: Path) 
     assert [u.id for u in utts] == ["nums"]
     bad = [m for m in msgs if "htk.lab" in m]
     assert len(bad) == 1 and "time-stamped labels" in bad[0]
+
+
+def test_amount_split_by_one_space_is_one_written_word() -> None:
+    for text, word in (("it costs $ 5 now", "$5"), ("up 10 % today", "10%")):
+        got = written_words(text)
+        assert word in [w for w, _ in got]
+        assert [w for _, ws in got for w in ws] == words_of(normalize_text(text))
+
+
+def test_words_it_cannot_say_are_named_with_their_utterance(tmp_path: Path) -> None:
+    pytest.importorskip("espeakng_loader")
+    from speechattn.data.synth import synthesize
+    from speechattn.recipes.align.data import FeatureConfig, build_items, new_symbol_table
+
+    wav = tmp_path / "spk" / "odd.wav"
+    wav.parent.mkdir()
+    sf.write(wav, synthesize("hello world", sample_rate=SR).waveform, SR)
+    (tmp_path / "spk" / "odd.lab").write_text("hello \u65e5\u672c world", encoding="utf-8")
+    utts = load_corpus(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        items = build_items(utts, new_symbol_table(), FeatureConfig(), grow_symbols=True)
+    said = [str(w.message) for w in caught if "\u65e5\u672c" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith("spk/odd: ")
+    assert [w for w, _, _ in items[0].words] == ["hello", "world"]

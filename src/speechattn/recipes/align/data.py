@@ -237,7 +237,11 @@ def build_items(
     for utt in it:
         try:
             v = voice(utt) if callable(voice) else voice
-            words = _phonemize_words(utt.text, v)
+            with warnings.catch_warnings(record=True) as said:
+                warnings.simplefilter("always")
+                words = _phonemize_words(utt.text, v)
+            for note in said:  # e.g. letters it cannot say: name the utterance they are in
+                warnings.warn(f"{utt.id}: {note.message}", stacklevel=2)
         except Exception as exc:  # the front end raises on empty or unusable text
             warnings.warn(
                 f"{utt.id}: cannot phonemize {utt.text!r} ({exc}); skipped.", stacklevel=2
