@@ -15,9 +15,14 @@ utterances (``<variant>/utt<k>.<ext>`` + ``.lab``, so the stems repeat across fo
 runs ``speechattn align CORPUS --no-adapt`` once in a subprocess and prints, per variant, how many
 files were aligned and the largest and mean distance of a word end from the reference's end for
 the same utterance. ``--long`` also aligns one ~60 s recording on its own and prints its wall time,
-peak resident memory and words aligned.
+peak resident memory and words aligned. ``--layouts`` aligns the same three recordings laid out
+as MFA (speaker folders + ``.lab``), LibriSpeech (``*.trans.txt``, FLAC) and a Kaldi data dir
+(``wav.scp`` + ``text`` + ``utt2spk``) and lists the alignment files each run wrote;
+``--transcripts`` aligns transcripts as users write them (numbers, symbols, quotes, an empty one,
+one in Latin-1, one with letters espeak-ng cannot say) and prints the words of each TextGrid.
 
     OMP_NUM_THREADS=1 python benchmarks/walk_align_inputs.py --out runs/walk_inputs [--long]
+        [--layouts] [--transcripts]
 """
 
 from __future__ import annotations
@@ -98,13 +103,84 @@ def _word_ends(path: Path) -> tuple[list[str], list[float]]:
     return [w["label"] for w in words], [float(w["end"]) for w in words]
 
 
+TRANSCRIPTS = {
+    "numbers": "Dr. Smith paid $5 for 10% of it in 1999.",
+    "spaced": "It costs $ 5 and 20 % more.",
+    "quotes": "\u201cDon't\u201d, she said \u2014 it's well-known.",
+    "empty": "",
+    "latin1": "caf\u00e9 au lait",
+    "unsayable": "hello \u65e5\u672c world",
+}
+
+
+def _layouts(out: Path) -> None:
+    root = out / "layouts"
+    waves = [synthesize(normalize_text(t), sample_rate=SR).waveform for t in SENTENCES]
+    mfa, libri, kaldi = root / "mfa", root / "librispeech", root / "kaldi"
+    chapter = libri / "19" / "198"
+    chapter.mkdir(parents=True)
+    (kaldi / "wav").mkdir(parents=True)
+    listing, scp, text, u2s = [], [], [], []
+    for k, (wave, sentence) in enumerate(zip(waves, SENTENCES)):
+        spk = f"spk{k % 2}"
+        (mfa / spk).mkdir(parents=True, exist_ok=True)
+        sf.write(mfa / spk / f"utt{k}.wav", wave, SR)
+        (mfa / spk / f"utt{k}.lab").write_text(sentence, encoding="utf-8")
+        utt = f"19-198-{k:04d}"
+        sf.write(chapter / f"{utt}.flac", wave, SR)
+        listing.append(f"{utt} {sentence.upper()}")
+        sf.write(kaldi / "wav" / f"{spk}-utt{k}.wav", wave, SR)
+        scp.append(f"{spk}-utt{k} wav/{spk}-utt{k}.wav")
+        text.append(f"{spk}-utt{k} {sentence}")
+        u2s.append(f"{spk}-utt{k} {spk}")
+    (chapter / "19-198.trans.txt").write_text("\n".join(listing) + "\n", encoding="utf-8")
+    for name, lines in (("wav.scp", scp), ("text", text), ("utt2spk", u2s)):
+        (kaldi / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for name in ("mfa", "librispeech", "kaldi"):
+        rc, wall, _, log = _align(root / name, root / f"aligned_{name}")
+        ali = root / f"aligned_{name}" / "alignments"
+        files = sorted(p.relative_to(ali).as_posix() for p in ali.rglob("*.TextGrid"))
+        first = sorted(ali.rglob("*.json"))[:1]
+        words = _word_ends(first[0])[0] if first else []
+        print(f"{name}: exit {rc}, {wall:.0f} s, {files}; first words {words}")
+        print("\n".join(line for line in log.splitlines() if "warning" in line))
+
+
+def _transcripts(out: Path) -> None:
+    root = out / "transcripts"
+    root.mkdir(parents=True)
+    for name, sentence in TRANSCRIPTS.items():
+        wave = synthesize(normalize_text(sentence) or "hello", sample_rate=SR).waveform
+        sf.write(root / f"{name}.wav", wave, SR)
+        enc = "latin-1" if name == "latin1" else "utf-8"
+        (root / f"{name}.lab").write_bytes(sentence.encode(enc))
+    rc, wall, _, log = _align(root, out / "aligned_transcripts")
+    print(f"transcripts: exit {rc}, {wall:.0f} s")
+    print("\n".join(line for line in log.splitlines() if "warning" in line))
+    ali = out / "aligned_transcripts" / "alignments"
+    for name, sentence in TRANSCRIPTS.items():
+        path = ali / f"{name}.json"
+        words = _word_ends(path)[0] if path.is_file() else "(skipped)"
+        print(f"| {name} | {sentence!r} | {words} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--long", action="store_true", help="also align one ~60 s recording")
+    ap.add_argument("--layouts", action="store_true", help="also MFA, LibriSpeech, Kaldi layouts")
+    ap.add_argument("--transcripts", action="store_true", help="also transcripts as users write")
+    ap.add_argument("--skip-audio", action="store_true", help="leave out the audio variants")
     args = ap.parse_args(argv)
     if args.out.exists():
         shutil.rmtree(args.out)
+    args.out.mkdir(parents=True)
+    if args.layouts:
+        _layouts(args.out)
+    if args.transcripts:
+        _transcripts(args.out)
+    if args.skip_audio:
+        return 0
     corpus = args.out / "corpus"
     _write_corpus(corpus)
     rc, wall, _, log = _align(corpus, args.out / "aligned")
