@@ -251,7 +251,7 @@ def test_cli_vad_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         assert run_cli(["speaker", "embed", str(d), "--out", str(out), "--vad", mode]) == 0
         with np.load(out) as z:
             outs[mode] = z["embeddings"]
-    np.testing.assert_array_equal(outs["auto"], outs["off"])  # the shipped asset: no vad field
+    np.testing.assert_array_equal(outs["auto"], outs["off"])  # the shipped asset: vad off
     assert not np.allclose(outs["on"], outs["off"], atol=1e-3)
     with pytest.raises(SystemExit) as exc:
         run_cli(["speaker", "embed", str(d), "--out", str(tmp_path / "x"), "--vad", "x"])
