@@ -46,6 +46,7 @@ to ``--out``. ``--save-checkpoint PATH`` also trains one encoder on every engine
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import sys
@@ -90,6 +91,41 @@ def _trainable_counts(engines: list[str]) -> dict[str, int]:
     }
 
 
+def synthesis_code_digest() -> str:
+    """A digest of the source files that decide what a pool's audio is (the engines, the voice
+    registry, the text front end, the corpus synthesiser): a pool cached by other code (an
+    engine fixed since, as Kokoro's punctuation was) is synthesised again rather than reused."""
+    import speechattn.data as data_pkg
+
+    root = Path(data_pkg.__file__).parent
+    files = [root / n for n in ("synth.py", "voices.py", "text.py", "_espeak.py")]
+    files += sorted((root / "engines").glob("*.py"))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def pool_settings(engines: list[str], voices: int, utterances: int, seed: int) -> dict[str, Any]:
+    """What ``settings.json`` of a pool records; a cached pool is reused only when it matches."""
+    return {
+        "engines": list(engines),
+        "voices": voices,
+        "utterances": utterances,
+        "seed": seed,
+        "synthesis_code": synthesis_code_digest(),
+    }
+
+
+def audio_digest(paths: list[Path]) -> str:
+    """A digest of the files' bytes, in order (the feature cache's key includes it, so features
+    kept from audio that has since been synthesised again are never reused)."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(hashlib.sha256(Path(p).read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
 def build_pool(
     cache: Path, engines: list[str], espeak_voices: int, utterances: int, *, seed: int = 0
 ) -> Path:
@@ -99,12 +135,18 @@ def build_pool(
     # every other engine's voices to be drawn
     extra = max([espeak_voices, *counts.values()]) if "espeak" in engines else 0
     n_voices = sum(counts.values()) + extra
-    settings = {"engines": engines, "voices": n_voices, "utterances": utterances, "seed": seed}
+    settings = pool_settings(engines, n_voices, utterances, seed)
     pool = cache / "pool"
     manifest = pool / "manifest.jsonl"
     stamp = pool / "settings.json"
-    if manifest.exists() and stamp.exists() and json.loads(stamp.read_text()) == settings:
-        return manifest
+    if manifest.exists() and stamp.exists():
+        if json.loads(stamp.read_text()) == settings:
+            return manifest
+        print(
+            f"{pool}: made with other settings or by other synthesis code (settings.json "
+            "differs); synthesising it again",
+            flush=True,
+        )
     from speechattn.data.synth import synth_corpus
 
     synth_corpus(
@@ -398,8 +440,9 @@ def _train_features(
     copy_seeds: tuple[int, ...] = (),
 ) -> D.FeatureSet:
     """:func:`~speechattn.recipes.speaker.data.load_feature_set` of the training items, kept in
-    ``cache`` (a ``.pt`` named by a hash of the utterances and every setting that changes the
-    features) when given: runs that differ only in model or optimisation settings share it.
+    ``cache`` (a ``.pt`` named by a hash of the utterances, their audio files' bytes and every
+    setting that changes the features) when given: runs that differ only in model or
+    optimisation settings share it.
     ``copy_seeds``: the ``cfg.augment_copies`` channel copies are drawn as ``len(copy_seeds)``
     feature sets of ``augment_copies / len(copy_seeds)`` copies with those seeds (each cached on
     its own, so 12 copies can reuse two cached 6-copy sets), merged by :func:`merge_copies`."""
@@ -437,7 +480,14 @@ def _train_features(
         "resample_rates",
     )
     settings = {k: v for k, v in cfg.to_dict().items() if k in keys}
-    blob = json.dumps([settings, [(u.id, u.label) for u in utts], sorted(train_labels)])
+    blob = json.dumps(
+        [
+            settings,
+            [(u.id, u.label) for u in utts],
+            sorted(train_labels),
+            audio_digest([u.audio_path for u in utts]),
+        ]
+    )
     path = cache / f"train_features_{zlib.crc32(blob.encode()):08x}.pt"
     if path.is_file():
         data = torch.load(path, weights_only=True)

@@ -180,12 +180,7 @@ def _fake_pool(cache: Path, engines: dict[str, int], utterances: int) -> None:
                 )
             k += 1
     (pool / "manifest.jsonl").write_text("\n".join(lines) + "\n")
-    settings = {
-        "engines": list(engines),
-        "voices": sum(engines.values()),
-        "utterances": utterances,
-        "seed": 0,
-    }
+    settings = _load_bench().pool_settings(list(engines), sum(engines.values()), utterances, 0)
     (pool / "settings.json").write_text(json.dumps(settings))
 
 
@@ -504,3 +499,51 @@ def test_vad_at_scoring_only_and_in_training(
     scored = bench.run_loeo(tmp_path, cfg, ensemble=(off,), score_vad="on", **common)
     assert scored["score_vad"] is True
     assert bench.run_loeo(tmp_path, vad_cfg, ensemble=(on,), **common)["score_vad"] is True
+
+
+def test_caches_are_keyed_by_the_audio_and_the_synthesis_code(tmp_path: Path) -> None:
+    # Before: the pool was reused on its settings alone and the feature cache keyed on ids and
+    # labels, so a pool synthesised again by a fixed engine (same ids) met the old features.
+    bench = _load_bench()
+    engines = {"espeak": 3, "festival": 3}
+    _fake_pool(tmp_path, engines, 2)
+    utts = D.load_speaker_corpus(tmp_path / "pool" / "manifest.jsonl")
+    labels = {u.label for u in utts}
+    cfg = SpeakerConfig(**{**SpeakerConfig.quick().to_dict(), "augment_copies": 1})
+    cache = tmp_path / "features"
+    logs: list[str] = []
+    first = bench._train_features(utts, cfg, labels, cache, logs.append)
+    bench._train_features(utts, cfg, labels, cache, logs.append)
+    assert sum("training features from" in s for s in logs) == 1  # same audio: reused
+    # one file's audio changes (same id, same label): new features, not the cached ones
+    import soundfile as sf
+
+    x, sr = sf.read(utts[0].audio_path, dtype="float32")
+    sf.write(utts[0].audio_path, 0.5 * x[::-1].copy(), sr)
+    logs.clear()
+    again = bench._train_features(utts, cfg, labels, cache, logs.append)
+    assert not any("training features from" in s for s in logs)
+    assert not torch.equal(again.feats[0], first.feats[0])
+    assert all(torch.equal(a, b) for a, b in zip(again.feats[2:], first.feats[2:]))
+    assert len(sorted(cache.glob("train_features_*.pt"))) == 2
+    # the pool's record names the synthesis code; a pool from other code is not reused
+    stamp = tmp_path / "pool" / "settings.json"
+    recorded = json.loads(stamp.read_text())
+    assert recorded["synthesis_code"] == bench.synthesis_code_digest()
+    assert len(recorded["synthesis_code"]) == 16
+    calls: list[str] = []
+    import speechattn.data.synth as synth
+
+    def fake_synth(pool: Path, **kw: object) -> None:
+        calls.append(str(pool))
+
+    stale = {**recorded, "synthesis_code": "0" * 16}
+    stamp.write_text(json.dumps(stale))
+    orig = synth.synth_corpus
+    synth.synth_corpus = fake_synth  # type: ignore[assignment]
+    try:
+        bench.build_pool(tmp_path, ["espeak", "festival"], 3, 2)
+    finally:
+        synth.synth_corpus = orig
+    assert calls == [str(tmp_path / "pool")]
+    assert json.loads(stamp.read_text())["synthesis_code"] == recorded["synthesis_code"]
