@@ -50,15 +50,18 @@ class _Timer:
             lambda: {"calls": 0, "wall": 0.0, "cpu": 0.0, "child_cpu": 0.0, "load": 0.0}
         )
         self.stack: list[list[float]] = []  # per open phase: time spent in nested phases
+        self.names: list[str] = []  # the open phases, outermost first
 
     def run(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         load = os.getloadavg()[0]
         w0, c0, k0 = time.perf_counter(), time.process_time(), _children_cpu()
         self.stack.append([0.0, 0.0, 0.0])
+        self.names.append(name)
         try:
             return fn(*args, **kwargs)
         finally:
             inner = self.stack.pop()
+            self.names.pop()
             dw = time.perf_counter() - w0
             dc = time.process_time() - c0
             dk = _children_cpu() - k0
@@ -94,7 +97,7 @@ def _install(timer: _Timer) -> None:
     def align_label(model: Any, items: Any, *args: Any, **kwargs: Any) -> str:
         if isinstance(model, str):
             return f"align: {model}"
-        where = "dev probe" if timer.stack else "align"
+        where = "dev probe" if any(n.startswith("train:") for n in timer.names) else "align"
         kind = getattr(getattr(model, "config", None), "kind", "?")
         pauses = kwargs.get("pauses", "forced")
         return f"{where}: {kind} ({pauses})"
