@@ -18,7 +18,9 @@ Usage::
         -- --out runs/prof_demo --no-progress
     python benchmarks/profile_demo.py --cprofile runs/demo.pstats -- --out ... --quick
 
-Everything after ``--`` goes to ``speechattn demo``.
+Everything after ``--`` goes to ``speechattn demo``. This script imports torch before it calls
+the CLI's ``main``, which sets ``OMP_WAIT_POLICY=PASSIVE`` only when torch is not loaded yet:
+set ``OMP_WAIT_POLICY=PASSIVE`` in the environment to profile what the console script runs.
 """
 
 from __future__ import annotations
