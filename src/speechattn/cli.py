@@ -163,6 +163,12 @@ def _is_main_rank() -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``speechattn`` console script; returns the exit status."""
+    # Before anything imports torch (its OpenMP runtime reads this once, when it loads): idle
+    # OpenMP threads sleep instead of spinning. Spinning threads on a machine with more runnable
+    # threads than cores burn the CPU the thread they wait for needs: the demo's training ran
+    # about 9 times slower on a shared 2-core machine, with bitwise the same results either way
+    # (benchmarks/RESULTS.md, "demoperf"). A value the user set is kept.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from speechattn._cli import CliError
 
     raw = list(sys.argv[1:] if argv is None else argv)

@@ -8,10 +8,12 @@ silence tokens absorb leading/trailing silence (as forced aligners do) and are n
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import torch
@@ -179,6 +181,42 @@ def token_symbol(phone: str, strip_stress: bool) -> str:
     return phone.replace("ˈ", "").replace("ˌ", "") if strip_stress else phone
 
 
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Run the block on one torch intra-op thread, then restore the caller's count.
+
+    The front end works one utterance at a time on tensors too small to split across
+    threads (a 2-3 s waveform, a ``(T, 80)`` log-mel): a second thread only adds
+    synchronisation, which on a busy machine cost about 20 times the CPU time of the work
+    itself (benchmarks/RESULTS.md, "demoperf"). The features are bitwise the same.
+    """
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _on_one_torch_thread(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``fn`` run inside :func:`_one_torch_thread`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with _one_torch_thread():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_on_one_torch_thread
 def build_items(
     utterances: Sequence[Any],
     symbols: Any,
@@ -194,6 +232,9 @@ def build_items(
     dereverb: bool = False,
 ) -> list[AlignItem]:
     """Load audio, compute log-mels, phonemize text and map to symbol ids.
+
+    Runs on one torch thread (the caller's thread count is restored after): per-utterance
+    front-end tensors are too small to gain from more, and the features are the same.
 
     Words the front end cannot pronounce (no phones) are dropped with a warning; an utterance with
     no pronounceable word, fewer frames than tokens, or unusable audio (undecodable, shorter than
@@ -244,7 +285,7 @@ def build_items(
                 warnings.warn(f"{utt.id}: {note.message}", stacklevel=2)
         except Exception as exc:  # the front end raises on empty or unusable text
             warnings.warn(
-                f"{utt.id}: cannot phonemize {utt.text!r} ({exc}); skipped.", stacklevel=2
+                f"{utt.id}: cannot phonemize {utt.text!r} ({exc}); skipped.", stacklevel=3
             )
             skipped += 1
             continue
@@ -252,13 +293,13 @@ def build_items(
         for w, ph in words:
             if not ph:
                 warnings.warn(
-                    f"{utt.id}: the front end cannot pronounce {w!r}; word dropped.", stacklevel=2
+                    f"{utt.id}: the front end cannot pronounce {w!r}; word dropped.", stacklevel=3
                 )
                 continue
             kept.append((w, list(ph)))
         if not kept:
             warnings.warn(
-                f"{utt.id}: no pronounceable word in {utt.text!r}; skipped.", stacklevel=2
+                f"{utt.id}: no pronounceable word in {utt.text!r}; skipped.", stacklevel=3
             )
             skipped += 1
             continue
@@ -279,7 +320,7 @@ def build_items(
         ids = _encode(symbols, labels, grow_symbols)
         if ids is None:
             warnings.warn(
-                f"{utt.id}: unknown phone symbols for this aligner; skipped.", stacklevel=2
+                f"{utt.id}: unknown phone symbols for this aligner; skipped.", stacklevel=3
             )
             skipped += 1
             continue
@@ -291,7 +332,7 @@ def build_items(
                 min_samples=config.n_fft,
             )
         except AudioError as exc:
-            warnings.warn(f"{utt.id}: skipped: {exc}", stacklevel=2)
+            warnings.warn(f"{utt.id}: skipped: {exc}", stacklevel=3)
             skipped += 1
             continue
         if channel is not None:
@@ -312,7 +353,7 @@ def build_items(
         mel = utterance_features(wav, config, mel_fn=mel_fn, native_sample_rate=native, rt60_s=rt60)
         if mel.shape[0] < len(labels):
             warnings.warn(
-                f"{utt.id}: {mel.shape[0]} frames < {len(labels)} tokens; skipped.", stacklevel=2
+                f"{utt.id}: {mel.shape[0]} frames < {len(labels)} tokens; skipped.", stacklevel=3
             )
             skipped += 1
             continue
@@ -341,7 +382,7 @@ def build_items(
             )
         )
     if skipped:
-        warnings.warn(f"{skipped} utterance(s) skipped (see the warnings above).", stacklevel=2)
+        warnings.warn(f"{skipped} utterance(s) skipped (see the warnings above).", stacklevel=3)
     return items
 
 

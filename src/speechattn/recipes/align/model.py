@@ -250,12 +250,25 @@ class TextMelAligner(nn.Module):
         self, tokens: Tensor, text_lengths: Tensor, mels: Tensor, mel_lengths: Tensor
     ) -> AlignerOutput:
         """Args: tokens int64 ``(B, U)``, text_lengths ``(B,)``, mels ``(B, T, n_mels)``, mel_lengths ``(B,)``."""
+        return self._outputs(tokens, text_lengths, mels, mel_lengths, with_loss=True)
+
+    def _outputs(
+        self,
+        tokens: Tensor,
+        text_lengths: Tensor,
+        mels: Tensor,
+        mel_lengths: Tensor,
+        *,
+        with_loss: bool,
+    ) -> AlignerOutput:
+        """:meth:`forward`'s outputs; ``with_loss=False`` skips the training loss (its ``loss`` is
+        then a NaN scalar): decoding reads only the scores, which do not depend on it."""
         cfg = self.config
         h, m, tv, mv = self.encode(tokens, text_lengths, mels, mel_lengths)
         u, t = tokens.shape[1], mels.shape[1]
         valid2 = tv.unsqueeze(-1) & mv.unsqueeze(1)
         if cfg.kind == "mha":
-            return self._mha(h, m, mels, text_lengths, mel_lengths, tv, mv)
+            return self._mha(h, m, mels, text_lengths, mel_lengths, tv, mv, with_loss=with_loss)
         scores = self._token_scores(h, m)
         if cfg.use_prior:
             scores = scores + beta_binomial_log_prior(
@@ -263,7 +276,8 @@ class TextMelAligner(nn.Module):
             ).to(scores)
         log_attn = torch.log_softmax(mask_token_logits(scores, text_lengths), dim=1)
         log_attn = log_attn.masked_fill(~valid2, 0.0)
-        fs = forward_sum_loss(log_attn, text_lengths, mel_lengths)
+        no_loss = log_attn.new_full((), float("nan"))
+        fs = forward_sum_loss(log_attn, text_lengths, mel_lengths) if with_loss else no_loss
         if cfg.kind == "fs":
             return AlignerOutput(fs, log_attn, log_attn.exp() * valid2, None, None)
         # SMA stay probabilities from the SMA layer, shifted per item by logit(1 - U/T) so the
@@ -278,9 +292,13 @@ class TextMelAligner(nn.Module):
         z = torch.log(pc) - torch.log1p(-pc) + b0.view(-1, 1, 1)
         log_stay = F.logsigmoid(z)
         log_move = F.logsigmoid(-z)
-        ll = monotonic_hmm_log_likelihood(log_attn, log_stay, log_move, text_lengths, mel_lengths)
-        hmm = -(ll / mel_lengths.to(ll.dtype)).mean()
-        loss = hmm + cfg.fs_weight * fs
+        loss = no_loss
+        if with_loss:
+            ll = monotonic_hmm_log_likelihood(
+                log_attn, log_stay, log_move, text_lengths, mel_lengths
+            )
+            hmm = -(ll / mel_lengths.to(ll.dtype)).mean()
+            loss = hmm + cfg.fs_weight * fs
         return AlignerOutput(loss, log_attn, log_attn.exp() * valid2, log_stay, log_move)
 
     def _mha(
@@ -292,6 +310,8 @@ class TextMelAligner(nn.Module):
         mel_lengths: Tensor,
         tv: Tensor,
         mv: Tensor,
+        *,
+        with_loss: bool = True,
     ) -> AlignerOutput:
         cfg = self.config
         b, u, d = h.shape
@@ -308,10 +328,12 @@ class TextMelAligner(nn.Module):
             logits = logits + prior.clamp_min(torch.finfo(logits.dtype).min / 4)
         logits = logits.masked_fill(~tv.view(b, 1, 1, u), torch.finfo(logits.dtype).min / 4)
         attn = torch.softmax(logits, dim=-1)
-        ctx = (attn @ v).transpose(1, 2).reshape(b, t, d)
-        pred = self.dec(ctx)
-        keep = mv.unsqueeze(-1).to(pred.dtype)
-        loss = ((pred - mels).abs() * keep).sum() / (keep.sum() * mels.shape[-1])
+        loss = attn.new_full((), float("nan"))
+        if with_loss:  # the reconstruction is the training objective only
+            ctx = (attn @ v).transpose(1, 2).reshape(b, t, d)
+            pred = self.dec(ctx)
+            keep = mv.unsqueeze(-1).to(pred.dtype)
+            loss = ((pred - mels).abs() * keep).sum() / (keep.sum() * mels.shape[-1])
         attn_ut = attn.transpose(-1, -2) * (tv.unsqueeze(-1) & mv.unsqueeze(1)).unsqueeze(
             1
         )  # (B,H,U,T)
@@ -361,8 +383,10 @@ class TextMelAligner(nn.Module):
         """Hard monotonic alignment and soft attention ``(B, U, T)`` (eval mode recommended).
 
         ``skippable_mask``: bool ``(B, U)``, True = the token (a pause) may take 0 frames;
-        ``log_skip``: score of passing such a token with 0 frames."""
-        out = self.forward(tokens, text_lengths, mels, mel_lengths)
+        ``log_skip``: score of passing such a token with 0 frames. The training loss is not
+        computed (the forward-sum and HMM likelihood passes of :meth:`forward`): the path and
+        soft alignment read only the scores."""
+        out = self._outputs(tokens, text_lengths, mels, mel_lengths, with_loss=False)
         return _hard_alignment(out, text_lengths, mel_lengths, skippable_mask, log_skip)
 
 
@@ -478,7 +502,24 @@ class AlignerEnsemble(nn.Module):
         self, tokens: Tensor, text_lengths: Tensor, mels: Tensor, mel_lengths: Tensor
     ) -> AlignerOutput:
         """The pooled :class:`AlignerOutput` (shapes as :meth:`TextMelAligner.forward`)."""
-        outs = [m(tokens, text_lengths, mels, mel_lengths) for m in self.members]
+        return self._pooled(tokens, text_lengths, mels, mel_lengths, with_loss=True)
+
+    def _pooled(
+        self,
+        tokens: Tensor,
+        text_lengths: Tensor,
+        mels: Tensor,
+        mel_lengths: Tensor,
+        *,
+        with_loss: bool,
+    ) -> AlignerOutput:
+        """:meth:`forward`'s output; ``with_loss=False``: no member computes its loss (NaN)."""
+        outs = [
+            cast(TextMelAligner, m)._outputs(
+                tokens, text_lengths, mels, mel_lengths, with_loss=with_loss
+            )
+            for m in self.members
+        ]
         n = len(outs)
         valid2 = lengths_to_valid_mask(text_lengths, tokens.shape[1]).unsqueeze(
             -1
@@ -515,7 +556,7 @@ class AlignerEnsemble(nn.Module):
         """Hard alignment and soft alignment of the pooled output (see :meth:`TextMelAligner.align`),
         or with ``combine="median"`` the median of the members' alignments."""
         if self.combine != "median":
-            out = self.forward(tokens, text_lengths, mels, mel_lengths)
+            out = self._pooled(tokens, text_lengths, mels, mel_lengths, with_loss=False)
             return _hard_alignment(out, text_lengths, mel_lengths, skippable_mask, log_skip)
         paths, softs = [], []
         for m in self.members:
