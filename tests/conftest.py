@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
+
+# As the console script does (speechattn/cli.py): idle OpenMP threads sleep instead of spinning,
+# set before torch loads; the suite runs on 2 shared cores. A policy set by the caller is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 import torch
