@@ -315,7 +315,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="synthesize a corpus, train the SMA aligner and baselines, write OUT/report.html",
         description="The main job: unsupervised phoneme alignment with stepwise monotonic attention "
         "on a synthetic multi-voice corpus, scored against ground truth and against baselines "
-        "(forward-sum + MAS, plain MHA, uniform). About 3 minutes on 2 free CPU cores (longer on a "
+        "(forward-sum + MAS, plain MHA, uniform). About 2 minutes on 2 CPU cores (longer on a "
         "busy machine); --quick is a one-minute smoke run.",
     )
     p.add_argument(
