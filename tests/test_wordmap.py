@@ -6,6 +6,7 @@ pocketsphinx give truth in spoken words. Scoring merges the spoken truth per wri
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -27,8 +28,8 @@ from speechattn.recipes.align.data import (
 from speechattn.recipes.align.evaluate import AlignmentResult, score
 
 TEXT = "It was 1999."
-SPOKEN = [["it"], ["was"], ["nineteen", "ninety", "nine"]]
 NUMBER = ["one", "thousand", "nine", "hundred", "ninety", "nine"]  # normalize_text's "1999"
+SPOKEN = [["It"], ["was"], NUMBER]
 
 
 def _item(gt_words: list[Interval] | None, word_spoken: list[list[str]] | None) -> AlignItem:
@@ -50,40 +51,63 @@ def _item(gt_words: list[Interval] | None, word_spoken: list[list[str]] | None) 
 
 
 def _spoken_truth() -> list[Interval]:
-    edges = [0, 100, 300, 600, 800, 1000]  # ms: it | was | nineteen | ninety | nine
-    labels = ["it", "was", "nineteen", "ninety", "nine"]
+    edges = [0, 100, 300, 400, 500, 600, 700, 800, 1000]  # ms: It | was | one | ... | nine
+    labels = ["It", "was", *NUMBER]
     return [Interval(a / 1000, b / 1000, w) for a, b, w in zip(edges, edges[1:], labels)]
 
 
 def test_merge_spoken_intervals_spans_first_start_to_last_end() -> None:
     truth = _spoken_truth()
-    got = merge_spoken_intervals(truth, [1, 1, 3])
+    got = merge_spoken_intervals(truth, [1, 1, 6])
     assert got == [
         (truth[0].start, truth[0].end),
         (truth[1].start, truth[1].end),
-        (truth[2].start, truth[4].end),
+        (truth[2].start, truth[7].end),
     ]
     assert merge_spoken_intervals([(1, 2, "x"), (2, 3, "y")], [2]) == [(1.0, 3.0)]
-    with pytest.raises(ValueError, match="add up to the 5 intervals; found"):
+    with pytest.raises(ValueError, match="add up to the 8 intervals; found"):
         merge_spoken_intervals(truth, [1, 1, 2])
     with pytest.raises(ValueError, match="at least 1"):
-        merge_spoken_intervals(truth, [2, 0, 3])
+        merge_spoken_intervals(truth, [2, 0, 6])
 
 
 def test_word_truth_merges_spoken_takes_written_and_refuses_other_counts() -> None:
     truth = _spoken_truth()
     item = _item(truth, SPOKEN)
-    assert spoken_word_counts(item) == [1, 1, 3]
+    assert spoken_word_counts(item) == [1, 1, 6]
     assert word_truth(item) == [(0.0, 0.1), (0.1, 0.3), (0.3, 1.0)]
     written = [Interval(0.0, 0.1, "It"), Interval(0.1, 0.3, "was"), Interval(0.3, 1.0, "1999")]
     assert word_truth(_item(written, SPOKEN)) == [(0.0, 0.1), (0.1, 0.3), (0.3, 1.0)]
-    assert word_truth(_item(truth[:4], SPOKEN)) is None  # neither 3 nor 5 words
+    assert word_truth(_item(truth[:4], SPOKEN)) is None  # neither 3 nor 8 words
     assert word_truth(_item(None, SPOKEN)) is None
     # an item without word_spoken: one spoken word per written word (as before)
     assert spoken_word_counts(_item(truth, None)) == [1, 1, 1]
     assert word_truth(_item(truth, None)) is None
     with pytest.raises(ValueError, match="one non-empty list per written word"):
         spoken_word_counts(_item(truth, [["it"], ["was"]]))
+
+
+def test_word_truth_checks_labels_where_a_count_matches_by_chance() -> None:
+    # "He paid $5 for the bread.": 6 written words, 7 spoken; espeak-ng joins "for the" into one
+    # label, so its truth has 6 intervals, as many as the written words, yet not the same words
+    labels = ["He", "paid", "five", "dollars", "for the", "bread"]
+    truth = [Interval(k / 10, (k + 1) / 10, w) for k, w in enumerate(labels)]
+    written = ["He", "paid", "$5", "for", "the", "bread"]
+    item = dataclasses.replace(
+        _item(truth, None),
+        words=[(w, k, k + 1) for k, w in enumerate(written)],
+        word_spoken=[["He"], ["paid"], ["five", "dollars"], ["for"], ["the"], ["bread"]],
+    )
+    assert word_truth(item) is None
+    # the same truth without labels can only be matched by its count
+    unlabelled = dataclasses.replace(item, gt_words=[(iv.start, iv.end) for iv in truth])
+    assert word_truth(unlabelled) == [(iv.start, iv.end) for iv in truth]
+    # labels in another case and with edge punctuation still match
+    said = [Interval(k / 10, (k + 1) / 10, w) for k, w in enumerate(["HE", "paid,", "$5"])]
+    three = dataclasses.replace(
+        item, words=item.words[:3], word_spoken=item.word_spoken[:3], gt_words=said
+    )
+    assert word_truth(three) == [(iv.start, iv.end) for iv in said]
 
 
 def _result(item: AlignItem, words: list[tuple[float, float, str]]) -> AlignmentResult:

@@ -217,23 +217,51 @@ def _span(iv: Any) -> tuple[float, float]:
     return float(iv[0]), float(iv[1])
 
 
+def _label(iv: Any) -> str | None:
+    label = getattr(iv, "label", None) if hasattr(iv, "start") else (iv[2] if len(iv) > 2 else None)
+    return label if isinstance(label, str) else None
+
+
+def _said(text: str) -> list[str]:
+    """The normalised, lower-cased spoken words of a label or word (``"$5"`` -> five dollars)."""
+    from speechattn.data.text import normalize_text, words_of
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [w.lower() for w in words_of(normalize_text(text))]
+
+
 def word_truth(item: AlignItem) -> list[tuple[float, float]] | None:
     """The ground-truth ``(start, end)`` (seconds) of each of ``item.words`` (written words), or
     None when it cannot be told.
 
-    Truth in spoken form (as many intervals as the written words' spoken words: manifests,
-    engines and pocketsphinx give ``"five dollars"`` for ``$5``) is merged per written word
-    (:func:`merge_spoken_intervals`); truth in written form (as many intervals as written words,
-    e.g. an MFA TextGrid) is taken as it is. Any other count (a word the front end dropped, a
-    different transcript) gives None: the utterance is left out of word scoring.
+    Truth in spoken form (one interval per spoken word of the written words: manifests, engines
+    and pocketsphinx give ``"five dollars"`` for ``$5``) is merged per written word
+    (:func:`merge_spoken_intervals`); truth in written form (one interval per written word,
+    e.g. an MFA TextGrid) is taken as it is. When the truth intervals carry labels, the form is
+    chosen by the words, not by the count alone: each label must say what its written (or
+    spoken) word says (both normalised and lower-cased), so a count that matches by chance
+    (``$5`` two spoken words, ``for the`` one label) is not compared word for word. Anything
+    else (a word the front end dropped, words the engine joined, another transcript) gives None:
+    the utterance is left out of word scoring.
     """
     gt = item.gt_words
     if gt is None:
         return None
     counts = spoken_word_counts(item)
-    if len(gt) == sum(counts):
+    labels = [_label(iv) for iv in gt]
+    spoken = getattr(item, "word_spoken", None)
+    if spoken is None or any(lab is None for lab in labels):  # no labels to check: counts only
+        if len(gt) == sum(counts):
+            return merge_spoken_intervals(gt, counts)
+        if len(gt) == len(counts):
+            return [_span(iv) for iv in gt]
+        return None
+    said = [_said(str(lab)) for lab in labels]
+    flat = [_said(w) for ws in spoken for w in ws]
+    if len(gt) == sum(counts) and said == flat:
         return merge_spoken_intervals(gt, counts)
-    if len(gt) == len(counts):
+    if len(gt) == len(counts) and said == [[x for w in ws for x in _said(w)] for ws in spoken]:
         return [_span(iv) for iv in gt]
     return None
 
