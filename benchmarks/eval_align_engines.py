@@ -186,9 +186,12 @@ def _summarize(werr: list[np.ndarray], perr: list[np.ndarray]) -> dict[str, Any]
 
 
 def _results_errors(results: list[Any]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Word errors per written word (truth in spoken form merged: ``word_truth``), phone errors."""
+    from speechattn.recipes.align.data import word_truth
+
     werr, perr = [], []
     for r in results:
-        w = _errors(r.words, r.item.gt_words)
+        w = _errors(r.words, word_truth(r.item))
         if w is not None:
             werr.append(w)
         p = _errors(r.phones, r.item.gt_phones)

@@ -173,20 +173,23 @@ def fit_boundary_offsets(
 
 def _word_boundary_errors(result: Any) -> list[tuple[str, float]]:
     """``(class, truth - hypothesis)`` (seconds) of each word start and end of an aligned utterance
-    whose ground truth has its words. A start is ``"sil|speech"`` when a pause (or the leading
-    silence) took frames before it on the path, else ``"speech|speech"``; an end likewise."""
+    whose ground truth has its words (written words, or spoken ones merged per written word:
+    :func:`~speechattn.recipes.align.data.word_truth`). A start is ``"sil|speech"`` when a pause
+    (or the leading silence) took frames before it on the path, else ``"speech|speech"``; an end
+    likewise."""
+    from speechattn.recipes.align.data import word_truth
+
     words = list(result.words)
-    gt = getattr(result.item, "gt_words", None)
+    gt = word_truth(result.item) if getattr(result.item, "gt_words", None) is not None else None
     if gt is None or len(gt) != len(words) or not words:
         return []
     out: list[tuple[str, float]] = []
     n = len(words)
-    for i, ((a, b, _), g) in enumerate(zip(words, gt)):
-        ts, te = (float(g.start), float(g.end)) if hasattr(g, "start") else (g[0], g[1])
+    for i, ((a, b, _), (ts, te)) in enumerate(zip(words, gt)):
         gap_before = (words[i - 1][1] < a - 1e-9) if i else a > 1e-9
         gap_after = (b < words[i + 1][0] - 1e-9) if i + 1 < n else True
-        out.append(("sil|speech" if gap_before else "speech|speech", float(ts) - a))
-        out.append(("speech|sil" if gap_after else "speech|speech", float(te) - b))
+        out.append(("sil|speech" if gap_before else "speech|speech", ts - a))
+        out.append(("speech|sil" if gap_after else "speech|speech", te - b))
     return out
 
 

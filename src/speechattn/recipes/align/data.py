@@ -32,9 +32,12 @@ __all__ = [
     "build_items",
     "collate_items",
     "demo_engine_options",
+    "merge_spoken_intervals",
     "new_symbol_table",
+    "spoken_word_counts",
     "suppress_late_reverb",
     "utterance_features",
+    "word_truth",
 ]
 
 SIL = "<sil>"
@@ -135,6 +138,10 @@ class AlignItem:
     normalised, see :func:`utterance_features`), ``phone_token_index[i]`` is the token index of the i-th real phone, ``words`` lists
     ``(word, first_phone, last_phone_exclusive)`` over real phones, ``phones`` the phone labels.
     ``gt_phones`` / ``gt_words`` are ground-truth intervals (seconds) when the corpus has them.
+    ``words`` are the transcript's WRITTEN words (``$5``, ``1999``); ``word_spoken[i]`` lists the
+    spoken words the i-th of them stands for (``["five", "dollars"]``), None: one spoken word per
+    written word. Ground truth in spoken form is scored per written word
+    (:func:`~speechattn.recipes.align.evaluate.word_truth`).
     """
 
     id: str
@@ -149,6 +156,114 @@ class AlignItem:
     gt_phones: list[Any] | None = None
     gt_words: list[Any] | None = None
     extra: dict = field(default_factory=dict)
+    word_spoken: list[list[str]] | None = None
+
+
+def spoken_word_counts(item: AlignItem) -> list[int]:
+    """How many spoken words each of ``item.words`` (written words) stands for: ``$5`` -> 2
+    ("five dollars"), ``1999`` -> 3; 1 each for an item without ``word_spoken``.
+
+    Raises:
+        ValueError: ``item.word_spoken`` does not have one entry (of at least one spoken word)
+            per written word.
+    """
+    spoken = getattr(item, "word_spoken", None)  # items pickled before the field existed
+    if spoken is None:
+        return [1] * len(item.words)
+    counts = [len(ws) for ws in spoken]
+    if len(counts) != len(item.words) or min(counts, default=1) < 1:
+        raise ValueError(
+            f"Expected item.word_spoken with one non-empty list per written word "
+            f"({len(item.words)}); found {len(counts)} lists of {counts} spoken words "
+            f"(item {item.id!r})."
+        )
+    return counts
+
+
+def merge_spoken_intervals(
+    intervals: Sequence[Any], counts: Sequence[int]
+) -> list[tuple[float, float]]:
+    """Spoken-word intervals merged into written-word ones: ``counts[i]`` consecutive intervals
+    become one, from the start of the first to the end of the last.
+
+    Args:
+        intervals: ``sum(counts)`` intervals in time order, ``(start, end, ...)`` tuples or
+            objects with ``start`` / ``end`` (seconds).
+        counts: spoken words per written word, each at least 1 (:func:`spoken_word_counts`).
+
+    Returns:
+        ``len(counts)`` ``(start, end)`` pairs (float seconds).
+
+    Raises:
+        ValueError: the counts do not add up to the number of intervals, or one is below 1.
+    """
+    if any(c < 1 for c in counts) or sum(counts) != len(intervals):
+        raise ValueError(
+            f"Expected counts of at least 1 that add up to the {len(intervals)} intervals; "
+            f"found {list(counts)} (sum {sum(counts)})."
+        )
+    spans = [_span(iv) for iv in intervals]
+    out: list[tuple[float, float]] = []
+    i = 0
+    for c in counts:
+        out.append((spans[i][0], spans[i + c - 1][1]))
+        i += c
+    return out
+
+
+def _span(iv: Any) -> tuple[float, float]:
+    if hasattr(iv, "start"):
+        return float(iv.start), float(iv.end)
+    return float(iv[0]), float(iv[1])
+
+
+def _label(iv: Any) -> str | None:
+    label = getattr(iv, "label", None) if hasattr(iv, "start") else (iv[2] if len(iv) > 2 else None)
+    return label if isinstance(label, str) else None
+
+
+def _said(text: str) -> list[str]:
+    """The normalised, lower-cased spoken words of a label or word (``"$5"`` -> five dollars)."""
+    from speechattn.data.text import normalize_text, words_of
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [w.lower() for w in words_of(normalize_text(text))]
+
+
+def word_truth(item: AlignItem) -> list[tuple[float, float]] | None:
+    """The ground-truth ``(start, end)`` (seconds) of each of ``item.words`` (written words), or
+    None when it cannot be told.
+
+    Truth in spoken form (one interval per spoken word of the written words: manifests, engines
+    and pocketsphinx give ``"five dollars"`` for ``$5``) is merged per written word
+    (:func:`merge_spoken_intervals`); truth in written form (one interval per written word,
+    e.g. an MFA TextGrid) is taken as it is. When the truth intervals carry labels, the form is
+    chosen by the words, not by the count alone: each label must say what its written (or
+    spoken) word says (both normalised and lower-cased), so a count that matches by chance
+    (``$5`` two spoken words, ``for the`` one label) is not compared word for word. Anything
+    else (a word the front end dropped, words the engine joined, another transcript) gives None:
+    the utterance is left out of word scoring.
+    """
+    gt = item.gt_words
+    if gt is None:
+        return None
+    counts = spoken_word_counts(item)
+    labels = [_label(iv) for iv in gt]
+    spoken = getattr(item, "word_spoken", None)
+    if spoken is None or any(lab is None for lab in labels):  # no labels to check: counts only
+        if len(gt) == sum(counts):
+            return merge_spoken_intervals(gt, counts)
+        if len(gt) == len(counts):
+            return [_span(iv) for iv in gt]
+        return None
+    said = [_said(str(lab)) for lab in labels]
+    flat = [_said(w) for ws in spoken for w in ws]
+    if len(gt) == sum(counts) and said == flat:
+        return merge_spoken_intervals(gt, counts)
+    if len(gt) == len(counts) and said == [[x for w in ws for x in _said(w)] for ws in spoken]:
+        return [_span(iv) for iv in gt]
+    return None
 
 
 def _phonemize_words(text: str, voice: str) -> list[tuple[str, list[str]]]:
@@ -157,6 +272,12 @@ def _phonemize_words(text: str, voice: str) -> list[tuple[str, list[str]]]:
     "five dollars"). Phones come from the whole sentence when its spoken words line up with
     the written words' ones; otherwise from each spoken word on its own, so a word the front end
     cannot pronounce shows up with no phones."""
+    return [(word, phones) for word, _, phones in _phonemize_written(text, voice)]
+
+
+def _phonemize_written(text: str, voice: str) -> list[tuple[str, list[str], list[str]]]:
+    """(written word, its spoken words, phones) triples: :func:`_phonemize_words` with the
+    spoken words each written word stands for (``("$5", ["five", "dollars"], [...])``)."""
     from speechattn.data.text import normalize_text, phonemize, words_of, written_words
 
     written = written_words(text)
@@ -169,9 +290,9 @@ def _phonemize_words(text: str, voice: str) -> list[tuple[str, list[str]]]:
         phon = [
             [p for part in phonemize(w, voice=voice, normalize=False) for p in part] for w in spoken
         ]
-    out: list[tuple[str, list[str]]] = []
+    out: list[tuple[str, list[str], list[str]]] = []
     for word, ws in written:
-        out.append((word, [p for ph in phon[: len(ws)] for p in ph]))
+        out.append((word, list(ws), [p for ph in phon[: len(ws)] for p in ph]))
         phon = phon[len(ws) :]
     return out
 
@@ -280,7 +401,7 @@ def build_items(
             v = voice(utt) if callable(voice) else voice
             with warnings.catch_warnings(record=True) as said:
                 warnings.simplefilter("always")
-                words = _phonemize_words(utt.text, v)
+                words = _phonemize_written(utt.text, v)
             for note in said:  # e.g. letters it cannot say: name the utterance they are in
                 warnings.warn(f"{utt.id}: {note.message}", stacklevel=2)
         except Exception as exc:  # the front end raises on empty or unusable text
@@ -290,13 +411,15 @@ def build_items(
             skipped += 1
             continue
         kept = []
-        for w, ph in words:
+        kept_spoken: list[list[str]] = []
+        for w, ws, ph in words:
             if not ph:
                 warnings.warn(
                     f"{utt.id}: the front end cannot pronounce {w!r}; word dropped.", stacklevel=3
                 )
                 continue
             kept.append((w, list(ph)))
+            kept_spoken.append(ws)
         if not kept:
             warnings.warn(
                 f"{utt.id}: no pronounceable word in {utt.text!r}; skipped.", stacklevel=3
@@ -379,6 +502,7 @@ def build_items(
                 gt_phones=gt_phones,
                 gt_words=getattr(utt, "words", None),
                 extra=extra,
+                word_spoken=kept_spoken,
             )
         )
     if skipped:

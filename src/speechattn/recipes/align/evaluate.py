@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,14 @@ from torch import Tensor
 
 from speechattn._io import atomic_write, write_text_atomic
 from speechattn.recipes.align.calibrate import BoundaryOffsets, shift_edges
-from speechattn.recipes.align.data import SIL, SP, AlignItem, FeatureConfig, collate_items
+from speechattn.recipes.align.data import (
+    SIL,
+    SP,
+    AlignItem,
+    FeatureConfig,
+    collate_items,
+    word_truth,
+)
 
 if TYPE_CHECKING:
     from speechattn.recipes.align.edges import EnergyEnvelope, SpectralTransition
@@ -473,22 +481,29 @@ def _boundaries(intervals: Sequence[Any]) -> np.ndarray:
 def score(results: Sequence[AlignmentResult]) -> Metrics:
     """Boundary metrics over utterances that have ground truth (phone starts and ends both count).
 
-    Word boundaries: each word's start and end (pauses are gaps between words, not scored), over
-    the utterances whose ground truth has as many words as the alignment
-    (``extra["word_utterances"]`` of them).
+    Word boundaries: each word's start and end (pauses are gaps between words, not scored). The
+    words are the transcript's written words; truth in spoken form (``"five dollars"`` for
+    ``$5``) is merged per written word first (:func:`~speechattn.recipes.align.data.word_truth`).
+    ``extra["word_utterances"]`` counts the utterances scored; those with word truth that matches
+    neither the written nor the spoken words are left out, counted in
+    ``extra["word_utterances_left_out"]`` (only when there are any) and named in one warning.
     """
     perr: list[np.ndarray] = []
     werr: list[np.ndarray] = []
+    left_out: list[str] = []
     focus = [r.focus for r in results if not np.isnan(r.focus)]
     for r in results:
         gt = r.item.gt_phones
         if gt is not None and len(gt) == len(r.phones):
             g = _boundaries([(iv.start, iv.end) if hasattr(iv, "start") else iv for iv in gt])
             perr.append(_boundaries(r.phones) - g)
-        gw = r.item.gt_words
+        if r.item.gt_words is None:
+            continue
+        gw = word_truth(r.item)
         if gw is not None and len(gw) == len(r.words):
-            g = _boundaries([(iv.start, iv.end) if hasattr(iv, "start") else iv for iv in gw])
-            werr.append(_boundaries(r.words) - g)
+            werr.append(_boundaries(r.words) - _boundaries(gw))
+        else:
+            left_out.append(r.item.id)
     m = Metrics(utterances=len(results), failures=sum(int(r.failure) for r in results))
     if perr:
         e = np.concatenate(perr) * 1000.0
@@ -502,6 +517,14 @@ def score(results: Sequence[AlignmentResult]) -> Metrics:
         m.word_within_20ms = float(np.mean(np.abs(e) <= 20.0) * 100)
         m.word_mean_abs_ms = float(np.mean(np.abs(e)))
         m.extra["word_utterances"] = len(werr)
+    if left_out:
+        m.extra["word_utterances_left_out"] = len(left_out)
+        warnings.warn(
+            f"{len(left_out)} of {len(left_out) + len(werr)} utterance(s) with word truth left out "
+            f"of word scoring: their truth has neither the transcript's written words nor its "
+            f"spoken words (e.g. {left_out[0]!r}).",
+            stacklevel=2,
+        )
     if focus:
         m.focus_rate = float(np.mean(focus))
     return m

@@ -295,6 +295,15 @@ def pocketsphinx_word_alignment(
     return pocketsphinx_alignment(waveform, sample_rate, words).words
 
 
+def _spoken_words(item: Any) -> list[str]:
+    """The spoken words of an aligner item's written words, in order (the written words
+    themselves for an item without ``word_spoken``)."""
+    spoken = getattr(item, "word_spoken", None)
+    if spoken is None:
+        return [w for w, _, _ in item.words]
+    return [s for ws in spoken for s in ws]
+
+
 def pocketsphinx_metrics(items: Sequence[Any], audio_paths: Mapping[str, Any]) -> Metrics:
     """Score pocketsphinx's forced alignment of aligner items against their ground truth.
 
@@ -305,14 +314,18 @@ def pocketsphinx_metrics(items: Sequence[Any], audio_paths: Mapping[str, Any]) -
     ``extra["added_words"]`` lists the words pronounced by espeak-ng.
 
     Args:
-        items: :class:`~speechattn.recipes.align.data.AlignItem` objects (their ``words`` are
-            the words to align, ``gt_words`` / ``gt_phones`` the truth).
+        items: :class:`~speechattn.recipes.align.data.AlignItem` objects: pocketsphinx aligns
+            the spoken words of their ``words`` (``"five dollars"`` for ``$5``, from
+            ``word_spoken``) and its word intervals are merged back per written word
+            (:func:`~speechattn.recipes.align.data.merge_spoken_intervals`), so it is scored
+            on the same words as the aligner; ``gt_words`` / ``gt_phones`` are the truth.
         audio_paths: item id -> audio file.
 
     Raises:
         RuntimeError: pocketsphinx is not installed.
     """
     from speechattn.data.audio import load_audio
+    from speechattn.recipes.align.data import merge_spoken_intervals, spoken_word_counts
     from speechattn.recipes.align.evaluate import AlignmentResult, score
 
     results: list[AlignmentResult] = []
@@ -321,7 +334,7 @@ def pocketsphinx_metrics(items: Sequence[Any], audio_paths: Mapping[str, Any]) -
     for it in items:
         wav = load_audio(audio_paths[it.id], sample_rate=16000).numpy()
         try:
-            al = pocketsphinx_alignment(wav, 16000, [w for w, _, _ in it.words])
+            al = pocketsphinx_alignment(wav, 16000, _spoken_words(it))
         except ValueError:
             failed += 1
             continue
@@ -333,7 +346,12 @@ def pocketsphinx_metrics(items: Sequence[Any], audio_paths: Mapping[str, Any]) -
                 item=it,
                 durations=np.zeros(0, dtype=np.int64),
                 phones=ph if gt is not None and len(gt) == len(ph) else [],
-                words=[(w.start, w.end, w.label) for w in al.words],
+                words=[
+                    (a, b, w)
+                    for (a, b), (w, _, _) in zip(
+                        merge_spoken_intervals(al.words, spoken_word_counts(it)), it.words
+                    )
+                ],
             )
         )
     m = score(results)
