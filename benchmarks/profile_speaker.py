@@ -14,6 +14,7 @@ Usage::
 
     OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=2 nice -n 5 python benchmarks/profile_speaker.py \\
         --json runs/p.json -- train runs/pool --poolings ASTP --out runs/s0 --set steps=100 ...
+    python benchmarks/profile_speaker.py --cprofile runs/s.pstats -- train ...
 
 Everything after ``--`` goes to ``speechattn speaker``. This script imports torch before it
 calls the CLI's ``main``, so the CLI's ``OMP_WAIT_POLICY=PASSIVE`` default does not apply: the
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     own = argv[: argv.index("--")] if "--" in argv else argv
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", help="write the phase table here")
+    p.add_argument("--cprofile", help="also run under cProfile and dump its stats here")
     args = p.parse_args(own)
 
     timer = _Timer()
@@ -91,7 +93,14 @@ def main(argv: list[str] | None = None) -> int:
 
     threads = torch.get_num_threads()
     policy = os.environ.get("OMP_WAIT_POLICY", "(unset)")  # before main's setdefault
-    rc = timer.run("other (unwrapped)", cli.main, ["speaker", *cmd])
+    if args.cprofile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        rc = prof.runcall(timer.run, "other (unwrapped)", cli.main, ["speaker", *cmd])
+        prof.dump_stats(args.cprofile)
+    else:
+        rc = timer.run("other (unwrapped)", cli.main, ["speaker", *cmd])
     total = {
         "wall": time.perf_counter() - w0,
         "cpu": time.process_time() - c0,
