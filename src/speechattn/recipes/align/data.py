@@ -8,16 +8,16 @@ silence tokens absorb leading/trailing silence (as forced aligners do) and are n
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from speechattn._threads import on_one_torch_thread
 
 __all__ = [
     "DEREVERB_MIN_RT60_S",
@@ -302,42 +302,7 @@ def token_symbol(phone: str, strip_stress: bool) -> str:
     return phone.replace("ˈ", "").replace("ˌ", "") if strip_stress else phone
 
 
-@contextlib.contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """Run the block on one torch intra-op thread, then restore the caller's count.
-
-    The front end works one utterance at a time on tensors too small to split across
-    threads (a 2-3 s waveform, a ``(T, 80)`` log-mel): a second thread only adds
-    synchronisation, which on a busy machine cost about 20 times the CPU time of the work
-    itself (benchmarks/RESULTS.md, "demoperf"). The features are bitwise the same.
-    """
-    n = torch.get_num_threads()
-    if n == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _on_one_torch_thread(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-    """``fn`` run inside :func:`_one_torch_thread`."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        with _one_torch_thread():
-            return fn(*args, **kwargs)
-
-    return wrapper
-
-
-@_on_one_torch_thread
+@on_one_torch_thread
 def build_items(
     utterances: Sequence[Any],
     symbols: Any,

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from speechattn._threads import on_one_torch_thread
 from speechattn.data.collate import pad_sequence_batch
 from speechattn.data.corpus import (
     kaldi_audio_paths,
@@ -466,6 +467,7 @@ class FeatureSet(NamedTuple):
     skipped: list[tuple[str, str]]
 
 
+@on_one_torch_thread
 def load_feature_set(
     utts: Sequence[SpeakerUtterance],
     cfg: SpeakerConfig,
@@ -486,6 +488,10 @@ def load_feature_set(
     training item gets ``cfg.augment_copies`` channel-augmented copies with the same label, right
     after it, through ``channel`` (default: :func:`channel_augment` of ``cfg``, whose
     ``p_real_room`` adds real rooms and ``p_resample`` lower sample rates). Seeded by ``cfg.seed``.
+
+    Runs on one torch thread (:func:`speechattn._threads.one_torch_thread`; the caller's count
+    is restored after): per-utterance front-end tensors are too small to gain from more, and
+    the features are bitwise the same.
     """
     from speechattn.data.audio import AudioError, check_waveform, load_audio
 
@@ -494,7 +500,7 @@ def load_feature_set(
         if on_skip is not None:
             on_skip(path, reason)
         else:
-            warnings.warn(f"skipping {path}: {reason}", stacklevel=3)
+            warnings.warn(f"skipping {path}: {reason}", stacklevel=4)  # skip, self, wrapper
 
     extractor = feature_extractor(cfg)
     if channel is None:
