@@ -36,7 +36,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["main", "profile_command"]
 
 
 def _children_cpu() -> float:
@@ -121,11 +121,26 @@ def _install(timer: _Timer) -> None:
     timer.wrap(pipe, "save_aligner", "export")
 
 
-def main(argv: list[str] | None = None) -> int:
+def profile_command(
+    command: str,
+    imports: Callable[[], Any],
+    install: Callable[[_Timer], None],
+    argv: list[str] | None = None,
+    *,
+    record: Callable[[], dict[str, Any]] = dict,
+) -> int:
+    """Run ``speechattn <command> <args after -->`` in this process under a :class:`_Timer`.
+
+    ``imports`` loads the CLI (timed as "imports") and returns ``speechattn.cli``; ``install``
+    wraps the command's phases; ``record()`` (called after the imports, before the run) gives
+    extra lines for the printout and fields for ``--json`` (e.g. the thread count). Own flags
+    before ``--``: ``--json FILE`` (the phase table), ``--cprofile FILE`` (cProfile stats).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    demo_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+    cmd_args = argv[argv.index("--") + 1 :] if "--" in argv else []
     own = argv[: argv.index("--")] if "--" in argv else argv
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    doc = sys.modules["__main__"].__doc__ or __doc__ or ""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--json", help="write the phase table here")
     p.add_argument("--cprofile", help="also run under cProfile and dump its stats here")
     args = p.parse_args(own)
@@ -133,29 +148,26 @@ def main(argv: list[str] | None = None) -> int:
     timer = _Timer()
     load0 = os.getloadavg()
     w0, c0, k0 = time.perf_counter(), time.process_time(), _children_cpu()
-
-    def imports() -> Any:
-        import speechattn.cli as cli
-        import speechattn.recipes.align.pipeline  # noqa: F401  (what `demo` imports first)
-
-        return cli
-
     cli = timer.run("imports", imports)
-    _install(timer)
+    install(timer)
+    extra = record()
     if args.cprofile:
         import cProfile
 
         prof = cProfile.Profile()
-        rc = prof.runcall(timer.run, "other (unwrapped)", cli.main, ["demo", *demo_args])
+        rc = prof.runcall(timer.run, "other (unwrapped)", cli.main, [command, *cmd_args])
         prof.dump_stats(args.cprofile)
     else:
-        rc = timer.run("other (unwrapped)", cli.main, ["demo", *demo_args])
+        rc = timer.run("other (unwrapped)", cli.main, [command, *cmd_args])
     total = {
         "wall": time.perf_counter() - w0,
         "cpu": time.process_time() - c0,
         "child_cpu": _children_cpu() - k0,
     }
-    print(f"\n{'phase':<34}{'calls':>6}{'wall s':>9}{'cpu s':>9}{'child s':>9}{'load':>6}")
+    print()
+    for key, value in extra.items():
+        print(f"{key}: {value}")
+    print(f"{'phase':<34}{'calls':>6}{'wall s':>9}{'cpu s':>9}{'child s':>9}{'load':>6}")
     for name, r in timer.rows.items():
         print(
             f"{name:<34}{int(r['calls']):>6}{r['wall']:>9.1f}{r['cpu']:>9.1f}"
@@ -169,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(
                 {
-                    "demo_args": demo_args,
+                    "args": cmd_args,
+                    **extra,
                     "phases": timer.rows,
                     "total": total,
                     "load_start": load0,
@@ -179,6 +192,16 @@ def main(argv: list[str] | None = None) -> int:
                 indent=1,
             )
     return int(rc or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    def imports() -> Any:
+        import speechattn.cli as cli
+        import speechattn.recipes.align.pipeline  # noqa: F401  (what `demo` imports first)
+
+        return cli
+
+    return profile_command("demo", imports, _install, argv)
 
 
 if __name__ == "__main__":

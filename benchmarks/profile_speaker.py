@@ -24,14 +24,10 @@ environment's ``OMP_WAIT_POLICY`` (or its absence: libgomp's spinning default) i
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
-import time
 from typing import Any
 
-from profile_demo import _children_cpu, _Timer
+from profile_demo import _Timer, profile_command
 
 __all__ = ["main"]
 
@@ -69,70 +65,22 @@ def _install(timer: _Timer) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    cmd = argv[argv.index("--") + 1 :] if "--" in argv else []
-    own = argv[: argv.index("--")] if "--" in argv else argv
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--json", help="write the phase table here")
-    p.add_argument("--cprofile", help="also run under cProfile and dump its stats here")
-    args = p.parse_args(own)
-
-    timer = _Timer()
-    load0 = os.getloadavg()
-    w0, c0, k0 = time.perf_counter(), time.process_time(), _children_cpu()
-
     def imports() -> Any:
         import speechattn.cli as cli
         import speechattn.recipes.speaker.train  # noqa: F401
 
         return cli
 
-    cli = timer.run("imports", imports)
-    _install(timer)
-    import torch
+    def record() -> dict[str, Any]:
+        import torch
 
-    threads = torch.get_num_threads()
-    policy = os.environ.get("OMP_WAIT_POLICY", "(unset)")  # before main's setdefault
-    if args.cprofile:
-        import cProfile
+        return {
+            "torch_threads": torch.get_num_threads(),
+            # before main's setdefault
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
+        }
 
-        prof = cProfile.Profile()
-        rc = prof.runcall(timer.run, "other (unwrapped)", cli.main, ["speaker", *cmd])
-        prof.dump_stats(args.cprofile)
-    else:
-        rc = timer.run("other (unwrapped)", cli.main, ["speaker", *cmd])
-    total = {
-        "wall": time.perf_counter() - w0,
-        "cpu": time.process_time() - c0,
-        "child_cpu": _children_cpu() - k0,
-    }
-    print(f"\ntorch threads {threads}, OMP_WAIT_POLICY={policy}")
-    print(f"{'phase':<34}{'calls':>6}{'wall s':>9}{'cpu s':>9}{'child s':>9}{'load':>6}")
-    for name, r in timer.rows.items():
-        print(
-            f"{name:<34}{int(r['calls']):>6}{r['wall']:>9.1f}{r['cpu']:>9.1f}"
-            f"{r['child_cpu']:>9.1f}{r['load']:>6.2f}"
-        )
-    print(
-        f"{'total':<34}{'':>6}{total['wall']:>9.1f}{total['cpu']:>9.1f}"
-        f"{total['child_cpu']:>9.1f}{load0[0]:>6.2f}"
-    )
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(
-                {
-                    "args": cmd,
-                    "torch_threads": threads,
-                    "omp_wait_policy": policy,
-                    "phases": timer.rows,
-                    "total": total,
-                    "load_start": load0,
-                    "load_end": os.getloadavg(),
-                },
-                f,
-                indent=1,
-            )
-    return int(rc or 0)
+    return profile_command("speaker", imports, _install, argv, record=record)
 
 
 if __name__ == "__main__":
