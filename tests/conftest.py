@@ -34,6 +34,17 @@ def bad_inputs_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def torch_two_threads() -> Iterator[None]:
+    """torch at 2 intra-op threads for the test, the count before restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
 def two_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """torch at 2 threads and no minimum work per thread, so tiny calls take the numba SMA
     kernels' parallel path (the tests that use it skip without numba)."""

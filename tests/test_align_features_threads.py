@@ -21,11 +21,8 @@ TEXTS = {
 
 
 @pytest.fixture()
-def threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+def threads(torch_two_threads: None) -> None:
+    """2 torch threads (conftest's ``torch_two_threads``)."""
 
 
 def _utts(tmp_path: Path):

@@ -19,11 +19,8 @@ from speechattn.recipes.speaker.cli import config_from_args
 
 
 @pytest.fixture()
-def threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+def threads(torch_two_threads: None) -> None:
+    """2 torch threads (conftest's ``torch_two_threads``)."""
 
 
 def _utts(tmp_path: Path, n: int = 4) -> list[D.SpeakerUtterance]:
