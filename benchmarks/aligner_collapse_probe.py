@@ -7,7 +7,8 @@ corpus (``MODEL_DIR/corpus/manifest.jsonl``) with every label field removed, una
 
 - ``schwa_ratio``: share of aligned phone frames given to ə / ə's share of the text's phone tokens
 - ``max_ratio``: that ratio's largest value over symbols with >= ``--min-count`` tokens
-- ``longest_ms``: median over utterances of the longest single phone (ms)
+- ``longest_ms``: median over utterances of the longest single phone (ms;
+  :func:`speechattn.recipes.align.health.longest_phone_median_ms`, which the pipeline logs)
 - ``tail_gap_ms``: mean (trailing low-energy region of the audio - closing silence left after the
   last word), ms; the region ends at the last 10 ms frame within 35 dB of the loudest frame
 - ``final_loss``: mean training loss over the last 100 steps of ``checkpoints/sma.pt``
@@ -110,6 +111,8 @@ def collapse_signals(
     """The label-free signals of one model from its alignment results (one per utterance; the
     ``phones`` and ``words`` intervals in seconds), each utterance's trailing low-energy region
     ``tails_s`` and its audio duration ``durations_s`` (seconds, same order)."""
+    from speechattn.recipes.align.health import longest_phone_median_ms
+
     if not (len(results) == len(tails_s) == len(durations_s)) or not results:
         raise ValueError(
             "Expected one tail and one duration per result, > 0 results; found "
@@ -118,14 +121,13 @@ def collapse_signals(
     count: collections.Counter[str] = collections.Counter()
     frames: collections.Counter[str] = collections.Counter()
     durs: dict[str, list[float]] = collections.defaultdict(list)
-    longest, gaps = [], []
+    gaps = []
     for res, tail, duration in zip(results, tails_s, durations_s):
         d = [(p[2], p[1] - p[0]) for p in res.phones]
         for lab, dur in d:
             count[lab] += 1
             frames[lab] += dur
             durs[lab].append(dur)
-        longest.append(max(dur for _, dur in d))
         left = duration - res.words[-1][1]
         gaps.append(tail - left)
     n_tok, n_dur = sum(count.values()), sum(frames.values())
@@ -141,7 +143,7 @@ def collapse_signals(
         "schwa_ratio": ratio(SCHWA),
         "max_ratio": ratio(worst) if worst else float("nan"),
         "max_ratio_phone": worst,
-        "longest_ms": 1000.0 * float(np.median(longest)),
+        "longest_ms": longest_phone_median_ms(results),
         "tail_gap_ms": 1000.0 * float(np.mean(gaps)),
         "dur_cv": float(np.median(cvs)) if cvs else float("nan"),
     }

@@ -1,7 +1,7 @@
 """Are two `speechattn demo` output folders the same results, bit for bit?
 
 Compares ``metrics.json`` (every value, except the summary's timing fields ``total time`` and
-``training``), every file under ``alignments/`` byte for byte, the report's figures
+``training`` and any ``--ignore`` field), every file under ``alignments/`` byte for byte, the report's figures
 (``*.png``) byte for byte, and each aligner checkpoint's weights (``checkpoints/*.pt``:
 ``model`` state dicts with ``torch.equal``, and the training history's losses). Prints each
 difference and exits 1 when there is one.
@@ -26,11 +26,12 @@ __all__ = ["compare", "main"]
 _TIMING_KEYS = ("total time", "training")
 
 
-def _strip_timing(obj: Any) -> Any:
+def _strip_timing(obj: Any, ignore: tuple[str, ...] = ()) -> Any:
     if isinstance(obj, dict):
-        return {k: _strip_timing(v) for k, v in obj.items() if k not in _TIMING_KEYS}
+        drop = (*_TIMING_KEYS, *ignore)
+        return {k: _strip_timing(v, ignore) for k, v in obj.items() if k not in drop}
     if isinstance(obj, list):
-        return [_strip_timing(v) for v in obj]
+        return [_strip_timing(v, ignore) for v in obj]
     return obj
 
 
@@ -38,12 +39,14 @@ def _files(root: Path, pattern: str) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.glob(pattern))}
 
 
-def compare(a: Path, b: Path) -> list[str]:
-    """Differences between demo folders ``a`` and ``b`` (empty: the same results)."""
+def compare(a: Path, b: Path, *, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Differences between demo folders ``a`` and ``b`` (empty: the same results); ``ignore``:
+    ``metrics.json`` keys left out of the comparison besides the timing ones (e.g. a field one
+    of the two runs' versions does not write)."""
     diffs: list[str] = []
     ma = json.loads((a / "metrics.json").read_text(encoding="utf-8"))
     mb = json.loads((b / "metrics.json").read_text(encoding="utf-8"))
-    if _strip_timing(ma) != _strip_timing(mb):
+    if _strip_timing(ma, ignore) != _strip_timing(mb, ignore):
         diffs.append("metrics.json differs (timing fields aside)")
     for pattern in ("alignments/**/*", "*.png"):
         fa, fb = _files(a, pattern), _files(b, pattern)
@@ -77,8 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("a", type=Path)
     p.add_argument("b", type=Path)
+    p.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a metrics.json key to leave out of the comparison (repeatable)",
+    )
     args = p.parse_args(argv)
-    diffs = compare(args.a, args.b)
+    diffs = compare(args.a, args.b, ignore=tuple(args.ignore))
     for d in diffs:
         print(d)
     print("identical results" if not diffs else f"{len(diffs)} difference(s)")

@@ -72,6 +72,58 @@ def test_demo_quick_outputs_are_sane(demo_out: Path) -> None:
         n = sum(d["durations_frames"])
         assert d["phones"][-1]["end"] <= n * d["frame_seconds"] + 1e-9
         assert len(d["phones"]) == len(d["durations_frames"]) - 2
+    # The collapse sign of each trained aligner but MHA, from the training-set decoding.
+    from speechattn.recipes.align.pipeline import LONGEST_PHONE_FIELD
+
+    sign = json.loads((demo_out / "metrics.json").read_text())["summary"][LONGEST_PHONE_FIELD]
+    assert [part.split()[0] for part in sign.split(", ")] == ["sma", "fs"], sign
+    assert all(part.endswith(" ms") for part in sign.split(", "))
+
+
+def test_align_from_scratch_warns_when_the_trained_aligner_looks_collapsed(
+    demo_out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    import speechattn.recipes.align.pipeline as P
+
+    real = P.align_items
+
+    def stretched(model, items, config, **kw):  # type: ignore[no-untyped-def]
+        # The decoding of a collapsed model: the first phone of each utterance lasts 0.6 s.
+        res = real(model, items, config, **kw)
+        return [
+            dataclasses.replace(r, phones=[(0.0, 0.6, r.phones[0][2]), *r.phones[1:]]) for r in res
+        ]
+
+    small = _small_manifest(demo_out, tmp_path, 6)
+    kw = dict(from_scratch=True, steps=2, threads=1, progress=False, formats=("json",))
+    lines: list[str] = []
+    monkeypatch.setattr(P, "align_items", stretched)
+    with pytest.warns(UserWarning, match=r"aligner sma seed 5 looks collapsed \(600 ms > 300 ms"):
+        res = P.run_align(small, tmp_path / "bad", seed=5, log=lines.append, **kw)
+    assert (
+        "aligner sma seed 5: longest aligned phone, median over 6 training utterances: 600 ms"
+        in lines
+    )
+    assert res["summary"][P.LONGEST_PHONE_FIELD] == "600 ms"
+    saved = json.loads((tmp_path / "bad" / "summary.json").read_text())
+    assert saved[P.LONGEST_PHONE_FIELD] == "600 ms"
+    # Applying an aligner (nothing trained) neither logs nor records the sign.
+    monkeypatch.setattr(P, "align_items", real)
+    lines.clear()
+    res = P.run_align(
+        small,
+        tmp_path / "apply",
+        checkpoint=tmp_path / "bad" / "aligner.pt",
+        adapt=False,
+        threads=1,
+        progress=False,
+        formats=("json",),
+        log=lines.append,
+    )
+    assert P.LONGEST_PHONE_FIELD not in res["summary"]
+    assert not any("longest aligned phone" in line for line in lines)
 
 
 def test_align_command_trains_resumes_and_applies(

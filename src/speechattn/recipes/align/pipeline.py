@@ -51,6 +51,7 @@ from speechattn.recipes.align.evaluate import (
     score,
     write_alignment,
 )
+from speechattn.recipes.align.health import check_collapse
 from speechattn.recipes.align.model import (
     KINDS,
     MHA_PRIORS,
@@ -83,6 +84,7 @@ __all__ = [
     "CALIBRATIONS",
     "DEFAULT_ASSET",
     "ENSEMBLE_ADAPT_STEPS",
+    "LONGEST_PHONE_FIELD",
     "AdaptStop",
     "DemoConfig",
     "check_adapt_members",
@@ -107,6 +109,10 @@ ALIGNER_NAMES = {
     "mha": "plain MHA + MAS",
 }
 CALIBRATED = " + boundary calibration (training-voice labels)"
+# The summary (metrics.json, summary.json, report) field of the collapse sign of each aligner
+# trained in the run (speechattn.recipes.align.health); absent from older files and from runs
+# that train nothing.
+LONGEST_PHONE_FIELD = "longest aligned phone, median over training utterances"
 # ``calibration`` of run_align: which table of the aligner's file applies. "auto" (the default):
 # the consensus table when the aligner has one, else none (benchmarks/RESULTS.md, "Late
 # boundaries on unseen engines"); none with a reverse pass (the tables fit the forward decoding).
@@ -873,6 +879,7 @@ def run_demo(
     engine_offsets: dict[str, BoundaryOffsets] = {}
     consensus_offsets: dict[str, BoundaryOffsets] = {}
     dev_probe = dev[: min(len(dev), 24)]
+    longest_ms: dict[str, float] = {}
     for kind in config.kinds:
         mcfg = AlignerConfig(
             kind=kind,
@@ -922,8 +929,11 @@ def run_demo(
         )
         # Boundary calibration (uses labels): fitted on the training utterances only, scored on
         # the held-out splits as a separate row (see speechattn.recipes.align.calibrate).
+        train_dec: list[AlignmentResult] | None = None
+        dec: list[AlignmentResult] | None = None
         if kind != "mha" and any(it.gt_phones is not None for it in train):
-            offsets[kind] = fit_boundary_offsets(align_items(res.model, train, feats))
+            train_dec = align_items(res.model, train, feats)
+            offsets[kind] = fit_boundary_offsets(train_dec)
             for s in splits:
                 results[s][kind + "+cal"] = calibrate_results(
                     results[s][kind], feats, offsets[kind]
@@ -949,6 +959,16 @@ def run_demo(
             engines_of = [speaker_engine(it.speaker) for it in plain_train]
             engine_offsets[kind] = fit_class_offsets(dec, engines_of)
             consensus_offsets[kind] = fit_class_offsets(dec, engines_of, combine="consensus")
+        # Collapse sign (label-free, benchmarks/RESULTS.md "collapse"): on the decoding of the
+        # training utterances already made above (the exported tables' one, else the boundary
+        # calibration's, whose first len(plain_train) results are the plain utterances).
+        if train_dec is not None or dec is not None:
+            longest_ms[kind] = check_collapse(
+                dec if dec is not None else train_dec[: len(plain_train)],  # type: ignore[index]
+                kind=kind,
+                seed=train_seed,
+                log=log,
+            )
     for s, its in splits.items():
         results[s]["uniform"] = align_items("uniform", its, feats)
         results[s]["ground truth snapped to frames"] = _oracle(its, feats)
@@ -994,6 +1014,8 @@ def run_demo(
         + f" ({config.steps} steps each)",
         "total time": f"{time.perf_counter() - t_start:.0f}s",
     }
+    if longest_ms:
+        summary[LONGEST_PHONE_FIELD] = ", ".join(f"{k} {v:.0f} ms" for k, v in longest_ms.items())
     notes = [
         "Every aligner is trained on the same training utterances without alignment labels and scored "
         "on held-out sentences of the training voices and on voices never seen in training. "
@@ -1045,6 +1067,7 @@ def run_demo(
         "best": best,
         "summary": summary,
         "timings": timings,
+        "longest_phone_median_ms": longest_ms,
     }
 
 
@@ -1429,6 +1452,7 @@ def run_align(
         + (f" ({skipped} skipped, see the warnings above)" if skipped else "")
     )
     adaptation: dict[str, Any] = {}
+    trained_here = from_scratch and n_steps > 0  # a new aligner, trained on this corpus
     if n_steps > 0:
         adapting = inits is not None
         if adapting:
@@ -1592,6 +1616,11 @@ def run_align(
             else "off"
         ),
     }
+    if trained_here:
+        # Collapse sign of the aligner trained from scratch (label-free, benchmarks/RESULTS.md
+        # "collapse"), on the decoding above: its training utterances.
+        value = check_collapse(results, kind=model.config.kind, seed=int(seed), log=log)
+        summary[LONGEST_PHONE_FIELD] = f"{value:.0f} ms"
     if adaptation:
         summary["adaptation"] = (
             f"{adaptation['steps']} steps, lr {adaptation['lr']:g}, stopped: {adaptation['stopped']}"
