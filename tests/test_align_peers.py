@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.bench_module import load_benchmark
 
 pytest.importorskip("espeakng_loader")
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _needs_pocketsphinx() -> None:
@@ -92,12 +90,7 @@ def test_bad_input_raises_clear_errors() -> None:
 
 def test_eval_align_engines_quick_writes_its_table(tmp_path: Path) -> None:
     _needs_pocketsphinx()
-    spec = importlib.util.spec_from_file_location(
-        "eval_align_engines", ROOT / "benchmarks" / "eval_align_engines.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("eval_align_engines")
     assert mod.main(["--quick", "--out", str(tmp_path), "--threads", "1"]) == 0
     data = json.loads((tmp_path / "results.json").read_text())
     rows = {r["row"]: r for r in data["results"]}
@@ -119,12 +112,7 @@ def test_eval_align_engines_quick_writes_its_table(tmp_path: Path) -> None:
 
 def test_eval_leaves_out_pico_when_pocketsphinx_is_a_row(tmp_path: Path) -> None:
     _needs_pocketsphinx()
-    spec = importlib.util.spec_from_file_location(
-        "eval_align_engines2", ROOT / "benchmarks" / "eval_align_engines.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("eval_align_engines", alias="eval_align_engines2")
     args = ["--engines", "pico", "--utterances", "2", "--rows", "pocketsphinx,uniform"]
     assert mod.main([*args, "--conditions", "clean", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "results.json").read_text())

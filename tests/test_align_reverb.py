@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from tests.bench_module import load_benchmark
 
 from speechattn.data import augment as A
 from speechattn.recipes.align.data import (
@@ -20,7 +19,6 @@ from speechattn.recipes.align.data import (
 )
 from speechattn.recipes.align.edges import EnergyEnvelope, energy_envelope, estimate_decay_time
 
-ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
 
 
@@ -100,13 +98,7 @@ def test_channels_draw_only_from_their_split(monkeypatch) -> None:
 
 
 def _eval_module():
-    spec = importlib.util.spec_from_file_location(
-        "eval_align_engines_rev", ROOT / "benchmarks" / "eval_align_engines.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("eval_align_engines", alias="eval_align_engines_rev")
 
 
 def test_eval_conditions_keep_their_draws_and_test_unheard_rooms(monkeypatch) -> None:

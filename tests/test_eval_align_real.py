@@ -2,33 +2,25 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import soundfile as sf
+from tests.bench_module import load_benchmark
 
 from speechattn.data.corpus import asterisk_available, load_corpus
 from speechattn.data.synth import Interval
 from speechattn.data.text import normalize_text, words_of
 from speechattn.recipes.align.peers import PeerAlignment, pocketsphinx_available
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_align_real.py"
-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("eval_align_real", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["eval_align_real"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("eval_align_real")
 
 
 def _utt(i: int, path: Path | None = None, text: str = "hello there") -> SimpleNamespace:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.bench_module import load_benchmark
 
 from speechattn.data.engines._kokoro import (
     VOICES,
@@ -148,7 +149,6 @@ def test_commercial_filter_keeps_mixtures() -> None:
 
 
 def test_mixture_pool_is_resumable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
     import json
 
     from speechattn.data import engines
@@ -166,11 +166,7 @@ def test_mixture_pool_is_resumable(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         return SpeechResult(wav, 16000, words, None, text, voice.voice_id, "kokoro")
 
     monkeypatch.setattr(engines, "synthesize", fake)
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "speaker_loeo.py"
-    spec = importlib.util.spec_from_file_location("speaker_loeo_mix", path)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("speaker_loeo", alias="speaker_loeo_mix")
     manifest = bench.build_mixture_pool(tmp_path, 2, 3, seed=0)
     recs = [json.loads(line) for line in manifest.read_text().splitlines()]
     assert len(calls) == 6 and len(recs) == 5  # one utterance could not be said: skipped

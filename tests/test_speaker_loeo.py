@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.bench_module import load_benchmark
 
 from speechattn.data.augment import ChannelAugment
 from speechattn.recipes.speaker import data as D
 from speechattn.recipes.speaker.config import SpeakerConfig
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _wav(path: Path, seed: int) -> None:
@@ -50,14 +47,7 @@ def test_feature_set_channel_is_used(tmp_path: Path) -> None:
 
 
 def _load_bench():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(
-        "speaker_loeo", ROOT / "benchmarks" / "speaker_loeo.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["speaker_loeo"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("speaker_loeo")
 
 
 def test_quick_run_writes_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -172,17 +172,9 @@ def test_bad_input_is_named() -> None:
 
 
 def _load_bench():  # type: ignore[no-untyped-def]
-    import importlib.util
-    import sys
-    from pathlib import Path
+    from tests.bench_module import load_benchmark
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "speaker_loeo.py"
-    spec = importlib.util.spec_from_file_location("speaker_loeo", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["speaker_loeo"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("speaker_loeo")
 
 
 def test_loeo_norm_grid_scores_each_variant_as_defined() -> None:

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.bench_module import load_benchmark
 
 
 def _load_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "train_align_loeo", ROOT / "benchmarks" / "train_align_loeo.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["train_align_loeo"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("train_align_loeo")
 
 
 def _manifest(folder: Path, lines: list[object]) -> Path:
