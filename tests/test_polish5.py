@@ -5,7 +5,7 @@ other rates, channels and formats; transcripts with numbers, symbols and punctua
   that differ is skipped naming both (the same text in both is used); the alignments mirror the
   input's folders, so ``a/x.wav`` and ``b/x.wav`` do not overwrite each other.
 * LibriSpeech (``*.trans.txt`` listings) and Kaldi data dirs (``wav.scp`` + ``text``; the reader is
-  the one the speaker recipe uses too).
+  the one the speaker recipe uses too; ``segments``: tests/test_align_segments.py).
 * Audio: ``.ogg`` / ``.mp3`` files of a folder are read (they were ignored); stereo is mixed down
   with one note.
 * Transcripts: not UTF-8 -> skipped with a warning saying so (not read with letters replaced); the
@@ -154,11 +154,8 @@ def test_kaldi_data_dir_without_utt2spk_one_speaker_per_utterance(tmp_path: Path
     assert [u.speaker for u in utts] == ["u1", "u2"]
 
 
-def test_kaldi_segments_and_missing_text_are_refused_clearly(tmp_path: Path) -> None:
-    root = _kaldi(tmp_path / "seg")
-    (root / "segments").write_text("s1 u1 0.0 0.2\n", encoding="utf-8")
-    with pytest.raises(CorpusError, match="segments are not supported"):
-        load_corpus(root)
+def test_kaldi_missing_text_is_refused_clearly(tmp_path: Path) -> None:
+    # (a ``segments`` file is read: tests/test_align_segments.py)
     root = _kaldi(tmp_path / "notext")
     (root / "text").unlink()
     with pytest.raises(CorpusError, match="needs 'text'"):

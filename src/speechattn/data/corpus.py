@@ -9,22 +9,40 @@ Formats (picked by :func:`load_corpus` from what it finds):
   separated, no header), audio in ``wavs/<id>.wav`` beside it; speaker is the folder name.
 - **Kaldi data dir** ``wav.scp`` (``<utt> <path>``) + ``text`` (``<utt> <transcript>``),
   optional ``utt2spk``; paths relative to the data dir (or the working directory). A piped
-  command in ``wav.scp`` is skipped with a warning; a ``segments`` file is refused (cut the
-  segments into files first).
+  command in ``wav.scp`` is skipped with a warning. With a ``segments`` file
+  (``<utt> <recording> <start> <end>`` lines, seconds; ``end`` -1 = the recording's end, as
+  Kaldi's ``extract-segments`` reads it) ``wav.scp`` lists recordings and each segment is an
+  utterance cut from its recording (``Utterance.start`` / ``end`` / ``recording``); a line with
+  ``end <= start``, an unknown recording, or an end beyond the recording's audio (by more than
+  :data:`SEGMENT_END_TOLERANCE_S`; within it the end is the audio's end) is skipped with one
+  warning naming the line.
 - **LibriSpeech** ``<spk>/<chapter>/<spk>-<chapter>.trans.txt`` (``<utt-id> <TEXT>`` lines) with
   ``<utt-id>.flac`` beside it, found anywhere under the folder; speaker is the id's first part.
 - **folder** (the Montreal Forced Aligner's layout) of audio (``.wav``, ``.flac``, ``.ogg``,
   ``.mp3``; searched recursively) each with a same-stem transcript, ``.lab`` (MFA's) or
   ``.txt``; speaker is the audio file's parent folder name. When a file has both, and the two
   say the same (whitespace aside) that text is used; when they differ the file is skipped with a
-  warning naming both (no guess which one is right).
+  warning naming both (no guess which one is right). A ``.TextGrid`` beside the audio (MFA's
+  transcripts of long recordings: one interval tier per speaker, one non-empty interval per
+  utterance; Praat's long or short text format) gives one utterance per non-empty interval,
+  cut from the recording (``Utterance.start`` / ``end`` / ``recording`` / ``tier``; the tier
+  name is the speaker); a ``.lab``/``.txt`` beside it wins, as in MFA (the TextGrid is then
+  ignored, said once per corpus). A TextGrid that cannot be parsed, has no utterance interval, or
+  holds an alignment (tiers ``words``/``phones``) rather than transcripts is skipped with one
+  warning naming it; an interval past the audio's end likewise.
 - **named corpora**: ``"asterisk"`` = Debian's ``asterisk-core-sounds-en-wav`` prompts with the
   transcripts of ``asterisk-core-sounds-en`` (``/usr/share/asterisk/sounds/en``); see
   :func:`asterisk_available`.
 
 The ids of folder and LibriSpeech entries are their paths relative to the corpus folder
 without the extension (``spk1/utt1``), so ``speechattn align`` writes
-``OUT/alignments/spk1/utt1.TextGrid``, mirroring the input layout as MFA does.
+``OUT/alignments/spk1/utt1.TextGrid``, mirroring the input layout as MFA does. The utterances
+of a TextGrid transcript ``spk1/talk.TextGrid`` have ids ``spk1/talk/<tier>/<k>`` (``k`` from
+1 in time order within the tier); ``speechattn align`` writes them back into one
+``spk1/talk.TextGrid`` per recording, as MFA does. Segments of a Kaldi ``segments`` file keep
+their own ids (one alignment file per segment, as for every Kaldi utterance).
+
+Audio of a segment: :class:`UtteranceAudio` reads each recording once and cuts its segments.
 Transcripts are read as UTF-8 (a byte-order mark is dropped); a file that is not UTF-8 is
 skipped with a warning saying so, rather than read with its letters replaced.
 
@@ -43,16 +61,21 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from speechattn.data.synth import Interval
 
 __all__ = [
     "ASTERISK_DIRS",
+    "SEGMENT_END_TOLERANCE_S",
     "CorpusError",
     "Utterance",
+    "UtteranceAudio",
     "asterisk_available",
     "kaldi_audio_paths",
     "kaldi_table",
@@ -62,6 +85,9 @@ __all__ = [
 ]
 
 _AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3")
+# A segment may end this far past its recording's last sample (rounding of the times written):
+# its end is then the recording's end. Further is a segment of another (longer) recording.
+SEGMENT_END_TOLERANCE_S = 0.05
 _TRANSCRIPT_EXTS = (".lab", ".txt")
 # A line of HTK / Festival labels ("<start> <end> <label>"); a .lab of such lines is no transcript.
 _HTK_LINE = re.compile(r"\d+(\.\d+)?\s+\d+(\.\d+)?\s+\S+")
@@ -111,6 +137,13 @@ class Utterance(NamedTuple):
         speaker: speaker id.
         words: word intervals when the corpus has them (synthetic corpora), else None.
         phones: phone intervals when the corpus has them, else None.
+        start: for a segment of a longer recording (Kaldi ``segments``, TextGrid transcripts),
+            its start in ``audio_path`` (seconds); None: the utterance is the whole file.
+        end: the segment's end in ``audio_path`` (seconds, ``> start``); None with ``start``.
+        recording: the id of the recording a segment is cut from (Kaldi's recording id, or the
+            TextGrid's path relative to the corpus without its extension); None for whole files.
+        tier: for an utterance of a TextGrid transcript, the name of its tier (its speaker):
+            its alignment goes back into the recording's TextGrid, in that speaker's tiers.
     """
 
     id: str
@@ -119,6 +152,81 @@ class Utterance(NamedTuple):
     speaker: str
     words: list[Interval] | None
     phones: list[Interval] | None
+    start: float | None = None
+    end: float | None = None
+    recording: str | None = None
+    tier: str | None = None
+
+
+class UtteranceAudio:
+    """Reads each utterance's waveform ``(n,)`` (mono float32 at ``sample_rate``), a recording
+    cut into segments (``Utterance.start`` / ``end``) read only once.
+
+    A recording is decoded (and resampled) whole on the first of its segments and kept until
+    the last segment listed in ``utterances`` has been read, so memory holds the recordings
+    whose segments are being read (one at a time when the segments of each recording are
+    consecutive). A whole-file utterance is read by
+    :func:`~speechattn.data.audio.load_audio` as before.
+
+    Args:
+        utterances: the utterances that will be read (the segments of each recording are
+            counted, to know when a recording can be let go).
+        sample_rate: rate of the waveforms returned (Hz).
+
+    Example::
+
+        read = UtteranceAudio(utts, sample_rate=22050)
+        wave = read(utts[0], validate=True, min_samples=1024)
+        # naive: load_audio(u.audio_path, ...)[round(u.start * sr) : round(u.end * sr)]
+    """
+
+    def __init__(self, utterances: Iterable[Any], *, sample_rate: int) -> None:
+        self.sample_rate = int(sample_rate)
+        self._left: Counter[Path] = Counter(
+            Path(u.audio_path) for u in utterances if getattr(u, "start", None) is not None
+        )
+        self._cache: dict[Path, Any] = {}
+
+    def __call__(self, utt: Any, *, validate: bool = False, min_samples: int = 1) -> Any:
+        """The waveform of ``utt`` (a ``torch.Tensor`` ``(n,)``).
+
+        Raises:
+            AudioError: the file is missing or cannot be decoded; with ``validate`` also a
+                waveform (the segment's, for a segment) too short, not finite or silent
+                (:func:`~speechattn.data.audio.check_waveform`); the message names the file
+                and, for a segment, its times.
+        """
+        from speechattn.data.audio import AudioError, check_waveform, load_audio
+
+        start = getattr(utt, "start", None)
+        if start is None:
+            return load_audio(
+                utt.audio_path,
+                sample_rate=self.sample_rate,
+                validate=validate,
+                min_samples=min_samples,
+            )
+        path = Path(utt.audio_path)
+        if path not in self._cache:
+            try:
+                self._cache[path] = load_audio(path, sample_rate=self.sample_rate)
+            except AudioError as exc:  # every segment of it is skipped, the file read once
+                self._cache[path] = exc
+        whole = self._cache[path]
+        self._left[path] -= 1
+        if self._left[path] <= 0:
+            self._cache.pop(path, None)
+        if isinstance(whole, Exception):
+            raise whole
+        end = getattr(utt, "end", None)
+        n = int(whole.shape[0])
+        a = min(n, max(0, round(float(start) * self.sample_rate)))
+        b = n if end is None else min(n, max(a, round(float(end) * self.sample_rate)))
+        seg = whole[a:b].clone()  # its own storage: the recording can be let go
+        if validate:
+            where = f"{path} [{float(start):.3f}-{float(end if end is not None else b / self.sample_rate):.3f} s]"
+            check_waveform(seg, where, min_samples=min_samples)
+        return seg
 
 
 class _Problems:
@@ -319,17 +427,30 @@ def _read_folder(root: Path, problems: _Problems, check_audio: bool) -> list[Utt
     files = sorted(p for p in root.rglob("*") if p.is_file())
     audio_files = [p for p in files if p.suffix.lower() in _AUDIO_EXTS]
     transcripts: dict[Path, list[Path]] = {}
+    grids: dict[Path, Path] = {}
     for p in files:
         if p.suffix.lower() in _TRANSCRIPT_EXTS:
             transcripts.setdefault(p.with_suffix(""), []).append(p)
+        elif p.suffix.lower() == ".textgrid":
+            grids[p.with_suffix("")] = p
     out: list[Utterance] = []
     used: set[Path] = set()
+    grids_ignored: list[Path] = []
     for audio in audio_files:
         stem = audio.with_suffix("")
         found = transcripts.get(stem, [])
-        if not found:
-            problems.add(audio, f"no transcript {stem.name}.lab or {stem.name}.txt beside it")
+        if not found and stem in grids:
+            rel = stem.relative_to(root).as_posix()
+            out.extend(_read_textgrid_transcript(grids[stem], audio, rel, problems))
             continue
+        if not found:
+            problems.add(
+                audio,
+                f"no transcript {stem.name}.lab, {stem.name}.txt or {stem.name}.TextGrid beside it",
+            )
+            continue
+        if stem in grids:
+            grids_ignored.append(grids[stem])
         used.add(stem)
         read = [_read_utf8(t, problems.add) for t in found]
         texts = [" ".join(t.split()) for t in read if t is not None]
@@ -362,6 +483,85 @@ def _read_folder(root: Path, problems: _Problems, check_audio: bool) -> list[Utt
         for txt in files:
             if stem not in used and txt.name not in ("README.txt", "LICENSE.txt"):
                 problems.add(txt, f"transcript without a matching {'/'.join(_AUDIO_EXTS)}")
+    if grids_ignored and problems.on_error == "warn":
+        warnings.warn(
+            f"{len(grids_ignored)} TextGrid(s) beside a .lab/.txt transcript of the same "
+            f"recording ignored (the .lab/.txt is read, as MFA does), e.g. {grids_ignored[0]}",
+            stacklevel=4,
+        )
+    return out
+
+
+# Tier names of an alignment (MFA's output, ours), not of utterance transcripts.
+_ALIGNMENT_TIERS = ("words", "word", "phones", "phone")
+
+
+def _read_textgrid_transcript(
+    path: Path, audio: Path, rel: str, problems: _Problems
+) -> list[Utterance]:
+    """The utterances of an MFA TextGrid transcript: one per non-empty interval of each
+    interval tier (tier name = speaker), cut from ``audio``; a file that cannot be used is
+    recorded in ``problems`` (one entry naming it) and gives none."""
+    from praatio import textgrid
+
+    try:
+        tg = textgrid.openTextgrid(str(path), includeEmptyIntervals=False, reportingMode="silence")
+    except Exception as exc:  # praatio raises many kinds on a malformed file
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        problems.add(path, f"could not parse TextGrid ({detail}); fix or remove it")
+        return []
+    tiers = [t for t in tg.tiers if isinstance(t, textgrid.IntervalTier)]
+    names = [t.name for t in tiers]
+    if tiers and all(n.rsplit(" - ", 1)[-1].strip().lower() in _ALIGNMENT_TIERS for n in names):
+        problems.add(
+            path,
+            f"holds an alignment (tiers {names}), not transcripts: a TextGrid transcript has one "
+            "tier per speaker with one interval per utterance; put the words in a .lab instead",
+        )
+        return []
+    seconds = _check_audio(audio, problems)
+    if seconds is None:
+        return []
+    out: list[Utterance] = []
+    for tier in tiers:
+        safe = "_".join(tier.name.replace("/", "_").split()) or "tier"
+        entries = sorted((float(e.start), float(e.end), str(e.label)) for e in tier.entries)
+        k, prev_end = 0, 0.0
+        for start, end, label in entries:
+            text = " ".join(label.split())
+            if not text:
+                continue
+            k += 1
+            where = f"tier {tier.name!r}, interval {start:.3f}-{end:.3f} s"
+            if start < prev_end - 1e-9:
+                problems.add(path, f"{where} overlaps the interval before it in its tier")
+                continue
+            prev_end = end
+            if end > seconds + SEGMENT_END_TOLERANCE_S:
+                problems.add(
+                    path, f"{where} ends after the audio ({seconds:.3f} s in {audio.name})"
+                )
+                continue
+            end = min(end, seconds)
+            if not end > start:
+                problems.add(path, f"{where} is empty (end <= start)")
+                continue
+            out.append(
+                Utterance(
+                    f"{rel}/{safe}/{k}",
+                    audio.resolve(),
+                    text,
+                    tier.name,
+                    None,
+                    None,
+                    start=start,
+                    end=end,
+                    recording=rel,
+                    tier=tier.name,
+                )
+            )
+    if not out and not any(e for t in tiers for e in t.entries if str(e.label).strip()):
+        problems.add(path, "no utterance interval (every interval of its tiers is empty)")
     return out
 
 
@@ -421,19 +621,20 @@ def kaldi_table(path: Path, report: Callable[[str, str], None]) -> dict[str, tup
 
 
 def kaldi_audio_paths(
-    root: Path, report: Callable[[str, str], None]
+    root: Path, report: Callable[[str, str], None], *, segments: bool = False
 ) -> dict[str, tuple[int, Path]]:
     """The audio files of a Kaldi data dir: ``utt -> (line of wav.scp, absolute path)``.
 
     Paths are relative to the data dir when a file is there, else to the working directory. A
     piped command (``... |``) is passed to ``report(where, message)`` and left out (only file
-    paths are read).
+    paths are read). ``segments=True``: the caller reads the data dir's ``segments`` file
+    itself (the keys are then recording ids).
 
     Raises:
-        CorpusError: the data dir has a ``segments`` file (not supported: cut the segments
-            into files and list those in ``wav.scp``).
+        CorpusError: the data dir has a ``segments`` file and ``segments`` is False (the
+            caller cannot use it: cut the segments into files and list those in ``wav.scp``).
     """
-    if (root / "segments").is_file():
+    if (root / "segments").is_file() and not segments:
         raise CorpusError(
             root / "segments",
             "Kaldi segments are not supported; cut the segments into files (e.g. with "
@@ -462,9 +663,11 @@ def _read_kaldi(root: Path, problems: _Problems, check_audio: bool) -> list[Utte
             root,
             "a Kaldi data dir needs 'text' (<utt> <transcript> lines) beside wav.scp for alignment",
         )
-    audio = kaldi_audio_paths(root, problems.add)
+    audio = kaldi_audio_paths(root, problems.add, segments=True)
     texts = kaldi_table(root / "text", problems.add)
     u2s = kaldi_table(root / "utt2spk", problems.add) if (root / "utt2spk").is_file() else {}
+    if (root / "segments").is_file():
+        return _read_kaldi_segments(root, audio, texts, u2s, problems)
     out: list[Utterance] = []
     for utt, (lineno, path) in audio.items():
         where = f"{root / 'wav.scp'}:{lineno}"
@@ -478,6 +681,82 @@ def _read_kaldi(root: Path, problems: _Problems, check_audio: bool) -> list[Utte
     for utt, (lineno, _) in sorted(texts.items()):
         if utt not in audio:
             problems.add(f"{root / 'text'}:{lineno}", f"no audio for {utt!r} in wav.scp")
+    return out
+
+
+def _read_kaldi_segments(
+    root: Path,
+    audio: dict[str, tuple[int, Path]],
+    texts: dict[str, tuple[int, str]],
+    u2s: dict[str, tuple[int, str]],
+    problems: _Problems,
+) -> list[Utterance]:
+    """The segments of a Kaldi data dir as utterances cut from the recordings of ``wav.scp``
+    (``audio``: recording id -> its line and path); one problem per unusable line."""
+    seg_file = root / "segments"
+    seconds: dict[str, float | None] = {}
+    out: list[Utterance] = []
+    listed: set[str] = set()
+    for lineno, line in enumerate((_read_utf8(seg_file, problems.add) or "").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{seg_file}:{lineno}"
+        parts = line.split()
+        try:
+            if len(parts) != 4:
+                raise ValueError
+            utt, rec, start, end = parts[0], parts[1], float(parts[2]), float(parts[3])
+        except ValueError:
+            listed.add(parts[0])  # named here; not again as a text without a segment
+            problems.add(
+                where,
+                f"expected '<utt> <recording> <start> <end>' (seconds); found {line.strip()!r}",
+            )
+            continue
+        if utt in listed:
+            problems.add(where, f"expected each segment once; found {utt!r} again (first kept)")
+            continue
+        listed.add(utt)  # a bad line is named once, here; not again as a text without segment
+        if not (start >= 0 and np.isfinite(start)) or not (end > start or end == -1):
+            problems.add(where, f"expected 0 <= start < end (or end -1); found {start:g} {end:g}")
+            continue
+        if rec not in audio:
+            problems.add(where, f"unknown recording {rec!r} (not in {root / 'wav.scp'})")
+            continue
+        path = audio[rec][1]
+        if rec not in seconds:
+            seconds[rec] = _check_audio(path, problems, f"{root / 'wav.scp'}:{audio[rec][0]}")
+        total = seconds[rec]
+        if total is None:
+            continue  # the recording is unusable (named once, above)
+        end = total if end == -1 else end
+        if end > total + SEGMENT_END_TOLERANCE_S or not start < total:
+            problems.add(
+                where,
+                f"segment {start:g}-{end:g} s ends after the audio of {rec!r} ({total:.3f} s)",
+            )
+            continue
+        if utt not in texts:
+            problems.add(where, f"no transcript for {utt!r} in {root / 'text'}")
+            continue
+        speaker = u2s[utt][1] if utt in u2s else utt
+        text = " ".join(texts[utt][1].split())
+        out.append(
+            Utterance(
+                utt,
+                path,
+                text,
+                speaker,
+                None,
+                None,
+                start=start,
+                end=min(end, total),
+                recording=rec,
+            )
+        )
+    for utt, (lineno, _) in sorted(texts.items()):
+        if utt not in listed:
+            problems.add(f"{root / 'text'}:{lineno}", f"no segment for {utt!r} in {seg_file}")
     return out
 
 

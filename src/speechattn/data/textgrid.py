@@ -3,7 +3,8 @@
 TextGrids have two interval tiers named as the Montreal Forced Aligner names them, ``words`` and
 ``phones``, so tools built for MFA output read ours; gaps (pauses) are written as blank
 intervals and dropped again on reading. The reader also takes MFA's multi-speaker tier names
-(``<speaker> - words``) and singular or capitalised names (``word``, ``Phones``). CTM (Kaldi/NIST
+(``<speaker> - words``, one speaker at a time) and singular or capitalised names (``word``,
+``Phones``); :func:`write_textgrid_tiers` writes such multi-speaker grids. CTM (Kaldi/NIST
 time-marked conversation) files hold one ``<utterance> <channel> <start> <duration> <label>``
 line per interval. Praat cannot hold zero-length intervals (espeak emits a
 few, e.g. an elided /l/): :func:`write_textgrid` gives each one ``min_interval`` seconds taken
@@ -29,6 +30,7 @@ __all__ = [
     "write_alignment_json",
     "write_ctm",
     "write_textgrid",
+    "write_textgrid_tiers",
 ]
 
 TIER_NAMES = ("words", "phones")
@@ -97,18 +99,53 @@ def write_textgrid(
     Returns:
         ``Path(path)``.
     """
+    return write_textgrid_tiers(
+        path, [("words", words), ("phones", phones)], duration=duration, min_interval=min_interval
+    )
+
+
+def write_textgrid_tiers(
+    path: str | os.PathLike[str],
+    tiers: Sequence[tuple[str, Sequence[Any]]],
+    *,
+    duration: float,
+    min_interval: float = 1e-3,
+) -> Path:
+    """Write a Praat long-format TextGrid with the given interval tiers, in order.
+
+    :func:`write_textgrid` is this with ``[("words", ...), ("phones", ...)]``; a recording with
+    several speakers gets MFA's ``<speaker> - words`` and ``<speaker> - phones`` pairs.
+
+    Args:
+        path: output file (``.TextGrid``).
+        tiers: ``(name, intervals)`` pairs; each tier's intervals time-ordered,
+            non-overlapping ``(start, end, label)`` items in seconds. Names must be unique.
+        duration: length of the audio in seconds (the tiers' end time).
+        min_interval: shortest interval Praat gets (see the module notes).
+
+    Returns:
+        ``Path(path)``.
+
+    Raises:
+        ValueError: a repeated tier name, an interval out of order, or one ending after
+            ``duration``.
+    """
     from praatio import textgrid
 
-    w = _fix_zero_length(_as_intervals(words, "words"), min_interval)
-    p = _fix_zero_length(_as_intervals(phones, "phones"), min_interval)
-    last = max([iv.end for iv in (*w, *p)], default=0.0)
+    names = [str(n) for n, _ in tiers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Expected unique tier names; found {names}.")
+    fixed = [
+        (name, _fix_zero_length(_as_intervals(ivs, name), min_interval)) for name, ivs in tiers
+    ]
+    last = max([iv.end for _, ivs in fixed for iv in ivs], default=0.0)
     if duration < last - 1e-6:
         raise ValueError(
             f"Expected duration >= the last interval end {last}; found duration={duration}."
         )
     duration = max(duration, last)
     tg = textgrid.Textgrid()
-    for name, ivs in (("words", w), ("phones", p)):
+    for name, ivs in fixed:
         tg.addTier(textgrid.IntervalTier(name, [tuple(iv) for iv in ivs], 0.0, duration))
     out = Path(path)
     with atomic_write(out) as tmp:  # a write cut short leaves the earlier file, never half a grid
@@ -116,11 +153,15 @@ def write_textgrid(
     return out
 
 
-def read_textgrid(path: str | os.PathLike[str]) -> tuple[list[Interval], list[Interval]]:
+def read_textgrid(
+    path: str | os.PathLike[str], *, speaker: str | None = None
+) -> tuple[list[Interval], list[Interval]]:
     """Read ``(words, phones)`` from a TextGrid with tiers named ``words`` and ``phones``.
 
-    Blank intervals (pauses) are dropped. Raises ``ValueError`` naming the file when it cannot be
-    parsed or lacks a tier.
+    ``speaker``: read that speaker's tiers of a multi-speaker TextGrid (MFA's
+    ``<speaker> - words`` and ``<speaker> - phones``); None takes ``words``/``phones`` or the
+    first speaker's. Blank intervals (pauses) are dropped. Raises ``ValueError`` naming the file
+    when it cannot be parsed or lacks a tier.
     """
     from praatio import textgrid
 
@@ -133,7 +174,15 @@ def read_textgrid(path: str | os.PathLike[str]) -> tuple[list[Interval], list[In
         raise ValueError(f"{p}: could not parse TextGrid ({exc})") from exc
     out = []
     for name in TIER_NAMES:
-        found = _find_tier(list(tg.tierNames), name)
+        if speaker is not None:
+            want = f"{speaker} - {name}"
+            found = want if want in tg.tierNames else None
+            if found is None:
+                raise ValueError(
+                    f"{p}: expected a tier named {want!r}; found tiers {list(tg.tierNames)}."
+                )
+        else:
+            found = _find_tier(list(tg.tierNames), name)
         if found is None:
             raise ValueError(
                 f"{p}: expected a tier named {name!r} (or {name[:-1]!r}, '<speaker> - {name}'); "

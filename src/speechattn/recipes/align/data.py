@@ -322,6 +322,11 @@ def build_items(
     Runs on one torch thread (the caller's thread count is restored after): per-utterance
     front-end tensors are too small to gain from more, and the features are the same.
 
+    A segment of a longer recording (``utt.start`` / ``end``: Kaldi ``segments``, TextGrid
+    transcripts) is cut from its recording, each recording read once
+    (:class:`~speechattn.data.corpus.UtteranceAudio`); its place is kept as
+    ``item.extra["segment"]`` (``recording``, ``start``, ``end`` in seconds, and ``tier``).
+
     Words the front end cannot pronounce (no phones) are dropped with a warning; an utterance with
     no pronounceable word, fewer frames than tokens, or unusable audio (undecodable, shorter than
     one frame, NaN/inf samples, silent: :func:`speechattn.data.audio.load_audio` with
@@ -351,8 +356,10 @@ def build_items(
     """
     import zlib
 
-    from speechattn.data.audio import AudioError, load_audio
+    from speechattn.data.audio import AudioError
+    from speechattn.data.corpus import UtteranceAudio
 
+    read_audio = UtteranceAudio(utterances, sample_rate=config.sample_rate)
     mel_fn = config.mel_transform()
     items: list[AlignItem] = []
     skipped = 0
@@ -413,12 +420,7 @@ def build_items(
             skipped += 1
             continue
         try:  # one bad file never stops the run: skip it with one warning naming it
-            wav = load_audio(
-                utt.audio_path,
-                sample_rate=config.sample_rate,
-                validate=True,
-                min_samples=config.n_fft,
-            )
+            wav = read_audio(utt, validate=True, min_samples=config.n_fft)
         except AudioError as exc:
             warnings.warn(f"{utt.id}: skipped: {exc}", stacklevel=3)
             skipped += 1
@@ -446,6 +448,13 @@ def build_items(
             skipped += 1
             continue
         extra: dict[str, Any] = {"voice": v}
+        if getattr(utt, "start", None) is not None:  # a segment of a longer recording
+            extra["segment"] = {
+                "recording": str(utt.recording),
+                "start": float(utt.start),
+                "end": float(utt.end),
+                **({"tier": str(utt.tier)} if getattr(utt, "tier", None) is not None else {}),
+            }
         if envelopes:
             extra["envelope"] = env
         if dereverb:

@@ -461,16 +461,20 @@ def item_transitions(
     items: Sequence[AlignItem], utts: Sequence[Any], sample_rate: int
 ) -> list[SpectralTransition]:
     """:func:`spectral_transition` of each item's audio (its utterance matched by id, read at
-    ``sample_rate`` one file at a time)."""
-    from speechattn.data.audio import load_audio
+    ``sample_rate`` one file at a time; a segment cut from its recording,
+    :class:`~speechattn.data.corpus.UtteranceAudio`)."""
+    from speechattn.data.corpus import UtteranceAudio
 
     by_id = {str(u.id): u for u in utts}
+    read_audio = UtteranceAudio(
+        [by_id[it.id] for it in items if it.id in by_id], sample_rate=sample_rate
+    )
     out = []
     for it in items:
         utt = by_id.get(it.id)
         if utt is None:
             raise ValueError(f"Expected an utterance with id {it.id!r} for its item; found none.")
-        wav = load_audio(utt.audio_path, sample_rate=sample_rate)
+        wav = read_audio(utt)
         out.append(spectral_transition(wav, sample_rate))
     return out
 

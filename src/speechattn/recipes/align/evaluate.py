@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,9 +42,11 @@ __all__ = [
     "durations_to_intervals",
     "frame_boundaries_to_seconds",
     "intervals_from_edges",
+    "left_out_notes",
     "score",
     "token_edges",
     "write_alignment",
+    "write_recording_alignment",
 ]
 
 
@@ -530,6 +532,24 @@ def score(results: Sequence[AlignmentResult]) -> Metrics:
     return m
 
 
+def left_out_notes(table: Mapping[str, Mapping[str, Metrics]]) -> list[str]:
+    """One report line per row of ``table[split][aligner]`` whose word scoring left utterances
+    out (:func:`score`'s ``extra["word_utterances_left_out"]``): how many, of how many with
+    word truth, and why. Empty when none was left out."""
+    out = []
+    for split, by in table.items():
+        for name, m in by.items():
+            n = int(m.extra.get("word_utterances_left_out", 0))
+            if n:
+                scored = int(m.extra.get("word_utterances", 0))
+                out.append(
+                    f"{split}, {name}: {n} of {n + scored} utterance(s) with word truth left out "
+                    "of word scoring (their truth has neither the transcript's written words "
+                    "nor its spoken words; the command's warning names one)."
+                )
+    return out
+
+
 ALIGNMENT_FORMATS = ("textgrid", "json", "ctm")
 
 
@@ -546,6 +566,11 @@ def write_alignment(
     ``textgrid``: ``<name>.TextGrid`` with ``words`` and ``phones`` tiers (the Montreal Forced
     Aligner's names); ``json``: ``<name>.json``; ``ctm``: ``<name>.ctm`` (words) and
     ``<name>.phones.ctm`` (phones), lines ``<id> 1 <start> <duration> <label>``.
+
+    A segment of a longer recording (Kaldi ``segments``: ``item.extra["segment"]``) is written
+    as its own utterance, times from the segment's start (as the file ``extract-segments``
+    would cut); its JSON record says where it lies (``"segment": {"recording", "start",
+    "end"}``), so adding ``start`` gives recording times.
 
     ``name``: the file name relative to ``out_dir`` without suffix, ``/`` making subfolders
     (default: :func:`~speechattn.recipes.align.outputs.alignment_names` of the item's id, so
@@ -603,20 +628,133 @@ def _write_textgrid(tg: Path, words: list, phones: list, xmax: float) -> None:
         )
 
 
-def _write_json(js: Path, result: AlignmentResult, config: FeatureConfig) -> None:
+def _json_payload(
+    result: AlignmentResult, config: FeatureConfig, *, offset: float = 0.0, end: float = np.inf
+) -> dict[str, Any]:
     item = result.item
-    payload = {
+    segment = item.extra.get("segment")
+
+    def ivs(intervals: Sequence[tuple[float, float, str]]) -> list[dict[str, Any]]:
+        return [
+            {"start": a + offset, "end": min(b + offset, end), "label": lab}
+            for a, b, lab in intervals
+        ]
+
+    return {
         "id": item.id,
         "text": item.text,
         "speaker": item.speaker,
+        **({"segment": dict(segment)} if segment is not None else {}),
         "frame_seconds": config.frame_s,
         "durations_frames": [int(x) for x in result.durations],
         "tokens": _token_labels(item) if len(result.durations) == len(item.tokens) else None,
-        "words": [{"start": a, "end": b, "label": w} for a, b, w in result.words],
-        "phones": [{"start": a, "end": b, "label": p} for a, b, p in result.phones],
-        "pauses": [{"start": a, "end": b, "label": p} for a, b, p in result.pauses],
+        "words": ivs(result.words),
+        "phones": ivs(result.phones),
+        "pauses": ivs(result.pauses),
     }
+
+
+def _write_json(js: Path, result: AlignmentResult, config: FeatureConfig) -> None:
+    payload = _json_payload(result, config)
     write_text_atomic(js, json.dumps(payload, indent=1, ensure_ascii=False))
+
+
+def write_recording_alignment(
+    results: Sequence[AlignmentResult],
+    out_dir: Path,
+    config: FeatureConfig,
+    *,
+    name: str,
+    duration: float,
+    formats: Sequence[str] = ("textgrid", "json"),
+) -> tuple[Path, ...]:
+    """Write the alignments of the utterances of one recording (segments of a TextGrid
+    transcript) into one set of files at the recording's times, as the Montreal Forced Aligner
+    does for TextGrid input.
+
+    ``textgrid``: ``<name>.TextGrid`` with a ``<speaker> - words`` and a ``<speaker> - phones``
+    tier per speaker (the input's tier names, sorted; the phones tier also shows the pauses);
+    ``json``: ``<name>.json``, ``{"recording", "duration", "utterances": [...]}`` with each
+    utterance's record as :func:`write_alignment` writes it, times in the recording;
+    ``ctm``: ``<name>.ctm`` / ``<name>.phones.ctm``, one line per word / phone of every
+    utterance in time order, the recording as CTM id.
+
+    Each utterance's intervals are its own alignment moved by its segment's start
+    (``item.extra["segment"]``) and cut at its segment's end, so they stay inside the
+    segment. An utterance that was skipped leaves its interval blank.
+
+    Args:
+        results: the aligned utterances of the recording, each with ``item.extra["segment"]``.
+        out_dir: the alignments folder; ``name`` (``/`` making subfolders) is the file name
+            relative to it, without suffix.
+        duration: the recording's length in seconds (the tiers' end).
+        formats: any of ``textgrid``, ``json``, ``ctm``.
+
+    Returns:
+        The paths written, in the order of ``formats``.
+
+    Raises:
+        ValueError: unknown formats, or a result without a segment.
+    """
+    unknown = [f for f in formats if f not in ALIGNMENT_FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"Expected formats from {ALIGNMENT_FORMATS}; found {tuple(formats)!r}.")
+    placed = []
+    for r in results:
+        seg = r.item.extra.get("segment")
+        if seg is None:
+            raise ValueError(
+                f"Expected results of segments (item.extra['segment']); found none in {r.item.id!r}."
+            )
+        placed.append(
+            (float(seg["start"]), float(seg["end"]), str(seg.get("tier", r.item.speaker)), r)
+        )
+    placed.sort(key=lambda x: (x[2], x[0]))
+    xmax = max([float(duration), *(e for _, e, _, _ in placed)])
+
+    def moved(
+        ivs: Sequence[tuple[float, float, str]], a: float, e: float
+    ) -> list[tuple[float, float, str]]:
+        return [(min(s + a, e), min(b + a, e), lab) for s, b, lab in ivs]
+
+    words: dict[str, list] = {}
+    phones: dict[str, list] = {}
+    for a, e, spk, r in placed:
+        words.setdefault(spk, []).extend(moved(r.words, a, e))
+        phones.setdefault(spk, []).extend(sorted(moved([*r.phones, *r.pauses], a, e)))
+    base = out_dir / name
+    base.parent.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if "textgrid" in formats:
+        from speechattn.data.textgrid import write_textgrid_tiers
+
+        tiers = []
+        for spk in words:
+            tiers += [(f"{spk} - words", words[spk]), (f"{spk} - phones", phones[spk])]
+        tg = base.with_name(f"{base.name}.TextGrid")
+        written.append(write_textgrid_tiers(tg, tiers, duration=xmax))
+    if "json" in formats:
+        js = base.with_name(f"{base.name}.json")
+        payload = {
+            "recording": name,
+            "duration": xmax,
+            "utterances": [_json_payload(r, config, offset=a, end=e) for a, e, _, r in placed],
+        }
+        write_text_atomic(js, json.dumps(payload, indent=1, ensure_ascii=False))
+        written.append(js)
+    if "ctm" in formats:
+        uid = "_".join(name.replace("/", "_").split()) or "recording"
+        for suffix, tier in ((".ctm", "words"), (".phones.ctm", "phones")):
+            ivs = []
+            for a, e, _, r in placed:
+                ivs += moved(r.words if tier == "words" else r.phones, a, e)
+            lines = [
+                f"{uid} 1 {s:.3f} {b - s:.3f} {'_'.join(lab.split()) or '<unk>'}"
+                for s, b, lab in sorted(ivs)
+            ]
+            path = base.with_name(f"{base.name}{suffix}")
+            written.append(write_text_atomic(path, "\n".join(lines) + ("\n" if lines else "")))
+    return tuple(written)
 
 
 def _token_labels(item: AlignItem) -> list[str]:

@@ -94,12 +94,16 @@ def file_digest(path: Path, *, chunk: int = 1 << 20) -> str:
 
 
 def corpus_fingerprint(utterances: Iterable[Any]) -> str:
-    """sha256 over each utterance's id, transcript and audio size (order independent)."""
+    """sha256 over each utterance's id, transcript and audio size, and a segment's times
+    (order independent)."""
     rows = []
     for u in utterances:
         p = Path(u.audio_path)
         size = p.stat().st_size if p.is_file() else -1
-        rows.append(f"{u.id}\t{u.text}\t{size}")
+        row = f"{u.id}\t{u.text}\t{size}"
+        if getattr(u, "start", None) is not None:  # whole files: the rows as before segments
+            row += f"\t{u.start!r}\t{u.end!r}\t{u.tier!r}"
+        rows.append(row)
     return hashlib.sha256("\n".join(sorted(rows)).encode("utf-8")).hexdigest()
 
 

@@ -48,8 +48,10 @@ from speechattn.recipes.align.evaluate import (
     Metrics,
     align_items,
     calibrate_results,
+    left_out_notes,
     score,
     write_alignment,
+    write_recording_alignment,
 )
 from speechattn.recipes.align.health import check_collapse
 from speechattn.recipes.align.model import (
@@ -1100,10 +1102,11 @@ def _word_table(
         w = m[POCKETSPHINX_ROW].word_mean_abs_ms
         log(f"  pocketsphinx (peer baseline): {'n/a' if w is None else f'{w:.1f} ms'} word mean")
     notes = [
+        *left_out_notes(table),
         "pocketsphinx 5 forced alignment (its shipped en-us model and CMU dictionary) is the "
         "offline aligner a user could pick instead: a baseline row only. Nothing from it is a "
         "training target, a calibration source or a way to choose settings. Failures: "
-        "utterances it found no alignment for (not scored)."
+        "utterances it found no alignment for (not scored).",
     ]
     return table, notes
 
@@ -1136,15 +1139,59 @@ def write_report_safe(
     )
 
 
+def _write_alignments(
+    results: Sequence[AlignmentResult],
+    utts: Sequence[Any],
+    folder: Path,
+    feats: FeatureConfig,
+    formats: Sequence[str],
+) -> list[Path]:
+    """Write each result's alignment files into ``folder``: one set per utterance, named by its
+    id (a Kaldi segment too, at times from its start), except the utterances of a TextGrid
+    transcript (``item.extra["segment"]["tier"]``), written back into one set per recording at
+    the recording's times (:func:`~speechattn.recipes.align.evaluate.write_recording_alignment`),
+    as the Montreal Forced Aligner does."""
+    import soundfile as sf
+
+    paths = {str(u.id): u.audio_path for u in utts}
+    single = []
+    by_recording: dict[str, list[AlignmentResult]] = {}
+    for r in results:
+        seg = r.item.extra.get("segment")
+        if seg is not None and "tier" in seg:
+            by_recording.setdefault(str(seg["recording"]), []).append(r)
+        else:
+            single.append(r)
+    names = alignment_names([r.item.id for r in single] + list(by_recording))
+    written: list[Path] = []
+    for r, name in zip(single, names):
+        written.extend(write_alignment(r, folder, feats, formats=formats, name=name))
+    for (_, group), name in zip(by_recording.items(), names[len(single) :]):
+        info = sf.info(str(paths[group[0].item.id]))
+        written.extend(
+            write_recording_alignment(
+                group,
+                folder,
+                feats,
+                name=name,
+                duration=info.frames / info.samplerate,
+                formats=formats,
+            )
+        )
+    return written
+
+
 def item_envelopes(
     items: Sequence[AlignItem], utts: Sequence[Any], config: FeatureConfig
 ) -> list[EnergyEnvelope]:
     """:func:`~speechattn.recipes.align.edges.energy_envelope` of each item's audio at
     ``config.sample_rate``: the one :func:`build_items` kept (``envelopes=True``), else read again
     from its utterance (matched by id) one file at a time."""
-    from speechattn.data.audio import load_audio
+    from speechattn.data.corpus import UtteranceAudio
 
     by_id = {str(u.id): u for u in utts}
+    needed = [by_id[it.id] for it in items if it.extra.get("envelope") is None and it.id in by_id]
+    read_audio = UtteranceAudio(needed, sample_rate=config.sample_rate)
     out = []
     for it in items:
         kept = it.extra.get("envelope")
@@ -1154,7 +1201,7 @@ def item_envelopes(
         utt = by_id.get(it.id)
         if utt is None:
             raise ValueError(f"Expected an utterance with id {it.id!r} for its item; found none.")
-        wav = load_audio(utt.audio_path, sample_rate=config.sample_rate)
+        wav = read_audio(utt)
         out.append(energy_envelope(wav, config.sample_rate))
     return out
 
@@ -1310,9 +1357,10 @@ def run_align(
     corpus_problems: list[str] = []
     utts = load_corpus(data, problems=corpus_problems)
     rank, world = dist_info()
-    if rank == 0 and (multi := multichannel_files(u.audio_path for u in utts)):
+    recordings = list(dict.fromkeys(u.audio_path for u in utts))  # segments share one
+    if rank == 0 and (multi := multichannel_files(recordings)):
         log(
-            f"{len(multi)} of {len(utts)} recordings have 2 or more channels (e.g. {multi[0]}): "
+            f"{len(multi)} of {len(recordings)} recordings have 2 or more channels (e.g. {multi[0]}): "
             "each is mixed down to mono (channels averaged)"
         )
     if from_scratch:
@@ -1447,8 +1495,10 @@ def run_align(
         import torch.distributed as dist
 
         dist.barrier()  # the other ranks wait until rank 0 has checked or cleared the folder
+    cut = {u.recording for u in utts if u.start is not None}
     log(
         f"{len(items)} utterances from {data}"
+        + (f" (segments of {len(cut)} recordings)" if cut else "")
         + (f" ({skipped} skipped, see the warnings above)" if skipped else "")
     )
     adaptation: dict[str, Any] = {}
@@ -1562,10 +1612,7 @@ def run_align(
         log(
             f"boundary calibration ({calibration}): {what} (fitted on the aligner's training labels)"
         )
-    written: list[Path] = []
-    names = alignment_names([r.item.id for r in results])
-    for r, name in zip(results, names):
-        written.extend(write_alignment(r, out / "alignments", feats, formats=formats, name=name))
+    written = _write_alignments(results, utts, out / "alignments", feats, formats)
     stale = remove_stale_alignments(out / "alignments", written)
     if stale:
         warnings.warn(
@@ -1635,6 +1682,7 @@ def run_align(
         if skipped
         else []
     )
+    notes += left_out_notes(table)
     report = write_report_safe(out, table, ex, {}, feats, summary, notes)
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     return {"report": report, "table": table, "summary": summary}

@@ -240,9 +240,21 @@ def load_speaker_corpus(
     else:
         from speechattn.data.corpus import load_corpus
 
+        read = load_corpus(path, problems=problems)
+        # Segments of long recordings (TextGrid transcripts) are for alignment: this recipe
+        # reads whole files, so it leaves them out (said once) rather than read each recording
+        # once per segment.
+        segments = [u for u in read if getattr(u, "start", None) is not None]
+        if segments:
+            warnings.warn(
+                f"{p}: left out {len(segments)} segment(s) of long recordings (TextGrid "
+                f"transcripts, e.g. {segments[0].id!r}): the speaker recipe reads whole files",
+                stacklevel=2,
+            )
         utts = [
             SpeakerUtterance(u.id, u.audio_path, u.speaker, getattr(u, "person", None))
-            for u in load_corpus(path, problems=problems)
+            for u in read
+            if getattr(u, "start", None) is None
         ]
     warn_skipped_lines(p, bad, problems)
     if not utts:
