@@ -20,9 +20,14 @@ as MFA (speaker folders + ``.lab``), LibriSpeech (``*.trans.txt``, FLAC) and a K
 (``wav.scp`` + ``text`` + ``utt2spk``) and lists the alignment files each run wrote;
 ``--transcripts`` aligns transcripts as users write them (numbers, symbols, quotes, an empty one,
 one in Latin-1, one with letters espeak-ng cannot say) and prints the words of each TextGrid.
+``--segments`` aligns one ~60 s recording three ways: in one piece (``.lab``), as a Kaldi data dir
+with a ``segments`` file of 6 segments, and as an MFA TextGrid transcript with the same 6
+intervals on two speaker tiers; it prints each run's wall time, peak resident memory (the child's
+own), words aligned, whether every word lies inside its segment, and how far the segmented runs'
+word ends are from the one-piece run's.
 
     OMP_NUM_THREADS=1 python benchmarks/walk_align_inputs.py --out runs/walk_inputs [--long]
-        [--layouts] [--transcripts]
+        [--layouts] [--transcripts] [--segments]
 """
 
 from __future__ import annotations
@@ -98,6 +103,109 @@ def _align(corpus: Path, out: Path) -> tuple[int, float, float, str]:
     return proc.returncode, wall, rss_gib, proc.stdout + proc.stderr
 
 
+def _align_own_rss(corpus: Path, out: Path) -> tuple[int, float, float, str]:
+    """:func:`_align` with the peak RSS of this child alone (``os.wait4``), not of all so far."""
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    cmd = [sys.executable, "-m", "speechattn", "align", str(corpus), "--out", str(out)]
+    log = out.with_suffix(".log")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with log.open("w") as f:
+        proc = subprocess.Popen(
+            [*cmd, "--no-adapt", "--no-progress"], stdout=f, stderr=subprocess.STDOUT, env=env
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, wall, usage.ru_maxrss / 2**20, log.read_text()
+
+
+def _long_recording(folder: Path) -> tuple[Path, list[tuple[float, float, str]], float]:
+    """~60 s of SENTENCES (0.25 s of silence after each) in ``folder/long.wav``; returns the
+    path, each sentence's (start, end, text) and the recording's length (s)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    waves, spans, seconds, k = [], [], 0.0, 0
+    while seconds < 60.0:
+        text = SENTENCES[k % len(SENTENCES)]
+        wave = synthesize(normalize_text(text), sample_rate=SR).waveform
+        spans.append((seconds, seconds + len(wave) / SR, text))
+        waves += [wave, np.zeros(SR // 4, np.float32)]
+        seconds += (len(wave) + SR // 4) / SR
+        k += 1
+    path = folder / "long.wav"
+    sf.write(path, np.concatenate(waves), SR)
+    return path, spans, seconds
+
+
+def _segments(out: Path, n_segments: int = 6) -> None:
+    """The ~60 s recording in one piece, as a Kaldi dir with ``segments``, and as a TextGrid
+    transcript (two speaker tiers, alternating), each aligned once."""
+    from praatio import textgrid
+
+    root = out / "segments"
+    wav, spans, seconds = _long_recording(root / "piece")
+    (root / "piece" / "long.lab").write_text(" ".join(t for *_, t in spans), encoding="utf-8")
+    bounds = np.linspace(0, len(spans), n_segments + 1).round().astype(int)
+    segs = []  # (start, end, text): 0.1 s of the silence around its sentences, at most
+    for i in range(n_segments):
+        group = spans[bounds[i] : bounds[i + 1]]
+        a = max(0.0, group[0][0] - 0.1)
+        b = min(seconds, group[-1][1] + 0.1)
+        segs.append((round(a, 3), round(b, 3), " ".join(t for *_, t in group)))
+    kaldi = root / "kaldi"
+    kaldi.mkdir()
+    (kaldi / "wav.scp").write_text(f"long {wav}\n", encoding="utf-8")
+    lines = [f"long-{i + 1} long {a} {b}" for i, (a, b, _) in enumerate(segs)]
+    (kaldi / "segments").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    text = [f"long-{i + 1} {t}" for i, (_, _, t) in enumerate(segs)]
+    (kaldi / "text").write_text("\n".join(text) + "\n", encoding="utf-8")
+    grid_dir = root / "textgrid"
+    grid_dir.mkdir()
+    (grid_dir / "long.wav").symlink_to(wav.resolve())
+    grid = textgrid.Textgrid()
+    for spk in ("A", "B"):
+        entries = [(a, b, t) for i, (a, b, t) in enumerate(segs) if "AB"[i % 2] == spk]
+        grid.addTier(textgrid.IntervalTier(spk, entries, 0.0, seconds))
+    grid.save(str(grid_dir / "long.TextGrid"), format="long_textgrid", includeBlankSpaces=True)
+    expected = [w for *_, t in segs for w, _ in written_words(t)]
+    print(f"recording: {seconds:.1f} s, {len(spans)} sentences, {len(expected)} words, segments "
+          f"{[(a, b) for a, b, _ in segs]}")  # fmt: skip
+    runs: dict[str, list[tuple[float, float, str]]] = {}
+    inside: dict[str, bool] = {}
+    for name in ("piece", "kaldi", "textgrid"):
+        rc, wall, rss, log = _align_own_rss(root / name, root / f"aligned_{name}")
+        ali = root / f"aligned_{name}" / "alignments"
+        words: list[tuple[float, float, str]] = []
+        ok = True
+        if name == "piece":
+            rec = json.loads((ali / "long.json").read_text(encoding="utf-8"))
+            words = [(w["start"], w["end"], w["label"]) for w in rec["words"]]
+        elif name == "kaldi":
+            for i, (a, b, _) in enumerate(segs):
+                rec = json.loads((ali / f"long-{i + 1}.json").read_text(encoding="utf-8"))
+                seg = [(w["start"] + a, w["end"] + a, w["label"]) for w in rec["words"]]
+                ok &= all(a - 1e-4 <= s and e <= b + 1e-4 for s, e, _ in seg)
+                words += seg
+        else:
+            rec = json.loads((ali / "long.json").read_text(encoding="utf-8"))
+            for u in sorted(rec["utterances"], key=lambda u: u["segment"]["start"]):
+                a, b = u["segment"]["start"], u["segment"]["end"]
+                seg = [(w["start"], w["end"], w["label"]) for w in u["words"]]
+                ok &= all(a - 1e-4 <= s and e <= b + 1e-4 for s, e, _ in seg)
+                words += seg
+        runs[name], inside[name] = words, ok
+        as_written = [w for *_, w in words] == expected
+        files = sorted(p.relative_to(ali).as_posix() for p in ali.rglob("*.TextGrid"))
+        print(f"| {name} | {rc} | {wall:.1f} | {rss:.2f} | {len(words)}/{len(expected)} "
+              f"{as_written} | {ok} | {files[:2]}{' ...' if len(files) > 2 else ''} |")  # fmt: skip
+        print("\n".join(line for line in log.splitlines() if "warning" in line.lower()))
+    for name in ("kaldi", "textgrid"):
+        if len(runs[name]) == len(runs["piece"]):
+            d = [abs(x[1] - y[1]) * 1000 for x, y in zip(runs[name], runs["piece"])]
+            print(f"{name} vs piece word ends: max {max(d):.1f} ms, mean {np.mean(d):.1f} ms, "
+                  f"median {np.median(d):.1f} ms")  # fmt: skip
+
+
 def _word_ends(path: Path) -> tuple[list[str], list[float]]:
     words = json.loads(path.read_text(encoding="utf-8"))["words"]
     return [w["label"] for w in words], [float(w["end"]) for w in words]
@@ -170,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--long", action="store_true", help="also align one ~60 s recording")
     ap.add_argument("--layouts", action="store_true", help="also MFA, LibriSpeech, Kaldi layouts")
     ap.add_argument("--transcripts", action="store_true", help="also transcripts as users write")
+    ap.add_argument(
+        "--segments", action="store_true", help="also a 60 s recording as Kaldi segments / TextGrid"
+    )
     ap.add_argument("--skip-audio", action="store_true", help="leave out the audio variants")
     args = ap.parse_args(argv)
     if args.out.exists():
@@ -179,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
         _layouts(args.out)
     if args.transcripts:
         _transcripts(args.out)
+    if args.segments:
+        print("| input | exit | wall (s) | peak RSS (GiB) | words (as written) | inside | files |")
+        print("|---|---|---:|---:|---|---|---|")
+        _segments(args.out)
     if args.skip_audio:
         return 0
     corpus = args.out / "corpus"
@@ -209,16 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bad files aligned (expected none): {bad}")
     if args.long:
         long_dir = args.out / "long"
-        long_dir.mkdir()
-        waves, texts, seconds, k = [], [], 0.0, 0
-        while seconds < 60.0:
-            text = SENTENCES[k % len(SENTENCES)]
-            wave = synthesize(normalize_text(text), sample_rate=SR).waveform
-            waves += [wave, np.zeros(SR // 4, np.float32)]
-            texts.append(text)
-            seconds += (len(wave) + SR // 4) / SR
-            k += 1
-        sf.write(long_dir / "long.wav", np.concatenate(waves), SR)
+        _, spans, seconds = _long_recording(long_dir)
+        texts = [t for *_, t in spans]
         (long_dir / "long.lab").write_text(" ".join(texts), encoding="utf-8")
         rc, wall, rss, _ = _align(long_dir, args.out / "aligned_long")
         labels, _ = _word_ends(args.out / "aligned_long" / "alignments" / "long.json")

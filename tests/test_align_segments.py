@@ -448,3 +448,12 @@ def test_left_out_notes_say_how_many_of_how_many() -> None:
     assert left_out_notes({"corpus": {"sma": kept}}) == []
     notes = left_out_notes({"corpus": {"sma": kept, "fs": some}})
     assert len(notes) == 1 and notes[0].startswith("corpus, fs: 2 of 5 utterance(s)")
+
+
+def test_audio_durations_of_segments_are_their_own_lengths(tmp_path: Path) -> None:
+    from speechattn.data.collate import audio_durations
+
+    wav = _tone(tmp_path / "r.wav", 2.0)
+    whole = Utterance("u", wav, "hello", "s", None, None)
+    seg = whole._replace(start=0.25, end=1.0, recording="r")
+    assert audio_durations([whole, seg]) == [2.0, 0.75]

@@ -127,9 +127,9 @@ def _stats(args: argparse.Namespace) -> int:
     import warnings
 
     from speechattn._cli import CliError
-    from speechattn.data.audio import AudioError, load_audio
+    from speechattn.data.audio import AudioError
     from speechattn.data.collate import audio_durations
-    from speechattn.data.corpus import load_corpus
+    from speechattn.data.corpus import UtteranceAudio, load_corpus
 
     problems: list[str] = []
     utts = load_corpus(args.path, problems=problems)
@@ -137,9 +137,10 @@ def _stats(args: argparse.Namespace) -> int:
         from tqdm.auto import tqdm
 
         kept = []
+        read_audio = UtteranceAudio(utts, sample_rate=16000)  # a recording's segments: read once
         for u in tqdm(utts, desc="validate", unit="utt", leave=False, disable=args.no_progress):
             try:
-                load_audio(u.audio_path, sample_rate=16000, validate=True, min_samples=400)
+                read_audio(u, validate=True, min_samples=400)
             except AudioError as exc:
                 warnings.warn(f"skipped {exc}", stacklevel=1)
                 problems.append(str(exc))

@@ -71,11 +71,16 @@ def pad_sequence_batch(
 
 
 def audio_durations(utterances: Sequence[Utterance]) -> list[float]:
-    """Seconds of audio per utterance from the file headers (cheap; for BucketBatchSampler)."""
+    """Seconds of audio per utterance from the file headers (cheap; for BucketBatchSampler); a
+    segment of a longer recording (``u.start`` / ``u.end``) counts its own length."""
     import soundfile as sf
 
     out = []
     for u in utterances:
+        start, end = getattr(u, "start", None), getattr(u, "end", None)
+        if start is not None and end is not None:
+            out.append(float(end) - float(start))
+            continue
         try:
             info = sf.info(str(u.audio_path))
             out.append(info.frames / info.samplerate)
@@ -197,13 +202,14 @@ class SpeechDataset(torch.utils.data.Dataset):
         return toks
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
-        from speechattn.data.audio import AudioError, load_audio
+        from speechattn.data.audio import AudioError
+        from speechattn.data.corpus import UtteranceAudio
         from speechattn.data.features import intervals_to_durations
 
         u = self.utterances[index]
         sr = int(getattr(self.features, "sample_rate", 22050))
-        try:
-            wav = load_audio(u.audio_path, sample_rate=sr)
+        try:  # a segment of a longer recording is cut from it
+            wav = UtteranceAudio([u], sample_rate=sr)(u)
         except AudioError as exc:
             warnings.warn(f"SpeechDataset: skipping {u.id}: {exc}", stacklevel=2)
             return None

@@ -417,8 +417,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     a = sub.add_parser(
         "align",
-        help="align a corpus (MFA-style folder of audio + .lab/.txt, LibriSpeech, Kaldi data "
-        "dir, LJSpeech metadata.csv, manifest.jsonl): TextGrid + JSON",
+        help="align a corpus (MFA-style folder of audio + .lab/.txt/.TextGrid, LibriSpeech, "
+        "Kaldi data dir with or without segments, LJSpeech metadata.csv, manifest.jsonl): "
+        "TextGrid + JSON",
         description="Align every utterance of a corpus. By default the shipped English aligner adapts "
         "to the corpus without labels (50 steps per member of its ensemble: about a minute for 40 "
         "utterances on one core), then writes OUT/alignments/*.TextGrid and "
@@ -426,9 +427,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     a.add_argument(
         "data",
-        help="corpus: a folder of audio + same-stem .lab/.txt (speaker subfolders allowed), a "
-        "LibriSpeech folder (*.trans.txt), a Kaldi data dir (wav.scp + text), a metadata.csv "
-        "or a manifest.jsonl",
+        help="corpus: a folder of audio + same-stem .lab/.txt (speaker subfolders allowed) or "
+        ".TextGrid (long recordings: one tier per speaker, one interval per utterance; "
+        "written back into one TextGrid per recording), a LibriSpeech folder (*.trans.txt), a "
+        "Kaldi data dir (wav.scp + text, optional segments: one alignment per segment), a "
+        "metadata.csv or a manifest.jsonl",
     )
     a.add_argument(
         "--out",
