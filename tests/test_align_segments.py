@@ -457,3 +457,19 @@ def test_audio_durations_of_segments_are_their_own_lengths(tmp_path: Path) -> No
     whole = Utterance("u", wav, "hello", "s", None, None)
     seg = whole._replace(start=0.25, end=1.0, recording="r")
     assert audio_durations([whole, seg]) == [2.0, 0.75]
+
+
+def test_boundary_refinement_reads_the_segment_not_the_recording(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from speechattn.recipes.align.edges import item_transitions, spectral_transition
+
+    rng = np.random.default_rng(1)
+    path = tmp_path / "r.wav"
+    sf.write(path, (0.1 * rng.standard_normal(SR * 2)).astype(np.float32), SR)
+    utt = Utterance("u", path, "x", "s", None, None, start=0.5, end=1.25, recording="r")
+    (got,) = item_transitions([SimpleNamespace(id="u")], [utt], SR)  # type: ignore[list-item]
+    whole = torch.from_numpy(sf.read(path, dtype="float32")[0])
+    want = spectral_transition(whole[round(0.5 * SR) : round(1.25 * SR)], SR)
+    assert np.array_equal(got.value, want.value)
+    assert got.value.shape[0] * got.hop_s < 1.0  # 0.75 s of frames, not the 2 s recording
