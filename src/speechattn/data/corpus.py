@@ -853,9 +853,9 @@ def load_corpus(
 
     Args:
         path: a ``*.jsonl`` manifest, a ``metadata.csv``, a folder holding either (manifest
-            first), a Kaldi data dir (``wav.scp`` + ``text``), a folder with LibriSpeech
-            ``*.trans.txt`` listings, a folder of audio + same-stem ``.lab``/``.txt``, or the
-            name ``"asterisk"``.
+            first), a Kaldi data dir (``wav.scp`` + ``text``, optional ``segments``), a folder
+            with LibriSpeech ``*.trans.txt`` listings, a folder of audio + same-stem
+            ``.lab``/``.txt`` or ``.TextGrid`` transcripts, or the name ``"asterisk"``.
         on_error: ``"warn"`` (skip bad entries, one warning each naming the file and the
             reason, then one with the count), ``"skip"``
             (skip silently) or ``"raise"`` (:class:`CorpusError`, a ``ValueError`` naming the
@@ -915,7 +915,7 @@ def _load_corpus(
         raise CorpusError(
             p,
             "expected a manifest .jsonl, a metadata.csv, a Kaldi data dir, a LibriSpeech folder "
-            "or a folder of audio + same-stem .lab/.txt",
+            "or a folder of audio + same-stem .lab/.txt/.TextGrid",
         )
     seen: set[str] = set()
     unique: list[Utterance] = []

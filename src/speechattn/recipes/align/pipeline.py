@@ -1167,15 +1167,14 @@ def _write_alignments(
     for r, name in zip(single, names):
         written.extend(write_alignment(r, folder, feats, formats=formats, name=name))
     for (_, group), name in zip(by_recording.items(), names[len(single) :]):
-        info = sf.info(str(paths[group[0].item.id]))
+        try:
+            info = sf.info(str(paths[group[0].item.id]))
+            seconds = info.frames / info.samplerate
+        except Exception:  # header unreadable now: the tiers end at the last segment's end
+            seconds = 0.0
         written.extend(
             write_recording_alignment(
-                group,
-                folder,
-                feats,
-                name=name,
-                duration=info.frames / info.samplerate,
-                formats=formats,
+                group, folder, feats, name=name, duration=seconds, formats=formats
             )
         )
     return written
