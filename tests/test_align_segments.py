@@ -473,3 +473,20 @@ def test_boundary_refinement_reads_the_segment_not_the_recording(tmp_path: Path)
     want = spectral_transition(whole[round(0.5 * SR) : round(1.25 * SR)], SR)
     assert np.array_equal(got.value, want.value)
     assert got.value.shape[0] * got.hop_s < 1.0  # 0.75 s of frames, not the 2 s recording
+
+
+def test_speaker_recipe_leaves_textgrid_segments_out_said_once(tmp_path: Path) -> None:
+    from speechattn.recipes.speaker.data import load_speaker_corpus
+
+    for name in ("a", "b"):
+        _tone(tmp_path / "spk" / f"{name}.wav", 2.0)
+    (tmp_path / "spk" / "a.txt").write_text("hello there", encoding="utf-8")
+    (tmp_path / "spk" / "b.TextGrid").write_text(
+        _long_textgrid(2.0, {"A": [(0.1, 0.9, "one"), (1.0, 1.9, "two")]}), encoding="utf-8"
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        utts = load_speaker_corpus(tmp_path)
+    assert [u.id for u in utts] == ["spk/a"]
+    said = [str(w.message) for w in caught if "segment" in str(w.message)]
+    assert len(said) == 1 and "left out 2 segment(s)" in said[0]
