@@ -480,6 +480,8 @@ def _train_features(
         "resample_rates",
     )
     settings = {k: v for k, v in cfg.to_dict().items() if k in keys}
+    if cfg.fast_fft:  # only when on, so the caches of earlier (default) runs keep their names
+        settings["fast_fft"] = True
     blob = json.dumps(
         [
             settings,

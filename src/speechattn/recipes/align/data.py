@@ -603,6 +603,9 @@ class TrainingChannel:
     (:data:`~speechattn.data.augment.TEST_ROOMS`, the ``reverb_test`` condition of
     ``benchmarks/eval_align_engines.py``) stay unheard. Aligners trained before the split (the
     shipped ``aligner_en.pt`` among them) drew from all five rooms (``real_rooms="all"``).
+
+    ``fast_fft`` is :class:`~speechattn.data.augment.ChannelAugment`'s (off: the aligner's audio
+    is unchanged; the speaker recipe's ``SpeakerConfig.fast_fft`` passes it on).
     """
 
     p_resample: float = 0.5
@@ -615,6 +618,7 @@ class TrainingChannel:
     p_mu_law: float = 0.5
     p_noise: float = 0.4
     snr_db: tuple[float, float] = (10.0, 35.0)
+    fast_fft: bool = False
 
     def __call__(self, wave: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
         from speechattn.data.audio import resample
@@ -629,6 +633,7 @@ class TrainingChannel:
             snr_db=self.snr_db,
             p_real_room=self.p_real_room,
             real_rooms=self.real_rooms,
+            fast_fft=self.fast_fft,
         )
         x = np.asarray(wave, dtype=np.float32)
         rate = sample_rate

@@ -67,7 +67,11 @@ class SpeakerConfig:
     from ``resample_rates`` (band-limiting to its Nyquist frequency, as 8 kHz telephone and
     11.025 kHz recordings are), the channel is applied at that rate and the copy comes back to
     ``sample_rate`` (:class:`speechattn.recipes.align.data.TrainingChannel`); 0 (default) keeps
-    the channel of earlier checkpoints, random stream included.
+    the channel of earlier checkpoints, random stream included. ``fast_fft`` runs the channel's
+    filters and room convolutions at 5-smooth FFT lengths
+    (:func:`speechattn.data.augment.next_fast_length`), about 10 times cheaper than their
+    arbitrary lengths; the same filters up to their sampling grid, but not the same audio bit for
+    bit, so off by default (checkpoints written before the field existed load with it off).
 
     Licences: with ``commercial_only``, manifest entries whose ``voice`` is a registry voice
     whose licence forbids commercial use (MBROLA, RHVoice Evgeniy-Eng / Lyubov), or that the
@@ -117,6 +121,7 @@ class SpeakerConfig:
     p_noise: float = 0.5
     p_resample: float = 0.0
     resample_rates: list[int] = field(default_factory=lambda: [8000, 11025])
+    fast_fft: bool = False
     commercial_only: bool = False
     checkpoint_every: int = 200
     amp: bool = True
@@ -231,6 +236,8 @@ class SpeakerConfig:
             raise ValueError(
                 f"Expected commercial_only true or false; found {self.commercial_only!r}."
             )
+        if not isinstance(self.fast_fft, bool):
+            raise ValueError(f"Expected fast_fft true or false; found {self.fast_fft!r}.")
         if not isinstance(self.vad, bool):
             raise ValueError(f"Expected vad true or false; found {self.vad!r}.")
         if (

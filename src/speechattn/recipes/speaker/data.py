@@ -437,7 +437,8 @@ def channel_augment(cfg: SpeakerConfig) -> ChannelAugment | Channel:
     :class:`~speechattn.data.augment.ChannelAugment`, or with ``cfg.p_resample > 0`` the same
     channel behind a random lower sample rate of ``cfg.resample_rates``
     (:class:`~speechattn.recipes.align.data.TrainingChannel`, same noise SNR range). Both draw
-    real rooms from every packaged room (``real_rooms="all"``), whatever the aligner's default."""
+    real rooms from every packaged room (``real_rooms="all"``), whatever the aligner's default,
+    and run their filters at 5-smooth FFT lengths when ``cfg.fast_fft``."""
     from speechattn.data.augment import ChannelAugment
 
     aug = ChannelAugment(
@@ -448,6 +449,7 @@ def channel_augment(cfg: SpeakerConfig) -> ChannelAugment | Channel:
         p_noise=cfg.p_noise,
         p_real_room=cfg.p_real_room,
         real_rooms="all",
+        fast_fft=cfg.fast_fft,
     )
     if cfg.p_resample <= 0:
         return aug
@@ -464,6 +466,7 @@ def channel_augment(cfg: SpeakerConfig) -> ChannelAugment | Channel:
         p_noise=cfg.p_noise,
         snr_db=aug.snr_db,
         real_rooms=aug.real_rooms,
+        fast_fft=aug.fast_fft,
     )
 
 
