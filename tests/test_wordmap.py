@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,38 @@ def test_truth_that_matches_no_word_form_is_left_out_and_counted() -> None:
     assert m.extra["word_utterances"] == 1
     assert m.extra["word_utterances_left_out"] == 1
     assert _word_boundary_errors(bad) == []
+
+
+def test_left_out_warning_named_once_per_recipe_run() -> None:
+    from speechattn.recipes.align.evaluate import left_out_warned_once, warn_left_out_once
+
+    hyp = [(0.0, 0.1, "It"), (0.1, 0.3, "was"), (0.3, 1.0, "1999")]
+    bad = _result(_item(_spoken_truth()[:4], SPOKEN), hyp)
+    other = dataclasses.replace(bad, item=dataclasses.replace(bad.item, id="other"))
+    good = _result(_item(_spoken_truth(), SPOKEN), hyp)
+
+    def left_out_messages(fn: Callable[[], None]) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fn()
+        return [str(w.message) for w in caught if "left out of word scoring" in str(w.message)]
+
+    def rows() -> None:  # one split under several rows, then another set left out
+        for _ in range(3):
+            m = score([good, bad])
+            assert m.extra["word_utterances_left_out"] == 1  # still counted every time
+        score([good, other])
+
+    # outside a run every call warns (library users scoring by hand)
+    assert len(left_out_messages(rows)) == 4
+    with left_out_warned_once():
+        said = left_out_messages(rows)
+    assert len(said) == 2 and "'other'" in said[1]
+    # the recipes' entry points run inside it; each run starts afresh
+    wrapped = warn_left_out_once(rows)
+    assert len(left_out_messages(wrapped)) == 2
+    assert len(left_out_messages(wrapped)) == 2
+    assert left_out_messages(lambda: score([good, bad])) != []  # the block ended
 
 
 def _synth_utterance(tmp_path: Path) -> Utterance:

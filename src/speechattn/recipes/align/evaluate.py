@@ -8,12 +8,15 @@ ground truth snapped to frames back to within half a frame; the report prints th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import numpy as np
 import torch
@@ -43,6 +46,7 @@ __all__ = [
     "frame_boundaries_to_seconds",
     "intervals_from_edges",
     "left_out_notes",
+    "left_out_warned_once",
     "score",
     "token_edges",
     "write_alignment",
@@ -480,6 +484,42 @@ def _boundaries(intervals: Sequence[Any]) -> np.ndarray:
     )
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+#: The left-out sets :func:`score` has already named inside :func:`left_out_warned_once`
+#: (``None`` outside it: every call warns).
+_LEFT_OUT_WARNED: ContextVar[set[tuple[str, ...]] | None] = ContextVar(
+    "_left_out_warned", default=None
+)
+
+
+@contextmanager
+def left_out_warned_once() -> Iterator[None]:
+    """Inside the block, :func:`score` names a given set of left-out utterances in one warning.
+
+    A recipe scores one split under many rows (each aligner, calibrated or not, each table),
+    which repeated the same warning for every row. Python's own once-per-location filter
+    cannot do it: other code resets the warning filters in between.
+    """
+    token = _LEFT_OUT_WARNED.set(set())
+    try:
+        yield
+    finally:
+        _LEFT_OUT_WARNED.reset(token)
+
+
+def warn_left_out_once(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Decorator: run ``fn`` inside :func:`left_out_warned_once`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with left_out_warned_once():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def score(results: Sequence[AlignmentResult]) -> Metrics:
     """Boundary metrics over utterances that have ground truth (phone starts and ends both count).
 
@@ -488,7 +528,8 @@ def score(results: Sequence[AlignmentResult]) -> Metrics:
     ``$5``) is merged per written word first (:func:`~speechattn.recipes.align.data.word_truth`).
     ``extra["word_utterances"]`` counts the utterances scored; those with word truth that matches
     neither the written nor the spoken words are left out, counted in
-    ``extra["word_utterances_left_out"]`` (only when there are any) and named in one warning.
+    ``extra["word_utterances_left_out"]`` (only when there are any) and named in one warning
+    (once per set of utterances inside :func:`left_out_warned_once`, as the recipes run).
     """
     perr: list[np.ndarray] = []
     werr: list[np.ndarray] = []
@@ -519,8 +560,12 @@ def score(results: Sequence[AlignmentResult]) -> Metrics:
         m.word_within_20ms = float(np.mean(np.abs(e) <= 20.0) * 100)
         m.word_mean_abs_ms = float(np.mean(np.abs(e)))
         m.extra["word_utterances"] = len(werr)
+    seen = _LEFT_OUT_WARNED.get()
     if left_out:
         m.extra["word_utterances_left_out"] = len(left_out)
+    if left_out and (seen is None or tuple(left_out) not in seen):
+        if seen is not None:
+            seen.add(tuple(left_out))
         warnings.warn(
             f"{len(left_out)} of {len(left_out) + len(werr)} utterance(s) with word truth left out "
             f"of word scoring: their truth has neither the transcript's written words nor its "

@@ -50,6 +50,7 @@ from speechattn.recipes.align.evaluate import (
     calibrate_results,
     left_out_notes,
     score,
+    warn_left_out_once,
     write_alignment,
     write_recording_alignment,
 )
@@ -756,6 +757,7 @@ def demo_features(config: DemoConfig) -> FeatureConfig:
     )
 
 
+@warn_left_out_once
 def run_demo(
     out: Path,
     config: DemoConfig,
@@ -1224,6 +1226,7 @@ def _adapted_members_text(adapted: int, members: int) -> str:
     return f"{which} of {members} adapted, the others as loaded"
 
 
+@warn_left_out_once
 def run_align(
     data: Path,
     out: Path,
