@@ -15,6 +15,7 @@ import torch
 from tests.bench_module import load_benchmark
 
 import speechattn.data.synth as synth
+import speechattn.data.voices as voices
 from speechattn.recipes.speaker import data as D
 from speechattn.recipes.speaker.config import SpeakerConfig
 
@@ -112,6 +113,8 @@ def test_align_adapt_study_sets_are_keyed_by_content(
     study = load_benchmark("align_adapt_study")
     fake = FakeSynth()
     monkeypatch.setattr(synth, "synth_corpus", fake)
+    # four "installed" voices whatever is installed here (the set's voice count is min(asked, 4))
+    monkeypatch.setattr(voices, "list_voices", lambda **kw: ["v0", "v1", "v2", "v3"])
     cache = tmp_path / "sets"
     clean = study.synth_set(cache, "espeak", "clean", 3, 2)
     assert study.synth_set(cache, "espeak", "clean", 3, 2) == clean
