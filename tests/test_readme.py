@@ -531,3 +531,31 @@ def test_repository_paths_the_docs_quote_exist() -> None:
     assert len(quoted) >= 10
     missing = sorted(q for q in quoted if not any(ROOT.glob(q)))
     assert not missing, missing
+
+
+def _unknown_commands(parser: argparse.ArgumentParser, lines: list[tuple[str, str]]) -> list[str]:
+    """``speechattn data stat corpus``: a word in a command's place that is no command."""
+    bad = []
+    for where, line in lines:
+        for words in _segments(line):
+            if "speechattn" not in words:
+                continue
+            i, p = words.index("speechattn") + 1, parser
+            while i < len(words) and _subcommands(p):
+                word = words[i]
+                if word.startswith(("-", "<", "$")) or word == "...":
+                    break  # a flag, or a placeholder (`speechattn <cmd>: error: ...`)
+                if word not in _subcommands(p):
+                    bad.append(f"{where}: no command {word!r} ({line.strip()})")
+                    break
+                p, i = _subcommands(p)[word], i + 1
+    return bad
+
+
+def test_speechattn_commands_in_the_docs_exist(cli_parser: argparse.ArgumentParser) -> None:
+    """Every ``speechattn <command> [<subcommand>]`` in the docs names commands that exist (a
+    command line with no flags is not covered by the flag check)."""
+    lines = _doc_commands()
+    assert not _unknown_commands(cli_parser, lines)
+    wrong = [("x", "speechattn data stat corpus"), ("y", "speechattn alin my_corpus/ --out a/")]
+    assert len(_unknown_commands(cli_parser, wrong)) == 2
