@@ -7,7 +7,8 @@ the pause decoding (``--pauses``) at each point.
 
 For each engine and condition a test set is synthesized once and cached under ``--cache``
 (sentences, degradation and voices as ``eval_align_engines.py``: the same grammar seed, never the
-demo's training text, never a reserved voice). For each learning rate one adaptation run of
+demo's training text, never a reserved voice); a cached set is reused only while its
+``settings.json`` (settings, synthesis or degradation code digest, the clean audio's bytes) matches. For each learning rate one adaptation run of
 ``--steps`` steps starts from the shipped aligner with the adaptation schedule of
 ``speechattn align`` (warm-up, then a constant learning rate) and no stopping rule; at each step of
 ``--eval-at`` the corpus is aligned (no labels used) with every ``--pauses`` mode and scored on word
@@ -35,44 +36,101 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+def degrade_code_digest() -> str:
+    """A digest of the code that makes a degraded set from the clean one
+    (``eval_align_engines.degrade`` and the ``speechattn.data`` modules it calls): a set degraded
+    by other code is made again rather than reused."""
+    import hashlib
+    import inspect
+
+    import speechattn.data as data_pkg
+    from eval_align_engines import degrade
+
+    root = Path(data_pkg.__file__).parent
+    h = hashlib.sha256(inspect.getsource(degrade).encode())
+    for f in (root / "augment.py", root / "audio.py"):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _reusable(manifest: Path, settings: dict[str, Any]) -> bool:
+    """Whether a cached set (``manifest`` beside its ``settings.json``) was made as asked."""
+    stamp = manifest.parent / "settings.json"
+    if not (manifest.exists() and stamp.exists()):
+        return False
+    if json.loads(stamp.read_text()) == settings:
+        return True
+    print(
+        f"{manifest.parent}: made with other settings or by other code (settings.json differs); "
+        "making it again",
+        flush=True,
+    )
+    return False
+
+
 def synth_set(cache: Path, engine: str, condition: str, utterances: int, voices: int) -> Path:
-    """The cached test set (manifest path) of one engine and condition."""
+    """The cached test set (manifest path) of one engine and condition.
+
+    A set is reused only when its ``settings.json`` matches: the clean set's records the engine,
+    the number of utterances and voices, the sentences' digest and the synthesis code's digest
+    (``speaker_loeo.synthesis_code_digest``); a degraded set's records the condition, the clean
+    set's audio bytes (``speaker_loeo.audio_digest``) and the degradation code's digest, so a
+    clean set synthesised again, or changed code, never meets stale audio."""
+    import hashlib
+
     import soundfile as sf
 
     from eval_align_engines import CONDITIONS, EVAL_SEED, degrade, eval_sentences
+    from speaker_loeo import audio_digest, synthesis_code_digest
     from speechattn.data.synth import synth_corpus
     from speechattn.data.voices import list_voices
 
     clean_dir = cache / f"{engine}_{utterances}" / "clean"
     manifest = clean_dir / "manifest.jsonl"
-    if not manifest.exists():
-        n_voices = min(voices, len(list_voices(engines=[engine], installed_only=True)))
+    n_voices = max(1, min(voices, len(list_voices(engines=[engine], installed_only=True))))
+    texts = eval_sentences(utterances)
+    settings: dict[str, Any] = {
+        "engine": engine,
+        "utterances": utterances,
+        "voices": n_voices,
+        "seed": EVAL_SEED,
+        "texts": hashlib.sha256(json.dumps(texts).encode()).hexdigest()[:16],
+        "synthesis_code": synthesis_code_digest(),
+    }
+    if not _reusable(manifest, settings):
         synth_corpus(
             clean_dir,
             utterances=utterances,
-            speakers=max(1, n_voices),
+            speakers=n_voices,
             seed=EVAL_SEED,
-            texts=eval_sentences(utterances),
+            texts=texts,
             engines=[engine],
             workers=1,
             progress=False,
         )
+        (clean_dir / "settings.json").write_text(json.dumps(settings))
     if condition == "clean":
         return manifest
     cdir = cache / f"{engine}_{utterances}" / condition
     cman = cdir / "manifest.jsonl"
-    if cman.exists():
+    clean = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    csettings = {
+        "condition": condition,
+        "clean_audio": audio_digest([clean_dir / rec["path"] for rec in clean]),
+        "degrade_code": degrade_code_digest(),
+    }
+    if _reusable(cman, csettings):
         return cman
     (cdir / "wavs").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([EVAL_SEED, CONDITIONS.index(condition)])
     out = []
-    for i, line in enumerate(manifest.read_text().splitlines()):
-        rec = json.loads(line)
+    for i, rec in enumerate(clean):
         wav, sr = sf.read(clean_dir / rec["path"], dtype="float32")
         y, sr2, _ = degrade(wav, int(sr), condition, rng, i)
         sf.write(cdir / rec["path"], y, sr2, subtype="PCM_16")
         out.append(json.dumps(dict(rec, sample_rate=sr2)))
     cman.write_text("\n".join(out) + "\n")
+    (cdir / "settings.json").write_text(json.dumps(csettings))
     return cman
 
 

@@ -3,7 +3,10 @@
 Synthesises (once) a pool of espeak voices, caches the log-mels, holds out a fixed set of
 voices for scoring and trains one encoder per (recipe, pooling) on a prefix of the remaining
 voices. With ``augment_copies`` > 0 (the recipe's default) the training voices' augmented copies
-are made per run, as ``speechattn speaker`` does; ``--set augment_copies=0`` uses the cache. Prints EER / minDCF (cosine, and cosine after subtracting the training-set mean
+are made per run, as ``speechattn speaker`` does; ``--set augment_copies=0`` (and no
+pseudo-speakers) uses the cache under ``--pool``/features. The pool is reused only while its
+``settings.json`` (sizes, sample rate, synthesis code digest) matches, the cached features only
+while the audio files' bytes and the feature settings do (``speaker_loeo.py``'s keys). Prints EER / minDCF (cosine, and cosine after subtracting the training-set mean
 embedding) and wall time; ``--json PATH`` appends the rows. Single-threaded by default.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/speaker_sweep.py --pool runs/pool520 \
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -28,6 +32,9 @@ from speechattn.recipes.speaker import evaluate as E
 from speechattn.recipes.speaker.config import SpeakerConfig
 from speechattn.recipes.speaker.train import train_encoder
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speaker_loeo import _train_features, pool_settings
+
 
 def _parse_set(items: list[str], cfg: SpeakerConfig) -> None:
     try:
@@ -38,9 +45,57 @@ def _parse_set(items: list[str], cfg: SpeakerConfig) -> None:
         raise SystemExit(str(exc)) from None
 
 
+def build_pool(pool: Path, speakers: int, utterances: int, sample_rate: int) -> Path:
+    """Synthesise the espeak voice pool once; returns its manifest. Reused only when its
+    ``settings.json`` matches (``speaker_loeo.pool_settings``: the sizes, the seed and the
+    synthesis code's digest, plus the sample rate), else synthesised again."""
+    settings = {**pool_settings(["espeak"], speakers, utterances, 0), "sample_rate": sample_rate}
+    manifest = pool / "manifest.jsonl"
+    stamp = pool / "settings.json"
+    if manifest.exists() and stamp.exists():
+        if json.loads(stamp.read_text()) == settings:
+            return manifest
+        print(
+            f"{pool}: made with other settings or by other synthesis code (settings.json "
+            "differs); synthesising it again",
+            flush=True,
+        )
+    from speechattn.data.synth import synth_corpus
+
+    synth_corpus(
+        pool,
+        utterances=speakers * utterances,
+        speakers=speakers,
+        seed=0,
+        workers=1,
+        sample_rate=sample_rate,
+        progress=False,
+    )
+    stamp.write_text(json.dumps(settings))
+    return manifest
+
+
+def load_features(
+    utts: list[D.SpeakerUtterance], cfg: SpeakerConfig, train_voices: set[str], cache: Path
+) -> D.FeatureSet:
+    """Log-mels of every utterance plus the training voices' copies. Without copies (no channel
+    copies, speed, pitch or formant pseudo-speakers) they are kept in ``cache``, keyed as
+    ``speaker_loeo._train_features`` keys them (the settings that change features, the ids and
+    labels, the audio files' bytes); augmented copies depend on the split and the seed and are
+    made per run, not cached."""
+    if cfg.augment_copies or cfg.speed_perturb or cfg.pitch_perturb or cfg.formant_shift:
+        return _train_features(utts, cfg, train_voices, None)
+    # no copies: the same features whatever the split, so one cached set serves every split
+    return _train_features(utts, cfg, set(), cache)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--pool", default="runs/pool520", help="corpus dir (synthesised if missing)")
+    ap.add_argument(
+        "--pool",
+        default="runs/pool520",
+        help="corpus dir (synthesised if missing or made with other settings)",
+    )
     ap.add_argument("--pool-speakers", type=int, default=520)
     ap.add_argument("--pool-utterances", type=int, default=12, help="per speaker")
     ap.add_argument("--train-speakers", type=int, default=480)
@@ -57,35 +112,14 @@ def main() -> None:
     cfg = SpeakerConfig()
     _parse_set(args.set, cfg)
     pool = Path(args.pool)
-    manifest = pool / "manifest.jsonl"
-    if not manifest.exists():
-        from speechattn.data.synth import synth_corpus
-
-        synth_corpus(
-            pool,
-            utterances=args.pool_speakers * args.pool_utterances,
-            speakers=args.pool_speakers,
-            seed=0,
-            workers=1,
-            sample_rate=cfg.sample_rate,
-            progress=False,
-        )
-
+    manifest = build_pool(pool, args.pool_speakers, args.pool_utterances, cfg.sample_rate)
     utts = D.load_speaker_corpus(manifest)
     voices = sorted({u.label for u in utts})
     random.Random(args.split_seed).shuffle(voices)
     test_voices = set(voices[: args.test_speakers])
     train_voices = sorted(voices[args.test_speakers : args.test_speakers + args.train_speakers])
-    if cfg.augment_copies or cfg.speed_perturb or cfg.pitch_perturb:
-        # augmented copies depend on the split and the seed: extracted per run, not cached
-        feats, speakers = D.load_feature_set(utts, cfg, train_labels=set(train_voices))[:2]
-    else:
-        cache = pool / f"feats_{cfg.n_mels}.pt"
-        if cache.exists():
-            feats, speakers = torch.load(cache, weights_only=True)
-        else:
-            feats, speakers = D.load_feature_set(utts, cfg)[:2]
-            torch.save((feats, speakers), cache)
+    fs = load_features(utts, cfg, set(train_voices), pool / "features")
+    feats, speakers = fs.feats, fs.labels
     train_set = set(train_voices)
     classes = sorted({s for s in speakers if s.split("@", 1)[0] in train_set})
     label_of = {v: i for i, v in enumerate(classes)}

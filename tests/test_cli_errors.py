@@ -295,3 +295,33 @@ def test_a_split_with_nothing_left_to_train_on_says_so() -> None:
     assert train and len(dev) == 4
     with pytest.raises(ValueError, match="found none: 12 utterances"):
         _split(items, 1, 8, 0)
+
+
+def test_a_warning_is_said_once_per_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: the demo printed "2 of 60 utterance(s) ... left out of word scoring" ten times,
+    # once per scoring pass over the same held-out set (each pass warns from another line).
+    import warnings
+
+    import speechattn.recipes.align.pipeline as pipeline
+
+    def warns(*a: object, **k: object) -> dict:
+        for _ in range(3):
+            warnings.warn("2 of 60 utterance(s) left out", stacklevel=1)
+            warnings.warn("2 of 60 utterance(s) left out", stacklevel=1)  # another line
+        warnings.warn("skipped a.wav: silent", stacklevel=1)
+        warnings.warn("skipped b.wav: silent", stacklevel=1)
+        raise KeyboardInterrupt("stopped")
+
+    monkeypatch.setattr(pipeline, "run_align", warns)
+    argv = ["align", "corpus", "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 130
+    lines = [ln for ln in _err_lines(capsys.readouterr().err) if ": warning: " in ln]
+    assert lines == [
+        "speechattn align: warning: 2 of 60 utterance(s) left out",
+        "speechattn align: warning: skipped a.wav: silent",
+        "speechattn align: warning: skipped b.wav: silent",
+    ]
+    assert main(argv) == 130  # a new run says it again
+    assert sum(": warning: 2 of 60" in ln for ln in _err_lines(capsys.readouterr().err)) == 1

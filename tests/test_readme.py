@@ -456,3 +456,106 @@ def test_set_keys_in_the_docs_exist() -> None:
                         missing.append(f"{where}: --set {key} ({owner or 'any command'})")
     assert checked > 20
     assert not missing, "\n".join(missing)
+
+
+def _all_parsers(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ("speechattn",)
+) -> list[tuple[str, argparse.ArgumentParser]]:
+    out = [(" ".join(path), parser)]
+    for name, sub in _subcommands(parser).items():
+        out += _all_parsers(sub, (*path, name))
+    return out
+
+
+_QUOTED_DEFAULT = (
+    # `--min-pause-ms` (default 50), `--refine-fraction F` (in (0, 1], default 1)
+    re.compile(r"`(--[a-z][a-z0-9-]*)[^`]*`[^`]{0,80}?\([^()]*?default:? (\d+(?:\.\d+)?)\b"),
+    # `--max-upload-mb` (20)
+    re.compile(r"`(--[a-z][a-z0-9-]*)[^`]*` \((\d+(?:\.\d+)?)\)"),
+)
+
+
+def _default_matches(action: argparse.Action, value: str) -> bool:
+    """The parser's default is ``value``, or (a default computed later, ``None`` in the parser)
+    the help text quotes it as its default."""
+    default = action.default
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        return float(default) == float(value)
+    return re.search(rf"default:? {re.escape(value)}\b", str(action.help or "")) is not None
+
+
+def test_defaults_the_docs_quote_are_the_parsers(cli_parser: argparse.ArgumentParser) -> None:
+    """``--min-pause-ms`` (default 50): a number the docs give as a flag's default is that flag's
+    default in some command that has it (its parser's, or the one its --help quotes)."""
+    parsers = _all_parsers(cli_parser)
+    checked, wrong = 0, []
+    for path in DOCS:
+        text = " ".join(path.read_text(encoding="utf-8").split())
+        for pattern in _QUOTED_DEFAULT:
+            for m in pattern.finditer(text):
+                flag, value = m.group(1), m.group(2)
+                actions = [
+                    (name, p._option_string_actions[flag])
+                    for name, p in parsers
+                    if flag in p._option_string_actions
+                ]
+                if not actions:
+                    continue  # a benchmark script's flag; test_every_flag_... covers the name
+                checked += 1
+                if not any(_default_matches(a, value) for _, a in actions):
+                    found = {name: a.default for name, a in actions}
+                    wrong.append(f"{path.name}: {flag} default {value} ({m.group(0)}); {found}")
+    assert checked >= 5, f"only {checked} quoted defaults found: is the pattern still right?"
+    assert not wrong, "\n".join(wrong)
+
+
+def test_default_check_catches_a_wrong_default(cli_parser: argparse.ArgumentParser) -> None:
+    align = _subcommands(cli_parser)["align"]
+    assert _default_matches(align._option_string_actions["--min-pause-ms"], "50")
+    assert not _default_matches(align._option_string_actions["--min-pause-ms"], "40")
+    # --steps has no parser default (600 or 50 per member are chosen later): its help quotes it
+    assert _default_matches(align._option_string_actions["--steps"], "600")
+    assert not _default_matches(align._option_string_actions["--steps"], "60")
+
+
+def test_repository_paths_the_docs_quote_exist() -> None:
+    """`src/speechattn/assets/aligner_en.pt`, `tests/reference/keonlee_reference.py`, `.ci/run`:
+    every file or folder of the repository quoted in the docs exists (a glob matches something)."""
+    quoted: set[str] = set()
+    for path in DOCS:
+        for span in _inline_code(path):
+            for word in span.split():
+                word = word.rstrip(",;:")
+                if re.match(r"(?:src|tests|benchmarks|docs|\.ci)/[\w./*-]*\w$", word):
+                    quoted.add(word)  # `benchmarks/...` (a placeholder) does not match
+    assert len(quoted) >= 10
+    missing = sorted(q for q in quoted if not any(ROOT.glob(q)))
+    assert not missing, missing
+
+
+def _unknown_commands(parser: argparse.ArgumentParser, lines: list[tuple[str, str]]) -> list[str]:
+    """``speechattn data stat corpus``: a word in a command's place that is no command."""
+    bad = []
+    for where, line in lines:
+        for words in _segments(line):
+            if "speechattn" not in words:
+                continue
+            i, p = words.index("speechattn") + 1, parser
+            while i < len(words) and _subcommands(p):
+                word = words[i]
+                if word.startswith(("-", "<", "$")) or word == "...":
+                    break  # a flag, or a placeholder (`speechattn <cmd>: error: ...`)
+                if word not in _subcommands(p):
+                    bad.append(f"{where}: no command {word!r} ({line.strip()})")
+                    break
+                p, i = _subcommands(p)[word], i + 1
+    return bad
+
+
+def test_speechattn_commands_in_the_docs_exist(cli_parser: argparse.ArgumentParser) -> None:
+    """Every ``speechattn <command> [<subcommand>]`` in the docs names commands that exist (a
+    command line with no flags is not covered by the flag check)."""
+    lines = _doc_commands()
+    assert not _unknown_commands(cli_parser, lines)
+    wrong = [("x", "speechattn data stat corpus"), ("y", "speechattn alin my_corpus/ --out a/")]
+    assert len(_unknown_commands(cli_parser, wrong)) == 2

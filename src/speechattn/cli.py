@@ -183,9 +183,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             if not debug:  # one line per warning: "speechattn align: warning: <file>: <why>"
+                shown: set[str] = set()
 
                 def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
-                    if _is_main_rank():  # under torchrun every rank reads the same data
+                    # under torchrun every rank reads the same data; a message said before in
+                    # this run (the same finding met by several scoring passes) is not repeated
+                    if _is_main_rank() and str(message) not in shown:
+                        shown.add(str(message))
                         print(f"{name}: warning: {message}", file=file or sys.stderr)
 
                 warnings.showwarning = show
