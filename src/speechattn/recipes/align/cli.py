@@ -246,7 +246,7 @@ def _align(args: argparse.Namespace) -> int:
     if args.collapse_retries is not None and not args.from_scratch:
         raise CliError(
             "--collapse-retries has no effect without --from-scratch (it retrains a new "
-            "aligner that looks collapsed; a loaded aligner is not checked)",
+            "aligner that looks collapsed; a loaded aligner is never trained again)",
             status=2,
         )
     from speechattn.recipes.align.pipeline import ADAPT_MAX_SECONDS, AdaptStop
