@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from tests.test_align_recipe import check_report
 
 from speechattn.cli import main
@@ -100,12 +101,18 @@ def test_align_from_scratch_warns_when_the_trained_aligner_looks_collapsed(
     kw = dict(from_scratch=True, steps=2, threads=1, progress=False, formats=("json",))
     lines: list[str] = []
     monkeypatch.setattr(P, "align_items", stretched)
+    # collapse_retries=0: the warning only (no restart).
     with pytest.warns(UserWarning, match=r"aligner sma seed 5 looks collapsed \(600 ms > 300 ms"):
-        res = P.run_align(small, tmp_path / "bad", seed=5, log=lines.append, **kw)
+        res = P.run_align(
+            small, tmp_path / "bad", seed=5, collapse_retries=0, log=lines.append, **kw
+        )
     assert (
         "aligner sma seed 5: longest aligned phone, median over 6 training utterances: 600 ms"
         in lines
     )
+    assert not any("restart" in line for line in lines)
+    assert sorted(p.name for p in (tmp_path / "bad" / "checkpoints").iterdir()) == ["aligner.pt"]
+    assert P.COLLAPSE_RESTARTS_FIELD not in res["summary"]
     assert res["summary"][P.LONGEST_PHONE_FIELD] == "600 ms"
     saved = json.loads((tmp_path / "bad" / "summary.json").read_text())
     assert saved[P.LONGEST_PHONE_FIELD] == "600 ms"
@@ -124,6 +131,157 @@ def test_align_from_scratch_warns_when_the_trained_aligner_looks_collapsed(
     )
     assert P.LONGEST_PHONE_FIELD not in res["summary"]
     assert not any("longest aligned phone" in line for line in lines)
+    # Adapting one aligner: its own decoding of the corpus gives the sign (warning only, no
+    # restart); an ensemble (two files) is not checked.
+    monkeypatch.setattr(P, "align_items", stretched)
+    adapt = dict(adapt=True, steps=2, threads=1, progress=False, formats=("json",))
+    with pytest.warns(UserWarning, match=r"adapted aligner sma seed 0 looks collapsed \(600 ms"):
+        res = P.run_align(
+            small, tmp_path / "adapt", checkpoint=tmp_path / "bad" / "aligner.pt", **adapt
+        )
+    assert res["summary"][P.LONGEST_PHONE_FIELD] == "600 ms"
+    assert sorted(p.name for p in (tmp_path / "adapt" / "checkpoints").iterdir()) == ["aligner.pt"]
+    lines.clear()
+    res = P.run_align(
+        small,
+        tmp_path / "adapt2",
+        checkpoint=[tmp_path / "bad" / "aligner.pt", tmp_path / "adapt" / "aligner.pt"],
+        log=lines.append,
+        **adapt,
+    )
+    assert P.LONGEST_PHONE_FIELD not in res["summary"]
+    assert not any("longest aligned phone" in line for line in lines)
+
+
+def test_align_from_scratch_trains_a_collapsed_aligner_again_and_keeps_the_restart(
+    demo_out: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    recwarn: pytest.WarningsRecorder,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import dataclasses
+
+    import speechattn.recipes.align.pipeline as P
+
+    real_train, real_align = P.train_aligner, P.align_items
+    seeds: list[int] = []
+    seed_of: dict[int, int] = {}  # id(model) -> its training seed
+
+    def recording(mcfg, items, tcfg, **kw):  # type: ignore[no-untyped-def]
+        seeds.append(tcfg.seed)
+        res = real_train(mcfg, items, tcfg, **kw)
+        seed_of[id(res.model)] = tcfg.seed
+        return res
+
+    def collapsed_first(model, items, config, **kw):  # type: ignore[no-untyped-def]
+        # The first attempt (seed 5) decodes as a collapsed model: first phone 0.6 s.
+        res = real_align(model, items, config, **kw)
+        if seed_of.get(id(model)) != 5:
+            return res
+        return [
+            dataclasses.replace(r, phones=[(0.0, 0.6, r.phones[0][2]), *r.phones[1:]]) for r in res
+        ]
+
+    monkeypatch.setattr(P, "train_aligner", recording)
+    monkeypatch.setattr(P, "align_items", collapsed_first)
+    small = _small_manifest(demo_out, tmp_path, 6)
+    out = tmp_path / "retrained"
+    lines: list[str] = []
+    kw = dict(from_scratch=True, steps=2, threads=1, progress=False, formats=("json",))
+    res = P.run_align(small, out, seed=5, log=lines.append, **kw)  # default: 1 retry
+    assert seeds == [5, 1_000_005]
+    assert lines[-1].startswith("aligner sma seed 5: kept restart 1 (seed 1000005), ")
+    kept_ms = int(res["summary"][P.LONGEST_PHONE_FIELD].split()[0])
+    assert kept_ms < 600
+    # The restart's own decoding is real (2 training steps: it may still look collapsed, and
+    # then, its retry spent, the run warns).
+    warned = [w for w in recwarn if "looks collapsed" in str(w.message)]
+    assert len(warned) == (1 if kept_ms > 300 else 0)
+    assert all(
+        "after 1 restart(s), keeping the lowest (seed 1000005)" in str(w.message) for w in warned
+    )
+    assert res["summary"][P.COLLAPSE_RESTARTS_FIELD] == (
+        f"seed 5 600 ms, seed 1000005 {kept_ms} ms (kept)"
+    )
+    assert json.loads((out / "summary.json").read_text()) == res["summary"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "aligner-restart1.pt",
+        "aligner.pt",
+    ]
+    # The written aligner and alignments are the restart's.
+    model, _, _, info = P.load_aligner(out / "aligner.pt")
+    assert [(r["seed"], r["kept"]) for r in info["collapse_restarts"]] == [
+        (5, False),
+        (1_000_005, True),
+    ]
+    restart = P.load_checkpoint(out / "checkpoints" / "aligner-restart1.pt")["model"]
+    assert all(torch.equal(v, restart[k]) for k, v in model.state_dict().items())
+    first_phone = [
+        json.loads(f.read_text())["phones"][0] for f in (out / "alignments").glob("*.json")
+    ]
+    assert len(first_phone) == 6
+    assert not all(abs(ph["end"] - ph["start"] - 0.6) < 1e-9 for ph in first_phone)
+    # Running again resumes both finished checkpoints: the same attempts, nothing retrained.
+    seeds.clear()
+    again = P.run_align(small, out, seed=5, log=lines.append, **kw)
+    assert seeds == [5, 1_000_005]
+    assert again["summary"][P.COLLAPSE_RESTARTS_FIELD] == res["summary"][P.COLLAPSE_RESTARTS_FIELD]
+    # The CLI option only applies to a new aligner: one usage line, status 2.
+    capsys.readouterr()
+    assert main(["align", str(small), "--out", str(tmp_path / "x"), "--collapse-retries", "2"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("speechattn align: error: --collapse-retries has no effect without")
+
+
+def test_demo_trains_a_collapsed_aligner_again_on_the_same_split(
+    demo_out: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    recwarn: pytest.WarningsRecorder,
+) -> None:
+    import dataclasses
+
+    import speechattn.recipes.align.health as H
+    import speechattn.recipes.align.pipeline as P
+
+    real_train = P.train_aligner
+    calls: list[tuple[int, list[str], str]] = []
+
+    def recording(mcfg, items, tcfg, **kw):  # type: ignore[no-untyped-def]
+        calls.append((tcfg.seed, [it.id for it in items], kw["checkpoint"].name))
+        return real_train(mcfg, items, tcfg, **kw)
+
+    values = iter([600.0, 150.0])  # the first attempt looks collapsed, the restart does not
+    monkeypatch.setattr(P, "train_aligner", recording)
+    monkeypatch.setattr(H, "longest_phone_median_ms", lambda results: next(values))
+    cfg = dataclasses.replace(
+        P.DemoConfig.quick(), kinds=("sma",), steps=2, dim=16, threads=1, train_seed=3
+    )
+    out = tmp_path / "demo"
+    res = P.run_demo(
+        out,
+        cfg,
+        export=out / "aligner.pt",
+        progress=False,
+        corpus_from=demo_out,
+        log=lambda _: None,
+    )
+    # Restart seed 3 + 1000000 trains on exactly the first attempt's utterances.
+    assert [(seed, ck) for seed, _, ck in calls] == [(3, "sma.pt"), (1_000_003, "sma-restart1.pt")]
+    assert calls[0][1] == calls[1][1] and len(calls[0][1]) > 0
+    assert not [w for w in recwarn if "looks collapsed" in str(w.message)]
+    summary = json.loads((out / "metrics.json").read_text())["summary"]
+    assert summary[P.LONGEST_PHONE_FIELD] == "sma 150 ms"
+    assert summary[P.COLLAPSE_RESTARTS_FIELD] == "sma: seed 3 600 ms, seed 1000003 150 ms (kept)"
+    assert res["collapse_restarts"]["sma"] == [
+        {"seed": 3, "longest_phone_ms": 600.0, "kept": False},
+        {"seed": 1_000_003, "longest_phone_ms": 150.0, "kept": True},
+    ]
+    model, _, _, info = P.load_aligner(out / "aligner.pt")
+    assert info["collapse_restarts"] == res["collapse_restarts"]["sma"]
+    restart = P.load_checkpoint(out / "checkpoints" / "sma-restart1.pt")["model"]
+    assert all(torch.equal(v, restart[k]) for k, v in model.state_dict().items())
 
 
 def test_align_command_trains_resumes_and_applies(
@@ -182,22 +340,50 @@ def test_align_command_trains_resumes_and_applies(
     assert (out2 / "alignments" / tgs[0].name).read_text() == before
 
 
-def test_combined_aligners_refit_the_calibration_tables(demo_out: Path, tmp_path: Path) -> None:
+def test_combined_aligners_refit_the_calibration_tables(
+    demo_out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With the training corpus, combine_aligners fits the ensemble's tables as the demo fits a
     single aligner's: an ensemble of two copies of the exported aligner decodes like it, so its
     refitted tables are the export's (same training split, same decoding)."""
     import shutil
 
+    import speechattn.recipes.align.pipeline as P
     from speechattn.recipes.align.pipeline import combine_aligners, load_aligner
 
     twin = tmp_path / "twin.pt"
     shutil.copy(demo_out / "exported.pt", twin)
-    out = combine_aligners(
-        [demo_out / "exported.pt", twin],
-        tmp_path / "ens.pt",
-        corpus=demo_out / "corpus" / "manifest.jsonl",
-        log=lambda _: None,
-    )
+    # Each member's collapse sign is checked on its own decoding of 100 training utterances;
+    # the second member is made to look collapsed (its real value is kept aside).
+    real = P.longest_phone_median_ms
+    seen: list[tuple[int, float]] = []
+
+    def second_collapsed(results):  # type: ignore[no-untyped-def]
+        seen.append((len(results), real(results)))
+        return real(results) if len(seen) == 1 else 612.0
+
+    monkeypatch.setattr(P, "longest_phone_median_ms", second_collapsed)
+    lines: list[str] = []
+    with pytest.warns(
+        UserWarning,
+        match=r"member 2 of the ensemble, from .*twin\.pt, looks "
+        r"collapsed \(612 ms > 300 ms",
+    ) as got:
+        out = combine_aligners(
+            [demo_out / "exported.pt", twin],
+            tmp_path / "ens.pt",
+            corpus=demo_out / "corpus" / "manifest.jsonl",
+            log=lines.append,
+        )
+    assert len([w for w in got if "looks collapsed" in str(w.message)]) == 1
+    (n1, v1), (n2, v2) = seen
+    assert n1 == n2 == 100 and v1 == v2 < 300  # twins: the same decoding, healthy
+    members = [line for line in lines if line.startswith("member ")]
+    assert members == [
+        f"member 1/2 ({demo_out / 'exported.pt'}): longest aligned phone, median over 100 "
+        f"training utterances: {v1:.0f} ms",
+        f"member 2/2 ({twin}): longest aligned phone, median over 100 training utterances: 612 ms",
+    ]
     single = load_aligner(demo_out / "exported.pt")[3]
     ens, _, _, info = load_aligner(out)
     assert len(ens) == 2  # type: ignore[arg-type]

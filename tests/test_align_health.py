@@ -9,8 +9,12 @@ import pytest
 
 from speechattn.recipes.align.health import (
     COLLAPSE_LONGEST_PHONE_MS,
+    RESTART_SEED_STRIDE,
     check_collapse,
+    check_collapse_retries,
     longest_phone_median_ms,
+    restart_seed,
+    train_with_restarts,
 )
 
 
@@ -108,3 +112,123 @@ def test_check_collapse_logs_one_line_and_warns_only_above_the_threshold() -> No
     assert lines[-1].startswith("aligner fs seed 7: longest aligned phone, median over 5 ")
     with pytest.warns(UserWarning, match="train again with another --seed"):
         check_collapse(bad, kind="fs", seed=7, log=lambda s: None)
+
+
+# --- restarts of a collapsed aligner (train_with_restarts, restart_seed) ---------------------
+
+COLLAPSED = [[0.6, 0.08, 0.1], [0.05, 0.7], [0.45, 0.09]]  # median longest phone 600 ms
+
+
+def _ms(utts: list[list[float]]) -> float:
+    return _reference_ms(utts)
+
+
+def _attempts(*decodings: list[list[float]]):  # type: ignore[no-untyped-def]
+    """A fake trainer: attempt k returns ``("model k", decoding k)`` and records its seed."""
+    seeds: list[int] = []
+
+    def attempt(k: int, seed: int) -> tuple[str, list[_Res]]:
+        seeds.append(seed)
+        return f"model {k}", [_utt(d) for d in decodings[k]]
+
+    return attempt, seeds
+
+
+def test_restart_seed_changes_only_with_the_attempt_and_checks_its_input() -> None:
+    assert restart_seed(7, 0) == 7
+    assert restart_seed(7, 1) == 7 + RESTART_SEED_STRIDE
+    assert restart_seed(0, 3) == 3 * RESTART_SEED_STRIDE
+    with pytest.raises(TypeError, match="Expected attempt to be an integer; found float"):
+        restart_seed(1, 1.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="Expected seed >= 0; found -1"):
+        restart_seed(-1, 1)
+
+
+def test_a_collapsed_first_attempt_is_trained_again_and_the_healthy_restart_kept() -> None:
+    attempt, seeds = _attempts(COLLAPSED, HEALTHY, HEALTHY)
+    lines: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the kept attempt is healthy: no warning
+        kept, tries, best = train_with_restarts(
+            attempt, kind="sma", seed=4, retries=2, log=lines.append
+        )
+    # A healthy restart ends the loop: two attempts of the three allowed.
+    assert seeds == [4, 4 + RESTART_SEED_STRIDE]
+    assert (kept, best) == ("model 1", 1)
+    assert [t.attempt for t in tries] == [0, 1]
+    assert tries[0].longest_phone_ms == pytest.approx(_ms(COLLAPSED), abs=1e-9)
+    assert tries[1].longest_phone_ms == pytest.approx(_ms(HEALTHY), abs=1e-9)
+    assert lines[0].startswith(
+        "aligner sma seed 4: longest aligned phone, median over 3 training utterances: 600 ms; "
+        "above 300 ms (looks collapsed): training it again, restart 1 of up to 2 with seed 1000004"
+    )
+    assert lines[1].startswith("aligner sma seed 4 restart 1 (seed 1000004): longest aligned")
+    assert lines[2] == "aligner sma seed 4: kept restart 1 (seed 1000004), 155 ms, of 2 attempts"
+    assert len(lines) == 3
+
+
+def test_all_attempts_collapsed_keeps_the_lowest_and_warns() -> None:
+    worse = [[0.7, 0.1], [0.9, 0.1], [0.8]]  # 800 ms
+    best_bad = [[0.4, 0.1], [0.35], [0.5, 0.2]]  # 400 ms
+    attempt, seeds = _attempts(COLLAPSED, worse, best_bad)
+    lines: list[str] = []
+    with pytest.warns(
+        UserWarning,
+        match=r"aligner fs seed 0 looks collapsed \(400 ms > 300 ms.*"
+        r"after 2 restart\(s\), keeping the lowest \(seed 2000000\)",
+    ):
+        kept, tries, best = train_with_restarts(
+            attempt, kind="fs", seed=0, retries=2, log=lines.append
+        )
+    assert seeds == [0, RESTART_SEED_STRIDE, 2 * RESTART_SEED_STRIDE]
+    assert (kept, best) == ("model 2", 2)
+    assert [round(t.longest_phone_ms) for t in tries] == [600, 800, 400]
+    assert lines[-1] == "aligner fs seed 0: kept restart 2 (seed 2000000), 400 ms, of 3 attempts"
+    # A tie keeps the earlier attempt.
+    attempt, _ = _attempts(COLLAPSED, COLLAPSED)
+    with pytest.warns(UserWarning, match="after 1 restart"):
+        kept, _, best = train_with_restarts(attempt, kind="fs", seed=0, retries=1, log=print)
+    assert (kept, best) == ("model 0", 0)
+
+
+def test_zero_retries_warns_only_exactly_as_check_collapse() -> None:
+    attempt, seeds = _attempts(COLLAPSED, HEALTHY)
+    lines: list[str] = []
+    with pytest.warns(UserWarning) as got:
+        kept, tries, best = train_with_restarts(
+            attempt, kind="sma", seed=2, retries=0, log=lines.append
+        )
+    assert seeds == [2] and (kept, best) == ("model 0", 0) and len(tries) == 1
+    ref_lines: list[str] = []
+    with pytest.warns(UserWarning) as ref:
+        check_collapse([_utt(d) for d in COLLAPSED], kind="sma", seed=2, log=ref_lines.append)
+    assert lines == ref_lines
+    assert [str(w.message) for w in got] == [str(w.message) for w in ref]
+
+
+def test_a_healthy_first_attempt_is_the_only_one_and_no_decoding_means_no_check() -> None:
+    attempt, seeds = _attempts(HEALTHY, HEALTHY)
+    lines: list[str] = []
+    kept, tries, best = train_with_restarts(
+        attempt, kind="sma", seed=0, retries=3, log=lines.append
+    )
+    assert seeds == [0] and kept == "model 0" and best == 0 and len(tries) == 1
+    assert lines == [
+        "aligner sma seed 0: longest aligned phone, median over 4 training utterances: 155 ms"
+    ]
+    lines.clear()
+    kept, tries, best = train_with_restarts(
+        lambda k, s: ("unchecked", None), kind="sma", seed=0, retries=3, log=lines.append
+    )
+    assert (kept, tries, best, lines) == ("unchecked", [], 0, [])
+
+
+def test_bad_retries_raise_clear_errors() -> None:
+    attempt, seeds = _attempts(HEALTHY)
+    with pytest.raises(ValueError, match=r"Expected collapse_retries >= 0 .*found -1"):
+        train_with_restarts(attempt, kind="sma", seed=0, retries=-1)
+    with pytest.raises(TypeError, match="Expected collapse_retries to be an integer >= 0; found"):
+        train_with_restarts(attempt, kind="sma", seed=0, retries=True)
+    with pytest.raises(TypeError, match="found str"):
+        check_collapse_retries("1")  # type: ignore[arg-type]
+    assert seeds == []  # refused before any training

@@ -160,6 +160,7 @@ def _demo(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         overwrite=args.overwrite,
         corpus_from=Path(args.corpus_from) if args.corpus_from else None,
+        collapse_retries=args.collapse_retries,
     )
     print()
     print(metrics_table_text(res["table"]))
@@ -242,6 +243,12 @@ def _align(args: argparse.Namespace) -> int:
             "--refine-fraction has no effect without --refine-boundaries MS (refinement is off)",
             status=2,
         )
+    if args.collapse_retries is not None and not args.from_scratch:
+        raise CliError(
+            "--collapse-retries has no effect without --from-scratch (it retrains a new "
+            "aligner that looks collapsed; a loaded aligner is never trained again)",
+            status=2,
+        )
     from speechattn.recipes.align.pipeline import ADAPT_MAX_SECONDS, AdaptStop
 
     tfields = {
@@ -282,6 +289,9 @@ def _align(args: argparse.Namespace) -> int:
             dereverb=args.dereverb == "auto",
             log=print if os.environ.get("RANK", "0") == "0" else (lambda *a: None),  # torchrun
             **({} if args.adapt_members is None else {"adapt_members": args.adapt_members}),
+            **(
+                {} if args.collapse_retries is None else {"collapse_retries": args.collapse_retries}
+            ),
         )
         ok = True
     finally:
@@ -412,6 +422,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "baseline), diagonal (linear penalty on |t/T - u/U|, Speech-Transformer) or beta-binomial "
         "(RAD-TTS); the other aligners are unchanged (default: %(default)s)",
     )
+    p.add_argument(
+        "--collapse-retries",
+        type=nonnegative_int,
+        default=1,
+        metavar="N",
+        help="when an SMA or forward-sum aligner looks collapsed (its median longest aligned "
+        "phone on its training utterances above 300 ms), train it again up to N times with a "
+        "restart seed (the training seed + 1000000 * K for restart K: initialisation and batch "
+        "order only; the corpus and held-out split stay) and keep the attempt with the lowest "
+        "value; 0 warns only; the MHA baseline is trained once (no collapse threshold was "
+        "checked on it) (default: %(default)s)",
+    )
     _common(p)
     p.set_defaults(func=_demo)
 
@@ -515,6 +537,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=("sma", "fs", "mha"),
         default="sma",
         help="with --from-scratch: which aligner to train (default: %(default)s)",
+    )
+    a.add_argument(
+        "--collapse-retries",
+        type=nonnegative_int,
+        default=None,
+        metavar="N",
+        help="with --from-scratch: when the trained aligner looks collapsed (its median longest "
+        "aligned phone on the corpus above 300 ms), train it again up to N times with a restart "
+        "seed (--seed + 1000000 * K for restart K: initialisation and batch order only) and keep "
+        "the attempt with the lowest value; 0 warns only, as does --kind mha (no collapse "
+        "threshold was checked on it) and a run under torchrun (default: 1)",
     )
     a.add_argument(
         "--prior",
@@ -679,7 +712,9 @@ def _add_combine_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="manifest of the demo corpus the first aligner was trained on (its run's "
         "OUT/corpus/manifest.jsonl): the boundary calibration tables are fitted again with the "
-        "ensemble's decoding on that run's training utterances; without it the file has no "
+        "ensemble's decoding on that run's training utterances, and each member is checked "
+        "for a collapse on 100 of them (a warning names the file of a member whose median "
+        "longest aligned phone is above 300 ms); without it the file has no "
         "tables (a member's tables fit that member's boundaries only)",
     )
     c.add_argument(

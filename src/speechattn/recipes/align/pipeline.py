@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -54,7 +54,14 @@ from speechattn.recipes.align.evaluate import (
     write_alignment,
     write_recording_alignment,
 )
-from speechattn.recipes.align.health import check_collapse
+from speechattn.recipes.align.health import (
+    COLLAPSE_LONGEST_PHONE_MS,
+    DEFAULT_COLLAPSE_RETRIES,
+    CollapseAttempt,
+    check_collapse_retries,
+    longest_phone_median_ms,
+    train_with_restarts,
+)
 from speechattn.recipes.align.model import (
     KINDS,
     MHA_PRIORS,
@@ -77,6 +84,7 @@ from speechattn.recipes.align.pauses import (
 )
 from speechattn.recipes.align.train import (
     TrainConfig,
+    TrainResult,
     dist_info,
     load_checkpoint,
     save_checkpoint,
@@ -85,6 +93,8 @@ from speechattn.recipes.align.train import (
 
 __all__ = [
     "CALIBRATIONS",
+    "COLLAPSE_RESTARTS_FIELD",
+    "COMBINE_CHECK_UTTERANCES",
     "DEFAULT_ASSET",
     "ENSEMBLE_ADAPT_STEPS",
     "LONGEST_PHONE_FIELD",
@@ -116,6 +126,39 @@ CALIBRATED = " + boundary calibration (training-voice labels)"
 # trained in the run (speechattn.recipes.align.health); absent from older files and from runs
 # that train nothing.
 LONGEST_PHONE_FIELD = "longest aligned phone, median over training utterances"
+# The summary field listing the attempts of an aligner trained again because it looked
+# collapsed (health.train_with_restarts); only in runs that made a restart.
+COLLAPSE_RESTARTS_FIELD = "collapse restarts"
+# combine_aligners checks each member on its decoding of at most this many of the first
+# aligner's training utterances (the collapse probe's count).
+COMBINE_CHECK_UTTERANCES = 100
+
+
+class _DemoAttempt(NamedTuple):
+    """One training attempt of a demo aligner: the trainer's result and its decodings of the
+    training utterances (boundary calibration's, the exported class tables')."""
+
+    res: TrainResult
+    train_dec: list[AlignmentResult] | None
+    dec: list[AlignmentResult] | None
+
+
+def _attempts_text(tries: Sequence[CollapseAttempt], kept: int) -> str:
+    """The summary text of an aligner's attempts: seed and sign of each, the kept one marked."""
+    return ", ".join(
+        f"seed {t.seed} {t.longest_phone_ms:.0f} ms" + (" (kept)" if t.attempt == kept else "")
+        for t in tries
+    )
+
+
+def _attempts_record(tries: Sequence[CollapseAttempt], kept: int) -> list[dict[str, Any]]:
+    """The aligner file's record of the attempts (``collapse_restarts``; older files lack it)."""
+    return [
+        {"seed": t.seed, "longest_phone_ms": t.longest_phone_ms, "kept": t.attempt == kept}
+        for t in tries
+    ]
+
+
 # ``calibration`` of run_align: which table of the aligner's file applies. "auto" (the default):
 # the consensus table when the aligner has one, else none (benchmarks/RESULTS.md, "Late
 # boundaries on unseen engines"); none with a reverse pass (the tables fit the forward decoding).
@@ -454,6 +497,49 @@ def _member_record(info: dict) -> dict:
     return rec
 
 
+def _check_members(
+    model: AlignerEnsemble,
+    per_file: Sequence[tuple[int, dict]],
+    paths: Sequence[Path],
+    train: Sequence[AlignItem],
+    feats: FeatureConfig,
+    log: Callable[[str], Any],
+) -> list[float]:
+    """The collapse sign of each member of ``model`` (:func:`~speechattn.recipes.align.health.
+    longest_phone_median_ms`) on its own decoding (pauses ``"auto"``, as the demo's export
+    decodes) of the first :data:`COMBINE_CHECK_UTTERANCES` training utterances ``train``: one
+    log line per member, and a ``UserWarning`` naming the file of each member above
+    :data:`~speechattn.recipes.align.health.COLLAPSE_LONGEST_PHONE_MS`. Returns the values."""
+    probe = list(train[:COMBINE_CHECK_UTTERANCES])
+    owners = [path for path, (n, _) in zip(paths, per_file) for _ in range(n)]
+    members = _members(model)
+    values: list[float] = []
+    for i, (member, path) in enumerate(zip(members, owners), start=1):
+        dec = align_items(
+            member,
+            probe,
+            feats,
+            pauses="auto",
+            min_pause_frames=min_pause_frames(DEFAULT_MIN_PAUSE_S, feats.frame_s),
+        )
+        value = longest_phone_median_ms(dec)
+        values.append(value)
+        log(
+            f"member {i}/{len(members)} ({path}): longest aligned phone, median over "
+            f"{len(probe)} training utterances: {value:.0f} ms"
+        )
+        if value > COLLAPSE_LONGEST_PHONE_MS:
+            warnings.warn(
+                f"member {i} of the ensemble, from {path}, looks collapsed ({value:.0f} ms > "
+                f'{COLLAPSE_LONGEST_PHONE_MS:g} ms: one phone absorbs silence; benchmarks/RESULTS.md "collapse"); '
+                "combining it is your call: to replace it, train that aligner again with another "
+                "--seed (or --set train_seed) and combine again",
+                UserWarning,
+                stacklevel=3,
+            )
+    return values
+
+
 def combine_aligners(
     paths: Sequence[Path],
     out: Path,
@@ -475,7 +561,11 @@ def combine_aligners(
     ``OUT/corpus/manifest.jsonl`` of its ``speechattn demo`` run) the three tables are fitted
     again with the ensemble's own decoding, on the first aligner's training utterances, exactly
     as ``speechattn demo --export`` fits a single aligner's; without it the file has no tables
-    (``--calibration auto`` then applies none).
+    (``--calibration auto`` then applies none). With ``corpus`` each member is also checked for
+    a collapse (the label-free sign of :mod:`~speechattn.recipes.align.health`, on its own
+    decoding of the first :data:`COMBINE_CHECK_UTTERANCES` of those utterances): one log line
+    per member, and a ``UserWarning`` naming the file of a member above the threshold (the file
+    is written anyway).
 
     Args:
         paths: two or more aligner files written by ``speechattn demo --export`` or
@@ -577,6 +667,7 @@ def combine_aligners(
         record["consensus_offsets"] = fit_class_offsets(
             dec, engines_of, combine="consensus"
         ).to_dict()
+        _check_members(model, per_file, paths, plain_train, feats, log)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_aligner(out, model, symbols, feats, record, half=half)
     log(f"saved an ensemble of {len(model)} aligners -> {out}")
@@ -766,9 +857,20 @@ def run_demo(
     progress: bool = True,
     overwrite: bool = False,
     corpus_from: Path | None = None,
+    collapse_retries: int = DEFAULT_COLLAPSE_RETRIES,
     log=print,
 ) -> dict:
     """Synthesize a corpus, train the SMA aligner and baselines, evaluate, write the report.
+
+    ``collapse_retries``: when an SMA or forward-sum aligner looks collapsed (the label-free
+    sign of :mod:`~speechattn.recipes.align.health` on its training-utterance decoding), train
+    it again up to this many times with a restart seed
+    (:func:`~speechattn.recipes.align.health.restart_seed` of the training seed: the model's
+    initialisation and batch order change, the corpus, held-out split and channel copies do
+    not) and keep the attempt with the lowest sign; 0 logs and warns only. Each restart has its
+    own checkpoint (``checkpoints/KIND-restartK.pt``); the summary's ``collapse restarts`` field
+    (only when a restart was made) lists every attempt. The MHA baseline is trained once (no
+    collapse threshold was checked on it).
 
     Running again in the same ``out`` with the same settings (``steps``, ``threads`` and time
     limits may change) reuses its corpus and resumes each aligner's checkpoint; other settings
@@ -786,6 +888,7 @@ def run_demo(
     from speechattn.data.synth import synth_corpus
     from speechattn.recipes.align.outputs import RUN_RECORD
 
+    collapse_retries = check_collapse_retries(collapse_retries)
     if export is not None and Path(export).is_dir():  # else refused only when it is written
         raise ValueError(
             f"Expected --export to be a file path to write; found the folder {export}. Name a "
@@ -884,6 +987,9 @@ def run_demo(
     consensus_offsets: dict[str, BoundaryOffsets] = {}
     dev_probe = dev[: min(len(dev), 24)]
     longest_ms: dict[str, float] = {}
+    # Kinds trained more than once: their attempts and the index of the kept one.
+    restarts: dict[str, tuple[list[CollapseAttempt], int]] = {}
+    spent: dict[str, float] = {}  # training seconds per kind, every attempt
     for kind in config.kinds:
         mcfg = AlignerConfig(
             kind=kind,
@@ -906,37 +1012,83 @@ def run_demo(
             m = score(align_items(model, dev_probe, feats))
             return {"dev_within_20ms": m.phone_within_20ms or 0.0}
 
-        res = train_aligner(
-            mcfg,
-            train,
-            tcfg,
-            checkpoint=out / "checkpoints" / f"{kind}.pt",
-            extra_state={
-                "symbols": symbols,
-                "features": feats.to_dict(),
-                "run": {"corpus": fingerprint},
-            },
-            progress=progress,
-            desc=f"train {kind}",
-            on_eval=probe if config.eval_every else None,
-            eval_every=config.eval_every,
-        )
+        def attempt(
+            k: int,
+            seed_k: int,
+            kind: str = kind,
+            mcfg: AlignerConfig = mcfg,
+            tcfg: TrainConfig = tcfg,
+        ) -> tuple[_DemoAttempt, list[AlignmentResult] | None]:
+            """Train attempt ``k`` (0: the first; k: restart k, seed ``seed_k``) and decode its
+            training utterances as the calibration tables need."""
+            res = train_aligner(
+                mcfg,
+                train,
+                dataclasses.replace(tcfg, seed=seed_k),
+                checkpoint=out
+                / "checkpoints"
+                / (f"{kind}.pt" if k == 0 else f"{kind}-restart{k}.pt"),
+                extra_state={
+                    "symbols": symbols,
+                    "features": feats.to_dict(),
+                    "run": {"corpus": fingerprint},
+                },
+                progress=progress,
+                desc=f"train {kind}" + (f" restart {k}" if k else ""),
+                on_eval=probe if config.eval_every else None,
+                eval_every=config.eval_every,
+            )
+            spent[kind] = spent.get(kind, 0.0) + res.seconds
+            # Boundary calibration (uses labels) is fitted on the training utterances' decoding;
+            # the class tables of an exported aligner on the decoding `speechattn align` uses.
+            train_dec: list[AlignmentResult] | None = None
+            dec: list[AlignmentResult] | None = None
+            if kind != "mha" and any(it.gt_phones is not None for it in train):
+                train_dec = align_items(res.model, train, feats)
+            if (
+                export is not None
+                and kind != "mha"
+                and any(it.gt_words is not None for it in plain_train)
+            ):
+                dec = align_items(
+                    res.model,
+                    plain_train,
+                    feats,
+                    pauses="auto",
+                    min_pause_frames=min_pause_frames(DEFAULT_MIN_PAUSE_S, feats.frame_s),
+                )
+            # Collapse sign (label-free, benchmarks/RESULTS.md "collapse"): on the decoding of
+            # the training utterances made above (the exported tables' one, else the boundary
+            # calibration's, whose first len(plain_train) results are the plain utterances).
+            check = (
+                dec if dec is not None else (train_dec[: len(plain_train)] if train_dec else None)
+            )
+            return _DemoAttempt(res, train_dec, dec), check
+
+        if kind == "mha":  # no collapse threshold was ever checked on MHA: trained once
+            kept, _ = attempt(0, train_seed)
+        else:
+            kept, tries, best_try = train_with_restarts(
+                attempt, kind=kind, seed=train_seed, retries=collapse_retries, log=log
+            )
+            if tries:
+                longest_ms[kind] = tries[best_try].longest_phone_ms
+            if len(tries) > 1:
+                restarts[kind] = (tries, best_try)
+        res, train_dec, dec = kept
         models[kind] = res.model
         histories[kind] = res.history
-        timings[kind] = res.seconds
+        timings[kind] = spent[kind]
         for s, its in splits.items():
             results[s][kind] = align_items(res.model, its, feats, keep_soft=2)
         m = score(results["held-out voices" if unseen else "held-out utterances"][kind])
         log(
-            f"  {kind}: {res.seconds:.0f}s, held-out {'voices' if unseen else 'utterances'}: "
+            f"  {kind}: {timings[kind]:.0f}s, held-out {'voices' if unseen else 'utterances'}: "
             f"{_pct(m.phone_within_20ms)} within 20 ms"
         )
         # Boundary calibration (uses labels): fitted on the training utterances only, scored on
         # the held-out splits as a separate row (see speechattn.recipes.align.calibrate).
-        train_dec: list[AlignmentResult] | None = None
-        dec: list[AlignmentResult] | None = None
-        if kind != "mha" and any(it.gt_phones is not None for it in train):
-            train_dec = align_items(res.model, train, feats)
+        if train_dec is not None:
             offsets[kind] = fit_boundary_offsets(train_dec)
             for s in splits:
                 results[s][kind + "+cal"] = calibrate_results(
@@ -946,33 +1098,11 @@ def run_demo(
                 results["held-out voices" if unseen else "held-out utterances"][kind + "+cal"]
             )
             log(f"  {kind} + boundary calibration: {_pct(mc.phone_within_20ms)} within 20 ms")
-        if (
-            export is not None
-            and kind != "mha"
-            and any(it.gt_words is not None for it in plain_train)
-        ):
-            # The class tables of the exported aligner (each training engine counts once),
-            # fitted on the training utterances with the decoding `speechattn align` uses.
-            dec = align_items(
-                res.model,
-                plain_train,
-                feats,
-                pauses="auto",
-                min_pause_frames=min_pause_frames(DEFAULT_MIN_PAUSE_S, feats.frame_s),
-            )
+        if dec is not None:
+            # The class tables of the exported aligner (each training engine counts once).
             engines_of = [speaker_engine(it.speaker) for it in plain_train]
             engine_offsets[kind] = fit_class_offsets(dec, engines_of)
             consensus_offsets[kind] = fit_class_offsets(dec, engines_of, combine="consensus")
-        # Collapse sign (label-free, benchmarks/RESULTS.md "collapse"): on the decoding of the
-        # training utterances already made above (the exported tables' one, else the boundary
-        # calibration's, whose first len(plain_train) results are the plain utterances).
-        if train_dec is not None or dec is not None:
-            longest_ms[kind] = check_collapse(
-                dec if dec is not None else train_dec[: len(plain_train)],  # type: ignore[index]
-                kind=kind,
-                seed=train_seed,
-                log=log,
-            )
     for s, its in splits.items():
         results[s]["uniform"] = align_items("uniform", its, feats)
         results[s]["ground truth snapped to frames"] = _oracle(its, feats)
@@ -1020,6 +1150,10 @@ def run_demo(
     }
     if longest_ms:
         summary[LONGEST_PHONE_FIELD] = ", ".join(f"{k} {v:.0f} ms" for k, v in longest_ms.items())
+    if restarts:
+        summary[COLLAPSE_RESTARTS_FIELD] = "; ".join(
+            f"{k}: {_attempts_text(*kept_tries)}" for k, kept_tries in restarts.items()
+        )
     notes = [
         "Every aligner is trained on the same training utterances without alignment labels and scored "
         "on held-out sentences of the training voices and on voices never seen in training. "
@@ -1061,6 +1195,11 @@ def run_demo(
                 "consensus_offsets": (
                     consensus_offsets[best].to_dict() if best in consensus_offsets else None
                 ),
+                **(
+                    {"collapse_restarts": _attempts_record(*restarts[best])}
+                    if best in restarts
+                    else {}
+                ),
             },
         )
         log(f"exported {best} aligner -> {export}")
@@ -1072,6 +1211,7 @@ def run_demo(
         "summary": summary,
         "timings": timings,
         "longest_phone_median_ms": longest_ms,
+        "collapse_restarts": {k: _attempts_record(*v) for k, v in restarts.items()},
     }
 
 
@@ -1254,6 +1394,7 @@ def run_align(
     refine_radius_s: float | None = None,
     refine_fraction: float = DEFAULT_REFINE_FRACTION,
     adapt_members: int | str = "all",
+    collapse_retries: int = DEFAULT_COLLAPSE_RETRIES,
     log=print,
 ) -> dict:
     """Align a corpus: train from scratch, or apply (and by default adapt) a trained aligner.
@@ -1271,6 +1412,17 @@ def run_align(
     ``N`` exceeds the number of members). ``pauses``: ``"auto"``, ``"none"`` or ``"forced"`` (see
     :mod:`~speechattn.recipes.align.pauses`); ``"auto"`` (the default) inserts an optional pause
     between every two words, with or without adaptation.
+
+    ``collapse_retries`` (with ``from_scratch``): when the trained aligner looks collapsed (the
+    label-free sign of :mod:`~speechattn.recipes.align.health` on its decoding of the corpus,
+    which is its training set), train it again up to this many times with a restart seed
+    (:func:`~speechattn.recipes.align.health.restart_seed` of ``seed``; own checkpoint
+    ``checkpoints/aligner-restartK.pt``) and keep the attempt with the lowest sign; 0 logs and
+    warns only, as do an MHA aligner (no threshold was checked on it) and a run under torchrun
+    (the restart runs in one process). The summary's ``collapse restarts`` field and the
+    aligner file's ``collapse_restarts`` (only when a restart was made) list the attempts.
+    Adapting one aligner (not an ensemble) logs the same sign on the decoding it makes anyway
+    and warns above the threshold (no restart); an ensemble's members are not checked.
 
     ``kind`` picks the aligner trained with ``from_scratch``; ``prior`` (``"none"``, ``"diagonal"``,
     ``"beta-binomial"``) sets the log-prior of a plain-MHA aligner (``ValueError`` for another kind).
@@ -1345,6 +1497,7 @@ def run_align(
     refine_radius_s = check_refine_radius_s(refine_radius_s)
     refine_fraction = check_refine_fraction(refine_fraction)
     checked = check_adapt_members(adapt_members)
+    collapse_retries = check_collapse_retries(collapse_retries)
     adapt_first: int | None = None if checked == "all" else int(checked)  # None: every member
     overrides = dict(train_overrides or {})
     stop_fields = {f.name for f in dataclasses.fields(AdaptStop)}
@@ -1584,27 +1737,64 @@ def run_align(
     # aligner shipped before scored worse with them unadapted on clean audio; the multi-engine
     # one scores better, on engines held out of its training: benchmarks/RESULTS.md, "Pause
     # decoding for the multi-engine aligner".)
-    results = align_items(
-        model,
-        items,
-        feats,
-        keep_soft=2,
-        offsets=offs,
-        pauses=pauses,
-        pause_skip=DEFAULT_PAUSE_SKIP,
-        min_pause_frames=min_pause_frames(min_pause, feats.frame_s),
-        max_pause_loudness=max_pause_loudness,
-        reverse_pass=reverse_pass,
-        silence_edge_db=silence_edge_db,
-        envelopes=item_envelopes(items, utts, feats) if silence_edge_db is not None else None,
-        refine_radius_s=refine_radius_s,
-        refine_fraction=refine_fraction,
-        transitions=(
-            item_transitions(items, utts, feats.sample_rate)
-            if refine_radius_s is not None
-            else None
-        ),
+    envelopes = item_envelopes(items, utts, feats) if silence_edge_db is not None else None
+    transitions = (
+        item_transitions(items, utts, feats.sample_rate) if refine_radius_s is not None else None
     )
+
+    def decode(decoded: TextMelAligner | AlignerEnsemble) -> list[AlignmentResult]:
+        """The corpus's alignments by ``decoded`` (its outputs are written from these)."""
+        return align_items(
+            decoded,
+            items,
+            feats,
+            keep_soft=2,
+            offsets=offs,
+            pauses=pauses,
+            pause_skip=DEFAULT_PAUSE_SKIP,
+            min_pause_frames=min_pause_frames(min_pause, feats.frame_s),
+            max_pause_loudness=max_pause_loudness,
+            reverse_pass=reverse_pass,
+            silence_edge_db=silence_edge_db,
+            envelopes=envelopes,
+            refine_radius_s=refine_radius_s,
+            refine_fraction=refine_fraction,
+            transitions=transitions,
+        )
+
+    results = decode(model)
+    restarts: list[CollapseAttempt] = []
+    kept_try = 0
+    if trained_here:
+        # Collapse sign of the aligner trained from scratch (label-free, benchmarks/RESULTS.md
+        # "collapse"), on the decoding above: its training utterances. A flagged aligner is
+        # trained again with a restart seed (one process only: under torchrun the other ranks
+        # have left; no threshold was checked on MHA): the lowest sign's attempt is kept.
+        retries = collapse_retries if world == 1 and mcfg.kind != "mha" else 0
+        first = (model, results)
+
+        def attempt(
+            k: int, seed_k: int
+        ) -> tuple[tuple[TextMelAligner | AlignerEnsemble, list[AlignmentResult]], list]:
+            if k == 0:
+                return first, first[1]
+            res = train_aligner(
+                mcfg,
+                items,
+                dataclasses.replace(tcfg, seed=seed_k),
+                checkpoint=out / "checkpoints" / f"aligner-restart{k}.pt",
+                extra_state={"symbols": symbols, "features": feats.to_dict(), "run": record},
+                progress=progress,
+                desc=f"train restart {k}",
+            )
+            if res.resumed_from:
+                log(f"resumed restart {k} from step {res.resumed_from} of {tcfg.steps}")
+            again = decode(res.model)
+            return (res.model, again), again
+
+        (model, results), restarts, kept_try = train_with_restarts(
+            attempt, kind=mcfg.kind, seed=int(seed), retries=retries, log=log
+        )
     if offs is not None:
         what = (
             f"{len(offs.classes)} boundary classes, engines {', '.join(offs.groups)}"
@@ -1632,6 +1822,11 @@ def run_align(
         feats,
         {
             "trained_by": "speechattn align",
+            **(
+                {"collapse_restarts": _attempts_record(restarts, kept_try)}
+                if len(restarts) > 1
+                else {}
+            ),
             **{
                 key: (t.to_dict() if (t := tables.get(name)) is not None else None)
                 for name, key in _CALIBRATION_KEYS.items()
@@ -1665,11 +1860,29 @@ def run_align(
             else "off"
         ),
     }
-    if trained_here:
-        # Collapse sign of the aligner trained from scratch (label-free, benchmarks/RESULTS.md
-        # "collapse"), on the decoding above: its training utterances.
-        value = check_collapse(results, kind=model.config.kind, seed=int(seed), log=log)
+    if restarts:
+        summary[LONGEST_PHONE_FIELD] = f"{restarts[kept_try].longest_phone_ms:.0f} ms"
+    elif adaptation and isinstance(model, TextMelAligner) and model.config.kind != "mha":
+        # One adapted aligner: the decoding above is its own decoding of the corpus it adapted
+        # on, so its collapse sign costs nothing (an ensemble's decoding pools its members: a
+        # member's sign would need a decoding pass of its own, not made here).
+        value = longest_phone_median_ms(results)
         summary[LONGEST_PHONE_FIELD] = f"{value:.0f} ms"
+        log(
+            f"adapted aligner {model.config.kind} seed {seed}: longest aligned phone, median over "
+            f"{sum(1 for r in results if r.phones)} adaptation utterances: {value:.0f} ms"
+        )
+        if value > COLLAPSE_LONGEST_PHONE_MS:
+            warnings.warn(
+                f"adapted aligner {model.config.kind} seed {seed} looks collapsed ({value:.0f} ms "
+                f"> {COLLAPSE_LONGEST_PHONE_MS:g} ms: one phone absorbs silence; "
+                'benchmarks/RESULTS.md "collapse"); adapt again with another --seed or fewer '
+                "--steps, or apply the aligner as it is (--no-adapt)",
+                UserWarning,
+                stacklevel=2,
+            )
+    if len(restarts) > 1:
+        summary[COLLAPSE_RESTARTS_FIELD] = _attempts_text(restarts, kept_try)
     if adaptation:
         summary["adaptation"] = (
             f"{adaptation['steps']} steps, lr {adaptation['lr']:g}, stopped: {adaptation['stopped']}"
