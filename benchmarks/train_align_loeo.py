@@ -15,6 +15,9 @@ sentences), written to ``--out/<engine>/aligner.pt``. Learning uses (audio, text
 engines' timings score, never train. ``--augment`` / ``--band-mask`` as in ``speechattn demo``.
 About 10 minutes per model on 2 shared CPU cores (1000 steps).
 
+A seed that looks collapsed is NOT trained again unless ``--collapse-retries N`` (the demo's
+default is 1): seed studies measure each seed as trained.
+
 ``--train-seed N`` trains another seed on the same corpus (``DemoConfig.train_seed``: the held-out
 split, the channel copies and training). ``--add MANIFEST`` (repeatable) appends another corpus's
 utterances (e.g. ``speechattn data synth --engines kokoro``) to every model's training corpus, as
@@ -59,6 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="MANIFEST",
         help="another corpus whose utterances every model also trains on (repeatable)",
+    )
+    ap.add_argument(
+        "--collapse-retries",
+        type=int,
+        default=0,
+        help="restarts of a seed that looks collapsed (speechattn demo --collapse-retries; "
+        "default 0 here: a seed study measures each seed as trained, as every LOEO figure in "
+        "benchmarks/RESULTS.md before the `retrain` section was)",
     )
     ap.add_argument("--no-augment", action="store_true", help="no channel-augmented copies")
     ap.add_argument("--no-band-mask", action="store_true", help="the old front end")
@@ -148,7 +159,13 @@ def main(argv: list[str] | None = None) -> int:
             (run / "corpus" / "manifest.jsonl").write_text(
                 "".join(json.dumps(x) + "\n" for x in keep)
             )
-        res = run_demo(run, cfg, export=run / "aligner.pt", progress=False)
+        res = run_demo(
+            run,
+            cfg,
+            export=run / "aligner.pt",
+            progress=False,
+            collapse_retries=args.collapse_retries,
+        )
         print(f"{held} held out: {res['summary']}")
     return 0
 

@@ -66,3 +66,29 @@ def test_added_utterances_needs_a_file(tmp_path: Path) -> None:
         ValueError, match=re.escape("expected a corpus manifest.jsonl; found no file")
     ):
         mod.added_utterances(tmp_path / "nope" / "manifest.jsonl")
+
+
+@pytest.mark.parametrize(("argv", "expected"), [([], 0), (["--collapse-retries", "2"], 2)])
+def test_seed_study_does_not_restart_collapsed_seeds_unless_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], expected: int
+) -> None:
+    # each seed is measured as trained (every LOEO figure before `retrain` was), unlike the
+    # demo's default of one restart
+    import speechattn.recipes.align.pipeline as pipeline
+
+    mod = _load_bench()
+    rows = [
+        {"id": f"u{i}", "path": f"wavs/u{i}.wav", "engine": eng, "voice": f"{eng}-v", "text": "A."}
+        for i, eng in enumerate(["festival"] + ["piper"] * 70)  # > the 60 held-out sentences
+    ]
+    _manifest(tmp_path / "loeo" / "corpus", rows)
+    seen: list[dict[str, object]] = []
+
+    def fake_run_demo(run: Path, cfg: object, **kwargs: object) -> dict[str, object]:
+        seen.append(kwargs)
+        return {"summary": {}}
+
+    monkeypatch.setattr(pipeline, "run_demo", fake_run_demo)
+    out = str(tmp_path / "loeo")
+    assert mod.main(["--out", out, "--hold-out", "festival", *argv]) == 0
+    assert [kw["collapse_retries"] for kw in seen] == [expected]
