@@ -125,7 +125,7 @@ def test_ljspeech_corpus(tmp_path) -> None:
         utts = load_corpus(root / "metadata.csv")
     msgs = [str(r.message) for r in rec]
     assert len(msgs) == 2 and "LJ001-0009.wav: audio file not found" in msgs[0]
-    assert "skipped 1 bad entries" in msgs[1]
+    assert "skipped 1 bad entry" in msgs[1]
     assert [u.id for u in utts] == ["LJ001-0000", "LJ001-0001", "LJ001-0002"]
     assert utts[0].text == "Printing, first." and utts[1].text == "Only raw text"
     assert utts[2].text == 'In being "comparatively" modern.'

@@ -15,6 +15,7 @@ from speechattn.data.text import (
     number_to_words,
     phonemize,
     words_of,
+    written_words,
 )
 
 
@@ -37,6 +38,37 @@ from speechattn.data.text import (
 def test_normalize_text(raw: str, expected: str) -> None:
     assert normalize_text(raw) == expected
     assert normalize_text(expected) == expected  # idempotent
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # "St." before a name is Saint; after a word, before punctuation or the end, Street,
+        # and a sentence-final period is kept (it was read as "Main Saint", the period lost)
+        ("We met at 7 on Main St.", "We met at seven on Main Street."),
+        ("I live on Elm St., near St. Louis.", "I live on Elm Street, near Saint Louis."),
+        ("Go to Main St. and turn left.", "Go to Main Street and turn left."),
+        ("WE MET ON MAIN ST.", "we met on main street."),  # all capitals: not "MAIN Saint"
+        # "Dr." after a capitalised word (not the first) is Drive; a title otherwise
+        ("Dr. Smith lives on Elm Dr. now.", "Doctor Smith lives on Elm Drive now."),
+        ("The Dr. said so.", "The Doctor said so."),
+        # "No." is "number" before a digit only ("I said no." was "I said number")
+        ("I said no.", "I said no."),
+        ("Ask for No. 5, not no. 6.", "Ask for Number five, not number six."),
+        # a word said after a name keeps the period that ends its sentence
+        ("Bob Smith Jr. Then he left.", "Bob Smith Junior. Then he left."),
+        ("Bob Smith Jr. came.", "Bob Smith Junior came."),
+        ("apples, pears, etc.", "apples, pears, et cetera."),
+        ("12 Elm Ave.", "twelve Elm Avenue."),
+    ],
+)
+def test_normalize_abbreviations_read_in_context(raw: str, expected: str) -> None:
+    assert normalize_text(raw) == expected
+    assert normalize_text(expected) == expected  # idempotent
+    # the written words carry the same reading (each token was read alone: "St." -> Street)
+    spoken = [w for _, ws in written_words(raw) for w in ws]
+    assert spoken == words_of(expected)
+    assert [w for w, _ in written_words(raw)] == [t.strip(",.") for t in raw.split()]
 
 
 def test_normalize_drops_non_latin_with_warning() -> None:

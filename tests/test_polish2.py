@@ -122,7 +122,7 @@ def test_speaker_corpus_nothing_usable(tmp_path: Path) -> None:
     (k / "wav.scp").write_text("u1 sox a.wav -t wav - |\n")
     (k / "utt2spk").write_text("u1 s1\n")
     with pytest.warns(UserWarning) as record:
-        with pytest.raises(ValueError, match=r"no usable utterances found \(1 malformed lines"):
+        with pytest.raises(ValueError, match=r"no usable utterances found \(1 malformed line;"):
             load_speaker_corpus(k)
     assert len(_skips(record)) == 1 and "piped" in _skips(record)[0]
 
@@ -141,7 +141,7 @@ def test_trial_list_skips_bad_lines(tmp_path: Path) -> None:
     # what is left must still hold both kinds
     t.write_text("1 a.wav b.wav\n0 a.wav\n")
     with pytest.warns(UserWarning) as record:
-        with pytest.raises(ValueError, match=r"non-target.*1 malformed lines"):
+        with pytest.raises(ValueError, match=r"non-target.*1 malformed line\b"):
             read_trials(t, tmp_path)
     assert len(_skips(record)) == 1 and "t.txt:2:" in _skips(record)[0]
 

@@ -29,6 +29,25 @@ def engine_names() -> tuple[str, ...]:
 _engine_list = comma_choices(engine_names)
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def synth_rate(utterances: int, seconds: float) -> str:
+    """How fast ``utterances`` were made in ``seconds``, with two significant figures or more:
+    ``"12 utt/s"``, ``"2.5 utt/s"``, or seconds per utterance below one a second (``"3.2 s/utt"``,
+    Kokoro on a CPU) rather than a rate rounded to ``0 utt/s``."""
+    if utterances <= 0 or seconds <= 0:
+        return "no rate"
+    rate = utterances / seconds
+    if rate >= 10:
+        return f"{rate:.0f} utt/s"
+    if rate >= 1:
+        return f"{rate:.1f} utt/s"
+    per = seconds / utterances
+    return f"{per:.1f} s/utt" if per < 100 else f"{per:.0f} s/utt"
+
+
 def _synth(args: argparse.Namespace) -> int:
     from speechattn.data.engines import EngineUnavailable
     from speechattn.data.synth import synth_corpus
@@ -55,8 +74,9 @@ def _synth(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     dt = time.perf_counter() - t0
     print(
-        f"wrote {args.utterances} utterances ({args.voices} voices) to {manifest} in {dt:.1f} s "
-        f"({args.utterances / dt:.0f} utt/s)"
+        f"wrote {_n(args.utterances, 'utterance')} ({_n(args.voices, 'voice')}) to {manifest} "
+        f"in {dt:.1f} s "
+        f"({synth_rate(args.utterances, dt)})"
     )
     return 0
 
@@ -148,7 +168,10 @@ def _stats(args: argparse.Namespace) -> int:
             kept.append(u)
         utts = kept
     if not utts:
-        raise CliError(f"{args.path}: no usable utterance ({len(problems)} entries skipped)")
+        n = len(problems)
+        raise CliError(
+            f"{args.path}: no usable utterance ({n} entr{'y' if n == 1 else 'ies'} skipped)"
+        )
     durs = audio_durations(utts)
     speakers = {u.speaker for u in utts}
     aligned = sum(1 for u in utts if u.phones)

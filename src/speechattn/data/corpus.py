@@ -62,7 +62,7 @@ import os
 import re
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -111,12 +111,22 @@ def warn_skipped_lines(
     for b in bad:
         warnings.warn(f"skipped {b}", stacklevel=3)
     if bad:
-        warnings.warn(f"{source}: skipped {len(bad)} malformed lines (named above)", stacklevel=3)
+        warnings.warn(
+            f"{source}: skipped {_count(bad, 'malformed line')} (named above)", stacklevel=3
+        )
 
 
 def skipped_lines_note(bad: list[str]) -> str:
     """The tail of a "nothing usable" error: how many lines were skipped and the first one."""
-    return f" ({len(bad)} malformed lines; the first: {bad[0]})" if bad else ""
+    return f" ({_count(bad, 'malformed line')}; the first: {bad[0]})" if bad else ""
+
+
+def _count(items: Sized, noun: str) -> str:
+    """``"1 bad entry"``, ``"2 bad entries"``: the count of ``items`` with ``noun`` agreeing."""
+    n = len(items)
+    if n == 1:
+        return f"1 {noun}"
+    return f"{n} {noun[:-1]}ies" if noun.endswith("y") else f"{n} {noun}s"
 
 
 class CorpusError(ValueError):
@@ -250,7 +260,7 @@ class _Problems:
         for item in self.items:
             warnings.warn(f"skipped {item}", stacklevel=4)
         warnings.warn(
-            f"load_corpus({str(source)!r}) skipped {len(self.items)} bad entries (named above)",
+            f"load_corpus({str(source)!r}) skipped {_count(self.items, 'bad entry')} (named above)",
             stacklevel=4,
         )
 
@@ -621,14 +631,19 @@ def kaldi_table(path: Path, report: Callable[[str, str], None]) -> dict[str, tup
 
 
 def kaldi_audio_paths(
-    root: Path, report: Callable[[str, str], None], *, segments: bool = False
+    root: Path,
+    report: Callable[[str, str], None],
+    *,
+    segments: bool = False,
+    piped: set[str] | None = None,
 ) -> dict[str, tuple[int, Path]]:
     """The audio files of a Kaldi data dir: ``utt -> (line of wav.scp, absolute path)``.
 
     Paths are relative to the data dir when a file is there, else to the working directory. A
     piped command (``... |``) is passed to ``report(where, message)`` and left out (only file
-    paths are read). ``segments=True``: the caller reads the data dir's ``segments`` file
-    itself (the keys are then recording ids).
+    paths are read); its key is added to ``piped`` when given, so that a caller does not name
+    the same utterance again (as one with a transcript but no audio). ``segments=True``: the
+    caller reads the data dir's ``segments`` file itself (the keys are then recording ids).
 
     Raises:
         CorpusError: the data dir has a ``segments`` file and ``segments`` is False (the
@@ -649,6 +664,8 @@ def kaldi_audio_paths(
                 f"expected a file path for utterance {utt!r}; found a piped command (only "
                 "file paths are supported: write the audio to files first)",
             )
+            if piped is not None:
+                piped.add(utt)
             continue
         p = Path(where)
         if not p.is_absolute():
@@ -663,11 +680,12 @@ def _read_kaldi(root: Path, problems: _Problems, check_audio: bool) -> list[Utte
             root,
             "a Kaldi data dir needs 'text' (<utt> <transcript> lines) beside wav.scp for alignment",
         )
-    audio = kaldi_audio_paths(root, problems.add, segments=True)
+    piped: set[str] = set()  # named once, by kaldi_audio_paths: not again below
+    audio = kaldi_audio_paths(root, problems.add, segments=True, piped=piped)
     texts = kaldi_table(root / "text", problems.add)
     u2s = kaldi_table(root / "utt2spk", problems.add) if (root / "utt2spk").is_file() else {}
     if (root / "segments").is_file():
-        return _read_kaldi_segments(root, audio, texts, u2s, problems)
+        return _read_kaldi_segments(root, audio, texts, u2s, problems, piped)
     out: list[Utterance] = []
     for utt, (lineno, path) in audio.items():
         where = f"{root / 'wav.scp'}:{lineno}"
@@ -679,7 +697,7 @@ def _read_kaldi(root: Path, problems: _Problems, check_audio: bool) -> list[Utte
         speaker = u2s[utt][1] if utt in u2s else utt  # Kaldi's own default: one per utterance
         out.append(Utterance(utt, path, " ".join(texts[utt][1].split()), speaker, None, None))
     for utt, (lineno, _) in sorted(texts.items()):
-        if utt not in audio:
+        if utt not in audio and utt not in piped:
             problems.add(f"{root / 'text'}:{lineno}", f"no audio for {utt!r} in wav.scp")
     return out
 
@@ -690,9 +708,11 @@ def _read_kaldi_segments(
     texts: dict[str, tuple[int, str]],
     u2s: dict[str, tuple[int, str]],
     problems: _Problems,
+    piped: set[str],
 ) -> list[Utterance]:
     """The segments of a Kaldi data dir as utterances cut from the recordings of ``wav.scp``
-    (``audio``: recording id -> its line and path); one problem per unusable line."""
+    (``audio``: recording id -> its line and path); one problem per unusable line (a segment of
+    a ``piped`` recording is left out silently: its ``wav.scp`` line was named)."""
     seg_file = root / "segments"
     seconds: dict[str, float | None] = {}
     out: list[Utterance] = []
@@ -720,6 +740,8 @@ def _read_kaldi_segments(
         if not (start >= 0 and np.isfinite(start)) or not (end > start or end == -1):
             problems.add(where, f"expected 0 <= start < end (or end -1); found {start:g} {end:g}")
             continue
+        if rec in piped:
+            continue  # the recording is a piped command (named once, above)
         if rec not in audio:
             problems.add(where, f"unknown recording {rec!r} (not in {root / 'wav.scp'})")
             continue
@@ -927,5 +949,5 @@ def _load_corpus(
         unique.append(u)
     problems.report(p)
     if not unique:
-        raise CorpusError(p, f"no usable utterances found ({len(problems.items)} bad entries)")
+        raise CorpusError(p, f"no usable utterances found ({_count(problems.items, 'bad entry')})")
     return sorted(unique, key=lambda u: u.id)

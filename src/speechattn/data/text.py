@@ -102,7 +102,10 @@ _CURRENCY = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "pound
 _ABBREV = {
     "mr": "mister", "mrs": "missus", "ms": "miz", "dr": "doctor", "st": "saint", "prof": "professor",
     "jr": "junior", "sr": "senior", "vs": "versus", "etc": "et cetera", "no": "number",
+    "ave": "avenue",
 }  # fmt: skip
+# Said after a word, so their period can also end the sentence ("on Main St." -> "Street.")
+_ABBREV_AFTER = {"street", "drive", "avenue", "junior", "senior", "et cetera"}
 
 _RE_CURRENCY = re.compile(r"([$£€])\s?(\d[\d,]*)(?:\.(\d{1,2}))?\b")
 _RE_PERCENT = re.compile(r"(\d[\d,]*(?:\.\d+)?)\s?%")
@@ -110,7 +113,9 @@ _RE_ORDINAL = re.compile(r"\b(\d[\d,]*)(st|nd|rd|th)\b", re.IGNORECASE)
 _RE_TIME = re.compile(r"\b(\d{1,2}):(\d{2})\b")
 _RE_DECIMAL = re.compile(r"\b(\d[\d,]*)\.(\d+)\b")
 _RE_INT = re.compile(r"\b\d[\d,]*\b")
-_RE_ABBREV = re.compile(r"\b(" + "|".join(_ABBREV) + r")\.(?=\s|$)", re.IGNORECASE)
+_RE_ABBREV = re.compile(
+    r"\b(" + "|".join(_ABBREV) + r")\.(?=[\s,;:?!\"')\]\u201d\u2019]|$)", re.IGNORECASE
+)
 _ASCII_PUNCT = {
     "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": " - ", "\u2014": " - ",
     "\u2026": "...", "\u00a0": " ",
@@ -160,8 +165,27 @@ def _dec(m: re.Match[str]) -> str:
 
 
 def _abbrev(m: re.Match[str]) -> str:
-    word = _ABBREV[m.group(1).lower()]
-    return word.capitalize() if m.group(1)[0].isupper() else word
+    """An abbreviation's spoken word(s) in its place in ``m.string``.
+
+    ``St.`` / ``Dr.`` before a capitalised word are "Saint" / "Doctor"; otherwise ``St.`` is
+    "Street", and ``Dr.`` after a capitalised word (not the sentence's first) is "Drive". ``No.`` is "number" only before a
+    digit (``No. 5``; else the word "no" and its full stop). The period is kept where it also ends
+    the text, or for a word said after a name (Street, Jr., etc.) before a capitalised word.
+    """
+    key, before, after = m.group(1).lower(), m.string[: m.start()], m.string[m.end() :]
+    next_cap = re.match(r"\s+[\"'(\[\u201c\u2018]*[A-Z]", after) is not None
+    # a capitalised word before, not the sentence's first ("on Elm Dr." but not "The Dr. said")
+    prev_cap = re.search(r"[\w,;:]\s+[A-Z][\w'-]*\s*$", before) is not None
+    if key == "no" and not re.match(r"\s*#?\d", after):
+        return m.group(0)
+    word = _ABBREV[key]
+    if key == "st" and not next_cap:
+        word = "street"
+    elif key == "dr" and prev_cap and not next_cap:
+        word = "drive"
+    word = word.capitalize() if m.group(1)[0].isupper() else word
+    at_end = re.fullmatch(r"[\s\"')\]\u201d\u2019]*", after) is not None
+    return word + "." if at_end or (next_cap and word.lower() in _ABBREV_AFTER) else word
 
 
 def normalize_text(text: str, *, lowercase: bool = False) -> str:
@@ -170,7 +194,9 @@ def normalize_text(text: str, *, lowercase: bool = False) -> str:
     - Unicode NFKC; curly quotes and dashes to ASCII; ``&`` -> "and".
     - Numbers to words: integers (``1,234``), decimals (``3.5`` -> "three point five"),
       ordinals (``21st``), times (``9:05``), money (``$2.50``), percent (``50%``), minus.
-    - Common abbreviations (Mr., Dr., St., ...) expanded.
+    - Common abbreviations (Mr., Dr., St., Ave., ...) expanded, read in context: ``St. Louis``
+      -> "Saint Louis", ``on Main St.`` -> "on Main Street." (the final period kept),
+      ``Elm Dr.`` -> "Elm Drive", ``No. 5`` -> "Number five" but ``no.`` stays "no.".
     - Punctuation: ``, . ? ! ; :`` and word-internal apostrophes kept; hyphens and slashes
       become spaces; quotes, brackets and other symbols removed.
     - Casing: an all-capitals text is lower-cased (otherwise espeak spells each word as an
@@ -185,11 +211,12 @@ def normalize_text(text: str, *, lowercase: bool = False) -> str:
     for a, b in _ASCII_PUNCT.items():
         text = text.replace(a, b)
     text = text.replace("&", " and ")
+    letters = [c for c in text if c.isalpha()]  # before the expansions add lower-case letters
+    capitals = len(text.split()) > 1 and bool(letters) and not any(c.islower() for c in letters)
     text = _RE_ABBREV.sub(_abbrev, text)
     text = re.sub(r"(?<=\s)-(?=\d)|^-(?=\d)", "minus ", text)
     text = _expand_numbers(text)
-    letters = [c for c in text if c.isalpha()]
-    if lowercase or (len(text.split()) > 1 and letters and not any(c.islower() for c in letters)):
+    if lowercase or capitals:
         text = text.lower()
     out: list[str] = []
     dropped: set[str] = set()
@@ -253,11 +280,16 @@ def written_words(text: str) -> list[tuple[str, list[str]]]:
     text = re.sub(r"([$£€])\s(?=\d)", r"\1", re.sub(r"(?<=\d)\s%", "%", text))
     letters = [c for c in text if c.isalpha()]
     capitals = len(text.split()) > 1 and bool(letters) and not any(c.islower() for c in letters)
+    # an abbreviation's reading depends on its neighbours ("St. Louis", "Main St."): read in place
+    abbrevs = [(m.start(), m.end(), _abbrev(m)) for m in _RE_ABBREV.finditer(text)]
     out: list[tuple[str, list[str]]] = []
     with warnings.catch_warnings():  # normalize_text of the whole text warns once already
         warnings.simplefilter("ignore")
-        for token in text.split():
-            spoken = words_of(normalize_text(token, lowercase=capitals))
+        for t in re.finditer(r"\S+", text):
+            token = said = t.group()
+            for a, b, word in reversed([x for x in abbrevs if t.start() <= x[0] < t.end()]):
+                said = said[: a - t.start()] + word + said[b - t.start() :]
+            spoken = words_of(normalize_text(said, lowercase=capitals))
             if spoken:
                 out.append((token.strip(_WORD_EDGE_PUNCT) or token, spoken))
     return out

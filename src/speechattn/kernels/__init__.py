@@ -458,8 +458,10 @@ def implementations() -> dict[str, dict[str, str]]:
     """Every op with its implementations and whether this installation can use each.
 
     Returns:
-        ``{op: {impl: "yes (<devices>; <summary>)" | "no (<reason>)"}}``; ``"torch"`` (the
-        pure-torch specification) is always available.
+        ``{op: {impl: "yes (<devices>; <summary>)" | "installed; not usable here (no <device>
+        device; <devices>; <summary>)" | "no (<reason>)"}}``; ``"torch"`` (the pure-torch
+        specification) is always available. "yes" only where a device it serves is present
+        (triton on a machine without CUDA is installed, not usable).
     """
     out: dict[str, dict[str, str]] = {}
     for op in _op_names():
@@ -467,9 +469,28 @@ def implementations() -> dict[str, dict[str, str]]:
         for name, spec in _specs(op).items():
             reason = _why_not(spec)
             where = "/".join(spec.devices) if spec.devices != _ANY_DEVICE else "any device"
-            row[name] = f"yes ({where}; {spec.summary})" if reason is None else f"no ({reason})"
+            if reason is not None:
+                row[name] = f"no ({reason})"
+            elif spec.devices == _ANY_DEVICE or any(map(_device_present, spec.devices)):
+                row[name] = f"yes ({where}; {spec.summary})"
+            else:
+                missing = " or ".join(d.upper() for d in spec.devices)
+                row[name] = (
+                    f"installed; not usable here (no {missing} device; {where}; {spec.summary})"
+                )
         out[op] = row
     return out
+
+
+def _device_present(device_type: str) -> bool:
+    """Whether this machine has a device of ``device_type`` (``"cpu"`` always)."""
+    if device_type == "cpu":
+        return True
+    if device_type == "mps":
+        return bool(torch.backends.mps.is_available())
+    module = getattr(torch, device_type, None)
+    is_available = getattr(module, "is_available", None)
+    return bool(is_available()) if callable(is_available) else False
 
 
 # Modules with numba kernels; each exposes warmup() that compiles (or loads) all of them.

@@ -100,6 +100,18 @@ def _run(args: argparse.Namespace, data: str | None) -> int:
     from speechattn.recipes.speaker.train import ResumeMismatch, run_speaker
 
     cfg = config_from_args(args)
+    if data is not None and getattr(args, "utterances_per_speaker", None) is not None:
+        warnings.warn(
+            "--utterances-per-speaker is for synthetic voices; a corpus run uses every "
+            f"utterance of {data}: ignored",
+            stacklevel=2,
+        )
+    if data is not None and getattr(args, "train_speakers", None) is not None:
+        warnings.warn(
+            "--train-speakers is for synthetic voices"
+            + _TRAIN_SPEAKERS_WITH_CORPUS.replace("; with", ": with", 1),
+            stacklevel=2,
+        )
     start_process_group()  # under torchrun: nccl with CUDA, else gloo
     out = Path(args.out)
     ok = False
@@ -212,7 +224,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
         f"log-mel statistics  EER {100 * res['baseline_eer']:6.2f}%  "
         f"minDCF {res['baseline_min_dcf']:.3f}{base}\n"
         f"{res['num_trials']} trials ({res['num_targets']} target), "
-        f"{res['skipped_trials']} left out ({len(malformed)} malformed lines, "
+        f"{res['skipped_trials']} left out ({len(malformed)} malformed "
+        f"line{'' if len(malformed) == 1 else 's'}, "
         f"{res['skipped_trials'] - len(malformed)} for unusable audio)"
     )
     if args.out:
@@ -242,7 +255,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
+def _add_run_options(p: argparse.ArgumentParser, *, corpus: bool = False) -> None:
+    """The training run's options; ``corpus``: the help of ``speaker train`` (a corpus run)."""
     d = SpeakerConfig()  # the defaults the help texts quote (--quick: smaller sizes)
     p.add_argument(
         "--out",
@@ -265,25 +279,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--steps", type=positive_int, default=None, help=f"training steps (default {d.steps})"
     )
     p.add_argument(
-        "--train-speakers",
-        dest="train_speakers",
-        type=positive_int,
-        default=None,
-        help=f"synthetic training voices (default {d.train_speakers})",
-    )
-    p.add_argument(
         "--test-speakers",
         dest="test_speakers",
         type=positive_int,
         default=None,
         help=f"held-out voices or corpus speakers the encoder is scored on (default {d.test_speakers})",
-    )
-    p.add_argument(
-        "--utterances-per-speaker",
-        dest="utterances_per_speaker",
-        type=positive_int,
-        default=None,
-        help=f"utterances synthesised per voice (default {d.utterances_per_speaker})",
     )
     p.add_argument(
         "--channels", type=positive_int, default=None, help=f"trunk width (default {d.channels})"
@@ -319,6 +319,32 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--overwrite", action="store_true", help="discard checkpoints of another run in --out"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    title = "synthetic voices (a corpus run does not synthesise: see each option)"
+    g = p.add_argument_group(title if corpus else "synthetic voices")
+    g.add_argument(
+        "--train-speakers",
+        dest="train_speakers",
+        type=positive_int,
+        default=None,
+        help=f"synthetic training voices (default {d.train_speakers})"
+        + (_TRAIN_SPEAKERS_WITH_CORPUS if corpus else ""),
+    )
+    g.add_argument(
+        "--utterances-per-speaker",
+        dest="utterances_per_speaker",
+        type=positive_int,
+        default=None,
+        help=f"utterances synthesised per voice (default {d.utterances_per_speaker})"
+        + ("; not used with a corpus (every utterance of DATA is used)" if corpus else ""),
+    )
+
+
+# What --train-speakers does in a corpus run (run_speaker's held-out split), for its help and the
+# warning when it is passed with a corpus.
+_TRAIN_SPEAKERS_WITH_CORPUS = (
+    "; with a corpus every speaker but the held-out ones trains, and this only sets (with "
+    "--test-speakers) the corpus size below which at most a third of its speakers is held out"
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -346,7 +372,7 @@ def add_parser(sub: Any) -> None:
     t.add_argument(
         "--trials-root", default=None, help="folder the trial paths are relative to (default: DATA)"
     )
-    _add_run_options(t)
+    _add_run_options(t, corpus=True)
     t.set_defaults(func=_cmd_train, resumable=True)
 
     sc = ssub.add_parser("score", help="EER and minDCF of an encoder on a trial list")
