@@ -170,6 +170,9 @@ def test_left_out_warning_named_once_per_recipe_run() -> None:
     assert len(left_out_messages(wrapped)) == 2
     assert len(left_out_messages(wrapped)) == 2
     assert left_out_messages(lambda: score([good, bad])) != []  # the block ended
+    from speechattn.recipes.align.pipeline import run_align
+
+    assert run_align.__kwdefaults__ == run_align.__wrapped__.__kwdefaults__  # type: ignore[attr-defined]
 
 
 def _synth_utterance(tmp_path: Path) -> Utterance:

@@ -517,6 +517,10 @@ def warn_left_out_once(fn: Callable[_P, _R]) -> Callable[_P, _R]:
         with left_out_warned_once():
             return fn(*args, **kwargs)
 
+    # the wrapped function's keyword defaults stay readable where callers look for them
+    # (`run_align.__kwdefaults__`; `inspect.signature` follows `__wrapped__`); the wrapper has
+    # no keyword-only parameters, so they change nothing at call time
+    wrapper.__kwdefaults__ = fn.__kwdefaults__  # type: ignore[attr-defined]
     return wrapper
 
 
