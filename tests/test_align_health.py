@@ -112,6 +112,9 @@ def test_check_collapse_logs_one_line_and_warns_only_above_the_threshold() -> No
     assert lines[-1].startswith("aligner fs seed 7: longest aligned phone, median over 5 ")
     with pytest.warns(UserWarning, match="train again with another --seed"):
         check_collapse(bad, kind="fs", seed=7, log=lambda s: None)
+    # a short run reads above the line too: the warning says so
+    with pytest.warns(UserWarning, match=r"after few --steps, it is undertrained"):
+        check_collapse(bad, kind="fs", seed=7, log=lambda s: None)
 
 
 # --- restarts of a collapsed aligner (train_with_restarts, restart_seed) ---------------------

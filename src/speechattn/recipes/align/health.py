@@ -24,9 +24,11 @@ import numpy as np
 
 __all__ = [
     "COLLAPSE_LONGEST_PHONE_MS",
+    "COLLAPSE_WHY",
     "DEFAULT_COLLAPSE_RETRIES",
     "NON_PHONE_LABELS",
     "RESTART_SEED_STRIDE",
+    "UNDERTRAINED_NOTE",
     "CollapseAttempt",
     "check_collapse",
     "check_collapse_retries",
@@ -40,6 +42,12 @@ T = TypeVar("T")
 #: Above this median longest aligned phone (ms) an aligner looks collapsed (RESULTS "collapse":
 #: 32 models, healthy 151-185 ms, collapsed >= 435 ms, split-half threshold 304.8 ms).
 COLLAPSE_LONGEST_PHONE_MS = 300.0
+
+#: Why a value above the line matters, for the warnings (training, combining, adapting).
+COLLAPSE_WHY = 'one phone absorbs silence; benchmarks/RESULTS.md "collapse"'
+#: Added for freshly trained aligners: the line was set on 1000-step models, and a model trained
+#: for a few dozen steps reads above it too (20 steps: 557-586 ms, RESULTS "readme4").
+UNDERTRAINED_NOTE = "or, after few --steps, it is undertrained"
 
 #: Interval labels that are not phones (silence, pauses, padding): never counted. The
 #: recipe's ``AlignmentResult.phones`` holds phone tokens only; these are excluded as well in
@@ -110,8 +118,7 @@ def check_collapse(
     if value > threshold_ms:
         warnings.warn(
             f"aligner {kind} seed {seed} looks collapsed ({value:.0f} ms > {threshold_ms:g} ms: "
-            'one phone absorbs silence; benchmarks/RESULTS.md "collapse"); train again with '
-            "another --seed",
+            f"{COLLAPSE_WHY}; {UNDERTRAINED_NOTE}); train again with another --seed",
             UserWarning,
             stacklevel=2,
         )
@@ -250,7 +257,7 @@ def train_with_restarts(
         )
         warnings.warn(
             f"aligner {kind} seed {seed} looks collapsed ({chosen.longest_phone_ms:.0f} ms > "
-            f'{threshold_ms:g} ms: one phone absorbs silence; benchmarks/RESULTS.md "collapse")'
+            f"{threshold_ms:g} ms: {COLLAPSE_WHY}; {UNDERTRAINED_NOTE})"
             f"{tried}; train again with another --seed",
             UserWarning,
             stacklevel=2,

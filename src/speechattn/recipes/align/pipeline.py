@@ -56,6 +56,7 @@ from speechattn.recipes.align.evaluate import (
 )
 from speechattn.recipes.align.health import (
     COLLAPSE_LONGEST_PHONE_MS,
+    COLLAPSE_WHY,
     DEFAULT_COLLAPSE_RETRIES,
     CollapseAttempt,
     check_collapse_retries,
@@ -531,7 +532,7 @@ def _check_members(
         if value > COLLAPSE_LONGEST_PHONE_MS:
             warnings.warn(
                 f"member {i} of the ensemble, from {path}, looks collapsed ({value:.0f} ms > "
-                f'{COLLAPSE_LONGEST_PHONE_MS:g} ms: one phone absorbs silence; benchmarks/RESULTS.md "collapse"); '
+                f"{COLLAPSE_LONGEST_PHONE_MS:g} ms: {COLLAPSE_WHY}); "
                 "combining it is your call: to replace it, train that aligner again with another "
                 "--seed (or --set train_seed) and combine again",
                 UserWarning,
@@ -1875,9 +1876,8 @@ def run_align(
         if value > COLLAPSE_LONGEST_PHONE_MS:
             warnings.warn(
                 f"adapted aligner {model.config.kind} seed {seed} looks collapsed ({value:.0f} ms "
-                f"> {COLLAPSE_LONGEST_PHONE_MS:g} ms: one phone absorbs silence; "
-                'benchmarks/RESULTS.md "collapse"); adapt again with another --seed or fewer '
-                "--steps, or apply the aligner as it is (--no-adapt)",
+                f"> {COLLAPSE_LONGEST_PHONE_MS:g} ms: {COLLAPSE_WHY}); adapt again with "
+                "another --seed or fewer --steps, or apply the aligner as it is (--no-adapt)",
                 UserWarning,
                 stacklevel=2,
             )
