@@ -117,6 +117,22 @@ def pool_settings(engines: list[str], voices: int, utterances: int, seed: int) -
     }
 
 
+def pool_is_current(pool: Path, settings: dict[str, Any]) -> bool:
+    """True when ``pool`` holds a manifest and a ``settings.json`` equal to ``settings``; a pool
+    made with other settings or by other synthesis code is said to be synthesised again."""
+    manifest = pool / "manifest.jsonl"
+    stamp = pool / "settings.json"
+    if manifest.exists() and stamp.exists():
+        if json.loads(stamp.read_text()) == settings:
+            return True
+        print(
+            f"{pool}: made with other settings or by other synthesis code (settings.json "
+            "differs); synthesising it again",
+            flush=True,
+        )
+    return False
+
+
 def audio_digest(paths: list[Path]) -> str:
     """A digest of the files' bytes, in order (the feature cache's key includes it, so features
     kept from audio that has since been synthesised again are never reused)."""
@@ -139,14 +155,8 @@ def build_pool(
     pool = cache / "pool"
     manifest = pool / "manifest.jsonl"
     stamp = pool / "settings.json"
-    if manifest.exists() and stamp.exists():
-        if json.loads(stamp.read_text()) == settings:
-            return manifest
-        print(
-            f"{pool}: made with other settings or by other synthesis code (settings.json "
-            "differs); synthesising it again",
-            flush=True,
-        )
+    if pool_is_current(pool, settings):
+        return manifest
     from speechattn.data.synth import synth_corpus
 
     synth_corpus(

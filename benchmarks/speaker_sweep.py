@@ -33,7 +33,7 @@ from speechattn.recipes.speaker.config import SpeakerConfig
 from speechattn.recipes.speaker.train import train_encoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speaker_loeo import _train_features, pool_settings
+from speaker_loeo import _train_features, pool_is_current, pool_settings
 
 
 def _parse_set(items: list[str], cfg: SpeakerConfig) -> None:
@@ -52,14 +52,8 @@ def build_pool(pool: Path, speakers: int, utterances: int, sample_rate: int) -> 
     settings = {**pool_settings(["espeak"], speakers, utterances, 0), "sample_rate": sample_rate}
     manifest = pool / "manifest.jsonl"
     stamp = pool / "settings.json"
-    if manifest.exists() and stamp.exists():
-        if json.loads(stamp.read_text()) == settings:
-            return manifest
-        print(
-            f"{pool}: made with other settings or by other synthesis code (settings.json "
-            "differs); synthesising it again",
-            flush=True,
-        )
+    if pool_is_current(pool, settings):
+        return manifest
     from speechattn.data.synth import synth_corpus
 
     synth_corpus(
