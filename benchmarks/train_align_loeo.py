@@ -15,7 +15,7 @@ sentences), written to ``--out/<engine>/aligner.pt``. Learning uses (audio, text
 engines' timings score, never train. ``--augment`` / ``--band-mask`` as in ``speechattn demo``.
 About 10 minutes per model on 2 shared CPU cores (1000 steps).
 
-``--lr``, ``--warmup``, ``--batching`` and ``--word-silences`` set those training options of ``DemoConfig``
+``--lr``, ``--warmup``, ``--batching``, ``--word-silences`` and ``--prior-warmup`` set those training options of ``DemoConfig``
 (defaults: the recipe's). ``--train-seed N`` trains another seed on the same corpus (``DemoConfig.train_seed``: the held-out
 split, the channel copies and training). ``--add MANIFEST`` (repeatable) appends another corpus's
 utterances (e.g. ``speechattn data synth --engines kokoro``) to every model's training corpus, as
@@ -69,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         "--batching",
         default=None,
         help="DemoConfig.batching: 'length' (default) or 'balanced' (each engine an equal share)",
+    )
+    ap.add_argument(
+        "--prior-warmup",
+        type=int,
+        default=None,
+        help="DemoConfig.prior_warmup: steps over which the token scores ramp in beside the prior",
     )
     ap.add_argument(
         "--word-silences",
@@ -153,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": args.warmup,
             "batching": args.batching,
             "word_silences": args.word_silences or None,
+            "prior_warmup": args.prior_warmup,
         }
         cfg = dataclasses.replace(cfg, **{k: v for k, v in training.items() if v is not None})
         run = out / held

@@ -1,7 +1,9 @@
-"""Training options against an aligner collapse (issue 19): lr warm-up and engine-balanced batches.
+"""Training options against an aligner collapse (issue 19): lr warm-up, engine-balanced batches,
+a prior warm-up and the pause token in the demo recipe.
 
 The defaults must train exactly as before the options existed; ``batching="balanced"`` must give
-each group an equal share of every batch; bad values raise a ValueError naming what was expected.
+each group an equal share of every batch; ``prior_warmup`` ramps the token scores' weight and
+leaves a model that scores at weight 1; bad values raise a ValueError naming what was expected.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from tests.align_toy import N_MELS, NUM_SYMBOLS, toy_items
 
 import speechattn.recipes.align.train as T
 from speechattn.recipes.align.model import AlignerConfig
-from speechattn.recipes.align.pipeline import DemoConfig, demo_record
+from speechattn.recipes.align.pipeline import DemoConfig, demo_features, demo_record
 from speechattn.recipes.align.train import (
     BATCHINGS,
     CheckpointMismatch,
@@ -143,10 +145,41 @@ def test_resume_refuses_another_batching(tmp_path: Path) -> None:
 
 def test_demo_defaults_keep_the_old_training_and_run_record() -> None:
     d = DemoConfig()
-    assert (
-        (d.warmup, d.batching) == (TrainConfig().warmup, TrainConfig().batching) == (30, "length")
-    )
+    t = TrainConfig()
+    assert (d.warmup, d.batching, d.prior_warmup) == (t.warmup, t.batching, t.prior_warmup)
+    assert (t.warmup, t.batching, t.prior_warmup) == (30, "length", 0)
+    assert demo_features(d).word_silences is False
     rec = demo_record(d)
-    assert "warmup" not in rec and "batching" not in rec  # older run folders still resume
-    rec = demo_record(DemoConfig(warmup=200, batching="balanced"))
-    assert (rec["warmup"], rec["batching"]) == (200, "balanced")
+    new = ("warmup", "batching", "word_silences", "prior_warmup")
+    assert not set(new) & set(rec)  # older run folders still resume
+    other = DemoConfig(warmup=200, batching="balanced", word_silences=True, prior_warmup=50)
+    rec = demo_record(other)
+    assert [rec[k] for k in new] == [200, "balanced", True, 50]
+    assert demo_features(other).word_silences is True
+
+
+def test_prior_warmup_ramps_the_score_weight_then_restores_it() -> None:
+    items = toy_items(12, 0)
+    seen: list[float] = []
+
+    def record(model, step):  # type: ignore[no-untyped-def]
+        seen.append(model.score_scale)
+        return {}
+
+    cfg = TrainConfig(steps=6, batch_size=4, prior_warmup=4)
+    res = train_aligner(CFG, items, cfg, progress=False, on_eval=record, eval_every=1)
+    assert seen == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert res.model.score_scale == 1.0
+    assert "score_scale" not in res.model.state_dict()
+    plain = train_aligner(CFG, items, TrainConfig(steps=6, batch_size=4), progress=False)
+    off = train_aligner(
+        CFG, items, TrainConfig(steps=6, batch_size=4, prior_warmup=0), progress=False
+    )
+    weights = res.model.state_dict()
+    assert any(not torch.equal(v, weights[k]) for k, v in plain.model.state_dict().items())
+    for k, v in plain.model.state_dict().items():
+        assert torch.equal(v, off.model.state_dict()[k]), k
+    with pytest.raises(ValueError, match=r"Expected prior_warmup >= 0 \(an int, steps\); found -1"):
+        train_aligner(CFG, items, TrainConfig(steps=1, prior_warmup=-1), progress=False)
+    with pytest.raises(ValueError, match="Expected prior_warmup >= 0"):
+        DemoConfig(prior_warmup=-5)

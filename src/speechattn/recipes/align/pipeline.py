@@ -220,6 +220,8 @@ class DemoConfig:
     # A pause token <sp> between every two words in training (FeatureConfig.word_silences, saved
     # with the aligner; each takes >= 1 frame there, and decoding makes it optional).
     word_silences: bool = False
+    # Steps over which the token scores ramp in beside the diagonal prior (TrainConfig).
+    prior_warmup: int = 0
 
     def __post_init__(self) -> None:
         check_fields(
@@ -242,6 +244,7 @@ class DemoConfig:
                 "seed",
                 "train_seed",
                 "warmup",
+                "prior_warmup",
             ),
             positive_floats=("lr", "max_seconds_per_aligner"),
             nonnegative_floats=("fs_weight",),
@@ -751,6 +754,7 @@ def demo_record(config: DemoConfig) -> dict:
         "warmup",
         "batching",
         "word_silences",
+        "prior_warmup",
     )
     for f in optional:
         if rec[f] == getattr(DemoConfig, f):
@@ -913,6 +917,7 @@ def run_demo(
             seed=train_seed,
             max_seconds=config.max_seconds_per_aligner,
             batching=config.batching,
+            prior_warmup=config.prior_warmup,
         )
 
         def probe(model: TextMelAligner, step: int) -> dict:

@@ -69,6 +69,10 @@ class TrainConfig:
     # How each step's batch is drawn (see BATCHINGS): "length" (neighbours in length order) or
     # "balanced" (an equal share from each group of items, e.g. each engine of a corpus).
     batching: str = "length"
+    # > 0: over the first ``prior_warmup`` steps the learned token scores enter the emissions
+    # scaled by (step + 1) / prior_warmup (kinds "sma" and "fs"; TextMelAligner.score_scale), so
+    # the early alignments follow the diagonal log-prior rather than the initial weights; 0: off.
+    prior_warmup: int = 0
 
 
 # "length": a random anchor in length order and its neighbours (little padding; a corpus part whose
@@ -182,6 +186,7 @@ _RESUME_MUST_MATCH = (
     "grad_clip",
     "schedule",
     "batching",
+    "prior_warmup",
 )
 
 
@@ -290,11 +295,18 @@ def train_aligner(
             ``"length"``.
 
     Raises:
-        ValueError: an unknown ``schedule`` or ``batching``, or ``groups`` not one per item.
+        ValueError: an unknown ``schedule`` or ``batching``, a negative ``prior_warmup``, or
+            ``groups`` not one per item.
     """
     if train_config.schedule not in ("cosine", "constant"):
         raise ValueError(
             f"Expected schedule 'cosine' or 'constant'; found {train_config.schedule!r}."
+        )
+    if isinstance(train_config.prior_warmup, bool) or not (
+        isinstance(train_config.prior_warmup, int) and train_config.prior_warmup >= 0
+    ):
+        raise ValueError(
+            f"Expected prior_warmup >= 0 (an int, steps); found {train_config.prior_warmup!r}."
         )
     if train_config.batching not in BATCHINGS:
         raise ValueError(f"Expected batching in {BATCHINGS}; found {train_config.batching!r}.")
@@ -437,6 +449,8 @@ def train_aligner(
             state[2] = torch.get_rng_state()
             for gparam in opt.param_groups:
                 gparam["lr"] = _lr(step, train_config)
+            if train_config.prior_warmup:
+                model.score_scale = min(1.0, (step + 1) / train_config.prior_warmup)
             out = ddp_model(tokens, tl, mels, ml)
             loss = out.loss
             if world > 1 and model_config.kind == "mha":
@@ -468,6 +482,7 @@ def train_aligner(
     try:
         _loop()
     except KeyboardInterrupt:
+        model.score_scale = 1.0
         if bar is not None:
             bar.close()
         where = f"stopped at step {state[0]} of {train_config.steps}"
@@ -480,6 +495,7 @@ def train_aligner(
             if last_saved[0] is not None:
                 where += f"; checkpoint at step {last_saved[0]} in {checkpoint}"
         raise KeyboardInterrupt(where) from None
+    model.score_scale = 1.0  # a trained model scores as every other
     _save(state[0])
     if bar is not None:
         bar.close()
