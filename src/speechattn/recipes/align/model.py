@@ -188,7 +188,7 @@ class TextMelAligner(nn.Module):
             )
         self.config = config
         # Weight of the learned token scores beside the diagonal log-prior (kinds "sma" and
-        # "fs"): 1 always but while training_aligner's ``prior_warmup`` ramps it up (then the
+        # "fs"): 1 always but while train_aligner's ``prior_warmup`` ramps it up (then the
         # early alignments follow the prior). A plain attribute: not saved, not a parameter.
         self.score_scale = 1.0
         d = config.dim

@@ -938,7 +938,11 @@ def run_demo(
             desc=f"train {kind}",
             on_eval=probe if config.eval_every else None,
             eval_every=config.eval_every,
-            groups=[speaker_engine(it.speaker) for it in train],
+            groups=(
+                [speaker_engine(it.speaker) for it in train]
+                if config.batching == "balanced"
+                else None
+            ),
         )
         models[kind] = res.model
         histories[kind] = res.history
