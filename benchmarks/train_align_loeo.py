@@ -18,7 +18,9 @@ About 10 minutes per model on 2 shared CPU cores (1000 steps).
 A seed that looks collapsed is NOT trained again unless ``--collapse-retries N`` (the demo's
 default is 1): seed studies measure each seed as trained.
 
-``--train-seed N`` trains another seed on the same corpus (``DemoConfig.train_seed``: the held-out
+``--lr``, ``--warmup``, ``--batching``, ``--word-silences`` and ``--prior-warmup`` set those
+training options of ``DemoConfig`` (defaults: the recipe's). ``--train-seed N`` trains another
+seed on the same corpus (``DemoConfig.train_seed``: the held-out
 split, the channel copies and training). ``--add MANIFEST`` (repeatable) appends another corpus's
 utterances (e.g. ``speechattn data synth --engines kokoro``) to every model's training corpus, as
 one more engine: ids prefixed with that corpus's folder name, wavs linked into the run's corpus.
@@ -70,6 +72,26 @@ def main(argv: list[str] | None = None) -> int:
         help="restarts of a seed that looks collapsed (speechattn demo --collapse-retries; "
         "default 0 here: a seed study measures each seed as trained, as every LOEO figure in "
         "benchmarks/RESULTS.md before the `retrain` section was)",
+    )
+    ap.add_argument("--lr", type=float, default=None, help="DemoConfig.lr (default 2e-3)")
+    ap.add_argument(
+        "--warmup", type=int, default=None, help="DemoConfig.warmup: lr warm-up steps (default 30)"
+    )
+    ap.add_argument(
+        "--batching",
+        default=None,
+        help="DemoConfig.batching: 'length' (default) or 'balanced' (each engine an equal share)",
+    )
+    ap.add_argument(
+        "--prior-warmup",
+        type=int,
+        default=None,
+        help="DemoConfig.prior_warmup: steps over which the token scores ramp in beside the prior",
+    )
+    ap.add_argument(
+        "--word-silences",
+        action="store_true",
+        help="DemoConfig.word_silences: a pause token between every two words in training",
     )
     ap.add_argument("--no-augment", action="store_true", help="no channel-augmented copies")
     ap.add_argument("--no-band-mask", action="store_true", help="the old front end")
@@ -144,6 +166,14 @@ def main(argv: list[str] | None = None) -> int:
             band_mask=not args.no_band_mask,
             train_seed=args.train_seed,
         )
+        training = {
+            "lr": args.lr,
+            "warmup": args.warmup,
+            "batching": args.batching,
+            "word_silences": args.word_silences or None,
+            "prior_warmup": args.prior_warmup,
+        }
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in training.items() if v is not None})
         run = out / held
         if not (run / RUN_RECORD).exists():  # the run's corpus: the cached files minus `held`
             record = {

@@ -253,8 +253,10 @@ def _align(args: argparse.Namespace) -> int:
 
     tfields = {
         f.name: getattr(TrainConfig(), f.name)
+        # batching / prior_warmup: DemoConfig's options against a collapse (issue 19), not
+        # settable here this round
         for f in dataclasses.fields(TrainConfig)
-        if f.name not in ("steps", "seed")
+        if f.name not in ("steps", "seed", "batching", "prior_warmup")
     }
     tfields["max_seconds"] = ADAPT_MAX_SECONDS  # a float (None: no cap, not settable here)
     tfields.update({f.name: getattr(AdaptStop(), f.name) for f in dataclasses.fields(AdaptStop)})

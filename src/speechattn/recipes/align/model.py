@@ -187,6 +187,10 @@ class TextMelAligner(nn.Module):
                 "applies to the plain-MHA aligner (kind='mha')."
             )
         self.config = config
+        # Weight of the learned token scores beside the diagonal log-prior (kinds "sma" and
+        # "fs"): 1 always but while train_aligner's ``prior_warmup`` ramps it up (then the
+        # early alignments follow the prior). A plain attribute: not saved, not a parameter.
+        self.score_scale = 1.0
         d = config.dim
         self.embed = nn.Embedding(config.num_symbols, d)
         self.text_enc = _ConvStack(
@@ -270,6 +274,8 @@ class TextMelAligner(nn.Module):
         if cfg.kind == "mha":
             return self._mha(h, m, mels, text_lengths, mel_lengths, tv, mv, with_loss=with_loss)
         scores = self._token_scores(h, m)
+        if self.score_scale != 1.0:
+            scores = scores * self.score_scale
         if cfg.use_prior:
             scores = scores + beta_binomial_log_prior(
                 text_lengths, mel_lengths, u, t, cfg.prior_scaling

@@ -84,6 +84,7 @@ from speechattn.recipes.align.pauses import (
     min_pause_frames,
 )
 from speechattn.recipes.align.train import (
+    BATCHINGS,
     TrainConfig,
     TrainResult,
     dist_info,
@@ -257,6 +258,17 @@ class DemoConfig:
     # Seed of the held-out split, the channel copies and training (None: ``seed``, which also
     # draws the corpus): another training run on the same corpus.
     train_seed: int | None = None
+    # Training of each aligner (TrainConfig): the lr warm-up in steps, and how batches are drawn
+    # ("length": neighbours in length order; "balanced": an equal share from each engine of the
+    # training corpus, see speechattn.recipes.align.train.BATCHINGS). Issue 19: options to try
+    # against a collapse, the defaults are the recipe's behaviour before they existed.
+    warmup: int = 30
+    batching: str = "length"
+    # A pause token <sp> between every two words in training (FeatureConfig.word_silences, saved
+    # with the aligner; each takes >= 1 frame there, and decoding makes it optional).
+    word_silences: bool = False
+    # Steps over which the token scores ramp in beside the diagonal prior (TrainConfig).
+    prior_warmup: int = 0
 
     def __post_init__(self) -> None:
         check_fields(
@@ -278,10 +290,12 @@ class DemoConfig:
                 "eval_every",
                 "seed",
                 "train_seed",
+                "warmup",
+                "prior_warmup",
             ),
             positive_floats=("lr", "max_seconds_per_aligner"),
             nonnegative_floats=("fs_weight",),
-            choices={"kinds": KINDS, "mha_prior": MHA_PRIORS},
+            choices={"kinds": KINDS, "mha_prior": MHA_PRIORS, "batching": BATCHINGS},
         )
         if self.held_out_utterances >= self.utterances:
             raise ValueError(
@@ -832,6 +846,10 @@ def demo_record(config: DemoConfig) -> dict:
         "mel_kernel_size",
         "fs_weight",
         "train_seed",
+        "warmup",
+        "batching",
+        "word_silences",
+        "prior_warmup",
     )
     for f in optional:
         if rec[f] == getattr(DemoConfig, f):
@@ -846,6 +864,7 @@ def demo_features(config: DemoConfig) -> FeatureConfig:
         band_mask=config.band_mask,
         n_fft=config.n_fft,
         hop_length=config.hop_length,
+        word_silences=config.word_silences,
     )
 
 
@@ -1005,8 +1024,11 @@ def run_demo(
             steps=config.steps,
             batch_size=config.batch_size,
             lr=config.lr,
+            warmup=config.warmup,
             seed=train_seed,
             max_seconds=config.max_seconds_per_aligner,
+            batching=config.batching,
+            prior_warmup=config.prior_warmup,
         )
 
         def probe(model: TextMelAligner, step: int) -> dict:
@@ -1038,6 +1060,11 @@ def run_demo(
                 desc=f"train {kind}" + (f" restart {k}" if k else ""),
                 on_eval=probe if config.eval_every else None,
                 eval_every=config.eval_every,
+                groups=(
+                    [speaker_engine(it.speaker) for it in train]
+                    if config.batching == "balanced"
+                    else None
+                ),
             )
             spent[kind] = spent.get(kind, 0.0) + res.seconds
             # Boundary calibration (uses labels) is fitted on the training utterances' decoding;

@@ -39,6 +39,7 @@ from speechattn.recipes.align.data import AlignItem, collate_items
 from speechattn.recipes.align.model import AlignerConfig, TextMelAligner
 
 __all__ = [
+    "BATCHINGS",
     "CheckpointMismatch",
     "TrainConfig",
     "TrainResult",
@@ -65,6 +66,20 @@ class TrainConfig:
     # "cosine": warm-up, then cosine decay to 0.1 lr at ``steps``; "constant": warm-up, then lr
     # (for runs that stop on their objective rather than at a fixed step).
     schedule: str = "cosine"
+    # How each step's batch is drawn (see BATCHINGS): "length" (neighbours in length order) or
+    # "balanced" (an equal share from each group of items, e.g. each engine of a corpus).
+    batching: str = "length"
+    # > 0: over the first ``prior_warmup`` steps the learned token scores enter the emissions
+    # scaled by (step + 1) / prior_warmup (kinds "sma" and "fs"; TextMelAligner.score_scale), so
+    # the early alignments follow the diagonal log-prior rather than the initial weights; 0: off.
+    prior_warmup: int = 0
+
+
+# "length": a random anchor in length order and its neighbours (little padding; a corpus part whose
+# utterances share a length range fills whole batches). "balanced": the groups (train_aligner's
+# ``groups``, default each item's speaker) in a random order, ``batch_size // G`` items drawn at
+# random from each (one more from the first ``batch_size % G``), so no group fills a batch.
+BATCHINGS = ("length", "balanced")
 
 
 @dataclass
@@ -163,7 +178,16 @@ def _plain(x: Any) -> Any:
 # continue the saved optimiser state under other rules. ``steps`` may grow (training goes on
 # under the schedule of the new length), and ``checkpoint_every`` / ``max_seconds`` only say
 # when to save or stop.
-_RESUME_MUST_MATCH = ("batch_size", "lr", "weight_decay", "warmup", "grad_clip", "schedule")
+_RESUME_MUST_MATCH = (
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "warmup",
+    "grad_clip",
+    "schedule",
+    "batching",
+    "prior_warmup",
+)
 
 
 def checkpoint_differences(
@@ -211,6 +235,25 @@ def _batches_for_step(lengths: Sequence[int], batch_size: int, seed: int, step: 
     return order[start : start + bs]
 
 
+def _balanced_batch(
+    members: Sequence[Sequence[int]], batch_size: int, seed: int, step: int
+) -> list[int]:
+    """An engine-balanced random batch: the groups ``members`` (item indices per group) in a
+    random order, ``batch_size // G`` items drawn without replacement from each, one more from
+    the first ``batch_size % G`` (all of a group's items when it has fewer); drawn from a
+    generator seeded by ``(seed, step)`` as :func:`_batches_for_step`."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    n_groups = len(members)
+    order = torch.randperm(n_groups, generator=g).tolist()
+    out: list[int] = []
+    for rank_in_order, gi in enumerate(order):
+        want = batch_size // n_groups + (1 if rank_in_order < batch_size % n_groups else 0)
+        pool = members[gi]
+        pick = torch.randperm(len(pool), generator=g)[:want].tolist()
+        out.extend(pool[i] for i in pick)
+    return out
+
+
 def _lr(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -233,6 +276,7 @@ def train_aligner(
     on_eval: Callable[[TextMelAligner, int], dict] | None = None,
     eval_every: int = 0,
     should_stop: Callable[[list[dict]], bool] | None = None,
+    groups: Sequence[str] | None = None,
 ) -> TrainResult:
     """Train (or resume) one aligner on ``items``.
 
@@ -246,11 +290,38 @@ def train_aligner(
         on_eval: optional callback ``(model, step) -> dict`` whose result joins the history.
         should_stop: optional rule ``(history) -> bool`` asked before each step (a resumed run
             asks it first thing); True ends training there (e.g. the objective stopped improving).
+        groups: with ``train_config.batching="balanced"``, one group name per item (e.g. its
+            engine) that each batch balances; ``None``: each item's ``speaker``. Unused by
+            ``"length"``.
+
+    Raises:
+        ValueError: an unknown ``schedule`` or ``batching``, a negative ``prior_warmup``, or
+            ``groups`` not one per item.
     """
     if train_config.schedule not in ("cosine", "constant"):
         raise ValueError(
             f"Expected schedule 'cosine' or 'constant'; found {train_config.schedule!r}."
         )
+    if isinstance(train_config.prior_warmup, bool) or not (
+        isinstance(train_config.prior_warmup, int) and train_config.prior_warmup >= 0
+    ):
+        raise ValueError(
+            f"Expected prior_warmup >= 0 (an int, steps); found {train_config.prior_warmup!r}."
+        )
+    if train_config.batching not in BATCHINGS:
+        raise ValueError(f"Expected batching in {BATCHINGS}; found {train_config.batching!r}.")
+    members: list[list[int]] = []
+    if train_config.batching == "balanced":
+        names = [str(it.speaker) for it in items] if groups is None else [str(x) for x in groups]
+        if len(names) != len(items):
+            raise ValueError(
+                f"Expected one group per training item; found {len(names)} groups for "
+                f"{len(items)} items."
+            )
+        by_name: dict[str, list[int]] = {}
+        for i, name in enumerate(names):
+            by_name.setdefault(name, []).append(i)
+        members = [by_name[k] for k in sorted(by_name)]
     rank, world = dist_info()
     torch.manual_seed(train_config.seed)
     model = TextMelAligner(model_config)
@@ -365,14 +436,21 @@ def train_aligner(
             ) or (should_stop is not None and bool(history) and should_stop(history))
             if _any_rank(stop, world):  # every rank stops at the same step (else DDP hangs)
                 break
-            idx = _batches_for_step(
-                lengths, train_config.batch_size * world, train_config.seed, step
-            )
+            if members:
+                idx = _balanced_batch(
+                    members, train_config.batch_size * world, train_config.seed, step
+                )
+            else:
+                idx = _batches_for_step(
+                    lengths, train_config.batch_size * world, train_config.seed, step
+                )
             idx = idx[rank::world] or idx[:1]
             tokens, tl, mels, ml = collate_items([items[i] for i in idx])
             state[2] = torch.get_rng_state()
             for gparam in opt.param_groups:
                 gparam["lr"] = _lr(step, train_config)
+            if train_config.prior_warmup:
+                model.score_scale = min(1.0, (step + 1) / train_config.prior_warmup)
             out = ddp_model(tokens, tl, mels, ml)
             loss = out.loss
             if world > 1 and model_config.kind == "mha":
@@ -404,6 +482,7 @@ def train_aligner(
     try:
         _loop()
     except KeyboardInterrupt:
+        model.score_scale = 1.0
         if bar is not None:
             bar.close()
         where = f"stopped at step {state[0]} of {train_config.steps}"
@@ -416,6 +495,7 @@ def train_aligner(
             if last_saved[0] is not None:
                 where += f"; checkpoint at step {last_saved[0]} in {checkpoint}"
         raise KeyboardInterrupt(where) from None
+    model.score_scale = 1.0  # a trained model scores as every other
     _save(state[0])
     if bar is not None:
         bar.close()
