@@ -73,6 +73,14 @@ def main(argv: list[str] | None = None) -> int:
         "default 0 here: a seed study measures each seed as trained, as every LOEO figure in "
         "benchmarks/RESULTS.md before the `retrain` section was)",
     )
+    ap.add_argument(
+        "--collapse-check-at",
+        type=int,
+        default=None,
+        metavar="STEP",
+        help="the early collapse check at that step (speechattn demo --collapse-check-at; "
+        "default: off)",
+    )
     ap.add_argument("--lr", type=float, default=None, help="DemoConfig.lr (default 2e-3)")
     ap.add_argument(
         "--warmup", type=int, default=None, help="DemoConfig.warmup: lr warm-up steps (default 30)"
@@ -195,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             export=run / "aligner.pt",
             progress=False,
             collapse_retries=args.collapse_retries,
+            collapse_check_at=args.collapse_check_at,
         )
         print(f"{held} held out: {res['summary']}")
     return 0

@@ -493,3 +493,129 @@ def test_corpus_from_trains_on_another_runs_corpus(
     assert not other.exists()
     assert main([*args, "--out", str(other), "--corpus-from", str(tmp_path)]) == 1
     assert "run.json not found" in capfd.readouterr().err
+
+
+def test_demo_collapse_check_stops_the_first_attempt_early_and_restarts_at_once(
+    demo_out: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    recwarn: pytest.WarningsRecorder,
+) -> None:
+    import dataclasses
+
+    import speechattn.recipes.align.health as H
+    import speechattn.recipes.align.pipeline as P
+
+    real_train = P.train_aligner
+    calls: list[tuple[int, str, int]] = []  # (seed, checkpoint, steps trained)
+
+    def recording(mcfg, items, tcfg, **kw):  # type: ignore[no-untyped-def]
+        res = real_train(mcfg, items, tcfg, **kw)
+        calls.append((tcfg.seed, kw["checkpoint"].name, len(res.history)))
+        return res
+
+    # Early check of attempt 0: 600 ms (stop); of restart 1: 200 ms (on); restart 1 at its end.
+    values = iter([600.0, 200.0, 150.0])
+    sizes: list[int] = []
+
+    def fake(results):  # type: ignore[no-untyped-def]
+        sizes.append(len(results))
+        return next(values)
+
+    monkeypatch.setattr(P, "train_aligner", recording)
+    monkeypatch.setattr(H, "longest_phone_median_ms", fake)
+    cfg = dataclasses.replace(
+        P.DemoConfig.quick(), kinds=("sma",), steps=4, dim=16, threads=1, train_seed=3
+    )
+    out = tmp_path / "demo"
+    lines: list[str] = []
+    res = P.run_demo(
+        out,
+        cfg,
+        export=out / "aligner.pt",
+        progress=False,
+        corpus_from=demo_out,
+        collapse_check_at=2,
+        log=lines.append,
+    )
+    # Attempt 0 stopped after its step 2; restart 1 passed its check and trained to step 4.
+    assert calls == [(3, "sma.pt", 2), (1_000_003, "sma-restart1.pt", 4)]
+    assert sizes[:2] == [100, 100]  # the early check decodes 100 of the training utterances
+    assert P.load_checkpoint(out / "checkpoints" / "sma.pt")["step"] == 2
+    assert any(
+        line.startswith("aligner sma seed 3: stopped early at step 2: longest aligned phone")
+        and "600 ms > 450 ms (early check); training it again, restart 1" in line
+        for line in lines
+    )
+    assert any("restart 1 (seed 1000003): step 2: " in line for line in lines)
+    assert not [w for w in recwarn if "looks collapsed" in str(w.message)]
+    summary = json.loads((out / "metrics.json").read_text())["summary"]
+    assert summary[P.COLLAPSE_RESTARTS_FIELD] == (
+        "sma: seed 3 stopped early at step 2 (600 ms), seed 1000003 150 ms (kept)"
+    )
+    assert res["collapse_restarts"]["sma"] == [
+        {"seed": 3, "longest_phone_ms": 600.0, "kept": False, "stopped_early_at_step": 2},
+        {"seed": 1_000_003, "longest_phone_ms": 150.0, "kept": True},
+    ]
+    _, _, _, info = P.load_aligner(out / "aligner.pt")
+    assert info["collapse_restarts"] == res["collapse_restarts"]["sma"]
+    # A step outside the training is refused before any work, as one CLI line.
+    with pytest.raises(ValueError, match=r"collapse_check_at to be a step from 1 to 3"):
+        P.run_demo(tmp_path / "bad", cfg, progress=False, collapse_check_at=4)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_align_from_scratch_every_attempt_stopped_early_finishes_the_last(
+    demo_out: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import speechattn.recipes.align.health as H
+    import speechattn.recipes.align.pipeline as P
+
+    real_train = P.train_aligner
+    calls: list[tuple[int, str, int, int]] = []  # (seed, checkpoint, resumed from, last step)
+
+    def recording(mcfg, items, tcfg, **kw):  # type: ignore[no-untyped-def]
+        res = real_train(mcfg, items, tcfg, **kw)
+        calls.append((tcfg.seed, kw["checkpoint"].name, res.resumed_from, res.history[-1]["step"]))
+        return res
+
+    values = iter([600.0, 700.0, 150.0])  # both early checks above 450 ms; the finished one
+    monkeypatch.setattr(P, "train_aligner", recording)
+    monkeypatch.setattr(H, "longest_phone_median_ms", lambda results: next(values))
+    small = _small_manifest(demo_out, tmp_path, 6)
+    out = tmp_path / "early"
+    lines: list[str] = []
+    kw = dict(from_scratch=True, steps=4, threads=1, progress=False, formats=("json",))
+    with pytest.warns(UserWarning, match=r"every attempt \(2\) stopped early") as got:
+        res = P.run_align(small, out, seed=5, log=lines.append, collapse_check_at=2, **kw)
+    assert not [w for w in got if "looks collapsed" in str(w.message)]
+    # Restart 1 is resumed from its step-2 checkpoint to the end, without the check.
+    assert calls == [
+        (5, "aligner.pt", 0, 2),
+        (1_000_005, "aligner-restart1.pt", 0, 2),
+        (1_000_005, "aligner-restart1.pt", 2, 4),
+    ]
+    assert res["summary"][P.COLLAPSE_RESTARTS_FIELD] == (
+        "seed 5 stopped early at step 2 (600 ms), seed 1000005 150 ms (kept)"
+    )
+    _, _, _, info = P.load_aligner(out / "aligner.pt")
+    assert info["collapse_restarts"] == [
+        {"seed": 5, "longest_phone_ms": 600.0, "kept": False, "stopped_early_at_step": 2},
+        {"seed": 1_000_005, "longest_phone_ms": 150.0, "kept": True},
+    ]
+    assert any("trained to the end after its early stop" in line for line in lines)
+    # The option needs a new aligner: one usage line, status 2; a step past --steps: one line.
+    capsys.readouterr()
+    args = ["align", str(small), "--out", str(tmp_path / "x"), "--collapse-check-at", "2"]
+    assert main(args) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("speechattn align: error: --collapse-check-at has no effect without")
+    assert main([*args, "--from-scratch", "--steps", "2", "--no-progress"]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        "speechattn align: error: Expected collapse_check_at to be a step from 1 to 1 (before "
+        "the last of --steps 2); found 2."
+    )

@@ -9,11 +9,17 @@ import pytest
 
 from speechattn.recipes.align.health import (
     COLLAPSE_LONGEST_PHONE_MS,
+    EARLY_COLLAPSE_LONGEST_PHONE_MS,
     RESTART_SEED_STRIDE,
+    StoppedEarly,
     check_collapse,
+    check_collapse_check_at,
     check_collapse_retries,
+    early_check_hooks,
+    early_check_sample,
     longest_phone_median_ms,
     restart_seed,
+    stopped_early,
     train_with_restarts,
 )
 
@@ -235,3 +241,174 @@ def test_bad_retries_raise_clear_errors() -> None:
     with pytest.raises(TypeError, match="found str"):
         check_collapse_retries("1")  # type: ignore[arg-type]
     assert seeds == []  # refused before any training
+
+
+# --- the early collapse check (collapse_check_at) --------------------------------------------
+
+STRETCHED = [[0.5, 0.1], [0.05, 0.9], [0.6, 0.2, 0.1]]  # median longest phone 600 ms
+
+
+def _early(step: int, utts: list[list[float]]) -> StoppedEarly:
+    return StoppedEarly(step, _ms(utts), utterances=len(utts), threshold_ms=450.0)
+
+
+def test_the_early_threshold_lies_between_collapsefix_healthy_and_bad_step_300_values() -> None:
+    # RESULTS "collapsefix": at step 300 healthy <= 273 ms, collapsed or flagged >= 610 ms.
+    assert 273.0 < EARLY_COLLAPSE_LONGEST_PHONE_MS < 610.0
+    assert EARLY_COLLAPSE_LONGEST_PHONE_MS > COLLAPSE_LONGEST_PHONE_MS
+
+
+def test_an_early_stop_counts_as_an_attempt_and_the_restart_starts_at_once() -> None:
+    seeds: list[tuple[int, int]] = []
+
+    def attempt(k: int, seed: int) -> tuple[str, list[_Res]]:
+        seeds.append((k, seed))
+        if k == 0:
+            raise _early(300, STRETCHED)
+        return f"model {k}", [_utt(d) for d in HEALTHY]
+
+    finished: list[int] = []
+    lines: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the kept restart is healthy: no warning
+        kept, tries, best = train_with_restarts(
+            attempt,
+            kind="sma",
+            seed=4,
+            retries=2,
+            log=lines.append,
+            finish=lambda k, s: (finished.append(k), ("unused", None))[1],
+        )
+    assert seeds == [(0, 4), (1, 4 + RESTART_SEED_STRIDE)]
+    assert finished == []  # a restart finished: the early-stopped attempt is not trained on
+    assert (kept, best) == ("model 1", 1)
+    assert [(t.attempt, t.stopped_at) for t in tries] == [(0, 300), (1, None)]
+    assert tries[0].longest_phone_ms == pytest.approx(_ms(STRETCHED), abs=1e-9)
+    assert lines[0] == (
+        "aligner sma seed 4: stopped early at step 300: longest aligned phone, median over 3 "
+        "training utterances: 600 ms > 450 ms (early check); training it again, restart 1 of "
+        "up to 2 with seed 1000004 (same data)"
+    )
+    assert lines[-1] == "aligner sma seed 4: kept restart 1 (seed 1000004), 155 ms, of 2 attempts"
+    # An early-stopped attempt is never kept, even when its value is the lowest.
+    low = [[0.46, 0.1]]  # 460 ms at the early check, below the finished restart's 600 ms
+
+    def attempt2(k: int, seed: int) -> tuple[str, list[_Res]]:
+        if k == 0:
+            raise _early(100, low)
+        return f"model {k}", [_utt(d) for d in COLLAPSED]
+
+    with pytest.warns(UserWarning, match=r"looks collapsed \(600 ms > 300 ms"):
+        kept, tries, best = train_with_restarts(attempt2, kind="fs", seed=0, retries=1, log=print)
+    assert (kept, best) == ("model 1", 1) and tries[0].stopped_at == 100
+
+
+def test_every_attempt_stopped_early_trains_the_last_to_the_end_and_warns() -> None:
+    calls: list[tuple[str, int, int]] = []
+
+    def attempt(k: int, seed: int) -> tuple[str, list[_Res]]:
+        calls.append(("attempt", k, seed))
+        raise _early(300, STRETCHED if k == 0 else COLLAPSED)
+
+    def finish(k: int, seed: int) -> tuple[str, list[_Res]]:
+        calls.append(("finish", k, seed))
+        return f"model {k} finished", [_utt(d) for d in HEALTHY]
+
+    lines: list[str] = []
+    with pytest.warns(UserWarning) as got:
+        kept, tries, best = train_with_restarts(
+            attempt, kind="sma", seed=1, retries=1, log=lines.append, finish=finish
+        )
+    restart = 1 + RESTART_SEED_STRIDE
+    assert calls == [("attempt", 0, 1), ("attempt", 1, restart), ("finish", 1, restart)]
+    assert (kept, best) == ("model 1 finished", 1)
+    assert [(t.attempt, t.stopped_at) for t in tries] == [(0, 300), (1, None)]
+    assert tries[1].longest_phone_ms == pytest.approx(_ms(HEALTHY), abs=1e-9)
+    (w,) = got  # the finished attempt is healthy: only the early-stop warning
+    assert str(w.message).startswith(
+        "aligner sma seed 1: every attempt (2) stopped early at the collapse check (above 450 ms); "
+        "training restart 1 (seed 1000001) on to the end without the check"
+    )
+    assert lines[1].endswith("600 ms > 450 ms (early check)")  # no restart left: no "again"
+    assert lines[2].startswith("aligner sma seed 1 restart 1 (seed 1000001): trained to the end")
+    # Without a way to finish, a clear error; one retry of 0 stops and finishes attempt 0.
+    with pytest.raises(ValueError, match=r"every attempt stopped early.*found finish=None"):
+        train_with_restarts(attempt, kind="sma", seed=1, retries=1, log=print)
+    calls.clear()
+    with pytest.warns(UserWarning, match="every attempt \\(1\\) stopped early"):
+        kept, tries, best = train_with_restarts(
+            attempt, kind="sma", seed=1, retries=0, log=print, finish=finish
+        )
+    assert calls == [("attempt", 0, 1), ("finish", 0, 1)] and kept == "model 0 finished"
+
+
+def test_early_check_hooks_stop_above_the_line_and_go_on_below_it() -> None:
+    decoded: list[int] = []
+    outcomes = {"healthy": HEALTHY, "stretched": STRETCHED}
+    for name, utts in outcomes.items():
+        lines: list[str] = []
+        evals: list[int] = []
+
+        def decode(model: str, utts: list[list[float]] = utts) -> list[_Res]:
+            decoded.append(1)
+            return [_utt(d) for d in utts]
+
+        hook, every, should_stop = early_check_hooks(
+            decode,
+            check_at=300,
+            who="aligner sma seed 0",
+            on_eval=lambda m, step, evals=evals: (evals.append(step), {"dev": 1.0})[1],
+            eval_every=100,
+            log=lines.append,
+        )
+        assert every == 100  # gcd(100, 300)
+        history: list[dict] = []
+        for step in range(100, 1001, every):
+            rec = {"step": step, "loss": 1.0, **hook("model", step)}
+            history.append(rec)
+            if should_stop(history):
+                break
+        stop = stopped_early(history)
+        if name == "healthy":
+            assert stop is None and history[-1]["step"] == 1000
+            assert lines == [
+                "aligner sma seed 0: step 300: longest aligned phone, median over 4 training "
+                "utterances: 155 ms, not above 450 ms (early check): training on"
+            ]
+            assert evals == list(range(100, 1001, 100))
+        else:
+            assert lines == [] and history[-1]["step"] == 300 and evals == [100, 200, 300]
+            assert stop is not None
+            assert (stop.step, stop.utterances, stop.threshold_ms) == (300, 3, 450.0)
+            assert stop.longest_phone_ms == pytest.approx(_ms(STRETCHED), abs=1e-9)
+            # A run resumed from that step's checkpoint (its history) stops again at once.
+            assert should_stop(list(history))
+        assert history[2]["dev"] == 1.0  # the caller's own record at step 300 is kept
+    assert len(decoded) == 2  # one decoding per training, at the check step only
+    # Without the caller's hook the check runs alone, every check_at steps.
+    hook, every, _ = early_check_hooks(lambda m: [], check_at=7, who="x", eval_every=0)
+    assert every == 7 and hook("model", 3) == {}
+
+
+def test_early_check_sample_spreads_over_the_items() -> None:
+    items = list(range(250))
+    sample = early_check_sample(items)
+    assert len(sample) == 100 and len(set(sample)) == 100
+    assert sample[:4] == [0, 2, 5, 7] and sample[-1] == 247  # floor(i * 250 / 100)
+    assert [s // 50 for s in sample].count(0) == 20  # each fifth of the items gives a fifth
+    assert early_check_sample(items[:30]) == items[:30]
+    assert early_check_sample(items, n=3) == [0, 83, 166]
+    with pytest.raises(ValueError, match="Expected n to be a positive integer; found 0"):
+        early_check_sample(items, n=0)
+
+
+def test_collapse_check_at_is_a_step_inside_the_training() -> None:
+    assert check_collapse_check_at(None, steps=10) is None
+    assert check_collapse_check_at(1, steps=10) == 1
+    assert check_collapse_check_at(9, steps=10) == 9
+    for bad in (0, 10, 11, -3):
+        with pytest.raises(ValueError, match=rf"from 1 to 9 .*--steps 10\); found {bad}\."):
+            check_collapse_check_at(bad, steps=10)
+    for bad_type in (True, 3.0, "300"):
+        with pytest.raises(TypeError, match="Expected collapse_check_at to be an integer step"):
+            check_collapse_check_at(bad_type, steps=1000)  # type: ignore[arg-type]

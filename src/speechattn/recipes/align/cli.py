@@ -161,6 +161,7 @@ def _demo(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         corpus_from=Path(args.corpus_from) if args.corpus_from else None,
         collapse_retries=args.collapse_retries,
+        collapse_check_at=args.collapse_check_at,
     )
     print()
     print(metrics_table_text(res["table"]))
@@ -243,6 +244,12 @@ def _align(args: argparse.Namespace) -> int:
             "--refine-fraction has no effect without --refine-boundaries MS (refinement is off)",
             status=2,
         )
+    if args.collapse_check_at is not None and not args.from_scratch:
+        raise CliError(
+            "--collapse-check-at has no effect without --from-scratch (it stops a new "
+            "aligner's training early; a loaded aligner is never trained again)",
+            status=2,
+        )
     if args.collapse_retries is not None and not args.from_scratch:
         raise CliError(
             "--collapse-retries has no effect without --from-scratch (it retrains a new "
@@ -294,6 +301,7 @@ def _align(args: argparse.Namespace) -> int:
             **(
                 {} if args.collapse_retries is None else {"collapse_retries": args.collapse_retries}
             ),
+            collapse_check_at=args.collapse_check_at,
         )
         ok = True
     finally:
@@ -436,6 +444,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "value; 0 warns only; the MHA baseline is trained once (no collapse threshold was "
         "checked on it) (default: %(default)s)",
     )
+    p.add_argument(
+        "--collapse-check-at",
+        type=positive_int,
+        default=None,
+        metavar="STEP",
+        help='at step STEP of each SMA or forward-sum training attempt, decode up to 100 training utterances and, when their median longest aligned phone is above 450 ms, stop that attempt and start the next restart at once (it counts as one of --collapse-retries; when every attempt stopped early, the last is trained to the end with a warning); off by default (the 450 ms line is from 10 runs of one held-out engine, benchmarks/RESULTS.md "collapsefix"; e.g. 300)',
+    )
     _common(p)
     p.set_defaults(func=_demo)
 
@@ -550,6 +565,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "seed (--seed + 1000000 * K for restart K: initialisation and batch order only) and keep "
         "the attempt with the lowest value; 0 warns only, as does --kind mha (no collapse "
         "threshold was checked on it) and a run under torchrun (default: 1)",
+    )
+    a.add_argument(
+        "--collapse-check-at",
+        type=positive_int,
+        default=None,
+        metavar="STEP",
+        help="with --from-scratch: "
+        + 'at step STEP of each training attempt, decode up to 100 training utterances and, when their median longest aligned phone is above 450 ms, stop that attempt and start the next restart at once (it counts as one of --collapse-retries; when every attempt stopped early, the last is trained to the end with a warning); off by default (the 450 ms line is from 10 runs of one held-out engine, benchmarks/RESULTS.md "collapsefix"; e.g. 300)',
     )
     a.add_argument(
         "--prior",

@@ -59,8 +59,13 @@ from speechattn.recipes.align.health import (
     COLLAPSE_WHY,
     DEFAULT_COLLAPSE_RETRIES,
     CollapseAttempt,
+    StoppedEarly,
+    check_collapse_check_at,
     check_collapse_retries,
+    early_check_hooks,
+    early_check_sample,
     longest_phone_median_ms,
+    stopped_early,
     train_with_restarts,
 )
 from speechattn.recipes.align.model import (
@@ -148,7 +153,13 @@ class _DemoAttempt(NamedTuple):
 def _attempts_text(tries: Sequence[CollapseAttempt], kept: int) -> str:
     """The summary text of an aligner's attempts: seed and sign of each, the kept one marked."""
     return ", ".join(
-        f"seed {t.seed} {t.longest_phone_ms:.0f} ms" + (" (kept)" if t.attempt == kept else "")
+        f"seed {t.seed} "
+        + (
+            f"stopped early at step {t.stopped_at} ({t.longest_phone_ms:.0f} ms)"
+            if t.stopped_at is not None
+            else f"{t.longest_phone_ms:.0f} ms"
+        )
+        + (" (kept)" if t.attempt == kept else "")
         for t in tries
     )
 
@@ -157,6 +168,7 @@ def _attempts_record(tries: Sequence[CollapseAttempt], kept: int) -> list[dict[s
     """The aligner file's record of the attempts (``collapse_restarts``; older files lack it)."""
     return [
         {"seed": t.seed, "longest_phone_ms": t.longest_phone_ms, "kept": t.attempt == kept}
+        | ({} if t.stopped_at is None else {"stopped_early_at_step": t.stopped_at})
         for t in tries
     ]
 
@@ -878,6 +890,7 @@ def run_demo(
     overwrite: bool = False,
     corpus_from: Path | None = None,
     collapse_retries: int = DEFAULT_COLLAPSE_RETRIES,
+    collapse_check_at: int | None = None,
     log=print,
 ) -> dict:
     """Synthesize a corpus, train the SMA aligner and baselines, evaluate, write the report.
@@ -891,6 +904,15 @@ def run_demo(
     own checkpoint (``checkpoints/KIND-restartK.pt``); the summary's ``collapse restarts`` field
     (only when a restart was made) lists every attempt. The MHA baseline is trained once (no
     collapse threshold was checked on it).
+
+    ``collapse_check_at`` (default ``None``: off): at that step of each SMA or forward-sum
+    training attempt, decode up to
+    :data:`~speechattn.recipes.align.health.EARLY_CHECK_UTTERANCES` of its training utterances
+    and, when their median longest aligned phone is above
+    :data:`~speechattn.recipes.align.health.EARLY_COLLAPSE_LONGEST_PHONE_MS`, stop that attempt
+    (it counts as one) and start the next restart at once; the kept attempt is one trained to
+    the end (when every attempt stopped early, the last is trained on to the end, with a
+    warning). A step from 1 to ``config.steps - 1``.
 
     Running again in the same ``out`` with the same settings (``steps``, ``threads`` and time
     limits may change) reuses its corpus and resumes each aligner's checkpoint; other settings
@@ -909,6 +931,7 @@ def run_demo(
     from speechattn.recipes.align.outputs import RUN_RECORD
 
     collapse_retries = check_collapse_retries(collapse_retries)
+    check_at = check_collapse_check_at(collapse_check_at, steps=config.steps)
     if export is not None and Path(export).is_dir():  # else refused only when it is written
         raise ValueError(
             f"Expected --export to be a file path to write; found the folder {export}. Name a "
@@ -987,6 +1010,7 @@ def run_demo(
         items, config.held_out_voices, config.held_out_utterances, train_seed
     )
     plain_train = list(train)  # the training utterances as synthesized (the class table's)
+    early_sample = early_check_sample(plain_train)  # collapse_check_at's decoding (when on)
     if config.augment:  # one copy of each training utterance through a random channel
         train = train + augmented_items(utts, train, symbols, feats, seed=train_seed)
     t_data = time.perf_counter() - t_start
@@ -1041,9 +1065,26 @@ def run_demo(
             kind: str = kind,
             mcfg: AlignerConfig = mcfg,
             tcfg: TrainConfig = tcfg,
+            early: bool = True,
         ) -> tuple[_DemoAttempt, list[AlignmentResult] | None]:
             """Train attempt ``k`` (0: the first; k: restart k, seed ``seed_k``) and decode its
-            training utterances as the calibration tables need."""
+            training utterances as the calibration tables need. ``early``: with
+            ``collapse_check_at``, the early collapse check is on (raises ``StoppedEarly``)."""
+            on_eval: Any = probe if config.eval_every else None
+            eval_every, stop_rule = config.eval_every, None
+            armed = early and check_at is not None and kind != "mha"
+            if armed:
+                who = f"aligner {kind} seed {train_seed}" + (
+                    f" restart {k} (seed {seed_k})" if k else ""
+                )
+                on_eval, eval_every, stop_rule = early_check_hooks(
+                    lambda net: align_items(net, early_sample, feats),
+                    check_at=int(check_at or 0),
+                    who=who,
+                    on_eval=on_eval,
+                    eval_every=config.eval_every,
+                    log=log,
+                )
             res = train_aligner(
                 mcfg,
                 train,
@@ -1058,8 +1099,9 @@ def run_demo(
                 },
                 progress=progress,
                 desc=f"train {kind}" + (f" restart {k}" if k else ""),
-                on_eval=probe if config.eval_every else None,
-                eval_every=config.eval_every,
+                on_eval=on_eval,
+                eval_every=eval_every,
+                should_stop=stop_rule,
                 groups=(
                     [speaker_engine(it.speaker) for it in train]
                     if config.batching == "balanced"
@@ -1067,6 +1109,9 @@ def run_demo(
                 ),
             )
             spent[kind] = spent.get(kind, 0.0) + res.seconds
+            stop = stopped_early(res.history) if armed else None
+            if stop is not None:
+                raise stop
             # Boundary calibration (uses labels) is fitted on the training utterances' decoding;
             # the class tables of an exported aligner on the decoding `speechattn align` uses.
             train_dec: list[AlignmentResult] | None = None
@@ -1097,7 +1142,12 @@ def run_demo(
             kept, _ = attempt(0, train_seed)
         else:
             kept, tries, best_try = train_with_restarts(
-                attempt, kind=kind, seed=train_seed, retries=collapse_retries, log=log
+                attempt,
+                kind=kind,
+                seed=train_seed,
+                retries=collapse_retries,
+                log=log,
+                finish=lambda k, seed_k: attempt(k, seed_k, early=False),
             )
             if tries:
                 longest_ms[kind] = tries[best_try].longest_phone_ms
@@ -1423,6 +1473,7 @@ def run_align(
     refine_fraction: float = DEFAULT_REFINE_FRACTION,
     adapt_members: int | str = "all",
     collapse_retries: int = DEFAULT_COLLAPSE_RETRIES,
+    collapse_check_at: int | None = None,
     log=print,
 ) -> dict:
     """Align a corpus: train from scratch, or apply (and by default adapt) a trained aligner.
@@ -1449,7 +1500,10 @@ def run_align(
     warns only, as do an MHA aligner (no threshold was checked on it) and a run under torchrun
     (the restart runs in one process). The summary's ``collapse restarts`` field and the
     aligner file's ``collapse_restarts`` (only when a restart was made) list the attempts.
-    Adapting one aligner (not an ensemble) logs the same sign on the decoding it makes anyway
+    ``collapse_check_at`` (with ``from_scratch``; default ``None``: off): the early check of
+    :func:`run_demo`'s ``collapse_check_at`` on up to
+    :data:`~speechattn.recipes.align.health.EARLY_CHECK_UTTERANCES` of the corpus's utterances
+    (one process, SMA or forward-sum only, as the restarts). Adapting one aligner (not an ensemble) logs the same sign on the decoding it makes anyway
     and warns above the threshold (no restart); an ensemble's members are not checked.
 
     ``kind`` picks the aligner trained with ``from_scratch``; ``prior`` (``"none"``, ``"diagonal"``,
@@ -1526,6 +1580,11 @@ def run_align(
     refine_fraction = check_refine_fraction(refine_fraction)
     checked = check_adapt_members(adapt_members)
     collapse_retries = check_collapse_retries(collapse_retries)
+    if collapse_check_at is not None and not from_scratch:
+        raise ValueError(
+            "Expected collapse_check_at with from_scratch=True (it stops a new aligner's "
+            f"training early); found collapse_check_at={collapse_check_at!r} without it."
+        )
     adapt_first: int | None = None if checked == "all" else int(checked)  # None: every member
     overrides = dict(train_overrides or {})
     stop_fields = {f.name for f in dataclasses.fields(AdaptStop)}
@@ -1554,6 +1613,7 @@ def run_align(
         shipped_offsets = None
         tables: dict[str, BoundaryOffsets | None] = {}
         n_steps = steps if steps is not None else 600
+        check_collapse_check_at(collapse_check_at, steps=n_steps)
         mode = "from-scratch"
         init_id = None
     else:
@@ -1686,6 +1746,22 @@ def run_align(
     )
     adaptation: dict[str, Any] = {}
     trained_here = from_scratch and n_steps > 0  # a new aligner, trained on this corpus
+    # The early collapse check (collapse_check_at): where restarts are made (one process, not MHA).
+    check_at = collapse_check_at if trained_here and world == 1 and mcfg.kind != "mha" else None
+    first_stop: StoppedEarly | None = None
+
+    def early_hooks(k: int, seed_k: int) -> dict[str, Any]:
+        """train_aligner's hook arguments of the early check for attempt ``k`` ({}: off)."""
+        if check_at is None:
+            return {}
+        on_eval, every, stop = early_check_hooks(
+            lambda net: align_items(net, early_check_sample(items), feats),
+            check_at=int(check_at),
+            who=f"aligner {mcfg.kind} seed {seed}" + (f" restart {k} (seed {seed_k})" if k else ""),
+            log=log,
+        )
+        return {"on_eval": on_eval, "eval_every": every, "should_stop": stop}
+
     if n_steps > 0:
         adapting = inits is not None
         if adapting:
@@ -1720,8 +1796,10 @@ def run_align(
                 init_state=init,
                 progress=progress,
                 desc=("adapt" if adapting else "train") + tag,
-                should_stop=stop_rule if adapting else None,
+                **(early_hooks(0, int(seed)) or {"should_stop": stop_rule if adapting else None}),
             )
+            if check_at is not None:
+                first_stop = stopped_early(res.history)
             if res.resumed_from:
                 log(f"resumed{tag} from step {res.resumed_from} of {tcfg.steps}")
             trained.append(res.model)
@@ -1790,7 +1868,8 @@ def run_align(
             transitions=transitions,
         )
 
-    results = decode(model)
+    # (an early-stopped first attempt is not decoded: a restart replaces it)
+    results = decode(model) if first_stop is None else []
     restarts: list[CollapseAttempt] = []
     kept_try = 0
     if trained_here:
@@ -1801,27 +1880,49 @@ def run_align(
         retries = collapse_retries if world == 1 and mcfg.kind != "mha" else 0
         first = (model, results)
 
-        def attempt(
-            k: int, seed_k: int
+        def train_k(
+            k: int, seed_k: int, early: bool
         ) -> tuple[tuple[TextMelAligner | AlignerEnsemble, list[AlignmentResult]], list]:
-            if k == 0:
-                return first, first[1]
+            """Train attempt ``k`` (0: only to finish an early-stopped first attempt)."""
             res = train_aligner(
                 mcfg,
                 items,
                 dataclasses.replace(tcfg, seed=seed_k),
-                checkpoint=out / "checkpoints" / f"aligner-restart{k}.pt",
+                checkpoint=out
+                / "checkpoints"
+                / ("aligner.pt" if k == 0 else f"aligner-restart{k}.pt"),
                 extra_state={"symbols": symbols, "features": feats.to_dict(), "run": record},
                 progress=progress,
-                desc=f"train restart {k}",
+                desc="train" + (f" restart {k}" if k else ""),
+                **(early_hooks(k, seed_k) if early else {}),
             )
             if res.resumed_from:
-                log(f"resumed restart {k} from step {res.resumed_from} of {tcfg.steps}")
+                log(
+                    ("resumed" + (f" restart {k}" if k else ""))
+                    + f" from step {res.resumed_from} of {tcfg.steps}"
+                )
+            stop = stopped_early(res.history) if early and check_at is not None else None
+            if stop is not None:
+                raise stop
             again = decode(res.model)
             return (res.model, again), again
 
+        def attempt(
+            k: int, seed_k: int
+        ) -> tuple[tuple[TextMelAligner | AlignerEnsemble, list[AlignmentResult]], list]:
+            if k == 0:
+                if first_stop is not None:
+                    raise first_stop
+                return first, first[1]
+            return train_k(k, seed_k, True)
+
         (model, results), restarts, kept_try = train_with_restarts(
-            attempt, kind=mcfg.kind, seed=int(seed), retries=retries, log=log
+            attempt,
+            kind=mcfg.kind,
+            seed=int(seed),
+            retries=retries,
+            log=log,
+            finish=lambda k, seed_k: train_k(k, seed_k, False),
         )
     if offs is not None:
         what = (
