@@ -18,8 +18,8 @@ About 10 minutes per model on 2 shared CPU cores (1000 steps).
 A seed that looks collapsed is NOT trained again unless ``--collapse-retries N`` (the demo's
 default is 1): seed studies measure each seed as trained.
 
-``--lr``, ``--warmup``, ``--batching``, ``--word-silences`` and ``--prior-warmup`` set those
-training options of ``DemoConfig`` (defaults: the recipe's). ``--train-seed N`` trains another
+``--lr``, ``--warmup``, ``--batching``, ``--word-silences``, ``--prior-warmup`` and
+``--symbol-order`` set those training options of ``DemoConfig`` (defaults: the recipe's). ``--train-seed N`` trains another
 seed on the same corpus (``DemoConfig.train_seed``: the held-out
 split, the channel copies and training). ``--add MANIFEST`` (repeatable) appends another corpus's
 utterances (e.g. ``speechattn data synth --engines kokoro``) to every model's training corpus, as
@@ -101,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="DemoConfig.word_silences: a pause token between every two words in training",
     )
+    ap.add_argument(
+        "--symbol-order",
+        choices=("corpus", "sorted"),
+        default=None,
+        help="DemoConfig.symbol_order: phone ids in corpus order (default) or sorted by string",
+    )
     ap.add_argument("--no-augment", action="store_true", help="no channel-augmented copies")
     ap.add_argument("--no-band-mask", action="store_true", help="the old front end")
     ap.add_argument(
@@ -180,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             "batching": args.batching,
             "word_silences": args.word_silences or None,
             "prior_warmup": args.prior_warmup,
+            "symbol_order": args.symbol_order,
         }
         cfg = dataclasses.replace(cfg, **{k: v for k, v in training.items() if v is not None})
         run = out / held

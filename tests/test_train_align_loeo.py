@@ -92,3 +92,30 @@ def test_seed_study_does_not_restart_collapsed_seeds_unless_asked(
     out = str(tmp_path / "loeo")
     assert mod.main(["--out", out, "--hold-out", "festival", *argv]) == 0
     assert [kw["collapse_retries"] for kw in seen] == [expected]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"), [([], "corpus"), (["--symbol-order", "sorted"], "sorted")]
+)
+def test_symbol_order_flag_reaches_the_demo_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], expected: str
+) -> None:
+    import speechattn.recipes.align.pipeline as pipeline
+
+    mod = _load_bench()
+    rows = [
+        {"id": f"u{i}", "path": f"wavs/u{i}.wav", "engine": eng, "voice": f"{eng}-v", "text": "A."}
+        for i, eng in enumerate(["festival"] + ["piper"] * 70)
+    ]
+    _manifest(tmp_path / "loeo" / "corpus", rows)
+    seen: list[object] = []
+
+    def fake_run_demo(run: Path, cfg: object, **kwargs: object) -> dict[str, object]:
+        seen.append(cfg)
+        return {"summary": {}}
+
+    monkeypatch.setattr(pipeline, "run_demo", fake_run_demo)
+    assert mod.main(["--out", str(tmp_path / "loeo"), "--hold-out", "festival", *argv]) == 0
+    assert [c.symbol_order for c in seen]  # type: ignore[attr-defined] == [expected]
+    run_json = json.loads((tmp_path / "loeo" / "festival" / "run.json").read_text())
+    assert ("symbol_order" in json.dumps(run_json)) == (expected != "corpus")

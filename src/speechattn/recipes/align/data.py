@@ -8,6 +8,7 @@ silence tokens absorb leading/trailing silence (as forced aligners do) and are n
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,6 +26,7 @@ __all__ = [
     "LATE_REVERB_FLOOR",
     "SIL",
     "SP",
+    "SYMBOL_ORDERS",
     "AlignItem",
     "FeatureConfig",
     "TrainingChannel",
@@ -34,6 +36,7 @@ __all__ = [
     "demo_engine_options",
     "merge_spoken_intervals",
     "new_symbol_table",
+    "order_symbols",
     "spoken_word_counts",
     "suppress_late_reverb",
     "utterance_features",
@@ -56,6 +59,51 @@ UNK = "<unk>"
 def new_symbol_table() -> dict[str, int]:
     """A fresh symbol -> id map with the reserved symbols (padding 0, unknown, silences)."""
     return {PAD: 0, UNK: 1, SIL: 2, SP: 3}
+
+
+# How a symbol table grown by build_items(grow_symbols=True) is numbered: "corpus" keeps the order
+# of first appearance in the corpus; "sorted" renumbers the phones by their string (after the
+# reserved symbols), so the table does not depend on the utterances' order.
+SYMBOL_ORDERS = ("corpus", "sorted")
+
+
+def order_symbols(
+    symbols: dict[str, int], items: list[AlignItem], *, order: str
+) -> list[AlignItem]:
+    """Number a grown symbol table in ``order`` and give the items' tokens the new ids.
+
+    ``"corpus"`` returns ``items`` itself and leaves ``symbols`` as it is. ``"sorted"`` keeps the
+    reserved symbols of :func:`new_symbol_table` at their ids, numbers the other symbols after
+    them in the order of their strings (``sorted(str)``), rewrites ``symbols`` in place and
+    returns copies of the items whose ``tokens`` ``(U,)`` carry the new ids.
+
+    Raises:
+        ValueError: ``order`` not in :data:`SYMBOL_ORDERS`, or a table whose reserved symbols
+            are not at their usual ids or whose ids are not ``0..len-1``.
+    """
+    if order not in SYMBOL_ORDERS:
+        raise ValueError(f"Expected symbol order in {SYMBOL_ORDERS}; found {order!r}.")
+    if order == "corpus":
+        return items
+    reserved = new_symbol_table()
+    if any(symbols.get(k) != v for k, v in reserved.items()):
+        raise ValueError(
+            f"Expected a table grown from new_symbol_table() (reserved ids {reserved}); found "
+            f"{ {k: symbols.get(k) for k in reserved} }."
+        )
+    if sorted(symbols.values()) != list(range(len(symbols))):
+        raise ValueError(
+            f"Expected symbol ids 0..{len(symbols) - 1}, each once; found "
+            f"{sorted(set(symbols.values()))[:8]}..."
+        )
+    phones = sorted(k for k in symbols if k not in reserved)
+    new = {**reserved, **{p: len(reserved) + i for i, p in enumerate(phones)}}
+    lut = torch.empty(len(symbols), dtype=torch.int64)
+    for k, old_id in symbols.items():
+        lut[old_id] = new[k]
+    symbols.clear()
+    symbols.update(new)
+    return [dataclasses.replace(it, tokens=lut[it.tokens]) for it in items]
 
 
 @dataclass

@@ -26,12 +26,14 @@ from speechattn.recipes.align.calibrate import (
 )
 from speechattn.recipes.align.data import (
     DEREVERB_MIN_RT60_S,
+    SYMBOL_ORDERS,
     AlignItem,
     FeatureConfig,
     augmented_items,
     build_items,
     demo_engine_options,
     new_symbol_table,
+    order_symbols,
 )
 from speechattn.recipes.align.edges import (
     DEFAULT_REFINE_FRACTION,
@@ -281,6 +283,10 @@ class DemoConfig:
     word_silences: bool = False
     # Steps over which the token scores ramp in beside the diagonal prior (TrainConfig).
     prior_warmup: int = 0
+    # How the phone symbols are numbered (data.SYMBOL_ORDERS): "corpus" in order of first
+    # appearance in the corpus; "sorted" by their string, whatever the utterances' order (issue
+    # 19: the order deals each phone its initial embedding for a seed).
+    symbol_order: str = "corpus"
 
     def __post_init__(self) -> None:
         check_fields(
@@ -307,7 +313,12 @@ class DemoConfig:
             ),
             positive_floats=("lr", "max_seconds_per_aligner"),
             nonnegative_floats=("fs_weight",),
-            choices={"kinds": KINDS, "mha_prior": MHA_PRIORS, "batching": BATCHINGS},
+            choices={
+                "kinds": KINDS,
+                "mha_prior": MHA_PRIORS,
+                "batching": BATCHINGS,
+                "symbol_order": SYMBOL_ORDERS,
+            },
         )
         if self.held_out_utterances >= self.utterances:
             raise ValueError(
@@ -660,6 +671,7 @@ def combine_aligners(
             items = build_items(
                 utts, table, feats, grow_symbols=True, progress=progress, voice=corpus_voice
             )
+        items = order_symbols(table, items, order=config.symbol_order)
         if dict(table) != symbols:
             missing = len(set(symbols) - set(table))
             unknown = sorted(set(table) - set(symbols))
@@ -862,6 +874,7 @@ def demo_record(config: DemoConfig) -> dict:
         "batching",
         "word_silences",
         "prior_warmup",
+        "symbol_order",
     )
     for f in optional:
         if rec[f] == getattr(DemoConfig, f):
@@ -1005,6 +1018,7 @@ def run_demo(
         items = build_items(
             utts, symbols, feats, grow_symbols=True, progress=progress, voice=corpus_voice
         )
+    items = order_symbols(symbols, items, order=config.symbol_order)
     train_seed = config.seed if config.train_seed is None else config.train_seed
     train, dev, unseen, held = _split(
         items, config.held_out_voices, config.held_out_utterances, train_seed
