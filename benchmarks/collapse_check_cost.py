@@ -82,6 +82,7 @@ def time_adapt_check(
         min_pause_frames,
     )
     from speechattn.recipes.align.pipeline import (
+        _decode_with_pauses,
         _members,
         align_items,
         corpus_voice,
@@ -113,7 +114,7 @@ def time_adapt_check(
     members = []
     for i, member in enumerate(_members(model)):
         t0 = _clock()
-        dec = align_items(member, items, feats, pauses="auto", min_pause_frames=mpf)
+        dec = _decode_with_pauses(member, items, feats)
         rec = {**_since(t0), "longest_phone_ms": longest_phone_median_ms(dec)}
         log(f"member {i}: {rec}")
         members.append(rec)

@@ -535,6 +535,21 @@ def _member_record(info: dict) -> dict:
     return rec
 
 
+def _decode_with_pauses(
+    model: TextMelAligner | AlignerEnsemble, items: Sequence[AlignItem], feats: FeatureConfig
+) -> list[AlignmentResult]:
+    """The decoding `speechattn align` makes by default, forward only (pauses ``"auto"``,
+    :data:`DEFAULT_MIN_PAUSE_S`): what the exported class tables are fitted on and what the
+    collapse checks read."""
+    return align_items(
+        model,
+        items,
+        feats,
+        pauses="auto",
+        min_pause_frames=min_pause_frames(DEFAULT_MIN_PAUSE_S, feats.frame_s),
+    )
+
+
 def _check_members(
     model: AlignerEnsemble,
     per_file: Sequence[tuple[int, dict]],
@@ -553,13 +568,7 @@ def _check_members(
     members = _members(model)
     values: list[float] = []
     for i, (member, path) in enumerate(zip(members, owners), start=1):
-        dec = align_items(
-            member,
-            probe,
-            feats,
-            pauses="auto",
-            min_pause_frames=min_pause_frames(DEFAULT_MIN_PAUSE_S, feats.frame_s),
-        )
+        dec = _decode_with_pauses(member, probe, feats)
         value = longest_phone_median_ms(dec)
         values.append(value)
         log(
@@ -693,13 +702,7 @@ def combine_aligners(
             train = train + augmented_items(utts, train, symbols, feats, seed=train_seed)
         log(f"fitting the ensemble's calibration tables on {len(train)} training utterances")
         contexts = fit_boundary_offsets(align_items(model, train, feats))
-        dec = align_items(
-            model,
-            plain_train,
-            feats,
-            pauses="auto",
-            min_pause_frames=min_pause_frames(DEFAULT_MIN_PAUSE_S, feats.frame_s),
-        )
+        dec = _decode_with_pauses(model, plain_train, feats)
         engines_of = [speaker_engine(it.speaker) for it in plain_train]
         record["boundary_offsets"] = contexts.to_dict()
         record["engine_offsets"] = fit_class_offsets(dec, engines_of).to_dict()
@@ -1137,13 +1140,7 @@ def run_demo(
                 and kind != "mha"
                 and any(it.gt_words is not None for it in plain_train)
             ):
-                dec = align_items(
-                    res.model,
-                    plain_train,
-                    feats,
-                    pauses="auto",
-                    min_pause_frames=min_pause_frames(DEFAULT_MIN_PAUSE_S, feats.frame_s),
-                )
+                dec = _decode_with_pauses(res.model, plain_train, feats)
             # Collapse sign (label-free, benchmarks/RESULTS.md "collapse"): on the decoding of
             # the training utterances made above (the exported tables' one, else the boundary
             # calibration's, whose first len(plain_train) results are the plain utterances).
