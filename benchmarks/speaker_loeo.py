@@ -133,6 +133,19 @@ def pool_is_current(pool: Path, settings: dict[str, Any]) -> bool:
     return False
 
 
+def cached_pool(pool: Path, settings: dict[str, Any], **synth: Any) -> Path:
+    """``pool``'s manifest, synthesised (``synth_corpus(pool, **synth)``) and stamped with
+    ``settings`` unless :func:`pool_is_current` says the pool there matches them."""
+    manifest = pool / "manifest.jsonl"
+    if pool_is_current(pool, settings):
+        return manifest
+    from speechattn.data.synth import synth_corpus
+
+    synth_corpus(pool, **synth)
+    (pool / "settings.json").write_text(json.dumps(settings))
+    return manifest
+
+
 def audio_digest(paths: list[Path]) -> str:
     """A digest of the files' bytes, in order (the feature cache's key includes it, so features
     kept from audio that has since been synthesised again are never reused)."""
@@ -151,16 +164,9 @@ def build_pool(
     # every other engine's voices to be drawn
     extra = max([espeak_voices, *counts.values()]) if "espeak" in engines else 0
     n_voices = sum(counts.values()) + extra
-    settings = pool_settings(engines, n_voices, utterances, seed)
-    pool = cache / "pool"
-    manifest = pool / "manifest.jsonl"
-    stamp = pool / "settings.json"
-    if pool_is_current(pool, settings):
-        return manifest
-    from speechattn.data.synth import synth_corpus
-
-    synth_corpus(
-        pool,
+    return cached_pool(
+        cache / "pool",
+        pool_settings(engines, n_voices, utterances, seed),
         utterances=n_voices * utterances,
         speakers=n_voices,
         seed=seed,
@@ -169,8 +175,6 @@ def build_pool(
         progress=False,
         engines=engines,
     )
-    stamp.write_text(json.dumps(settings))
-    return manifest
 
 
 def build_mixture_pool(cache: Path, n: int, utterances: int, *, seed: int = 0) -> Path:

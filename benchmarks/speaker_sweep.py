@@ -33,7 +33,7 @@ from speechattn.recipes.speaker.config import SpeakerConfig
 from speechattn.recipes.speaker.train import train_encoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speaker_loeo import _train_features, pool_is_current, pool_settings
+from speaker_loeo import _train_features, cached_pool, pool_settings
 
 
 def _parse_set(items: list[str], cfg: SpeakerConfig) -> None:
@@ -49,15 +49,9 @@ def build_pool(pool: Path, speakers: int, utterances: int, sample_rate: int) -> 
     """Synthesise the espeak voice pool once; returns its manifest. Reused only when its
     ``settings.json`` matches (``speaker_loeo.pool_settings``: the sizes, the seed and the
     synthesis code's digest, plus the sample rate), else synthesised again."""
-    settings = {**pool_settings(["espeak"], speakers, utterances, 0), "sample_rate": sample_rate}
-    manifest = pool / "manifest.jsonl"
-    stamp = pool / "settings.json"
-    if pool_is_current(pool, settings):
-        return manifest
-    from speechattn.data.synth import synth_corpus
-
-    synth_corpus(
+    return cached_pool(
         pool,
+        {**pool_settings(["espeak"], speakers, utterances, 0), "sample_rate": sample_rate},
         utterances=speakers * utterances,
         speakers=speakers,
         seed=0,
@@ -65,8 +59,6 @@ def build_pool(pool: Path, speakers: int, utterances: int, sample_rate: int) -> 
         sample_rate=sample_rate,
         progress=False,
     )
-    stamp.write_text(json.dumps(settings))
-    return manifest
 
 
 def load_features(
