@@ -53,21 +53,6 @@ def degrade_code_digest() -> str:
     return h.hexdigest()[:16]
 
 
-def _reusable(manifest: Path, settings: dict[str, Any]) -> bool:
-    """Whether a cached set (``manifest`` beside its ``settings.json``) was made as asked."""
-    stamp = manifest.parent / "settings.json"
-    if not (manifest.exists() and stamp.exists()):
-        return False
-    if json.loads(stamp.read_text()) == settings:
-        return True
-    print(
-        f"{manifest.parent}: made with other settings or by other code (settings.json differs); "
-        "making it again",
-        flush=True,
-    )
-    return False
-
-
 def synth_set(cache: Path, engine: str, condition: str, utterances: int, voices: int) -> Path:
     """The cached test set (manifest path) of one engine and condition.
 
@@ -81,7 +66,7 @@ def synth_set(cache: Path, engine: str, condition: str, utterances: int, voices:
     import soundfile as sf
 
     from eval_align_engines import CONDITIONS, EVAL_SEED, degrade, eval_sentences
-    from speaker_loeo import audio_digest, synthesis_code_digest
+    from speaker_loeo import audio_digest, pool_is_current, synthesis_code_digest
     from speechattn.data.synth import synth_corpus
     from speechattn.data.voices import list_voices
 
@@ -97,7 +82,7 @@ def synth_set(cache: Path, engine: str, condition: str, utterances: int, voices:
         "texts": hashlib.sha256(json.dumps(texts).encode()).hexdigest()[:16],
         "synthesis_code": synthesis_code_digest(),
     }
-    if not _reusable(manifest, settings):
+    if not pool_is_current(clean_dir, settings, redo="making it again"):
         synth_corpus(
             clean_dir,
             utterances=utterances,
@@ -119,7 +104,7 @@ def synth_set(cache: Path, engine: str, condition: str, utterances: int, voices:
         "clean_audio": audio_digest([clean_dir / rec["path"] for rec in clean]),
         "degrade_code": degrade_code_digest(),
     }
-    if _reusable(cman, csettings):
+    if pool_is_current(cdir, csettings, redo="making it again"):
         return cman
     (cdir / "wavs").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([EVAL_SEED, CONDITIONS.index(condition)])

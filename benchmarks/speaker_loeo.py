@@ -117,17 +117,18 @@ def pool_settings(engines: list[str], voices: int, utterances: int, seed: int) -
     }
 
 
-def pool_is_current(pool: Path, settings: dict[str, Any]) -> bool:
+def pool_is_current(
+    pool: Path, settings: dict[str, Any], *, redo: str = "synthesising it again"
+) -> bool:
     """True when ``pool`` holds a manifest and a ``settings.json`` equal to ``settings``; a pool
-    made with other settings or by other synthesis code is said to be synthesised again."""
+    made with other settings or by other code is said to be made again (``redo``)."""
     manifest = pool / "manifest.jsonl"
     stamp = pool / "settings.json"
     if manifest.exists() and stamp.exists():
         if json.loads(stamp.read_text()) == settings:
             return True
         print(
-            f"{pool}: made with other settings or by other synthesis code (settings.json "
-            "differs); synthesising it again",
+            f"{pool}: made with other settings or by other code (settings.json differs); {redo}",
             flush=True,
         )
     return False
