@@ -141,15 +141,18 @@ def test_speaker_recipe_still_refuses_segments(tmp_path: Path) -> None:
 # Reading the audio of segments
 
 
-def test_segment_audio_is_the_recordings_samples_each_recording_read_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("ext", ["wav", "flac", "ogg"])
+def test_segment_audio_is_the_recordings_samples_never_decoded_whole_per_segment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ext: str
 ) -> None:
+    """WAV / FLAC segments are read by range (the whole file is decoded only for the whole-file
+    utterance); Ogg (no sample-exact seek) is decoded once per recording and cut."""
     import speechattn.data.audio as audio_mod
 
     rng = np.random.default_rng(0)
     paths = []
     for name in ("a", "b"):
-        paths.append(tmp_path / f"{name}.wav")
+        paths.append(tmp_path / f"{name}.{ext}")
         sf.write(paths[-1], (0.1 * rng.standard_normal(SR * 2)).astype(np.float32), SR)
     utts = [
         Utterance(f"{p.stem}{k}", p, "x", "s", None, None, start=0.5 * k, end=0.5 * k + 0.4)
@@ -167,7 +170,10 @@ def test_segment_audio_is_the_recordings_samples_each_recording_read_once(
     monkeypatch.setattr(audio_mod, "load_audio", counting)
     read = UtteranceAudio(utts, sample_rate=SR)
     got = [read(u, validate=True) for u in utts]
-    assert reads == [paths[0], paths[1], paths[0]]  # each recording once, then the whole file
+    if ext == "ogg":
+        assert reads == [paths[0], paths[1], paths[0]]  # each recording once, then the whole file
+    else:
+        assert reads == [paths[0]]  # only the whole-file utterance
     whole = {p: sf.read(p, dtype="float32")[0] for p in paths}
     for u, wave in zip(utts[:-1], got):
         ref = whole[u.audio_path][round(u.start * SR) : round(u.end * SR)]

@@ -72,7 +72,8 @@ def pad_sequence_batch(
 
 def audio_durations(utterances: Sequence[Utterance]) -> list[float]:
     """Seconds of audio per utterance from the file headers (cheap; for BucketBatchSampler); a
-    segment of a longer recording (``u.start`` / ``u.end``) counts its own length."""
+    segment of a longer recording (``u.start`` / ``u.end``) counts its own length (to the
+    recording's end for ``end`` None)."""
     import soundfile as sf
 
     out = []
@@ -83,9 +84,11 @@ def audio_durations(utterances: Sequence[Utterance]) -> list[float]:
             continue
         try:
             info = sf.info(str(u.audio_path))
-            out.append(info.frames / info.samplerate)
+            seconds = info.frames / info.samplerate
         except Exception:
-            out.append(0.0)  # unreadable: SpeechDataset will skip it
+            seconds = 0.0  # unreadable: SpeechDataset will skip it
+        # a segment to the recording's end: the part after its start, not the whole file
+        out.append(max(0.0, seconds - float(start)) if start is not None else seconds)
     return out
 
 
@@ -124,6 +127,10 @@ class SpeechDataset(torch.utils.data.Dataset):
     (``frontend="phonemes"``) or :func:`~speechattn.data.text.characters`
     (``frontend="characters"``). ``durations`` come from the phone intervals
     (:func:`~speechattn.data.features.intervals_to_durations`, at least ``min_frames`` each).
+
+    A segment of a longer recording (``Utterance.start`` / ``end``: Kaldi ``segments``,
+    TextGrid transcripts) is read by range (:func:`~speechattn.data.audio.load_audio_segment`):
+    random access to the segments of a long recording never decodes the whole file per item.
 
     A bad item (audio missing/corrupt since the corpus was read, no tokens) is returned as
     ``None``; :func:`collate_speech` drops it and counts it in ``dataset.skipped`` (with a
@@ -202,14 +209,19 @@ class SpeechDataset(torch.utils.data.Dataset):
         return toks
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
-        from speechattn.data.audio import AudioError
-        from speechattn.data.corpus import UtteranceAudio
+        from speechattn.data.audio import AudioError, load_audio, load_audio_segment
         from speechattn.data.features import intervals_to_durations
 
         u = self.utterances[index]
         sr = int(getattr(self.features, "sample_rate", 22050))
-        try:  # a segment of a longer recording is cut from it
-            wav = UtteranceAudio([u], sample_rate=sr)(u)
+        start = getattr(u, "start", None)
+        try:  # a segment of a longer recording: only its part of the file is read
+            if start is None:
+                wav = load_audio(u.audio_path, sample_rate=sr)
+            else:
+                wav = load_audio_segment(
+                    u.audio_path, start=start, end=getattr(u, "end", None), sample_rate=sr
+                )
         except AudioError as exc:
             warnings.warn(f"SpeechDataset: skipping {u.id}: {exc}", stacklevel=2)
             return None

@@ -42,7 +42,8 @@ of a TextGrid transcript ``spk1/talk.TextGrid`` have ids ``spk1/talk/<tier>/<k>`
 ``spk1/talk.TextGrid`` per recording, as MFA does. Segments of a Kaldi ``segments`` file keep
 their own ids (one alignment file per segment, as for every Kaldi utterance).
 
-Audio of a segment: :class:`UtteranceAudio` reads each recording once and cuts its segments.
+Audio of a segment: :class:`UtteranceAudio` reads it by range (PCM, FLAC; other formats: each
+recording decoded once and its segments cut).
 Transcripts are read as UTF-8 (a byte-order mark is dropped); a file that is not UTF-8 is
 skipped with a warning saying so, rather than read with its letters replaced.
 
@@ -169,18 +170,23 @@ class Utterance(NamedTuple):
 
 
 class UtteranceAudio:
-    """Reads each utterance's waveform ``(n,)`` (mono float32 at ``sample_rate``), a recording
-    cut into segments (``Utterance.start`` / ``end``) read only once.
+    """Reads each utterance's waveform ``(n,)`` (mono float32 at ``sample_rate``); a segment of
+    a longer recording (``Utterance.start`` / ``end``) without decoding the whole recording per
+    segment.
 
-    A recording is decoded (and resampled) whole on the first of its segments and kept until
-    the last segment listed in ``utterances`` has been read, so memory holds the recordings
-    whose segments are being read (one at a time when the segments of each recording are
-    consecutive). A whole-file utterance is read by
-    :func:`~speechattn.data.audio.load_audio` as before.
+    A segment of a PCM or FLAC recording is read by range
+    (:func:`~speechattn.data.audio.load_audio_segment`: its frames plus a resampler margin),
+    which costs no more CPU than decoding the recording once and cutting it
+    (``benchmarks/bench_segment_read.py``) and holds one segment in memory rather than the
+    recording. A recording in a format without a sample-exact seek (Ogg, MP3, formats only
+    ffmpeg reads) is decoded (and resampled) whole on the first of its segments and kept until
+    the last segment listed in ``utterances`` has been read, so memory holds the recordings whose
+    segments are being read (one at a time when the segments of each recording are consecutive).
+    A whole-file utterance is read by :func:`~speechattn.data.audio.load_audio` as before.
 
     Args:
         utterances: the utterances that will be read (the segments of each recording are
-            counted, to know when a recording can be let go).
+            counted, to know when a recording read whole can be let go).
         sample_rate: rate of the waveforms returned (Hz).
 
     Example::
@@ -196,17 +202,27 @@ class UtteranceAudio:
             Path(u.audio_path) for u in utterances if getattr(u, "start", None) is not None
         )
         self._cache: dict[Path, Any] = {}
+        self._by_range: dict[Path, bool] = {}
 
     def __call__(self, utt: Any, *, validate: bool = False, min_samples: int = 1) -> Any:
         """The waveform of ``utt`` (a ``torch.Tensor`` ``(n,)``).
 
         Raises:
-            AudioError: the file is missing or cannot be decoded; with ``validate`` also a
-                waveform (the segment's, for a segment) too short, not finite or silent
+            AudioError: the file is missing or cannot be decoded; a segment outside the audio
+                (it starts at or after the audio's end, or ends past it by more than
+                :data:`SEGMENT_END_TOLERANCE_S`); with ``validate`` also a waveform (the
+                segment's, for a segment) too short, not finite or silent
                 (:func:`~speechattn.data.audio.check_waveform`); the message names the file
                 and, for a segment, its times.
         """
-        from speechattn.data.audio import AudioError, check_waveform, load_audio
+        from speechattn.data.audio import (
+            AudioError,
+            _seeks_exactly,
+            _segment_bounds,
+            check_waveform,
+            load_audio,
+            load_audio_segment,
+        )
 
         start = getattr(utt, "start", None)
         if start is None:
@@ -217,6 +233,19 @@ class UtteranceAudio:
                 min_samples=min_samples,
             )
         path = Path(utt.audio_path)
+        end = getattr(utt, "end", None)
+        end = None if end is None else float(end)
+        if path not in self._by_range:
+            self._by_range[path] = _seeks_exactly(path)
+        if self._by_range[path]:
+            return load_audio_segment(
+                path,
+                start=float(start),
+                end=end,
+                sample_rate=self.sample_rate,
+                validate=validate,
+                min_samples=min_samples,
+            )
         if path not in self._cache:
             try:
                 self._cache[path] = load_audio(path, sample_rate=self.sample_rate)
@@ -228,13 +257,19 @@ class UtteranceAudio:
             self._cache.pop(path, None)
         if isinstance(whole, Exception):
             raise whole
-        end = getattr(utt, "end", None)
         n = int(whole.shape[0])
-        a = min(n, max(0, round(float(start) * self.sample_rate)))
-        b = n if end is None else min(n, max(a, round(float(end) * self.sample_rate)))
+        where = f"{path} [{float(start):.3f}-{'end' if end is None else f'{end:.3f}'} s]"
+        a, b = _segment_bounds(
+            float(start),
+            end,
+            n,
+            self.sample_rate,
+            n / self.sample_rate,
+            SEGMENT_END_TOLERANCE_S,
+            where,
+        )
         seg = whole[a:b].clone()  # its own storage: the recording can be let go
         if validate:
-            where = f"{path} [{float(start):.3f}-{float(end if end is not None else b / self.sample_rate):.3f} s]"
             check_waveform(seg, where, min_samples=min_samples)
         return seg
 
