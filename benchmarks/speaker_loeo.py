@@ -194,8 +194,7 @@ def build_mixture_pool(cache: Path, n: int, utterances: int, *, seed: int = 0) -
     settings = {"mixtures": n, "utterances": utterances, "seed": seed}
     pool = cache / "kokoro_mix"
     manifest = pool / "manifest.jsonl"
-    stamp = pool / "settings.json"
-    if manifest.exists() and stamp.exists() and json.loads(stamp.read_text()) == settings:
+    if pool_is_current(pool, settings, redo="keeping its finished utterances, making the rest"):
         return manifest
     (pool / "wavs").mkdir(parents=True, exist_ok=True)
     partial = pool / "partial.jsonl"
@@ -214,10 +213,10 @@ def build_mixture_pool(cache: Path, n: int, utterances: int, *, seed: int = 0) -
         for k, v in enumerate(voices):
             for j in range(utterances):
                 uid = f"mix{k:03d}_{j:02d}"
-                if uid in done:
-                    continue
                 # sentences per mixture: a rerun with more mixtures keeps the finished ones
                 text = generate_sentences(utterances, seed=10_000 + 1000 * seed + k)[j]
+                if uid in done and (done[uid]["voice"], done[uid]["text"]) == (v.key, text):
+                    continue  # (another seed's utterance of this id is made again, not dropped)
                 try:
                     res = synthesize(text, v, sample_rate=16000)
                 except (ValueError, RuntimeError) as exc:
@@ -248,7 +247,7 @@ def build_mixture_pool(cache: Path, n: int, utterances: int, *, seed: int = 0) -
     wanted = {f"mix{k:03d}_{j:02d}" for k in range(len(voices)) for j in range(utterances)}
     keep = [done[k] for k in sorted(done) if k in wanted and done[k]["voice"] == _mix_voice(k)]
     manifest.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
-    stamp.write_text(json.dumps(settings))
+    (pool / "settings.json").write_text(json.dumps(settings))
     return manifest
 
 

@@ -185,3 +185,55 @@ def test_mixture_pool_is_resumable(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     # fewer utterances per mixture: the first ones of each, nothing synthesised
     assert len(bench.build_mixture_pool(tmp_path, 3, 2, seed=0).read_text().splitlines()) == 6
     assert len(calls) == 10
+
+
+def test_mixture_pool_uses_the_shared_stamp_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The mixture pool is checked by ``pool_is_current`` as the other pools are: a pool of other
+    settings is said to be made again (it was silent), one of the same settings is reused quietly
+    and with nothing synthesised."""
+    import json
+
+    from speechattn.data import engines
+    from speechattn.data.engines import SpeechResult
+    from speechattn.data.synth import Interval
+
+    calls: list[str] = []
+
+    def fake(text: str, voice, *, sample_rate: int | None = None) -> SpeechResult:  # type: ignore[no-untyped-def]
+        calls.append(voice.key)
+        return SpeechResult(
+            np.full(800, 0.2, dtype=np.float32),
+            16000,
+            [Interval(0.0, 0.05, "x")],
+            None,
+            text,
+            voice.voice_id,
+            "kokoro",
+        )
+
+    monkeypatch.setattr(engines, "synthesize", fake)
+    bench = load_benchmark("speaker_loeo", alias="speaker_loeo_mix_stamp")
+    seen: list[dict[str, object]] = []
+    shared = bench.pool_is_current
+
+    def spy(pool: Path, settings: dict[str, object], **kw: object) -> bool:
+        seen.append(dict(settings))
+        return bool(shared(pool, settings, **kw))
+
+    monkeypatch.setattr(bench, "pool_is_current", spy)
+    manifest = bench.build_mixture_pool(tmp_path, 2, 2, seed=0)
+    assert seen == [{"mixtures": 2, "utterances": 2, "seed": 0}] and len(calls) == 4
+    capsys.readouterr()
+    assert bench.build_mixture_pool(tmp_path, 2, 2, seed=0) == manifest and len(calls) == 4
+    assert capsys.readouterr().out == ""
+    other = bench.build_mixture_pool(tmp_path, 2, 2, seed=1)  # another draw: said, then made
+    out = capsys.readouterr().out
+    assert "settings.json differs" in out and str(tmp_path / "kokoro_mix") in out
+    # the first draw's utterances (same ids, other voices) were made again, not dropped: the
+    # manifest used to come out empty here
+    assert len(calls) == 8
+    recs = [json.loads(line) for line in other.read_text().splitlines()]
+    assert len(recs) == 4
+    assert {r["voice"] for r in recs} == {v.key for v in kokoro_mixtures(2, seed=1)}
