@@ -233,3 +233,22 @@ def test_audio_durations_of_a_segment_to_the_end(tmp_path: Path) -> None:
         Utterance("b", path, "x", "s", None, None, start=2.75, end=None),
     ]
     assert audio_durations(utts) == pytest.approx([SECONDS, 1.5, SECONDS - 2.75])
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "OGG"])
+def test_utterance_audio_refuses_a_segment_outside_the_audio(tmp_path: Path, fmt: str) -> None:
+    """By range (WAV) or read once and cut (Ogg): a segment past the audio's end is an
+    AudioError naming the file and times (it used to come back empty or cut short)."""
+    from speechattn.data.corpus import UtteranceAudio
+
+    path = tmp_path / f"rec.{fmt.lower()}"
+    sf.write(str(path), _signal(16000), 16000, format=fmt)
+    past = Utterance("p", path, "x", "s", None, None, start=SECONDS + 1.0, end=SECONDS + 2.0)
+    long = Utterance("l", path, "x", "s", None, None, start=3.0, end=SECONDS + 1.0)
+    ok = Utterance("o", path, "x", "s", None, None, start=3.0, end=None)
+    read = UtteranceAudio([past, long, ok], sample_rate=16000)
+    with pytest.raises(AudioError, match=r"rec\.\w+ \[5\.000-6\.000 s\].*starts after"):
+        read(past)
+    with pytest.raises(AudioError, match=r"\[3\.000-5\.000 s\].*ends after"):
+        read(long)
+    assert read(ok).shape == (16000,)
