@@ -136,6 +136,34 @@ def test_formats_without_exact_seek_are_read_whole(tmp_path: Path) -> None:
         )
 
 
+def test_unseekable_subtypes_and_refused_seeks_are_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A WAV of GSM 6.10 (libsndfile cannot seek in it) is decoded whole and cut; so is a file
+    whose seek libsndfile refuses, rather than being called corrupt."""
+    gsm = tmp_path / "gsm.wav"
+    sf.write(str(gsm), _signal(8000), 8000, format="WAV", subtype="GSM610")
+    assert torch.equal(
+        load_audio_segment(gsm, start=1.0, end=2.0, sample_rate=16000), _cut(gsm, 1.0, 2.0, 16000)
+    )
+    pcm = _write(tmp_path / "pcm.wav", 16000)
+
+    real = sf.SoundFile.seek
+    refused: list[int] = []
+
+    def refuse(self: sf.SoundFile, frames: int, whence: int = sf.SEEK_SET) -> int:
+        if not refused and whence == sf.SEEK_SET and frames > 0:  # the range read's seek
+            refused.append(frames)
+            raise sf.LibsndfileError(0, prefix="Seek attempted on unseekable file type. ")
+        return int(real(self, frames, whence))
+
+    monkeypatch.setattr(sf.SoundFile, "seek", refuse)
+    assert torch.equal(
+        load_audio_segment(pcm, start=1.0, end=2.0, sample_rate=22050), _cut(pcm, 1.0, 2.0, 22050)
+    )
+    assert len(refused) == 1
+
+
 def test_segments_outside_the_audio_are_refused(tmp_path: Path) -> None:
     path = _write(tmp_path / "rec.wav", 16000)
     with pytest.raises(AudioError, match=r"rec\.wav \[4\.000-4\.500 s\].*starts after"):

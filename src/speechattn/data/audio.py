@@ -242,9 +242,14 @@ def load_audio_segment(
         f = sf.SoundFile(str(p))
     except Exception:  # a format only ffmpeg reads, or a corrupt file: load_audio says which
         f = None
-    if f is None or f.format not in RANGE_READ_FORMATS or not f.seekable():
-        if f is not None:
-            f.close()
+    seg = None
+    if f is not None:
+        with f:
+            if f.format in RANGE_READ_FORMATS and f.seekable():
+                seg = _read_range(
+                    f, p, start, end, sample_rate, SEGMENT_END_TOLERANCE_S, where, validate
+                )
+    if seg is None:  # no exact seek (or the seek was refused): decode whole and cut
         whole = load_audio(p, sample_rate=sample_rate)
         out_rate = sample_rate if sample_rate is not None else _file_rate(p)
         a, b = _segment_bounds(
@@ -257,11 +262,6 @@ def load_audio_segment(
             where,
         )
         seg = whole[a:b].clone()
-    else:
-        with f:
-            seg = _read_range(
-                f, p, start, end, sample_rate, SEGMENT_END_TOLERANCE_S, where, validate
-            )
     if validate:
         check_waveform(seg, where, min_samples=min_samples, allow_silence=allow_silence)
     return seg
@@ -320,8 +320,9 @@ def _read_range(
     tolerance: float,
     where: str,
     validate: bool,
-) -> torch.Tensor:
-    """The segment of an open seekable soundfile ``f`` (see :func:`load_audio_segment`)."""
+) -> torch.Tensor | None:
+    """The segment of an open seekable soundfile ``f`` (see :func:`load_audio_segment`); None
+    when libsndfile refuses the seek (the file is then read whole)."""
     src = int(f.samplerate)
     frames = int(f.frames)
     if frames <= 0 or src <= 0:
@@ -342,6 +343,9 @@ def _read_range(
         s1 = min(frames, -(-b * src // out) + margin)
     try:
         f.seek(s0)
+    except Exception:  # libsndfile refused the seek after all: the caller reads the file whole
+        return None
+    try:
         data = f.read(s1 - s0, dtype="float32", always_2d=True)
     except Exception as exc:
         raise AudioError(path, f"could not decode audio ({exc}); the file is corrupt") from exc
