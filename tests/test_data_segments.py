@@ -280,3 +280,22 @@ def test_utterance_audio_refuses_a_segment_outside_the_audio(tmp_path: Path, fmt
     with pytest.raises(AudioError, match=r"\[3\.000-5\.000 s\].*ends after"):
         read(long)
     assert read(ok).shape == (16000,)
+
+
+@pytest.mark.parametrize("src", [11025, 12000, 24000, 32000, 96000])
+def test_random_segments_at_other_rates(tmp_path: Path, src: int) -> None:
+    """Seeded random segments (some to the end) at rates whose grid step is long (96 kHz ->
+    44.1 kHz: 320 frames) or odd (11025 -> 8000): lengths equal, samples within the bound."""
+    rng = np.random.default_rng(src)
+    n = round(src * 3.3) + int(rng.integers(0, src))
+    x = (0.3 * np.sin(np.arange(n) * 0.03) + 0.2 * rng.uniform(-1, 1, n)).astype(np.float32)
+    path = tmp_path / "r.wav"
+    sf.write(str(path), x, src, subtype="FLOAT")
+    for out in (8000, 44100):
+        for _ in range(8):
+            a = float(rng.uniform(0, n / src - 0.01))
+            b = None if rng.random() < 0.25 else float(min(n / src, a + rng.uniform(0.01, 2)))
+            ref = _cut(path, a, b, out)
+            got = load_audio_segment(path, start=a, end=b, sample_rate=out)
+            assert got.shape == ref.shape, (out, a, b)
+            assert float((got - ref).abs().max()) <= BOUND, (out, a, b)
