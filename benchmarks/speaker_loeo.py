@@ -12,6 +12,10 @@ of the held-out engine either way.
 ``--kokoro-mixtures N`` also trains on ``N`` Kokoro style mixtures (derived voices of
 :func:`speechattn.data.voices.kokoro_mixtures`, ``--mixture-utterances`` each, synthesised once
 into ``--cache``/kokoro_mix): never test voices, and left out when kokoro is held out.
+``--test-utterances K`` (below ``--utterances``): training voices get ``--utterances`` sentences
+each, but the pool is the K-per-voice pool plus new sentences (:func:`extend_pool`) and held-out
+engines are tested on the K-per-voice pool's clips only (the same trials as a run with
+``--utterances K``).
 
 For each held-out engine E (``--held-out`` picks some) and each ``--poolings`` layer: an
 encoder is trained on all other engines' voices (and their
@@ -70,10 +74,12 @@ __all__ = [
     "build_mixture_pool",
     "build_pool",
     "encoder_path",
+    "extend_pool",
     "main",
     "merge_checkpoints",
     "merge_copies",
     "norm_grid",
+    "pool_voices",
     "run_loeo",
     "stats_table",
     "test_channel",
