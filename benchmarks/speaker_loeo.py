@@ -12,6 +12,10 @@ of the held-out engine either way.
 ``--kokoro-mixtures N`` also trains on ``N`` Kokoro style mixtures (derived voices of
 :func:`speechattn.data.voices.kokoro_mixtures`, ``--mixture-utterances`` each, synthesised once
 into ``--cache``/kokoro_mix): never test voices, and left out when kokoro is held out.
+``--test-utterances K`` (below ``--utterances``): training voices get ``--utterances`` sentences
+each, but the pool is the K-per-voice pool plus new sentences (:func:`extend_pool`) and held-out
+engines are tested on the K-per-voice pool's clips only (the same trials as a run with
+``--utterances K``).
 
 For each held-out engine E (``--held-out`` picks some) and each ``--poolings`` layer: an
 encoder is trained on all other engines' voices (and their
@@ -48,6 +52,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import sys
 import time
@@ -69,10 +74,12 @@ __all__ = [
     "build_mixture_pool",
     "build_pool",
     "encoder_path",
+    "extend_pool",
     "main",
     "merge_checkpoints",
     "merge_copies",
     "norm_grid",
+    "pool_voices",
     "run_loeo",
     "stats_table",
     "test_channel",
@@ -156,15 +163,32 @@ def audio_digest(paths: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def build_pool(
-    cache: Path, engines: list[str], espeak_voices: int, utterances: int, *, seed: int = 0
-) -> Path:
-    """Synthesise the pool once (16 kHz); returns its manifest. Reused when its settings match."""
+def pool_voices(engines: list[str], espeak_voices: int) -> int:
+    """How many voices the pool draws: every trainable, installed voice of the engines plus
+    espeak variants (at least ``espeak_voices``; voices are drawn round-robin, so espeak needs
+    at least as many as the largest engine for every other engine's voices to be drawn)."""
     counts = _trainable_counts(engines)
-    # voices are drawn round-robin: espeak needs at least as many as the largest engine for
-    # every other engine's voices to be drawn
     extra = max([espeak_voices, *counts.values()]) if "espeak" in engines else 0
-    n_voices = sum(counts.values()) + extra
+    return sum(counts.values()) + extra
+
+
+def build_pool(
+    cache: Path,
+    engines: list[str],
+    espeak_voices: int,
+    utterances: int,
+    *,
+    seed: int = 0,
+    test_utterances: int | None = None,
+) -> Path:
+    """Synthesise the pool once (16 kHz); returns its manifest. Reused when its settings match.
+
+    ``test_utterances`` (``k < utterances``): the pool is the ``k``-per-voice pool
+    (``cache/pool``, exactly what ``utterances=k`` builds) extended by ``utterances - k`` new
+    sentences per voice (:func:`extend_pool`); see there for which clips are test clips."""
+    if test_utterances is not None and test_utterances != utterances:
+        return extend_pool(cache, engines, espeak_voices, utterances, test_utterances, seed=seed)
+    n_voices = pool_voices(engines, espeak_voices)
     return cached_pool(
         cache / "pool",
         pool_settings(engines, n_voices, utterances, seed),
@@ -176,6 +200,71 @@ def build_pool(
         progress=False,
         engines=engines,
     )
+
+
+def extend_pool(
+    cache: Path,
+    engines: list[str],
+    espeak_voices: int,
+    utterances: int,
+    base_utterances: int,
+    *,
+    seed: int = 0,
+) -> Path:
+    """A pool of ``utterances`` sentences per voice whose first ``base_utterances`` per voice
+    are the ``base_utterances``-per-voice pool's own clips (``cache/pool``, reused or made by
+    :func:`build_pool`; ids and file names unchanged), so a held-out engine can be tested on
+    exactly the clips (and test-channel draws, keyed by file name) of that smaller pool while
+    training voices get more sentences. The new clips (``cache/pool_more<n>``, synthesised once
+    and stamped like any pool) are sentences ``V * base_utterances`` onwards of
+    ``generate_sentences(V * utterances, seed=seed)`` (the smaller pool's are its first
+    ``V * base_utterances``: the generator is sequential), assigned to the same ``V`` voices
+    by ``synth_corpus``'s seeded balanced draw (``base_utterances`` more each, never a sentence
+    of the smaller pool). Returns ``cache/pool_<utterances>from<base_utterances>/manifest.jsonl``:
+    the smaller pool's lines first (as they are, paths rewritten relative to it), then the new
+    clips with ids ``utt<V * base_utterances + i>``; every line has ``"base": true/false``.
+
+    Raises:
+        ValueError: ``base_utterances`` not in ``1 .. utterances - 1``.
+    """
+    from speechattn.data.synth import generate_sentences
+
+    if not 1 <= base_utterances < utterances:
+        raise ValueError(
+            f"Expected test utterances between 1 and {utterances - 1} (below --utterances); "
+            f"found {base_utterances}."
+        )
+    n_voices = pool_voices(engines, espeak_voices)
+    base = build_pool(cache, engines, espeak_voices, base_utterances, seed=seed)
+    n_base, n_more = n_voices * base_utterances, n_voices * (utterances - base_utterances)
+    more_dir = cache / f"pool_more{utterances - base_utterances}"
+    settings = {**pool_settings(engines, n_voices, utterances, seed), "extends": base_utterances}
+    more = cached_pool(
+        more_dir,
+        settings,
+        utterances=n_more,
+        speakers=n_voices,
+        seed=seed,
+        texts=generate_sentences(n_base + n_more, seed=seed)[n_base:],
+        workers=2,
+        sample_rate=16000,
+        progress=False,
+        engines=engines,
+    )
+    out = cache / f"pool_{utterances}from{base_utterances}"
+    out.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for src, is_base in ((base, True), (more, False)):
+        for line in src.read_text().splitlines():
+            rec = json.loads(line)
+            rec["path"] = os.path.relpath(src.parent / rec["path"], out)
+            if not is_base:
+                rec["id"] = f"utt{n_base + int(rec['id'][3:]):06d}"
+            rec["base"] = is_base
+            lines.append(json.dumps(rec))
+    manifest = out / "manifest.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest
 
 
 def build_mixture_pool(cache: Path, n: int, utterances: int, *, seed: int = 0) -> Path:
@@ -258,6 +347,18 @@ def _engine_of(manifest: Path) -> dict[str, str]:
             rec = json.loads(line)
             out[str(rec["id"])] = str(rec.get("engine", "espeak"))
     return out
+
+
+def _base_ids(manifest: Path) -> set[str]:
+    """The ids of the manifest's lines that are test clips: all of them, except the new clips
+    (``"base": false``) of an :func:`extend_pool` manifest."""
+    ids = set()
+    for line in manifest.read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            if rec.get("base", True):
+                ids.add(str(rec["id"]))
+    return ids
 
 
 def encoder_path(folder: Path, held_out: str) -> Path:
@@ -576,6 +677,7 @@ def run_loeo(
     copy_seeds: tuple[int, ...] = (),
     score_norm_grid: bool = False,
     score_vad: str = "auto",
+    test_utterances: int | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
     """Train one encoder per held-out engine (and pooling); score every baseline on the same
@@ -602,7 +704,11 @@ def run_loeo(
     ``score_vad``: the energy VAD when embedding test clips and cohorts (``"auto"`` follows
     ``cfg.vad``, which also trains with it; ``"on"`` with encoders trained without it is VAD at
     scoring only); the "shipped" column follows its own config under ``"auto"``. The log-mel
-    statistics never get it."""
+    statistics never get it.
+    ``test_utterances`` (below ``utterances``): the pool is :func:`extend_pool`'s, training
+    voices get all ``utterances`` sentences each, and a held-out engine is tested only on the
+    ``test_utterances``-per-voice pool's clips (the same trials and channel draws as a run of
+    that smaller pool)."""
     from speechattn.recipes.speaker.model import load_checkpoint, save_encoder
     from speechattn.recipes.speaker.train import train_encoder
 
@@ -611,11 +717,16 @@ def run_loeo(
     use_vad = E.resolve_vad(score_vad, cfg)
     vad_db = cfg.vad_range_db
     t0 = time.perf_counter()
-    manifest = build_pool(cache, engines, espeak_voices, utterances, seed=pool_seed)
+    manifest = build_pool(
+        cache, engines, espeak_voices, utterances, seed=pool_seed, test_utterances=test_utterances
+    )
     engine_of = _engine_of(manifest)
     utts = D.load_speaker_corpus(manifest)
     present = sorted({engine_of[u.id] for u in utts})
     log(f"pool: {len(utts)} utterances, engines {present} ({time.perf_counter() - t0:.0f} s)")
+    testable = _base_ids(manifest)
+    if len(testable) < len(utts):
+        log(f"test clips: the {len(testable)} utterances of the {test_utterances}-per-voice pool")
     names = tuple(poolings) if poolings else (pooling,)
     if ensemble:
         names = ("ensemble", *(f"member {k}" for k in range(len(ensemble))))
@@ -668,7 +779,7 @@ def run_loeo(
         if held_out and held not in held_out:
             continue
         # test set: clean utterances of the held-out engine (+ pseudo-speakers if few voices)
-        te = [i for i, g in enumerate(clean_eng) if g == held]
+        te = [i for i, g in enumerate(clean_eng) if g == held and clean.ids[i] in testable]
         te_feats = [clean.feats[i] for i in te]
         te_env = [env_clean.feats[i] for i in te]
         te_spk = [clean.labels[i] for i in te]
@@ -1006,6 +1117,13 @@ def main(argv: list[str] | None = None) -> int:
     add_hidden_alias(ap, "--pooling", "poolings")
     ap.add_argument("--held-out", nargs="+", default=None, help="hold out only these engines")
     ap.add_argument("--pool-seed", type=int, default=0, help="voices and sentences of the pool")
+    ap.add_argument(
+        "--test-utterances",
+        type=int,
+        default=None,
+        help="below --utterances: the pool is the pool of this many per voice plus new sentences "
+        "for training; held-out engines are tested only on the smaller pool's clips",
+    )
     ap.add_argument("--p-real-room", type=float, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--save-checkpoint", default=None)
     ap.add_argument(
@@ -1172,6 +1290,7 @@ def main(argv: list[str] | None = None) -> int:
             copy_seeds=tuple(args.copy_seeds or ()),
             score_norm_grid=args.score_norm_grid,
             score_vad=args.score_vad,
+            test_utterances=args.test_utterances,
             log=lambda s: print(s, flush=True),
         )
     except (FileNotFoundError, ValueError) as exc:

@@ -537,3 +537,67 @@ def test_caches_are_keyed_by_the_audio_and_the_synthesis_code(tmp_path: Path) ->
         synth.synth_corpus = orig
     assert calls == [str(tmp_path / "pool")]
     assert json.loads(stamp.read_text())["synthesis_code"] == recorded["synthesis_code"]
+
+
+def test_test_utterances_extend_the_training_pool_and_keep_the_test_clips(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --utterances 5 --test-utterances 3: the 3-per-voice pool plus 2 new sentences per voice
+    # for training; the held-out engine is scored on exactly the 3-per-voice pool's clips.
+    import soundfile as sf
+
+    import speechattn.data.synth as synth
+
+    bench, cfg, common = _festival_held_out(tmp_path, monkeypatch, steps=5, copies=0)
+    base_lines = (tmp_path / "pool" / "manifest.jsonl").read_text().splitlines()
+    base_recs = [json.loads(x) for x in base_lines]
+    persons = sorted({r["person"] for r in base_recs})
+    calls: list[dict[str, object]] = []
+
+    def fake_synth(out: Path, **kw: object) -> Path:
+        # what synth_corpus leaves: utt000000.. over the same voices, by its own ids
+        calls.append(kw)
+        (Path(out) / "wavs").mkdir(parents=True)
+        lines = []
+        n = int(kw["utterances"])  # type: ignore[call-overload]
+        for i in range(n):
+            p = persons[i % len(persons)]
+            name = f"wavs/utt{i:06d}.wav"
+            _wav(Path(out) / name, 50 + i)
+            rec = {"id": f"utt{i:06d}", "path": name, "speaker": p, "person": p}
+            rec |= {"engine": p.split("-")[0], "voice": p.replace("-", ":")}
+            lines.append(json.dumps(rec))
+        (Path(out) / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+        return Path(out) / "manifest.jsonl"
+
+    monkeypatch.setattr(synth, "synth_corpus", fake_synth)
+    small = bench.run_loeo(tmp_path, cfg, log=lambda s: None, **common)
+    assert calls == []  # the 3-per-voice pool is reused as it is
+    common5 = {**common, "utterances": 5}
+    big = bench.run_loeo(tmp_path, cfg, log=lambda s: None, test_utterances=3, **common5)
+    assert len(calls) == 1
+    kw = calls[0]
+    assert (kw["utterances"], kw["speakers"], kw["seed"]) == (14, 7, 0)
+    # the new sentences follow the 3-per-voice pool's 21 in the same sequential generator
+    assert kw["texts"] == synth.generate_sentences(35, seed=0)[21:]
+    merged = tmp_path / "pool_5from3" / "manifest.jsonl"
+    recs = [json.loads(x) for x in merged.read_text().splitlines()]
+    assert [r["id"] for r in recs[:21]] == [r["id"] for r in base_recs]
+    assert [r["id"] for r in recs[21:]] == [f"utt{21 + i:06d}" for i in range(14)]
+    assert [r["base"] for r in recs] == [True] * 21 + [False] * 14
+    for r, b in zip(recs, base_recs):  # the same files, by the same names
+        assert (merged.parent / r["path"]).resolve() == (tmp_path / "pool" / b["path"]).resolve()
+    new_audio, _ = sf.read(merged.parent / recs[21]["path"])
+    assert new_audio.shape == (16000,)
+    (s_clean, s_chan), (b_clean, b_chan) = small["rows"], big["rows"]
+    for s, b in ((s_clean, b_clean), (s_chan, b_chan)):
+        assert b["test_items"] == s["test_items"] == 9
+        assert b["test_speakers"] == s["test_speakers"]
+        for key in ("logmel", "envelope"):  # functions of the test clips only
+            assert b[key] == s[key]
+        assert b["train_items"] > s["train_items"]
+    # reused the second time: no synthesis
+    bench.build_pool(tmp_path, list(common["engines"]), 4, 5, seed=0, test_utterances=3)
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="Expected test utterances between 1 and 4"):
+        bench.build_pool(tmp_path, ["espeak", "festival"], 4, 5, seed=0, test_utterances=7)
