@@ -405,10 +405,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--endpoint",
         choices=("on", "off"),
-        default="off",  # align's --endpoint default
+        default="on",  # align's --endpoint default
         help="with --silence-edge-db: the first word starts no earlier than the audio's speech "
-        "onset, the last word ends no later than its offset (align's --endpoint; default: "
-        "%(default)s, as align)",
+        "onset, the last word ends no later than its offset (align's --endpoint, on by default "
+        "as in align; 'off' as every command recorded in RESULTS.md before 2026-12-08 01:00 "
+        "UTC; default: %(default)s)",
     )
     ap.add_argument(
         "--refine-boundaries",

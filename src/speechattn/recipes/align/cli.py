@@ -637,12 +637,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument(
         "--endpoint",
         action=argparse.BooleanOptionalAction,
-        default=False,  # edges.DEFAULT_ENDPOINT (not imported: it pulls torch)
+        default=True,  # edges.DEFAULT_ENDPOINT (not imported: it pulls torch)
         help="with --silence-edge-db: the first word starts no earlier than the audio's speech "
         "onset and the last word ends no later than its speech offset (where the 5 ms energy "
         "first rises to / last falls below that level), however far the decoded edge lies from "
-        "them; utterances without silence that far below the speech keep their edges "
-        "(default: %(default)s)",
+        "them; utterances without silence that far below the speech keep their edges; chosen "
+        "on engines held out of training, see benchmarks/RESULTS.md; --no-endpoint keeps the "
+        "edges of the windowed placement (default: on)",
     )
     a.add_argument(
         "--refine-boundaries",

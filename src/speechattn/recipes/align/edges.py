@@ -30,7 +30,9 @@ touched; only the intervals move, the frame path (durations) stays as decoded.
 
 The level (35 dB), the speech percentile, the windows and the sustain time were chosen on speech
 engines held out of the aligner's training (benchmarks/RESULTS.md, "The aligner's tail at
-silence edges").
+silence edges"). The endpoint rule reuses them unchanged (nothing of it was tuned) and is on in
+align's default decoding (:data:`DEFAULT_ENDPOINT`), adopted on engines held out of training
+(benchmarks/RESULTS.md, "endpoint").
 
 Boundaries inside speech (optional, off by default): :func:`refine_boundaries` moves each word
 boundary where two words meet, and each phone boundary inside a word, to the strongest peak of
@@ -98,8 +100,8 @@ __all__ = [
 
 # How far below the utterance's speech level (dB) a word edge next to silence sits.
 DEFAULT_SILENCE_EDGE_DB = 35.0
-# The endpoint rule (place_silence_edges' endpoint): on by default in align's decoding or not.
-DEFAULT_ENDPOINT = False
+# The endpoint rule (place_silence_edges' endpoint) is on in align's default decoding.
+DEFAULT_ENDPOINT = True
 ENVELOPE_WINDOW_S = 0.005
 ENVELOPE_HOP_S = 0.001
 # The utterance's quiet level and its speech level: these percentiles of its envelope.
@@ -430,7 +432,7 @@ def place_silence_edges(
     frame_s: float,
     level_db: float = DEFAULT_SILENCE_EDGE_DB,
     *,
-    endpoint: bool = DEFAULT_ENDPOINT,
+    endpoint: bool = False,
 ) -> np.ndarray:
     """Token edges ``(U + 1,)`` (seconds) with each word edge next to silence
     (:func:`silence_edge_tokens`) moved to where ``envelope`` crosses ``level_db`` dB under the
@@ -447,7 +449,8 @@ def place_silence_edges(
         endpoint: then apply the endpoint rule: the first word starts no earlier than the
             audio's speech onset and the last word ends no later than its speech offset
             (:func:`speech_endpoints`, same level), however far from the decoded edge; an edge
-            already inside stays.
+            already inside stays. Off here; align's decoding turns it on
+            (:data:`DEFAULT_ENDPOINT`).
 
     A moved edge stays inside its search window, after the start of the word's last phone plus
     half a frame (an end) and within the silence token next to it, so edges stay in order; the

@@ -1534,7 +1534,7 @@ def run_align(
     :data:`~speechattn.recipes.align.edges.DEFAULT_SILENCE_EDGE_DB`; None = off): each word start
     after silence and word end before silence goes to where the audio's 5 ms energy envelope
     crosses this many dB under the utterance's speech level, within a few frames of the decoded
-    edge (:mod:`~speechattn.recipes.align.edges`). ``endpoint`` (default
+    edge (:mod:`~speechattn.recipes.align.edges`). ``endpoint`` (default on,
     :data:`~speechattn.recipes.align.edges.DEFAULT_ENDPOINT`; needs ``silence_edge_db``): then
     the first word starts no earlier than the audio's speech onset and the last word ends no
     later than its speech offset, found on the same envelope and level, however far the decoded
