@@ -73,7 +73,7 @@ def time_adapt_check(
     """Time the ensemble's decoding as ``run_align`` makes it and each member's own decoding."""
     from speechattn.data.corpus import load_corpus
     from speechattn.recipes.align.data import build_items
-    from speechattn.recipes.align.edges import DEFAULT_SILENCE_EDGE_DB
+    from speechattn.recipes.align.edges import DEFAULT_ENDPOINT, DEFAULT_SILENCE_EDGE_DB
     from speechattn.recipes.align.health import longest_phone_median_ms
     from speechattn.recipes.align.pauses import (
         DEFAULT_MAX_PAUSE_LOUDNESS,
@@ -109,6 +109,7 @@ def time_adapt_check(
         reverse_pass=True,
         silence_edge_db=DEFAULT_SILENCE_EDGE_DB,
         envelopes=item_envelopes(items, utts, feats),
+        endpoint=DEFAULT_ENDPOINT,
     )
     out: dict[str, Any] = {"utterances": len(items), "ensemble_decoding": _since(t0)}
     members = []

@@ -178,6 +178,12 @@ def _summarize(werr: list[np.ndarray], perr: list[np.ndarray]) -> dict[str, Any]
             out[f"{key}_mean_abs_ms"] = float(e.mean())
             out[f"{key}_within_20ms"] = float(np.mean(e <= 20.0) * 100)
             out[f"{key}_mean_signed_ms"] = float(signed.mean())
+            if key == "word":  # the utterance's ends: first word's start, last word's end
+                first = np.array([x[0] for x in errs if x.size])
+                last = np.array([x[-1] for x in errs if x.size])
+                out["first_start_signed_ms"] = float(first.mean()) if first.size else None
+                out["last_end_signed_ms"] = float(last.mean()) if last.size else None
+                out["last_end_over_100ms"] = int(np.sum(np.abs(last) > 100.0))
         else:
             out[f"{key}_mean_abs_ms"] = None
             out[f"{key}_within_20ms"] = None
@@ -242,6 +248,7 @@ def _aligner_rows(
                 max_pause_loudness=args.max_pause_loudness,
                 reverse_pass=args.reverse_pass,
                 silence_edge_db=args.silence_edge_db,
+                endpoint=args.endpoint == "on",
                 refine_radius_s=(
                     None if args.refine_boundaries is None else args.refine_boundaries / 1000.0
                 ),
@@ -394,6 +401,15 @@ def main(argv: list[str] | None = None) -> int:
         "speech level (align's --silence-edge-db, on by default as in align; 'off' for the "
         "decoded edges, as every command recorded in RESULTS.md before 2026-12-07 08:00 UTC; "
         "default: %(default)s)",
+    )
+    ap.add_argument(
+        "--endpoint",
+        choices=("on", "off"),
+        default="on",  # align's --endpoint default
+        help="with --silence-edge-db: the first word starts no earlier than the audio's speech "
+        "onset, the last word ends no later than its offset (align's --endpoint, on by default "
+        "as in align; 'off' as every command recorded in RESULTS.md before 2026-12-08 01:00 "
+        "UTC; default: %(default)s)",
     )
     ap.add_argument(
         "--refine-boundaries",

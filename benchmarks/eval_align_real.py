@@ -195,6 +195,8 @@ def _run_rows(
                 log=lambda *a: None,
                 reverse_pass=not row.endswith("_forward"),
             )
+            if args.endpoint is not None:
+                kw["endpoint"] = args.endpoint == "on"
             if row.startswith("adapted"):
                 if adapted_ckpt is None:
                     if args.adapt_steps is not None:
@@ -270,6 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--seed", type=int, default=0, help="adaptation seed")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--endpoint",
+        choices=("on", "off"),
+        default=None,
+        help="the aligner rows' endpoint rule (align's --endpoint / --no-endpoint; default: "
+        "align's default)",
+    )
     args = ap.parse_args(argv)
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     bad = [r for r in rows if r not in ROWS]

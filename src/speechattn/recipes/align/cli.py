@@ -291,6 +291,7 @@ def _align(args: argparse.Namespace) -> int:
             max_pause_loudness=args.max_pause_loudness,
             reverse_pass=args.reverse_pass,
             silence_edge_db=args.silence_edge_db,
+            endpoint=args.endpoint,
             refine_radius_s=None
             if args.refine_boundaries is None
             else args.refine_boundaries / 1000,
@@ -632,6 +633,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "speech level (its 90th-percentile 5 ms level), within a few frames of the decoded edge; utterances without silence that "
         "far below the speech keep their edges; 'off' keeps the decoded edges (default: "
         "%(default)s)",
+    )
+    a.add_argument(
+        "--endpoint",
+        action=argparse.BooleanOptionalAction,
+        default=True,  # edges.DEFAULT_ENDPOINT (not imported: it pulls torch)
+        help="with --silence-edge-db: the first word starts no earlier than the audio's speech "
+        "onset and the last word ends no later than its speech offset (where the 5 ms energy "
+        "first rises to / last falls below that level), however far the decoded edge lies from "
+        "them; utterances without silence that far below the speech keep their edges; chosen "
+        "on engines held out of training, see benchmarks/RESULTS.md; --no-endpoint keeps the "
+        "edges of the windowed placement (default: on)",
     )
     a.add_argument(
         "--refine-boundaries",

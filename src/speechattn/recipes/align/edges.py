@@ -14,7 +14,12 @@ the sound stops. :func:`place_silence_edges` moves two kinds of decoded word edg
   silence, up to 4 frames), to the first point where the envelope rises to that level and stays
   there for :data:`MIN_RUN_S`.
 
-No crossing in the window leaves the edge where the decoder put it. The level is relative to
+No crossing in the window leaves the edge where the decoder put it. With ``endpoint`` (the
+**endpoint rule**, :func:`speech_endpoints`), the utterance's first word then cannot start
+before the audio's speech onset (the earliest rise to the same level that stays there for
+:data:`MIN_RUN_S`) and its last word cannot end after its speech offset (the latest fall below
+it after :data:`MIN_RUN_S` above it), wherever the decoder put them: an edge decoded many frames
+into the opening or closing silence, beyond the search windows, moves onto the crossing. The level is relative to
 the utterance, so a recording's gain does not matter: its speech level is the
 :data:`SPEECH_PERCENTILE`-th percentile of its envelope (not the median, which a file with more
 silence than speech puts in the silence), its quiet level the :data:`FLOOR_PERCENTILE`-th. An
@@ -25,7 +30,9 @@ touched; only the intervals move, the frame path (durations) stays as decoded.
 
 The level (35 dB), the speech percentile, the windows and the sustain time were chosen on speech
 engines held out of the aligner's training (benchmarks/RESULTS.md, "The aligner's tail at
-silence edges").
+silence edges"). The endpoint rule reuses them unchanged (nothing of it was tuned) and is on in
+align's default decoding (:data:`DEFAULT_ENDPOINT`), adopted on engines held out of training
+(benchmarks/RESULTS.md, "endpoint").
 
 Boundaries inside speech (optional, off by default): :func:`refine_boundaries` moves each word
 boundary where two words meet, and each phone boundary inside a word, to the strongest peak of
@@ -56,6 +63,7 @@ __all__ = [
     "DECAY_MIN_SPAN_DB",
     "DECAY_SMOOTH_S",
     "DECAY_TOP_DB",
+    "DEFAULT_ENDPOINT",
     "DEFAULT_REFINE_FRACTION",
     "DEFAULT_REFINE_RADIUS_S",
     "DEFAULT_SILENCE_EDGE_DB",
@@ -87,10 +95,13 @@ __all__ = [
     "refine_boundary_groups",
     "silence_edge_tokens",
     "spectral_transition",
+    "speech_endpoints",
 ]
 
 # How far below the utterance's speech level (dB) a word edge next to silence sits.
 DEFAULT_SILENCE_EDGE_DB = 35.0
+# The endpoint rule (place_silence_edges' endpoint) is on in align's default decoding.
+DEFAULT_ENDPOINT = True
 ENVELOPE_WINDOW_S = 0.005
 ENVELOPE_HOP_S = 0.001
 # The utterance's quiet level and its speech level: these percentiles of its envelope.
@@ -306,6 +317,113 @@ def _crossing(
     return None
 
 
+def _speech_range(v: np.ndarray, level_db: float) -> float | None:
+    """The level (dB) word edges next to silence go to on envelope values ``v``: ``level_db``
+    under the speech level; None when there is no silence well below the speech (the guard)."""
+    floor, speech = np.percentile(v, [FLOOR_PERCENTILE, SPEECH_PERCENTILE])
+    if speech - floor < level_db + MIN_RANGE_MARGIN_DB:
+        return None
+    return float(speech) - level_db
+
+
+def speech_endpoints(
+    envelope: EnergyEnvelope, level_db: float = DEFAULT_SILENCE_EDGE_DB
+) -> tuple[float | None, float | None]:
+    """The audio's speech onset and offset (seconds) on its energy envelope, as the endpoint
+    rule of :func:`place_silence_edges` reads them.
+
+    The level is ``level_db`` dB under the utterance's speech level (its
+    :data:`SPEECH_PERCENTILE`-th envelope percentile), as for the word edges next to silence.
+    The onset is the earliest point where the envelope rises to the level and stays there for
+    :data:`MIN_RUN_S` (at least; the envelope's end cuts that short); the offset, the latest
+    point where it falls below the level after :data:`MIN_RUN_S` at or above it. Both are
+    interpolated linearly between the two envelope points around the crossing. Either is None
+    when there is none: an envelope at the level at its first point has no onset (the speech
+    starts with the recording), one at the level at its last point no offset; and both are None
+    for an utterance with no silence to speak of (its speech level less than ``level_db`` +
+    :data:`MIN_RANGE_MARGIN_DB` dB above its :data:`FLOOR_PERCENTILE`-th percentile: noise, or
+    reverberation filling the pauses), or an envelope of fewer than two points.
+
+    Args:
+        envelope: :func:`energy_envelope` of the utterance's audio, ``level_db`` of shape ``(t,)``.
+        level_db: dB under the speech level (> 0).
+
+    Returns:
+        ``(onset, offset)`` in seconds, each a float or None.
+
+    Raises:
+        ValueError: ``level_db`` not a finite number > 0, an envelope that is not 1-D or holds
+            NaN or inf, or ``hop_s`` not > 0.
+        TypeError: ``level_db`` not a number.
+    """
+    checked = check_silence_edge_db(level_db)
+    if checked is None:
+        raise ValueError("Expected level_db > 0; found None.")
+    v = np.asarray(envelope.level_db, dtype=np.float64)
+    hop = float(envelope.hop_s)
+    if v.ndim != 1:
+        raise ValueError(f"Expected an envelope of shape (t,); found {v.shape}.")
+    if not np.isfinite(v).all():
+        raise ValueError(
+            "Expected a finite envelope; found NaN or inf at point "
+            f"{int(np.flatnonzero(~np.isfinite(v))[0])}."
+        )
+    if not hop > 0:
+        raise ValueError(f"Expected envelope hop_s > 0; found {hop}.")
+    if v.size < 2:
+        return None, None
+    level = _speech_range(v, checked)
+    if level is None:
+        return None, None
+    run = max(1, round(MIN_RUN_S / hop))
+    above = v >= level
+    c = np.concatenate([[0], np.cumsum(above)])
+    idx = np.arange(v.size)
+    # starts[j]: above from j for run points (or to the end); ends[j]: above for run points up to j
+    ahead = np.minimum(idx + run, v.size)
+    starts = (c[ahead] - c[idx]) == (ahead - idx)
+    behind = np.maximum(idx + 1 - run, 0)
+    ends = (c[idx + 1] - c[behind]) == (idx + 1 - behind)
+    onset = offset = None
+    if starts.any():
+        j = int(np.argmax(starts))
+        if j > 0:
+            f = (level - v[j - 1]) / (v[j] - v[j - 1])
+            onset = (j - 1 + f) * hop
+    if ends.any():
+        j = int(v.size - 1 - np.argmax(ends[::-1]))
+        if j < v.size - 1:
+            f = (v[j] - level) / (v[j] - v[j + 1])
+            offset = (j + f) * hop
+    return onset, offset
+
+
+def _clamp_to_endpoints(
+    item: AlignItem,
+    e: np.ndarray,
+    onset: float | None,
+    offset: float | None,
+    frame_s: float,
+) -> None:
+    """In place: the first word's start no earlier than ``onset`` (at most its first phone's
+    end minus half a frame), the last word's end no later than ``offset`` (at least its last
+    phone's start plus half a frame); edges already inside stay."""
+    pidx = list(item.phone_token_index)
+    words = [(a, b) for _, a, b in item.words if b > a]
+    if not words:
+        return
+    if onset is not None:
+        k = pidx[words[0][0]]
+        y = min(onset, float(e[k + 1]) - frame_s / 2)
+        if y > e[k]:
+            e[k] = y
+    if offset is not None:
+        k = pidx[words[-1][1] - 1] + 1
+        y = max(offset, float(e[k - 1]) + frame_s / 2)
+        if y < e[k]:
+            e[k] = y
+
+
 def place_silence_edges(
     item: AlignItem,
     durations: Sequence[int] | np.ndarray,
@@ -313,6 +431,8 @@ def place_silence_edges(
     envelope: EnergyEnvelope,
     frame_s: float,
     level_db: float = DEFAULT_SILENCE_EDGE_DB,
+    *,
+    endpoint: bool = False,
 ) -> np.ndarray:
     """Token edges ``(U + 1,)`` (seconds) with each word edge next to silence
     (:func:`silence_edge_tokens`) moved to where ``envelope`` crosses ``level_db`` dB under the
@@ -326,10 +446,19 @@ def place_silence_edges(
         envelope: :func:`energy_envelope` of the item's audio.
         frame_s: the aligner's frame hop in seconds (the search windows are in frames).
         level_db: dB under the speech level (> 0).
+        endpoint: then apply the endpoint rule: the first word starts no earlier than the
+            audio's speech onset and the last word ends no later than its speech offset
+            (:func:`speech_endpoints`, same level), however far from the decoded edge; an edge
+            already inside stays. Off here; align's decoding turns it on
+            (:data:`DEFAULT_ENDPOINT`).
 
     A moved edge stays inside its search window, after the start of the word's last phone plus
-    half a frame (an end) and within the silence token next to it, so edges stay in order.
+    half a frame (an end) and within the silence token next to it, so edges stay in order; the
+    endpoint rule keeps the first word's start half a frame before its first phone's end and
+    the last word's end half a frame after its last phone's start.
     """
+    if not isinstance(endpoint, (bool, np.bool_)):
+        raise TypeError(f"Expected endpoint as a bool; found {endpoint!r}.")
     checked = check_silence_edge_db(level_db)
     if checked is None:
         raise ValueError("Expected level_db > 0; found None (leave the edges as they are instead).")
@@ -342,10 +471,10 @@ def place_silence_edges(
     v = np.asarray(envelope.level_db, dtype=np.float64)
     if v.ndim != 1 or v.size < 2:
         return e
-    floor, speech = np.percentile(v, [FLOOR_PERCENTILE, SPEECH_PERCENTILE])
-    if speech - floor < checked + MIN_RANGE_MARGIN_DB:
+    found = _speech_range(v, checked)
+    if found is None:
         return e  # no silence well below the speech: nothing to place edges on
-    level = float(speech) - checked
+    level = found
     t = np.arange(v.size) * float(envelope.hop_s)
     run = max(1, round(MIN_RUN_S / float(envelope.hop_s)))
     for k, kind in silence_edge_tokens(item, durations):
@@ -363,6 +492,9 @@ def place_silence_edges(
         y = _crossing(t, v, level, lo, hi, kind, run)
         if y is not None:
             e[k] = min(max(y, lo), hi)
+    if endpoint:
+        onset, offset = speech_endpoints(envelope, checked)
+        _clamp_to_endpoints(item, e, onset, offset, frame_s)
     return e
 
 

@@ -196,6 +196,7 @@ def align_items(
     reverse_pass: bool = False,
     silence_edge_db: float | None = None,
     envelopes: Sequence[EnergyEnvelope] | None = None,
+    endpoint: bool = False,
     refine_radius_s: float | None = None,
     transitions: Sequence[SpectralTransition] | None = None,
     refine_fraction: float = 1.0,
@@ -227,7 +228,10 @@ def align_items(
     :func:`~speechattn.recipes.align.edges.energy_envelope` per item, required then) crosses
     this many dB under the utterance's speech level
     (:func:`~speechattn.recipes.align.edges.place_silence_edges`); the intervals move, the
-    durations stay the path's.
+    durations stay the path's. ``endpoint`` (with ``silence_edge_db``; default off): then the
+    first word starts no earlier than the audio's speech onset and the last word ends no later
+    than its speech offset on that envelope and level
+    (:func:`~speechattn.recipes.align.edges.speech_endpoints`).
     ``refine_radius_s`` (None = off): last, each word boundary where two words meet and each
     phone boundary inside a word moves to the strongest clear peak of the audio's spectral
     transition measure (``transitions[i]``, one
@@ -348,6 +352,7 @@ def align_items(
                     envelopes[i],
                     config.frame_s,
                     silence_edge_db,
+                    endpoint=endpoint,
                 )
             if refine and refine_radius_s is not None and transitions is not None:
                 edges = refine_boundaries(

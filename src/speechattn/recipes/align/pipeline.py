@@ -36,6 +36,7 @@ from speechattn.recipes.align.data import (
     order_symbols,
 )
 from speechattn.recipes.align.edges import (
+    DEFAULT_ENDPOINT,
     DEFAULT_REFINE_FRACTION,
     DEFAULT_SILENCE_EDGE_DB,
     EnergyEnvelope,
@@ -1479,6 +1480,7 @@ def run_align(
     max_pause_loudness: float | None = DEFAULT_MAX_PAUSE_LOUDNESS,
     reverse_pass: bool = True,
     silence_edge_db: float | None = DEFAULT_SILENCE_EDGE_DB,
+    endpoint: bool = DEFAULT_ENDPOINT,
     dereverb: bool = False,
     refine_radius_s: float | None = None,
     refine_fraction: float = DEFAULT_REFINE_FRACTION,
@@ -1532,7 +1534,12 @@ def run_align(
     :data:`~speechattn.recipes.align.edges.DEFAULT_SILENCE_EDGE_DB`; None = off): each word start
     after silence and word end before silence goes to where the audio's 5 ms energy envelope
     crosses this many dB under the utterance's speech level, within a few frames of the decoded
-    edge (:mod:`~speechattn.recipes.align.edges`). ``refine_radius_s`` (default None = off):
+    edge (:mod:`~speechattn.recipes.align.edges`). ``endpoint`` (default on,
+    :data:`~speechattn.recipes.align.edges.DEFAULT_ENDPOINT`; needs ``silence_edge_db``): then
+    the first word starts no earlier than the audio's speech onset and the last word ends no
+    later than its speech offset, found on the same envelope and level, however far the decoded
+    edge lies from them (:func:`~speechattn.recipes.align.edges.speech_endpoints`).
+    ``refine_radius_s`` (default None = off):
     each word boundary where two words meet and each phone boundary inside a word goes to the
     strongest clear peak of the audio's spectral transition measure within this many seconds
     (:func:`~speechattn.recipes.align.edges.refine_boundaries`), or ``refine_fraction`` (in
@@ -1587,6 +1594,8 @@ def run_align(
             f"Expected max_pause_loudness >= 0 (finite) or None; found {max_pause_loudness}."
         )
     silence_edge_db = check_silence_edge_db(silence_edge_db)
+    if not isinstance(endpoint, bool):
+        raise TypeError(f"Expected endpoint as a bool; found {endpoint!r}.")
     refine_radius_s = check_refine_radius_s(refine_radius_s)
     refine_fraction = check_refine_fraction(refine_fraction)
     checked = check_adapt_members(adapt_members)
@@ -1874,6 +1883,7 @@ def run_align(
             reverse_pass=reverse_pass,
             silence_edge_db=silence_edge_db,
             envelopes=envelopes,
+            endpoint=endpoint,
             refine_radius_s=refine_radius_s,
             refine_fraction=refine_fraction,
             transitions=transitions,
@@ -1983,6 +1993,7 @@ def run_align(
         "decoding": "forward + reversed, midway" if reverse_pass else "forward",
         "silence edges": (
             f"energy envelope, {silence_edge_db:g} dB under the speech level"
+            + (", utterance ends within the speech onset/offset" if endpoint else "")
             if silence_edge_db is not None
             else "as decoded"
         ),
