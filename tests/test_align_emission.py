@@ -274,3 +274,16 @@ def test_emission_flag_reaches_the_demo_config(
     assert [c.emission for c in seen] == [expected]
     run_json = json.loads((tmp_path / "loeo" / "festival" / "run.json").read_text())
     assert ("emission" in json.dumps(run_json)) == (expected != "posterior")
+
+
+def test_demo_cli_set_emission_bad_value_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from speechattn.cli import main
+
+    out = tmp_path / "out"
+    assert main(["demo", "--set", "emission=duel", "--no-progress", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Expected emission in ('posterior', 'dual', 'scaled'); found 'duel'" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
