@@ -107,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="DemoConfig.symbol_order: phone ids in corpus order (default) or sorted by string",
     )
+    ap.add_argument(
+        "--emission",
+        choices=("posterior", "dual", "scaled"),
+        default=None,
+        help="DemoConfig.emission: the SMA aligner's emission (default 'posterior'; 'dual': "
+        "dual softmax; 'scaled': posterior over the token's mean posterior)",
+    )
     ap.add_argument("--no-augment", action="store_true", help="no channel-augmented copies")
     ap.add_argument("--no-band-mask", action="store_true", help="the old front end")
     ap.add_argument(
@@ -187,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             "word_silences": args.word_silences or None,
             "prior_warmup": args.prior_warmup,
             "symbol_order": args.symbol_order,
+            "emission": args.emission,
         }
         cfg = dataclasses.replace(cfg, **{k: v for k, v in training.items() if v is not None})
         run = out / held

@@ -138,3 +138,37 @@ def hmm_viterbi_skip_ref(
             best, best_s = list(seq), sc
     assert best is not None
     return best, best_s
+
+
+def token_emissions_ref(scores: np.ndarray, emission: str) -> np.ndarray:
+    """Emissions of one item, loops in float64; ``scores`` (U, T) is the valid part only.
+
+    ``P[u, t] = exp(s[u, t]) / sum_u' exp(s[u', t])`` (over tokens), ``Q[u, t] = exp(s[u, t]) /
+    sum_t' exp(s[u, t'])`` (over frames); posterior: ``log P``; dual: ``(log P + log Q) / 2``
+    (LoFTR's dual softmax); scaled: ``log(P[u, t] / ((1/T) sum_t' P[u, t']))`` (the posterior
+    over the token's mean posterior, the hybrid NN/HMM scaled likelihood).
+    """
+    u_n, t_n = scores.shape
+    log_p = np.zeros((u_n, t_n))
+    log_q = np.zeros((u_n, t_n))
+    for t in range(t_n):
+        z = _logsumexp(*[float(scores[k, t]) for k in range(u_n)])
+        for u in range(u_n):
+            log_p[u, t] = float(scores[u, t]) - z
+    for u in range(u_n):
+        z = _logsumexp(*[float(scores[u, k]) for k in range(t_n)])
+        for t in range(t_n):
+            log_q[u, t] = float(scores[u, t]) - z
+    out = np.zeros((u_n, t_n))
+    for u in range(u_n):
+        mean_p = sum(math.exp(log_p[u, k]) for k in range(t_n)) / t_n
+        for t in range(t_n):
+            if emission == "posterior":
+                out[u, t] = log_p[u, t]
+            elif emission == "dual":
+                out[u, t] = 0.5 * (log_p[u, t] + log_q[u, t])
+            elif emission == "scaled":
+                out[u, t] = log_p[u, t] - math.log(mean_p)
+            else:
+                raise ValueError(emission)
+    return out

@@ -3,12 +3,14 @@
 # Generated from each submodule's __all__; keep one import per module.
 
 from speechattn.functional.alignment import (
+    EMISSIONS,
     AlignmentPath,
     forward_sum_loss,
     mask_token_logits,
     monotonic_alignment_search,
     monotonic_hmm_log_likelihood,
     monotonic_hmm_viterbi,
+    token_emissions,
     uniform_durations,
 )
 from speechattn.functional.contrastive import (
@@ -74,6 +76,7 @@ from speechattn.functional.vad import (
 )
 
 __all__ = [
+    "EMISSIONS",
     "VAD_CONTEXT",
     "VAD_MIN_FRAMES",
     "VAD_PROPORTION",
@@ -126,6 +129,7 @@ __all__ = [
     "stepwise_monotonic_attention",
     "stepwise_stay_probability",
     "temporal_mean_std",
+    "token_emissions",
     "uniform_durations",
     "valid_mask_to_lengths",
 ]

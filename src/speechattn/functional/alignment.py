@@ -22,6 +22,9 @@ output.
   ``skippable_mask`` marks optional tokens (pauses, edge silences) that the hard path may pass
   with 0 frames: the left-to-right HMM with skip transitions over optional states that forced
   aligners (HTK's tee models, Kaldi/MFA optional silence) use for short pauses.
+* :func:`token_emissions` -- the emission an aligner reads from its ``(B, U, T)`` token-frame
+  scores: the per-frame posterior over tokens (``"posterior"``), LoFTR's dual softmax
+  (``"dual"``) or the hybrid NN/HMM scaled likelihood (``"scaled"``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from speechattn.functional.masks import (
 )
 
 __all__ = [
+    "EMISSIONS",
     "AlignmentPath",
     "forward_sum_loss",
     "mask_token_logits",
@@ -143,6 +147,73 @@ def mask_token_logits(logits: Tensor, text_lengths: Tensor) -> Tensor:
     """Fill padded tokens of ``(B, U, T)`` logits with a large negative number (for a softmax over U)."""
     valid = lengths_to_valid_mask(text_lengths, logits.shape[1]).unsqueeze(-1)
     return logits.masked_fill(~valid, torch.finfo(logits.dtype).min / 4)
+
+
+# The emissions token_emissions computes (see its docstring).
+EMISSIONS = ("posterior", "dual", "scaled")
+
+
+def token_emissions(
+    scores: Tensor,
+    text_lengths: Tensor | None = None,
+    mel_lengths: Tensor | None = None,
+    *,
+    emission: str = "posterior",
+) -> Tensor:
+    """Per-frame token log-emissions ``(B, U, T)`` from token-frame scores ``(B, U, T)``.
+
+    With ``P[u, t] = softmax_u(scores)[u, t]`` over the item's valid tokens (the per-frame
+    posterior) and ``Q[u, t] = softmax_t(scores)[u, t]`` over its valid frames:
+
+    * ``"posterior"``: ``log P`` (each valid frame a distribution over the valid tokens; what
+      the aligners used before the option existed).
+    * ``"dual"``: ``0.5 * (log P + log Q)``, the dual softmax of LoFTR (Sun et al. 2021) in log
+      space: a token's evidence is also normalised over the frames, so a token close to every
+      frame gains nothing in ``Q``.
+    * ``"scaled"``: ``log P[u, t] - log mean_t' P[u, t']`` (mean over the item's valid frames):
+      the scaled likelihood of hybrid NN/HMM recognisers (Bourlard & Morgan 1994), the posterior
+      divided by the token's prior, here the token's mean posterior over the utterance. The
+      divisor is not detached: a token that raises its posterior at every frame by the same
+      factor leaves its emission unchanged (exactly: ``log P - logsumexp_t log P + log T``), so
+      training gets no reward for it; a detached divisor would keep that reward in the gradient.
+
+    Every value outside the valid ``text_lengths[b] x mel_lengths[b]`` block is 0, and padding
+    content never changes a valid value.
+
+    Args:
+        scores: float ``(B, U, T)`` token-frame scores (e.g. negative distances + log-prior).
+        text_lengths: int64 ``(B,)`` valid tokens (``None`` = all ``U``).
+        mel_lengths: int64 ``(B,)`` valid frames (``None`` = all ``T``).
+        emission: one of :data:`EMISSIONS`.
+
+    Returns:
+        float ``(B, U, T)`` log-emissions, in the dtype of ``scores``.
+
+    Raises:
+        TypeError: ``scores`` not a floating tensor, lengths not integer tensors.
+        ValueError: an unknown ``emission``, ``scores`` not 3-D or empty, lengths of another
+            batch size or out of ``[1, U]`` / ``[1, T]``.
+    """
+    if emission not in EMISSIONS:
+        raise ValueError(f"Expected emission in {EMISSIONS}; found {emission!r}.")
+    b, u, t = _check_scores(scores, "scores")
+    tl, ml = _check_lengths_pair(text_lengths, mel_lengths, b, u, t, scores.device, "scores")
+    tv = lengths_to_valid_mask(tl, u)
+    mv = lengths_to_valid_mask(ml, t)
+    valid2 = tv.unsqueeze(-1) & mv.unsqueeze(1)
+    log_p = torch.log_softmax(mask_token_logits(scores, tl), dim=1)
+    if emission == "posterior":
+        return log_p.masked_fill(~valid2, 0.0)
+    neg = torch.finfo(scores.dtype).min / 4
+    if emission == "dual":
+        log_q = torch.log_softmax(scores.masked_fill(~mv.unsqueeze(1), neg), dim=2)
+        out = 0.5 * (log_p + log_q)
+    else:
+        # log mean_t P[u, t] over the valid frames: logsumexp over them minus log T_b.
+        log_mean = torch.logsumexp(log_p.masked_fill(~mv.unsqueeze(1), neg), dim=2)
+        log_mean = log_mean - ml.to(scores.dtype).log().unsqueeze(-1)
+        out = log_p - log_mean.unsqueeze(-1)
+    return out.masked_fill(~valid2, 0.0)
 
 
 def forward_sum_loss(

@@ -25,6 +25,10 @@ what they are trained on. None sees alignment labels.
   Speech-Transformer linear penalty ``-mha_prior_scale * |t / T - u / U|`` on each item's own
   diagonal) or ``"beta-binomial"`` (:class:`~speechattn.functional.priors.BetaBinomialPrior`,
   RAD-TTS ``log P`` with ``prior_scaling``). Frames still attend to every valid token.
+
+``emission`` (kinds ``"sma"`` and ``"fs"``) says what the losses and the decoding read from the
+token scores: ``"posterior"`` (default, the per-frame ``log_softmax_u`` above), ``"dual"`` or
+``"scaled"`` (:func:`~speechattn.functional.alignment.token_emissions`).
 """
 
 from __future__ import annotations
@@ -40,12 +44,14 @@ from torch import Tensor, nn
 
 from speechattn._config import check_fields
 from speechattn.functional.alignment import (
+    EMISSIONS,
     AlignmentPath,
     forward_sum_loss,
     mask_token_logits,
     monotonic_alignment_search,
     monotonic_hmm_log_likelihood,
     monotonic_hmm_viterbi,
+    token_emissions,
 )
 from speechattn.functional.masks import lengths_to_valid_mask
 
@@ -85,6 +91,11 @@ class AlignerConfig:
     # 100: best of 10 / 30 / 100 / 300 for the demo-size corpus and of 10 / 30 / 100 for the
     # --quick one (benchmarks/RESULTS.md, "Diagonal prior on the plain-MHA aligner").
     mha_prior_scale: float = 100.0
+    # The emission the HMM / forward-sum loss and the decoding read from the token scores
+    # (kinds "sma" and "fs"; functional.alignment.EMISSIONS, see token_emissions):
+    # "posterior" (log_softmax over tokens, the behaviour before the option), "dual" or
+    # "scaled". Issue 19: a per-frame posterior rewards a token close to every frame.
+    emission: str = "posterior"
 
     def __post_init__(self) -> None:
         # kind and mha_prior are checked by TextMelAligner (with a hint on mha_prior).
@@ -95,6 +106,7 @@ class AlignerConfig:
             positive_floats=("prior_scaling",),
             nonnegative_floats=("fs_weight", "sma_noise_std", "mha_prior_scale"),
             fractions=("dropout",),
+            choices={"emission": EMISSIONS},
         )
 
     def to_dict(self) -> dict:
@@ -185,6 +197,12 @@ class TextMelAligner(nn.Module):
             raise ValueError(
                 f"Expected mha_prior in {MHA_PRIORS}; found {config.mha_prior!r}. The prior "
                 "applies to the plain-MHA aligner (kind='mha')."
+            )
+        if config.kind == "mha" and config.emission != "posterior":
+            raise ValueError(
+                f"Expected emission='posterior' for kind='mha' (its attention has no token "
+                f"emission); found emission={config.emission!r}. The emission applies to the "
+                "kinds 'sma' and 'fs'."
             )
         self.config = config
         # Weight of the learned token scores beside the diagonal log-prior (kinds "sma" and
@@ -280,12 +298,15 @@ class TextMelAligner(nn.Module):
             scores = scores + beta_binomial_log_prior(
                 text_lengths, mel_lengths, u, t, cfg.prior_scaling
             ).to(scores)
-        log_attn = torch.log_softmax(mask_token_logits(scores, text_lengths), dim=1)
-        log_attn = log_attn.masked_fill(~valid2, 0.0)
+        if cfg.emission == "posterior":  # (as before the option: bitwise the same)
+            log_attn = torch.log_softmax(mask_token_logits(scores, text_lengths), dim=1)
+            log_attn = log_attn.masked_fill(~valid2, 0.0)
+        else:
+            log_attn = token_emissions(scores, text_lengths, mel_lengths, emission=cfg.emission)
         no_loss = log_attn.new_full((), float("nan"))
         fs = forward_sum_loss(log_attn, text_lengths, mel_lengths) if with_loss else no_loss
         if cfg.kind == "fs":
-            return AlignerOutput(fs, log_attn, log_attn.exp() * valid2, None, None)
+            return AlignerOutput(fs, log_attn, _soft(log_attn, cfg.emission, valid2), None, None)
         # SMA stay probabilities from the SMA layer, shifted per item by logit(1 - U/T) so the
         # initial stay probability is the expected one (the paper's +3.5 collapses an aligner).
         # Only the stay step of the layer runs (no alignment, context or output projection).
@@ -305,7 +326,9 @@ class TextMelAligner(nn.Module):
             )
             hmm = -(ll / mel_lengths.to(ll.dtype)).mean()
             loss = hmm + cfg.fs_weight * fs
-        return AlignerOutput(loss, log_attn, log_attn.exp() * valid2, log_stay, log_move)
+        return AlignerOutput(
+            loss, log_attn, _soft(log_attn, cfg.emission, valid2), log_stay, log_move
+        )
 
     def _mha(
         self,
@@ -396,6 +419,16 @@ class TextMelAligner(nn.Module):
         return _hard_alignment(out, text_lengths, mel_lengths, skippable_mask, log_skip)
 
 
+def _soft(log_attn: Tensor, emission: str, valid2: Tensor) -> Tensor:
+    """The soft alignment ``(B, U, T)`` of token log-emissions: each valid frame's distribution
+    over the valid tokens (``exp(log_attn)`` for ``"posterior"``; the emissions renormalised
+    over the tokens otherwise, which is the per-frame posterior of those emissions)."""
+    if emission == "posterior":
+        return log_attn.exp() * valid2
+    tl = valid2.any(dim=2).sum(dim=1)
+    return torch.softmax(mask_token_logits(log_attn, tl), dim=1) * valid2
+
+
 def _hard_alignment(
     out: AlignerOutput,
     text_lengths: Tensor,
@@ -454,7 +487,12 @@ class AlignerEnsemble(nn.Module):
     token keeps >= 1 frame when every member gives it one; its :meth:`forward` pools as
     ``"log"`` and its soft alignment is the members' mean. One member gives that member's
     alignment. ``loss`` is the members' mean loss. ``config`` is the first member's (every
-    member has the same ``kind``, ``num_symbols`` and ``n_mels``).
+    member has the same ``kind``, ``num_symbols``, ``n_mels`` and ``emission``).
+
+    Members with ``emission="dual"`` or ``"scaled"`` (not a distribution over tokens at each
+    frame): ``"log"`` pools them as above (the renormalisation subtracts a per-frame constant,
+    which changes no monotonic path's ranking, so one member still gives its own alignment);
+    ``"prob"`` first renormalises each member's emissions over the tokens at every frame.
 
     Args:
         models: the members, a non-empty sequence of :class:`TextMelAligner`.
@@ -485,7 +523,7 @@ class AlignerEnsemble(nn.Module):
             raise ValueError(f"Expected combine in {ENSEMBLE_COMBINES}; found {combine!r}.")
         first = members[0].config
         for i, m in enumerate(members[1:], start=1):
-            for name in ("kind", "num_symbols", "n_mels"):
+            for name in ("kind", "num_symbols", "n_mels", "emission"):
                 a, b = getattr(first, name), getattr(m.config, name)
                 if a != b:
                     raise ValueError(
@@ -531,6 +569,12 @@ class AlignerEnsemble(nn.Module):
             -1
         ) & lengths_to_valid_mask(mel_lengths, mels.shape[1]).unsqueeze(1)
         la = torch.stack([o.log_attn for o in outs])
+        if self.combine == "prob" and self.config.emission != "posterior":
+            # Emissions that are not per-frame distributions ("dual", "scaled") are first
+            # renormalised over the tokens (a per-frame constant, which changes no member's own
+            # decoding), so the mixture weighs the members equally at every frame.
+            la = torch.log_softmax(mask_token_logits(la.flatten(0, 1), text_lengths.repeat(n)), 1)
+            la = la.view(n, *outs[0].log_attn.shape)
         if self.combine != "prob":
             log_attn = torch.log_softmax(mask_token_logits(la.mean(0), text_lengths), dim=1)
         else:

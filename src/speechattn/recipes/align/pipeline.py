@@ -18,6 +18,7 @@ import torch
 
 from speechattn._config import check_fields
 from speechattn._io import write_text_atomic
+from speechattn.functional.alignment import EMISSIONS
 from speechattn.recipes._distributed import end_process_group
 from speechattn.recipes.align.calibrate import (
     BoundaryOffsets,
@@ -288,6 +289,10 @@ class DemoConfig:
     # appearance in the corpus; "sorted" by their string, whatever the utterances' order (issue
     # 19: the order deals each phone its initial embedding for a seed).
     symbol_order: str = "corpus"
+    # The SMA / forward-sum aligners' emission (AlignerConfig.emission, saved with the aligner;
+    # functional.alignment.EMISSIONS): "posterior" (the behaviour before the option), "dual"
+    # or "scaled". Issue 19: a per-frame posterior rewards a token close to every frame.
+    emission: str = "posterior"
 
     def __post_init__(self) -> None:
         check_fields(
@@ -319,6 +324,7 @@ class DemoConfig:
                 "mha_prior": MHA_PRIORS,
                 "batching": BATCHINGS,
                 "symbol_order": SYMBOL_ORDERS,
+                "emission": EMISSIONS,
             },
         )
         if self.held_out_utterances >= self.utterances:
@@ -879,6 +885,7 @@ def demo_record(config: DemoConfig) -> dict:
         "word_silences",
         "prior_warmup",
         "symbol_order",
+        "emission",
     )
     for f in optional:
         if rec[f] == getattr(DemoConfig, f):
@@ -1061,6 +1068,7 @@ def run_demo(
             kernel_size=config.mel_kernel_size,
             fs_weight=config.fs_weight,
             mha_prior=config.mha_prior if kind == "mha" else "none",
+            emission=config.emission if kind != "mha" else "posterior",
         )
         tcfg = TrainConfig(
             steps=config.steps,
