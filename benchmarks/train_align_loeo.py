@@ -42,6 +42,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from unittest import mock
 
 ENGINES = ("festival", "rhvoice", "piper", "espeak")
 
@@ -169,7 +170,6 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--add {spec}: expected new utterance ids; found {sorted(clash)[:3]} again")
         lines += more
         extra.append((wavs, name))
-    peers.pocketsphinx_available = lambda: False  # its row is not needed to train
     for held in [e for e in args.hold_out.split(",") if e]:
         keep = [x for x in lines if x["engine"] != held]
         cfg = dataclasses.replace(
@@ -212,14 +212,17 @@ def main(argv: list[str] | None = None) -> int:
             (run / "corpus" / "manifest.jsonl").write_text(
                 "".join(json.dumps(x) + "\n" for x in keep)
             )
-        res = run_demo(
-            run,
-            cfg,
-            export=run / "aligner.pt",
-            progress=False,
-            collapse_retries=args.collapse_retries,
-            collapse_check_at=args.collapse_check_at,
-        )
+        # pocketsphinx's row is not needed to train; patched for this call only (a module-wide
+        # assignment leaked into the caller's process: other code then saw it as not installed).
+        with mock.patch.object(peers, "pocketsphinx_available", lambda: False):
+            res = run_demo(
+                run,
+                cfg,
+                export=run / "aligner.pt",
+                progress=False,
+                collapse_retries=args.collapse_retries,
+                collapse_check_at=args.collapse_check_at,
+            )
         print(f"{held} held out: {res['summary']}")
     return 0
 

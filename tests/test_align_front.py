@@ -252,7 +252,7 @@ def test_demo_record_of_a_default_run_is_unchanged() -> None:
     cfg = DemoConfig()
     new = {"engines", "commercial_only", "augment", "mel_norm", "band_mask", "train_seed"}
     new |= {"n_fft", "hop_length", "mel_kernel_size", "fs_weight"}
-    new |= {"warmup", "batching", "word_silences", "prior_warmup", "symbol_order"}
+    new |= {"warmup", "batching", "word_silences", "prior_warmup", "symbol_order", "emission"}
     old = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in new}
     assert demo_record(cfg) == old
     multi = dataclasses.replace(cfg, engines=("espeak", "festival"), band_mask=True)

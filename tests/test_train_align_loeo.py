@@ -116,6 +116,33 @@ def test_symbol_order_flag_reaches_the_demo_config(
 
     monkeypatch.setattr(pipeline, "run_demo", fake_run_demo)
     assert mod.main(["--out", str(tmp_path / "loeo"), "--hold-out", "festival", *argv]) == 0
-    assert [c.symbol_order for c in seen]  # type: ignore[attr-defined] == [expected]
+    assert [c.symbol_order for c in seen] == [expected]  # type: ignore[attr-defined]
     run_json = json.loads((tmp_path / "loeo" / "festival" / "run.json").read_text())
     assert ("symbol_order" in json.dumps(run_json)) == (expected != "corpus")
+
+
+def test_pocketsphinx_is_off_only_inside_the_training_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The seed study trains without the pocketsphinx row; the library's check must be back
+    # afterwards (a module-wide assignment once leaked into the rest of the caller's process).
+    import speechattn.recipes.align.peers as peers
+    import speechattn.recipes.align.pipeline as pipeline
+
+    mod = _load_bench()
+    rows = [
+        {"id": f"u{i}", "path": f"wavs/u{i}.wav", "engine": eng, "voice": f"{eng}-v", "text": "A."}
+        for i, eng in enumerate(["festival"] + ["piper"] * 70)
+    ]
+    _manifest(tmp_path / "loeo" / "corpus", rows)
+    before = peers.pocketsphinx_available
+    inside: list[bool] = []
+
+    def fake_run_demo(run: Path, cfg: object, **kwargs: object) -> dict[str, object]:
+        inside.append(peers.pocketsphinx_available())
+        return {"summary": {}}
+
+    monkeypatch.setattr(pipeline, "run_demo", fake_run_demo)
+    assert mod.main(["--out", str(tmp_path / "loeo"), "--hold-out", "festival"]) == 0
+    assert inside == [False]
+    assert peers.pocketsphinx_available is before
