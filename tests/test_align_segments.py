@@ -223,18 +223,24 @@ item []:
 {items}"""
 
 
+def _with_gaps(xmax: float, ivs: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+    """``ivs`` (in order) with each gap before, between and after them as an empty interval."""
+    full, t = [], 0.0
+    for a, b, text in ivs:
+        if a > t:
+            full.append((t, a, ""))
+        full.append((a, b, text))
+        t = b
+    if t < xmax:
+        full.append((t, xmax, ""))
+    return full
+
+
 def _long_textgrid(xmax: float, tiers: dict[str, list[tuple[float, float, str]]]) -> str:
     """Praat's long text format, written out by hand (gaps as empty intervals)."""
     items = []
     for i, (name, ivs) in enumerate(tiers.items(), 1):
-        full, t = [], 0.0
-        for a, b, text in ivs:
-            if a > t:
-                full.append((t, a, ""))
-            full.append((a, b, text))
-            t = b
-        if t < xmax:
-            full.append((t, xmax, ""))
+        full = _with_gaps(xmax, ivs)
         body = "".join(
             f"        intervals [{k}]:\n            xmin = {a}\n            xmax = {b}\n"
             f'            text = "{text}"\n'
@@ -249,15 +255,8 @@ def _long_textgrid(xmax: float, tiers: dict[str, list[tuple[float, float, str]]]
 
 
 def _short_textgrid(xmax: float, name: str, ivs: list[tuple[float, float, str]]) -> str:
-    """Praat's short text format, one tier, no gaps filled (praat accepts either)."""
-    full, t = [], 0.0
-    for a, b, text in ivs:
-        if a > t:
-            full.append((t, a, ""))
-        full.append((a, b, text))
-        t = b
-    if t < xmax:
-        full.append((t, xmax, ""))
+    """Praat's short text format, one tier, gaps as empty intervals."""
+    full = _with_gaps(xmax, ivs)
     lines = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "", "0", str(xmax)]
     lines += ["<exists>", "1", '"IntervalTier"', f'"{name}"', "0", str(xmax), str(len(full))]
     for a, b, text in full:

@@ -23,6 +23,16 @@ def _manifest(folder: Path, lines: list[object]) -> Path:
     return path
 
 
+def _loeo_corpus(tmp_path: Path) -> None:
+    """``tmp_path/loeo/corpus``: one festival utterance and 70 piper ones (more than the 60
+    held-out sentences a run keeps), so holding festival out leaves a corpus to train on."""
+    rows = [
+        {"id": f"u{i}", "path": f"wavs/u{i}.wav", "engine": eng, "voice": f"{eng}-v", "text": "A."}
+        for i, eng in enumerate(["festival"] + ["piper"] * 70)
+    ]
+    _manifest(tmp_path / "loeo" / "corpus", rows)
+
+
 def test_added_utterances_renames_ids_and_paths(tmp_path: Path) -> None:
     mod = _load_bench()
     rows = [
@@ -77,11 +87,7 @@ def test_seed_study_does_not_restart_collapsed_seeds_unless_asked(
     import speechattn.recipes.align.pipeline as pipeline
 
     mod = _load_bench()
-    rows = [
-        {"id": f"u{i}", "path": f"wavs/u{i}.wav", "engine": eng, "voice": f"{eng}-v", "text": "A."}
-        for i, eng in enumerate(["festival"] + ["piper"] * 70)  # > the 60 held-out sentences
-    ]
-    _manifest(tmp_path / "loeo" / "corpus", rows)
+    _loeo_corpus(tmp_path)
     seen: list[dict[str, object]] = []
 
     def fake_run_demo(run: Path, cfg: object, **kwargs: object) -> dict[str, object]:
@@ -103,11 +109,7 @@ def test_symbol_order_flag_reaches_the_demo_config(
     import speechattn.recipes.align.pipeline as pipeline
 
     mod = _load_bench()
-    rows = [
-        {"id": f"u{i}", "path": f"wavs/u{i}.wav", "engine": eng, "voice": f"{eng}-v", "text": "A."}
-        for i, eng in enumerate(["festival"] + ["piper"] * 70)
-    ]
-    _manifest(tmp_path / "loeo" / "corpus", rows)
+    _loeo_corpus(tmp_path)
     seen: list[object] = []
 
     def fake_run_demo(run: Path, cfg: object, **kwargs: object) -> dict[str, object]:
@@ -130,11 +132,7 @@ def test_pocketsphinx_is_off_only_inside_the_training_call(
     import speechattn.recipes.align.pipeline as pipeline
 
     mod = _load_bench()
-    rows = [
-        {"id": f"u{i}", "path": f"wavs/u{i}.wav", "engine": eng, "voice": f"{eng}-v", "text": "A."}
-        for i, eng in enumerate(["festival"] + ["piper"] * 70)
-    ]
-    _manifest(tmp_path / "loeo" / "corpus", rows)
+    _loeo_corpus(tmp_path)
     before = peers.pocketsphinx_available
     inside: list[bool] = []
 
